@@ -1,0 +1,33 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "Autograd",
+    products: [
+        // libautograd.so: the C ABI (AutogradC) with the engine linked in.
+        .library(name: "autograd", type: .dynamic, targets: ["AutogradC"]),
+        // The engine for Swift users.
+        .library(name: "Autograd", targets: ["Autograd"]),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "COpenBLAS",
+            pkgConfig: "openblas",
+            providers: [.apt(["libopenblas-dev"])]
+        ),
+        .target(
+            name: "Autograd",
+            dependencies: ["COpenBLAS"]
+        ),
+        .target(
+            name: "AutogradC",
+            dependencies: ["Autograd"],
+            linkerSettings: [.unsafeFlags(["-Xlinker", "-soname=libautograd.so.0"])]
+        ),
+        .testTarget(
+            name: "AutogradTests",
+            dependencies: ["Autograd", "AutogradC"]
+        ),
+    ],
+    swiftLanguageModes: [.v5]
+)

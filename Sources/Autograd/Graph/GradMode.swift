@@ -1,0 +1,50 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Per-thread state of the engine: whether operations record graph nodes.
+final class ThreadState {
+    var gradEnabled = true
+
+    private static let key: pthread_key_t = {
+        var key = pthread_key_t()
+        pthread_key_create(&key) { box in
+            if let box { Unmanaged<ThreadState>.fromOpaque(box).release() }
+        }
+        return key
+    }()
+
+    /// This thread's state, created on first use and released when the thread exits.
+    static var current: ThreadState {
+        if let p = pthread_getspecific(key) {
+            return Unmanaged<ThreadState>.fromOpaque(p).takeUnretainedValue()
+        }
+        let state = ThreadState()
+        pthread_setspecific(key, Unmanaged.passRetained(state).toOpaque())
+        return state
+    }
+}
+
+/// Grad mode: when disabled on a thread, operations on that thread record nothing.
+public enum GradMode {
+    public static var isEnabled: Bool {
+        get { ThreadState.current.gradEnabled }
+        set { ThreadState.current.gradEnabled = newValue }
+    }
+
+    /// Runs `body` with grad mode set to `enabled`, restoring the previous mode afterwards.
+    public static func with<R>(enabled: Bool, _ body: () throws -> R) rethrows -> R {
+        let state = ThreadState.current
+        let previous = state.gradEnabled
+        state.gradEnabled = enabled
+        defer { state.gradEnabled = previous }
+        return try body()
+    }
+}
+
+/// Runs `body` without recording any graph (PyTorch's `torch.no_grad()`).
+public func withNoGrad<R>(_ body: () throws -> R) rethrows -> R {
+    try GradMode.with(enabled: false, body)
+}

@@ -1,0 +1,82 @@
+/// Elementwise kernels over contiguous buffers. No autograd here: callers own shapes and graphs.
+enum Elementwise {
+    /// out[i] = f(x[i]).
+    @inline(__always)
+    static func map<T: TensorElement>(_ x: UnsafeMutableBufferPointer<T>, into out: UnsafeMutableBufferPointer<T>, _ f: (T) -> T) {
+        guard let xs = x.baseAddress, let os = out.baseAddress else { return }
+        for i in 0..<out.count { os[i] = f(xs[i]) }
+    }
+
+    /// out = f(a, b) over the broadcast shape `outShape`; `aStrides`/`bStrides` are the
+    /// operands' strides against `outShape` (0 along broadcast axes).
+    @inline(__always)
+    static func zip<T: TensorElement>(_ a: UnsafeMutableBufferPointer<T>, _ aStrides: [Int],
+                                      _ b: UnsafeMutableBufferPointer<T>, _ bStrides: [Int],
+                                      into out: UnsafeMutableBufferPointer<T>, shape outShape: [Int],
+                                      _ f: (T, T) -> T) {
+        guard let ap = a.baseAddress, let bp = b.baseAddress, let op = out.baseAddress else { return }
+        let n = out.count
+        // Fast paths: same shape, or one side a single element.
+        if a.count == n && b.count == n {
+            for i in 0..<n { op[i] = f(ap[i], bp[i]) }
+            return
+        }
+        if b.count == 1 && a.count == n {
+            let s = bp[0]
+            for i in 0..<n { op[i] = f(ap[i], s) }
+            return
+        }
+        if a.count == 1 && b.count == n {
+            let s = ap[0]
+            for i in 0..<n { op[i] = f(s, bp[i]) }
+            return
+        }
+        // General case: walk the outer axes with a counter, run the innermost axis as a loop.
+        let rank = outShape.count
+        let inner = outShape[rank - 1]
+        let sa = aStrides[rank - 1], sb = bStrides[rank - 1]
+        var index = [Int](repeating: 0, count: rank)
+        var offA = 0, offB = 0, o = 0
+        while o < n {
+            for k in 0..<inner { op[o + k] = f(ap[offA + k * sa], bp[offB + k * sb]) }
+            o += inner
+            var axis = rank - 2
+            while axis >= 0 {
+                index[axis] += 1
+                offA += aStrides[axis]
+                offB += bStrides[axis]
+                if index[axis] < outShape[axis] { break }
+                offA -= aStrides[axis] * outShape[axis]
+                offB -= bStrides[axis] * outShape[axis]
+                index[axis] = 0
+                axis -= 1
+            }
+        }
+    }
+
+    /// Copies a strided view of `src` (`strides` per axis of `shape`, 0 for broadcast axes)
+    /// into the contiguous `out`: the kernel behind expand and permute.
+    static func gather<T: TensorElement>(_ src: UnsafeMutableBufferPointer<T>, strides: [Int],
+                                         into out: UnsafeMutableBufferPointer<T>, shape: [Int]) {
+        guard let sp = src.baseAddress, let op = out.baseAddress, out.count > 0 else { return }
+        let rank = shape.count
+        if rank == 0 { op[0] = sp[0]; return }
+        let n = out.count
+        let inner = shape[rank - 1], si = strides[rank - 1]
+        var index = [Int](repeating: 0, count: rank)
+        var off = 0, o = 0
+        while o < n {
+            for k in 0..<inner { op[o + k] = sp[off + k * si] }
+            o += inner
+            var axis = rank - 2
+            while axis >= 0 {
+                index[axis] += 1
+                off += strides[axis]
+                if index[axis] < shape[axis] { break }
+                off -= strides[axis] * shape[axis]
+                index[axis] = 0
+                axis -= 1
+            }
+        }
+    }
+}

@@ -1,0 +1,97 @@
+/// add, sub, mul, div, neg: forward kernels and derivative rules side by side.
+/// Binary rules return gradients in the broadcast shape; Backward sums them back per operand.
+extension Tensor {
+    public func adding(_ other: Tensor) throws -> Tensor {
+        let out = try Tensor.zipped(self, other, "add", { $0 + $1 }, { $0 + $1 })
+        if Tensor.shouldRecord(self, other) {
+            out.record("add", inputs: [self, other]) { g, _ in [g, g] }
+        }
+        return out
+    }
+
+    public func subtracting(_ other: Tensor) throws -> Tensor {
+        let out = try Tensor.zipped(self, other, "sub", { $0 - $1 }, { $0 - $1 })
+        if Tensor.shouldRecord(self, other) {
+            out.record("sub", inputs: [self, other]) { g, node in
+                [g, node.needsGrad(1) ? try g.negated() : nil]
+            }
+        }
+        return out
+    }
+
+    public func multiplying(_ other: Tensor) throws -> Tensor {
+        let out = try Tensor.zipped(self, other, "mul", { $0 * $1 }, { $0 * $1 })
+        if Tensor.shouldRecord(self, other) {
+            out.record("mul", inputs: [self, other], saved: [self, other]) { g, node in
+                let a = node.saved[0], b = node.saved[1]
+                return [node.needsGrad(0) ? try g.multiplying(b) : nil,
+                        node.needsGrad(1) ? try g.multiplying(a) : nil]
+            }
+        }
+        return out
+    }
+
+    public func dividing(by other: Tensor) throws -> Tensor {
+        let out = try Tensor.zipped(self, other, "div", { $0 / $1 }, { $0 / $1 })
+        if Tensor.shouldRecord(self, other) {
+            // d(a/b)/da = 1/b;  d(a/b)/db = -a/b^2
+            out.record("div", inputs: [self, other], saved: [self, other]) { g, node in
+                let a = node.saved[0], b = node.saved[1]
+                let ga = try g.dividing(by: b)
+                return [node.needsGrad(0) ? ga : nil,
+                        node.needsGrad(1) ? try ga.multiplying(a).dividing(by: b).negated() : nil]
+            }
+        }
+        return out
+    }
+
+    public func negated() throws -> Tensor {
+        let out = try mapped("neg", { -$0 }, { -$0 })
+        if Tensor.shouldRecord(self) {
+            out.record("neg", inputs: [self]) { g, _ in [try g.negated()] }
+        }
+        return out
+    }
+}
+
+// MARK: - Shared forward plumbing for elementwise ops
+
+extension Tensor {
+    /// f applied elementwise to a and b broadcast together (both of one dtype).
+    @inline(__always)
+    static func zipped(_ a: Tensor, _ b: Tensor, _ op: String,
+                       _ f32: (Float, Float) -> Float, _ f64: (Double, Double) -> Double) throws -> Tensor {
+        guard a.dtype == b.dtype else {
+            throw AutogradError.dtype("\(op): operands have different dtypes (\(a.dtype) and \(b.dtype))")
+        }
+        let shape: [Int]
+        do { shape = try Shape.broadcast(a.shape, b.shape) } catch let e as AutogradError {
+            throw AutogradError.shape("\(op): \(e.message)")
+        }
+        let out = try Tensor(uninitialized: shape, dtype: a.dtype)
+        let same = a.count == out.count && b.count == out.count
+        let sa = same ? [] : Shape.broadcastStrides(a.shape, to: shape)
+        let sb = same ? [] : Shape.broadcastStrides(b.shape, to: shape)
+        switch a.dtype {
+        case .float32: Elementwise.zip(a.buffer(Float.self), sa, b.buffer(Float.self), sb, into: out.buffer(Float.self), shape: shape, f32)
+        case .float64: Elementwise.zip(a.buffer(Double.self), sa, b.buffer(Double.self), sb, into: out.buffer(Double.self), shape: shape, f64)
+        }
+        return out
+    }
+
+    /// f applied to every element, into a new tensor of the same shape.
+    @inline(__always)
+    func mapped(_ op: String, _ f32: (Float) -> Float, _ f64: (Double) -> Double) throws -> Tensor {
+        let out = try Tensor(uninitialized: shape, dtype: dtype)
+        switch dtype {
+        case .float32: Elementwise.map(buffer(Float.self), into: out.buffer(Float.self), f32)
+        case .float64: Elementwise.map(buffer(Double.self), into: out.buffer(Double.self), f64)
+        }
+        return out
+    }
+
+    /// A 0-d constant of this tensor's dtype (for scalar operands and constants in rules).
+    func constant(_ value: Double) throws -> Tensor {
+        try Tensor.full([], value, dtype: dtype)
+    }
+}

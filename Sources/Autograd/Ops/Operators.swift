@@ -1,0 +1,18 @@
+/// Swift operators over tensors and tensor/scalar mixes, so `2 * x + b` reads naturally.
+/// They throw (shape or dtype mismatch), so one `try` covers a whole expression.
+extension Tensor {
+    public static func + (a: Tensor, b: Tensor) throws -> Tensor { try a.adding(b) }
+    public static func - (a: Tensor, b: Tensor) throws -> Tensor { try a.subtracting(b) }
+    public static func * (a: Tensor, b: Tensor) throws -> Tensor { try a.multiplying(b) }
+    public static func / (a: Tensor, b: Tensor) throws -> Tensor { try a.dividing(by: b) }
+    public static prefix func - (a: Tensor) throws -> Tensor { try a.negated() }
+
+    public static func + (a: Tensor, s: Double) throws -> Tensor { try a.adding(a.constant(s)) }
+    public static func + (s: Double, a: Tensor) throws -> Tensor { try a.constant(s).adding(a) }
+    public static func - (a: Tensor, s: Double) throws -> Tensor { try a.subtracting(a.constant(s)) }
+    public static func - (s: Double, a: Tensor) throws -> Tensor { try a.constant(s).subtracting(a) }
+    public static func * (a: Tensor, s: Double) throws -> Tensor { try a.multiplying(a.constant(s)) }
+    public static func * (s: Double, a: Tensor) throws -> Tensor { try a.constant(s).multiplying(a) }
+    public static func / (a: Tensor, s: Double) throws -> Tensor { try a.dividing(by: a.constant(s)) }
+    public static func / (s: Double, a: Tensor) throws -> Tensor { try a.constant(s).dividing(by: a) }
+}

@@ -1,0 +1,70 @@
+/// reshape, expand, permute: forward and derivative rules side by side.
+extension Tensor {
+    /// The same elements with another shape of equal element count; shares storage.
+    public func reshaped(_ newShape: [Int]) throws -> Tensor {
+        let n = try Shape.count(newShape)
+        guard n == count else {
+            throw AutogradError.shape("reshape: shape \(newShape) (\(n) elements) does not match \(shape) (\(count) elements)")
+        }
+        if newShape == shape && !Tensor.shouldRecord(self) { return self }
+        let out = Tensor(shape: newShape, storage: storage)
+        if Tensor.shouldRecord(self) {
+            let inputShape = shape
+            out.record("reshape", inputs: [self]) { g, _ in [try g.reshaped(inputShape)] }
+        }
+        return out
+    }
+
+    /// This tensor broadcast to `target` (NumPy rules), copied out contiguously.
+    public func expanded(to target: [Int]) throws -> Tensor {
+        let full = try Shape.broadcast(shape, target)
+        guard full == target else {
+            throw AutogradError.shape("expand: shape \(shape) cannot be expanded to \(target)")
+        }
+        if target == shape { return self }
+        let out = try Tensor(uninitialized: target, dtype: dtype)
+        let strides = Shape.broadcastStrides(shape, to: target)
+        switch dtype {
+        case .float32: Elementwise.gather(buffer(Float.self), strides: strides, into: out.buffer(Float.self), shape: target)
+        case .float64: Elementwise.gather(buffer(Double.self), strides: strides, into: out.buffer(Double.self), shape: target)
+        }
+        if Tensor.shouldRecord(self) {
+            // Backward sums the gradient back to this tensor's shape (Tensor.reduced(toShape:)).
+            out.record("expand", inputs: [self]) { g, _ in [g] }
+        }
+        return out
+    }
+
+    /// The axes reordered: result axis i is this tensor's axis perm[i].
+    public func permuted(_ perm: [Int]) throws -> Tensor {
+        guard perm.count == rank, Set(perm) == Set(0..<rank) else {
+            throw AutogradError.argument("permute: \(perm) is not a permutation of the \(rank) axes")
+        }
+        if perm == Array(0..<rank) { return self }
+        let own = Shape.strides(shape)
+        let newShape = perm.map { shape[$0] }
+        let strides = perm.map { own[$0] }
+        let out = try Tensor(uninitialized: newShape, dtype: dtype)
+        switch dtype {
+        case .float32: Elementwise.gather(buffer(Float.self), strides: strides, into: out.buffer(Float.self), shape: newShape)
+        case .float64: Elementwise.gather(buffer(Double.self), strides: strides, into: out.buffer(Double.self), shape: newShape)
+        }
+        if Tensor.shouldRecord(self) {
+            var inverse = [Int](repeating: 0, count: perm.count)
+            for (i, p) in perm.enumerated() { inverse[p] = i }
+            out.record("permute", inputs: [self]) { g, _ in [try g.permuted(inverse)] }
+        }
+        return out
+    }
+
+    /// Axes `a` and `b` swapped (negative axes count from the end).
+    public func transposed(_ a: Int = -2, _ b: Int = -1) throws -> Tensor {
+        let ra = a < 0 ? a + rank : a, rb = b < 0 ? b + rank : b
+        guard ra >= 0 && ra < rank && rb >= 0 && rb < rank else {
+            throw AutogradError.argument("transpose: axes \(a), \(b) out of range for rank \(rank)")
+        }
+        var perm = Array(0..<rank)
+        perm.swapAt(ra, rb)
+        return try permuted(perm)
+    }
+}

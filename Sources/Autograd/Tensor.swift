@@ -1,0 +1,147 @@
+/// An N-dimensional, row-major, contiguous array of float32 or float64 values that can take
+/// part in a recorded graph. A tensor's values never change after creation (leaves updated by
+/// an optimizer excepted), so results may share storage with their inputs (reshape, detach).
+public final class Tensor {
+    /// Extents, outermost first; empty for a 0-d scalar.
+    public let shape: [Int]
+    let storage: Storage
+    /// Whether gradients flow to this tensor: set by the user on leaves, inherited by results.
+    public internal(set) var requiresGrad: Bool = false
+    /// The gradient accumulated by `backward` (leaves only); nil until the first backward.
+    public internal(set) var grad: Tensor?
+    /// The node that produced this tensor; nil for leaves and for results recorded in no graph.
+    var gradFn: Node?
+
+    init(shape: [Int], storage: Storage) {
+        self.shape = shape
+        self.storage = storage
+    }
+
+    /// A tensor of `shape` with uninitialised elements (kernels fill it).
+    init(uninitialized shape: [Int], dtype: DType) throws {
+        self.shape = shape
+        self.storage = try Storage(dtype: dtype, count: try Shape.count(shape))
+    }
+
+    public var dtype: DType { storage.dtype }
+    public var rank: Int { shape.count }
+    /// The number of elements.
+    public var count: Int { storage.count }
+    /// True for tensors made by the user rather than by a recorded operation.
+    public var isLeaf: Bool { gradFn == nil }
+
+    @inline(__always)
+    func buffer<T: TensorElement>(_ type: T.Type) -> UnsafeMutableBufferPointer<T> {
+        storage.buffer(type)
+    }
+
+    /// Marks a leaf as one whose gradient is wanted; results of operations cannot be changed.
+    public func setRequiresGrad(_ flag: Bool) throws {
+        guard isLeaf else {
+            throw AutogradError.state("requires_grad can only be changed on leaf tensors, not on the result of an operation (detach it first)")
+        }
+        requiresGrad = flag
+    }
+
+    /// Clears the accumulated gradient.
+    public func zeroGrad() { grad = nil }
+
+    /// A tensor sharing this one's values that records no history and requires no grad.
+    public func detach() -> Tensor {
+        Tensor(shape: shape, storage: storage)
+    }
+}
+
+// MARK: - Creation and reading values
+
+extension Tensor {
+    /// A leaf tensor holding `values` (row-major), converted to `dtype`.
+    public convenience init(_ values: [Double], shape: [Int], dtype: DType = .float64) throws {
+        let n = try Shape.count(shape)
+        guard n == values.count else {
+            throw AutogradError.shape("\(values.count) values do not fill shape \(shape) (\(n) elements)")
+        }
+        self.init(shape: shape, storage: try Storage(dtype: dtype, count: n))
+        switch dtype {
+        case .float32: let b = buffer(Float.self); for i in 0..<n { b[i] = Float(values[i]) }
+        case .float64: let b = buffer(Double.self); for i in 0..<n { b[i] = values[i] }
+        }
+    }
+
+    /// A 0-d leaf tensor.
+    public convenience init(scalar: Double, dtype: DType = .float64) throws {
+        try self.init([scalar], shape: [], dtype: dtype)
+    }
+
+    /// A leaf tensor copied from raw memory holding `Shape.count(shape)` elements of `dtype`.
+    public convenience init(copying data: UnsafeRawPointer?, shape: [Int], dtype: DType) throws {
+        let storage = try Storage(dtype: dtype, count: try Shape.count(shape))
+        if storage.count > 0 {
+            guard let data, let dst = storage.raw else {
+                throw AutogradError.argument("data is NULL but the shape \(shape) has \(storage.count) elements")
+            }
+            dst.copyMemory(from: data, byteCount: storage.count * dtype.size)
+        }
+        self.init(shape: shape, storage: storage)
+    }
+
+    /// A leaf tensor of `shape` with every element equal to `value`.
+    public static func full(_ shape: [Int], _ value: Double, dtype: DType = .float64) throws -> Tensor {
+        let t = try Tensor(uninitialized: shape, dtype: dtype)
+        switch dtype {
+        case .float32: t.buffer(Float.self).update(repeating: Float(value))
+        case .float64: t.buffer(Double.self).update(repeating: value)
+        }
+        return t
+    }
+
+    public static func zeros(_ shape: [Int], dtype: DType = .float64) throws -> Tensor {
+        try full(shape, 0, dtype: dtype)
+    }
+
+    public static func ones(_ shape: [Int], dtype: DType = .float64) throws -> Tensor {
+        try full(shape, 1, dtype: dtype)
+    }
+
+    /// The elements, row-major, as Double.
+    public var values: [Double] {
+        switch dtype {
+        case .float32: return buffer(Float.self).map { Double($0) }
+        case .float64: return Array(buffer(Double.self))
+        }
+    }
+
+    /// The single element of a one-element tensor.
+    public func item() throws -> Double {
+        guard count == 1 else { throw AutogradError.shape("item() needs exactly one element, the tensor has shape \(shape)") }
+        return values[0]
+    }
+
+    /// Copies the elements into `out` (capacity `capacity` elements), converting to `dtype`.
+    public func copyValues(to out: UnsafeMutableRawPointer?, capacity: Int, dtype target: DType) throws {
+        guard capacity >= count else {
+            throw AutogradError.argument("the output buffer holds \(capacity) elements, the tensor has \(count)")
+        }
+        if count == 0 { return }
+        guard let out else { throw AutogradError.argument("the output pointer is NULL") }
+        switch (dtype, target) {
+        case (.float32, .float32), (.float64, .float64):
+            out.copyMemory(from: storage.raw!, byteCount: count * dtype.size)
+        case (.float32, .float64):
+            let src = buffer(Float.self), dst = out.assumingMemoryBound(to: Double.self)
+            for i in 0..<count { dst[i] = Double(src[i]) }
+        case (.float64, .float32):
+            let src = buffer(Double.self), dst = out.assumingMemoryBound(to: Float.self)
+            for i in 0..<count { dst[i] = Float(src[i]) }
+        }
+    }
+
+    /// The raw element storage (borrowed; valid while this tensor lives).
+    public var unsafeDataPointer: UnsafeRawPointer? { UnsafeRawPointer(storage.raw) }
+}
+
+extension Tensor: CustomStringConvertible {
+    public var description: String {
+        "Tensor(shape: \(shape), dtype: \(dtype)\(requiresGrad ? ", requiresGrad" : ""), values: \(count <= 16 ? "\(values)" : "[\(count) values]"))"
+    }
+}

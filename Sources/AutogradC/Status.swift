@@ -1,0 +1,90 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Autograd
+
+/// Status codes of the C ABI (ag_status in autograd.h).
+enum Status: Int32 {
+    case ok = 0, invalidHandle, argument, shape, dtype, state, outOfMemory, callback, `internal`
+
+    var name: StaticString {
+        switch self {
+        case .ok: return "AG_OK"
+        case .invalidHandle: return "AG_ERR_INVALID_HANDLE"
+        case .argument: return "AG_ERR_ARGUMENT"
+        case .shape: return "AG_ERR_SHAPE"
+        case .dtype: return "AG_ERR_DTYPE"
+        case .state: return "AG_ERR_STATE"
+        case .outOfMemory: return "AG_ERR_OUT_OF_MEMORY"
+        case .callback: return "AG_ERR_CALLBACK"
+        case .internal: return "AG_ERR_INTERNAL"
+        }
+    }
+}
+
+/// A handle that is zero, freed, made up or of the wrong kind.
+struct InvalidHandle: Error {
+    let message: String
+}
+
+/// The message of the last failed call, per thread, as a C string owned by the library.
+enum LastError {
+    private static let key: pthread_key_t = {
+        var key = pthread_key_t()
+        pthread_key_create(&key) { free($0) }
+        return key
+    }()
+
+    private static let empty: UnsafeMutablePointer<CChar> = strdup("")!
+
+    static func set(_ message: String) {
+        let old = pthread_getspecific(key)
+        pthread_setspecific(key, strdup(message))
+        free(old)
+    }
+
+    static var current: UnsafePointer<CChar> {
+        UnsafePointer(pthread_getspecific(key)?.assumingMemoryBound(to: CChar.self) ?? empty)
+    }
+}
+
+/// Records `message` as the last error and returns `status`.
+@inline(never)
+func fail(_ status: Status, _ message: String) -> Int32 {
+    LastError.set(message)
+    return status.rawValue
+}
+
+/// Runs an ABI function body, turning every thrown error into its status and message.
+@inline(__always)
+func guarded(_ function: StaticString, _ body: () throws -> Void) -> Int32 {
+    do {
+        try body()
+        return Status.ok.rawValue
+    } catch {
+        return failure(function, error)
+    }
+}
+
+@inline(never)
+func failure(_ function: StaticString, _ error: Error) -> Int32 {
+    switch error {
+    case let e as InvalidHandle: return fail(.invalidHandle, "\(function): \(e.message)")
+    case let e as AutogradError:
+        let status: Status
+        switch e {
+        case .argument: status = .argument
+        case .shape: status = .shape
+        case .dtype: status = .dtype
+        case .state: status = .state
+        case .outOfMemory: status = .outOfMemory
+        case .callback: status = .callback
+        case .internal: status = .internal
+        }
+        return fail(status, "\(function): \(e.message)")
+    default:
+        return fail(.internal, "\(function): unexpected error \(error)")
+    }
+}

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Builds the self-contained libautograd.so (Swift runtime linked statically) into .build/release,
+# with the libautograd.so.0 soname link beside it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+echo "build: swift build -c release --product autograd -Xswiftc -static-stdlib"
+swift build -c release --product autograd -Xswiftc -static-stdlib 2>&1 | grep -v '^\[' || true
+so=.build/release/libautograd.so
+[ -f "$so" ] || { echo "build: $so was not produced" >&2; exit 1; }
+ln -sf libautograd.so .build/release/libautograd.so.0
+echo "build: $so ($(du -h "$so" | cut -f1))"
