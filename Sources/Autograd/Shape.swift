@@ -4,19 +4,22 @@ public enum Shape {
     /// The largest rank a tensor may have (AG_MAX_NDIM in the C header).
     public static let maxRank = 8
 
-    /// The number of elements of `shape`, refusing negative extents and counts that overflow.
+    /// The number of elements of `shape`, refusing negative extents and shapes whose non-zero
+    /// extents multiply past Int64: so every partial product of an accepted shape fits.
     public static func count(_ shape: [Int]) throws -> Int {
         guard shape.count <= maxRank else {
             throw AutogradError.argument("rank \(shape.count) exceeds the maximum rank \(maxRank)")
         }
         var n = 1
+        var hasZero = false
         for d in shape {
             guard d >= 0 else { throw AutogradError.shape("negative extent \(d) in shape \(shape)") }
+            if d == 0 { hasZero = true; continue }
             let (p, overflow) = n.multipliedReportingOverflow(by: d)
             guard !overflow else { throw AutogradError.shape("the element count of shape \(shape) overflows int64") }
             n = p
         }
-        return n
+        return hasZero ? 0 : n
     }
 
     /// Row-major strides (in elements) of a contiguous tensor of `shape`.

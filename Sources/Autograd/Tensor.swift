@@ -103,6 +103,14 @@ extension Tensor {
         try full(shape, 1, dtype: dtype)
     }
 
+    /// This tensor's values in `target` dtype (self when it already is); records nothing.
+    public func converted(to target: DType) throws -> Tensor {
+        if target == dtype { return self }
+        let out = try Tensor(uninitialized: shape, dtype: target)
+        try copyValues(to: out.storage.raw, capacity: count, dtype: target)
+        return out
+    }
+
     /// The elements, row-major, as Double.
     public var values: [Double] {
         switch dtype {

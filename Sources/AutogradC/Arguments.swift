@@ -38,6 +38,48 @@ enum Arg {
         return dims
     }
 
+    /// Extents as given (no checks beyond rank): for callers that interpret -1 themselves.
+    static func extents(_ shape: UnsafePointer<Int64>?, _ ndim: Int64) throws -> [Int] {
+        guard ndim >= 0 && ndim <= Int64(Shape.maxRank) else {
+            throw AutogradError.argument("ndim \(ndim) is outside 0...\(Shape.maxRank)")
+        }
+        if ndim == 0 { return [] }
+        guard let shape else { throw AutogradError.argument("shape is NULL but ndim is \(ndim)") }
+        return (0..<Int(ndim)).map { Int(shape[$0]) }
+    }
+
+    /// A shape in which one extent may be -1, inferred so the element count is `count`.
+    static func shape(_ shape: UnsafePointer<Int64>?, _ ndim: Int64, inferringFrom count: Int) throws -> [Int] {
+        var dims = try extents(shape, ndim)
+        let unknown = dims.indices.filter { dims[$0] == -1 }
+        guard unknown.count <= 1 else { throw AutogradError.argument("reshape: more than one extent is -1 in \(dims)") }
+        if let u = unknown.first {
+            dims[u] = 1
+            let known = try Shape.count(dims)
+            guard known > 0 && count % known == 0 else {
+                throw AutogradError.shape("reshape: cannot infer the -1 extent of \(dims) for \(count) elements")
+            }
+            dims[u] = count / known
+        }
+        _ = try Shape.count(dims)
+        return dims
+    }
+
+    /// n int64 indices (n may be 0 with a NULL pointer).
+    static func indices(_ p: UnsafePointer<Int64>?, _ n: Int64, _ name: String) throws -> [Int] {
+        guard n >= 0 else { throw AutogradError.argument("the number of \(name) (\(n)) is negative") }
+        if n == 0 { return [] }
+        guard let p else { throw AutogradError.argument("\(name) is NULL but its count is \(n)") }
+        return (0..<Int(n)).map { Int(p[$0]) }
+    }
+
+    /// n tensor handles (n >= 1).
+    static func tensorList(_ p: UnsafePointer<UInt64>?, _ n: Int64) throws -> [Tensor] {
+        guard n >= 1 else { throw AutogradError.argument("at least one tensor is needed, n is \(n)") }
+        guard let p else { throw AutogradError.argument("tensors is NULL but n is \(n)") }
+        return try (0..<Int(n)).map { try tensor(p[$0], "tensors[\($0)]") }
+    }
+
     static func axes(_ axes: UnsafePointer<Int64>?, _ naxes: Int64) throws -> [Int] {
         guard naxes >= 0 && naxes <= Int64(Shape.maxRank) else {
             throw AutogradError.argument("naxes \(naxes) is outside 0...\(Shape.maxRank)")

@@ -94,7 +94,9 @@ enum Backward {
                 case .leaf(let leaf):
                     if let gk { try accumulate(gk, into: leaf, createGraph: createGraph) }
                 case .node(let child):
-                    let j = order.index[ObjectIdentifier(child)]!
+                    guard let j = order.index[ObjectIdentifier(child)] else {
+                        throw AutogradError.internal("backward reached node '\(child.name)' that was not collected")
+                    }
                     if let gk {
                         grads[j] = try grads[j].map { try $0.adding(gk) } ?? gk
                     }

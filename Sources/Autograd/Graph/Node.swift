@@ -87,9 +87,17 @@ final class Node {
 extension Tensor {
     /// Whether an operation on `inputs` must be recorded: grad mode is on and one requires grad.
     @inline(__always)
-    static func shouldRecord(_ inputs: Tensor...) -> Bool {
-        for t in inputs where t.requiresGrad { return GradMode.isEnabled }
-        return false
+    static func shouldRecord(_ a: Tensor) -> Bool {
+        a.requiresGrad && GradMode.isEnabled
+    }
+
+    @inline(__always)
+    static func shouldRecord(_ a: Tensor, _ b: Tensor) -> Bool {
+        (a.requiresGrad || b.requiresGrad) && GradMode.isEnabled
+    }
+
+    static func shouldRecord(_ inputs: [Tensor]) -> Bool {
+        inputs.contains { $0.requiresGrad } && GradMode.isEnabled
     }
 
     /// Records this tensor as the output of operation `name` on `inputs`.

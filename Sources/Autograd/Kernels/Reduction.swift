@@ -1,18 +1,43 @@
 /// Reduction kernels over contiguous buffers.
 enum Reduction {
-    /// Sums `x` (shape `shape`) over the axes marked in `reduce`, writing the result with the
-    /// reduced axes kept as extent 1 (row-major) into `out`, which is overwritten.
-    static func sum<T: TensorElement>(_ x: UnsafeMutableBufferPointer<T>, shape: [Int], reduce: [Bool],
+    /// Sums `x` (shape `shape`) over the axes marked in `reduce` into `out`, laid out with the
+    /// reduced axes kept as extent 1 (row-major); `out` is overwritten.
+    static func sum<T: TensorElement>(_ x: UnsafeMutableBufferPointer<T>, shape: [Int], reduce axes: [Bool],
                                       into out: UnsafeMutableBufferPointer<T>) {
-        guard let op = out.baseAddress else { return }
-        out.update(repeating: 0)
-        guard let xp = x.baseAddress, x.count > 0 else { return }
-        let rank = shape.count
-        if out.count == 1 {
-            op[0] = sumAll(xp, x.count)
+        if out.count == 1, let xp = x.baseAddress {
+            out[0] = sumAll(xp, x.count)
             return
         }
-        // Strides of the output (keepdims layout) seen from the input's index space.
+        reduce(x, shape: shape, reduce: axes, into: out, initial: 0, fold: { sumAll($0, $1) }, { $0 + $1 })
+    }
+
+    /// The largest element over the marked axes (nan if any element is nan).
+    static func max<T: TensorElement>(_ x: UnsafeMutableBufferPointer<T>, shape: [Int], reduce axes: [Bool],
+                                      into out: UnsafeMutableBufferPointer<T>) {
+        let combine: (T, T) -> T = { a, b in a.isNaN || a > b ? a : b }
+        reduce(x, shape: shape, reduce: axes, into: out, initial: -T.infinity,
+               fold: { p, n in var m = -T.infinity; for i in 0..<n { m = combine(m, p[i]) }; return m }, combine)
+    }
+
+    /// The smallest element over the marked axes (nan if any element is nan).
+    static func min<T: TensorElement>(_ x: UnsafeMutableBufferPointer<T>, shape: [Int], reduce axes: [Bool],
+                                      into out: UnsafeMutableBufferPointer<T>) {
+        let combine: (T, T) -> T = { a, b in a.isNaN || a < b ? a : b }
+        reduce(x, shape: shape, reduce: axes, into: out, initial: T.infinity,
+               fold: { p, n in var m = T.infinity; for i in 0..<n { m = combine(m, p[i]) }; return m }, combine)
+    }
+
+    /// The general reduction: walks `x` in row-major order, combining each element into its
+    /// output slot; a reduced innermost axis is folded in one call over the contiguous run.
+    @inline(__always)
+    static func reduce<T: TensorElement>(_ x: UnsafeMutableBufferPointer<T>, shape: [Int], reduce: [Bool],
+                                         into out: UnsafeMutableBufferPointer<T>, initial: T,
+                                         fold: (UnsafeMutablePointer<T>, Int) -> T, _ combine: (T, T) -> T) {
+        guard let op = out.baseAddress else { return }
+        out.update(repeating: initial)
+        guard let xp = x.baseAddress, x.count > 0 else { return }
+        let rank = shape.count
+        if rank == 0 { op[0] = combine(op[0], xp[0]); return }
         var outShape = shape
         for i in 0..<rank where reduce[i] { outShape[i] = 1 }
         let own = Shape.strides(outShape)
@@ -24,9 +49,9 @@ enum Reduction {
         let n = x.count
         while i < n {
             if si == 0 {
-                op[off] += sumAll(xp + i, inner)
+                op[off] = combine(op[off], fold(xp + i, inner))
             } else {
-                for k in 0..<inner { op[off + k] += xp[i + k] }
+                for k in 0..<inner { op[off + k] = combine(op[off + k], xp[i + k]) }
             }
             i += inner
             var axis = rank - 2

@@ -45,6 +45,57 @@ extension Tensor {
         return out
     }
 
+    /// self ** exponent elementwise. d/da = b·a^(b-1); d/db = ln(a)·a^b, taken as 0 where a == 0.
+    public func pow(_ exponent: Tensor) throws -> Tensor {
+        let out = try Tensor.zipped(self, exponent, "pow", { Float.pow($0, $1) }, { Double.pow($0, $1) })
+        if Tensor.shouldRecord(self, exponent) {
+            out.record("pow", inputs: [self, exponent], saved: [self, exponent]) { g, node in
+                let a = node.saved[0], b = node.saved[1]
+                var ga: Tensor? = nil, gb: Tensor? = nil
+                if node.needsGrad(0) {
+                    ga = try g.multiplying(b).multiplying(a.pow(b.subtracting(b.constant(1))))
+                }
+                if node.needsGrad(1) {
+                    let atZero = try withNoGrad { try a.eq(a.constant(0)) }
+                    let dB = try a.log().multiplying(a.pow(b))
+                    gb = try g.multiplying(Tensor.where(atZero, a.constant(0), dB))
+                }
+                return [ga, gb]
+            }
+        }
+        return out
+    }
+
+    /// The larger of the two elementwise; ties split the gradient evenly; nan propagates.
+    public func maximum(_ other: Tensor) throws -> Tensor {
+        let out = try Tensor.zipped(self, other, "maximum", { $0.isNaN || $0 > $1 ? $0 : $1 }, { $0.isNaN || $0 > $1 ? $0 : $1 })
+        if Tensor.shouldRecord(self, other) {
+            out.record("maximum", inputs: [self, other], saved: [self, other]) { g, node in
+                try Tensor.splitExtremum(g, node, winsA: { a, b in try a.gt(b) })
+            }
+        }
+        return out
+    }
+
+    /// The smaller of the two elementwise; ties split the gradient evenly; nan propagates.
+    public func minimum(_ other: Tensor) throws -> Tensor {
+        let out = try Tensor.zipped(self, other, "minimum", { $0.isNaN || $0 < $1 ? $0 : $1 }, { $0.isNaN || $0 < $1 ? $0 : $1 })
+        if Tensor.shouldRecord(self, other) {
+            out.record("minimum", inputs: [self, other], saved: [self, other]) { g, node in
+                try Tensor.splitExtremum(g, node, winsA: { a, b in try a.lt(b) })
+            }
+        }
+        return out
+    }
+
+    /// The gradients of maximum/minimum: to a where a wins, to b where b wins, half each on ties.
+    private static func splitExtremum(_ g: Tensor, _ node: Node, winsA: (Tensor, Tensor) throws -> Tensor) throws -> [Tensor?] {
+        let a = node.saved[0], b = node.saved[1]
+        let shareA = try withNoGrad { try winsA(a, b).adding(a.eq(b).multiplying(a.constant(0.5))) }
+        return [node.needsGrad(0) ? try g.multiplying(shareA) : nil,
+                node.needsGrad(1) ? try g.multiplying(shareA.constant(1).subtracting(shareA)) : nil]
+    }
+
     public func negated() throws -> Tensor {
         let out = try mapped("neg", { -$0 }, { -$0 })
         if Tensor.shouldRecord(self) {

@@ -1,21 +1,54 @@
-/// matmul on OpenBLAS: forward and derivative rule side by side.
+/// matmul (NumPy rules, batched), dot, outer, linear on OpenBLAS: forward and derivative rules.
 extension Tensor {
-    /// The matrix product of 2-D tensors: (m,k) @ (k,n) -> (m,n).
+    /// NumPy's matmul: 1-D·1-D inner product, 2-D products, and stacks of matrices whose batch
+    /// axes broadcast; a 1-D left operand is a row, a 1-D right operand a column.
     public func matmul(_ other: Tensor) throws -> Tensor {
         guard dtype == other.dtype else {
             throw AutogradError.dtype("matmul: operands have different dtypes (\(dtype) and \(other.dtype))")
         }
-        guard rank == 2 && other.rank == 2 else {
-            throw AutogradError.shape("matmul: needs 2-D operands, got shapes \(shape) and \(other.shape)")
+        guard rank >= 1 && other.rank >= 1 else {
+            throw AutogradError.shape("matmul: 0-d operands are not allowed (shapes \(shape) and \(other.shape))")
         }
-        return try Tensor.gemm(self, transA: false, other, transB: false)
+        let a = rank == 1 ? try reshaped([1, shape[0]]) : self
+        let b = other.rank == 1 ? try other.reshaped([other.shape[0], 1]) : other
+        let (m, k) = (a.shape[a.rank - 2], a.shape[a.rank - 1])
+        let (k2, n) = (b.shape[b.rank - 2], b.shape[b.rank - 1])
+        guard k == k2 else {
+            throw AutogradError.shape("matmul: inner extents differ: \(shape) @ \(other.shape)")
+        }
+        var result: Tensor
+        if a.rank == 2 && b.rank == 2 {
+            result = try Tensor.gemm(a, transA: false, b, transB: false)
+        } else {
+            let batch: [Int]
+            do { batch = try Shape.broadcast(Array(a.shape.dropLast(2)), Array(b.shape.dropLast(2))) } catch let e as AutogradError {
+                throw AutogradError.shape("matmul: batch axes: \(e.message)")
+            }
+            let count = try Shape.count(batch)
+            let a3 = try a.expanded(to: batch + [m, k]).reshaped([count, m, k])
+            let b3 = try b.expanded(to: batch + [k, n]).reshaped([count, k, n])
+            result = try Tensor.gemm(a3, transA: false, b3, transB: false).reshaped(batch + [m, n])
+        }
+        if rank == 1 || other.rank == 1 {
+            var s = result.shape
+            if other.rank == 1 { s.removeLast() }
+            if rank == 1 { s.remove(at: s.count - 1 - (other.rank == 1 ? 0 : 1)) }
+            result = try result.reshaped(s)
+        }
+        return result
     }
 
-    /// op(a) @ op(b) where op transposes when asked: the differentiable primitive behind
-    /// matmul, so that backward needs no explicit transposed copies.
+    /// op(a) @ op(b) for matrices (rank 2) or equal-length stacks of them (rank 3), op
+    /// transposing the last two axes when asked: the differentiable primitive behind matmul,
+    /// so backward needs no transposed copies.
     static func gemm(_ a: Tensor, transA: Bool, _ b: Tensor, transB: Bool) throws -> Tensor {
-        let (m, k) = transA ? (a.shape[1], a.shape[0]) : (a.shape[0], a.shape[1])
-        let (k2, n) = transB ? (b.shape[1], b.shape[0]) : (b.shape[0], b.shape[1])
+        let r = a.rank
+        guard r == b.rank && (r == 2 || r == 3) && (r == 2 || a.shape[0] == b.shape[0]) else {
+            throw AutogradError.internal("gemm: unsupported operand shapes \(a.shape), \(b.shape)")
+        }
+        let batch = r == 3 ? a.shape[0] : 1
+        let (m, k) = transA ? (a.shape[r - 1], a.shape[r - 2]) : (a.shape[r - 2], a.shape[r - 1])
+        let (k2, n) = transB ? (b.shape[r - 1], b.shape[r - 2]) : (b.shape[r - 2], b.shape[r - 1])
         guard k == k2 else {
             throw AutogradError.shape("matmul: inner extents differ: \(a.shape)\(transA ? "ᵀ" : "") @ \(b.shape)\(transB ? "ᵀ" : "")")
         }
@@ -23,14 +56,16 @@ extension Tensor {
         guard m <= limit && n <= limit && k <= limit else {
             throw AutogradError.shape("matmul: extents above \(limit) are not supported by BLAS")
         }
-        let out = try Tensor(uninitialized: [m, n], dtype: a.dtype)
+        let out = try Tensor(uninitialized: r == 3 ? [batch, m, n] : [m, n], dtype: a.dtype)
         if out.count > 0 {
             if k == 0 {
                 out.storage.raw!.initializeMemory(as: UInt8.self, repeating: 0, count: out.count * a.dtype.size)
             } else {
-                switch a.dtype {
-                case .float32: Gemm.multiply(a.buffer(Float.self).baseAddress!, transA: transA, b.buffer(Float.self).baseAddress!, transB: transB, into: out.buffer(Float.self).baseAddress!, m: m, n: n, k: k)
-                case .float64: Gemm.multiply(a.buffer(Double.self).baseAddress!, transA: transA, b.buffer(Double.self).baseAddress!, transB: transB, into: out.buffer(Double.self).baseAddress!, m: m, n: n, k: k)
+                for i in 0..<batch {
+                    switch a.dtype {
+                    case .float32: Gemm.multiply(a.buffer(Float.self).baseAddress! + i * m * k, transA: transA, b.buffer(Float.self).baseAddress! + i * k * n, transB: transB, into: out.buffer(Float.self).baseAddress! + i * m * n, m: m, n: n, k: k)
+                    case .float64: Gemm.multiply(a.buffer(Double.self).baseAddress! + i * m * k, transA: transA, b.buffer(Double.self).baseAddress! + i * k * n, transB: transB, into: out.buffer(Double.self).baseAddress! + i * m * n, m: m, n: n, k: k)
+                    }
                 }
             }
         }
@@ -52,5 +87,38 @@ extension Tensor {
             }
         }
         return out
+    }
+
+    /// The inner product of two 1-D tensors of equal length (a 0-d tensor).
+    public func dot(_ other: Tensor) throws -> Tensor {
+        guard rank == 1 && other.rank == 1 && shape == other.shape else {
+            throw AutogradError.shape("dot: needs two 1-D tensors of equal length, got \(shape) and \(other.shape)")
+        }
+        return try matmul(other)
+    }
+
+    /// The outer product of two 1-D tensors: (m) x (n) -> (m, n).
+    public func outer(_ other: Tensor) throws -> Tensor {
+        guard rank == 1 && other.rank == 1 else {
+            throw AutogradError.shape("outer: needs two 1-D tensors, got \(shape) and \(other.shape)")
+        }
+        return try reshaped([shape[0], 1]).multiplying(other.reshaped([1, other.shape[0]]))
+    }
+
+    /// PyTorch's linear: self (..., in) @ weightᵀ + bias, weight (out, in), bias (out) or nil.
+    public func linear(weight: Tensor, bias: Tensor? = nil) throws -> Tensor {
+        guard rank >= 1, weight.rank == 2, weight.shape[1] == shape[rank - 1] else {
+            throw AutogradError.shape("linear: input \(shape) does not fit weight \(weight.shape) (want input (..., in) and weight (out, in))")
+        }
+        guard dtype == weight.dtype else {
+            throw AutogradError.dtype("linear: input is \(dtype), weight is \(weight.dtype)")
+        }
+        if let bias, bias.shape != [weight.shape[0]] {
+            throw AutogradError.shape("linear: bias has shape \(bias.shape), want [\(weight.shape[0])]")
+        }
+        let x2 = try reshaped([Array(shape.dropLast()).reduce(1, *), shape[rank - 1]])
+        var y = try Tensor.gemm(x2, transA: false, weight, transB: true).reshaped(Array(shape.dropLast()) + [weight.shape[0]])
+        if let bias { y = try y.adding(bias) }
+        return y
     }
 }

@@ -16,3 +16,16 @@ extension Tensor {
     public static func / (a: Tensor, s: Double) throws -> Tensor { try a.dividing(by: a.constant(s)) }
     public static func / (s: Double, a: Tensor) throws -> Tensor { try a.constant(s).dividing(by: a) }
 }
+
+precedencegroup PowerPrecedence {
+    higherThan: MultiplicationPrecedence
+    associativity: right
+}
+
+infix operator ** : PowerPrecedence
+
+extension Tensor {
+    public static func ** (a: Tensor, b: Tensor) throws -> Tensor { try a.pow(b) }
+    public static func ** (a: Tensor, s: Double) throws -> Tensor { try a.pow(a.constant(s)) }
+    public static func ** (s: Double, a: Tensor) throws -> Tensor { try a.constant(s).pow(a) }
+}

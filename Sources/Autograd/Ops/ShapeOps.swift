@@ -68,3 +68,31 @@ extension Tensor {
         return try permuted(perm)
     }
 }
+
+/// squeeze and unsqueeze: reshapes that name the axes they drop or add.
+extension Tensor {
+    /// Without the given extent-1 axes (empty: every extent-1 axis).
+    public func squeezed(_ axes: [Int] = []) throws -> Tensor {
+        let drop: [Int]
+        if axes.isEmpty {
+            drop = shape.indices.filter { shape[$0] == 1 }
+        } else {
+            drop = try Shape.normalizeAxes(axes, rank: rank)
+            for a in drop where shape[a] != 1 {
+                throw AutogradError.shape("squeeze: axis \(a) has extent \(shape[a]), not 1")
+            }
+        }
+        return try reshaped(shape.indices.filter { !drop.contains($0) }.map { shape[$0] })
+    }
+
+    /// With a new extent-1 axis at position `axis` of the result (negative counts from the end).
+    public func unsqueezed(_ axis: Int) throws -> Tensor {
+        guard rank < Shape.maxRank else {
+            throw AutogradError.argument("unsqueeze: the result would exceed the maximum rank \(Shape.maxRank)")
+        }
+        let a = try Tensor.normalizeAxis(axis, rank: rank + 1, "unsqueeze")
+        var newShape = shape
+        newShape.insert(1, at: a)
+        return try reshaped(newShape)
+    }
+}

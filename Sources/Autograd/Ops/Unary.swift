@@ -35,3 +35,137 @@ extension Tensor {
         return out
     }
 }
+
+/// sqrt, abs, sin, cos, tanh, sigmoid, leaky_relu, gelu, softplus.
+/// Rules that use the op's own output recompute it from the input when the backward pass is
+/// being recorded (create_graph), so higher derivatives stay exact.
+extension Tensor {
+    public func sqrt() throws -> Tensor {
+        let out = try mapped("sqrt", { Float.sqrt($0) }, { Double.sqrt($0) })
+        if Tensor.shouldRecord(self) {
+            out.record("sqrt", inputs: [self], saved: [self, out.detach()]) { g, node in
+                let y = GradMode.isEnabled ? try node.saved[0].sqrt() : node.saved[1]
+                return [try g.dividing(by: y.multiplying(y.constant(2)))]
+            }
+        }
+        return out
+    }
+
+    /// |x|; the derivative at 0 is taken as 0.
+    public func abs() throws -> Tensor {
+        let out = try mapped("abs", { Swift.abs($0) }, { Swift.abs($0) })
+        if Tensor.shouldRecord(self) {
+            out.record("abs", inputs: [self], saved: [self]) { g, node in
+                let sign = try node.saved[0].mapped("sign", { $0 > 0 ? 1 : ($0 < 0 ? -1 : 0) }, { $0 > 0 ? 1 : ($0 < 0 ? -1 : 0) })
+                return [try g.multiplying(sign)]
+            }
+        }
+        return out
+    }
+
+    public func sin() throws -> Tensor {
+        let out = try mapped("sin", { Float.sin($0) }, { Double.sin($0) })
+        if Tensor.shouldRecord(self) {
+            out.record("sin", inputs: [self], saved: [self]) { g, node in [try g.multiplying(node.saved[0].cos())] }
+        }
+        return out
+    }
+
+    public func cos() throws -> Tensor {
+        let out = try mapped("cos", { Float.cos($0) }, { Double.cos($0) })
+        if Tensor.shouldRecord(self) {
+            out.record("cos", inputs: [self], saved: [self]) { g, node in [try g.multiplying(node.saved[0].sin()).negated()] }
+        }
+        return out
+    }
+
+    public func tanh() throws -> Tensor {
+        let out = try mapped("tanh", { Float.tanh($0) }, { Double.tanh($0) })
+        if Tensor.shouldRecord(self) {
+            // d tanh = 1 - tanh²
+            out.record("tanh", inputs: [self], saved: [self, out.detach()]) { g, node in
+                let y = GradMode.isEnabled ? try node.saved[0].tanh() : node.saved[1]
+                return [try g.multiplying(y.constant(1).subtracting(y.multiplying(y)))]
+            }
+        }
+        return out
+    }
+
+    /// 1 / (1 + e^-x), in a form that stays finite for any input.
+    public func sigmoid() throws -> Tensor {
+        let out = try mapped("sigmoid", Tensor.stableSigmoid, Tensor.stableSigmoid)
+        if Tensor.shouldRecord(self) {
+            // d sigmoid = s (1 - s)
+            out.record("sigmoid", inputs: [self], saved: [self, out.detach()]) { g, node in
+                let s = GradMode.isEnabled ? try node.saved[0].sigmoid() : node.saved[1]
+                return [try g.multiplying(s.multiplying(s.constant(1).subtracting(s)))]
+            }
+        }
+        return out
+    }
+
+    @inline(__always)
+    static func stableSigmoid<T: TensorElement>(_ x: T) -> T {
+        if x >= 0 { return 1 / (1 + T.exp(-x)) }
+        let e = T.exp(x)
+        return e / (1 + e)
+    }
+
+    /// x for x > 0, negativeSlope * x otherwise; the derivative at 0 is negativeSlope.
+    public func leakyRelu(negativeSlope: Double = 0.01) throws -> Tensor {
+        let s32 = Float(negativeSlope)
+        let out = try mapped("leaky_relu", { $0 > 0 ? $0 : $0 * s32 }, { $0 > 0 ? $0 : $0 * negativeSlope })
+        if Tensor.shouldRecord(self) {
+            out.record("leaky_relu", inputs: [self], saved: [self]) { g, node in
+                let slope = try node.saved[0].mapped("leaky_relu_slope", { $0 > 0 ? 1 : s32 }, { $0 > 0 ? 1 : negativeSlope })
+                return [try g.multiplying(slope)]
+            }
+        }
+        return out
+    }
+
+    /// log(1 + e^x) as max(x, 0) + log1p(e^-|x|), finite for any input; d softplus = sigmoid.
+    public func softplus() throws -> Tensor {
+        let out = try mapped("softplus", Tensor.stableSoftplus, Tensor.stableSoftplus)
+        if Tensor.shouldRecord(self) {
+            out.record("softplus", inputs: [self], saved: [self]) { g, node in [try g.multiplying(node.saved[0].sigmoid())] }
+        }
+        return out
+    }
+
+    @inline(__always)
+    static func stableSoftplus<T: TensorElement>(_ x: T) -> T {
+        Swift.max(x, 0) + T.log1p(T.exp(-Swift.abs(x)))
+    }
+
+    /// The exact GELU, x·Φ(x) with Φ the standard normal CDF; d gelu = Φ(x) + x·φ(x).
+    public func gelu() throws -> Tensor {
+        let out = try mapped("gelu", { $0 * Tensor.normalCDF($0) }, { $0 * Tensor.normalCDF($0) })
+        if Tensor.shouldRecord(self) {
+            out.record("gelu", inputs: [self], saved: [self]) { g, node in
+                let x = node.saved[0]
+                return [try g.multiplying(x.normalCDF().adding(x.multiplying(x.normalPDF())))]
+            }
+        }
+        return out
+    }
+
+    /// Φ(x) = (1 + erf(x/√2)) / 2, differentiable (its derivative is φ).
+    func normalCDF() throws -> Tensor {
+        let out = try mapped("normal_cdf", { Tensor.normalCDF($0) }, { Tensor.normalCDF($0) })
+        if Tensor.shouldRecord(self) {
+            out.record("normal_cdf", inputs: [self], saved: [self]) { g, node in [try g.multiplying(node.saved[0].normalPDF())] }
+        }
+        return out
+    }
+
+    /// φ(x) = e^(-x²/2) / √(2π), written with differentiable ops.
+    func normalPDF() throws -> Tensor {
+        try multiplying(self).multiplying(constant(-0.5)).exp().multiplying(constant(0.3989422804014327))
+    }
+
+    @inline(__always)
+    static func normalCDF<T: TensorElement>(_ x: T) -> T {
+        (1 + T.erf(x * T(0.7071067811865476))) / 2
+    }
+}

@@ -1,0 +1,45 @@
+/// Comparisons (0/1 results, no gradient) and where(cond, a, b) (gradient to both branches).
+extension Tensor {
+    public func eq(_ other: Tensor) throws -> Tensor { try Tensor.zipped(self, other, "eq", { $0 == $1 ? 1 : 0 }, { $0 == $1 ? 1 : 0 }) }
+    public func ne(_ other: Tensor) throws -> Tensor { try Tensor.zipped(self, other, "ne", { $0 != $1 ? 1 : 0 }, { $0 != $1 ? 1 : 0 }) }
+    public func lt(_ other: Tensor) throws -> Tensor { try Tensor.zipped(self, other, "lt", { $0 < $1 ? 1 : 0 }, { $0 < $1 ? 1 : 0 }) }
+    public func le(_ other: Tensor) throws -> Tensor { try Tensor.zipped(self, other, "le", { $0 <= $1 ? 1 : 0 }, { $0 <= $1 ? 1 : 0 }) }
+    public func gt(_ other: Tensor) throws -> Tensor { try Tensor.zipped(self, other, "gt", { $0 > $1 ? 1 : 0 }, { $0 > $1 ? 1 : 0 }) }
+    public func ge(_ other: Tensor) throws -> Tensor { try Tensor.zipped(self, other, "ge", { $0 >= $1 ? 1 : 0 }, { $0 >= $1 ? 1 : 0 }) }
+
+    /// cond ? a : b elementwise, the three broadcast together; cond is true where non-zero and
+    /// may be of either dtype. The gradient goes to a where cond holds, to b elsewhere.
+    public static func `where`(_ cond: Tensor, _ a: Tensor, _ b: Tensor) throws -> Tensor {
+        guard a.dtype == b.dtype else {
+            throw AutogradError.dtype("where: a and b have different dtypes (\(a.dtype) and \(b.dtype))")
+        }
+        let shape: [Int]
+        do { shape = try Shape.broadcast(Shape.broadcast(cond.shape, a.shape), b.shape) } catch let e as AutogradError {
+            throw AutogradError.shape("where: \(e.message)")
+        }
+        // The mask in a's dtype, broadcast to the result: 1 where cond holds.
+        let mask = try withNoGrad { () -> Tensor in
+            let m = try cond.mapped("mask", { $0 != 0 ? 1 : 0 }, { $0 != 0 ? 1 : 0 }).converted(to: a.dtype)
+            return try m.expanded(to: shape)
+        }
+        let ea = try withNoGrad { try a.expanded(to: shape) }, eb = try withNoGrad { try b.expanded(to: shape) }
+        let out = try Tensor(uninitialized: shape, dtype: a.dtype)
+        switch a.dtype {
+        case .float32: select(mask.buffer(Float.self), ea.buffer(Float.self), eb.buffer(Float.self), out.buffer(Float.self))
+        case .float64: select(mask.buffer(Double.self), ea.buffer(Double.self), eb.buffer(Double.self), out.buffer(Double.self))
+        }
+        if shouldRecord(a, b) {
+            out.record("where", inputs: [a, b], saved: [mask]) { g, node in
+                let m = node.saved[0]
+                return [node.needsGrad(0) ? try g.multiplying(m) : nil,
+                        node.needsGrad(1) ? try g.multiplying(m.constant(1).subtracting(m)) : nil]
+            }
+        }
+        return out
+    }
+
+    private static func select<T: TensorElement>(_ m: UnsafeMutableBufferPointer<T>, _ a: UnsafeMutableBufferPointer<T>,
+                                                 _ b: UnsafeMutableBufferPointer<T>, _ out: UnsafeMutableBufferPointer<T>) {
+        for i in 0..<out.count { out[i] = m[i] != 0 ? a[i] : b[i] }
+    }
+}

@@ -1,0 +1,181 @@
+/// slice, index_select, concat, stack, gather and their scatter-add backwards, side by side.
+extension Tensor {
+    /// (outer, extent, inner) around `axis`.
+    private func split(at axis: Int) -> (Int, Int, Int) {
+        (shape[..<axis].reduce(1, *), shape[axis], shape[(axis + 1)...].reduce(1, *))
+    }
+
+    static func normalizeAxis(_ axis: Int, rank: Int, _ op: String) throws -> Int {
+        let r = axis < 0 ? axis + rank : axis
+        guard r >= 0 && r < rank else {
+            throw AutogradError.argument("\(op): axis \(axis) is out of range for a tensor of rank \(rank)")
+        }
+        return r
+    }
+
+    /// The entries `indices` along `axis` (negative indices count from the end).
+    public func indexSelect(axis: Int, _ indices: [Int]) throws -> Tensor {
+        let axis = try Tensor.normalizeAxis(axis, rank: rank, "index_select")
+        let n = shape[axis]
+        let idx = try indices.map { i -> Int in
+            let r = i < 0 ? i + n : i
+            guard r >= 0 && r < n else { throw AutogradError.argument("index_select: index \(i) is out of range for extent \(n) of axis \(axis)") }
+            return r
+        }
+        return try selecting(axis: axis, idx, "index_select")
+    }
+
+    /// Python's a[start:stop:step] along `axis` (step > 0, bounds clamped).
+    public func slice(axis: Int, start: Int, stop: Int, step: Int = 1) throws -> Tensor {
+        let axis = try Tensor.normalizeAxis(axis, rank: rank, "slice")
+        guard step > 0 else { throw AutogradError.argument("slice: step must be positive, got \(step)") }
+        let n = shape[axis]
+        func clamp(_ i: Int) -> Int { i < 0 ? Swift.max(0, i + n) : Swift.min(i, n) }
+        let lo = clamp(start), hi = clamp(stop)
+        let idx = lo < hi ? Array(stride(from: lo, to: hi, by: step)) : []
+        return try selecting(axis: axis, idx, "slice")
+    }
+
+    /// The differentiable primitive: entries `idx` (checked) along `axis`.
+    func selecting(axis: Int, _ idx: [Int], _ name: StaticString) throws -> Tensor {
+        var newShape = shape
+        newShape[axis] = idx.count
+        let (outer, extent, inner) = split(at: axis)
+        let out = try Tensor(uninitialized: newShape, dtype: dtype)
+        switch dtype {
+        case .float32: Indexing.select(buffer(Float.self), outer: outer, extent: extent, inner: inner, indices: idx, into: out.buffer(Float.self))
+        case .float64: Indexing.select(buffer(Double.self), outer: outer, extent: extent, inner: inner, indices: idx, into: out.buffer(Double.self))
+        }
+        if Tensor.shouldRecord(self) {
+            out.record(name, inputs: [self]) { g, _ in [try g.indexAdding(axis: axis, idx, extent: extent)] }
+        }
+        return out
+    }
+
+    /// Zeros of extent `extent` along `axis` with this tensor's entries added at `idx`: the
+    /// backward of selecting (and selecting is its backward).
+    func indexAdding(axis: Int, _ idx: [Int], extent: Int) throws -> Tensor {
+        var newShape = shape
+        newShape[axis] = extent
+        let (outer, _, inner) = split(at: axis)
+        let out = try Tensor(uninitialized: newShape, dtype: dtype)
+        switch dtype {
+        case .float32: Indexing.add(buffer(Float.self), outer: outer, extent: extent, inner: inner, indices: idx, into: out.buffer(Float.self))
+        case .float64: Indexing.add(buffer(Double.self), outer: outer, extent: extent, inner: inner, indices: idx, into: out.buffer(Double.self))
+        }
+        if Tensor.shouldRecord(self) {
+            out.record("index_add", inputs: [self]) { g, _ in [try g.selecting(axis: axis, idx, "index_select")] }
+        }
+        return out
+    }
+
+    /// The tensors joined along an existing axis.
+    public static func concat(_ tensors: [Tensor], axis: Int) throws -> Tensor {
+        guard let first = tensors.first else { throw AutogradError.argument("concat: no tensors given") }
+        guard first.rank > 0 else { throw AutogradError.shape("concat: cannot concatenate 0-d tensors (use stack)") }
+        let axis = try normalizeAxis(axis, rank: first.rank, "concat")
+        var total = 0
+        for (k, t) in tensors.enumerated() {
+            guard t.dtype == first.dtype else {
+                throw AutogradError.dtype("concat: tensor \(k) is \(t.dtype), tensor 0 is \(first.dtype)")
+            }
+            guard t.rank == first.rank && (0..<t.rank).allSatisfy({ $0 == axis || t.shape[$0] == first.shape[$0] }) else {
+                throw AutogradError.shape("concat: tensor \(k) has shape \(t.shape), which does not fit \(first.shape) along axis \(axis)")
+            }
+            total += t.shape[axis]
+        }
+        var shape = first.shape
+        shape[axis] = total
+        let out = try Tensor(uninitialized: shape, dtype: first.dtype)
+        let outer = shape[..<axis].reduce(1, *), inner = shape[(axis + 1)...].reduce(1, *)
+        var offset = 0
+        for t in tensors {
+            let m = t.shape[axis]
+            if m > 0 && outer > 0 && inner > 0, let src = t.storage.raw, let dst = out.storage.raw {
+                let size = first.dtype.size
+                for o in 0..<outer {
+                    (dst + ((o * total + offset) * inner) * size).copyMemory(from: src + (o * m * inner) * size, byteCount: m * inner * size)
+                }
+            }
+            offset += m
+        }
+        if shouldRecord(tensors) {
+            let extents = tensors.map { $0.shape[axis] }
+            out.record("concat", inputs: tensors) { g, node in
+                var start = 0
+                return try extents.enumerated().map { k, m in
+                    defer { start += m }
+                    return node.needsGrad(k) ? try g.selecting(axis: axis, Array(start..<start + m), "slice") : nil
+                }
+            }
+        }
+        return out
+    }
+
+    /// The tensors, all of one shape, stacked along a new axis.
+    public static func stack(_ tensors: [Tensor], axis: Int) throws -> Tensor {
+        guard let first = tensors.first else { throw AutogradError.argument("stack: no tensors given") }
+        for (k, t) in tensors.enumerated() where t.shape != first.shape {
+            throw AutogradError.shape("stack: tensor \(k) has shape \(t.shape), tensor 0 has \(first.shape)")
+        }
+        let axis = try normalizeAxis(axis, rank: first.rank + 1, "stack")
+        return try concat(tensors.map { try $0.unsqueezed(axis) }, axis: axis)
+    }
+
+    /// torch.gather: out[p] = self[p with its `axis` coordinate replaced by index[p]].
+    public func gather(axis: Int, index: [Int], indexShape: [Int]) throws -> Tensor {
+        let axis = try Tensor.normalizeAxis(axis, rank: rank, "gather")
+        guard indexShape.count == rank else {
+            throw AutogradError.shape("gather: the index has rank \(indexShape.count), the input rank \(rank)")
+        }
+        guard index.count == (try Shape.count(indexShape)) else {
+            throw AutogradError.shape("gather: \(index.count) indices do not fill index shape \(indexShape)")
+        }
+        for d in 0..<rank where d != axis && indexShape[d] > shape[d] {
+            throw AutogradError.shape("gather: index extent \(indexShape[d]) exceeds the input's \(shape[d]) on axis \(d)")
+        }
+        let n = shape[axis]
+        for i in index where i < 0 || i >= n {
+            throw AutogradError.argument("gather: index \(i) is out of range for extent \(n) of axis \(axis)")
+        }
+        return try gathering(axis: axis, index: index, indexShape: indexShape)
+    }
+
+    func gathering(axis: Int, index: [Int], indexShape: [Int]) throws -> Tensor {
+        let out = try Tensor(uninitialized: indexShape, dtype: dtype)
+        switch dtype {
+        case .float32:
+            let x = buffer(Float.self), o = out.buffer(Float.self)
+            Indexing.forEachGather(indexShape: indexShape, index: index, shape: shape, axis: axis) { p, off in o[p] = x[off] }
+        case .float64:
+            let x = buffer(Double.self), o = out.buffer(Double.self)
+            Indexing.forEachGather(indexShape: indexShape, index: index, shape: shape, axis: axis) { p, off in o[p] = x[off] }
+        }
+        if Tensor.shouldRecord(self) {
+            let inputShape = shape
+            out.record("gather", inputs: [self]) { g, _ in
+                [try g.scatterAdding(axis: axis, index: index, into: inputShape)]
+            }
+        }
+        return out
+    }
+
+    /// Zeros of `target` shape with this tensor's elements added at the gathered positions:
+    /// the backward of gather (and gather is its backward).
+    func scatterAdding(axis: Int, index: [Int], into target: [Int]) throws -> Tensor {
+        let out = try Tensor.zeros(target, dtype: dtype)
+        let indexShape = shape
+        switch dtype {
+        case .float32:
+            let g = buffer(Float.self), o = out.buffer(Float.self)
+            Indexing.forEachGather(indexShape: indexShape, index: index, shape: target, axis: axis) { p, off in o[off] += g[p] }
+        case .float64:
+            let g = buffer(Double.self), o = out.buffer(Double.self)
+            Indexing.forEachGather(indexShape: indexShape, index: index, shape: target, axis: axis) { p, off in o[off] += g[p] }
+        }
+        if Tensor.shouldRecord(self) {
+            out.record("scatter_add", inputs: [self]) { g, _ in [try g.gathering(axis: axis, index: index, indexShape: indexShape)] }
+        }
+        return out
+    }
+}
