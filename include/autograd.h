@@ -102,6 +102,30 @@ ag_status ag_tensor_zeros(ag_tensor *out, const int64_t *shape, int64_t ndim, ag
 /* A new leaf tensor of the given shape filled with 1. Errors as ag_tensor_from_data. */
 ag_status ag_tensor_ones(ag_tensor *out, const int64_t *shape, int64_t ndim, ag_dtype dtype);
 
+/* A new leaf tensor of the given shape filled with `value` (converted to dtype).
+ * Errors as ag_tensor_from_data. */
+ag_status ag_tensor_full(ag_tensor *out, const int64_t *shape, int64_t ndim, double value, ag_dtype dtype);
+
+/* A new 1-D leaf tensor start, start + step, ... up to but excluding stop (as numpy.arange).
+ * Errors: AG_ERR_ARGUMENT (step 0, a non-finite argument, more than 2^40 elements),
+ * AG_ERR_DTYPE, AG_ERR_OUT_OF_MEMORY. */
+ag_status ag_tensor_arange(ag_tensor *out, double start, double stop, double step, ag_dtype dtype);
+
+/* A new (n, m) leaf tensor with ones on the main diagonal and zeros elsewhere.
+ * Errors: AG_ERR_SHAPE (n or m negative, or n*m overflows), AG_ERR_DTYPE. */
+ag_status ag_tensor_eye(ag_tensor *out, int64_t n, int64_t m, ag_dtype dtype);
+
+/* A new leaf tensor of uniform random values in [low, high), from a generator seeded with
+ * `seed`: the same seed gives the same numbers on every run and machine.
+ * Errors as ag_tensor_from_data, and AG_ERR_ARGUMENT (low > high or a non-finite bound). */
+ag_status ag_tensor_rand_uniform(ag_tensor *out, const int64_t *shape, int64_t ndim, double low, double high,
+                                 uint64_t seed, ag_dtype dtype);
+
+/* A new leaf tensor of normal random values with the given mean and standard deviation,
+ * seeded like ag_tensor_rand_uniform. Errors: as that, and AG_ERR_ARGUMENT (std < 0). */
+ag_status ag_tensor_rand_normal(ag_tensor *out, const int64_t *shape, int64_t ndim, double mean, double std,
+                                uint64_t seed, ag_dtype dtype);
+
 /* Releases the handle. The tensor itself lives on while a graph or another handle needs it.
  * Freeing AG_NULL_TENSOR does nothing and returns AG_OK (like free(NULL)).
  * Errors: AG_ERR_INVALID_HANDLE (freed already, made up, or not a tensor handle). */
@@ -115,7 +139,8 @@ ag_status ag_tensor_ndim(int64_t *out, ag_tensor t);
  * AG_ERR_INVALID_HANDLE. */
 ag_status ag_tensor_shape(int64_t *out, int64_t capacity, ag_tensor t);
 
-/* The number of elements of t (1 for a scalar). Errors: AG_ERR_ARGUMENT, AG_ERR_INVALID_HANDLE. */
+/* The number of elements of t (1 for a scalar).
+ * Errors: AG_ERR_ARGUMENT (out NULL), AG_ERR_INVALID_HANDLE. */
 ag_status ag_tensor_numel(int64_t *out, ag_tensor t);
 
 /* The element type of t. Errors: AG_ERR_ARGUMENT (out NULL), AG_ERR_INVALID_HANDLE. */
@@ -137,9 +162,10 @@ ag_status ag_tensor_data_ptr(const void **out, ag_tensor t);
  * Errors: AG_ERR_ARGUMENT (out NULL), AG_ERR_SHAPE (numel != 1), AG_ERR_INVALID_HANDLE. */
 ag_status ag_tensor_item(double *out, ag_tensor t);
 
-/* Marks a leaf tensor as one whose gradient is wanted (or not). Only leaves (tensors made by
- * the ag_tensor_* creators, not results of operations) can change this flag.
- * Errors: AG_ERR_STATE (t is not a leaf), AG_ERR_INVALID_HANDLE. */
+/* Marks a leaf tensor as one whose gradient is wanted (or not). Leaves are tensors with no
+ * recorded history: those made by the ag_tensor_* creators, and results of operations that
+ * recorded nothing (no input required grad). A result with recorded history cannot change it.
+ * Errors: AG_ERR_STATE (t has recorded history), AG_ERR_INVALID_HANDLE. */
 ag_status ag_tensor_set_requires_grad(ag_tensor t, bool requires_grad);
 
 /* Whether t requires grad: a leaf so marked, or the result of an operation recorded in a graph.
@@ -147,7 +173,8 @@ ag_status ag_tensor_set_requires_grad(ag_tensor t, bool requires_grad);
 ag_status ag_tensor_requires_grad(bool *out, ag_tensor t);
 
 /* A new handle to the gradient accumulated in leaf t by ag_backward, or AG_NULL_TENSOR in *out
- * if none has been accumulated (never backpropagated into, or cleared by ag_tensor_zero_grad).
+ * if none has been accumulated (never backpropagated into, cleared by ag_tensor_zero_grad, or
+ * t is not a leaf: gradients are kept for leaves only).
  * The returned tensor is a snapshot: a later backward does not change it.
  * Errors: AG_ERR_ARGUMENT (out NULL), AG_ERR_INVALID_HANDLE. */
 ag_status ag_tensor_grad(ag_tensor *out, ag_tensor t);
@@ -188,7 +215,7 @@ ag_status ag_log(ag_tensor *out, ag_tensor a);
 ag_status ag_relu(ag_tensor *out, ag_tensor a);
 
 /* The sum of a's elements over `axes` (naxes entries; negative axes count from the end).
- * axes NULL with naxes 0 sums over every axis. With keepdims the reduced axes stay as extent 1.
+ * naxes 0 sums over every axis (axes is then not read and may be NULL). With keepdims the reduced axes stay as extent 1.
  * Errors also: AG_ERR_ARGUMENT (an axis out of range or repeated, axes NULL with naxes > 0,
  * naxes < 0). */
 ag_status ag_sum(ag_tensor *out, ag_tensor a, const int64_t *axes, int64_t naxes, bool keepdims);
@@ -197,9 +224,165 @@ ag_status ag_sum(ag_tensor *out, ag_tensor a, const int64_t *axes, int64_t naxes
  * elements is nan. */
 ag_status ag_mean(ag_tensor *out, ag_tensor a, const int64_t *axes, int64_t naxes, bool keepdims);
 
-/* Matrix product of 2-D tensors: (m,k) @ (k,n) -> (m,n), on OpenBLAS sgemm/dgemm.
- * Errors also: AG_ERR_SHAPE (an operand is not 2-D, or the inner extents differ). */
+/* Matrix product with NumPy's matmul rules, on OpenBLAS sgemm/dgemm:
+ *   1-D @ 1-D -> 0-d (inner product); 2-D (m,k) @ (k,n) -> (m,n);
+ *   1-D a is taken as (1,k) and 1-D b as (k,1), the added axis removed from the result;
+ *   N-D operands are stacks of matrices over their leading (batch) axes, which broadcast.
+ * Errors also: AG_ERR_SHAPE (a 0-d operand, inner extents that differ, batch axes that do not
+ * broadcast). */
 ag_status ag_matmul(ag_tensor *out, ag_tensor a, ag_tensor b);
+
+/* a ** b elementwise, broadcasting. Gradients: b * a^(b-1) to a (taken as 0 where b == 0),
+ * ln(a) * a^b to b (nan where a < 0, taken as 0 where a == 0). Errors also: AG_ERR_SHAPE. */
+ag_status ag_pow(ag_tensor *out, ag_tensor a, ag_tensor b);
+
+/* The larger of a and b elementwise, broadcasting. Where a == b the gradient is split evenly,
+ * half to each (as PyTorch). nan in either operand gives nan. Errors also: AG_ERR_SHAPE. */
+ag_status ag_maximum(ag_tensor *out, ag_tensor a, ag_tensor b);
+
+/* The smaller of a and b elementwise; ties as ag_maximum. Errors also: AG_ERR_SHAPE. */
+ag_status ag_minimum(ag_tensor *out, ag_tensor a, ag_tensor b);
+
+/* Scalar forms of the binary operations: s is converted to a's dtype and broadcast.
+ * The r-forms put the scalar first: rsub = s - a, rdiv = s / a, rpow = s ** a. */
+ag_status ag_add_scalar(ag_tensor *out, ag_tensor a, double s);
+ag_status ag_sub_scalar(ag_tensor *out, ag_tensor a, double s);
+ag_status ag_rsub_scalar(ag_tensor *out, ag_tensor a, double s);
+ag_status ag_mul_scalar(ag_tensor *out, ag_tensor a, double s);
+ag_status ag_div_scalar(ag_tensor *out, ag_tensor a, double s);
+ag_status ag_rdiv_scalar(ag_tensor *out, ag_tensor a, double s);
+ag_status ag_pow_scalar(ag_tensor *out, ag_tensor a, double s);
+ag_status ag_rpow_scalar(ag_tensor *out, ag_tensor a, double s);
+ag_status ag_maximum_scalar(ag_tensor *out, ag_tensor a, double s);
+ag_status ag_minimum_scalar(ag_tensor *out, ag_tensor a, double s);
+
+/* Unary operations (elementwise, same shape and dtype). Kinks: abs'(0) = 0, relu'(0) = 0,
+ * leaky_relu'(0) = negative_slope. sigmoid and softplus are computed in forms that stay finite,
+ * with finite gradients, for any finite input (x = +-1000 included). gelu is the exact form
+ * x * Phi(x) with the normal CDF Phi (PyTorch's default). softplus(x) = log(1 + e^x).
+ * sqrt of a negative number is nan; sqrt'(0) is +inf. */
+ag_status ag_sqrt(ag_tensor *out, ag_tensor a);
+ag_status ag_abs(ag_tensor *out, ag_tensor a);
+ag_status ag_sin(ag_tensor *out, ag_tensor a);
+ag_status ag_cos(ag_tensor *out, ag_tensor a);
+ag_status ag_tanh(ag_tensor *out, ag_tensor a);
+ag_status ag_sigmoid(ag_tensor *out, ag_tensor a);
+ag_status ag_leaky_relu(ag_tensor *out, ag_tensor a, double negative_slope);
+ag_status ag_gelu(ag_tensor *out, ag_tensor a);
+ag_status ag_softplus(ag_tensor *out, ag_tensor a);
+
+/* Reductions over `axes`, with arguments and errors as ag_sum.
+ * max/min: the gradient is split evenly among the elements that tie for the extreme (as
+ * torch.amax); reducing over zero elements is AG_ERR_SHAPE.
+ * var: the variance with `correction` subtracted from the count in the divisor (0: population,
+ * 1: sample, as torch.var's correction); correction < 0 is AG_ERR_ARGUMENT.
+ * logsumexp: log(sum(exp(a))), computed with the maximum subtracted first (stable). */
+ag_status ag_max(ag_tensor *out, ag_tensor a, const int64_t *axes, int64_t naxes, bool keepdims);
+ag_status ag_min(ag_tensor *out, ag_tensor a, const int64_t *axes, int64_t naxes, bool keepdims);
+ag_status ag_var(ag_tensor *out, ag_tensor a, const int64_t *axes, int64_t naxes, int64_t correction,
+                 bool keepdims);
+ag_status ag_logsumexp(ag_tensor *out, ag_tensor a, const int64_t *axes, int64_t naxes, bool keepdims);
+
+/* ---- shape operations. Results are new tensors; gradients flow back through them. ---- */
+
+/* a with another shape of the same element count; one extent may be -1 (inferred).
+ * Errors also: AG_ERR_ARGUMENT (bad ndim, shape NULL, more than one -1),
+ * AG_ERR_SHAPE (element counts differ). */
+ag_status ag_reshape(ag_tensor *out, ag_tensor a, const int64_t *shape, int64_t ndim);
+
+/* a with axes dim0 and dim1 swapped (negative axes count from the end).
+ * Errors also: AG_ERR_ARGUMENT (an axis out of range). */
+ag_status ag_transpose(ag_tensor *out, ag_tensor a, int64_t dim0, int64_t dim1);
+
+/* a with its axes reordered: result axis i is a's axis perm[i]; n must equal a's rank.
+ * Errors also: AG_ERR_ARGUMENT (not a permutation of a's axes). */
+ag_status ag_permute(ag_tensor *out, ag_tensor a, const int64_t *perm, int64_t n);
+
+/* a broadcast to `shape` (NumPy rules; -1 keeps an extent). Its gradient is summed back.
+ * Errors also: AG_ERR_ARGUMENT (bad ndim), AG_ERR_SHAPE (a does not broadcast to shape). */
+ag_status ag_expand(ag_tensor *out, ag_tensor a, const int64_t *shape, int64_t ndim);
+
+/* a without the given extent-1 axes; axes NULL with naxes 0 removes every extent-1 axis.
+ * Errors also: AG_ERR_ARGUMENT (an axis out of range or repeated), AG_ERR_SHAPE (a named axis
+ * whose extent is not 1). */
+ag_status ag_squeeze(ag_tensor *out, ag_tensor a, const int64_t *axes, int64_t naxes);
+
+/* a with a new extent-1 axis at position `axis` of the result (-1: last).
+ * Errors also: AG_ERR_ARGUMENT (axis outside -(rank+1) .. rank, or the result rank would exceed
+ * AG_MAX_NDIM). */
+ag_status ag_unsqueeze(ag_tensor *out, ag_tensor a, int64_t axis);
+
+/* The n tensors joined along an existing axis; all must have the same dtype, rank and extents
+ * except along `axis`. Errors also: AG_ERR_ARGUMENT (tensors NULL, n < 1, bad axis),
+ * AG_ERR_SHAPE, AG_ERR_DTYPE. */
+ag_status ag_concat(ag_tensor *out, const ag_tensor *tensors, int64_t n, int64_t axis);
+
+/* The n tensors, all of one shape, stacked along a new axis `axis` of the result.
+ * Errors also: as ag_concat. */
+ag_status ag_stack(ag_tensor *out, const ag_tensor *tensors, int64_t n, int64_t axis);
+
+/* Elements start, start + step, ... before stop along `axis`, as Python's a[start:stop:step]:
+ * negative start/stop count from the end and out-of-range bounds are clamped; step must be > 0.
+ * Errors also: AG_ERR_ARGUMENT (bad axis, step <= 0). */
+ag_status ag_slice(ag_tensor *out, ag_tensor a, int64_t axis, int64_t start, int64_t stop, int64_t step);
+
+/* The entries indices[0..n-1] of a along `axis` (negative indices count from the end); the result
+ * has extent n along axis. Repeated indices accumulate their gradients.
+ * Errors also: AG_ERR_ARGUMENT (bad axis, indices NULL with n > 0, an index out of range). */
+ag_status ag_index_select(ag_tensor *out, ag_tensor a, int64_t axis, const int64_t *indices, int64_t n);
+
+/* torch.gather: out[i][j][k] = a[index[i][j][k]][j][k] for axis 0 (likewise for other axes).
+ * `index` is an int64 array of shape index_shape, of a's rank, with extents no larger than a's
+ * on every axis but `axis`; the result has index_shape.
+ * Errors also: AG_ERR_ARGUMENT (bad axis, NULL pointers, an index out of range), AG_ERR_SHAPE. */
+ag_status ag_gather(ag_tensor *out, ag_tensor a, int64_t axis, const int64_t *index, const int64_t *index_shape,
+                    int64_t index_ndim);
+
+/* ---- linear algebra (OpenBLAS) ---- */
+
+/* The inner product of two 1-D tensors of equal length: a 0-d tensor.
+ * Errors also: AG_ERR_SHAPE. */
+ag_status ag_dot(ag_tensor *out, ag_tensor a, ag_tensor b);
+
+/* The outer product of 1-D tensors: (m) x (n) -> (m, n). Errors also: AG_ERR_SHAPE. */
+ag_status ag_outer(ag_tensor *out, ag_tensor a, ag_tensor b);
+
+/* ---- neural-network functions ---- */
+
+/* softmax along `axis`, computed with the maximum subtracted (stable).
+ * Errors also: AG_ERR_ARGUMENT (bad axis). */
+ag_status ag_softmax(ag_tensor *out, ag_tensor a, int64_t axis);
+
+/* log(softmax(a)) along `axis`, computed as a - logsumexp(a) (stable). */
+ag_status ag_log_softmax(ag_tensor *out, ag_tensor a, int64_t axis);
+
+/* The mean over the batch of -log_softmax(logits)[i, labels[i]]: logits is (N, C), labels holds
+ * N class indices in 0..C-1. A 0-d result; gradients flow to logits.
+ * Errors also: AG_ERR_SHAPE (logits not 2-D, nlabels != N), AG_ERR_ARGUMENT (labels NULL with
+ * N > 0, a label out of range). */
+ag_status ag_cross_entropy(ag_tensor *out, ag_tensor logits, const int64_t *labels, int64_t nlabels);
+
+/* mean((pred - target)^2) over every element: a 0-d result; pred and target of one shape.
+ * Errors also: AG_ERR_SHAPE. */
+ag_status ag_mse_loss(ag_tensor *out, ag_tensor pred, ag_tensor target);
+
+/* x @ weight^T + bias (PyTorch's linear): x (..., in), weight (out, in), bias (out) or
+ * AG_NULL_TENSOR for none. Errors also: AG_ERR_SHAPE. */
+ag_status ag_linear(ag_tensor *out, ag_tensor x, ag_tensor weight, ag_tensor bias);
+
+/* ---- comparisons (results are 0/1 in a's dtype and carry no gradient) and selection ---- */
+
+ag_status ag_eq(ag_tensor *out, ag_tensor a, ag_tensor b);
+ag_status ag_ne(ag_tensor *out, ag_tensor a, ag_tensor b);
+ag_status ag_lt(ag_tensor *out, ag_tensor a, ag_tensor b);
+ag_status ag_le(ag_tensor *out, ag_tensor a, ag_tensor b);
+ag_status ag_gt(ag_tensor *out, ag_tensor a, ag_tensor b);
+ag_status ag_ge(ag_tensor *out, ag_tensor a, ag_tensor b);
+
+/* cond ? a : b elementwise, all three broadcast together; cond is true where non-zero (of either
+ * dtype). Gradients flow to a where cond holds and to b elsewhere, none to cond.
+ * Errors also: AG_ERR_SHAPE, AG_ERR_DTYPE (a and b differ). */
+ag_status ag_where(ag_tensor *out, ag_tensor cond, ag_tensor a, ag_tensor b);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Backward                                                                                   */

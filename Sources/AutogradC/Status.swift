@@ -71,7 +71,7 @@ func guarded(_ function: StaticString, _ body: () throws -> Void) -> Int32 {
 @inline(never)
 func failure(_ function: StaticString, _ error: Error) -> Int32 {
     switch error {
-    case let e as InvalidHandle: return fail(.invalidHandle, "\(function): \(e.message)")
+    case let e as InvalidHandle: return fail(.invalidHandle, prefixed(function, e.message))
     case let e as AutogradError:
         let status: Status
         switch e {
@@ -83,8 +83,18 @@ func failure(_ function: StaticString, _ error: Error) -> Int32 {
         case .callback: status = .callback
         case .internal: status = .internal
         }
-        return fail(status, "\(function): \(e.message)")
+        return fail(status, prefixed(function, e.message))
     default:
         return fail(.internal, "\(function): unexpected error \(error)")
     }
+}
+
+/// "ag_op: message", without repeating the op when the engine's message already names it
+/// ("matmul: ..." from ag_matmul becomes "ag_matmul: ...").
+private func prefixed(_ function: StaticString, _ message: String) -> String {
+    let name = "\(function)"
+    if name.hasPrefix("ag_"), message.hasPrefix(name.dropFirst(3) + ": ") {
+        return "ag_" + message
+    }
+    return name + ": " + message
 }

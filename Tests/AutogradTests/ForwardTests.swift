@@ -58,7 +58,8 @@ final class ForwardTests: XCTestCase {
             assertValues(c, expected, tol: dtype == .float64 ? 1e-12 : 1e-5)
         }
         XCTAssertThrowsError(try Tensor.zeros([2, 3]).matmul(Tensor.zeros([4, 5])))
-        XCTAssertThrowsError(try Tensor.zeros([3]).matmul(Tensor.zeros([3, 2])))
+        XCTAssertThrowsError(try Tensor.zeros([3]).matmul(Tensor.zeros([4, 2])))
+        XCTAssertThrowsError(try Tensor.zeros([]).matmul(Tensor.zeros([4, 2])))
         assertValues(try Tensor.zeros([2, 0]).matmul(Tensor.zeros([0, 3])), [0, 0, 0, 0, 0, 0])
     }
 

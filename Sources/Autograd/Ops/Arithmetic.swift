@@ -45,7 +45,7 @@ extension Tensor {
         return out
     }
 
-    /// self ** exponent elementwise. d/da = b·a^(b-1); d/db = ln(a)·a^b, taken as 0 where a == 0.
+    /// self ** exponent elementwise. d/da = b·a^(b-1) (0 where b == 0); d/db = ln(a)·a^b (0 where a == 0).
     public func pow(_ exponent: Tensor) throws -> Tensor {
         let out = try Tensor.zipped(self, exponent, "pow", { Float.pow($0, $1) }, { Double.pow($0, $1) })
         if Tensor.shouldRecord(self, exponent) {
@@ -53,7 +53,9 @@ extension Tensor {
                 let a = node.saved[0], b = node.saved[1]
                 var ga: Tensor? = nil, gb: Tensor? = nil
                 if node.needsGrad(0) {
-                    ga = try g.multiplying(b).multiplying(a.pow(b.subtracting(b.constant(1))))
+                    let zeroExponent = try withNoGrad { try b.eq(b.constant(0)) }
+                    let dA = try b.multiplying(a.pow(b.subtracting(b.constant(1))))
+                    ga = try g.multiplying(Tensor.where(zeroExponent, b.constant(0), dA))
                 }
                 if node.needsGrad(1) {
                     let atZero = try withNoGrad { try a.eq(a.constant(0)) }
