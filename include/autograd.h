@@ -403,6 +403,88 @@ ag_status ag_where(ag_tensor *out, ag_tensor cond, ag_tensor a, ag_tensor b);
  * match root). */
 ag_status ag_backward(ag_tensor root, ag_tensor seed, bool retain_graph, bool create_graph);
 
+/* The gradients of the sum over k of <outputs[k], seeds[k]> with respect to each of `inputs`,
+ * returned as new tensors in out_grads[0 .. ninputs-1] (yours to free), without touching any
+ * tensor's accumulated gradient (torch.autograd.grad). Inputs may be leaves or results of
+ * operations. seeds may be NULL (each output then must be a scalar and gets seed 1), or an array
+ * of noutputs handles where AG_NULL_TENSOR stands for 1 on a scalar output.
+ *   retain_graph / create_graph: as ag_backward.
+ *   allow_unused: an input the outputs do not depend on gets AG_NULL_TENSOR; without it that is
+ *   AG_ERR_STATE.
+ * Errors: AG_ERR_ARGUMENT (NULL arrays, counts < 1), AG_ERR_INVALID_HANDLE, AG_ERR_STATE (an
+ * output that does not require grad, a non-scalar output without a seed, a released graph, an
+ * unused input without allow_unused), AG_ERR_SHAPE / AG_ERR_DTYPE (a seed that does not match),
+ * AG_ERR_CALLBACK (a hook failed). On failure nothing is written to out_grads. */
+ag_status ag_grad(ag_tensor *out_grads, const ag_tensor *outputs, int64_t noutputs, const ag_tensor *seeds,
+                  const ag_tensor *inputs, int64_t ninputs, bool retain_graph, bool create_graph,
+                  bool allow_unused);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Grad mode, detach, hooks                                                                   */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Turns recording on or off for operations on the calling thread (off = torch.no_grad()) and
+ * writes the previous state to *previous (which may be NULL). Each thread starts with it on.
+ * Never fails; returns AG_OK. */
+ag_status ag_set_grad_enabled(bool *previous, bool enabled);
+
+/* Whether operations on the calling thread record graphs. Errors: AG_ERR_ARGUMENT (out NULL). */
+ag_status ag_is_grad_enabled(bool *out);
+
+/* A new tensor sharing a's values, with no history and not requiring grad (a leaf).
+ * Errors: AG_ERR_ARGUMENT (out NULL), AG_ERR_INVALID_HANDLE. */
+ag_status ag_detach(ag_tensor *out, ag_tensor a);
+
+/* A gradient hook. Called during ag_backward / ag_grad with the gradient flowing into the
+ * tensor it is registered on (for a leaf: the total from that pass, before it is accumulated).
+ * `grad` is borrowed: valid during the call only; do not free it. To replace the gradient, write
+ * a new handle to *replacement: the library takes that handle over and frees it; leave
+ * *replacement as AG_NULL_TENSOR to keep the gradient. The replacement must have the gradient's
+ * shape and dtype. A non-zero return aborts the backward pass, which then fails with
+ * AG_ERR_CALLBACK (gradients already accumulated by it stay). */
+typedef int32_t (*ag_grad_hook)(ag_tensor *replacement, ag_tensor grad, void *user_data);
+
+/* Registers `hook` on t (hooks run in registration order). `destroy`, if not NULL, is called
+ * with user_data once the hook can no longer run: when the tensor and every graph using it are
+ * gone. *out_id receives an id for ag_tensor_remove_hook (out_id may be NULL).
+ * Errors: AG_ERR_ARGUMENT (hook NULL), AG_ERR_INVALID_HANDLE, AG_ERR_STATE (t does not require
+ * grad). On failure `destroy` is not called. */
+ag_status ag_tensor_register_hook(int64_t *out_id, ag_tensor t, ag_grad_hook hook, void *user_data,
+                                  void (*destroy)(void *user_data));
+
+/* Removes the hook with the given id from t (its `destroy` runs now).
+ * Errors: AG_ERR_INVALID_HANDLE, AG_ERR_ARGUMENT (no hook with that id on t). */
+ag_status ag_tensor_remove_hook(ag_tensor t, int64_t id);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Gradient checking and graph pictures                                                       */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Builds the function to check: reads `inputs` (borrowed; do not free them) and writes a new
+ * tensor handle to *out (the library frees it). Non-zero return: a failure (AG_ERR_CALLBACK). */
+typedef int32_t (*ag_build_fn)(ag_tensor *out, const ag_tensor *inputs, int64_t ninputs, void *user_data);
+
+/* Checks the analytic gradient of build(inputs) against central finite differences with step
+ * eps, in float64: the output is weighted by fixed pseudo-random weights and summed, and for every
+ * element of every input that requires grad, |analytic - numeric| <= atol + rtol * |numeric| must
+ * hold. The inputs must be float64; they are not modified (copies are perturbed).
+ * Outputs: *passed, and the worst element: input index, flat element index, analytic and numeric
+ * values (every output pointer but `passed` may be NULL).
+ * Errors: AG_ERR_ARGUMENT (build or passed NULL, inputs NULL, ninputs < 1, eps <= 0, atol or
+ * rtol < 0), AG_ERR_INVALID_HANDLE, AG_ERR_DTYPE (an input not float64), AG_ERR_CALLBACK (build
+ * failed), and any error of the operations build uses. */
+ag_status ag_gradcheck(bool *passed, int64_t *worst_input, int64_t *worst_index, double *worst_analytic,
+                       double *worst_numeric, ag_build_fn build, void *user_data, const ag_tensor *inputs,
+                       int64_t ninputs, double eps, double atol, double rtol);
+
+/* Writes a Graphviz DOT description of the graph that produced `root` (one box per tensor and
+ * per operation: op names, shapes, dtypes, which tensors require grad) as a NUL-terminated string
+ * into out, like snprintf: at most capacity - 1 characters and a NUL are written, and *length
+ * receives the full length (without the NUL). Call with out NULL and capacity 0 to learn the
+ * length. Errors: AG_ERR_ARGUMENT (length NULL, capacity < 0, out NULL with capacity > 0),
+ * AG_ERR_INVALID_HANDLE. */
+ag_status ag_graph_to_dot(char *out, int64_t capacity, int64_t *length, ag_tensor root);
+
 #ifdef __cplusplus
 }
 #endif

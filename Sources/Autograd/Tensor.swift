@@ -11,6 +11,8 @@ public final class Tensor {
     public internal(set) var grad: Tensor?
     /// The node that produced this tensor; nil for leaves and for results recorded in no graph.
     var gradFn: Node?
+    /// Hooks on a leaf's gradient (a non-leaf's hooks live on its node).
+    var hooks: [GradHook] = []
 
     init(shape: [Int], storage: Storage) {
         self.shape = shape

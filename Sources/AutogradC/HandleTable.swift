@@ -90,4 +90,9 @@ final class HandleTable: @unchecked Sendable {
     }
 
     var liveCount: Int { locked { live } }
+
+    private var lastId = 0
+
+    /// A fresh id (for hooks), unique across threads.
+    func nextId() -> Int { locked { lastId += 1; return lastId } }
 }

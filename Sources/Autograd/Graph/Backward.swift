@@ -1,21 +1,28 @@
 /// Reverse-mode gradient propagation over the recorded graph. The walk is iterative (an
 /// explicit ready stack and dependency counts), so graph depth is limited by memory only.
 enum Backward {
-    /// Runs backward from `root` with gradient `seed` (nil: 1 for a one-element root) and
-    /// accumulates into the `.grad` of every leaf reached.
-    static func run(root: Tensor, seed: Tensor?, retainGraph: Bool, createGraph: Bool) throws {
-        let seedTensor = try checkedSeed(root: root, seed: seed)
-        guard let rootNode = root.gradFn else {
-            guard root.requiresGrad else {
-                throw AutogradError.state("backward: the root does not require grad (no input of it requires grad, or it was computed with grad mode off)")
-            }
-            // A leaf root: its gradient is the seed itself.
-            try accumulate(seedTensor, into: root, createGraph: createGraph)
-            return
+    /// What a pass does with the gradients that reach leaves.
+    enum Mode {
+        /// Add them into each leaf's `.grad` (backward).
+        case accumulate
+        /// Return the gradients of these tensors (leaves or not) and touch no `.grad` (grad()).
+        case capture([Tensor])
+    }
+
+    /// Propagates `seeds` (nil: 1 for a one-element root) from `roots` through the graph.
+    /// Returns, in capture mode, one gradient per captured tensor (nil where none arrived).
+    @discardableResult
+    static func run(roots: [Tensor], seeds: [Tensor?], retainGraph: Bool, createGraph: Bool, mode: Mode) throws -> [Tensor?] {
+        let seedTensors = try zip(roots, seeds).map { try checkedSeed(root: $0, seed: $1) }
+        for root in roots where !root.requiresGrad {
+            throw AutogradError.state("backward: the root does not require grad (no input of it requires grad, or it was computed with grad mode off)")
         }
-        let order = try collect(from: rootNode)
-        try GradMode.with(enabled: createGraph) {
-            try propagate(order: order, seed: seedTensor, retainGraph: retainGraph || createGraph, createGraph: createGraph)
+        return try GradMode.with(enabled: createGraph) {
+            var pass = Pass(mode: mode, retainGraph: retainGraph || createGraph, createGraph: createGraph)
+            try pass.collect(roots: roots)
+            try pass.seed(roots: roots, seeds: seedTensors)
+            try pass.propagate()
+            return try pass.finish()
         }
     }
 
@@ -36,74 +43,179 @@ enum Backward {
         return seed
     }
 
-    /// The nodes reachable from `root` with the number of edges into each from within the
-    /// reachable set; fails before anything runs if part of the graph was already released.
-    private static func collect(from root: Node) throws -> (nodes: [Node], index: [ObjectIdentifier: Int], deps: [Int]) {
-        var nodes: [Node] = [root]
-        var index: [ObjectIdentifier: Int] = [ObjectIdentifier(root): 0]
-        var deps: [Int] = [0]
-        var stack: [Node] = [root]
-        while let node = stack.popLast() {
-            if node.isReleased {
-                throw AutogradError.state("backward: the graph through '\(node.name)' was already freed by an earlier backward; pass retain_graph = true to the first backward to run backward through it again")
-            }
-            for edge in node.edges {
-                guard case .node(let child) = edge else { continue }
-                let id = ObjectIdentifier(child)
-                if let i = index[id] {
-                    deps[i] += 1
-                } else {
-                    index[id] = nodes.count
-                    nodes.append(child)
-                    deps.append(1)
-                    stack.append(child)
+    /// The state of one backward pass.
+    private struct Pass {
+        let mode: Mode
+        let retainGraph: Bool
+        let createGraph: Bool
+        var nodes: [Node] = []
+        var index: [ObjectIdentifier: Int] = [:]
+        var deps: [Int] = []
+        var grads: [Tensor?] = []
+        /// Nodes whose work reaches a captured tensor (capture mode only; all true otherwise).
+        var needed: [Bool] = []
+        /// Gradients that reached leaves in this pass, summed, in order of first arrival.
+        var leafOrder: [Tensor] = []
+        var leafGrads: [ObjectIdentifier: Tensor] = [:]
+        /// Capture mode: where each captured tensor's gradient goes.
+        var capturedLeaf: [ObjectIdentifier: [Int]] = [:]
+        var capturedNode: [ObjectIdentifier: [Int]] = [:]
+        var captured: [Tensor?] = []
+
+        init(mode: Mode, retainGraph: Bool, createGraph: Bool) {
+            self.mode = mode
+            self.retainGraph = retainGraph
+            self.createGraph = createGraph
+            if case .capture(let targets) = mode {
+                captured = [Tensor?](repeating: nil, count: targets.count)
+                for (k, t) in targets.enumerated() {
+                    if let fn = t.gradFn { capturedNode[ObjectIdentifier(fn), default: []].append(k) }
+                    else { capturedLeaf[ObjectIdentifier(t), default: []].append(k) }
                 }
             }
         }
-        return (nodes, index, deps)
-    }
 
-    private static func propagate(order: (nodes: [Node], index: [ObjectIdentifier: Int], deps: [Int]),
-                                  seed: Tensor, retainGraph: Bool, createGraph: Bool) throws {
-        var deps = order.deps
-        var grads = [Tensor?](repeating: nil, count: order.nodes.count)
-        grads[0] = seed
-        var ready: [Int] = [0]
-        while let i = ready.popLast() {
-            let node = order.nodes[i]
-            // A node none of whose consumers produced a gradient still passes on its
-            // dependency counts, so nodes below it reached by other paths run.
-            var inputGrads: [Tensor?] = []
-            if let g = grads[i], let rule = node.rule {
-                grads[i] = nil
-                inputGrads = try rule(g, node)
-                guard inputGrads.count == node.edges.count else {
-                    throw AutogradError.internal("the rule of '\(node.name)' returned \(inputGrads.count) gradients for \(node.edges.count) inputs")
+        /// Finds the nodes reachable from the roots and counts the edges into each; fails
+        /// before anything runs if part of the graph was already released.
+        mutating func collect(roots: [Tensor]) throws {
+            var stack: [Node] = []
+            for root in roots {
+                guard let fn = root.gradFn, index[ObjectIdentifier(fn)] == nil else { continue }
+                index[ObjectIdentifier(fn)] = nodes.count
+                nodes.append(fn)
+                deps.append(0)
+                stack.append(fn)
+            }
+            while let node = stack.popLast() {
+                if node.isReleased {
+                    throw AutogradError.state("backward: the graph through '\(node.name)' was already freed by an earlier backward; pass retain_graph = true to the first backward to run backward through it again")
+                }
+                for edge in node.edges {
+                    guard case .node(let child) = edge else { continue }
+                    let id = ObjectIdentifier(child)
+                    if let i = index[id] {
+                        deps[i] += 1
+                    } else {
+                        index[id] = nodes.count
+                        nodes.append(child)
+                        deps.append(1)
+                        stack.append(child)
+                    }
                 }
             }
-            if !retainGraph { node.release() }
-            for (k, edge) in node.edges.enumerated() {
-                if case .none = edge { continue }
-                var gk: Tensor? = nil
-                if k < inputGrads.count, let raw = inputGrads[k] {
-                    gk = try raw.reduced(toShape: node.inputShapes[k])
-                }
-                switch edge {
-                case .none:
-                    break
-                case .leaf(let leaf):
-                    if let gk { try accumulate(gk, into: leaf, createGraph: createGraph) }
-                case .node(let child):
-                    guard let j = order.index[ObjectIdentifier(child)] else {
-                        throw AutogradError.internal("backward reached node '\(child.name)' that was not collected")
+            grads = [Tensor?](repeating: nil, count: nodes.count)
+            needed = [Bool](repeating: true, count: nodes.count)
+            if case .capture = mode { markNeeded() }
+        }
+
+        /// Capture mode: a node is needed if it is captured or leads to a needed node or a
+        /// captured leaf. Computed children-first over a topological order (Kahn's algorithm).
+        private mutating func markNeeded() {
+            var remaining = deps
+            var order: [Int] = []
+            order.reserveCapacity(nodes.count)
+            var ready = remaining.indices.filter { remaining[$0] == 0 }
+            while let i = ready.popLast() {
+                order.append(i)
+                for edge in nodes[i].edges {
+                    if case .node(let child) = edge, let j = index[ObjectIdentifier(child)] {
+                        remaining[j] -= 1
+                        if remaining[j] == 0 { ready.append(j) }
                     }
-                    if let gk {
-                        grads[j] = try grads[j].map { try $0.adding(gk) } ?? gk
-                    }
-                    deps[j] -= 1
-                    if deps[j] == 0 { ready.append(j) }
                 }
             }
+            for i in order.reversed() {
+                let node = nodes[i]
+                var hit = capturedNode[ObjectIdentifier(node)] != nil
+                for edge in node.edges where !hit {
+                    switch edge {
+                    case .none: break
+                    case .leaf(let t): hit = capturedLeaf[ObjectIdentifier(t)] != nil
+                    case .node(let child): hit = index[ObjectIdentifier(child)].map { needed[$0] } ?? false
+                    }
+                }
+                needed[i] = hit
+            }
+        }
+
+        mutating func seed(roots: [Tensor], seeds: [Tensor]) throws {
+            for (root, s) in zip(roots, seeds) {
+                if let fn = root.gradFn, let i = index[ObjectIdentifier(fn)] {
+                    grads[i] = try grads[i].map { try $0.adding(s) } ?? s
+                } else {
+                    try arriveAtLeaf(root, s)
+                }
+            }
+        }
+
+        mutating func arriveAtLeaf(_ leaf: Tensor, _ g: Tensor) throws {
+            let id = ObjectIdentifier(leaf)
+            if let existing = leafGrads[id] {
+                leafGrads[id] = try existing.adding(g)
+            } else {
+                if case .capture = mode, capturedLeaf[id] == nil { return }
+                leafGrads[id] = g
+                leafOrder.append(leaf)
+            }
+        }
+
+        mutating func propagate() throws {
+            var ready = deps.indices.filter { deps[$0] == 0 }
+            while let i = ready.popLast() {
+                let node = nodes[i]
+                // A node none of whose consumers produced a gradient (or that leads to nothing
+                // captured) still passes on its dependency counts, so nodes below it run.
+                var inputGrads: [Tensor?] = []
+                if var g = grads[i], let rule = node.rule {
+                    grads[i] = nil
+                    for hook in node.hooks { g = try hook.apply(to: g) }
+                    if let targets = capturedNode[ObjectIdentifier(node)] {
+                        for k in targets { captured[k] = g }
+                    }
+                    if needed[i] {
+                        inputGrads = try rule(g, node)
+                        guard inputGrads.count == node.edges.count else {
+                            throw AutogradError.internal("the rule of '\(node.name)' returned \(inputGrads.count) gradients for \(node.edges.count) inputs")
+                        }
+                    }
+                }
+                if !retainGraph { node.release() }
+                for (k, edge) in node.edges.enumerated() {
+                    var gk: Tensor? = nil
+                    if k < inputGrads.count, let raw = inputGrads[k] {
+                        gk = try raw.reduced(toShape: node.inputShapes[k])
+                    }
+                    switch edge {
+                    case .none:
+                        break
+                    case .leaf(let leaf):
+                        if let gk { try arriveAtLeaf(leaf, gk) }
+                    case .node(let child):
+                        guard let j = index[ObjectIdentifier(child)] else {
+                            throw AutogradError.internal("backward reached node '\(child.name)' that was not collected")
+                        }
+                        if let gk { grads[j] = try grads[j].map { try $0.adding(gk) } ?? gk }
+                        deps[j] -= 1
+                        if deps[j] == 0 { ready.append(j) }
+                    }
+                }
+            }
+        }
+
+        /// Runs leaf hooks, then accumulates into `.grad` or hands the captured gradients back.
+        mutating func finish() throws -> [Tensor?] {
+            for leaf in leafOrder {
+                let id = ObjectIdentifier(leaf)
+                guard var g = leafGrads[id] else { continue }
+                for hook in leaf.hooks { g = try hook.apply(to: g) }
+                switch mode {
+                case .accumulate:
+                    try Backward.accumulate(g, into: leaf, createGraph: createGraph)
+                case .capture:
+                    for k in capturedLeaf[id] ?? [] { captured[k] = createGraph ? g : g.detach() }
+                }
+            }
+            return captured.map { g in g.map { createGraph ? $0 : $0.detach() } }
         }
     }
 
@@ -118,10 +230,62 @@ enum Backward {
     }
 }
 
+/// A function run on the gradient flowing into a tensor during backward; it may return a
+/// replacement of the same shape and dtype, or nil to keep the gradient.
+public final class GradHook {
+    public let id: Int
+    let body: (Tensor) throws -> Tensor?
+
+    public init(id: Int, _ body: @escaping (Tensor) throws -> Tensor?) {
+        self.id = id
+        self.body = body
+    }
+
+    func apply(to g: Tensor) throws -> Tensor {
+        guard let replacement = try body(g) else { return g }
+        guard replacement.shape == g.shape && replacement.dtype == g.dtype else {
+            throw AutogradError.shape("hook \(id): the replacement gradient is \(replacement.dtype) \(replacement.shape), the gradient is \(g.dtype) \(g.shape)")
+        }
+        return replacement
+    }
+}
+
 extension Tensor {
-    /// Runs backward from this tensor (see `Backward.run`).
+    /// Runs backward from this tensor, accumulating into the `.grad` of every leaf reached.
     public func backward(seed: Tensor? = nil, retainGraph: Bool = false, createGraph: Bool = false) throws {
-        try Backward.run(root: self, seed: seed, retainGraph: retainGraph, createGraph: createGraph)
+        try Backward.run(roots: [self], seeds: [seed], retainGraph: retainGraph, createGraph: createGraph, mode: .accumulate)
+    }
+
+    /// The gradients of Σ⟨outputs[k], seeds[k]⟩ with respect to `inputs` (torch.autograd.grad),
+    /// touching no `.grad`; nil for an unused input when `allowUnused`, an error otherwise.
+    public static func gradients(of outputs: [Tensor], withRespectTo inputs: [Tensor], seeds: [Tensor?]? = nil,
+                                 retainGraph: Bool = false, createGraph: Bool = false, allowUnused: Bool = false) throws -> [Tensor?] {
+        guard !outputs.isEmpty, !inputs.isEmpty else { throw AutogradError.argument("grad: needs at least one output and one input") }
+        let seeds = seeds ?? [Tensor?](repeating: nil, count: outputs.count)
+        guard seeds.count == outputs.count else {
+            throw AutogradError.argument("grad: \(seeds.count) seeds for \(outputs.count) outputs")
+        }
+        for (k, t) in inputs.enumerated() where !t.requiresGrad {
+            throw AutogradError.state("grad: input \(k) does not require grad")
+        }
+        let result = try Backward.run(roots: outputs, seeds: seeds, retainGraph: retainGraph, createGraph: createGraph, mode: .capture(inputs))
+        if !allowUnused, let k = result.firstIndex(where: { $0 == nil }) {
+            throw AutogradError.state("grad: input \(k) is not used to compute the outputs (pass allow_unused to get no gradient for it)")
+        }
+        return result
+    }
+
+    /// Registers a hook on the gradient flowing into this tensor (see GradHook).
+    public func registerHook(_ hook: GradHook) throws {
+        guard requiresGrad else { throw AutogradError.state("register_hook: the tensor does not require grad") }
+        if let fn = gradFn { fn.hooks.append(hook) } else { hooks.append(hook) }
+    }
+
+    /// Removes the hook with `id`; false if there is none.
+    public func removeHook(id: Int) -> Bool {
+        if let fn = gradFn, let i = fn.hooks.firstIndex(where: { $0.id == id }) { fn.hooks.remove(at: i); return true }
+        if let i = hooks.firstIndex(where: { $0.id == id }) { hooks.remove(at: i); return true }
+        return false
     }
 
     /// This gradient summed over the axes along which an operand of shape `shape` was

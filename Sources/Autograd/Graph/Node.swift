@@ -29,6 +29,8 @@ final class Node {
     var saved: [Tensor]
     /// nil once the graph has been released by a backward pass without retain_graph.
     var rule: BackwardRule?
+    /// Hooks registered on the output tensor, run on its gradient before the rule.
+    var hooks: [GradHook] = []
 
     init(name: StaticString, output shape: [Int], dtype: DType, inputs: [Tensor], saved: [Tensor], rule: @escaping BackwardRule) {
         self.name = name
