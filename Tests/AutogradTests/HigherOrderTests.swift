@@ -1,0 +1,141 @@
+import XCTest
+@testable import Autograd
+
+/// grad(), create_graph and second derivatives, hooks, DOT pictures.
+final class HigherOrderTests: XCTestCase {
+    private func scalar(_ v: Double) throws -> Tensor {
+        let t = try Tensor(scalar: v)
+        try t.setRequiresGrad(true)
+        return t
+    }
+
+    /// d²f/dx² through grad(create_graph) twice, against the hand formula and against a
+    /// central difference of the first derivative.
+    private func checkSecondDerivative(_ name: String, at x0: Double, _ f: (Tensor) throws -> Tensor,
+                                       _ expected: Double, file: StaticString = #filePath, line: UInt = #line) throws {
+        let x = try scalar(x0)
+        let d1 = try Tensor.gradients(of: [f(x)], withRespectTo: [x], createGraph: true)[0]!
+        XCTAssertTrue(d1.requiresGrad, "\(name): the first derivative must be differentiable", file: file, line: line)
+        let d2 = try Tensor.gradients(of: [d1], withRespectTo: [x])[0]!.item()
+        XCTAssertEqual(d2, expected, accuracy: 1e-10 * max(1, Swift.abs(expected)), "\(name): hand formula", file: file, line: line)
+        let h = 1e-5
+        func firstDerivative(_ v: Double) throws -> Double {
+            let xv = try scalar(v)
+            return try Tensor.gradients(of: [f(xv)], withRespectTo: [xv])[0]!.item()
+        }
+        let numeric = (try firstDerivative(x0 + h) - firstDerivative(x0 - h)) / (2 * h)
+        XCTAssertEqual(d2, numeric, accuracy: 1e-6 * max(1, Swift.abs(numeric)), "\(name): finite differences", file: file, line: line)
+    }
+
+    func testSecondDerivativesOfElementaryFunctions() throws {
+        let x = 0.7
+        try checkSecondDerivative("x^3 (mul)", at: x, { try $0 * $0 * $0 }, 6 * x)
+        try checkSecondDerivative("x ** 3 (pow)", at: x, { try $0 ** 3 }, 6 * x)
+        try checkSecondDerivative("sin", at: x, { try $0.sin() }, -Foundation.sin(x))
+        let t = Foundation.tanh(x)
+        try checkSecondDerivative("tanh", at: x, { try $0.tanh() }, -2 * t * (1 - t * t))
+        try checkSecondDerivative("exp", at: x, { try $0.exp() }, Foundation.exp(x))
+        try checkSecondDerivative("log", at: x, { try $0.log() }, -1 / (x * x))
+        let s = 1 / (1 + Foundation.exp(-x))
+        try checkSecondDerivative("sigmoid", at: x, { try $0.sigmoid() }, s * (1 - s) * (1 - 2 * s))
+        try checkSecondDerivative("sqrt", at: x, { try $0.sqrt() }, -0.25 * Foundation.pow(x, -1.5))
+        try checkSecondDerivative("softplus", at: x, { try $0.softplus() }, s * (1 - s))
+        let phi = Foundation.exp(-x * x / 2) / (2 * Double.pi).squareRoot()
+        try checkSecondDerivative("gelu", at: x, { try $0.gelu() }, phi * (2 - x * x))
+        try checkSecondDerivative("cos", at: x, { try $0.cos() }, -Foundation.cos(x))
+        try checkSecondDerivative("x / (1 + x²)", at: x, { try $0 / ($0 * $0 + 1) }, (2 * x * x * x - 6 * x) / Foundation.pow(1 + x * x, 3))
+    }
+
+    func testHessianVectorProductOfASmallMLP() throws {
+        var rng = TestRNG(11)
+        let x = rng.tensor([5, 3], requiresGrad: false), y = rng.tensor([5, 1], requiresGrad: false)
+        let w1 = rng.tensor([3, 4]), w2 = rng.tensor([4, 1])
+        let v1 = rng.tensor([3, 4], requiresGrad: false), v2 = rng.tensor([4, 1], requiresGrad: false)
+        func loss(_ a: Tensor, _ b: Tensor) throws -> Tensor { try x.matmul(a).tanh().matmul(b).mseLoss(y) }
+
+        let g = try Tensor.gradients(of: [loss(w1, w2)], withRespectTo: [w1, w2], createGraph: true)
+        let gv = try (g[0]! * v1).sum() + (g[1]! * v2).sum()
+        let hv = try Tensor.gradients(of: [gv], withRespectTo: [w1, w2])
+
+        // Finite differences of the gradient along v.
+        let h = 1e-6
+        func gradientAt(_ s: Double) throws -> [[Double]] {
+            let a = try Tensor(zip(w1.values, v1.values).map { $0 + s * $1 }, shape: w1.shape)
+            let b = try Tensor(zip(w2.values, v2.values).map { $0 + s * $1 }, shape: w2.shape)
+            try a.setRequiresGrad(true); try b.setRequiresGrad(true)
+            return try Tensor.gradients(of: [loss(a, b)], withRespectTo: [a, b]).map { $0!.values }
+        }
+        let up = try gradientAt(h), down = try gradientAt(-h)
+        for k in 0..<2 {
+            let numeric = zip(up[k], down[k]).map { ($0 - $1) / (2 * h) }
+            assertValues(hv[k]!, numeric, tol: 1e-6, "Hv block \(k)")
+        }
+    }
+
+    func testGradOfAnyNodeWithRespectToAnyOtherLeavesGradAlone() throws {
+        let x = try Tensor([1, 2, 3], shape: [3])
+        try x.setRequiresGrad(true)
+        let h = try x * x            // a non-leaf
+        let y = try (h * 3).sum()
+        let z = try (x.exp()).sum()
+        let g = try Tensor.gradients(of: [y, z], withRespectTo: [h, x], retainGraph: true)
+        assertValues(g[0]!, [3, 3, 3])                                  // dy/dh
+        assertValues(g[1]!, [1, 2, 3].map { 6 * $0 + Foundation.exp($0) })  // d(y+z)/dx
+        XCTAssertNil(x.grad, "grad() must not touch .grad")
+        let seeded = try Tensor.gradients(of: [h], withRespectTo: [x], seeds: [Tensor([1, 0, 2], shape: [3])])
+        assertValues(seeded[0]!, [2, 0, 12])
+    }
+
+    func testUnusedInputsNeedAllowUnused() throws {
+        let a = try scalar(1), b = try scalar(2)
+        let y = try a * 3
+        XCTAssertThrowsError(try Tensor.gradients(of: [y], withRespectTo: [a, b], retainGraph: true)) { error in
+            guard case AutogradError.state = error else { return XCTFail("got \(error)") }
+        }
+        let g = try Tensor.gradients(of: [y], withRespectTo: [a, b], allowUnused: true)
+        assertValues(g[0]!, [3])
+        XCTAssertNil(g[1])
+    }
+
+    func testHooksSeeAndReplaceGradients() throws {
+        let x = try Tensor([1, 2], shape: [2])
+        try x.setRequiresGrad(true)
+        let h = try x * 2
+        var seenAtH: [Double] = [], seenAtX: [Double] = []
+        try h.registerHook(GradHook(id: 1) { g in seenAtH = g.values; return try g * 10 })
+        try x.registerHook(GradHook(id: 2) { g in seenAtX = g.values; return nil })
+        try (h * h).sum().backward()
+        XCTAssertEqual(seenAtH, [4, 8])          // d/dh sum(h²) = 2h
+        XCTAssertEqual(seenAtX, [80, 160])       // replaced 10·2h, times dh/dx = 2
+        assertValues(x.grad!, [80, 160])
+        XCTAssertTrue(x.removeHook(id: 2))
+        XCTAssertFalse(x.removeHook(id: 2))
+        try x.registerHook(GradHook(id: 3) { _ in throw AutogradError.callback("refused") })
+        XCTAssertThrowsError(try (x * 1).sum().backward())
+    }
+
+    func testGraphPictureNamesOpsShapesAndLeaves() throws {
+        let x = try Tensor([1, 2, 3, 4, 5, 6], shape: [2, 3]), w = try Tensor.ones([3, 2])
+        try w.setRequiresGrad(true)
+        let dot = try (x.matmul(w).relu() * 2).sum().graphDOT()
+        for piece in ["digraph", "matmul", "relu", "mul", "sum", "[3, 2] float64", "requires_grad", "constant"] {
+            XCTAssertTrue(dot.contains(piece), "missing \(piece) in\n\(dot)")
+        }
+    }
+
+    func testSavedTensorsAreReleasedAfterBackwardUnlessRetained() throws {
+        weak var saved: Tensor?
+        let x = try Tensor([1, 2], shape: [2])
+        try x.setRequiresGrad(true)
+        var y: Tensor? = nil
+        do {
+            let e = try x.exp()
+            saved = e
+            y = try (e * e).sum()  // mul saves e
+        }
+        XCTAssertNotNil(saved, "the graph keeps what backward needs")
+        try y!.backward()
+        XCTAssertNil(saved, "backward without retain_graph releases saved tensors")
+        withExtendedLifetime(y) {}
+    }
+}
