@@ -402,6 +402,10 @@ ag_status ag_where(ag_tensor *out, ag_tensor cond, ag_tensor a, ag_tensor b);
  * without a seed, the graph was already released), AG_ERR_SHAPE / AG_ERR_DTYPE (seed does not
  * match root). */
 ag_status ag_backward(ag_tensor root, ag_tensor seed, bool retain_graph, bool create_graph);
+/* Memory: a graph holds results of operations strongly and leaves weakly (a leaf's values are
+ * kept for backward even after its last handle is freed, but its gradient is then dropped). So a
+ * differentiable gradient from create_graph, whose graph leads back to the leaf, creates no
+ * reference cycle: freeing every handle frees everything, no ag_tensor_zero_grad needed. */
 
 /* The gradients of the sum over k of <outputs[k], seeds[k]> with respect to each of `inputs`,
  * returned as new tensors in out_grads[0 .. ninputs-1] (yours to free), without touching any
@@ -445,8 +449,9 @@ ag_status ag_detach(ag_tensor *out, ag_tensor a);
 typedef int32_t (*ag_grad_hook)(ag_tensor *replacement, ag_tensor grad, void *user_data);
 
 /* Registers `hook` on t (hooks run in registration order). `destroy`, if not NULL, is called
- * with user_data once the hook can no longer run: when the tensor and every graph using it are
- * gone. *out_id receives an id for ag_tensor_remove_hook (out_id may be NULL).
+ * with user_data once the hook can no longer run: when it is removed, or when t is gone (for a
+ * leaf: its last handle freed, graphs hold leaves weakly; for a result: its last handle freed and
+ * every graph using it gone). *out_id receives an id for ag_tensor_remove_hook (out_id may be NULL).
  * Errors: AG_ERR_ARGUMENT (hook NULL), AG_ERR_INVALID_HANDLE, AG_ERR_STATE (t does not require
  * grad). On failure `destroy` is not called. */
 ag_status ag_tensor_register_hook(int64_t *out_id, ag_tensor t, ag_grad_hook hook, void *user_data,

@@ -15,8 +15,10 @@ cd "$(dirname "$0")/.."
 
 libdir="$PWD/.build/release"
 outdir=.build/c
-# The programs in bindings/c, built and run in this order (each must exit 0).
-programs=(example test_autograd test_catalogue)
+# The programs in bindings/c, built and run in this order (each must exit 0), then again under
+# valgrind; the limit tests (a 1,000,000-op chain, 10,000 training steps) run once, natively.
+programs=(example test_autograd test_catalogue test_semantics)
+native_only=(test_limits)
 if [[ ! -f "$libdir/libautograd.so" ]]; then
     echo "c-tests: $libdir/libautograd.so not found; build it first (scripts/build.sh)" >&2
     exit 1
@@ -39,12 +41,14 @@ run() {
 }
 
 echo "== compile"
-for prog in "${programs[@]}"; do
-    run cc -std=c11 -Wall -Wextra -Werror -g -I include -o "$outdir/$prog" "bindings/c/$prog.c" \
-        -L "$libdir" -lautograd "-Wl,-rpath,$libdir" -lm
+for prog in "${programs[@]}" "${native_only[@]}"; do
+    run cc -std=c11 -O1 -Wall -Wextra -Werror -g -I include -o "$outdir/$prog" "bindings/c/$prog.c" \
+        -L "$libdir" -lautograd "-Wl,-rpath,$libdir" -lm -lpthread
 done
+run cc -std=c11 -Wall -Wextra -Werror -g -I include -o "$outdir/graph_picture" examples/graph_picture.c \
+    -L "$libdir" -lautograd "-Wl,-rpath,$libdir" -lm
 
-for prog in "${programs[@]}"; do
+for prog in "${programs[@]}" "${native_only[@]}"; do
     echo
     echo "== run $prog"
     run "$outdir/$prog"
@@ -73,6 +77,11 @@ for prog in "${programs[@]}"; do
     grep -E 'ERROR SUMMARY|definitely lost|indirectly lost' "$log" | head -n 3 || true
     echo "$prog under valgrind: OK ($((SECONDS - start)) s)"
 done
+
+echo
+echo "== examples/graph_picture (writes $outdir/graph.dot)"
+run "$outdir/graph_picture" "$outdir/graph.dot"
+grep -q digraph "$outdir/graph.dot" || { echo "c-tests: FAILED: no DOT written" >&2; exit 1; }
 
 echo
 echo "c-tests: OK"

@@ -13,7 +13,7 @@ extension Tensor {
         }
         guard step != 0 else { throw AutogradError.argument("arange: step must not be 0") }
         let span = ((stop - start) / step).rounded(.up)
-        guard span <= Double(1 << 40) else {
+        guard span.isFinite && span <= Double(1 << 40) else {
             throw AutogradError.argument("arange: \(span) elements is more than the 2^40 allowed")
         }
         let n = Swift.max(0, Int(span))

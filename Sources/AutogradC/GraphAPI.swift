@@ -115,10 +115,12 @@ public func ag_gradcheck(_ passed: UnsafeMutablePointer<Bool>?, _ worstInput: Un
             let handles = try ts.map(Arg.handle)
             defer { for h in handles { _ = HandleTable.shared.remove(h, kind: .tensor) } }
             var out: UInt64 = 0
+            LastError.set("")  // so a message after a failure is one the build function caused
             let status = handles.withUnsafeBufferPointer { build(&out, $0.baseAddress, Int64($0.count), userData) }
             guard status == 0 else {
                 if out != 0 { _ = HandleTable.shared.remove(out, kind: .tensor) }
-                throw AutogradError.callback("the build function returned \(status): \(String(cString: ag_last_error()))")
+                let inner = String(cString: ag_last_error())
+                throw AutogradError.callback("the build function returned \(status)" + (inner.isEmpty ? "" : " (its last error: \(inner))"))
             }
             let y = try Arg.tensor(out, "the build function's output")
             _ = HandleTable.shared.remove(out, kind: .tensor)

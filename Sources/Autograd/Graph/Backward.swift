@@ -130,7 +130,7 @@ enum Backward {
                 for edge in node.edges where !hit {
                     switch edge {
                     case .none: break
-                    case .leaf(let t): hit = capturedLeaf[ObjectIdentifier(t)] != nil
+                    case .leaf(let weak): hit = weak.tensor.map { capturedLeaf[ObjectIdentifier($0)] != nil } ?? false
                     case .node(let child): hit = index[ObjectIdentifier(child)].map { needed[$0] } ?? false
                     }
                 }
@@ -188,8 +188,8 @@ enum Backward {
                     switch edge {
                     case .none:
                         break
-                    case .leaf(let leaf):
-                        if let gk { try arriveAtLeaf(leaf, gk) }
+                    case .leaf(let weak):
+                        if let gk, let leaf = weak.tensor { try arriveAtLeaf(leaf, gk) }
                     case .node(let child):
                         guard let j = index[ObjectIdentifier(child)] else {
                             throw AutogradError.internal("backward reached node '\(child.name)' that was not collected")

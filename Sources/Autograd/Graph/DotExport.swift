@@ -25,7 +25,13 @@ extension Tensor {
                     lines.append("  c\(constants) [shape=box, style=dashed, label=\"constant\\n\(node.inputShapes[k])\"];")
                     lines.append("  c\(constants) -> n\(me);")
                     constants += 1
-                case .leaf(let t):
+                case .leaf(let weak):
+                    guard let t = weak.tensor else {
+                        lines.append("  c\(constants) [shape=box, style=dotted, label=\"freed leaf\\n\(node.inputShapes[k])\"];")
+                        lines.append("  c\(constants) -> n\(me);")
+                        constants += 1
+                        continue
+                    }
                     let id = ObjectIdentifier(t)
                     let l = leafIds[id] ?? leafIds.count
                     if leafIds[id] == nil {

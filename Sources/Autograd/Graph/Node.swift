@@ -10,10 +10,35 @@ typealias BackwardRule = (_ grad: Tensor, _ node: Node) throws -> [Tensor?]
 enum Edge {
     /// The input requires no grad: its gradient is not computed.
     case none
-    /// A leaf that requires grad: its gradient accumulates into `tensor.grad`.
-    case leaf(Tensor)
+    /// A leaf that requires grad: its gradient accumulates into its `.grad`. Held weakly: a
+    /// leaf's `.grad` computed with create_graph refers back into the graph, and a strong
+    /// reference here would make a cycle. A leaf nobody holds can receive no gradient anyway.
+    case leaf(WeakTensor)
     /// The result of another recorded operation: its gradient flows on into that node.
     case node(Node)
+}
+
+struct WeakTensor {
+    weak var tensor: Tensor?
+}
+
+/// A tensor saved for backward. Results of operations are held strongly; leaves weakly with
+/// their values kept (see Edge.leaf): unpacked, a live leaf is itself (so create_graph sees it),
+/// a freed one a constant with the same values.
+enum SavedTensor {
+    case result(Tensor)
+    case leaf(WeakTensor, Storage, [Int])
+
+    init(_ t: Tensor) {
+        self = t.gradFn == nil ? .leaf(WeakTensor(tensor: t), t.storage, t.shape) : .result(t)
+    }
+
+    var tensor: Tensor {
+        switch self {
+        case .result(let t): return t
+        case .leaf(let weak, let storage, let shape): return weak.tensor ?? Tensor(shape: shape, storage: storage)
+        }
+    }
 }
 
 /// One recorded operation of the graph (PyTorch's grad_fn).
@@ -26,7 +51,7 @@ final class Node {
     var edges: [Edge]
     /// Shapes of the inputs: the gradient of each is summed back to its shape (broadcasting).
     let inputShapes: [[Int]]
-    var saved: [Tensor]
+    var savedTensors: [SavedTensor]
     /// nil once the graph has been released by a backward pass without retain_graph.
     var rule: BackwardRule?
     /// Hooks registered on the output tensor, run on its gradient before the rule.
@@ -38,14 +63,18 @@ final class Node {
         self.dtype = dtype
         self.edges = inputs.map { t in
             if let fn = t.gradFn { return .node(fn) }
-            return t.requiresGrad ? .leaf(t) : .none
+            return t.requiresGrad ? .leaf(WeakTensor(tensor: t)) : .none
         }
         self.inputShapes = inputs.map(\.shape)
-        self.saved = saved
+        self.savedTensors = saved.map(SavedTensor.init)
         self.rule = rule
     }
 
     var isReleased: Bool { rule == nil }
+
+    /// The k-th tensor saved at forward time.
+    @inline(__always)
+    func saved(_ k: Int) -> Tensor { savedTensors[k].tensor }
 
     /// Whether input `k` wants a gradient (rules skip the work for the others).
     @inline(__always)
@@ -57,27 +86,28 @@ final class Node {
     /// Drops the saved tensors and the rule once backward no longer needs them.
     func release() {
         rule = nil
-        saved = []
+        savedTensors = []
     }
 
     /// Tears the graph above this node down with an explicit work list instead of recursive
     /// deinits, so that dropping a chain of a million nodes cannot overflow the stack.
     deinit {
         var work: [Node] = []
-        Node.detachChildren(edges: &edges, saved: &saved, into: &work)
+        Node.detachChildren(edges: &edges, saved: &savedTensors, into: &work)
         while var node = work.popLast() {
             if isKnownUniquelyReferenced(&node) {
-                Node.detachChildren(edges: &node.edges, saved: &node.saved, into: &work)
+                Node.detachChildren(edges: &node.edges, saved: &node.savedTensors, into: &work)
             }
         }
     }
 
-    private static func detachChildren(edges: inout [Edge], saved: inout [Tensor], into work: inout [Node]) {
+    private static func detachChildren(edges: inout [Edge], saved: inout [SavedTensor], into work: inout [Node]) {
         for edge in edges {
             if case .node(let n) = edge { work.append(n) }
         }
         edges = []
-        while var t = saved.popLast() {
+        while let s = saved.popLast() {
+            guard case .result(var t) = s else { continue }
             if isKnownUniquelyReferenced(&t), let fn = t.gradFn {
                 t.gradFn = nil
                 work.append(fn)

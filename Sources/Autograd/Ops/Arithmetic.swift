@@ -23,7 +23,7 @@ extension Tensor {
         let out = try Tensor.zipped(self, other, "mul", { $0 * $1 }, { $0 * $1 })
         if Tensor.shouldRecord(self, other) {
             out.record("mul", inputs: [self, other], saved: [self, other]) { g, node in
-                let a = node.saved[0], b = node.saved[1]
+                let a = node.saved(0), b = node.saved(1)
                 return [node.needsGrad(0) ? try g.multiplying(b) : nil,
                         node.needsGrad(1) ? try g.multiplying(a) : nil]
             }
@@ -36,7 +36,7 @@ extension Tensor {
         if Tensor.shouldRecord(self, other) {
             // d(a/b)/da = 1/b;  d(a/b)/db = -a/b^2
             out.record("div", inputs: [self, other], saved: [self, other]) { g, node in
-                let a = node.saved[0], b = node.saved[1]
+                let a = node.saved(0), b = node.saved(1)
                 let ga = try g.dividing(by: b)
                 return [node.needsGrad(0) ? ga : nil,
                         node.needsGrad(1) ? try ga.multiplying(a).dividing(by: b).negated() : nil]
@@ -50,7 +50,7 @@ extension Tensor {
         let out = try Tensor.zipped(self, exponent, "pow", { Float.pow($0, $1) }, { Double.pow($0, $1) })
         if Tensor.shouldRecord(self, exponent) {
             out.record("pow", inputs: [self, exponent], saved: [self, exponent]) { g, node in
-                let a = node.saved[0], b = node.saved[1]
+                let a = node.saved(0), b = node.saved(1)
                 var ga: Tensor? = nil, gb: Tensor? = nil
                 if node.needsGrad(0) {
                     let zeroExponent = try withNoGrad { try b.eq(b.constant(0)) }
@@ -92,7 +92,7 @@ extension Tensor {
 
     /// The gradients of maximum/minimum: to a where a wins, to b where b wins, half each on ties.
     private static func splitExtremum(_ g: Tensor, _ node: Node, winsA: (Tensor, Tensor) throws -> Tensor) throws -> [Tensor?] {
-        let a = node.saved[0], b = node.saved[1]
+        let a = node.saved(0), b = node.saved(1)
         let shareA = try withNoGrad { try winsA(a, b).adding(a.eq(b).multiplying(a.constant(0.5))) }
         return [node.needsGrad(0) ? try g.multiplying(shareA) : nil,
                 node.needsGrad(1) ? try g.multiplying(shareA.constant(1).subtracting(shareA)) : nil]

@@ -59,9 +59,9 @@ extension Tensor {
         if Tensor.shouldRecord(self) {
             // The gradient goes to the elements equal to the extremum, shared among ties.
             result.record(name, inputs: [self], saved: [self, out.detach()]) { g, node in
-                let x = node.saved[0]
+                let x = node.saved(0)
                 let share = try withNoGrad { () -> Tensor in
-                    let hits = try x.eq(node.saved[1])
+                    let hits = try x.eq(node.saved(1))
                     return try hits.dividing(by: hits.sum(axes: axes, keepDims: true))
                 }
                 return [try g.reshaped(keptShape).multiplying(share)]

@@ -6,7 +6,7 @@ extension Tensor {
             // d exp(x) = exp(x). The saved output is detached (no cycle); when the backward
             // pass is itself recorded (create_graph) exp(x) is recomputed differentiably.
             out.record("exp", inputs: [self], saved: [self, out.detach()]) { g, node in
-                let y = GradMode.isEnabled ? try node.saved[0].exp() : node.saved[1]
+                let y = GradMode.isEnabled ? try node.saved(0).exp() : node.saved(1)
                 return [try g.multiplying(y)]
             }
         }
@@ -17,7 +17,7 @@ extension Tensor {
         let out = try mapped("log", { Float.log($0) }, { Double.log($0) })
         if Tensor.shouldRecord(self) {
             out.record("log", inputs: [self], saved: [self]) { g, node in
-                [try g.dividing(by: node.saved[0])]
+                [try g.dividing(by: node.saved(0))]
             }
         }
         return out
@@ -28,7 +28,7 @@ extension Tensor {
         let out = try mapped("relu", { $0 > 0 ? $0 : 0 }, { $0 > 0 ? $0 : 0 })
         if Tensor.shouldRecord(self) {
             out.record("relu", inputs: [self], saved: [self]) { g, node in
-                let mask = try node.saved[0].mapped("relu_mask", { $0 > 0 ? 1 : 0 }, { $0 > 0 ? 1 : 0 })
+                let mask = try node.saved(0).mapped("relu_mask", { $0 > 0 ? 1 : 0 }, { $0 > 0 ? 1 : 0 })
                 return [try g.multiplying(mask)]
             }
         }
@@ -44,7 +44,7 @@ extension Tensor {
         let out = try mapped("sqrt", { Float.sqrt($0) }, { Double.sqrt($0) })
         if Tensor.shouldRecord(self) {
             out.record("sqrt", inputs: [self], saved: [self, out.detach()]) { g, node in
-                let y = GradMode.isEnabled ? try node.saved[0].sqrt() : node.saved[1]
+                let y = GradMode.isEnabled ? try node.saved(0).sqrt() : node.saved(1)
                 return [try g.dividing(by: y.multiplying(y.constant(2)))]
             }
         }
@@ -56,7 +56,7 @@ extension Tensor {
         let out = try mapped("abs", { Swift.abs($0) }, { Swift.abs($0) })
         if Tensor.shouldRecord(self) {
             out.record("abs", inputs: [self], saved: [self]) { g, node in
-                let sign = try node.saved[0].mapped("sign", { $0 > 0 ? 1 : ($0 < 0 ? -1 : 0) }, { $0 > 0 ? 1 : ($0 < 0 ? -1 : 0) })
+                let sign = try node.saved(0).mapped("sign", { $0 > 0 ? 1 : ($0 < 0 ? -1 : 0) }, { $0 > 0 ? 1 : ($0 < 0 ? -1 : 0) })
                 return [try g.multiplying(sign)]
             }
         }
@@ -66,7 +66,7 @@ extension Tensor {
     public func sin() throws -> Tensor {
         let out = try mapped("sin", { Float.sin($0) }, { Double.sin($0) })
         if Tensor.shouldRecord(self) {
-            out.record("sin", inputs: [self], saved: [self]) { g, node in [try g.multiplying(node.saved[0].cos())] }
+            out.record("sin", inputs: [self], saved: [self]) { g, node in [try g.multiplying(node.saved(0).cos())] }
         }
         return out
     }
@@ -74,7 +74,7 @@ extension Tensor {
     public func cos() throws -> Tensor {
         let out = try mapped("cos", { Float.cos($0) }, { Double.cos($0) })
         if Tensor.shouldRecord(self) {
-            out.record("cos", inputs: [self], saved: [self]) { g, node in [try g.multiplying(node.saved[0].sin()).negated()] }
+            out.record("cos", inputs: [self], saved: [self]) { g, node in [try g.multiplying(node.saved(0).sin()).negated()] }
         }
         return out
     }
@@ -84,7 +84,7 @@ extension Tensor {
         if Tensor.shouldRecord(self) {
             // d tanh = 1 - tanh²
             out.record("tanh", inputs: [self], saved: [self, out.detach()]) { g, node in
-                let y = GradMode.isEnabled ? try node.saved[0].tanh() : node.saved[1]
+                let y = GradMode.isEnabled ? try node.saved(0).tanh() : node.saved(1)
                 return [try g.multiplying(y.constant(1).subtracting(y.multiplying(y)))]
             }
         }
@@ -97,7 +97,7 @@ extension Tensor {
         if Tensor.shouldRecord(self) {
             // d sigmoid = s (1 - s)
             out.record("sigmoid", inputs: [self], saved: [self, out.detach()]) { g, node in
-                let s = GradMode.isEnabled ? try node.saved[0].sigmoid() : node.saved[1]
+                let s = GradMode.isEnabled ? try node.saved(0).sigmoid() : node.saved(1)
                 return [try g.multiplying(s.multiplying(s.constant(1).subtracting(s)))]
             }
         }
@@ -117,7 +117,7 @@ extension Tensor {
         let out = try mapped("leaky_relu", { $0 > 0 ? $0 : $0 * s32 }, { $0 > 0 ? $0 : $0 * negativeSlope })
         if Tensor.shouldRecord(self) {
             out.record("leaky_relu", inputs: [self], saved: [self]) { g, node in
-                let slope = try node.saved[0].mapped("leaky_relu_slope", { $0 > 0 ? 1 : s32 }, { $0 > 0 ? 1 : negativeSlope })
+                let slope = try node.saved(0).mapped("leaky_relu_slope", { $0 > 0 ? 1 : s32 }, { $0 > 0 ? 1 : negativeSlope })
                 return [try g.multiplying(slope)]
             }
         }
@@ -128,7 +128,7 @@ extension Tensor {
     public func softplus() throws -> Tensor {
         let out = try mapped("softplus", Tensor.stableSoftplus, Tensor.stableSoftplus)
         if Tensor.shouldRecord(self) {
-            out.record("softplus", inputs: [self], saved: [self]) { g, node in [try g.multiplying(node.saved[0].sigmoid())] }
+            out.record("softplus", inputs: [self], saved: [self]) { g, node in [try g.multiplying(node.saved(0).sigmoid())] }
         }
         return out
     }
@@ -143,7 +143,7 @@ extension Tensor {
         let out = try mapped("gelu", { $0 * Tensor.normalCDF($0) }, { $0 * Tensor.normalCDF($0) })
         if Tensor.shouldRecord(self) {
             out.record("gelu", inputs: [self], saved: [self]) { g, node in
-                let x = node.saved[0]
+                let x = node.saved(0)
                 return [try g.multiplying(x.normalCDF().adding(x.multiplying(x.normalPDF())))]
             }
         }
@@ -154,7 +154,7 @@ extension Tensor {
     func normalCDF() throws -> Tensor {
         let out = try mapped("normal_cdf", { Tensor.normalCDF($0) }, { Tensor.normalCDF($0) })
         if Tensor.shouldRecord(self) {
-            out.record("normal_cdf", inputs: [self], saved: [self]) { g, node in [try g.multiplying(node.saved[0].normalPDF())] }
+            out.record("normal_cdf", inputs: [self], saved: [self]) { g, node in [try g.multiplying(node.saved(0).normalPDF())] }
         }
         return out
     }
