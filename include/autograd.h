@@ -490,6 +490,67 @@ ag_status ag_gradcheck(bool *passed, int64_t *worst_input, int64_t *worst_index,
  * AG_ERR_INVALID_HANDLE. */
 ag_status ag_graph_to_dot(char *out, int64_t capacity, int64_t *length, ag_tensor root);
 
+/* ------------------------------------------------------------------------------------------ */
+/* Training: initialisers and optimizers                                                      */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Weight initialisers (torch.nn.init conventions). For a shape (out, in, ...), fan_in is
+ * in * receptive and fan_out is out * receptive (receptive: the product of the trailing extents);
+ * a 1-D shape has fan_in = fan_out = its length. */
+typedef int32_t ag_init;
+enum {
+    AG_INIT_KAIMING_UNIFORM = 1, /* U(-b, b), b = sqrt(2) * sqrt(3 / fan_in) (He, for ReLU) */
+    AG_INIT_KAIMING_NORMAL = 2,  /* N(0, 2 / fan_in) */
+    AG_INIT_XAVIER_UNIFORM = 3,  /* U(-b, b), b = sqrt(6 / (fan_in + fan_out)) (Glorot) */
+    AG_INIT_XAVIER_NORMAL = 4    /* N(0, 2 / (fan_in + fan_out)) */
+};
+
+/* A new leaf tensor initialised by `kind` from a generator seeded with `seed` (same seed, same
+ * numbers everywhere). Errors as ag_tensor_zeros, and AG_ERR_ARGUMENT (unknown kind),
+ * AG_ERR_SHAPE (rank 0, or a zero fan). */
+ag_status ag_tensor_init(ag_tensor *out, const int64_t *shape, int64_t ndim, ag_init kind, uint64_t seed,
+                         ag_dtype dtype);
+
+/* An opaque optimizer handle (a 64-bit integer like ag_tensor, of another kind: passing one
+ * where the other is wanted is AG_ERR_INVALID_HANDLE). Release it with ag_optimizer_free. */
+typedef uint64_t ag_optimizer;
+
+/* Optimizers over the n parameters params[0..n-1]: leaves that require grad, held by the optimizer
+ * (their handles may be freed). Each step updates every parameter that has a gradient, in place
+ * (tensors sharing its values, e.g. by ag_detach, see the update), and skips the others. State
+ * (momentum, moments) is per parameter and kept in float64. Formulas as torch.optim:
+ *   SGD: d = grad + weight_decay * p; with momentum, buf = d on the first step, then
+ *        buf = momentum * buf + d; p -= lr * (nesterov ? d + momentum * buf : buf).
+ *   Adam: d = grad + weight_decay * p; m = b1 m + (1-b1) d; v = b2 v + (1-b2) d^2;
+ *        p -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps).
+ *   AdamW: p *= 1 - lr * weight_decay, then the Adam step with d = grad.
+ * Errors: AG_ERR_ARGUMENT (out or params NULL, n < 1, a repeated parameter, lr < 0, a negative or
+ * non-finite hyper-parameter, betas outside [0, 1), nesterov without momentum),
+ * AG_ERR_INVALID_HANDLE, AG_ERR_STATE (a parameter that is not a leaf requiring grad). */
+ag_status ag_optimizer_sgd(ag_optimizer *out, const ag_tensor *params, int64_t n, double lr, double momentum,
+                           bool nesterov, double weight_decay);
+ag_status ag_optimizer_adam(ag_optimizer *out, const ag_tensor *params, int64_t n, double lr, double beta1,
+                            double beta2, double eps, double weight_decay);
+ag_status ag_optimizer_adamw(ag_optimizer *out, const ag_tensor *params, int64_t n, double lr, double beta1,
+                             double beta2, double eps, double weight_decay);
+
+/* One update step. Errors: AG_ERR_INVALID_HANDLE. */
+ag_status ag_optimizer_step(ag_optimizer opt);
+
+/* Clears the gradient of every parameter (as ag_tensor_zero_grad). Errors: AG_ERR_INVALID_HANDLE. */
+ag_status ag_optimizer_zero_grad(ag_optimizer opt);
+
+/* Changes the learning rate for the following steps. Errors: AG_ERR_INVALID_HANDLE,
+ * AG_ERR_ARGUMENT (lr negative or not finite). */
+ag_status ag_optimizer_set_lr(ag_optimizer opt, double lr);
+
+/* The current learning rate. Errors: AG_ERR_ARGUMENT (out NULL), AG_ERR_INVALID_HANDLE. */
+ag_status ag_optimizer_lr(double *out, ag_optimizer opt);
+
+/* Releases the optimizer and its state (the parameters live on while other handles or graphs
+ * hold them). Freeing 0 does nothing. Errors: AG_ERR_INVALID_HANDLE. */
+ag_status ag_optimizer_free(ag_optimizer opt);
+
 #ifdef __cplusplus
 }
 #endif

@@ -8,6 +8,7 @@ import Autograd
 /// The kinds of object a handle can name; a handle of one kind is refused where another is wanted.
 enum HandleKind: UInt64 {
     case tensor = 1
+    case optimizer = 2
 }
 
 /// A handle is an index plus a generation plus a kind, packed in 64 bits, never a pointer:

@@ -1,0 +1,159 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// An optimizer updates a fixed list of parameters (leaf tensors) in place from their `.grad`.
+/// Parameters without a gradient are skipped. Updates write into the parameters' storage, so
+/// tensors sharing it (detach) see the new values, as in PyTorch.
+public class Optimizer {
+    public let parameters: [Tensor]
+    /// The learning rate; may change between steps.
+    public var learningRate: Double
+    /// Steps taken so far.
+    public private(set) var steps = 0
+
+    init(parameters: [Tensor], learningRate: Double) throws {
+        guard !parameters.isEmpty else { throw AutogradError.argument("optimizer: no parameters given") }
+        guard learningRate.isFinite && learningRate >= 0 else {
+            throw AutogradError.argument("optimizer: the learning rate must be finite and >= 0, got \(learningRate)")
+        }
+        for (k, p) in parameters.enumerated() {
+            guard p.isLeaf && p.requiresGrad else {
+                throw AutogradError.state("optimizer: parameter \(k) must be a leaf that requires grad")
+            }
+        }
+        for i in parameters.indices {
+            for j in parameters.indices where j > i && parameters[i] === parameters[j] {
+                throw AutogradError.argument("optimizer: parameter \(j) repeats parameter \(i)")
+            }
+        }
+        self.parameters = parameters
+        self.learningRate = learningRate
+    }
+
+    /// One update of every parameter that has a gradient.
+    public func step() throws {
+        guard learningRate.isFinite && learningRate >= 0 else {
+            throw AutogradError.argument("optimizer: the learning rate must be finite and >= 0, got \(learningRate)")
+        }
+        steps += 1
+        for (k, p) in parameters.enumerated() {
+            guard let g = p.grad else { continue }
+            guard g.shape == p.shape && g.dtype == p.dtype else {
+                throw AutogradError.internal("optimizer: the gradient of parameter \(k) does not match it")
+            }
+            switch p.dtype {
+            case .float32: update(k, p.buffer(Float.self), g.buffer(Float.self))
+            case .float64: update(k, p.buffer(Double.self), g.buffer(Double.self))
+            }
+        }
+    }
+
+    /// Clears every parameter's gradient.
+    public func zeroGrad() {
+        for p in parameters { p.zeroGrad() }
+    }
+
+    /// Per-parameter state, as Double whatever the parameter's dtype (exact for float32 too).
+    func state(_ slots: inout [[Double]], _ k: Int, count: Int) {
+        if slots.count < parameters.count { slots = [[Double]](repeating: [], count: parameters.count) }
+        if slots[k].isEmpty && count > 0 { slots[k] = [Double](repeating: 0, count: count) }
+    }
+
+    func update<T: TensorElement>(_ k: Int, _ p: UnsafeMutableBufferPointer<T>, _ g: UnsafeMutableBufferPointer<T>) {}
+}
+
+/// Stochastic gradient descent with momentum, Nesterov momentum and L2 weight decay
+/// (torch.optim.SGD with dampening 0).
+public final class SGD: Optimizer {
+    public let momentum: Double
+    public let nesterov: Bool
+    public let weightDecay: Double
+    private var buffers: [[Double]] = []
+
+    public init(parameters: [Tensor], learningRate: Double, momentum: Double = 0, nesterov: Bool = false, weightDecay: Double = 0) throws {
+        guard momentum.isFinite && momentum >= 0 && weightDecay.isFinite && weightDecay >= 0 else {
+            throw AutogradError.argument("SGD: momentum and weight decay must be finite and >= 0")
+        }
+        guard !nesterov || momentum > 0 else { throw AutogradError.argument("SGD: Nesterov momentum needs momentum > 0") }
+        self.momentum = momentum
+        self.nesterov = nesterov
+        self.weightDecay = weightDecay
+        try super.init(parameters: parameters, learningRate: learningRate)
+    }
+
+    override func update<T: TensorElement>(_ k: Int, _ p: UnsafeMutableBufferPointer<T>, _ g: UnsafeMutableBufferPointer<T>) {
+        let lr = learningRate
+        if momentum == 0 {
+            for i in 0..<p.count {
+                let d = Double(g[i]) + weightDecay * Double(p[i])
+                p[i] = T(Double(p[i]) - lr * d)
+            }
+            return
+        }
+        let first = buffers.count <= k || buffers[k].isEmpty
+        state(&buffers, k, count: p.count)
+        for i in 0..<p.count {
+            let d = Double(g[i]) + weightDecay * Double(p[i])
+            let b = first ? d : momentum * buffers[k][i] + d
+            buffers[k][i] = b
+            p[i] = T(Double(p[i]) - lr * (nesterov ? d + momentum * b : b))
+        }
+    }
+}
+
+/// Adam (torch.optim.Adam: L2 weight decay added to the gradient) and AdamW (decoupled weight
+/// decay: the parameter shrinks by lr·weightDecay before the Adam step).
+public final class Adam: Optimizer {
+    public let beta1: Double
+    public let beta2: Double
+    public let epsilon: Double
+    public let weightDecay: Double
+    public let decoupledWeightDecay: Bool
+    private var m: [[Double]] = []
+    private var v: [[Double]] = []
+    private var paramSteps: [Int] = []
+
+    public init(parameters: [Tensor], learningRate: Double = 1e-3, beta1: Double = 0.9, beta2: Double = 0.999,
+                epsilon: Double = 1e-8, weightDecay: Double = 0, decoupledWeightDecay: Bool = false) throws {
+        guard beta1 >= 0 && beta1 < 1 && beta2 >= 0 && beta2 < 1 else {
+            throw AutogradError.argument("Adam: betas must be in [0, 1), got \(beta1), \(beta2)")
+        }
+        guard epsilon.isFinite && epsilon >= 0 && weightDecay.isFinite && weightDecay >= 0 else {
+            throw AutogradError.argument("Adam: eps and weight decay must be finite and >= 0")
+        }
+        self.beta1 = beta1
+        self.beta2 = beta2
+        self.epsilon = epsilon
+        self.weightDecay = weightDecay
+        self.decoupledWeightDecay = decoupledWeightDecay
+        try super.init(parameters: parameters, learningRate: learningRate)
+        paramSteps = [Int](repeating: 0, count: parameters.count)
+    }
+
+    /// AdamW: Adam with decoupled weight decay (default 0.01, as torch.optim.AdamW).
+    public static func adamW(parameters: [Tensor], learningRate: Double = 1e-3, beta1: Double = 0.9, beta2: Double = 0.999,
+                             epsilon: Double = 1e-8, weightDecay: Double = 0.01) throws -> Adam {
+        try Adam(parameters: parameters, learningRate: learningRate, beta1: beta1, beta2: beta2, epsilon: epsilon,
+                 weightDecay: weightDecay, decoupledWeightDecay: true)
+    }
+
+    override func update<T: TensorElement>(_ k: Int, _ p: UnsafeMutableBufferPointer<T>, _ g: UnsafeMutableBufferPointer<T>) {
+        state(&m, k, count: p.count)
+        state(&v, k, count: p.count)
+        paramSteps[k] += 1
+        let t = Double(paramSteps[k])
+        let lr = learningRate
+        let c1 = 1 - pow(beta1, t), c2 = 1 - pow(beta2, t)
+        for i in 0..<p.count {
+            var x = Double(p[i])
+            var d = Double(g[i])
+            if decoupledWeightDecay { x *= 1 - lr * weightDecay } else { d += weightDecay * x }
+            m[k][i] = beta1 * m[k][i] + (1 - beta1) * d
+            v[k][i] = beta2 * v[k][i] + (1 - beta2) * d * d
+            let mHat = m[k][i] / c1, vHat = v[k][i] / c2
+            x -= lr * mHat / (vHat.squareRoot() + epsilon)
+            p[i] = T(x)
+        }
+    }
+}
