@@ -8,7 +8,11 @@ public final class Tensor {
     /// Whether gradients flow to this tensor: set by the user on leaves, inherited by results.
     public internal(set) var requiresGrad: Bool = false
     /// The gradient accumulated by `backward` (leaves only); nil until the first backward.
-    public internal(set) var grad: Tensor?
+    public internal(set) var grad: Tensor? {
+        get { GraphLock.withLock { _grad } }
+        set { GraphLock.withLock { _grad = newValue } }
+    }
+    private var _grad: Tensor?
     /// The node that produced this tensor; nil for leaves and for results recorded in no graph.
     var gradFn: Node?
     /// Hooks on a leaf's gradient (a non-leaf's hooks live on its node).
@@ -39,10 +43,12 @@ public final class Tensor {
 
     /// Marks a leaf as one whose gradient is wanted; results of operations cannot be changed.
     public func setRequiresGrad(_ flag: Bool) throws {
-        guard isLeaf else {
-            throw AutogradError.state("requires_grad can only be changed on leaf tensors, not on the result of an operation (detach it first)")
+        try GraphLock.withLock {
+            guard isLeaf else {
+                throw AutogradError.state("requires_grad can only be changed on leaf tensors, not on the result of an operation (detach it first)")
+            }
+            requiresGrad = flag
         }
-        requiresGrad = flag
     }
 
     /// Clears the accumulated gradient.

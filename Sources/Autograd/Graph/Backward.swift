@@ -17,13 +17,13 @@ enum Backward {
         for root in roots where !root.requiresGrad {
             throw AutogradError.state("backward: the root does not require grad (no input of it requires grad, or it was computed with grad mode off)")
         }
-        return try GradMode.with(enabled: createGraph) {
+        return try GraphLock.withLock { try GradMode.with(enabled: createGraph) {
             var pass = Pass(mode: mode, retainGraph: retainGraph || createGraph, createGraph: createGraph)
             try pass.collect(roots: roots)
             try pass.seed(roots: roots, seeds: seedTensors)
             try pass.propagate()
             return try pass.finish()
-        }
+        } }
     }
 
     /// The seed checked against the root, or the implicit 1 for a one-element root.
@@ -277,15 +277,21 @@ extension Tensor {
 
     /// Registers a hook on the gradient flowing into this tensor (see GradHook).
     public func registerHook(_ hook: GradHook) throws {
-        guard requiresGrad else { throw AutogradError.state("register_hook: the tensor does not require grad") }
-        if let fn = gradFn { fn.hooks.append(hook) } else { hooks.append(hook) }
+        try GraphLock.withLock {
+            guard requiresGrad else { throw AutogradError.state("register_hook: the tensor does not require grad") }
+            if let fn = gradFn { fn.hooks.append(hook) } else { hooks.append(hook) }
+        }
     }
 
     /// Removes the hook with `id`; false if there is none.
     public func removeHook(id: Int) -> Bool {
-        if let fn = gradFn, let i = fn.hooks.firstIndex(where: { $0.id == id }) { fn.hooks.remove(at: i); return true }
-        if let i = hooks.firstIndex(where: { $0.id == id }) { hooks.remove(at: i); return true }
-        return false
+        // The removed hook is released after the lock, so its destructor may call the engine.
+        var removed: GradHook? = nil
+        GraphLock.withLock {
+            if let fn = gradFn, let i = fn.hooks.firstIndex(where: { $0.id == id }) { removed = fn.hooks.remove(at: i) }
+            else if let i = hooks.firstIndex(where: { $0.id == id }) { removed = hooks.remove(at: i) }
+        }
+        return removed != nil
     }
 
     /// This gradient summed over the axes along which an operand of shape `shape` was

@@ -2,6 +2,10 @@
 extension Tensor {
     /// The DOT description of the graph that produced this tensor.
     public func graphDOT() -> String {
+        GraphLock.withLock { unlockedGraphDOT() }
+    }
+
+    private func unlockedGraphDOT() -> String {
         var lines = ["digraph autograd {", "  rankdir=BT;", "  node [fontname=\"Helvetica\", fontsize=10];"]
         func describe(_ shape: [Int], _ dtype: DType) -> String { "\(shape) \(dtype)" }
         lines.append("  root [shape=box, style=\"rounded,filled\", fillcolor=\"#d6eaf8\", label=\"result\\n\(describe(shape, dtype))\(requiresGrad ? "\\nrequires_grad" : "")\"];")

@@ -33,6 +33,10 @@ public class Optimizer {
 
     /// One update of every parameter that has a gradient.
     public func step() throws {
+        try GraphLock.withLock { try unlockedStep() }
+    }
+
+    private func unlockedStep() throws {
         guard learningRate.isFinite && learningRate >= 0 else {
             throw AutogradError.argument("optimizer: the learning rate must be finite and >= 0, got \(learningRate)")
         }
