@@ -17,7 +17,10 @@ let package = Package(
         ),
         .target(
             name: "Autograd",
-            dependencies: ["COpenBLAS"]
+            dependencies: ["COpenBLAS"],
+            // Exclusivity is checked statically; the dynamic checks cost a runtime call per
+            // class-property access on the per-op path.
+            swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
         ),
         .target(
             name: "AutogradC",

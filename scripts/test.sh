@@ -41,6 +41,7 @@ part "release build of libautograd.so" bash scripts/build.sh
 if [ -f .build/release/libautograd.so ]; then
     part "C example and C tests under valgrind" bash scripts/c-tests.sh
     part "header and exported symbols" bash scripts/check-exports.sh
+    part "libffi harness (bindings/ffi), natively and under valgrind" bash scripts/ffi-tests.sh
     part "random graphs against JAX" bash scripts/reference-tests.sh
 fi
 

@@ -25,7 +25,7 @@ public protocol TensorElement: BinaryFloatingPoint, SIMDScalar, Codable, Sendabl
     static func sin(_ x: Self) -> Self
     static func cos(_ x: Self) -> Self
     static func tanh(_ x: Self) -> Self
-    static func erf(_ x: Self) -> Self
+    static func erfc(_ x: Self) -> Self
     static func pow(_ x: Self, _ y: Self) -> Self
 }
 
@@ -38,7 +38,7 @@ extension Float: TensorElement {
     @inline(__always) public static func sin(_ x: Float) -> Float { sinf(x) }
     @inline(__always) public static func cos(_ x: Float) -> Float { cosf(x) }
     @inline(__always) public static func tanh(_ x: Float) -> Float { tanhf(x) }
-    @inline(__always) public static func erf(_ x: Float) -> Float { erff(x) }
+    @inline(__always) public static func erfc(_ x: Float) -> Float { erfcf(x) }
     @inline(__always) public static func pow(_ x: Float, _ y: Float) -> Float { powf(x, y) }
 }
 
@@ -51,6 +51,6 @@ extension Double: TensorElement {
     @inline(__always) public static func sin(_ x: Double) -> Double { Glibc.sin(x) }
     @inline(__always) public static func cos(_ x: Double) -> Double { Glibc.cos(x) }
     @inline(__always) public static func tanh(_ x: Double) -> Double { Glibc.tanh(x) }
-    @inline(__always) public static func erf(_ x: Double) -> Double { Glibc.erf(x) }
+    @inline(__always) public static func erfc(_ x: Double) -> Double { Glibc.erfc(x) }
     @inline(__always) public static func pow(_ x: Double, _ y: Double) -> Double { Glibc.pow(x, y) }
 }

@@ -4,7 +4,8 @@ import Glibc
 import Darwin
 #endif
 
-/// A contiguous, 64-byte aligned buffer of elements. Allocation failure is an error, not a trap.
+/// A contiguous buffer of elements (64-byte aligned above 1 KiB). Allocation failure is an
+/// error, not a trap.
 final class Storage {
     let dtype: DType
     let count: Int
@@ -18,8 +19,15 @@ final class Storage {
         guard !overflow else {
             throw AutogradError.outOfMemory("cannot allocate \(count) elements of \(dtype): size overflows")
         }
+        // Small buffers come from plain malloc (16-byte aligned, cheap); large ones are aligned
+        // to cache lines for the vector kernels.
         var p: UnsafeMutableRawPointer? = nil
-        guard posix_memalign(&p, 64, bytes) == 0, let q = p else {
+        if bytes <= 1024 {
+            p = malloc(bytes)
+        } else if posix_memalign(&p, 64, bytes) != 0 {
+            p = nil
+        }
+        guard let q = p else {
             throw AutogradError.outOfMemory("cannot allocate \(bytes) bytes for \(count) elements of \(dtype)")
         }
         raw = q

@@ -57,6 +57,13 @@ final class CatalogueGradientTests: XCTestCase {
         assertGradCheck([positive], "log") { try $0[0].log() }
     }
 
+    func testGeluKeepsRelativeAccuracyInTheLowerTail() throws {
+        // Reference values from mpmath at 40 digits: x * ncdf(x).
+        let y = try Tensor([-10.92, -12], shape: [2]).gelu().values
+        let expected = [-5.050271097807453675e-27, -2.131778534493214797e-32]
+        for (a, b) in zip(y, expected) { XCTAssertEqual(a, b, accuracy: 1e-12 * Swift.abs(b)) }
+    }
+
     func testKinksAreDocumentedValues() throws {
         let x = try Tensor([0, 0, 0], shape: [3])
         try x.setRequiresGrad(true)

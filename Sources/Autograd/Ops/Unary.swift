@@ -150,7 +150,8 @@ extension Tensor {
         return out
     }
 
-    /// Φ(x) = (1 + erf(x/√2)) / 2, differentiable (its derivative is φ).
+    /// Φ(x) = erfc(-x/√2) / 2, differentiable (its derivative is φ). The erfc form keeps full
+    /// relative accuracy in the lower tail, where 1 + erf(x/√2) cancels to 0.
     func normalCDF() throws -> Tensor {
         let out = try mapped("normal_cdf", { Tensor.normalCDF($0) }, { Tensor.normalCDF($0) })
         if Tensor.shouldRecord(self) {
@@ -166,6 +167,6 @@ extension Tensor {
 
     @inline(__always)
     static func normalCDF<T: TensorElement>(_ x: T) -> T {
-        (1 + T.erf(x * T(0.7071067811865476))) / 2
+        T.erfc(-x * T(0.7071067811865476)) / 2
     }
 }

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Random-graph reference test: compares libautograd.so's forward values and gradients with an
+# independent reference, JAX's CPU build in float64, on 400 random graphs (200 float64, 200
+# float32) mixing the whole op catalogue (Tests/reference/random_graphs.py describes the graphs,
+# the error metric and the thresholds: 1e-10 for float64, 1e-4 for float32).
+# Installs jax, jaxlib and numpy from PyPI with pip when `import jax` fails.
+# Assumes the library is built (scripts/build.sh). AUTOGRAD_LIB overrides the library's path;
+# arguments are passed to the Python script (--help lists them). Exits non-zero on any failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export AUTOGRAD_LIB="${AUTOGRAD_LIB:-$PWD/.build/release/libautograd.so}"
+if [[ ! -f "$AUTOGRAD_LIB" ]]; then
+    echo "reference-tests: $AUTOGRAD_LIB not found; build it first (scripts/build.sh)" >&2
+    exit 1
+fi
+
+if ! python3 -c "import jax" >/dev/null 2>&1; then
+    echo "reference-tests: installing jax, jaxlib and numpy from PyPI"
+    python3 -m pip install -q jax jaxlib numpy
+fi
+
+python3 Tests/reference/random_graphs.py "$@"
