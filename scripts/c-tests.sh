@@ -17,7 +17,7 @@ libdir="$PWD/.build/release"
 outdir=.build/c
 # The programs in bindings/c, built and run in this order (each must exit 0), then again under
 # valgrind; the limit tests (a 1,000,000-op chain, 10,000 training steps) run once, natively.
-programs=(example test_autograd test_catalogue test_semantics)
+programs=(example test_autograd test_catalogue test_semantics test_training)
 native_only=(test_limits)
 if [[ ! -f "$libdir/libautograd.so" ]]; then
     echo "c-tests: $libdir/libautograd.so not found; build it first (scripts/build.sh)" >&2
@@ -45,8 +45,10 @@ for prog in "${programs[@]}" "${native_only[@]}"; do
     run cc -std=c11 -O1 -Wall -Wextra -Werror -g -I include -o "$outdir/$prog" "bindings/c/$prog.c" \
         -L "$libdir" -lautograd "-Wl,-rpath,$libdir" -lm -lpthread
 done
-run cc -std=c11 -Wall -Wextra -Werror -g -I include -o "$outdir/graph_picture" examples/graph_picture.c \
-    -L "$libdir" -lautograd "-Wl,-rpath,$libdir" -lm
+for ex in graph_picture digits moons; do
+    run cc -std=c11 -O2 -Wall -Wextra -Werror -g -I include -o "$outdir/$ex" "examples/$ex.c" \
+        -L "$libdir" -lautograd "-Wl,-rpath,$libdir" -lm
+done
 
 for prog in "${programs[@]}" "${native_only[@]}"; do
     echo
@@ -82,6 +84,14 @@ echo
 echo "== examples/graph_picture (writes $outdir/graph.dot)"
 run "$outdir/graph_picture" "$outdir/graph.dot"
 grep -q digraph "$outdir/graph.dot" || { echo "c-tests: FAILED: no DOT written" >&2; exit 1; }
+
+echo
+echo "== examples/digits (trains an MLP on the UCI digits; fails below 96% test accuracy)"
+run "$outdir/digits" examples/data/digits.csv
+echo
+echo "== examples/moons (a scalar MLP; writes $outdir/moons.svg)"
+run "$outdir/moons" "$outdir/moons.svg"
+grep -q "<svg" "$outdir/moons.svg" || { echo "c-tests: FAILED: no SVG written" >&2; exit 1; }
 
 echo
 echo "c-tests: OK"

@@ -15,9 +15,17 @@ if [[ ! -f "$AUTOGRAD_LIB" ]]; then
     exit 1
 fi
 
-if ! python3 -c "import jax" >/dev/null 2>&1; then
-    echo "reference-tests: installing jax, jaxlib and numpy from PyPI"
-    python3 -m pip install -q jax jaxlib numpy
+if ! python3 -c "import jax, optax" >/dev/null 2>&1; then
+    echo "reference-tests: installing jax, jaxlib, optax and numpy from PyPI"
+    python3 -m pip install -q jax jaxlib optax numpy
 fi
 
 python3 Tests/reference/random_graphs.py "$@"
+
+echo
+echo "== optimizers against optax (5 steps, float64) and hand-computed steps"
+python3 Tests/reference/optimizers.py
+
+echo
+echo "== the digits training side by side in JAX (same data, init, batch order, schedule)"
+python3 examples/digits_jax.py
