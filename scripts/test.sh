@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # README command 2: every test. Installs what is missing, then runs each part:
 #   XCTest (engine, every op's gradcheck, the C ABI from Swift), the release build, the C example
-#   and C test programs under valgrind, the header/export check, and the comparison against JAX.
+#   and C test programs under valgrind, the header/export check, the libffi harness, the
+#   comparisons against JAX and optax, and line coverage (printed at the end).
 # Every part runs even if an earlier one failed (the build excepted); the last line counts them.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -26,7 +27,7 @@ part() {
 xctest() {
     mkdir -p .build
     local rc=0
-    swift test --disable-swift-testing > .build/xctest.log 2>&1 || rc=$?
+    swift test --enable-code-coverage --disable-swift-testing > .build/xctest.log 2>&1 || rc=$?
     grep -E "error:|: error|failed \(|Executed [0-9]+ tests" .build/xctest.log | tail -n 40
     if [ "$rc" -ne 0 ]; then
         tail -n 30 .build/xctest.log
@@ -42,8 +43,9 @@ if [ -f .build/release/libautograd.so ]; then
     part "C example and C tests under valgrind" bash scripts/c-tests.sh
     part "header and exported symbols" bash scripts/check-exports.sh
     part "libffi harness (bindings/ffi), natively and under valgrind" bash scripts/ffi-tests.sh
-    part "random graphs against JAX" bash scripts/reference-tests.sh
+    part "references from PyPI: random graphs vs JAX, optimizers vs optax, digits in JAX" bash scripts/reference-tests.sh
 fi
+part "line coverage of Sources/ (llvm-cov, XCTest + C suites)" bash scripts/coverage.sh
 
 printf '\n==== done in %ds\n' $((SECONDS - start))
 for f in "${failures[@]}"; do echo "failed part: $f"; done
