@@ -25,6 +25,7 @@ let package = Package(
         .target(
             name: "AutogradC",
             dependencies: ["Autograd"],
+            swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))],
             linkerSettings: [.unsafeFlags(["-Xlinker", "-soname=libautograd.so.0"])]
         ),
         .testTarget(
