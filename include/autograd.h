@@ -91,7 +91,8 @@ ag_status ag_live_handle_count(int64_t *out);
  * (float for AG_FLOAT32, double for AG_FLOAT64) in row-major order. The tensor is a leaf that
  * does not require grad. `data` may be NULL only when numel is 0.
  * Errors: AG_ERR_ARGUMENT (out or data NULL, ndim < 0 or > AG_MAX_NDIM, shape NULL with
- * ndim > 0), AG_ERR_SHAPE (a negative extent, or an element count that overflows),
+ * ndim > 0), AG_ERR_SHAPE (a negative extent, or non-zero extents whose product overflows int64,
+ * even when another extent is 0),
  * AG_ERR_DTYPE (unknown dtype), AG_ERR_OUT_OF_MEMORY. */
 ag_status ag_tensor_from_data(ag_tensor *out, const void *data, const int64_t *shape, int64_t ndim,
                               ag_dtype dtype);
@@ -112,7 +113,7 @@ ag_status ag_tensor_full(ag_tensor *out, const int64_t *shape, int64_t ndim, dou
 ag_status ag_tensor_arange(ag_tensor *out, double start, double stop, double step, ag_dtype dtype);
 
 /* A new (n, m) leaf tensor with ones on the main diagonal and zeros elsewhere.
- * Errors: AG_ERR_SHAPE (n or m negative, or n*m overflows), AG_ERR_DTYPE. */
+ * Errors: AG_ERR_SHAPE (n or m negative, or n*m overflows), AG_ERR_DTYPE, AG_ERR_OUT_OF_MEMORY. */
 ag_status ag_tensor_eye(ag_tensor *out, int64_t n, int64_t m, ag_dtype dtype);
 
 /* A new leaf tensor of uniform random values in [low, high), from a generator seeded with
@@ -400,7 +401,8 @@ ag_status ag_where(ag_tensor *out, ag_tensor cond, ag_tensor a, ag_tensor b);
  *         (second derivatives, Hessian-vector products). Implies retain_graph.
  * Errors: AG_ERR_INVALID_HANDLE, AG_ERR_STATE (root does not require grad, a non-scalar root
  * without a seed, the graph was already released), AG_ERR_SHAPE / AG_ERR_DTYPE (seed does not
- * match root). */
+ * match root), AG_ERR_CALLBACK (a hook returned non-zero), AG_ERR_SHAPE (a hook's replacement
+ * gradient has the wrong shape or dtype; the replacement is freed). */
 ag_status ag_backward(ag_tensor root, ag_tensor seed, bool retain_graph, bool create_graph);
 /* Memory: a graph holds results of operations strongly and leaves weakly (a leaf's values are
  * kept for backward even after its last handle is freed, but its gradient is then dropped). So a
@@ -550,6 +552,282 @@ ag_status ag_optimizer_lr(double *out, ag_optimizer opt);
 /* Releases the optimizer and its state (the parameters live on while other handles or graphs
  * hold them). Freeing 0 does nothing. Errors: AG_ERR_INVALID_HANDLE. */
 ag_status ag_optimizer_free(ag_optimizer opt);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Bad input catalogue                                                                        */
+/* ------------------------------------------------------------------------------------------ */
+
+/*
+ * What the library answers to bad input. Each entry: its ID, the input (the function and what
+ * is wrong with it), the status returned, and a stable fragment of the message ag_last_error()
+ * then gives. Every message begins with the name of the function that failed
+ * ("ag_add: shapes [2, 3] and [4] do not broadcast (axis 1: 3 vs 4)"); numbers and shapes in the
+ * messages are those of the call. On every rejection nothing is written to the outputs, no
+ * handle is created, and the process carries on. Entries marked "accepted" are inputs that look
+ * wrong but are defined: they return AG_OK with the result given (IEEE semantics for nan and
+ * inf). bindings/c/test_bad_input.c tests every entry under its ID.
+ *
+ * Handles
+ *  B01  a tensor handle 0 (AG_NULL_TENSOR): ag_tensor_ndim(&n, 0), ag_add(&o, a, 0)
+ *       -> AG_ERR_INVALID_HANDLE  "tensor handle is 0 (AG_NULL_TENSOR)" (ag_add: "b handle is 0")
+ *  B02  a freed tensor handle: ag_tensor_numel, ag_exp
+ *       -> AG_ERR_INVALID_HANDLE  "is not a live tensor handle (freed, made up, or of another
+ *          kind)"
+ *  B03  a made-up handle (0x0123456789abcdef, 1, UINT64_MAX, ...): ag_tensor_ndim, ag_tensor_free
+ *       -> AG_ERR_INVALID_HANDLE  "is not a live tensor handle"
+ *  B04  an optimizer handle where a tensor is wanted: ag_tensor_ndim, ag_tensor_free
+ *       -> AG_ERR_INVALID_HANDLE  "is not a live tensor handle" (the optimizer stays alive)
+ *  B05  a tensor handle (or 0) where an optimizer is wanted: ag_optimizer_step, _lr, _free
+ *       -> AG_ERR_INVALID_HANDLE  "is not a live optimizer handle" (the tensor stays alive)
+ *  B06  a tensor handle freed twice: the second ag_tensor_free
+ *       -> AG_ERR_INVALID_HANDLE  "ag_tensor_free: handle 0x", "is not a live tensor handle
+ *          (already freed, made up, or of another kind)"
+ *  B07  an optimizer handle freed twice, or used after ag_optimizer_free
+ *       -> AG_ERR_INVALID_HANDLE  "is not a live optimizer handle"
+ *  B08  accepted: ag_tensor_free(AG_NULL_TENSOR), ag_optimizer_free(0) -> AG_OK, nothing happens
+ *  B09  a stale handle whose slot has been reused by a newer tensor (ag_tensor_item)
+ *       -> AG_ERR_INVALID_HANDLE  "is not a live tensor handle" (handles carry a generation)
+ *
+ * Pointers and counts
+ *  B10  out NULL in a creator or an operation: ag_tensor_zeros, ag_add, ag_detach
+ *       -> AG_ERR_ARGUMENT  "the output pointer 'out' is NULL" (nothing is computed or leaked)
+ *  B11  ag_tensor_from_data: data NULL with numel > 0
+ *       -> AG_ERR_ARGUMENT  "data is NULL but the shape [2, 3] has 6 elements"
+ *       (accepted: data NULL when numel is 0)
+ *  B12  shape NULL with ndim > 0: ag_tensor_zeros, ag_reshape
+ *       -> AG_ERR_ARGUMENT  "shape is NULL but ndim is 2"
+ *  B13  out NULL in a query: ag_tensor_ndim/_numel/_dtype/_item/_data_ptr/_requires_grad/_grad,
+ *       ag_live_handle_count, ag_is_grad_enabled, ag_optimizer_lr
+ *       -> AG_ERR_ARGUMENT  "the output pointer 'out' is NULL"
+ *  B14  ag_concat / ag_stack: tensors NULL with n > 0, or n < 1
+ *       -> AG_ERR_ARGUMENT  "tensors is NULL but n is 2", "at least one tensor is needed, n is 0"
+ *  B15  ag_grad: outputs or inputs NULL, out_grads NULL, noutputs or ninputs < 1
+ *       -> AG_ERR_ARGUMENT  "outputs is NULL but noutputs is 1", "the output pointer 'out_grads' is
+ *          NULL", "at least one tensor is needed, ninputs is 0" (the graph stays usable)
+ *  B16  ag_graph_to_dot: length NULL, capacity < 0, out NULL with capacity > 0
+ *       -> AG_ERR_ARGUMENT  "the output pointer 'length' is NULL", "capacity -1 is negative",
+ *          "out is NULL but capacity is 10" (accepted: out NULL, capacity 0 gives the length)
+ *  B17  ag_tensor_shape: capacity < ndim, or out NULL
+ *       -> AG_ERR_ARGUMENT  "capacity 1 is less than the rank 2"
+ *  B18  ag_tensor_copy_data: capacity < numel, capacity < 0, out NULL
+ *       -> AG_ERR_ARGUMENT  "the output buffer holds 5 elements, the tensor has 6",
+ *          "capacity -1 is negative", "the output pointer is NULL"
+ *  B19  an index array NULL with a count > 0, or a negative count: ag_index_select,
+ *       ag_cross_entropy
+ *       -> AG_ERR_ARGUMENT  "indices is NULL but its count is 2", "labels is NULL but its count
+ *          is 3", "the number of indices (-1) is negative"
+ *
+ * Shapes and ranks
+ *  B20  ndim < 0 (ag_tensor_zeros, ag_tensor_from_data with INT64_MIN)
+ *       -> AG_ERR_ARGUMENT  "ndim -1 is outside 0...8"
+ *  B21  ndim > AG_MAX_NDIM: ag_tensor_ones, ag_reshape, ag_expand with ndim 9
+ *       -> AG_ERR_ARGUMENT  "ndim 9 is outside 0...8"
+ *  B22  a negative extent: ag_tensor_zeros / rand_uniform {2, -3}; ag_tensor_eye(-1, 2)
+ *       -> AG_ERR_SHAPE  "negative extent -3 in shape [2, -3]"; eye: "must not be negative"
+ *  B23  an element count that overflows int64: {INT64_MAX, 2} (ag_tensor_zeros, ag_tensor_full)
+ *       -> AG_ERR_SHAPE  "the element count of shape [9223372036854775807, 2] overflows int64"
+ *  B24  an element count that overflows int64: {2^32, 2^32} (ag_tensor_ones, from_data,
+ *       rand_normal, ag_tensor_eye(2^32, 2^32), ag_expand)
+ *       -> AG_ERR_SHAPE  "the element count of shape [4294967296, 4294967296] overflows int64"
+ *          (checked before any allocation or read of data)
+ *  B25  operands that do not broadcast: ag_add/ag_mul/ag_where of (2,3) and (4), ag_expand of
+ *       (4) to (2,3); ag_mse_loss of different shapes
+ *       -> AG_ERR_SHAPE  "shapes [2, 3] and [4] do not broadcast (axis 1: 3 vs 4)";
+ *          mse_loss: "prediction [2, 3] and target [4] differ"
+ *  B26  matmul inner extents differ: (2,3) @ (4,5), (2,3) @ (4); ag_dot, ag_linear likewise
+ *       -> AG_ERR_SHAPE  "inner extents differ: [2, 3] @ [4, 5]"; dot: "needs two 1-D tensors
+ *          of equal length"; linear: "does not fit weight"
+ *  B27  ag_matmul with a 0-d operand
+ *       -> AG_ERR_SHAPE  "0-d operands are not allowed"
+ *  B28  ag_reshape to a different element count, or a -1 that cannot be inferred
+ *       -> AG_ERR_SHAPE  "shape [4, 2] (8 elements) does not match [2, 3] (6 elements)",
+ *          "cannot infer the -1 extent"
+ *  B29  ag_reshape with two -1 extents
+ *       -> AG_ERR_ARGUMENT  "more than one extent is -1 in [-1, -1]"
+ *  B30  ag_squeeze of a named axis whose extent is not 1
+ *       -> AG_ERR_SHAPE  "axis 0 has extent 2, not 1"
+ *  B31  ag_unsqueeze of a rank-8 tensor (beyond AG_MAX_NDIM), or an axis outside
+ *       -(rank+1)..rank
+ *       -> AG_ERR_ARGUMENT  "the result would exceed the maximum rank 8"; axis: "axis 3 is
+ *          outside -3...2 for a tensor of rank 2"
+ *  B32  ag_tensor_item of a tensor whose numel is not 1 (shape [2], shape [0])
+ *       -> AG_ERR_SHAPE  "item() needs exactly one element, the tensor has shape [2]"
+ *  B33  ag_cross_entropy: nlabels != N, or logits not 2-D
+ *       -> AG_ERR_SHAPE  "2 labels for 3 rows of logits", "logits must be (N, C), got [3]"
+ *  B34  ag_max / ag_min over an axis of extent 0
+ *       -> AG_ERR_SHAPE  "cannot reduce over an axis of extent 0 (shape [0, 3])"
+ *  B35  ag_concat / ag_stack of shapes that do not fit; ag_concat of 0-d tensors
+ *       -> AG_ERR_SHAPE  "which does not fit [2, 3] along axis 0", stack: "tensor 1 has shape
+ *          [2, 4], tensor 0 has [2, 3]", "cannot concatenate 0-d tensors (use stack)"
+ *  B36  ag_tensor_init of rank 0 or of a shape with a zero fan
+ *       -> AG_ERR_SHAPE  "a 0-d tensor has no fan-in", "shape [0, 3] has a zero fan"
+ *
+ * Dtypes
+ *  B37  an unknown dtype (0, 3, 7, -1): ag_tensor_zeros, from_data, arange, eye
+ *       -> AG_ERR_DTYPE  "unknown dtype 3 (use AG_FLOAT32 = 1 or AG_FLOAT64 = 2)"
+ *  B38  ag_tensor_copy_data into an unknown dtype
+ *       -> AG_ERR_DTYPE  "unknown dtype 9"
+ *  B39  operands of different dtypes (no promotion): ag_add, ag_matmul, ag_where, ag_concat,
+ *       ag_linear
+ *       -> AG_ERR_DTYPE  "operands have different dtypes (float32 and float64)"; where: "a and b
+ *          have different dtypes"; concat: "tensor 1 is float64, tensor 0 is float32";
+ *          linear: "input is float32, weight is float64"
+ *  B40  ag_gradcheck with a float32 input
+ *       -> AG_ERR_DTYPE  "inputs must be float64"
+ *  B41  ag_backward with a seed of another dtype than the root
+ *       -> AG_ERR_DTYPE  "the seed is float32 but the root is float64" (nothing is accumulated)
+ *
+ * Axes and indices
+ *  B42  an axis out of range: ag_sum, ag_mean, ag_var, ag_softmax, ag_log_softmax, ag_concat,
+ *       ag_stack (negative axes count from the end)
+ *       -> AG_ERR_ARGUMENT  "axis 2 is out of range for a tensor of rank 2"
+ *  B43  a repeated axis ({0, -2} on rank 2): ag_sum, ag_logsumexp, ag_squeeze
+ *       -> AG_ERR_ARGUMENT  "axis -2 is repeated in [0, -2]"
+ *  B44  axes NULL with naxes > 0: ag_sum, ag_max
+ *       -> AG_ERR_ARGUMENT  "axes is NULL but naxes is 1"
+ *  B45  naxes < 0 or > AG_MAX_NDIM: ag_sum, ag_mean
+ *       -> AG_ERR_ARGUMENT  "naxes -1 is outside 0...8"
+ *  B46  ag_permute: not a permutation ({0, 0, 1}, {0, 1, 3}), n != rank, perm NULL
+ *       -> AG_ERR_ARGUMENT  "[0, 0, 1] is not a permutation of the 3 axes", "2 axes given for a
+ *          tensor of rank 3", "perm is NULL but n is 3"
+ *  B47  ag_transpose: an axis out of range
+ *       -> AG_ERR_ARGUMENT  "axes 0, 2 out of range for rank 2"
+ *  B48  ag_slice: step 0 or negative; a bad axis
+ *       -> AG_ERR_ARGUMENT  "step must be positive, got 0"
+ *  B49  ag_index_select: an index out of range (3 or -4 for extent 3); a bad axis
+ *       -> AG_ERR_ARGUMENT  "index 3 is out of range for extent 3 of axis 0"
+ *  B50  ag_gather: an index out of range; index extents larger than the input's off `axis`;
+ *       index rank != input rank; index NULL
+ *       -> AG_ERR_ARGUMENT  "index 2 is out of range for extent 2 of axis 0";
+ *          AG_ERR_SHAPE  "index extent 4 exceeds the input's 3 on axis 1", "the index has rank
+ *          1, the input rank 2"; AG_ERR_ARGUMENT  "index is NULL but its count is 3"
+ *  B51  ag_cross_entropy: a label out of range (3 or -1 for 3 classes)
+ *       -> AG_ERR_ARGUMENT  "label 3 is out of range for 3 classes"
+ *
+ * Values
+ *  B52  ag_tensor_arange with step 0
+ *       -> AG_ERR_ARGUMENT  "arange: step must not be 0"
+ *  B53  ag_tensor_arange with a non-finite start, stop or step
+ *       -> AG_ERR_ARGUMENT  "start, stop and step must be finite"
+ *  B54  ag_tensor_arange of more than 2^40 elements (0..1e300 step 1; 0..1 step 1e-300)
+ *       -> AG_ERR_ARGUMENT  "elements is more than the 2^40 allowed"
+ *       (accepted: a step pointing away from stop gives an empty tensor, as numpy.arange)
+ *  B55  ag_tensor_rand_normal with std < 0 or a non-finite mean/std
+ *       -> AG_ERR_ARGUMENT  "need a finite mean and a finite std >= 0"
+ *  B56  ag_tensor_rand_uniform with low > high or a non-finite bound
+ *       -> AG_ERR_ARGUMENT  "need finite low <= high"
+ *  B57  ag_var with correction < 0
+ *       -> AG_ERR_ARGUMENT  "correction -1 is negative"
+ *  B58  ag_tensor_init with an unknown kind (0, 9)
+ *       -> AG_ERR_ARGUMENT  "unknown initialiser kind 9 (use AG_INIT_*)"
+ *  B59  ag_leaky_relu with a non-finite negative_slope
+ *       -> AG_ERR_ARGUMENT  "negative_slope must be finite"
+ *  B60  accepted: nan passes through operations: nan + 1 = nan, maximum(nan, 5) = nan,
+ *       exp(nan) = nan, sum and max over a nan are nan -> AG_OK
+ *  B61  accepted: IEEE infinities: 1/0 = +inf, -1/0 = -inf, 0/0 = nan, log(0) = -inf,
+ *       log(-1) = nan, exp(1000) = +inf (float64), sqrt(-1) = nan -> AG_OK
+ *  B62  accepted: sigmoid(+-1000) = 1 / 0 and softplus(+-1000) = 1000 / 0, with finite
+ *       gradients -> AG_OK
+ *  B63  accepted: the mean over zero elements is nan, the sum over zero elements 0 -> AG_OK
+ *
+ * Graph misuse
+ *  B64  ag_tensor_set_requires_grad on a result with recorded history (true or false)
+ *       -> AG_ERR_STATE  "requires_grad can only be changed on leaf tensors"
+ *  B65  ag_backward from a root that does not require grad
+ *       -> AG_ERR_STATE  "the root does not require grad"
+ *  B66  ag_backward from a non-scalar root without a seed
+ *       -> AG_ERR_STATE  "a seed (gradient) is needed for a root that is not a scalar"
+ *          (the graph is not released: a seeded backward then works)
+ *  B67  ag_backward with a seed of another shape than the root
+ *       -> AG_ERR_SHAPE  "the seed has shape [2] but the root has shape [3]"
+ *  B68  ag_backward (or ag_grad) again through a graph released by a backward without
+ *       retain_graph
+ *       -> AG_ERR_STATE  "was already freed by an earlier backward; pass retain_graph = true"
+ *  B69  ag_grad: an input the outputs do not use, without allow_unused
+ *       -> AG_ERR_STATE  "input 1 is not used to compute the outputs (pass allow_unused"
+ *          (accepted with allow_unused: that input's gradient is AG_NULL_TENSOR)
+ *  B70  ag_grad: an input, or an output, that does not require grad
+ *       -> AG_ERR_STATE  "input 0 does not require grad", "the root does not require grad"
+ *  B71  ag_grad: a seed of the wrong shape / dtype, or none for a non-scalar output
+ *       -> AG_ERR_SHAPE  "the seed has shape [3] but the root has shape [2]";
+ *          AG_ERR_DTYPE  "the seed is float32 but the root is float64";
+ *          AG_ERR_STATE  "a seed (gradient) is needed"
+ *
+ * Callbacks and gradcheck
+ *  B72  ag_tensor_register_hook with hook NULL
+ *       -> AG_ERR_ARGUMENT  "hook is NULL" (destroy is not called, *out_id not written)
+ *  B73  ag_tensor_register_hook on a tensor that does not require grad
+ *       -> AG_ERR_STATE  "the tensor does not require grad, so no gradient will flow into it"
+ *  B74  ag_tensor_remove_hook with an unknown id, another tensor's id, or an id removed already
+ *       -> AG_ERR_ARGUMENT  "no hook with id 987654321 is registered on this tensor"
+ *  B75  a gradient hook that returns non-zero (7), in ag_backward or ag_grad
+ *       -> AG_ERR_CALLBACK  "gradient hook 2 returned 7" (the id and the value returned)
+ *  B76  a gradient hook whose replacement has another shape or dtype than the gradient
+ *       -> AG_ERR_SHAPE  "the replacement gradient is float64 [5], the gradient is float64 []"
+ *          (the library frees the rejected replacement)
+ *  B77  ag_gradcheck with eps <= 0 or non-finite, or atol / rtol < 0
+ *       -> AG_ERR_ARGUMENT  "eps must be positive and finite, got 0.0", "atol and rtol must not
+ *          be negative"
+ *  B78  ag_gradcheck whose build function returns non-zero (3)
+ *       -> AG_ERR_CALLBACK  "the build function returned 3"
+ *  B79  ag_gradcheck with build NULL, passed NULL, inputs NULL, ninputs < 1
+ *       -> AG_ERR_ARGUMENT  "build is NULL", "the output pointer 'passed' is NULL", "inputs is
+ *          NULL but ninputs is 1", "at least one tensor is needed, ninputs is 0"
+ *
+ * Optimizers
+ *  B80  a repeated parameter ({p, q, p}): ag_optimizer_sgd, ag_optimizer_adam
+ *       -> AG_ERR_ARGUMENT  "parameter 2 repeats parameter 0"
+ *  B81  a parameter that is not a leaf requiring grad (a result; a leaf without requires_grad)
+ *       -> AG_ERR_STATE  "parameter 1 must be a leaf that requires grad"
+ *  B82  a negative or non-finite learning rate
+ *       -> AG_ERR_ARGUMENT  "the learning rate must be finite and >= 0, got -0.1"
+ *  B83  Adam / AdamW with a beta outside [0, 1) (1.0, 1.5, -0.1)
+ *       -> AG_ERR_ARGUMENT  "Adam: betas must be in [0, 1), got 1.0, 0.999"
+ *  B84  SGD with nesterov and momentum 0
+ *       -> AG_ERR_ARGUMENT  "SGD: Nesterov momentum needs momentum > 0"
+ *  B85  a negative or non-finite momentum, weight decay or eps
+ *       -> AG_ERR_ARGUMENT  "SGD: momentum and weight decay must be finite and >= 0",
+ *          "Adam: eps and weight decay must be finite and >= 0"
+ *  B86  params NULL, n < 1, out NULL
+ *       -> AG_ERR_ARGUMENT  "params is NULL but n is 1", "at least one tensor is needed, n is
+ *          0", "the output pointer 'out' is NULL"
+ *  B87  ag_optimizer_set_lr with a negative or non-finite rate
+ *       -> AG_ERR_ARGUMENT  "the learning rate must be finite and >= 0, got -1.0" (lr unchanged)
+ *
+ * Memory
+ *  B88  an element count that fits int64 but a byte count that does not: ag_tensor_zeros
+ *       {2^40, 2^20} float64 (2^63 bytes), ag_tensor_eye(2^31, 2^31) float32 (2^64 bytes)
+ *       -> AG_ERR_OUT_OF_MEMORY  "cannot allocate 1152921504606846976 elements of float64: size
+ *          overflows"
+ *  B89  a representable allocation too large to satisfy, 2^61 or 2^62 bytes: ag_tensor_zeros
+ *       {2^58} float64, ones {2^29, 2^30} float64, full {2^20, 2^20, 2^19} float32, rand_uniform,
+ *       init, eye(2^29, 2^30) float64
+ *       -> AG_ERR_OUT_OF_MEMORY  "cannot allocate 2305843009213693952 bytes for
+ *          288230376151711744 elements of float64"
+ *  B90  ag_tensor_from_data with shape {2^58} float64 and a one-element buffer
+ *       -> AG_ERR_OUT_OF_MEMORY  "cannot allocate" (the allocation fails before data is read)
+ *  B91  an operation whose result cannot be allocated: ag_expand of a scalar to {2^58} float64
+ *       -> AG_ERR_OUT_OF_MEMORY  "ag_expand: cannot allocate 2305843009213693952 bytes"
+ *          (the operand is unchanged and usable)
+ *
+ * Extremes
+ *  B92  INT64_MIN / INT64_MAX (INT32_MIN for enums) as an axis, index, label, permutation entry,
+ *       correction, extent, capacity, hook id, init kind or dtype: the same status as any other
+ *       out-of-range value, with the value in the message (no arithmetic overflow); e.g.
+ *       ag_sum axis INT64_MIN
+ *       -> AG_ERR_ARGUMENT  "axis -9223372036854775808 is out of range for a tensor of rank 2";
+ *          ag_index_select "index -9223372036854775808 is out of range for extent 3 of axis 0";
+ *          ag_tensor_shape "capacity -9223372036854775808 is less than the rank 2";
+ *          ag_tensor_eye(INT64_MAX, 1) AG_ERR_OUT_OF_MEMORY "size overflows"
+ *       (accepted: ag_slice bounds INT64_MIN / INT64_MAX are clamped like any others)
+ *  B93  a shape with a zero extent whose other extents multiply past int64:
+ *       ag_tensor_zeros {0, INT64_MAX, INT64_MAX}, ag_reshape to {2^32, 2^32, 0}
+ *       -> AG_ERR_SHAPE  "the element count of shape [0, 9223372036854775807,
+ *          9223372036854775807] overflows int64" (refused although numel would be 0: every
+ *          partial product of an accepted shape fits int64)
+ *  B94  accepted: ag_status_name of an unknown status (-1, 9, INT32_MIN) gives
+ *       "AG_UNKNOWN_STATUS"; ag_set_grad_enabled with previous NULL -> AG_OK
+ */
 
 #ifdef __cplusplus
 }

@@ -74,18 +74,18 @@ enum Arg {
     }
 
     /// n tensor handles (n >= 1).
-    static func tensorList(_ p: UnsafePointer<UInt64>?, _ n: Int64) throws -> [Tensor] {
-        guard n >= 1 else { throw AutogradError.argument("at least one tensor is needed, n is \(n)") }
-        guard let p else { throw AutogradError.argument("tensors is NULL but n is \(n)") }
-        return try (0..<Int(n)).map { try tensor(p[$0], "tensors[\($0)]") }
+    static func tensorList(_ p: UnsafePointer<UInt64>?, _ n: Int64, _ name: String = "tensors", count: String = "n") throws -> [Tensor] {
+        guard n >= 1 else { throw AutogradError.argument("at least one tensor is needed, \(count) is \(n)") }
+        guard let p else { throw AutogradError.argument("\(name) is NULL but \(count) is \(n)") }
+        return try (0..<Int(n)).map { try tensor(p[$0], "\(name)[\($0)]") }
     }
 
-    static func axes(_ axes: UnsafePointer<Int64>?, _ naxes: Int64) throws -> [Int] {
+    static func axes(_ axes: UnsafePointer<Int64>?, _ naxes: Int64, _ name: String = "axes", count: String = "naxes") throws -> [Int] {
         guard naxes >= 0 && naxes <= Int64(Shape.maxRank) else {
-            throw AutogradError.argument("naxes \(naxes) is outside 0...\(Shape.maxRank)")
+            throw AutogradError.argument("\(count) \(naxes) is outside 0...\(Shape.maxRank)")
         }
         if naxes == 0 { return [] }
-        guard let axes else { throw AutogradError.argument("axes is NULL but naxes is \(naxes)") }
+        guard let axes else { throw AutogradError.argument("\(name) is NULL but \(count) is \(naxes)") }
         return (0..<Int(naxes)).map { Int(axes[$0]) }
     }
 }

@@ -159,7 +159,7 @@ public func ag_permute(_ out: UnsafeMutablePointer<UInt64>?, _ a: UInt64, _ perm
     produce("ag_permute", out) {
         let t = try Arg.tensor(a, "a")
         guard n == Int64(t.rank) else { throw AutogradError.argument("permute: \(n) axes given for a tensor of rank \(t.rank)") }
-        return try t.permuted(Arg.axes(perm, n))
+        return try t.permuted(Arg.axes(perm, n, "perm", count: "n"))
     }
 }
 

@@ -26,8 +26,8 @@ public func ag_grad(_ outGrads: UnsafeMutablePointer<UInt64>?, _ outputs: Unsafe
                     _ retainGraph: UInt8, _ createGraph: UInt8, _ allowUnused: UInt8) -> Int32 {
     guarded("ag_grad") {
         let out = try Arg.out(outGrads, "out_grads")
-        let outs = try Arg.tensorList(outputs, noutputs)
-        let ins = try Arg.tensorList(inputs, ninputs)
+        let outs = try Arg.tensorList(outputs, noutputs, "outputs", count: "noutputs")
+        let ins = try Arg.tensorList(inputs, ninputs, "inputs", count: "ninputs")
         var seedList: [Tensor?]? = nil
         if let seeds {
             seedList = try (0..<outs.count).map { seeds[$0] == 0 ? nil : try Arg.tensor(seeds[$0], "seeds[\($0)]") }
@@ -110,7 +110,7 @@ public func ag_gradcheck(_ passed: UnsafeMutablePointer<Bool>?, _ worstInput: Un
         guard let build else { throw AutogradError.argument("build is NULL") }
         guard eps > 0 && eps.isFinite else { throw AutogradError.argument("eps must be positive and finite, got \(eps)") }
         guard atol >= 0 && rtol >= 0 else { throw AutogradError.argument("atol and rtol must not be negative (got \(atol), \(rtol))") }
-        let xs = try Arg.tensorList(inputs, ninputs)
+        let xs = try Arg.tensorList(inputs, ninputs, "inputs", count: "ninputs")
         let result = try GradCheck.check(xs, eps: eps, atol: atol, rtol: rtol) { ts in
             let handles = try ts.map(Arg.handle)
             defer { for h in handles { _ = HandleTable.shared.remove(h, kind: .tensor) } }

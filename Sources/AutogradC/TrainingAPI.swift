@@ -36,7 +36,7 @@ private func produceOptimizer(_ function: StaticString, _ out: UnsafeMutablePoin
 public func ag_optimizer_sgd(_ out: UnsafeMutablePointer<UInt64>?, _ params: UnsafePointer<UInt64>?, _ n: Int64,
                              _ lr: Double, _ momentum: Double, _ nesterov: UInt8, _ weightDecay: Double) -> Int32 {
     produceOptimizer("ag_optimizer_sgd", out) {
-        try SGD(parameters: Arg.tensorList(params, n), learningRate: lr, momentum: momentum, nesterov: nesterov != 0, weightDecay: weightDecay)
+        try SGD(parameters: Arg.tensorList(params, n, "params"), learningRate: lr, momentum: momentum, nesterov: nesterov != 0, weightDecay: weightDecay)
     }
 }
 
@@ -44,7 +44,7 @@ public func ag_optimizer_sgd(_ out: UnsafeMutablePointer<UInt64>?, _ params: Uns
 public func ag_optimizer_adam(_ out: UnsafeMutablePointer<UInt64>?, _ params: UnsafePointer<UInt64>?, _ n: Int64,
                               _ lr: Double, _ beta1: Double, _ beta2: Double, _ eps: Double, _ weightDecay: Double) -> Int32 {
     produceOptimizer("ag_optimizer_adam", out) {
-        try Adam(parameters: Arg.tensorList(params, n), learningRate: lr, beta1: beta1, beta2: beta2, epsilon: eps, weightDecay: weightDecay)
+        try Adam(parameters: Arg.tensorList(params, n, "params"), learningRate: lr, beta1: beta1, beta2: beta2, epsilon: eps, weightDecay: weightDecay)
     }
 }
 
@@ -52,7 +52,7 @@ public func ag_optimizer_adam(_ out: UnsafeMutablePointer<UInt64>?, _ params: Un
 public func ag_optimizer_adamw(_ out: UnsafeMutablePointer<UInt64>?, _ params: UnsafePointer<UInt64>?, _ n: Int64,
                                _ lr: Double, _ beta1: Double, _ beta2: Double, _ eps: Double, _ weightDecay: Double) -> Int32 {
     produceOptimizer("ag_optimizer_adamw", out) {
-        try Adam.adamW(parameters: Arg.tensorList(params, n), learningRate: lr, beta1: beta1, beta2: beta2, epsilon: eps, weightDecay: weightDecay)
+        try Adam.adamW(parameters: Arg.tensorList(params, n, "params"), learningRate: lr, beta1: beta1, beta2: beta2, epsilon: eps, weightDecay: weightDecay)
     }
 }
 

@@ -18,438 +18,27 @@
  */
 #define _POSIX_C_SOURCE 200809L
 
-#include "autograd.h"
-
-#include <inttypes.h>
-#include <math.h>
-#include <stdarg.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
-/* ========================================================================================== */
-/* Checks                                                                                     */
-/* ========================================================================================== */
-
-static int g_passed, g_failed;
-static bool g_verbose;
-static char g_ctx[200]; /* what the current loop iteration is testing, printed with failures */
-
-#define HERE __FILE__, __LINE__
-
-__attribute__((format(printf, 4, 5))) static bool check_at(bool ok, const char *file, int line,
-                                                          const char *fmt, ...) {
-    if (ok) {
-        g_passed++;
-        return true;
-    }
-    g_failed++;
-    printf("  %s:%d: FAILED: ", file, line);
-    va_list ap;
-    va_start(ap, fmt);
-    vprintf(fmt, ap);
-    va_end(ap);
-    if (g_ctx[0]) printf("  [%s]", g_ctx);
-    printf("\n");
-    return false;
-}
-
-__attribute__((format(printf, 1, 2))) static void set_ctx(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(g_ctx, sizeof g_ctx, fmt, ap);
-    va_end(ap);
-}
-
-#define CHECK(cond) check_at((cond), HERE, "%s", #cond)
-#define CHECKF(cond, ...) check_at((cond), HERE, __VA_ARGS__)
-
-/* The status names as the header spells them, kept here independently of the library. */
-static const char *expected_name(ag_status s) {
-    static const char *const names[] = {"AG_OK",           "AG_ERR_INVALID_HANDLE", "AG_ERR_ARGUMENT",
-                                        "AG_ERR_SHAPE",    "AG_ERR_DTYPE",          "AG_ERR_STATE",
-                                        "AG_ERR_OUT_OF_MEMORY", "AG_ERR_CALLBACK",  "AG_ERR_INTERNAL"};
-    return s >= 0 && s <= AG_ERR_INTERNAL ? names[s] : "AG_UNKNOWN_STATUS";
-}
-
-/* Checks a returned status. For an error status it also checks that ag_last_error() is a
- * non-empty string and that ag_status_name() gives the status's name. */
-static bool status_at(ag_status got, ag_status want, const char *expr, const char *file, int line) {
-    const char *want_name = expected_name(want);
-    if (want == AG_OK) {
-        return check_at(got == AG_OK, file, line, "%s returned %s (%d): %s", expr, ag_status_name(got),
-                        (int)got, ag_last_error());
-    }
-    if (!check_at(got == want, file, line, "%s returned %s (%d), expected %s%s%s", expr, ag_status_name(got),
-                  (int)got, want_name, got != AG_OK ? "; message: " : "", got != AG_OK ? ag_last_error() : "")) {
-        return false;
-    }
-    const char *msg = ag_last_error();
-    bool ok = check_at(msg != NULL && msg[0] != '\0', file, line, "%s: ag_last_error() is empty after %s", expr,
-                       want_name);
-    const char *name = ag_status_name(got);
-    ok &= check_at(name != NULL && strcmp(name, want_name) == 0, file, line,
-                   "ag_status_name(%d) is \"%s\", expected \"%s\"", (int)got, name ? name : "(null)", want_name);
-    if (g_verbose && msg) printf("    %s -> %s: %s\n", expr, want_name, msg);
-    return ok;
-}
-
-#define CHECK_OK(expr) status_at((expr), AG_OK, #expr, HERE)
-#define CHECK_ERR(expr, code) status_at((expr), (code), #expr, HERE)
-
-/* A value no call should write into an ag_tensor output on failure. */
-#define SENTINEL ((ag_tensor)0x5e5e5e5e5e5e5e5eULL)
-
-/* fn(&out, args...) must fail with `code` and leave out untouched. */
-#define CHECK_ERR_OUT(code, fn, ...)                                                           \
-    do {                                                                                       \
-        ag_tensor o_ = SENTINEL;                                                               \
-        CHECK_ERR((fn)(&o_, __VA_ARGS__), code);                                               \
-        CHECKF(o_ == SENTINEL, "%s wrote its output although it failed", #fn);                 \
-    } while (0)
+#include "test_support.h"
 
 /* A handle that was valid once and has been freed (set up in main). */
 static ag_tensor g_stale;
 
 /* ========================================================================================== */
-/* Shapes, tensors and reading them back                                                      */
-/* ========================================================================================== */
-
-typedef struct {
-    int64_t ndim;
-    int64_t d[AG_MAX_NDIM];
-} Shape;
-
-static const Shape S0 = {0, {0}}; /* rank 0 */
-
-static Shape make_shape(const int64_t *d, size_t n) {
-    Shape s = {(int64_t)n, {0}};
-    memcpy(s.d, d, n * sizeof *d);
-    return s;
-}
-#define SHAPE(...)                                                                             \
-    make_shape((const int64_t[]){__VA_ARGS__}, sizeof((const int64_t[]){__VA_ARGS__}) / sizeof(int64_t))
-#define I64(...) ((const int64_t[]){__VA_ARGS__})
-#define D(...) ((const double[]){__VA_ARGS__})
-
-static int64_t numel_of(Shape s) {
-    int64_t n = 1;
-    for (int64_t i = 0; i < s.ndim; i++) n *= s.d[i];
-    return n;
-}
-
-static bool shape_eq(Shape a, Shape b) {
-    if (a.ndim != b.ndim) return false;
-    for (int64_t i = 0; i < a.ndim; i++)
-        if (a.d[i] != b.d[i]) return false;
-    return true;
-}
-
-static const char *shape_str(Shape s, char *buf, size_t cap) {
-    size_t n = (size_t)snprintf(buf, cap, "(");
-    for (int64_t i = 0; i < s.ndim && n < cap; i++)
-        n += (size_t)snprintf(buf + n, cap - n, i ? ",%" PRId64 : "%" PRId64, s.d[i]);
-    if (n < cap) snprintf(buf + n, cap - n, ")");
-    return buf;
-}
-
-static double round_to(ag_dtype dtype, double v) { return dtype == AG_FLOAT32 ? (double)(float)v : v; }
-
-/* A new leaf from float64 values, stored as `dtype`; 0 (and a failed check) on failure. */
-static ag_tensor make_at(const double *data, Shape s, ag_dtype dtype, bool requires_grad, const char *file,
-                         int line) {
-    int64_t n = numel_of(s);
-    ag_tensor t = AG_NULL_TENSOR;
-    ag_status st;
-    if (dtype == AG_FLOAT32) {
-        float *f = malloc((size_t)(n ? n : 1) * sizeof *f);
-        for (int64_t i = 0; i < n; i++) f[i] = (float)data[i];
-        st = ag_tensor_from_data(&t, f, s.d, s.ndim, AG_FLOAT32);
-        free(f);
-    } else {
-        double dummy = 0.0;
-        st = ag_tensor_from_data(&t, n ? data : &dummy, s.d, s.ndim, dtype);
-    }
-    if (!status_at(st, AG_OK, "ag_tensor_from_data", file, line)) return AG_NULL_TENSOR;
-    if (requires_grad)
-        status_at(ag_tensor_set_requires_grad(t, true), AG_OK, "ag_tensor_set_requires_grad", file, line);
-    return t;
-}
-#define MAKE(data, shape) make_at((data), (shape), AG_FLOAT64, false, HERE)
-#define MAKE_RG(data, shape) make_at((data), (shape), AG_FLOAT64, true, HERE)
-#define MAKE32(data, shape) make_at((data), (shape), AG_FLOAT32, false, HERE)
-
-/* Reads t's shape and elements (as float64, malloc'ed; free it). NULL and a failed check on
- * failure. */
-static double *read_at(ag_tensor t, Shape *shape_out, const char *file, int line) {
-    Shape s = {0, {0}};
-    int64_t numel = -1;
-    if (!status_at(ag_tensor_ndim(&s.ndim, t), AG_OK, "ag_tensor_ndim", file, line)) return NULL;
-    if (!check_at(s.ndim >= 0 && s.ndim <= AG_MAX_NDIM, file, line, "ndim %" PRId64, s.ndim)) return NULL;
-    if (!status_at(ag_tensor_shape(s.d, AG_MAX_NDIM, t), AG_OK, "ag_tensor_shape", file, line) ||
-        !status_at(ag_tensor_numel(&numel, t), AG_OK, "ag_tensor_numel", file, line))
-        return NULL;
-    if (!check_at(numel == numel_of(s), file, line, "numel %" PRId64 " disagrees with the shape", numel))
-        return NULL;
-    double *buf = malloc((size_t)(numel ? numel : 1) * sizeof *buf);
-    if (!status_at(ag_tensor_copy_data(buf, numel, AG_FLOAT64, t), AG_OK, "ag_tensor_copy_data", file, line)) {
-        free(buf);
-        return NULL;
-    }
-    if (shape_out) *shape_out = s;
-    return buf;
-}
-
-static bool close_enough(double got, double want, double atol, double rtol) {
-    if (isnan(want)) return isnan(got);
-    if (isinf(want)) return got == want;
-    return fabs(got - want) <= atol + rtol * fabs(want);
-}
-
-/* One check: got[0..n) is close to want[0..n); prints the first few differences. */
-static bool arrays_close_at(const char *what, const double *got, const double *want, int64_t n, double atol,
-                            double rtol, const char *file, int line) {
-    int64_t bad = 0;
-    for (int64_t i = 0; i < n; i++) bad += !close_enough(got[i], want[i], atol, rtol);
-    if (!check_at(bad == 0, file, line, "%s: %" PRId64 " of %" PRId64 " values differ", what, bad, n)) {
-        int shown = 0;
-        for (int64_t i = 0; i < n && shown < 6; i++) {
-            if (!close_enough(got[i], want[i], atol, rtol)) {
-                printf("      [%" PRId64 "] got %.17g, expected %.17g (diff %.3g)\n", i, got[i], want[i],
-                       got[i] - want[i]);
-                shown++;
-            }
-        }
-        return false;
-    }
-    return true;
-}
-#define ARRAYS_CLOSE(what, got, want, n) arrays_close_at((what), (got), (want), (n), 1e-12, 1e-12, HERE)
-
-/* Checks t's shape (one check) and values (one check). */
-static bool expect_tensor_at(ag_tensor t, Shape want_shape, const double *want, double atol, double rtol,
-                             const char *what, const char *file, int line) {
-    Shape s;
-    double *got = read_at(t, &s, file, line);
-    if (!got) return false;
-    char b1[96], b2[96];
-    bool ok = check_at(shape_eq(s, want_shape), file, line, "%s: shape %s, expected %s", what,
-                       shape_str(s, b1, sizeof b1), shape_str(want_shape, b2, sizeof b2));
-    if (ok) ok = arrays_close_at(what, got, want, numel_of(s), atol, rtol, file, line);
-    free(got);
-    return ok;
-}
-#define EXPECT(t, shape, want, what) expect_tensor_at((t), (shape), (want), 1e-12, 1e-12, (what), HERE)
-#define EXPECT32(t, shape, want, what) expect_tensor_at((t), (shape), (want), 1e-6, 2e-6, (what), HERE)
-#define EXPECT_TOL(t, shape, want, atol, rtol, what)                                           \
-    expect_tensor_at((t), (shape), (want), (atol), (rtol), (what), HERE)
-
-/* Checks only t's shape. */
-static bool expect_shape_at(ag_tensor t, Shape want, const char *what, const char *file, int line) {
-    Shape s = {0, {0}};
-    if (!status_at(ag_tensor_ndim(&s.ndim, t), AG_OK, "ag_tensor_ndim", file, line)) return false;
-    if (!status_at(ag_tensor_shape(s.d, AG_MAX_NDIM, t), AG_OK, "ag_tensor_shape", file, line)) return false;
-    char b1[96], b2[96];
-    return check_at(shape_eq(s, want), file, line, "%s: shape %s, expected %s", what, shape_str(s, b1, sizeof b1),
-                    shape_str(want, b2, sizeof b2));
-}
-#define EXPECT_SHAPE(t, shape, what) expect_shape_at((t), (shape), (what), HERE)
-
-static bool expect_dtype_at(ag_tensor t, ag_dtype want, const char *file, int line) {
-    ag_dtype dt = 0;
-    if (!status_at(ag_tensor_dtype(&dt, t), AG_OK, "ag_tensor_dtype", file, line)) return false;
-    return check_at(dt == want, file, line, "dtype %d, expected %d", (int)dt, (int)want);
-}
-#define EXPECT_DTYPE(t, dt) expect_dtype_at((t), (dt), HERE)
-
-static void free_list_at(const ag_tensor *ts, size_t n, const char *file, int line) {
-    for (size_t i = 0; i < n; i++) status_at(ag_tensor_free(ts[i]), AG_OK, "ag_tensor_free", file, line);
-}
-#define FREE(...)                                                                              \
-    free_list_at((const ag_tensor[]){__VA_ARGS__}, sizeof((const ag_tensor[]){__VA_ARGS__}) / sizeof(ag_tensor), \
-                 HERE)
-
-static int64_t live_handles(void) {
-    int64_t n = -1;
-    CHECK_OK(ag_live_handle_count(&n));
-    return n;
-}
-
-/* Deterministic test data: values in [-2, 2], none closer to 0 than 0.1. */
-static void fill(double *x, int64_t n, double seed) {
-    for (int64_t i = 0; i < n; i++) {
-        double v = 2.0 * sin(seed + 1.7 * (double)i + 0.3 * (double)(i * i % 7));
-        if (fabs(v) < 0.1) v += v < 0 ? -0.25 : 0.25;
-        x[i] = v;
-    }
-}
-
-/* Deterministic positive test data in [0.5, 2]. */
-static void fill_positive(double *x, int64_t n, double seed) {
-    for (int64_t i = 0; i < n; i++) x[i] = 0.5 + 1.5 * fabs(sin(seed + 2.3 * (double)i));
-}
-
-/* ========================================================================================== */
 /* Gradient checks against central finite differences                                         */
 /* ========================================================================================== */
 
-/* A forward computation through the C API: inputs -> one output tensor. It may create and free
- * intermediate tensors. */
-typedef ag_status (*fwd_fn)(ag_tensor *out, const ag_tensor *in, const void *ctx);
-
-enum { MAXIN = 4 };
-typedef struct {
-    int n;                     /* number of inputs */
-    const double *data[MAXIN]; /* their values */
-    Shape shape[MAXIN];        /* their shapes */
-} Inputs;
-
-/* The result of one forward + backward through the C API. */
-typedef struct {
-    Shape out_shape;
-    int64_t m;           /* numel of the output */
-    double *out;         /* forward values */
-    double *R;           /* the weights (the seed) */
-    double *grad[MAXIN]; /* each input's gradient (NULL if it has none) */
-} Run;
-
-static void run_free(Run *r) {
-    free(r->out);
-    free(r->R);
-    for (int i = 0; i < MAXIN; i++) free(r->grad[i]);
-    memset(r, 0, sizeof *r);
-}
-
-/* Runs f on float64 leaves that require grad and backpropagates with the seed `weights` (NULL:
- * fixed pseudo-random weights, or the NULL seed (1) for a rank-0 output). Reads every input's
- * gradient, checking its shape and dtype. */
-static bool run_at(Run *r, fwd_fn f, const void *ctx, const Inputs *in, const double *weights, const char *file,
-                   int line) {
-    memset(r, 0, sizeof *r);
-    ag_tensor leaf[MAXIN] = {0}, out = AG_NULL_TENSOR, seed = AG_NULL_TENSOR;
-    bool ok = false;
-    for (int i = 0; i < in->n; i++) {
-        leaf[i] = make_at(in->data[i], in->shape[i], AG_FLOAT64, true, file, line);
-        if (!leaf[i]) goto done;
-    }
-    ag_status st = f(&out, leaf, ctx);
-    if (!check_at(st == AG_OK, file, line, "forward failed: %s: %s", ag_status_name(st), ag_last_error()))
-        goto done;
-    r->out = read_at(out, &r->out_shape, file, line);
-    if (!r->out) goto done;
-    r->m = numel_of(r->out_shape);
-    r->R = malloc((size_t)(r->m ? r->m : 1) * sizeof *r->R);
-    if (weights) {
-        memcpy(r->R, weights, (size_t)r->m * sizeof *r->R);
-        seed = make_at(r->R, r->out_shape, AG_FLOAT64, false, file, line);
-    } else if (r->out_shape.ndim == 0) {
-        r->R[0] = 1.0; /* AG_NULL_TENSOR as seed means 1 */
-    } else {
-        for (int64_t k = 0; k < r->m; k++) r->R[k] = cos(1.0 + 0.9 * (double)k);
-        seed = make_at(r->R, r->out_shape, AG_FLOAT64, false, file, line);
-    }
-    st = ag_backward(out, seed, false, false);
-    if (!check_at(st == AG_OK, file, line, "ag_backward failed: %s: %s", ag_status_name(st), ag_last_error()))
-        goto done;
-    for (int i = 0; i < in->n; i++) {
-        ag_tensor g = AG_NULL_TENSOR;
-        if (!status_at(ag_tensor_grad(&g, leaf[i]), AG_OK, "ag_tensor_grad", file, line)) continue;
-        if (g == AG_NULL_TENSOR) continue;
-        expect_dtype_at(g, AG_FLOAT64, file, line);
-        Shape sg;
-        r->grad[i] = read_at(g, &sg, file, line);
-        ag_tensor_free(g);
-        char b1[96], b2[96];
-        if (r->grad[i] && !check_at(shape_eq(sg, in->shape[i]), file, line, "gradient %d: shape %s, expected %s", i,
-                                    shape_str(sg, b1, sizeof b1), shape_str(in->shape[i], b2, sizeof b2))) {
-            free(r->grad[i]);
-            r->grad[i] = NULL;
-        }
-    }
-    ok = true;
-done:
-    for (int i = 0; i < in->n; i++) ag_tensor_free(leaf[i]);
-    ag_tensor_free(out);
-    ag_tensor_free(seed);
-    return ok;
-}
-
-/* sum_k R[k] * f(inputs)[k], evaluated through the C API on float64 tensors without grad. */
-static bool eval_loss(fwd_fn f, const void *ctx, const Inputs *in, const double *R, int64_t m, double *loss,
-                      const char *file, int line) {
-    ag_tensor t[MAXIN] = {0}, out = AG_NULL_TENSOR;
-    bool ok = true;
-    for (int i = 0; i < in->n; i++) t[i] = make_at(in->data[i], in->shape[i], AG_FLOAT64, false, file, line);
-    ag_status st = f(&out, t, ctx);
-    if (st != AG_OK) {
-        check_at(false, file, line, "forward failed in a finite difference: %s: %s", ag_status_name(st),
-                 ag_last_error());
-        ok = false;
-    } else {
-        Shape so;
-        double *v = read_at(out, &so, file, line);
-        ok = v != NULL && check_at(numel_of(so) == m, file, line, "output size changed");
-        if (ok) {
-            double acc = 0.0;
-            for (int64_t k = 0; k < m; k++) acc += R[k] * v[k];
-            *loss = acc;
-        }
-        free(v);
-        ag_tensor_free(out);
-    }
-    for (int i = 0; i < in->n; i++) ag_tensor_free(t[i]);
-    return ok;
-}
-
-/* Compares the gradient of every input, from ag_backward, with central differences of
- * sum(R * f(inputs)) with step h = 1e-6; tolerance 1e-6 (absolute and relative). */
-static void gradcheck_at(const char *name, fwd_fn f, const void *ctx, const Inputs *in, const char *file, int line) {
-    const double h = 1e-6, atol = 1e-6, rtol = 1e-6;
-    Run r;
-    if (!run_at(&r, f, ctx, in, NULL, file, line)) {
-        run_free(&r);
-        return;
-    }
-    for (int i = 0; i < in->n; i++) {
-        char what[240];
-        snprintf(what, sizeof what, "%s: d/d(input %d) vs finite differences", name, i);
-        if (!check_at(r.grad[i] != NULL, file, line, "%s: no gradient", what)) continue;
-        int64_t n = numel_of(in->shape[i]);
-        double *num = malloc((size_t)(n ? n : 1) * sizeof *num);
-        double *pert = malloc((size_t)(n ? n : 1) * sizeof *pert);
-        memcpy(pert, in->data[i], (size_t)n * sizeof *pert);
-        Inputs p = *in;
-        p.data[i] = pert;
-        bool ok = true;
-        for (int64_t j = 0; j < n && ok; j++) {
-            double x0 = in->data[i][j], xp = x0 + h, xm = x0 - h, lp = 0, lm = 0;
-            pert[j] = xp;
-            ok = eval_loss(f, ctx, &p, r.R, r.m, &lp, file, line);
-            pert[j] = xm;
-            ok = ok && eval_loss(f, ctx, &p, r.R, r.m, &lm, file, line);
-            pert[j] = x0;
-            num[j] = (lp - lm) / (xp - xm);
-        }
-        if (ok) arrays_close_at(what, r.grad[i], num, n, atol, rtol, file, line);
-        free(num);
-        free(pert);
-    }
-    run_free(&r);
-}
-#define GRADCHECK(name, f, ctx, in) gradcheck_at((name), (f), (ctx), (in), HERE)
-
-#define IN1(d0, s0) (&(Inputs){1, {(d0)}, {(s0)}})
-#define IN2(d0, s0, d1, s1) (&(Inputs){2, {(d0), (d1)}, {(s0), (s1)}})
-#define IN3(d0, s0, d1, s1, d2, s2) (&(Inputs){3, {(d0), (d1), (d2)}, {(s0), (s1), (s2)}})
+/* gradcheck_at (test_support.h) on float64 with step h = 1e-6 and tolerance 1e-6 (absolute and
+ * relative). */
+#define GRADCHECK(name, f, ctx, in) gradcheck_at((name), (f), (ctx), (in), AG_FLOAT64, 1e-6, 1e-6, 1e-6, HERE)
 
 /* Runs f forward and backward with the given weights and compares input i's gradient with
  * `want` exactly-ish (analytic expectations: kinks, ties). */
 static void expect_grad_at(const char *what, fwd_fn f, const void *ctx, const Inputs *in, const double *weights,
                            int i, const double *want, const char *file, int line) {
     Run r;
-    if (run_at(&r, f, ctx, in, weights, file, line) &&
+    if (run_at(&r, what, f, ctx, in, AG_FLOAT64, weights, file, line) &&
         check_at(r.grad[i] != NULL, file, line, "%s: no gradient", what))
-        arrays_close_at(what, r.grad[i], want, numel_of(in->shape[i]), 1e-12, 1e-12, file, line);
+        arrays_close_at(what, r.grad[i], want, numel_of_shape(in->shape[i]), 1e-12, 1e-12, file, line);
     run_free(&r);
 }
 #define EXPECT_GRAD(what, f, ctx, in, weights, i, want)                                        \
@@ -458,34 +47,6 @@ static void expect_grad_at(const char *what, fwd_fn f, const void *ctx, const In
 /* ========================================================================================== */
 /* Plain-C reference helpers                                                                  */
 /* ========================================================================================== */
-
-/* NumPy broadcasting of two shapes; false if they do not broadcast. */
-static bool broadcast_shape(Shape a, Shape b, Shape *out) {
-    int64_t n = a.ndim > b.ndim ? a.ndim : b.ndim;
-    out->ndim = n;
-    for (int64_t i = 0; i < n; i++) {
-        int64_t da = i < a.ndim ? a.d[a.ndim - 1 - i] : 1;
-        int64_t db = i < b.ndim ? b.d[b.ndim - 1 - i] : 1;
-        if (da != db && da != 1 && db != 1) return false;
-        out->d[n - 1 - i] = da == 1 ? db : da;
-    }
-    return true;
-}
-
-/* The flat index into a tensor of shape `in` that broadcasts to element `flat` of `out`. */
-static int64_t bsrc(int64_t flat, Shape out, Shape in) {
-    int64_t idx = 0, stride = 1;
-    for (int64_t i = out.ndim - 1; i >= 0; i--) {
-        int64_t c = flat % out.d[i];
-        flat /= out.d[i];
-        int64_t j = i - (out.ndim - in.ndim);
-        if (j >= 0) {
-            if (in.d[j] != 1) idx += c * stride;
-            stride *= in.d[j];
-        }
-    }
-    return idx;
-}
 
 static void unravel(int64_t flat, Shape s, int64_t *c) {
     for (int64_t i = s.ndim - 1; i >= 0; i--) {
@@ -566,23 +127,23 @@ static void test_full(void) {
     double want[6];
     for (int i = 0; i < 6; i++) want[i] = 2.5;
     if (CHECK_OK(ag_tensor_full(&t, I64(2, 3), 2, 2.5, AG_FLOAT64))) {
-        EXPECT(t, SHAPE(2, 3), want, "full 2.5 (2,3)");
+        EXPECT_TENSOR(t, SHAPE(2, 3), want, "full 2.5 (2,3)");
         EXPECT_DTYPE(t, AG_FLOAT64);
         expect_fresh_leaf(t);
         FREE(t);
     }
     for (int i = 0; i < 6; i++) want[i] = (double)0.1f;
     if (CHECK_OK(ag_tensor_full(&t, I64(3, 1, 2), 3, 0.1, AG_FLOAT32))) {
-        EXPECT(t, SHAPE(3, 1, 2), want, "full 0.1 float32 (value converted to float)");
+        EXPECT_TENSOR(t, SHAPE(3, 1, 2), want, "full 0.1 float32 (value converted to float)");
         EXPECT_DTYPE(t, AG_FLOAT32);
         FREE(t);
     }
     if (CHECK_OK(ag_tensor_full(&t, NULL, 0, -3.0, AG_FLOAT64))) {
-        EXPECT(t, S0, D(-3.0), "full rank 0");
+        EXPECT_TENSOR(t, S0, D(-3.0), "full rank 0");
         FREE(t);
     }
     if (CHECK_OK(ag_tensor_full(&t, I64(2), 1, NAN, AG_FLOAT64))) {
-        EXPECT(t, SHAPE(2), D(NAN, NAN), "full nan");
+        EXPECT_TENSOR(t, SHAPE(2), D(NAN, NAN), "full nan");
         FREE(t);
     }
     creator_shape_errors("ag_tensor_full", cr_full);
@@ -593,9 +154,9 @@ static void expect_arange(double start, double stop, double step, ag_dtype dt, c
     ag_tensor t = AG_NULL_TENSOR;
     if (CHECK_OK(ag_tensor_arange(&t, start, stop, step, dt))) {
         if (dt == AG_FLOAT32)
-            EXPECT32(t, SHAPE(n), want, "arange");
+            EXPECT_TENSOR32(t, SHAPE(n), want, "arange");
         else
-            EXPECT(t, SHAPE(n), want, "arange");
+            EXPECT_TENSOR(t, SHAPE(n), want, "arange");
         EXPECT_DTYPE(t, dt);
         expect_fresh_leaf(t);
         FREE(t);
@@ -644,7 +205,7 @@ static void test_eye(void) {
                 for (int64_t j = 0; j < m; j++) want[i * m + j] = i == j ? 1.0 : 0.0;
             ag_tensor t = AG_NULL_TENSOR;
             if (CHECK_OK(ag_tensor_eye(&t, n, m, dt))) {
-                EXPECT(t, SHAPE(n, m), want, "eye");
+                EXPECT_TENSOR(t, SHAPE(n, m), want, "eye");
                 EXPECT_DTYPE(t, dt);
                 expect_fresh_leaf(t);
                 FREE(t);
@@ -755,7 +316,7 @@ static void test_rand_normal(void) {
     set_ctx("rand_normal std 0");
     ag_tensor t = AG_NULL_TENSOR;
     if (CHECK_OK(ag_tensor_rand_normal(&t, I64(4), 1, -0.75, 0.0, 5, AG_FLOAT64))) {
-        EXPECT(t, SHAPE(4), D(-0.75, -0.75, -0.75, -0.75), "std 0 gives the mean");
+        EXPECT_TENSOR(t, SHAPE(4), D(-0.75, -0.75, -0.75, -0.75), "std 0 gives the mean");
         FREE(t);
     }
     set_ctx("%s", "");
@@ -862,7 +423,7 @@ static void test_unary(void) {
         for (int i = 0; i < N; i++) want[i] = u->ref(x[i], u->s);
         ag_tensor a = MAKE(x, s), r = AG_NULL_TENSOR;
         if (CHECK_OK(u->call(&r, a, u->s))) {
-            EXPECT(r, s, want, u->name);
+            EXPECT_TENSOR(r, s, want, u->name);
             EXPECT_DTYPE(r, AG_FLOAT64);
             FREE(r);
         }
@@ -871,7 +432,7 @@ static void test_unary(void) {
             want[i] = round_to(AG_FLOAT32, u->ref(round_to(AG_FLOAT32, x[i]), round_to(AG_FLOAT32, u->s)));
         ag_tensor a32 = MAKE32(x, s);
         if (CHECK_OK(u->call(&r, a32, u->s))) {
-            EXPECT32(r, s, want, u->name);
+            EXPECT_TENSOR32(r, s, want, u->name);
             EXPECT_DTYPE(r, AG_FLOAT32);
             FREE(r);
         }
@@ -882,7 +443,7 @@ static void test_unary(void) {
             FREE(r);
         }
         if (CHECK_OK(u->call(&r, z, u->s))) {
-            EXPECT(r, S0, D(u->ref(x[0], u->s)), u->name);
+            EXPECT_TENSOR(r, S0, D(u->ref(x[0], u->s)), u->name);
             FREE(r);
         }
         /* gradient */
@@ -920,7 +481,7 @@ static void test_unary_special(void) {
     {
         ag_tensor a = MAKE(D(-1, 0, 9), s3), r = AG_NULL_TENSOR;
         if (CHECK_OK(ag_sqrt(&r, a))) {
-            EXPECT(r, s3, D(NAN, 0, 3), "sqrt(-1) is nan");
+            EXPECT_TENSOR(r, s3, D(NAN, 0, 3), "sqrt(-1) is nan");
             FREE(r);
         }
         FREE(a);
@@ -931,15 +492,15 @@ static void test_unary_special(void) {
     {
         ag_tensor a = MAKE(D(NAN, 1, -1), s3), r = AG_NULL_TENSOR;
         if (CHECK_OK(ag_maximum_scalar(&r, a, 0.3))) {
-            EXPECT(r, s3, D(NAN, 1, 0.3), "maximum_scalar with nan");
+            EXPECT_TENSOR(r, s3, D(NAN, 1, 0.3), "maximum_scalar with nan");
             FREE(r);
         }
         if (CHECK_OK(ag_minimum_scalar(&r, a, 0.3))) {
-            EXPECT(r, s3, D(NAN, 0.3, -1), "minimum_scalar with nan");
+            EXPECT_TENSOR(r, s3, D(NAN, 0.3, -1), "minimum_scalar with nan");
             FREE(r);
         }
         if (CHECK_OK(ag_maximum_scalar(&r, a, NAN))) {
-            EXPECT(r, s3, D(NAN, NAN, NAN), "maximum_scalar(nan)");
+            EXPECT_TENSOR(r, s3, D(NAN, NAN, NAN), "maximum_scalar(nan)");
             FREE(r);
         }
         FREE(a);
@@ -959,15 +520,15 @@ static void test_unary_special(void) {
         ag_tensor a = make_at(big, s4, dt, false, HERE), r = AG_NULL_TENSOR;
         /* sigmoid(-1000) = 5e-435 and sigmoid(-100) = 3.7e-44 (float32: 0 or a denormal) */
         if (CHECK_OK(ag_sigmoid(&r, a))) {
-            EXPECT_TOL(r, s4, D(1, 0, 1, exp(-100.0)), 1e-40, 1e-15, "sigmoid(+-1000, +-100)");
+            EXPECT_TENSOR_TOL(r, s4, D(1, 0, 1, exp(-100.0)), 1e-40, 1e-15, "sigmoid(+-1000, +-100)");
             FREE(r);
         }
         if (CHECK_OK(ag_softplus(&r, a))) {
-            EXPECT_TOL(r, s4, D(1000, 0, 100, exp(-100.0)), 1e-40, 1e-15, "softplus(+-1000, +-100)");
+            EXPECT_TENSOR_TOL(r, s4, D(1000, 0, 100, exp(-100.0)), 1e-40, 1e-15, "softplus(+-1000, +-100)");
             FREE(r);
         }
         if (CHECK_OK(ag_tanh(&r, a))) {
-            EXPECT(r, s4, D(1, -1, 1, -1), "tanh(+-1000, +-100)");
+            EXPECT_TENSOR(r, s4, D(1, -1, 1, -1), "tanh(+-1000, +-100)");
             FREE(r);
         }
         FREE(a);
@@ -985,7 +546,7 @@ static void test_unary_special(void) {
         if (CHECK_OK(w ? ag_softplus(&r, a) : ag_sigmoid(&r, a)) && CHECK_OK(ag_sum(&sum, r, NULL, 0, false)) &&
             CHECK_OK(ag_backward(sum, AG_NULL_TENSOR, false, false)) && CHECK_OK(ag_tensor_grad(&g, a)) &&
             CHECK(g != AG_NULL_TENSOR))
-            EXPECT32(g, s3, w ? D(1, 0, 0.5) : D(0, 0, 0.25), "float32 gradient");
+            EXPECT_TENSOR32(g, s3, w ? D(1, 0, 0.5) : D(0, 0, 0.25), "float32 gradient");
         FREE(a, r, sum, g);
     }
     set_ctx("%s", "");
@@ -999,7 +560,7 @@ static void test_unary_special(void) {
         for (int i = 0; i < 4; i++) want[i] = gelu_d(gx[i]);
         ag_tensor a = MAKE(gx, s4), r = AG_NULL_TENSOR;
         if (CHECK_OK(ag_gelu(&r, a))) {
-            EXPECT(r, s4, want, "gelu = x Phi(x)");
+            EXPECT_TENSOR(r, s4, want, "gelu = x Phi(x)");
             FREE(r);
         }
         FREE(a);
@@ -1048,24 +609,25 @@ static void test_binary(void) {
             set_ctx("%s %s %s", bc->name, shape_str(sa, b1, sizeof b1), shape_str(sb, b2, sizeof b2));
             broadcast_shape(sa, sb, &so);
             double a[8], b[8], want[16];
-            int64_t na = numel_of(sa), nb = numel_of(sb), no = numel_of(so);
+            int64_t na = numel_of_shape(sa), nb = numel_of_shape(sb), no = numel_of_shape(so);
             if (bc->positive_a)
                 fill_positive(a, na, 1.0 + k);
             else
                 fill(a, na, 1.0 + k);
             fill(b, nb, 2.5 + 3 * k);
-            for (int64_t i = 0; i < no; i++) want[i] = bc->ref(a[bsrc(i, so, sa)], b[bsrc(i, so, sb)]);
+            for (int64_t i = 0; i < no; i++)
+                want[i] = bc->ref(a[broadcast_source(i, so, sa)], b[broadcast_source(i, so, sb)]);
             ag_tensor ta = MAKE(a, sa), tb = MAKE(b, sb), r = AG_NULL_TENSOR;
             if (CHECK_OK(bc->fn(&r, ta, tb))) {
-                EXPECT(r, so, want, bc->name);
+                EXPECT_TENSOR(r, so, want, bc->name);
                 FREE(r);
             }
             for (int64_t i = 0; i < no; i++)
-                want[i] = round_to(AG_FLOAT32, bc->ref(round_to(AG_FLOAT32, a[bsrc(i, so, sa)]),
-                                                       round_to(AG_FLOAT32, b[bsrc(i, so, sb)])));
+                want[i] = round_to(AG_FLOAT32, bc->ref(round_to(AG_FLOAT32, a[broadcast_source(i, so, sa)]),
+                                                       round_to(AG_FLOAT32, b[broadcast_source(i, so, sb)])));
             ag_tensor a32 = MAKE32(a, sa), b32 = MAKE32(b, sb);
             if (CHECK_OK(bc->fn(&r, a32, b32))) {
-                EXPECT32(r, so, want, bc->name);
+                EXPECT_TENSOR32(r, so, want, bc->name);
                 EXPECT_DTYPE(r, AG_FLOAT32);
                 FREE(r);
             }
@@ -1094,7 +656,7 @@ static void test_binary(void) {
     {
         ag_tensor a = MAKE(pin->data[0], s3), b = MAKE(pin->data[1], s3), r = AG_NULL_TENSOR;
         if (CHECK_OK(ag_pow(&r, a, b))) {
-            EXPECT(r, s3, D(0, -8, sqrt(2.0)), "pow(0,2), pow(-2,3), pow(2,0.5)");
+            EXPECT_TENSOR(r, s3, D(0, -8, sqrt(2.0)), "pow(0,2), pow(-2,3), pow(2,0.5)");
             FREE(r);
         }
         FREE(a, b);
@@ -1115,11 +677,11 @@ static void test_binary(void) {
     {
         ag_tensor a = MAKE(D(NAN, 1, 2), s3), b = MAKE(D(0, NAN, 1), s3), r = AG_NULL_TENSOR;
         if (CHECK_OK(ag_maximum(&r, a, b))) {
-            EXPECT(r, s3, D(NAN, NAN, 2), "maximum with nan");
+            EXPECT_TENSOR(r, s3, D(NAN, NAN, 2), "maximum with nan");
             FREE(r);
         }
         if (CHECK_OK(ag_minimum(&r, a, b))) {
-            EXPECT(r, s3, D(NAN, NAN, 1), "minimum with nan");
+            EXPECT_TENSOR(r, s3, D(NAN, NAN, 1), "minimum with nan");
             FREE(r);
         }
         FREE(a, b);
@@ -1157,12 +719,12 @@ static void test_comparisons(void) {
         set_ctx("%s", CMPS[k].name);
         double want[6], want2[6];
         for (int64_t i = 0; i < 6; i++) {
-            want[i] = cmp_ref(CMPS[k].op, a[i], b[bsrc(i, sa, sb)]);
-            want2[i] = cmp_ref(CMPS[k].op, c[bsrc(i, sa, sc)], b[bsrc(i, sa, sb)]);
+            want[i] = cmp_ref(CMPS[k].op, a[i], b[broadcast_source(i, sa, sb)]);
+            want2[i] = cmp_ref(CMPS[k].op, c[broadcast_source(i, sa, sc)], b[broadcast_source(i, sa, sb)]);
         }
         ag_tensor ta = MAKE_RG(a, sa), tb = MAKE(b, sb), tc = MAKE(c, sc), r = AG_NULL_TENSOR;
         if (CHECK_OK(CMPS[k].fn(&r, ta, tb))) {
-            EXPECT(r, sa, want, CMPS[k].name);
+            EXPECT_TENSOR(r, sa, want, CMPS[k].name);
             EXPECT_DTYPE(r, AG_FLOAT64);
             bool rg = true;
             CHECK_OK(ag_tensor_requires_grad(&rg, r));
@@ -1170,12 +732,12 @@ static void test_comparisons(void) {
             FREE(r);
         }
         if (CHECK_OK(CMPS[k].fn(&r, tc, tb))) { /* (2,1) vs (3) -> (2,3) */
-            EXPECT(r, sa, want2, CMPS[k].name);
+            EXPECT_TENSOR(r, sa, want2, CMPS[k].name);
             FREE(r);
         }
         ag_tensor a32 = MAKE32(a, sa), b32 = MAKE32(b, sb);
         if (CHECK_OK(CMPS[k].fn(&r, a32, b32))) {
-            EXPECT(r, sa, want, CMPS[k].name);
+            EXPECT_TENSOR(r, sa, want, CMPS[k].name);
             EXPECT_DTYPE(r, AG_FLOAT32);
             FREE(r);
         }
@@ -1210,13 +772,14 @@ static void test_where(void) {
     const Shape sc = SHAPE(2, 1), sa = SHAPE(3), sb = SHAPE(2, 3), so = SHAPE(2, 3);
     const double cond[2] = {-0.5, 0}, a[3] = {1, 2, 3}, b[6] = {-1, -2, -3, -4, -5, -6};
     double want[6];
-    for (int64_t i = 0; i < 6; i++) want[i] = cond[bsrc(i, so, sc)] != 0 ? a[bsrc(i, so, sa)] : b[i];
+    for (int64_t i = 0; i < 6; i++)
+        want[i] = cond[broadcast_source(i, so, sc)] != 0 ? a[broadcast_source(i, so, sa)] : b[i];
     for (int cdc = 0; cdc < 2; cdc++) {
         ag_dtype cdt = cdc ? AG_FLOAT32 : AG_FLOAT64;
         set_ctx("ag_where, cond dtype %d", (int)cdt);
         ag_tensor c = make_at(cond, sc, cdt, false, HERE), ta = MAKE(a, sa), tb = MAKE(b, sb), r = AG_NULL_TENSOR;
         if (CHECK_OK(ag_where(&r, c, ta, tb))) {
-            EXPECT(r, so, want, "where");
+            EXPECT_TENSOR(r, so, want, "where");
             EXPECT_DTYPE(r, AG_FLOAT64);
             FREE(r);
         }
@@ -1232,7 +795,7 @@ static void test_where(void) {
         for (int i = 0; i < 6; i++) w6[i] = c6[i] != 0 ? a[i % 3] : b[i];
         WhereCtx w = {c6, so, AG_FLOAT64};
         Run r;
-        if (run_at(&r, f_where, &w, IN2(a, sa, b, sb), D(1, 2, 3, 4, 5, 6), HERE)) {
+        if (RUN(&r, f_where, &w, IN2(a, sa, b, sb), D(1, 2, 3, 4, 5, 6))) {
             ARRAYS_CLOSE("where values", r.out, w6, 6);
             if (CHECK(r.grad[0] && r.grad[1])) {
                 ARRAYS_CLOSE("where: gradient to a where cond holds", r.grad[0], D(1, 0, 3 + 6), 3);
@@ -1305,7 +868,7 @@ static Shape reduce_map(Shape s, const int64_t *axes, int64_t naxes, bool keepdi
     Shape kept = s;
     for (int64_t d = 0; d < s.ndim; d++)
         if (red[d]) kept.d[d] = 1;
-    for (int64_t flat = 0; flat < numel_of(s); flat++) {
+    for (int64_t flat = 0; flat < numel_of_shape(s); flat++) {
         int64_t c[AG_MAX_NDIM];
         unravel(flat, s, c);
         for (int64_t d = 0; d < s.ndim; d++)
@@ -1321,9 +884,9 @@ static Shape reduce_map(Shape s, const int64_t *axes, int64_t naxes, bool keepdi
 
 /* The reduction in plain C; `out` holds numel(s) values. */
 static Shape ref_reduce(const RedCtx *c, const double *x, Shape s, double *out) {
-    int64_t map[64], n = numel_of(s);
+    int64_t map[64], n = numel_of_shape(s);
     Shape so = reduce_map(s, c->axes, c->naxes, c->keepdims, map);
-    int64_t m = numel_of(so);
+    int64_t m = numel_of_shape(so);
     double acc[64], cnt[64], ext[64];
     for (int64_t o = 0; o < m; o++) {
         acc[o] = 0;
@@ -1376,7 +939,7 @@ static void test_reductions(void) {
             Shape so = ref_reduce(&c, x, s, want);
             ag_tensor a = MAKE(x, s), r = AG_NULL_TENSOR;
             if (CHECK_OK(red_call(&r, a, &c))) {
-                EXPECT(r, so, want, red_name(c.op));
+                EXPECT_TENSOR(r, so, want, red_name(c.op));
                 FREE(r);
             }
             double x32[12], want32[12];
@@ -1384,7 +947,7 @@ static void test_reductions(void) {
             ref_reduce(&c, x32, s, want32);
             ag_tensor a32 = MAKE32(x, s);
             if (CHECK_OK(red_call(&r, a32, &c))) {
-                EXPECT32(r, so, want32, red_name(c.op));
+                EXPECT_TENSOR32(r, so, want32, red_name(c.op));
                 EXPECT_DTYPE(r, AG_FLOAT32);
                 FREE(r);
             }
@@ -1400,7 +963,7 @@ static void test_reductions(void) {
         Shape so = ref_reduce(&c, x, s, want);
         ag_tensor a = MAKE(x, s), r = AG_NULL_TENSOR;
         if (CHECK_OK(red_call(&r, a, &c))) {
-            EXPECT(r, so, want, "var correction 2");
+            EXPECT_TENSOR(r, so, want, "var correction 2");
             FREE(r);
         }
         GRADCHECK("ag_var correction 2", f_red, &c, IN1(x, s));
@@ -1408,11 +971,11 @@ static void test_reductions(void) {
         ag_tensor v = MAKE(D(1, 2, 3, 4), SHAPE(4));
         RedCtx c0 = {RED_VAR, NULL, 0, false, 0}, c1 = {RED_VAR, NULL, 0, false, 1};
         if (CHECK_OK(red_call(&r, v, &c0))) {
-            EXPECT(r, S0, D(1.25), "var([1,2,3,4]) correction 0");
+            EXPECT_TENSOR(r, S0, D(1.25), "var([1,2,3,4]) correction 0");
             FREE(r);
         }
         if (CHECK_OK(red_call(&r, v, &c1))) {
-            EXPECT(r, S0, D(5.0 / 3.0), "var([1,2,3,4]) correction 1");
+            EXPECT_TENSOR(r, S0, D(5.0 / 3.0), "var([1,2,3,4]) correction 1");
             FREE(r);
         }
         FREE(a, v);
@@ -1473,7 +1036,7 @@ static void test_reductions(void) {
         RedCtx mx = {RED_MAX, I64(1), 1, false, 0}, mn = {RED_MIN, I64(1), 1, false, 0},
                mxall = {RED_MAX, NULL, 0, false, 0}, mnall = {RED_MIN, NULL, 0, false, 0};
         Run r;
-        if (run_at(&r, f_red, &mx, IN1(t, st), D(1, 1), HERE)) ARRAYS_CLOSE("max ties: values", r.out, D(3, 2), 2);
+        if (RUN(&r, f_red, &mx, IN1(t, st), D(1, 1))) ARRAYS_CLOSE("max ties: values", r.out, D(3, 2), 2);
         run_free(&r);
         EXPECT_GRAD("max ties split evenly (axis 1)", f_red, &mx, IN1(t, st), D(1, 1), 0,
                     D(0, 0.5, 0.5, 1.0 / 3, 1.0 / 3, 1.0 / 3));
@@ -1489,7 +1052,7 @@ static void test_reductions(void) {
         const double l[6] = {1000, 1000, 999, -1000, -1000, -1001};
         double e1 = exp(-1.0), z = 2 + e1;
         Run r;
-        if (run_at(&r, f_red, &c, IN1(l, sl), D(1, 1), HERE)) {
+        if (RUN(&r, f_red, &c, IN1(l, sl), D(1, 1))) {
             ARRAYS_CLOSE("logsumexp at +-1000", r.out, D(1000 + log(z), -1000 + log(z)), 2);
             if (CHECK(r.grad[0]))
                 ARRAYS_CLOSE("logsumexp' at +-1000 = softmax", r.grad[0], D(1 / z, 1 / z, e1 / z, 1 / z, 1 / z, e1 / z),
@@ -1534,7 +1097,7 @@ static void test_reshape(void) {
         char b[64];
         set_ctx("ag_reshape to %s", shape_str(cases[k].want, b, sizeof b));
         if (CHECK_OK(ag_reshape(&r, a, cases[k].shape, cases[k].ndim))) {
-            EXPECT(r, cases[k].want, x, "reshape keeps the row-major data");
+            EXPECT_TENSOR(r, cases[k].want, x, "reshape keeps the row-major data");
             FREE(r);
         }
     }
@@ -1543,11 +1106,11 @@ static void test_reshape(void) {
     ag_tensor one = MAKE(D(7.5), SHAPE(1)), sc = MAKE(D(7.5), S0);
     int64_t dummy = 1;
     if (CHECK_OK(ag_reshape(&r, one, &dummy, 0))) {
-        EXPECT(r, S0, D(7.5), "reshape (1) -> ()");
+        EXPECT_TENSOR(r, S0, D(7.5), "reshape (1) -> ()");
         FREE(r);
     }
     if (CHECK_OK(ag_reshape(&r, sc, I64(1, -1), 2))) {
-        EXPECT(r, SHAPE(1, 1), D(7.5), "reshape () -> (1,-1)");
+        EXPECT_TENSOR(r, SHAPE(1, 1), D(7.5), "reshape () -> (1,-1)");
         FREE(r);
     }
     /* an empty tensor */
@@ -1579,7 +1142,7 @@ static void test_reshape(void) {
 static Shape ref_permute(const double *x, Shape s, const int64_t *perm, double *out) {
     Shape so = {s.ndim, {0}};
     for (int64_t i = 0; i < s.ndim; i++) so.d[i] = s.d[perm[i]];
-    for (int64_t f = 0; f < numel_of(so); f++) {
+    for (int64_t f = 0; f < numel_of_shape(so); f++) {
         int64_t co[AG_MAX_NDIM], ci[AG_MAX_NDIM];
         unravel(f, so, co);
         for (int64_t i = 0; i < s.ndim; i++) ci[perm[i]] = co[i];
@@ -1617,14 +1180,14 @@ static void test_transpose_permute(void) {
         set_ctx("ag_transpose(%" PRId64 ", %" PRId64 ")", tcases[k].d0, tcases[k].d1);
         Shape so = ref_permute(x, s, tcases[k].perm, want);
         if (CHECK_OK(ag_transpose(&r, a, tcases[k].d0, tcases[k].d1))) {
-            EXPECT(r, so, want, "transpose");
+            EXPECT_TENSOR(r, so, want, "transpose");
             FREE(r);
         }
     }
     set_ctx("ag_transpose");
     ag_tensor m = MAKE(x, SHAPE(2, 3));
     if (CHECK_OK(ag_transpose(&r, m, 0, 1))) {
-        EXPECT(r, SHAPE(3, 2), D(x[0], x[3], x[1], x[4], x[2], x[5]), "2-D transpose");
+        EXPECT_TENSOR(r, SHAPE(3, 2), D(x[0], x[3], x[1], x[4], x[2], x[5]), "2-D transpose");
         FREE(r);
     }
     TransCtx tc = {0, 2};
@@ -1639,7 +1202,7 @@ static void test_transpose_permute(void) {
         set_ctx("ag_permute(%" PRId64 ", %" PRId64 ", %" PRId64 ")", perms[k][0], perms[k][1], perms[k][2]);
         Shape so = ref_permute(x, s, perms[k], want);
         if (CHECK_OK(ag_permute(&r, a, perms[k], 3))) {
-            EXPECT(r, so, want, "permute");
+            EXPECT_TENSOR(r, so, want, "permute");
             FREE(r);
         }
     }
@@ -1663,23 +1226,23 @@ static void test_expand(void) {
     ag_tensor a = MAKE(x, SHAPE(3, 1)), r = AG_NULL_TENSOR;
     double want[24];
     const Shape so = SHAPE(2, 3, 4);
-    for (int64_t i = 0; i < 24; i++) want[i] = x[bsrc(i, so, SHAPE(3, 1))];
+    for (int64_t i = 0; i < 24; i++) want[i] = x[broadcast_source(i, so, SHAPE(3, 1))];
     set_ctx("ag_expand (3,1)");
     if (CHECK_OK(ag_expand(&r, a, I64(2, 3, 4), 3))) {
-        EXPECT(r, so, want, "expand (3,1) -> (2,3,4)");
+        EXPECT_TENSOR(r, so, want, "expand (3,1) -> (2,3,4)");
         FREE(r);
     }
     if (CHECK_OK(ag_expand(&r, a, I64(2, -1, 4), 3))) {
-        EXPECT(r, so, want, "expand (3,1) -> (2,-1,4)");
+        EXPECT_TENSOR(r, so, want, "expand (3,1) -> (2,-1,4)");
         FREE(r);
     }
     if (CHECK_OK(ag_expand(&r, a, I64(-1, -1), 2))) {
-        EXPECT(r, SHAPE(3, 1), x, "expand (3,1) -> (-1,-1)");
+        EXPECT_TENSOR(r, SHAPE(3, 1), x, "expand (3,1) -> (-1,-1)");
         FREE(r);
     }
     ag_tensor sc = MAKE(D(4.0), S0);
     if (CHECK_OK(ag_expand(&r, sc, I64(2, 2), 2))) {
-        EXPECT(r, SHAPE(2, 2), D(4, 4, 4, 4), "expand () -> (2,2)");
+        EXPECT_TENSOR(r, SHAPE(2, 2), D(4, 4, 4, 4), "expand () -> (2,2)");
         FREE(r);
     }
     ShapeCtx c1 = {I64(2, 3, 4), 3}, c2 = {I64(2, -1, 3), 3};
@@ -1727,14 +1290,14 @@ static void test_squeeze_unsqueeze(void) {
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         set_ctx("ag_squeeze case %zu", k);
         if (CHECK_OK(ag_squeeze(&r, a, cases[k].null_axes ? NULL : cases[k].axes, cases[k].naxes))) {
-            EXPECT(r, cases[k].want, x, "squeeze");
+            EXPECT_TENSOR(r, cases[k].want, x, "squeeze");
             FREE(r);
         }
     }
     set_ctx("ag_squeeze");
     ag_tensor ones = MAKE(D(2.5), SHAPE(1, 1));
     if (CHECK_OK(ag_squeeze(&r, ones, NULL, 0))) {
-        EXPECT(r, S0, D(2.5), "squeeze (1,1) -> ()");
+        EXPECT_TENSOR(r, S0, D(2.5), "squeeze (1,1) -> ()");
         FREE(r);
     }
     AxesCtx c0 = {I64(0), 1}, call = {NULL, 0};
@@ -1759,14 +1322,14 @@ static void test_squeeze_unsqueeze(void) {
     for (size_t k = 0; k < sizeof ucases / sizeof ucases[0]; k++) {
         set_ctx("ag_unsqueeze(%" PRId64 ")", ucases[k].axis);
         if (CHECK_OK(ag_unsqueeze(&r, b, ucases[k].axis))) {
-            EXPECT(r, ucases[k].want, x, "unsqueeze");
+            EXPECT_TENSOR(r, ucases[k].want, x, "unsqueeze");
             FREE(r);
         }
     }
     set_ctx("ag_unsqueeze");
     ag_tensor z = MAKE(D(1.25), S0);
     if (CHECK_OK(ag_unsqueeze(&r, z, 0))) {
-        EXPECT(r, SHAPE(1), D(1.25), "unsqueeze () -> (1)");
+        EXPECT_TENSOR(r, SHAPE(1), D(1.25), "unsqueeze () -> (1)");
         FREE(r);
     }
     int64_t ax1 = 1, axm1 = -1;
@@ -1832,15 +1395,15 @@ static void test_concat_stack(void) {
         Shape so = ref_concat(xs, ss, 3, 0, want);
         set_ctx("ag_concat axis 0");
         if (CHECK_OK(ag_concat(&r, ts, 3, 0))) {
-            EXPECT(r, so, want, "concat axis 0");
+            EXPECT_TENSOR(r, so, want, "concat axis 0");
             FREE(r);
         }
         if (CHECK_OK(ag_concat(&r, ts, 3, -2))) {
-            EXPECT(r, so, want, "concat axis -2");
+            EXPECT_TENSOR(r, so, want, "concat axis -2");
             FREE(r);
         }
         if (CHECK_OK(ag_concat(&r, ts, 1, 1))) {
-            EXPECT(r, ss[0], x0, "concat of one tensor");
+            EXPECT_TENSOR(r, ss[0], x0, "concat of one tensor");
             FREE(r);
         }
         CatCtx c = {3, 0};
@@ -1867,7 +1430,7 @@ static void test_concat_stack(void) {
         Shape so = ref_concat(xs, ss, 2, 1, want);
         set_ctx("ag_concat axis 1");
         if (CHECK_OK(ag_concat(&r, ts, 2, -1))) {
-            EXPECT(r, so, want, "concat axis -1");
+            EXPECT_TENSOR(r, so, want, "concat axis -1");
             FREE(r);
         }
         CatCtx c = {2, 1};
@@ -1881,7 +1444,7 @@ static void test_concat_stack(void) {
             set_ctx("ag_stack axis %" PRId64, axis);
             Shape so = ref_stack(xs, s, 3, axis < 0 ? axis + 3 : axis, want);
             if (CHECK_OK(ag_stack(&r, ts, 3, axis))) {
-                EXPECT(r, so, want, "stack");
+                EXPECT_TENSOR(r, so, want, "stack");
                 FREE(r);
             }
         }
@@ -1942,7 +1505,7 @@ static void test_slice(void) {
         set_ctx("ag_slice(axis %" PRId64 ", %" PRId64 ":%" PRId64 ":%" PRId64 ")", c->axis, c->start, c->stop, c->step);
         Shape so = ref_slice(x, s, c->axis < 0 ? c->axis + 2 : c->axis, c->start, c->stop, c->step, want);
         if (CHECK_OK(ag_slice(&r, a, c->axis, c->start, c->stop, c->step))) {
-            EXPECT(r, so, want, "slice");
+            EXPECT_TENSOR(r, so, want, "slice");
             FREE(r);
         }
     }
@@ -1999,7 +1562,7 @@ static void test_index_select(void) {
         int64_t axis = cases[k].axis < 0 ? cases[k].axis + 2 : cases[k].axis;
         Shape so = ref_index_select(x, s, axis, cases[k].idx, cases[k].n, want);
         if (CHECK_OK(ag_index_select(&r, a, cases[k].axis, cases[k].idx, cases[k].n))) {
-            EXPECT(r, so, want, "index_select");
+            EXPECT_TENSOR(r, so, want, "index_select");
             FREE(r);
         }
     }
@@ -2034,7 +1597,7 @@ static ag_status f_gather(ag_tensor *o, const ag_tensor *in, const void *ctx) {
 }
 
 static void ref_gather(const double *x, Shape s, int64_t axis, const int64_t *index, Shape is, double *out) {
-    for (int64_t f = 0; f < numel_of(is); f++) {
+    for (int64_t f = 0; f < numel_of_shape(is); f++) {
         int64_t c[AG_MAX_NDIM];
         unravel(f, is, c);
         c[axis] = index[f];
@@ -2056,7 +1619,7 @@ static void test_gather(void) {
         set_ctx("ag_gather case %zu", k);
         ref_gather(x, s, c->axis < 0 ? c->axis + 2 : c->axis, c->index, c->ishape, want);
         if (CHECK_OK(ag_gather(&r, a, c->axis, c->index, c->ishape.d, c->ishape.ndim))) {
-            EXPECT(r, c->ishape, want, "gather");
+            EXPECT_TENSOR(r, c->ishape, want, "gather");
             FREE(r);
         }
     }
@@ -2109,8 +1672,8 @@ static bool ref_matmul(const double *a, Shape sa, const double *b, Shape sb, dou
     memcpy(ba.d, pa.d, (size_t)ba.ndim * sizeof(int64_t));
     memcpy(bb.d, pb.d, (size_t)bb.ndim * sizeof(int64_t));
     if (!broadcast_shape(ba, bb, &bo)) return false;
-    for (int64_t bi = 0; bi < numel_of(bo); bi++) {
-        const double *A = a + bsrc(bi, bo, ba) * m * k, *B = b + bsrc(bi, bo, bb) * k * n;
+    for (int64_t bi = 0; bi < numel_of_shape(bo); bi++) {
+        const double *A = a + broadcast_source(bi, bo, ba) * m * k, *B = b + broadcast_source(bi, bo, bb) * k * n;
         for (int64_t i = 0; i < m; i++)
             for (int64_t j = 0; j < n; j++) {
                 double acc = 0;
@@ -2130,12 +1693,12 @@ static void test_dot_outer(void) {
     ag_tensor ta = MAKE(a, s4), tb = MAKE(b, s4), r = AG_NULL_TENSOR;
     set_ctx("ag_dot");
     if (CHECK_OK(ag_dot(&r, ta, tb))) {
-        EXPECT(r, S0, D(1.5 * 2 - 2 * 1 + 0.5 * -4 + 3 * 0.25), "dot");
+        EXPECT_TENSOR(r, S0, D(1.5 * 2 - 2 * 1 + 0.5 * -4 + 3 * 0.25), "dot");
         FREE(r);
     }
     ag_tensor a32 = MAKE32(a, s4), b32 = MAKE32(b, s4);
     if (CHECK_OK(ag_dot(&r, a32, b32))) {
-        EXPECT32(r, S0, D(-0.25), "dot float32");
+        EXPECT_TENSOR32(r, S0, D(-0.25), "dot float32");
         EXPECT_DTYPE(r, AG_FLOAT32);
         FREE(r);
     }
@@ -2156,7 +1719,7 @@ static void test_dot_outer(void) {
     for (int i = 0; i < 3; i++)
         for (int j = 0; j < 4; j++) want[i * 4 + j] = a[i] * b[j];
     if (CHECK_OK(ag_outer(&r, t3, tb))) {
-        EXPECT(r, SHAPE(3, 4), want, "outer");
+        EXPECT_TENSOR(r, SHAPE(3, 4), want, "outer");
         FREE(r);
     }
     GRADCHECK("ag_outer", f_outer, NULL, IN2(a, SHAPE(3), b, s4));
@@ -2196,7 +1759,7 @@ static void test_matmul(void) {
         if (!CHECK(ref_matmul(a, sa, b, sb, want, &so))) continue;
         ag_tensor ta = MAKE(a, sa), tb = MAKE(b, sb), r = AG_NULL_TENSOR;
         if (CHECK_OK(ag_matmul(&r, ta, tb))) {
-            EXPECT(r, so, want, "matmul");
+            EXPECT_TENSOR(r, so, want, "matmul");
             FREE(r);
         }
         if (cases[k].grad) GRADCHECK("ag_matmul", f_matmul, NULL, IN2(a, sa, b, sb));
@@ -2262,7 +1825,7 @@ static void test_softmax(void) {
             ref_softmax(x, s, axis < 0 ? axis + s.ndim : axis, lg, want);
             ag_tensor a = MAKE(x, s), r = AG_NULL_TENSOR;
             if (CHECK_OK(f(&r, &a, &axis))) {
-                EXPECT(r, s, want, name);
+                EXPECT_TENSOR(r, s, want, name);
                 FREE(r);
             }
             GRADCHECK(name, f, &axis, IN1(x, s));
@@ -2275,7 +1838,7 @@ static void test_softmax(void) {
         const Shape s = SHAPE(2, 3);
         ref_softmax(small, s, 1, lg, want);
         Run r;
-        if (run_at(&r, f, &axis, IN1(big, s), D(1, -1, 0.5, 2, 0, -1), HERE)) {
+        if (RUN(&r, f, &axis, IN1(big, s), D(1, -1, 0.5, 2, 0, -1))) {
             ARRAYS_CLOSE(name, r.out, want, 6);
             if (CHECK(r.grad[0])) {
                 int bad = 0;
@@ -2302,9 +1865,8 @@ static void test_softmax(void) {
         int64_t axis = 1;
         const Shape s = SHAPE(2, 3);
         Run r1, r2;
-        bool ok1 = run_at(&r1, f_softmax, &axis, IN1(D(1000, 1001, 1002, -1000, -1001, -999), s),
-                          D(1, -1, 0.5, 2, 0, -1), HERE);
-        bool ok2 = run_at(&r2, f_softmax, &axis, IN1(D(0, 1, 2, -1, -2, 0), s), D(1, -1, 0.5, 2, 0, -1), HERE);
+        bool ok1 = RUN(&r1, f_softmax, &axis, IN1(D(1000, 1001, 1002, -1000, -1001, -999), s), D(1, -1, 0.5, 2, 0, -1));
+        bool ok2 = RUN(&r2, f_softmax, &axis, IN1(D(0, 1, 2, -1, -2, 0), s), D(1, -1, 0.5, 2, 0, -1));
         if (ok1 && ok2 && CHECK(r1.grad[0] && r2.grad[0]))
             arrays_close_at("softmax gradient at ~1000 vs ~0", r1.grad[0], r2.grad[0], 6, 1e-12, 1e-9, HERE);
         run_free(&r1);
@@ -2339,7 +1901,7 @@ static void test_cross_entropy(void) {
     set_ctx("ag_cross_entropy");
     CeCtx c = {labels, 3};
     Run r;
-    if (run_at(&r, f_ce, &c, IN1(x, s), NULL, HERE)) {
+    if (RUN(&r, f_ce, &c, IN1(x, s), NULL)) {
         CHECK(r.out_shape.ndim == 0);
         ARRAYS_CLOSE("cross_entropy value", r.out, &loss, 1);
         if (CHECK(r.grad[0])) ARRAYS_CLOSE("cross_entropy gradient = (softmax - onehot) / N", r.grad[0], grad, 12);
@@ -2348,7 +1910,7 @@ static void test_cross_entropy(void) {
     GRADCHECK("ag_cross_entropy", f_ce, &c, IN1(x, s));
     ag_tensor a32 = MAKE32(x, s), out = AG_NULL_TENSOR;
     if (CHECK_OK(ag_cross_entropy(&out, a32, labels, 3))) {
-        EXPECT_TOL(out, S0, &loss, 1e-5, 1e-5, "cross_entropy float32");
+        EXPECT_TENSOR_TOL(out, S0, &loss, 1e-5, 1e-5, "cross_entropy float32");
         EXPECT_DTYPE(out, AG_FLOAT32);
         FREE(out);
     }
@@ -2361,7 +1923,7 @@ static void test_cross_entropy(void) {
         double want = (2000 + 1 + log1p(exp(-1.0))) / 2;
         double p1 = 1 / (1 + exp(-1.0)), p2 = exp(-1.0) / (1 + exp(-1.0));
         Run rb;
-        if (run_at(&rb, f_ce, &cb, IN1(big, SHAPE(2, 3)), NULL, HERE)) {
+        if (RUN(&rb, f_ce, &cb, IN1(big, SHAPE(2, 3)), NULL)) {
             ARRAYS_CLOSE("cross_entropy at ~1000", rb.out, &want, 1);
             if (CHECK(rb.grad[0]))
                 ARRAYS_CLOSE("cross_entropy gradient at ~1000", rb.grad[0],
@@ -2398,7 +1960,7 @@ static void test_mse(void) {
     set_ctx("ag_mse_loss");
     ag_tensor tp = MAKE(p, s), tt = MAKE(t, s), r = AG_NULL_TENSOR;
     if (CHECK_OK(ag_mse_loss(&r, tp, tt))) {
-        EXPECT(r, S0, &want, "mse_loss");
+        EXPECT_TENSOR(r, S0, &want, "mse_loss");
         FREE(r);
     }
     GRADCHECK("ag_mse_loss", f_mse, NULL, IN2(p, s, t, s));
@@ -2449,12 +2011,12 @@ static void test_linear(void) {
         ag_tensor tx = MAKE(x, cases[k].x);
         ref_linear(x, cases[k].M, 3, w, 4, b, want);
         if (CHECK_OK(ag_linear(&r, tx, tw, tb))) {
-            EXPECT(r, cases[k].out, want, "linear with bias");
+            EXPECT_TENSOR(r, cases[k].out, want, "linear with bias");
             FREE(r);
         }
         ref_linear(x, cases[k].M, 3, w, 4, NULL, want);
         if (CHECK_OK(ag_linear(&r, tx, tw, AG_NULL_TENSOR))) {
-            EXPECT(r, cases[k].out, want, "linear without bias");
+            EXPECT_TENSOR(r, cases[k].out, want, "linear without bias");
             FREE(r);
         }
         FREE(tx);
@@ -2483,55 +2045,39 @@ static void test_linear(void) {
 
 /* ========================================================================================== */
 
-static void run_group(const char *name, void (*fn)(void)) {
-    printf("== %s\n", name);
-    g_ctx[0] = '\0';
-    int64_t before = live_handles();
-    fn();
-    g_ctx[0] = '\0';
-    int64_t after = live_handles();
-    CHECKF(after == before, "%s: %" PRId64 " handles live before, %" PRId64 " after", name, before, after);
-}
-
 int main(void) {
-    setvbuf(stdout, NULL, _IOLBF, 0);
-    g_verbose = getenv("AG_TEST_VERBOSE") != NULL && getenv("AG_TEST_VERBOSE")[0] != '0';
+    test_begin();
 
     double one = 1.0;
     CHECK_OK(ag_tensor_from_data(&g_stale, &one, NULL, 0, AG_FLOAT64));
     CHECK_OK(ag_tensor_free(g_stale));
 
-    run_group("ag_tensor_full", test_full);
-    run_group("ag_tensor_arange", test_arange);
-    run_group("ag_tensor_eye", test_eye);
-    run_group("ag_tensor_rand_uniform", test_rand_uniform);
-    run_group("ag_tensor_rand_normal", test_rand_normal);
-    run_group("unary operations and scalar forms", test_unary);
-    run_group("unary kinks and extreme inputs", test_unary_special);
-    run_group("ag_pow, ag_maximum, ag_minimum", test_binary);
-    run_group("comparisons", test_comparisons);
-    run_group("ag_where", test_where);
-    run_group("ag_max, ag_min, ag_var, ag_logsumexp", test_reductions);
-    run_group("ag_reshape", test_reshape);
-    run_group("ag_transpose, ag_permute", test_transpose_permute);
-    run_group("ag_expand", test_expand);
-    run_group("ag_squeeze, ag_unsqueeze", test_squeeze_unsqueeze);
-    run_group("ag_concat, ag_stack", test_concat_stack);
-    run_group("ag_slice", test_slice);
-    run_group("ag_index_select", test_index_select);
-    run_group("ag_gather", test_gather);
-    run_group("ag_dot, ag_outer", test_dot_outer);
-    run_group("ag_matmul", test_matmul);
-    run_group("ag_softmax, ag_log_softmax", test_softmax);
-    run_group("ag_cross_entropy", test_cross_entropy);
-    run_group("ag_mse_loss", test_mse);
-    run_group("ag_linear", test_linear);
+    run_group_checking_handles("ag_tensor_full", test_full);
+    run_group_checking_handles("ag_tensor_arange", test_arange);
+    run_group_checking_handles("ag_tensor_eye", test_eye);
+    run_group_checking_handles("ag_tensor_rand_uniform", test_rand_uniform);
+    run_group_checking_handles("ag_tensor_rand_normal", test_rand_normal);
+    run_group_checking_handles("unary operations and scalar forms", test_unary);
+    run_group_checking_handles("unary kinks and extreme inputs", test_unary_special);
+    run_group_checking_handles("ag_pow, ag_maximum, ag_minimum", test_binary);
+    run_group_checking_handles("comparisons", test_comparisons);
+    run_group_checking_handles("ag_where", test_where);
+    run_group_checking_handles("ag_max, ag_min, ag_var, ag_logsumexp", test_reductions);
+    run_group_checking_handles("ag_reshape", test_reshape);
+    run_group_checking_handles("ag_transpose, ag_permute", test_transpose_permute);
+    run_group_checking_handles("ag_expand", test_expand);
+    run_group_checking_handles("ag_squeeze, ag_unsqueeze", test_squeeze_unsqueeze);
+    run_group_checking_handles("ag_concat, ag_stack", test_concat_stack);
+    run_group_checking_handles("ag_slice", test_slice);
+    run_group_checking_handles("ag_index_select", test_index_select);
+    run_group_checking_handles("ag_gather", test_gather);
+    run_group_checking_handles("ag_dot, ag_outer", test_dot_outer);
+    run_group_checking_handles("ag_matmul", test_matmul);
+    run_group_checking_handles("ag_softmax, ag_log_softmax", test_softmax);
+    run_group_checking_handles("ag_cross_entropy", test_cross_entropy);
+    run_group_checking_handles("ag_mse_loss", test_mse);
+    run_group_checking_handles("ag_linear", test_linear);
 
-    printf("== leaks\n");
-    int64_t live = -1;
-    CHECK_OK(ag_live_handle_count(&live));
-    CHECKF(live == 0, "%" PRId64 " handles still live at the end", live);
-
-    printf("%d passed, %d failed\n", g_passed, g_failed);
-    return g_failed == 0 ? 0 : 1;
+    check_no_leaks();
+    return test_summary();
 }

@@ -22,57 +22,18 @@
  */
 #define _POSIX_C_SOURCE 200809L
 
-#include "autograd.h"
+#include "test_support.h"
 
 #include <errno.h>
-#include <inttypes.h>
-#include <math.h>
 #include <pthread.h>
-#include <stdarg.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 /* ========================================================================================== */
-/* Checks                                                                                     */
+/* Time and memory                                                                            */
 /* ========================================================================================== */
-
-static int g_passed, g_failed;
-
-__attribute__((format(printf, 4, 5))) static bool check_at(bool ok, const char *file, int line,
-                                                          const char *fmt, ...) {
-    if (ok) {
-        g_passed++;
-        return true;
-    }
-    g_failed++;
-    printf("  %s:%d: FAILED: ", file, line);
-    va_list ap;
-    va_start(ap, fmt);
-    vprintf(fmt, ap);
-    va_end(ap);
-    printf("\n");
-    return false;
-}
-
-#define CHECK(cond) check_at((cond), __FILE__, __LINE__, "%s", #cond)
-#define CHECKF(cond, ...) check_at((cond), __FILE__, __LINE__, __VA_ARGS__)
-static bool ok_at(ag_status st, const char *expr, const char *file, int line) {
-    return check_at(st == AG_OK, file, line, "%s returned %s: %s", expr, ag_status_name(st), ag_last_error());
-}
-#define CHECK_OK(expr) ok_at((expr), #expr, __FILE__, __LINE__)
-
-/* For calls repeated thousands of times: counts (and prints) a failure only, so that the
- * totals stay readable; the loop's success is then one check. */
-static bool quiet_at(ag_status st, const char *expr, const char *file, int line) {
-    return st == AG_OK || ok_at(st, expr, file, line);
-}
-#define TRY(expr) quiet_at((expr), #expr, __FILE__, __LINE__)
-#define TRY_TRUE(cond) ((cond) || check_at(false, __FILE__, __LINE__, "%s", #cond))
 
 static double now_seconds(void) {
     struct timespec ts;
@@ -335,22 +296,12 @@ static void test_training_memory(void) {
 
 /* ========================================================================================== */
 
-static void run_group(const char *name, void (*fn)(void)) {
-    printf("== %s\n", name);
-    fn();
-}
-
 int main(void) {
-    setvbuf(stdout, NULL, _IOLBF, 0);
+    test_begin();
     run_group("backward through a chain of 1,000,000 ops on a default pthread, then free it", test_chain_backward);
     run_group("free a chain of 1,000,000 ops without backward on a default pthread", test_chain_drop);
     run_group("memory of a 10,000-step training loop", test_training_memory);
 
-    printf("== leaks\n");
-    int64_t live = -1;
-    CHECK_OK(ag_live_handle_count(&live));
-    CHECKF(live == 0, "%" PRId64 " handles still live at the end", live);
-
-    printf("%d passed, %d failed\n", g_passed, g_failed);
-    return g_failed == 0 ? 0 : 1;
+    check_no_leaks();
+    return test_summary();
 }

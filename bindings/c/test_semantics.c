@@ -25,184 +25,13 @@
  */
 #define _POSIX_C_SOURCE 200809L
 
-#include "autograd.h"
+#include "test_support.h"
 
-#include <inttypes.h>
-#include <math.h>
 #include <pthread.h>
-#include <stdarg.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 
 /* ========================================================================================== */
-/* Checks                                                                                     */
+/* Gradients and graphs                                                                       */
 /* ========================================================================================== */
-
-static int g_passed, g_failed;
-static bool g_verbose;
-static char g_ctx[160]; /* what the current loop iteration is testing, printed with failures */
-
-#define HERE __FILE__, __LINE__
-
-__attribute__((format(printf, 4, 5))) static bool check_at(bool ok, const char *file, int line,
-                                                          const char *fmt, ...) {
-    if (ok) {
-        g_passed++;
-        return true;
-    }
-    g_failed++;
-    printf("  %s:%d: FAILED: ", file, line);
-    va_list ap;
-    va_start(ap, fmt);
-    vprintf(fmt, ap);
-    va_end(ap);
-    if (g_ctx[0]) printf("  [%s]", g_ctx);
-    printf("\n");
-    return false;
-}
-
-__attribute__((format(printf, 1, 2))) static void set_ctx(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(g_ctx, sizeof g_ctx, fmt, ap);
-    va_end(ap);
-}
-
-#define CHECK(cond) check_at((cond), HERE, "%s", #cond)
-#define CHECKF(cond, ...) check_at((cond), HERE, __VA_ARGS__)
-
-/* The status names as the header spells them, kept here independently of the library. */
-static const char *expected_name(ag_status s) {
-    static const char *const names[] = {"AG_OK",           "AG_ERR_INVALID_HANDLE", "AG_ERR_ARGUMENT",
-                                        "AG_ERR_SHAPE",    "AG_ERR_DTYPE",          "AG_ERR_STATE",
-                                        "AG_ERR_OUT_OF_MEMORY", "AG_ERR_CALLBACK",  "AG_ERR_INTERNAL"};
-    return s >= 0 && s <= AG_ERR_INTERNAL ? names[s] : "AG_UNKNOWN_STATUS";
-}
-
-/* Checks a returned status. For an error status it also checks that ag_last_error() is a
- * non-empty string and that ag_status_name() gives the status's name. */
-static bool status_at(ag_status got, ag_status want, const char *expr, const char *file, int line) {
-    const char *want_name = expected_name(want);
-    if (want == AG_OK) {
-        return check_at(got == AG_OK, file, line, "%s returned %s (%d): %s", expr,
-                        ag_status_name(got), (int)got, ag_last_error());
-    }
-    if (!check_at(got == want, file, line, "%s returned %s (%d), expected %s%s%s", expr,
-                  ag_status_name(got), (int)got, want_name, got != AG_OK ? "; message: " : "",
-                  got != AG_OK ? ag_last_error() : "")) {
-        return false;
-    }
-    const char *msg = ag_last_error();
-    bool ok = check_at(msg != NULL && msg[0] != '\0', file, line,
-                       "%s: ag_last_error() is empty after %s", expr, want_name);
-    const char *name = ag_status_name(got);
-    ok &= check_at(name != NULL && strcmp(name, want_name) == 0, file, line,
-                   "ag_status_name(%d) is \"%s\", expected \"%s\"", (int)got, name ? name : "(null)",
-                   want_name);
-    if (g_verbose && msg) printf("    %s -> %s: %s\n", expr, want_name, msg);
-    return ok;
-}
-
-#define CHECK_OK(expr) status_at((expr), AG_OK, #expr, HERE)
-#define CHECK_ERR(expr, code) status_at((expr), (code), #expr, HERE)
-
-/* A value no call should write into an ag_tensor output on failure. */
-#define SENTINEL ((ag_tensor)0x5e5e5e5e5e5e5e5eULL)
-
-/* ========================================================================================== */
-/* Tensors and reading them back                                                              */
-/* ========================================================================================== */
-
-typedef struct {
-    int64_t ndim;
-    int64_t d[AG_MAX_NDIM];
-} Shape;
-
-
-static Shape make_shape(const int64_t *d, size_t n) {
-    Shape s = {(int64_t)n, {0}};
-    memcpy(s.d, d, n * sizeof *d);
-    return s;
-}
-#define SHAPE(...)                                                                             \
-    make_shape((const int64_t[]){__VA_ARGS__}, sizeof((const int64_t[]){__VA_ARGS__}) / sizeof(int64_t))
-
-static int64_t numel_of_shape(Shape s) {
-    int64_t n = 1;
-    for (int64_t i = 0; i < s.ndim; i++) n *= s.d[i];
-    return n;
-}
-
-#define D(...) ((const double[]){__VA_ARGS__})
-
-/* A new float64 leaf (or float32 with dtype AG_FLOAT32); 0 and a failed check on failure. */
-static ag_tensor make_at(const double *data, Shape s, ag_dtype dtype, bool requires_grad,
-                         const char *file, int line) {
-    int64_t n = numel_of_shape(s);
-    ag_tensor t = AG_NULL_TENSOR;
-    ag_status st;
-    if (dtype == AG_FLOAT32) {
-        float f[64];
-        for (int64_t i = 0; i < n && i < 64; i++) f[i] = (float)data[i];
-        st = ag_tensor_from_data(&t, f, s.d, s.ndim, AG_FLOAT32);
-    } else {
-        st = ag_tensor_from_data(&t, data, s.d, s.ndim, dtype);
-    }
-    if (!status_at(st, AG_OK, "ag_tensor_from_data", file, line)) return AG_NULL_TENSOR;
-    if (requires_grad)
-        status_at(ag_tensor_set_requires_grad(t, true), AG_OK, "ag_tensor_set_requires_grad",
-                  file, line);
-    return t;
-}
-#define MAKE(data, shape) make_at((data), (shape), AG_FLOAT64, false, HERE)
-#define MAKE_RG(data, shape) make_at((data), (shape), AG_FLOAT64, true, HERE)
-#define MAKE32_RG(data, shape) make_at((data), (shape), AG_FLOAT32, true, HERE)
-
-/* Reads up to `cap` elements of t (as float64) into buf; checks that t has exactly `n`. */
-static bool read_at(double *buf, int64_t n, ag_tensor t, const char *file, int line) {
-    int64_t numel = -1;
-    if (!status_at(ag_tensor_numel(&numel, t), AG_OK, "ag_tensor_numel", file, line)) return false;
-    if (!check_at(numel == n, file, line, "tensor has %" PRId64 " elements, expected %" PRId64, numel, n))
-        return false;
-    return status_at(ag_tensor_copy_data(buf, n, AG_FLOAT64, t), AG_OK, "ag_tensor_copy_data", file, line);
-}
-#define READ(buf, n, t) read_at((buf), (n), (t), HERE)
-
-static bool close_enough(double got, double want, double atol, double rtol) {
-    if (isnan(want)) return isnan(got);
-    return fabs(got - want) <= atol + rtol * fabs(want);
-}
-
-/* One check: got[0..n) is close to want[0..n); prints the differences. */
-static bool arrays_close_at(const char *what, const double *got, const double *want, int64_t n,
-                            double atol, double rtol, const char *file, int line) {
-    int64_t bad = 0;
-    for (int64_t i = 0; i < n; i++) bad += !close_enough(got[i], want[i], atol, rtol);
-    if (!check_at(bad == 0, file, line, "%s: %" PRId64 " of %" PRId64 " values differ", what, bad, n)) {
-        int shown = 0;
-        for (int64_t i = 0; i < n && shown < 6; i++) {
-            if (!close_enough(got[i], want[i], atol, rtol)) {
-                printf("      [%" PRId64 "] got %.17g, expected %.17g (diff %.3g)\n", i, got[i],
-                       want[i], got[i] - want[i]);
-                shown++;
-            }
-        }
-        return false;
-    }
-    return true;
-}
-#define CLOSE(what, got, want, n, atol, rtol) arrays_close_at((what), (got), (want), (n), (atol), (rtol), HERE)
-
-/* t holds n elements close to want (1e-12 relative). */
-static bool expect_at(ag_tensor t, const double *want, int64_t n, double tol, const char *what,
-                      const char *file, int line) {
-    double buf[64];
-    if (!check_at(n <= 64, file, line, "expect: too many elements")) return false;
-    if (!read_at(buf, n, t, file, line)) return false;
-    return arrays_close_at(what, buf, want, n, tol, tol, file, line);
-}
-#define EXPECT(t, want, n, what) expect_at((t), (want), (n), 1e-12, (what), HERE)
 
 /* Whether t requires grad (false, and a failed check, on error). */
 static bool requires_grad_at(ag_tensor t, const char *file, int line) {
@@ -218,7 +47,7 @@ static void expect_grad_at(ag_tensor t, const double *want, int64_t n, const cha
     ag_tensor g = SENTINEL;
     if (!status_at(ag_tensor_grad(&g, t), AG_OK, "ag_tensor_grad", file, line)) return;
     if (check_at(g != AG_NULL_TENSOR && g != SENTINEL, file, line, "%s: no gradient", what))
-        expect_at(g, want, n, 1e-12, what, file, line);
+        expect_values_at(g, want, n, 1e-12, what, file, line);
     if (g != SENTINEL) ag_tensor_free(g);
 }
 #define EXPECT_GRAD(t, want, n, what) expect_grad_at((t), (want), (n), (what), HERE)
@@ -232,20 +61,6 @@ static bool no_grad_at(ag_tensor t, const char *file, int line) {
     return ok;
 }
 #define NO_GRAD(t) no_grad_at((t), HERE)
-
-static void free_list_at(const ag_tensor *ts, size_t n, const char *file, int line) {
-    for (size_t i = 0; i < n; i++)
-        status_at(ag_tensor_free(ts[i]), AG_OK, "ag_tensor_free", file, line);
-}
-#define FREE(...)                                                                              \
-    free_list_at((const ag_tensor[]){__VA_ARGS__},                                             \
-                 sizeof((const ag_tensor[]){__VA_ARGS__}) / sizeof(ag_tensor), HERE)
-
-static int64_t live_handles(void) {
-    int64_t n = -1;
-    CHECK_OK(ag_live_handle_count(&n));
-    return n;
-}
 
 /* The DOT text of t's graph (malloc'ed; free it), or NULL and a failed check. */
 static char *dot_of_at(ag_tensor t, const char *file, int line) {
@@ -426,7 +241,7 @@ static void test_grad_mode(void) {
     CHECK_OK(ag_tensor_data_ptr(&ph, h));
     CHECK_OK(ag_tensor_data_ptr(&pd, d));
     CHECKF(ph == pd, "detach copied the values (%p vs %p)", ph, pd);
-    EXPECT(d, D(3, -6, 9), 3, "detach values");
+    EXPECT_VALUES(d, D(3, -6, 9), 3, "detach values");
     ag_tensor ones3 = 0;
     CHECK_OK(ag_tensor_ones(&ones3, (const int64_t[]){3}, 1, AG_FLOAT64));
     CHECK_ERR(ag_backward(d, ones3, false, false), AG_ERR_STATE);
@@ -438,7 +253,7 @@ static void test_grad_mode(void) {
     CHECK_OK(ag_backward(sd, AG_NULL_TENSOR, false, false));
     EXPECT_GRAD(x, D(3, -6, 9), 3, "d sum(detach(3x) * x) / dx = 3x");
     CHECK_OK(ag_tensor_free(h)); /* d stays valid without h */
-    EXPECT(d, D(3, -6, 9), 3, "detach values after freeing the source");
+    EXPECT_VALUES(d, D(3, -6, 9), 3, "detach values after freeing the source");
     CHECK_ERR(ag_detach(NULL, x), AG_ERR_ARGUMENT);
     CHECK_ERR(ag_detach(&bad, h), AG_ERR_INVALID_HANDLE);
     CHECK(bad == SENTINEL);
@@ -534,7 +349,7 @@ static void test_functional_grad(void) {
     ag_tensor g[2] = {SENTINEL, SENTINEL};
     CHECK_OK(ag_grad(g, &loss, 1, NULL, &h, 1, true, false, false));
     if (g[0] != SENTINEL) {
-        EXPECT(g[0], want_h, 4, "d loss / d h");
+        EXPECT_VALUES(g[0], want_h, 4, "d loss / d h");
         CHECK(!RG(g[0])); /* without create_graph: a plain tensor */
         CHECK_OK(ag_tensor_free(g[0]));
     }
@@ -542,8 +357,8 @@ static void test_functional_grad(void) {
     g[0] = g[1] = SENTINEL;
     CHECK_OK(ag_grad(g, &loss, 1, NULL, both, 2, true, false, false));
     if (g[0] != SENTINEL) {
-        EXPECT(g[0], want_w, 6, "d loss / d W");
-        EXPECT(g[1], want_h, 4, "d loss / d h (second input)");
+        EXPECT_VALUES(g[0], want_w, 6, "d loss / d W");
+        EXPECT_VALUES(g[1], want_h, 4, "d loss / d h (second input)");
         FREE(g[0], g[1]);
     }
     NO_GRAD(W); /* ag_grad leaves .grad alone */
@@ -553,7 +368,7 @@ static void test_functional_grad(void) {
     g[0] = SENTINEL;
     CHECK_OK(ag_grad(g, &hh, 1, &ones, &h, 1, false, false, false));
     if (g[0] != SENTINEL) {
-        EXPECT(g[0], want_h, 4, "d sum(h*h) / d h via a seed");
+        EXPECT_VALUES(g[0], want_h, 4, "d sum(h*h) / d h via a seed");
         CHECK_OK(ag_tensor_free(g[0]));
     }
     /* the last ag_grad released the graph (no retain_graph) */
@@ -579,7 +394,7 @@ static void test_functional_grad(void) {
     g[0] = SENTINEL;
     CHECK_OK(ag_grad(g, outs, 2, seeds, &a, 1, true, false, false));
     if (g[0] != SENTINEL) {
-        EXPECT(g[0], want_a, 3, "two outputs, seeds {s1, 1}");
+        EXPECT_VALUES(g[0], want_a, 3, "two outputs, seeds {s1, 1}");
         CHECK_OK(ag_tensor_free(g[0]));
     }
     g[0] = SENTINEL;
@@ -598,7 +413,7 @@ static void test_functional_grad(void) {
     CHECK_OK(ag_grad(g, &ssa, 1, NULL, az, 2, true, false, true));
     CHECK(g[1] == AG_NULL_TENSOR);
     if (g[0] != SENTINEL) {
-        EXPECT(g[0], want_cos, 3, "used input beside an unused one");
+        EXPECT_VALUES(g[0], want_cos, 3, "used input beside an unused one");
         CHECK_OK(ag_tensor_free(g[0]));
     }
     NO_GRAD(a);
@@ -727,7 +542,8 @@ static void test_second_derivatives(void) {
     CHECK_OK(ag_sum(&s1, g1, NULL, 0, false));
     CHECK_OK(ag_grad(&g2, &s1, 1, NULL, &x, 1, false, true, false));
     CHECK_OK(ag_sum(&s2, g2, NULL, 0, false));
-    if (CHECK_OK(ag_grad(&g3, &s2, 1, NULL, &x, 1, false, false, false))) EXPECT(g3, D(6, 6, 6, 6), NPT, "d3 x^3");
+    if (CHECK_OK(ag_grad(&g3, &s2, 1, NULL, &x, 1, false, false, false)))
+        EXPECT_VALUES(g3, D(6, 6, 6, 6), NPT, "d3 x^3");
     FREE(x, y, s, s1, s2);
     for (ag_tensor *p = (ag_tensor[]){g1, g2, g3}, *e = p + 3; p < e; p++)
         if (*p != SENTINEL) CHECK_OK(ag_tensor_free(*p));
@@ -922,13 +738,13 @@ static void test_hooks(void) {
     EXPECT_GRAD(x, D(36, -72, 18), 3, "gradient below a doubling hook");
     ag_tensor gx = SENTINEL;
     if (CHECK_OK(ag_grad(&gx, &L, 1, NULL, &x, 1, true, false, false))) {
-        EXPECT(gx, D(36, -72, 18), 3, "ag_grad below a doubling hook");
+        EXPECT_VALUES(gx, D(36, -72, 18), 3, "ag_grad below a doubling hook");
         CHECK_OK(ag_tensor_free(gx));
     }
     CHECK(st2.calls == 2);
     CHECK_OK(ag_grad(&gx, &L, 1, NULL, &h, 1, true, false, false)); /* the captured gradient is the hook's */
     if (gx != SENTINEL) {
-        EXPECT(gx, D(12, -24, 6), 3, "ag_grad with respect to the hooked tensor");
+        EXPECT_VALUES(gx, D(12, -24, 6), 3, "ag_grad with respect to the hooked tensor");
         CHECK_OK(ag_tensor_free(gx));
     }
     /* The node's hook outlives the handle: freeing h does not destroy it while L's graph is alive. */
@@ -997,7 +813,7 @@ static void test_hooks(void) {
     CHECKF(wrong != AG_OK, "a replacement gradient of the wrong shape was accepted");
     ag_tensor after = 0;
     CHECK_OK(ag_add_scalar(&after, x, 1.0)); /* the process carries on */
-    EXPECT(after, D(2, -1, 1.5), 3, "an operation after failed backward passes");
+    EXPECT_VALUES(after, D(2, -1, 1.5), 3, "an operation after failed backward passes");
     FREE(x, xx, s, h5, s5, h6, s6, after);
     CHECK(st4.destroyed == 1 && st5.destroyed == 1 && st6.destroyed == 1);
 
@@ -1126,7 +942,7 @@ static void test_gradcheck(void) {
     CHECK(bs.calls >= 1 + 2 * 12); /* one analytic pass and two per element */
     CHECK(wi >= 0 && wi < 2 && wj >= 0 && wj < 6);
     CHECKF(fabs(wa - wn) <= 1e-7 + 1e-5 * fabs(wn), "worst element %.17g vs %.17g", wa, wn);
-    EXPECT(in[0], xv, 6, "gradcheck left its inputs alone");
+    EXPECT_VALUES(in[0], xv, 6, "gradcheck left its inputs alone");
     NO_GRAD(in[0]);
     CHECK_OK(ag_gradcheck(&passed, NULL, NULL, NULL, NULL, build_fn, &bs, in, 2, 1e-6, 1e-7, 1e-5));
     CHECK(passed); /* the worst-element outputs may be NULL */
@@ -1277,15 +1093,8 @@ static void test_dot(void) {
 
 /* ========================================================================================== */
 
-static void run_group(const char *name, void (*fn)(void)) {
-    printf("== %s\n", name);
-    g_ctx[0] = '\0';
-    fn();
-}
-
 int main(void) {
-    setvbuf(stdout, NULL, _IOLBF, 0);
-    g_verbose = getenv("AG_TEST_VERBOSE") != NULL && getenv("AG_TEST_VERBOSE")[0] != '0';
+    test_begin();
 
     run_group("requires_grad and constants", test_requires_grad_and_constants);
     run_group("grad mode and detach", test_grad_mode);
@@ -1298,11 +1107,6 @@ int main(void) {
     run_group("gradcheck", test_gradcheck);
     run_group("graph pictures (DOT)", test_dot);
 
-    printf("== leaks\n");
-    int64_t live = -1;
-    CHECK_OK(ag_live_handle_count(&live));
-    CHECKF(live == 0, "%" PRId64 " handles still live at the end", live);
-
-    printf("%d passed, %d failed\n", g_passed, g_failed);
-    return g_failed == 0 ? 0 : 1;
+    check_no_leaks();
+    return test_summary();
 }

@@ -29,109 +29,14 @@
  */
 #define _POSIX_C_SOURCE 200809L
 
-#include "autograd.h"
+#include "test_support.h"
 
-#include <math.h>
-#include <stdarg.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
-/* ========================================================================================== */
-/* Checks                                                                                     */
-/* ========================================================================================== */
-
-static int g_passed, g_failed;
-static bool g_verbose;
-static char g_ctx[160]; /* what the current loop iteration is testing, printed with failures */
-
-#define HERE __FILE__, __LINE__
-
-__attribute__((format(printf, 4, 5))) static bool check_at(bool ok, const char *file, int line, const char *fmt,
-                                                          ...) {
-    if (ok) {
-        g_passed++;
-        return true;
-    }
-    g_failed++;
-    printf("  %s:%d: FAILED: ", file, line);
-    va_list ap;
-    va_start(ap, fmt);
-    vprintf(fmt, ap);
-    va_end(ap);
-    if (g_ctx[0]) printf("  [%s]", g_ctx);
-    printf("\n");
-    return false;
-}
-
-__attribute__((format(printf, 1, 2))) static void set_ctx(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(g_ctx, sizeof g_ctx, fmt, ap);
-    va_end(ap);
-}
-
-#define CHECK(cond) check_at((cond), HERE, "%s", #cond)
-#define CHECKF(cond, ...) check_at((cond), HERE, __VA_ARGS__)
-
-/* The status names as the header spells them, kept here independently of the library. */
-static const char *expected_name(ag_status s) {
-    static const char *const names[] = {"AG_OK",        "AG_ERR_INVALID_HANDLE", "AG_ERR_ARGUMENT",
-                                        "AG_ERR_SHAPE", "AG_ERR_DTYPE",          "AG_ERR_STATE",
-                                        "AG_ERR_OUT_OF_MEMORY", "AG_ERR_CALLBACK", "AG_ERR_INTERNAL"};
-    return s >= 0 && s <= AG_ERR_INTERNAL ? names[s] : "AG_UNKNOWN_STATUS";
-}
-
-/* Checks a returned status. For an error status it also checks that ag_last_error() is a
- * non-empty string and that ag_status_name() gives the status's name. */
-static bool status_at(ag_status got, ag_status want, const char *expr, const char *file, int line) {
-    const char *want_name = expected_name(want);
-    if (want == AG_OK) {
-        return check_at(got == AG_OK, file, line, "%s returned %s (%d): %s", expr, ag_status_name(got), (int)got,
-                        ag_last_error());
-    }
-    if (!check_at(got == want, file, line, "%s returned %s (%d), expected %s%s%s", expr, ag_status_name(got),
-                  (int)got, want_name, got != AG_OK ? "; message: " : "", got != AG_OK ? ag_last_error() : "")) {
-        return false;
-    }
-    const char *msg = ag_last_error();
-    bool ok = check_at(msg != NULL && msg[0] != '\0', file, line, "%s: ag_last_error() is empty after %s", expr,
-                       want_name);
-    const char *name = ag_status_name(got);
-    ok &= check_at(name != NULL && strcmp(name, want_name) == 0, file, line,
-                   "ag_status_name(%d) is \"%s\", expected \"%s\"", (int)got, name ? name : "(null)", want_name);
-    if (g_verbose && msg) printf("    %s -> %s: %s\n", expr, want_name, msg);
-    return ok;
-}
-
-#define CHECK_OK(expr) status_at((expr), AG_OK, #expr, HERE)
-#define CHECK_ERR(expr, code) status_at((expr), (code), #expr, HERE)
-
-/* A value no call should write into a handle output on failure. */
-#define SENTINEL ((uint64_t)0x5e5e5e5e5e5e5e5eULL)
 /* A handle nobody made. */
 #define MADE_UP ((uint64_t)0x00ab0000000000cdULL)
-
-/* |got - want| <= tol * max(1, |want|). */
-static bool close_to(double got, double want, double tol) {
-    return fabs(got - want) <= tol * fmax(1.0, fabs(want));
-}
-
-#define CHECK_CLOSE(got, want, tol)                                                                            \
-    do {                                                                                                       \
-        double got_ = (got), want_ = (want);                                                                   \
-        CHECKF(close_to(got_, want_, (tol)), "%s = %.17g, expected %.17g (%s)", #got, got_, want_, #want);     \
-    } while (0)
 
 /* ========================================================================================== */
 /* Helpers                                                                                    */
 /* ========================================================================================== */
-
-static int64_t live(void) {
-    int64_t n = -1;
-    CHECK_OK(ag_live_handle_count(&n));
-    return n;
-}
 
 /* A float64 leaf of the given values (1-D, n elements) that requires grad. */
 static ag_tensor param64(const double *values, int64_t n) {
@@ -608,7 +513,7 @@ static void test_behaviour(void) {
      * holds its parameters: their handles may be freed before it steps. */
     {
         set_ctx("aliases and ownership");
-        int64_t before = live();
+        int64_t before = live_handles();
         ag_tensor p = param64(P0, NP), alias = 0;
         CHECK_OK(ag_detach(&alias, p));
         ag_optimizer opt = 0;
@@ -620,7 +525,7 @@ static void test_behaviour(void) {
         CHECK_OK(ag_optimizer_zero_grad(opt));
         CHECK_OK(ag_optimizer_free(opt));
         CHECK_OK(ag_tensor_free(alias));
-        CHECK(live() == before);
+        CHECK(live_handles() == before);
 
         /* With the handle kept: the alias sees exactly the update. */
         p = param64(P0, NP);
@@ -634,7 +539,7 @@ static void test_behaviour(void) {
         CHECK_CLOSE(elem(p, 0), elem(alias, 0), 0);
         CHECK_OK(ag_tensor_free(p));
         CHECK_OK(ag_tensor_free(alias));
-        CHECK(live() == before);
+        CHECK(live_handles() == before);
     }
     /* A parameter used by two optimizers, and one optimizer over parameters of both dtypes. */
     {
@@ -852,7 +757,7 @@ static void test_errors(void) {
 
 static void test_memory(void) {
     printf("memory\n");
-    int64_t before = live();
+    int64_t before = live_handles();
     /* Many optimizers and steps: optimizer and then parameters freed leaves nothing. */
     for (int k = 0; k < NCONFIGS; k++) {
         set_ctx("%s", CONFIGS[k].name);
@@ -864,7 +769,7 @@ static void test_memory(void) {
         ag_tensor ps[2] = {w, b};
         ag_optimizer opt = 0;
         CHECK_OK(make_opt(&opt, &CONFIGS[k], ps, 2));
-        CHECK(live() == before + 3);
+        CHECK(live_handles() == before + 3);
         for (int s = 0; s < 5; s++) {
             ag_tensor sq = 0, l1 = 0, l2 = 0, loss = 0;
             CHECK_OK(ag_mul(&sq, w, w));
@@ -878,10 +783,10 @@ static void test_memory(void) {
             for (int i = 0; i < 4; i++) CHECK_OK(ag_tensor_free(tmp[i]));
         }
         CHECK_OK(ag_optimizer_free(opt));
-        CHECK(live() == before + 2);
+        CHECK(live_handles() == before + 2);
         CHECK_OK(ag_tensor_free(w));
         CHECK_OK(ag_tensor_free(b));
-        CHECK(live() == before);
+        CHECK(live_handles() == before);
     }
     /* Parameters freed first, then the optimizer. */
     {
@@ -894,16 +799,15 @@ static void test_memory(void) {
         CHECK_OK(ag_tensor_free(p));
         CHECK_OK(ag_optimizer_step(opt));
         CHECK_OK(ag_optimizer_zero_grad(opt));
-        CHECK(live() == before + 1);
+        CHECK(live_handles() == before + 1);
         CHECK_OK(ag_optimizer_free(opt));
-        CHECK(live() == before);
+        CHECK(live_handles() == before);
     }
     set_ctx("%s", "");
 }
 
 int main(void) {
-    const char *v = getenv("AG_TEST_VERBOSE");
-    g_verbose = v != NULL && v[0] != '\0' && strcmp(v, "0") != 0;
+    test_begin();
     test_initialisers();
     test_hand_steps();
     test_behaviour();
@@ -911,7 +815,6 @@ int main(void) {
     test_errors();
     test_memory();
     printf("live handles at the end\n");
-    CHECKF(live() == 0, "%lld handles are still live", (long long)live());
-    printf("%d passed, %d failed\n", g_passed, g_failed);
-    return g_failed == 0 ? 0 : 1;
+    CHECKF(live_handles() == 0, "%lld handles are still live", (long long)live_handles());
+    return test_summary();
 }

@@ -15,7 +15,7 @@ enum Backward {
     static func run(roots: [Tensor], seeds: [Tensor?], retainGraph: Bool, createGraph: Bool, mode: Mode) throws -> [Tensor?] {
         let seedTensors = try zip(roots, seeds).map { try checkedSeed(root: $0, seed: $1) }
         for root in roots where !root.requiresGrad {
-            throw AutogradError.state("backward: the root does not require grad (no input of it requires grad, or it was computed with grad mode off)")
+            throw AutogradError.state("the root does not require grad (no input of it requires grad, or it was computed with grad mode off)")
         }
         return try GraphLock.withLock { try GradMode.with(enabled: createGraph) {
             var pass = Pass(mode: mode, retainGraph: retainGraph || createGraph, createGraph: createGraph)
@@ -30,15 +30,15 @@ enum Backward {
     static func checkedSeed(root: Tensor, seed: Tensor?) throws -> Tensor {
         guard let seed else {
             guard root.count == 1 else {
-                throw AutogradError.state("backward: a seed (gradient) is needed for a root that is not a scalar; the root has shape \(root.shape)")
+                throw AutogradError.state("a seed (gradient) is needed for a root that is not a scalar; the root has shape \(root.shape)")
             }
             return try Tensor.full(root.shape, 1, dtype: root.dtype)
         }
         guard seed.dtype == root.dtype else {
-            throw AutogradError.dtype("backward: the seed is \(seed.dtype) but the root is \(root.dtype)")
+            throw AutogradError.dtype("the seed is \(seed.dtype) but the root is \(root.dtype)")
         }
         guard seed.shape == root.shape else {
-            throw AutogradError.shape("backward: the seed has shape \(seed.shape) but the root has shape \(root.shape)")
+            throw AutogradError.shape("the seed has shape \(seed.shape) but the root has shape \(root.shape)")
         }
         return seed
     }
@@ -88,7 +88,7 @@ enum Backward {
             }
             while let node = stack.popLast() {
                 if node.isReleased {
-                    throw AutogradError.state("backward: the graph through '\(node.name)' was already freed by an earlier backward; pass retain_graph = true to the first backward to run backward through it again")
+                    throw AutogradError.state("the graph through '\(node.name)' was already freed by an earlier backward; pass retain_graph = true to the first backward to run backward through it again")
                 }
                 for edge in node.edges {
                     guard case .node(let child) = edge else { continue }

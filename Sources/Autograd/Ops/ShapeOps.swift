@@ -90,7 +90,10 @@ extension Tensor {
         guard rank < Shape.maxRank else {
             throw AutogradError.argument("unsqueeze: the result would exceed the maximum rank \(Shape.maxRank)")
         }
-        let a = try Tensor.normalizeAxis(axis, rank: rank + 1, "unsqueeze")
+        guard axis >= -(rank + 1) && axis <= rank else {
+            throw AutogradError.argument("unsqueeze: axis \(axis) is outside -\(rank + 1)...\(rank) for a tensor of rank \(rank)")
+        }
+        let a = axis < 0 ? axis + rank + 1 : axis
         var newShape = shape
         newShape.insert(1, at: a)
         return try reshaped(newShape)

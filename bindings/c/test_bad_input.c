@@ -1,0 +1,1656 @@
+/*
+ * test_bad_input.c - one test per entry of the "Bad input catalogue" at the end of
+ * include/autograd.h (B01, B02, ...), labelled with the entry's ID.
+ *
+ * Every rejected entry checks
+ *   - the status the catalogue gives (and that ag_status_name() names it),
+ *   - that ag_last_error() contains the catalogued message fragment (before each call a known,
+ *     different error is provoked, so a stale message cannot pass for the new one),
+ *   - that the outputs were not written (they are preset to sentinels),
+ * and every "accepted" entry checks AG_OK and the defined (IEEE) result. The program carries
+ * on after each entry; after the last one it computes a gradient and checks it, and finally
+ * checks that ag_live_handle_count() is 0.
+ *
+ * Output: one line per entry, "B01 ok" or "B01 FAILED <what differed>", then exactly
+ * "N passed, M failed" (entries, plus the final gradient and leak checks). Exit status 0 only
+ * if M is 0.
+ *
+ * The out-of-memory entries ask for 2^61 bytes or more: more than any 64-bit address space
+ * (x86-64 and AArch64 user space is at most 2^56 bytes even with 5-level paging), so the
+ * allocation fails deterministically, natively and under valgrind, whatever the overcommit
+ * setting. (Under AddressSanitizer, whose allocator aborts on such sizes by default, run with
+ * ASAN_OPTIONS=allocator_may_return_null=1.) Set AG_TEST_VERBOSE=1 to print every message
+ * checked.
+ *
+ * Build: cc -std=c11 -Wall -Wextra -Werror -g -I include -o test_bad_input
+ *        bindings/c/test_bad_input.c -L .build/release -lautograd -Wl,-rpath,$PWD/.build/release -lm
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include "autograd.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ========================================================================================== */
+/* Checks                                                                                     */
+/* ========================================================================================== */
+
+static char g_why[1024]; /* the first thing that went wrong in the current entry */
+static bool g_verbose;
+
+#define SENT_HANDLE ((ag_tensor)0x5A5A5A5A5A5A5A5AULL)
+#define SENT_I64 ((int64_t)-777777)
+#define SENT_F64 (-12345.678)
+
+__attribute__((format(printf, 2, 3))) static bool fail_at(int line, const char *fmt, ...) {
+    if (g_why[0]) return false; /* keep the first failure */
+    int k = snprintf(g_why, sizeof g_why, "(line %d) ", line);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(g_why + k, sizeof g_why - (size_t)k, fmt, ap);
+    va_end(ap);
+    return false;
+}
+#define FAIL(...) fail_at(__LINE__, __VA_ARGS__)
+#define CHECK(cond) ((cond) ? true : FAIL("%s", #cond))
+
+/* Provokes a known error whose message no entry expects, so that each entry's message check
+ * sees the message of its own call only. */
+static void prime(void) {
+    ag_tensor t = SENT_HANDLE;
+    (void)ag_tensor_zeros(&t, NULL, 0, 4242);
+}
+
+static const char *header_name(ag_status s) {
+    static const char *const names[] = {"AG_OK",           "AG_ERR_INVALID_HANDLE", "AG_ERR_ARGUMENT",
+                                        "AG_ERR_SHAPE",    "AG_ERR_DTYPE",          "AG_ERR_STATE",
+                                        "AG_ERR_OUT_OF_MEMORY", "AG_ERR_CALLBACK",  "AG_ERR_INTERNAL"};
+    return s >= 0 && s <= AG_ERR_INTERNAL ? names[s] : "AG_UNKNOWN_STATUS";
+}
+
+/* The status check: `got` must be `want`; for an error, the message must contain `frag`. */
+static bool expect_at(ag_status got, ag_status want, const char *frag, const char *expr, int line) {
+    const char *msg = ag_last_error();
+    if (g_verbose && want != AG_OK) printf("    %s -> %s: %s\n", expr, ag_status_name(got), msg ? msg : "(NULL)");
+    if (got != want)
+        return fail_at(line, "%s returned %s (%d), want %s; message: \"%s\"", expr, ag_status_name(got), got,
+                       header_name(want), got != AG_OK && msg ? msg : "");
+    if (strcmp(ag_status_name(got), header_name(want)) != 0)
+        return fail_at(line, "ag_status_name(%d) is \"%s\"", got, ag_status_name(got));
+    if (want == AG_OK) return true;
+    if (frag == NULL || frag[0] == '\0') return fail_at(line, "%s: the test names no message fragment", expr);
+    if (msg == NULL || msg[0] == '\0') return fail_at(line, "%s: ag_last_error() is empty", expr);
+    if (strstr(msg, frag) == NULL)
+        return fail_at(line, "%s: message \"%s\" lacks \"%s\"", expr, msg, frag);
+    return true;
+}
+#define EXPECT(call, want, frag) expect_at((prime(), (call)), (want), (frag), #call, __LINE__)
+#define OK(call) expect_at((call), AG_OK, "", #call, __LINE__)
+
+/* ========================================================================================== */
+/* Helpers                                                                                    */
+/* ========================================================================================== */
+
+static ag_tensor from64(const double *v, const int64_t *shape, int64_t ndim) {
+    ag_tensor t = AG_NULL_TENSOR;
+    if (ag_tensor_from_data(&t, v, shape, ndim, AG_FLOAT64) != AG_OK) {
+        FAIL("setup: ag_tensor_from_data: %s", ag_last_error());
+        return AG_NULL_TENSOR;
+    }
+    return t;
+}
+
+static ag_tensor vec64(int64_t n, const double *v) { return from64(v, &n, 1); }
+
+static ag_tensor scalar64(double v) { return from64(&v, NULL, 0); }
+
+static ag_tensor full(const int64_t *shape, int64_t ndim, double v, ag_dtype dtype) {
+    ag_tensor t = AG_NULL_TENSOR;
+    if (ag_tensor_full(&t, shape, ndim, v, dtype) != AG_OK) {
+        FAIL("setup: ag_tensor_full: %s", ag_last_error());
+        return AG_NULL_TENSOR;
+    }
+    return t;
+}
+
+static ag_tensor leaf_rg(ag_tensor t) {
+    if (t && ag_tensor_set_requires_grad(t, true) != AG_OK) FAIL("setup: set_requires_grad: %s", ag_last_error());
+    return t;
+}
+
+static void release(ag_tensor t) {
+    if (ag_tensor_free(t) != AG_OK) FAIL("cleanup: ag_tensor_free: %s", ag_last_error());
+}
+
+static double item(ag_tensor t) {
+    double v = NAN;
+    if (ag_tensor_item(&v, t) != AG_OK) FAIL("ag_tensor_item: %s", ag_last_error());
+    return v;
+}
+
+/* Copies up to n float64 elements of t into out. */
+static bool values(double *out, int64_t n, ag_tensor t) {
+    if (ag_tensor_copy_data(out, n, AG_FLOAT64, t) != AG_OK) return FAIL("ag_tensor_copy_data: %s", ag_last_error());
+    return true;
+}
+
+static bool is_pinf(double x) { return isinf(x) && x > 0; }
+static bool is_ninf(double x) { return isinf(x) && x < 0; }
+
+/* ========================================================================================== */
+/* Handles                                                                                    */
+/* ========================================================================================== */
+
+static bool b01(void) { /* handle 0 */
+    int64_t n = SENT_I64;
+    ag_tensor out = SENT_HANDLE;
+    bool ok = EXPECT(ag_tensor_ndim(&n, AG_NULL_TENSOR),
+        AG_ERR_INVALID_HANDLE, "ag_tensor_ndim: tensor handle is 0 (AG_NULL_TENSOR)");
+    ok &= CHECK(n == SENT_I64);
+    ag_tensor a = scalar64(1);
+    ok &= EXPECT(ag_add(&out, a, AG_NULL_TENSOR), AG_ERR_INVALID_HANDLE, "ag_add: b handle is 0 (AG_NULL_TENSOR)");
+    ok &= CHECK(out == SENT_HANDLE);
+    release(a);
+    return ok;
+}
+
+static bool b02(void) { /* a freed handle */
+    ag_tensor a = scalar64(1);
+    release(a);
+    int64_t n = SENT_I64;
+    ag_tensor out = SENT_HANDLE;
+    bool ok = EXPECT(ag_tensor_numel(&n, a), AG_ERR_INVALID_HANDLE,
+                     "is not a live tensor handle (freed, made up, or of another kind)");
+    ok &= CHECK(n == SENT_I64);
+    ok &= EXPECT(ag_exp(&out, a), AG_ERR_INVALID_HANDLE, "is not a live tensor handle");
+    ok &= CHECK(out == SENT_HANDLE);
+    return ok;
+}
+
+static bool b03(void) { /* a made-up handle */
+    const ag_tensor fake[] = {(ag_tensor)0x0123456789ABCDEFULL, (ag_tensor)1, (ag_tensor)UINT64_MAX,
+                              (ag_tensor)0x0100000000000001ULL};
+    bool ok = true;
+    for (size_t i = 0; i < sizeof fake / sizeof fake[0]; i++) {
+        int64_t n = SENT_I64;
+        ok &= EXPECT(ag_tensor_ndim(&n, fake[i]), AG_ERR_INVALID_HANDLE, "is not a live tensor handle");
+        ok &= CHECK(n == SENT_I64);
+        ok &= EXPECT(ag_tensor_free(fake[i]), AG_ERR_INVALID_HANDLE, "is not a live tensor handle");
+    }
+    return ok;
+}
+
+static bool b04(void) { /* an optimizer handle where a tensor handle is wanted */
+    ag_tensor p = leaf_rg(scalar64(1));
+    ag_optimizer opt = 0;
+    bool ok = OK(ag_optimizer_sgd(&opt, &p, 1, 0.1, 0, false, 0));
+    int64_t n = SENT_I64;
+    ok &= EXPECT(ag_tensor_ndim(&n, (ag_tensor)opt), AG_ERR_INVALID_HANDLE, "is not a live tensor handle");
+    ok &= CHECK(n == SENT_I64);
+    ok &= EXPECT(ag_tensor_free((ag_tensor)opt), AG_ERR_INVALID_HANDLE, "is not a live tensor handle");
+    ok &= OK(ag_optimizer_free(opt)); /* the failed free did not release it */
+    release(p);
+    return ok;
+}
+
+static bool b05(void) { /* a tensor handle where an optimizer handle is wanted */
+    ag_tensor t = scalar64(1);
+    double lr = SENT_F64;
+    bool ok = EXPECT(ag_optimizer_step((ag_optimizer)t), AG_ERR_INVALID_HANDLE, "is not a live optimizer handle");
+    ok &= EXPECT(ag_optimizer_lr(&lr, (ag_optimizer)t), AG_ERR_INVALID_HANDLE, "is not a live optimizer handle");
+    ok &= CHECK(lr == SENT_F64);
+    ok &= EXPECT(ag_optimizer_free((ag_optimizer)t), AG_ERR_INVALID_HANDLE, "is not a live optimizer handle");
+    ok &= CHECK(item(t) == 1.0); /* still a live tensor */
+    ok &= EXPECT(ag_optimizer_step(0), AG_ERR_INVALID_HANDLE, "optimizer handle 0x0 is not a live optimizer handle");
+    release(t);
+    return ok;
+}
+
+static bool b06(void) { /* a tensor handle freed twice */
+    ag_tensor t = scalar64(1);
+    bool ok = OK(ag_tensor_free(t));
+    ok &= EXPECT(ag_tensor_free(t), AG_ERR_INVALID_HANDLE, "ag_tensor_free: handle 0x");
+    ok &= EXPECT(ag_tensor_free(t), AG_ERR_INVALID_HANDLE,
+                 "is not a live tensor handle (already freed, made up, or of another kind)");
+    return ok;
+}
+
+static bool b07(void) { /* an optimizer handle freed twice */
+    ag_tensor p = leaf_rg(scalar64(1));
+    ag_optimizer opt = 0;
+    bool ok = OK(ag_optimizer_adam(&opt, &p, 1, 0.1, 0.9, 0.999, 1e-8, 0));
+    ok &= OK(ag_optimizer_free(opt));
+    ok &= EXPECT(ag_optimizer_free(opt), AG_ERR_INVALID_HANDLE, "is not a live optimizer handle");
+    ok &= EXPECT(ag_optimizer_step(opt), AG_ERR_INVALID_HANDLE, "is not a live optimizer handle");
+    release(p);
+    return ok;
+}
+
+static bool b08(void) { /* accepted: freeing handle 0 does nothing */
+    int64_t before = -1, after = -2;
+    bool ok = OK(ag_live_handle_count(&before));
+    ok &= OK(ag_tensor_free(AG_NULL_TENSOR));
+    ok &= OK(ag_optimizer_free(0));
+    ok &= OK(ag_live_handle_count(&after));
+    ok &= CHECK(before == after);
+    return ok;
+}
+
+static bool b09(void) { /* a stale handle whose slot has been reused */
+    ag_tensor old = scalar64(1);
+    release(old);
+    ag_tensor fresh = scalar64(2); /* typically takes the same slot with a new generation */
+    double v = SENT_F64;
+    bool ok = EXPECT(ag_tensor_item(&v, old), AG_ERR_INVALID_HANDLE, "is not a live tensor handle");
+    ok &= CHECK(v == SENT_F64);
+    ok &= CHECK(old != fresh);
+    ok &= CHECK(item(fresh) == 2.0);
+    release(fresh);
+    return ok;
+}
+
+/* ========================================================================================== */
+/* Pointers and counts                                                                        */
+/* ========================================================================================== */
+
+static bool b10(void) { /* NULL out pointer for a new tensor */
+    int64_t shape[] = {2, 3};
+    int64_t live0 = -1, live1 = -2;
+    bool ok = OK(ag_live_handle_count(&live0));
+    ok &= EXPECT(ag_tensor_zeros(NULL, shape, 2, AG_FLOAT32), AG_ERR_ARGUMENT, "the output pointer 'out' is NULL");
+    ag_tensor a = scalar64(1);
+    ok &= EXPECT(ag_add(NULL, a, a), AG_ERR_ARGUMENT, "the output pointer 'out' is NULL");
+    ok &= EXPECT(ag_detach(NULL, a), AG_ERR_ARGUMENT, "the output pointer 'out' is NULL");
+    release(a);
+    ok &= OK(ag_live_handle_count(&live1));
+    ok &= CHECK(live0 == live1); /* nothing was made and leaked */
+    return ok;
+}
+
+static bool b11(void) { /* NULL data with numel > 0 */
+    int64_t shape[] = {2, 3};
+    ag_tensor out = SENT_HANDLE;
+    bool ok = EXPECT(ag_tensor_from_data(&out, NULL, shape, 2, AG_FLOAT64),
+        AG_ERR_ARGUMENT, "data is NULL but the shape [2, 3] has 6 elements");
+    ok &= CHECK(out == SENT_HANDLE);
+    /* accepted: NULL data with numel 0 */
+    int64_t empty[] = {0, 3};
+    ok &= OK(ag_tensor_from_data(&out, NULL, empty, 2, AG_FLOAT64));
+    if (ok) release(out);
+    return ok;
+}
+
+static bool b12(void) { /* NULL shape with ndim > 0 */
+    ag_tensor out = SENT_HANDLE;
+    bool ok = EXPECT(ag_tensor_zeros(&out, NULL, 2, AG_FLOAT64), AG_ERR_ARGUMENT, "shape is NULL but ndim is 2");
+    ok &= CHECK(out == SENT_HANDLE);
+    ag_tensor a = scalar64(1);
+    ok &= EXPECT(ag_reshape(&out, a, NULL, 1), AG_ERR_ARGUMENT, "shape is NULL but ndim is 1");
+    ok &= CHECK(out == SENT_HANDLE);
+    release(a);
+    return ok;
+}
+
+static bool b13(void) { /* NULL out pointers of the query functions */
+    ag_tensor t = scalar64(1);
+    ag_tensor p = leaf_rg(scalar64(1));
+    ag_optimizer opt = 0;
+    bool ok = OK(ag_optimizer_sgd(&opt, &p, 1, 0.1, 0, false, 0));
+    ok &= EXPECT(ag_tensor_ndim(NULL, t), AG_ERR_ARGUMENT, "ag_tensor_ndim: the output pointer 'out' is NULL");
+    ok &= EXPECT(ag_tensor_numel(NULL, t), AG_ERR_ARGUMENT, "the output pointer 'out' is NULL");
+    ok &= EXPECT(ag_tensor_dtype(NULL, t), AG_ERR_ARGUMENT, "the output pointer 'out' is NULL");
+    ok &= EXPECT(ag_tensor_item(NULL, t), AG_ERR_ARGUMENT, "the output pointer 'out' is NULL");
+    ok &= EXPECT(ag_tensor_data_ptr(NULL, t), AG_ERR_ARGUMENT, "the output pointer 'out' is NULL");
+    ok &= EXPECT(ag_tensor_requires_grad(NULL, t), AG_ERR_ARGUMENT, "the output pointer 'out' is NULL");
+    ok &= EXPECT(ag_tensor_grad(NULL, t), AG_ERR_ARGUMENT, "the output pointer 'out' is NULL");
+    ok &= EXPECT(ag_live_handle_count(NULL), AG_ERR_ARGUMENT, "the output pointer 'out' is NULL");
+    ok &= EXPECT(ag_is_grad_enabled(NULL), AG_ERR_ARGUMENT, "the output pointer 'out' is NULL");
+    ok &= EXPECT(ag_optimizer_lr(NULL, opt), AG_ERR_ARGUMENT, "the output pointer 'out' is NULL");
+    ok &= OK(ag_optimizer_free(opt));
+    release(p);
+    release(t);
+    return ok;
+}
+
+static bool b14(void) { /* concat/stack: tensors NULL, n < 1 */
+    ag_tensor out = SENT_HANDLE;
+    ag_tensor a = scalar64(1);
+    bool ok = EXPECT(ag_concat(&out, NULL, 2, 0), AG_ERR_ARGUMENT, "tensors is NULL but n is 2");
+    ok &= EXPECT(ag_concat(&out, &a, 0, 0), AG_ERR_ARGUMENT, "at least one tensor is needed, n is 0");
+    ok &= EXPECT(ag_stack(&out, &a, -1, 0), AG_ERR_ARGUMENT, "at least one tensor is needed, n is -1");
+    ok &= CHECK(out == SENT_HANDLE);
+    release(a);
+    return ok;
+}
+
+static bool b15(void) { /* ag_grad: NULL arrays, counts < 1 */
+    ag_tensor x = leaf_rg(scalar64(2));
+    ag_tensor y = AG_NULL_TENSOR;
+    bool ok = OK(ag_mul(&y, x, x));
+    ag_tensor g = SENT_HANDLE;
+    ok &= EXPECT(ag_grad(&g, NULL, 1, NULL, &x, 1, true, false, false), AG_ERR_ARGUMENT, "outputs is NULL but noutputs is 1");
+    ok &= EXPECT(ag_grad(&g, &y, 1, NULL, NULL, 1, true, false, false), AG_ERR_ARGUMENT, "inputs is NULL but ninputs is 1");
+    ok &= EXPECT(ag_grad(NULL, &y, 1, NULL, &x, 1, true, false, false),
+        AG_ERR_ARGUMENT, "the output pointer 'out_grads' is NULL");
+    ok &= EXPECT(ag_grad(&g, &y, 0, NULL, &x, 1, true, false, false),
+        AG_ERR_ARGUMENT, "at least one tensor is needed, noutputs is 0");
+    ok &= EXPECT(ag_grad(&g, &y, 1, NULL, &x, 0, true, false, false),
+        AG_ERR_ARGUMENT, "at least one tensor is needed, ninputs is 0");
+    ok &= CHECK(g == SENT_HANDLE);
+    /* the graph is intact: a correct call works */
+    ok &= OK(ag_grad(&g, &y, 1, NULL, &x, 1, false, false, false));
+    if (g != SENT_HANDLE) {
+        ok &= CHECK(item(g) == 4.0);
+        release(g);
+    }
+    release(y);
+    release(x);
+    return ok;
+}
+
+static bool b16(void) { /* ag_graph_to_dot: length NULL, capacity < 0, out NULL with capacity > 0 */
+    ag_tensor x = leaf_rg(scalar64(2));
+    ag_tensor y = AG_NULL_TENSOR;
+    bool ok = OK(ag_exp(&y, x));
+    char buf[16];
+    memset(buf, '#', sizeof buf);
+    int64_t len = SENT_I64;
+    ok &= EXPECT(ag_graph_to_dot(buf, sizeof buf, NULL, y), AG_ERR_ARGUMENT, "the output pointer 'length' is NULL");
+    ok &= EXPECT(ag_graph_to_dot(buf, -1, &len, y), AG_ERR_ARGUMENT, "capacity -1 is negative");
+    ok &= EXPECT(ag_graph_to_dot(NULL, 10, &len, y), AG_ERR_ARGUMENT, "out is NULL but capacity is 10");
+    ok &= CHECK(len == SENT_I64);
+    for (size_t i = 0; i < sizeof buf; i++) ok &= CHECK(buf[i] == '#');
+    ok &= OK(ag_graph_to_dot(NULL, 0, &len, y)); /* accepted: the length query */
+    ok &= CHECK(len > 0 && len != SENT_I64);
+    release(y);
+    release(x);
+    return ok;
+}
+
+static bool b17(void) { /* ag_tensor_shape: capacity < ndim, out NULL */
+    int64_t shape[] = {2, 3};
+    ag_tensor t = full(shape, 2, 0, AG_FLOAT32);
+    int64_t got[2] = {SENT_I64, SENT_I64};
+    bool ok = EXPECT(ag_tensor_shape(got, 1, t), AG_ERR_ARGUMENT, "capacity 1 is less than the rank 2");
+    ok &= EXPECT(ag_tensor_shape(NULL, 2, t), AG_ERR_ARGUMENT, "the output pointer 'out' is NULL");
+    ok &= CHECK(got[0] == SENT_I64 && got[1] == SENT_I64);
+    release(t);
+    return ok;
+}
+
+static bool b18(void) { /* ag_tensor_copy_data: capacity < numel, out NULL */
+    int64_t shape[] = {2, 3};
+    ag_tensor t = full(shape, 2, 1.5, AG_FLOAT64);
+    double buf[6];
+    for (int i = 0; i < 6; i++) buf[i] = SENT_F64;
+    bool ok = EXPECT(ag_tensor_copy_data(buf, 5, AG_FLOAT64, t), AG_ERR_ARGUMENT,
+                     "the output buffer holds 5 elements, the tensor has 6");
+    ok &= EXPECT(ag_tensor_copy_data(NULL, 6, AG_FLOAT64, t), AG_ERR_ARGUMENT, "the output pointer is NULL");
+    ok &= EXPECT(ag_tensor_copy_data(buf, -1, AG_FLOAT64, t), AG_ERR_ARGUMENT, "capacity -1 is negative");
+    for (int i = 0; i < 6; i++) ok &= CHECK(buf[i] == SENT_F64);
+    release(t);
+    return ok;
+}
+
+static bool b19(void) { /* index_select / cross_entropy: an index array NULL with a count > 0 */
+    int64_t shape[] = {3, 4};
+    ag_tensor a = full(shape, 2, 1, AG_FLOAT64);
+    ag_tensor out = SENT_HANDLE;
+    bool ok = EXPECT(ag_index_select(&out, a, 0, NULL, 2), AG_ERR_ARGUMENT, "indices is NULL but its count is 2");
+    ok &= EXPECT(ag_cross_entropy(&out, a, NULL, 3), AG_ERR_ARGUMENT, "labels is NULL but its count is 3");
+    ok &= EXPECT(ag_index_select(&out, a, 0, NULL, -1), AG_ERR_ARGUMENT, "the number of indices (-1) is negative");
+    ok &= CHECK(out == SENT_HANDLE);
+    release(a);
+    return ok;
+}
+
+/* ========================================================================================== */
+/* Shapes and ranks                                                                           */
+/* ========================================================================================== */
+
+static bool b20(void) { /* ndim < 0 */
+    int64_t shape[] = {2};
+    ag_tensor out = SENT_HANDLE;
+    double d = 1;
+    bool ok = EXPECT(ag_tensor_zeros(&out, shape, -1, AG_FLOAT32), AG_ERR_ARGUMENT, "ndim -1 is outside 0...8");
+    ok &= EXPECT(ag_tensor_from_data(&out, &d, shape, INT64_MIN, AG_FLOAT64), AG_ERR_ARGUMENT, "is outside 0...8");
+    ok &= CHECK(out == SENT_HANDLE);
+    return ok;
+}
+
+static bool b21(void) { /* ndim > AG_MAX_NDIM */
+    int64_t shape[9] = {1, 1, 1, 1, 1, 1, 1, 1, 1};
+    ag_tensor out = SENT_HANDLE;
+    bool ok = EXPECT(ag_tensor_ones(&out, shape, 9, AG_FLOAT32), AG_ERR_ARGUMENT, "ndim 9 is outside 0...8");
+    ag_tensor a = scalar64(1);
+    ok &= EXPECT(ag_reshape(&out, a, shape, 9), AG_ERR_ARGUMENT, "ndim 9 is outside 0...8");
+    ok &= EXPECT(ag_expand(&out, a, shape, 9), AG_ERR_ARGUMENT, "ndim 9 is outside 0...8");
+    ok &= CHECK(out == SENT_HANDLE);
+    release(a);
+    return ok;
+}
+
+static bool b22(void) { /* a negative extent */
+    int64_t shape[] = {2, -3};
+    ag_tensor out = SENT_HANDLE;
+    bool ok = EXPECT(ag_tensor_zeros(&out, shape, 2, AG_FLOAT64), AG_ERR_SHAPE, "negative extent -3 in shape [2, -3]");
+    ok &= EXPECT(ag_tensor_rand_uniform(&out, shape, 2, 0, 1, 1, AG_FLOAT64), AG_ERR_SHAPE, "negative extent -3");
+    ok &= EXPECT(ag_tensor_eye(&out, -1, 2, AG_FLOAT64), AG_ERR_SHAPE, "must not be negative");
+    ok &= CHECK(out == SENT_HANDLE);
+    return ok;
+}
+
+static bool b23(void) { /* element count overflow: {INT64_MAX, 2} */
+    int64_t shape[] = {INT64_MAX, 2};
+    ag_tensor out = SENT_HANDLE;
+    bool ok = EXPECT(ag_tensor_zeros(&out, shape, 2, AG_FLOAT32), AG_ERR_SHAPE,
+                     "the element count of shape [9223372036854775807, 2] overflows int64");
+    ok &= EXPECT(ag_tensor_full(&out, shape, 2, 1.0, AG_FLOAT64), AG_ERR_SHAPE, "overflows int64");
+    ok &= CHECK(out == SENT_HANDLE);
+    return ok;
+}
+
+static bool b24(void) { /* element count overflow: {2^32, 2^32}, also via reshape/expand/eye */
+    int64_t shape[] = {INT64_C(1) << 32, INT64_C(1) << 32};
+    ag_tensor out = SENT_HANDLE;
+    double d = 0;
+    bool ok = EXPECT(ag_tensor_ones(&out, shape, 2, AG_FLOAT64), AG_ERR_SHAPE,
+                     "the element count of shape [4294967296, 4294967296] overflows int64");
+    ok &= EXPECT(ag_tensor_from_data(&out, &d, shape, 2, AG_FLOAT64), AG_ERR_SHAPE, "overflows int64");
+    ok &= EXPECT(ag_tensor_rand_normal(&out, shape, 2, 0, 1, 1, AG_FLOAT32), AG_ERR_SHAPE, "overflows int64");
+    ok &= EXPECT(ag_tensor_eye(&out, INT64_C(1) << 32, INT64_C(1) << 32, AG_FLOAT32), AG_ERR_SHAPE, "overflow");
+    ag_tensor a = scalar64(1);
+    ok &= EXPECT(ag_expand(&out, a, shape, 2), AG_ERR_SHAPE, "overflows int64");
+    ok &= CHECK(out == SENT_HANDLE);
+    release(a);
+    return ok;
+}
+
+static bool b25(void) { /* operands that do not broadcast */
+    int64_t sa[] = {2, 3}, sb[] = {4};
+    ag_tensor a = full(sa, 2, 1, AG_FLOAT64), b = full(sb, 1, 1, AG_FLOAT64);
+    ag_tensor out = SENT_HANDLE;
+    bool ok = EXPECT(ag_add(&out, a, b), AG_ERR_SHAPE, "shapes [2, 3] and [4] do not broadcast (axis 1: 3 vs 4)");
+    ok &= EXPECT(ag_mul(&out, a, b), AG_ERR_SHAPE, "do not broadcast");
+    ok &= EXPECT(ag_where(&out, a, a, b), AG_ERR_SHAPE, "do not broadcast");
+    ok &= EXPECT(ag_expand(&out, b, sa, 2), AG_ERR_SHAPE, "ag_expand: shapes [4] and [2, 3] do not broadcast");
+    ok &= EXPECT(ag_mse_loss(&out, a, b), AG_ERR_SHAPE, "prediction [2, 3] and target [4] differ");
+    ok &= CHECK(out == SENT_HANDLE);
+    release(a);
+    release(b);
+    return ok;
+}
+
+static bool b26(void) { /* matmul: inner extents differ */
+    int64_t sa[] = {2, 3}, sb[] = {4, 5}, sv[] = {4};
+    ag_tensor a = full(sa, 2, 1, AG_FLOAT32), b = full(sb, 2, 1, AG_FLOAT32), v = full(sv, 1, 1, AG_FLOAT32);
+    ag_tensor out = SENT_HANDLE;
+    bool ok = EXPECT(ag_matmul(&out, a, b), AG_ERR_SHAPE, "inner extents differ: [2, 3] @ [4, 5]");
+    ok &= EXPECT(ag_matmul(&out, a, v), AG_ERR_SHAPE, "inner extents differ");
+    ok &= EXPECT(ag_dot(&out, v, a), AG_ERR_SHAPE, "needs two 1-D tensors of equal length");
+    ok &= EXPECT(ag_linear(&out, a, b, AG_NULL_TENSOR), AG_ERR_SHAPE, "does not fit weight");
+    ok &= CHECK(out == SENT_HANDLE);
+    release(a);
+    release(b);
+    release(v);
+    return ok;
+}
+
+static bool b27(void) { /* matmul with a 0-d operand */
+    int64_t sa[] = {2, 2};
+    ag_tensor a = full(sa, 2, 1, AG_FLOAT64), s = scalar64(2);
+    ag_tensor out = SENT_HANDLE;
+    bool ok = EXPECT(ag_matmul(&out, a, s), AG_ERR_SHAPE, "0-d operands are not allowed");
+    ok &= EXPECT(ag_matmul(&out, s, s), AG_ERR_SHAPE, "0-d operands are not allowed");
+    ok &= CHECK(out == SENT_HANDLE);
+    release(a);
+    release(s);
+    return ok;
+}
+
+static bool b28(void) { /* reshape: element counts differ */
+    int64_t sa[] = {2, 3}, to[] = {4, 2}, inf[] = {4, -1};
+    ag_tensor a = full(sa, 2, 1, AG_FLOAT64);
+    ag_tensor out = SENT_HANDLE;
+    bool ok = EXPECT(ag_reshape(&out, a, to, 2), AG_ERR_SHAPE,
+                     "shape [4, 2] (8 elements) does not match [2, 3] (6 elements)");
+    ok &= EXPECT(ag_reshape(&out, a, inf, 2), AG_ERR_SHAPE, "cannot infer the -1 extent");
+    ok &= CHECK(out == SENT_HANDLE);
+    release(a);
+    return ok;
+}
+
+static bool b29(void) { /* reshape: two -1 extents */
+    int64_t sa[] = {2, 3}, to[] = {-1, -1};
+    ag_tensor a = full(sa, 2, 1, AG_FLOAT64);
+    ag_tensor out = SENT_HANDLE;
+    bool ok = EXPECT(ag_reshape(&out, a, to, 2), AG_ERR_ARGUMENT, "more than one extent is -1 in [-1, -1]");
+    ok &= CHECK(out == SENT_HANDLE);
+    release(a);
+    return ok;
+}
+
+static bool b30(void) { /* squeeze of an axis whose extent is not 1 */
+    int64_t sa[] = {2, 1, 3}, ax = 0;
+    ag_tensor a = full(sa, 3, 1, AG_FLOAT64);
+    ag_tensor out = SENT_HANDLE;
+    bool ok = EXPECT(ag_squeeze(&out, a, &ax, 1), AG_ERR_SHAPE, "axis 0 has extent 2, not 1");
+    ok &= CHECK(out == SENT_HANDLE);
+    release(a);
+    return ok;
+}
+
+static bool b31(void) { /* unsqueeze beyond the maximum rank, or an axis outside -(rank+1)..rank */
+    int64_t s8[8] = {1, 1, 1, 1, 1, 1, 1, 2}, s2[] = {2, 3};
+    ag_tensor a = full(s8, 8, 1, AG_FLOAT32), b = full(s2, 2, 1, AG_FLOAT32);
+    ag_tensor out = SENT_HANDLE;
+    bool ok = EXPECT(ag_unsqueeze(&out, a, 0), AG_ERR_ARGUMENT, "the result would exceed the maximum rank 8");
+    ok &= EXPECT(ag_unsqueeze(&out, b, 3), AG_ERR_ARGUMENT, "axis 3 is outside -3...2 for a tensor of rank 2");
+    ok &= EXPECT(ag_unsqueeze(&out, b, -4), AG_ERR_ARGUMENT, "axis -4 is outside -3...2 for a tensor of rank 2");
+    ok &= CHECK(out == SENT_HANDLE);
+    release(a);
+    release(b);
+    return ok;
+}
+
+static bool b32(void) { /* item of a tensor that does not have exactly one element */
+    int64_t s[] = {2}, z[] = {0};
+    ag_tensor a = full(s, 1, 1, AG_FLOAT64), e = full(z, 1, 1, AG_FLOAT64);
+    double v = SENT_F64;
+    bool ok = EXPECT(ag_tensor_item(&v, a), AG_ERR_SHAPE, "item() needs exactly one element, the tensor has shape [2]");
+    ok &= EXPECT(ag_tensor_item(&v, e), AG_ERR_SHAPE, "needs exactly one element");
+    ok &= CHECK(v == SENT_F64);
+    release(a);
+    release(e);
+    return ok;
+}
+
+static bool b33(void) { /* cross_entropy: label count != N, logits not 2-D */
+    int64_t s[] = {3, 4}, labels[] = {0, 1, 2, 3};
+    ag_tensor a = full(s, 2, 0, AG_FLOAT64), v = full(s, 1, 0, AG_FLOAT64);
+    ag_tensor out = SENT_HANDLE;
+    bool ok = EXPECT(ag_cross_entropy(&out, a, labels, 2), AG_ERR_SHAPE, "2 labels for 3 rows of logits");
+    ok &= EXPECT(ag_cross_entropy(&out, a, labels, 4), AG_ERR_SHAPE, "4 labels for 3 rows of logits");
+    ok &= EXPECT(ag_cross_entropy(&out, v, labels, 3), AG_ERR_SHAPE, "logits must be (N, C), got [3]");
+    ok &= CHECK(out == SENT_HANDLE);
+    release(a);
+    release(v);
+    return ok;
+}
+
+static bool b34(void) { /* max/min over an axis of extent 0 */
+    int64_t s[] = {0, 3}, ax = 0;
+    ag_tensor a = full(s, 2, 0, AG_FLOAT64);
+    ag_tensor out = SENT_HANDLE;
+    bool ok = EXPECT(ag_max(&out, a, &ax, 1, false), AG_ERR_SHAPE,
+                     "cannot reduce over an axis of extent 0 (shape [0, 3])");
+    ok &= EXPECT(ag_min(&out, a, NULL, 0, false), AG_ERR_SHAPE, "cannot reduce over an axis of extent 0");
+    ok &= CHECK(out == SENT_HANDLE);
+    release(a);
+    return ok;
+}
+
+static bool b35(void) { /* concat / stack of shapes that do not fit; 0-d concat */
+    int64_t sa[] = {2, 3}, sb[] = {2, 4};
+    ag_tensor t[2] = {full(sa, 2, 1, AG_FLOAT64), full(sb, 2, 1, AG_FLOAT64)};
+    ag_tensor s[2] = {scalar64(1), scalar64(2)};
+    ag_tensor out = SENT_HANDLE;
+    bool ok = EXPECT(ag_concat(&out, t, 2, 0), AG_ERR_SHAPE, "which does not fit [2, 3] along axis 0");
+    ok &= EXPECT(ag_stack(&out, t, 2, 0), AG_ERR_SHAPE, "tensor 1 has shape [2, 4], tensor 0 has [2, 3]");
+    ok &= EXPECT(ag_concat(&out, s, 2, 0), AG_ERR_SHAPE, "cannot concatenate 0-d tensors (use stack)");
+    ok &= CHECK(out == SENT_HANDLE);
+    for (int i = 0; i < 2; i++) {
+        release(t[i]);
+        release(s[i]);
+    }
+    return ok;
+}
+
+static bool b36(void) { /* init: rank 0, a zero fan */
+    int64_t s[] = {0, 3};
+    ag_tensor out = SENT_HANDLE;
+    bool ok = EXPECT(ag_tensor_init(&out, NULL, 0, AG_INIT_KAIMING_UNIFORM, 1, AG_FLOAT32), AG_ERR_SHAPE,
+                     "a 0-d tensor has no fan-in");
+    ok &= EXPECT(ag_tensor_init(&out, s, 2, AG_INIT_XAVIER_NORMAL, 1, AG_FLOAT32),
+        AG_ERR_SHAPE, "shape [0, 3] has a zero fan");
+    ok &= CHECK(out == SENT_HANDLE);
+    return ok;
+}
+
+/* ========================================================================================== */
+/* Dtypes                                                                                     */
+/* ========================================================================================== */
+
+static bool b37(void) { /* an unknown dtype */
+    int64_t s[] = {2};
+    ag_tensor out = SENT_HANDLE;
+    double d[2] = {1, 2};
+    bool ok = EXPECT(ag_tensor_zeros(&out, s, 1, 3),
+        AG_ERR_DTYPE, "unknown dtype 3 (use AG_FLOAT32 = 1 or AG_FLOAT64 = 2)");
+    ok &= EXPECT(ag_tensor_from_data(&out, d, s, 1, 0), AG_ERR_DTYPE, "unknown dtype 0");
+    ok &= EXPECT(ag_tensor_arange(&out, 0, 3, 1, -1), AG_ERR_DTYPE, "unknown dtype -1");
+    ok &= EXPECT(ag_tensor_eye(&out, 2, 2, 7), AG_ERR_DTYPE, "unknown dtype 7");
+    ok &= CHECK(out == SENT_HANDLE);
+    return ok;
+}
+
+static bool b38(void) { /* copy_data into an unknown dtype */
+    int64_t s[] = {2};
+    ag_tensor t = full(s, 1, 1, AG_FLOAT32);
+    double buf[2] = {SENT_F64, SENT_F64};
+    bool ok = EXPECT(ag_tensor_copy_data(buf, 2, 9, t), AG_ERR_DTYPE, "unknown dtype 9");
+    ok &= CHECK(buf[0] == SENT_F64 && buf[1] == SENT_F64);
+    release(t);
+    return ok;
+}
+
+static bool b39(void) { /* operands of different dtypes */
+    int64_t s[] = {2, 2};
+    ag_tensor f = full(s, 2, 1, AG_FLOAT32), d = full(s, 2, 1, AG_FLOAT64);
+    ag_tensor out = SENT_HANDLE;
+    ag_tensor both[2] = {f, d};
+    bool ok = EXPECT(ag_add(&out, f, d), AG_ERR_DTYPE, "operands have different dtypes (float32 and float64)");
+    ok &= EXPECT(ag_matmul(&out, f, d), AG_ERR_DTYPE, "operands have different dtypes");
+    ok &= EXPECT(ag_where(&out, f, f, d), AG_ERR_DTYPE, "a and b have different dtypes");
+    ok &= EXPECT(ag_concat(&out, both, 2, 0), AG_ERR_DTYPE, "tensor 1 is float64, tensor 0 is float32");
+    ok &= EXPECT(ag_linear(&out, f, d, AG_NULL_TENSOR), AG_ERR_DTYPE, "input is float32, weight is float64");
+    ok &= CHECK(out == SENT_HANDLE);
+    release(f);
+    release(d);
+    return ok;
+}
+
+static int32_t build_square_sum(ag_tensor *out, const ag_tensor *inputs, int64_t ninputs, void *user_data) {
+    (void)ninputs;
+    (void)user_data;
+    ag_tensor sq = AG_NULL_TENSOR;
+    if (ag_mul(&sq, inputs[0], inputs[0]) != AG_OK) return 1;
+    int32_t st = ag_sum(out, sq, NULL, 0, false);
+    ag_tensor_free(sq);
+    return st;
+}
+
+static bool b40(void) { /* gradcheck of a float32 input */
+    int64_t s[] = {3};
+    ag_tensor x = leaf_rg(full(s, 1, 0.5, AG_FLOAT32));
+    bool passed = false;
+    int64_t wi = SENT_I64;
+    bool ok = EXPECT(ag_gradcheck(&passed, &wi, NULL, NULL, NULL, build_square_sum, NULL, &x, 1, 1e-6, 1e-5, 1e-4),
+                     AG_ERR_DTYPE, "inputs must be float64");
+    ok &= CHECK(!passed && wi == SENT_I64);
+    release(x);
+    return ok;
+}
+
+static bool b41(void) { /* backward: a seed of the wrong dtype */
+    int64_t s[] = {2};
+    ag_tensor x = leaf_rg(full(s, 1, 1, AG_FLOAT64));
+    ag_tensor y = AG_NULL_TENSOR;
+    bool ok = OK(ag_exp(&y, x));
+    ag_tensor seed = full(s, 1, 1, AG_FLOAT32);
+    ok &= EXPECT(ag_backward(y, seed, true, false), AG_ERR_DTYPE, "the seed is float32 but the root is float64");
+    ag_tensor g = SENT_HANDLE;
+    ok &= OK(ag_tensor_grad(&g, x));
+    ok &= CHECK(g == AG_NULL_TENSOR); /* nothing was accumulated */
+    release(seed);
+    release(y);
+    release(x);
+    return ok;
+}
+
+/* ========================================================================================== */
+/* Axes and indices                                                                           */
+/* ========================================================================================== */
+
+static bool b42(void) { /* an axis out of range */
+    int64_t s[] = {2, 3}, ax2 = 2, axm3 = -3;
+    ag_tensor a = full(s, 2, 1, AG_FLOAT64);
+    ag_tensor out = SENT_HANDLE;
+    bool ok = EXPECT(ag_sum(&out, a, &ax2, 1, false), AG_ERR_ARGUMENT, "axis 2 is out of range for a tensor of rank 2");
+    ok &= EXPECT(ag_mean(&out, a, &axm3, 1, true), AG_ERR_ARGUMENT, "axis -3 is out of range");
+    ok &= EXPECT(ag_var(&out, a, &ax2, 1, 1, false), AG_ERR_ARGUMENT, "axis 2 is out of range");
+    ok &= EXPECT(ag_softmax(&out, a, 5), AG_ERR_ARGUMENT, "axis 5 is out of range");
+    ok &= EXPECT(ag_log_softmax(&out, a, -3), AG_ERR_ARGUMENT, "axis -3 is out of range");
+    ok &= EXPECT(ag_concat(&out, &a, 1, 2), AG_ERR_ARGUMENT, "out of range");
+    ok &= EXPECT(ag_stack(&out, &a, 1, 4), AG_ERR_ARGUMENT, "out of range");
+    ok &= CHECK(out == SENT_HANDLE);
+    release(a);
+    return ok;
+}
+
+static bool b43(void) { /* a repeated axis */
+    int64_t s[] = {2, 3}, axes[] = {0, -2}, sq[] = {1, 1};
+    ag_tensor a = full(s, 2, 1, AG_FLOAT64);
+    int64_t s1[] = {1, 2};
+    ag_tensor b = full(s1, 2, 1, AG_FLOAT64);
+    ag_tensor out = SENT_HANDLE;
+    bool ok = EXPECT(ag_sum(&out, a, axes, 2, false), AG_ERR_ARGUMENT, "axis -2 is repeated in [0, -2]");
+    ok &= EXPECT(ag_logsumexp(&out, a, axes, 2, false), AG_ERR_ARGUMENT, "is repeated");
+    ok &= EXPECT(ag_squeeze(&out, b, sq, 2), AG_ERR_ARGUMENT, "is repeated");
+    ok &= CHECK(out == SENT_HANDLE);
+    release(a);
+    release(b);
+    return ok;
+}
+
+static bool b44(void) { /* axes NULL with naxes > 0 */
+    int64_t s[] = {2, 3};
+    ag_tensor a = full(s, 2, 1, AG_FLOAT64);
+    ag_tensor out = SENT_HANDLE;
+    bool ok = EXPECT(ag_sum(&out, a, NULL, 1, false), AG_ERR_ARGUMENT, "axes is NULL but naxes is 1");
+    ok &= EXPECT(ag_max(&out, a, NULL, 2, false), AG_ERR_ARGUMENT, "axes is NULL but naxes is 2");
+    ok &= CHECK(out == SENT_HANDLE);
+    release(a);
+    return ok;
+}
+
+static bool b45(void) { /* naxes < 0 (or above AG_MAX_NDIM) */
+    int64_t s[] = {2, 3}, ax = 0;
+    ag_tensor a = full(s, 2, 1, AG_FLOAT64);
+    ag_tensor out = SENT_HANDLE;
+    bool ok = EXPECT(ag_sum(&out, a, &ax, -1, false), AG_ERR_ARGUMENT, "naxes -1 is outside 0...8");
+    ok &= EXPECT(ag_mean(&out, a, &ax, 9, false), AG_ERR_ARGUMENT, "naxes 9 is outside 0...8");
+    ok &= CHECK(out == SENT_HANDLE);
+    release(a);
+    return ok;
+}
+
+static bool b46(void) { /* permute: not a permutation */
+    int64_t s[] = {2, 3, 4}, rep[] = {0, 0, 1}, big[] = {0, 1, 3}, two[] = {1, 0};
+    ag_tensor a = full(s, 3, 1, AG_FLOAT64);
+    ag_tensor out = SENT_HANDLE;
+    bool ok = EXPECT(ag_permute(&out, a, rep, 3), AG_ERR_ARGUMENT, "[0, 0, 1] is not a permutation of the 3 axes");
+    ok &= EXPECT(ag_permute(&out, a, big, 3), AG_ERR_ARGUMENT, "is not a permutation of the 3 axes");
+    ok &= EXPECT(ag_permute(&out, a, two, 2), AG_ERR_ARGUMENT, "2 axes given for a tensor of rank 3");
+    ok &= EXPECT(ag_permute(&out, a, NULL, 3), AG_ERR_ARGUMENT, "perm is NULL but n is 3");
+    ok &= CHECK(out == SENT_HANDLE);
+    release(a);
+    return ok;
+}
+
+static bool b47(void) { /* transpose: an axis out of range */
+    int64_t s[] = {2, 3};
+    ag_tensor a = full(s, 2, 1, AG_FLOAT64);
+    ag_tensor out = SENT_HANDLE;
+    bool ok = EXPECT(ag_transpose(&out, a, 0, 2), AG_ERR_ARGUMENT, "axes 0, 2 out of range for rank 2");
+    ok &= EXPECT(ag_transpose(&out, a, -3, 0), AG_ERR_ARGUMENT, "out of range for rank 2");
+    ok &= CHECK(out == SENT_HANDLE);
+    release(a);
+    return ok;
+}
+
+static bool b48(void) { /* slice: step 0 or negative, bad axis */
+    int64_t s[] = {5};
+    ag_tensor a = full(s, 1, 1, AG_FLOAT64);
+    ag_tensor out = SENT_HANDLE;
+    bool ok = EXPECT(ag_slice(&out, a, 0, 0, 5, 0), AG_ERR_ARGUMENT, "step must be positive, got 0");
+    ok &= EXPECT(ag_slice(&out, a, 0, 4, 0, -1), AG_ERR_ARGUMENT, "step must be positive, got -1");
+    ok &= EXPECT(ag_slice(&out, a, 1, 0, 5, 1), AG_ERR_ARGUMENT, "axis 1 is out of range");
+    ok &= CHECK(out == SENT_HANDLE);
+    release(a);
+    return ok;
+}
+
+static bool b49(void) { /* index_select: an index out of range */
+    int64_t s[] = {3, 2}, hi[] = {0, 3}, lo[] = {-4};
+    ag_tensor a = full(s, 2, 1, AG_FLOAT64);
+    ag_tensor out = SENT_HANDLE;
+    bool ok = EXPECT(ag_index_select(&out, a, 0, hi, 2),
+        AG_ERR_ARGUMENT, "index 3 is out of range for extent 3 of axis 0");
+    ok &= EXPECT(ag_index_select(&out, a, 0, lo, 1), AG_ERR_ARGUMENT, "index -4 is out of range for extent 3");
+    ok &= EXPECT(ag_index_select(&out, a, 2, hi, 1), AG_ERR_ARGUMENT, "axis 2 is out of range");
+    ok &= CHECK(out == SENT_HANDLE);
+    release(a);
+    return ok;
+}
+
+static bool b50(void) { /* gather: an index out of range, index shape not fitting */
+    int64_t s[] = {2, 3};
+    ag_tensor a = full(s, 2, 1, AG_FLOAT64);
+    int64_t ishape[] = {1, 3}, idx[] = {0, 2, 1}, neg[] = {0, -1, 1}, big[] = {1, 4};
+    int64_t idx4[4] = {0};
+    ag_tensor out = SENT_HANDLE;
+    bool ok = EXPECT(ag_gather(&out, a, 0, idx, ishape, 2),
+        AG_ERR_ARGUMENT, "index 2 is out of range for extent 2 of axis 0");
+    ok &= EXPECT(ag_gather(&out, a, 0, neg, ishape, 2), AG_ERR_ARGUMENT, "index -1 is out of range for extent 2");
+    ok &= EXPECT(ag_gather(&out, a, 0, idx4, big, 2), AG_ERR_SHAPE, "index extent 4 exceeds the input's 3 on axis 1");
+    ok &= EXPECT(ag_gather(&out, a, 0, idx, ishape, 1), AG_ERR_SHAPE, "the index has rank 1, the input rank 2");
+    ok &= EXPECT(ag_gather(&out, a, 0, NULL, ishape, 2), AG_ERR_ARGUMENT, "index is NULL but its count is 3");
+    ok &= CHECK(out == SENT_HANDLE);
+    release(a);
+    return ok;
+}
+
+static bool b51(void) { /* cross_entropy: a label out of range */
+    int64_t s[] = {2, 3}, hi[] = {0, 3}, neg[] = {-1, 0};
+    ag_tensor a = full(s, 2, 0, AG_FLOAT64);
+    ag_tensor out = SENT_HANDLE;
+    bool ok = EXPECT(ag_cross_entropy(&out, a, hi, 2), AG_ERR_ARGUMENT, "label 3 is out of range for 3 classes");
+    ok &= EXPECT(ag_cross_entropy(&out, a, neg, 2), AG_ERR_ARGUMENT, "label -1 is out of range for 3 classes");
+    ok &= CHECK(out == SENT_HANDLE);
+    release(a);
+    return ok;
+}
+
+/* ========================================================================================== */
+/* Values                                                                                     */
+/* ========================================================================================== */
+
+static bool b52(void) { /* arange: step 0 */
+    ag_tensor out = SENT_HANDLE;
+    bool ok = EXPECT(ag_tensor_arange(&out, 0, 10, 0, AG_FLOAT64), AG_ERR_ARGUMENT, "arange: step must not be 0");
+    ok &= CHECK(out == SENT_HANDLE);
+    return ok;
+}
+
+static bool b53(void) { /* arange: a non-finite argument */
+    ag_tensor out = SENT_HANDLE;
+    bool ok = EXPECT(ag_tensor_arange(&out, 0, INFINITY, 1, AG_FLOAT64), AG_ERR_ARGUMENT,
+                     "start, stop and step must be finite");
+    ok &= EXPECT(ag_tensor_arange(&out, NAN, 1, 1, AG_FLOAT32), AG_ERR_ARGUMENT, "must be finite");
+    ok &= EXPECT(ag_tensor_arange(&out, 0, 1, NAN, AG_FLOAT32), AG_ERR_ARGUMENT, "must be finite");
+    ok &= CHECK(out == SENT_HANDLE);
+    return ok;
+}
+
+static bool b54(void) { /* arange: more than 2^40 elements */
+    ag_tensor out = SENT_HANDLE;
+    bool ok = EXPECT(ag_tensor_arange(&out, 0, 1e300, 1, AG_FLOAT64), AG_ERR_ARGUMENT,
+                     "elements is more than the 2^40 allowed");
+    ok &= EXPECT(ag_tensor_arange(&out, 0, 1, 1e-300, AG_FLOAT64), AG_ERR_ARGUMENT, "the 2^40 allowed");
+    ok &= CHECK(out == SENT_HANDLE);
+    /* accepted: a step pointing away from stop gives an empty tensor, as numpy.arange */
+    int64_t n = -1;
+    ok &= OK(ag_tensor_arange(&out, 0, 10, -1, AG_FLOAT64));
+    if (out != SENT_HANDLE) {
+        ok &= OK(ag_tensor_numel(&n, out));
+        ok &= CHECK(n == 0);
+        release(out);
+    }
+    return ok;
+}
+
+static bool b55(void) { /* rand_normal: std < 0 or non-finite */
+    int64_t s[] = {3};
+    ag_tensor out = SENT_HANDLE;
+    bool ok = EXPECT(ag_tensor_rand_normal(&out, s, 1, 0, -1, 1, AG_FLOAT64), AG_ERR_ARGUMENT,
+                     "need a finite mean and a finite std >= 0");
+    ok &= EXPECT(ag_tensor_rand_normal(&out, s, 1, NAN, 1, 1, AG_FLOAT64), AG_ERR_ARGUMENT, "std >= 0");
+    ok &= CHECK(out == SENT_HANDLE);
+    return ok;
+}
+
+static bool b56(void) { /* rand_uniform: low > high or a non-finite bound */
+    int64_t s[] = {3};
+    ag_tensor out = SENT_HANDLE;
+    bool ok = EXPECT(ag_tensor_rand_uniform(&out, s, 1, 2, 1, 1, AG_FLOAT64),
+        AG_ERR_ARGUMENT, "need finite low <= high");
+    ok &= EXPECT(ag_tensor_rand_uniform(&out, s, 1, 0, INFINITY, 1, AG_FLOAT64),
+        AG_ERR_ARGUMENT, "need finite low <= high");
+    ok &= CHECK(out == SENT_HANDLE);
+    return ok;
+}
+
+static bool b57(void) { /* var: correction < 0 */
+    int64_t s[] = {4};
+    ag_tensor a = full(s, 1, 1, AG_FLOAT64);
+    ag_tensor out = SENT_HANDLE;
+    bool ok = EXPECT(ag_var(&out, a, NULL, 0, -1, false), AG_ERR_ARGUMENT, "correction -1 is negative");
+    ok &= CHECK(out == SENT_HANDLE);
+    release(a);
+    return ok;
+}
+
+static bool b58(void) { /* init: an unknown kind */
+    int64_t s[] = {4, 3};
+    ag_tensor out = SENT_HANDLE;
+    bool ok = EXPECT(ag_tensor_init(&out, s, 2, 9, 1, AG_FLOAT32),
+        AG_ERR_ARGUMENT, "unknown initialiser kind 9 (use AG_INIT_*)");
+    ok &= EXPECT(ag_tensor_init(&out, s, 2, 0, 1, AG_FLOAT32), AG_ERR_ARGUMENT, "unknown initialiser kind 0");
+    ok &= CHECK(out == SENT_HANDLE);
+    return ok;
+}
+
+static bool b59(void) { /* leaky_relu: a non-finite negative_slope */
+    ag_tensor a = scalar64(-1);
+    ag_tensor out = SENT_HANDLE;
+    bool ok = EXPECT(ag_leaky_relu(&out, a, NAN), AG_ERR_ARGUMENT, "negative_slope must be finite");
+    ok &= EXPECT(ag_leaky_relu(&out, a, -INFINITY), AG_ERR_ARGUMENT, "negative_slope must be finite");
+    ok &= CHECK(out == SENT_HANDLE);
+    release(a);
+    return ok;
+}
+
+static bool b60(void) { /* accepted: NaN passes through the operations */
+    double v[] = {NAN, 1.0};
+    ag_tensor a = vec64(2, v);
+    ag_tensor s = AG_NULL_TENSOR, m = AG_NULL_TENSOR, e = AG_NULL_TENSOR, sm = AG_NULL_TENSOR, mx = AG_NULL_TENSOR;
+    bool ok = OK(ag_add_scalar(&s, a, 1));
+    ok &= OK(ag_maximum_scalar(&m, a, 5)); /* nan in either operand gives nan */
+    ok &= OK(ag_exp(&e, a));
+    ok &= OK(ag_sum(&sm, a, NULL, 0, false));
+    ok &= OK(ag_max(&mx, a, NULL, 0, false));
+    double r[2];
+    if (ok) {
+        ok &= values(r, 2, s) && CHECK(isnan(r[0]) && r[1] == 2.0);
+        ok &= values(r, 2, m) && CHECK(isnan(r[0]) && r[1] == 5.0);
+        ok &= values(r, 2, e) && CHECK(isnan(r[0]) && fabs(r[1] - exp(1.0)) < 1e-15);
+        ok &= CHECK(isnan(item(sm)));
+        ok &= CHECK(isnan(item(mx)));
+    }
+    release(s), release(m), release(e), release(sm), release(mx);
+    release(a);
+    return ok;
+}
+
+static bool b61(void) { /* accepted: infinities and IEEE division and logarithm */
+    double v[] = {1.0, -1.0, 0.0};
+    ag_tensor a = vec64(3, v);
+    ag_tensor z = scalar64(0.0);
+    ag_tensor q = AG_NULL_TENSOR, l = AG_NULL_TENSOR, e = AG_NULL_TENSOR, r = AG_NULL_TENSOR;
+    ag_tensor big = scalar64(1000.0);
+    bool ok = OK(ag_div(&q, a, z));
+    ok &= OK(ag_log(&l, a));
+    ok &= OK(ag_exp(&e, big));
+    ok &= OK(ag_sqrt(&r, a));
+    double x[3];
+    if (ok) {
+        ok &= values(x, 3, q) && CHECK(is_pinf(x[0]) && is_ninf(x[1]) && isnan(x[2]));
+        ok &= values(x, 3, l) && CHECK(x[0] == 0.0 && isnan(x[1]) && is_ninf(x[2]));
+        ok &= CHECK(is_pinf(item(e)));
+        ok &= values(x, 3, r) && CHECK(x[0] == 1.0 && isnan(x[1]) && x[2] == 0.0);
+    }
+    release(q), release(l), release(e), release(r);
+    release(a), release(z), release(big);
+    return ok;
+}
+
+static bool b62(void) { /* accepted: sigmoid and softplus stay finite at +-1000 */
+    double v[] = {-1000.0, 1000.0};
+    ag_tensor x = leaf_rg(vec64(2, v));
+    ag_tensor sg = AG_NULL_TENSOR, sp = AG_NULL_TENSOR, t = AG_NULL_TENSOR, y = AG_NULL_TENSOR;
+    bool ok = OK(ag_sigmoid(&sg, x));
+    ok &= OK(ag_softplus(&sp, x));
+    ok &= OK(ag_add(&t, sg, sp));
+    ok &= OK(ag_sum(&y, t, NULL, 0, false));
+    ok &= OK(ag_backward(y, AG_NULL_TENSOR, false, false));
+    double r[2];
+    ag_tensor g = AG_NULL_TENSOR;
+    ok &= OK(ag_tensor_grad(&g, x));
+    if (ok) {
+        ok &= values(r, 2, sg) && CHECK(r[0] == 0.0 && r[1] == 1.0);
+        ok &= values(r, 2, sp) && CHECK(r[0] == 0.0 && r[1] == 1000.0);
+        ok &= values(r, 2, g) && CHECK(isfinite(r[0]) && isfinite(r[1]) && fabs(r[1] - 1.0) < 1e-12 && r[0] == 0.0);
+    }
+    release(g);
+    release(sg), release(sp), release(t), release(y);
+    release(x);
+    return ok;
+}
+
+static bool b63(void) { /* accepted: the mean over zero elements is nan */
+    int64_t s[] = {0, 3};
+    ag_tensor a = full(s, 2, 0, AG_FLOAT64);
+    ag_tensor m = AG_NULL_TENSOR, sm = AG_NULL_TENSOR;
+    bool ok = OK(ag_mean(&m, a, NULL, 0, false));
+    ok &= OK(ag_sum(&sm, a, NULL, 0, false));
+    if (ok) {
+        ok &= CHECK(isnan(item(m)));
+        ok &= CHECK(item(sm) == 0.0);
+    }
+    release(m), release(sm);
+    release(a);
+    return ok;
+}
+
+/* ========================================================================================== */
+/* Graph misuse                                                                               */
+/* ========================================================================================== */
+
+static bool b64(void) { /* set_requires_grad on a result with recorded history */
+    ag_tensor x = leaf_rg(scalar64(2));
+    ag_tensor y = AG_NULL_TENSOR;
+    bool ok = OK(ag_mul(&y, x, x));
+    ok &= EXPECT(ag_tensor_set_requires_grad(y, false),
+        AG_ERR_STATE, "requires_grad can only be changed on leaf tensors");
+    ok &= EXPECT(ag_tensor_set_requires_grad(y, true),
+        AG_ERR_STATE, "requires_grad can only be changed on leaf tensors");
+    bool rg = false;
+    ok &= OK(ag_tensor_requires_grad(&rg, y));
+    ok &= CHECK(rg);
+    release(y);
+    release(x);
+    return ok;
+}
+
+static bool b65(void) { /* backward from a root that does not require grad */
+    ag_tensor x = scalar64(2), y = AG_NULL_TENSOR;
+    bool ok = OK(ag_mul(&y, x, x));
+    ok &= EXPECT(ag_backward(y, AG_NULL_TENSOR, false, false), AG_ERR_STATE, "the root does not require grad");
+    ok &= EXPECT(ag_backward(x, AG_NULL_TENSOR, false, false), AG_ERR_STATE, "the root does not require grad");
+    release(y);
+    release(x);
+    return ok;
+}
+
+static bool b66(void) { /* backward from a non-scalar root without a seed */
+    int64_t s[] = {3};
+    ag_tensor x = leaf_rg(full(s, 1, 1, AG_FLOAT64)), y = AG_NULL_TENSOR;
+    bool ok = OK(ag_exp(&y, x));
+    ok &= EXPECT(ag_backward(y, AG_NULL_TENSOR, false, false), AG_ERR_STATE,
+                 "a seed (gradient) is needed for a root that is not a scalar");
+    ag_tensor g = SENT_HANDLE;
+    ok &= OK(ag_tensor_grad(&g, x));
+    ok &= CHECK(g == AG_NULL_TENSOR);
+    /* the graph was not released by the failure: a seeded backward works */
+    ag_tensor seed = full(s, 1, 1, AG_FLOAT64);
+    ok &= OK(ag_backward(y, seed, false, false));
+    ok &= OK(ag_tensor_grad(&g, x));
+    double r[3];
+    if (g && g != SENT_HANDLE) {
+        ok &= values(r, 3, g) && CHECK(fabs(r[0] - exp(1.0)) < 1e-15);
+        release(g);
+    }
+    release(seed);
+    release(y);
+    release(x);
+    return ok;
+}
+
+static bool b67(void) { /* backward: a seed of the wrong shape */
+    int64_t s[] = {3}, s2[] = {2};
+    ag_tensor x = leaf_rg(full(s, 1, 1, AG_FLOAT64)), y = AG_NULL_TENSOR;
+    bool ok = OK(ag_exp(&y, x));
+    ag_tensor seed = full(s2, 1, 1, AG_FLOAT64);
+    ok &= EXPECT(ag_backward(y, seed, false, false), AG_ERR_SHAPE, "the seed has shape [2] but the root has shape [3]");
+    release(seed);
+    release(y);
+    release(x);
+    return ok;
+}
+
+static bool b68(void) { /* backward a second time through a released graph */
+    ag_tensor x = leaf_rg(scalar64(3)), y = AG_NULL_TENSOR;
+    bool ok = OK(ag_mul(&y, x, x));
+    ok &= OK(ag_backward(y, AG_NULL_TENSOR, false, false));
+    ok &= EXPECT(ag_backward(y, AG_NULL_TENSOR, false, false), AG_ERR_STATE,
+                 "was already freed by an earlier backward; pass retain_graph = true");
+    ag_tensor g = SENT_HANDLE;
+    ok &= EXPECT(ag_grad(&g, &y, 1, NULL, &x, 1, false, false, false), AG_ERR_STATE, "was already freed");
+    ok &= CHECK(g == SENT_HANDLE);
+    ag_tensor acc = AG_NULL_TENSOR;
+    ok &= OK(ag_tensor_grad(&acc, x));
+    if (acc) {
+        ok &= CHECK(item(acc) == 6.0); /* accumulated once */
+        release(acc);
+    }
+    release(y);
+    release(x);
+    return ok;
+}
+
+static bool b69(void) { /* ag_grad: an input the outputs do not use, without allow_unused */
+    ag_tensor x = leaf_rg(scalar64(2)), u = leaf_rg(scalar64(5)), y = AG_NULL_TENSOR;
+    bool ok = OK(ag_mul(&y, x, x));
+    ag_tensor in[2] = {x, u};
+    ag_tensor g[2] = {SENT_HANDLE, SENT_HANDLE};
+    ok &= EXPECT(ag_grad(g, &y, 1, NULL, in, 2, true, false, false),
+        AG_ERR_STATE, "input 1 is not used to compute the outputs (pass allow_unused");
+    ok &= CHECK(g[0] == SENT_HANDLE && g[1] == SENT_HANDLE);
+    ok &= OK(ag_grad(g, &y, 1, NULL, in, 2, false, false, true)); /* accepted with allow_unused */
+    ok &= CHECK(g[1] == AG_NULL_TENSOR);
+    if (g[0] && g[0] != SENT_HANDLE) {
+        ok &= CHECK(item(g[0]) == 4.0);
+        release(g[0]);
+    }
+    release(y);
+    release(x);
+    release(u);
+    return ok;
+}
+
+static bool b70(void) { /* ag_grad: an input or output that does not require grad */
+    ag_tensor x = leaf_rg(scalar64(2)), c = scalar64(3), y = AG_NULL_TENSOR;
+    bool ok = OK(ag_mul(&y, x, c));
+    ag_tensor g = SENT_HANDLE;
+    ok &= EXPECT(ag_grad(&g, &y, 1, NULL, &c, 1, true, false, false), AG_ERR_STATE, "input 0 does not require grad");
+    ok &= EXPECT(ag_grad(&g, &c, 1, NULL, &x, 1, true, false, false), AG_ERR_STATE, "the root does not require grad");
+    ok &= CHECK(g == SENT_HANDLE);
+    release(y);
+    release(x);
+    release(c);
+    return ok;
+}
+
+static bool b71(void) { /* ag_grad: a seed that does not match its output */
+    int64_t s[] = {2}, s3[] = {3};
+    ag_tensor x = leaf_rg(full(s, 1, 1, AG_FLOAT64)), y = AG_NULL_TENSOR;
+    bool ok = OK(ag_exp(&y, x));
+    ag_tensor bad_shape = full(s3, 1, 1, AG_FLOAT64), bad_dtype = full(s, 1, 1, AG_FLOAT32);
+    ag_tensor g = SENT_HANDLE;
+    ok &= EXPECT(ag_grad(&g, &y, 1, &bad_shape, &x, 1, true, false, false),
+        AG_ERR_SHAPE, "the seed has shape [3] but the root has shape [2]");
+    ok &= EXPECT(ag_grad(&g, &y, 1, &bad_dtype, &x, 1, true, false, false),
+        AG_ERR_DTYPE, "the seed is float32 but the root is float64");
+    ok &= EXPECT(ag_grad(&g, &y, 1, NULL, &x, 1, true, false, false), AG_ERR_STATE, "a seed (gradient) is needed");
+    ok &= CHECK(g == SENT_HANDLE);
+    release(bad_shape), release(bad_dtype);
+    release(y);
+    release(x);
+    return ok;
+}
+
+/* ========================================================================================== */
+/* Callbacks                                                                                  */
+/* ========================================================================================== */
+
+static int g_destroyed;
+static void count_destroy(void *user_data) {
+    (void)user_data;
+    g_destroyed++;
+}
+static int32_t hook_ok(ag_tensor *replacement, ag_tensor grad, void *user_data) {
+    (void)replacement, (void)grad, (void)user_data;
+    return 0;
+}
+static int32_t hook_fail(ag_tensor *replacement, ag_tensor grad, void *user_data) {
+    (void)replacement, (void)grad, (void)user_data;
+    return 7;
+}
+static int32_t hook_wrong_shape(ag_tensor *replacement, ag_tensor grad, void *user_data) {
+    (void)grad, (void)user_data;
+    int64_t s[] = {5};
+    return ag_tensor_zeros(replacement, s, 1, AG_FLOAT64) == AG_OK ? 0 : 1;
+}
+
+static bool b72(void) { /* register_hook: hook NULL */
+    ag_tensor x = leaf_rg(scalar64(1));
+    int64_t id = SENT_I64;
+    g_destroyed = 0;
+    bool ok = EXPECT(ag_tensor_register_hook(&id, x, NULL, NULL, count_destroy), AG_ERR_ARGUMENT, "hook is NULL");
+    ok &= CHECK(id == SENT_I64);
+    ok &= CHECK(g_destroyed == 0); /* destroy is not called on failure */
+    release(x);
+    ok &= CHECK(g_destroyed == 0);
+    return ok;
+}
+
+static bool b73(void) { /* register_hook on a tensor that does not require grad */
+    ag_tensor x = scalar64(1);
+    int64_t id = SENT_I64;
+    g_destroyed = 0;
+    bool ok = EXPECT(ag_tensor_register_hook(&id, x, hook_ok, NULL, count_destroy), AG_ERR_STATE,
+                     "the tensor does not require grad, so no gradient will flow into it");
+    ok &= CHECK(id == SENT_I64);
+    ok &= CHECK(g_destroyed == 0);
+    release(x);
+    ok &= CHECK(g_destroyed == 0);
+    return ok;
+}
+
+static bool b74(void) { /* remove_hook: an unknown id, or an id of another tensor */
+    ag_tensor x = leaf_rg(scalar64(1)), z = leaf_rg(scalar64(2));
+    int64_t id = -1;
+    g_destroyed = 0;
+    bool ok = OK(ag_tensor_register_hook(&id, x, hook_ok, NULL, count_destroy));
+    ok &= EXPECT(ag_tensor_remove_hook(x, 987654321),
+        AG_ERR_ARGUMENT, "no hook with id 987654321 is registered on this tensor");
+    ok &= EXPECT(ag_tensor_remove_hook(z, id), AG_ERR_ARGUMENT, "no hook with id");
+    ok &= CHECK(g_destroyed == 0);
+    ok &= OK(ag_tensor_remove_hook(x, id));
+    ok &= CHECK(g_destroyed == 1);
+    ok &= EXPECT(ag_tensor_remove_hook(x, id), AG_ERR_ARGUMENT, "no hook with id"); /* removed twice */
+    release(x), release(z);
+    ok &= CHECK(g_destroyed == 1);
+    return ok;
+}
+
+static bool b75(void) { /* a hook that returns non-zero */
+    ag_tensor x = leaf_rg(scalar64(2)), y = AG_NULL_TENSOR;
+    int64_t id = -1;
+    bool ok = OK(ag_mul(&y, x, x));
+    ok &= OK(ag_tensor_register_hook(&id, x, hook_fail, NULL, NULL));
+    char frag[64];
+    snprintf(frag, sizeof frag, "gradient hook %" PRId64 " returned 7", id);
+    ok &= EXPECT(ag_backward(y, AG_NULL_TENSOR, true, false), AG_ERR_CALLBACK, frag);
+    ag_tensor g = SENT_HANDLE;
+    ok &= EXPECT(ag_grad(&g, &y, 1, NULL, &x, 1, true, false, false), AG_ERR_CALLBACK, frag);
+    ok &= CHECK(g == SENT_HANDLE);
+    /* the process and the graph carry on: without the hook it works */
+    ok &= OK(ag_tensor_remove_hook(x, id));
+    ok &= OK(ag_grad(&g, &y, 1, NULL, &x, 1, false, false, false));
+    if (g != SENT_HANDLE) {
+        ok &= CHECK(item(g) == 4.0);
+        release(g);
+    }
+    release(y), release(x);
+    return ok;
+}
+
+static bool b76(void) { /* a hook whose replacement gradient has the wrong shape */
+    ag_tensor x = leaf_rg(scalar64(2)), y = AG_NULL_TENSOR;
+    int64_t live0 = -1, live1 = -2;
+    bool ok = OK(ag_mul(&y, x, x));
+    ok &= OK(ag_tensor_register_hook(NULL, x, hook_wrong_shape, NULL, NULL));
+    ok &= OK(ag_live_handle_count(&live0));
+    ok &= EXPECT(ag_backward(y, AG_NULL_TENSOR, false, false),
+        AG_ERR_SHAPE, "the replacement gradient is float64 [5], the gradient is float64 []");
+    ok &= OK(ag_live_handle_count(&live1));
+    ok &= CHECK(live0 == live1); /* the rejected replacement was freed by the library */
+    ag_tensor g = SENT_HANDLE;
+    ok &= OK(ag_tensor_grad(&g, x));
+    ok &= CHECK(g == AG_NULL_TENSOR);
+    release(y), release(x);
+    return ok;
+}
+
+static int32_t build_fails(ag_tensor *out, const ag_tensor *inputs, int64_t ninputs, void *user_data) {
+    (void)out, (void)inputs, (void)ninputs, (void)user_data;
+    return 3;
+}
+
+static bool b77(void) { /* gradcheck: eps <= 0 or non-finite, atol/rtol < 0 */
+    ag_tensor x = leaf_rg(scalar64(0.5));
+    bool passed = false;
+    bool ok = EXPECT(ag_gradcheck(&passed, NULL, NULL, NULL, NULL, build_square_sum, NULL, &x, 1, 0, 1e-5, 1e-4),
+                     AG_ERR_ARGUMENT, "eps must be positive and finite, got 0.0");
+    ok &= EXPECT(ag_gradcheck(&passed, NULL, NULL, NULL, NULL, build_square_sum, NULL, &x, 1, -1e-6, 1e-5, 1e-4),
+                 AG_ERR_ARGUMENT, "eps must be positive and finite");
+    ok &= EXPECT(ag_gradcheck(&passed, NULL, NULL, NULL, NULL, build_square_sum, NULL, &x, 1, NAN, 1e-5, 1e-4),
+                 AG_ERR_ARGUMENT, "eps must be positive and finite");
+    ok &= EXPECT(ag_gradcheck(&passed, NULL, NULL, NULL, NULL, build_square_sum, NULL, &x, 1, 1e-6, -1, 1e-4),
+                 AG_ERR_ARGUMENT, "atol and rtol must not be negative");
+    ok &= CHECK(!passed);
+    release(x);
+    return ok;
+}
+
+static bool b78(void) { /* gradcheck: the build function fails */
+    ag_tensor x = leaf_rg(scalar64(0.5));
+    bool passed = false;
+    double wa = SENT_F64;
+    bool ok = EXPECT(ag_gradcheck(&passed, NULL, NULL, &wa, NULL, build_fails, NULL, &x, 1, 1e-6, 1e-5, 1e-4),
+                     AG_ERR_CALLBACK, "the build function returned 3");
+    ok &= CHECK(!passed && wa == SENT_F64);
+    release(x);
+    return ok;
+}
+
+static bool b79(void) { /* gradcheck: build / passed / inputs NULL, ninputs < 1 */
+    ag_tensor x = leaf_rg(scalar64(0.5));
+    bool passed = false;
+    bool ok = EXPECT(ag_gradcheck(&passed, NULL, NULL, NULL, NULL, NULL, NULL, &x, 1, 1e-6, 1e-5, 1e-4),
+                     AG_ERR_ARGUMENT, "build is NULL");
+    ok &= EXPECT(ag_gradcheck(NULL, NULL, NULL, NULL, NULL, build_square_sum, NULL, &x, 1, 1e-6, 1e-5, 1e-4),
+                 AG_ERR_ARGUMENT, "the output pointer 'passed' is NULL");
+    ok &= EXPECT(ag_gradcheck(&passed, NULL, NULL, NULL, NULL, build_square_sum, NULL, NULL, 1, 1e-6, 1e-5, 1e-4),
+                 AG_ERR_ARGUMENT, "inputs is NULL but ninputs is 1");
+    ok &= EXPECT(ag_gradcheck(&passed, NULL, NULL, NULL, NULL, build_square_sum, NULL, &x, 0, 1e-6, 1e-5, 1e-4),
+                 AG_ERR_ARGUMENT, "at least one tensor is needed, ninputs is 0");
+    ok &= CHECK(!passed);
+    release(x);
+    return ok;
+}
+
+/* ========================================================================================== */
+/* Optimizers                                                                                 */
+/* ========================================================================================== */
+
+static bool b80(void) { /* a repeated parameter */
+    ag_tensor p = leaf_rg(scalar64(1)), q = leaf_rg(scalar64(2));
+    ag_tensor ps[3] = {p, q, p};
+    ag_optimizer opt = (ag_optimizer)SENT_HANDLE;
+    bool ok = EXPECT(ag_optimizer_sgd(&opt, ps, 3, 0.1, 0, false, 0),
+        AG_ERR_ARGUMENT, "parameter 2 repeats parameter 0");
+    ok &= EXPECT(ag_optimizer_adam(&opt, ps, 3, 0.1, 0.9, 0.999, 1e-8, 0), AG_ERR_ARGUMENT, "repeats parameter");
+    ok &= CHECK(opt == (ag_optimizer)SENT_HANDLE);
+    release(p), release(q);
+    return ok;
+}
+
+static bool b81(void) { /* a parameter that is not a leaf requiring grad */
+    ag_tensor p = leaf_rg(scalar64(1)), y = AG_NULL_TENSOR, c = scalar64(1);
+    bool ok = OK(ag_mul(&y, p, p));
+    ag_optimizer opt = (ag_optimizer)SENT_HANDLE;
+    ag_tensor ps[2] = {p, y};
+    ok &= EXPECT(ag_optimizer_sgd(&opt, ps, 2, 0.1, 0, false, 0),
+        AG_ERR_STATE, "parameter 1 must be a leaf that requires grad");
+    ok &= EXPECT(ag_optimizer_adamw(&opt, &c, 1, 0.1, 0.9, 0.999, 1e-8, 0.01),
+        AG_ERR_STATE, "parameter 0 must be a leaf that requires grad");
+    ok &= CHECK(opt == (ag_optimizer)SENT_HANDLE);
+    release(y), release(p), release(c);
+    return ok;
+}
+
+static bool b82(void) { /* a negative or non-finite learning rate */
+    ag_tensor p = leaf_rg(scalar64(1));
+    ag_optimizer opt = (ag_optimizer)SENT_HANDLE;
+    bool ok = EXPECT(ag_optimizer_sgd(&opt, &p, 1, -0.1, 0, false, 0),
+        AG_ERR_ARGUMENT, "the learning rate must be finite and >= 0, got -0.1");
+    ok &= EXPECT(ag_optimizer_adam(&opt, &p, 1, NAN, 0.9, 0.999, 1e-8, 0),
+        AG_ERR_ARGUMENT, "the learning rate must be finite and >= 0");
+    ok &= CHECK(opt == (ag_optimizer)SENT_HANDLE);
+    release(p);
+    return ok;
+}
+
+static bool b83(void) { /* Adam/AdamW: betas outside [0, 1) */
+    ag_tensor p = leaf_rg(scalar64(1));
+    ag_optimizer opt = (ag_optimizer)SENT_HANDLE;
+    bool ok = EXPECT(ag_optimizer_adam(&opt, &p, 1, 0.1, 1.0, 0.999, 1e-8, 0),
+        AG_ERR_ARGUMENT, "Adam: betas must be in [0, 1), got 1.0, 0.999");
+    ok &= EXPECT(ag_optimizer_adamw(&opt, &p, 1, 0.1, 0.9, 1.5, 1e-8, 0), AG_ERR_ARGUMENT, "betas must be in [0, 1)");
+    ok &= EXPECT(ag_optimizer_adam(&opt, &p, 1, 0.1, -0.1, 0.999, 1e-8, 0), AG_ERR_ARGUMENT, "betas must be in [0, 1)");
+    ok &= CHECK(opt == (ag_optimizer)SENT_HANDLE);
+    release(p);
+    return ok;
+}
+
+static bool b84(void) { /* SGD: Nesterov without momentum */
+    ag_tensor p = leaf_rg(scalar64(1));
+    ag_optimizer opt = (ag_optimizer)SENT_HANDLE;
+    bool ok = EXPECT(ag_optimizer_sgd(&opt, &p, 1, 0.1, 0, true, 0),
+        AG_ERR_ARGUMENT, "SGD: Nesterov momentum needs momentum > 0");
+    ok &= CHECK(opt == (ag_optimizer)SENT_HANDLE);
+    release(p);
+    return ok;
+}
+
+static bool b85(void) { /* negative or non-finite momentum, weight decay, eps */
+    ag_tensor p = leaf_rg(scalar64(1));
+    ag_optimizer opt = (ag_optimizer)SENT_HANDLE;
+    bool ok = EXPECT(ag_optimizer_sgd(&opt, &p, 1, 0.1, -0.9, false, 0),
+        AG_ERR_ARGUMENT, "SGD: momentum and weight decay must be finite and >= 0");
+    ok &= EXPECT(ag_optimizer_sgd(&opt, &p, 1, 0.1, 0, false, INFINITY),
+        AG_ERR_ARGUMENT, "momentum and weight decay must be finite and >= 0");
+    ok &= EXPECT(ag_optimizer_adam(&opt, &p, 1, 0.1, 0.9, 0.999, -1e-8, 0),
+        AG_ERR_ARGUMENT, "Adam: eps and weight decay must be finite and >= 0");
+    ok &= CHECK(opt == (ag_optimizer)SENT_HANDLE);
+    release(p);
+    return ok;
+}
+
+static bool b86(void) { /* optimizer: params NULL, n < 1, out NULL */
+    ag_tensor p = leaf_rg(scalar64(1));
+    ag_optimizer opt = (ag_optimizer)SENT_HANDLE;
+    bool ok = EXPECT(ag_optimizer_sgd(&opt, NULL, 1, 0.1, 0, false, 0), AG_ERR_ARGUMENT, "params is NULL but n is 1");
+    ok &= EXPECT(ag_optimizer_sgd(&opt, &p, 0, 0.1, 0, false, 0),
+        AG_ERR_ARGUMENT, "at least one tensor is needed, n is 0");
+    ok &= EXPECT(ag_optimizer_adam(NULL, &p, 1, 0.1, 0.9, 0.999, 1e-8, 0),
+        AG_ERR_ARGUMENT, "the output pointer 'out' is NULL");
+    ok &= CHECK(opt == (ag_optimizer)SENT_HANDLE);
+    release(p);
+    return ok;
+}
+
+static bool b87(void) { /* set_lr: negative or non-finite */
+    ag_tensor p = leaf_rg(scalar64(1));
+    ag_optimizer opt = 0;
+    bool ok = OK(ag_optimizer_sgd(&opt, &p, 1, 0.25, 0, false, 0));
+    ok &= EXPECT(ag_optimizer_set_lr(opt, -1), AG_ERR_ARGUMENT, "the learning rate must be finite and >= 0, got -1.0");
+    ok &= EXPECT(ag_optimizer_set_lr(opt, INFINITY), AG_ERR_ARGUMENT, "the learning rate must be finite and >= 0");
+    double lr = -1;
+    ok &= OK(ag_optimizer_lr(&lr, opt));
+    ok &= CHECK(lr == 0.25); /* unchanged */
+    ok &= OK(ag_optimizer_free(opt));
+    release(p);
+    return ok;
+}
+
+/* ========================================================================================== */
+/* Memory                                                                                     */
+/* ========================================================================================== */
+
+static bool b88(void) { /* a byte count that overflows int64: {2^40, 2^20} float64 (2^63 bytes) */
+    int64_t s[] = {INT64_C(1) << 40, INT64_C(1) << 20};
+    ag_tensor out = SENT_HANDLE;
+    bool ok = EXPECT(ag_tensor_zeros(&out, s, 2, AG_FLOAT64), AG_ERR_OUT_OF_MEMORY,
+                     "cannot allocate 1152921504606846976 elements of float64: size overflows");
+    ok &= EXPECT(ag_tensor_eye(&out, INT64_C(1) << 31, INT64_C(1) << 31, AG_FLOAT32),
+        AG_ERR_OUT_OF_MEMORY, "size overflows");
+    ok &= CHECK(out == SENT_HANDLE);
+    return ok;
+}
+
+static bool b89(void) { /* a representable allocation too large to satisfy: 2^61 bytes */
+    int64_t s[] = {INT64_C(1) << 58};                               /* float64: 2^61 bytes */
+    int64_t s2[] = {INT64_C(1) << 29, INT64_C(1) << 30};            /* float64: 2^62 bytes */
+    int64_t s3[] = {INT64_C(1) << 20, INT64_C(1) << 20, INT64_C(1) << 19}; /* float32: 2^61 bytes */
+    ag_tensor out = SENT_HANDLE;
+    bool ok = EXPECT(ag_tensor_zeros(&out, s, 1, AG_FLOAT64), AG_ERR_OUT_OF_MEMORY,
+                     "cannot allocate 2305843009213693952 bytes for 288230376151711744 elements of float64");
+    ok &= EXPECT(ag_tensor_ones(&out, s2, 2, AG_FLOAT64), AG_ERR_OUT_OF_MEMORY, "cannot allocate");
+    ok &= EXPECT(ag_tensor_full(&out, s3, 3, 2.0, AG_FLOAT32), AG_ERR_OUT_OF_MEMORY, "cannot allocate");
+    ok &= EXPECT(ag_tensor_rand_uniform(&out, s, 1, 0, 1, 1, AG_FLOAT64), AG_ERR_OUT_OF_MEMORY, "cannot allocate");
+    ok &= EXPECT(ag_tensor_init(&out, s2, 2, AG_INIT_KAIMING_NORMAL, 1, AG_FLOAT64),
+        AG_ERR_OUT_OF_MEMORY, "cannot allocate");
+    ok &= EXPECT(ag_tensor_eye(&out, INT64_C(1) << 29, INT64_C(1) << 30, AG_FLOAT64),
+        AG_ERR_OUT_OF_MEMORY, "cannot allocate");
+    ok &= CHECK(out == SENT_HANDLE);
+    return ok;
+}
+
+static bool b90(void) { /* from_data with a huge shape: OOM before the data is read */
+    int64_t s[] = {INT64_C(1) << 58};
+    double one = 1.0; /* only one element really exists: the library must not read past it */
+    ag_tensor out = SENT_HANDLE;
+    bool ok = EXPECT(ag_tensor_from_data(&out, &one, s, 1, AG_FLOAT64), AG_ERR_OUT_OF_MEMORY, "cannot allocate");
+    ok &= CHECK(out == SENT_HANDLE);
+    return ok;
+}
+
+static bool b91(void) { /* an operation whose result is too large: expand {1} to {2^58} float64 */
+    int64_t s[] = {INT64_C(1) << 58};
+    ag_tensor a = leaf_rg(scalar64(1));
+    ag_tensor out = SENT_HANDLE;
+    bool ok = EXPECT(ag_expand(&out, a, s, 1),
+        AG_ERR_OUT_OF_MEMORY, "ag_expand: cannot allocate 2305843009213693952 bytes");
+    ok &= CHECK(out == SENT_HANDLE);
+    /* a is untouched and usable */
+    ag_tensor y = AG_NULL_TENSOR;
+    ok &= OK(ag_mul_scalar(&y, a, 3));
+    ok &= OK(ag_backward(y, AG_NULL_TENSOR, false, false));
+    ag_tensor g = AG_NULL_TENSOR;
+    ok &= OK(ag_tensor_grad(&g, a));
+    if (g) {
+        ok &= CHECK(item(g) == 3.0);
+        release(g);
+    }
+    release(y), release(a);
+    return ok;
+}
+
+/* ========================================================================================== */
+/* Extremes                                                                                   */
+/* ========================================================================================== */
+
+static bool b92(void) { /* INT64_MIN / INT64_MAX as axes, indices, labels, capacities, ids */
+    int64_t s[] = {3, 4}, mn = INT64_MIN, mx = INT64_MAX;
+    ag_tensor a = full(s, 2, 1, AG_FLOAT64);
+    ag_tensor out = SENT_HANDLE;
+    bool ok = EXPECT(ag_sum(&out, a, &mn, 1, false), AG_ERR_ARGUMENT,
+                     "axis -9223372036854775808 is out of range for a tensor of rank 2");
+    ok &= EXPECT(ag_logsumexp(&out, a, &mx, 1, true), AG_ERR_ARGUMENT,
+                 "axis 9223372036854775807 is out of range for a tensor of rank 2");
+    ok &= EXPECT(ag_transpose(&out, a, INT64_MIN, 0), AG_ERR_ARGUMENT, "out of range for rank 2");
+    ok &= EXPECT(ag_unsqueeze(&out, a, INT64_MAX), AG_ERR_ARGUMENT, "axis 9223372036854775807 is outside");
+    ok &= EXPECT(ag_softmax(&out, a, INT64_MIN), AG_ERR_ARGUMENT, "axis -9223372036854775808 is out of range");
+    ok &= EXPECT(ag_stack(&out, &a, 1, INT64_MAX), AG_ERR_ARGUMENT, "axis 9223372036854775807 is out of range");
+    ok &= EXPECT(ag_index_select(&out, a, 0, &mn, 1), AG_ERR_ARGUMENT,
+                 "index -9223372036854775808 is out of range for extent 3 of axis 0");
+    int64_t idx[3] = {INT64_MIN, 0, 0}, is[2] = {1, 3}, perm[2] = {1, INT64_MAX}, labels[3] = {0, INT64_MIN, 0};
+    ok &= EXPECT(ag_gather(&out, a, 0, idx, is, 2), AG_ERR_ARGUMENT, "index -9223372036854775808 is out of range");
+    ok &= EXPECT(ag_permute(&out, a, perm, 2), AG_ERR_ARGUMENT, "[1, 9223372036854775807] is not a permutation");
+    ok &= EXPECT(ag_cross_entropy(&out, a, labels, 3), AG_ERR_ARGUMENT,
+                 "label -9223372036854775808 is out of range for 4 classes");
+    ok &= EXPECT(ag_var(&out, a, NULL, 0, INT64_MIN, false), AG_ERR_ARGUMENT,
+                 "correction -9223372036854775808 is negative");
+    int64_t ext[2] = {INT64_MIN, 4};
+    ok &= EXPECT(ag_expand(&out, a, ext, 2), AG_ERR_SHAPE, "negative extent -9223372036854775808");
+    ok &= EXPECT(ag_tensor_eye(&out, INT64_MIN, 1, AG_FLOAT64), AG_ERR_SHAPE, "must not be negative");
+    ok &= EXPECT(ag_tensor_eye(&out, INT64_MAX, 1, AG_FLOAT64), AG_ERR_OUT_OF_MEMORY, "size overflows");
+    ok &= CHECK(out == SENT_HANDLE);
+    int64_t shp[2] = {SENT_I64, SENT_I64};
+    double buf[12];
+    for (int i = 0; i < 12; i++) buf[i] = SENT_F64;
+    ok &= EXPECT(ag_tensor_shape(shp, INT64_MIN, a), AG_ERR_ARGUMENT,
+                 "capacity -9223372036854775808 is less than the rank 2");
+    ok &= EXPECT(ag_tensor_copy_data(buf, INT64_MIN, AG_FLOAT64, a), AG_ERR_ARGUMENT,
+                 "capacity -9223372036854775808 is negative");
+    ok &= CHECK(shp[0] == SENT_I64 && shp[1] == SENT_I64 && buf[0] == SENT_F64);
+    ok &= EXPECT(ag_tensor_remove_hook(a, INT64_MIN), AG_ERR_ARGUMENT, "no hook with id -9223372036854775808");
+    ok &= EXPECT(ag_tensor_init(&out, s, 2, INT32_MIN, 1, AG_FLOAT32), AG_ERR_ARGUMENT,
+                 "unknown initialiser kind -2147483648");
+    ok &= EXPECT(ag_tensor_zeros(&out, s, 2, INT32_MIN), AG_ERR_DTYPE, "unknown dtype -2147483648");
+    ok &= CHECK(out == SENT_HANDLE);
+    /* accepted: slice bounds are clamped, whatever their size */
+    int64_t n = -1;
+    ok &= OK(ag_slice(&out, a, 0, INT64_MIN, INT64_MAX, 1));
+    if (out != SENT_HANDLE) {
+        ok &= OK(ag_tensor_numel(&n, out)) && CHECK(n == 12);
+        release(out);
+        out = SENT_HANDLE;
+    }
+    ok &= OK(ag_slice(&out, a, 1, INT64_MAX, INT64_MIN, INT64_MAX));
+    if (out != SENT_HANDLE) {
+        ok &= OK(ag_tensor_numel(&n, out)) && CHECK(n == 0);
+        release(out);
+    }
+    release(a);
+    return ok;
+}
+
+static bool b93(void) { /* an empty shape whose other extents overflow */
+    int64_t s[] = {0, INT64_MAX, INT64_MAX}, rs[] = {INT64_C(1) << 32, INT64_C(1) << 32, 0};
+    ag_tensor out = SENT_HANDLE;
+    bool ok = EXPECT(ag_tensor_zeros(&out, s, 3, AG_FLOAT64), AG_ERR_SHAPE,
+                     "the element count of shape [0, 9223372036854775807, 9223372036854775807] overflows int64");
+    ag_tensor e = AG_NULL_TENSOR;
+    int64_t zero = 0;
+    ok &= OK(ag_tensor_zeros(&e, &zero, 1, AG_FLOAT64));
+    ok &= EXPECT(ag_reshape(&out, e, rs, 3), AG_ERR_SHAPE,
+                 "the element count of shape [4294967296, 4294967296, 0] overflows int64");
+    ok &= CHECK(out == SENT_HANDLE);
+    release(e);
+    return ok;
+}
+
+static bool b94(void) { /* accepted: unknown status names, a NULL `previous` for grad mode */
+    bool ok = CHECK(strcmp(ag_status_name(-1), "AG_UNKNOWN_STATUS") == 0);
+    ok &= CHECK(strcmp(ag_status_name(9), "AG_UNKNOWN_STATUS") == 0);
+    ok &= CHECK(strcmp(ag_status_name(INT32_MIN), "AG_UNKNOWN_STATUS") == 0);
+    ok &= CHECK(strcmp(ag_status_name(AG_ERR_OUT_OF_MEMORY), "AG_ERR_OUT_OF_MEMORY") == 0);
+    ok &= OK(ag_set_grad_enabled(NULL, false));
+    bool on = true;
+    ok &= OK(ag_is_grad_enabled(&on)) && CHECK(!on);
+    ok &= OK(ag_set_grad_enabled(NULL, true));
+    ok &= OK(ag_is_grad_enabled(&on)) && CHECK(on);
+    return ok;
+}
+
+/* ========================================================================================== */
+/* Driver                                                                                     */
+/* ========================================================================================== */
+
+typedef struct {
+    const char *id;
+    bool (*run)(void);
+} entry;
+
+static const entry entries[] = {
+    {"B01", b01}, {"B02", b02}, {"B03", b03}, {"B04", b04}, {"B05", b05}, {"B06", b06}, {"B07", b07},
+    {"B08", b08}, {"B09", b09}, {"B10", b10}, {"B11", b11}, {"B12", b12}, {"B13", b13}, {"B14", b14},
+    {"B15", b15}, {"B16", b16}, {"B17", b17}, {"B18", b18}, {"B19", b19}, {"B20", b20}, {"B21", b21},
+    {"B22", b22}, {"B23", b23}, {"B24", b24}, {"B25", b25}, {"B26", b26}, {"B27", b27}, {"B28", b28},
+    {"B29", b29}, {"B30", b30}, {"B31", b31}, {"B32", b32}, {"B33", b33}, {"B34", b34}, {"B35", b35},
+    {"B36", b36}, {"B37", b37}, {"B38", b38}, {"B39", b39}, {"B40", b40}, {"B41", b41}, {"B42", b42},
+    {"B43", b43}, {"B44", b44}, {"B45", b45}, {"B46", b46}, {"B47", b47}, {"B48", b48}, {"B49", b49},
+    {"B50", b50}, {"B51", b51}, {"B52", b52}, {"B53", b53}, {"B54", b54}, {"B55", b55}, {"B56", b56},
+    {"B57", b57}, {"B58", b58}, {"B59", b59}, {"B60", b60}, {"B61", b61}, {"B62", b62}, {"B63", b63},
+    {"B64", b64}, {"B65", b65}, {"B66", b66}, {"B67", b67}, {"B68", b68}, {"B69", b69}, {"B70", b70},
+    {"B71", b71}, {"B72", b72}, {"B73", b73}, {"B74", b74}, {"B75", b75}, {"B76", b76}, {"B77", b77},
+    {"B78", b78}, {"B79", b79}, {"B80", b80}, {"B81", b81}, {"B82", b82}, {"B83", b83}, {"B84", b84},
+    {"B85", b85}, {"B86", b86}, {"B87", b87}, {"B88", b88}, {"B89", b89}, {"B90", b90}, {"B91", b91},
+    {"B92", b92}, {"B93", b93}, {"B94", b94},
+};
+
+/* After every bad input: a correct gradient. f(x, w) = sum((x @ w + 1)^2) for x (2,3), w (3,2);
+ * df/dw = x^T @ (2 (x @ w + 1)), computed here in plain C. */
+static bool final_gradient(void) {
+    double xv[6] = {1, -2, 0.5, 3, 0.25, -1}, wv[6] = {0.5, -1, 2, 0.75, -0.5, 1};
+    int64_t sx[] = {2, 3}, sw[] = {3, 2};
+    ag_tensor x = from64(xv, sx, 2), w = leaf_rg(from64(wv, sw, 2));
+    ag_tensor m = AG_NULL_TENSOR, a = AG_NULL_TENSOR, sq = AG_NULL_TENSOR, f = AG_NULL_TENSOR, g = AG_NULL_TENSOR;
+    bool ok = OK(ag_matmul(&m, x, w));
+    ok &= OK(ag_add_scalar(&a, m, 1));
+    ok &= OK(ag_mul(&sq, a, a));
+    ok &= OK(ag_sum(&f, sq, NULL, 0, false));
+    ok &= OK(ag_backward(f, AG_NULL_TENSOR, false, false));
+    ok &= OK(ag_tensor_grad(&g, w));
+    double want[6] = {0}, got[6];
+    double r[2][2];
+    double fv = 0;
+    for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 2; j++) {
+            double s = 1;
+            for (int k = 0; k < 3; k++) s += xv[i * 3 + k] * wv[k * 2 + j];
+            r[i][j] = 2 * s;
+            fv += s * s;
+        }
+    for (int k = 0; k < 3; k++)
+        for (int j = 0; j < 2; j++)
+            for (int i = 0; i < 2; i++) want[k * 2 + j] += xv[i * 3 + k] * r[i][j];
+    if (ok && g) {
+        ok &= CHECK(fabs(item(f) - fv) < 1e-12);
+        ok &= values(got, 6, g);
+        for (int i = 0; i < 6; i++)
+            if (fabs(got[i] - want[i]) > 1e-12) ok = FAIL("dw[%d] = %.17g, want %.17g", i, got[i], want[i]);
+    } else {
+        ok = FAIL("no gradient");
+    }
+    release(g), release(f), release(sq), release(a), release(m), release(w), release(x);
+    return ok;
+}
+
+int main(void) {
+    const char *v = getenv("AG_TEST_VERBOSE");
+    g_verbose = v && v[0] && strcmp(v, "0") != 0;
+    int passed = 0, failed = 0;
+    size_t n = sizeof entries / sizeof entries[0];
+    for (size_t i = 0; i < n; i++) {
+        g_why[0] = '\0';
+        if (g_verbose) printf("%s\n", entries[i].id);
+        bool ok = entries[i].run();
+        if (ok && !g_why[0]) {
+            printf("%s ok\n", entries[i].id);
+            passed++;
+        } else {
+            printf("%s FAILED %s\n", entries[i].id, g_why[0] ? g_why : "(no reason recorded)");
+            failed++;
+        }
+    }
+    g_why[0] = '\0';
+    if (final_gradient()) {
+        printf("gradient after the bad inputs ok\n");
+        passed++;
+    } else {
+        printf("gradient after the bad inputs FAILED %s\n", g_why);
+        failed++;
+    }
+    int64_t live = -1;
+    g_why[0] = '\0';
+    if (ag_live_handle_count(&live) == AG_OK && live == 0) {
+        printf("live handles at the end: 0 ok\n");
+        passed++;
+    } else {
+        printf("live handles at the end FAILED: %" PRId64 " handles are live\n", live);
+        failed++;
+    }
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed == 0 ? 0 : 1;
+}
