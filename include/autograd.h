@@ -18,8 +18,14 @@
  *   - Nothing passed through this interface may crash the host process: bad input is answered
  *     with a status code and a message.
  *
- * Threads: ag_last_error() and grad mode are per thread. The handle table is shared and safe
- * to use from several threads.
+ * Threads: ag_last_error() and grad mode are per thread. Everything else may be used from
+ * several threads at once, the same tensors included: operations only read their inputs;
+ * backward passes, gradients, requires_grad, hooks and optimizer steps are serialised by one
+ * internal lock (two backward passes through one unretained graph: one succeeds, the other gets
+ * AG_ERR_STATE). One exception, as in PyTorch: an optimizer step writes its parameters in place,
+ * so reading those parameters' values on another thread during a step (operations on them,
+ * ag_tensor_copy_data, ag_tensor_data_ptr) can see a half-updated tensor; order such reads
+ * and steps yourself.
  */
 #ifndef AUTOGRAD_H
 #define AUTOGRAD_H

@@ -1,3 +1,5 @@
+import Synchronization
+
 /// An N-dimensional, row-major, contiguous array of float32 or float64 values that can take
 /// part in a recorded graph. A tensor's values never change after creation (leaves updated by
 /// an optimizer excepted), so results may share storage with their inputs (reshape, detach).
@@ -6,7 +8,12 @@ public final class Tensor {
     public let shape: [Int]
     let storage: Storage
     /// Whether gradients flow to this tensor: set by the user on leaves, inherited by results.
-    public internal(set) var requiresGrad: Bool = false
+    /// Atomic: every op on any thread reads it, and a leaf's owner may change it meanwhile.
+    public internal(set) var requiresGrad: Bool {
+        get { requiresGradFlag.load(ordering: .relaxed) }
+        set { requiresGradFlag.store(newValue, ordering: .relaxed) }
+    }
+    private let requiresGradFlag = Atomic<Bool>(false)
     /// The gradient accumulated by `backward` (leaves only); nil until the first backward.
     public internal(set) var grad: Tensor? {
         get { GraphLock.withLock { _grad } }

@@ -7,8 +7,12 @@ import Glibc
 /// tensors sharing it (detach) see the new values, as in PyTorch.
 public class Optimizer {
     public let parameters: [Tensor]
-    /// The learning rate; may change between steps.
-    public var learningRate: Double
+    /// The learning rate; may change between steps (from any thread: under the graph lock).
+    public var learningRate: Double {
+        get { GraphLock.withLock { rate } }
+        set { GraphLock.withLock { rate = newValue } }
+    }
+    private var rate: Double
     /// Steps taken so far.
     public private(set) var steps = 0
 
@@ -28,7 +32,7 @@ public class Optimizer {
             }
         }
         self.parameters = parameters
-        self.learningRate = learningRate
+        self.rate = learningRate
     }
 
     /// One update of every parameter that has a gradient.
