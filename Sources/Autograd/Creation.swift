@@ -16,7 +16,7 @@ extension Tensor {
         guard span.isFinite && span <= Double(1 << 40) else {
             throw AutogradError.argument("arange: \(span) elements is more than the 2^40 allowed")
         }
-        let n = Swift.max(0, Int(span))
+        let n = span > 0 ? Int(span) : 0  // span is finite and at most 2^40 here
         return try generate([n], dtype: dtype) { start + Double($0) * step }
     }
 

@@ -221,7 +221,10 @@ enum Backward {
 
     /// Adds `g` into `leaf.grad`. Out of place: a gradient handed out earlier never changes.
     static func accumulate(_ g: Tensor, into leaf: Tensor, createGraph: Bool) throws {
-        let g = createGraph ? g : g.detach()
+        // Only a gradient with history needs to stay attached (create_graph); a leaf gradient
+        // (a seed that is itself a leaf, even this one) is stored as a fresh alias, so `.grad`
+        // never holds a leaf and no leaf -> grad -> leaf cycle can form.
+        let g = createGraph && g.gradFn != nil ? g : g.detach()
         if let existing = leaf.grad {
             leaf.grad = try GradMode.with(enabled: createGraph) { try existing.adding(g) }
         } else {

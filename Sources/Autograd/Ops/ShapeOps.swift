@@ -6,7 +6,8 @@ extension Tensor {
         guard n == count else {
             throw AutogradError.shape("reshape: shape \(newShape) (\(n) elements) does not match \(shape) (\(count) elements)")
         }
-        if newShape == shape && !Tensor.shouldRecord(self) { return self }
+        // Always a new tensor object (sharing storage), never `self`: a result is never the
+        // same object as its input, even when the op changes nothing.
         let out = Tensor(shape: newShape, storage: storage)
         if Tensor.shouldRecord(self) {
             let inputShape = shape
@@ -21,7 +22,7 @@ extension Tensor {
         guard full == target else {
             throw AutogradError.shape("expand: shape \(shape) cannot be expanded to \(target)")
         }
-        if target == shape { return self }
+        if target == shape { return try reshaped(shape) }
         let out = try Tensor(uninitialized: target, dtype: dtype)
         let strides = Shape.broadcastStrides(shape, to: target)
         switch dtype {
@@ -40,7 +41,7 @@ extension Tensor {
         guard perm.count == rank, Set(perm) == Set(0..<rank) else {
             throw AutogradError.argument("permute: \(perm) is not a permutation of the \(rank) axes")
         }
-        if perm == Array(0..<rank) { return self }
+        if perm == Array(0..<rank) { return try reshaped(shape) }
         let own = Shape.strides(shape)
         let newShape = perm.map { shape[$0] }
         let strides = perm.map { own[$0] }

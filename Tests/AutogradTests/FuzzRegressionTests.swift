@@ -1,0 +1,34 @@
+import XCTest
+@testable import Autograd
+
+/// Findings of the C-API fuzzer (bindings/fuzz/regressions), pinned at the engine level.
+final class FuzzRegressionTests: XCTestCase {
+    func testArangeWithAHugeNegativeSpanIsEmptyNotATrap() throws {
+        XCTAssertEqual(try Tensor.arange(start: 0, stop: -1e300, step: 1).shape, [0])
+        XCTAssertEqual(try Tensor.arange(start: 1e300, stop: -1e300, step: 1).shape, [0])
+    }
+
+    func testALeafSeedingItsOwnBackwardWithCreateGraphLeavesNoCycle() throws {
+        weak var weakLeaf: Tensor?
+        do {
+            let x = try Tensor([1, 2], shape: [2])
+            try x.setRequiresGrad(true)
+            weakLeaf = x
+            try x.backward(seed: x, createGraph: true)
+            XCTAssertFalse(x.grad === x, ".grad must not be the leaf itself")
+            assertValues(x.grad!, [1, 2])
+        }
+        XCTAssertNil(weakLeaf, "the leaf outlived every reference: a leaf -> grad -> leaf cycle")
+    }
+
+    func testNoOpShapeOpsReturnANewTensor() throws {
+        let x = try Tensor([1, 2, 3], shape: [3])
+        XCTAssertFalse(try x.reshaped([3]) === x)
+        XCTAssertFalse(try x.expanded(to: [3]) === x)
+        XCTAssertFalse(try x.permuted([0]) === x)
+        XCTAssertFalse(try x.squeezed() === x)
+        let y = try x.reshaped([3])
+        try y.setRequiresGrad(true)
+        XCTAssertFalse(x.requiresGrad, "changing the result must not change its input")
+    }
+}
