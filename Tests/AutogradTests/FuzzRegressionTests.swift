@@ -32,3 +32,12 @@ final class FuzzRegressionTests: XCTestCase {
         XCTAssertFalse(x.requiresGrad, "changing the result must not change its input")
     }
 }
+
+extension FuzzRegressionTests {
+    func testSliceOfAnEmptyTensorWithAHugeAxisDoesNotListIndices() throws {
+        let x = try Tensor.zeros([0, 1 << 40])
+        let y = try x.slice(axis: 1, start: 0, stop: Int.max, step: 3)
+        XCTAssertEqual(y.shape, [0, ((1 << 40) - 1) / 3 + 1])
+        XCTAssertEqual(try Tensor.zeros([2, 0]).slice(axis: 0, start: 0, stop: 2, step: 1).shape, [2, 0])
+    }
+}

@@ -32,8 +32,20 @@ extension Tensor {
         let n = shape[axis]
         func clamp(_ i: Int) -> Int { i < 0 ? Swift.max(0, i + n) : Swift.min(i, n) }
         let lo = clamp(start), hi = clamp(stop)
-        let idx = lo < hi ? Array(stride(from: lo, to: hi, by: step)) : []
-        return try selecting(axis: axis, idx, "slice")
+        let m = lo < hi ? (hi - lo - 1) / step + 1 : 0
+        if count == 0 {
+            // Nothing to copy: build the (empty) result from its shape alone, without listing
+            // indices, which an axis of extent 2^40 beside an extent 0 would make huge.
+            var newShape = shape
+            newShape[axis] = m
+            let out = try Tensor(uninitialized: newShape, dtype: dtype)
+            if Tensor.shouldRecord(self) {
+                let inputShape = shape, dt = dtype
+                out.record("slice", inputs: [self]) { _, _ in [try Tensor.zeros(inputShape, dtype: dt)] }
+            }
+            return out
+        }
+        return try selecting(axis: axis, Array(stride(from: lo, to: hi, by: step)), "slice")
     }
 
     /// The differentiable primitive: entries `idx` (checked) along `axis`.
