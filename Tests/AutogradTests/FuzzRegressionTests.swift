@@ -41,3 +41,14 @@ extension FuzzRegressionTests {
         XCTAssertEqual(try Tensor.zeros([2, 0]).slice(axis: 0, start: 0, stop: 2, step: 1).shape, [2, 0])
     }
 }
+
+extension FuzzRegressionTests {
+    func testLogSumExpOverAnEmptyAxisIsMinusInfinity() throws {
+        let x = try Tensor.zeros([2, 0])
+        let l = try x.logSumExp(axes: [1])
+        XCTAssertEqual(l.shape, [2])
+        XCTAssertEqual(l.values, [-Double.infinity, -Double.infinity])  // log of an empty sum
+        XCTAssertEqual(try x.softmax(axis: 1).shape, [2, 0])
+        XCTAssertTrue(try Tensor.zeros([0, 0]).crossEntropy(labels: []).item().isNaN)  // mean of nothing
+    }
+}

@@ -85,6 +85,12 @@ extension Tensor {
         let normalized = try Shape.normalizeAxes(axes, rank: rank)
         // The shift is a constant: the result does not depend on it mathematically.
         let shift = try withNoGrad { () -> Tensor in
+            // Over an axis of extent 0 the sum is empty and the result -inf: no shift needed.
+            if normalized.contains(where: { shape[$0] == 0 }) {
+                var kept = shape
+                for a in normalized { kept[a] = 1 }
+                return try Tensor.zeros(kept, dtype: dtype)
+            }
             let m = try detach().max(axes: normalized, keepDims: true)
             return try m.mapped("finite", { $0.isFinite ? $0 : 0 }, { $0.isFinite ? $0 : 0 })
         }

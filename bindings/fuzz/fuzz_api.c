@@ -1,0 +1,2488 @@
+/*
+ * fuzz_api.c - a libFuzzer target for the C interface of libautograd.so.
+ *
+ * Each input is decoded into a short program of C API calls over a small pool of handles:
+ *   - NT tensor slots and NO optimizer slots that the program owns,
+ *   - stale handles (freed by the program earlier in the same input),
+ *   - made-up handles that can never be valid (generation 0, an unknown kind, an index past any
+ *     slot), handles of the wrong kind, and AG_NULL_TENSOR.
+ * One opcode byte picks the call; the following bytes pick handles, shapes, axes, indices,
+ * scalars (nan and inf included), flags and capacities. Running out of bytes reads zeros and ends
+ * the program.
+ *
+ * After every call the target checks the interface's invariants and abort()s when one breaks:
+ *   - the status is a known code (AG_OK .. AG_ERR_INTERNAL) and never AG_ERR_INTERNAL;
+ *   - a failing call leaves a non-empty ag_last_error() and a status name other than
+ *     "AG_UNKNOWN_STATUS";
+ *   - a failing call writes none of its outputs (they are pre-filled with sentinels);
+ *   - a handle returned with AG_OK is a live handle of its kind (ag_tensor_ndim succeeds);
+ *   - a call that names a freed, made-up or wrong-kind handle never returns AG_OK, and the pure
+ *     queries answer it with exactly AG_ERR_INVALID_HANDLE;
+ *   - the status the header documents for the arguments, where the header pins it down (shapes
+ *     that broadcast or not, axes in range or not, a capacity too small, ...), and the shape of a
+ *     successful result;
+ *   - ag_live_handle_count() equals the number of handles the program holds, after every call;
+ *   - hook destroy callbacks run exactly once; none is pending once everything is freed;
+ *   - at the end of each input, after freeing everything and turning grad mode back on,
+ *     ag_live_handle_count() is 0 (and LeakSanitizer sees no leaked memory).
+ *
+ * Work per input is bounded: tensors made on purpose have at most CAP elements, results larger
+ * than CAP are freed at once, and calls whose result would land between BIG and HUGE elements
+ * (large enough to be slow, too small to be refused) are skipped. Absurd shapes (negative,
+ * overflowing, 2^31 and more elements) are still passed: the library must refuse them, and the
+ * sanitizer options below make any allocation over 1 GiB fail, so a huge request must come back
+ * as AG_ERR_OUT_OF_MEMORY rather than take the machine.
+ *
+ * Set FUZZ_TRACE=1 in the environment to print every call of the program (for reproducers).
+ */
+#include <math.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "autograd.h"
+
+/* ------------------------------------------------------------------------------------------ */
+/* Sanitizer defaults (the script passes the same; these make the binary right when run alone) */
+/* ------------------------------------------------------------------------------------------ */
+
+const char *__asan_default_options(void);
+const char *__asan_default_options(void) {
+    /* Allocations over 1 GiB fail (NULL / ENOMEM) instead of aborting or succeeding lazily:
+     * huge shapes must come back from the library as AG_ERR_OUT_OF_MEMORY. */
+    return "allocator_may_return_null=1:max_allocation_size_mb=1024:detect_leaks=1";
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Limits                                                                                     */
+/* ------------------------------------------------------------------------------------------ */
+
+enum {
+    NT = 8,         /* tensor slots */
+    NO = 2,         /* optimizer slots */
+    NSTALE = 16,    /* remembered freed handles */
+    CAP = 4096,     /* most elements of a tensor made on purpose or kept in the pool */
+    MAXS = 12,      /* shape buffers (more than AG_MAX_NDIM, for rank 9 attempts) */
+    MAXARR = 8,     /* handle arrays (concat, stack, grad, optimizers) */
+    NIDX = 64,      /* index buffers */
+    MAX_OPS = 400,  /* calls per input */
+};
+#define BIG ((int64_t)1 << 18)  /* results above this are skipped ... */
+#define HUGE ((int64_t)1 << 29) /* ... unless at least this large (then they must be refused) */
+
+/* ------------------------------------------------------------------------------------------ */
+/* Diagnostics                                                                                */
+/* ------------------------------------------------------------------------------------------ */
+
+static bool g_trace;
+static const char *g_op = "(start)";
+static int g_step;
+
+#define TRACE(...)                                                                                  \
+    do {                                                                                           \
+        if (g_trace) {                                                                             \
+            fprintf(stderr, "[%3d] ", g_step);                                                     \
+            fprintf(stderr, __VA_ARGS__);                                                          \
+            fputc('\n', stderr);                                                                   \
+        }                                                                                          \
+    } while (0)
+
+__attribute__((noreturn, format(printf, 1, 2))) static void fail(const char *fmt, ...) {
+    fprintf(stderr, "\nfuzz_api: INVARIANT VIOLATION at step %d in %s: ", g_step, g_op);
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\n(run the input again with FUZZ_TRACE=1 to see the whole call sequence)\n");
+    abort();
+}
+
+#define M(s) (1u << (s))
+#define M_OK M(AG_OK)
+#define M_OOM M(AG_ERR_OUT_OF_MEMORY)
+#define M_INV M(AG_ERR_INVALID_HANDLE)
+#define M_ARG M(AG_ERR_ARGUMENT)
+#define M_SHAPE M(AG_ERR_SHAPE)
+#define M_DTYPE M(AG_ERR_DTYPE)
+#define M_STATE M(AG_ERR_STATE)
+#define M_CB M(AG_ERR_CALLBACK)
+#define M_ANY (M_OK | M_OOM | M_INV | M_ARG | M_SHAPE | M_DTYPE | M_STATE | M_CB)
+#define M_ERR (M_ANY & ~M_OK)
+
+/* The checks every call gets: a known status, never INTERNAL, a message and a name on failure. */
+static ag_status chk(ag_status s) {
+    if (s < AG_OK || s > AG_ERR_INTERNAL) fail("unknown status %d", (int)s);
+    const char *name = ag_status_name(s);
+    if (!name || !*name || strcmp(name, "AG_UNKNOWN_STATUS") == 0)
+        fail("ag_status_name(%d) is \"%s\"", (int)s, name ? name : "(null)");
+    if (s != AG_OK) {
+        const char *msg = ag_last_error();
+        if (!msg || !*msg) fail("status %s with an empty ag_last_error()", name);
+        TRACE("    -> %s: %s", name, msg);
+        if (s == AG_ERR_INTERNAL) fail("AG_ERR_INTERNAL: %s", msg);
+    }
+    return s;
+}
+
+/* FUZZ_STATS=1: count, per call site name, the statuses seen; printed at exit. */
+static bool g_stats;
+typedef struct {
+    const char *name;
+    uint64_t n[AG_ERR_INTERNAL + 1];
+} Stat;
+static Stat g_stat[160];
+static uint64_t g_hook_calls, g_build_calls;
+static void count(ag_status s) {
+    if (!g_stats) return;
+    for (int i = 0; i < 160; i++) {
+        if (!g_stat[i].name) g_stat[i].name = g_op;
+        if (g_stat[i].name == g_op || strcmp(g_stat[i].name, g_op) == 0) {
+            g_stat[i].n[s]++;
+            return;
+        }
+    }
+}
+static void print_stats(void) {
+    fprintf(stderr, "\n%-44s %9s %7s %7s %7s %7s %7s %7s %7s\n", "call", "OK", "HANDLE", "ARG", "SHAPE", "DTYPE",
+            "STATE", "OOM", "CALLBK");
+    for (int i = 0; i < 160 && g_stat[i].name; i++) {
+        fprintf(stderr, "%-44.44s", g_stat[i].name);
+        for (int k = 0; k < AG_ERR_INTERNAL; k++) fprintf(stderr, " %*llu", k ? 7 : 9, (unsigned long long)g_stat[i].n[k]);
+        fputc('\n', stderr);
+    }
+    fprintf(stderr, "hook calls %llu, gradcheck build calls %llu\n", (unsigned long long)g_hook_calls,
+            (unsigned long long)g_build_calls);
+}
+
+/* chk, and the status must be one of `allowed`. */
+static ag_status expect(ag_status s, unsigned allowed, const char *why) {
+    chk(s);
+    count(s);
+    if (!(M(s) & allowed)) {
+        fail("status %s (%s), not what the header says for these arguments (%s)", ag_status_name(s),
+             s == AG_OK ? "-" : ag_last_error(), why);
+    }
+    return s;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Input decoding                                                                             */
+/* ------------------------------------------------------------------------------------------ */
+
+typedef struct {
+    const uint8_t *d;
+    size_t n, i;
+} Rd;
+
+static uint8_t u8(Rd *r) { return r->i < r->n ? r->d[r->i++] : 0; }
+static bool more(const Rd *r) { return r->i < r->n; }
+static bool bit(Rd *r) { return u8(r) & 1; }
+static uint64_t u64(Rd *r) {
+    uint64_t v = 0;
+    for (int k = 0; k < 8; k++) v |= (uint64_t)u8(r) << (8 * k);
+    return v;
+}
+
+static const double kDoubles[] = {
+    0.0,   -0.0,  1.0,    -1.0,   0.5,    2.0,     -2.5,      3.0,      1e-3,     1e3,
+    1e30,  -1e30, 1e308,  -1e308, 5e-324, NAN,     INFINITY,  -INFINITY, 0.1,     7.0,
+    100.0, -100.0, 1000.0, -1000.0, 1e-8, 0.9,     0.999,     1e-12,    4096.0,   -0.5,
+    1e12,  1e20,  0.25,   -3.0,   88.0,   -88.0,   710.0,     -745.0,   1.5,      -1e-300,
+};
+#define NKD ((int)(sizeof kDoubles / sizeof kDoubles[0]))
+
+static const int64_t kInts[] = {
+    0,  1,  -1, 2,   -2,   3,   4,    -3,        7,           8,         9,          100,
+    -100, INT64_MAX, INT64_MIN, INT64_MAX / 2, (int64_t)1 << 31, (int64_t)1 << 32,
+    -((int64_t)1 << 31), (int64_t)1 << 40, (int64_t)1 << 62, 4096, 65535, -9, INT32_MAX, INT32_MIN,
+};
+#define NKI ((int)(sizeof kInts / sizeof kInts[0]))
+
+static double rd_double(Rd *r) {
+    uint8_t b = u8(r);
+    if (b < 128) return kDoubles[b % NKD];
+    if (b < 232) return (double)((int)b - 180) / 4.0; /* -13 .. 12.75 */
+    uint64_t bits = u64(r);
+    double d;
+    memcpy(&d, &bits, sizeof d);
+    return d;
+}
+
+/* Indices, counts, small integers and now and then an extreme one. */
+static int64_t rd_i64(Rd *r) {
+    uint8_t b = u8(r);
+    if (b < 168) return (int64_t)(b % 21) - 10; /* -10 .. 10 */
+    if (b < 248) return kInts[b % NKI];
+    return (int64_t)u64(r);
+}
+
+/* Axes: mostly -5 .. 5, sometimes extreme. */
+static int64_t rd_axis(Rd *r) {
+    uint8_t b = u8(r);
+    if (b < 232) return (int64_t)(b % 11) - 5;
+    return kInts[b % NKI];
+}
+
+static ag_dtype rd_dtype(Rd *r) {
+    uint8_t b = u8(r);
+    if (b < 120) return AG_FLOAT32;
+    if (b < 244) return AG_FLOAT64;
+    static const ag_dtype bad[] = {0, 3, -1, INT32_MIN, INT32_MAX, 255};
+    return bad[b % 6];
+}
+static bool dtype_ok(ag_dtype d) { return d == AG_FLOAT32 || d == AG_FLOAT64; }
+
+/* ------------------------------------------------------------------------------------------ */
+/* Shapes                                                                                     */
+/* ------------------------------------------------------------------------------------------ */
+
+/* The element count of a shape; false if it overflows or has a negative extent or a bad rank. */
+static bool numel_of(const int64_t *shape, int64_t nd, int64_t *out) {
+    int64_t n = 1;
+    bool zero = false;
+    if (nd < 0 || nd > AG_MAX_NDIM) return false;
+    for (int64_t i = 0; i < nd; i++) {
+        if (shape[i] < 0) return false;
+        if (shape[i] == 0) zero = true;
+    }
+    /* As the library counts: the non-zero extents must multiply within int64 (so every partial
+     * product of an accepted shape fits), even when a zero extent makes the count 0. */
+    for (int64_t i = 0; i < nd; i++)
+        if (shape[i] != 0 && __builtin_mul_overflow(n, shape[i], &n)) return false;
+    *out = zero ? 0 : n;
+    return true;
+}
+
+/* Whether the library may be asked for a result of `n` elements (ok = count known): small, or so
+ * large it must be refused. */
+static bool size_allowed(bool ok, int64_t n) { return !ok || n <= BIG || n >= HUGE; }
+
+enum { SH_SANE = 0, SH_BAD = 1, SH_HUGE = 2, SH_ODD = 3 };
+/* A shape for a creator. SH_SANE: rank 0..8, numel <= CAP. SH_BAD: must be refused (bad rank,
+ * negative extent, overflowing count). SH_HUGE: a count >= 2^31 that does not overflow: must
+ * be refused (AG_ERR_OUT_OF_MEMORY, or AG_ERR_SHAPE). SH_ODD: a zero extent beside extents
+ * whose product overflows: accepted (0 elements) or refused with AG_ERR_SHAPE. */
+static int rd_shape(Rd *r, int64_t *shape, int64_t *nd) {
+    for (int i = 0; i < MAXS; i++) shape[i] = 1;
+    uint8_t b = u8(r);
+    if (b < 232) {
+        int rank = b % 5;
+        if (b >= 200) rank = 5 + b % 4;
+        int64_t n = 1;
+        for (int i = 0; i < rank; i++) {
+            uint8_t e = u8(r);
+            int64_t x = e < 208 ? e % 6 : (e < 240 ? (e % 32) + 1 : (int64_t)(e % 16) * 16 + 64);
+            if (x != 0 && n * x > CAP) x = 1;
+            shape[i] = x;
+            n *= x;
+        }
+        *nd = rank;
+        return SH_SANE;
+    }
+    switch (b % 13) {
+    case 0: *nd = 9; return SH_BAD;
+    case 1: *nd = -1; return SH_BAD;
+    case 2: *nd = b & 1 ? INT64_MIN : ((int64_t)1 << 40); return SH_BAD;
+    case 3: *nd = 2; shape[0] = 3; shape[1] = -2; return SH_BAD;
+    case 4: *nd = 1; shape[0] = -1; return SH_BAD;
+    case 5: *nd = 2; shape[0] = INT64_MAX; shape[1] = 2; return SH_BAD;
+    case 6: *nd = 2; shape[0] = (int64_t)1 << 32; shape[1] = (int64_t)1 << 32; return SH_BAD;
+    case 7: *nd = 1; shape[0] = (int64_t)1 << 31; return SH_HUGE;
+    case 8: *nd = 3; shape[0] = 0; shape[1] = INT64_MAX; shape[2] = INT64_MAX; return SH_ODD;
+    case 9: *nd = 3; shape[0] = INT64_MAX; shape[1] = INT64_MAX; shape[2] = 0; return SH_ODD;
+    case 10: *nd = 4; for (int i = 0; i < 4; i++) shape[i] = (int64_t)1 << 20; return SH_BAD;
+    case 11: *nd = 1; shape[0] = INT64_MIN; return SH_BAD;
+    default: *nd = 2; shape[0] = 3; shape[1] = (int64_t)1 << 40; return SH_HUGE;
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* The handle pool                                                                            */
+/* ------------------------------------------------------------------------------------------ */
+
+static ag_tensor pool[NT];
+static ag_optimizer opts[NO];
+static uint64_t stale[NSTALE]; /* freed tensor and optimizer handles */
+static int nstale;
+static int64_t owned; /* live handles this program holds */
+static bool grad_on = true;
+
+static const ag_tensor SENT = 0x5EA7BEEFDEADBEEFull; /* never a valid handle (kind 0x5E) */
+
+typedef struct {
+    uint64_t h;
+    bool bad; /* certainly not a live handle of the wanted kind */
+} H;
+
+static void remember_stale(uint64_t h) { stale[nstale++ % NSTALE] = h; }
+
+static uint64_t made_up(Rd *r) {
+    uint8_t b = u8(r);
+    uint32_t low = (uint32_t)b * 2654435761u;
+    switch (b % 6) {
+    case 0: return ((uint64_t)3 << 56) | ((uint64_t)1 << 32) | (low % 64 + 1); /* unknown kind */
+    case 1: return ((uint64_t)1 << 56) | (low % 64 + 1);                       /* generation 0 */
+    case 2: return ((uint64_t)1 << 56) | ((uint64_t)1 << 32) | 0xFFFFFFF0u;     /* index past any slot */
+    case 3: return UINT64_MAX;
+    case 4: return ((uint64_t)0xFF << 56) | low;
+    default: return ((uint64_t)2 << 56); /* optimizer kind, index 0 */
+    }
+}
+
+/* A tensor handle: mostly a pool slot (0 when the slot is empty), sometimes a bad one. */
+static H pick_t(Rd *r) {
+    uint8_t b = u8(r);
+    if (b < 208) {
+        ag_tensor h = pool[b % NT];
+        return (H){h, h == 0};
+    }
+    switch (b % 7) {
+    case 0: return (H){0, true};
+    case 1: {
+        uint64_t h = nstale ? stale[u8(r) % (nstale < NSTALE ? nstale : NSTALE)] : 0;
+        return (H){h, true};
+    }
+    case 2: return (H){made_up(r), true};
+    case 3: { /* the wrong kind */
+        uint64_t h = opts[u8(r) % NO];
+        return (H){h ? h : made_up(r), true};
+    }
+    case 4: { /* a live handle with another generation */
+        ag_tensor h = pool[u8(r) % NT];
+        return (H){h ^ ((uint64_t)(1 + u8(r) % 255) << 32), true};
+    }
+    case 5: { /* a live handle with slot index 0 */
+        ag_tensor h = pool[u8(r) % NT];
+        return (H){h & ~(uint64_t)0xFFFFFFFFu, true};
+    }
+    default: return (H){0xFFFFFFFFFFFFFFFFull, true};
+    }
+}
+
+static H pick_o(Rd *r) {
+    uint8_t b = u8(r);
+    if (b < 200) {
+        ag_optimizer h = opts[b % NO];
+        return (H){h, h == 0};
+    }
+    switch (b % 4) {
+    case 0: return (H){0, true};
+    case 1: {
+        uint64_t h = nstale ? stale[u8(r) % (nstale < NSTALE ? nstale : NSTALE)] : 0;
+        return (H){h, true};
+    }
+    case 2: { /* a tensor handle: the wrong kind */
+        ag_tensor h = pool[u8(r) % NT];
+        return (H){h ? h : made_up(r), true};
+    }
+    default: return (H){made_up(r), true};
+    }
+}
+
+/* What the program knows of a live tensor, read through the interface. */
+typedef struct {
+    int64_t nd;
+    int64_t shape[MAXS];
+    int64_t numel;
+    ag_dtype dtype;
+    bool rg; /* requires grad */
+} Info;
+
+static Info info_of(ag_tensor t) {
+    Info in;
+    memset(&in, 0, sizeof in);
+    const char *saved = g_op;
+    g_op = "info (ndim/shape/numel/dtype/requires_grad of a live handle)";
+    if (chk(ag_tensor_ndim(&in.nd, t)) != AG_OK) fail("ag_tensor_ndim of a live handle %#llx", (unsigned long long)t);
+    if (in.nd < 0 || in.nd > AG_MAX_NDIM) fail("ndim %lld", (long long)in.nd);
+    if (chk(ag_tensor_shape(in.shape, MAXS, t)) != AG_OK) fail("ag_tensor_shape of a live handle");
+    if (chk(ag_tensor_numel(&in.numel, t)) != AG_OK) fail("ag_tensor_numel of a live handle");
+    if (chk(ag_tensor_dtype(&in.dtype, t)) != AG_OK) fail("ag_tensor_dtype of a live handle");
+    if (!dtype_ok(in.dtype)) fail("dtype %d", (int)in.dtype);
+    if (chk(ag_tensor_requires_grad(&in.rg, t)) != AG_OK) fail("ag_tensor_requires_grad of a live handle");
+    int64_t n = 0;
+    if (!numel_of(in.shape, in.nd, &n) || n != in.numel)
+        fail("numel %lld does not match the shape (rank %lld)", (long long)in.numel, (long long)in.nd);
+    g_op = saved;
+    return in;
+}
+
+/* Whether t is a leaf that requires grad. set_requires_grad(t, true) on a tensor that already
+ * requires grad changes nothing: it succeeds on a leaf and fails (AG_ERR_STATE) on a result. */
+static bool leaf_requiring_grad(ag_tensor t) {
+    if (!info_of(t).rg) return false;
+    const char *saved = g_op;
+    g_op = "ag_tensor_set_requires_grad(t, true) on a tensor requiring grad (leaf probe)";
+    ag_status s = expect(ag_tensor_set_requires_grad(t, true), M_OK | M_STATE, "leaf probe");
+    g_op = saved;
+    return s == AG_OK;
+}
+
+static void check_live_count(void) {
+    int64_t n = -1;
+    if (chk(ag_live_handle_count(&n)) != AG_OK) fail("ag_live_handle_count failed");
+    if (n != owned) fail("ag_live_handle_count() = %lld, but the program holds %lld handles", (long long)n, (long long)owned);
+}
+
+static void free_tensor(ag_tensor t) {
+    const char *saved = g_op;
+    g_op = "ag_tensor_free (of a handle the program holds)";
+    TRACE("ag_tensor_free(%#llx)", (unsigned long long)t);
+    ag_status s = chk(ag_tensor_free(t));
+    if (s != AG_OK) fail("freeing a live handle gave %s", ag_status_name(s));
+    owned--;
+    remember_stale(t);
+    g_op = saved;
+}
+
+/* Takes a handle returned with AG_OK: checks it and puts it in slot `dst` (freeing the slot's old
+ * handle), or frees it at once when it is too large to keep. */
+static void take(ag_tensor t, uint8_t dst) {
+    if (t == SENT || t == 0) fail("AG_OK but no handle was written (%#llx)", (unsigned long long)t);
+    owned++;
+    Info in = info_of(t);
+    if (in.numel > CAP) {
+        free_tensor(t);
+        return;
+    }
+    int slot = dst % NT;
+    if (pool[slot]) free_tensor(pool[slot]);
+    pool[slot] = t;
+    TRACE("    -> slot %d = %#llx", slot, (unsigned long long)t);
+}
+
+static H g_ins[4];
+static int g_nins;
+static void check_recording(ag_tensor out, const H *ins, int n, bool diff);
+
+/* For a call that wrote a tensor handle to `out`: on failure it must be untouched; on success
+ * check the recording rule against the inputs named by inputs() and take it. Returns the status. */
+static ag_status result(ag_status s, ag_tensor out, uint8_t dst) {
+    int nins = g_nins;
+    g_nins = 0;
+    if (s == AG_OK && nins > 0 && out != SENT && out != 0) {
+        owned++;
+        check_recording(out, g_ins, nins, true);
+        owned--;
+    }
+    if (s != AG_OK) {
+        if (out != SENT) fail("the call failed (%s) but wrote %#llx to its output", ag_status_name(s), (unsigned long long)out);
+        return s;
+    }
+    take(out, dst);
+    return s;
+}
+
+static bool any_bad(const H *hs, int n) {
+    for (int i = 0; i < n; i++)
+        if (hs[i].bad) return true;
+    return false;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Data buffers                                                                               */
+/* ------------------------------------------------------------------------------------------ */
+
+static double dbuf[CAP + 64];
+static float fbuf[CAP + 64];
+
+static void fill_data(Rd *r, int64_t n) {
+    uint8_t mode = u8(r), k = u8(r);
+    for (int64_t i = 0; i < n && i < CAP + 64; i++) {
+        double v;
+        switch (mode % 4) {
+        case 0: v = (double)((i * 7 + k) % 11) * 0.25 - 1.25; break;
+        case 1: v = kDoubles[(i * 3 + k) % NKD]; break;
+        case 2: v = (double)(int8_t)(r->i + i < r->n ? r->d[r->i + i] : k) / 16.0; break;
+        default: v = (i == k % (n ? n : 1)) ? kDoubles[k % NKD] : (double)(i % 5) - 2.0; break;
+        }
+        dbuf[i] = v;
+        fbuf[i] = (float)v;
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Hooks and gradcheck callbacks                                                              */
+/* ------------------------------------------------------------------------------------------ */
+
+#define HOOK_MAGIC 0x486F6F6Bu
+typedef struct {
+    uint32_t magic;
+    uint8_t mode;
+    int calls;
+} HookUd;
+static int64_t g_hooks_alive; /* registered with a destroy callback that has not run yet */
+static HookUd g_static_hook = {HOOK_MAGIC, 0, 0}; /* for hooks without destroy */
+
+static void hook_destroy(void *p) {
+    HookUd *u = p;
+    if (!u || u->magic != HOOK_MAGIC) fail("hook destroy called with a bad or already destroyed user_data");
+    u->magic = 0xDEADu;
+    g_hooks_alive--;
+    TRACE("    (hook destroy %p)", p);
+    free(u);
+}
+
+static int32_t hook_fn(ag_tensor *rep, ag_tensor grad, void *p) {
+    HookUd *u = p;
+    if (!u || u->magic != HOOK_MAGIC) fail("a hook ran after its destroy callback, or with a bad user_data");
+    if (!rep) fail("a hook got a NULL replacement pointer");
+    if (*rep != AG_NULL_TENSOR) fail("a hook's *replacement was not AG_NULL_TENSOR on entry");
+    const char *saved = g_op;
+    g_op = "hook callback";
+    owned++; /* the borrowed gradient handle is live during the call */
+    Info in = info_of(grad);
+    owned--;
+    u->calls++;
+    g_hook_calls++;
+    uint8_t mode = u->mode;
+    if (mode & 0x80) mode = (u->calls & 1) ? mode & 0x7F : 0; /* every other call */
+    int32_t ret = 0;
+    ag_status s = AG_OK;
+    switch (mode % 9) {
+    case 0: break; /* observe */
+    case 1: s = ag_mul_scalar(rep, grad, 0.5); break;
+    case 2: ret = 1; break; /* fail */
+    case 3: s = ag_sum(rep, grad, NULL, 0, false); break; /* a scalar: the wrong shape unless grad is one */
+    case 4: s = ag_detach(rep, grad); break;
+    case 5: *rep = made_up(&(Rd){(const uint8_t *)"\x02", 1, 0}); break; /* a handle that is not one */
+    case 6: s = ag_tensor_zeros(rep, in.shape, in.nd, in.dtype == AG_FLOAT32 ? AG_FLOAT64 : AG_FLOAT32); break;
+    case 7: { /* call into the library from the hook and release what it made */
+        ag_tensor tmp = 0;
+        if (ag_exp(&tmp, grad) == AG_OK) ag_tensor_free(tmp);
+        int64_t n = 0;
+        ag_live_handle_count(&n);
+        break;
+    }
+    default: ret = -7; break;
+    }
+    if (s != AG_OK) {
+        chk(s);
+        if (*rep != AG_NULL_TENSOR) fail("a call inside a hook failed but wrote its output");
+        ret = 2;
+    }
+    g_op = saved;
+    return ret;
+}
+
+typedef struct {
+    uint8_t mode;
+} BuildUd;
+
+static int32_t build_fn(ag_tensor *out, const ag_tensor *in, int64_t n, void *p) {
+    BuildUd *b = p;
+    g_build_calls++;
+    if (!out || !in || n < 1) fail("gradcheck build got NULL pointers or no inputs");
+    ag_status s = AG_OK;
+    ag_tensor tmp = 0;
+    switch (b->mode % 8) {
+    case 0: s = ag_mul(out, in[0], in[n - 1]); break;
+    case 1: s = ag_tanh(out, in[0]); break;
+    case 2: return 3; /* the build fails */
+    case 3: s = ag_sum(out, in[0], NULL, 0, false); break;
+    case 4: s = ag_softmax(out, in[0], -1); break;
+    case 5: s = ag_matmul(out, in[0], in[n - 1]); break;
+    case 6:
+        s = ag_sigmoid(&tmp, in[0]);
+        if (s == AG_OK) {
+            s = ag_add(out, tmp, in[n - 1]);
+            ag_tensor_free(tmp);
+        }
+        break;
+    default: s = ag_logsumexp(out, in[0], NULL, 0, false); break;
+    }
+    return s == AG_OK ? 0 : 1;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Expected statuses                                                                          */
+/* ------------------------------------------------------------------------------------------ */
+
+/* NumPy broadcasting of k shapes; false if they do not broadcast. ok/n: the result's count. */
+static bool broadcast(const Info **ins, int k, int64_t *shape, int64_t *nd) {
+    int64_t rank = 0;
+    for (int i = 0; i < k; i++)
+        if (ins[i]->nd > rank) rank = ins[i]->nd;
+    for (int64_t d = 0; d < rank; d++) {
+        int64_t e = 1;
+        for (int i = 0; i < k; i++) {
+            int64_t off = d - (rank - ins[i]->nd);
+            if (off < 0) continue;
+            int64_t x = ins[i]->shape[off];
+            if (x == 1) continue;
+            if (e == 1) e = x;
+            else if (e != x) return false;
+        }
+        shape[d] = e;
+    }
+    *nd = rank;
+    return true;
+}
+
+static int64_t max_extent(const Info *in) {
+    int64_t m = 0;
+    for (int64_t i = 0; i < in->nd; i++)
+        if (in->shape[i] > m) m = in->shape[i];
+    return m;
+}
+
+static void same_shape(const Info *a, const int64_t *shape, int64_t nd, const char *what) {
+    if (a->nd != nd) fail("%s: result rank %lld, expected %lld", what, (long long)a->nd, (long long)nd);
+    for (int64_t i = 0; i < nd; i++)
+        if (a->shape[i] != shape[i])
+            fail("%s: result extent %lld is %lld, expected %lld", what, (long long)i, (long long)a->shape[i],
+                 (long long)shape[i]);
+}
+
+/* Normalises reduction axes; false if out of range or repeated. */
+static bool norm_axes(const int64_t *axes, int64_t naxes, int64_t rank, bool *reduced) {
+    for (int i = 0; i < MAXS; i++) reduced[i] = false;
+    for (int64_t i = 0; i < naxes; i++) {
+        int64_t a = axes[i];
+        if (a < -rank || a >= rank) return false;
+        if (a < 0) a += rank;
+        if (reduced[a]) return false;
+        reduced[a] = true;
+    }
+    return true;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* The program                                                                                */
+/* ------------------------------------------------------------------------------------------ */
+
+enum {
+    OP_FROM_DATA, OP_ZEROS, OP_ONES, OP_FULL, OP_ARANGE, OP_EYE, OP_RAND, OP_INIT,
+    OP_FREE, OP_QUERY, OP_COPY, OP_PTR, OP_ITEM, OP_SET_RG, OP_GRAD_OF, OP_ZERO_GRAD,
+    OP_BINARY, OP_SCALAR, OP_UNARY, OP_REDUCE, OP_RESHAPE, OP_TRANSPOSE, OP_PERMUTE, OP_EXPAND,
+    OP_SQUEEZE, OP_UNSQUEEZE, OP_CONCAT, OP_SLICE, OP_INDEX_SELECT, OP_GATHER, OP_MATMUL,
+    OP_SOFTMAX, OP_CROSS_ENTROPY, OP_MSE, OP_LINEAR, OP_WHERE, OP_BACKWARD, OP_AGGRAD,
+    OP_GRAD_MODE, OP_DETACH, OP_HOOK, OP_REMOVE_HOOK, OP_GRADCHECK, OP_DOT_GRAPH, OP_OPT_NEW,
+    OP_OPT_USE, OP_OPT_FREE, OP_MISC, OP_FREE_BAD, OP_BACKWARD_ALL,
+    OP_COUNT
+};
+
+typedef struct {
+    ag_tensor t;
+    int64_t id;
+} HookRec;
+static HookRec hook_ids[8];
+static int nhook_ids;
+
+/* Creation ------------------------------------------------------------------------------------ */
+
+static void op_create(Rd *r, int op) {
+    int64_t shape[MAXS], nd;
+    int cls = rd_shape(r, shape, &nd);
+    ag_dtype dt = rd_dtype(r);
+    uint8_t dst = u8(r);
+    ag_tensor out = SENT;
+    ag_status s;
+    /* What the header promises, given the shape class. */
+    unsigned allowed;
+    if (!dtype_ok(dt)) allowed = M_DTYPE | M_ARG | M_SHAPE;
+    else if (cls == SH_SANE) allowed = M_OK | M_OOM;
+    else if (cls == SH_BAD) allowed = (nd < 0 || nd > AG_MAX_NDIM) ? M_ARG : M_SHAPE | M_OOM;
+    else if (cls == SH_HUGE) allowed = M_OOM | M_SHAPE;
+    else allowed = M_OK | M_SHAPE | M_OOM;
+    if (!dtype_ok(dt) && cls != SH_SANE) allowed |= M_ARG | M_SHAPE | M_OOM;
+    const int64_t *sp = shape;
+    if (nd == 0 && (u8(r) & 3) == 0) sp = NULL; /* rank 0 may pass NULL */
+    else if (nd > 0 && (u8(r) & 15) == 0) { sp = NULL; allowed = M_ARG | (dtype_ok(dt) ? 0 : M_DTYPE); if (nd > AG_MAX_NDIM || nd < 0) allowed = M_ARG | M_DTYPE; }
+
+    switch (op) {
+    case OP_FROM_DATA: {
+        if (cls == SH_HUGE) return; /* the data buffer could not hold it: outside the contract */
+        int64_t n = 0;
+        bool known = numel_of(shape, nd, &n);
+        if (cls == SH_SANE) fill_data(r, n);
+        const void *data = dt == AG_FLOAT32 ? (const void *)fbuf : (const void *)dbuf;
+        if (u8(r) % 8 == 0) {
+            data = NULL; /* allowed only for 0 elements */
+            if (cls == SH_SANE && known && n > 0) allowed = M_ARG | (dtype_ok(dt) ? 0 : M_DTYPE);
+        }
+        g_op = "ag_tensor_from_data";
+        TRACE("ag_tensor_from_data(data=%p, ndim=%lld, dtype=%d) class %d", data, (long long)nd, (int)dt, cls);
+        s = ag_tensor_from_data(&out, data, sp, nd, dt);
+        break;
+    }
+    case OP_ZEROS:
+        g_op = "ag_tensor_zeros";
+        TRACE("ag_tensor_zeros(ndim=%lld, dtype=%d) class %d", (long long)nd, (int)dt, cls);
+        s = ag_tensor_zeros(&out, sp, nd, dt);
+        break;
+    case OP_ONES:
+        g_op = "ag_tensor_ones";
+        TRACE("ag_tensor_ones(ndim=%lld, dtype=%d) class %d", (long long)nd, (int)dt, cls);
+        s = ag_tensor_ones(&out, sp, nd, dt);
+        break;
+    case OP_FULL: {
+        double v = rd_double(r);
+        g_op = "ag_tensor_full";
+        TRACE("ag_tensor_full(ndim=%lld, value=%g, dtype=%d) class %d", (long long)nd, v, (int)dt, cls);
+        s = ag_tensor_full(&out, sp, nd, v, dt);
+        break;
+    }
+    case OP_RAND: {
+        double a = rd_double(r), b = rd_double(r);
+        uint64_t seed = u8(r);
+        bool normal = bit(r);
+        bool bad_args = !isfinite(a) || !isfinite(b) || (normal ? b < 0 : a > b);
+        if (bad_args) allowed = (allowed & ~(M_OK | M_OOM)) | M_ARG;
+        if (normal) {
+            g_op = "ag_tensor_rand_normal";
+            TRACE("ag_tensor_rand_normal(ndim=%lld, mean=%g, std=%g, dtype=%d) class %d", (long long)nd, a, b, (int)dt, cls);
+            s = ag_tensor_rand_normal(&out, sp, nd, a, b, seed, dt);
+        } else {
+            g_op = "ag_tensor_rand_uniform";
+            TRACE("ag_tensor_rand_uniform(ndim=%lld, low=%g, high=%g, dtype=%d) class %d", (long long)nd, a, b, (int)dt, cls);
+            s = ag_tensor_rand_uniform(&out, sp, nd, a, b, seed, dt);
+        }
+        break;
+    }
+    default: { /* OP_INIT */
+        static const ag_init kinds[] = {AG_INIT_KAIMING_UNIFORM, AG_INIT_KAIMING_NORMAL, AG_INIT_XAVIER_UNIFORM,
+                                        AG_INIT_XAVIER_NORMAL, 0, 5, -1};
+        ag_init kind = kinds[u8(r) % 7];
+        int64_t n = 1;
+        bool known = numel_of(shape, nd, &n);
+        /* rank 0 or a zero fan: AG_ERR_SHAPE; an unknown kind: AG_ERR_ARGUMENT */
+        if (nd == 0 || (known && n == 0)) allowed = (allowed & ~(M_OK | M_OOM)) | M_SHAPE;
+        if (kind < 1 || kind > 4) allowed = (allowed & ~(M_OK | M_OOM)) | M_ARG;
+        g_op = "ag_tensor_init";
+        TRACE("ag_tensor_init(ndim=%lld, kind=%d, dtype=%d) class %d", (long long)nd, (int)kind, (int)dt, cls);
+        s = ag_tensor_init(&out, sp, nd, kind, u8(r), dt);
+        break;
+    }
+    }
+    expect(s, allowed, "creation");
+    result(s, out, dst);
+}
+
+static void op_arange(Rd *r) {
+    double start = rd_double(r), stop = rd_double(r), step = rd_double(r);
+    if (u8(r) & 1) { start = (double)rd_i64(r); stop = (double)rd_i64(r); step = (double)(int8_t)u8(r) / 4.0; }
+    ag_dtype dt = rd_dtype(r);
+    uint8_t dst = u8(r);
+    unsigned allowed = M_OK | M_OOM;
+    bool finite = isfinite(start) && isfinite(stop) && isfinite(step);
+    if (!finite || step == 0) allowed = M_ARG;
+    else {
+        double count = ceil((stop - start) / step);
+        if (!(count <= (double)((int64_t)1 << 40))) allowed = M_ARG;
+        else if (count > (double)BIG && count < (double)HUGE) return; /* slow, not refused */
+        else if (count >= (double)HUGE) allowed = M_OOM;
+        if (!isfinite((stop - start) / step)) allowed = M_ARG | M_OOM;
+    }
+    if (!dtype_ok(dt)) allowed = M_DTYPE | M_ARG;
+    ag_tensor out = SENT;
+    g_op = "ag_tensor_arange";
+    TRACE("ag_tensor_arange(%g, %g, %g, dtype=%d)", start, stop, step, (int)dt);
+    ag_status s = ag_tensor_arange(&out, start, stop, step, dt);
+    expect(s, allowed, "arange");
+    result(s, out, dst);
+}
+
+static void op_eye(Rd *r) {
+    int64_t n = rd_i64(r), m = rd_i64(r);
+    ag_dtype dt = rd_dtype(r);
+    uint8_t dst = u8(r);
+    unsigned allowed = M_OK | M_OOM;
+    int64_t prod;
+    if (n < 0 || m < 0 || __builtin_mul_overflow(n, m, &prod)) allowed = M_SHAPE;
+    else if (prod > BIG && prod < HUGE) return;
+    else if (prod >= HUGE) allowed = M_OOM | M_SHAPE;
+    if (!dtype_ok(dt)) allowed = M_DTYPE | M_SHAPE;
+    ag_tensor out = SENT;
+    g_op = "ag_tensor_eye";
+    TRACE("ag_tensor_eye(%lld, %lld, dtype=%d)", (long long)n, (long long)m, (int)dt);
+    ag_status s = ag_tensor_eye(&out, n, m, dt);
+    expect(s, allowed, "eye");
+    result(s, out, dst);
+}
+
+/* Queries ------------------------------------------------------------------------------------- */
+
+static void op_free(Rd *r) {
+    uint8_t b = u8(r);
+    int slot = b % NT;
+    if (pool[slot]) {
+        g_op = "ag_tensor_free";
+        free_tensor(pool[slot]);
+        pool[slot] = 0;
+    } else {
+        g_op = "ag_tensor_free(AG_NULL_TENSOR)";
+        TRACE("ag_tensor_free(0)");
+        expect(ag_tensor_free(0), M_OK, "freeing AG_NULL_TENSOR is a no-op");
+    }
+}
+
+static void op_free_bad(Rd *r) {
+    H h = pick_t(r);
+    if (!h.bad) return;
+    g_op = "ag_tensor_free (bad handle)";
+    TRACE("ag_tensor_free(%#llx) [bad]", (unsigned long long)h.h);
+    expect(ag_tensor_free(h.h), h.h == 0 ? M_OK : M_INV, "freeing a freed, made-up or wrong-kind handle");
+    H o = pick_o(r);
+    if (!o.bad) return;
+    g_op = "ag_optimizer_free (bad handle)";
+    TRACE("ag_optimizer_free(%#llx) [bad]", (unsigned long long)o.h);
+    expect(ag_optimizer_free(o.h), o.h == 0 ? M_OK : M_INV, "freeing a bad optimizer handle");
+}
+
+static void op_query(Rd *r) {
+    H h = pick_t(r);
+    uint8_t which = u8(r);
+    g_op = "tensor queries";
+    TRACE("queries(%#llx) which=%u%s", (unsigned long long)h.h, which, h.bad ? " [bad]" : "");
+    unsigned want = h.bad ? M_INV : M_OK;
+    int64_t v = -77;
+    ag_dtype d = -77;
+    bool b = true;
+    switch (which % 6) {
+    case 0:
+        g_op = "ag_tensor_ndim";
+        expect(ag_tensor_ndim(&v, h.h), want, "ndim");
+        if (h.bad && v != -77) fail("output written on failure");
+        expect(ag_tensor_ndim(NULL, h.h), M_ARG | (h.bad ? M_INV : 0), "ndim with out NULL");
+        break;
+    case 1:
+        g_op = "ag_tensor_numel";
+        expect(ag_tensor_numel(&v, h.h), want, "numel");
+        if (h.bad && v != -77) fail("output written on failure");
+        expect(ag_tensor_numel(NULL, h.h), M_ARG | (h.bad ? M_INV : 0), "numel with out NULL");
+        break;
+    case 2:
+        g_op = "ag_tensor_dtype";
+        expect(ag_tensor_dtype(&d, h.h), want, "dtype");
+        if (h.bad && d != -77) fail("output written on failure");
+        expect(ag_tensor_dtype(NULL, h.h), M_ARG | (h.bad ? M_INV : 0), "dtype with out NULL");
+        break;
+    case 3:
+        g_op = "ag_tensor_requires_grad";
+        expect(ag_tensor_requires_grad(&b, h.h), want, "requires_grad");
+        if (h.bad && b != true) fail("output written on failure");
+        expect(ag_tensor_requires_grad(NULL, h.h), M_ARG | (h.bad ? M_INV : 0), "requires_grad with out NULL");
+        break;
+    default: {
+        /* ag_tensor_shape with a random capacity; the buffer always holds MAXS + 4 */
+        int64_t buf[MAXS + 4];
+        for (int i = 0; i < MAXS + 4; i++) buf[i] = -55;
+        int64_t cap = (int64_t)(u8(r) % 12) - 2; /* -2 .. 9 */
+        bool null = (u8(r) & 7) == 0;
+        g_op = "ag_tensor_shape";
+        ag_status s = chk(ag_tensor_shape(null ? NULL : buf, null ? 0 : cap, h.h));
+        if (h.bad) {
+            expect(s, M_INV | M_ARG, "shape of a bad handle");
+        } else {
+            Info in = info_of(h.h);
+            unsigned w;
+            if (null) w = in.nd == 0 ? M_OK | M_ARG : M_ARG;
+            else w = cap < in.nd ? M_ARG : M_OK;
+            if (!null && cap < 0) w = M_ARG | (in.nd == 0 ? M_OK : 0);
+            expect(s, w, "ag_tensor_shape with capacity vs rank");
+            if (s == AG_OK && !null) {
+                for (int64_t i = 0; i < in.nd; i++)
+                    if (buf[i] != in.shape[i]) fail("shape differs between calls");
+                for (int64_t i = in.nd; i < MAXS + 4; i++)
+                    if (buf[i] != -55) fail("ag_tensor_shape wrote past ndim (index %lld)", (long long)i);
+            }
+            if (s != AG_OK && !null)
+                for (int i = 0; i < MAXS + 4; i++)
+                    if (buf[i] != -55) fail("ag_tensor_shape failed but wrote its output");
+        }
+        break;
+    }
+    }
+}
+
+static unsigned char cbuf[(CAP + 64) * 8];
+
+static void op_copy(Rd *r) {
+    H h = pick_t(r);
+    ag_dtype dt = rd_dtype(r);
+    uint8_t cm = u8(r);
+    int64_t numel = h.bad ? 0 : info_of(h.h).numel;
+    int64_t cap;
+    switch (cm % 7) {
+    case 0: cap = numel; break;
+    case 1: cap = numel - 1; break;
+    case 2: cap = numel + 1; break;
+    case 3: cap = 0; break;
+    case 4: cap = -1; break;
+    case 5: cap = CAP + 64; break;
+    default: cap = INT64_MIN; break;
+    }
+    if (cap > CAP + 64) cap = CAP + 64; /* never claim more than the buffer holds */
+    bool null = (u8(r) & 7) == 0;
+    if (null) cap = 0;
+    memset(cbuf, 0xAB, sizeof cbuf);
+    g_op = "ag_tensor_copy_data";
+    TRACE("ag_tensor_copy_data(out=%s, capacity=%lld, dtype=%d, %#llx)%s", null ? "NULL" : "buf", (long long)cap,
+          (int)dt, (unsigned long long)h.h, h.bad ? " [bad]" : "");
+    ag_status s = chk(ag_tensor_copy_data(null ? NULL : cbuf, cap, dt, h.h));
+    if (h.bad) {
+        expect(s, M_INV | M_ARG | M_DTYPE, "copy_data of a bad handle");
+    } else {
+        unsigned w = M_OK;
+        if (cap < numel) w = M_ARG;
+        if (null && numel > 0) w = M_ARG;
+        if (!dtype_ok(dt)) w = M_DTYPE | (w == M_ARG ? M_ARG : 0);
+        expect(s, w, "copy_data: capacity, dtype");
+    }
+    size_t es = dt == AG_FLOAT32 ? 4 : 8;
+    if (s != AG_OK || null) {
+        for (size_t i = 0; i < sizeof cbuf; i++)
+            if (cbuf[i] != 0xAB) fail("copy_data failed but wrote its output (byte %zu)", i);
+    } else {
+        for (size_t i = (size_t)numel * es; i < (size_t)numel * es + 16 && i < sizeof cbuf; i++)
+            if (cbuf[i] != 0xAB) fail("copy_data wrote past numel elements (byte %zu)", i);
+        /* the copy agrees with the borrowed pointer */
+        const void *p = NULL;
+        ag_dtype own = 0;
+        chk(ag_tensor_data_ptr(&p, h.h));
+        chk(ag_tensor_dtype(&own, h.h));
+        if (own == dt && numel > 0 && memcmp(p, cbuf, (size_t)numel * es) != 0)
+            fail("copy_data in the tensor's own dtype differs from data_ptr");
+    }
+}
+
+static void op_ptr(Rd *r) {
+    H h = pick_t(r);
+    const void *p = (const void *)0x1234;
+    g_op = "ag_tensor_data_ptr";
+    TRACE("ag_tensor_data_ptr(%#llx)%s", (unsigned long long)h.h, h.bad ? " [bad]" : "");
+    ag_status s = expect(ag_tensor_data_ptr(&p, h.h), h.bad ? M_INV : M_OK, "data_ptr");
+    if (s != AG_OK) {
+        if (p != (const void *)0x1234) fail("data_ptr failed but wrote its output");
+        expect(ag_tensor_data_ptr(NULL, h.h), M_ARG | M_INV, "data_ptr with out NULL");
+        return;
+    }
+    expect(ag_tensor_data_ptr(NULL, h.h), M_ARG, "data_ptr with out NULL");
+    Info in = info_of(h.h);
+    if (in.numel > 0 && !p) fail("data_ptr is NULL for %lld elements", (long long)in.numel);
+    /* Read every element (ASan checks the buffer is that long). */
+    volatile double acc = 0;
+    for (int64_t i = 0; i < in.numel; i++)
+        acc += in.dtype == AG_FLOAT32 ? (double)((const float *)p)[i] : ((const double *)p)[i];
+    (void)acc;
+}
+
+static void op_item(Rd *r) {
+    H h = pick_t(r);
+    double v = -77.0;
+    g_op = "ag_tensor_item";
+    TRACE("ag_tensor_item(%#llx)%s", (unsigned long long)h.h, h.bad ? " [bad]" : "");
+    ag_status s = chk(ag_tensor_item(&v, h.h));
+    if (h.bad) {
+        expect(s, M_INV, "item of a bad handle");
+    } else {
+        Info in = info_of(h.h);
+        expect(s, in.numel == 1 ? M_OK : M_SHAPE, "item: numel == 1");
+        if (s == AG_OK) {
+            const void *p = NULL;
+            chk(ag_tensor_data_ptr(&p, h.h));
+            double w = in.dtype == AG_FLOAT32 ? (double)*(const float *)p : *(const double *)p;
+            if (!(v == w || (v != v && w != w))) fail("item %g differs from the element %g", v, w);
+        }
+    }
+    if (s != AG_OK && v != -77.0) fail("item failed but wrote its output");
+    expect(ag_tensor_item(NULL, h.h), M_ARG | M_INV | M_SHAPE, "item with out NULL");
+}
+
+static void op_set_rg(Rd *r) {
+    H h = pick_t(r);
+    bool want = bit(r);
+    g_op = "ag_tensor_set_requires_grad";
+    TRACE("ag_tensor_set_requires_grad(%#llx, %d)%s", (unsigned long long)h.h, want, h.bad ? " [bad]" : "");
+    unsigned allowed = M_INV;
+    if (!h.bad) allowed = info_of(h.h).rg ? M_OK | M_STATE : M_OK; /* a tensor not requiring grad is a leaf */
+    ag_status s = expect(ag_tensor_set_requires_grad(h.h, want), allowed, "set_requires_grad");
+    if (s == AG_OK && info_of(h.h).rg != want) fail("requires_grad is not what was set");
+}
+
+static void op_grad_of(Rd *r) {
+    H h = pick_t(r);
+    uint8_t dst = u8(r);
+    ag_tensor out = SENT;
+    g_op = "ag_tensor_grad";
+    TRACE("ag_tensor_grad(%#llx)%s", (unsigned long long)h.h, h.bad ? " [bad]" : "");
+    ag_status s = expect(ag_tensor_grad(&out, h.h), h.bad ? M_INV : M_OK, "grad");
+    if (s != AG_OK) {
+        if (out != SENT) fail("ag_tensor_grad failed but wrote its output");
+    } else if (out != AG_NULL_TENSOR) {
+        Info t = info_of(h.h);
+        owned++;
+        Info g = info_of(out);
+        owned--;
+        same_shape(&g, t.shape, t.nd, "the gradient has its tensor's shape");
+        if (g.dtype != t.dtype) fail("the gradient's dtype differs from its tensor's");
+        take(out, dst);
+    } else if (out == SENT) {
+        fail("AG_OK but nothing written");
+    }
+    expect(ag_tensor_grad(NULL, h.h), M_ARG | (h.bad ? M_INV : 0), "grad with out NULL");
+}
+
+static void op_zero_grad(Rd *r) {
+    H h = pick_t(r);
+    g_op = "ag_tensor_zero_grad";
+    TRACE("ag_tensor_zero_grad(%#llx)%s", (unsigned long long)h.h, h.bad ? " [bad]" : "");
+    ag_status s = expect(ag_tensor_zero_grad(h.h), h.bad ? M_INV : M_OK, "zero_grad");
+    if (s == AG_OK) {
+        ag_tensor g = SENT;
+        expect(ag_tensor_grad(&g, h.h), M_OK, "grad after zero_grad");
+        if (g != AG_NULL_TENSOR) fail("a gradient is left after ag_tensor_zero_grad");
+    }
+}
+
+/* Operations ---------------------------------------------------------------------------------- */
+
+/* After a successful op: the recording rule. `diff` says whether the op is differentiable. */
+static void check_recording(ag_tensor out, const H *ins, int n, bool diff) {
+    bool any = false;
+    for (int i = 0; i < n; i++)
+        if (!ins[i].bad && ins[i].h && info_of(ins[i].h).rg) any = true;
+    bool rg = info_of(out).rg;
+    if (!grad_on && rg) fail("a result made with grad mode off requires grad");
+    if (grad_on && diff && any && !rg) fail("a result of inputs requiring grad, grad mode on, does not require grad");
+    if (!any && rg) fail("a result of inputs not requiring grad requires grad");
+    /* "Results are new tensors": one that records history is not a leaf (a handle to the input
+     * itself would be, and would share its requires_grad flag, gradient and hooks). */
+    if (grad_on && diff && any && leaf_requiring_grad(out))
+        fail("the result is a leaf: a handle to the input tensor itself, not a new tensor with history");
+}
+
+/* Names the inputs of the op about to run, for result()'s recording check. */
+static void inputs(int n, H a, H b, H c) {
+    g_ins[0] = a;
+    g_ins[1] = b;
+    g_ins[2] = c;
+    g_nins = n;
+}
+
+static void op_binary(Rd *r) {
+    H a = pick_t(r), b = pick_t(r);
+    uint8_t which = u8(r) % 14, dst = u8(r);
+    static const char *names[] = {"ag_add", "ag_sub", "ag_mul", "ag_div", "ag_pow", "ag_maximum", "ag_minimum",
+                                  "ag_eq", "ag_ne", "ag_lt", "ag_le", "ag_gt", "ag_ge", "ag_mse_loss"};
+    g_op = names[which];
+    unsigned allowed = M_INV;
+    int64_t bshape[MAXS], bnd = 0;
+    bool bc = false;
+    Info ia = {0}, ib = {0};
+    if (!a.bad && !b.bad) {
+        ia = info_of(a.h);
+        ib = info_of(b.h);
+        const Info *ins[2] = {&ia, &ib};
+        bc = broadcast(ins, 2, bshape, &bnd);
+        int64_t n = 0;
+        bool known = bc && numel_of(bshape, bnd, &n);
+        if (bc && !size_allowed(known, n)) return;
+        if (which == 13) { /* mse_loss: one shape */
+            bool same = ia.nd == ib.nd;
+            for (int64_t i = 0; same && i < ia.nd; i++) same = ia.shape[i] == ib.shape[i];
+            allowed = same ? M_OK | M_OOM : M_SHAPE;
+        } else {
+            allowed = bc ? (known ? M_OK | M_OOM : M_SHAPE | M_OOM) : M_SHAPE;
+        }
+        if (ia.dtype != ib.dtype) allowed = M_DTYPE | (allowed & M_SHAPE);
+    }
+    ag_tensor out = SENT;
+    TRACE("%s(%#llx, %#llx)%s", g_op, (unsigned long long)a.h, (unsigned long long)b.h, (a.bad || b.bad) ? " [bad]" : "");
+    ag_status s;
+    switch (which) {
+    case 0: s = ag_add(&out, a.h, b.h); break;
+    case 1: s = ag_sub(&out, a.h, b.h); break;
+    case 2: s = ag_mul(&out, a.h, b.h); break;
+    case 3: s = ag_div(&out, a.h, b.h); break;
+    case 4: s = ag_pow(&out, a.h, b.h); break;
+    case 5: s = ag_maximum(&out, a.h, b.h); break;
+    case 6: s = ag_minimum(&out, a.h, b.h); break;
+    case 7: s = ag_eq(&out, a.h, b.h); break;
+    case 8: s = ag_ne(&out, a.h, b.h); break;
+    case 9: s = ag_lt(&out, a.h, b.h); break;
+    case 10: s = ag_le(&out, a.h, b.h); break;
+    case 11: s = ag_gt(&out, a.h, b.h); break;
+    case 12: s = ag_ge(&out, a.h, b.h); break;
+    default: s = ag_mse_loss(&out, a.h, b.h); break;
+    }
+    expect(s, allowed, "binary op: handles, dtypes, broadcasting");
+    if (s == AG_OK) {
+        owned++;
+        Info o = info_of(out);
+        owned--;
+        if (which == 13) same_shape(&o, NULL, 0, "mse_loss is 0-d");
+        else same_shape(&o, bshape, bnd, "broadcast result shape");
+        if (o.dtype != ia.dtype) fail("result dtype differs from the operands'");
+        H ins[2] = {a, b};
+        owned++;
+        check_recording(out, ins, 2, which < 7 || which == 13);
+        if (which >= 7 && which <= 12 && o.rg) fail("a comparison result requires grad");
+        owned--;
+    }
+    result(s, out, dst);
+}
+
+static void op_scalar(Rd *r) {
+    H a = pick_t(r);
+    uint8_t which = u8(r) % 11, dst = u8(r);
+    double v = rd_double(r);
+    static const char *names[] = {"ag_add_scalar", "ag_sub_scalar", "ag_rsub_scalar", "ag_mul_scalar",
+                                  "ag_div_scalar", "ag_rdiv_scalar", "ag_pow_scalar", "ag_rpow_scalar",
+                                  "ag_maximum_scalar", "ag_minimum_scalar", "ag_leaky_relu"};
+    g_op = names[which];
+    ag_tensor out = SENT;
+    TRACE("%s(%#llx, %g)%s", g_op, (unsigned long long)a.h, v, a.bad ? " [bad]" : "");
+    ag_status s;
+    switch (which) {
+    case 0: s = ag_add_scalar(&out, a.h, v); break;
+    case 1: s = ag_sub_scalar(&out, a.h, v); break;
+    case 2: s = ag_rsub_scalar(&out, a.h, v); break;
+    case 3: s = ag_mul_scalar(&out, a.h, v); break;
+    case 4: s = ag_div_scalar(&out, a.h, v); break;
+    case 5: s = ag_rdiv_scalar(&out, a.h, v); break;
+    case 6: s = ag_pow_scalar(&out, a.h, v); break;
+    case 7: s = ag_rpow_scalar(&out, a.h, v); break;
+    case 8: s = ag_maximum_scalar(&out, a.h, v); break;
+    case 9: s = ag_minimum_scalar(&out, a.h, v); break;
+    default: s = ag_leaky_relu(&out, a.h, v); break;
+    }
+    unsigned allowed = a.bad ? M_INV : M_OK | M_OOM;
+    /* The library refuses a non-finite leaky_relu slope (AG_ERR_ARGUMENT; the header does not
+     * list it, see the README's findings). */
+    if (which == 10 && !isfinite(v)) allowed = M_ARG | (a.bad ? M_INV : 0);
+    expect(s, allowed, "elementwise op with a scalar");
+    if (s == AG_OK) {
+        Info ia = info_of(a.h);
+        owned++;
+        Info o = info_of(out);
+        same_shape(&o, ia.shape, ia.nd, "elementwise result shape");
+        if (o.dtype != ia.dtype) fail("result dtype differs");
+        check_recording(out, &a, 1, true);
+        owned--;
+    }
+    result(s, out, dst);
+}
+
+static void op_unary(Rd *r) {
+    H a = pick_t(r);
+    uint8_t which = u8(r) % 15, dst = u8(r);
+    static const char *names[] = {"ag_neg", "ag_exp", "ag_log", "ag_relu", "ag_sqrt", "ag_abs", "ag_sin", "ag_cos",
+                                  "ag_tanh", "ag_sigmoid", "ag_gelu", "ag_softplus", "ag_detach", "ag_neg(NULL out)",
+                                  "ag_softmax-free"};
+    g_op = names[which];
+    ag_tensor out = SENT;
+    TRACE("%s(%#llx)%s", g_op, (unsigned long long)a.h, a.bad ? " [bad]" : "");
+    ag_status s;
+    switch (which) {
+    case 0: s = ag_neg(&out, a.h); break;
+    case 1: s = ag_exp(&out, a.h); break;
+    case 2: s = ag_log(&out, a.h); break;
+    case 3: s = ag_relu(&out, a.h); break;
+    case 4: s = ag_sqrt(&out, a.h); break;
+    case 5: s = ag_abs(&out, a.h); break;
+    case 6: s = ag_sin(&out, a.h); break;
+    case 7: s = ag_cos(&out, a.h); break;
+    case 8: s = ag_tanh(&out, a.h); break;
+    case 9: s = ag_sigmoid(&out, a.h); break;
+    case 10: s = ag_gelu(&out, a.h); break;
+    case 11: s = ag_softplus(&out, a.h); break;
+    case 12: s = ag_detach(&out, a.h); break;
+    case 13:
+        expect(ag_neg(NULL, a.h), M_ARG | (a.bad ? M_INV : 0), "out NULL");
+        expect(ag_exp(NULL, a.h), M_ARG | (a.bad ? M_INV : 0), "out NULL");
+        return;
+    default: s = ag_abs(&out, a.h); break;
+    }
+    expect(s, a.bad ? M_INV : M_OK | M_OOM, "elementwise op");
+    if (s == AG_OK) {
+        Info ia = info_of(a.h);
+        owned++;
+        Info o = info_of(out);
+        same_shape(&o, ia.shape, ia.nd, "elementwise result shape");
+        if (o.dtype != ia.dtype) fail("result dtype differs");
+        if (which == 12) {
+            if (o.rg) fail("a detached tensor requires grad");
+        } else {
+            check_recording(out, &a, 1, true);
+        }
+        owned--;
+    }
+    result(s, out, dst);
+}
+
+static int rd_axes(Rd *r, int64_t *axes) {
+    int n = u8(r) % 5;
+    if (n == 4) n = 0;
+    for (int i = 0; i < n; i++) axes[i] = rd_axis(r);
+    return n;
+}
+
+static void op_reduce(Rd *r) {
+    H a = pick_t(r);
+    uint8_t which = u8(r) % 6, dst = u8(r);
+    int64_t axes[8];
+    int64_t naxes = rd_axes(r, axes);
+    bool keep = bit(r);
+    int64_t corr = (int64_t)(u8(r) % 5) - 1;
+    uint8_t mangle = u8(r);
+    const int64_t *ap = axes;
+    if ((mangle & 15) == 1) ap = NULL;          /* NULL with naxes > 0: ARG */
+    if ((mangle & 15) == 2) naxes = -1 - (mangle >> 4);
+    static const char *names[] = {"ag_sum", "ag_mean", "ag_max", "ag_min", "ag_var", "ag_logsumexp"};
+    g_op = names[which];
+    unsigned allowed = M_INV;
+    Info ia = {0};
+    int64_t oshape[MAXS], ond = 0;
+    if (!a.bad) {
+        ia = info_of(a.h);
+        bool reduced[MAXS];
+        if (naxes < 0 || (naxes > 0 && !ap)) allowed = M_ARG;
+        else if (ia.nd == 0 && naxes > 0) {
+            /* Rank 0: axis 0 / -1 may be accepted (PyTorch) or refused (NumPy). */
+            bool ok01 = naxes == 1 && (axes[0] == 0 || axes[0] == -1);
+            allowed = ok01 ? M_OK | M_ARG : M_ARG;
+        } else if (!norm_axes(axes, naxes, ia.nd, reduced)) {
+            allowed = M_ARG;
+        } else {
+            allowed = M_OK | M_OOM;
+            int64_t rn = 1;
+            for (int64_t d = 0; d < ia.nd; d++) {
+                bool red = naxes == 0 || reduced[d];
+                if (red) {
+                    rn *= ia.shape[d] > 0 ? 1 : 0;
+                    if (keep) oshape[ond++] = 1;
+                } else {
+                    oshape[ond++] = ia.shape[d];
+                }
+            }
+            if (which == 4 && corr < 0) allowed = M_ARG;
+            /* max/min over zero elements: AG_ERR_SHAPE (an empty result may or may not count) */
+            if ((which == 2 || which == 3) && ia.numel == 0) allowed = M_SHAPE | (rn == 0 ? 0 : M_OK);
+            int64_t on;
+            if ((which == 2 || which == 3) && ia.numel == 0 && rn == 0) allowed = M_SHAPE;
+            if (!numel_of(oshape, ond, &on)) allowed |= M_SHAPE;
+        }
+        if (which == 4 && corr < 0) allowed |= M_ARG;
+#ifdef FUZZ_SKIP_KNOWN_BUGS
+        /* regressions/logsumexp-empty-shape-error */
+        if (which == 5 && ia.numel == 0) return;
+#endif
+    }
+    ag_tensor out = SENT;
+    TRACE("%s(%#llx, naxes=%lld [%lld %lld %lld %lld], keepdims=%d, correction=%lld)%s", g_op,
+          (unsigned long long)a.h, (long long)naxes, (long long)axes[0], (long long)axes[1], (long long)axes[2],
+          (long long)axes[3], keep, (long long)corr, a.bad ? " [bad]" : "");
+    ag_status s;
+    switch (which) {
+    case 0: s = ag_sum(&out, a.h, ap, naxes, keep); break;
+    case 1: s = ag_mean(&out, a.h, ap, naxes, keep); break;
+    case 2: s = ag_max(&out, a.h, ap, naxes, keep); break;
+    case 3: s = ag_min(&out, a.h, ap, naxes, keep); break;
+    case 4: s = ag_var(&out, a.h, ap, naxes, corr, keep); break;
+    default: s = ag_logsumexp(&out, a.h, ap, naxes, keep); break;
+    }
+    expect(s, allowed, "reduction: axes in range and distinct, correction >= 0");
+    if (s == AG_OK && !(ia.nd == 0 && naxes > 0)) {
+        owned++;
+        Info o = info_of(out);
+        same_shape(&o, oshape, ond, "reduction result shape");
+        check_recording(out, &a, 1, true);
+        owned--;
+    }
+    result(s, out, dst);
+}
+
+static void op_reshape(Rd *r) {
+    H a = pick_t(r);
+    uint8_t dst = u8(r);
+    int64_t shape[MAXS], nd;
+    uint8_t mode = u8(r);
+    unsigned allowed = M_INV;
+    Info ia = {0};
+    if (!a.bad) ia = info_of(a.h);
+    if (mode < 128 && !a.bad) {
+        /* a valid target: split the element count, maybe with one -1 */
+        int64_t n = ia.numel;
+        nd = u8(r) % 5;
+        for (int i = 0; i < MAXS; i++) shape[i] = 1;
+        if (nd == 0 && n != 1) nd = 1;
+        if (nd > 0) shape[0] = n;
+        for (int64_t i = 1; i < nd && n > 0; i++) {
+            int64_t f = 1 + u8(r) % 4;
+            if (shape[0] % f == 0) { shape[0] /= f; shape[i] = f; }
+        }
+        if (nd > 0 && n > 0 && (mode & 1)) shape[u8(r) % nd] = -1;
+        allowed = M_OK | M_OOM;
+    } else {
+        rd_shape(r, shape, &nd);
+        if (u8(r) & 1 && nd > 0 && nd <= AG_MAX_NDIM) shape[u8(r) % nd] = -1;
+        if (u8(r) & 1 && nd > 1 && nd <= AG_MAX_NDIM) shape[0] = -1, shape[1] = -1;
+        if (!a.bad) {
+            int64_t n, neg1 = 0, other_neg = 0;
+            for (int64_t i = 0; i < nd && nd <= AG_MAX_NDIM && nd > 0; i++) {
+                if (shape[i] == -1) neg1++;
+                else if (shape[i] < 0) other_neg++;
+            }
+            if (nd < 0 || nd > AG_MAX_NDIM || neg1 > 1) allowed = M_ARG;
+            else if (neg1 == 0 && other_neg == 0 && numel_of(shape, nd, &n)) allowed = n == ia.numel ? M_OK | M_OOM : M_SHAPE;
+            else allowed = M_ANY; /* -1 inference and odd values: any documented answer */
+        }
+    }
+    bool nul = nd > 0 && (u8(r) & 31) == 0;
+    if (nul && !a.bad) allowed = M_ARG | ((nd < 0 || nd > AG_MAX_NDIM) ? M_ARG : 0);
+    ag_tensor out = SENT;
+    if (!a.bad) inputs(1, a, a, a);
+    g_op = "ag_reshape";
+    TRACE("ag_reshape(%#llx, ndim=%lld [%lld %lld %lld])%s", (unsigned long long)a.h, (long long)nd,
+          (long long)shape[0], (long long)shape[1], (long long)shape[2], a.bad ? " [bad]" : "");
+    ag_status s = ag_reshape(&out, a.h, nul ? NULL : shape, nd);
+    expect(s, allowed | (a.bad ? M_ARG : 0), "reshape: same element count, at most one -1");
+    if (s == AG_OK) {
+        owned++;
+        Info o = info_of(out);
+        if (o.numel != ia.numel) fail("reshape changed the element count");
+        owned--;
+    }
+    result(s, out, dst);
+}
+
+static void op_transpose(Rd *r) {
+    H a = pick_t(r);
+    uint8_t dst = u8(r);
+    int64_t d0 = rd_axis(r), d1 = rd_axis(r);
+    unsigned allowed = M_INV;
+    if (!a.bad) {
+        Info ia = info_of(a.h);
+        int64_t n = ia.nd;
+        bool ok = d0 >= -n && d0 < n && d1 >= -n && d1 < n;
+        allowed = ok ? M_OK | M_OOM : M_ARG;
+        if (n == 0 && (d0 == 0 || d0 == -1) && (d1 == 0 || d1 == -1)) allowed = M_OK | M_ARG;
+    }
+    ag_tensor out = SENT;
+    if (!a.bad) inputs(1, a, a, a);
+    g_op = "ag_transpose";
+    TRACE("ag_transpose(%#llx, %lld, %lld)%s", (unsigned long long)a.h, (long long)d0, (long long)d1, a.bad ? " [bad]" : "");
+    ag_status s = expect(ag_transpose(&out, a.h, d0, d1), allowed, "transpose: axes in range");
+    result(s, out, dst);
+}
+
+static void op_permute(Rd *r) {
+    H a = pick_t(r);
+    uint8_t dst = u8(r);
+    int64_t perm[MAXS];
+    int64_t n = u8(r) % 6;
+    uint8_t mode = u8(r);
+    Info ia = {0};
+    if (!a.bad) ia = info_of(a.h);
+    if (mode < 160 && !a.bad) { /* a real permutation, by a few swaps */
+        n = ia.nd;
+        for (int64_t i = 0; i < n; i++) perm[i] = i;
+        for (int k = 0; k < 3 && n > 1; k++) {
+            int64_t i = u8(r) % n, j = u8(r) % n, t = perm[i];
+            perm[i] = perm[j];
+            perm[j] = t;
+        }
+        if (mode & 1 && n > 0) perm[u8(r) % n] -= n; /* negative axes */
+    } else {
+        for (int64_t i = 0; i < n; i++) perm[i] = rd_axis(r);
+    }
+    unsigned allowed = M_INV;
+    if (!a.bad) {
+        bool seen[MAXS] = {0}, ok = n == ia.nd;
+        for (int64_t i = 0; ok && i < n; i++) {
+            int64_t p = perm[i];
+            if (p < -ia.nd || p >= ia.nd) { ok = false; break; }
+            if (p < 0) p += ia.nd;
+            if (seen[p]) ok = false;
+            seen[p] = true;
+        }
+        allowed = ok ? M_OK | M_OOM : M_ARG;
+        /* negative entries in a permutation: the header does not say; accept either */
+        for (int64_t i = 0; ok && i < n; i++)
+            if (perm[i] < 0) allowed |= M_ARG;
+    }
+    bool nul = n > 0 && (u8(r) & 15) == 0;
+    if (nul && !a.bad) allowed = M_ARG;
+    ag_tensor out = SENT;
+    if (!a.bad) inputs(1, a, a, a);
+    g_op = "ag_permute";
+    TRACE("ag_permute(%#llx, n=%lld [%lld %lld %lld %lld])%s", (unsigned long long)a.h, (long long)n, (long long)perm[0],
+          (long long)perm[1], (long long)perm[2], (long long)perm[3], a.bad ? " [bad]" : "");
+    ag_status s = expect(ag_permute(&out, a.h, nul ? NULL : perm, n), allowed, "permute: a permutation of the axes");
+    if (s == AG_OK) {
+        owned++;
+        Info o = info_of(out);
+        for (int64_t i = 0; i < n; i++) {
+            int64_t p = perm[i] < 0 ? perm[i] + ia.nd : perm[i];
+            if (o.shape[i] != ia.shape[p]) fail("permute result extent %lld", (long long)i);
+        }
+        owned--;
+    }
+    result(s, out, dst);
+}
+
+static void op_expand(Rd *r) {
+    H a = pick_t(r);
+    uint8_t dst = u8(r);
+    int64_t shape[MAXS], nd;
+    uint8_t mode = u8(r);
+    Info ia = {0};
+    if (!a.bad) ia = info_of(a.h);
+    unsigned allowed = M_ANY;
+    if (mode < 160 && !a.bad) {
+        /* a valid target: a's shape with extent-1 axes grown, maybe new leading axes, maybe -1s */
+        int64_t extra = u8(r) % 3;
+        if (ia.nd + extra > AG_MAX_NDIM) extra = 0;
+        nd = ia.nd + extra;
+        for (int64_t i = 0; i < extra; i++) shape[i] = u8(r) % 4;
+        for (int64_t i = 0; i < ia.nd; i++) {
+            int64_t e = ia.shape[i];
+            uint8_t c = u8(r);
+            shape[extra + i] = e == 1 ? c % 5 : ((c & 3) == 0 ? -1 : e);
+        }
+        int64_t n;
+        int64_t real[MAXS];
+        for (int64_t i = 0; i < nd; i++) real[i] = shape[i] == -1 ? ia.shape[i - extra] : shape[i];
+        bool known = numel_of(real, nd, &n);
+        if (!size_allowed(known, n)) return;
+        allowed = known ? M_OK | M_OOM : M_SHAPE | M_OOM;
+    } else {
+        rd_shape(r, shape, &nd);
+        if (!a.bad) {
+            int64_t n;
+            if (nd < 0 || nd > AG_MAX_NDIM) allowed = M_ARG;
+            else if (numel_of(shape, nd, &n)) {
+                if (!size_allowed(true, n)) return;
+                /* no -1: broadcastable from the right? */
+                bool ok = nd >= ia.nd;
+                for (int64_t i = 0; ok && i < ia.nd; i++) {
+                    int64_t e = ia.shape[ia.nd - 1 - i], t = shape[nd - 1 - i];
+                    if (e != 1 && e != t) ok = false;
+                }
+                allowed = ok ? M_OK | M_OOM : M_SHAPE | M_ARG;
+                if (ok && n >= HUGE) allowed = M_OOM | M_SHAPE | M_OK; /* a lazy view may be fine */
+            } else {
+                bool minus1 = false;
+                for (int64_t i = 0; i < nd; i++) minus1 |= shape[i] == -1;
+                allowed = minus1 ? M_ANY : M_SHAPE | M_ARG | M_OOM;
+            }
+        }
+    }
+    if (a.bad) allowed = M_INV | M_ARG;
+    ag_tensor out = SENT;
+    if (!a.bad) inputs(1, a, a, a);
+    g_op = "ag_expand";
+    TRACE("ag_expand(%#llx, ndim=%lld [%lld %lld %lld])%s", (unsigned long long)a.h, (long long)nd, (long long)shape[0],
+          (long long)shape[1], (long long)shape[2], a.bad ? " [bad]" : "");
+    ag_status s = expect(ag_expand(&out, a.h, shape, nd), allowed, "expand: broadcastable target");
+    result(s, out, dst);
+}
+
+static void op_squeeze(Rd *r) {
+    H a = pick_t(r);
+    uint8_t dst = u8(r);
+    int64_t axes[8];
+    int64_t n = rd_axes(r, axes);
+    bool nul = (u8(r) & 7) == 0;
+    unsigned allowed = M_INV;
+    Info ia = {0};
+    if (!a.bad) {
+        ia = info_of(a.h);
+        bool red[MAXS];
+        if (nul && n > 0) allowed = M_ARG;
+        else if (nul || n == 0) allowed = M_OK | M_OOM;
+        else if (ia.nd == 0) allowed = M_ARG | M_OK;
+        else if (!norm_axes(axes, n, ia.nd, red)) allowed = M_ARG;
+        else {
+            allowed = M_OK | M_OOM;
+            for (int64_t d = 0; d < ia.nd; d++)
+                if (red[d] && ia.shape[d] != 1) allowed = M_SHAPE;
+        }
+    }
+    ag_tensor out = SENT;
+    if (!a.bad) inputs(1, a, a, a);
+    g_op = "ag_squeeze";
+    TRACE("ag_squeeze(%#llx, n=%lld%s)%s", (unsigned long long)a.h, (long long)n, nul ? " NULL" : "", a.bad ? " [bad]" : "");
+    ag_status s = expect(ag_squeeze(&out, a.h, nul ? NULL : axes, n), allowed, "squeeze: axes of extent 1");
+    result(s, out, dst);
+}
+
+static void op_unsqueeze(Rd *r) {
+    H a = pick_t(r);
+    uint8_t dst = u8(r);
+    int64_t ax = rd_axis(r);
+    unsigned allowed = M_INV;
+    if (!a.bad) {
+        Info ia = info_of(a.h);
+        allowed = (ax >= -(ia.nd + 1) && ax <= ia.nd && ia.nd + 1 <= AG_MAX_NDIM) ? M_OK | M_OOM : M_ARG;
+    }
+    ag_tensor out = SENT;
+    if (!a.bad) inputs(1, a, a, a);
+    g_op = "ag_unsqueeze";
+    TRACE("ag_unsqueeze(%#llx, %lld)%s", (unsigned long long)a.h, (long long)ax, a.bad ? " [bad]" : "");
+    ag_status s = expect(ag_unsqueeze(&out, a.h, ax), allowed, "unsqueeze: axis range, rank <= 8");
+    result(s, out, dst);
+}
+
+static void op_concat(Rd *r) {
+    bool stack = bit(r);
+    int64_t n = (int64_t)(u8(r) % 6) - 1; /* -1 .. 4 */
+    H hs[MAXARR];
+    ag_tensor arr[MAXARR];
+    for (int64_t i = 0; i < n; i++) {
+        hs[i] = pick_t(r);
+        arr[i] = hs[i].h;
+    }
+    int64_t ax = rd_axis(r);
+    uint8_t dst = u8(r);
+    bool nul = (u8(r) & 15) == 0;
+    unsigned allowed;
+    if (n < 1 || nul) allowed = M_ARG;
+    else if (any_bad(hs, (int)n)) allowed = M_INV | M_ARG;
+    else {
+        Info ins[MAXARR];
+        int64_t total = 0;
+        for (int64_t i = 0; i < n; i++) {
+            ins[i] = info_of(arr[i]);
+            total += ins[i].numel;
+        }
+        if (stack && total > BIG) return;
+        bool same_dt = true, ok = true;
+        int64_t rank = ins[0].nd;
+        int64_t lim = stack ? rank + 1 : rank;
+        if (ax < -lim || ax >= lim || (stack && rank + 1 > AG_MAX_NDIM)) ok = false;
+        int64_t axn = ax < 0 ? ax + lim : ax;
+        for (int64_t i = 1; i < n; i++) {
+            if (ins[i].dtype != ins[0].dtype) same_dt = false;
+            if (ins[i].nd != rank) { ok = false; continue; }
+            for (int64_t d = 0; d < rank; d++)
+                if (ins[i].shape[d] != ins[0].shape[d] && (stack || d != axn)) ok = false;
+        }
+        if (!same_dt) allowed = M_DTYPE | M_SHAPE | M_ARG;
+        else allowed = ok ? M_OK | M_OOM : M_SHAPE | M_ARG;
+        /* concat along an axis whose extents sum past int64: the header does not say which */
+        if (!stack && ok && rank > 0) allowed |= M_SHAPE;
+        /* stacking zero-element tensors with huge extents: the new count may overflow */
+        if (stack && ok && ins[0].numel == 0) allowed |= M_SHAPE;
+    }
+    ag_tensor out = SENT;
+    g_op = stack ? "ag_stack" : "ag_concat";
+    TRACE("%s(n=%lld%s, axis=%lld)", g_op, (long long)n, nul ? " NULL" : "", (long long)ax);
+    ag_status s = stack ? ag_stack(&out, nul ? NULL : arr, n, ax) : ag_concat(&out, nul ? NULL : arr, n, ax);
+    expect(s, allowed, "concat/stack: same dtype, rank and extents");
+    result(s, out, dst);
+}
+
+static void op_slice(Rd *r) {
+    H a = pick_t(r);
+    uint8_t dst = u8(r);
+    int64_t ax = rd_axis(r), start = rd_i64(r), stop = rd_i64(r), step = rd_i64(r);
+    if (u8(r) & 1) step = 1 + (step & 3);
+    unsigned allowed = M_INV;
+    if (!a.bad) {
+        Info ia = info_of(a.h);
+        bool ok = ax >= -ia.nd && ax < ia.nd && step > 0;
+        allowed = ok ? M_OK | M_OOM : M_ARG;
+    }
+    ag_tensor out = SENT;
+    if (!a.bad) inputs(1, a, a, a);
+    g_op = "ag_slice";
+    TRACE("ag_slice(%#llx, axis=%lld, %lld:%lld:%lld)%s", (unsigned long long)a.h, (long long)ax, (long long)start,
+          (long long)stop, (long long)step, a.bad ? " [bad]" : "");
+    ag_status s = expect(ag_slice(&out, a.h, ax, start, stop, step), allowed, "slice: axis in range, step > 0");
+    result(s, out, dst);
+}
+
+static void op_index_select(Rd *r) {
+    H a = pick_t(r);
+    uint8_t dst = u8(r);
+    int64_t ax = rd_axis(r);
+    int64_t n = (int64_t)(u8(r) % 10) - 1;
+    int64_t idx[NIDX];
+    for (int64_t i = 0; i < n; i++) idx[i] = (u8(r) & 3) == 0 ? rd_i64(r) : (int64_t)(u8(r) % 8) - 2;
+    bool nul = n > 0 && (u8(r) & 15) == 0;
+    unsigned allowed = M_INV;
+    if (!a.bad) {
+        Info ia = info_of(a.h);
+        if (n < 0 || nul || ax < -ia.nd || ax >= ia.nd) allowed = M_ARG;
+        else {
+            int64_t e = ia.shape[ax < 0 ? ax + ia.nd : ax];
+            bool ok = true;
+            for (int64_t i = 0; i < n; i++)
+                if (idx[i] < -e || idx[i] >= e) ok = false;
+            allowed = ok ? M_OK | M_OOM : M_ARG;
+            int64_t rest = e ? ia.numel / e : 0, on;
+            if (e == 0) allowed |= M_SHAPE; /* the rest of a zero-extent shape may overflow */
+            if (__builtin_mul_overflow(rest, n, &on)) allowed |= M_SHAPE;
+        }
+    }
+    if (a.bad) allowed |= M_ARG;
+    ag_tensor out = SENT;
+    if (!a.bad) inputs(1, a, a, a);
+    g_op = "ag_index_select";
+    TRACE("ag_index_select(%#llx, axis=%lld, n=%lld [%lld %lld])%s", (unsigned long long)a.h, (long long)ax, (long long)n,
+          (long long)(n > 0 ? idx[0] : 0), (long long)(n > 1 ? idx[1] : 0), a.bad ? " [bad]" : "");
+    ag_status s = expect(ag_index_select(&out, a.h, ax, nul ? NULL : idx, n), allowed, "index_select: axis, indices in range");
+    result(s, out, dst);
+}
+
+static void op_gather(Rd *r) {
+    H a = pick_t(r);
+    uint8_t dst = u8(r);
+    int64_t ax = rd_axis(r);
+    int64_t ishape[MAXS], ind;
+    int64_t idx[256];
+    Info ia = {0};
+    if (!a.bad) ia = info_of(a.h);
+    uint8_t mode = u8(r);
+    if (mode < 160 && !a.bad) { /* index of a's rank with extents <= a's */
+        ind = ia.nd;
+        for (int64_t i = 0; i < ind; i++) {
+            int64_t e = ia.shape[i] < 4 ? ia.shape[i] : 4;
+            ishape[i] = e <= 0 ? 0 : u8(r) % (e + 1);
+            if (i == (ax < 0 ? ax + ia.nd : ax)) ishape[i] = u8(r) % 4;
+        }
+    } else {
+        ind = u8(r) % 5;
+        for (int64_t i = 0; i < ind; i++) ishape[i] = (int64_t)(u8(r) % 5) - ((mode & 1) ? 1 : 0);
+        if ((mode & 7) == 7) ind = 9;
+    }
+    int64_t in = 0;
+    bool known = ind >= 0 && ind <= AG_MAX_NDIM && numel_of(ishape, ind, &in);
+    if (known && in > 256) return;
+    int64_t ext = 1;
+    if (!a.bad && ax >= -ia.nd && ax < ia.nd) ext = ia.shape[ax < 0 ? ax + ia.nd : ax];
+    bool idx_ok = true;
+    for (int64_t i = 0; known && i < in; i++) {
+        uint8_t c = u8(r);
+        idx[i] = (c & 7) == 0 ? rd_i64(r) : (ext > 0 ? (int64_t)(c % ext) : 0);
+        if (idx[i] < 0 || idx[i] >= ext) idx_ok = false;
+    }
+    bool nul = (u8(r) & 15) == 0;
+    unsigned allowed = M_INV | M_ARG | M_SHAPE;
+    if (!a.bad) {
+        if (nul && known && in > 0) allowed = M_ARG;
+        else if (ind < 0 || ind > AG_MAX_NDIM || !known) allowed = M_ARG | M_SHAPE;
+        else if (ax < -ia.nd || ax >= ia.nd) allowed = M_ARG | M_SHAPE;
+        else if (ind != ia.nd) allowed = M_SHAPE | M_ARG;
+        else {
+            bool shape_ok = true;
+            int64_t axn = ax < 0 ? ax + ia.nd : ax;
+            for (int64_t i = 0; i < ind; i++)
+                if (i != axn && ishape[i] > ia.shape[i]) shape_ok = false;
+            if (!shape_ok) allowed = M_SHAPE | (idx_ok ? 0 : M_ARG);
+            else if (!idx_ok) allowed = M_ARG; /* negative indices: not documented as allowed */
+            else allowed = M_OK | M_OOM;
+        }
+        if (nul) allowed |= M_ARG; /* a NULL index may be refused before anything else */
+    }
+    ag_tensor out = SENT;
+    if (!a.bad) inputs(1, a, a, a);
+    g_op = "ag_gather";
+    TRACE("ag_gather(%#llx, axis=%lld, index_ndim=%lld [%lld %lld %lld], n=%lld%s)%s", (unsigned long long)a.h, (long long)ax,
+          (long long)ind, (long long)ishape[0], (long long)ishape[1], (long long)ishape[2], (long long)in,
+          nul ? " NULL" : "", a.bad ? " [bad]" : "");
+    ag_status s = expect(ag_gather(&out, a.h, ax, nul ? NULL : idx, ishape, ind), allowed, "gather");
+    if (s == AG_OK) {
+        owned++;
+        Info o = info_of(out);
+        same_shape(&o, ishape, ind, "gather result has index_shape");
+        owned--;
+    }
+    result(s, out, dst);
+}
+
+static void op_matmul(Rd *r) {
+    H a = pick_t(r), b = pick_t(r);
+    uint8_t which = u8(r) % 3, dst = u8(r);
+    static const char *names[] = {"ag_matmul", "ag_dot", "ag_outer"};
+    g_op = names[which];
+    unsigned allowed = M_INV;
+    if (!a.bad && !b.bad) {
+        Info ia = info_of(a.h), ib = info_of(b.h);
+        int64_t n;
+        if (which == 0) {
+            if (ia.nd == 0 || ib.nd == 0) allowed = M_SHAPE;
+            else {
+                int64_t k1 = ia.shape[ia.nd - 1], k2 = ib.nd == 1 ? ib.shape[0] : ib.shape[ib.nd - 2];
+                Info ba = ia, bb = ib; /* batch axes */
+                ba.nd = ia.nd > 2 ? ia.nd - 2 : 0;
+                bb.nd = ib.nd > 2 ? ib.nd - 2 : 0;
+                int64_t bs[MAXS], bnd;
+                const Info *ins[2] = {&ba, &bb};
+                bool bc = broadcast(ins, 2, bs, &bnd);
+                if (k1 != k2 || !bc) allowed = M_SHAPE;
+                else {
+                    int64_t m = ia.nd >= 2 ? ia.shape[ia.nd - 2] : 1, nn = ib.nd >= 2 ? ib.shape[ib.nd - 1] : 1;
+                    bs[bnd++] = m;
+                    bs[bnd++] = nn;
+                    bool known = numel_of(bs, bnd, &n);
+                    int64_t work;
+                    if (known && __builtin_mul_overflow(n, k1 ? k1 : 1, &work)) work = INT64_MAX;
+                    if (known && work > BIG * 16 && n < HUGE) return;
+                    if (!size_allowed(known, n)) return;
+                    allowed = known ? M_OK | M_OOM : M_SHAPE | M_OOM;
+                }
+            }
+        } else if (which == 1) {
+            allowed = (ia.nd == 1 && ib.nd == 1 && ia.shape[0] == ib.shape[0]) ? M_OK | M_OOM : M_SHAPE;
+        } else {
+            if (ia.nd == 1 && ib.nd == 1) {
+                bool known = !__builtin_mul_overflow(ia.shape[0], ib.shape[0], &n);
+                if (!size_allowed(known, n)) return;
+                allowed = known ? M_OK | M_OOM : M_SHAPE;
+            } else {
+                allowed = M_SHAPE;
+            }
+        }
+        /* BLAS takes 32-bit extents: larger ones (possible beside a zero extent) are AG_ERR_SHAPE */
+        if (max_extent(&ia) > INT32_MAX || max_extent(&ib) > INT32_MAX) allowed |= M_SHAPE;
+        if (ia.dtype != ib.dtype) allowed = M_DTYPE | (allowed & M_SHAPE);
+    }
+    ag_tensor out = SENT;
+    TRACE("%s(%#llx, %#llx)%s", g_op, (unsigned long long)a.h, (unsigned long long)b.h, (a.bad || b.bad) ? " [bad]" : "");
+    if (!a.bad && !b.bad) inputs(2, a, b, b);
+    ag_status s = which == 0 ? ag_matmul(&out, a.h, b.h) : which == 1 ? ag_dot(&out, a.h, b.h) : ag_outer(&out, a.h, b.h);
+    expect(s, allowed, "matmul/dot/outer shapes");
+    result(s, out, dst);
+}
+
+static void op_softmax(Rd *r) {
+    H a = pick_t(r);
+    bool lg = bit(r);
+    int64_t ax = rd_axis(r);
+    uint8_t dst = u8(r);
+    unsigned allowed = M_INV;
+    if (!a.bad) {
+        Info ia = info_of(a.h);
+        allowed = (ax >= -ia.nd && ax < ia.nd) ? M_OK | M_OOM : M_ARG;
+        if (ia.nd == 0 && (ax == 0 || ax == -1)) allowed = M_OK | M_ARG;
+#ifdef FUZZ_SKIP_KNOWN_BUGS
+        /* regressions/softmax-empty-axis-shape-error */
+        if (ia.numel == 0) return;
+#endif
+    }
+    ag_tensor out = SENT;
+    if (!a.bad) inputs(1, a, a, a);
+    g_op = lg ? "ag_log_softmax" : "ag_softmax";
+    TRACE("%s(%#llx, %lld)%s", g_op, (unsigned long long)a.h, (long long)ax, a.bad ? " [bad]" : "");
+    ag_status s = lg ? ag_log_softmax(&out, a.h, ax) : ag_softmax(&out, a.h, ax);
+    expect(s, allowed, "softmax: axis in range");
+    result(s, out, dst);
+}
+
+static void op_cross_entropy(Rd *r) {
+    H a = pick_t(r);
+    uint8_t dst = u8(r);
+    int64_t labels[NIDX];
+    int64_t n = (int64_t)(u8(r) % 12) - 1;
+    Info ia = {0};
+    if (!a.bad) ia = info_of(a.h);
+    if (!a.bad && ia.nd == 2 && (u8(r) & 3) != 0 && ia.shape[0] < NIDX) n = ia.shape[0];
+    int64_t C = (!a.bad && ia.nd == 2) ? ia.shape[1] : 3;
+    bool lab_ok = true;
+    for (int64_t i = 0; i < n; i++) {
+        uint8_t c = u8(r);
+        labels[i] = (c & 7) == 0 ? rd_i64(r) : (C > 0 ? (int64_t)(c % C) : 0);
+        if (labels[i] < 0 || labels[i] >= C) lab_ok = false;
+    }
+    bool nul = n > 0 && (u8(r) & 15) == 0;
+    unsigned allowed = M_INV;
+    if (!a.bad) {
+        if (ia.nd != 2 || n != ia.shape[0]) allowed = M_SHAPE | (n < 0 || nul ? M_ARG : 0);
+        else if (nul) allowed = M_ARG;
+        else allowed = lab_ok ? M_OK | M_OOM : M_ARG;
+#ifdef FUZZ_SKIP_KNOWN_BUGS
+        /* regressions/cross-entropy-zero-classes-shape-error */
+        if (ia.nd == 2 && ia.shape[1] == 0) return;
+#endif
+    }
+    ag_tensor out = SENT;
+    if (!a.bad) inputs(1, a, a, a);
+    g_op = "ag_cross_entropy";
+    TRACE("ag_cross_entropy(%#llx, nlabels=%lld%s)%s", (unsigned long long)a.h, (long long)n, nul ? " NULL" : "", a.bad ? " [bad]" : "");
+    ag_status s = expect(ag_cross_entropy(&out, a.h, nul ? NULL : labels, n), allowed | (a.bad ? M_ARG : 0),
+                         "cross_entropy: (N, C) logits, N labels in 0..C-1");
+    result(s, out, dst);
+}
+
+static void op_linear(Rd *r) {
+    H x = pick_t(r), w = pick_t(r), b = pick_t(r);
+    if ((u8(r) & 1) || b.h == 0) b = (H){0, false}; /* no bias */
+    uint8_t dst = u8(r);
+    unsigned allowed = M_INV;
+    if (!x.bad && !w.bad && !b.bad) {
+        Info ix = info_of(x.h), iw = info_of(w.h), ib = {0};
+        if (b.h) ib = info_of(b.h);
+        bool ok = ix.nd >= 1 && iw.nd == 2 && ix.shape[ix.nd - 1] == iw.shape[1];
+        if (b.h && !(ib.nd == 1 && ib.shape[0] == iw.shape[0])) ok = false;
+        int64_t on = 0;
+        if (ok) {
+            bool known = !__builtin_mul_overflow(ix.shape[ix.nd - 1] ? ix.numel / ix.shape[ix.nd - 1] : 0, iw.shape[0], &on);
+            int64_t work;
+            if (!size_allowed(known, on)) return;
+            if (known && (__builtin_mul_overflow(on, iw.shape[1] ? iw.shape[1] : 1, &work) || work > BIG * 16) && on < HUGE) return;
+        }
+        allowed = ok ? M_OK | M_OOM : M_SHAPE;
+        if (max_extent(&ix) > INT32_MAX || max_extent(&iw) > INT32_MAX) allowed |= M_SHAPE; /* BLAS */
+        if (ix.dtype != iw.dtype || (b.h && ib.dtype != ix.dtype)) allowed = M_DTYPE | (allowed & M_SHAPE);
+        if (ix.numel == 0 && ix.nd >= 1) allowed |= M_SHAPE; /* zero-extent batch with odd extents */
+    }
+    ag_tensor out = SENT;
+    if (!x.bad && !w.bad && !b.bad) inputs(b.h ? 3 : 2, x, w, b);
+    g_op = "ag_linear";
+    TRACE("ag_linear(%#llx, %#llx, %#llx)", (unsigned long long)x.h, (unsigned long long)w.h, (unsigned long long)b.h);
+    ag_status s = expect(ag_linear(&out, x.h, w.h, b.h), allowed, "linear: x (..., in), weight (out, in), bias (out)");
+    result(s, out, dst);
+}
+
+static void op_where(Rd *r) {
+    H c = pick_t(r), a = pick_t(r), b = pick_t(r);
+    uint8_t dst = u8(r);
+    unsigned allowed = M_INV;
+    if (!c.bad && !a.bad && !b.bad) {
+        Info ic = info_of(c.h), ia = info_of(a.h), ib = info_of(b.h);
+        const Info *ins[3] = {&ic, &ia, &ib};
+        int64_t bs[MAXS], bnd, n;
+        bool bc = broadcast(ins, 3, bs, &bnd);
+        bool known = bc && numel_of(bs, bnd, &n);
+        if (bc && !size_allowed(known, n)) return;
+        allowed = bc ? (known ? M_OK | M_OOM : M_SHAPE | M_OOM) : M_SHAPE;
+        if (ia.dtype != ib.dtype) allowed = M_DTYPE | (allowed & M_SHAPE);
+    }
+    ag_tensor out = SENT;
+    if (!a.bad && !b.bad && !c.bad) inputs(2, a, b, b);
+    g_op = "ag_where";
+    TRACE("ag_where(%#llx, %#llx, %#llx)", (unsigned long long)c.h, (unsigned long long)a.h, (unsigned long long)b.h);
+    ag_status s = expect(ag_where(&out, c.h, a.h, b.h), allowed, "where: broadcast, a and b of one dtype");
+    result(s, out, dst);
+}
+
+/* Backward, grad, hooks ------------------------------------------------------------------------ */
+
+static void op_backward(Rd *r) {
+    H root = pick_t(r);
+    H seed = (H){0, false};
+    uint8_t f = u8(r);
+    if (f & 1) seed = pick_t(r);
+    if (seed.h == 0) seed.bad = false; /* AG_NULL_TENSOR stands for 1 */
+    bool retain = f & 2, create = f & 4;
+    unsigned allowed = M_ERR | M_OK;
+    if (root.bad || seed.bad) allowed = M_INV | M_ARG | M_SHAPE | M_DTYPE | M_STATE;
+    else {
+        Info ir = info_of(root.h);
+        if (!ir.rg) allowed = M_STATE | M_SHAPE | M_DTYPE;
+        if (!seed.h && ir.numel != 1) allowed = M_STATE;
+        if (seed.h) {
+            Info is = info_of(seed.h);
+            bool same = is.nd == ir.nd && is.dtype == ir.dtype;
+            for (int64_t i = 0; same && i < is.nd; i++) same = is.shape[i] == ir.shape[i];
+            if (!same) allowed &= ~M_OK;
+        }
+    }
+    g_op = "ag_backward";
+    TRACE("ag_backward(%#llx, seed=%#llx, retain=%d, create=%d)", (unsigned long long)root.h, (unsigned long long)seed.h,
+          retain, create);
+    expect(ag_backward(root.h, seed.h, retain, create), allowed, "backward");
+}
+
+static void op_backward_all(Rd *r) {
+    /* a complete training-like step: loss = sum over a pool tensor, backward, read grads */
+    H a = pick_t(r);
+    bool create = bit(r);
+    uint8_t dst = u8(r);
+    if (a.bad) return;
+    ag_tensor loss = SENT;
+    g_op = "ag_sum (for backward)";
+    TRACE("ag_sum(%#llx) then backward(create=%d)", (unsigned long long)a.h, create);
+    ag_status s = expect(ag_sum(&loss, a.h, NULL, 0, false), M_OK | M_OOM, "sum over everything");
+    if (s != AG_OK) return;
+    owned++;
+    Info il = info_of(loss);
+    g_op = "ag_backward (of a full sum)";
+    s = expect(ag_backward(loss, 0, false, create), il.rg ? M_OK | M_STATE | M_CB | M_SHAPE | M_DTYPE | M_INV : M_STATE,
+               "backward of a sum");
+    owned--;
+    take(loss, dst);
+}
+
+static void op_aggrad(Rd *r) {
+    int64_t no = (int64_t)(u8(r) % 4) - (u8(r) % 8 == 0 ? 1 : 0);
+    int64_t ni = (int64_t)(u8(r) % 4) - (u8(r) % 8 == 0 ? 1 : 0);
+    H outs[4], seeds[4], ins[4];
+    ag_tensor oa[4], sa[4], ia[4];
+    bool with_seeds = bit(r);
+    for (int64_t i = 0; i < no; i++) {
+        outs[i] = pick_t(r);
+        oa[i] = outs[i].h;
+        seeds[i] = (u8(r) & 1) ? pick_t(r) : (H){0, false};
+        if (seeds[i].h == 0) seeds[i].bad = false;
+        sa[i] = seeds[i].h;
+    }
+    for (int64_t i = 0; i < ni; i++) {
+        ins[i] = pick_t(r);
+        ia[i] = ins[i].h;
+    }
+    uint8_t f = u8(r);
+    bool retain = f & 1, create = f & 2, unused = f & 4;
+    uint8_t dst = u8(r);
+    unsigned allowed = M_ANY;
+    if (no < 1 || ni < 1) {
+        allowed = M_ARG;
+        if ((no > 0 && any_bad(outs, (int)no)) || (ni > 0 && any_bad(ins, (int)ni)) ||
+            (with_seeds && no > 0 && any_bad(seeds, (int)no)))
+            allowed |= M_INV; /* handles may be checked before counts */
+    } else if (any_bad(outs, (int)no) || any_bad(ins, (int)ni) || (with_seeds && any_bad(seeds, (int)no)))
+        allowed = M_ERR;
+    else {
+        for (int64_t i = 0; i < no; i++)
+            if (!info_of(oa[i]).rg) allowed = M_ERR;
+    }
+    ag_tensor grads[8];
+    for (int i = 0; i < 8; i++) grads[i] = SENT;
+    g_op = "ag_grad";
+    TRACE("ag_grad(noutputs=%lld, ninputs=%lld, seeds=%d, retain=%d, create=%d, allow_unused=%d)", (long long)no,
+          (long long)ni, with_seeds, retain, create, unused);
+    ag_status s = expect(ag_grad(grads, oa, no, with_seeds ? sa : NULL, ia, ni, retain, create, unused), allowed,
+                         "ag_grad: counts, handles, outputs requiring grad");
+    if (s != AG_OK) {
+        for (int i = 0; i < 8; i++)
+            if (grads[i] != SENT) fail("ag_grad failed but wrote out_grads[%d]", i);
+        return;
+    }
+    for (int i = (int)ni; i < 8; i++)
+        if (grads[i] != SENT) fail("ag_grad wrote past ninputs (out_grads[%d])", i);
+    for (int64_t i = 0; i < ni; i++) {
+        if (grads[i] == SENT) fail("ag_grad succeeded but left out_grads[%lld] unwritten", (long long)i);
+        if (grads[i] == AG_NULL_TENSOR) {
+            if (!unused) fail("ag_grad gave AG_NULL_TENSOR without allow_unused");
+            continue;
+        }
+        owned++;
+        Info g = info_of(grads[i]), x = info_of(ia[i]);
+        owned--;
+        same_shape(&g, x.shape, x.nd, "ag_grad: a gradient has its input's shape");
+    }
+    for (int64_t i = 0; i < ni; i++) /* only now: taking may free an input */
+        if (grads[i] != AG_NULL_TENSOR) take(grads[i], (uint8_t)(dst + i));
+}
+
+static void op_grad_mode(Rd *r) {
+    bool en = bit(r);
+    bool prev = !grad_on;
+    bool use_prev = bit(r);
+    g_op = "ag_set_grad_enabled";
+    TRACE("ag_set_grad_enabled(%d)", en);
+    expect(ag_set_grad_enabled(use_prev ? &prev : NULL, en), M_OK, "set_grad_enabled never fails");
+    if (use_prev && prev != grad_on) fail("previous grad mode %d, expected %d", prev, grad_on);
+    grad_on = en;
+    bool now = !en;
+    g_op = "ag_is_grad_enabled";
+    expect(ag_is_grad_enabled(&now), M_OK, "is_grad_enabled");
+    if (now != en) fail("is_grad_enabled %d after setting %d", now, en);
+    expect(ag_is_grad_enabled(NULL), M_ARG, "is_grad_enabled(NULL)");
+}
+
+static void op_detach(Rd *r) {
+    H a = pick_t(r);
+    uint8_t dst = u8(r);
+    ag_tensor out = SENT;
+    g_op = "ag_detach";
+    TRACE("ag_detach(%#llx)%s", (unsigned long long)a.h, a.bad ? " [bad]" : "");
+    ag_status s = expect(ag_detach(&out, a.h), a.bad ? M_INV : M_OK | M_OOM, "detach");
+    if (s == AG_OK) {
+        owned++;
+        if (info_of(out).rg) fail("a detached tensor requires grad");
+        owned--;
+    }
+    result(s, out, dst);
+    expect(ag_detach(NULL, a.h), M_ARG | (a.bad ? M_INV : 0), "detach(NULL)");
+}
+
+static void op_hook(Rd *r) {
+    H t = pick_t(r);
+    uint8_t mode = u8(r), f = u8(r);
+    bool with_destroy = f & 1, null_hook = (f & 30) == 2, with_id = !(f & 32);
+    HookUd *ud = &g_static_hook;
+    if (with_destroy) {
+        ud = malloc(sizeof *ud);
+        ud->magic = HOOK_MAGIC;
+        ud->mode = mode;
+        ud->calls = 0;
+    }
+    unsigned allowed = M_INV | M_ARG;
+    if (!t.bad) allowed = null_hook ? M_ARG : (info_of(t.h).rg ? M_OK : M_STATE);
+    int64_t id = -12345;
+    g_op = "ag_tensor_register_hook";
+    TRACE("ag_tensor_register_hook(%#llx, mode=%u, destroy=%d, hook=%s)%s", (unsigned long long)t.h, mode, with_destroy,
+          null_hook ? "NULL" : "fn", t.bad ? " [bad]" : "");
+    int64_t before = g_hooks_alive;
+    ag_status s = expect(ag_tensor_register_hook(with_id ? &id : NULL, t.h, null_hook ? NULL : hook_fn, ud,
+                                                 with_destroy ? hook_destroy : NULL),
+                         allowed, "register_hook");
+    if (g_hooks_alive != before) fail("register_hook ran a destroy callback");
+    if (s != AG_OK) {
+        if (id != -12345) fail("register_hook failed but wrote *out_id");
+        if (with_destroy) free(ud); /* on failure destroy is not called */
+        return;
+    }
+    if (with_destroy) g_hooks_alive++;
+    if (with_id) {
+        if (id == -12345) fail("register_hook succeeded without writing *out_id");
+        hook_ids[nhook_ids++ % 8] = (HookRec){t.h, id};
+    }
+}
+
+static void op_remove_hook(Rd *r) {
+    uint8_t b = u8(r);
+    H t = pick_t(r);
+    int64_t id = rd_i64(r);
+    bool known = false;
+    if (nhook_ids && (b & 3) != 0) {
+        HookRec h = hook_ids[b % (nhook_ids < 8 ? nhook_ids : 8)];
+        id = h.id;
+        if (b & 4) {
+            t.h = h.t;
+            t.bad = true; /* the tensor may have been freed since: find out */
+            for (int i = 0; i < NT; i++)
+                if (pool[i] == h.t) t.bad = false;
+        }
+        known = true;
+    }
+    (void)known;
+    int64_t before = g_hooks_alive;
+    g_op = "ag_tensor_remove_hook";
+    TRACE("ag_tensor_remove_hook(%#llx, %lld)%s", (unsigned long long)t.h, (long long)id, t.bad ? " [bad]" : "");
+    ag_status s = expect(ag_tensor_remove_hook(t.h, id), t.bad ? M_INV : M_OK | M_ARG, "remove_hook");
+    if (s != AG_OK && g_hooks_alive != before) fail("a failed remove_hook ran a destroy callback");
+    if (s == AG_OK && g_hooks_alive < before - 1) fail("remove_hook ran more than one destroy callback");
+}
+
+static void op_gradcheck(Rd *r) {
+    int64_t n = (int64_t)(u8(r) % 4) - 1;
+    H hs[4];
+    ag_tensor in[4];
+    int64_t total = 0;
+    for (int64_t i = 0; i < n; i++) {
+        hs[i] = pick_t(r);
+        in[i] = hs[i].h;
+        if (!hs[i].bad) total += info_of(in[i]).numel;
+    }
+    if (total > 24) return; /* finite differences cost two builds per element */
+    BuildUd bu = {u8(r)};
+    double eps = (u8(r) & 3) ? 1e-6 : rd_double(r);
+    double atol = (u8(r) & 3) ? 1e-5 : rd_double(r);
+    double rtol = (u8(r) & 3) ? 1e-3 : rd_double(r);
+    bool passed = false;
+    int64_t wi = -9, wx = -9;
+    double wa = -9, wn = -9;
+    unsigned allowed = M_ANY;
+    if (n < 1) allowed = M_ARG;
+    else if (any_bad(hs, (int)n)) allowed = M_INV | M_ARG;
+    else {
+        for (int64_t i = 0; i < n; i++)
+            if (info_of(in[i]).dtype != AG_FLOAT64) allowed = M_DTYPE | M_ARG;
+        if (!(eps > 0) || !(atol >= 0) || !(rtol >= 0)) allowed = (allowed & ~M_OK) | M_ARG;
+        if (bu.mode % 8 == 2) allowed &= ~M_OK;
+    }
+    g_op = "ag_gradcheck";
+    TRACE("ag_gradcheck(n=%lld, mode=%u, eps=%g, atol=%g, rtol=%g)", (long long)n, bu.mode, eps, atol, rtol);
+    ag_status s = expect(ag_gradcheck(&passed, &wi, &wx, &wa, &wn, build_fn, &bu, in, n, eps, atol, rtol), allowed,
+                         "gradcheck");
+    if (s != AG_OK && (passed || wi != -9 || wx != -9 || wa != -9 || wn != -9)) fail("gradcheck failed but wrote outputs");
+    expect(ag_gradcheck(NULL, NULL, NULL, NULL, NULL, build_fn, &bu, in, n, eps, atol, rtol), M_ARG | M_INV,
+           "gradcheck with passed NULL");
+}
+
+static char dotbuf[512];
+
+static void op_dot_graph(Rd *r) {
+    H t = pick_t(r);
+    uint8_t c = u8(r);
+    int64_t cap = c < 200 ? c : (int64_t)(c % 8) - 4;
+    bool null_out = (u8(r) & 7) == 0, null_len = (u8(r) & 15) == 0;
+    if (null_out) cap = (u8(r) & 1) ? 0 : 5;
+    memset(dotbuf, 0x5A, sizeof dotbuf);
+    int64_t len = -9;
+    unsigned allowed;
+    if (null_len || cap < 0 || (null_out && cap > 0)) allowed = M_ARG | (t.bad ? M_INV : 0);
+    else allowed = t.bad ? M_INV : M_OK;
+    g_op = "ag_graph_to_dot";
+    TRACE("ag_graph_to_dot(out=%s, capacity=%lld, length=%s, %#llx)%s", null_out ? "NULL" : "buf", (long long)cap,
+          null_len ? "NULL" : "&len", (unsigned long long)t.h, t.bad ? " [bad]" : "");
+    ag_status s = expect(ag_graph_to_dot(null_out ? NULL : dotbuf, cap, null_len ? NULL : &len, t.h), allowed, "graph_to_dot");
+    if (s != AG_OK) {
+        if (len != -9) fail("graph_to_dot failed but wrote *length");
+        for (size_t i = 0; i < sizeof dotbuf; i++)
+            if ((unsigned char)dotbuf[i] != 0x5A) fail("graph_to_dot failed but wrote its buffer");
+        return;
+    }
+    if (len < 0) fail("graph_to_dot length %lld", (long long)len);
+    if (!null_out && cap == 0)
+        for (size_t i = 0; i < sizeof dotbuf; i++)
+            if ((unsigned char)dotbuf[i] != 0x5A) fail("graph_to_dot wrote into a buffer of capacity 0");
+    if (!null_out && cap > 0) {
+        int64_t w = len < cap - 1 ? len : cap - 1;
+        if (dotbuf[w] != '\0') fail("graph_to_dot did not NUL-terminate at %lld", (long long)w);
+        if ((int64_t)strlen(dotbuf) != w) fail("graph_to_dot wrote %zu characters, expected %lld", strlen(dotbuf), (long long)w);
+        for (size_t i = (size_t)cap; i < sizeof dotbuf; i++)
+            if ((unsigned char)dotbuf[i] != 0x5A) fail("graph_to_dot wrote past capacity");
+    }
+}
+
+/* Optimizers ----------------------------------------------------------------------------------- */
+
+/* Makes a fresh leaf requiring grad in slot `slot` (for optimizer parameters). */
+static void make_param(Rd *r, int slot) {
+    int64_t shape[2] = {1 + u8(r) % 4, 1 + u8(r) % 3};
+    int64_t nd = u8(r) % 3;
+    ag_dtype dt = (u8(r) & 1) ? AG_FLOAT64 : AG_FLOAT32;
+    ag_tensor out = SENT;
+    g_op = "ag_tensor_rand_uniform (a parameter)";
+    TRACE("ag_tensor_rand_uniform(ndim=%lld) as a parameter", (long long)nd);
+    ag_status s = expect(ag_tensor_rand_uniform(&out, shape, nd, -1.0, 1.0, 7, dt), M_OK | M_OOM, "parameter");
+    if (result(s, out, (uint8_t)slot) != AG_OK || pool[slot] != out) return;
+    g_op = "ag_tensor_set_requires_grad (a parameter)";
+    expect(ag_tensor_set_requires_grad(out, true), M_OK, "a fresh leaf");
+}
+
+/* A few training steps over the optimizer's parameters: loss = sum_i sum(p_i * p_i) (or another
+ * function), backward, step, zero_grad. */
+static void train(Rd *r, ag_optimizer opt, const ag_tensor *ps, int64_t n) {
+    int steps = 1 + u8(r) % 3;
+    uint8_t f = u8(r);
+    for (int k = 0; k < steps; k++) {
+        ag_tensor loss = 0;
+        for (int64_t i = 0; i < n; i++) {
+            ag_tensor t = SENT, l = SENT, acc = SENT;
+            g_op = "train: forward";
+            ag_status s = expect((f & 1) ? ag_mul(&t, ps[i], ps[i]) : ag_tanh(&t, ps[i]), M_OK | M_OOM, "train forward");
+            if (s != AG_OK) continue;
+            s = expect(ag_sum(&l, t, NULL, 0, false), M_OK | M_OOM, "train sum");
+            ag_tensor_free(t);
+            if (s != AG_OK) continue;
+            if (!loss) {
+                loss = l;
+                continue;
+            }
+            s = expect(ag_add(&acc, loss, l), M_OK | M_OOM | M_DTYPE, "train accumulate");
+            if (s == AG_OK) {
+                ag_tensor_free(loss);
+                loss = acc;
+            }
+            ag_tensor_free(l);
+        }
+        if (loss) {
+            g_op = "train: ag_backward";
+            TRACE("train: backward, step");
+            expect(ag_backward(loss, 0, (f & 2) != 0, false), grad_on ? M_OK | M_CB | M_SHAPE | M_DTYPE | M_INV | M_STATE : M_STATE,
+                   "train backward");
+            ag_tensor_free(loss);
+        }
+        g_op = "train: ag_optimizer_step";
+        expect(ag_optimizer_step(opt), M_OK | M_OOM, "train step");
+        if (f & 4) {
+            g_op = "train: ag_optimizer_zero_grad";
+            expect(ag_optimizer_zero_grad(opt), M_OK, "train zero_grad");
+            for (int64_t i = 0; i < n; i++) {
+                ag_tensor g = SENT;
+                expect(ag_tensor_grad(&g, ps[i]), M_OK, "grad after zero_grad");
+                if (g != AG_NULL_TENSOR) fail("a parameter keeps a gradient after ag_optimizer_zero_grad");
+            }
+        }
+    }
+}
+
+static void op_opt_new(Rd *r) {
+    uint8_t kind = u8(r) % 3, dst = u8(r);
+    int64_t n = (int64_t)(u8(r) % 5) - 1;
+    H hs[MAXARR];
+    ag_tensor ps[MAXARR];
+    uint8_t mode = u8(r);
+    if (mode < 160) {
+        /* parameters that work: leaves requiring grad from the pool, or fresh ones */
+        n = 0;
+        for (int i = 0; i < NT && n < 3; i++) {
+            int slot = (i + mode) % NT;
+            if (pool[slot] && leaf_requiring_grad(pool[slot])) {
+                bool dup = false;
+                for (int64_t j = 0; j < n; j++) dup |= ps[j] == pool[slot];
+                if (!dup) {
+                    hs[n] = (H){pool[slot], false};
+                    ps[n++] = pool[slot];
+                }
+            }
+        }
+        if (n == 0) {
+            make_param(r, mode % NT);
+            if (!pool[mode % NT] || !leaf_requiring_grad(pool[mode % NT])) return;
+            hs[0] = (H){pool[mode % NT], false};
+            ps[n++] = pool[mode % NT];
+        }
+    } else {
+        for (int64_t i = 0; i < n; i++) {
+            hs[i] = pick_t(r);
+            ps[i] = hs[i].h;
+        }
+    }
+    double lr = (u8(r) & 3) ? 0.1 : rd_double(r);
+    double p1 = (u8(r) & 3) ? (kind == 0 ? 0.9 : 0.9) : rd_double(r);
+    double p2 = (u8(r) & 3) ? 0.999 : rd_double(r);
+    double eps = (u8(r) & 3) ? 1e-8 : rd_double(r);
+    double wd = (u8(r) & 3) ? 0.0 : rd_double(r);
+    bool nesterov = bit(r);
+    if (kind == 0 && (u8(r) & 1)) p1 = 0;
+    bool nul = (u8(r) & 31) == 0;
+    unsigned allowed = M_OK | M_OOM;
+    if (n < 1 || nul) allowed = M_ARG;
+    else if (any_bad(hs, (int)n)) allowed = M_INV | M_ARG;
+    else {
+        for (int64_t i = 0; i < n; i++) {
+            for (int64_t j = 0; j < i; j++)
+                if (ps[i] == ps[j]) allowed = M_ARG | M_STATE;
+            if (!leaf_requiring_grad(ps[i])) allowed = (allowed & ~(M_OK | M_OOM)) | M_STATE | M_ARG;
+        }
+        bool bad_hp = !(lr >= 0) || !isfinite(lr) || !(wd >= 0) || !isfinite(wd);
+        if (kind == 0) bad_hp = bad_hp || !(p1 >= 0) || !isfinite(p1) || (nesterov && p1 == 0);
+        else bad_hp = bad_hp || !(p1 >= 0 && p1 < 1) || !(p2 >= 0 && p2 < 1) || !(eps >= 0) || !isfinite(eps);
+        if (bad_hp) allowed = (allowed & ~(M_OK | M_OOM)) | M_ARG;
+        /* two handles may name one tensor (e.g. two ag_tensor_grad handles of one gradient): a
+         * repeated parameter */
+        if (n > 1) allowed |= M_ARG;
+    }
+    ag_optimizer out = SENT;
+    static const char *names[] = {"ag_optimizer_sgd", "ag_optimizer_adam", "ag_optimizer_adamw"};
+    g_op = names[kind];
+    TRACE("%s(n=%lld%s, lr=%g, %g, %g, eps=%g, wd=%g, nesterov=%d)", g_op, (long long)n, nul ? " NULL" : "", lr, p1, p2,
+          eps, wd, nesterov);
+    ag_status s;
+    const ag_tensor *pp = nul ? NULL : ps;
+    if (kind == 0) s = ag_optimizer_sgd(&out, pp, n, lr, p1, nesterov, wd);
+    else if (kind == 1) s = ag_optimizer_adam(&out, pp, n, lr, p1, p2, eps, wd);
+    else s = ag_optimizer_adamw(&out, pp, n, lr, p1, p2, eps, wd);
+    expect(s, allowed, "optimizer: params leaves requiring grad, hyper-parameters in range");
+    if (s != AG_OK) {
+        if (out != SENT) fail("optimizer creation failed but wrote its output");
+        return;
+    }
+    if (out == SENT || out == 0) fail("AG_OK without an optimizer handle");
+    owned++;
+    double got = -1;
+    expect(ag_optimizer_lr(&got, out), M_OK, "lr of a new optimizer");
+    if (got != lr) fail("optimizer lr %g, created with %g", got, lr);
+    int slot = dst % NO;
+    if (opts[slot]) {
+        g_op = "ag_optimizer_free";
+        expect(ag_optimizer_free(opts[slot]), M_OK, "free a live optimizer");
+        owned--;
+        remember_stale(opts[slot]);
+    }
+    opts[slot] = out;
+    if (mode < 160 && (mode & 1)) train(r, out, ps, n);
+}
+
+static void op_opt_use(Rd *r) {
+    H o = pick_o(r);
+    uint8_t which = u8(r) % 5;
+    unsigned want = o.bad ? M_INV : M_OK | M_OOM;
+    switch (which) {
+    case 0:
+    case 1:
+        g_op = "ag_optimizer_step";
+        TRACE("ag_optimizer_step(%#llx)%s", (unsigned long long)o.h, o.bad ? " [bad]" : "");
+        expect(ag_optimizer_step(o.h), want, "step");
+        break;
+    case 2:
+        g_op = "ag_optimizer_zero_grad";
+        TRACE("ag_optimizer_zero_grad(%#llx)%s", (unsigned long long)o.h, o.bad ? " [bad]" : "");
+        expect(ag_optimizer_zero_grad(o.h), want, "zero_grad");
+        break;
+    case 3: {
+        double lr = rd_double(r);
+        g_op = "ag_optimizer_set_lr";
+        TRACE("ag_optimizer_set_lr(%#llx, %g)%s", (unsigned long long)o.h, lr, o.bad ? " [bad]" : "");
+        unsigned w = o.bad ? M_INV | M_ARG : (lr >= 0 && isfinite(lr) ? M_OK : M_ARG);
+        ag_status s = expect(ag_optimizer_set_lr(o.h, lr), w, "set_lr");
+        if (s == AG_OK) {
+            double got = -1;
+            expect(ag_optimizer_lr(&got, o.h), M_OK, "lr");
+            if (got != lr) fail("lr %g after set_lr(%g)", got, lr);
+        }
+        break;
+    }
+    default: {
+        double got = -77;
+        g_op = "ag_optimizer_lr";
+        TRACE("ag_optimizer_lr(%#llx)%s", (unsigned long long)o.h, o.bad ? " [bad]" : "");
+        ag_status s = expect(ag_optimizer_lr(&got, o.h), o.bad ? M_INV : M_OK, "lr");
+        if (s != AG_OK && got != -77) fail("optimizer_lr failed but wrote its output");
+        expect(ag_optimizer_lr(NULL, o.h), M_ARG | (o.bad ? M_INV : 0), "lr(NULL)");
+        break;
+    }
+    }
+}
+
+static void op_opt_free(Rd *r) {
+    int slot = u8(r) % NO;
+    g_op = "ag_optimizer_free";
+    if (!opts[slot]) {
+        TRACE("ag_optimizer_free(0)");
+        expect(ag_optimizer_free(0), M_OK, "optimizer_free(0)");
+        return;
+    }
+    TRACE("ag_optimizer_free(%#llx)", (unsigned long long)opts[slot]);
+    expect(ag_optimizer_free(opts[slot]), M_OK, "free a live optimizer");
+    owned--;
+    remember_stale(opts[slot]);
+    opts[slot] = 0;
+}
+
+static void op_misc(Rd *r) {
+    uint8_t which = u8(r) % 3;
+    g_op = "misc";
+    switch (which) {
+    case 0: {
+        const char *v = ag_version();
+        if (!v || strcmp(v, "0.1.0") != 0) fail("ag_version() = %s", v ? v : "(null)");
+        break;
+    }
+    case 1: {
+        int32_t st = (int32_t)rd_i64(r);
+        const char *n = ag_status_name(st);
+        if (!n || !*n) fail("ag_status_name(%d) empty", st);
+        bool known = st >= AG_OK && st <= AG_ERR_INTERNAL;
+        if (known != (strcmp(n, "AG_UNKNOWN_STATUS") != 0)) fail("ag_status_name(%d) = %s", st, n);
+        break;
+    }
+    default:
+        g_op = "ag_live_handle_count(NULL)";
+        expect(ag_live_handle_count(NULL), M_ARG, "live_handle_count(NULL)");
+        break;
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Entry points                                                                               */
+/* ------------------------------------------------------------------------------------------ */
+
+int LLVMFuzzerInitialize(int *argc, char ***argv);
+int LLVMFuzzerInitialize(int *argc, char ***argv) {
+    (void)argc;
+    (void)argv;
+    const char *t = getenv("FUZZ_TRACE");
+    g_trace = t && *t && strcmp(t, "0") != 0;
+    const char *st = getenv("FUZZ_STATS");
+    g_stats = st && *st && strcmp(st, "0") != 0;
+    if (g_stats) atexit(print_stats);
+    return 0;
+}
+
+static void cleanup(void) {
+    g_op = "cleanup";
+    for (int i = 0; i < NO; i++) {
+        if (opts[i]) {
+            TRACE("ag_optimizer_free(%#llx)", (unsigned long long)opts[i]);
+            expect(ag_optimizer_free(opts[i]), M_OK, "free a live optimizer");
+            owned--;
+            opts[i] = 0;
+        }
+    }
+    for (int i = 0; i < NT; i++) {
+        if (pool[i]) {
+            free_tensor(pool[i]);
+            pool[i] = 0;
+        }
+    }
+    g_op = "cleanup: ag_set_grad_enabled(true)";
+    expect(ag_set_grad_enabled(NULL, true), M_OK, "set_grad_enabled");
+    grad_on = true;
+    g_op = "end of input";
+    int64_t n = -1;
+    expect(ag_live_handle_count(&n), M_OK, "live_handle_count");
+    if (n != 0) fail("%lld handles still alive after freeing everything the program made", (long long)n);
+    if (owned != 0) fail("internal: owned = %lld", (long long)owned);
+    if (g_hooks_alive != 0)
+        fail("%lld hook destroy callbacks have not run though every handle is freed", (long long)g_hooks_alive);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    Rd rd = {data, size, 0}, *r = &rd;
+    memset(pool, 0, sizeof pool);
+    memset(opts, 0, sizeof opts);
+    nstale = 0;
+    nhook_ids = 0;
+    owned = 0;
+    g_hooks_alive = 0;
+    grad_on = true;
+    g_step = 0;
+    g_op = "start";
+    {
+        int64_t n = -1;
+        if (ag_live_handle_count(&n) != AG_OK || n != 0) fail("handles alive before the input: %lld", (long long)n);
+    }
+    for (g_step = 0; more(r) && g_step < MAX_OPS; g_step++) {
+        uint8_t op = u8(r) % OP_COUNT;
+        switch (op) {
+        case OP_FROM_DATA:
+        case OP_ZEROS:
+        case OP_ONES:
+        case OP_FULL:
+        case OP_RAND:
+        case OP_INIT: op_create(r, op); break;
+        case OP_ARANGE: op_arange(r); break;
+        case OP_EYE: op_eye(r); break;
+        case OP_FREE: op_free(r); break;
+        case OP_FREE_BAD: op_free_bad(r); break;
+        case OP_QUERY: op_query(r); break;
+        case OP_COPY: op_copy(r); break;
+        case OP_PTR: op_ptr(r); break;
+        case OP_ITEM: op_item(r); break;
+        case OP_SET_RG: op_set_rg(r); break;
+        case OP_GRAD_OF: op_grad_of(r); break;
+        case OP_ZERO_GRAD: op_zero_grad(r); break;
+        case OP_BINARY: op_binary(r); break;
+        case OP_SCALAR: op_scalar(r); break;
+        case OP_UNARY: op_unary(r); break;
+        case OP_REDUCE: op_reduce(r); break;
+        case OP_RESHAPE: op_reshape(r); break;
+        case OP_TRANSPOSE: op_transpose(r); break;
+        case OP_PERMUTE: op_permute(r); break;
+        case OP_EXPAND: op_expand(r); break;
+        case OP_SQUEEZE: op_squeeze(r); break;
+        case OP_UNSQUEEZE: op_unsqueeze(r); break;
+        case OP_CONCAT: op_concat(r); break;
+        case OP_SLICE: op_slice(r); break;
+        case OP_INDEX_SELECT: op_index_select(r); break;
+        case OP_GATHER: op_gather(r); break;
+        case OP_MATMUL: op_matmul(r); break;
+        case OP_SOFTMAX: op_softmax(r); break;
+        case OP_CROSS_ENTROPY: op_cross_entropy(r); break;
+        case OP_MSE: op_binary(r); break;
+        case OP_LINEAR: op_linear(r); break;
+        case OP_WHERE: op_where(r); break;
+        case OP_BACKWARD: op_backward(r); break;
+        case OP_BACKWARD_ALL: op_backward_all(r); break;
+        case OP_AGGRAD: op_aggrad(r); break;
+        case OP_GRAD_MODE: op_grad_mode(r); break;
+        case OP_DETACH: op_detach(r); break;
+        case OP_HOOK: op_hook(r); break;
+        case OP_REMOVE_HOOK: op_remove_hook(r); break;
+        case OP_GRADCHECK: op_gradcheck(r); break;
+        case OP_DOT_GRAPH: op_dot_graph(r); break;
+        case OP_OPT_NEW: op_opt_new(r); break;
+        case OP_OPT_USE: op_opt_use(r); break;
+        case OP_OPT_FREE: op_opt_free(r); break;
+        default: op_misc(r); break;
+        }
+        g_op = "after the call";
+        check_live_count();
+    }
+    cleanup();
+    return 0;
+}
