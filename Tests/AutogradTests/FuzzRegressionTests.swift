@@ -52,3 +52,12 @@ extension FuzzRegressionTests {
         XCTAssertTrue(try Tensor.zeros([0, 0]).crossEntropy(labels: []).item().isNaN)  // mean of nothing
     }
 }
+
+extension FuzzRegressionTests {
+    func testConcatExtentsThatAddPastInt64AreRefused() throws {
+        let a = try Tensor.zeros([0, Int.max]), b = try Tensor.zeros([0, 2])
+        XCTAssertThrowsError(try Tensor.concat([a, b], axis: 1)) { error in
+            guard case AutogradError.shape = error else { return XCTFail("expected a shape error, got \(error)") }
+        }
+    }
+}

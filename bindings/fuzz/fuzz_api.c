@@ -516,6 +516,8 @@ typedef struct {
 } HookUd;
 static int64_t g_hooks_alive; /* registered with a destroy callback that has not run yet */
 static HookUd g_static_hook = {HOOK_MAGIC, 0, 0}; /* for hooks without destroy */
+static bool g_hook_may_free; /* set while nothing after the call uses pool handles */
+static int g_hook_depth;
 
 static void hook_destroy(void *p) {
     HookUd *u = p;
@@ -542,7 +544,7 @@ static int32_t hook_fn(ag_tensor *rep, ag_tensor grad, void *p) {
     if (mode & 0x80) mode = (u->calls & 1) ? mode & 0x7F : 0; /* every other call */
     int32_t ret = 0;
     ag_status s = AG_OK;
-    switch (mode % 9) {
+    switch (mode % 13) {
     case 0: break; /* observe */
     case 1: s = ag_mul_scalar(rep, grad, 0.5); break;
     case 2: ret = 1; break; /* fail */
@@ -555,6 +557,50 @@ static int32_t hook_fn(ag_tensor *rep, ag_tensor grad, void *p) {
         if (ag_exp(&tmp, grad) == AG_OK) ag_tensor_free(tmp);
         int64_t n = 0;
         ag_live_handle_count(&n);
+        break;
+    }
+    case 8: { /* free a handle of the pool (maybe of the tensor this hook sits on) mid-backward */
+        int slot = (mode >> 4) % NT;
+        if (g_hook_may_free && pool[slot]) {
+            TRACE("    (hook frees slot %d)", slot);
+            free_tensor(pool[slot]);
+            pool[slot] = 0;
+        }
+        break;
+    }
+    case 9: { /* grad mode off inside the hook, then back */
+        bool prev = true;
+        expect(ag_set_grad_enabled(&prev, false), M_OK, "set_grad_enabled in a hook");
+        ag_tensor tmp = 0;
+        if (expect(ag_exp(&tmp, grad), M_OK | M_OOM, "an op in a hook") == AG_OK) {
+            bool rg = true;
+            expect(ag_tensor_requires_grad(&rg, tmp), M_OK, "requires_grad");
+            if (rg) fail("a result made in a hook with grad mode off requires grad");
+            ag_tensor_free(tmp);
+        }
+        expect(ag_set_grad_enabled(NULL, prev), M_OK, "set_grad_enabled in a hook");
+        break;
+    }
+    case 10: { /* backward again, from inside a backward pass (once) */
+        int slot = (mode >> 4) % NT;
+        if (g_hook_depth == 0 && pool[slot]) {
+            g_hook_depth++;
+            TRACE("    (hook runs ag_backward(slot %d))", slot);
+            g_op = "ag_backward inside a hook";
+            chk(ag_backward(pool[slot], 0, (mode & 16) != 0, false));
+            g_hook_depth--;
+        }
+        break;
+    }
+    case 11: { /* read a gradient, and hook the borrowed gradient itself */
+        int slot = (mode >> 4) % NT;
+        ag_tensor g = SENT;
+        if (pool[slot] && expect(ag_tensor_grad(&g, pool[slot]), M_OK, "grad in a hook") == AG_OK && g)
+            ag_tensor_free(g);
+        int64_t id = 0;
+        g_op = "ag_tensor_register_hook on a hook's gradient";
+        expect(ag_tensor_register_hook(&id, grad, hook_fn, &g_static_hook, NULL), M_OK | M_STATE,
+               "register_hook on the borrowed gradient");
         break;
     }
     default: ret = -7; break;
@@ -1567,6 +1613,14 @@ static void op_concat(Rd *r) {
         else allowed = ok ? M_OK | M_OOM : M_SHAPE | M_ARG;
         /* concat along an axis whose extents sum past int64: the header does not say which */
         if (!stack && ok && rank > 0) allowed |= M_SHAPE;
+#ifdef FUZZ_SKIP_KNOWN_BUGS
+        /* regressions/concat-extent-sum-overflow-traps */
+        if (!stack && ok && rank > 0) {
+            int64_t sum = 0;
+            for (int64_t i = 0; i < n; i++)
+                if (__builtin_add_overflow(sum, ins[i].shape[axn], &sum)) return;
+        }
+#endif
         /* stacking zero-element tensors with huge extents: the new count may overflow */
         if (stack && ok && ins[0].numel == 0) allowed |= M_SHAPE;
     }
@@ -1885,10 +1939,12 @@ static void op_backward(Rd *r) {
             if (!same) allowed &= ~M_OK;
         }
     }
+    g_hook_may_free = true;
     g_op = "ag_backward";
     TRACE("ag_backward(%#llx, seed=%#llx, retain=%d, create=%d)", (unsigned long long)root.h, (unsigned long long)seed.h,
           retain, create);
     expect(ag_backward(root.h, seed.h, retain, create), allowed, "backward");
+    g_hook_may_free = false;
 }
 
 static void op_backward_all(Rd *r) {

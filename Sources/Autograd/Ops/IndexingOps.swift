@@ -94,10 +94,13 @@ extension Tensor {
             guard t.rank == first.rank && (0..<t.rank).allSatisfy({ $0 == axis || t.shape[$0] == first.shape[$0] }) else {
                 throw AutogradError.shape("concat: tensor \(k) has shape \(t.shape), which does not fit \(first.shape) along axis \(axis)")
             }
-            total += t.shape[axis]
+            let (sum, overflow) = total.addingReportingOverflow(t.shape[axis])
+            guard !overflow else { throw AutogradError.shape("concat: the extents along axis \(axis) add up past int64") }
+            total = sum
         }
         var shape = first.shape
         shape[axis] = total
+        _ = try Shape.count(shape)
         let out = try Tensor(uninitialized: shape, dtype: first.dtype)
         let outer = shape[..<axis].reduce(1, *), inner = shape[(axis + 1)...].reduce(1, *)
         var offset = 0
