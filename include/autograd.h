@@ -236,7 +236,7 @@ ag_status ag_mean(ag_tensor *out, ag_tensor a, const int64_t *axes, int64_t naxe
  *   1-D a is taken as (1,k) and 1-D b as (k,1), the added axis removed from the result;
  *   N-D operands are stacks of matrices over their leading (batch) axes, which broadcast.
  * Errors also: AG_ERR_SHAPE (a 0-d operand, inner extents that differ, batch axes that do not
- * broadcast). */
+ * broadcast, a matrix extent above 2^31 - 1, the limit of BLAS's 32-bit sizes). */
 ag_status ag_matmul(ag_tensor *out, ag_tensor a, ag_tensor b);
 
 /* a ** b elementwise, broadcasting. Gradients: b * a^(b-1) to a (taken as 0 where b == 0),
@@ -274,6 +274,7 @@ ag_status ag_sin(ag_tensor *out, ag_tensor a);
 ag_status ag_cos(ag_tensor *out, ag_tensor a);
 ag_status ag_tanh(ag_tensor *out, ag_tensor a);
 ag_status ag_sigmoid(ag_tensor *out, ag_tensor a);
+/* ag_leaky_relu also returns AG_ERR_ARGUMENT for a non-finite negative_slope. */
 ag_status ag_leaky_relu(ag_tensor *out, ag_tensor a, double negative_slope);
 ag_status ag_gelu(ag_tensor *out, ag_tensor a);
 ag_status ag_softplus(ag_tensor *out, ag_tensor a);
