@@ -61,3 +61,12 @@ extension FuzzRegressionTests {
         }
     }
 }
+
+extension FuzzRegressionTests {
+    func testXavierFansThatAddPastInt64AreAnAllocationErrorNotATrap() {
+        // fan_in + fan_out = 1 + Int.max: summed in Double; the allocation then fails cleanly.
+        XCTAssertThrowsError(try Initializer.make(.xavierUniform, shape: [Int.max, 1], seed: 1)) { error in
+            guard case AutogradError.outOfMemory = error else { return XCTFail("expected out of memory, got \(error)") }
+        }
+    }
+}

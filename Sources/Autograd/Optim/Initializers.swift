@@ -36,10 +36,10 @@ public enum Initializer {
         case .kaimingNormal:
             return try Tensor.normal(shape, mean: 0, std: Glibc.sqrt(2.0 / Double(fanIn)), seed: seed, dtype: dtype)
         case .xavierUniform:
-            let b = Glibc.sqrt(6.0 / Double(fanIn + fanOut))
+            let b = Glibc.sqrt(6.0 / (Double(fanIn) + Double(fanOut)))
             return try Tensor.uniform(shape, low: -b, high: b, seed: seed, dtype: dtype)
         case .xavierNormal:
-            return try Tensor.normal(shape, mean: 0, std: Glibc.sqrt(2.0 / Double(fanIn + fanOut)), seed: seed, dtype: dtype)
+            return try Tensor.normal(shape, mean: 0, std: Glibc.sqrt(2.0 / (Double(fanIn) + Double(fanOut))), seed: seed, dtype: dtype)
         }
     }
 }
