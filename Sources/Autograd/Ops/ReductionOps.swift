@@ -84,13 +84,19 @@ extension Tensor {
     public func logSumExp(axes: [Int] = [], keepDims: Bool = false) throws -> Tensor {
         let normalized = try Shape.normalizeAxes(axes, rank: rank)
         // The shift is a constant: the result does not depend on it mathematically.
-        let shift = try withNoGrad { () -> Tensor in
-            // Over an axis of extent 0 the sum is empty and the result -inf: no shift needed.
-            if normalized.contains(where: { shape[$0] == 0 }) {
-                var kept = shape
-                for a in normalized { kept[a] = 1 }
-                return try Tensor.zeros(kept, dtype: dtype)
+        if normalized.contains(where: { shape[$0] == 0 }) {
+            // A sum over nothing: the result is -inf everywhere, made directly (one buffer, not
+            // the five a shifted exp-sum-log would allocate); the input is empty, so is its gradient.
+            let kept = shape.indices.map { normalized.contains($0) ? 1 : shape[$0] }
+            let out = try Tensor.full(keepDims ? kept : shape.indices.filter { !normalized.contains($0) }.map { shape[$0] },
+                                      -Double.infinity, dtype: dtype)
+            if Tensor.shouldRecord(self) {
+                let inputShape = shape, dt = dtype
+                out.record("logsumexp", inputs: [self]) { _, _ in [try Tensor.zeros(inputShape, dtype: dt)] }
             }
+            return out
+        }
+        let shift = try withNoGrad { () -> Tensor in
             let m = try detach().max(axes: normalized, keepDims: true)
             return try m.mapped("finite", { $0.isFinite ? $0 : 0 }, { $0.isFinite ? $0 : 0 })
         }
