@@ -33,7 +33,7 @@ public final class Tensor {
     /// A tensor of `shape` with uninitialised elements (kernels fill it).
     init(uninitialized shape: [Int], dtype: DType) throws {
         self.shape = shape
-        self.storage = try Storage(dtype: dtype, count: try Shape.count(shape))
+        self.storage = try Storage.make(dtype: dtype, count: try Shape.count(shape))
     }
 
     public var dtype: DType { storage.dtype }
@@ -76,7 +76,7 @@ extension Tensor {
         guard n == values.count else {
             throw AutogradError.shape("\(values.count) values do not fill shape \(shape) (\(n) elements)")
         }
-        self.init(shape: shape, storage: try Storage(dtype: dtype, count: n))
+        self.init(shape: shape, storage: try Storage.make(dtype: dtype, count: n))
         switch dtype {
         case .float32: let b = buffer(Float.self); for i in 0..<n { b[i] = Float(values[i]) }
         case .float64: let b = buffer(Double.self); for i in 0..<n { b[i] = values[i] }
@@ -90,7 +90,7 @@ extension Tensor {
 
     /// A leaf tensor copied from raw memory holding `Shape.count(shape)` elements of `dtype`.
     public convenience init(copying data: UnsafeRawPointer?, shape: [Int], dtype: DType) throws {
-        let storage = try Storage(dtype: dtype, count: try Shape.count(shape))
+        let storage = try Storage.make(dtype: dtype, count: try Shape.count(shape))
         if storage.count > 0 {
             guard let data, let dst = storage.raw else {
                 throw AutogradError.argument("data is NULL but the shape \(shape) has \(storage.count) elements")

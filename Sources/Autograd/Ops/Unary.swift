@@ -5,8 +5,8 @@ extension Tensor {
         if Tensor.shouldRecord(self) {
             // d exp(x) = exp(x). The saved output is detached (no cycle); when the backward
             // pass is itself recorded (create_graph) exp(x) is recomputed differentiably.
-            out.record("exp", inputs: [self], saved: [self, out.detach()]) { g, node in
-                let y = GradMode.isEnabled ? try node.saved(0).exp() : node.saved(1)
+            out.record("exp", inputs: [self], saved: [self], savesOutput: true) { g, node in
+                let y = GradMode.isEnabled ? try node.saved(0).exp() : node.output()
                 return [try g.multiplying(y)]
             }
         }
@@ -43,8 +43,8 @@ extension Tensor {
     public func sqrt() throws -> Tensor {
         let out = try mapped("sqrt", { Float.sqrt($0) }, { Double.sqrt($0) })
         if Tensor.shouldRecord(self) {
-            out.record("sqrt", inputs: [self], saved: [self, out.detach()]) { g, node in
-                let y = GradMode.isEnabled ? try node.saved(0).sqrt() : node.saved(1)
+            out.record("sqrt", inputs: [self], saved: [self], savesOutput: true) { g, node in
+                let y = GradMode.isEnabled ? try node.saved(0).sqrt() : node.output()
                 return [try g.dividing(by: y.multiplying(y.constant(2)))]
             }
         }
@@ -83,8 +83,8 @@ extension Tensor {
         let out = try mapped("tanh", { Float.tanh($0) }, { Double.tanh($0) })
         if Tensor.shouldRecord(self) {
             // d tanh = 1 - tanh²
-            out.record("tanh", inputs: [self], saved: [self, out.detach()]) { g, node in
-                let y = GradMode.isEnabled ? try node.saved(0).tanh() : node.saved(1)
+            out.record("tanh", inputs: [self], saved: [self], savesOutput: true) { g, node in
+                let y = GradMode.isEnabled ? try node.saved(0).tanh() : node.output()
                 return [try g.multiplying(y.constant(1).subtracting(y.multiplying(y)))]
             }
         }
@@ -96,8 +96,8 @@ extension Tensor {
         let out = try mapped("sigmoid", Tensor.stableSigmoid, Tensor.stableSigmoid)
         if Tensor.shouldRecord(self) {
             // d sigmoid = s (1 - s)
-            out.record("sigmoid", inputs: [self], saved: [self, out.detach()]) { g, node in
-                let s = GradMode.isEnabled ? try node.saved(0).sigmoid() : node.saved(1)
+            out.record("sigmoid", inputs: [self], saved: [self], savesOutput: true) { g, node in
+                let s = GradMode.isEnabled ? try node.saved(0).sigmoid() : node.output()
                 return [try g.multiplying(s.multiplying(s.constant(1).subtracting(s)))]
             }
         }
