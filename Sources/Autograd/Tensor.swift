@@ -6,7 +6,8 @@ import Synchronization
 public final class Tensor {
     /// Extents, outermost first; empty for a 0-d scalar.
     public let shape: [Int]
-    let storage: Storage
+    /// A `var` only so backward can test it for uniqueness (in-place accumulation); never reassigned.
+    private(set) var storage: Storage
     /// Whether gradients flow to this tensor: set by the user on leaves, inherited by results.
     /// Atomic: every op on any thread reads it, and a leaf's owner may change it meanwhile.
     public internal(set) var requiresGrad: Bool {
@@ -47,6 +48,9 @@ public final class Tensor {
     func buffer<T: TensorElement>(_ type: T.Type) -> UnsafeMutableBufferPointer<T> {
         storage.buffer(type)
     }
+
+    /// Whether this tensor is the only one holding its values (so they may be overwritten).
+    func storageIsUnique() -> Bool { isKnownUniquelyReferenced(&storage) }
 
     /// Marks a leaf as one whose gradient is wanted; results of operations cannot be changed.
     public func setRequiresGrad(_ flag: Bool) throws {

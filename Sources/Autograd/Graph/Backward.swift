@@ -115,8 +115,8 @@ enum Backward {
                 if node.isReleased {
                     throw AutogradError.state("the graph through '\(node.name)' was already freed by an earlier backward; pass retain_graph = true to the first backward to run backward through it again")
                 }
-                for edge in node.edges {
-                    guard case .node(let child) = edge else { continue }
+                for k in 0..<node.edges.count {
+                    guard case .node(let child) = node.edges[k] else { continue }
                     if let i = slot(child) {
                         deps[i] += 1
                     } else {
@@ -173,8 +173,8 @@ enum Backward {
 
         mutating func arriveAtLeaf(_ leaf: Tensor, _ g: Tensor) throws {
             let id = ObjectIdentifier(leaf)
-            if let existing = leafGrads[id] {
-                leafGrads[id] = try existing.adding(g)
+            if leafGrads[id] != nil {
+                try Backward.add(g, into: &leafGrads[id], inPlace: !createGraph)
             } else {
                 if case .capture = mode, capturedLeaf[id] == nil { return }
                 leafGrads[id] = g
@@ -203,7 +203,8 @@ enum Backward {
                     }
                 }
                 if !retainGraph { node.release() }
-                for (k, edge) in node.edges.enumerated() {
+                for k in 0..<node.edges.count {
+                    let edge = node.edges[k]
                     var gk: Tensor? = nil
                     if k < inputGrads.count, let raw = inputGrads[k] {
                         gk = try raw.reduced(toShape: node.inputShapes[k])
@@ -217,7 +218,7 @@ enum Backward {
                         guard let j = slot(child) else {
                             throw AutogradError.internal("backward reached node '\(child.name)' that was not collected")
                         }
-                        if let gk { grads[j] = try grads[j].map { try $0.adding(gk) } ?? gk }
+                        if let gk { try Backward.add(gk, into: &grads[j], inPlace: !createGraph) }
                         deps[j] -= 1
                         if deps[j] == 0 { ready.append(j) }
                     }
@@ -239,6 +240,21 @@ enum Backward {
                 }
             }
             return captured.map { g in g.map { createGraph ? $0 : $0.detach() } }
+        }
+    }
+
+    /// Adds `g` to the gradient collected so far in `sum`: in place when the pass is not recorded
+    /// and nothing else can see the collected tensor or its values, else into a new tensor.
+    @inline(__always)
+    static func add(_ g: Tensor, into sum: inout Tensor?, inPlace: Bool) throws {
+        guard var existing = sum else { sum = g; return }
+        sum = nil
+        if inPlace && existing.storage !== g.storage && existing.dtype == g.dtype && existing.shape == g.shape
+            && isKnownUniquelyReferenced(&existing) && existing.storageIsUnique() {
+            existing.add(inPlace: g)
+            sum = existing
+        } else {
+            sum = try existing.adding(g)
         }
     }
 

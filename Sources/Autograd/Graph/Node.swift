@@ -125,8 +125,8 @@ final class Node {
     }
 
     private static func detachChildren(edges: inout SmallList<Edge>, saved: inout SmallList<SavedTensor>, into work: inout [Node]) {
-        for edge in edges {
-            if case .node(let n) = edge { work.append(n) }
+        for k in 0..<edges.count {
+            if case .node(let n) = edges[k] { work.append(n) }
         }
         edges = SmallList()
         while let s = saved.popLast() {
@@ -174,18 +174,18 @@ struct SmallList<Element>: RandomAccessCollection, MutableCollection {
 
     init() {}
 
-    var startIndex: Int { 0 }
-    var endIndex: Int { count }
+    var startIndex: Int { @inline(__always) get { 0 } }
+    var endIndex: Int { @inline(__always) get { count } }
 
     subscript(i: Int) -> Element {
-        get {
+        @inline(__always) get {
             switch i {
             case 0: return first!
             case 1: return second!
             default: return rest[i - 2]
             }
         }
-        set {
+        @inline(__always) set {
             switch i {
             case 0: first = newValue
             case 1: second = newValue
@@ -194,6 +194,7 @@ struct SmallList<Element>: RandomAccessCollection, MutableCollection {
         }
     }
 
+    @inline(__always)
     mutating func append(_ e: Element) {
         switch count {
         case 0: first = e
