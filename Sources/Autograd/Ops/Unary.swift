@@ -1,7 +1,18 @@
+import CKernels
+
 /// exp, log, relu: forward kernels and derivative rules side by side.
 extension Tensor {
     public func exp() throws -> Tensor {
-        let out = try mapped("exp", { Float.exp($0) }, { Double.exp($0) })
+        let out: Tensor
+        if dtype == .float32 {
+            out = try Tensor(uninitialized: shape, dtype: .float32)
+            let x = buffer(Float.self), o = out.buffer(Float.self)
+            if let xs = x.baseAddress, let os = o.baseAddress {
+                Parallel.forChunks(count: count) { r in agk_exp_f32(xs + r.lowerBound, os + r.lowerBound, Int64(r.count)) }
+            }
+        } else {
+            out = try mapped("exp", { Float.exp($0) }, { Double.exp($0) })
+        }
         if Tensor.shouldRecord(self) {
             // d exp(x) = exp(x). The saved output is detached (no cycle); when the backward
             // pass is itself recorded (create_graph) exp(x) is recomputed differentiably.
