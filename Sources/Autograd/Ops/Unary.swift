@@ -38,9 +38,11 @@ extension Tensor {
     public func relu() throws -> Tensor {
         let out = try mapped("relu", { $0 > 0 ? $0 : 0 }, { $0 > 0 ? $0 : 0 })
         if Tensor.shouldRecord(self) {
-            out.record("relu", inputs: [self], saved: [self]) { g, node in
-                if !GradMode.isEnabled { return [try Tensor.zipped(g, node.saved(0), "relu", { $1 > 0 ? $0 : 0 }, { $1 > 0 ? $0 : 0 })] }
-                let mask = try node.saved(0).mapped("relu_mask", { $0 > 0 ? 1 : 0 }, { $0 > 0 ? 1 : 0 })
+            // relu(x) > 0 exactly where x > 0, so the output (kept anyway by the next op, often)
+            // serves as the mask and the input need not be saved.
+            out.record("relu", inputs: [self], savesOutput: true) { g, node in
+                if !GradMode.isEnabled { return [try Tensor.zipped(g, node.output(), "relu", { $1 > 0 ? $0 : 0 }, { $1 > 0 ? $0 : 0 })] }
+                let mask = try node.output().mapped("relu_mask", { $0 > 0 ? 1 : 0 }, { $0 > 0 ? 1 : 0 })
                 return [try g.multiplying(mask)]
             }
         }
