@@ -72,7 +72,7 @@ extension Tensor {
         if shouldRecord(a, b) {
             // C = op(A) op(B):  d op(A) = G op(B)ᵀ,  d op(B) = op(A)ᵀ G, transposed back when
             // the operand itself was used transposed.
-            out.record("matmul", inputs: [a, b], saved: [a, b]) { g, node in
+            out.record("matmul", a, b, savesInputs: true) { g, node in
                 let a = node.saved(0), b = node.saved(1)
                 var ga: Tensor? = nil, gb: Tensor? = nil
                 if node.needsGrad(0) {
