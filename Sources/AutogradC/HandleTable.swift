@@ -59,15 +59,18 @@ final class HandleTable: @unchecked Sendable {
         }
     }
 
-    /// The slot index of a live handle of `kind`, or nil.
+    /// The slot index of a live handle of `kind`, or nil. Reads the slot in place (no copy of
+    /// its object reference).
+    @inline(__always)
     private func slotIndex(_ handle: UInt64, kind: HandleKind) -> Int? {
         guard handle >> 56 == kind.rawValue else { return nil }
         let low = Int(handle & 0xFFFF_FFFF)
         let generation = UInt32((handle >> 32) & 0xFF_FFFF)
         guard low >= 1 && low <= slots.count else { return nil }
-        let slot = slots[low - 1]
-        guard slot.object != nil, slot.kind == kind, slot.generation == generation else { return nil }
-        return low - 1
+        let live = slots.withUnsafeBufferPointer { s in
+            s[low - 1].object != nil && s[low - 1].kind == kind && s[low - 1].generation == generation
+        }
+        return live ? low - 1 : nil
     }
 
     func lookup(_ handle: UInt64, kind: HandleKind) -> AnyObject? {
@@ -78,10 +81,13 @@ final class HandleTable: @unchecked Sendable {
     func remove(_ handle: UInt64, kind: HandleKind) -> Bool {
         let object: AnyObject? = locked {
             guard let i = slotIndex(handle, kind: kind) else { return nil }
-            let o = slots[i].object
-            slots[i].object = nil
-            // 24-bit generations; skip 0 so a handle of all-zero generation is never valid.
-            slots[i].generation = slots[i].generation & 0xFF_FFFF == 0xFF_FFFF ? 1 : slots[i].generation + 1
+            let o = slots.withUnsafeMutableBufferPointer { s in
+                let o = s[i].object
+                s[i].object = nil
+                // 24-bit generations; skip 0 so a handle of all-zero generation is never valid.
+                s[i].generation = s[i].generation & 0xFF_FFFF == 0xFF_FFFF ? 1 : s[i].generation + 1
+                return o
+            }
             freeSlots.append(i)
             live -= 1
             return o
