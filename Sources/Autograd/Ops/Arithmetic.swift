@@ -24,6 +24,11 @@ extension Tensor {
         if Tensor.shouldRecord(self, other) {
             out.record("mul", self, other, savesInputs: true) { g, node in
                 let a = node.saved(0), b = node.saved(1)
+                if !GradMode.isEnabled && b.count == g.count && b.dtype == g.dtype {
+                    // g·a first: g·b may then be written over g itself.
+                    let gb = node.needsGrad(1) ? try g.multiplying(a) : nil
+                    return [node.needsGrad(0) ? try Tensor.gradient(g, b.storage, { $0 * $1 }, { $0 * $1 }) : nil, gb]
+                }
                 return [node.needsGrad(0) ? try g.multiplying(b) : nil,
                         node.needsGrad(1) ? try g.multiplying(a) : nil]
             }
@@ -149,7 +154,7 @@ extension Tensor {
         guard g.dtype == v.dtype && g.count == v.count else {
             throw AutogradError.internal("a gradient of \(g.dtype) \(g.shape) met saved values of \(v.dtype) x \(v.count)")
         }
-        let out = try Tensor(uninitialized: g.shape, dtype: g.dtype)
+        let out = Backward.reusableGradient == ObjectIdentifier(g) ? g : try Tensor(uninitialized: g.shape, dtype: g.dtype)
         switch g.dtype {
         case .float32: Elementwise.zip(g.buffer(Float.self), [], v.buffer(Float.self), [], into: out.buffer(Float.self), shape: g.shape, f32)
         case .float64: Elementwise.zip(g.buffer(Double.self), [], v.buffer(Double.self), [], into: out.buffer(Double.self), shape: g.shape, f64)
