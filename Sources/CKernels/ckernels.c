@@ -52,3 +52,51 @@ void agk_exp_f32(const float *x, float *out, int64_t n) {
         }
     }
 }
+
+/* Streaming stores pay off once the output is far larger than the caches; below that the
+ * ordinary stores leave the result in cache for the next op. */
+#define AGK_STREAM_MIN_BYTES (4 << 20)
+
+#if defined(__clang__)
+#define AGK_STORE(p, v) __builtin_nontemporal_store((v), (p))
+#else
+#define AGK_STORE(p, v) (*(p) = (v))
+#endif
+
+
+#if defined(__x86_64__)
+#define AGK_FENCE() __builtin_ia32_sfence()
+#else
+#define AGK_FENCE() ((void)0)
+#endif
+
+/* Vectors of 32 bytes (one AVX register; two SSE registers in the baseline build), loaded from
+ * any address; stores go to 64-byte aligned outputs. */
+typedef float agk_v8f __attribute__((vector_size(32), aligned(4)));
+typedef float agk_v8f_store __attribute__((vector_size(32)));
+typedef double agk_v4d __attribute__((vector_size(32), aligned(8)));
+typedef double agk_v4d_store __attribute__((vector_size(32)));
+
+/* Outputs never alias inputs here (they are fresh tensors), hence restrict. */
+#define AGK_BINARY(name, type, vec, vec_store, lanes, op)                                      \
+    AGK_MULTIVERSION                                                                          \
+    void name(const type *restrict a, const type *restrict b, type *restrict out, int64_t n) { \
+        int64_t i = 0;                                                                        \
+        if ((uint64_t)n * sizeof(type) >= AGK_STREAM_MIN_BYTES && ((uintptr_t)out & 31) == 0) { \
+            for (; i + lanes <= n; i += lanes) {                                              \
+                vec x = *(const vec *)(a + i), y = *(const vec *)(b + i);                     \
+                AGK_STORE((vec_store *)(out + i), (vec_store)(x op y));                       \
+            }                                                                                 \
+            AGK_FENCE();                                                                      \
+        }                                                                                     \
+        for (; i < n; i++) out[i] = a[i] op b[i];                                             \
+    }
+
+AGK_BINARY(agk_add_f32, float, agk_v8f, agk_v8f_store, 8, +)
+AGK_BINARY(agk_sub_f32, float, agk_v8f, agk_v8f_store, 8, -)
+AGK_BINARY(agk_mul_f32, float, agk_v8f, agk_v8f_store, 8, *)
+AGK_BINARY(agk_div_f32, float, agk_v8f, agk_v8f_store, 8, /)
+AGK_BINARY(agk_add_f64, double, agk_v4d, agk_v4d_store, 4, +)
+AGK_BINARY(agk_sub_f64, double, agk_v4d, agk_v4d_store, 4, -)
+AGK_BINARY(agk_mul_f64, double, agk_v4d, agk_v4d_store, 4, *)
+AGK_BINARY(agk_div_f64, double, agk_v4d, agk_v4d_store, 4, /)

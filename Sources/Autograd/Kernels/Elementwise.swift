@@ -4,9 +4,7 @@ enum Elementwise {
     @inline(__always)
     static func map<T: TensorElement>(_ x: UnsafeMutableBufferPointer<T>, into out: UnsafeMutableBufferPointer<T>, _ f: (T) -> T) {
         guard let xs = x.baseAddress, let os = out.baseAddress else { return }
-        Parallel.forChunks(count: out.count) { r in
-            for i in r { os[i] = f(xs[i]) }
-        }
+        for i in 0..<out.count { os[i] = f(xs[i]) }
     }
 
     /// out = f(a, b) over the broadcast shape `outShape`; `aStrides`/`bStrides` are the
@@ -19,25 +17,21 @@ enum Elementwise {
         guard let ap = a.baseAddress, let bp = b.baseAddress, let op = out.baseAddress else { return }
         let n = out.count
         // Fast paths: same shape, or one side a single element.
+        // These loops stay on the calling thread: run from a worker, the closure `f` would be
+        // an opaque call per element instead of inlined, vectorised code. The hot operations
+        // have C kernels that are split over threads (Tensor.zipped).
         if a.count == n && b.count == n {
-            if n == 1 { op[0] = f(ap[0], bp[0]); return }
-            Parallel.forChunks(count: n) { r in
-                for i in r { op[i] = f(ap[i], bp[i]) }
-            }
+            for i in 0..<n { op[i] = f(ap[i], bp[i]) }
             return
         }
         if b.count == 1 && a.count == n {
             let s = bp[0]
-            Parallel.forChunks(count: n) { r in
-                for i in r { op[i] = f(ap[i], s) }
-            }
+            for i in 0..<n { op[i] = f(ap[i], s) }
             return
         }
         if a.count == 1 && b.count == n {
             let s = ap[0]
-            Parallel.forChunks(count: n) { r in
-                for i in r { op[i] = f(s, bp[i]) }
-            }
+            for i in 0..<n { op[i] = f(s, bp[i]) }
             return
         }
         // General case: walk the outer axes with a counter, run the innermost axis as a loop.

@@ -1,3 +1,5 @@
+import CKernels
+
 /// add, sub, mul, div, neg: forward kernels and derivative rules side by side.
 /// Binary rules return gradients in the broadcast shape; Backward sums them back per operand.
 extension Tensor {
@@ -137,6 +139,10 @@ extension Tensor {
             throw AutogradError.shape("\(op): \(e.message)")
         }
         let out = try Tensor(uninitialized: shape, dtype: a.dtype)
+        if a.count == out.count && b.count == out.count && out.count >= Parallel.minimumParallelCount,
+           Tensor.arithmeticKernel(op, a, b, into: out) {
+            return out
+        }
         let same = a.count == out.count && b.count == out.count
         let sa = same ? [] : Shape.broadcastStrides(a.shape, to: shape)
         let sb = same ? [] : Shape.broadcastStrides(b.shape, to: shape)
@@ -145,6 +151,32 @@ extension Tensor {
         case .float64: Elementwise.zip(a.buffer(Double.self), sa, b.buffer(Double.self), sb, into: out.buffer(Double.self), shape: shape, f64)
         }
         return out
+    }
+
+    /// add/sub/mul/div of two same-size operands through the C kernels, split over the worker
+    /// threads; false for other ops.
+    static func arithmeticKernel(_ op: String, _ a: Tensor, _ b: Tensor, into out: Tensor) -> Bool {
+        typealias K32 = (UnsafePointer<Float>?, UnsafePointer<Float>?, UnsafeMutablePointer<Float>?, Int64) -> Void
+        typealias K64 = (UnsafePointer<Double>?, UnsafePointer<Double>?, UnsafeMutablePointer<Double>?, Int64) -> Void
+        let kernels: (K32, K64)
+        switch op {
+        case "add": kernels = (agk_add_f32, agk_add_f64)
+        case "sub": kernels = (agk_sub_f32, agk_sub_f64)
+        case "mul": kernels = (agk_mul_f32, agk_mul_f64)
+        case "div": kernels = (agk_div_f32, agk_div_f64)
+        default: return false
+        }
+        switch a.dtype {
+        case .float32:
+            guard let ap = a.buffer(Float.self).baseAddress, let bp = b.buffer(Float.self).baseAddress,
+                  let op = out.buffer(Float.self).baseAddress else { return false }
+            Parallel.forChunks(count: out.count) { r in kernels.0(ap + r.lowerBound, bp + r.lowerBound, op + r.lowerBound, Int64(r.count)) }
+        case .float64:
+            guard let ap = a.buffer(Double.self).baseAddress, let bp = b.buffer(Double.self).baseAddress,
+                  let op = out.buffer(Double.self).baseAddress else { return false }
+            Parallel.forChunks(count: out.count) { r in kernels.1(ap + r.lowerBound, bp + r.lowerBound, op + r.lowerBound, Int64(r.count)) }
+        }
+        return true
     }
 
     /// f(g[i], v[i]) for a gradient and values of the same size (a saved output): the one-kernel

@@ -8,4 +8,16 @@
 /* out[i] = e^x[i] for float32, within 2 ulp; inputs outside [-87, 88] and nan go to libm. */
 void agk_exp_f32(const float *x, float *out, int64_t n);
 
+/* out[i] = a[i] OP b[i] over n elements (no broadcasting), OP one of + - * /; out must not
+ * overlap a or b. Large outputs are written with streaming stores, which skip reading the
+ * destination into the cache first. */
+void agk_add_f32(const float *a, const float *b, float *out, int64_t n);
+void agk_sub_f32(const float *a, const float *b, float *out, int64_t n);
+void agk_mul_f32(const float *a, const float *b, float *out, int64_t n);
+void agk_div_f32(const float *a, const float *b, float *out, int64_t n);
+void agk_add_f64(const double *a, const double *b, double *out, int64_t n);
+void agk_sub_f64(const double *a, const double *b, double *out, int64_t n);
+void agk_mul_f64(const double *a, const double *b, double *out, int64_t n);
+void agk_div_f64(const double *a, const double *b, double *out, int64_t n);
+
 #endif
