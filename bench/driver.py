@@ -1,0 +1,265 @@
+"""Runs the benchmark programs and collects their results as JSON.
+
+    python3 bench/driver.py [--quick] [--out FILE] [B1 ... B6]
+
+For each benchmark, each thread count (1, 2) and each peer it starts the peer's program as
+`prog BENCH THREADS REPS`, with OMP_NUM_THREADS / OPENBLAS_NUM_THREADS / MKL_NUM_THREADS set to
+THREADS, and reads its "RESULT {json}" lines. B6 is run in a fresh process per repetition.
+micrograd is single-threaded and runs once (as threads = 1). Progress is printed as results
+arrive; afterwards the agreement checks (B1 gradients and the values of B2, B3, B6) run.
+
+Exit status: 0 when every peer ran (a missed target is not a failure), 1 when a peer crashed
+or printed no result (the JSON is still written, with the failure recorded)."""
+
+import argparse
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+BUILD = os.path.join(HERE, "build")
+PY = sys.executable
+
+# How each peer's program is started.
+PEERS = {
+    "autograd": [os.path.join(BUILD, "autograd_bench")],
+    "cblas": [os.path.join(BUILD, "cblas_bench")],
+    "libtorch": [os.path.join(BUILD, "libtorch_bench")],
+    "torch": [PY, os.path.join(HERE, "torch_bench.py")],
+    "micrograd": [PY, os.path.join(HERE, "micrograd_bench.py")],
+}
+SINGLE_THREADED = {"micrograd"}
+
+# The peers of each benchmark, Autograd first.
+BENCH_PEERS = {
+    "B1": ["autograd", "libtorch", "torch", "micrograd"],
+    "B2": ["autograd", "libtorch", "torch"],
+    "B3": ["autograd", "libtorch", "torch"],
+    "B4": ["autograd", "cblas", "torch"],
+    "B5": ["autograd", "torch"],
+    "B6": ["autograd", "torch"],
+}
+THREADS = [1, 2]
+
+# Repetitions per benchmark (each result is the median over them); B6 counts processes.
+REPS_FULL = {"B1": 9, "B2": 7, "B3": 5, "B4": 5, "B5": 7, "B6": 5}
+REPS_QUICK = {"B1": 3, "B2": 3, "B3": 3, "B4": 3, "B5": 3, "B6": 1}
+
+PEER_TIMEOUT_S = 600
+
+
+def run_peer(bench, peer, threads, reps, failures):
+    """Runs one peer program; returns its parsed RESULT lines (an empty list on failure)."""
+    cmd = PEERS[peer] + [bench, str(threads), str(reps)]
+    env = dict(os.environ)
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[var] = str(threads)
+    results = []
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    except OSError as e:
+        failures.append({"bench": bench, "peer": peer, "threads": threads, "error": str(e)})
+        print(f"  FAILED {bench} {peer} t={threads}: cannot start: {e}", flush=True)
+        return results
+    try:
+        for line in proc.stdout:
+            if line.startswith("RESULT "):
+                r = json.loads(line[len("RESULT "):])
+                results.append(r)
+            else:
+                print(f"  [{peer}] {line.rstrip()}", flush=True)
+        rc = proc.wait(timeout=PEER_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        rc = "timeout"
+    if rc != 0 or not results:
+        why = f"exit status {rc}" if rc != 0 else "no RESULT line"
+        failures.append({"bench": bench, "peer": peer, "threads": threads, "error": why,
+                         "command": " ".join(cmd)})
+        print(f"  FAILED {bench} {peer} t={threads}: {why} ({' '.join(cmd)})", flush=True)
+        return []
+    return results
+
+
+def fmt(x):
+    return f"{x:.4g}"
+
+
+def record(store, r):
+    """Adds the median to a result, stores it and prints a progress line."""
+    r["median"] = statistics.median(r["samples"])
+    store.append(r)
+    spread = " ".join(fmt(s) for s in r["samples"])
+    print(f"  {r['bench']} {r['case']:<16} {r['peer']:<9} t={r['threads']}  "
+          f"median {fmt(r['median']):>9} {r['metric']:<12} [{spread}]", flush=True)
+
+
+def run_benchmark(bench, reps, store, failures):
+    for threads in THREADS:
+        for peer in BENCH_PEERS[bench]:
+            if peer in SINGLE_THREADED and threads != THREADS[0]:
+                continue  # single-threaded peers run once
+            print(f"{bench} {peer} threads={threads} reps={reps}", flush=True)
+            if bench != "B6":
+                for r in run_peer(bench, peer, threads, reps, failures):
+                    record(store, r)
+                continue
+            # B6: a fresh process per repetition; samples of each case are gathered.
+            merged = {}
+            for _ in range(reps):
+                out = run_peer(bench, peer, threads, 1, failures)
+                if not out:
+                    merged = {}
+                    break
+                for r in out:
+                    m = merged.setdefault(r["case"], dict(r, samples=[], infos=[]))
+                    m["samples"] += r["samples"]
+                    m["infos"].append(r["info"])
+            for m in merged.values():
+                m["info"] = m.pop("infos")[-1]
+                record(store, m)
+
+
+def find(store, bench, case, peer, threads):
+    for r in store:
+        if (r["bench"], r["case"], r["peer"], r["threads"]) == (bench, case, peer, threads):
+            return r
+    return None
+
+
+def close(a, b, rtol):
+    return abs(a - b) <= rtol * max(abs(a), abs(b)) or a == b
+
+
+def check_agreement(store):
+    """Compares what the peers computed (B1 gradients and value, B2/B3 first loss, B6 value)
+    with PyTorch's. Only B1's check on Autograd marks a result invalid; the others warn."""
+    checks = []
+    specs = [("B1", "chain10k", "grads", 1e-9), ("B1", "chain10k", "value", 1e-9),
+             ("B2", "mlp64", "first_loss", 1e-9), ("B3", "mlp784", "first_loss", 1e-4),
+             ("B6", "backward_s", "value", 1e-9)]
+    for bench, case, key, rtol in specs:
+        for threads in THREADS:
+            ref = find(store, bench, case, "torch", threads)
+            for peer in BENCH_PEERS[bench]:
+                if peer == "torch":
+                    continue
+                t = THREADS[0] if peer in SINGLE_THREADED else threads
+                r = find(store, bench, case, peer, t)
+                if r is None or ref is None or key not in r["info"] or key not in ref["info"]:
+                    continue
+                mine, theirs = r["info"][key], ref["info"][key]
+                mine = mine if isinstance(mine, list) else [mine]
+                theirs = theirs if isinstance(theirs, list) else [theirs]
+                ok = len(mine) == len(theirs) and all(close(a, b, rtol) for a, b in zip(mine, theirs))
+                checks.append({"bench": bench, "what": key, "peer": peer, "threads": threads,
+                               "reference": "torch", "rtol": rtol, "ok": ok,
+                               "values": mine, "reference_values": theirs})
+                if not ok:
+                    print(f"WARNING: {bench} {key} of {peer} (threads {threads}) disagrees with "
+                          f"PyTorch's beyond rtol {rtol}: {mine} vs {theirs}", flush=True)
+                    if bench == "B1" and peer == "autograd":
+                        r["valid"] = False
+                        print("WARNING: the Autograd B1 result at "
+                              f"{threads} thread(s) is marked invalid", flush=True)
+    return checks
+
+
+def first_line(cmd):
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        text = (out.stdout or out.stderr).strip()
+        return text.splitlines()[0] if text else "unknown"
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+
+
+def machine_and_versions():
+    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    model = re.search(r"^Model name:\s*(.+)$", lscpu, re.M)
+    mem_kib = 0
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                mem_kib = int(line.split()[1])
+
+    def pkg(name):
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            return "not installed"
+
+    openblas = "unknown"
+    for deb in ("libopenblas0-pthread", "libopenblas0", "libopenblas-dev"):
+        v = first_line(["dpkg-query", "-W", "-f", "${Version}", deb])
+        if v != "unknown" and "no packages" not in v.lower():
+            openblas = f"{deb} {v}"
+            break
+    return {
+        "machine": {"cpu": model.group(1).strip() if model else platform.processor(),
+                    "cores": os.cpu_count(), "memory_gib": round(mem_kib / 1024 ** 2, 1),
+                    "kernel": platform.release()},
+        "versions": {"torch": pkg("torch"), "numpy": pkg("numpy"), "micrograd": pkg("micrograd"),
+                     "matplotlib": pkg("matplotlib"), "python": platform.python_version(),
+                     "gcc": first_line(["gcc", "--version"]),
+                     "swift": first_line(["swift", "--version"]), "openblas": openblas,
+                     "autograd_commit": first_line(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"])},
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="fewer repetitions (development only)")
+    ap.add_argument("--out", default=os.path.join(HERE, "results", "latest.json"))
+    ap.add_argument("benchmarks", nargs="*", metavar="BENCH", help="B1..B6 (default: all)")
+    args = ap.parse_args()
+    benches = [b.upper() for b in args.benchmarks] or list(BENCH_PEERS)
+    unknown = [b for b in benches if b not in BENCH_PEERS]
+    if unknown:
+        sys.exit(f"driver: unknown benchmark(s) {unknown}; choose from {list(BENCH_PEERS)}")
+    reps_table = REPS_QUICK if args.quick else REPS_FULL
+
+    load = os.getloadavg()[0]
+    if load > 0.5:
+        print(f"WARNING: the 1-minute load average is {load:.2f}: other work on this machine "
+              "will disturb the measurements", flush=True)
+    started = datetime.datetime.now().astimezone()
+    meta = {"date": started.isoformat(timespec="seconds"),
+            "command": "bash bench/run.sh" + (" --quick" if args.quick else "")
+                       + "".join(" " + b for b in args.benchmarks),
+            "quick": args.quick, "benchmarks": benches, "threads": THREADS,
+            "repetitions": {b: reps_table[b] for b in benches}, "load_average_at_start": load}
+    meta.update(machine_and_versions())
+
+    store, failures = [], []
+    for bench in benches:
+        run_benchmark(bench, reps_table[bench], store, failures)
+    checks = check_agreement(store)
+    meta["seconds"] = round((datetime.datetime.now().astimezone() - started).total_seconds(), 1)
+    meta["load_average_at_end"] = os.getloadavg()[0]
+
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    tmp = args.out + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump({"meta": meta, "results": store, "checks": checks, "failures": failures}, f,
+                  indent=1)
+    shutil.move(tmp, args.out)
+    print(f"driver: {len(store)} results in {meta['seconds']} s -> {os.path.relpath(args.out, ROOT)}")
+    if failures:
+        print(f"driver: {len(failures)} peer run(s) FAILED:", file=sys.stderr)
+        for f in failures:
+            print(f"  {f['bench']} {f['peer']} threads={f['threads']}: {f['error']}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
