@@ -89,6 +89,16 @@ const char *ag_status_name(ag_status status);
 /* The number of live handles of every kind, across all threads (for leak checks in tests). */
 ag_status ag_live_handle_count(int64_t *out);
 
+/* Sets how many threads Autograd's kernels and its BLAS (OpenBLAS) may use, the caller
+ * included: 1 runs everything on the calling thread. Process-wide. The default is the
+ * environment variable AG_NUM_THREADS when set, else the number of online CPUs (at most 8).
+ * Results do not depend on the thread count: work is split at fixed boundaries.
+ * Errors: AG_ERR_ARGUMENT when n is not between 1 and 256. */
+ag_status ag_set_num_threads(int64_t n);
+
+/* The thread count set by ag_set_num_threads (or the default). Errors: AG_ERR_ARGUMENT (out NULL). */
+ag_status ag_num_threads(int64_t *out);
+
 /* ------------------------------------------------------------------------------------------ */
 /* Creating, inspecting and freeing tensors                                                   */
 /* ------------------------------------------------------------------------------------------ */
@@ -604,7 +614,7 @@ ag_status ag_optimizer_free(ag_optimizer opt);
  *  B12  shape NULL with ndim > 0: ag_tensor_zeros, ag_reshape
  *       -> AG_ERR_ARGUMENT  "shape is NULL but ndim is 2"
  *  B13  out NULL in a query: ag_tensor_ndim/_numel/_dtype/_item/_data_ptr/_requires_grad/_grad,
- *       ag_live_handle_count, ag_is_grad_enabled, ag_optimizer_lr
+ *       ag_live_handle_count, ag_num_threads, ag_is_grad_enabled, ag_optimizer_lr
  *       -> AG_ERR_ARGUMENT  "the output pointer 'out' is NULL"
  *  B14  ag_concat / ag_stack: tensors NULL with n > 0, or n < 1
  *       -> AG_ERR_ARGUMENT  "tensors is NULL but n is 2", "at least one tensor is needed, n is 0"
@@ -834,6 +844,8 @@ ag_status ag_optimizer_free(ag_optimizer opt);
  *          partial product of an accepted shape fits int64)
  *  B94  accepted: ag_status_name of an unknown status (-1, 9, INT32_MIN) gives
  *       "AG_UNKNOWN_STATUS"; ag_set_grad_enabled with previous NULL -> AG_OK
+ *  B95  ag_set_num_threads: n < 1 or n > 256
+ *       -> AG_ERR_ARGUMENT  "the thread count must be between 1 and 256, not 0"
  */
 
 #ifdef __cplusplus

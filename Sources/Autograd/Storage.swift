@@ -4,39 +4,138 @@ import Glibc
 import Darwin
 #endif
 
-/// A contiguous buffer of elements (64-byte aligned above 1 KiB). Allocation failure is an
-/// error, not a trap.
-final class Storage {
+/// What a storage object knows about its elements.
+struct StorageHeader {
     let dtype: DType
     let count: Int
     let raw: UnsafeMutableRawPointer?
+    /// Bytes of a separately allocated buffer (0 when the elements sit inside the object).
+    let externalBytes: Int
+}
 
-    init(dtype: DType, count: Int) throws {
-        self.dtype = dtype
-        self.count = count
-        if count == 0 { raw = nil; return }
+/// A contiguous buffer of elements. Small buffers (scalars, short vectors) live inside the
+/// object itself, so a tensor of a few elements costs one allocation, not two; larger ones are
+/// 64-byte aligned and recycled through `BufferCache`. Allocation failure is an error, not a
+/// trap.
+final class Storage: ManagedBuffer<StorageHeader, UInt64> {
+    /// Buffers up to this many bytes are stored inline.
+    static let inlineBytes = 64
+
+    static func make(dtype: DType, count: Int) throws -> Storage {
         let (bytes, overflow) = count.multipliedReportingOverflow(by: dtype.size)
         guard !overflow else {
             throw AutogradError.outOfMemory("cannot allocate \(count) elements of \(dtype): size overflows")
         }
-        // Small buffers come from plain malloc (16-byte aligned, cheap); large ones are aligned
-        // to cache lines for the vector kernels.
-        var p: UnsafeMutableRawPointer? = nil
-        if bytes <= 1024 {
-            p = malloc(bytes)
-        } else if posix_memalign(&p, 64, bytes) != 0 {
-            p = nil
+        if bytes <= inlineBytes {
+            let words = (bytes + 7) / 8
+            let object = Storage.create(minimumCapacity: words) { buffer in
+                StorageHeader(dtype: dtype, count: count,
+                              raw: count == 0 ? nil : UnsafeMutableRawPointer(buffer.withUnsafeMutablePointerToElements { $0 }),
+                              externalBytes: 0)
+            }
+            return unsafeDowncast(object, to: Storage.self)
         }
-        guard let q = p else {
+        guard let p = BufferCache.allocate(bytes: bytes) else {
             throw AutogradError.outOfMemory("cannot allocate \(bytes) bytes for \(count) elements of \(dtype)")
         }
-        raw = q
+        let object = Storage.create(minimumCapacity: 0) { _ in
+            StorageHeader(dtype: dtype, count: count, raw: p, externalBytes: bytes)
+        }
+        return unsafeDowncast(object, to: Storage.self)
     }
 
-    deinit { free(raw) }
+    deinit {
+        let h = header
+        if h.externalBytes > 0, let raw = h.raw { BufferCache.release(raw, bytes: h.externalBytes) }
+    }
+
+    @inline(__always) var dtype: DType { header.dtype }
+    @inline(__always) var count: Int { header.count }
+    @inline(__always) var raw: UnsafeMutableRawPointer? { header.raw }
 
     @inline(__always)
     func buffer<T: TensorElement>(_: T.Type) -> UnsafeMutableBufferPointer<T> {
-        UnsafeMutableBufferPointer(start: raw?.assumingMemoryBound(to: T.self), count: count)
+        UnsafeMutableBufferPointer(start: header.raw?.assumingMemoryBound(to: T.self), count: header.count)
+    }
+}
+
+/// Large buffers (1 MiB and up) freed by tensors are kept for reuse instead of being returned to
+/// the system: a fresh large allocation is fresh pages, and faulting them in costs more than
+/// an elementwise kernel writing them. Buffers are reused for the same size (in 4 KiB pages);
+/// at most `capacityBytes` are kept, the oldest released first.
+enum BufferCache {
+    static let minimumBytes = 1 << 20
+    private static let pageBytes = 4096
+
+    /// A quarter of physical memory, at most 1 GiB.
+    static let capacityBytes: Int = {
+        let pages = sysconf(Int32(_SC_PHYS_PAGES)), size = sysconf(Int32(_SC_PAGESIZE))
+        guard pages > 0 && size > 0 else { return 256 << 20 }
+        return Swift.min(1 << 30, pages / 4 * size)
+    }()
+
+    private static let mutex: UnsafeMutablePointer<pthread_mutex_t> = {
+        let m = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+        pthread_mutex_init(m, nil)
+        return m
+    }()
+    // Guarded by mutex: free buffers by rounded size, and all of them oldest first.
+    nonisolated(unsafe) private static var freeBySize: [Int: [UnsafeMutableRawPointer]] = [:]
+    nonisolated(unsafe) private static var order: [(size: Int, pointer: UnsafeMutableRawPointer)] = []
+    nonisolated(unsafe) private static var heldBytes = 0
+
+    @inline(__always)
+    private static func rounded(_ bytes: Int) -> Int { (bytes + pageBytes - 1) / pageBytes * pageBytes }
+
+    static func allocate(bytes: Int) -> UnsafeMutableRawPointer? {
+        if bytes >= minimumBytes {
+            let size = rounded(bytes)
+            pthread_mutex_lock(mutex)
+            if let p = freeBySize[size]?.popLast() {
+                if let i = order.firstIndex(where: { $0.pointer == p }) { order.remove(at: i) }
+                heldBytes -= size
+                pthread_mutex_unlock(mutex)
+                return p
+            }
+            pthread_mutex_unlock(mutex)
+            var p: UnsafeMutableRawPointer? = nil
+            return posix_memalign(&p, 64, size) == 0 ? p : nil
+        }
+        if bytes <= 1024 { return malloc(bytes) }
+        var p: UnsafeMutableRawPointer? = nil
+        return posix_memalign(&p, 64, bytes) == 0 ? p : nil
+    }
+
+    static func release(_ p: UnsafeMutableRawPointer, bytes: Int) {
+        guard bytes >= minimumBytes else { free(p); return }
+        let size = rounded(bytes)
+        guard size <= capacityBytes else { free(p); return }
+        var evicted: [UnsafeMutableRawPointer] = []
+        pthread_mutex_lock(mutex)
+        freeBySize[size, default: []].append(p)
+        order.append((size, p))
+        heldBytes += size
+        while heldBytes > capacityBytes, !order.isEmpty {
+            let oldest = order.removeFirst()
+            if var list = freeBySize[oldest.size], let i = list.firstIndex(of: oldest.pointer) {
+                list.remove(at: i)
+                freeBySize[oldest.size] = list.isEmpty ? nil : list
+            }
+            heldBytes -= oldest.size
+            evicted.append(oldest.pointer)
+        }
+        pthread_mutex_unlock(mutex)
+        for q in evicted { free(q) }
+    }
+
+    /// Returns every cached buffer to the system (for leak checkers and memory-tight callers).
+    static func drain() {
+        pthread_mutex_lock(mutex)
+        let all = order.map(\.pointer)
+        freeBySize = [:]
+        order = []
+        heldBytes = 0
+        pthread_mutex_unlock(mutex)
+        for p in all { free(p) }
     }
 }

@@ -6,7 +6,8 @@ import Synchronization
 public final class Tensor {
     /// Extents, outermost first; empty for a 0-d scalar.
     public let shape: [Int]
-    let storage: Storage
+    /// A `var` only so backward can test it for uniqueness (in-place accumulation); never reassigned.
+    private(set) var storage: Storage
     /// Whether gradients flow to this tensor: set by the user on leaves, inherited by results.
     /// Atomic: every op on any thread reads it, and a leaf's owner may change it meanwhile.
     public internal(set) var requiresGrad: Bool {
@@ -33,7 +34,7 @@ public final class Tensor {
     /// A tensor of `shape` with uninitialised elements (kernels fill it).
     init(uninitialized shape: [Int], dtype: DType) throws {
         self.shape = shape
-        self.storage = try Storage(dtype: dtype, count: try Shape.count(shape))
+        self.storage = try Storage.make(dtype: dtype, count: try Shape.count(shape))
     }
 
     public var dtype: DType { storage.dtype }
@@ -47,6 +48,9 @@ public final class Tensor {
     func buffer<T: TensorElement>(_ type: T.Type) -> UnsafeMutableBufferPointer<T> {
         storage.buffer(type)
     }
+
+    /// Whether this tensor is the only one holding its values (so they may be overwritten).
+    func storageIsUnique() -> Bool { isKnownUniquelyReferenced(&storage) }
 
     /// Marks a leaf as one whose gradient is wanted; results of operations cannot be changed.
     public func setRequiresGrad(_ flag: Bool) throws {
@@ -76,7 +80,7 @@ extension Tensor {
         guard n == values.count else {
             throw AutogradError.shape("\(values.count) values do not fill shape \(shape) (\(n) elements)")
         }
-        self.init(shape: shape, storage: try Storage(dtype: dtype, count: n))
+        self.init(shape: shape, storage: try Storage.make(dtype: dtype, count: n))
         switch dtype {
         case .float32: let b = buffer(Float.self); for i in 0..<n { b[i] = Float(values[i]) }
         case .float64: let b = buffer(Double.self); for i in 0..<n { b[i] = values[i] }
@@ -90,7 +94,7 @@ extension Tensor {
 
     /// A leaf tensor copied from raw memory holding `Shape.count(shape)` elements of `dtype`.
     public convenience init(copying data: UnsafeRawPointer?, shape: [Int], dtype: DType) throws {
-        let storage = try Storage(dtype: dtype, count: try Shape.count(shape))
+        let storage = try Storage.make(dtype: dtype, count: try Shape.count(shape))
         if storage.count > 0 {
             guard let data, let dst = storage.raw else {
                 throw AutogradError.argument("data is NULL but the shape \(shape) has \(storage.count) elements")

@@ -26,6 +26,16 @@ public func ag_live_handle_count(_ out: UnsafeMutablePointer<Int64>?) -> Int32 {
     guarded("ag_live_handle_count") { try Arg.out(out).pointee = Int64(HandleTable.shared.liveCount) }
 }
 
+@_cdecl("ag_set_num_threads")
+public func ag_set_num_threads(_ n: Int64) -> Int32 {
+    guarded("ag_set_num_threads") { try Parallel.setThreadCount(Int(clamping: n)) }
+}
+
+@_cdecl("ag_num_threads")
+public func ag_num_threads(_ out: UnsafeMutablePointer<Int64>?) -> Int32 {
+    guarded("ag_num_threads") { try Arg.out(out).pointee = Int64(Parallel.threadCount) }
+}
+
 @_cdecl("ag_tensor_from_data")
 public func ag_tensor_from_data(_ out: UnsafeMutablePointer<UInt64>?, _ data: UnsafeRawPointer?,
                                 _ shape: UnsafePointer<Int64>?, _ ndim: Int64, _ dtype: Int32) -> Int32 {

@@ -1553,6 +1553,20 @@ static bool b94(void) { /* accepted: unknown status names, a NULL `previous` for
     return ok;
 }
 
+static bool b95(void) { /* a thread count out of range; the setting before it stays */
+    int64_t before = 0, after = -1;
+    bool ok = OK(ag_num_threads(&before)) && CHECK(before >= 1 && before <= 256);
+    ok &= EXPECT(ag_set_num_threads(0), AG_ERR_ARGUMENT, "the thread count must be between 1 and 256, not 0");
+    ok &= EXPECT(ag_set_num_threads(-5), AG_ERR_ARGUMENT, "the thread count must be between 1 and 256, not -5");
+    ok &= EXPECT(ag_set_num_threads(257), AG_ERR_ARGUMENT, "the thread count must be between 1 and 256, not 257");
+    ok &= EXPECT(ag_set_num_threads(INT64_MIN), AG_ERR_ARGUMENT, "not -9223372036854775808");
+    ok &= EXPECT(ag_num_threads(NULL), AG_ERR_ARGUMENT, "the output pointer 'out' is NULL");
+    ok &= OK(ag_num_threads(&after)) && CHECK(after == before);
+    ok &= OK(ag_set_num_threads(1)) && OK(ag_num_threads(&after)) && CHECK(after == 1);
+    ok &= OK(ag_set_num_threads(before));
+    return ok;
+}
+
 /* ========================================================================================== */
 /* Driver                                                                                     */
 /* ========================================================================================== */
@@ -1576,7 +1590,7 @@ static const entry entries[] = {
     {"B71", b71}, {"B72", b72}, {"B73", b73}, {"B74", b74}, {"B75", b75}, {"B76", b76}, {"B77", b77},
     {"B78", b78}, {"B79", b79}, {"B80", b80}, {"B81", b81}, {"B82", b82}, {"B83", b83}, {"B84", b84},
     {"B85", b85}, {"B86", b86}, {"B87", b87}, {"B88", b88}, {"B89", b89}, {"B90", b90}, {"B91", b91},
-    {"B92", b92}, {"B93", b93}, {"B94", b94},
+    {"B92", b92}, {"B93", b93}, {"B94", b94}, {"B95", b95},
 };
 
 /* After every bad input: a correct gradient. f(x, w) = sum((x @ w + 1)^2) for x (2,3), w (3,2);

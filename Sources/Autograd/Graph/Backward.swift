@@ -18,13 +18,24 @@ enum Backward {
             throw AutogradError.state("the root does not require grad (no input of it requires grad, or it was computed with grad mode off)")
         }
         return try GraphLock.withLock { try GradMode.with(enabled: createGraph) {
-            var pass = Pass(mode: mode, retainGraph: retainGraph || createGraph, createGraph: createGraph)
+            // The outermost pass numbers nodes in their passSlot fields; a pass started inside
+            // it (from a hook) uses a dictionary so as not to disturb them.
+            let outermost = activePasses == 0
+            activePasses += 1
+            var pass = Pass(mode: mode, retainGraph: retainGraph || createGraph, createGraph: createGraph, usesSlots: outermost)
+            defer {
+                activePasses -= 1
+                if outermost { for node in pass.nodes { node.passSlot = -1 } }
+            }
             try pass.collect(roots: roots)
             try pass.seed(roots: roots, seeds: seedTensors)
             try pass.propagate()
             return try pass.finish()
         } }
     }
+
+    /// Backward passes running on the thread holding the graph lock (nested ones come from hooks).
+    nonisolated(unsafe) private static var activePasses = 0
 
     /// The seed checked against the root, or the implicit 1 for a one-element root.
     static func checkedSeed(root: Tensor, seed: Tensor?) throws -> Tensor {
@@ -48,8 +59,9 @@ enum Backward {
         let mode: Mode
         let retainGraph: Bool
         let createGraph: Bool
+        let usesSlots: Bool
         var nodes: [Node] = []
-        var index: [ObjectIdentifier: Int] = [:]
+        private var index: [ObjectIdentifier: Int] = [:]
         var deps: [Int] = []
         var grads: [Tensor?] = []
         /// Nodes whose work reaches a captured tensor (capture mode only; all true otherwise).
@@ -62,7 +74,8 @@ enum Backward {
         var capturedNode: [ObjectIdentifier: [Int]] = [:]
         var captured: [Tensor?] = []
 
-        init(mode: Mode, retainGraph: Bool, createGraph: Bool) {
+        init(mode: Mode, retainGraph: Bool, createGraph: Bool, usesSlots: Bool) {
+            self.usesSlots = usesSlots
             self.mode = mode
             self.retainGraph = retainGraph
             self.createGraph = createGraph
@@ -75,14 +88,26 @@ enum Backward {
             }
         }
 
+        /// The node's number in this pass, if it was collected.
+        @inline(__always)
+        func slot(_ node: Node) -> Int? {
+            if usesSlots { return node.passSlot >= 0 ? node.passSlot : nil }
+            return index[ObjectIdentifier(node)]
+        }
+
+        @inline(__always)
+        mutating func add(_ node: Node) {
+            if usesSlots { node.passSlot = nodes.count } else { index[ObjectIdentifier(node)] = nodes.count }
+            nodes.append(node)
+        }
+
         /// Finds the nodes reachable from the roots and counts the edges into each; fails
         /// before anything runs if part of the graph was already released.
         mutating func collect(roots: [Tensor]) throws {
             var stack: [Node] = []
             for root in roots {
-                guard let fn = root.gradFn, index[ObjectIdentifier(fn)] == nil else { continue }
-                index[ObjectIdentifier(fn)] = nodes.count
-                nodes.append(fn)
+                guard let fn = root.gradFn, slot(fn) == nil else { continue }
+                add(fn)
                 deps.append(0)
                 stack.append(fn)
             }
@@ -90,14 +115,12 @@ enum Backward {
                 if node.isReleased {
                     throw AutogradError.state("the graph through '\(node.name)' was already freed by an earlier backward; pass retain_graph = true to the first backward to run backward through it again")
                 }
-                for edge in node.edges {
-                    guard case .node(let child) = edge else { continue }
-                    let id = ObjectIdentifier(child)
-                    if let i = index[id] {
+                for k in 0..<node.edges.count {
+                    guard case .node(let child) = node.edges[k] else { continue }
+                    if let i = slot(child) {
                         deps[i] += 1
                     } else {
-                        index[id] = nodes.count
-                        nodes.append(child)
+                        add(child)
                         deps.append(1)
                         stack.append(child)
                     }
@@ -118,7 +141,7 @@ enum Backward {
             while let i = ready.popLast() {
                 order.append(i)
                 for edge in nodes[i].edges {
-                    if case .node(let child) = edge, let j = index[ObjectIdentifier(child)] {
+                    if case .node(let child) = edge, let j = slot(child) {
                         remaining[j] -= 1
                         if remaining[j] == 0 { ready.append(j) }
                     }
@@ -131,7 +154,7 @@ enum Backward {
                     switch edge {
                     case .none: break
                     case .leaf(let weak): hit = weak.tensor.map { capturedLeaf[ObjectIdentifier($0)] != nil } ?? false
-                    case .node(let child): hit = index[ObjectIdentifier(child)].map { needed[$0] } ?? false
+                    case .node(let child): hit = slot(child).map { needed[$0] } ?? false
                     }
                 }
                 needed[i] = hit
@@ -140,7 +163,7 @@ enum Backward {
 
         mutating func seed(roots: [Tensor], seeds: [Tensor]) throws {
             for (root, s) in zip(roots, seeds) {
-                if let fn = root.gradFn, let i = index[ObjectIdentifier(fn)] {
+                if let fn = root.gradFn, let i = slot(fn) {
                     grads[i] = try grads[i].map { try $0.adding(s) } ?? s
                 } else {
                     try arriveAtLeaf(root, s)
@@ -150,8 +173,8 @@ enum Backward {
 
         mutating func arriveAtLeaf(_ leaf: Tensor, _ g: Tensor) throws {
             let id = ObjectIdentifier(leaf)
-            if let existing = leafGrads[id] {
-                leafGrads[id] = try existing.adding(g)
+            if leafGrads[id] != nil {
+                try Backward.add(g, into: &leafGrads[id], inPlace: !createGraph)
             } else {
                 if case .capture = mode, capturedLeaf[id] == nil { return }
                 leafGrads[id] = g
@@ -169,7 +192,7 @@ enum Backward {
                 if var g = grads[i], let rule = node.rule {
                     grads[i] = nil
                     for hook in node.hooks { g = try hook.apply(to: g) }
-                    if let targets = capturedNode[ObjectIdentifier(node)] {
+                    if !capturedNode.isEmpty, let targets = capturedNode[ObjectIdentifier(node)] {
                         for k in targets { captured[k] = g }
                     }
                     if needed[i] {
@@ -180,7 +203,8 @@ enum Backward {
                     }
                 }
                 if !retainGraph { node.release() }
-                for (k, edge) in node.edges.enumerated() {
+                for k in 0..<node.edges.count {
+                    let edge = node.edges[k]
                     var gk: Tensor? = nil
                     if k < inputGrads.count, let raw = inputGrads[k] {
                         gk = try raw.reduced(toShape: node.inputShapes[k])
@@ -191,10 +215,10 @@ enum Backward {
                     case .leaf(let weak):
                         if let gk, let leaf = weak.tensor { try arriveAtLeaf(leaf, gk) }
                     case .node(let child):
-                        guard let j = index[ObjectIdentifier(child)] else {
+                        guard let j = slot(child) else {
                             throw AutogradError.internal("backward reached node '\(child.name)' that was not collected")
                         }
-                        if let gk { grads[j] = try grads[j].map { try $0.adding(gk) } ?? gk }
+                        if let gk { try Backward.add(gk, into: &grads[j], inPlace: !createGraph) }
                         deps[j] -= 1
                         if deps[j] == 0 { ready.append(j) }
                     }
@@ -216,6 +240,21 @@ enum Backward {
                 }
             }
             return captured.map { g in g.map { createGraph ? $0 : $0.detach() } }
+        }
+    }
+
+    /// Adds `g` to the gradient collected so far in `sum`: in place when the pass is not recorded
+    /// and nothing else can see the collected tensor or its values, else into a new tensor.
+    @inline(__always)
+    static func add(_ g: Tensor, into sum: inout Tensor?, inPlace: Bool) throws {
+        guard var existing = sum else { sum = g; return }
+        sum = nil
+        if inPlace && existing.storage !== g.storage && existing.dtype == g.dtype && existing.shape == g.shape
+            && isKnownUniquelyReferenced(&existing) && existing.storageIsUnique() {
+            existing.add(inPlace: g)
+            sum = existing
+        } else {
+            sum = try existing.adding(g)
         }
     }
 

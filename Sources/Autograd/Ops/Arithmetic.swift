@@ -110,6 +110,16 @@ extension Tensor {
 // MARK: - Shared forward plumbing for elementwise ops
 
 extension Tensor {
+    /// self += g, elementwise, same shape and dtype; only for tensors nobody else can see.
+    func add(inPlace g: Tensor) {
+        switch dtype {
+        case .float32: Elementwise.zip(buffer(Float.self), [], g.buffer(Float.self), [], into: buffer(Float.self), shape: shape, { $0 + $1 })
+        case .float64: Elementwise.zip(buffer(Double.self), [], g.buffer(Double.self), [], into: buffer(Double.self), shape: shape, { $0 + $1 })
+        }
+    }
+}
+
+extension Tensor {
     /// f applied elementwise to a and b broadcast together (both of one dtype).
     @inline(__always)
     static func zipped(_ a: Tensor, _ b: Tensor, _ op: String,

@@ -5,9 +5,9 @@ extension Tensor {
         if Tensor.shouldRecord(self) {
             // d exp(x) = exp(x). The saved output is detached (no cycle); when the backward
             // pass is itself recorded (create_graph) exp(x) is recomputed differentiably.
-            out.record("exp", inputs: [self], saved: [self, out.detach()]) { g, node in
-                let y = GradMode.isEnabled ? try node.saved(0).exp() : node.saved(1)
-                return [try g.multiplying(y)]
+            out.record("exp", inputs: [self], saved: [self], savesOutput: true) { g, node in
+                if !GradMode.isEnabled { return [try Tensor.zipped(g, node.output(), "exp", { $0 * $1 }, { $0 * $1 })] }
+                return [try g.multiplying(node.saved(0).exp())]
             }
         }
         return out
@@ -28,6 +28,7 @@ extension Tensor {
         let out = try mapped("relu", { $0 > 0 ? $0 : 0 }, { $0 > 0 ? $0 : 0 })
         if Tensor.shouldRecord(self) {
             out.record("relu", inputs: [self], saved: [self]) { g, node in
+                if !GradMode.isEnabled { return [try Tensor.zipped(g, node.saved(0), "relu", { $1 > 0 ? $0 : 0 }, { $1 > 0 ? $0 : 0 })] }
                 let mask = try node.saved(0).mapped("relu_mask", { $0 > 0 ? 1 : 0 }, { $0 > 0 ? 1 : 0 })
                 return [try g.multiplying(mask)]
             }
@@ -43,8 +44,9 @@ extension Tensor {
     public func sqrt() throws -> Tensor {
         let out = try mapped("sqrt", { Float.sqrt($0) }, { Double.sqrt($0) })
         if Tensor.shouldRecord(self) {
-            out.record("sqrt", inputs: [self], saved: [self, out.detach()]) { g, node in
-                let y = GradMode.isEnabled ? try node.saved(0).sqrt() : node.saved(1)
+            out.record("sqrt", inputs: [self], saved: [self], savesOutput: true) { g, node in
+                if !GradMode.isEnabled { return [try Tensor.zipped(g, node.output(), "sqrt", { $0 / (2 * $1) }, { $0 / (2 * $1) })] }
+                let y = try node.saved(0).sqrt()
                 return [try g.dividing(by: y.multiplying(y.constant(2)))]
             }
         }
@@ -56,6 +58,9 @@ extension Tensor {
         let out = try mapped("abs", { Swift.abs($0) }, { Swift.abs($0) })
         if Tensor.shouldRecord(self) {
             out.record("abs", inputs: [self], saved: [self]) { g, node in
+                if !GradMode.isEnabled {
+                    return [try Tensor.zipped(g, node.saved(0), "abs", { $1 > 0 ? $0 : ($1 < 0 ? -$0 : 0) }, { $1 > 0 ? $0 : ($1 < 0 ? -$0 : 0) })]
+                }
                 let sign = try node.saved(0).mapped("sign", { $0 > 0 ? 1 : ($0 < 0 ? -1 : 0) }, { $0 > 0 ? 1 : ($0 < 0 ? -1 : 0) })
                 return [try g.multiplying(sign)]
             }
@@ -83,8 +88,9 @@ extension Tensor {
         let out = try mapped("tanh", { Float.tanh($0) }, { Double.tanh($0) })
         if Tensor.shouldRecord(self) {
             // d tanh = 1 - tanh²
-            out.record("tanh", inputs: [self], saved: [self, out.detach()]) { g, node in
-                let y = GradMode.isEnabled ? try node.saved(0).tanh() : node.saved(1)
+            out.record("tanh", inputs: [self], saved: [self], savesOutput: true) { g, node in
+                if !GradMode.isEnabled { return [try Tensor.zipped(g, node.output(), "tanh", { $0 * (1 - $1 * $1) }, { $0 * (1 - $1 * $1) })] }
+                let y = try node.saved(0).tanh()
                 return [try g.multiplying(y.constant(1).subtracting(y.multiplying(y)))]
             }
         }
@@ -96,8 +102,9 @@ extension Tensor {
         let out = try mapped("sigmoid", Tensor.stableSigmoid, Tensor.stableSigmoid)
         if Tensor.shouldRecord(self) {
             // d sigmoid = s (1 - s)
-            out.record("sigmoid", inputs: [self], saved: [self, out.detach()]) { g, node in
-                let s = GradMode.isEnabled ? try node.saved(0).sigmoid() : node.saved(1)
+            out.record("sigmoid", inputs: [self], saved: [self], savesOutput: true) { g, node in
+                if !GradMode.isEnabled { return [try Tensor.zipped(g, node.output(), "sigmoid", { $0 * $1 * (1 - $1) }, { $0 * $1 * (1 - $1) })] }
+                let s = try node.saved(0).sigmoid()
                 return [try g.multiplying(s.multiplying(s.constant(1).subtracting(s)))]
             }
         }
@@ -117,6 +124,9 @@ extension Tensor {
         let out = try mapped("leaky_relu", { $0 > 0 ? $0 : $0 * s32 }, { $0 > 0 ? $0 : $0 * negativeSlope })
         if Tensor.shouldRecord(self) {
             out.record("leaky_relu", inputs: [self], saved: [self]) { g, node in
+                if !GradMode.isEnabled {
+                    return [try Tensor.zipped(g, node.saved(0), "leaky_relu", { $1 > 0 ? $0 : $0 * s32 }, { $1 > 0 ? $0 : $0 * negativeSlope })]
+                }
                 let slope = try node.saved(0).mapped("leaky_relu_slope", { $0 > 0 ? 1 : s32 }, { $0 > 0 ? 1 : negativeSlope })
                 return [try g.multiplying(slope)]
             }

@@ -1,0 +1,155 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import COpenBLAS
+import Synchronization
+
+/// Splits large kernels over a small pool of worker threads. Work is cut into chunks whose
+/// boundaries depend on the problem size only, never on the thread count, so results are
+/// bit-identical whatever the number of threads.
+public enum Parallel {
+    /// Below this many elements a kernel runs on the calling thread: waking workers costs
+    /// microseconds, more than the work itself.
+    static let minimumParallelCount = 1 << 16
+
+    private static let requested = Atomic<Int>(Parallel.defaultThreadCount())
+
+    /// The number of threads kernels may use (the caller included); also applied to OpenBLAS.
+    public static var threadCount: Int {
+        get { requested.load(ordering: .relaxed) }
+    }
+
+    /// Sets the thread count (1...256) for kernels and for OpenBLAS.
+    public static func setThreadCount(_ n: Int) throws {
+        guard n >= 1 && n <= 256 else {
+            throw AutogradError.argument("the thread count must be between 1 and 256, not \(n)")
+        }
+        requested.store(n, ordering: .relaxed)
+        openblas_set_num_threads(Int32(n))
+    }
+
+    /// AG_NUM_THREADS when set to a valid number, else the online CPUs (at most 8).
+    private static func defaultThreadCount() -> Int {
+        if let s = getenv("AG_NUM_THREADS"), let n = Int(String(cString: s)), n >= 1 && n <= 256 { return n }
+        let cpus = sysconf(Int32(_SC_NPROCESSORS_ONLN))
+        return Swift.max(1, Swift.min(8, cpus))
+    }
+
+    /// Runs `body` over `0..<count` cut into chunks of `chunk` elements (the last may be
+    /// shorter), on up to `threadCount` threads. Small counts run inline.
+    @inline(__always)
+    static func forChunks(count: Int, chunk: Int = 1 << 15, _ body: (Range<Int>) -> Void) {
+        let threads = threadCount
+        if threads == 1 || count < minimumParallelCount {
+            body(0..<count)
+            return
+        }
+        let chunks = (count + chunk - 1) / chunk
+        withoutActuallyEscaping(body) { body in
+            WorkerPool.shared.run(chunks: chunks, threads: threads) { c in
+                let start = c * chunk
+                body(start..<Swift.min(count, start + chunk))
+            }
+        }
+    }
+}
+
+/// Persistent worker threads that take chunk indices from a shared counter. One job runs at a
+/// time; a caller that finds the pool busy (another thread's job, or a kernel inside a kernel)
+/// runs its chunks itself.
+final class WorkerPool: @unchecked Sendable {
+    static let shared = WorkerPool()
+
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    private let wake = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+    private let done = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+    private let busy = Atomic<Bool>(false)
+    private let nextChunk = Atomic<Int>(0)
+    // Guarded by mutex.
+    private var job: ((Int) -> Void)? = nil
+    private var chunkCount = 0
+    private var generation = 0
+    /// How many workers may still join the current job, and how many are inside it.
+    private var openSeats = 0
+    private var running = 0
+    private var workers = 0
+
+    private init() {
+        pthread_mutex_init(mutex, nil)
+        pthread_cond_init(wake, nil)
+        pthread_cond_init(done, nil)
+    }
+
+    func run(chunks: Int, threads: Int, _ job: (Int) -> Void) {
+        guard busy.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged else {
+            for c in 0..<chunks { job(c) }
+            return
+        }
+        defer { busy.store(false, ordering: .releasing) }
+        withoutActuallyEscaping(job) { job in
+            let helpers = Swift.min(threads, chunks) - 1
+            pthread_mutex_lock(mutex)
+            startWorkers(upTo: helpers)
+            self.job = job
+            chunkCount = chunks
+            nextChunk.store(0, ordering: .relaxed)
+            openSeats = helpers
+            generation &+= 1
+            pthread_cond_broadcast(wake)
+            pthread_mutex_unlock(mutex)
+
+            work(job, chunks: chunks)
+
+            // Workers that joined finish their chunks; late ones find no job and go back to sleep.
+            pthread_mutex_lock(mutex)
+            while running > 0 { pthread_cond_wait(done, mutex) }
+            self.job = nil
+            openSeats = 0
+            pthread_mutex_unlock(mutex)
+        }
+    }
+
+    /// Takes chunks until none is left.
+    private func work(_ job: (Int) -> Void, chunks: Int) {
+        while true {
+            let c = nextChunk.add(1, ordering: .relaxed).oldValue
+            if c >= chunks { return }
+            job(c)
+        }
+    }
+
+    /// Starts threads until there are `n` workers (called with the mutex held). A thread that
+    /// cannot be started only means less parallelism.
+    private func startWorkers(upTo n: Int) {
+        while workers < n {
+            var thread = pthread_t()
+            let started = pthread_create(&thread, nil, { arg in
+                Unmanaged<WorkerPool>.fromOpaque(arg!).takeUnretainedValue().workerLoop()
+                return nil
+            }, Unmanaged.passUnretained(self).toOpaque())
+            guard started == 0 else { return }
+            pthread_detach(thread)
+            workers += 1
+        }
+    }
+
+    private func workerLoop() {
+        var seen = 0
+        pthread_mutex_lock(mutex)
+        while true {
+            while generation == seen { pthread_cond_wait(wake, mutex) }
+            seen = generation
+            guard let job, openSeats > 0 else { continue }
+            openSeats -= 1
+            running += 1
+            let chunks = chunkCount
+            pthread_mutex_unlock(mutex)
+            work(job, chunks: chunks)
+            pthread_mutex_lock(mutex)
+            running -= 1
+            if running == 0 { pthread_cond_signal(done) }
+        }
+    }
+}
