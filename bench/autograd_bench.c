@@ -10,10 +10,6 @@
 #include "autograd.h"
 #include "bench_common.h"
 
-/* ag_set_num_threads is new in the engine; declared weak here so this file also builds (with a
- * warning at run time) against a library that predates it. */
-ag_status ag_set_num_threads(int64_t n) __attribute__((weak));
-
 static const char *PEER = "autograd";
 
 /* Every API call goes through CK: on failure report where and why, then exit(1). */
@@ -338,11 +334,13 @@ int main(int argc, char **argv) {
     const char *bench;
     int threads, reps;
     bench_parse_args(argc, argv, &bench, &threads, &reps);
-    if (ag_set_num_threads) {
-        CK(ag_set_num_threads(threads));
-    } else {
-        fprintf(stderr, "autograd_bench: WARNING: this libautograd has no ag_set_num_threads; "
-                        "relying on OMP_NUM_THREADS/OPENBLAS_NUM_THREADS only\n");
+    CK(ag_set_num_threads(threads));
+    int64_t actual;
+    CK(ag_num_threads(&actual));
+    if (actual != threads) {
+        fprintf(stderr, "autograd_bench: asked for %d threads, ag_num_threads says %lld\n", threads,
+                (long long)actual);
+        return 1;
     }
     if (strcmp(bench, "B1") == 0) bench_b1(threads, reps);
     else if (strcmp(bench, "B2") == 0) bench_b2(threads, reps);

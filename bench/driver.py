@@ -4,7 +4,8 @@
 
 For each benchmark, each thread count (1, 2) and each peer it starts the peer's program as
 `prog BENCH THREADS REPS`, with OMP_NUM_THREADS / OPENBLAS_NUM_THREADS / MKL_NUM_THREADS set to
-THREADS, and reads its "RESULT {json}" lines. B6 is run in a fresh process per repetition.
+THREADS (and AG_NUM_THREADS, Autograd's own), and reads its "RESULT {json}" lines. B6 is run
+in a fresh process per repetition.
 micrograd is single-threaded and runs once (as threads = 1). Progress is printed as results
 arrive; afterwards the agreement checks (B1 gradients and the values of B2, B3, B6) run.
 
@@ -60,9 +61,10 @@ def run_peer(bench, peer, threads, reps, failures):
     """Runs one peer program; returns its parsed RESULT lines (an empty list on failure)."""
     cmd = PEERS[peer] + [bench, str(threads), str(reps)]
     env = dict(os.environ)
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "AG_NUM_THREADS"):
         env[var] = str(threads)
     results = []
+    load = os.getloadavg()[0]  # kept with each result: a busy machine distorts the timings
     try:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
     except OSError as e:
@@ -73,6 +75,7 @@ def run_peer(bench, peer, threads, reps, failures):
         for line in proc.stdout:
             if line.startswith("RESULT "):
                 r = json.loads(line[len("RESULT "):])
+                r["load_before"] = load
                 results.append(r)
             else:
                 print(f"  [{peer}] {line.rstrip()}", flush=True)
