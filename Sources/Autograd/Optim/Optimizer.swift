@@ -13,6 +13,8 @@ public class Optimizer {
         set { GraphLock.withLock { rate = newValue } }
     }
     private var rate: Double
+    /// The learning rate, read inside a step (which already holds the graph lock).
+    var rateInStep: Double { rate }
     /// Steps taken so far.
     public private(set) var steps = 0
 
@@ -68,7 +70,10 @@ public class Optimizer {
         if slots[k].isEmpty && count > 0 { slots[k] = [Double](repeating: 0, count: count) }
     }
 
-    func update<T: TensorElement>(_ k: Int, _ p: UnsafeMutableBufferPointer<T>, _ g: UnsafeMutableBufferPointer<T>) {}
+    // One override per dtype (a generic override would run unspecialised: a dynamic cast per
+    // element); subclasses forward both to one @inline(__always) generic body.
+    func update(_ k: Int, _ p: UnsafeMutableBufferPointer<Float>, _ g: UnsafeMutableBufferPointer<Float>) {}
+    func update(_ k: Int, _ p: UnsafeMutableBufferPointer<Double>, _ g: UnsafeMutableBufferPointer<Double>) {}
 }
 
 /// Stochastic gradient descent with momentum, Nesterov momentum and L2 weight decay
@@ -90,8 +95,12 @@ public final class SGD: Optimizer {
         try super.init(parameters: parameters, learningRate: learningRate)
     }
 
-    override func update<T: TensorElement>(_ k: Int, _ p: UnsafeMutableBufferPointer<T>, _ g: UnsafeMutableBufferPointer<T>) {
-        let lr = learningRate
+    override func update(_ k: Int, _ p: UnsafeMutableBufferPointer<Float>, _ g: UnsafeMutableBufferPointer<Float>) { apply(k, p, g) }
+    override func update(_ k: Int, _ p: UnsafeMutableBufferPointer<Double>, _ g: UnsafeMutableBufferPointer<Double>) { apply(k, p, g) }
+
+    @inline(__always)
+    private func apply<T: TensorElement>(_ k: Int, _ p: UnsafeMutableBufferPointer<T>, _ g: UnsafeMutableBufferPointer<T>) {
+        let lr = rateInStep
         if momentum == 0 {
             for i in 0..<p.count {
                 let d = Double(g[i]) + weightDecay * Double(p[i])
@@ -101,11 +110,13 @@ public final class SGD: Optimizer {
         }
         let first = buffers.count <= k || buffers[k].isEmpty
         state(&buffers, k, count: p.count)
-        for i in 0..<p.count {
-            let d = Double(g[i]) + weightDecay * Double(p[i])
-            let b = first ? d : momentum * buffers[k][i] + d
-            buffers[k][i] = b
-            p[i] = T(Double(p[i]) - lr * (nesterov ? d + momentum * b : b))
+        buffers[k].withUnsafeMutableBufferPointer { buf in
+            for i in 0..<p.count {
+                let d = Double(g[i]) + weightDecay * Double(p[i])
+                let b = first ? d : momentum * buf[i] + d
+                buf[i] = b
+                p[i] = T(Double(p[i]) - lr * (nesterov ? d + momentum * b : b))
+            }
         }
     }
 }
@@ -146,22 +157,31 @@ public final class Adam: Optimizer {
                  weightDecay: weightDecay, decoupledWeightDecay: true)
     }
 
-    override func update<T: TensorElement>(_ k: Int, _ p: UnsafeMutableBufferPointer<T>, _ g: UnsafeMutableBufferPointer<T>) {
+    override func update(_ k: Int, _ p: UnsafeMutableBufferPointer<Float>, _ g: UnsafeMutableBufferPointer<Float>) { apply(k, p, g) }
+    override func update(_ k: Int, _ p: UnsafeMutableBufferPointer<Double>, _ g: UnsafeMutableBufferPointer<Double>) { apply(k, p, g) }
+
+    @inline(__always)
+    private func apply<T: TensorElement>(_ k: Int, _ p: UnsafeMutableBufferPointer<T>, _ g: UnsafeMutableBufferPointer<T>) {
         state(&m, k, count: p.count)
         state(&v, k, count: p.count)
         paramSteps[k] += 1
         let t = Double(paramSteps[k])
-        let lr = learningRate
+        let lr = rateInStep
         let c1 = 1 - pow(beta1, t), c2 = 1 - pow(beta2, t)
-        for i in 0..<p.count {
-            var x = Double(p[i])
-            var d = Double(g[i])
-            if decoupledWeightDecay { x *= 1 - lr * weightDecay } else { d += weightDecay * x }
-            m[k][i] = beta1 * m[k][i] + (1 - beta1) * d
-            v[k][i] = beta2 * v[k][i] + (1 - beta2) * d * d
-            let mHat = m[k][i] / c1, vHat = v[k][i] / c2
-            x -= lr * mHat / (vHat.squareRoot() + epsilon)
-            p[i] = T(x)
+        let (b1, b2, eps, wd, decoupled) = (beta1, beta2, epsilon, weightDecay, decoupledWeightDecay)
+        m[k].withUnsafeMutableBufferPointer { m in
+            v[k].withUnsafeMutableBufferPointer { v in
+                for i in 0..<p.count {
+                    var x = Double(p[i])
+                    var d = Double(g[i])
+                    if decoupled { x *= 1 - lr * wd } else { d += wd * x }
+                    m[i] = b1 * m[i] + (1 - b1) * d
+                    v[i] = b2 * v[i] + (1 - b2) * d * d
+                    let mHat = m[i] / c1, vHat = v[i] / c2
+                    x -= lr * mHat / (vHat.squareRoot() + eps)
+                    p[i] = T(x)
+                }
+            }
         }
     }
 }
