@@ -23,6 +23,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -56,15 +57,58 @@ REPS_QUICK = {"B1": 3, "B2": 3, "B3": 3, "B4": 3, "B5": 3, "B6": 1}
 
 PEER_TIMEOUT_S = 600
 
+# Quiet-machine guard. Other processes' CPU use is measured during every peer run and stored
+# with its results; before each run the driver waits (up to QUIET_WAIT_S, QUIET_BUDGET_S in all)
+# until other processes use less than QUIET_CORES cores.
+QUIET_CORES = 0.25
+QUIET_WAIT_S = 60
+QUIET_BUDGET_S = 300
+_quiet_budget = [QUIET_BUDGET_S]
 
-def run_peer(bench, peer, threads, reps, failures):
-    """Runs one peer program; returns its parsed RESULT lines (an empty list on failure)."""
+
+def busy_cpu_seconds():
+    """CPU seconds spent busy by the whole machine so far (all cores), from /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq = fields[:7]
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds():
+    t = os.times()
+    return t.children_user + t.children_system
+
+
+def wait_for_quiet():
+    """Waits until other processes use < QUIET_CORES cores (half-second samples), within budget."""
+    waited = 0.0
+    while _quiet_budget[0] > 0 and waited < QUIET_WAIT_S:
+        b0 = busy_cpu_seconds()
+        time.sleep(0.5)
+        cores = (busy_cpu_seconds() - b0) / 0.5
+        if cores < QUIET_CORES:
+            break
+        if waited == 0:
+            print(f"  waiting for a quiet machine: other processes use {cores:.2f} cores", flush=True)
+        waited += 0.5
+        _quiet_budget[0] -= 0.5
+    else:
+        if waited:
+            print(f"  WARNING: still busy after {waited:.0f} s of waiting; measuring anyway", flush=True)
+
+
+def run_peer(bench, peer, threads, reps, failures, quiet_wait=True):
+    """Runs one peer program; returns its parsed RESULT lines (an empty list on failure).
+    Each result gets `other_cpu_cores`: the average number of cores other processes kept busy
+    while it ran (0 on a quiet machine)."""
     cmd = PEERS[peer] + [bench, str(threads), str(reps)]
     env = dict(os.environ)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "AG_NUM_THREADS"):
         env[var] = str(threads)
     results = []
-    load = os.getloadavg()[0]  # kept with each result: a busy machine distorts the timings
+    if quiet_wait:
+        wait_for_quiet()
+    busy0, child0, wall0 = busy_cpu_seconds(), children_cpu_seconds(), time.monotonic()
     try:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
     except OSError as e:
@@ -74,15 +118,19 @@ def run_peer(bench, peer, threads, reps, failures):
     try:
         for line in proc.stdout:
             if line.startswith("RESULT "):
-                r = json.loads(line[len("RESULT "):])
-                r["load_before"] = load
-                results.append(r)
+                results.append(json.loads(line[len("RESULT "):]))
             else:
                 print(f"  [{peer}] {line.rstrip()}", flush=True)
         rc = proc.wait(timeout=PEER_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         proc.kill()
         rc = "timeout"
+    wall = max(time.monotonic() - wall0, 1e-9)
+    other = max(0.0, (busy_cpu_seconds() - busy0) - (children_cpu_seconds() - child0)) / wall
+    for r in results:
+        r["other_cpu_cores"] = round(other, 3)
+    if other >= QUIET_CORES:
+        print(f"  WARNING: other processes used {other:.2f} cores during this run", flush=True)
     if rc != 0 or not results:
         why = f"exit status {rc}" if rc != 0 else "no RESULT line"
         failures.append({"bench": bench, "peer": peer, "threads": threads, "error": why,
@@ -105,27 +153,28 @@ def record(store, r):
           f"median {fmt(r['median']):>9} {r['metric']:<12} [{spread}]", flush=True)
 
 
-def run_benchmark(bench, reps, store, failures):
+def run_benchmark(bench, reps, store, failures, quiet_wait):
     for threads in THREADS:
         for peer in BENCH_PEERS[bench]:
             if peer in SINGLE_THREADED and threads != THREADS[0]:
                 continue  # single-threaded peers run once
             print(f"{bench} {peer} threads={threads} reps={reps}", flush=True)
             if bench != "B6":
-                for r in run_peer(bench, peer, threads, reps, failures):
+                for r in run_peer(bench, peer, threads, reps, failures, quiet_wait):
                     record(store, r)
                 continue
             # B6: a fresh process per repetition; samples of each case are gathered.
             merged = {}
             for _ in range(reps):
-                out = run_peer(bench, peer, threads, 1, failures)
+                out = run_peer(bench, peer, threads, 1, failures, quiet_wait)
                 if not out:
                     merged = {}
                     break
                 for r in out:
-                    m = merged.setdefault(r["case"], dict(r, samples=[], infos=[]))
+                    m = merged.setdefault(r["case"], dict(r, samples=[], infos=[], other_cpu_cores=0))
                     m["samples"] += r["samples"]
                     m["infos"].append(r["info"])
+                    m["other_cpu_cores"] = max(m["other_cpu_cores"], r["other_cpu_cores"])
             for m in merged.values():
                 m["info"] = m.pop("infos")[-1]
                 record(store, m)
@@ -221,6 +270,8 @@ def machine_and_versions():
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer repetitions (development only)")
+    ap.add_argument("--no-wait", action="store_true",
+                    help="do not wait for other processes to go quiet before each run")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "latest.json"))
     ap.add_argument("benchmarks", nargs="*", metavar="BENCH", help="B1..B6 (default: all)")
     args = ap.parse_args()
@@ -230,24 +281,20 @@ def main():
         sys.exit(f"driver: unknown benchmark(s) {unknown}; choose from {list(BENCH_PEERS)}")
     reps_table = REPS_QUICK if args.quick else REPS_FULL
 
-    load = os.getloadavg()[0]
-    if load > 0.5:
-        print(f"WARNING: the 1-minute load average is {load:.2f}: other work on this machine "
-              "will disturb the measurements", flush=True)
     started = datetime.datetime.now().astimezone()
     meta = {"date": started.isoformat(timespec="seconds"),
             "command": "bash bench/run.sh" + (" --quick" if args.quick else "")
                        + "".join(" " + b for b in args.benchmarks),
             "quick": args.quick, "benchmarks": benches, "threads": THREADS,
-            "repetitions": {b: reps_table[b] for b in benches}, "load_average_at_start": load}
+            "repetitions": {b: reps_table[b] for b in benches}}
     meta.update(machine_and_versions())
 
     store, failures = [], []
     for bench in benches:
-        run_benchmark(bench, reps_table[bench], store, failures)
+        run_benchmark(bench, reps_table[bench], store, failures, not args.no_wait)
     checks = check_agreement(store)
     meta["seconds"] = round((datetime.datetime.now().astimezone() - started).total_seconds(), 1)
-    meta["load_average_at_end"] = os.getloadavg()[0]
+    meta["quiet_cores_limit"] = QUIET_CORES
 
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     tmp = args.out + ".tmp"
