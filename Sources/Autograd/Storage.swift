@@ -4,13 +4,12 @@ import Glibc
 import Darwin
 #endif
 
-/// What a storage object knows about its elements.
+/// What a storage object knows about its elements. The elements follow it in the object, or,
+/// for a separately allocated buffer, the first tail word holds the buffer's address.
 struct StorageHeader {
-    let dtype: DType
     let count: Int
-    let raw: UnsafeMutableRawPointer?
-    /// Bytes of a separately allocated buffer (0 when the elements sit inside the object).
-    let externalBytes: Int
+    let dtype: DType
+    let isExternal: Bool
 }
 
 /// A contiguous buffer of elements. Small buffers (scalars, short vectors) live inside the
@@ -28,34 +27,41 @@ final class Storage: ManagedBuffer<StorageHeader, UInt64> {
         }
         if bytes <= inlineBytes {
             let words = (bytes + 7) / 8
-            let object = Storage.create(minimumCapacity: words) { buffer in
-                StorageHeader(dtype: dtype, count: count,
-                              raw: count == 0 ? nil : UnsafeMutableRawPointer(buffer.withUnsafeMutablePointerToElements { $0 }),
-                              externalBytes: 0)
+            let object = Storage.create(minimumCapacity: Swift.max(words, 1)) { _ in
+                StorageHeader(count: count, dtype: dtype, isExternal: false)
             }
             return unsafeDowncast(object, to: Storage.self)
         }
         guard let p = BufferCache.allocate(bytes: bytes) else {
             throw AutogradError.outOfMemory("cannot allocate \(bytes) bytes for \(count) elements of \(dtype)")
         }
-        let object = Storage.create(minimumCapacity: 0) { _ in
-            StorageHeader(dtype: dtype, count: count, raw: p, externalBytes: bytes)
+        let object = Storage.create(minimumCapacity: 1) { buffer in
+            buffer.withUnsafeMutablePointerToElements { $0.pointee = UInt64(UInt(bitPattern: p)) }
+            return StorageHeader(count: count, dtype: dtype, isExternal: true)
         }
         return unsafeDowncast(object, to: Storage.self)
     }
 
     deinit {
         let h = header
-        if h.externalBytes > 0, let raw = h.raw { BufferCache.release(raw, bytes: h.externalBytes) }
+        if h.isExternal, let raw { BufferCache.release(raw, bytes: h.count * h.dtype.size) }
     }
 
     @inline(__always) var dtype: DType { header.dtype }
     @inline(__always) var count: Int { header.count }
-    @inline(__always) var raw: UnsafeMutableRawPointer? { header.raw }
+
+    /// The first element (nil when there are none).
+    @inline(__always) var raw: UnsafeMutableRawPointer? {
+        let h = header
+        if h.count == 0 { return nil }
+        return withUnsafeMutablePointerToElements { tail in
+            h.isExternal ? UnsafeMutableRawPointer(bitPattern: UInt(tail.pointee)) : UnsafeMutableRawPointer(tail)
+        }
+    }
 
     @inline(__always)
     func buffer<T: TensorElement>(_: T.Type) -> UnsafeMutableBufferPointer<T> {
-        UnsafeMutableBufferPointer(start: header.raw?.assumingMemoryBound(to: T.self), count: header.count)
+        UnsafeMutableBufferPointer(start: raw?.assumingMemoryBound(to: T.self), count: header.count)
     }
 }
 

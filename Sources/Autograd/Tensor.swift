@@ -11,20 +11,51 @@ public final class Tensor {
     /// Whether gradients flow to this tensor: set by the user on leaves, inherited by results.
     /// Atomic: every op on any thread reads it, and a leaf's owner may change it meanwhile.
     public internal(set) var requiresGrad: Bool {
-        get { requiresGradFlag.load(ordering: .relaxed) }
-        set { requiresGradFlag.store(newValue, ordering: .relaxed) }
+        get { requiresGradFlag.load(ordering: .acquiring) }
+        set { requiresGradFlag.store(newValue, ordering: .releasing) }
     }
     private let requiresGradFlag = Atomic<Bool>(false)
     /// The gradient accumulated by `backward` (leaves only); nil until the first backward.
     public internal(set) var grad: Tensor? {
-        get { GraphLock.withLock { _grad } }
-        set { GraphLock.withLock { _grad = newValue } }
+        get { GraphLock.withLock { leafState?.grad } }
+        set { GraphLock.withLock { lockedLeafState().grad = newValue } }
     }
-    private var _grad: Tensor?
     /// The node that produced this tensor; nil for leaves and for results recorded in no graph.
     var gradFn: Node?
-    /// Hooks on a leaf's gradient (a non-leaf's hooks live on its node).
-    var hooks: [GradHook] = []
+    /// What only leaves need (gradient, hooks, anchor), apart so results stay small. Made
+    /// under the graph lock and never replaced.
+    private var leafState: LeafState?
+
+    /// Hooks on a leaf's gradient (a non-leaf's hooks live on its node); under the graph lock.
+    var hooks: [GradHook] {
+        get { leafState?.hooks ?? [] }
+        set { lockedLeafState().hooks = newValue }
+    }
+
+    /// How graphs refer to this tensor as a leaf. Made when the leaf starts requiring grad,
+    /// before the flag is published (release/acquire), so ops on other threads that see the
+    /// flag see the anchor; never replaced afterwards.
+    var anchor: LeafAnchor {
+        if let a = leafState?.anchor { return a }
+        return GraphLock.withLock { lockedAnchor() }
+    }
+
+    /// The leaf state, made if missing (call under the graph lock).
+    private func lockedLeafState() -> LeafState {
+        if let s = leafState { return s }
+        let s = LeafState()
+        leafState = s
+        return s
+    }
+
+    /// The anchor, made if missing (call under the graph lock).
+    private func lockedAnchor() -> LeafAnchor {
+        let state = lockedLeafState()
+        if let a = state.anchor { return a }
+        let a = LeafAnchor(self)
+        state.anchor = a
+        return a
+    }
 
     init(shape: [Int], storage: Storage) {
         self.shape = shape
@@ -58,6 +89,7 @@ public final class Tensor {
             guard isLeaf else {
                 throw AutogradError.state("requires_grad can only be changed on leaf tensors, not on the result of an operation (detach it first)")
             }
+            if flag { _ = lockedAnchor() }
             requiresGrad = flag
         }
     }
@@ -171,4 +203,11 @@ extension Tensor: CustomStringConvertible {
     public var description: String {
         "Tensor(shape: \(shape), dtype: \(dtype)\(requiresGrad ? ", requiresGrad" : ""), values: \(count <= 16 ? "\(values)" : "[\(count) values]"))"
     }
+}
+
+/// The parts of a tensor that only leaves use.
+final class LeafState {
+    var grad: Tensor?
+    var hooks: [GradHook] = []
+    var anchor: LeafAnchor?
 }

@@ -62,9 +62,9 @@ enum Backward {
         let usesSlots: Bool
         var nodes: [Node] = []
         private var index: [ObjectIdentifier: Int] = [:]
-        var deps: [Int] = []
+        var deps: [Int32] = []
         var grads: [Tensor?] = []
-        /// Nodes whose work reaches a captured tensor (capture mode only; all true otherwise).
+        /// Nodes whose work reaches a captured tensor (capture mode only; empty, meaning all, otherwise).
         var needed: [Bool] = []
         /// Gradients that reached leaves in this pass, summed, in order of first arrival.
         var leafOrder: [Tensor] = []
@@ -91,13 +91,13 @@ enum Backward {
         /// The node's number in this pass, if it was collected.
         @inline(__always)
         func slot(_ node: Node) -> Int? {
-            if usesSlots { return node.passSlot >= 0 ? node.passSlot : nil }
+            if usesSlots { return node.passSlot >= 0 ? Int(node.passSlot) : nil }
             return index[ObjectIdentifier(node)]
         }
 
         @inline(__always)
         mutating func add(_ node: Node) {
-            if usesSlots { node.passSlot = nodes.count } else { index[ObjectIdentifier(node)] = nodes.count }
+            if usesSlots { node.passSlot = Int32(truncatingIfNeeded: nodes.count) } else { index[ObjectIdentifier(node)] = nodes.count }
             nodes.append(node)
         }
 
@@ -115,8 +115,8 @@ enum Backward {
                 if node.isReleased {
                     throw AutogradError.state("the graph through '\(node.name)' was already freed by an earlier backward; pass retain_graph = true to the first backward to run backward through it again")
                 }
-                for k in 0..<node.edges.count {
-                    guard case .node(let child) = node.edges[k] else { continue }
+                for k in 0..<node.inputCount {
+                    guard case .node(let child) = node.edge(k) else { continue }
                     if let i = slot(child) {
                         deps[i] += 1
                     } else {
@@ -127,8 +127,10 @@ enum Backward {
                 }
             }
             grads = [Tensor?](repeating: nil, count: nodes.count)
-            needed = [Bool](repeating: true, count: nodes.count)
-            if case .capture = mode { markNeeded() }
+            if case .capture = mode {
+                needed = [Bool](repeating: true, count: nodes.count)
+                markNeeded()
+            }
         }
 
         /// Capture mode: a node is needed if it is captured or leads to a needed node or a
@@ -140,8 +142,8 @@ enum Backward {
             var ready = remaining.indices.filter { remaining[$0] == 0 }
             while let i = ready.popLast() {
                 order.append(i)
-                for edge in nodes[i].edges {
-                    if case .node(let child) = edge, let j = slot(child) {
+                for k in 0..<nodes[i].inputCount {
+                    if case .node(let child) = nodes[i].edge(k), let j = slot(child) {
                         remaining[j] -= 1
                         if remaining[j] == 0 { ready.append(j) }
                     }
@@ -150,10 +152,10 @@ enum Backward {
             for i in order.reversed() {
                 let node = nodes[i]
                 var hit = capturedNode[ObjectIdentifier(node)] != nil
-                for edge in node.edges where !hit {
-                    switch edge {
+                for k in 0..<node.inputCount where !hit {
+                    switch node.edge(k) {
                     case .none: break
-                    case .leaf(let weak): hit = weak.tensor.map { capturedLeaf[ObjectIdentifier($0)] != nil } ?? false
+                    case .leaf(let anchor): hit = anchor.tensor.map { capturedLeaf[ObjectIdentifier($0)] != nil } ?? false
                     case .node(let child): hit = slot(child).map { needed[$0] } ?? false
                     }
                 }
@@ -191,29 +193,29 @@ enum Backward {
                 var inputGrads: [Tensor?] = []
                 if var g = grads[i], let rule = node.rule {
                     grads[i] = nil
-                    for hook in node.hooks { g = try hook.apply(to: g) }
+                    if node.hasHooks { for hook in node.hooks { g = try hook.apply(to: g) } }
                     if !capturedNode.isEmpty, let targets = capturedNode[ObjectIdentifier(node)] {
                         for k in targets { captured[k] = g }
                     }
-                    if needed[i] {
+                    if needed.isEmpty || needed[i] {
                         inputGrads = try rule(g, node)
-                        guard inputGrads.count == node.edges.count else {
-                            throw AutogradError.internal("the rule of '\(node.name)' returned \(inputGrads.count) gradients for \(node.edges.count) inputs")
+                        guard inputGrads.count == node.inputCount else {
+                            throw AutogradError.internal("the rule of '\(node.name)' returned \(inputGrads.count) gradients for \(node.inputCount) inputs")
                         }
                     }
                 }
                 if !retainGraph { node.release() }
-                for k in 0..<node.edges.count {
-                    let edge = node.edges[k]
+                for k in 0..<node.inputCount {
+                    let edge = node.edge(k)
                     var gk: Tensor? = nil
                     if k < inputGrads.count, let raw = inputGrads[k] {
-                        gk = try raw.reduced(toShape: node.inputShapes[k])
+                        gk = try raw.reduced(toShape: node.inputShape(k))
                     }
                     switch edge {
                     case .none:
                         break
-                    case .leaf(let weak):
-                        if let gk, let leaf = weak.tensor { try arriveAtLeaf(leaf, gk) }
+                    case .leaf(let anchor):
+                        if let gk, let leaf = anchor.tensor { try arriveAtLeaf(leaf, gk) }
                     case .node(let child):
                         guard let j = slot(child) else {
                             throw AutogradError.internal("backward reached node '\(child.name)' that was not collected")

@@ -23,15 +23,16 @@ extension Tensor {
             let me = ids[ObjectIdentifier(node)]!
             let released = node.isReleased ? "\\n(released)" : ""
             lines.append("  n\(me) [shape=ellipse, style=filled, fillcolor=\"#fdebd0\", label=\"\(node.name)\\n\(describe(node.shape, node.dtype))\(released)\"];")
-            for (k, edge) in node.edges.enumerated() {
+            for k in 0..<node.inputCount {
+                let edge = node.edge(k)
                 switch edge {
                 case .none:
-                    lines.append("  c\(constants) [shape=box, style=dashed, label=\"constant\\n\(node.inputShapes[k])\"];")
+                    lines.append("  c\(constants) [shape=box, style=dashed, label=\"constant\\n\(node.inputShape(k))\"];")
                     lines.append("  c\(constants) -> n\(me);")
                     constants += 1
-                case .leaf(let weak):
-                    guard let t = weak.tensor else {
-                        lines.append("  c\(constants) [shape=box, style=dotted, label=\"freed leaf\\n\(node.inputShapes[k])\"];")
+                case .leaf(let anchor):
+                    guard let t = anchor.tensor else {
+                        lines.append("  c\(constants) [shape=box, style=dotted, label=\"freed leaf\\n\(node.inputShape(k))\"];")
                         lines.append("  c\(constants) -> n\(me);")
                         constants += 1
                         continue

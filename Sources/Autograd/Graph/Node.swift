@@ -13,122 +13,167 @@ enum Edge {
     /// A leaf that requires grad: its gradient accumulates into its `.grad`. Held weakly: a
     /// leaf's `.grad` computed with create_graph refers back into the graph, and a strong
     /// reference here would make a cycle. A leaf nobody holds can receive no gradient anyway.
-    case leaf(WeakTensor)
+    case leaf(LeafAnchor)
     /// The result of another recorded operation: its gradient flows on into that node.
     case node(Node)
 }
 
-struct WeakTensor {
+/// Stands for a leaf in the graphs that use it: holds the leaf weakly, so one weak reference
+/// per leaf serves every edge and saved copy (each an ordinary strong reference to this).
+/// It also keeps the leaf's values (a leaf's storage is fixed for its life), so a graph that
+/// saved the leaf can still use them after the leaf itself is gone.
+final class LeafAnchor {
     weak var tensor: Tensor?
+    let storage: Storage
+    let shape: [Int]
+    init(_ tensor: Tensor) {
+        self.tensor = tensor
+        storage = tensor.storage
+        shape = tensor.shape
+    }
 }
 
 /// A tensor saved for backward. Results of operations are held strongly; leaves weakly with
 /// their values kept (see Edge.leaf): unpacked, a live leaf is itself (so create_graph sees it),
 /// a freed one a constant with the same values.
-enum SavedTensor {
+enum SavedTensor: SmallListElement {
+    /// A result, or a constant (a leaf that does not require grad): held as it is.
     case result(Tensor)
-    case leaf(WeakTensor, Storage, [Int])
-    case constant(Storage, [Int])
+    /// A leaf that requires grad, through its anchor: the leaf while it lives, its values after.
+    case leaf(LeafAnchor)
+    /// The node's own output values (see Node.output()): storage only, as the output tensor
+    /// itself would make a tensor -> node -> tensor cycle.
+    case output(Storage)
+    case empty
 
-    /// Results are kept as they are; leaves that require grad weakly; other leaves (constants)
-    /// by their values only.
+    static var placeholder: SavedTensor { .empty }
+
     init(_ t: Tensor) {
-        if t.gradFn != nil { self = .result(t) }
-        else if t.requiresGrad { self = .leaf(WeakTensor(tensor: t), t.storage, t.shape) }
-        else { self = .constant(t.storage, t.shape) }
+        if t.gradFn == nil && t.requiresGrad { self = .leaf(t.anchor) }
+        else { self = .result(t) }
     }
 
     var tensor: Tensor {
         switch self {
         case .result(let t): return t
-        case .leaf(let weak, let storage, let shape): return weak.tensor ?? Tensor(shape: shape, storage: storage)
-        case .constant(let storage, let shape): return Tensor(shape: shape, storage: storage)
+        case .leaf(let anchor): return anchor.tensor ?? Tensor(shape: anchor.shape, storage: anchor.storage)
+        case .output, .empty: fatalError("unreachable: a saved-tensor slot without a tensor was read")
         }
     }
 }
 
-/// One recorded operation of the graph (PyTorch's grad_fn).
+
+/// An operation's name: a pointer to the static, NUL-terminated text of a string literal
+/// (one word, where StaticString takes three).
+struct OpName: CustomStringConvertible {
+    let utf8: UnsafePointer<UInt8>
+    init(_ s: StaticString) { utf8 = s.utf8Start }
+    var description: String { String(cString: utf8) }
+}
+
+/// One input of a recorded operation: where its gradient goes, and its shape (the gradient is
+/// summed back to it where the input was broadcast).
+struct NodeInput: SmallListElement {
+    var edge: Edge
+    let shape: [Int]
+    static var placeholder: NodeInput { NodeInput(edge: .none, shape: []) }
+}
+
+/// One recorded operation of the graph (PyTorch's grad_fn). Kept small: a long graph is
+/// mostly nodes.
 final class Node {
-    let name: StaticString
-    /// Shape and dtype of the output, for checking seeds and incoming gradients.
+    let name: OpName
+    /// Shape and dtype of the output.
     let shape: [Int]
     let dtype: DType
-    /// One edge per input, in the order the rule returns gradients.
-    var edges: SmallList<Edge>
-    /// Shapes of the inputs: the gradient of each is summed back to its shape (broadcasting).
-    let inputShapes: SmallList<[Int]>
+    /// Whether hooks were registered on the output (they live in NodeHooks).
+    var hasHooks = false
+    /// The node's position in the backward pass that is running (see Backward.Pass).
+    var passSlot: Int32 = -1
+    /// The inputs, in the order the rule returns gradients.
+    var inputs: SmallList<NodeInput>
+    /// Tensors saved at forward time, then the output's values when the rule uses them.
     var savedTensors: SmallList<SavedTensor>
-    /// The output's values, when the rule uses them (tanh, exp, ...): kept as storage, not as
-    /// the output tensor, which would make a tensor -> node -> tensor cycle.
-    var savedOutput: Storage?
     /// nil once the graph has been released by a backward pass without retain_graph.
     var rule: BackwardRule?
-    /// Hooks registered on the output tensor, run on its gradient before the rule.
-    var hooks: [GradHook] = []
-    /// The node's position in the backward pass that is running (see Backward.Pass).
-    var passSlot = -1
 
     @inline(__always)
     init(name: StaticString, output: Tensor, inputs: [Tensor], saved: [Tensor], savesOutput: Bool, rule: @escaping BackwardRule) {
-        self.name = name
+        self.name = OpName(name)
         self.shape = output.shape
         self.dtype = output.dtype
-        var edges = SmallList<Edge>()
-        var shapes = SmallList<[Int]>()
+        var list = SmallList<NodeInput>()
         for t in inputs {
-            if let fn = t.gradFn { edges.append(.node(fn)) }
-            else { edges.append(t.requiresGrad ? .leaf(WeakTensor(tensor: t)) : .none) }
-            shapes.append(t.shape)
+            let edge: Edge
+            if let fn = t.gradFn { edge = .node(fn) } else { edge = t.requiresGrad ? .leaf(t.anchor) : .none }
+            list.append(NodeInput(edge: edge, shape: t.shape))
         }
-        self.edges = edges
-        self.inputShapes = shapes
+        self.inputs = list
         var kept = SmallList<SavedTensor>()
         for t in saved { kept.append(SavedTensor(t)) }
+        if savesOutput { kept.append(.output(output.storage)) }
         self.savedTensors = kept
-        self.savedOutput = savesOutput ? output.storage : nil
         self.rule = rule
     }
 
     var isReleased: Bool { rule == nil }
+
+    @inline(__always) var inputCount: Int { inputs.count }
+    @inline(__always) func edge(_ k: Int) -> Edge { inputs[k].edge }
+    @inline(__always) func inputShape(_ k: Int) -> [Int] { inputs[k].shape }
 
     /// The k-th tensor saved at forward time.
     @inline(__always)
     func saved(_ k: Int) -> Tensor { savedTensors[k].tensor }
 
     /// The output's values as a constant (for rules recorded with savesOutput).
-    func output() -> Tensor { Tensor(shape: shape, storage: savedOutput!) }
+    func output() -> Tensor {
+        guard savedTensors.count > 0, case .output(let storage) = savedTensors[savedTensors.count - 1] else {
+            fatalError("unreachable: the rule of '\(name)' reads an output it did not save")
+        }
+        return Tensor(shape: shape, storage: storage)
+    }
 
     /// Whether input `k` wants a gradient (rules skip the work for the others).
     @inline(__always)
     func needsGrad(_ k: Int) -> Bool {
-        if case .none = edges[k] { return false }
+        if case .none = inputs[k].edge { return false }
         return true
+    }
+
+    /// Hooks registered on the output tensor, run on its gradient before the rule.
+    var hooks: [GradHook] {
+        get { hasHooks ? NodeHooks.table[ObjectIdentifier(self)] ?? [] : [] }
+        set {
+            NodeHooks.table[ObjectIdentifier(self)] = newValue.isEmpty ? nil : newValue
+            hasHooks = !newValue.isEmpty
+        }
     }
 
     /// Drops the saved tensors and the rule once backward no longer needs them.
     func release() {
         rule = nil
         savedTensors = SmallList()
-        savedOutput = nil
     }
 
     /// Tears the graph above this node down with an explicit work list instead of recursive
     /// deinits, so that dropping a chain of a million nodes cannot overflow the stack.
     deinit {
+        if hasHooks { GraphLock.withLock { NodeHooks.table[ObjectIdentifier(self)] = nil } }
         var work: [Node] = []
-        Node.detachChildren(edges: &edges, saved: &savedTensors, into: &work)
+        Node.detachChildren(inputs: &inputs, saved: &savedTensors, into: &work)
         while var node = work.popLast() {
             if isKnownUniquelyReferenced(&node) {
-                Node.detachChildren(edges: &node.edges, saved: &node.savedTensors, into: &work)
+                Node.detachChildren(inputs: &node.inputs, saved: &node.savedTensors, into: &work)
             }
         }
     }
 
-    private static func detachChildren(edges: inout SmallList<Edge>, saved: inout SmallList<SavedTensor>, into work: inout [Node]) {
-        for k in 0..<edges.count {
-            if case .node(let n) = edges[k] { work.append(n) }
+    private static func detachChildren(inputs: inout SmallList<NodeInput>, saved: inout SmallList<SavedTensor>, into work: inout [Node]) {
+        for k in 0..<inputs.count {
+            if case .node(let n) = inputs[k].edge { work.append(n) }
         }
-        edges = SmallList()
+        inputs = SmallList()
         while let s = saved.popLast() {
             guard case .result(var t) = s else { continue }
             if isKnownUniquelyReferenced(&t), let fn = t.gradFn {
@@ -166,9 +211,19 @@ extension Tensor {
 
 /// A list that keeps its first two elements inline: most nodes have one or two inputs and save
 /// one or two tensors, and a separate array for each would be an allocation per node.
-struct SmallList<Element>: RandomAccessCollection, MutableCollection {
-    private var first: Element?
-    private var second: Element?
+/// Hooks on non-leaf tensors, by node: rare, so kept out of every node (guarded by GraphLock).
+enum NodeHooks {
+    nonisolated(unsafe) static var table: [ObjectIdentifier: [GradHook]] = [:]
+}
+
+/// What an empty slot of a SmallList holds.
+protocol SmallListElement {
+    static var placeholder: Self { get }
+}
+
+struct SmallList<Element: SmallListElement>: RandomAccessCollection, MutableCollection {
+    private var first = Element.placeholder
+    private var second = Element.placeholder
     private var rest: [Element] = []
     private(set) var count = 0
 
@@ -180,8 +235,8 @@ struct SmallList<Element>: RandomAccessCollection, MutableCollection {
     subscript(i: Int) -> Element {
         @inline(__always) get {
             switch i {
-            case 0: return first!
-            case 1: return second!
+            case 0: return first
+            case 1: return second
             default: return rest[i - 2]
             }
         }
@@ -208,8 +263,8 @@ struct SmallList<Element>: RandomAccessCollection, MutableCollection {
         guard count > 0 else { return nil }
         count -= 1
         switch count {
-        case 0: defer { first = nil }; return first
-        case 1: defer { second = nil }; return second
+        case 0: defer { first = .placeholder }; return first
+        case 1: defer { second = .placeholder }; return second
         default: return rest.popLast()
         }
     }

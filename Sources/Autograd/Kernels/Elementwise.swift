@@ -4,7 +4,9 @@ enum Elementwise {
     @inline(__always)
     static func map<T: TensorElement>(_ x: UnsafeMutableBufferPointer<T>, into out: UnsafeMutableBufferPointer<T>, _ f: (T) -> T) {
         guard let xs = x.baseAddress, let os = out.baseAddress else { return }
-        for i in 0..<out.count { os[i] = f(xs[i]) }
+        Parallel.forChunks(count: out.count) { r in
+            for i in r { os[i] = f(xs[i]) }
+        }
     }
 
     /// out = f(a, b) over the broadcast shape `outShape`; `aStrides`/`bStrides` are the
@@ -18,17 +20,24 @@ enum Elementwise {
         let n = out.count
         // Fast paths: same shape, or one side a single element.
         if a.count == n && b.count == n {
-            for i in 0..<n { op[i] = f(ap[i], bp[i]) }
+            if n == 1 { op[0] = f(ap[0], bp[0]); return }
+            Parallel.forChunks(count: n) { r in
+                for i in r { op[i] = f(ap[i], bp[i]) }
+            }
             return
         }
         if b.count == 1 && a.count == n {
             let s = bp[0]
-            for i in 0..<n { op[i] = f(ap[i], s) }
+            Parallel.forChunks(count: n) { r in
+                for i in r { op[i] = f(ap[i], s) }
+            }
             return
         }
         if a.count == 1 && b.count == n {
             let s = ap[0]
-            for i in 0..<n { op[i] = f(s, bp[i]) }
+            Parallel.forChunks(count: n) { r in
+                for i in r { op[i] = f(s, bp[i]) }
+            }
             return
         }
         // General case: walk the outer axes with a counter, run the innermost axis as a loop.

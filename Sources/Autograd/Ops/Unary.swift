@@ -1,7 +1,18 @@
+import CKernels
+
 /// exp, log, relu: forward kernels and derivative rules side by side.
 extension Tensor {
     public func exp() throws -> Tensor {
-        let out = try mapped("exp", { Float.exp($0) }, { Double.exp($0) })
+        let out: Tensor
+        if dtype == .float32 {
+            out = try Tensor(uninitialized: shape, dtype: .float32)
+            let x = buffer(Float.self), o = out.buffer(Float.self)
+            if let xs = x.baseAddress, let os = o.baseAddress {
+                Parallel.forChunks(count: count) { r in agk_exp_f32(xs + r.lowerBound, os + r.lowerBound, Int64(r.count)) }
+            }
+        } else {
+            out = try mapped("exp", { Float.exp($0) }, { Double.exp($0) })
+        }
         if Tensor.shouldRecord(self) {
             // d exp(x) = exp(x). The saved output is detached (no cycle); when the backward
             // pass is itself recorded (create_graph) exp(x) is recomputed differentiably.
@@ -27,9 +38,11 @@ extension Tensor {
     public func relu() throws -> Tensor {
         let out = try mapped("relu", { $0 > 0 ? $0 : 0 }, { $0 > 0 ? $0 : 0 })
         if Tensor.shouldRecord(self) {
-            out.record("relu", inputs: [self], saved: [self]) { g, node in
-                if !GradMode.isEnabled { return [try Tensor.zipped(g, node.saved(0), "relu", { $1 > 0 ? $0 : 0 }, { $1 > 0 ? $0 : 0 })] }
-                let mask = try node.saved(0).mapped("relu_mask", { $0 > 0 ? 1 : 0 }, { $0 > 0 ? 1 : 0 })
+            // relu(x) > 0 exactly where x > 0, so the output (kept anyway by the next op, often)
+            // serves as the mask and the input need not be saved.
+            out.record("relu", inputs: [self], savesOutput: true) { g, node in
+                if !GradMode.isEnabled { return [try Tensor.zipped(g, node.output(), "relu", { $1 > 0 ? $0 : 0 }, { $1 > 0 ? $0 : 0 })] }
+                let mask = try node.output().mapped("relu_mask", { $0 > 0 ? 1 : 0 }, { $0 > 0 ? 1 : 0 })
                 return [try g.multiplying(mask)]
             }
         }
