@@ -18,7 +18,7 @@ let package = Package(
         // Hot kernels in C, built per instruction set and chosen at load time.
         .target(
             name: "CKernels",
-            cSettings: [.unsafeFlags(["-O3", "-fno-math-errno"])]
+            cSettings: [.unsafeFlags(["-O3", "-fno-math-errno", "-gdwarf-4"])]
         ),
         .target(
             name: "Autograd",

@@ -65,12 +65,12 @@ final class Storage: ManagedBuffer<StorageHeader, UInt64> {
     }
 }
 
-/// Large buffers (1 MiB and up) freed by tensors are kept for reuse instead of being returned to
+/// Large buffers (128 KiB and up) freed by tensors are kept for reuse instead of being returned to
 /// the system: a fresh large allocation is fresh pages, and faulting them in costs more than
 /// an elementwise kernel writing them. Buffers are reused for the same size (in 4 KiB pages);
 /// at most `capacityBytes` are kept, the oldest released first.
 enum BufferCache {
-    static let minimumBytes = 1 << 20
+    static let minimumBytes = 1 << 17
     private static let pageBytes = 4096
 
     /// A quarter of physical memory, at most 1 GiB.

@@ -25,7 +25,10 @@ enum Backward {
             var pass = Pass(mode: mode, retainGraph: retainGraph || createGraph, createGraph: createGraph, usesSlots: outermost)
             defer {
                 activePasses -= 1
-                if outermost { for node in pass.nodes { node.passSlot = -1 } }
+                if outermost {
+                    for node in pass.nodes { node.passSlot = -1 }
+                    for leaf in pass.leafOrder { leaf.anchor.passSlot = -1 }
+                }
             }
             try pass.collect(roots: roots)
             try pass.seed(roots: roots, seeds: seedTensors)
@@ -68,7 +71,10 @@ enum Backward {
         var needed: [Bool] = []
         /// Gradients that reached leaves in this pass, summed, in order of first arrival.
         var leafOrder: [Tensor] = []
-        var leafGrads: [ObjectIdentifier: Tensor] = [:]
+        var leafGrads: [Tensor?] = []
+        /// Where each leaf's gradient is in leafGrads: the anchor's passSlot, or this dictionary
+        /// in a nested pass.
+        private var leafIndex: [ObjectIdentifier: Int] = [:]
         /// Capture mode: where each captured tensor's gradient goes.
         var capturedLeaf: [ObjectIdentifier: [Int]] = [:]
         var capturedNode: [ObjectIdentifier: [Int]] = [:]
@@ -174,12 +180,14 @@ enum Backward {
         }
 
         mutating func arriveAtLeaf(_ leaf: Tensor, _ g: Tensor) throws {
-            let id = ObjectIdentifier(leaf)
-            if leafGrads[id] != nil {
-                try Backward.add(g, into: &leafGrads[id], inPlace: !createGraph)
+            let anchor = leaf.anchor
+            let known = usesSlots ? (anchor.passSlot >= 0 ? Int(anchor.passSlot) : nil) : leafIndex[ObjectIdentifier(leaf)]
+            if let i = known {
+                try Backward.add(g, into: &leafGrads[i], inPlace: !createGraph)
             } else {
-                if case .capture = mode, capturedLeaf[id] == nil { return }
-                leafGrads[id] = g
+                if case .capture = mode, capturedLeaf[ObjectIdentifier(leaf)] == nil { return }
+                if usesSlots { anchor.passSlot = Int32(truncatingIfNeeded: leafOrder.count) } else { leafIndex[ObjectIdentifier(leaf)] = leafOrder.count }
+                leafGrads.append(g)
                 leafOrder.append(leaf)
             }
         }
@@ -190,7 +198,7 @@ enum Backward {
                 let node = nodes[i]
                 // A node none of whose consumers produced a gradient (or that leads to nothing
                 // captured) still passes on its dependency counts, so nodes below it run.
-                var inputGrads: [Tensor?] = []
+                var inputGrads = InputGradients()
                 if var g = grads[i], let rule = node.rule {
                     grads[i] = nil
                     if node.hasHooks { for hook in node.hooks { g = try hook.apply(to: g) } }
@@ -230,9 +238,10 @@ enum Backward {
 
         /// Runs leaf hooks, then accumulates into `.grad` or hands the captured gradients back.
         mutating func finish() throws -> [Tensor?] {
-            for leaf in leafOrder {
+            for (i, leaf) in leafOrder.enumerated() {
                 let id = ObjectIdentifier(leaf)
-                guard var g = leafGrads[id] else { continue }
+                guard var g = leafGrads[i] else { continue }
+                leafGrads[i] = nil
                 for hook in leaf.hooks { g = try hook.apply(to: g) }
                 switch mode {
                 case .accumulate:

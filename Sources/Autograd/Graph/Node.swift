@@ -4,7 +4,40 @@
 /// Rules are written with differentiable tensor ops, so running them with grad mode on
 /// (create_graph) records the backward pass itself. Rules must not capture tensors: tensors go
 /// in `saved`, so the graph can be released and torn down without recursion.
-typealias BackwardRule = (_ grad: Tensor, _ node: Node) throws -> [Tensor?]
+typealias BackwardRule = (_ grad: Tensor, _ node: Node) throws -> InputGradients
+
+/// What a rule returns: one gradient (or nil) per input. Written as an array literal; the
+/// first two live inline, so the common rule allocates no array.
+struct InputGradients: ExpressibleByArrayLiteral {
+    private var first: Tensor?
+    private var second: Tensor?
+    private var rest: [Tensor?] = []
+    private(set) var count = 0
+
+    init() {}
+
+    @inline(__always)
+    init(arrayLiteral elements: Tensor?...) {
+        self.init(elements)
+    }
+
+    @inline(__always)
+    init(_ elements: [Tensor?]) {
+        count = elements.count
+        if count > 0 { first = elements[0] }
+        if count > 1 { second = elements[1] }
+        if count > 2 { rest = Array(elements[2...]) }
+    }
+
+    @inline(__always)
+    subscript(k: Int) -> Tensor? {
+        switch k {
+        case 0: return first
+        case 1: return second
+        default: return rest[k - 2]
+        }
+    }
+}
 
 /// Where the gradient for one input of a node goes.
 enum Edge {
@@ -26,6 +59,8 @@ final class LeafAnchor {
     weak var tensor: Tensor?
     let storage: Storage
     let shape: [Int]
+    /// The leaf's position in the backward pass that is running (see Backward.Pass).
+    var passSlot: Int32 = -1
     init(_ tensor: Tensor) {
         self.tensor = tensor
         storage = tensor.storage
@@ -116,6 +151,32 @@ final class Node {
         self.rule = rule
     }
 
+    /// The same for one or two inputs, without building arrays (the per-op fast path).
+    @inline(__always)
+    init(name: StaticString, output: Tensor, _ a: Tensor, _ b: Tensor?, savesInputs: Bool, savesOutput: Bool, rule: @escaping BackwardRule) {
+        self.name = OpName(name)
+        self.shape = output.shape
+        self.dtype = output.dtype
+        var list = SmallList<NodeInput>()
+        list.append(NodeInput(edge: Node.edge(to: a), shape: a.shape))
+        if let b { list.append(NodeInput(edge: Node.edge(to: b), shape: b.shape)) }
+        self.inputs = list
+        var kept = SmallList<SavedTensor>()
+        if savesInputs {
+            kept.append(SavedTensor(a))
+            if let b { kept.append(SavedTensor(b)) }
+        }
+        if savesOutput { kept.append(.output(output.storage)) }
+        self.savedTensors = kept
+        self.rule = rule
+    }
+
+    @inline(__always)
+    static func edge(to t: Tensor) -> Edge {
+        if let fn = t.gradFn { return .node(fn) }
+        return t.requiresGrad ? .leaf(t.anchor) : .none
+    }
+
     var isReleased: Bool { rule == nil }
 
     @inline(__always) var inputCount: Int { inputs.count }
@@ -127,11 +188,14 @@ final class Node {
     func saved(_ k: Int) -> Tensor { savedTensors[k].tensor }
 
     /// The output's values as a constant (for rules recorded with savesOutput).
-    func output() -> Tensor {
+    func output() -> Tensor { Tensor(shape: shape, storage: outputValues) }
+
+    /// The output's values (for rules recorded with savesOutput).
+    var outputValues: Storage {
         guard savedTensors.count > 0, case .output(let storage) = savedTensors[savedTensors.count - 1] else {
             fatalError("unreachable: the rule of '\(name)' reads an output it did not save")
         }
-        return Tensor(shape: shape, storage: storage)
+        return storage
     }
 
     /// Whether input `k` wants a gradient (rules skip the work for the others).
@@ -205,6 +269,20 @@ extension Tensor {
     @inline(__always)
     func record(_ name: StaticString, inputs: [Tensor], saved: [Tensor] = [], savesOutput: Bool = false, rule: @escaping BackwardRule) {
         gradFn = Node(name: name, output: self, inputs: inputs, saved: saved, savesOutput: savesOutput, rule: rule)
+        requiresGrad = true
+    }
+
+    /// Records this tensor as the output of a unary operation on `a`.
+    @inline(__always)
+    func record(_ name: StaticString, _ a: Tensor, savesInput: Bool = false, savesOutput: Bool = false, rule: @escaping BackwardRule) {
+        gradFn = Node(name: name, output: self, a, nil, savesInputs: savesInput, savesOutput: savesOutput, rule: rule)
+        requiresGrad = true
+    }
+
+    /// Records this tensor as the output of a binary operation on `a` and `b`.
+    @inline(__always)
+    func record(_ name: StaticString, _ a: Tensor, _ b: Tensor, savesInputs: Bool = false, rule: @escaping BackwardRule) {
+        gradFn = Node(name: name, output: self, a, b, savesInputs: savesInputs, savesOutput: false, rule: rule)
         requiresGrad = true
     }
 }

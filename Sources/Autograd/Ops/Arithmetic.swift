@@ -4,7 +4,7 @@ extension Tensor {
     public func adding(_ other: Tensor) throws -> Tensor {
         let out = try Tensor.zipped(self, other, "add", { $0 + $1 }, { $0 + $1 })
         if Tensor.shouldRecord(self, other) {
-            out.record("add", inputs: [self, other]) { g, _ in [g, g] }
+            out.record("add", self, other) { g, _ in [g, g] }
         }
         return out
     }
@@ -12,7 +12,7 @@ extension Tensor {
     public func subtracting(_ other: Tensor) throws -> Tensor {
         let out = try Tensor.zipped(self, other, "sub", { $0 - $1 }, { $0 - $1 })
         if Tensor.shouldRecord(self, other) {
-            out.record("sub", inputs: [self, other]) { g, node in
+            out.record("sub", self, other) { g, node in
                 [g, node.needsGrad(1) ? try g.negated() : nil]
             }
         }
@@ -22,7 +22,7 @@ extension Tensor {
     public func multiplying(_ other: Tensor) throws -> Tensor {
         let out = try Tensor.zipped(self, other, "mul", { $0 * $1 }, { $0 * $1 })
         if Tensor.shouldRecord(self, other) {
-            out.record("mul", inputs: [self, other], saved: [self, other]) { g, node in
+            out.record("mul", self, other, savesInputs: true) { g, node in
                 let a = node.saved(0), b = node.saved(1)
                 return [node.needsGrad(0) ? try g.multiplying(b) : nil,
                         node.needsGrad(1) ? try g.multiplying(a) : nil]
@@ -35,7 +35,7 @@ extension Tensor {
         let out = try Tensor.zipped(self, other, "div", { $0 / $1 }, { $0 / $1 })
         if Tensor.shouldRecord(self, other) {
             // d(a/b)/da = 1/b;  d(a/b)/db = -a/b^2
-            out.record("div", inputs: [self, other], saved: [self, other]) { g, node in
+            out.record("div", self, other, savesInputs: true) { g, node in
                 let a = node.saved(0), b = node.saved(1)
                 let ga = try g.dividing(by: b)
                 return [node.needsGrad(0) ? ga : nil,
@@ -49,7 +49,7 @@ extension Tensor {
     public func pow(_ exponent: Tensor) throws -> Tensor {
         let out = try Tensor.zipped(self, exponent, "pow", { Float.pow($0, $1) }, { Double.pow($0, $1) })
         if Tensor.shouldRecord(self, exponent) {
-            out.record("pow", inputs: [self, exponent], saved: [self, exponent]) { g, node in
+            out.record("pow", self, exponent, savesInputs: true) { g, node in
                 let a = node.saved(0), b = node.saved(1)
                 var ga: Tensor? = nil, gb: Tensor? = nil
                 if node.needsGrad(0) {
@@ -72,7 +72,7 @@ extension Tensor {
     public func maximum(_ other: Tensor) throws -> Tensor {
         let out = try Tensor.zipped(self, other, "maximum", { $0.isNaN || $0 > $1 ? $0 : $1 }, { $0.isNaN || $0 > $1 ? $0 : $1 })
         if Tensor.shouldRecord(self, other) {
-            out.record("maximum", inputs: [self, other], saved: [self, other]) { g, node in
+            out.record("maximum", self, other, savesInputs: true) { g, node in
                 try Tensor.splitExtremum(g, node, winsA: { a, b in try a.gt(b) })
             }
         }
@@ -83,7 +83,7 @@ extension Tensor {
     public func minimum(_ other: Tensor) throws -> Tensor {
         let out = try Tensor.zipped(self, other, "minimum", { $0.isNaN || $0 < $1 ? $0 : $1 }, { $0.isNaN || $0 < $1 ? $0 : $1 })
         if Tensor.shouldRecord(self, other) {
-            out.record("minimum", inputs: [self, other], saved: [self, other]) { g, node in
+            out.record("minimum", self, other, savesInputs: true) { g, node in
                 try Tensor.splitExtremum(g, node, winsA: { a, b in try a.lt(b) })
             }
         }
@@ -91,7 +91,7 @@ extension Tensor {
     }
 
     /// The gradients of maximum/minimum: to a where a wins, to b where b wins, half each on ties.
-    private static func splitExtremum(_ g: Tensor, _ node: Node, winsA: (Tensor, Tensor) throws -> Tensor) throws -> [Tensor?] {
+    private static func splitExtremum(_ g: Tensor, _ node: Node, winsA: (Tensor, Tensor) throws -> Tensor) throws -> InputGradients {
         let a = node.saved(0), b = node.saved(1)
         let shareA = try withNoGrad { try winsA(a, b).adding(a.eq(b).multiplying(a.constant(0.5))) }
         return [node.needsGrad(0) ? try g.multiplying(shareA) : nil,
@@ -101,7 +101,7 @@ extension Tensor {
     public func negated() throws -> Tensor {
         let out = try mapped("neg", { -$0 }, { -$0 })
         if Tensor.shouldRecord(self) {
-            out.record("neg", inputs: [self]) { g, _ in [try g.negated()] }
+            out.record("neg", self) { g, _ in [try g.negated()] }
         }
         return out
     }
@@ -138,6 +138,21 @@ extension Tensor {
         switch a.dtype {
         case .float32: Elementwise.zip(a.buffer(Float.self), sa, b.buffer(Float.self), sb, into: out.buffer(Float.self), shape: shape, f32)
         case .float64: Elementwise.zip(a.buffer(Double.self), sa, b.buffer(Double.self), sb, into: out.buffer(Double.self), shape: shape, f64)
+        }
+        return out
+    }
+
+    /// f(g[i], v[i]) for a gradient and values of the same size (a saved output): the one-kernel
+    /// form of a unary rule, used when the backward pass is not recorded.
+    @inline(__always)
+    static func gradient(_ g: Tensor, _ v: Storage, _ f32: (Float, Float) -> Float, _ f64: (Double, Double) -> Double) throws -> Tensor {
+        guard g.dtype == v.dtype && g.count == v.count else {
+            throw AutogradError.internal("a gradient of \(g.dtype) \(g.shape) met saved values of \(v.dtype) x \(v.count)")
+        }
+        let out = try Tensor(uninitialized: g.shape, dtype: g.dtype)
+        switch g.dtype {
+        case .float32: Elementwise.zip(g.buffer(Float.self), [], v.buffer(Float.self), [], into: out.buffer(Float.self), shape: g.shape, f32)
+        case .float64: Elementwise.zip(g.buffer(Double.self), [], v.buffer(Double.self), [], into: out.buffer(Double.self), shape: g.shape, f64)
         }
         return out
     }

@@ -41,7 +41,7 @@ extension Tensor {
             let out = try Tensor(uninitialized: newShape, dtype: dtype)
             if Tensor.shouldRecord(self) {
                 let inputShape = shape, dt = dtype
-                out.record("slice", inputs: [self]) { _, _ in [try Tensor.zeros(inputShape, dtype: dt)] }
+                out.record("slice", self) { _, _ in [try Tensor.zeros(inputShape, dtype: dt)] }
             }
             return out
         }
@@ -59,7 +59,7 @@ extension Tensor {
         case .float64: Indexing.select(buffer(Double.self), outer: outer, extent: extent, inner: inner, indices: idx, into: out.buffer(Double.self))
         }
         if Tensor.shouldRecord(self) {
-            out.record(name, inputs: [self]) { g, _ in [try g.indexAdding(axis: axis, idx, extent: extent)] }
+            out.record(name, self) { g, _ in [try g.indexAdding(axis: axis, idx, extent: extent)] }
         }
         return out
     }
@@ -76,7 +76,7 @@ extension Tensor {
         case .float64: Indexing.add(buffer(Double.self), outer: outer, extent: extent, inner: inner, indices: idx, into: out.buffer(Double.self))
         }
         if Tensor.shouldRecord(self) {
-            out.record("index_add", inputs: [self]) { g, _ in [try g.selecting(axis: axis, idx, "index_select")] }
+            out.record("index_add", self) { g, _ in [try g.selecting(axis: axis, idx, "index_select")] }
         }
         return out
     }
@@ -118,10 +118,10 @@ extension Tensor {
             let extents = tensors.map { $0.shape[axis] }
             out.record("concat", inputs: tensors) { g, node in
                 var start = 0
-                return try extents.enumerated().map { k, m in
+                return InputGradients(try extents.enumerated().map { k, m in
                     defer { start += m }
                     return node.needsGrad(k) ? try g.selecting(axis: axis, Array(start..<start + m), "slice") : nil
-                }
+                })
             }
         }
         return out
@@ -168,7 +168,7 @@ extension Tensor {
         }
         if Tensor.shouldRecord(self) {
             let inputShape = shape
-            out.record("gather", inputs: [self]) { g, _ in
+            out.record("gather", self) { g, _ in
                 [try g.scatterAdding(axis: axis, index: index, into: inputShape)]
             }
         }
@@ -189,7 +189,7 @@ extension Tensor {
             Indexing.forEachGather(indexShape: indexShape, index: index, shape: target, axis: axis) { p, off in o[off] += g[p] }
         }
         if Tensor.shouldRecord(self) {
-            out.record("scatter_add", inputs: [self]) { g, _ in [try g.gathering(axis: axis, index: index, indexShape: indexShape)] }
+            out.record("scatter_add", self) { g, _ in [try g.gathering(axis: axis, index: index, indexShape: indexShape)] }
         }
         return out
     }

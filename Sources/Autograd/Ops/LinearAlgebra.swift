@@ -72,7 +72,7 @@ extension Tensor {
         if shouldRecord(a, b) {
             // C = op(A) op(B):  d op(A) = G op(B)ᵀ,  d op(B) = op(A)ᵀ G, transposed back when
             // the operand itself was used transposed.
-            out.record("matmul", inputs: [a, b], saved: [a, b]) { g, node in
+            out.record("matmul", a, b, savesInputs: true) { g, node in
                 let a = node.saved(0), b = node.saved(1)
                 var ga: Tensor? = nil, gb: Tensor? = nil
                 if node.needsGrad(0) {
@@ -117,8 +117,45 @@ extension Tensor {
             throw AutogradError.shape("linear: bias has shape \(bias.shape), want [\(weight.shape[0])]")
         }
         let x2 = try reshaped([Array(shape.dropLast()).reduce(1, *), shape[rank - 1]])
-        var y = try Tensor.gemm(x2, transA: false, weight, transB: true).reshaped(Array(shape.dropLast()) + [weight.shape[0]])
-        if let bias { y = try y.adding(bias) }
-        return y
+        let y = try bias.map { try Tensor.affine(x2, weight, $0) } ?? Tensor.gemm(x2, transA: false, weight, transB: true)
+        return try y.reshaped(Array(shape.dropLast()) + [weight.shape[0]])
+    }
+
+    /// x @ wᵀ + b for x (n, in), w (out, in), b (out) in one BLAS call (C starts as b in every
+    /// row, and the product is added to it): PyTorch's addmm, the forward of linear.
+    static func affine(_ x: Tensor, _ w: Tensor, _ b: Tensor) throws -> Tensor {
+        guard b.dtype == x.dtype else {
+            throw AutogradError.dtype("linear: input is \(x.dtype), bias is \(b.dtype)")
+        }
+        let (m, k, n) = (x.shape[0], x.shape[1], w.shape[0])
+        let limit = Int(Int32.max)
+        guard m <= limit && n <= limit && k <= limit else {
+            throw AutogradError.shape("matmul: extents above \(limit) are not supported by BLAS")
+        }
+        let out = try Tensor(uninitialized: [m, n], dtype: x.dtype)
+        if out.count > 0 {
+            switch x.dtype {
+            case .float32: affineKernel(x.buffer(Float.self), w.buffer(Float.self), b.buffer(Float.self), out.buffer(Float.self), m: m, n: n, k: k)
+            case .float64: affineKernel(x.buffer(Double.self), w.buffer(Double.self), b.buffer(Double.self), out.buffer(Double.self), m: m, n: n, k: k)
+            }
+        }
+        if shouldRecord([x, w, b]) {
+            out.record("linear", inputs: [x, w, b], saved: [x, w]) { g, node in
+                let x = node.saved(0), w = node.saved(1)
+                return [node.needsGrad(0) ? try gemm(g, transA: false, w, transB: false) : nil,
+                        node.needsGrad(1) ? try gemm(g, transA: true, x, transB: false) : nil,
+                        node.needsGrad(2) ? try g.sum(axes: [0]) : nil]
+            }
+        }
+        return out
+    }
+
+    private static func affineKernel<T: TensorElement>(_ x: UnsafeMutableBufferPointer<T>, _ w: UnsafeMutableBufferPointer<T>,
+                                                       _ b: UnsafeMutableBufferPointer<T>, _ out: UnsafeMutableBufferPointer<T>,
+                                                       m: Int, n: Int, k: Int) {
+        guard let o = out.baseAddress, let bp = b.baseAddress else { return }
+        for i in 0..<m { (o + i * n).update(from: bp, count: n) }
+        guard k > 0, let xp = x.baseAddress, let wp = w.baseAddress else { return }
+        Gemm.multiply(xp, transA: false, wp, transB: true, into: o, m: m, n: n, k: k, accumulate: true)
     }
 }

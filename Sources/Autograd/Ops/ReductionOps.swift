@@ -16,7 +16,7 @@ extension Tensor {
         if Tensor.shouldRecord(self) {
             // d sum / dx = 1 everywhere: the gradient is broadcast back over the reduced axes.
             let inputShape = shape
-            result.record("sum", inputs: [self]) { g, _ in
+            result.record("sum", self) { g, _ in
                 [try g.reshaped(keptShape).expanded(to: inputShape)]
             }
         }
@@ -92,7 +92,7 @@ extension Tensor {
                                       -Double.infinity, dtype: dtype)
             if Tensor.shouldRecord(self) {
                 let inputShape = shape, dt = dtype
-                out.record("logsumexp", inputs: [self]) { _, _ in [try Tensor.zeros(inputShape, dtype: dt)] }
+                out.record("logsumexp", self) { _, _ in [try Tensor.zeros(inputShape, dtype: dt)] }
             }
             return out
         }

@@ -16,8 +16,8 @@ extension Tensor {
         if Tensor.shouldRecord(self) {
             // d exp(x) = exp(x). The saved output is detached (no cycle); when the backward
             // pass is itself recorded (create_graph) exp(x) is recomputed differentiably.
-            out.record("exp", inputs: [self], saved: [self], savesOutput: true) { g, node in
-                if !GradMode.isEnabled { return [try Tensor.zipped(g, node.output(), "exp", { $0 * $1 }, { $0 * $1 })] }
+            out.record("exp", self, savesInput: true, savesOutput: true) { g, node in
+                if !GradMode.isEnabled { return [try Tensor.gradient(g, node.outputValues, { $0 * $1 }, { $0 * $1 })] }
                 return [try g.multiplying(node.saved(0).exp())]
             }
         }
@@ -27,7 +27,7 @@ extension Tensor {
     public func log() throws -> Tensor {
         let out = try mapped("log", { Float.log($0) }, { Double.log($0) })
         if Tensor.shouldRecord(self) {
-            out.record("log", inputs: [self], saved: [self]) { g, node in
+            out.record("log", self, savesInput: true) { g, node in
                 [try g.dividing(by: node.saved(0))]
             }
         }
@@ -40,8 +40,8 @@ extension Tensor {
         if Tensor.shouldRecord(self) {
             // relu(x) > 0 exactly where x > 0, so the output (kept anyway by the next op, often)
             // serves as the mask and the input need not be saved.
-            out.record("relu", inputs: [self], savesOutput: true) { g, node in
-                if !GradMode.isEnabled { return [try Tensor.zipped(g, node.output(), "relu", { $1 > 0 ? $0 : 0 }, { $1 > 0 ? $0 : 0 })] }
+            out.record("relu", self, savesOutput: true) { g, node in
+                if !GradMode.isEnabled { return [try Tensor.gradient(g, node.outputValues, { $1 > 0 ? $0 : 0 }, { $1 > 0 ? $0 : 0 })] }
                 let mask = try node.output().mapped("relu_mask", { $0 > 0 ? 1 : 0 }, { $0 > 0 ? 1 : 0 })
                 return [try g.multiplying(mask)]
             }
@@ -57,8 +57,8 @@ extension Tensor {
     public func sqrt() throws -> Tensor {
         let out = try mapped("sqrt", { Float.sqrt($0) }, { Double.sqrt($0) })
         if Tensor.shouldRecord(self) {
-            out.record("sqrt", inputs: [self], saved: [self], savesOutput: true) { g, node in
-                if !GradMode.isEnabled { return [try Tensor.zipped(g, node.output(), "sqrt", { $0 / (2 * $1) }, { $0 / (2 * $1) })] }
+            out.record("sqrt", self, savesInput: true, savesOutput: true) { g, node in
+                if !GradMode.isEnabled { return [try Tensor.gradient(g, node.outputValues, { $0 / (2 * $1) }, { $0 / (2 * $1) })] }
                 let y = try node.saved(0).sqrt()
                 return [try g.dividing(by: y.multiplying(y.constant(2)))]
             }
@@ -70,7 +70,7 @@ extension Tensor {
     public func abs() throws -> Tensor {
         let out = try mapped("abs", { Swift.abs($0) }, { Swift.abs($0) })
         if Tensor.shouldRecord(self) {
-            out.record("abs", inputs: [self], saved: [self]) { g, node in
+            out.record("abs", self, savesInput: true) { g, node in
                 if !GradMode.isEnabled {
                     return [try Tensor.zipped(g, node.saved(0), "abs", { $1 > 0 ? $0 : ($1 < 0 ? -$0 : 0) }, { $1 > 0 ? $0 : ($1 < 0 ? -$0 : 0) })]
                 }
@@ -84,7 +84,7 @@ extension Tensor {
     public func sin() throws -> Tensor {
         let out = try mapped("sin", { Float.sin($0) }, { Double.sin($0) })
         if Tensor.shouldRecord(self) {
-            out.record("sin", inputs: [self], saved: [self]) { g, node in [try g.multiplying(node.saved(0).cos())] }
+            out.record("sin", self, savesInput: true) { g, node in [try g.multiplying(node.saved(0).cos())] }
         }
         return out
     }
@@ -92,7 +92,7 @@ extension Tensor {
     public func cos() throws -> Tensor {
         let out = try mapped("cos", { Float.cos($0) }, { Double.cos($0) })
         if Tensor.shouldRecord(self) {
-            out.record("cos", inputs: [self], saved: [self]) { g, node in [try g.multiplying(node.saved(0).sin()).negated()] }
+            out.record("cos", self, savesInput: true) { g, node in [try g.multiplying(node.saved(0).sin()).negated()] }
         }
         return out
     }
@@ -101,8 +101,8 @@ extension Tensor {
         let out = try mapped("tanh", { Float.tanh($0) }, { Double.tanh($0) })
         if Tensor.shouldRecord(self) {
             // d tanh = 1 - tanh²
-            out.record("tanh", inputs: [self], saved: [self], savesOutput: true) { g, node in
-                if !GradMode.isEnabled { return [try Tensor.zipped(g, node.output(), "tanh", { $0 * (1 - $1 * $1) }, { $0 * (1 - $1 * $1) })] }
+            out.record("tanh", self, savesInput: true, savesOutput: true) { g, node in
+                if !GradMode.isEnabled { return [try Tensor.gradient(g, node.outputValues, { $0 * (1 - $1 * $1) }, { $0 * (1 - $1 * $1) })] }
                 let y = try node.saved(0).tanh()
                 return [try g.multiplying(y.constant(1).subtracting(y.multiplying(y)))]
             }
@@ -115,8 +115,8 @@ extension Tensor {
         let out = try mapped("sigmoid", Tensor.stableSigmoid, Tensor.stableSigmoid)
         if Tensor.shouldRecord(self) {
             // d sigmoid = s (1 - s)
-            out.record("sigmoid", inputs: [self], saved: [self], savesOutput: true) { g, node in
-                if !GradMode.isEnabled { return [try Tensor.zipped(g, node.output(), "sigmoid", { $0 * $1 * (1 - $1) }, { $0 * $1 * (1 - $1) })] }
+            out.record("sigmoid", self, savesInput: true, savesOutput: true) { g, node in
+                if !GradMode.isEnabled { return [try Tensor.gradient(g, node.outputValues, { $0 * $1 * (1 - $1) }, { $0 * $1 * (1 - $1) })] }
                 let s = try node.saved(0).sigmoid()
                 return [try g.multiplying(s.multiplying(s.constant(1).subtracting(s)))]
             }
@@ -136,7 +136,7 @@ extension Tensor {
         let s32 = Float(negativeSlope)
         let out = try mapped("leaky_relu", { $0 > 0 ? $0 : $0 * s32 }, { $0 > 0 ? $0 : $0 * negativeSlope })
         if Tensor.shouldRecord(self) {
-            out.record("leaky_relu", inputs: [self], saved: [self]) { g, node in
+            out.record("leaky_relu", self, savesInput: true) { g, node in
                 if !GradMode.isEnabled {
                     return [try Tensor.zipped(g, node.saved(0), "leaky_relu", { $1 > 0 ? $0 : $0 * s32 }, { $1 > 0 ? $0 : $0 * negativeSlope })]
                 }
@@ -151,7 +151,7 @@ extension Tensor {
     public func softplus() throws -> Tensor {
         let out = try mapped("softplus", Tensor.stableSoftplus, Tensor.stableSoftplus)
         if Tensor.shouldRecord(self) {
-            out.record("softplus", inputs: [self], saved: [self]) { g, node in [try g.multiplying(node.saved(0).sigmoid())] }
+            out.record("softplus", self, savesInput: true) { g, node in [try g.multiplying(node.saved(0).sigmoid())] }
         }
         return out
     }
@@ -165,7 +165,7 @@ extension Tensor {
     public func gelu() throws -> Tensor {
         let out = try mapped("gelu", { $0 * Tensor.normalCDF($0) }, { $0 * Tensor.normalCDF($0) })
         if Tensor.shouldRecord(self) {
-            out.record("gelu", inputs: [self], saved: [self]) { g, node in
+            out.record("gelu", self, savesInput: true) { g, node in
                 let x = node.saved(0)
                 return [try g.multiplying(x.normalCDF().adding(x.multiplying(x.normalPDF())))]
             }
@@ -178,7 +178,7 @@ extension Tensor {
     func normalCDF() throws -> Tensor {
         let out = try mapped("normal_cdf", { Tensor.normalCDF($0) }, { Tensor.normalCDF($0) })
         if Tensor.shouldRecord(self) {
-            out.record("normal_cdf", inputs: [self], saved: [self]) { g, node in [try g.multiplying(node.saved(0).normalPDF())] }
+            out.record("normal_cdf", self, savesInput: true) { g, node in [try g.multiplying(node.saved(0).normalPDF())] }
         }
         return out
     }
