@@ -258,6 +258,14 @@ def first_line(cmd):
         return "unknown"
 
 
+def source_commit():
+    """The checked-out commit the library was built from, noting uncommitted changes."""
+    commit = first_line(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"])
+    dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True).stdout.strip()
+    return commit + (" + uncommitted changes" if dirty else "")
+
+
 def machine_and_versions():
     lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
     model = re.search(r"^Model name:\s*(.+)$", lscpu, re.M)
@@ -287,7 +295,7 @@ def machine_and_versions():
                      "matplotlib": pkg("matplotlib"), "python": platform.python_version(),
                      "gcc": first_line(["gcc", "--version"]),
                      "swift": first_line(["swift", "--version"]), "openblas": openblas,
-                     "autograd_commit": first_line(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"])},
+                     "autograd_commit": source_commit()},
     }
 
 

@@ -213,7 +213,7 @@ def markdown(data, res, rows, info_rows, png_name, history):
             f"- **Command:** `{meta['command']}`",
             f"- **Machine:** {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB memory, "
             f"Linux {m['kernel']}",
-            f"- **Versions:** Autograd commit {v['autograd_commit']}; torch {v['torch']}; "
+            f"- **Versions:** Autograd built from commit {v['autograd_commit']}; torch {v['torch']}; "
             f"numpy {v['numpy']}; micrograd {v['micrograd']}; matplotlib {v['matplotlib']}; "
             f"Python {v['python']}; {v['gcc']}; {v['swift']}; OpenBLAS {v['openblas']}",
             "- **Other work on the machine:** " + (
