@@ -26,6 +26,10 @@
  * so reading those parameters' values on another thread during a step (operations on them,
  * ag_tensor_copy_data, ag_tensor_data_ptr) can see a half-updated tensor; order such reads
  * and steps yourself.
+ *
+ * Memory: buffers of 128 KiB or more released by freed tensors are kept for reuse by later
+ * tensors of the same size (fresh pages cost more to fault in than a kernel costs to run), up
+ * to a quarter of physical memory and at most 1 GiB; the oldest go back to the system first.
  */
 #ifndef AUTOGRAD_H
 #define AUTOGRAD_H

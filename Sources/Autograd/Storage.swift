@@ -133,15 +133,4 @@ enum BufferCache {
         pthread_mutex_unlock(mutex)
         for q in evicted { free(q) }
     }
-
-    /// Returns every cached buffer to the system (for leak checkers and memory-tight callers).
-    static func drain() {
-        pthread_mutex_lock(mutex)
-        let all = order.map(\.pointer)
-        freeBySize = [:]
-        order = []
-        heldBytes = 0
-        pthread_mutex_unlock(mutex)
-        for p in all { free(p) }
-    }
 }

@@ -4,6 +4,7 @@ import Glibc
 import Darwin
 #endif
 import Autograd
+import Synchronization
 
 /// The kinds of object a handle can name; a handle of one kind is refused where another is wanted.
 enum HandleKind: UInt64 {
@@ -14,29 +15,32 @@ enum HandleKind: UInt64 {
 /// A handle is an index plus a generation plus a kind, packed in 64 bits, never a pointer:
 /// bits 0-31 hold slot index + 1 (so 0 is never valid), bits 32-55 the slot's generation,
 /// bits 56-63 the kind. Freeing bumps the generation, so stale handles are detected.
+/// Every C call goes through here, so the table is plain memory under a futex-based mutex.
 final class HandleTable: @unchecked Sendable {
     private struct Slot {
         var generation: UInt32 = 1
-        var object: AnyObject? = nil
         var kind: HandleKind = .tensor
+        var object: AnyObject? = nil
     }
 
-    private var slots: [Slot] = []
+    // Guarded by lock.
+    private var slots: UnsafeMutablePointer<Slot>
+    private var capacity = 0
+    private var used = 0
     private var freeSlots: [Int] = []
     private var live = 0
-    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    private var lastId = 0
+    private let lock = Mutex<Void>(())
 
     static let shared = HandleTable()
 
     private init() {
-        mutex = .allocate(capacity: 1)
-        pthread_mutex_init(mutex, nil)
+        capacity = 1024
+        slots = .allocate(capacity: capacity)
     }
 
     @inline(__always) private func locked<R>(_ body: () throws -> R) rethrows -> R {
-        pthread_mutex_lock(mutex)
-        defer { pthread_mutex_unlock(mutex) }
-        return try body()
+        try lock.withLock { _ in try body() }
     }
 
     /// A new handle owning a reference to `object`.
@@ -46,11 +50,13 @@ final class HandleTable: @unchecked Sendable {
             if let i = freeSlots.popLast() {
                 index = i
             } else {
-                guard slots.count < Int(UInt32.max - 1) else {
+                guard used < Int(UInt32.max - 1) else {
                     throw AutogradError.outOfMemory("the handle table is full")
                 }
-                slots.append(Slot())
-                index = slots.count - 1
+                if used == capacity { grow() }
+                (slots + used).initialize(to: Slot())
+                index = used
+                used += 1
             }
             slots[index].object = object
             slots[index].kind = kind
@@ -59,14 +65,24 @@ final class HandleTable: @unchecked Sendable {
         }
     }
 
+    /// Doubles the slot memory (under the lock).
+    private func grow() {
+        let bigger = UnsafeMutablePointer<Slot>.allocate(capacity: capacity * 2)
+        bigger.moveInitialize(from: slots, count: used)
+        slots.deallocate()
+        slots = bigger
+        capacity *= 2
+    }
+
     /// The slot index of a live handle of `kind`, or nil.
+    @inline(__always)
     private func slotIndex(_ handle: UInt64, kind: HandleKind) -> Int? {
         guard handle >> 56 == kind.rawValue else { return nil }
         let low = Int(handle & 0xFFFF_FFFF)
         let generation = UInt32((handle >> 32) & 0xFF_FFFF)
-        guard low >= 1 && low <= slots.count else { return nil }
-        let slot = slots[low - 1]
-        guard slot.object != nil, slot.kind == kind, slot.generation == generation else { return nil }
+        guard low >= 1 && low <= used else { return nil }
+        let slot = slots + (low - 1)
+        guard slot.pointee.generation == generation, slot.pointee.kind == kind, slot.pointee.object != nil else { return nil }
         return low - 1
     }
 
@@ -91,8 +107,6 @@ final class HandleTable: @unchecked Sendable {
     }
 
     var liveCount: Int { locked { live } }
-
-    private var lastId = 0
 
     /// A fresh id (for hooks), unique across threads.
     func nextId() -> Int { locked { lastId += 1; return lastId } }

@@ -1260,6 +1260,55 @@ static void test_unsafe_probe(void) { test_unsafe_probe_which(g_probe); }
 
 /* ========================================================================================== */
 
+/* Kernel threads (ag_set_num_threads): large elementwise ops, a reduction and their backward
+ * give bit-identical results with 1, 2 and 3 threads; exp is also checked against libm. */
+static bool kernel_results(int64_t threads, float *out, int64_t n) {
+    CHECK_OK(ag_set_num_threads(threads));
+    int64_t shape[1] = {n};
+    ag_tensor a = 0, b = 0, e = 0, p = 0, s = 0, y = 0, ga = 0;
+    bool ok = true;
+    ok &= ag_tensor_rand_uniform(&a, shape, 1, -3, 3, 11, AG_FLOAT32) == AG_OK;
+    ok &= ag_tensor_rand_uniform(&b, shape, 1, -3, 3, 12, AG_FLOAT32) == AG_OK;
+    ok &= ag_tensor_set_requires_grad(a, true) == AG_OK;
+    ok &= ag_exp(&e, a) == AG_OK && ag_mul(&p, e, b) == AG_OK && ag_tanh(&y, p) == AG_OK;
+    ok &= ag_sum(&s, y, NULL, 0, false) == AG_OK && ag_backward(s, 0, false, false) == AG_OK;
+    ok &= ag_tensor_grad(&ga, a) == AG_OK;
+    ok &= ag_tensor_copy_data(out, n, AG_FLOAT32, y) == AG_OK;
+    ok &= ag_tensor_copy_data(out + n, n, AG_FLOAT32, ga) == AG_OK;
+    ok &= ag_tensor_copy_data(out + 2 * n, 1, AG_FLOAT32, s) == AG_OK;
+    ok &= ag_tensor_copy_data(out + 2 * n + 1, n, AG_FLOAT32, e) == AG_OK;
+    ok &= ag_tensor_copy_data(out + 3 * n + 1, n, AG_FLOAT32, a) == AG_OK;
+    ag_tensor all[7] = {a, b, e, p, s, y, ga};
+    for (int i = 0; i < 7; i++) if (all[i]) ag_tensor_free(all[i]);
+    return ok;
+}
+
+static void test_kernel_thread_counts(void) {
+    int64_t before = 0;
+    CHECK_OK(ag_num_threads(&before));
+    const int64_t n = 3 * 1024 * 1024 + 7; /* several blocks per thread, a ragged end */
+    float *one = malloc(sizeof(float) * (size_t)(4 * n + 1)), *many = malloc(sizeof(float) * (size_t)(4 * n + 1));
+    CHECKF(one && many, "out of memory");
+    if (!one || !many) { free(one); free(many); return; }
+    CHECKF(kernel_results(1, one, n), "1 thread: %s", ag_last_error());
+    for (int64_t t = 2; t <= 3; t++) {
+        CHECKF(kernel_results(t, many, n), "%" PRId64 " threads: %s", t, ag_last_error());
+        CHECKF(memcmp(one, many, sizeof(float) * (size_t)(4 * n + 1)) == 0,
+               "results with %" PRId64 " threads differ from one thread", t);
+    }
+    /* exp against libm in double: within 2 ulp of float (relative 2.4e-7). */
+    double worst = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double ref = exp((double)one[3 * n + 1 + i]);
+        double rel = fabs((double)one[2 * n + 1 + i] - ref) / ref;
+        if (rel > worst) worst = rel;
+    }
+    CHECKF(worst <= 2.4e-7, "exp: worst relative error %.3g above 2 ulp", worst);
+    free(one);
+    free(many);
+    CHECK_OK(ag_set_num_threads(before));
+}
+
 static void run_group(const char *name, void (*fn)(void)) {
     int before = atomic_load(&g_failed);
     double t0 = now_seconds();
@@ -1285,6 +1334,7 @@ int main(void) {
 
     run_group("(a) independent seeded graphs on 8 threads, bit-for-bit against single-threaded runs", group_a);
     run_group("(b) grad mode and ag_last_error per thread", test_grad_mode_per_thread);
+    run_group("(b2) kernel threads: 1, 2 and 3 threads give bit-identical results", test_kernel_thread_counts);
     run_group("(c1) shared leaves: concurrent forward, backward into one .grad, ag_grad, hooks, snapshots",
               group_c1);
     run_group("(c2) shared parameter: SGD steps on one thread, backward and .grad reads on others", group_c2);

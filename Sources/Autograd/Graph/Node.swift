@@ -114,41 +114,38 @@ struct NodeInput: SmallListElement {
     static var placeholder: NodeInput { NodeInput(edge: .none, shape: []) }
 }
 
-/// One recorded operation of the graph (PyTorch's grad_fn). Kept small: a long graph is
-/// mostly nodes.
+/// One recorded operation of the graph (PyTorch's grad_fn). Kept to 120 bytes (a 128-byte
+/// malloc chunk, on allocators' fast paths): a long graph is mostly nodes. The first two
+/// inputs and saved tensors are fields; further ones (concat's inputs) go in `overflow`.
 final class Node {
     let name: OpName
-    /// Shape and dtype of the output.
+    /// Shape of the output.
     let shape: [Int]
+    /// nil once the graph has been released by a backward pass without retain_graph.
+    var rule: BackwardRule?
+    private var input0 = NodeInput.placeholder
+    private var input1 = NodeInput.placeholder
+    /// Tensors saved at forward time, then the output's values when the rule uses them.
+    private var saved0 = SavedTensor.empty
+    private var saved1 = SavedTensor.empty
+    private var overflow: NodeOverflow?
+    /// The node's position in the backward pass that is running (see Backward.Pass).
+    var passSlot: Int32 = -1
+    private var storedInputCount: Int32 = 0
+    private var savedCount: UInt16 = 0
     let dtype: DType
     /// Whether hooks were registered on the output (they live in NodeHooks).
     var hasHooks = false
-    /// The node's position in the backward pass that is running (see Backward.Pass).
-    var passSlot: Int32 = -1
-    /// The inputs, in the order the rule returns gradients.
-    var inputs: SmallList<NodeInput>
-    /// Tensors saved at forward time, then the output's values when the rule uses them.
-    var savedTensors: SmallList<SavedTensor>
-    /// nil once the graph has been released by a backward pass without retain_graph.
-    var rule: BackwardRule?
 
     @inline(__always)
     init(name: StaticString, output: Tensor, inputs: [Tensor], saved: [Tensor], savesOutput: Bool, rule: @escaping BackwardRule) {
         self.name = OpName(name)
         self.shape = output.shape
         self.dtype = output.dtype
-        var list = SmallList<NodeInput>()
-        for t in inputs {
-            let edge: Edge
-            if let fn = t.gradFn { edge = .node(fn) } else { edge = t.requiresGrad ? .leaf(t.anchor) : .none }
-            list.append(NodeInput(edge: edge, shape: t.shape))
-        }
-        self.inputs = list
-        var kept = SmallList<SavedTensor>()
-        for t in saved { kept.append(SavedTensor(t)) }
-        if savesOutput { kept.append(.output(output.storage)) }
-        self.savedTensors = kept
         self.rule = rule
+        for t in inputs { appendInput(NodeInput(edge: Node.edge(to: t), shape: t.shape)) }
+        for t in saved { appendSaved(SavedTensor(t)) }
+        if savesOutput { appendSaved(.output(output.storage)) }
     }
 
     /// The same for one or two inputs, without building arrays (the per-op fast path).
@@ -157,18 +154,18 @@ final class Node {
         self.name = OpName(name)
         self.shape = output.shape
         self.dtype = output.dtype
-        var list = SmallList<NodeInput>()
-        list.append(NodeInput(edge: Node.edge(to: a), shape: a.shape))
-        if let b { list.append(NodeInput(edge: Node.edge(to: b), shape: b.shape)) }
-        self.inputs = list
-        var kept = SmallList<SavedTensor>()
-        if savesInputs {
-            kept.append(SavedTensor(a))
-            if let b { kept.append(SavedTensor(b)) }
-        }
-        if savesOutput { kept.append(.output(output.storage)) }
-        self.savedTensors = kept
         self.rule = rule
+        input0 = NodeInput(edge: Node.edge(to: a), shape: a.shape)
+        storedInputCount = 1
+        if let b {
+            input1 = NodeInput(edge: Node.edge(to: b), shape: b.shape)
+            storedInputCount = 2
+        }
+        if savesInputs {
+            appendSaved(SavedTensor(a))
+            if let b { appendSaved(SavedTensor(b)) }
+        }
+        if savesOutput { appendSaved(.output(output.storage)) }
     }
 
     @inline(__always)
@@ -177,22 +174,64 @@ final class Node {
         return t.requiresGrad ? .leaf(t.anchor) : .none
     }
 
+    private func appendInput(_ input: NodeInput) {
+        switch storedInputCount {
+        case 0: input0 = input
+        case 1: input1 = input
+        default:
+            if overflow == nil { overflow = NodeOverflow() }
+            overflow!.inputs.append(input)
+        }
+        storedInputCount += 1
+    }
+
+    @inline(__always)
+    private func appendSaved(_ saved: SavedTensor) {
+        switch savedCount {
+        case 0: saved0 = saved
+        case 1: saved1 = saved
+        default:
+            if overflow == nil { overflow = NodeOverflow() }
+            overflow!.saved.append(saved)
+        }
+        savedCount += 1
+    }
+
     var isReleased: Bool { rule == nil }
 
-    @inline(__always) var inputCount: Int { inputs.count }
-    @inline(__always) func edge(_ k: Int) -> Edge { inputs[k].edge }
-    @inline(__always) func inputShape(_ k: Int) -> [Int] { inputs[k].shape }
+    @inline(__always) var inputCount: Int { Int(storedInputCount) }
+
+    @inline(__always)
+    private func input(_ k: Int) -> NodeInput {
+        switch k {
+        case 0: return input0
+        case 1: return input1
+        default: return overflow!.inputs[k - 2]
+        }
+    }
+
+    @inline(__always) func edge(_ k: Int) -> Edge { input(k).edge }
+    @inline(__always) func inputShape(_ k: Int) -> [Int] { input(k).shape }
+
+    @inline(__always)
+    private func savedSlot(_ k: Int) -> SavedTensor {
+        switch k {
+        case 0: return saved0
+        case 1: return saved1
+        default: return overflow!.saved[k - 2]
+        }
+    }
 
     /// The k-th tensor saved at forward time.
     @inline(__always)
-    func saved(_ k: Int) -> Tensor { savedTensors[k].tensor }
+    func saved(_ k: Int) -> Tensor { savedSlot(k).tensor }
 
     /// The output's values as a constant (for rules recorded with savesOutput).
     func output() -> Tensor { Tensor(shape: shape, storage: outputValues) }
 
     /// The output's values (for rules recorded with savesOutput).
     var outputValues: Storage {
-        guard savedTensors.count > 0, case .output(let storage) = savedTensors[savedTensors.count - 1] else {
+        guard savedCount > 0, case .output(let storage) = savedSlot(Int(savedCount) - 1) else {
             fatalError("unreachable: the rule of '\(name)' reads an output it did not save")
         }
         return storage
@@ -201,7 +240,7 @@ final class Node {
     /// Whether input `k` wants a gradient (rules skip the work for the others).
     @inline(__always)
     func needsGrad(_ k: Int) -> Bool {
-        if case .none = inputs[k].edge { return false }
+        if case .none = edge(k) { return false }
         return true
     }
 
@@ -217,7 +256,10 @@ final class Node {
     /// Drops the saved tensors and the rule once backward no longer needs them.
     func release() {
         rule = nil
-        savedTensors = SmallList()
+        saved0 = .empty
+        saved1 = .empty
+        overflow?.saved = []
+        savedCount = 0
     }
 
     /// Tears the graph above this node down with an explicit work list instead of recursive
@@ -225,27 +267,48 @@ final class Node {
     deinit {
         if hasHooks { GraphLock.withLock { NodeHooks.table[ObjectIdentifier(self)] = nil } }
         var work: [Node] = []
-        Node.detachChildren(inputs: &inputs, saved: &savedTensors, into: &work)
+        detachChildren(into: &work)
         while var node = work.popLast() {
-            if isKnownUniquelyReferenced(&node) {
-                Node.detachChildren(inputs: &node.inputs, saved: &node.savedTensors, into: &work)
-            }
+            if isKnownUniquelyReferenced(&node) { node.detachChildren(into: &work) }
         }
     }
 
-    private static func detachChildren(inputs: inout SmallList<NodeInput>, saved: inout SmallList<SavedTensor>, into work: inout [Node]) {
-        for k in 0..<inputs.count {
-            if case .node(let n) = inputs[k].edge { work.append(n) }
+    /// Moves the nodes this one refers to (inputs, and the producers of saved results it alone
+    /// holds) onto `work`, and forgets its inputs and saved tensors.
+    private func detachChildren(into work: inout [Node]) {
+        for k in 0..<inputCount {
+            if case .node(let n) = edge(k) { work.append(n) }
         }
-        inputs = SmallList()
-        while let s = saved.popLast() {
-            guard case .result(var t) = s else { continue }
-            if isKnownUniquelyReferenced(&t), let fn = t.gradFn {
-                t.gradFn = nil
-                work.append(fn)
-            }
+        input0 = .placeholder
+        input1 = .placeholder
+        storedInputCount = 0
+        let extra = overflow?.saved ?? []
+        overflow = nil
+        var first = saved0, second = saved1
+        saved0 = .empty
+        saved1 = .empty
+        savedCount = 0
+        Node.detachProducer(&first, into: &work)
+        Node.detachProducer(&second, into: &work)
+        for var s in extra { Node.detachProducer(&s, into: &work) }
+    }
+
+    /// A saved result held by nothing else hands its producer node to `work`.
+    @inline(__always)
+    private static func detachProducer(_ s: inout SavedTensor, into work: inout [Node]) {
+        guard case .result(var t) = s else { return }
+        s = .empty
+        if isKnownUniquelyReferenced(&t), let fn = t.gradFn {
+            t.gradFn = nil
+            work.append(fn)
         }
     }
+}
+
+/// Inputs and saved tensors of a node beyond its first two.
+final class NodeOverflow {
+    var inputs: [NodeInput] = []
+    var saved: [SavedTensor] = []
 }
 
 extension Tensor {

@@ -6,13 +6,14 @@ import Darwin
 import COpenBLAS
 import Synchronization
 
-/// Splits large kernels over a small pool of worker threads. Work is cut into chunks whose
-/// boundaries depend on the problem size only, never on the thread count, so results are
-/// bit-identical whatever the number of threads.
+/// Splits large elementwise kernels over a small pool of worker threads: a few contiguous
+/// blocks per thread, taken in turn, so a worker the system preempts delays one block, not a
+/// whole share. Each element is computed the same way whoever computes it, so results do not
+/// depend on the thread count.
 public enum Parallel {
-    /// Below this many elements a kernel runs on the calling thread: waking workers costs
-    /// microseconds, more than the work itself.
-    static let minimumParallelCount = 1 << 16
+    /// Below this many elements a kernel runs on the calling thread: waking a worker costs tens
+    /// of microseconds, more than the work itself.
+    static let minimumParallelCount = 1 << 18
 
     private static let requested = Atomic<Int>(Parallel.defaultThreadCount())
 
@@ -37,15 +38,17 @@ public enum Parallel {
         return Swift.max(1, Swift.min(8, cpus))
     }
 
-    /// Runs `body` over `0..<count` cut into chunks of `chunk` elements (the last may be
-    /// shorter), on up to `threadCount` threads. Small counts run inline.
+    /// Runs `body` over `0..<count` cut into about four blocks per thread (at least 64K
+    /// elements each, boundaries on multiples of 1024), on up to `threadCount` threads. Small
+    /// counts run inline.
     @inline(__always)
-    static func forChunks(count: Int, chunk: Int = 1 << 15, _ body: (Range<Int>) -> Void) {
+    static func forChunks(count: Int, _ body: (Range<Int>) -> Void) {
         let threads = threadCount
         if threads == 1 || count < minimumParallelCount {
             body(0..<count)
             return
         }
+        let chunk = Swift.max(1 << 16, ((count + 4 * threads - 1) / (4 * threads) + 1023) / 1024 * 1024)
         let chunks = (count + chunk - 1) / chunk
         withoutActuallyEscaping(body) { body in
             WorkerPool.shared.run(chunks: chunks, threads: threads) { c in
