@@ -153,22 +153,24 @@ def draw_chart(rows, path, title):
             if r["ratio"] is not None and r["ratio"] > 0:
                 ax.bar(x, r["ratio"], width * 0.9, color=colours[r["status"]],
                        hatch="//" if j else None, edgecolor="black", linewidth=0.4)
-                ax.text(x, r["ratio"], fmt_ratio(r["ratio"]), ha="center", va="bottom", fontsize=6)
+                ax.text(x, r["ratio"], fmt_ratio(r["ratio"]) + ("†" if r["disturbed"] else ""),
+                        ha="center", va="bottom", fontsize=6)
         limit = group[0]["limit"]
-        ax.hlines(limit, i - 0.45, i + 0.45, colors="black", linewidth=2)
-        ax.text(i, limit, f"target {group[0]['op']} {limit:g}", ha="center", va="bottom",
-                fontsize=7, fontweight="bold",
-                bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1})
+        ax.hlines(limit, i - 0.45, i + 0.45, colors="black", linewidth=2.5, zorder=3)
     ax.set_yscale("log")
     ax.set_xticks(range(len(labels)))
-    ax.set_xticklabels(labels, rotation=60, ha="right", fontsize=7)
+    targets = [next(r["target"] for r in rows if r["label"] == label) for label in labels]
+    ax.set_xticklabels([f"{label}\n(target {t})" for label, t in zip(labels, targets)],
+                       rotation=60, ha="right", fontsize=7)
     ax.set_ylabel("ratio Autograd / peer (log scale)")
     ax.set_title(title, fontsize=9)
     from matplotlib.patches import Patch
     legend = [Patch(facecolor=colours[s], label=s) for s in ("PASS", "MISS", "INVALID")]
     legend += [Patch(facecolor="white", edgecolor="black", hatch="//" if j else None,
                      label=f"{t} thread{'s' if t > 1 else ''}") for j, t in enumerate(threads)]
-    legend.append(Patch(facecolor="black", label="target (time: <=, throughput: >=)"))
+    legend.append(Patch(facecolor="black", label="target (black line)"))
+    legend.append(Patch(facecolor="white", edgecolor="white",
+                        label="† other processes were busy"))
     ax.legend(handles=legend, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(axis="y", which="both", alpha=0.3)
     fig.tight_layout()
