@@ -4,7 +4,6 @@ import Glibc
 import Darwin
 #endif
 import Autograd
-import Synchronization
 
 /// The kinds of object a handle can name; a handle of one kind is refused where another is wanted.
 enum HandleKind: UInt64 {
@@ -15,7 +14,8 @@ enum HandleKind: UInt64 {
 /// A handle is an index plus a generation plus a kind, packed in 64 bits, never a pointer:
 /// bits 0-31 hold slot index + 1 (so 0 is never valid), bits 32-55 the slot's generation,
 /// bits 56-63 the kind. Freeing bumps the generation, so stale handles are detected.
-/// Every C call goes through here, so the table is plain memory under a futex-based mutex.
+/// Every C call goes through here, so the slots are plain memory (no array retains). The lock is
+/// a pthread mutex, which ThreadSanitizer understands (it misses the stdlib Mutex's ordering).
 final class HandleTable: @unchecked Sendable {
     private struct Slot {
         var generation: UInt32 = 1
@@ -30,17 +30,21 @@ final class HandleTable: @unchecked Sendable {
     private var freeSlots: [Int] = []
     private var live = 0
     private var lastId = 0
-    private let lock = Mutex<Void>(())
+    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
 
     static let shared = HandleTable()
 
     private init() {
         capacity = 1024
         slots = .allocate(capacity: capacity)
+        mutex = .allocate(capacity: 1)
+        pthread_mutex_init(mutex, nil)
     }
 
     @inline(__always) private func locked<R>(_ body: () throws -> R) rethrows -> R {
-        try lock.withLock { _ in try body() }
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return try body()
     }
 
     /// A new handle owning a reference to `object`.

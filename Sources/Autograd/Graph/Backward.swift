@@ -37,6 +37,10 @@ enum Backward {
         } }
     }
 
+    /// The gradient the running rule may overwrite in place (set around each rule call, under
+    /// the graph lock).
+    nonisolated(unsafe) static var reusableGradient: ObjectIdentifier?
+
     /// Backward passes running on the thread holding the graph lock (nested ones come from hooks).
     nonisolated(unsafe) private static var activePasses = 0
 
@@ -206,6 +210,12 @@ enum Backward {
                         for k in targets { captured[k] = g }
                     }
                     if needed.isEmpty || needed[i] {
+                        // A gradient nothing else holds may be overwritten by the rule's kernel
+                        // (Tensor.gradient), saving a buffer per node.
+                        if !createGraph && isKnownUniquelyReferenced(&g) && g.storageIsUnique() {
+                            Backward.reusableGradient = ObjectIdentifier(g)
+                        }
+                        defer { Backward.reusableGradient = nil }
                         inputGrads = try rule(g, node)
                         guard inputGrads.count == node.inputCount else {
                             throw AutogradError.internal("the rule of '\(node.name)' returned \(inputGrads.count) gradients for \(node.inputCount) inputs")

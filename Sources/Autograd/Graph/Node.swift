@@ -16,6 +16,21 @@ struct InputGradients: ExpressibleByArrayLiteral {
 
     init() {}
 
+    /// One gradient (a one-input rule), without the array a literal would build.
+    @inline(__always)
+    init(_ only: Tensor?) {
+        first = only
+        count = 1
+    }
+
+    /// Two gradients (a two-input rule), without the array a literal would build.
+    @inline(__always)
+    init(_ a: Tensor?, _ b: Tensor?) {
+        first = a
+        second = b
+        count = 2
+    }
+
     @inline(__always)
     init(arrayLiteral elements: Tensor?...) {
         self.init(elements)

@@ -4,7 +4,7 @@ extension Tensor {
     public func adding(_ other: Tensor) throws -> Tensor {
         let out = try Tensor.zipped(self, other, "add", { $0 + $1 }, { $0 + $1 })
         if Tensor.shouldRecord(self, other) {
-            out.record("add", self, other) { g, _ in [g, g] }
+            out.record("add", self, other) { g, _ in InputGradients(g, g) }
         }
         return out
     }
@@ -24,8 +24,13 @@ extension Tensor {
         if Tensor.shouldRecord(self, other) {
             out.record("mul", self, other, savesInputs: true) { g, node in
                 let a = node.saved(0), b = node.saved(1)
-                return [node.needsGrad(0) ? try g.multiplying(b) : nil,
-                        node.needsGrad(1) ? try g.multiplying(a) : nil]
+                if !GradMode.isEnabled && b.count == g.count && b.dtype == g.dtype {
+                    // g·a first: g·b may then be written over g itself.
+                    let gb = node.needsGrad(1) ? try g.multiplying(a) : nil
+                    return InputGradients(node.needsGrad(0) ? try Tensor.gradient(g, b.storage, { $0 * $1 }, { $0 * $1 }) : nil, gb)
+                }
+                return InputGradients(node.needsGrad(0) ? try g.multiplying(b) : nil,
+                                      node.needsGrad(1) ? try g.multiplying(a) : nil)
             }
         }
         return out
@@ -38,8 +43,8 @@ extension Tensor {
             out.record("div", self, other, savesInputs: true) { g, node in
                 let a = node.saved(0), b = node.saved(1)
                 let ga = try g.dividing(by: b)
-                return [node.needsGrad(0) ? ga : nil,
-                        node.needsGrad(1) ? try ga.multiplying(a).dividing(by: b).negated() : nil]
+                return InputGradients(node.needsGrad(0) ? ga : nil,
+                                      node.needsGrad(1) ? try ga.multiplying(a).dividing(by: b).negated() : nil)
             }
         }
         return out
@@ -62,7 +67,7 @@ extension Tensor {
                     let dB = try a.log().multiplying(a.pow(b))
                     gb = try g.multiplying(Tensor.where(atZero, a.constant(0), dB))
                 }
-                return [ga, gb]
+                return InputGradients(ga, gb)
             }
         }
         return out
@@ -94,14 +99,14 @@ extension Tensor {
     private static func splitExtremum(_ g: Tensor, _ node: Node, winsA: (Tensor, Tensor) throws -> Tensor) throws -> InputGradients {
         let a = node.saved(0), b = node.saved(1)
         let shareA = try withNoGrad { try winsA(a, b).adding(a.eq(b).multiplying(a.constant(0.5))) }
-        return [node.needsGrad(0) ? try g.multiplying(shareA) : nil,
-                node.needsGrad(1) ? try g.multiplying(shareA.constant(1).subtracting(shareA)) : nil]
+        return InputGradients(node.needsGrad(0) ? try g.multiplying(shareA) : nil,
+                              node.needsGrad(1) ? try g.multiplying(shareA.constant(1).subtracting(shareA)) : nil)
     }
 
     public func negated() throws -> Tensor {
         let out = try mapped("neg", { -$0 }, { -$0 })
         if Tensor.shouldRecord(self) {
-            out.record("neg", self) { g, _ in [try g.negated()] }
+            out.record("neg", self) { g, _ in InputGradients(try g.negated()) }
         }
         return out
     }
@@ -149,7 +154,7 @@ extension Tensor {
         guard g.dtype == v.dtype && g.count == v.count else {
             throw AutogradError.internal("a gradient of \(g.dtype) \(g.shape) met saved values of \(v.dtype) x \(v.count)")
         }
-        let out = try Tensor(uninitialized: g.shape, dtype: g.dtype)
+        let out = Backward.reusableGradient == ObjectIdentifier(g) ? g : try Tensor(uninitialized: g.shape, dtype: g.dtype)
         switch g.dtype {
         case .float32: Elementwise.zip(g.buffer(Float.self), [], v.buffer(Float.self), [], into: out.buffer(Float.self), shape: g.shape, f32)
         case .float64: Elementwise.zip(g.buffer(Double.self), [], v.buffer(Double.self), [], into: out.buffer(Double.self), shape: g.shape, f64)

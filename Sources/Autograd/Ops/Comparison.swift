@@ -31,8 +31,8 @@ extension Tensor {
         if shouldRecord(a, b) {
             out.record("where", inputs: [a, b], saved: [mask]) { g, node in
                 let m = node.saved(0)
-                return [node.needsGrad(0) ? try g.multiplying(m) : nil,
-                        node.needsGrad(1) ? try g.multiplying(m.constant(1).subtracting(m)) : nil]
+                return InputGradients(node.needsGrad(0) ? try g.multiplying(m) : nil,
+                                      node.needsGrad(1) ? try g.multiplying(m.constant(1).subtracting(m)) : nil)
             }
         }
         return out

@@ -41,7 +41,7 @@ extension Tensor {
             let out = try Tensor(uninitialized: newShape, dtype: dtype)
             if Tensor.shouldRecord(self) {
                 let inputShape = shape, dt = dtype
-                out.record("slice", self) { _, _ in [try Tensor.zeros(inputShape, dtype: dt)] }
+                out.record("slice", self) { _, _ in InputGradients(try Tensor.zeros(inputShape, dtype: dt)) }
             }
             return out
         }
@@ -59,7 +59,7 @@ extension Tensor {
         case .float64: Indexing.select(buffer(Double.self), outer: outer, extent: extent, inner: inner, indices: idx, into: out.buffer(Double.self))
         }
         if Tensor.shouldRecord(self) {
-            out.record(name, self) { g, _ in [try g.indexAdding(axis: axis, idx, extent: extent)] }
+            out.record(name, self) { g, _ in InputGradients(try g.indexAdding(axis: axis, idx, extent: extent)) }
         }
         return out
     }
@@ -76,7 +76,7 @@ extension Tensor {
         case .float64: Indexing.add(buffer(Double.self), outer: outer, extent: extent, inner: inner, indices: idx, into: out.buffer(Double.self))
         }
         if Tensor.shouldRecord(self) {
-            out.record("index_add", self) { g, _ in [try g.selecting(axis: axis, idx, "index_select")] }
+            out.record("index_add", self) { g, _ in InputGradients(try g.selecting(axis: axis, idx, "index_select")) }
         }
         return out
     }
@@ -189,7 +189,7 @@ extension Tensor {
             Indexing.forEachGather(indexShape: indexShape, index: index, shape: target, axis: axis) { p, off in o[off] += g[p] }
         }
         if Tensor.shouldRecord(self) {
-            out.record("scatter_add", self) { g, _ in [try g.gathering(axis: axis, index: index, indexShape: indexShape)] }
+            out.record("scatter_add", self) { g, _ in InputGradients(try g.gathering(axis: axis, index: index, indexShape: indexShape)) }
         }
         return out
     }

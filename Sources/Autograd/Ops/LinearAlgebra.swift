@@ -83,7 +83,7 @@ extension Tensor {
                     gb = transB ? try gemm(g, transA: true, a, transB: transA)
                                 : try gemm(a, transA: !transA, g, transB: false)
                 }
-                return [ga, gb]
+                return InputGradients(ga, gb)
             }
         }
         return out

@@ -17,7 +17,7 @@ extension Tensor {
             // d sum / dx = 1 everywhere: the gradient is broadcast back over the reduced axes.
             let inputShape = shape
             result.record("sum", self) { g, _ in
-                [try g.reshaped(keptShape).expanded(to: inputShape)]
+                InputGradients(try g.reshaped(keptShape).expanded(to: inputShape))
             }
         }
         return result
@@ -64,7 +64,7 @@ extension Tensor {
                     let hits = try x.eq(node.saved(1))
                     return try hits.dividing(by: hits.sum(axes: axes, keepDims: true))
                 }
-                return [try g.reshaped(keptShape).multiplying(share)]
+                return InputGradients(try g.reshaped(keptShape).multiplying(share))
             }
         }
         return result
@@ -92,7 +92,7 @@ extension Tensor {
                                       -Double.infinity, dtype: dtype)
             if Tensor.shouldRecord(self) {
                 let inputShape = shape, dt = dtype
-                out.record("logsumexp", self) { _, _ in [try Tensor.zeros(inputShape, dtype: dt)] }
+                out.record("logsumexp", self) { _, _ in InputGradients(try Tensor.zeros(inputShape, dtype: dt)) }
             }
             return out
         }

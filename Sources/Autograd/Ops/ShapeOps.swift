@@ -11,7 +11,7 @@ extension Tensor {
         let out = Tensor(shape: newShape, storage: storage)
         if Tensor.shouldRecord(self) {
             let inputShape = shape
-            out.record("reshape", self) { g, _ in [try g.reshaped(inputShape)] }
+            out.record("reshape", self) { g, _ in InputGradients(try g.reshaped(inputShape)) }
         }
         return out
     }
@@ -31,7 +31,7 @@ extension Tensor {
         }
         if Tensor.shouldRecord(self) {
             // Backward sums the gradient back to this tensor's shape (Tensor.reduced(toShape:)).
-            out.record("expand", self) { g, _ in [g] }
+            out.record("expand", self) { g, _ in InputGradients(g) }
         }
         return out
     }
@@ -53,7 +53,7 @@ extension Tensor {
         if Tensor.shouldRecord(self) {
             var inverse = [Int](repeating: 0, count: perm.count)
             for (i, p) in perm.enumerated() { inverse[p] = i }
-            out.record("permute", self) { g, _ in [try g.permuted(inverse)] }
+            out.record("permute", self) { g, _ in InputGradients(try g.permuted(inverse)) }
         }
         return out
     }

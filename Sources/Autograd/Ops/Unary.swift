@@ -17,8 +17,8 @@ extension Tensor {
             // d exp(x) = exp(x). The saved output is detached (no cycle); when the backward
             // pass is itself recorded (create_graph) exp(x) is recomputed differentiably.
             out.record("exp", self, savesInput: true, savesOutput: true) { g, node in
-                if !GradMode.isEnabled { return [try Tensor.gradient(g, node.outputValues, { $0 * $1 }, { $0 * $1 })] }
-                return [try g.multiplying(node.saved(0).exp())]
+                if !GradMode.isEnabled { return InputGradients(try Tensor.gradient(g, node.outputValues, { $0 * $1 }, { $0 * $1 })) }
+                return InputGradients(try g.multiplying(node.saved(0).exp()))
             }
         }
         return out
@@ -41,9 +41,9 @@ extension Tensor {
             // relu(x) > 0 exactly where x > 0, so the output (kept anyway by the next op, often)
             // serves as the mask and the input need not be saved.
             out.record("relu", self, savesOutput: true) { g, node in
-                if !GradMode.isEnabled { return [try Tensor.gradient(g, node.outputValues, { $1 > 0 ? $0 : 0 }, { $1 > 0 ? $0 : 0 })] }
+                if !GradMode.isEnabled { return InputGradients(try Tensor.gradient(g, node.outputValues, { $1 > 0 ? $0 : 0 }, { $1 > 0 ? $0 : 0 })) }
                 let mask = try node.output().mapped("relu_mask", { $0 > 0 ? 1 : 0 }, { $0 > 0 ? 1 : 0 })
-                return [try g.multiplying(mask)]
+                return InputGradients(try g.multiplying(mask))
             }
         }
         return out
@@ -58,9 +58,9 @@ extension Tensor {
         let out = try mapped("sqrt", { Float.sqrt($0) }, { Double.sqrt($0) })
         if Tensor.shouldRecord(self) {
             out.record("sqrt", self, savesInput: true, savesOutput: true) { g, node in
-                if !GradMode.isEnabled { return [try Tensor.gradient(g, node.outputValues, { $0 / (2 * $1) }, { $0 / (2 * $1) })] }
+                if !GradMode.isEnabled { return InputGradients(try Tensor.gradient(g, node.outputValues, { $0 / (2 * $1) }, { $0 / (2 * $1) })) }
                 let y = try node.saved(0).sqrt()
-                return [try g.dividing(by: y.multiplying(y.constant(2)))]
+                return InputGradients(try g.dividing(by: y.multiplying(y.constant(2))))
             }
         }
         return out
@@ -72,10 +72,10 @@ extension Tensor {
         if Tensor.shouldRecord(self) {
             out.record("abs", self, savesInput: true) { g, node in
                 if !GradMode.isEnabled {
-                    return [try Tensor.zipped(g, node.saved(0), "abs", { $1 > 0 ? $0 : ($1 < 0 ? -$0 : 0) }, { $1 > 0 ? $0 : ($1 < 0 ? -$0 : 0) })]
+                    return InputGradients(try Tensor.zipped(g, node.saved(0), "abs", { $1 > 0 ? $0 : ($1 < 0 ? -$0 : 0) }, { $1 > 0 ? $0 : ($1 < 0 ? -$0 : 0) }))
                 }
                 let sign = try node.saved(0).mapped("sign", { $0 > 0 ? 1 : ($0 < 0 ? -1 : 0) }, { $0 > 0 ? 1 : ($0 < 0 ? -1 : 0) })
-                return [try g.multiplying(sign)]
+                return InputGradients(try g.multiplying(sign))
             }
         }
         return out
@@ -84,7 +84,7 @@ extension Tensor {
     public func sin() throws -> Tensor {
         let out = try mapped("sin", { Float.sin($0) }, { Double.sin($0) })
         if Tensor.shouldRecord(self) {
-            out.record("sin", self, savesInput: true) { g, node in [try g.multiplying(node.saved(0).cos())] }
+            out.record("sin", self, savesInput: true) { g, node in InputGradients(try g.multiplying(node.saved(0).cos())) }
         }
         return out
     }
@@ -92,7 +92,7 @@ extension Tensor {
     public func cos() throws -> Tensor {
         let out = try mapped("cos", { Float.cos($0) }, { Double.cos($0) })
         if Tensor.shouldRecord(self) {
-            out.record("cos", self, savesInput: true) { g, node in [try g.multiplying(node.saved(0).sin()).negated()] }
+            out.record("cos", self, savesInput: true) { g, node in InputGradients(try g.multiplying(node.saved(0).sin()).negated()) }
         }
         return out
     }
@@ -102,9 +102,9 @@ extension Tensor {
         if Tensor.shouldRecord(self) {
             // d tanh = 1 - tanh²
             out.record("tanh", self, savesInput: true, savesOutput: true) { g, node in
-                if !GradMode.isEnabled { return [try Tensor.gradient(g, node.outputValues, { $0 * (1 - $1 * $1) }, { $0 * (1 - $1 * $1) })] }
+                if !GradMode.isEnabled { return InputGradients(try Tensor.gradient(g, node.outputValues, { $0 * (1 - $1 * $1) }, { $0 * (1 - $1 * $1) })) }
                 let y = try node.saved(0).tanh()
-                return [try g.multiplying(y.constant(1).subtracting(y.multiplying(y)))]
+                return InputGradients(try g.multiplying(y.constant(1).subtracting(y.multiplying(y))))
             }
         }
         return out
@@ -116,9 +116,9 @@ extension Tensor {
         if Tensor.shouldRecord(self) {
             // d sigmoid = s (1 - s)
             out.record("sigmoid", self, savesInput: true, savesOutput: true) { g, node in
-                if !GradMode.isEnabled { return [try Tensor.gradient(g, node.outputValues, { $0 * $1 * (1 - $1) }, { $0 * $1 * (1 - $1) })] }
+                if !GradMode.isEnabled { return InputGradients(try Tensor.gradient(g, node.outputValues, { $0 * $1 * (1 - $1) }, { $0 * $1 * (1 - $1) })) }
                 let s = try node.saved(0).sigmoid()
-                return [try g.multiplying(s.multiplying(s.constant(1).subtracting(s)))]
+                return InputGradients(try g.multiplying(s.multiplying(s.constant(1).subtracting(s))))
             }
         }
         return out
@@ -138,10 +138,10 @@ extension Tensor {
         if Tensor.shouldRecord(self) {
             out.record("leaky_relu", self, savesInput: true) { g, node in
                 if !GradMode.isEnabled {
-                    return [try Tensor.zipped(g, node.saved(0), "leaky_relu", { $1 > 0 ? $0 : $0 * s32 }, { $1 > 0 ? $0 : $0 * negativeSlope })]
+                    return InputGradients(try Tensor.zipped(g, node.saved(0), "leaky_relu", { $1 > 0 ? $0 : $0 * s32 }, { $1 > 0 ? $0 : $0 * negativeSlope }))
                 }
                 let slope = try node.saved(0).mapped("leaky_relu_slope", { $0 > 0 ? 1 : s32 }, { $0 > 0 ? 1 : negativeSlope })
-                return [try g.multiplying(slope)]
+                return InputGradients(try g.multiplying(slope))
             }
         }
         return out
@@ -151,7 +151,7 @@ extension Tensor {
     public func softplus() throws -> Tensor {
         let out = try mapped("softplus", Tensor.stableSoftplus, Tensor.stableSoftplus)
         if Tensor.shouldRecord(self) {
-            out.record("softplus", self, savesInput: true) { g, node in [try g.multiplying(node.saved(0).sigmoid())] }
+            out.record("softplus", self, savesInput: true) { g, node in InputGradients(try g.multiplying(node.saved(0).sigmoid())) }
         }
         return out
     }
@@ -167,7 +167,7 @@ extension Tensor {
         if Tensor.shouldRecord(self) {
             out.record("gelu", self, savesInput: true) { g, node in
                 let x = node.saved(0)
-                return [try g.multiplying(x.normalCDF().adding(x.multiplying(x.normalPDF())))]
+                return InputGradients(try g.multiplying(x.normalCDF().adding(x.multiplying(x.normalPDF()))))
             }
         }
         return out
@@ -178,7 +178,7 @@ extension Tensor {
     func normalCDF() throws -> Tensor {
         let out = try mapped("normal_cdf", { Tensor.normalCDF($0) }, { Tensor.normalCDF($0) })
         if Tensor.shouldRecord(self) {
-            out.record("normal_cdf", self, savesInput: true) { g, node in [try g.multiplying(node.saved(0).normalPDF())] }
+            out.record("normal_cdf", self, savesInput: true) { g, node in InputGradients(try g.multiplying(node.saved(0).normalPDF())) }
         }
         return out
     }
