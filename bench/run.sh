@@ -20,7 +20,7 @@ benches=()
 for arg in "$@"; do
     case "$arg" in
         --quick) quick=(--quick) ;;
-        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
         [Bb][1-6]) benches+=("${arg^^}") ;;
         *) echo "run.sh: unknown argument '$arg' (use --quick and/or B1..B6)" >&2; exit 2 ;;
     esac
