@@ -177,30 +177,38 @@ def record(store, r):
           f"median {fmt(r['median']):>9} {r['metric']:<12} [{spread}]", flush=True)
 
 
+# Peers run in alternation: each round runs every peer once with a share of the repetitions,
+# so a machine whose speed drifts over minutes (shared hosts do) slows every peer alike and
+# the ratios stay fair. B6 runs one repetition per fresh process, so its rounds are its reps.
+ROUNDS = 3
+
+
 def run_benchmark(bench, reps, store, failures, quiet_wait):
     for threads in THREADS:
-        for peer in BENCH_PEERS[bench]:
-            if peer in SINGLE_THREADED and threads != THREADS[0]:
-                continue  # single-threaded peers run once
-            print(f"{bench} {peer} threads={threads} reps={reps}", flush=True)
-            if bench != "B6":
-                for r in run_peer(bench, peer, threads, reps, failures, quiet_wait):
-                    record(store, r)
-                continue
-            # B6: a fresh process per repetition; samples of each case are gathered.
-            merged = {}
-            for _ in range(reps):
-                out = run_peer(bench, peer, threads, 1, failures, quiet_wait)
+        peers = [p for p in BENCH_PEERS[bench] if not (p in SINGLE_THREADED and threads != THREADS[0])]
+        rounds = reps if bench == "B6" else min(ROUNDS, reps)
+        per_round = 1 if bench == "B6" else -(-reps // rounds)
+        print(f"{bench} threads={threads}: {', '.join(peers)} alternating, {rounds} rounds of "
+              f"{per_round} repetition(s)", flush=True)
+        merged = {peer: {} for peer in peers}
+        broken = set()
+        for k in range(rounds):
+            for peer in peers:
+                if peer in broken:
+                    continue
+                out = run_peer(bench, peer, threads, per_round, failures, quiet_wait)
                 if not out:
-                    merged = {}
-                    break
+                    broken.add(peer)
+                    merged[peer] = {}
+                    continue
                 for r in out:
-                    m = merged.setdefault(r["case"], dict(r, samples=[], infos=[], other_cpu_cores=0))
+                    m = merged[peer].setdefault(r["case"], dict(r, samples=[], infos=[], other_cpu_cores=0))
                     m["samples"] += r["samples"]
-                    m["infos"].append(r["info"])
+                    m["infos"].append(r.get("info"))
                     m["other_cpu_cores"] = max(m["other_cpu_cores"], r["other_cpu_cores"])
-            for m in merged.values():
-                m["info"] = m.pop("infos")[-1]
+        for peer in peers:
+            for m in merged[peer].values():
+                m["info"] = m.pop("infos")[-1] or {}
                 record(store, m)
 
 
