@@ -114,14 +114,16 @@ enum Backward {
         /// Finds the nodes reachable from the roots and counts the edges into each; fails
         /// before anything runs if part of the graph was already released.
         mutating func collect(roots: [Tensor]) throws {
-            var stack: [Node] = []
             for root in roots {
                 guard let fn = root.gradFn, slot(fn) == nil else { continue }
                 add(fn)
                 deps.append(0)
-                stack.append(fn)
             }
-            while let node = stack.popLast() {
+            // `nodes` doubles as the work list: every node is visited once, in discovery order.
+            var cursor = 0
+            while cursor < nodes.count {
+                let node = nodes[cursor]
+                cursor += 1
                 if node.isReleased {
                     throw AutogradError.state("the graph through '\(node.name)' was already freed by an earlier backward; pass retain_graph = true to the first backward to run backward through it again")
                 }
@@ -132,7 +134,6 @@ enum Backward {
                     } else {
                         add(child)
                         deps.append(1)
-                        stack.append(child)
                     }
                 }
             }
