@@ -36,15 +36,34 @@ extension Tensor {
 
     /// max(x, 0); the derivative at exactly 0 is taken as 0 (as in PyTorch).
     public func relu() throws -> Tensor {
-        let out = try mapped("relu", { $0 > 0 ? $0 : 0 }, { $0 > 0 ? $0 : 0 })
+        let out = try Tensor(uninitialized: shape, dtype: dtype)
+        switch dtype {
+        case .float32: agk_relu_f32(buffer(Float.self).baseAddress, out.buffer(Float.self).baseAddress, Int64(count))
+        case .float64: agk_relu_f64(buffer(Double.self).baseAddress, out.buffer(Double.self).baseAddress, Int64(count))
+        }
         if Tensor.shouldRecord(self) {
             // relu(x) > 0 exactly where x > 0, so the output (kept anyway by the next op, often)
             // serves as the mask and the input need not be saved.
             out.record("relu", self, savesOutput: true) { g, node in
-                if !GradMode.isEnabled { return InputGradients(try Tensor.gradient(g, node.outputValues, { $1 > 0 ? $0 : 0 }, { $1 > 0 ? $0 : 0 })) }
+                if !GradMode.isEnabled { return InputGradients(try Tensor.reluGradient(g, node.outputValues)) }
                 let mask = try node.output().mapped("relu_mask", { $0 > 0 ? 1 : 0 }, { $0 > 0 ? 1 : 0 })
                 return InputGradients(try g.multiplying(mask))
             }
+        }
+        return out
+    }
+}
+
+extension Tensor {
+    /// g where the saved relu output is positive, else 0; written over g when the pass allows.
+    static func reluGradient(_ g: Tensor, _ y: Storage) throws -> Tensor {
+        guard g.dtype == y.dtype && g.count == y.count else {
+            throw AutogradError.internal("relu: a gradient of \(g.dtype) \(g.shape) met saved values of \(y.dtype) x \(y.count)")
+        }
+        let out = Backward.reusableGradient == ObjectIdentifier(g) ? g : try Tensor(uninitialized: g.shape, dtype: g.dtype)
+        switch g.dtype {
+        case .float32: agk_relu_grad_f32(g.buffer(Float.self).baseAddress, y.buffer(Float.self).baseAddress, out.buffer(Float.self).baseAddress, Int64(g.count))
+        case .float64: agk_relu_grad_f64(g.buffer(Double.self).baseAddress, y.buffer(Double.self).baseAddress, out.buffer(Double.self).baseAddress, Int64(g.count))
         }
         return out
     }
