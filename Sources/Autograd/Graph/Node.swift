@@ -86,7 +86,7 @@ final class LeafAnchor {
 /// A tensor saved for backward. Results of operations are held strongly; leaves weakly with
 /// their values kept (see Edge.leaf): unpacked, a live leaf is itself (so create_graph sees it),
 /// a freed one a constant with the same values.
-enum SavedTensor: SmallListElement {
+enum SavedTensor {
     /// A result, or a constant (a leaf that does not require grad): held as it is.
     case result(Tensor)
     /// A leaf that requires grad, through its anchor: the leaf while it lives, its values after.
@@ -96,7 +96,6 @@ enum SavedTensor: SmallListElement {
     case output(Storage)
     case empty
 
-    static var placeholder: SavedTensor { .empty }
 
     init(_ t: Tensor) {
         if t.gradFn == nil && t.requiresGrad { self = .leaf(t.anchor) }
@@ -123,7 +122,7 @@ struct OpName: CustomStringConvertible {
 
 /// One input of a recorded operation: where its gradient goes, and its shape (the gradient is
 /// summed back to it where the input was broadcast).
-struct NodeInput: SmallListElement {
+struct NodeInput {
     var edge: Edge
     let shape: [Int]
     static var placeholder: NodeInput { NodeInput(edge: .none, shape: []) }
@@ -365,63 +364,7 @@ extension Tensor {
     }
 }
 
-/// A list that keeps its first two elements inline: most nodes have one or two inputs and save
-/// one or two tensors, and a separate array for each would be an allocation per node.
 /// Hooks on non-leaf tensors, by node: rare, so kept out of every node (guarded by GraphLock).
 enum NodeHooks {
     nonisolated(unsafe) static var table: [ObjectIdentifier: [GradHook]] = [:]
-}
-
-/// What an empty slot of a SmallList holds.
-protocol SmallListElement {
-    static var placeholder: Self { get }
-}
-
-struct SmallList<Element: SmallListElement>: RandomAccessCollection, MutableCollection {
-    private var first = Element.placeholder
-    private var second = Element.placeholder
-    private var rest: [Element] = []
-    private(set) var count = 0
-
-    init() {}
-
-    var startIndex: Int { @inline(__always) get { 0 } }
-    var endIndex: Int { @inline(__always) get { count } }
-
-    subscript(i: Int) -> Element {
-        @inline(__always) get {
-            switch i {
-            case 0: return first
-            case 1: return second
-            default: return rest[i - 2]
-            }
-        }
-        @inline(__always) set {
-            switch i {
-            case 0: first = newValue
-            case 1: second = newValue
-            default: rest[i - 2] = newValue
-            }
-        }
-    }
-
-    @inline(__always)
-    mutating func append(_ e: Element) {
-        switch count {
-        case 0: first = e
-        case 1: second = e
-        default: rest.append(e)
-        }
-        count += 1
-    }
-
-    mutating func popLast() -> Element? {
-        guard count > 0 else { return nil }
-        count -= 1
-        switch count {
-        case 0: defer { first = .placeholder }; return first
-        case 1: defer { second = .placeholder }; return second
-        default: return rest.popLast()
-        }
-    }
 }
