@@ -6,7 +6,16 @@ cd "$(dirname "$0")/.."
 flags=(-c release --product autograd -Xswiftc -static-stdlib
        -Xlinker "--version-script=$PWD/Sources/AutogradC/exports.map")
 echo "build: swift build ${flags[*]}"
-swift build "${flags[@]}" 2>&1 | grep -v '^\[' || true
+# The progress lines ("[12/80] Compiling ...") are dropped; a failed build fails this script even
+# when an older library is still on disk.
+mkdir -p .build
+status=0
+swift build "${flags[@]}" >.build/build.log 2>&1 || status=$?
+grep -v '^\[' .build/build.log || true
+if [ "$status" -ne 0 ]; then
+    echo "build: swift build failed (exit $status)" >&2
+    exit "$status"
+fi
 so=.build/release/libautograd.so
 [ -f "$so" ] || { echo "build: $so was not produced" >&2; exit 1; }
 ln -sf libautograd.so .build/release/libautograd.so.0
