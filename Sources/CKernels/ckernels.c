@@ -117,3 +117,15 @@ AGK_RELU(agk_relu_f32, float)
 AGK_RELU(agk_relu_f64, double)
 AGK_RELU_GRAD(agk_relu_grad_f32, float)
 AGK_RELU_GRAD(agk_relu_grad_f64, double)
+
+#define AGK_SGD(name, type)                                                                    \
+    AGK_MULTIVERSION                                                                          \
+    void name(type *restrict p, const type *restrict g, int64_t n, double lr, double wd) {    \
+        for (int64_t i = 0; i < n; i++) {                                                     \
+            double d = (double)g[i] + wd * (double)p[i];                                      \
+            p[i] = (type)((double)p[i] - lr * d);                                             \
+        }                                                                                     \
+    }
+
+AGK_SGD(agk_sgd_f32, float)
+AGK_SGD(agk_sgd_f64, double)

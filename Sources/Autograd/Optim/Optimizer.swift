@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CKernels
 
 /// An optimizer updates a fixed list of parameters (leaf tensors) in place from their `.grad`.
 /// Parameters without a gradient are skipped. Updates write into the parameters' storage, so
@@ -95,8 +96,15 @@ public final class SGD: Optimizer {
         try super.init(parameters: parameters, learningRate: learningRate)
     }
 
-    override func update(_ k: Int, _ p: UnsafeMutableBufferPointer<Float>, _ g: UnsafeMutableBufferPointer<Float>) { apply(k, p, g) }
-    override func update(_ k: Int, _ p: UnsafeMutableBufferPointer<Double>, _ g: UnsafeMutableBufferPointer<Double>) { apply(k, p, g) }
+    // Without momentum the update is one vectorised C loop (same double arithmetic).
+    override func update(_ k: Int, _ p: UnsafeMutableBufferPointer<Float>, _ g: UnsafeMutableBufferPointer<Float>) {
+        if momentum == 0 { agk_sgd_f32(p.baseAddress, g.baseAddress, Int64(p.count), rateInStep, weightDecay); return }
+        apply(k, p, g)
+    }
+    override func update(_ k: Int, _ p: UnsafeMutableBufferPointer<Double>, _ g: UnsafeMutableBufferPointer<Double>) {
+        if momentum == 0 { agk_sgd_f64(p.baseAddress, g.baseAddress, Int64(p.count), rateInStep, weightDecay); return }
+        apply(k, p, g)
+    }
 
     @inline(__always)
     private func apply<T: TensorElement>(_ k: Int, _ p: UnsafeMutableBufferPointer<T>, _ g: UnsafeMutableBufferPointer<T>) {

@@ -27,4 +27,8 @@ void agk_relu_f64(const double *x, double *out, int64_t n);
 void agk_relu_grad_f32(const float *g, const float *y, float *out, int64_t n);
 void agk_relu_grad_f64(const double *g, const double *y, double *out, int64_t n);
 
+/* SGD without momentum, in double whatever the dtype: p[i] = p[i] - lr * (g[i] + wd * p[i]). */
+void agk_sgd_f32(float *p, const float *g, int64_t n, double lr, double wd);
+void agk_sgd_f64(double *p, const double *g, int64_t n, double lr, double wd);
+
 #endif
