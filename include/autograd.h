@@ -822,7 +822,7 @@ ag_status ag_optimizer_free(ag_optimizer opt);
  *          overflows"
  *  B89  a representable allocation too large to satisfy, 2^61 or 2^62 bytes: ag_tensor_zeros
  *       {2^58} float64, ones {2^29, 2^30} float64, full {2^20, 2^20, 2^19} float32, rand_uniform,
- *       init, eye(2^29, 2^30) float64
+ *       init, eye(2^29, 2^30) float64, zeros {2^61 - 1} float32 (2^63 - 4 bytes)
  *       -> AG_ERR_OUT_OF_MEMORY  "cannot allocate 2305843009213693952 bytes for
  *          288230376151711744 elements of float64"
  *  B90  ag_tensor_from_data with shape {2^58} float64 and a one-element buffer

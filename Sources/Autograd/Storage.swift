@@ -90,12 +90,16 @@ enum BufferCache {
     nonisolated(unsafe) private static var order: [(size: Int, pointer: UnsafeMutableRawPointer)] = []
     nonisolated(unsafe) private static var heldBytes = 0
 
+    /// bytes rounded up to whole pages; nil when that passes Int.max (no allocation is that big).
     @inline(__always)
-    private static func rounded(_ bytes: Int) -> Int { (bytes + pageBytes - 1) / pageBytes * pageBytes }
+    private static func rounded(_ bytes: Int) -> Int? {
+        let (sum, overflow) = bytes.addingReportingOverflow(pageBytes - 1)
+        return overflow ? nil : sum / pageBytes * pageBytes
+    }
 
     static func allocate(bytes: Int) -> UnsafeMutableRawPointer? {
         if bytes >= minimumBytes {
-            let size = rounded(bytes)
+            guard let size = rounded(bytes) else { return nil }
             pthread_mutex_lock(mutex)
             if let p = freeBySize[size]?.popLast() {
                 if let i = order.firstIndex(where: { $0.pointer == p }) { order.remove(at: i) }
@@ -113,9 +117,7 @@ enum BufferCache {
     }
 
     static func release(_ p: UnsafeMutableRawPointer, bytes: Int) {
-        guard bytes >= minimumBytes else { free(p); return }
-        let size = rounded(bytes)
-        guard size <= capacityBytes else { free(p); return }
+        guard bytes >= minimumBytes, let size = rounded(bytes), size <= capacityBytes else { free(p); return }
         var evicted: [UnsafeMutableRawPointer] = []
         pthread_mutex_lock(mutex)
         freeBySize[size, default: []].append(p)

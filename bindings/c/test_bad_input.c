@@ -1426,6 +1426,8 @@ static bool b89(void) { /* a representable allocation too large to satisfy: 2^61
                      "cannot allocate 2305843009213693952 bytes for 288230376151711744 elements of float64");
     ok &= EXPECT(ag_tensor_ones(&out, s2, 2, AG_FLOAT64), AG_ERR_OUT_OF_MEMORY, "cannot allocate");
     ok &= EXPECT(ag_tensor_full(&out, s3, 3, 2.0, AG_FLOAT32), AG_ERR_OUT_OF_MEMORY, "cannot allocate");
+    int64_t s4[] = {(INT64_C(1) << 61) - 1}; /* float32: 2^63 - 4 bytes, within 4095 of INT64_MAX */
+    ok &= EXPECT(ag_tensor_zeros(&out, s4, 1, AG_FLOAT32), AG_ERR_OUT_OF_MEMORY, "cannot allocate");
     ok &= EXPECT(ag_tensor_rand_uniform(&out, s, 1, 0, 1, 1, AG_FLOAT64), AG_ERR_OUT_OF_MEMORY, "cannot allocate");
     ok &= EXPECT(ag_tensor_init(&out, s2, 2, AG_INIT_KAIMING_NORMAL, 1, AG_FLOAT64),
         AG_ERR_OUT_OF_MEMORY, "cannot allocate");
