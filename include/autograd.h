@@ -30,6 +30,9 @@
  * Memory: buffers of 128 KiB or more released by freed tensors are kept for reuse by later
  * tensors of the same size (fresh pages cost more to fault in than a kernel costs to run), up
  * to a quarter of physical memory and at most 1 GiB; the oldest go back to the system first.
+ * The environment variable AG_BUFFER_CACHE_MB, read once when the library first needs it, sets
+ * that limit in MiB instead (0 keeps nothing). AG_NUM_THREADS sets the initial thread count
+ * (see ag_set_num_threads).
  */
 #ifndef AUTOGRAD_H
 #define AUTOGRAD_H

@@ -60,6 +60,9 @@ say "compile: $cc ${flags[*]} $fuzzdir/fuzz_api.c -lautograd"
 # The same sanitizer settings as the defaults compiled into the target (__asan_default_options),
 # plus symbolized stacks. Allocations over 1 GiB fail, so a huge request must come back from the
 # library as AG_ERR_OUT_OF_MEMORY; ASan prints a WARNING line for each, filtered out below.
+# Under ASan the library's cache of freed large buffers (up to 1 GiB, see the top of autograd.h)
+# sits on top of ASan's quarantine and libFuzzer's corpus, near -rss_limit_mb; keep it small here.
+export AG_BUFFER_CACHE_MB="${AG_BUFFER_CACHE_MB:-64}"
 export ASAN_OPTIONS="allocator_may_return_null=1:max_allocation_size_mb=1024:detect_leaks=1:${ASAN_OPTIONS:-}"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:${UBSAN_OPTIONS:-}"
 [[ -x "$symbolizer" ]] && export ASAN_SYMBOLIZER_PATH="$symbolizer"

@@ -11,18 +11,24 @@ passed=0
 failed=0
 failures=()
 
+# Each part's output goes to the terminal and to .build/parts/N.log; the end of a failed part's
+# log is printed again at the very end, where a truncated CI log still shows it.
+mkdir -p .build/parts
 part() {
     local name=$1
     shift
+    local log=.build/parts/$((passed + failed + 1)).log
     printf '\n==== %s (at %ds)\n' "$name" $((SECONDS - start))
-    if "$@"; then
+    if "$@" 2>&1 | tee "$log"; then
         passed=$((passed + 1))
     else
         failed=$((failed + 1))
         failures+=("$name")
+        failed_logs+=("$log")
         printf '==== FAILED: %s\n' "$name"
     fi
 }
+failed_logs=()
 
 xctest() {
     mkdir -p .build
@@ -52,6 +58,10 @@ fi
 part "line coverage of Sources/ (llvm-cov, XCTest + C suites)" bash scripts/coverage.sh
 
 printf '\n==== done in %ds\n' $((SECONDS - start))
+for i in "${!failures[@]}"; do
+    printf '\n==== the end of the failed part "%s" (%s):\n' "${failures[$i]}" "${failed_logs[$i]}"
+    tail -n 40 "${failed_logs[$i]}"
+done
 for f in "${failures[@]}"; do echo "failed part: $f"; done
 echo "test parts: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

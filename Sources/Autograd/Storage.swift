@@ -73,8 +73,12 @@ enum BufferCache {
     static let minimumBytes = 1 << 17
     private static let pageBytes = 4096
 
-    /// A quarter of physical memory, at most 1 GiB.
+    /// AG_BUFFER_CACHE_MB when set (0 keeps nothing), else a quarter of physical memory, at
+    /// most 1 GiB.
     static let capacityBytes: Int = {
+        if let s = getenv("AG_BUFFER_CACHE_MB"), let mb = Int(String(cString: s)), mb >= 0 && mb <= 1 << 30 {
+            return mb << 20
+        }
         let pages = sysconf(Int32(_SC_PHYS_PAGES)), size = sysconf(Int32(_SC_PAGESIZE))
         guard pages > 0 && size > 0 else { return 256 << 20 }
         return Swift.min(1 << 30, pages / 4 * size)
