@@ -2,7 +2,8 @@
 # README command 2: every test. Installs what is missing, then runs each part:
 #   XCTest (engine, every op's gradcheck, the C ABI from Swift), the release build, the C example
 #   and C test programs under valgrind, the header/export check, the libffi harness, the
-#   comparisons against JAX and optax, and line coverage (printed at the end).
+#   comparisons against JAX and optax, the install test, the Python package's tests, and line
+#   coverage (printed at the end).
 # Every part runs even if an earlier one failed (the build excepted); the last line counts them.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -53,6 +54,7 @@ if [ -f .build/release/libautograd.so ]; then
     # A fixed seed keeps the CI fuzz run repeatable; longer, unseeded runs are documented in
     # bindings/fuzz/README.md.
     part "libFuzzer on the C API: regressions, seed corpus, then 60 s" env FUZZ_ARGS="${FUZZ_ARGS:--seed=1}" bash scripts/fuzz.sh
+    part "make install into a temporary prefix, the C example built with pkg-config in env -i" bash scripts/install-test.sh
     part "references from PyPI: random graphs vs JAX, optimizers vs optax, digits in JAX" bash scripts/reference-tests.sh
 fi
 part "line coverage of Sources/ (llvm-cov, XCTest + C suites)" bash scripts/coverage.sh
