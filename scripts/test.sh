@@ -55,6 +55,7 @@ if [ -f .build/release/libautograd.so ]; then
     # bindings/fuzz/README.md.
     part "libFuzzer on the C API: regressions, seed corpus, then 60 s" env FUZZ_ARGS="${FUZZ_ARGS:--seed=1}" bash scripts/fuzz.sh
     part "make install into a temporary prefix, the C example built with pkg-config in env -i" bash scripts/install-test.sh
+    part "Python package (bindings/python): pip install, pytest against JAX, examples/mlp.py" bash scripts/python-tests.sh
     part "references from PyPI: random graphs vs JAX, optimizers vs optax, digits in JAX" bash scripts/reference-tests.sh
 fi
 part "line coverage of Sources/ (llvm-cov, XCTest + C suites)" bash scripts/coverage.sh

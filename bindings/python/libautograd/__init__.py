@@ -1,0 +1,146 @@
+"""libautograd: Python bindings (pure Python, ctypes) for libautograd.so, the Autograd engine.
+
+    import libautograd as ag
+    x = ag.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    y = (x * x).sum()
+    y.backward()
+    x.grad.numpy()          # array([2., 4., 6.])
+
+Finding the library, in this order (the first that loads wins; ``library_path()`` tells which):
+
+1. the environment variable ``AUTOGRAD_LIBRARY``: the path of libautograd.so, or a directory
+   holding it; when set, nothing else is tried;
+2. the installed prefix: ``pkg-config --variable=libdir autograd``, then ``sys.prefix/lib``,
+   ``/usr/local/lib``, ``/usr/lib``, then ``ctypes.util.find_library("autograd")``;
+3. a build folder: ``.build/release/libautograd.so`` above this package's source file, then
+   above the current directory (so running from a checkout after ``bash scripts/build.sh``
+   works without installing).
+
+In a directory, ``libautograd.so.0`` (the soname) is tried before ``libautograd.so``. If none
+is found, importing raises ``LibraryNotFoundError`` (an ImportError) listing every place tried.
+
+Errors: every failing C call raises an ``AutogradError`` subclass carrying ``ag_last_error()``'s
+message, ``.status`` and ``.status_name``; see ``libautograd.errors``.
+"""
+
+from ._library import LibraryNotFoundError
+from .creation import (
+    arange,
+    eye,
+    from_numpy,
+    full,
+    init,
+    kaiming_normal,
+    kaiming_uniform,
+    ones,
+    ones_like,
+    rand,
+    randn,
+    tensor,
+    xavier_normal,
+    xavier_uniform,
+    zeros,
+    zeros_like,
+)
+from .dtypes import DType, float32, float64
+from .errors import (
+    ArgumentError,
+    AutogradError,
+    CallbackError,
+    DTypeError,
+    InternalError,
+    InvalidHandleError,
+    OutOfMemoryError,
+    ShapeError,
+    StateError,
+)
+from .grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from .graph import GradcheckResult, grad, gradcheck, graph_to_dot
+from .ops import (  # the operation catalogue
+    abs,
+    add,
+    cat,
+    concat,
+    cos,
+    cross_entropy,
+    div,
+    dot,
+    eq,
+    exp,
+    expand,
+    gather,
+    ge,
+    gelu,
+    gt,
+    index_select,
+    le,
+    leaky_relu,
+    linear,
+    log,
+    log_softmax,
+    logsumexp,
+    lt,
+    matmul,
+    max,
+    maximum,
+    mean,
+    min,
+    minimum,
+    mse_loss,
+    mul,
+    ne,
+    neg,
+    outer,
+    permute,
+    pow,
+    relu,
+    reshape,
+    sigmoid,
+    sin,
+    slice,
+    softmax,
+    softplus,
+    sqrt,
+    squeeze,
+    stack,
+    sub,
+    sum,
+    tanh,
+    transpose,
+    unsqueeze,
+    var,
+    where,
+)
+from .optim import SGD, Adam, AdamW, Optimizer
+from .runtime import (
+    get_num_threads,
+    library_path,
+    live_handle_count,
+    num_threads,
+    set_num_threads,
+    version,
+)
+from .tensor import Tensor
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Tensor", "DType", "float32", "float64",
+    "tensor", "from_numpy", "zeros", "ones", "full", "zeros_like", "ones_like", "arange", "eye",
+    "rand", "randn", "init", "kaiming_uniform", "kaiming_normal", "xavier_uniform",
+    "xavier_normal",
+    "no_grad", "enable_grad", "is_grad_enabled", "set_grad_enabled",
+    "grad", "gradcheck", "graph_to_dot", "GradcheckResult",
+    "SGD", "Adam", "AdamW", "Optimizer",
+    "version", "library_path", "set_num_threads", "num_threads", "get_num_threads",
+    "live_handle_count",
+    "AutogradError", "InvalidHandleError", "ArgumentError", "ShapeError", "DTypeError",
+    "StateError", "OutOfMemoryError", "CallbackError", "InternalError", "LibraryNotFoundError",
+    # the operation catalogue (ops.py)
+    "add", "sub", "mul", "div", "pow", "matmul", "maximum", "minimum", "dot", "outer", "eq",
+    "ne", "lt", "le", "gt", "ge", "where", "neg", "exp", "log", "relu", "sqrt", "abs", "sin",
+    "cos", "tanh", "sigmoid", "gelu", "softplus", "leaky_relu", "sum", "mean", "max", "min",
+    "logsumexp", "var", "reshape", "transpose", "permute", "expand", "squeeze", "unsqueeze",
+    "concat", "cat", "stack", "slice", "index_select", "gather", "softmax", "log_softmax",
+    "cross_entropy", "mse_loss", "linear",
+]

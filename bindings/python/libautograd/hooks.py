@@ -1,0 +1,103 @@
+"""Gradient hooks (ag_tensor_register_hook) with Python callables.
+
+One C trampoline serves every hook: the C side gets a small integer key as user_data, and the
+Python callable lives in a table under that key until the library calls the destroy callback
+(when the hook is removed or its tensor is gone). So nothing that C can still call is ever
+collected early.
+"""
+
+import itertools
+import threading
+import weakref
+from ctypes import byref, c_int64, c_uint64
+
+from ._library import DESTROY, GRAD_HOOK, lib
+from .errors import check, error_for, set_pending
+from .tensor import Tensor
+
+_callables = {}  # user_data key -> the Python callable
+_keys = itertools.count(1)
+_lock = threading.Lock()
+
+
+def _replacement_handle(result):
+    """A new handle with result's values (and history), for the library to take over: the
+    Python Tensor keeps its own handle, so the caller may go on using it."""
+    out = c_uint64(0)
+    status = lib.ag_mul_scalar(byref(out), result._handle, 1.0)
+    if status:
+        raise error_for(status)
+    return out.value
+
+
+@GRAD_HOOK
+def _trampoline(replacement, grad, user_data):
+    try:
+        fn = _callables[user_data]
+        borrowed = Tensor._wrap(grad, owned=False)  # valid during the call only
+        result = fn(borrowed)
+        if result is None or (isinstance(result, Tensor) and result._handle == grad):
+            return 0
+        if not isinstance(result, Tensor):
+            raise TypeError(f"a gradient hook must return a Tensor or None, not "
+                            f"{type(result).__name__}")
+        replacement[0] = _replacement_handle(result)
+        return 0
+    except BaseException as exc:  # noqa: BLE001 - re-raised by errors.check as the __cause__
+        set_pending(exc)
+        return 1
+
+
+@DESTROY
+def _destroy(user_data):
+    with _lock:
+        _callables.pop(user_data, None)
+
+
+class RemovableHook:
+    """What register_hook returns: remove() unregisters the hook (a no-op once its tensor
+    is gone, or when removed already)."""
+
+    def __init__(self, tensor, hook_id):
+        self._tensor = weakref.ref(tensor)
+        self.id = hook_id
+        self._removed = False
+
+    def remove(self):
+        """Unregisters the hook."""
+        tensor = self._tensor()
+        if self._removed or tensor is None:
+            return
+        self._removed = True
+        check(lib.ag_tensor_remove_hook(tensor._handle, self.id))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
+        return False
+
+
+def register_hook(tensor, fn):
+    """Registers fn(grad) -> Tensor | None on tensor; see Tensor.register_hook."""
+    if not isinstance(tensor, Tensor):
+        raise TypeError("register_hook needs a Tensor")
+    if not callable(fn):
+        raise TypeError(f"a hook must be callable, not {type(fn).__name__}")
+    with _lock:
+        key = next(_keys)
+        _callables[key] = fn
+    out_id = c_int64(0)
+    status = lib.ag_tensor_register_hook(byref(out_id), tensor._handle, _trampoline, key,
+                                         _destroy)
+    if status:
+        with _lock:
+            _callables.pop(key, None)  # on failure destroy is not called
+        check(status)
+    return RemovableHook(tensor, out_id.value)
+
+
+def live_hook_count():
+    """How many Python hooks the library can still call (for leak checks in tests)."""
+    return len(_callables)
