@@ -40,6 +40,9 @@ public final class Tensor {
         return GraphLock.withLock { lockedAnchor() }
     }
 
+    /// The anchor if this leaf ever required grad, without making one.
+    var existingAnchor: LeafAnchor? { leafState?.anchor }
+
     /// The leaf state, made if missing (call under the graph lock).
     private func lockedLeafState() -> LeafState {
         if let s = leafState { return s }

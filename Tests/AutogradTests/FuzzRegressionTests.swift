@@ -21,6 +21,26 @@ final class FuzzRegressionTests: XCTestCase {
         XCTAssertNil(weakLeaf, "the leaf outlived every reference: a leaf -> grad -> leaf cycle")
     }
 
+    /// bindings/fuzz/regressions/leaf-requires-grad-dropped-then-create-graph-leaks: a leaf used
+    /// while requiring grad, then switched off, was saved strongly by the create_graph backward
+    /// rules that built its own `.grad`: leaf -> .grad -> node -> leaf.
+    func testALeafThatStoppedRequiringGradLeavesNoCycleThroughItsGrad() throws {
+        weak var weakLeaf: Tensor?
+        do {
+            let x = try Tensor.ones([2, 2])
+            try x.setRequiresGrad(true)
+            weakLeaf = x
+            let x2 = try x.matmul(x)
+            let y = try x2.matmul(x2).sum()
+            try x.setRequiresGrad(false)
+            try y.backward(createGraph: true)
+            // d/dX sum(X^4) = sum over k of (X^T)^k J (X^T)^(3-k); with X = J (all ones, 2x2),
+            // J^k = 2^(k-1) J, every term is 8 J: 32 everywhere.
+            assertValues(x.grad!, [32, 32, 32, 32])
+        }
+        XCTAssertNil(weakLeaf, "the leaf outlived every reference: a leaf -> grad -> node -> leaf cycle")
+    }
+
     func testNoOpShapeOpsReturnANewTensor() throws {
         let x = try Tensor([1, 2, 3], shape: [3])
         XCTAssertFalse(try x.reshaped([3]) === x)
