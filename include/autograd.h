@@ -353,7 +353,9 @@ ag_status ag_slice(ag_tensor *out, ag_tensor a, int64_t axis, int64_t start, int
 
 /* The entries indices[0..n-1] of a along `axis` (negative indices count from the end); the result
  * has extent n along axis. Repeated indices accumulate their gradients.
- * Errors also: AG_ERR_ARGUMENT (bad axis, indices NULL with n > 0, an index out of range). */
+ * Errors also: AG_ERR_ARGUMENT (bad axis, indices NULL with n > 0, an index out of range),
+ * AG_ERR_SHAPE (the result's element count overflows int64, as for any shape: the product of
+ * its non-zero extents must fit, e.g. n = 7 along an axis of extent 1 of a [1, 2^62, 0] tensor). */
 ag_status ag_index_select(ag_tensor *out, ag_tensor a, int64_t axis, const int64_t *indices, int64_t n);
 
 /* torch.gather: out[i][j][k] = a[index[i][j][k]][j][k] for axis 0 (likewise for other axes).
@@ -848,7 +850,9 @@ ag_status ag_optimizer_free(ag_optimizer opt);
  *       ag_tensor_zeros {0, INT64_MAX, INT64_MAX}, ag_reshape to {2^32, 2^32, 0}
  *       -> AG_ERR_SHAPE  "the element count of shape [0, 9223372036854775807,
  *          9223372036854775807] overflows int64" (refused although numel would be 0: every
- *          partial product of an accepted shape fits int64)
+ *          partial product of an accepted shape fits int64); the same for an operation's
+ *          result of such a shape: ag_index_select of 7 indices along axis 0 of {1, 2^62, 0}
+ *          -> AG_ERR_SHAPE "the element count of shape [7, 4611686018427387904, 0] overflows int64"
  *  B94  accepted: ag_status_name of an unknown status (-1, 9, INT32_MIN) gives
  *       "AG_UNKNOWN_STATUS"; ag_set_grad_enabled with previous NULL -> AG_OK
  *  B95  ag_set_num_threads: n < 1 or n > 256

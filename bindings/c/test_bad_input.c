@@ -1538,6 +1538,14 @@ static bool b93(void) { /* an empty shape whose other extents overflow */
     ok &= EXPECT(ag_reshape(&out, e, rs, 3), AG_ERR_SHAPE,
                  "the element count of shape [4294967296, 4294967296, 0] overflows int64");
     ok &= CHECK(out == SENT_HANDLE);
+    /* an operation's result of such a shape: 7 rows picked from a {1, 2^62, 0} tensor */
+    int64_t ws[] = {1, INT64_C(1) << 62, 0}, idx[7] = {0, 0, 0, 0, 0, 0, 0};
+    ag_tensor w = AG_NULL_TENSOR;
+    ok &= OK(ag_tensor_zeros(&w, ws, 3, AG_FLOAT64));
+    ok &= EXPECT(ag_index_select(&out, w, 0, idx, 7), AG_ERR_SHAPE,
+                 "the element count of shape [7, 4611686018427387904, 0] overflows int64");
+    ok &= CHECK(out == SENT_HANDLE);
+    release(w);
     release(e);
     return ok;
 }

@@ -1664,9 +1664,15 @@ static void op_index_select(Rd *r) {
             for (int64_t i = 0; i < n; i++)
                 if (idx[i] < -e || idx[i] >= e) ok = false;
             allowed = ok ? M_OK | M_OOM : M_ARG;
-            int64_t rest = e ? ia.numel / e : 0, on;
-            if (e == 0) allowed |= M_SHAPE; /* the rest of a zero-extent shape may overflow */
-            if (__builtin_mul_overflow(rest, n, &on)) allowed |= M_SHAPE;
+            /* the result's shape must be representable: the product of its non-zero extents
+             * (every axis but `ax`, then n) must fit in int64, as for every shape */
+            int64_t axis = ax < 0 ? ax + ia.nd : ax, prod = 1;
+            bool over = false;
+            for (int64_t i = 0; i <= ia.nd; i++) {
+                int64_t d = i == ia.nd ? n : i == axis ? 1 : ia.shape[i];
+                if (d != 0 && __builtin_mul_overflow(prod, d, &prod)) over = true;
+            }
+            if (over) allowed |= M_SHAPE;
         }
     }
     if (a.bad) allowed |= M_ARG;
