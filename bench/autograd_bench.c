@@ -342,6 +342,7 @@ int main(int argc, char **argv) {
                 (long long)actual);
         return 1;
     }
+    bench_settle();
     if (strcmp(bench, "B1") == 0) bench_b1(threads, reps);
     else if (strcmp(bench, "B2") == 0) bench_b2(threads, reps);
     else if (strcmp(bench, "B3") == 0) bench_b3(threads, reps);

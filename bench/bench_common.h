@@ -23,6 +23,16 @@ static inline double bench_now(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* Waits half a second, untimed, after the thread count is set and before anything is measured.
+ * OpenBLAS's idle worker threads spin (sched_yield) for a while after the library loads or the
+ * thread count changes before they sleep, and on a 2-CPU machine that slows the measuring thread
+ * by up to 40%: without this, a short benchmark measures the start-up, not the steady state.
+ * Every peer waits the same (bench_common.py's settle() for the Python ones). */
+static inline void bench_settle(void) {
+    struct timespec ts = {0, 500000000L};
+    while (nanosleep(&ts, &ts) != 0) {}
+}
+
 /* The deterministic fill used by every peer (see bench/README.md, "Data"):
  * element i = scale * sin(phase + 0.37 * i), computed in double. */
 static inline double bench_fill_value(int64_t i, double phase, double scale) {

@@ -10,6 +10,12 @@ import time
 now = time.perf_counter
 
 
+def settle():
+    """Waits half a second, untimed, before measuring: the same pause bench_settle() gives the C
+    peers (there it lets OpenBLAS's idle threads stop spinning after start-up)."""
+    time.sleep(0.5)
+
+
 def parse_args(prog):
     """Parses `prog BENCH THREADS REPS`; exits with status 2 on anything else."""
     try:

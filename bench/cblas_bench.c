@@ -56,6 +56,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     openblas_set_num_threads(threads);
+    bench_settle();
     double *samples = calloc((size_t)reps, sizeof(double));
     const int sizes[2] = {1024, 2048};
     for (int is_f32 = 1; is_f32 >= 0; is_f32--)

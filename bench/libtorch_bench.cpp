@@ -146,6 +146,7 @@ int main(int argc, char **argv) {
     int threads, reps;
     bench_parse_args(argc, argv, &bench, &threads, &reps);
     at::set_num_threads(threads);
+    bench_settle();
     std::string b = bench;
     if (b == "B1") bench_b1(threads, reps);
     else if (b == "B2") bench_b2(threads, reps);

@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from micrograd.engine import Value  # noqa: E402
 
-from bench_common import CHAIN_LEAVES, now, parse_args, result  # noqa: E402
+from bench_common import CHAIN_LEAVES, now, parse_args, result, settle  # noqa: E402
 
 PEER = "micrograd"
 
@@ -66,6 +66,7 @@ def main():
     if bench != "B1":
         sys.exit(f"micrograd_bench.py: only B1 is defined for this peer, not {bench}")
     sys.setrecursionlimit(1_000_000)
+    settle()
     threading.stack_size(512 * 1024 * 1024)
     report, errors = [], []
 

@@ -15,7 +15,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from bench_common import (CHAIN_LEAVES, now, parse_args, proc_status_mib,  # noqa: E402
-                          reset_peak_rss, result)
+                          reset_peak_rss, result, settle)
 
 PEER = "torch"
 
@@ -209,6 +209,7 @@ def bench_b5(threads, reps):
 def main():
     bench, threads, reps = parse_args("torch_bench.py")
     torch.set_num_threads(threads)
+    settle()
     runners = {"B1": bench_b1, "B2": bench_b2, "B3": bench_b3, "B4": bench_b4, "B5": bench_b5}
     if bench == "B6":
         bench_b6(threads)
