@@ -473,7 +473,11 @@ ag_status ag_detach(ag_tensor *out, ag_tensor a);
  * a new handle to *replacement: the library takes that handle over and frees it; leave
  * *replacement as AG_NULL_TENSOR to keep the gradient. The replacement must have the gradient's
  * shape and dtype. A non-zero return aborts the backward pass, which then fails with
- * AG_ERR_CALLBACK (gradients already accumulated by it stay). */
+ * AG_ERR_CALLBACK (gradients already accumulated by it stay). The hook runs on the thread that
+ * called backward, with grad mode on only if that pass has create_graph (as in PyTorch): without
+ * create_graph, results of operations made inside a hook record no history and do not require
+ * grad (so a backward from one of them fails with AG_ERR_STATE), unless the hook turns grad mode
+ * on with ag_set_grad_enabled. */
 typedef int32_t (*ag_grad_hook)(ag_tensor *replacement, ag_tensor grad, void *user_data);
 
 /* Registers `hook` on t (hooks run in registration order). `destroy`, if not NULL, is called

@@ -122,22 +122,23 @@ def matmul(a, b):
     return _two_tensors(lib.ag_matmul, a, b)
 
 
+def _commutative(both, with_scalar, a, b):
+    """A commutative binary op: the scalar form when either side is a Python number."""
+    if isinstance(a, Tensor) and is_scalar(b):
+        return new_tensor(with_scalar, a._handle, float(b))
+    if is_scalar(a) and isinstance(b, Tensor):
+        return new_tensor(with_scalar, b._handle, float(a))
+    return _two_tensors(both, a, b)
+
+
 def maximum(a, b):
     """The larger of a and b elementwise (ties split the gradient evenly)."""
-    if isinstance(a, Tensor) and is_scalar(b):
-        return new_tensor(lib.ag_maximum_scalar, a._handle, float(b))
-    if is_scalar(a) and isinstance(b, Tensor):
-        return new_tensor(lib.ag_maximum_scalar, b._handle, float(a))
-    return _two_tensors(lib.ag_maximum, a, b)
+    return _commutative(lib.ag_maximum, lib.ag_maximum_scalar, a, b)
 
 
 def minimum(a, b):
     """The smaller of a and b elementwise (ties split the gradient evenly)."""
-    if isinstance(a, Tensor) and is_scalar(b):
-        return new_tensor(lib.ag_minimum_scalar, a._handle, float(b))
-    if is_scalar(a) and isinstance(b, Tensor):
-        return new_tensor(lib.ag_minimum_scalar, b._handle, float(a))
-    return _two_tensors(lib.ag_minimum, a, b)
+    return _commutative(lib.ag_minimum, lib.ag_minimum_scalar, a, b)
 
 
 def dot(a, b):
