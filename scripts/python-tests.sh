@@ -8,7 +8,9 @@
 #      .build/release,
 #   5. runs examples/mlp.py,
 #   6. checks that, from the repository root and without AUTOGRAD_LIBRARY, the package finds
-#      the library in the build folder (unless an installed copy comes first: it says so).
+#      the library in the build folder (unless an installed copy comes first: it says so),
+#   7. installs the C library into a temporary prefix (make install) and checks that, outside
+#      the repository, the package finds it there through pkg-config and computes a gradient.
 # Exits non-zero on any failure; the last line says which.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -65,6 +67,22 @@ found=$(env -u AUTOGRAD_LIBRARY "$py" -c 'import libautograd as ag; print(ag.lib
 case "$found" in
     "$libdir"/*) echo "python-tests: found the build folder's library: $found" ;;
     *) echo "python-tests: note: an installed copy comes first in the search order: $found" ;;
+esac
+
+echo "python-tests: discovery through an installed prefix (make install, pkg-config), outside the repository"
+prefix="$outside/prefix"
+make --no-print-directory -C "$root" install PREFIX="$prefix" NO_BUILD=1 >/dev/null || fail "make install PREFIX=$prefix"
+cd "$outside"
+found=$(env -u AUTOGRAD_LIBRARY PKG_CONFIG_PATH="$prefix/lib/pkgconfig" "$py" -c '
+import libautograd as ag
+x = ag.tensor([1., 2., 3.], requires_grad=True)
+y = ag.tensor([4., 5., 6.], requires_grad=True)
+((x * y).sum()).backward()
+assert list(x.grad.numpy()) == [4.0, 5.0, 6.0], x.grad
+print(ag.library_path())') || fail "import libautograd with only the installed prefix to find the library"
+case "$found" in
+    "$prefix"/lib/*) echo "python-tests: found the installed library: $found" ;;
+    *) fail "expected the library under $prefix/lib, found $found" ;;
 esac
 
 echo "python-tests: all passed"
