@@ -15,6 +15,8 @@ public final class Tensor {
         set { requiresGradFlag.store(newValue, ordering: .releasing) }
     }
     private let requiresGradFlag = Atomic<Bool>(false)
+    /// Set, after the anchor is made, once this leaf first requires grad; never cleared.
+    private let hasAnchorFlag = Atomic<Bool>(false)
     /// The gradient accumulated by `backward` (leaves only); nil until the first backward.
     public internal(set) var grad: Tensor? {
         get { GraphLock.withLock { leafState?.grad } }
@@ -40,8 +42,11 @@ public final class Tensor {
         return GraphLock.withLock { lockedAnchor() }
     }
 
-    /// The anchor if this leaf ever required grad, without making one.
-    var existingAnchor: LeafAnchor? { leafState?.anchor }
+    /// The anchor if this leaf ever required grad, without making one. Safe on any thread: the
+    /// flag is published after the anchor, and neither is ever replaced.
+    var existingAnchor: LeafAnchor? {
+        hasAnchorFlag.load(ordering: .acquiring) ? leafState?.anchor : nil
+    }
 
     /// The leaf state, made if missing (call under the graph lock).
     private func lockedLeafState() -> LeafState {
@@ -57,6 +62,7 @@ public final class Tensor {
         if let a = state.anchor { return a }
         let a = LeafAnchor(self)
         state.anchor = a
+        hasAnchorFlag.store(true, ordering: .releasing)
         return a
     }
 

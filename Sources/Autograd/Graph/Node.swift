@@ -97,15 +97,12 @@ enum SavedTensor {
     case empty
 
 
-    /// A leaf that requires grad, or once did (it has an anchor, and may hold a `.grad` whose
-    /// create_graph history saves it), is held weakly: strongly, leaf -> .grad -> node -> leaf
-    /// would be a cycle.
+    /// A leaf that requires grad, or once did (either way it has an anchor, and it may hold a
+    /// `.grad` whose create_graph history saves it), is held weakly: strongly,
+    /// leaf -> .grad -> node -> leaf would be a cycle.
     init(_ t: Tensor) {
-        if t.gradFn == nil {
-            if t.requiresGrad { self = .leaf(t.anchor); return }
-            if let anchor = t.existingAnchor { self = .leaf(anchor); return }
-        }
-        self = .result(t)
+        if t.gradFn == nil, let anchor = t.existingAnchor { self = .leaf(anchor) }
+        else { self = .result(t) }
     }
 
     var tensor: Tensor {
