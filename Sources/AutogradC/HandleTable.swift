@@ -4,6 +4,7 @@ import Glibc
 import Darwin
 #endif
 import Autograd
+import Synchronization
 
 /// The kinds of object a handle can name; a handle of one kind is refused where another is wanted.
 enum HandleKind: UInt64 {
@@ -14,8 +15,10 @@ enum HandleKind: UInt64 {
 /// A handle is an index plus a generation plus a kind, packed in 64 bits, never a pointer:
 /// bits 0-31 hold slot index + 1 (so 0 is never valid), bits 32-55 the slot's generation,
 /// bits 56-63 the kind. Freeing bumps the generation, so stale handles are detected.
-/// Every C call goes through here, so the slots are plain memory (no array retains). The lock is
-/// a pthread mutex, which ThreadSanitizer understands (it misses the stdlib Mutex's ordering).
+/// Every C call goes through here, so the slots are plain memory (no array retains), and the lock
+/// is a spin lock: held for a few instructions, taken with one atomic exchange and released
+/// with a plain store, where a pthread mutex costs two atomic operations per call. Its
+/// acquire/release atomics are what ThreadSanitizer checks (it misses the stdlib Mutex's ordering).
 final class HandleTable: @unchecked Sendable {
     private struct Slot {
         var generation: UInt32 = 1
@@ -30,21 +33,32 @@ final class HandleTable: @unchecked Sendable {
     private var freeSlots: [Int] = []
     private var live = 0
     private var lastId = 0
-    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    private let spin = Atomic<UInt32>(0)
 
     static let shared = HandleTable()
 
     private init() {
         capacity = 1024
         slots = .allocate(capacity: capacity)
-        mutex = .allocate(capacity: 1)
-        pthread_mutex_init(mutex, nil)
     }
 
     @inline(__always) private func locked<R>(_ body: () throws -> R) rethrows -> R {
-        pthread_mutex_lock(mutex)
-        defer { pthread_mutex_unlock(mutex) }
+        if !spin.compareExchange(expected: 0, desired: 1, ordering: .acquiring).exchanged { waitForLock() }
+        defer { spin.store(0, ordering: .releasing) }
         return try body()
+    }
+
+    /// Contended: spins on a plain load, yielding the CPU now and then (the holder may have been
+    /// preempted on a busy machine), until the exchange succeeds.
+    @inline(never)
+    private func waitForLock() {
+        var spins = 0
+        repeat {
+            while spin.load(ordering: .relaxed) != 0 {
+                spins += 1
+                if spins & 63 == 0 { sched_yield() }
+            }
+        } while !spin.compareExchange(expected: 0, desired: 1, ordering: .acquiring).exchanged
     }
 
     /// A new handle owning a reference to `object`.

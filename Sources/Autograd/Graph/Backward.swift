@@ -27,7 +27,7 @@ enum Backward {
                 activePasses -= 1
                 if outermost {
                     for node in pass.nodes { node.passSlot = -1 }
-                    for leaf in pass.leafOrder { leaf.anchor.passSlot = -1 }
+                    for anchor in pass.leafOrder { anchor.passSlot = -1 }
                 }
             }
             try pass.collect(roots: roots)
@@ -71,15 +71,21 @@ enum Backward {
         private var index: [ObjectIdentifier: Int] = [:]
         var deps: [Int32] = []
         var grads: [Tensor?] = []
+        /// Where each input's gradient goes, found once by collect: inputs of node i are
+        /// entries edgeStart[i]..<edgeStart[i + 1] of edgeTarget, each a node slot (>= 0), a
+        /// leaf slot (-2 - s) or nowhere (-1).
+        var edgeStart: [Int32] = []
+        var edgeTarget: [Int32] = []
         /// Nodes whose work reaches a captured tensor (capture mode only; empty, meaning all, otherwise).
         var needed: [Bool] = []
-        /// Gradients that reached leaves in this pass, summed, in order of first arrival.
-        var leafOrder: [Tensor] = []
+        /// Gradients that reached leaves in this pass, summed, in order of first arrival (the
+        /// leaves by their anchors: a leaf freed meanwhile gets nothing, see finish()).
+        var leafOrder: [LeafAnchor] = []
         var leafGrads: [Tensor?] = []
         /// Where each leaf's gradient is in leafGrads: the anchor's passSlot, or this dictionary
         /// in a nested pass.
         private var leafIndex: [ObjectIdentifier: Int] = [:]
-        /// Capture mode: where each captured tensor's gradient goes.
+        /// Capture mode: where each captured tensor's gradient goes (leaves by their anchors).
         var capturedLeaf: [ObjectIdentifier: [Int]] = [:]
         var capturedNode: [ObjectIdentifier: [Int]] = [:]
         var captured: [Tensor?] = []
@@ -93,7 +99,7 @@ enum Backward {
                 captured = [Tensor?](repeating: nil, count: targets.count)
                 for (k, t) in targets.enumerated() {
                     if let fn = t.gradFn { capturedNode[ObjectIdentifier(fn), default: []].append(k) }
-                    else { capturedLeaf[ObjectIdentifier(t), default: []].append(k) }
+                    else { capturedLeaf[ObjectIdentifier(t.anchor), default: []].append(k) }
                 }
             }
         }
@@ -127,16 +133,26 @@ enum Backward {
                 if node.isReleased {
                     throw AutogradError.state("the graph through '\(node.name)' was already freed by an earlier backward; pass retain_graph = true to the first backward to run backward through it again")
                 }
+                edgeStart.append(Int32(truncatingIfNeeded: edgeTarget.count))
                 for k in 0..<node.inputCount {
-                    guard case .node(let child) = node.edge(k) else { continue }
-                    if let i = slot(child) {
-                        deps[i] += 1
-                    } else {
-                        add(child)
-                        deps.append(1)
+                    switch node.edge(k) {
+                    case .none:
+                        edgeTarget.append(-1)
+                    case .leaf(let anchor):
+                        edgeTarget.append(leafSlot(anchor).map { -2 - Int32(truncatingIfNeeded: $0) } ?? -1)
+                    case .node(let child):
+                        if let i = slot(child) {
+                            deps[i] += 1
+                            edgeTarget.append(Int32(truncatingIfNeeded: i))
+                        } else {
+                            edgeTarget.append(Int32(truncatingIfNeeded: nodes.count))
+                            add(child)
+                            deps.append(1)
+                        }
                     }
                 }
             }
+            edgeStart.append(Int32(truncatingIfNeeded: edgeTarget.count))
             grads = [Tensor?](repeating: nil, count: nodes.count)
             if case .capture = mode {
                 needed = [Bool](repeating: true, count: nodes.count)
@@ -166,7 +182,7 @@ enum Backward {
                 for k in 0..<node.inputCount where !hit {
                     switch node.edge(k) {
                     case .none: break
-                    case .leaf(let anchor): hit = anchor.tensor.map { capturedLeaf[ObjectIdentifier($0)] != nil } ?? false
+                    case .leaf(let anchor): hit = capturedLeaf[ObjectIdentifier(anchor)] != nil
                     case .node(let child): hit = slot(child).map { needed[$0] } ?? false
                     }
                 }
@@ -179,79 +195,161 @@ enum Backward {
                 if let fn = root.gradFn, let i = slot(fn) {
                     grads[i] = try grads[i].map { try $0.adding(s) } ?? s
                 } else {
-                    try arriveAtLeaf(root, s)
+                    try arriveAtLeaf(root.anchor, s)
                 }
             }
         }
 
-        mutating func arriveAtLeaf(_ leaf: Tensor, _ g: Tensor) throws {
-            let anchor = leaf.anchor
-            let known = usesSlots ? (anchor.passSlot >= 0 ? Int(anchor.passSlot) : nil) : leafIndex[ObjectIdentifier(leaf)]
-            if let i = known {
+        mutating func arriveAtLeaf(_ anchor: LeafAnchor, _ g: Tensor) throws {
+            if let i = leafSlot(anchor) {
                 try Backward.add(g, into: &leafGrads[i], inPlace: !createGraph)
-            } else {
-                if case .capture = mode, capturedLeaf[ObjectIdentifier(leaf)] == nil { return }
-                if usesSlots { anchor.passSlot = Int32(truncatingIfNeeded: leafOrder.count) } else { leafIndex[ObjectIdentifier(leaf)] = leafOrder.count }
-                leafGrads.append(g)
-                leafOrder.append(leaf)
             }
+        }
+
+        /// Where the gradient of this leaf is summed in this pass, made on first arrival; nil
+        /// for a leaf a capture pass does not want.
+        @inline(__always)
+        mutating func leafSlot(_ anchor: LeafAnchor) -> Int? {
+            if usesSlots, anchor.passSlot >= 0 { return Int(anchor.passSlot) }
+            if !usesSlots, let i = leafIndex[ObjectIdentifier(anchor)] { return i }
+            if case .capture = mode, capturedLeaf[ObjectIdentifier(anchor)] == nil { return nil }
+            if usesSlots { anchor.passSlot = Int32(truncatingIfNeeded: leafOrder.count) } else { leafIndex[ObjectIdentifier(anchor)] = leafOrder.count }
+            leafGrads.append(nil)
+            leafOrder.append(anchor)
+            return leafOrder.count - 1
         }
 
         mutating func propagate() throws {
             var ready = deps.indices.filter { deps[$0] == 0 }
+            let directAllowed = !createGraph && needed.isEmpty && capturedNode.isEmpty
             while let i = ready.popLast() {
                 let node = nodes[i]
-                // A node none of whose consumers produced a gradient (or that leads to nothing
-                // captured) still passes on its dependency counts, so nodes below it run.
-                var inputGrads = InputGradients()
-                if var g = grads[i], let rule = node.rule {
+                if directAllowed && node.direct != .none && !node.hasHooks && !node.isReleased, var g = grads[i] {
                     grads[i] = nil
-                    if node.hasHooks { for hook in node.hooks { g = try hook.apply(to: g) } }
-                    if !capturedNode.isEmpty, let targets = capturedNode[ObjectIdentifier(node)] {
-                        for k in targets { captured[k] = g }
+                    if g.count > 0 { try deliverDirect(node, slot: i, &g) }
+                    if !retainGraph { node.release() }
+                    passDependencies(of: i, ready: &ready)
+                } else {
+                    try runRule(node, slot: i, ready: &ready)
+                }
+            }
+        }
+
+        /// Counts node i's edges as done, queueing the inputs that have nothing left to wait for.
+        @inline(__always)
+        mutating func passDependencies(of i: Int, ready: inout [Int]) {
+            for e in Int(edgeStart[i])..<Int(edgeStart[i + 1]) {
+                let target = Int(edgeTarget[e])
+                if target >= 0 {
+                    deps[target] -= 1
+                    if deps[target] == 0 { ready.append(target) }
+                }
+            }
+        }
+
+        /// Runs node i's rule (hooks and capture first) and sums what it returns into the inputs'
+        /// slots. A node none of whose consumers produced a gradient (or that leads to nothing
+        /// captured) still passes on its dependency counts, so nodes below it run.
+        mutating func runRule(_ node: Node, slot i: Int, ready: inout [Int]) throws {
+            var inputGrads = InputGradients()
+            if var g = grads[i], let rule = node.rule {
+                grads[i] = nil
+                if node.hasHooks { for hook in node.hooks { g = try hook.apply(to: g) } }
+                if !capturedNode.isEmpty, let targets = capturedNode[ObjectIdentifier(node)] {
+                    for k in targets { captured[k] = g }
+                }
+                if needed.isEmpty || needed[i] {
+                    // A gradient nothing else holds may be overwritten by the rule's kernel
+                    // (Tensor.gradient), saving a buffer per node.
+                    if !createGraph && isKnownUniquelyReferenced(&g) && g.storageIsUnique() {
+                        Backward.reusableGradient = ObjectIdentifier(g)
                     }
-                    if needed.isEmpty || needed[i] {
-                        // A gradient nothing else holds may be overwritten by the rule's kernel
-                        // (Tensor.gradient), saving a buffer per node.
-                        if !createGraph && isKnownUniquelyReferenced(&g) && g.storageIsUnique() {
-                            Backward.reusableGradient = ObjectIdentifier(g)
-                        }
-                        defer { Backward.reusableGradient = nil }
-                        inputGrads = try rule(g, node)
-                        guard inputGrads.count == node.inputCount else {
-                            throw AutogradError.internal("the rule of '\(node.name)' returned \(inputGrads.count) gradients for \(node.inputCount) inputs")
-                        }
+                    defer { Backward.reusableGradient = nil }
+                    inputGrads = try rule(g, node)
+                    guard inputGrads.count == node.inputCount else {
+                        throw AutogradError.internal("the rule of '\(node.name)' returned \(inputGrads.count) gradients for \(node.inputCount) inputs")
                     }
                 }
-                if !retainGraph { node.release() }
-                for k in 0..<node.inputCount {
-                    let edge = node.edge(k)
-                    var gk: Tensor? = nil
-                    if k < inputGrads.count, let raw = inputGrads[k] {
-                        gk = try raw.reduced(toShape: node.inputShape(k))
-                    }
-                    switch edge {
-                    case .none:
-                        break
-                    case .leaf(let anchor):
-                        if let gk, let leaf = anchor.tensor { try arriveAtLeaf(leaf, gk) }
-                    case .node(let child):
-                        guard let j = slot(child) else {
-                            throw AutogradError.internal("backward reached node '\(child.name)' that was not collected")
-                        }
-                        if let gk { try Backward.add(gk, into: &grads[j], inPlace: !createGraph) }
-                        deps[j] -= 1
-                        if deps[j] == 0 { ready.append(j) }
-                    }
+            }
+            if !retainGraph { node.release() }
+            let first = Int(edgeStart[i])
+            for k in 0..<(Int(edgeStart[i + 1]) - first) {
+                let target = Int(edgeTarget[first + k])
+                if target == -1 { continue }
+                var gk: Tensor? = nil
+                if k < inputGrads.count, let raw = inputGrads[k] {
+                    gk = try raw.reduced(toShape: node.inputShape(k))
                 }
+                if target >= 0 {
+                    if let gk { try Backward.add(gk, into: &grads[target], inPlace: !createGraph) }
+                    deps[target] -= 1
+                    if deps[target] == 0 { ready.append(target) }
+                } else if let gk {
+                    try Backward.add(gk, into: &leafGrads[-2 - target], inPlace: !createGraph)
+                }
+            }
+        }
+
+        /// Runs a node's DirectRule and sums each input's gradient into its slot: in place where
+        /// the slot already holds a gradient only this pass sees, else into g's own buffer for
+        /// the last input when nothing else holds g, else into a new tensor. Inputs go last to
+        /// first, so input 0 is the one that may overwrite g.
+        mutating func deliverDirect(_ node: Node, slot i: Int, _ g: inout Tensor) throws {
+            var gIsOurs = isKnownUniquelyReferenced(&g) && g.storageIsUnique()
+            let u = node.directValues(0), w = node.directValues(1)
+            let first = Int(edgeStart[i])
+            var k = Int(edgeStart[i + 1]) - first - 1
+            while k >= 0 {
+                let target = Int(edgeTarget[first + k])
+                if target >= 0 {
+                    try Pass.deliverDirect(node, k, &g, &gIsOurs, u, w, into: &grads[target])
+                } else if target <= -2 {
+                    try Pass.deliverDirect(node, k, &g, &gIsOurs, u, w, into: &leafGrads[-2 - target])
+                }
+                k -= 1
+            }
+        }
+
+        /// Sums input k's gradient (node.direct of g and the saved values u, w) into `sum`.
+        @inline(__always)
+        private static func deliverDirect(_ node: Node, _ k: Int, _ g: inout Tensor, _ gIsOurs: inout Bool,
+                                   _ u: UnsafeMutableRawPointer?, _ w: UnsafeMutableRawPointer?, into sum: inout Tensor?) throws {
+            let rule = node.direct, n = g.count, dtype = g.dtype
+            guard let gp = g.storage.raw else { return }
+            if var existing = sum {
+                sum = nil
+                if existing.storage !== g.storage && isKnownUniquelyReferenced(&existing) && existing.storageIsUnique(),
+                   let ep = existing.storage.raw {
+                    rule.apply(k, dtype: dtype, g: gp, u: u, w: w, into: ep, count: n, accumulate: true)
+                    sum = existing
+                } else {
+                    let fresh = try Tensor(uninitialized: g.shape, dtype: dtype)
+                    guard let fp = fresh.storage.raw, let ep = existing.storage.raw else { return }
+                    fp.copyMemory(from: ep, byteCount: n * dtype.size)
+                    rule.apply(k, dtype: dtype, g: gp, u: u, w: w, into: fp, count: n, accumulate: true)
+                    sum = fresh
+                }
+            } else if rule.passesGradient(toInput: k) {
+                sum = g
+                gIsOurs = false
+            } else if k == 0 && gIsOurs {
+                rule.apply(k, dtype: dtype, g: gp, u: u, w: w, into: gp, count: n, accumulate: false)
+                sum = g
+                gIsOurs = false
+            } else {
+                let fresh = try Tensor(uninitialized: g.shape, dtype: dtype)
+                guard let fp = fresh.storage.raw else { return }
+                rule.apply(k, dtype: dtype, g: gp, u: u, w: w, into: fp, count: n, accumulate: false)
+                sum = fresh
             }
         }
 
         /// Runs leaf hooks, then accumulates into `.grad` or hands the captured gradients back.
         mutating func finish() throws -> [Tensor?] {
-            for (i, leaf) in leafOrder.enumerated() {
-                let id = ObjectIdentifier(leaf)
-                guard var g = leafGrads[i] else { continue }
+            for (i, anchor) in leafOrder.enumerated() {
+                let id = ObjectIdentifier(anchor)
+                // A leaf freed since it was used receives nothing: nobody could read it.
+                guard var g = leafGrads[i], let leaf = anchor.tensor else { continue }
                 leafGrads[i] = nil
                 for hook in leaf.hooks { g = try hook.apply(to: g) }
                 switch mode {

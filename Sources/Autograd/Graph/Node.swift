@@ -153,6 +153,8 @@ final class Node {
     let dtype: DType
     /// Whether hooks were registered on the output (they live in NodeHooks).
     var hasHooks = false
+    /// The fused form of `rule` that non-recorded passes may run instead (see DirectRule).
+    let direct: DirectRule
 
     @inline(__always)
     init(name: StaticString, output: Tensor, inputs: [Tensor], saved: [Tensor], savesOutput: Bool, rule: @escaping BackwardRule) {
@@ -160,6 +162,7 @@ final class Node {
         self.shape = output.shape
         self.dtype = output.dtype
         self.rule = rule
+        self.direct = .none
         for t in inputs { appendInput(NodeInput(edge: Node.edge(to: t), shape: t.shape)) }
         for t in saved { appendSaved(SavedTensor(t)) }
         if savesOutput { appendSaved(.output(output.storage)) }
@@ -167,11 +170,15 @@ final class Node {
 
     /// The same for one or two inputs, without building arrays (the per-op fast path).
     @inline(__always)
-    init(name: StaticString, output: Tensor, _ a: Tensor, _ b: Tensor?, savesInputs: Bool, savesOutput: Bool, rule: @escaping BackwardRule) {
+    init(name: StaticString, output: Tensor, _ a: Tensor, _ b: Tensor?, savesInputs: Bool, savesOutput: Bool,
+         direct: DirectRule, rule: @escaping BackwardRule) {
         self.name = OpName(name)
         self.shape = output.shape
         self.dtype = output.dtype
         self.rule = rule
+        let fits = direct != .none && output.count <= DirectRule.maximumCount && a.shape == output.shape
+            && a.dtype == output.dtype && (b.map { $0.shape == output.shape && $0.dtype == output.dtype } ?? true)
+        self.direct = fits ? direct : .none
         input0 = NodeInput(edge: Node.edge(to: a), shape: a.shape)
         storedInputCount = 1
         if let b {
@@ -242,6 +249,19 @@ final class Node {
     /// The k-th tensor saved at forward time.
     @inline(__always)
     func saved(_ k: Int) -> Tensor { savedSlot(k).tensor }
+
+    /// The values of the k-th saved slot (a saved tensor, or the saved output), nil if there is
+    /// none; no tensor is made (DirectRule reads them).
+    @inline(__always)
+    func directValues(_ k: Int) -> UnsafeMutableRawPointer? {
+        guard k < Int(savedCount) else { return nil }
+        switch savedSlot(k) {
+        case .result(let t): return t.storage.raw
+        case .leaf(let anchor): return anchor.storage.raw
+        case .output(let storage): return storage.raw
+        case .empty: return nil
+        }
+    }
 
     /// The output's values as a constant (for rules recorded with savesOutput).
     func output() -> Tensor { Tensor(shape: shape, storage: outputValues) }
@@ -354,15 +374,17 @@ extension Tensor {
 
     /// Records this tensor as the output of a unary operation on `a`.
     @inline(__always)
-    func record(_ name: StaticString, _ a: Tensor, savesInput: Bool = false, savesOutput: Bool = false, rule: @escaping BackwardRule) {
-        gradFn = Node(name: name, output: self, a, nil, savesInputs: savesInput, savesOutput: savesOutput, rule: rule)
+    func record(_ name: StaticString, _ a: Tensor, savesInput: Bool = false, savesOutput: Bool = false,
+                direct: DirectRule = .none, rule: @escaping BackwardRule) {
+        gradFn = Node(name: name, output: self, a, nil, savesInputs: savesInput, savesOutput: savesOutput, direct: direct, rule: rule)
         requiresGrad = true
     }
 
     /// Records this tensor as the output of a binary operation on `a` and `b`.
     @inline(__always)
-    func record(_ name: StaticString, _ a: Tensor, _ b: Tensor, savesInputs: Bool = false, rule: @escaping BackwardRule) {
-        gradFn = Node(name: name, output: self, a, b, savesInputs: savesInputs, savesOutput: false, rule: rule)
+    func record(_ name: StaticString, _ a: Tensor, _ b: Tensor, savesInputs: Bool = false,
+                direct: DirectRule = .none, rule: @escaping BackwardRule) {
+        gradFn = Node(name: name, output: self, a, b, savesInputs: savesInputs, savesOutput: false, direct: direct, rule: rule)
         requiresGrad = true
     }
 }

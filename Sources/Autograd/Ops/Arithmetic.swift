@@ -6,7 +6,7 @@ extension Tensor {
     public func adding(_ other: Tensor) throws -> Tensor {
         let out = try Tensor.zipped(self, other, "add", { $0 + $1 }, { $0 + $1 })
         if Tensor.shouldRecord(self, other) {
-            out.record("add", self, other) { g, _ in InputGradients(g, g) }
+            out.record("add", self, other, direct: .add) { g, _ in InputGradients(g, g) }
         }
         return out
     }
@@ -14,7 +14,7 @@ extension Tensor {
     public func subtracting(_ other: Tensor) throws -> Tensor {
         let out = try Tensor.zipped(self, other, "sub", { $0 - $1 }, { $0 - $1 })
         if Tensor.shouldRecord(self, other) {
-            out.record("sub", self, other) { g, node in
+            out.record("sub", self, other, direct: .sub) { g, node in
                 [g, node.needsGrad(1) ? try g.negated() : nil]
             }
         }
@@ -24,7 +24,7 @@ extension Tensor {
     public func multiplying(_ other: Tensor) throws -> Tensor {
         let out = try Tensor.zipped(self, other, "mul", { $0 * $1 }, { $0 * $1 })
         if Tensor.shouldRecord(self, other) {
-            out.record("mul", self, other, savesInputs: true) { g, node in
+            out.record("mul", self, other, savesInputs: true, direct: .mul) { g, node in
                 let a = node.saved(0), b = node.saved(1)
                 if !GradMode.isEnabled && b.count == g.count && b.dtype == g.dtype {
                     // g·a first: g·b may then be written over g itself.
@@ -42,7 +42,7 @@ extension Tensor {
         let out = try Tensor.zipped(self, other, "div", { $0 / $1 }, { $0 / $1 })
         if Tensor.shouldRecord(self, other) {
             // d(a/b)/da = 1/b;  d(a/b)/db = -a/b^2
-            out.record("div", self, other, savesInputs: true) { g, node in
+            out.record("div", self, other, savesInputs: true, direct: .div) { g, node in
                 let a = node.saved(0), b = node.saved(1)
                 let ga = try g.dividing(by: b)
                 return InputGradients(node.needsGrad(0) ? ga : nil,
@@ -108,7 +108,7 @@ extension Tensor {
     public func negated() throws -> Tensor {
         let out = try mapped("neg", { -$0 }, { -$0 })
         if Tensor.shouldRecord(self) {
-            out.record("neg", self) { g, _ in InputGradients(try g.negated()) }
+            out.record("neg", self, direct: .neg) { g, _ in InputGradients(try g.negated()) }
         }
         return out
     }

@@ -16,7 +16,7 @@ extension Tensor {
         if Tensor.shouldRecord(self) {
             // d exp(x) = exp(x). The saved output is detached (no cycle); when the backward
             // pass is itself recorded (create_graph) exp(x) is recomputed differentiably.
-            out.record("exp", self, savesInput: true, savesOutput: true) { g, node in
+            out.record("exp", self, savesInput: true, savesOutput: true, direct: .exp) { g, node in
                 if !GradMode.isEnabled { return InputGradients(try Tensor.gradient(g, node.outputValues, { $0 * $1 }, { $0 * $1 })) }
                 return InputGradients(try g.multiplying(node.saved(0).exp()))
             }
@@ -27,7 +27,7 @@ extension Tensor {
     public func log() throws -> Tensor {
         let out = try mapped("log", { Float.log($0) }, { Double.log($0) })
         if Tensor.shouldRecord(self) {
-            out.record("log", self, savesInput: true) { g, node in
+            out.record("log", self, savesInput: true, direct: .log) { g, node in
                 [try g.dividing(by: node.saved(0))]
             }
         }
@@ -44,7 +44,7 @@ extension Tensor {
         if Tensor.shouldRecord(self) {
             // relu(x) > 0 exactly where x > 0, so the output (kept anyway by the next op, often)
             // serves as the mask and the input need not be saved.
-            out.record("relu", self, savesOutput: true) { g, node in
+            out.record("relu", self, savesOutput: true, direct: .relu) { g, node in
                 if !GradMode.isEnabled { return InputGradients(try Tensor.reluGradient(g, node.outputValues)) }
                 let mask = try node.output().mapped("relu_mask", { $0 > 0 ? 1 : 0 }, { $0 > 0 ? 1 : 0 })
                 return InputGradients(try g.multiplying(mask))
@@ -120,7 +120,7 @@ extension Tensor {
         let out = try mapped("tanh", { Float.tanh($0) }, { Double.tanh($0) })
         if Tensor.shouldRecord(self) {
             // d tanh = 1 - tanh²
-            out.record("tanh", self, savesInput: true, savesOutput: true) { g, node in
+            out.record("tanh", self, savesInput: true, savesOutput: true, direct: .tanh) { g, node in
                 if !GradMode.isEnabled { return InputGradients(try Tensor.gradient(g, node.outputValues, { $0 * (1 - $1 * $1) }, { $0 * (1 - $1 * $1) })) }
                 let y = try node.saved(0).tanh()
                 return InputGradients(try g.multiplying(y.constant(1).subtracting(y.multiplying(y))))
@@ -134,7 +134,7 @@ extension Tensor {
         let out = try mapped("sigmoid", Tensor.stableSigmoid, Tensor.stableSigmoid)
         if Tensor.shouldRecord(self) {
             // d sigmoid = s (1 - s)
-            out.record("sigmoid", self, savesInput: true, savesOutput: true) { g, node in
+            out.record("sigmoid", self, savesInput: true, savesOutput: true, direct: .sigmoid) { g, node in
                 if !GradMode.isEnabled { return InputGradients(try Tensor.gradient(g, node.outputValues, { $0 * $1 * (1 - $1) }, { $0 * $1 * (1 - $1) })) }
                 let s = try node.saved(0).sigmoid()
                 return InputGradients(try g.multiplying(s.multiplying(s.constant(1).subtracting(s))))

@@ -1,0 +1,64 @@
+/// The derivative rules of the commonest elementwise ops restated as one fused loop each, for
+/// backward passes that are not recorded. The tensor-op rules (Ops/) stay the definition and
+/// run whenever the pass is recorded (create_graph), hooks or capture touch the node, or the
+/// tensors are large; these skip the op machinery for the many small nodes of scalar graphs.
+/// A node gets one only when every input has the output's shape (no broadcast to undo).
+enum DirectRule: UInt8 {
+    case none, add, sub, mul, div, neg, exp, log, tanh, sigmoid, relu
+
+    /// Largest element count handled here; bigger tensors go through the rules' (threaded,
+    /// vectorised) kernels.
+    static let maximumCount = 4096
+
+    /// Whether input k's gradient is the incoming gradient itself (handed on, not computed).
+    @inline(__always)
+    func passesGradient(toInput k: Int) -> Bool {
+        self == .add || (self == .sub && k == 0)
+    }
+
+    /// The gradient for input k at one element: g the incoming gradient, u and w the values the
+    /// op saved (see Node.directValues), in the order the op saved them.
+    @inline(__always)
+    func inputGradient<T: TensorElement>(_ k: Int, g: T, u: T, w: T) -> T {
+        switch self {
+        case .none, .add: return g
+        case .sub: return k == 0 ? g : -g
+        case .mul: return k == 0 ? g * w : g * u                   // u = a, w = b
+        case .div: return k == 0 ? g / w : -g * u / (w * w)        // d(a/b) = 1/b, -a/b²
+        case .neg: return -g
+        case .exp: return g * w                                    // w = exp(x), the output
+        case .log: return g / u                                    // u = x
+        case .tanh: return g * (1 - w * w)                         // w = tanh(x)
+        case .sigmoid: return g * w * (1 - w)                      // w = sigmoid(x)
+        case .relu: return u > 0 ? g : 0                           // u = relu(x), > 0 where x > 0
+        }
+    }
+
+    /// out[i] = (accumulate ? out[i] : 0) + inputGradient(k, g[i], u[i], w[i]) for i < n.
+    /// `out` may be `g` itself (each element is read before it is written).
+    @inline(__always)
+    func apply<T: TensorElement>(_ k: Int, g: UnsafePointer<T>, u: UnsafePointer<T>, w: UnsafePointer<T>,
+                                 into out: UnsafeMutablePointer<T>, count n: Int, accumulate: Bool) {
+        if accumulate {
+            for i in 0..<n { out[i] += inputGradient(k, g: g[i], u: u[i], w: w[i]) }
+        } else {
+            for i in 0..<n { out[i] = inputGradient(k, g: g[i], u: u[i], w: w[i]) }
+        }
+    }
+
+    /// The same over raw buffers of `dtype`.
+    @inline(__always)
+    func apply(_ k: Int, dtype: DType, g: UnsafeMutableRawPointer, u: UnsafeMutableRawPointer?, w: UnsafeMutableRawPointer?,
+               into out: UnsafeMutableRawPointer, count n: Int, accumulate: Bool) {
+        switch dtype {
+        case .float32:
+            let gp = g.assumingMemoryBound(to: Float.self)
+            apply(k, g: gp, u: u?.assumingMemoryBound(to: Float.self) ?? gp, w: w?.assumingMemoryBound(to: Float.self) ?? gp,
+                  into: out.assumingMemoryBound(to: Float.self), count: n, accumulate: accumulate)
+        case .float64:
+            let gp = g.assumingMemoryBound(to: Double.self)
+            apply(k, g: gp, u: u?.assumingMemoryBound(to: Double.self) ?? gp, w: w?.assumingMemoryBound(to: Double.self) ?? gp,
+                  into: out.assumingMemoryBound(to: Double.self), count: n, accumulate: accumulate)
+        }
+    }
+}
