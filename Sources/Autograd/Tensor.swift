@@ -15,53 +15,48 @@ public final class Tensor {
         set { requiresGradFlag.store(newValue, ordering: .releasing) }
     }
     private let requiresGradFlag = Atomic<Bool>(false)
-    /// Set, after the anchor is made, once this leaf first requires grad; never cleared.
+    /// Set once the anchor is made (after it is stored); never cleared.
     private let hasAnchorFlag = Atomic<Bool>(false)
+    /// False for a stand-in made from a saved leaf (LeafAnchor.standIn()): it shares the
+    /// leaf's anchor but does not end it when freed.
+    private let ownsAnchor: Bool
     /// The gradient accumulated by `backward` (leaves only); nil until the first backward.
     public internal(set) var grad: Tensor? {
-        get { GraphLock.withLock { leafState?.grad } }
-        set { GraphLock.withLock { lockedLeafState().grad = newValue } }
+        get { GraphLock.withLock { leafAnchor?.grad } }
+        set { GraphLock.withLock { lockedAnchor().grad = newValue } }
     }
     /// The node that produced this tensor; nil for leaves and for results recorded in no graph.
     var gradFn: Node?
-    /// What only leaves need (gradient, hooks, anchor), apart so results stay small. Made
-    /// under the graph lock and never replaced.
-    private var leafState: LeafState?
+    /// What only leaves need (gradient, hooks, how graphs refer to the leaf), apart so results
+    /// stay small. Made under the graph lock and never replaced.
+    private var leafAnchor: LeafAnchor?
 
     /// Hooks on a leaf's gradient (a non-leaf's hooks live on its node); under the graph lock.
     var hooks: [GradHook] {
-        get { leafState?.hooks ?? [] }
-        set { lockedLeafState().hooks = newValue }
+        get { leafAnchor?.hooks ?? [] }
+        set { lockedAnchor().hooks = newValue }
     }
 
     /// How graphs refer to this tensor as a leaf. Made when the leaf starts requiring grad,
     /// before the flag is published (release/acquire), so ops on other threads that see the
     /// flag see the anchor; never replaced afterwards.
     var anchor: LeafAnchor {
-        if let a = leafState?.anchor { return a }
+        if hasAnchorFlag.load(ordering: .acquiring), let a = leafAnchor { return a }
         return GraphLock.withLock { lockedAnchor() }
     }
 
-    /// The anchor if this leaf ever required grad, without making one. Safe on any thread: the
-    /// flag is published after the anchor, and neither is ever replaced.
+    /// The anchor if this leaf has one (it required grad, or its gradient or hooks were set),
+    /// without making one. Safe on any thread: the flag is published after the anchor, and
+    /// neither is ever replaced.
     var existingAnchor: LeafAnchor? {
-        hasAnchorFlag.load(ordering: .acquiring) ? leafState?.anchor : nil
-    }
-
-    /// The leaf state, made if missing (call under the graph lock).
-    private func lockedLeafState() -> LeafState {
-        if let s = leafState { return s }
-        let s = LeafState()
-        leafState = s
-        return s
+        hasAnchorFlag.load(ordering: .acquiring) ? leafAnchor : nil
     }
 
     /// The anchor, made if missing (call under the graph lock).
     private func lockedAnchor() -> LeafAnchor {
-        let state = lockedLeafState()
-        if let a = state.anchor { return a }
-        let a = LeafAnchor(self)
-        state.anchor = a
+        if let a = leafAnchor { return a }
+        let a = LeafAnchor(shape: shape, storage: storage, requiresGrad: requiresGrad)
+        leafAnchor = a
         hasAnchorFlag.store(true, ordering: .releasing)
         return a
     }
@@ -69,12 +64,34 @@ public final class Tensor {
     init(shape: [Int], storage: Storage) {
         self.shape = shape
         self.storage = storage
+        self.ownsAnchor = true
+    }
+
+    /// A leaf sharing `anchor` (gradient, hooks, values) that does not own it: what a graph
+    /// hands its rules for a saved leaf (see LeafAnchor.standIn()).
+    init(standingInFor anchor: LeafAnchor) {
+        self.shape = anchor.shape
+        self.storage = anchor.storage
+        self.ownsAnchor = false
+        self.leafAnchor = anchor
+        hasAnchorFlag.store(true, ordering: .releasing)
+        requiresGradFlag.store(anchor.requiresGrad, ordering: .releasing)
+    }
+
+    /// A freed leaf's gradient and hooks go with it (nobody could read them): graphs that
+    /// still refer to its anchor see it ended and send it nothing. Released after the lock,
+    /// as a hook's destructor may call back into the engine.
+    deinit {
+        guard ownsAnchor, hasAnchorFlag.load(ordering: .acquiring), let a = leafAnchor else { return }
+        let dropped = GraphLock.withLock { a.end() }
+        _ = dropped  // released here, after the lock
     }
 
     /// A tensor of `shape` with uninitialised elements (kernels fill it).
     init(uninitialized shape: [Int], dtype: DType) throws {
         self.shape = shape
         self.storage = try Storage.make(dtype: dtype, count: try Shape.count(shape))
+        self.ownsAnchor = true
     }
 
     public var dtype: DType { storage.dtype }
@@ -98,7 +115,7 @@ public final class Tensor {
             guard isLeaf else {
                 throw AutogradError.state("requires_grad can only be changed on leaf tensors, not on the result of an operation (detach it first)")
             }
-            if flag { _ = lockedAnchor() }
+            if flag || leafAnchor != nil { lockedAnchor().requiresGrad = flag }
             requiresGrad = flag
         }
     }
@@ -214,9 +231,4 @@ extension Tensor: CustomStringConvertible {
     }
 }
 
-/// The parts of a tensor that only leaves use.
-final class LeafState {
-    var grad: Tensor?
-    var hooks: [GradHook] = []
-    var anchor: LeafAnchor?
-}
+

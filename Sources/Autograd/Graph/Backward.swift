@@ -349,12 +349,12 @@ enum Backward {
             for (i, anchor) in leafOrder.enumerated() {
                 let id = ObjectIdentifier(anchor)
                 // A leaf freed since it was used receives nothing: nobody could read it.
-                guard var g = leafGrads[i], let leaf = anchor.tensor else { continue }
+                guard var g = leafGrads[i], anchor.isAlive else { continue }
                 leafGrads[i] = nil
-                for hook in leaf.hooks { g = try hook.apply(to: g) }
+                for hook in anchor.hooks { g = try hook.apply(to: g) }
                 switch mode {
                 case .accumulate:
-                    try Backward.accumulate(g, into: leaf, createGraph: createGraph)
+                    if anchor.isAlive { try Backward.accumulate(g, into: anchor, createGraph: createGraph) }
                 case .capture:
                     for k in capturedLeaf[id] ?? [] { captured[k] = createGraph ? g : g.detach() }
                 }
@@ -378,8 +378,8 @@ enum Backward {
         }
     }
 
-    /// Adds `g` into `leaf.grad`. Out of place: a gradient handed out earlier never changes.
-    static func accumulate(_ g: Tensor, into leaf: Tensor, createGraph: Bool) throws {
+    /// Adds `g` into the leaf's `.grad`. Out of place: a gradient handed out earlier never changes.
+    static func accumulate(_ g: Tensor, into leaf: LeafAnchor, createGraph: Bool) throws {
         // Only a gradient with history needs to stay attached (create_graph); a leaf gradient
         // (a seed that is itself a leaf, even this one) is stored as a fresh alias, so `.grad`
         // never holds a leaf and no leaf -> grad -> leaf cycle can form.

@@ -31,17 +31,17 @@ extension Tensor {
                     lines.append("  c\(constants) -> n\(me);")
                     constants += 1
                 case .leaf(let anchor):
-                    guard let t = anchor.tensor else {
+                    guard anchor.isAlive else {
                         lines.append("  c\(constants) [shape=box, style=dotted, label=\"freed leaf\\n\(node.inputShape(k))\"];")
                         lines.append("  c\(constants) -> n\(me);")
                         constants += 1
                         continue
                     }
-                    let id = ObjectIdentifier(t)
+                    let id = ObjectIdentifier(anchor)
                     let l = leafIds[id] ?? leafIds.count
                     if leafIds[id] == nil {
                         leafIds[id] = l
-                        lines.append("  l\(l) [shape=box, style=filled, fillcolor=\"#d5f5e3\", label=\"leaf\\n\(describe(t.shape, t.dtype))\\nrequires_grad\"];")
+                        lines.append("  l\(l) [shape=box, style=filled, fillcolor=\"#d5f5e3\", label=\"leaf\\n\(describe(anchor.shape, anchor.storage.dtype))\\nrequires_grad\"];")
                     }
                     lines.append("  l\(l) -> n\(me);")
                 case .node(let child):

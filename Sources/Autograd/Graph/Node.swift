@@ -58,34 +58,58 @@ struct InputGradients: ExpressibleByArrayLiteral {
 enum Edge {
     /// The input requires no grad: its gradient is not computed.
     case none
-    /// A leaf that requires grad: its gradient accumulates into its `.grad`. Held weakly: a
-    /// leaf's `.grad` computed with create_graph refers back into the graph, and a strong
-    /// reference here would make a cycle. A leaf nobody holds can receive no gradient anyway.
+    /// A leaf that requires grad: its gradient accumulates into its `.grad`, through the
+    /// leaf's anchor, never the leaf tensor itself: a leaf's `.grad` computed with create_graph
+    /// refers back into the graph, and holding the leaf here would make a cycle.
     case leaf(LeafAnchor)
     /// The result of another recorded operation: its gradient flows on into that node.
     case node(Node)
 }
 
-/// Stands for a leaf in the graphs that use it: holds the leaf weakly, so one weak reference
-/// per leaf serves every edge and saved copy (each an ordinary strong reference to this).
-/// It also keeps the leaf's values (a leaf's storage is fixed for its life), so a graph that
-/// saved the leaf can still use them after the leaf itself is gone.
+/// A leaf's autograd state, and how graphs refer to the leaf: its gradient, its hooks and its
+/// values (a leaf's storage is fixed for its life). The leaf holds it; graphs hold it, never
+/// the leaf, so a `.grad` with history (create_graph) makes no cycle through the leaf, and
+/// freeing the leaf ends the anchor: gradient and hooks dropped, nothing sent to it after.
+/// No weak reference is involved (one would make every retain of the leaf a slow one).
+/// Mutable state is guarded by GraphLock.
 final class LeafAnchor {
-    weak var tensor: Tensor?
     let storage: Storage
     let shape: [Int]
+    var grad: Tensor?
+    var hooks: [GradHook] = []
+    /// The leaf's requires_grad, mirrored for stand-ins (see standIn()).
+    var requiresGrad: Bool
+    /// False once the leaf is freed.
+    private(set) var isAlive = true
     /// The leaf's position in the backward pass that is running (see Backward.Pass).
     var passSlot: Int32 = -1
-    init(_ tensor: Tensor) {
-        self.tensor = tensor
-        storage = tensor.storage
-        shape = tensor.shape
+
+    init(shape: [Int], storage: Storage, requiresGrad: Bool) {
+        self.shape = shape
+        self.storage = storage
+        self.requiresGrad = requiresGrad
+    }
+
+    /// Called as the leaf is freed (under the graph lock): returns what it held, for the
+    /// caller to release after the lock.
+    func end() -> (Tensor?, [GradHook]) {
+        isAlive = false
+        requiresGrad = false
+        defer { grad = nil; hooks = [] }
+        return (grad, hooks)
+    }
+
+    /// The saved leaf as rules see it: while the leaf lives, a tensor sharing its anchor, so
+    /// that a recorded backward (create_graph) reaches the leaf's gradient; after, a constant
+    /// with its values.
+    func standIn() -> Tensor {
+        isAlive ? Tensor(standingInFor: self) : Tensor(shape: shape, storage: storage)
     }
 }
 
-/// A tensor saved for backward. Results of operations are held strongly; leaves weakly with
-/// their values kept (see Edge.leaf): unpacked, a live leaf is itself (so create_graph sees it),
-/// a freed one a constant with the same values.
+/// A tensor saved for backward. Results of operations are held strongly; leaves through their
+/// anchors (see Edge.leaf): unpacked, a live leaf is a stand-in sharing its anchor (so
+/// create_graph reaches its gradient), a freed one a constant with the same values.
 enum SavedTensor {
     /// A result, or a constant (a leaf that does not require grad): held as it is.
     case result(Tensor)
@@ -108,7 +132,7 @@ enum SavedTensor {
     var tensor: Tensor {
         switch self {
         case .result(let t): return t
-        case .leaf(let anchor): return anchor.tensor ?? Tensor(shape: anchor.shape, storage: anchor.storage)
+        case .leaf(let anchor): return anchor.standIn()
         case .output, .empty: fatalError("unreachable: a saved-tensor slot without a tensor was read")
         }
     }
