@@ -23,11 +23,14 @@ enum Backward {
             let outermost = activePasses == 0
             activePasses += 1
             var pass = Pass(mode: mode, retainGraph: retainGraph || createGraph, createGraph: createGraph, usesSlots: outermost)
+            if outermost { pass.exchangeArrays(with: &spareArrays) }
             defer {
                 activePasses -= 1
                 if outermost {
                     for node in pass.nodes { node.passSlot = -1 }
                     for anchor in pass.leafOrder { anchor.passSlot = -1 }
+                    pass.clearArrays()
+                    if pass.nodes.capacity <= PassArrays.keptCapacity { pass.exchangeArrays(with: &spareArrays) }
                 }
             }
             try pass.collect(roots: roots)
@@ -40,6 +43,23 @@ enum Backward {
     /// The gradient the running rule may overwrite in place (set around each rule call, under
     /// the graph lock).
     nonisolated(unsafe) static var reusableGradient: ObjectIdentifier?
+
+    /// The per-node arrays of the last outermost pass, emptied, kept for the next one (under the
+    /// graph lock): a pass then makes no large allocation. glibc merges every small free chunk
+    /// on each large allocation or free (malloc_consolidate), which slowed the allocations of
+    /// the next graph's thousands of nodes.
+    nonisolated(unsafe) private static var spareArrays = PassArrays()
+
+    struct PassArrays {
+        /// Arrays for graphs of up to this many nodes are kept (a few MiB at most).
+        static let keptCapacity = 1 << 16
+        var nodes: [Node] = []
+        var deps: [Int32] = []
+        var grads: [Tensor?] = []
+        var edgeStart: [Int32] = []
+        var edgeTarget: [Int32] = []
+        var ready: [Int] = []
+    }
 
     /// Backward passes running on the thread holding the graph lock (nested ones come from hooks).
     nonisolated(unsafe) private static var activePasses = 0
@@ -76,6 +96,8 @@ enum Backward {
         /// leaf slot (-2 - s) or nowhere (-1).
         var edgeStart: [Int32] = []
         var edgeTarget: [Int32] = []
+        /// Nodes whose consumers have all run (propagate's work list).
+        var ready: [Int] = []
         /// Nodes whose work reaches a captured tensor (capture mode only; empty, meaning all, otherwise).
         var needed: [Bool] = []
         /// Gradients that reached leaves in this pass, summed, in order of first arrival (the
@@ -89,6 +111,26 @@ enum Backward {
         var capturedLeaf: [ObjectIdentifier: [Int]] = [:]
         var capturedNode: [ObjectIdentifier: [Int]] = [:]
         var captured: [Tensor?] = []
+
+        /// Swaps the per-node arrays with `spare` (no copies: both stay uniquely referenced).
+        mutating func exchangeArrays(with spare: inout PassArrays) {
+            swap(&nodes, &spare.nodes)
+            swap(&deps, &spare.deps)
+            swap(&grads, &spare.grads)
+            swap(&edgeStart, &spare.edgeStart)
+            swap(&edgeTarget, &spare.edgeTarget)
+            swap(&ready, &spare.ready)
+        }
+
+        /// Empties the per-node arrays, keeping their memory.
+        mutating func clearArrays() {
+            nodes.removeAll(keepingCapacity: true)
+            deps.removeAll(keepingCapacity: true)
+            grads.removeAll(keepingCapacity: true)
+            edgeStart.removeAll(keepingCapacity: true)
+            edgeTarget.removeAll(keepingCapacity: true)
+            ready.removeAll(keepingCapacity: true)
+        }
 
         init(mode: Mode, retainGraph: Bool, createGraph: Bool, usesSlots: Bool) {
             self.usesSlots = usesSlots
@@ -153,7 +195,7 @@ enum Backward {
                 }
             }
             edgeStart.append(Int32(truncatingIfNeeded: edgeTarget.count))
-            grads = [Tensor?](repeating: nil, count: nodes.count)
+            grads.append(contentsOf: repeatElement(nil, count: nodes.count))
             if case .capture = mode {
                 needed = [Bool](repeating: true, count: nodes.count)
                 markNeeded()
@@ -220,7 +262,10 @@ enum Backward {
         }
 
         mutating func propagate() throws {
-            var ready = deps.indices.filter { deps[$0] == 0 }
+            var ready: [Int] = []
+            swap(&ready, &self.ready)
+            defer { swap(&ready, &self.ready) }
+            for i in deps.indices where deps[i] == 0 { ready.append(i) }
             let directAllowed = !createGraph && needed.isEmpty && capturedNode.isEmpty
             while let i = ready.popLast() {
                 let node = nodes[i]
