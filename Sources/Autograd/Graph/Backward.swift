@@ -269,8 +269,8 @@ enum Backward {
             let directAllowed = !createGraph && needed.isEmpty && capturedNode.isEmpty
             while let i = ready.popLast() {
                 let node = nodes[i]
-                if directAllowed && node.direct != .none && !node.hasHooks && !node.isReleased, var g = grads[i] {
-                    grads[i] = nil
+                if directAllowed && node.direct != .none && !node.hasHooks && !node.isReleased && grads[i] != nil {
+                    var g = Backward.take(&grads[i])!
                     if g.count > 0 { try deliverDirect(node, slot: i, &g) }
                     if !retainGraph { node.release() }
                     passDependencies(of: i, ready: &ready)
@@ -361,8 +361,7 @@ enum Backward {
                                    _ u: UnsafeMutableRawPointer?, _ w: UnsafeMutableRawPointer?, into sum: inout Tensor?) throws {
             let rule = node.direct, n = g.count, dtype = g.dtype
             guard let gp = g.storage.raw else { return }
-            if var existing = sum {
-                sum = nil
+            if var existing = Backward.take(&sum) {
                 if existing.storage !== g.storage && isKnownUniquelyReferenced(&existing) && existing.storageIsUnique(),
                    let ep = existing.storage.raw {
                     rule.apply(k, dtype: dtype, g: gp, u: u, w: w, into: ep, count: n, accumulate: true)
@@ -408,12 +407,20 @@ enum Backward {
         }
     }
 
+    /// The value of `slot`, leaving nil there: moved out, so it stays uniquely referenced
+    /// (a copy then `slot = nil` costs a retain and a release).
+    @inline(__always)
+    static func take(_ slot: inout Tensor?) -> Tensor? {
+        var value: Tensor? = nil
+        swap(&value, &slot)
+        return value
+    }
+
     /// Adds `g` to the gradient collected so far in `sum`: in place when the pass is not recorded
     /// and nothing else can see the collected tensor or its values, else into a new tensor.
     @inline(__always)
     static func add(_ g: Tensor, into sum: inout Tensor?, inPlace: Bool) throws {
-        guard var existing = sum else { sum = g; return }
-        sum = nil
+        guard var existing = take(&sum) else { sum = g; return }
         if inPlace && existing.storage !== g.storage && existing.dtype == g.dtype && existing.shape == g.shape
             && isKnownUniquelyReferenced(&existing) && existing.storageIsUnique() {
             existing.add(inPlace: g)
