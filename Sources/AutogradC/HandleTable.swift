@@ -23,6 +23,8 @@ final class HandleTable: @unchecked Sendable {
     private struct Slot {
         var generation: UInt32 = 1
         var kind: HandleKind = .tensor
+        /// The next free slot after this free one, plus one (0: none).
+        var nextFree: UInt32 = 0
         var object: AnyObject? = nil
     }
 
@@ -30,7 +32,8 @@ final class HandleTable: @unchecked Sendable {
     private var slots: UnsafeMutablePointer<Slot>
     private var capacity = 0
     private var used = 0
-    private var freeSlots: [Int] = []
+    /// The most recently freed slot, head of the free list through Slot.nextFree (-1: none).
+    private var firstFree = -1
     private var live = 0
     private var lastId = 0
     private let spin = Atomic<UInt32>(0)
@@ -42,9 +45,17 @@ final class HandleTable: @unchecked Sendable {
         slots = .allocate(capacity: capacity)
     }
 
-    @inline(__always) private func locked<R>(_ body: () throws -> R) rethrows -> R {
+    @inline(__always) private func lock() {
         if !spin.compareExchange(expected: 0, desired: 1, ordering: .acquiring).exchanged { waitForLock() }
-        defer { spin.store(0, ordering: .releasing) }
+    }
+
+    @inline(__always) private func unlock() {
+        spin.store(0, ordering: .releasing)
+    }
+
+    @inline(__always) private func locked<R>(_ body: () throws -> R) rethrows -> R {
+        lock()
+        defer { unlock() }
         return try body()
     }
 
@@ -61,26 +72,29 @@ final class HandleTable: @unchecked Sendable {
         } while !spin.compareExchange(expected: 0, desired: 1, ordering: .acquiring).exchanged
     }
 
-    /// A new handle owning a reference to `object`.
-    func insert(_ object: AnyObject, kind: HandleKind) throws -> UInt64 {
-        try locked {
-            let index: Int
-            if let i = freeSlots.popLast() {
-                index = i
-            } else {
-                guard used < Int(UInt32.max - 1) else {
-                    throw AutogradError.outOfMemory("the handle table is full")
-                }
-                if used == capacity { grow() }
-                (slots + used).initialize(to: Slot())
-                index = used
-                used += 1
+    /// A new handle owning `object` (the caller's reference moves into the table).
+    func insert(_ object: consuming AnyObject, kind: HandleKind) throws -> UInt64 {
+        lock()
+        let index: Int
+        if firstFree >= 0 {
+            index = firstFree
+            firstFree = Int(slots[index].nextFree) - 1
+        } else {
+            guard used < Int(UInt32.max - 1) else {
+                unlock()
+                throw AutogradError.outOfMemory("the handle table is full")
             }
-            slots[index].object = object
-            slots[index].kind = kind
-            live += 1
-            return (kind.rawValue << 56) | (UInt64(slots[index].generation) << 32) | UInt64(index + 1)
+            if used == capacity { grow() }
+            (slots + used).initialize(to: Slot())
+            index = used
+            used += 1
         }
+        slots[index].object = consume object
+        slots[index].kind = kind
+        live += 1
+        let handle = (kind.rawValue << 56) | (UInt64(slots[index].generation) << 32) | UInt64(index + 1)
+        unlock()
+        return handle
     }
 
     /// Doubles the slot memory (under the lock).
@@ -105,21 +119,27 @@ final class HandleTable: @unchecked Sendable {
     }
 
     func lookup(_ handle: UInt64, kind: HandleKind) -> AnyObject? {
-        locked { slotIndex(handle, kind: kind).flatMap { slots[$0].object } }
+        lock()
+        let object = slotIndex(handle, kind: kind).flatMap { slots[$0].object }
+        unlock()
+        return object
     }
 
     /// Releases the handle's reference; false if it was not live.
     func remove(_ handle: UInt64, kind: HandleKind) -> Bool {
-        let object: AnyObject? = locked {
-            guard let i = slotIndex(handle, kind: kind) else { return nil }
-            let o = slots[i].object
-            slots[i].object = nil
-            // 24-bit generations; skip 0 so a handle of all-zero generation is never valid.
-            slots[i].generation = slots[i].generation & 0xFF_FFFF == 0xFF_FFFF ? 1 : slots[i].generation + 1
-            freeSlots.append(i)
-            live -= 1
-            return o
+        lock()
+        guard let i = slotIndex(handle, kind: kind) else {
+            unlock()
+            return false
         }
+        var object: AnyObject? = nil
+        swap(&object, &slots[i].object)
+        // 24-bit generations; skip 0 so a handle of all-zero generation is never valid.
+        slots[i].generation = slots[i].generation & 0xFF_FFFF == 0xFF_FFFF ? 1 : slots[i].generation + 1
+        slots[i].nextFree = UInt32(firstFree + 1)
+        firstFree = i
+        live -= 1
+        unlock()
         // The object (and maybe a whole graph) is released here, outside the lock.
         return object != nil
     }

@@ -327,6 +327,8 @@ final class Node {
     /// deinits, so that dropping a chain of a million nodes cannot overflow the stack.
     deinit {
         if hasHooks { GraphLock.withLock { NodeHooks.table[ObjectIdentifier(self)] = nil } }
+        // A node emptied by the loop below (every node of a chain but the first) holds nothing.
+        if storedInputCount == 0 && savedCount == 0 && overflow == nil { return }
         var work: [Node] = []
         detachChildren(into: &work)
         while var node = work.popLast() {
@@ -337,21 +339,31 @@ final class Node {
     /// Moves the nodes this one refers to (inputs, and the producers of saved results it alone
     /// holds) onto `work`, and forgets its inputs and saved tensors.
     private func detachChildren(into work: inout [Node]) {
-        for k in 0..<inputCount {
-            if case .node(let n) = edge(k) { work.append(n) }
-        }
-        input0 = .placeholder
-        input1 = .placeholder
+        let n = storedInputCount
         storedInputCount = 0
-        let extra = overflow?.saved ?? []
-        overflow = nil
-        var first = saved0, second = saved1
-        saved0 = .empty
-        saved1 = .empty
-        savedCount = 0
-        Node.detachProducer(&first, into: &work)
-        Node.detachProducer(&second, into: &work)
-        for var s in extra { Node.detachProducer(&s, into: &work) }
+        if n > 0 { Node.moveChild(from: &input0, into: &work) }
+        if n > 1 { Node.moveChild(from: &input1, into: &work) }
+        if let extra = overflow {
+            overflow = nil
+            for input in extra.inputs { if case .node(let child) = input.edge { work.append(child) } }
+            for var s in extra.saved { Node.detachProducer(&s, into: &work) }
+        }
+        if savedCount > 0 {
+            savedCount = 0
+            var first = SavedTensor.empty, second = SavedTensor.empty
+            swap(&first, &saved0)
+            swap(&second, &saved1)
+            Node.detachProducer(&first, into: &work)
+            Node.detachProducer(&second, into: &work)
+        }
+    }
+
+    /// Moves an input's node (if it has one) onto `work`, leaving a placeholder.
+    @inline(__always)
+    private static func moveChild(from input: inout NodeInput, into work: inout [Node]) {
+        var taken = NodeInput.placeholder
+        swap(&taken, &input)
+        if case .node(let child) = taken.edge { work.append(child) }
     }
 
     /// A saved result held by nothing else hands its producer node to `work`.
