@@ -27,7 +27,7 @@ enum Backward {
             defer {
                 activePasses -= 1
                 if outermost {
-                    for node in pass.nodes { node.passSlot = -1 }
+                    for node in pass.nodes { node._withUnsafeGuaranteedRef { $0.passSlot = -1 } }
                     for anchor in pass.leafOrder { anchor.passSlot = -1 }
                     pass.clearArrays()
                     if pass.nodes.capacity <= PassArrays.keptCapacity { pass.exchangeArrays(with: &spareArrays) }
@@ -53,7 +53,7 @@ enum Backward {
     struct PassArrays {
         /// Arrays for graphs of up to this many nodes are kept (a few MiB at most).
         static let keptCapacity = 1 << 16
-        var nodes: [Node] = []
+        var nodes: [Unmanaged<Node>] = []
         var deps: [Int32] = []
         var grads: [Tensor?] = []
         var edgeStart: [Int32] = []
@@ -87,7 +87,9 @@ enum Backward {
         let retainGraph: Bool
         let createGraph: Bool
         let usesSlots: Bool
-        var nodes: [Node] = []
+        /// The nodes reachable from the roots, by slot. Not retained: the roots (held by run)
+        /// keep them alive through edges, which never change before a node is freed.
+        var nodes: [Unmanaged<Node>] = []
         private var index: [ObjectIdentifier: Int] = [:]
         var deps: [Int32] = []
         var grads: [Tensor?] = []
@@ -156,8 +158,12 @@ enum Backward {
         @inline(__always)
         mutating func add(_ node: Node) {
             if usesSlots { node.passSlot = Int32(truncatingIfNeeded: nodes.count) } else { index[ObjectIdentifier(node)] = nodes.count }
-            nodes.append(node)
+            nodes.append(Unmanaged.passUnretained(node))
         }
+
+        /// The node in slot i (retained by the caller's binding; the hot loops borrow instead).
+        @inline(__always)
+        func node(_ i: Int) -> Node { nodes[i].takeUnretainedValue() }
 
         /// Finds the nodes reachable from the roots and counts the edges into each; fails
         /// before anything runs if part of the graph was already released.
@@ -170,35 +176,42 @@ enum Backward {
             // `nodes` doubles as the work list: every node is visited once, in discovery order.
             var cursor = 0
             while cursor < nodes.count {
-                let node = nodes[cursor]
+                let ref = nodes[cursor]
                 cursor += 1
-                if node.isReleased {
-                    throw AutogradError.state("the graph through '\(node.name)' was already freed by an earlier backward; pass retain_graph = true to the first backward to run backward through it again")
-                }
-                edgeStart.append(Int32(truncatingIfNeeded: edgeTarget.count))
-                for k in 0..<node.inputCount {
-                    switch node.edge(k) {
-                    case .none:
-                        edgeTarget.append(-1)
-                    case .leaf(let anchor):
-                        edgeTarget.append(leafSlot(anchor).map { -2 - Int32(truncatingIfNeeded: $0) } ?? -1)
-                    case .node(let child):
-                        if let i = slot(child) {
-                            deps[i] += 1
-                            edgeTarget.append(Int32(truncatingIfNeeded: i))
-                        } else {
-                            edgeTarget.append(Int32(truncatingIfNeeded: nodes.count))
-                            add(child)
-                            deps.append(1)
-                        }
-                    }
-                }
+                try ref._withUnsafeGuaranteedRef { try visit($0) }
             }
             edgeStart.append(Int32(truncatingIfNeeded: edgeTarget.count))
             grads.append(contentsOf: repeatElement(nil, count: nodes.count))
             if case .capture = mode {
                 needed = [Bool](repeating: true, count: nodes.count)
                 markNeeded()
+            }
+        }
+
+        /// Numbers the targets of a collected node's inputs, collecting the nodes among them.
+        @inline(__always)
+        private mutating func visit(_ node: Node) throws {
+            if node.isReleased {
+                throw AutogradError.state("the graph through '\(node.name)' was already freed by an earlier backward; pass retain_graph = true to the first backward to run backward through it again")
+            }
+            edgeStart.append(Int32(truncatingIfNeeded: edgeTarget.count))
+            for k in 0..<node.inputCount {
+                switch node.inputRef(k) {
+                case .none:
+                    edgeTarget.append(-1)
+                case .leaf(let anchor):
+                    edgeTarget.append(anchor._withUnsafeGuaranteedRef { leafSlot($0) }.map { -2 - Int32(truncatingIfNeeded: $0) } ?? -1)
+                case .node(let child):
+                    let known = child._withUnsafeGuaranteedRef { slot($0) }
+                    if let i = known {
+                        deps[i] += 1
+                        edgeTarget.append(Int32(truncatingIfNeeded: i))
+                    } else {
+                        edgeTarget.append(Int32(truncatingIfNeeded: nodes.count))
+                        child._withUnsafeGuaranteedRef { add($0) }
+                        deps.append(1)
+                    }
+                }
             }
         }
 
@@ -211,15 +224,16 @@ enum Backward {
             var ready = remaining.indices.filter { remaining[$0] == 0 }
             while let i = ready.popLast() {
                 order.append(i)
-                for k in 0..<nodes[i].inputCount {
-                    if case .node(let child) = nodes[i].edge(k), let j = slot(child) {
+                let node = node(i)
+                for k in 0..<node.inputCount {
+                    if case .node(let child) = node.edge(k), let j = slot(child) {
                         remaining[j] -= 1
                         if remaining[j] == 0 { ready.append(j) }
                     }
                 }
             }
             for i in order.reversed() {
-                let node = nodes[i]
+                let node = node(i)
                 var hit = capturedNode[ObjectIdentifier(node)] != nil
                 for k in 0..<node.inputCount where !hit {
                     switch node.edge(k) {
@@ -268,14 +282,15 @@ enum Backward {
             for i in deps.indices where deps[i] == 0 { ready.append(i) }
             let directAllowed = !createGraph && needed.isEmpty && capturedNode.isEmpty
             while let i = ready.popLast() {
-                let node = nodes[i]
-                if directAllowed && node.direct != .none && !node.hasHooks && !node.isReleased && grads[i] != nil {
-                    var g = Backward.take(&grads[i])!
-                    if g.count > 0 { try deliverDirect(node, slot: i, &g) }
-                    if !retainGraph { node.release() }
-                    passDependencies(of: i, ready: &ready)
-                } else {
-                    try runRule(node, slot: i, ready: &ready)
+                try nodes[i]._withUnsafeGuaranteedRef { node in
+                    if directAllowed && node.direct != .none && !node.hasHooks && !node.isReleased && grads[i] != nil {
+                        var g = Backward.take(&grads[i])!
+                        if g.count > 0 { try deliverDirect(node, slot: i, &g) }
+                        if !retainGraph { node.release() }
+                        passDependencies(of: i, ready: &ready)
+                    } else {
+                        try runRule(node, slot: i, ready: &ready)
+                    }
                 }
             }
         }

@@ -66,6 +66,22 @@ enum Edge {
     case node(Node)
 }
 
+/// An Edge's target without a reference count (see Node.inputRef).
+enum InputRef {
+    case none
+    case leaf(Unmanaged<LeafAnchor>)
+    case node(Unmanaged<Node>)
+
+    @inline(__always)
+    init(_ edge: Edge) {
+        switch edge {
+        case .none: self = .none
+        case .leaf(let anchor): self = .leaf(Unmanaged.passUnretained(anchor))
+        case .node(let node): self = .node(Unmanaged.passUnretained(node))
+        }
+    }
+}
+
 /// A leaf's autograd state, and how graphs refer to the leaf: its gradient, its hooks and its
 /// values (a leaf's storage is fixed for its life). The leaf holds it; graphs hold it, never
 /// the leaf, so a `.grad` with history (create_graph) makes no cycle through the leaf, and
@@ -259,6 +275,17 @@ final class Node {
     }
 
     @inline(__always) func edge(_ k: Int) -> Edge { input(k).edge }
+
+    /// Input k's target, not retained: for the backward walk, which keeps the graph alive
+    /// through its roots meanwhile (edges never change before a node is freed).
+    @inline(__always)
+    func inputRef(_ k: Int) -> InputRef {
+        switch k {
+        case 0: return InputRef(input0.edge)
+        case 1: return InputRef(input1.edge)
+        default: return InputRef(overflow!.inputs[k - 2].edge)
+        }
+    }
     @inline(__always) func inputShape(_ k: Int) -> [Int] { input(k).shape }
 
     @inline(__always)
