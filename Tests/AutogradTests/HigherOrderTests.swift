@@ -124,18 +124,23 @@ final class HigherOrderTests: XCTestCase {
     }
 
     func testSavedTensorsAreReleasedAfterBackwardUnlessRetained() throws {
-        weak var saved: Tensor?
+        // A saved input is kept as its values (the tensor object itself may go), so watch those.
+        weak var saved: Storage?
         let x = try Tensor([1, 2], shape: [2])
         try x.setRequiresGrad(true)
         var y: Tensor? = nil
         do {
             let e = try x.exp()
-            saved = e
+            saved = e.storage
             y = try (e * e).sum()  // mul saves e
         }
         XCTAssertNotNil(saved, "the graph keeps what backward needs")
+        try y!.backward(retainGraph: true)
+        XCTAssertNotNil(saved, "backward with retain_graph keeps saved tensors")
         try y!.backward()
         XCTAssertNil(saved, "backward without retain_graph releases saved tensors")
+        // Both passes summed: d/dx sum(exp(x)^2) = 2 exp(2x), twice.
+        assertValues(try XCTUnwrap(x.grad), [4 * Foundation.exp(2.0), 4 * Foundation.exp(4.0)], tol: 1e-12, "x.grad")
         withExtendedLifetime(y) {}
     }
 }

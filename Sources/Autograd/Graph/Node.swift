@@ -123,14 +123,19 @@ final class LeafAnchor {
     }
 }
 
-/// A tensor saved for backward. Results of operations are held strongly; leaves through their
-/// anchors (see Edge.leaf): unpacked, a live leaf is a stand-in sharing its anchor (so
-/// create_graph reaches its gradient), a freed one a constant with the same values.
+/// A tensor saved for backward. Inputs are kept as their values only, leaves through their
+/// anchors (see Edge.leaf), other tensors as they are. Unpacked, an input is rebuilt from its
+/// values and the node's edge to it (so create_graph reaches its producer); a live leaf is a
+/// stand-in sharing its anchor (so create_graph reaches its gradient), a freed one a constant
+/// with the same values.
 enum SavedTensor {
-    /// A result, or a constant (a leaf that does not require grad): held as it is.
+    /// A tensor other than an input (an intermediate result an op keeps): held as it is.
     case result(Tensor)
     /// A leaf that requires grad, through its anchor: the leaf while it lives, its values after.
     case leaf(LeafAnchor)
+    /// The values of the input with this slot's number (see Node.saved(_:)). Holding the input
+    /// tensor itself would keep a tensor object per op alive for the life of the graph.
+    case input(Storage)
     /// The node's own output values (see Node.output()): storage only, as the output tensor
     /// itself would make a tensor -> node -> tensor cycle.
     case output(Storage)
@@ -145,13 +150,12 @@ enum SavedTensor {
         else { self = .result(t) }
     }
 
-    var tensor: Tensor {
-        switch self {
-        case .result(let t): return t
-        case .leaf(let anchor): return anchor.standIn()
-        case .output, .empty: fatalError("unreachable: a saved-tensor slot without a tensor was read")
-        }
+    /// An input of the node saving it, kept as its values unless it is a leaf with an anchor.
+    init(input t: Tensor) {
+        if t.gradFn == nil, let anchor = t.existingAnchor { self = .leaf(anchor) }
+        else { self = .input(t.storage) }
     }
+
 }
 
 
@@ -226,8 +230,8 @@ final class Node {
             storedInputCount = 2
         }
         if savesInputs {
-            appendSaved(SavedTensor(a))
-            if let b { appendSaved(SavedTensor(b)) }
+            appendSaved(SavedTensor(input: a))
+            if let b { appendSaved(SavedTensor(input: b)) }
         }
         if savesOutput { appendSaved(.output(output.storage)) }
     }
@@ -298,8 +302,21 @@ final class Node {
     }
 
     /// The k-th tensor saved at forward time.
-    @inline(__always)
-    func saved(_ k: Int) -> Tensor { savedSlot(k).tensor }
+    func saved(_ k: Int) -> Tensor {
+        switch savedSlot(k) {
+        case .result(let t): return t
+        case .leaf(let anchor): return anchor.standIn()
+        case .input(let values):
+            // Saved inputs take the slots of their input numbers (the one- and two-input init).
+            let t = Tensor(shape: inputShape(k), storage: values)
+            if case .node(let producer) = edge(k) {
+                t.gradFn = producer
+                t.requiresGrad = true
+            }
+            return t
+        case .output, .empty: fatalError("unreachable: the rule of '\(name)' read saved slot \(k), which holds no tensor")
+        }
+    }
 
     /// The values of the k-th saved slot (a saved tensor, or the saved output), nil if there is
     /// none; no tensor is made (DirectRule reads them).
@@ -308,6 +325,7 @@ final class Node {
         guard k < Int(savedCount) else { return nil }
         switch savedSlot(k) {
         case .result(let t): return t.storage.raw
+        case .input(let values): return values.raw
         case .leaf(let anchor): return anchor.storage.raw
         case .output(let storage): return storage.raw
         case .empty: return nil
