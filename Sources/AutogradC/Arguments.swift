@@ -11,8 +11,24 @@ enum Arg {
         return unsafeDowncast(object, to: Tensor.self)
     }
 
+    /// The operands of a binary op, looked up together (one lock instead of two).
+    static func tensors(_ a: UInt64, _ b: UInt64) throws -> (Tensor, Tensor) {
+        guard a != 0 && b != 0 else {
+            _ = try tensor(a, "a")
+            _ = try tensor(b, "b")
+            throw InvalidHandle(message: "unreachable: a null handle passed its check")
+        }
+        let (x, y) = HandleTable.shared.lookup(a, b, kind: .tensor)
+        guard let x, let y else {
+            if x == nil { _ = try tensor(a, "a") }
+            _ = try tensor(b, "b")
+            throw InvalidHandle(message: "unreachable: a dead handle passed its check")
+        }
+        return (unsafeDowncast(x, to: Tensor.self), unsafeDowncast(y, to: Tensor.self))
+    }
+
     /// A new handle for `t`, owned by the caller.
-    static func handle(_ t: Tensor) throws -> UInt64 {
+    static func handle(_ t: consuming Tensor) throws -> UInt64 {
         try HandleTable.shared.insert(t, kind: .tensor)
     }
 

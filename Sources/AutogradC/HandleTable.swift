@@ -125,6 +125,15 @@ final class HandleTable: @unchecked Sendable {
         return object
     }
 
+    /// Two lookups under one lock (binary ops): nil in each place that is not live.
+    func lookup(_ first: UInt64, _ second: UInt64, kind: HandleKind) -> (AnyObject?, AnyObject?) {
+        lock()
+        let a = slotIndex(first, kind: kind).flatMap { slots[$0].object }
+        let b = slotIndex(second, kind: kind).flatMap { slots[$0].object }
+        unlock()
+        return (a, b)
+    }
+
     /// Releases the handle's reference; false if it was not live.
     func remove(_ handle: UInt64, kind: HandleKind) -> Bool {
         lock()

@@ -4,22 +4,22 @@ import Autograd
 
 @_cdecl("ag_add")
 public func ag_add(_ out: UnsafeMutablePointer<UInt64>?, _ a: UInt64, _ b: UInt64) -> Int32 {
-    produce("ag_add", out) { try Arg.tensor(a, "a").adding(Arg.tensor(b, "b")) }
+    produce("ag_add", out) { let (a, b) = try Arg.tensors(a, b); return try a.adding(b) }
 }
 
 @_cdecl("ag_sub")
 public func ag_sub(_ out: UnsafeMutablePointer<UInt64>?, _ a: UInt64, _ b: UInt64) -> Int32 {
-    produce("ag_sub", out) { try Arg.tensor(a, "a").subtracting(Arg.tensor(b, "b")) }
+    produce("ag_sub", out) { let (a, b) = try Arg.tensors(a, b); return try a.subtracting(b) }
 }
 
 @_cdecl("ag_mul")
 public func ag_mul(_ out: UnsafeMutablePointer<UInt64>?, _ a: UInt64, _ b: UInt64) -> Int32 {
-    produce("ag_mul", out) { try Arg.tensor(a, "a").multiplying(Arg.tensor(b, "b")) }
+    produce("ag_mul", out) { let (a, b) = try Arg.tensors(a, b); return try a.multiplying(b) }
 }
 
 @_cdecl("ag_div")
 public func ag_div(_ out: UnsafeMutablePointer<UInt64>?, _ a: UInt64, _ b: UInt64) -> Int32 {
-    produce("ag_div", out) { try Arg.tensor(a, "a").dividing(by: Arg.tensor(b, "b")) }
+    produce("ag_div", out) { let (a, b) = try Arg.tensors(a, b); return try a.dividing(by: b) }
 }
 
 @_cdecl("ag_neg")
@@ -54,5 +54,5 @@ public func ag_mean(_ out: UnsafeMutablePointer<UInt64>?, _ a: UInt64, _ axes: U
 
 @_cdecl("ag_matmul")
 public func ag_matmul(_ out: UnsafeMutablePointer<UInt64>?, _ a: UInt64, _ b: UInt64) -> Int32 {
-    produce("ag_matmul", out) { try Arg.tensor(a, "a").matmul(Arg.tensor(b, "b")) }
+    produce("ag_matmul", out) { let (a, b) = try Arg.tensors(a, b); return try a.matmul(b) }
 }

@@ -406,9 +406,12 @@ final class Node {
     /// Moves an input's node (if it has one) onto `work`, leaving a placeholder.
     @inline(__always)
     private static func moveChild(from input: inout NodeInput, into work: inout [Node]) {
-        var taken = NodeInput.placeholder
-        swap(&taken, &input)
-        if case .node(let child) = taken.edge { work.append(child) }
+        var edge = Edge.none
+        swap(&edge, &input.edge)
+        switch consume edge {
+        case .node(let child): work.append(child)
+        case .leaf, .none: break
+        }
     }
 
     /// A saved result held by nothing else hands its producer node to `work`.
