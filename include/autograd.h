@@ -426,14 +426,16 @@ ag_status ag_where(ag_tensor *out, ag_tensor cond, ag_tensor a, ag_tensor b);
  *   create_graph: record the backward computation itself, so gradients are differentiable
  *         (second derivatives, Hessian-vector products). Implies retain_graph.
  * Errors: AG_ERR_INVALID_HANDLE, AG_ERR_STATE (root does not require grad, a non-scalar root
- * without a seed, the graph was already released), AG_ERR_SHAPE / AG_ERR_DTYPE (seed does not
+ * without a seed, the graph was already released, or a backward run from a hook without
+ * retain_graph released part of it during this pass), AG_ERR_SHAPE / AG_ERR_DTYPE (seed does not
  * match root), AG_ERR_CALLBACK (a hook returned non-zero), AG_ERR_SHAPE (a hook's replacement
  * gradient has the wrong shape or dtype; the replacement is freed). */
 ag_status ag_backward(ag_tensor root, ag_tensor seed, bool retain_graph, bool create_graph);
-/* Memory: a graph holds results of operations strongly and leaves weakly (a leaf's values are
- * kept for backward even after its last handle is freed, but its gradient is then dropped). So a
- * differentiable gradient from create_graph, whose graph leads back to the leaf, creates no
- * reference cycle: freeing every handle frees everything, no ag_tensor_zero_grad needed. */
+/* Memory: a graph keeps the values its backward needs, and never keeps a leaf alive (a leaf's
+ * values are kept for backward even after its last handle is freed, but its gradient is then
+ * dropped). So a differentiable gradient from create_graph, whose graph leads back to the leaf,
+ * creates no reference cycle: freeing every handle frees everything, no ag_tensor_zero_grad
+ * needed. */
 
 /* The gradients of the sum over k of <outputs[k], seeds[k]> with respect to each of `inputs`,
  * returned as new tensors in out_grads[0 .. ninputs-1] (yours to free), without touching any
@@ -482,7 +484,7 @@ typedef int32_t (*ag_grad_hook)(ag_tensor *replacement, ag_tensor grad, void *us
 
 /* Registers `hook` on t (hooks run in registration order). `destroy`, if not NULL, is called
  * with user_data once the hook can no longer run: when it is removed, or when t is gone (for a
- * leaf: its last handle freed, graphs hold leaves weakly; for a result: its last handle freed and
+ * leaf: its last handle freed, graphs do not keep leaves alive; for a result: its last handle freed and
  * every graph using it gone). *out_id receives an id for ag_tensor_remove_hook (out_id may be NULL).
  * Errors: AG_ERR_ARGUMENT (hook NULL), AG_ERR_INVALID_HANDLE, AG_ERR_STATE (t does not require
  * grad). On failure `destroy` is not called. */

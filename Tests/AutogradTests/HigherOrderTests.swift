@@ -123,6 +123,23 @@ final class HigherOrderTests: XCTestCase {
         }
     }
 
+    func testAHookWhoseBackwardFreesTheRunningGraphMakesAStateError() throws {
+        // x = 3; m = x*x; the outer backward runs from m.sum(), whose hook runs a backward from
+        // e = 2m without retain_graph: that releases m's node before the outer pass reaches it.
+        let x = try Tensor(scalar: 3)
+        try x.setRequiresGrad(true)
+        let m = try x * x
+        let e = try m * 2
+        let l = try m.sum()
+        try l.registerHook(GradHook(id: 1) { _ in try e.backward(); return nil })
+        XCTAssertThrowsError(try l.backward()) { error in
+            guard case AutogradError.state(let message) = error else { return XCTFail("\(error)") }
+            XCTAssertTrue(message.contains("freed during this backward"), message)
+        }
+        // The nested backward's own gradient landed: de/dx = 2 * 2x = 12.
+        assertValues(try XCTUnwrap(x.grad), [12], "x.grad")
+    }
+
     func testSavedTensorsAreReleasedAfterBackwardUnlessRetained() throws {
         // A saved input is kept as its values (the tensor object itself may go), so watch those.
         weak var saved: Storage?

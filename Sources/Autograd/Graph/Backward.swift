@@ -312,9 +312,13 @@ enum Backward {
         /// captured) still passes on its dependency counts, so nodes below it run.
         mutating func runRule(_ node: Node, slot i: Int, ready: inout [Int]) throws {
             var inputGrads = InputGradients()
-            if var g = grads[i], let rule = node.rule {
-                grads[i] = nil
+            if var g = Backward.take(&grads[i]) {
                 if node.hasHooks { for hook in node.hooks { g = try hook.apply(to: g) } }
+                // collect() saw every node unreleased: one released since was released by a
+                // backward pass that a hook ran on part of this graph.
+                guard let rule = node.rule else {
+                    throw AutogradError.state("the graph through '\(node.name)' was freed during this backward, by a backward run from a hook; pass retain_graph = true to that backward")
+                }
                 if !capturedNode.isEmpty, let targets = capturedNode[ObjectIdentifier(node)] {
                     for k in targets { captured[k] = g }
                 }

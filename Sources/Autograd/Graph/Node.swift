@@ -142,8 +142,8 @@ enum SavedTensor {
     case empty
 
 
-    /// A leaf that requires grad, or once did (either way it has an anchor, and it may hold a
-    /// `.grad` whose create_graph history saves it), is held weakly: strongly,
+    /// A leaf with an anchor (it requires grad, or once did, and may hold a `.grad` whose
+    /// create_graph history saves it) is held through the anchor: holding the leaf,
     /// leaf -> .grad -> node -> leaf would be a cycle.
     init(_ t: Tensor) {
         if t.gradFn == nil, let anchor = t.existingAnchor { self = .leaf(anchor) }
