@@ -29,7 +29,7 @@ enum Arg {
 
     /// A new handle for `t`, owned by the caller.
     static func handle(_ t: consuming Tensor) throws -> UInt64 {
-        try HandleTable.shared.insert(t, kind: .tensor)
+        try HandleTable.shared.insert(consume t, kind: .tensor)
     }
 
     static func out<T>(_ p: UnsafeMutablePointer<T>?, _ name: String = "out") throws -> UnsafeMutablePointer<T> {

@@ -409,7 +409,7 @@ final class Node {
         var edge = Edge.none
         swap(&edge, &input.edge)
         switch consume edge {
-        case .node(let child): work.append(child)
+        case .node(let child): work.append(consume child)
         case .leaf, .none: break
         }
     }
