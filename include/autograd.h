@@ -863,6 +863,10 @@ ag_status ag_optimizer_free(ag_optimizer opt);
  *       "AG_UNKNOWN_STATUS"; ag_set_grad_enabled with previous NULL -> AG_OK
  *  B95  ag_set_num_threads: n < 1 or n > 256
  *       -> AG_ERR_ARGUMENT  "the thread count must be between 1 and 256, not 0"
+ *  B96  a hook whose ag_backward (without retain_graph) runs through part of the graph of the
+ *       backward that called it, releasing nodes that pass has yet to run
+ *       -> the outer ag_backward: AG_ERR_STATE  "the graph through 'mul' was freed during this
+ *          backward, by a backward run from a hook; pass retain_graph = true to that backward"
  */
 
 #ifdef __cplusplus

@@ -1577,6 +1577,31 @@ static bool b95(void) { /* a thread count out of range; the setting before it st
     return ok;
 }
 
+static int32_t hook_backward_from(ag_tensor *replacement, ag_tensor grad, void *user_data) {
+    (void)replacement, (void)grad;
+    /* its status is the outer call's business: the outer backward is what must fail */
+    (void)ag_backward(*(ag_tensor *)user_data, AG_NULL_TENSOR, false, false);
+    return 0;
+}
+
+static bool b96(void) { /* a hook's backward (no retain_graph) frees part of the running pass's graph */
+    ag_tensor x = leaf_rg(scalar64(3)), m = AG_NULL_TENSOR, e = AG_NULL_TENSOR, l = AG_NULL_TENSOR;
+    ag_tensor two = scalar64(2);
+    bool ok = OK(ag_mul(&m, x, x)) && OK(ag_mul(&e, m, two)) && OK(ag_sum(&l, m, NULL, 0, false));
+    ok &= OK(ag_tensor_register_hook(NULL, l, hook_backward_from, &e, NULL));
+    ok &= EXPECT(ag_backward(l, AG_NULL_TENSOR, false, false), AG_ERR_STATE,
+                 "was freed during this backward, by a backward run from a hook");
+    /* the nested backward's own gradient landed: d(2 x^2)/dx = 4x = 12 */
+    ag_tensor g = AG_NULL_TENSOR;
+    ok &= OK(ag_tensor_grad(&g, x));
+    if (g != AG_NULL_TENSOR) {
+        ok &= CHECK(item(g) == 12.0);
+        release(g);
+    }
+    release(l), release(e), release(m), release(two), release(x);
+    return ok;
+}
+
 /* ========================================================================================== */
 /* Driver                                                                                     */
 /* ========================================================================================== */
@@ -1600,7 +1625,7 @@ static const entry entries[] = {
     {"B71", b71}, {"B72", b72}, {"B73", b73}, {"B74", b74}, {"B75", b75}, {"B76", b76}, {"B77", b77},
     {"B78", b78}, {"B79", b79}, {"B80", b80}, {"B81", b81}, {"B82", b82}, {"B83", b83}, {"B84", b84},
     {"B85", b85}, {"B86", b86}, {"B87", b87}, {"B88", b88}, {"B89", b89}, {"B90", b90}, {"B91", b91},
-    {"B92", b92}, {"B93", b93}, {"B94", b94}, {"B95", b95},
+    {"B92", b92}, {"B93", b93}, {"B94", b94}, {"B95", b95}, {"B96", b96},
 };
 
 /* After every bad input: a correct gradient. f(x, w) = sum((x @ w + 1)^2) for x (2,3), w (3,2);
