@@ -230,5 +230,3 @@ extension Tensor: CustomStringConvertible {
         "Tensor(shape: \(shape), dtype: \(dtype)\(requiresGrad ? ", requiresGrad" : ""), values: \(count <= 16 ? "\(values)" : "[\(count) values]"))"
     }
 }
-
-

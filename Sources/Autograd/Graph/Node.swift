@@ -155,7 +155,6 @@ enum SavedTensor {
         if t.gradFn == nil, let anchor = t.existingAnchor { self = .leaf(anchor) }
         else { self = .input(t.storage) }
     }
-
 }
 
 
