@@ -525,7 +525,7 @@ static void test_second_derivatives(void) {
             if (CHECK_OK(ag_grad(&h2, &sgx, 1, NULL, &x2, 1, false, false, false)) && READ(got, NPT, h2))
                 CLOSE("second derivative (backward create_graph, then ag_grad)", got, want2, NPT, 1e-12, 1e-12);
         }
-        /* x2.grad refers to a graph that refers back to x2; the graph holds leaves weakly, so
+        /* x2.grad refers to a graph that refers back to x2; graphs never keep a leaf alive, so
          * freeing the handles frees everything without ag_tensor_zero_grad (PyTorch leaks
          * here); test_memory checks that under valgrind with a hook's destroy count. */
         FREE(x, y, s, sg, x2, y2, s2, sgx);
