@@ -1,7 +1,8 @@
 /// The derivative rules of the commonest elementwise ops restated as one fused loop each, for
 /// backward passes that are not recorded. The tensor-op rules (Ops/) stay the definition and
 /// run whenever the pass is recorded (create_graph), hooks or capture touch the node, or the
-/// tensors are large; these skip the op machinery for the many small nodes of scalar graphs.
+/// tensors are large (then the unary rules' own fused kernels use these formulas); these skip
+/// the op machinery for the many small nodes of scalar graphs.
 /// A node gets one only when every input has the output's shape (no broadcast to undo).
 enum DirectRule: UInt8 {
     case none, add, sub, mul, div, neg, exp, log, tanh, sigmoid, relu

@@ -134,18 +134,14 @@ extension Tensor {
         guard a.dtype == b.dtype else {
             throw AutogradError.dtype("\(op): operands have different dtypes (\(a.dtype) and \(b.dtype))")
         }
-        if a.shape == b.shape && a.count < Parallel.minimumParallelCount {
-            // Same shape, one thread (scalars and small tensors): no broadcast to work out.
-            let out = try Tensor(uninitialized: a.shape, dtype: a.dtype)
-            switch a.dtype {
-            case .float32: Elementwise.zip(a.buffer(Float.self), [], b.buffer(Float.self), [], into: out.buffer(Float.self), shape: out.shape, f32)
-            case .float64: Elementwise.zip(a.buffer(Double.self), [], b.buffer(Double.self), [], into: out.buffer(Double.self), shape: out.shape, f64)
-            }
-            return out
-        }
+        // Same shapes (the common case, scalars included) need no broadcast worked out.
         let shape: [Int]
-        do { shape = try Shape.broadcast(a.shape, b.shape) } catch let e as AutogradError {
-            throw AutogradError.shape("\(op): \(e.message)")
+        if a.shape == b.shape {
+            shape = a.shape
+        } else {
+            do { shape = try Shape.broadcast(a.shape, b.shape) } catch let e as AutogradError {
+                throw AutogradError.shape("\(op): \(e.message)")
+            }
         }
         let out = try Tensor(uninitialized: shape, dtype: a.dtype)
         if a.count == out.count && b.count == out.count && out.count >= Parallel.minimumParallelCount,

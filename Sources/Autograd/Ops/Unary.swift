@@ -17,7 +17,11 @@ extension Tensor {
             // d exp(x) = exp(x). The saved output is detached (no cycle); when the backward
             // pass is itself recorded (create_graph) exp(x) is recomputed differentiably.
             out.record("exp", self, savesInput: true, savesOutput: true, direct: .exp) { g, node in
-                if !GradMode.isEnabled { return InputGradients(try Tensor.gradient(g, node.outputValues, { $0 * $1 }, { $0 * $1 })) }
+                if !GradMode.isEnabled {
+                    let f = DirectRule.exp
+                    return InputGradients(try Tensor.gradient(g, node.outputValues, { f.inputGradient(0, g: $0, u: $1, w: $1) },
+                                                              { f.inputGradient(0, g: $0, u: $1, w: $1) }))
+                }
                 return InputGradients(try g.multiplying(node.saved(0).exp()))
             }
         }
@@ -121,7 +125,11 @@ extension Tensor {
         if Tensor.shouldRecord(self) {
             // d tanh = 1 - tanh²
             out.record("tanh", self, savesInput: true, savesOutput: true, direct: .tanh) { g, node in
-                if !GradMode.isEnabled { return InputGradients(try Tensor.gradient(g, node.outputValues, { $0 * (1 - $1 * $1) }, { $0 * (1 - $1 * $1) })) }
+                if !GradMode.isEnabled {
+                    let f = DirectRule.tanh
+                    return InputGradients(try Tensor.gradient(g, node.outputValues, { f.inputGradient(0, g: $0, u: $1, w: $1) },
+                                                              { f.inputGradient(0, g: $0, u: $1, w: $1) }))
+                }
                 let y = try node.saved(0).tanh()
                 return InputGradients(try g.multiplying(y.constant(1).subtracting(y.multiplying(y))))
             }
@@ -135,7 +143,11 @@ extension Tensor {
         if Tensor.shouldRecord(self) {
             // d sigmoid = s (1 - s)
             out.record("sigmoid", self, savesInput: true, savesOutput: true, direct: .sigmoid) { g, node in
-                if !GradMode.isEnabled { return InputGradients(try Tensor.gradient(g, node.outputValues, { $0 * $1 * (1 - $1) }, { $0 * $1 * (1 - $1) })) }
+                if !GradMode.isEnabled {
+                    let f = DirectRule.sigmoid
+                    return InputGradients(try Tensor.gradient(g, node.outputValues, { f.inputGradient(0, g: $0, u: $1, w: $1) },
+                                                              { f.inputGradient(0, g: $0, u: $1, w: $1) }))
+                }
                 let s = try node.saved(0).sigmoid()
                 return InputGradients(try g.multiplying(s.multiplying(s.constant(1).subtracting(s))))
             }
