@@ -285,6 +285,7 @@ enum Backward {
                 try nodes[i]._withUnsafeGuaranteedRef { node in
                     if directAllowed && node.direct != .none && !node.hasHooks && !node.isReleased && grads[i] != nil {
                         var g = Backward.take(&grads[i])!
+                        try node.checkSavedVersions()
                         if g.count > 0 { try deliverDirect(node, slot: i, &g) }
                         if !retainGraph { node.release() }
                         passDependencies(of: i, ready: &ready)
@@ -313,16 +314,17 @@ enum Backward {
         mutating func runRule(_ node: Node, slot i: Int, ready: inout [Int]) throws {
             var inputGrads = InputGradients()
             if var g = Backward.take(&grads[i]) {
-                if node.hasHooks { for hook in node.hooks { g = try hook.apply(to: g) } }
+                if node.hasHooks { g = try Backward.runHooks(node.hooks, on: g) }
                 // collect() saw every node unreleased: one released since was released by a
-                // backward pass that a hook ran on part of this graph.
+                // backward pass that ran while a hook did (from the hook or another thread).
                 guard let rule = node.rule else {
-                    throw AutogradError.state("the graph through '\(node.name)' was freed during this backward, by a backward run from a hook; pass retain_graph = true to that backward")
+                    throw AutogradError.state("the graph through '\(node.name)' was freed during this backward, by a backward run from a hook (or from another thread while a hook ran); pass retain_graph = true to that backward")
                 }
                 if !capturedNode.isEmpty, let targets = capturedNode[ObjectIdentifier(node)] {
                     for k in targets { captured[k] = g }
                 }
                 if needed.isEmpty || needed[i] {
+                    try node.checkSavedVersions()
                     // A gradient nothing else holds may be overwritten by the rule's kernel
                     // (Tensor.gradient), saving a buffer per node.
                     if !createGraph && isKnownUniquelyReferenced(&g) && g.storageIsUnique() {
@@ -414,15 +416,34 @@ enum Backward {
                 // A leaf freed since it was used receives nothing: nobody could read it.
                 guard var g = leafGrads[i], anchor.isAlive else { continue }
                 leafGrads[i] = nil
-                for hook in anchor.hooks { g = try hook.apply(to: g) }
+                let hooks = anchor.hooks
+                if !hooks.isEmpty { g = try Backward.runHooks(hooks, on: g) }
                 switch mode {
                 case .accumulate:
-                    if anchor.isAlive { try Backward.accumulate(g, into: anchor, createGraph: createGraph) }
+                    if anchor.isAlive { try Backward.accumulate(&g, into: anchor, createGraph: createGraph) }
                 case .capture:
-                    for k in capturedLeaf[id] ?? [] { captured[k] = createGraph ? g : g.detach() }
+                    for k in capturedLeaf[id] ?? [] { captured[k] = g }
                 }
             }
-            return captured.map { g in g.map { createGraph ? $0 : $0.detach() } }
+            // Each gradient handed out owns its values (see Backward.owned); under create_graph
+            // one with history is returned as it is (its values are a graph result).
+            for k in captured.indices {
+                guard var g = Backward.take(&captured[k]) else { continue }
+                captured[k] = createGraph && g.gradFn != nil ? g : try Backward.owned(&g)
+            }
+            return captured
+        }
+    }
+
+    /// Runs user hooks on `g` in order, with the graph lock released (a hook may wait for a
+    /// thread that calls into the engine). The pass's own state is local to it and its nodes
+    /// stay alive through the roots; what other threads may change meanwhile (a node released,
+    /// a leaf freed) is checked again after.
+    static func runHooks(_ hooks: [GradHook], on g: Tensor) throws -> Tensor {
+        try GraphLock.withoutLock {
+            var g = g
+            for hook in hooks { g = try hook.apply(to: g) }
+            return g
         }
     }
 
@@ -449,16 +470,25 @@ enum Backward {
         }
     }
 
+    /// `g` as a tensor without history whose values nothing else can see: a fresh alias when
+    /// nothing else holds `g` or its values, else a copy. A gradient that shared memory with a
+    /// seed, a parameter or another leaf's gradient would change under an in-place write to it
+    /// (an optimizer step, ag_tensor_copy_).
+    static func owned(_ g: inout Tensor) throws -> Tensor {
+        if isKnownUniquelyReferenced(&g) && g.storageIsUnique() { return g.detach() }
+        return try g.copy()
+    }
+
     /// Adds `g` into the leaf's `.grad`. Out of place: a gradient handed out earlier never changes.
-    static func accumulate(_ g: Tensor, into leaf: LeafAnchor, createGraph: Bool) throws {
-        // Only a gradient with history needs to stay attached (create_graph); a leaf gradient
-        // (a seed that is itself a leaf, even this one) is stored as a fresh alias, so `.grad`
-        // never holds a leaf and no leaf -> grad -> leaf cycle can form.
-        let g = createGraph && g.gradFn != nil ? g : g.detach()
+    static func accumulate(_ g: inout Tensor, into leaf: LeafAnchor, createGraph: Bool) throws {
+        // Only a gradient with history needs to stay attached (create_graph); any other is
+        // stored as a tensor of its own (Backward.owned), so `.grad` never holds a leaf (no
+        // leaf -> grad -> leaf cycle) and never shares values with the seed or the parameter.
         if let existing = leaf.grad {
-            leaf.grad = try GradMode.with(enabled: createGraph) { try existing.adding(g) }
+            let term = createGraph && g.gradFn != nil ? g : g.detach()
+            leaf.grad = try GradMode.with(enabled: createGraph) { try existing.adding(term) }
         } else {
-            leaf.grad = g
+            leaf.grad = createGraph && g.gradFn != nil ? g : try owned(&g)
         }
     }
 }
