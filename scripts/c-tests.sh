@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Builds and runs the C programs in bindings/c against the built libautograd.so:
-#   1. compiles bindings/c/example.c and bindings/c/test_autograd.c into .build/c/,
-#   2. runs the example, then the test program,
-#   3. runs both again under valgrind's memcheck.
+#   1. compiles every program of the two lists below and the C examples into .build/c/,
+#   2. runs each program of both lists,
+#   3. runs the programs of the first list again under valgrind's memcheck (the second list's
+#      long or threaded ones run natively only),
+#   4. runs the examples (graph_picture, digits, moons) and checks what they write.
 # Assumes the library is built (scripts/build.sh). Exits non-zero if anything fails.
 #
 # Valgrind policy: definite and indirect leaks, and every memcheck error (invalid read or write,

@@ -6,8 +6,9 @@
 /// in `saved`, so the graph can be released and torn down without recursion.
 typealias BackwardRule = (_ grad: Tensor, _ node: Node) throws -> InputGradients
 
-/// What a rule returns: one gradient (or nil) per input. Written as an array literal; the
-/// first two live inline, so the common rule allocates no array.
+/// What a rule returns: one gradient (or nil) per input. The first two live inline: rules of
+/// one or two inputs use init(_:) or init(_:_:), which allocate nothing; the array-literal form
+/// (rules of three or more inputs) goes through a variadic array.
 struct InputGradients: ExpressibleByArrayLiteral {
     private var first: Tensor?
     private var second: Tensor?
