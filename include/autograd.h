@@ -511,7 +511,10 @@ typedef int32_t (*ag_grad_hook)(ag_tensor *replacement, ag_tensor grad, void *us
 /* Registers `hook` on t (hooks run in registration order). `destroy`, if not NULL, is called
  * with user_data once the hook can no longer run: when it is removed, or when t is gone (for a
  * leaf: its last handle freed, graphs do not keep leaves alive; for a result: its last handle freed and
- * every graph using it gone). *out_id receives an id for ag_tensor_remove_hook (out_id may be NULL).
+ * every graph using it gone). `destroy` should only release user_data: it runs on whichever
+ * thread drops the hook, in rare cases (a graph freed by a backward pass) while the library's
+ * internal lock is held, so it must not wait for other threads that call the library.
+ * *out_id receives an id for ag_tensor_remove_hook (out_id may be NULL).
  * Errors: AG_ERR_ARGUMENT (hook NULL), AG_ERR_INVALID_HANDLE, AG_ERR_STATE (t does not require
  * grad). On failure `destroy` is not called. */
 ag_status ag_tensor_register_hook(int64_t *out_id, ag_tensor t, ag_grad_hook hook, void *user_data,

@@ -23,7 +23,15 @@ public final class Tensor {
     /// The gradient accumulated by `backward` (leaves only); nil until the first backward.
     public internal(set) var grad: Tensor? {
         get { GraphLock.withLock { leafAnchor?.grad } }
-        set { GraphLock.withLock { lockedAnchor().grad = newValue } }
+        set {
+            // The old gradient (and any graph only it held, hooks included) goes after the lock.
+            let old: Tensor? = GraphLock.withLock {
+                let anchor = lockedAnchor()
+                defer { anchor.grad = newValue }
+                return anchor.grad
+            }
+            _ = old
+        }
     }
     /// The node that produced this tensor; nil for leaves and for results recorded in no graph.
     var gradFn: Node?

@@ -17,6 +17,10 @@ enum Backward {
         for root in roots where !root.requiresGrad {
             throw AutogradError.state("the root does not require grad (no input of it requires grad, or it was computed with grad mode off)")
         }
+        // Gradients that accumulation replaced are released after the lock: one with history
+        // (create_graph) may free a graph whose hooks' destructors are user code.
+        var replaced: [Tensor] = []
+        defer { replaced.removeAll() }
         return try GraphLock.withLock { try GradMode.with(enabled: createGraph) {
             // The outermost pass numbers nodes in their passSlot fields; a pass started inside
             // it (from a hook) uses a dictionary so as not to disturb them.
@@ -25,6 +29,7 @@ enum Backward {
             var pass = Pass(mode: mode, retainGraph: retainGraph || createGraph, createGraph: createGraph, usesSlots: outermost)
             if outermost { pass.exchangeArrays(with: &spareArrays) }
             defer {
+                swap(&replaced, &pass.replaced)
                 activePasses -= 1
                 if outermost {
                     for node in pass.nodes { node._withUnsafeGuaranteedRef { $0.passSlot = -1 } }
@@ -113,6 +118,8 @@ enum Backward {
         var capturedLeaf: [ObjectIdentifier: [Int]] = [:]
         var capturedNode: [ObjectIdentifier: [Int]] = [:]
         var captured: [Tensor?] = []
+        /// Leaves' previous `.grad` tensors, replaced by accumulation (released after the lock).
+        var replaced: [Tensor] = []
 
         /// Swaps the per-node arrays with `spare` (no copies: both stay uniquely referenced).
         mutating func exchangeArrays(with spare: inout PassArrays) {
@@ -420,7 +427,9 @@ enum Backward {
                 if !hooks.isEmpty { g = try Backward.runHooks(hooks, on: g) }
                 switch mode {
                 case .accumulate:
-                    if anchor.isAlive { try Backward.accumulate(&g, into: anchor, createGraph: createGraph) }
+                    if anchor.isAlive, let old = try Backward.accumulate(&g, into: anchor, createGraph: createGraph) {
+                        replaced.append(old)
+                    }
                 case .capture:
                     for k in capturedLeaf[id] ?? [] { captured[k] = g }
                 }
@@ -480,16 +489,18 @@ enum Backward {
     }
 
     /// Adds `g` into the leaf's `.grad`. Out of place: a gradient handed out earlier never changes.
-    static func accumulate(_ g: inout Tensor, into leaf: LeafAnchor, createGraph: Bool) throws {
+    /// Returns the gradient it replaced, for the caller to release after the graph lock.
+    static func accumulate(_ g: inout Tensor, into leaf: LeafAnchor, createGraph: Bool) throws -> Tensor? {
         // Only a gradient with history needs to stay attached (create_graph); any other is
         // stored as a tensor of its own (Backward.owned), so `.grad` never holds a leaf (no
         // leaf -> grad -> leaf cycle) and never shares values with the seed or the parameter.
         if let existing = leaf.grad {
             let term = createGraph && g.gradFn != nil ? g : g.detach()
             leaf.grad = try GradMode.with(enabled: createGraph) { try existing.adding(term) }
-        } else {
-            leaf.grad = createGraph && g.gradFn != nil ? g : try owned(&g)
+            return existing
         }
+        leaf.grad = createGraph && g.gradFn != nil ? g : try owned(&g)
+        return nil
     }
 }
 

@@ -423,7 +423,11 @@ final class Node {
     /// Tears the graph above this node down with an explicit work list instead of recursive
     /// deinits, so that dropping a chain of a million nodes cannot overflow the stack.
     deinit {
-        if hasHooks { GraphLock.withLock { NodeHooks.table[ObjectIdentifier(self)] = nil } }
+        if hasHooks {
+            // Released after the lock: a hook's destructor is user code.
+            let dropped = GraphLock.withLock { NodeHooks.table.removeValue(forKey: ObjectIdentifier(self)) }
+            _ = dropped
+        }
         // A node emptied by the loop below (every node of a chain but the first) holds nothing.
         if storedInputCount == 0 && savedCount == 0 && overflow == nil { return }
         var work: [Node] = []
