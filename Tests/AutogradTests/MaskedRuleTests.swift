@@ -74,7 +74,11 @@ final class MaskedRuleTests: XCTestCase {
 
     func testReluAndAbsSelect() throws {
         let inf = MaskedRuleTests.inf, nan = MaskedRuleTests.nan
-        try check("relu", [[-1, 0, 2, -3, 5]], seed: [inf, nan, 5, -inf, nan], expected: [[0, 0, 5, 0, nan]]) { try $0[0].relu() }
+        // relu(nan) is nan and passes its gradient on (PyTorch: threshold_backward, x <= 0 ? 0 : g).
+        try check("relu", [[-1, 0, 2, -3, 5, nan]], seed: [inf, nan, 5, -inf, nan, 3], expected: [[0, 0, 5, 0, nan, 3]]) { try $0[0].relu() }
+        for dtype in [DType.float32, .float64] {
+            XCTAssertTrue(try Tensor([nan, -1, 2], shape: [3], dtype: dtype).relu().values[0].isNaN, "relu(nan), \(dtype)")
+        }
         // abs'(0) = 0 by selection (PyTorch multiplies by sgn(0) = 0 and gives nan for an infinite g).
         try check("abs", [[0, -2, 3, 0, -1]], seed: [inf, 4, nan, nan, -inf], expected: [[0, -4, nan, 0, inf]]) { try $0[0].abs() }
     }
@@ -115,6 +119,29 @@ final class MaskedRuleTests: XCTestCase {
         let inf = MaskedRuleTests.inf
         try check("pow", [[0, 0, 0, 2, 0], [0, 2, -1, 0, 1]], seed: [inf, inf, 1, 1, 1],
                   expected: [[0, .nan, -inf, 0, 1], [0, 0, -inf, log(2), 0]]) { try $0[0].pow($0[1]) }
+    }
+
+    /// A derivative taken as 0 stays 0 at second order even when the seed is infinite: the seed
+    /// is selected away before it meets the formula (PyTorch: nan at both orders).
+    func testPowMaskedDerivativesStayZeroForAnInfiniteSeed() throws {
+        for dtype in [DType.float32, .float64] {
+            for (base, exponent) in [(0.0, 1.0), (0.0, 0.0), (3.0, 0.0)] {
+                let a = try Tensor(scalar: base, dtype: dtype), b = try Tensor(scalar: exponent, dtype: dtype)
+                try a.setRequiresGrad(true); try b.setRequiresGrad(true)
+                let seed = try Tensor(scalar: .infinity, dtype: dtype)
+                // d/db where a == 0 (b >= 0), d/da where b == 0.
+                let k = base == 0 && exponent > 0 ? 1 : 0
+                let first = try Tensor.gradients(of: [a.pow(b)], withRespectTo: [a, b], seeds: [seed], createGraph: true)[k]!
+                XCTAssertEqual(try first.item(), 0, "(\(base)) ** (\(exponent)), \(dtype): first derivative \(k)")
+                if base == 0 && exponent == 0 {
+                    XCTAssertEqual(try Tensor.gradients(of: [a.pow(b)], withRespectTo: [b], seeds: [seed])[0]!.item(), 0)
+                }
+                let second = try Tensor.gradients(of: [first], withRespectTo: [a, b], allowUnused: true)
+                for (j, d) in second.enumerated() {
+                    XCTAssertEqual(try d?.item() ?? 0, 0, "(\(base)) ** (\(exponent)), \(dtype): d/d input \(j) of derivative \(k)")
+                }
+            }
+        }
     }
 
     /// d²/dx² of x ** p at x = 0 through grad(create_graph) twice, against the hand values

@@ -2,18 +2,18 @@
 /// backward passes that are not recorded; these skip the op machinery for the many small nodes
 /// of scalar graphs. A node gets one only when it has at most maximumCount elements and every
 /// input has the output's shape and dtype (no broadcast to undo). The rules in Ops/ stay the
-/// definition and run instead whenever the pass is recorded (create_graph), hooks or capture
-/// touch the node, or the node has no DirectRule. Each formula here is its rule's formula in
-/// the same order of operations, so every path gives the same gradient (checked to 1 ulp by
-/// FusedRuleAgreementTests, at the extremes too). Of the rules' own one-kernel forms (used
-/// when the pass is not recorded), exp, tanh and sigmoid call inputGradient below; mul
-/// (Tensor.gradient) and relu (agk_relu_grad) restate their formulas; add, sub, div, neg and
-/// log run their tensor ops in every pass.
+/// definition and run instead whenever the pass is recorded (create_graph) or is a grad()
+/// (capture) pass, the node has hooks, or the node has no DirectRule. Each formula here is its
+/// rule's formula in the same order of operations, so every path gives the same gradient
+/// (FusedRuleAgreementTests checks them against each other, at the extremes too). Of the
+/// rules' own one-kernel forms (used when the pass is not recorded), exp, tanh and sigmoid call
+/// inputGradient below; mul (Tensor.gradient) and relu (agk_relu_grad) restate their formulas;
+/// add, sub, div, neg and log run their tensor ops in every pass.
 enum DirectRule: UInt8 {
     case none, add, sub, mul, div, neg, exp, log, tanh, sigmoid, relu
 
-    /// Largest element count handled here; bigger tensors go through the rules' (threaded,
-    /// vectorised) kernels.
+    /// Largest element count handled here; bigger tensors go through the rules (their one-kernel
+    /// forms, or tensor ops whose add/sub/mul/div kernels are split over threads).
     static let maximumCount = 4096
 
     /// Whether input k's gradient is the incoming gradient itself (handed on, not computed).
@@ -36,7 +36,7 @@ enum DirectRule: UInt8 {
         case .log: return g / u                                    // u = x
         case .tanh: return g * (1 - w * w)                         // w = tanh(x)
         case .sigmoid: return g * (w * (1 - w))                    // w = sigmoid(x)
-        case .relu: return u > 0 ? g : 0                           // u = relu(x), > 0 where x > 0; selected
+        case .relu: return u <= 0 ? 0 : g                          // u = relu(x), 0 where x <= 0; selected
         }
     }
 

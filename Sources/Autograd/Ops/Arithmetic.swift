@@ -70,21 +70,21 @@ extension Tensor {
             out.record("pow", self, exponent, savesInputs: true) { g, node in
                 let a = node.saved(0), b = node.saved(1)
                 var ga: Tensor? = nil, gb: Tensor? = nil
+                // Where a derivative is taken as 0, g is replaced by 0 (selected) and the formula
+                // runs on safe values whose derivative is finite: b = 1 for d/da (a^0, not a^-1,
+                // which is inf at a = 0), a = 1 for d/db (ln 1 = 0, 1^b = 1). The product is then
+                // exactly 0 for any g, and under create_graph every derivative through it is a
+                // finite value times 0, never 0·inf.
                 if node.needsGrad(0) {
-                    // Where b == 0 the formula runs on b = 1 (a^0, not a^-1, which is inf at
-                    // a = 0): the branch not selected then has finite derivatives, so the 0 that
-                    // create_graph sends into it stays 0 instead of becoming 0·inf.
                     let zeroExponent = try withNoGrad { try b.eq(b.constant(0)) }
                     let safeB = try Tensor.where(zeroExponent, b.constant(1), b)
-                    let dA = try g.multiplying(b.multiplying(a.pow(safeB.subtracting(b.constant(1)))))
-                    ga = try Tensor.where(zeroExponent, g.constant(0), dA)
+                    ga = try Tensor.where(zeroExponent, g.constant(0), g)
+                        .multiplying(b.multiplying(a.pow(safeB.subtracting(b.constant(1)))))
                 }
                 if node.needsGrad(1) {
-                    // The same with a = 1 where the derivative is taken as 0 (ln 1 = 0, 1^b = 1).
                     let flat = try Tensor.zipped(a, b, "pow_flat", { $0 == 0 && $1 >= 0 ? 1 : 0 }, { $0 == 0 && $1 >= 0 ? 1 : 0 })
                     let safeA = try Tensor.where(flat, a.constant(1), a)
-                    let dB = try g.multiplying(safeA.log().multiplying(safeA.pow(b)))
-                    gb = try Tensor.where(flat, g.constant(0), dB)
+                    gb = try Tensor.where(flat, g.constant(0), g).multiplying(safeA.log().multiplying(safeA.pow(b)))
                 }
                 return InputGradients(ga, gb)
             }
@@ -207,8 +207,8 @@ extension Tensor {
         return true
     }
 
-    /// f(g[i], v[i]) for a gradient and values of the same size (a saved output): the one-kernel
-    /// form of a unary rule, used when the backward pass is not recorded.
+    /// f(g[i], v[i]) for a gradient and values of the same size (a saved output, or mul's saved
+    /// operand): the one-kernel form of a rule, used when the backward pass is not recorded.
     @inline(__always)
     static func gradient(_ g: Tensor, _ v: Storage, _ f32: (Float, Float) -> Float, _ f64: (Double, Double) -> Double) throws -> Tensor {
         guard g.dtype == v.dtype && g.count == v.count else {

@@ -38,7 +38,8 @@ extension Tensor {
         return out
     }
 
-    /// max(x, 0); the derivative at exactly 0 is taken as 0 (as in PyTorch).
+    /// max(x, 0), nan for nan; the derivative at exactly 0 is taken as 0, and is 1 at nan (as in
+    /// PyTorch). Where x <= 0 the gradient is selected: 0 even for an infinite or nan one.
     public func relu() throws -> Tensor {
         let out = try Tensor(uninitialized: shape, dtype: dtype)
         switch dtype {
@@ -46,11 +47,11 @@ extension Tensor {
         case .float64: agk_relu_f64(buffer(Double.self).baseAddress, out.buffer(Double.self).baseAddress, Int64(count))
         }
         if Tensor.shouldRecord(self) {
-            // relu(x) > 0 exactly where x > 0, so the output (kept anyway by the next op, often)
-            // serves as the mask and the input need not be saved.
+            // relu(x) is 0 exactly where x <= 0 (nan stays nan), so the output (kept anyway by
+            // the next op, often) serves as the mask and the input need not be saved.
             out.record("relu", self, savesOutput: true, direct: .relu) { g, node in
                 if !GradMode.isEnabled { return InputGradients(try Tensor.reluGradient(g, node.outputValues)) }
-                let mask = try node.output().mapped("relu_mask", { $0 > 0 ? 1 : 0 }, { $0 > 0 ? 1 : 0 })
+                let mask = try node.output().mapped("relu_mask", { $0 <= 0 ? 0 : 1 }, { $0 <= 0 ? 0 : 1 })
                 return InputGradients(try Tensor.masked(g, by: mask))
             }
         }
@@ -59,7 +60,8 @@ extension Tensor {
 }
 
 extension Tensor {
-    /// g where the saved relu output is positive, else 0; written over g when the pass allows.
+    /// g where the saved relu output is not 0 (positive or nan), else 0; written over g when the
+    /// pass allows.
     static func reluGradient(_ g: Tensor, _ y: Storage) throws -> Tensor {
         guard g.dtype == y.dtype && g.count == y.count else {
             throw AutogradError.internal("relu: a gradient of \(g.dtype) \(g.shape) met saved values of \(y.dtype) x \(y.count)")
