@@ -236,8 +236,9 @@ ag_status ag_exp(ag_tensor *out, ag_tensor a);
 /* Natural logarithm (IEEE semantics: log(0) = -inf, log of a negative number = nan). */
 ag_status ag_log(ag_tensor *out, ag_tensor a);
 
-/* max(a, 0). Its derivative at exactly 0 is taken to be 0 (as in PyTorch). Where a <= 0 the
- * gradient is 0 even when the incoming one is inf or nan (selected, not multiplied by 0). */
+/* max(a, 0), nan where a is nan. Its derivative at exactly 0 is taken to be 0, at nan 1 (as in
+ * PyTorch). Where a <= 0 the gradient is 0 even when the incoming one is inf or nan (selected,
+ * not multiplied by 0). */
 ag_status ag_relu(ag_tensor *out, ag_tensor a);
 
 /* The sum of a's elements over `axes` (naxes entries; negative axes count from the end).
@@ -287,10 +288,11 @@ ag_status ag_maximum_scalar(ag_tensor *out, ag_tensor a, double s);
 ag_status ag_minimum_scalar(ag_tensor *out, ag_tensor a, double s);
 
 /* Unary operations (elementwise, same shape and dtype). Kinks: abs'(0) = 0, relu'(0) = 0,
- * leaky_relu'(0) = negative_slope. abs at 0 gives 0 even for an inf or nan gradient (PyTorch: nan
- * for inf); leaky_relu multiplies the gradient by its slope (as PyTorch). sigmoid and softplus are computed in forms that stay finite,
- * with finite gradients, for any finite input (x = +-1000 included). gelu is the exact form
- * x * Phi(x) with the normal CDF Phi (PyTorch's default). softplus(x) = log(1 + e^x).
+ * leaky_relu'(0) = negative_slope. abs at 0 gives 0 even for an inf or nan gradient (PyTorch:
+ * nan for inf); leaky_relu multiplies the gradient by its slope (as PyTorch). sigmoid and
+ * softplus are computed in forms that stay finite, with finite gradients, for any finite input
+ * (x = +-1000 included). gelu is the exact form x * Phi(x) with the normal CDF Phi (PyTorch's
+ * default). softplus(x) = log(1 + e^x).
  * sqrt of a negative number is nan; sqrt'(0) is +inf. */
 ag_status ag_sqrt(ag_tensor *out, ag_tensor a);
 ag_status ag_abs(ag_tensor *out, ag_tensor a);
