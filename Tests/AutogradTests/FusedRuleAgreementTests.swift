@@ -16,6 +16,8 @@ final class FusedRuleAgreementTests: XCTestCase {
         let name: String
         let arity: Int
         let apply: ([Tensor]) throws -> Tensor
+        /// The ops that have a DirectRule.
+        static let direct: Set<String> = ["add", "sub", "mul", "div", "neg", "exp", "log", "tanh", "sigmoid", "relu"]
         init(_ name: String, _ arity: Int, _ apply: @escaping ([Tensor]) throws -> Tensor) {
             self.name = name
             self.arity = arity
@@ -140,7 +142,8 @@ final class FusedRuleAgreementTests: XCTestCase {
             return try chunked { r in
                 let xs = try leaves(r)
                 let out = try op.apply(xs)
-                XCTAssertLessThanOrEqual(out.count, DirectRule.maximumCount)
+                // The node carries its DirectRule (the pass runs it unless hooked).
+                XCTAssertEqual(out.gradFn?.direct != DirectRule.none, Op.direct.contains(op.name), "\(op.name): DirectRule attached")
                 if path == .hooked { try out.registerHook(GradHook(id: 1) { _ in nil }) }
                 try out.backward(seed: Tensor(Array(seed[r]), shape: out.shape, dtype: dtype))
                 return xs.map { $0.grad!.values }
@@ -149,6 +152,7 @@ final class FusedRuleAgreementTests: XCTestCase {
             XCTAssertGreaterThan(n, DirectRule.maximumCount)
             let xs = try leaves(0..<n)
             let out = try op.apply(xs)
+            XCTAssertEqual(out.gradFn?.direct, DirectRule.none, "\(op.name): too large for a DirectRule")
             try out.backward(seed: Tensor(seed, shape: out.shape, dtype: dtype))
             return xs.map { $0.grad!.values }
         case .capture, .createGraph:
@@ -162,6 +166,7 @@ final class FusedRuleAgreementTests: XCTestCase {
             let xs = try leaves(0..<n, shapes: (0..<op.arity).map { $0 == wide ? [1, n] : [n] })
             let out = try op.apply(xs)
             XCTAssertEqual(out.shape, [1, n])
+            XCTAssertEqual(out.gradFn?.direct, DirectRule.none, "\(op.name): broadcast, so no DirectRule")
             try out.backward(seed: Tensor(seed, shape: [1, n], dtype: dtype))
             return xs.map { $0.grad!.values }
         }
