@@ -47,8 +47,8 @@ extension Tensor {
 
 extension Tensor {
     /// g·factor where factor is non-zero and exactly 0 where it is 0, with factor a constant (no
-    /// gradient) that broadcasts with g: how every rule that masks (relu, abs, maximum, minimum,
-    /// where, pow, max, min) applies its mask. Selecting rather than multiplying keeps an
+    /// gradient) that broadcasts with g: how the rules that mask (relu, abs, maximum, minimum,
+    /// where, max, min) apply their masks (pow selects with where directly). Selecting rather than multiplying keeps an
     /// infinite or nan g out of the elements the mask excludes (inf·0 would be nan there), as
     /// PyTorch's masked rules do. Recorded (create_graph) it is where(factor, g·factor, 0), so
     /// differentiable in g and selecting again at every order; otherwise one loop, the cost of
