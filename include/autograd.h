@@ -246,7 +246,8 @@ ag_status ag_sub(ag_tensor *out, ag_tensor a, ag_tensor b);
 /* a * b elementwise, broadcasting. Errors also: AG_ERR_SHAPE. */
 ag_status ag_mul(ag_tensor *out, ag_tensor a, ag_tensor b);
 
-/* a / b elementwise, broadcasting (IEEE semantics: x/0 is +-inf or nan). Errors also: AG_ERR_SHAPE. */
+/* a / b elementwise, broadcasting (IEEE semantics: x/0 is +-inf or nan). Gradients: g / b to a,
+ * -((g * (a / b)) / b) to b, in that order on every path (fused or not). Errors also: AG_ERR_SHAPE. */
 ag_status ag_div(ag_tensor *out, ag_tensor a, ag_tensor b);
 
 /* -a. */
@@ -258,7 +259,9 @@ ag_status ag_exp(ag_tensor *out, ag_tensor a);
 /* Natural logarithm (IEEE semantics: log(0) = -inf, log of a negative number = nan). */
 ag_status ag_log(ag_tensor *out, ag_tensor a);
 
-/* max(a, 0). Its derivative at exactly 0 is taken to be 0 (as in PyTorch). */
+/* max(a, 0), nan where a is nan. Its derivative at exactly 0 is taken to be 0, at nan 1 (as in
+ * PyTorch). Where a <= 0 the gradient is 0 even when the incoming one is inf or nan (selected,
+ * not multiplied by 0). */
 ag_status ag_relu(ag_tensor *out, ag_tensor a);
 
 /* The sum of a's elements over `axes` (naxes entries; negative axes count from the end).
@@ -280,11 +283,15 @@ ag_status ag_mean(ag_tensor *out, ag_tensor a, const int64_t *axes, int64_t naxe
 ag_status ag_matmul(ag_tensor *out, ag_tensor a, ag_tensor b);
 
 /* a ** b elementwise, broadcasting. Gradients: b * a^(b-1) to a (taken as 0 where b == 0),
- * ln(a) * a^b to b (nan where a < 0, taken as 0 where a == 0). Errors also: AG_ERR_SHAPE. */
+ * ln(a) * a^b to b (nan where a < 0, taken as 0 where a == 0 and b >= 0, -inf where a == 0 and
+ * b < 0, as PyTorch). A gradient taken as 0 is 0 for any incoming gradient (inf and nan too), and
+ * its own derivatives (create_graph) are 0: d2/dx2 x**0 and x**1 at x = 0 are 0.
+ * Errors also: AG_ERR_SHAPE. */
 ag_status ag_pow(ag_tensor *out, ag_tensor a, ag_tensor b);
 
 /* The larger of a and b elementwise, broadcasting. Where a == b the gradient is split evenly,
- * half to each (as PyTorch). nan in either operand gives nan. Errors also: AG_ERR_SHAPE. */
+ * half to each (as PyTorch). nan in either operand gives nan, and both operands the gradient (as
+ * PyTorch). The operand that loses gets 0, even for an inf or nan gradient. Errors also: AG_ERR_SHAPE. */
 ag_status ag_maximum(ag_tensor *out, ag_tensor a, ag_tensor b);
 
 /* The smaller of a and b elementwise; ties as ag_maximum. Errors also: AG_ERR_SHAPE. */
@@ -304,9 +311,11 @@ ag_status ag_maximum_scalar(ag_tensor *out, ag_tensor a, double s);
 ag_status ag_minimum_scalar(ag_tensor *out, ag_tensor a, double s);
 
 /* Unary operations (elementwise, same shape and dtype). Kinks: abs'(0) = 0, relu'(0) = 0,
- * leaky_relu'(0) = negative_slope. sigmoid and softplus are computed in forms that stay finite,
- * with finite gradients, for any finite input (x = +-1000 included). gelu is the exact form
- * x * Phi(x) with the normal CDF Phi (PyTorch's default). softplus(x) = log(1 + e^x).
+ * leaky_relu'(0) = negative_slope. abs at 0 gives 0 even for an inf or nan gradient (PyTorch:
+ * nan for inf); leaky_relu multiplies the gradient by its slope (as PyTorch). sigmoid and
+ * softplus are computed in forms that stay finite, with finite gradients, for any finite input
+ * (x = +-1000 included). gelu is the exact form x * Phi(x) with the normal CDF Phi (PyTorch's
+ * default). softplus(x) = log(1 + e^x).
  * sqrt of a negative number is nan; sqrt'(0) is +inf. */
 ag_status ag_sqrt(ag_tensor *out, ag_tensor a);
 ag_status ag_abs(ag_tensor *out, ag_tensor a);
@@ -321,7 +330,8 @@ ag_status ag_softplus(ag_tensor *out, ag_tensor a);
 
 /* Reductions over `axes`, with arguments and errors as ag_sum.
  * max/min: the gradient is split evenly among the elements that tie for the extreme (as
- * torch.amax); reducing over zero elements is AG_ERR_SHAPE.
+ * torch.amax); the others get 0, even for an inf or nan gradient; reducing over zero elements is
+ * AG_ERR_SHAPE.
  * var: the variance with `correction` subtracted from the count in the divisor (0: population,
  * 1: sample, as torch.var's correction); correction < 0 is AG_ERR_ARGUMENT.
  * logsumexp: log(sum(exp(a))), computed with the maximum subtracted first (stable). */
@@ -430,7 +440,8 @@ ag_status ag_gt(ag_tensor *out, ag_tensor a, ag_tensor b);
 ag_status ag_ge(ag_tensor *out, ag_tensor a, ag_tensor b);
 
 /* cond ? a : b elementwise, all three broadcast together; cond is true where non-zero (of either
- * dtype). Gradients flow to a where cond holds and to b elsewhere, none to cond.
+ * dtype). Gradients flow to a where cond holds and to b elsewhere (the other gets 0, even for an
+ * inf or nan gradient), none to cond.
  * Errors also: AG_ERR_SHAPE, AG_ERR_DTYPE (a and b differ). */
 ag_status ag_where(ag_tensor *out, ag_tensor cond, ag_tensor a, ag_tensor b);
 

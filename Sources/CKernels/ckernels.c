@@ -104,13 +104,13 @@ AGK_BINARY(agk_div_f64, double, agk_v4d, agk_v4d_store, 4, /)
 #define AGK_RELU(name, type)                                                                   \
     AGK_MULTIVERSION                                                                          \
     void name(const type *x, type *out, int64_t n) {                                          \
-        for (int64_t i = 0; i < n; i++) out[i] = x[i] > 0 ? x[i] : 0;                         \
+        for (int64_t i = 0; i < n; i++) out[i] = x[i] <= 0 ? 0 : x[i];                        \
     }
 
 #define AGK_RELU_GRAD(name, type)                                                              \
     AGK_MULTIVERSION                                                                          \
     void name(const type *g, const type *y, type *out, int64_t n) {                           \
-        for (int64_t i = 0; i < n; i++) out[i] = y[i] > 0 ? g[i] : 0;                         \
+        for (int64_t i = 0; i < n; i++) out[i] = y[i] <= 0 ? 0 : g[i];                        \
     }
 
 AGK_RELU(agk_relu_f32, float)

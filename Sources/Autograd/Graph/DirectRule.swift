@@ -1,14 +1,19 @@
 /// The derivative rules of the commonest elementwise ops restated as one fused loop each, for
-/// backward passes that are not recorded. The tensor-op rules (Ops/) stay the definition and
-/// run whenever the pass is recorded (create_graph), hooks or capture touch the node, or the
-/// tensors are large (then the unary rules' own fused kernels use these formulas); these skip
-/// the op machinery for the many small nodes of scalar graphs.
-/// A node gets one only when every input has the output's shape (no broadcast to undo).
+/// backward passes that are not recorded; these skip the op machinery for the many small nodes
+/// of scalar graphs. A node gets one only when it has at most maximumCount elements and every
+/// input has the output's shape and dtype (no broadcast to undo). The rules in Ops/ stay the
+/// definition and run instead whenever the pass is recorded (create_graph) or is a grad()
+/// (capture) pass, the node has hooks, or the node has no DirectRule. Each formula here is its
+/// rule's formula in the same order of operations, so every path gives the same gradient
+/// (FusedRuleAgreementTests checks them against each other, at the extremes too). Of the
+/// rules' own one-kernel forms (used when the pass is not recorded), exp, tanh and sigmoid call
+/// inputGradient below; mul (Tensor.gradient) and relu (agk_relu_grad) restate their formulas;
+/// add, sub, div, neg and log run their tensor ops in every pass.
 enum DirectRule: UInt8 {
     case none, add, sub, mul, div, neg, exp, log, tanh, sigmoid, relu
 
-    /// Largest element count handled here; bigger tensors go through the rules' (threaded,
-    /// vectorised) kernels.
+    /// Largest element count handled here; bigger tensors go through the rules (their one-kernel
+    /// forms, or tensor ops whose add/sub/mul/div kernels are split over threads).
     static let maximumCount = 4096
 
     /// Whether input k's gradient is the incoming gradient itself (handed on, not computed).
@@ -25,13 +30,13 @@ enum DirectRule: UInt8 {
         case .none, .add: return g
         case .sub: return k == 0 ? g : -g
         case .mul: return k == 0 ? g * w : g * u                   // u = a, w = b
-        case .div: return k == 0 ? g / w : -g * u / (w * w)        // d(a/b) = 1/b, -a/b²
+        case .div: return k == 0 ? g / w : -((g * (u / w)) / w)    // d(a/b) = 1/b, -a/b² (see Tensor.dividing)
         case .neg: return -g
         case .exp: return g * w                                    // w = exp(x), the output
         case .log: return g / u                                    // u = x
         case .tanh: return g * (1 - w * w)                         // w = tanh(x)
-        case .sigmoid: return g * w * (1 - w)                      // w = sigmoid(x)
-        case .relu: return u > 0 ? g : 0                           // u = relu(x), > 0 where x > 0
+        case .sigmoid: return g * (w * (1 - w))                    // w = sigmoid(x)
+        case .relu: return u <= 0 ? 0 : g                          // u = relu(x), 0 where x <= 0; selected
         }
     }
 

@@ -1,4 +1,5 @@
-/// Comparisons (0/1 results, no gradient) and where(cond, a, b) (gradient to both branches).
+/// Comparisons (0/1 results, no gradient), where(cond, a, b) (gradient to both branches), and
+/// `masked`, the one way rules apply a mask to a gradient.
 extension Tensor {
     public func eq(_ other: Tensor) throws -> Tensor { try Tensor.zipped(self, other, "eq", { $0 == $1 ? 1 : 0 }, { $0 == $1 ? 1 : 0 }) }
     public func ne(_ other: Tensor) throws -> Tensor { try Tensor.zipped(self, other, "ne", { $0 != $1 ? 1 : 0 }, { $0 != $1 ? 1 : 0 }) }
@@ -31,8 +32,8 @@ extension Tensor {
         if shouldRecord(a, b) {
             out.record("where", inputs: [a, b], saved: [mask]) { g, node in
                 let m = node.saved(0)
-                return InputGradients(node.needsGrad(0) ? try g.multiplying(m) : nil,
-                                      node.needsGrad(1) ? try g.multiplying(m.constant(1).subtracting(m)) : nil)
+                return InputGradients(node.needsGrad(0) ? try masked(g, by: m) : nil,
+                                      node.needsGrad(1) ? try masked(g, by: withNoGrad { try m.constant(1).subtracting(m) }) : nil)
             }
         }
         return out
@@ -41,5 +42,21 @@ extension Tensor {
     private static func select<T: TensorElement>(_ m: UnsafeMutableBufferPointer<T>, _ a: UnsafeMutableBufferPointer<T>,
                                                  _ b: UnsafeMutableBufferPointer<T>, _ out: UnsafeMutableBufferPointer<T>) {
         for i in 0..<out.count { out[i] = m[i] != 0 ? a[i] : b[i] }
+    }
+}
+
+extension Tensor {
+    /// g·factor where factor is non-zero and exactly 0 where it is 0, with factor a constant (no
+    /// gradient) that broadcasts with g: how the rules that mask (relu, abs, maximum, minimum,
+    /// where, max, min) apply their masks (pow selects with where directly). Selecting rather than multiplying keeps an
+    /// infinite or nan g out of the elements the mask excludes (inf·0 would be nan there), as
+    /// PyTorch's masked rules do. Recorded (create_graph) it is where(factor, g·factor, 0), so
+    /// differentiable in g and selecting again at every order; otherwise one loop, the cost of
+    /// the multiply it replaces.
+    static func masked(_ g: Tensor, by factor: Tensor) throws -> Tensor {
+        guard shouldRecord(g) else {
+            return try zipped(g, factor, "masked", { $1 != 0 ? $0 * $1 : 0 }, { $1 != 0 ? $0 * $1 : 0 })
+        }
+        return try Tensor.where(factor, g.multiplying(factor), g.constant(0))
     }
 }

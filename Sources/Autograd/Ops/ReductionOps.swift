@@ -57,14 +57,15 @@ extension Tensor {
         }
         let result = keepDims ? out : Tensor(shape: shape.indices.filter { !reduce[$0] }.map { shape[$0] }, storage: out.storage)
         if Tensor.shouldRecord(self) {
-            // The gradient goes to the elements equal to the extremum, shared among ties.
+            // The gradient goes to the elements equal to the extremum, shared among ties;
+            // selected, so an infinite or nan gradient stays out of the other elements.
             result.record(name, inputs: [self], saved: [self, out.detach()]) { g, node in
                 let x = node.saved(0)
                 let share = try withNoGrad { () -> Tensor in
                     let hits = try x.eq(node.saved(1))
                     return try hits.dividing(by: hits.sum(axes: axes, keepDims: true))
                 }
-                return InputGradients(try g.reshaped(keptShape).multiplying(share))
+                return InputGradients(try Tensor.masked(g.reshaped(keptShape), by: share))
             }
         }
         return result

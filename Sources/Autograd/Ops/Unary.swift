@@ -38,7 +38,8 @@ extension Tensor {
         return out
     }
 
-    /// max(x, 0); the derivative at exactly 0 is taken as 0 (as in PyTorch).
+    /// max(x, 0), nan for nan; the derivative at exactly 0 is taken as 0, and is 1 at nan (as in
+    /// PyTorch). Where x <= 0 the gradient is selected: 0 even for an infinite or nan one.
     public func relu() throws -> Tensor {
         let out = try Tensor(uninitialized: shape, dtype: dtype)
         switch dtype {
@@ -46,12 +47,12 @@ extension Tensor {
         case .float64: agk_relu_f64(buffer(Double.self).baseAddress, out.buffer(Double.self).baseAddress, Int64(count))
         }
         if Tensor.shouldRecord(self) {
-            // relu(x) > 0 exactly where x > 0, so the output (kept anyway by the next op, often)
-            // serves as the mask and the input need not be saved.
+            // relu(x) is 0 exactly where x <= 0 (nan stays nan), so the output (kept anyway by
+            // the next op, often) serves as the mask and the input need not be saved.
             out.record("relu", self, savesOutput: true, direct: .relu) { g, node in
                 if !GradMode.isEnabled { return InputGradients(try Tensor.reluGradient(g, node.outputValues)) }
-                let mask = try node.output().mapped("relu_mask", { $0 > 0 ? 1 : 0 }, { $0 > 0 ? 1 : 0 })
-                return InputGradients(try g.multiplying(mask))
+                let mask = try node.output().mapped("relu_mask", { $0 <= 0 ? 0 : 1 }, { $0 <= 0 ? 0 : 1 })
+                return InputGradients(try Tensor.masked(g, by: mask))
             }
         }
         return out
@@ -59,7 +60,8 @@ extension Tensor {
 }
 
 extension Tensor {
-    /// g where the saved relu output is positive, else 0; written over g when the pass allows.
+    /// g where the saved relu output is not 0 (positive or nan), else 0; written over g when the
+    /// pass allows.
     static func reluGradient(_ g: Tensor, _ y: Storage) throws -> Tensor {
         guard g.dtype == y.dtype && g.count == y.count else {
             throw AutogradError.internal("relu: a gradient of \(g.dtype) \(g.shape) met saved values of \(y.dtype) x \(y.count)")
@@ -73,9 +75,11 @@ extension Tensor {
     }
 }
 
-/// sqrt, abs, sin, cos, tanh, sigmoid, leaky_relu, gelu, softplus.
+/// sqrt, abs, sin, cos, tanh, sigmoid, leaky_relu, softplus, gelu (with its normal CDF and PDF).
 /// Rules that use the op's own output recompute it from the input when the backward pass is
-/// being recorded (create_graph), so higher derivatives stay exact.
+/// being recorded (create_graph), so higher derivatives stay exact. A rule with a one-kernel
+/// form for passes that are not recorded computes there what its tensor ops compute, in the
+/// same order (FusedRuleAgreementTests).
 extension Tensor {
     public func sqrt() throws -> Tensor {
         let out = try mapped("sqrt", { Float.sqrt($0) }, { Double.sqrt($0) })
@@ -89,7 +93,8 @@ extension Tensor {
         return out
     }
 
-    /// |x|; the derivative at 0 is taken as 0.
+    /// |x|; the derivative at 0 is taken as 0, selected: 0 for any incoming gradient (PyTorch
+    /// multiplies by sgn(0) = 0, which makes an infinite gradient nan).
     public func abs() throws -> Tensor {
         let out = try mapped("abs", { Swift.abs($0) }, { Swift.abs($0) })
         if Tensor.shouldRecord(self) {
@@ -98,7 +103,7 @@ extension Tensor {
                     return InputGradients(try Tensor.zipped(g, node.saved(0), "abs", { $1 > 0 ? $0 : ($1 < 0 ? -$0 : 0) }, { $1 > 0 ? $0 : ($1 < 0 ? -$0 : 0) }))
                 }
                 let sign = try node.saved(0).mapped("sign", { $0 > 0 ? 1 : ($0 < 0 ? -1 : 0) }, { $0 > 0 ? 1 : ($0 < 0 ? -1 : 0) })
-                return InputGradients(try g.multiplying(sign))
+                return InputGradients(try Tensor.masked(g, by: sign))
             }
         }
         return out
@@ -162,7 +167,9 @@ extension Tensor {
         return e / (1 + e)
     }
 
-    /// x for x > 0, negativeSlope * x otherwise; the derivative at 0 is negativeSlope.
+    /// x for x > 0, negativeSlope * x otherwise; the derivative at 0 is negativeSlope. The
+    /// gradient is multiplied by the slope, not selected (as PyTorch): with a slope of 0 an
+    /// infinite gradient gives nan for x <= 0.
     public func leakyRelu(negativeSlope: Double = 0.01) throws -> Tensor {
         let s32 = Float(negativeSlope)
         let out = try mapped("leaky_relu", { $0 > 0 ? $0 : $0 * s32 }, { $0 > 0 ? $0 : $0 * negativeSlope })

@@ -20,8 +20,8 @@ void agk_sub_f64(const double *a, const double *b, double *out, int64_t n);
 void agk_mul_f64(const double *a, const double *b, double *out, int64_t n);
 void agk_div_f64(const double *a, const double *b, double *out, int64_t n);
 
-/* relu: out[i] = x[i] > 0 ? x[i] : 0 (out may be x); its gradient: out[i] = y[i] > 0 ? g[i] : 0,
- * with y the saved output (out may be g). */
+/* relu: out[i] = x[i] <= 0 ? 0 : x[i] (nan stays nan; out may be x); its gradient:
+ * out[i] = y[i] <= 0 ? 0 : g[i], selected, with y the saved output (out may be g). */
 void agk_relu_f32(const float *x, float *out, int64_t n);
 void agk_relu_f64(const double *x, double *out, int64_t n);
 void agk_relu_grad_f32(const float *g, const float *y, float *out, int64_t n);
