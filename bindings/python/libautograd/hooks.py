@@ -78,6 +78,18 @@ class RemovableHook:
         self.remove()
         return False
 
+    # A hook id belongs to its tensor's handle in this process: a copy would remove the same
+    # hook, a pickle would name nothing elsewhere.
+    def __copy__(self):
+        raise TypeError("a hook handle cannot be copied or pickled: keep the one "
+                        "register_hook returned")
+
+    def __deepcopy__(self, memo):
+        self.__copy__()
+
+    def __reduce_ex__(self, protocol):
+        self.__copy__()
+
 
 def register_hook(tensor, fn):
     """Registers fn(grad) -> Tensor | None on tensor; see Tensor.register_hook."""
