@@ -23,8 +23,10 @@ let package = Package(
         .target(
             name: "Autograd",
             dependencies: ["COpenBLAS", "CKernels"],
-            // Exclusivity is checked statically; the dynamic checks cost a runtime call per
-            // class-property access on the per-op path.
+            // Release builds drop the run-time exclusivity checks (a runtime call per
+            // class-property access on the per-op path): there, overlapping accesses to class
+            // properties and globals are caught only where the compiler can see them statically.
+            // Debug builds (swift test) keep the run-time checks.
             swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
         ),
         .target(

@@ -20,12 +20,23 @@
  *
  * Threads: ag_last_error() and grad mode are per thread. Everything else may be used from
  * several threads at once, the same tensors included: operations only read their inputs;
- * backward passes, gradients, requires_grad, hooks and optimizer steps are serialised by one
- * internal lock (two backward passes through one unretained graph: one succeeds, the other gets
- * AG_ERR_STATE). One exception, as in PyTorch: an optimizer step writes its parameters in place,
- * so reading those parameters' values on another thread during a step (operations on them,
- * ag_tensor_copy_data, ag_tensor_data_ptr) can see a half-updated tensor; order such reads
- * and steps yourself.
+ * backward passes, gradients, requires_grad, hook lists, in-place writes and optimizer steps
+ * are serialised by one internal lock (two backward passes through one unretained graph: one
+ * succeeds, the other gets AG_ERR_STATE). Gradient hooks run with that lock released, so a hook
+ * may wait for another thread that calls the library (any function, on any tensor); while a
+ * hook runs, other threads may run their own backward passes, through the same graph too. One
+ * exception, as in PyTorch: an in-place write (an optimizer step, ag_tensor_copy_) changes
+ * values other threads may be reading (operations on them, ag_tensor_copy_data,
+ * ag_tensor_data_ptr), which can then see a half-updated tensor; order such reads and writes
+ * yourself.
+ *
+ * In-place writes and version counters: a tensor's values change only through an in-place
+ * write: an optimizer step on its parameters, or ag_tensor_copy_. Every such write bumps a
+ * version counter of the values (shared by detached aliases); each graph node records the
+ * versions of the values it saved for backward, and a backward (or ag_grad) that would run a
+ * rule whose saved values were written since fails with AG_ERR_STATE naming the op, instead of
+ * mixing old and new values (as PyTorch refuses). Gradients returned by ag_tensor_grad and
+ * ag_grad never share memory with a parameter, a seed or another gradient.
  *
  * Memory: buffers of 128 KiB or more released by freed tensors are kept for reuse by later
  * tensors of the same size (fresh pages cost more to fault in than a kernel costs to run), up
@@ -181,6 +192,18 @@ ag_status ag_tensor_copy_data(void *out, int64_t capacity, ag_dtype dtype, ag_te
  * t's handle. Never write through it and never free it. For an empty tensor it may be NULL.
  * Errors: AG_ERR_ARGUMENT (out NULL), AG_ERR_INVALID_HANDLE. */
 ag_status ag_tensor_data_ptr(const void **out, ag_tensor t);
+
+/* Writes src's values into dst in place: the PyTorch copy_ (src is broadcast to dst's shape;
+ * src may share dst's values, a detached alias). Tensors sharing dst's values (ag_detach) see
+ * the write. The write bumps the values' version counter, so a graph that saved dst's old values
+ * refuses to run backward through them (AG_ERR_STATE) instead of using the new ones. For
+ * updating parameters by hand (w -= lr * w.grad): compute the new values with grad mode off,
+ * then copy them in with grad mode off.
+ * Errors: AG_ERR_INVALID_HANDLE, AG_ERR_DTYPE (dst and src differ), AG_ERR_SHAPE (src does not
+ * broadcast to dst's shape), AG_ERR_STATE (dst is the result of a recorded operation, or dst
+ * requires grad while grad mode is on: that write would not be recorded),
+ * AG_ERR_OUT_OF_MEMORY. Nothing is written on failure. */
+ag_status ag_tensor_copy_(ag_tensor dst, ag_tensor src);
 
 /* The single element of a tensor with numel 1, as a double.
  * Errors: AG_ERR_ARGUMENT (out NULL), AG_ERR_SHAPE (numel != 1), AG_ERR_INVALID_HANDLE. */
@@ -426,8 +449,10 @@ ag_status ag_where(ag_tensor *out, ag_tensor cond, ag_tensor a, ag_tensor b);
  *   create_graph: record the backward computation itself, so gradients are differentiable
  *         (second derivatives, Hessian-vector products). Implies retain_graph.
  * Errors: AG_ERR_INVALID_HANDLE, AG_ERR_STATE (root does not require grad, a non-scalar root
- * without a seed, the graph was already released, or a backward run from a hook without
- * retain_graph released part of it during this pass), AG_ERR_SHAPE / AG_ERR_DTYPE (seed does not
+ * without a seed, the graph was already released, a backward run from a hook (or on another
+ * thread while a hook ran) without retain_graph released part of it during this pass, or
+ * values a node saved were written in place since: see version counters at the top; the
+ * gradients of leaves are then left as they were), AG_ERR_SHAPE / AG_ERR_DTYPE (seed does not
  * match root), AG_ERR_CALLBACK (a hook returned non-zero), AG_ERR_SHAPE (a hook's replacement
  * gradient has the wrong shape or dtype; the replacement is freed). */
 ag_status ag_backward(ag_tensor root, ag_tensor seed, bool retain_graph, bool create_graph);
@@ -476,7 +501,8 @@ ag_status ag_detach(ag_tensor *out, ag_tensor a);
  * *replacement as AG_NULL_TENSOR to keep the gradient. The replacement must have the gradient's
  * shape and dtype. A non-zero return aborts the backward pass, which then fails with
  * AG_ERR_CALLBACK (gradients already accumulated by it stay). The hook runs on the thread that
- * called backward, with grad mode on only if that pass has create_graph (as in PyTorch): without
+ * called backward, without the library's internal lock held (it may wait for other threads that
+ * call the library), with grad mode on only if that pass has create_graph (as in PyTorch): without
  * create_graph, results of operations made inside a hook record no history and do not require
  * grad (so a backward from one of them fails with AG_ERR_STATE), unless the hook turns grad mode
  * on with ag_set_grad_enabled. */
@@ -485,7 +511,10 @@ typedef int32_t (*ag_grad_hook)(ag_tensor *replacement, ag_tensor grad, void *us
 /* Registers `hook` on t (hooks run in registration order). `destroy`, if not NULL, is called
  * with user_data once the hook can no longer run: when it is removed, or when t is gone (for a
  * leaf: its last handle freed, graphs do not keep leaves alive; for a result: its last handle freed and
- * every graph using it gone). *out_id receives an id for ag_tensor_remove_hook (out_id may be NULL).
+ * every graph using it gone). `destroy` should only release user_data: it runs on whichever
+ * thread drops the hook, in rare cases (a graph freed by a backward pass) while the library's
+ * internal lock is held, so it must not wait for other threads that call the library.
+ * *out_id receives an id for ag_tensor_remove_hook (out_id may be NULL).
  * Errors: AG_ERR_ARGUMENT (hook NULL), AG_ERR_INVALID_HANDLE, AG_ERR_STATE (t does not require
  * grad). On failure `destroy` is not called. */
 ag_status ag_tensor_register_hook(int64_t *out_id, ag_tensor t, ag_grad_hook hook, void *user_data,

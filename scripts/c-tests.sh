@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Builds and runs the C programs in bindings/c against the built libautograd.so:
-#   1. compiles bindings/c/example.c and bindings/c/test_autograd.c into .build/c/,
-#   2. runs the example, then the test program,
-#   3. runs both again under valgrind's memcheck.
+#   1. compiles every program of the two lists below and the C examples into .build/c/,
+#   2. runs each program of both lists,
+#   3. runs the programs of the first list again under valgrind's memcheck (the second list's
+#      long or threaded ones run natively only),
+#   4. runs the examples (graph_picture, digits, moons) and checks what they write.
 # Assumes the library is built (scripts/build.sh). Exits non-zero if anything fails.
 #
 # Valgrind policy: definite and indirect leaks, and every memcheck error (invalid read or write,
@@ -17,8 +19,8 @@ libdir="$PWD/.build/release"
 outdir=.build/c
 # The programs in bindings/c, built and run in this order (each must exit 0), then again under
 # valgrind; the limit tests (a 1,000,000-op chain, 10,000 training steps) run once, natively.
-programs=(example test_autograd test_catalogue test_semantics test_training test_bad_input)
-native_only=(test_limits test_threads)
+programs=(example test_autograd test_catalogue test_semantics test_training test_bad_input test_inplace)
+native_only=(test_limits test_threads test_hook_threads)
 if [[ ! -f "$libdir/libautograd.so" ]]; then
     echo "c-tests: $libdir/libautograd.so not found; build it first (scripts/build.sh)" >&2
     exit 1

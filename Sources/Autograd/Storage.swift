@@ -8,6 +8,8 @@ import Darwin
 /// for a separately allocated buffer, the first tail word holds the buffer's address.
 struct StorageHeader {
     let count: Int
+    /// Bumped by every in-place write (see Storage.version).
+    var version: UInt32 = 0
     let dtype: DType
     let isExternal: Bool
 }
@@ -49,6 +51,15 @@ final class Storage: ManagedBuffer<StorageHeader, UInt64> {
 
     @inline(__always) var dtype: DType { header.dtype }
     @inline(__always) var count: Int { header.count }
+
+    /// How many in-place writes these values have had (PyTorch's version counter). A graph
+    /// records the versions of the values it saves and refuses to run a rule after they moved,
+    /// instead of silently using new values. Wraps after 2^32 writes (a graph would then miss
+    /// exactly 2^32 writes between its forward and its backward). Written under the graph lock.
+    @inline(__always) var version: UInt32 { header.version }
+
+    /// Marks one in-place write of these values (optimizer steps, Tensor.copyIn).
+    func bumpVersion() { header.version &+= 1 }
 
     /// The first element (nil when there are none).
     @inline(__always) var raw: UnsafeMutableRawPointer? {

@@ -23,7 +23,15 @@ public final class Tensor {
     /// The gradient accumulated by `backward` (leaves only); nil until the first backward.
     public internal(set) var grad: Tensor? {
         get { GraphLock.withLock { leafAnchor?.grad } }
-        set { GraphLock.withLock { lockedAnchor().grad = newValue } }
+        set {
+            // The old gradient (and any graph only it held, hooks included) goes after the lock.
+            let old: Tensor? = GraphLock.withLock {
+                let anchor = lockedAnchor()
+                defer { anchor.grad = newValue }
+                return anchor.grad
+            }
+            _ = old
+        }
     }
     /// The node that produced this tensor; nil for leaves and for results recorded in no graph.
     var gradFn: Node?
@@ -120,6 +128,37 @@ public final class Tensor {
         }
     }
 
+    /// Writes `source`'s values (broadcast to this tensor's shape, same dtype) into this
+    /// tensor's storage, in place, and bumps its version: graphs that saved the old values
+    /// then refuse to run backward through them (AutogradError.state) rather than use the new
+    /// ones. Tensors sharing the storage (detach) see the write, as in PyTorch's `copy_`.
+    /// Refused on the result of a recorded operation, and on a leaf that requires grad while
+    /// grad mode is on (the write would not be recorded; do it under no-grad, as an optimizer
+    /// step does).
+    public func replaceValues(with source: Tensor) throws {
+        if let fn = gradFn {
+            throw AutogradError.state("in-place write into the result of '\(fn.name)': only leaves can be written in place (detach() the result to write its values; graphs that saved them then refuse a stale backward)")
+        }
+        guard source.dtype == dtype else {
+            throw AutogradError.dtype("in-place write: the source is \(source.dtype) but the tensor is \(dtype)")
+        }
+        if requiresGrad && GradMode.isEnabled {
+            throw AutogradError.state("in-place write into a leaf that requires grad while grad mode is on: the write would not be recorded; make it with grad mode off (no_grad), as an optimizer step does")
+        }
+        let values = source.shape == shape ? source : try withNoGrad { try source.expanded(to: shape) }
+        try GraphLock.withLock {
+            // Checked again under the lock that orders it against set_requires_grad.
+            if requiresGrad && GradMode.isEnabled {
+                throw AutogradError.state("in-place write into a leaf that requires grad while grad mode is on")
+            }
+            if count > 0, let src = values.storage.raw, let dst = storage.raw, src != dst {
+                // memmove semantics: the source may share this storage (a detached alias).
+                dst.copyMemory(from: UnsafeRawPointer(src), byteCount: count * dtype.size)
+            }
+            storage.bumpVersion()
+        }
+    }
+
     /// Clears the accumulated gradient.
     public func zeroGrad() { grad = nil }
 
@@ -185,6 +224,15 @@ extension Tensor {
         if target == dtype { return self }
         let out = try Tensor(uninitialized: shape, dtype: target)
         try copyValues(to: out.storage.raw, capacity: count, dtype: target)
+        return out
+    }
+
+    /// A new leaf tensor holding a copy of these values; records nothing.
+    func copy() throws -> Tensor {
+        let out = try Tensor(uninitialized: shape, dtype: dtype)
+        if count > 0, let src = storage.raw, let dst = out.storage.raw {
+            dst.copyMemory(from: src, byteCount: count * dtype.size)
+        }
         return out
     }
 

@@ -120,6 +120,13 @@ public func ag_tensor_data_ptr(_ out: UnsafeMutablePointer<UnsafeRawPointer?>?, 
     }
 }
 
+@_cdecl("ag_tensor_copy_")
+public func ag_tensor_copy_(_ dst: UInt64, _ src: UInt64) -> Int32 {
+    guarded("ag_tensor_copy_") {
+        try Arg.tensor(dst, "dst").replaceValues(with: Arg.tensor(src, "src"))
+    }
+}
+
 @_cdecl("ag_tensor_item")
 public func ag_tensor_item(_ out: UnsafeMutablePointer<Double>?, _ t: UInt64) -> Int32 {
     guarded("ag_tensor_item") {

@@ -17,6 +17,10 @@ enum Backward {
         for root in roots where !root.requiresGrad {
             throw AutogradError.state("the root does not require grad (no input of it requires grad, or it was computed with grad mode off)")
         }
+        // Gradients that accumulation replaced are released after the lock: one with history
+        // (create_graph) may free a graph whose hooks' destructors are user code.
+        var replaced: [Tensor] = []
+        defer { replaced.removeAll() }
         return try GraphLock.withLock { try GradMode.with(enabled: createGraph) {
             // The outermost pass numbers nodes in their passSlot fields; a pass started inside
             // it (from a hook) uses a dictionary so as not to disturb them.
@@ -25,6 +29,7 @@ enum Backward {
             var pass = Pass(mode: mode, retainGraph: retainGraph || createGraph, createGraph: createGraph, usesSlots: outermost)
             if outermost { pass.exchangeArrays(with: &spareArrays) }
             defer {
+                swap(&replaced, &pass.replaced)
                 activePasses -= 1
                 if outermost {
                     for node in pass.nodes { node._withUnsafeGuaranteedRef { $0.passSlot = -1 } }
@@ -113,6 +118,8 @@ enum Backward {
         var capturedLeaf: [ObjectIdentifier: [Int]] = [:]
         var capturedNode: [ObjectIdentifier: [Int]] = [:]
         var captured: [Tensor?] = []
+        /// Leaves' previous `.grad` tensors, replaced by accumulation (released after the lock).
+        var replaced: [Tensor] = []
 
         /// Swaps the per-node arrays with `spare` (no copies: both stay uniquely referenced).
         mutating func exchangeArrays(with spare: inout PassArrays) {
@@ -285,6 +292,7 @@ enum Backward {
                 try nodes[i]._withUnsafeGuaranteedRef { node in
                     if directAllowed && node.direct != .none && !node.hasHooks && !node.isReleased && grads[i] != nil {
                         var g = Backward.take(&grads[i])!
+                        try node.checkSavedVersions()
                         if g.count > 0 { try deliverDirect(node, slot: i, &g) }
                         if !retainGraph { node.release() }
                         passDependencies(of: i, ready: &ready)
@@ -313,16 +321,17 @@ enum Backward {
         mutating func runRule(_ node: Node, slot i: Int, ready: inout [Int]) throws {
             var inputGrads = InputGradients()
             if var g = Backward.take(&grads[i]) {
-                if node.hasHooks { for hook in node.hooks { g = try hook.apply(to: g) } }
+                if node.hasHooks { g = try Backward.runHooks(node.hooks, on: g) }
                 // collect() saw every node unreleased: one released since was released by a
-                // backward pass that a hook ran on part of this graph.
+                // backward pass that ran while a hook did (from the hook or another thread).
                 guard let rule = node.rule else {
-                    throw AutogradError.state("the graph through '\(node.name)' was freed during this backward, by a backward run from a hook; pass retain_graph = true to that backward")
+                    throw AutogradError.state("the graph through '\(node.name)' was freed during this backward, by a backward run from a hook (or from another thread while a hook ran); pass retain_graph = true to that backward")
                 }
                 if !capturedNode.isEmpty, let targets = capturedNode[ObjectIdentifier(node)] {
                     for k in targets { captured[k] = g }
                 }
                 if needed.isEmpty || needed[i] {
+                    try node.checkSavedVersions()
                     // A gradient nothing else holds may be overwritten by the rule's kernel
                     // (Tensor.gradient), saving a buffer per node.
                     if !createGraph && isKnownUniquelyReferenced(&g) && g.storageIsUnique() {
@@ -414,15 +423,36 @@ enum Backward {
                 // A leaf freed since it was used receives nothing: nobody could read it.
                 guard var g = leafGrads[i], anchor.isAlive else { continue }
                 leafGrads[i] = nil
-                for hook in anchor.hooks { g = try hook.apply(to: g) }
+                let hooks = anchor.hooks
+                if !hooks.isEmpty { g = try Backward.runHooks(hooks, on: g) }
                 switch mode {
                 case .accumulate:
-                    if anchor.isAlive { try Backward.accumulate(g, into: anchor, createGraph: createGraph) }
+                    if anchor.isAlive, let old = try Backward.accumulate(&g, into: anchor, createGraph: createGraph) {
+                        replaced.append(old)
+                    }
                 case .capture:
-                    for k in capturedLeaf[id] ?? [] { captured[k] = createGraph ? g : g.detach() }
+                    for k in capturedLeaf[id] ?? [] { captured[k] = g }
                 }
             }
-            return captured.map { g in g.map { createGraph ? $0 : $0.detach() } }
+            // Each gradient handed out owns its values (see Backward.owned); under create_graph
+            // one with history is returned as it is (its values are a graph result).
+            for k in captured.indices {
+                guard var g = Backward.take(&captured[k]) else { continue }
+                captured[k] = createGraph && g.gradFn != nil ? g : try Backward.owned(&g)
+            }
+            return captured
+        }
+    }
+
+    /// Runs user hooks on `g` in order, with the graph lock released (a hook may wait for a
+    /// thread that calls into the engine). The pass's own state is local to it and its nodes
+    /// stay alive through the roots; what other threads may change meanwhile (a node released,
+    /// a leaf freed) is checked again after.
+    static func runHooks(_ hooks: [GradHook], on g: Tensor) throws -> Tensor {
+        try GraphLock.withoutLock {
+            var g = g
+            for hook in hooks { g = try hook.apply(to: g) }
+            return g
         }
     }
 
@@ -449,17 +479,28 @@ enum Backward {
         }
     }
 
+    /// `g` as a tensor without history whose values nothing else can see: a fresh alias when
+    /// nothing else holds `g` or its values, else a copy. A gradient that shared memory with a
+    /// seed, a parameter or another leaf's gradient would change under an in-place write to it
+    /// (an optimizer step, ag_tensor_copy_).
+    static func owned(_ g: inout Tensor) throws -> Tensor {
+        if isKnownUniquelyReferenced(&g) && g.storageIsUnique() { return g.detach() }
+        return try g.copy()
+    }
+
     /// Adds `g` into the leaf's `.grad`. Out of place: a gradient handed out earlier never changes.
-    static func accumulate(_ g: Tensor, into leaf: LeafAnchor, createGraph: Bool) throws {
-        // Only a gradient with history needs to stay attached (create_graph); a leaf gradient
-        // (a seed that is itself a leaf, even this one) is stored as a fresh alias, so `.grad`
-        // never holds a leaf and no leaf -> grad -> leaf cycle can form.
-        let g = createGraph && g.gradFn != nil ? g : g.detach()
+    /// Returns the gradient it replaced, for the caller to release after the graph lock.
+    static func accumulate(_ g: inout Tensor, into leaf: LeafAnchor, createGraph: Bool) throws -> Tensor? {
+        // Only a gradient with history needs to stay attached (create_graph); any other is
+        // stored as a tensor of its own (Backward.owned), so `.grad` never holds a leaf (no
+        // leaf -> grad -> leaf cycle) and never shares values with the seed or the parameter.
         if let existing = leaf.grad {
-            leaf.grad = try GradMode.with(enabled: createGraph) { try existing.adding(g) }
-        } else {
-            leaf.grad = g
+            let term = createGraph && g.gradFn != nil ? g : g.detach()
+            leaf.grad = try GradMode.with(enabled: createGraph) { try existing.adding(term) }
+            return existing
         }
+        leaf.grad = createGraph && g.gradFn != nil ? g : try owned(&g)
+        return nil
     }
 }
 

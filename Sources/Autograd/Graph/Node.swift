@@ -6,8 +6,9 @@
 /// in `saved`, so the graph can be released and torn down without recursion.
 typealias BackwardRule = (_ grad: Tensor, _ node: Node) throws -> InputGradients
 
-/// What a rule returns: one gradient (or nil) per input. Written as an array literal; the
-/// first two live inline, so the common rule allocates no array.
+/// What a rule returns: one gradient (or nil) per input. The first two live inline: rules of
+/// one or two inputs use init(_:) or init(_:_:), which allocate nothing; the array-literal form
+/// (rules of three or more inputs) goes through a variadic array.
 struct InputGradients: ExpressibleByArrayLiteral {
     private var first: Tensor?
     private var second: Tensor?
@@ -150,6 +151,17 @@ enum SavedTensor {
         else { self = .result(t) }
     }
 
+    /// The values this saved tensor reads (nil for an empty slot).
+    @inline(__always)
+    var storage: Storage? {
+        switch self {
+        case .result(let t): return t.storage
+        case .leaf(let anchor): return anchor.storage
+        case .input(let values), .output(let values): return values
+        case .empty: return nil
+        }
+    }
+
     /// An input of the node saving it, kept as its values unless it is a leaf with an anchor.
     init(input t: Tensor) {
         if t.gradFn == nil, let anchor = t.existingAnchor { self = .leaf(anchor) }
@@ -191,7 +203,12 @@ final class Node {
     private var overflow: NodeOverflow?
     /// The node's position in the backward pass that is running (see Backward.Pass).
     var passSlot: Int32 = -1
-    private var storedInputCount: Int32 = 0
+    /// The sum (wrapping) of the versions of the saved values when they were saved. Versions
+    /// only grow, so the sum moves exactly when one of them was written in place since.
+    private var savedVersions: UInt32 = 0
+    /// Inputs held in input0 and input1 (0 to 2); further ones are in overflow (16 bits keep
+    /// the node within its 120 bytes).
+    private var storedInputCount: UInt16 = 0
     private var savedCount: UInt16 = 0
     let dtype: DType
     /// Whether hooks were registered on the output (they live in NodeHooks).
@@ -248,12 +265,14 @@ final class Node {
         default:
             if overflow == nil { overflow = NodeOverflow() }
             overflow!.inputs.append(input)
+            return
         }
         storedInputCount += 1
     }
 
     @inline(__always)
     private func appendSaved(_ saved: SavedTensor) {
+        savedVersions &+= saved.storage?.version ?? 0
         switch savedCount {
         case 0: saved0 = saved
         case 1: saved1 = saved
@@ -266,7 +285,10 @@ final class Node {
 
     var isReleased: Bool { rule == nil }
 
-    @inline(__always) var inputCount: Int { Int(storedInputCount) }
+    @inline(__always) var inputCount: Int {
+        let n = Int(storedInputCount)
+        return n < 2 ? n : 2 + (overflow?.inputs.count ?? 0)
+    }
 
     @inline(__always)
     private func input(_ k: Int) -> NodeInput {
@@ -342,6 +364,37 @@ final class Node {
         return storage
     }
 
+    /// Fails when a value this node saved was written in place after it was saved (an
+    /// optimizer step, an in-place copy): its rule would silently mix old and new values.
+    @inline(__always)
+    func checkSavedVersions() throws {
+        guard savedCount > 0 else { return }
+        var sum: UInt32 = 0
+        for k in 0..<Int(savedCount) { sum &+= savedSlot(k).storage?.version ?? 0 }
+        if sum != savedVersions { throw staleSavedValues() }
+    }
+
+    /// The error for checkSavedVersions, naming the op and the saved values that were written.
+    @inline(never)
+    private func staleSavedValues() -> AutogradError {
+        var written: [String] = []
+        for k in 0..<Int(savedCount) {
+            let slot = savedSlot(k)
+            guard let version = slot.storage?.version, version > 0 else { continue }
+            let what: String
+            switch slot {
+            case .output: what = "its output"
+            case .leaf(let anchor): what = "a leaf of shape \(anchor.shape)"
+            case .input: what = "input \(k) (shape \(inputShape(k)))"
+            case .result(let t): what = "a saved result of shape \(t.shape)"
+            case .empty: continue
+            }
+            written.append("\(what), now at version \(version)")
+        }
+        let which = written.isEmpty ? "" : " (written: " + written.joined(separator: "; ") + ")"
+        return AutogradError.state("a value saved by '\(name)' for backward was modified in place after it was saved (by an optimizer step or an in-place write)\(which); the gradient would mix old and new values. Run the forward again after the update, or make the in-place write after the backward")
+    }
+
     /// Whether input `k` wants a gradient (rules skip the work for the others).
     @inline(__always)
     func needsGrad(_ k: Int) -> Bool {
@@ -370,7 +423,11 @@ final class Node {
     /// Tears the graph above this node down with an explicit work list instead of recursive
     /// deinits, so that dropping a chain of a million nodes cannot overflow the stack.
     deinit {
-        if hasHooks { GraphLock.withLock { NodeHooks.table[ObjectIdentifier(self)] = nil } }
+        if hasHooks {
+            // Released after the lock: a hook's destructor is user code.
+            let dropped = GraphLock.withLock { NodeHooks.table.removeValue(forKey: ObjectIdentifier(self)) }
+            _ = dropped
+        }
         // A node emptied by the loop below (every node of a chain but the first) holds nothing.
         if storedInputCount == 0 && savedCount == 0 && overflow == nil { return }
         var work: [Node] = []

@@ -44,12 +44,14 @@ public class Optimizer {
     }
 
     private func unlockedStep() throws {
-        guard learningRate.isFinite && learningRate >= 0 else {
-            throw AutogradError.argument("optimizer: the learning rate must be finite and >= 0, got \(learningRate)")
+        guard rate.isFinite && rate >= 0 else {
+            throw AutogradError.argument("optimizer: the learning rate must be finite and >= 0, got \(rate)")
         }
         steps += 1
         for (k, p) in parameters.enumerated() {
-            guard let g = p.grad else { continue }
+            guard var g = p.grad else { continue }
+            // The update kernels take p and g as non-aliasing (restrict) pointers.
+            if g.storage === p.storage { g = try g.copy() }
             guard g.shape == p.shape && g.dtype == p.dtype else {
                 throw AutogradError.internal("optimizer: the gradient of parameter \(k) does not match it")
             }
@@ -57,6 +59,8 @@ public class Optimizer {
             case .float32: update(k, p.buffer(Float.self), g.buffer(Float.self))
             case .float64: update(k, p.buffer(Double.self), g.buffer(Double.self))
             }
+            // An in-place write: graphs that saved p's old values now refuse a backward.
+            p.storage.bumpVersion()
         }
     }
 
