@@ -199,16 +199,9 @@ PROTOTYPES = {
 }
 
 
-# TEMPORARY (until the C side of issue 14 item 21 is merged): functions a library built from
-# an older tree may lack.
-_NOT_YET = {"ag_tensor_copy_"}
-
-
 def _declare(lib):
     """Sets restype/argtypes of every function in PROTOTYPES on the loaded library."""
     for name, (restype, argtypes) in PROTOTYPES.items():
-        if name in _NOT_YET and not hasattr(lib, name):
-            continue
         fn = getattr(lib, name)  # AttributeError here means an older or foreign library
         fn.restype = restype
         fn.argtypes = argtypes

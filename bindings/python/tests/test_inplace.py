@@ -8,11 +8,6 @@ import numpy as np
 import pytest
 
 import libautograd as ag
-from libautograd import _library
-
-pytestmark = pytest.mark.skipif(
-    not hasattr(_library.lib, "ag_tensor_copy_"),
-    reason="libautograd.so has no ag_tensor_copy_ yet (the C side of issue 14 item 21)")
 
 
 def test_augmented_assignment_writes_in_place():
