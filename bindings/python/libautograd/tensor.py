@@ -233,6 +233,21 @@ def _numpy_key(key):
     return tuple(converted)
 
 
+def adopt_if_kept(ref):
+    """Called as a callback (hook, gradcheck function) returns: if Python code kept the
+    borrowed Tensor it was given (ref, a weak reference, is still alive), that Tensor gets a
+    handle of its own, so it stays usable instead of naming a handle the library reclaims.
+    The new handle holds the same values in new storage (x * 1, exact), recorded only when
+    grad mode is on (a hook under create_graph), as the gradient was. If even that fails (out
+    of memory), the kept Tensor answers InvalidHandleError, as before."""
+    kept = ref()
+    if kept is None or kept._owned:
+        return
+    out = c_uint64(0)
+    if lib.ag_mul_scalar(byref(out), kept._handle, 1.0) == OK:
+        kept._handle, kept._owned = out.value, True
+
+
 def _refuse(message):
     """A StateError raised by the Python layer (AG_ERR_STATE, as the library would)."""
     return StateError(ERR_STATE, message)

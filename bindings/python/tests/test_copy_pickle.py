@@ -144,3 +144,34 @@ def test_optimizers_and_hook_handles_refuse_copy_and_pickle(no_leaks):
     np.testing.assert_allclose(w.numpy(), [0.8, 0.8])
     hook.remove()
     opt.close()
+
+
+# ---- the same class elsewhere: callbacks' borrowed tensors -------------------------------------
+
+
+def test_a_hook_may_keep_its_gradient(no_leaks):
+    # PyTorch hooks often keep the gradient (grads.append(g)); the library's handle for it is
+    # only lent for the call, so a kept tensor gets a handle of its own
+    kept = []
+    x = ag.tensor([1.0, 2.0], requires_grad=True)
+    x.register_hook(lambda g: kept.append(g))
+    (x * 3).sum().backward()
+    np.testing.assert_array_equal(kept[0].numpy(), [3.0, 3.0])
+    y = ag.tensor([1.0, 2.0], requires_grad=True)
+    y.register_hook(lambda g: kept.append(g) or g * 2)  # kept and replaced
+    (y * y).sum().backward(create_graph=True)
+    np.testing.assert_array_equal(kept[1].numpy(), [2.0, 4.0])
+    np.testing.assert_array_equal(y.grad.numpy(), [4.0, 8.0])
+    del kept, x, y
+
+
+def test_a_gradcheck_function_may_keep_its_inputs(no_leaks):
+    seen = []
+
+    def fn(a):
+        seen.append(a)
+        return (a * a).sum()
+
+    assert ag.gradcheck(fn, [ag.tensor([1.0, 2.0], requires_grad=True)])
+    np.testing.assert_array_equal(seen[0].numpy(), [1.0, 2.0])
+    del seen
