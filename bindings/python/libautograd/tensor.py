@@ -2,7 +2,8 @@
 
 Operators and methods forward to the functions of ``ops``; this module holds what every other
 module needs: turning handles into Tensors, validating integer arguments before they reach C,
-and the NumPy round trip (one copy each way).
+and the NumPy round trip (one copy each way); and the Python protocols of a Tensor: numbers
+(one-element tensors), NumPy's indexing with masks, in-place updates, copies and pickles.
 """
 
 import operator
@@ -826,7 +827,6 @@ class Tensor:
             if grad is not None:
                 # A leaf's .grad can only be set by a backward: seed one with a private copy.
                 out.backward(grad._copy_of_values())
-        memo[id(self)] = out
         return out
 
     def __copy__(self):
