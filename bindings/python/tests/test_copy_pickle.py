@@ -175,3 +175,9 @@ def test_a_gradcheck_function_may_keep_its_inputs(no_leaks):
     assert ag.gradcheck(fn, [ag.tensor([1.0, 2.0], requires_grad=True)])
     np.testing.assert_array_equal(seen[0].numpy(), [1.0, 2.0])
     del seen
+
+
+def test_dtypes_stay_singletons():
+    for dtype in (ag.float32, ag.float64):
+        assert pickle.loads(pickle.dumps(dtype)) is dtype
+        assert copy.copy(dtype) is dtype and copy.deepcopy(dtype) is dtype
