@@ -152,8 +152,7 @@ def _index_entry(k):
     if isinstance(k, slice):
         return "slice", k
     if isinstance(k, (bool, np.bool_)):
-        raise TypeError("a bool scalar is not an index here (NumPy would add an axis): use None "
-                        "to add an axis, or a bool array of the indexed extents as a mask")
+        return "mask", np.array(bool(k))  # a 0-d mask: NumPy adds an axis of extent 1 or 0
     if isinstance(k, (int, np.integer)):
         return "int", int(k)
     if isinstance(k, (float, np.floating)):
@@ -166,8 +165,6 @@ def _index_entry(k):
     if isinstance(k, (list, tuple, np.ndarray)):
         array = np.asarray(k)
         kind = array.dtype.kind
-        if kind == "b" and array.ndim == 0:
-            return _index_entry(bool(array))  # refused, as a bool scalar
         if kind == "b":
             return "mask", array
         if kind in "iu":
@@ -873,6 +870,13 @@ class Tensor:
                 span = ndim - used
                 axis += span
                 dim += span
+                continue
+            if kind == "mask" and k.ndim == 0:
+                # NumPy: a new axis, of which a true mask picks the one element, a false none
+                out = _ops.unsqueeze(out, axis)
+                picks.append((axis, np.zeros(1 if k else 0, dtype=np.int64)))
+                positions.append(at)
+                axis += 1
                 continue
             if kind == "mask":
                 extents = shape[dim:dim + k.ndim]

@@ -119,6 +119,15 @@ def test_mask_logic_keeps_masks():
     assert not (x * 1).is_mask and not x.is_mask
 
 
+def test_0d_masks():
+    t = ag.tensor(5.0, requires_grad=True)
+    check_key(np.array(5.0), np.array(True))
+    check_key(np.array(5.0), False)
+    y = t[t > 3]  # a 0-d comparison result: as torch, shape (1,) when true
+    assert y.shape == (1,) and y.tolist() == [5.0]
+    assert t[t > 7].shape == (0,)
+
+
 def test_mask_flag_follows_indexing_and_detach():
     x = ag.tensor([[1.0, 5.0], [7.0, 2.0]])
     m = x > 3
@@ -140,6 +149,7 @@ SHAPE = (4, 3, 5)
     (slice(None), 1, [2, 3]), (np.array([[0, 1], [3, 3]]),), (np.array([[0, 1], [3, 3]]), 2),
     ([0, 1], None, [1, 2]), ([], ), (np.array([], dtype=np.int64), slice(None), 0),
     (np.int64(2), np.array([1, 0])), (slice(None), None, [0, 0, 2]),
+    True, False, (1, True), (np.True_, slice(None), [1, 2]), (np.False_, slice(None), 2), (np.array(True), Ellipsis, [0]),
 ])
 def test_index_forms_match_numpy(key):
     a = np.arange(60.0).reshape(SHAPE) / 7
@@ -154,7 +164,7 @@ def test_random_keys_match_numpy():
         a = rng.standard_normal(shape)
         key, dim, ellipsis = [], 0, False
         while dim < ndim:
-            kind = rng.integers(7)
+            kind = rng.integers(8)
             extent = shape[dim]
             if kind == 0 and extent:
                 key.append(int(rng.integers(-extent, extent)))
@@ -172,6 +182,9 @@ def test_random_keys_match_numpy():
                 span = int(rng.integers(1, ndim - dim + 1))
                 key.append(rng.random(shape[dim:dim + span]) < 0.5)
                 dim += span
+                continue
+            elif kind == 6 and rng.random() < 0.3:
+                key.append(bool(rng.integers(2)))  # a 0-d mask: a new axis of extent 1 or 0
                 continue
             elif kind == 5 and not ellipsis:
                 key.append(Ellipsis)
@@ -206,5 +219,3 @@ def test_index_errors():
         x[0, 0, 0]
     with pytest.raises(TypeError):
         x["a"]
-    with pytest.raises(TypeError):
-        x[True]  # a bool scalar is not an index here (NumPy adds an axis; say so instead)
