@@ -102,6 +102,7 @@ PROTOTYPES = {
     "ag_tensor_requires_grad": (_S, [POINTER(c_bool), _T]),
     "ag_tensor_grad": (_S, [_PT, _T]),
     "ag_tensor_zero_grad": (_S, [_T]),
+    "ag_tensor_copy_": (_S, [_T, _T]),
     # binary operations
     "ag_add": (_S, [_PT, _T, _T]),
     "ag_sub": (_S, [_PT, _T, _T]),

@@ -24,6 +24,11 @@ class DType:
     def __str__(self):
         return self.name
 
+    def __reduce__(self):
+        # The two dtypes are singletons, compared with `is`: copies and pickles name the
+        # module-level object instead of building another one.
+        return self.name
+
     @property
     def itemsize(self):
         """Bytes per element."""

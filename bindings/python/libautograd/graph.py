@@ -2,11 +2,12 @@
 
 import itertools
 import threading
+import weakref
 from ctypes import byref, c_bool, c_double, c_int64, c_uint64, create_string_buffer
 
 from ._library import BUILD_FN, lib
 from .errors import check, error_for, set_pending
-from .tensor import Tensor, coerce, handle_of
+from .tensor import Tensor, adopt_if_kept, coerce, handle_of
 
 
 def _tensor_list(value, what):
@@ -68,9 +69,11 @@ _lock = threading.Lock()
 
 @BUILD_FN
 def _build(out, inputs, n, user_data):
+    args = [Tensor._wrap(inputs[i], owned=False) for i in range(n)]  # borrowed for the call
+    kept = [weakref.ref(a) for a in args]
+    result = None
     try:
         fn = _build_fns[user_data]
-        args = [Tensor._wrap(inputs[i], owned=False) for i in range(n)]  # borrowed
         result = fn(*args)
         if not isinstance(result, Tensor):
             raise TypeError(f"the gradcheck function must return a Tensor, not "
@@ -85,6 +88,10 @@ def _build(out, inputs, n, user_data):
     except BaseException as exc:  # noqa: BLE001 - re-raised by errors.check as the __cause__
         set_pending(exc)
         return 1
+    finally:
+        del args, result  # an input fn kept (or returned) gets a handle of its own
+        for ref in kept:
+            adopt_if_kept(ref)
 
 
 class GradcheckResult:

@@ -13,7 +13,7 @@ from ctypes import byref, c_int64, c_uint64
 
 from ._library import DESTROY, GRAD_HOOK, lib
 from .errors import check, error_for, set_pending
-from .tensor import Tensor
+from .tensor import Tensor, adopt_if_kept
 
 _callables = {}  # user_data key -> the Python callable
 _keys = itertools.count(1)
@@ -32,11 +32,13 @@ def _replacement_handle(result):
 
 @GRAD_HOOK
 def _trampoline(replacement, grad, user_data):
+    borrowed = Tensor._wrap(grad, owned=False)  # the library's handle: valid during the call
+    kept = weakref.ref(borrowed)
+    result = None
     try:
         fn = _callables[user_data]
-        borrowed = Tensor._wrap(grad, owned=False)  # valid during the call only
         result = fn(borrowed)
-        if result is None or (isinstance(result, Tensor) and result._handle == grad):
+        if result is None or result is borrowed:
             return 0
         if not isinstance(result, Tensor):
             raise TypeError(f"a gradient hook must return a Tensor or None, not "
@@ -46,6 +48,11 @@ def _trampoline(replacement, grad, user_data):
     except BaseException as exc:  # noqa: BLE001 - re-raised by errors.check as the __cause__
         set_pending(exc)
         return 1
+    finally:
+        # A hook that keeps its gradient (grads.append(g), as with PyTorch hooks) keeps a
+        # usable tensor: the borrowed one gets its own handle if anything still refers to it.
+        del borrowed, result
+        adopt_if_kept(kept)
 
 
 @DESTROY
@@ -77,6 +84,18 @@ class RemovableHook:
     def __exit__(self, *exc):
         self.remove()
         return False
+
+    # A hook id belongs to its tensor's handle in this process: a copy would remove the same
+    # hook, a pickle would name nothing elsewhere.
+    def __copy__(self):
+        raise TypeError("a hook handle cannot be copied or pickled: keep the one "
+                        "register_hook returned")
+
+    def __deepcopy__(self, memo):
+        self.__copy__()
+
+    def __reduce_ex__(self, protocol):
+        self.__copy__()
 
 
 def register_hook(tensor, fn):

@@ -43,17 +43,17 @@ def _axes(axis):
 
 
 def _int_array(values, what):
-    """values (ints, a sequence, an integer array or an integral Tensor) as a C-contiguous
-    int64 NumPy array of the same shape."""
+    """values (ints, a sequence or an integer array) as a C-contiguous int64 NumPy array of
+    the same shape. Floats are refused, also whole-valued ones and Tensors (which hold floats
+    only), as PyTorch refuses float indices: a float is never silently taken as a position."""
     if isinstance(values, Tensor):
-        values = values.numpy()
+        raise TypeError(f"{what} must be integers: a Tensor holds floats (float32/float64); "
+                        "pass a list or an integer NumPy array, e.g. t.numpy().astype(np.int64)")
     array = np.asarray(values)
     if array.dtype.kind in "iu":
         pass
-    elif array.size == 0 and array.dtype.kind in "fb":
+    elif array.size == 0 and array.dtype.kind == "f" and not isinstance(values, np.ndarray):
         pass  # an empty list comes out float64
-    elif array.dtype.kind == "f" and np.all(np.isfinite(array)) and np.all(array == np.round(array)):
-        pass  # integral floats, e.g. labels kept in a tensor
     else:
         raise TypeError(f"{what} must be integers, got dtype {array.dtype}")
     return np.array(array, dtype=np.int64, order="C")
@@ -154,34 +154,40 @@ def outer(a, b):
 # ---- comparisons and selection ------------------------------------------------------------------
 
 
+def _mask_of(result):
+    """Marks a comparison's 0/1 result as a mask (Tensor.is_mask) and returns it."""
+    result._mask = True
+    return result
+
+
 def eq(a, b):
-    """a == b elementwise as 0/1 in the operands' dtype (no gradient)."""
-    return _two_tensors(lib.ag_eq, a, b)
+    """a == b elementwise as 0/1 in the operands' dtype (no gradient); a mask."""
+    return _mask_of(_two_tensors(lib.ag_eq, a, b))
 
 
 def ne(a, b):
-    """a != b elementwise as 0/1 (no gradient)."""
-    return _two_tensors(lib.ag_ne, a, b)
+    """a != b elementwise as 0/1 (no gradient); a mask."""
+    return _mask_of(_two_tensors(lib.ag_ne, a, b))
 
 
 def lt(a, b):
-    """a < b elementwise as 0/1 (no gradient)."""
-    return _two_tensors(lib.ag_lt, a, b)
+    """a < b elementwise as 0/1 (no gradient); a mask."""
+    return _mask_of(_two_tensors(lib.ag_lt, a, b))
 
 
 def le(a, b):
-    """a <= b elementwise as 0/1 (no gradient)."""
-    return _two_tensors(lib.ag_le, a, b)
+    """a <= b elementwise as 0/1 (no gradient); a mask."""
+    return _mask_of(_two_tensors(lib.ag_le, a, b))
 
 
 def gt(a, b):
-    """a > b elementwise as 0/1 (no gradient)."""
-    return _two_tensors(lib.ag_gt, a, b)
+    """a > b elementwise as 0/1 (no gradient); a mask."""
+    return _mask_of(_two_tensors(lib.ag_gt, a, b))
 
 
 def ge(a, b):
-    """a >= b elementwise as 0/1 (no gradient)."""
-    return _two_tensors(lib.ag_ge, a, b)
+    """a >= b elementwise as 0/1 (no gradient); a mask."""
+    return _mask_of(_two_tensors(lib.ag_ge, a, b))
 
 
 def where(cond, a, b):

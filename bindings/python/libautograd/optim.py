@@ -77,6 +77,18 @@ class Optimizer:
             handle, self._handle = self._handle, 0
             free(handle)
 
+    # An optimizer owns a C handle (and the state behind it): a copy would share it (and free
+    # it twice), a pickle would carry a number that names nothing in another process.
+    def __copy__(self):
+        raise TypeError(f"{type(self).__name__} holds a C handle and cannot be copied or "
+                        "pickled: make a new optimizer over the parameters")
+
+    def __deepcopy__(self, memo):
+        self.__copy__()
+
+    def __reduce_ex__(self, protocol):
+        self.__copy__()
+
     def __repr__(self):
         state = "closed" if not self._handle else f"lr={self.lr}"
         return f"{type(self).__name__}({len(self.params)} parameters, {state})"

@@ -2,7 +2,8 @@
 
 Operators and methods forward to the functions of ``ops``; this module holds what every other
 module needs: turning handles into Tensors, validating integer arguments before they reach C,
-and the NumPy round trip (one copy each way).
+and the NumPy round trip (one copy each way); and the Python protocols of a Tensor: numbers
+(one-element tensors), NumPy's indexing with masks, in-place updates, copies and pickles.
 """
 
 import operator
@@ -13,7 +14,8 @@ import numpy as np
 
 from . import dtypes as _dt
 from ._library import lib
-from .errors import InvalidHandleError, check
+from .errors import ERR_STATE, OK, InvalidHandleError, StateError, check
+from .grad_mode import is_grad_enabled, no_grad
 
 MAX_NDIM = 8
 _INT64_MIN = -(2**63)
@@ -131,6 +133,124 @@ def _int_index(key, extent):
     return i % extent
 
 
+_FLOAT_INDEX = ("{} is not an index: indices are integers (ints, lists or integer NumPy "
+                "arrays) or masks (comparison results such as x > 0, t.bool(), bool arrays or "
+                "lists); float indices are refused, also when their values are whole numbers")
+
+
+def _index_entry(k):
+    """One entry of an index key as (kind, value), kind being "none", "ellipsis", "slice",
+    "int" (a Python int), "array" (an int64 ndarray of positions) or "mask" (a bool ndarray).
+
+    A Tensor is an index only when it is a mask (is_mask): libautograd tensors hold floats, and
+    a float is never taken as a position (PyTorch and NumPy refuse float indices too).
+    """
+    if k is None:
+        return "none", None
+    if k is Ellipsis:
+        return "ellipsis", None
+    if isinstance(k, slice):
+        return "slice", k
+    if isinstance(k, (bool, np.bool_)):
+        return "mask", np.array(bool(k))  # a 0-d mask: NumPy adds an axis of extent 1 or 0
+    if isinstance(k, (int, np.integer)):
+        return "int", int(k)
+    if isinstance(k, (float, np.floating)):
+        raise TypeError(_FLOAT_INDEX.format(f"the float {k!r}"))
+    if isinstance(k, Tensor):
+        if not k._mask:
+            raise TypeError(_FLOAT_INDEX.format(f"a float tensor of shape {k.shape}") +
+                            "; to use a 0/1 tensor as a mask, index with t.bool()")
+        return "mask", k.numpy() != 0
+    if isinstance(k, (list, tuple, np.ndarray)):
+        array = np.asarray(k)
+        kind = array.dtype.kind
+        if kind == "b":
+            return "mask", array
+        if kind in "iu":
+            if array.ndim == 0:
+                return "int", int(array)
+            if kind == "u" and array.size and array.max() > _INT64_MAX:
+                raise IndexError(f"index {array.max()} is out of range")
+            return "array", array.astype(np.int64)
+        if array.size == 0 and kind == "f" and not isinstance(k, np.ndarray):
+            return "array", array.astype(np.int64)  # [] comes out float64: no positions
+        if kind == "f":
+            raise TypeError(_FLOAT_INDEX.format(f"a float array of dtype {array.dtype}"))
+    raise TypeError(f"unsupported index {k!r}: use ints, slices, None, ..., integer lists or "
+                    "arrays, or masks")
+
+
+def _select(out, picks, first_axis, adjacent):
+    """NumPy's advanced indexing of `out` by integer position arrays, one per indexed axis.
+
+    picks: (axis, positions) with positions already in range; they broadcast together to B.
+    The indexed axes are moved to the front, flattened into one axis, and index_select picks
+    the flat positions (so the gradient is summed back into the selected elements, repeated
+    ones accumulating); the result has shape B + the other axes, with B moved to first_axis
+    when the advanced entries were adjacent in the key (NumPy's rule: else B stays first).
+    """
+    axes = [axis for axis, _ in picks]
+    try:
+        arrays = np.broadcast_arrays(*(positions for _, positions in picks))
+    except ValueError:
+        shapes = " ".join(str(positions.shape) for _, positions in picks)
+        raise IndexError("shape mismatch: indexing arrays could not be broadcast together "
+                         f"with shapes {shapes}") from None
+    shape = out.shape
+    rest = [a for a in range(len(shape)) if a not in axes]
+    order = axes + rest
+    if order != list(range(len(shape))):
+        out = _ops.permute(out, *order)
+    extents = [shape[a] for a in axes]
+    rest_shape = tuple(shape[a] for a in rest)
+    flat = np.zeros(arrays[0].shape, dtype=np.int64)
+    stride = 1
+    for positions, extent in zip(reversed(arrays), reversed(extents)):
+        flat += positions * stride
+        stride *= extent
+    out = _ops.reshape(out, (stride,) + rest_shape)
+    out = _ops.index_select(out, 0, flat.reshape(-1))
+    out = _ops.reshape(out, flat.shape + rest_shape)
+    if adjacent and first_axis > 0:
+        nb = flat.ndim
+        moved = ([nb + i for i in range(first_axis)] + list(range(nb)) +
+                 [nb + i for i in range(first_axis, len(rest_shape))])
+        out = _ops.permute(out, *moved)
+    return out
+
+
+def _numpy_key(key):
+    """key with masks as bool arrays, for indexing the NumPy copy in __setitem__ (every entry
+    is checked as __getitem__ checks it: float indices are refused)."""
+    entries = key if isinstance(key, tuple) else (key,)
+    converted = []
+    for k in entries:
+        kind, value = _index_entry(k)
+        converted.append(value if kind in ("mask", "array") else k)
+    return tuple(converted)
+
+
+def adopt_if_kept(ref):
+    """Called as a callback (hook, gradcheck function) returns: if Python code kept the
+    borrowed Tensor it was given (ref, a weak reference, is still alive), that Tensor gets a
+    handle of its own, so it stays usable instead of naming a handle the library reclaims.
+    The new handle holds the same values in new storage (x * 1, exact), recorded only when
+    grad mode is on (a hook under create_graph), as the gradient was. If even that fails (out
+    of memory), the kept Tensor answers InvalidHandleError, as before."""
+    kept = ref()
+    if kept is None or kept._owned:
+        return
+    out = c_uint64(0)
+    if lib.ag_mul_scalar(byref(out), kept._handle, 1.0) == OK:
+        kept._handle, kept._owned = out.value, True
+
+
+def _refuse(message):
+    """A StateError raised by the Python layer (AG_ERR_STATE, as the library would)."""
+    return StateError(ERR_STATE, message)
+
+
 # ---------------------------------------------------------------------------------------------
 # Tensor
 # ---------------------------------------------------------------------------------------------
@@ -145,6 +265,10 @@ class Tensor:
 
     _handle = 0  # the ag_tensor handle (uint64)
     _owned = False  # whether this object must free it
+    # Whether this tensor is a mask: 0/1 values meant as booleans (libautograd has no bool
+    # dtype). Set on comparison results, on & | ^ ~ of masks and on t.bool(); indexing with a
+    # mask selects (x[x > 0]); kept by indexing, detach, copies and pickles, by nothing else.
+    _mask = False
 
     # NumPy hands mixed operations (ndarray + Tensor) to our reflected operators.
     __array_ufunc__ = None
@@ -164,6 +288,13 @@ class Tensor:
         t = object.__new__(cls)
         t._handle = handle
         t._owned = owned
+        return t
+
+    @classmethod
+    def _wrap_mask(cls, handle):
+        """An owned Tensor for a handle holding 0/1 values, marked as a mask."""
+        t = cls._wrap(handle)
+        t._mask = True
         return t
 
     def __del__(self, _is_finalizing=sys.is_finalizing):
@@ -239,14 +370,63 @@ class Tensor:
         check(lib.ag_tensor_item(byref(out), self._handle))
         return out.value
 
-    def __float__(self):
+    # ---- the number protocol: one-element tensors behave as their value (as in PyTorch) ------
+
+    def _only_element(self, what):
+        """The value of a one-element tensor (any rank), else ValueError naming `what`."""
+        n = self.numel()
+        if n != 1:
+            raise ValueError(f"{what} needs a tensor with exactly one element; this one has {n} "
+                             f"(shape {self.shape})")
         return self.item()
 
+    def __float__(self):
+        return self._only_element("float()")
+
+    def __int__(self):
+        """Truncates toward zero, as int(float): ValueError for nan, OverflowError for inf."""
+        return int(self._only_element("int()"))
+
+    def __complex__(self):
+        return complex(self._only_element("complex()"))
+
+    def __round__(self, ndigits=None):
+        """round(t) is an int and round(t, n) a float, as for a Python float (half to even).
+        PyTorch returns a tensor; libautograd has no round operation, and the number is what
+        round() is used for (printing, comparing)."""
+        value = self._only_element("round()")
+        return round(value) if ndigits is None else round(value, ndigits)
+
+    def __index__(self):
+        # PyTorch allows __index__ only for integer tensors; libautograd's are all float.
+        raise TypeError("only integer tensors can be used as an index or a count, and "
+                        "libautograd tensors hold float32/float64: use int(t) for a "
+                        "one-element tensor")
+
     def __bool__(self):
-        if self.numel() != 1:
+        n = self.numel()
+        if n == 0:
+            raise ValueError("the truth value of a tensor with no elements is ambiguous")
+        if n != 1:
             raise ValueError("the truth value of a tensor with more than one element is "
                              "ambiguous (use .numpy().any() or .all())")
         return self.item() != 0.0
+
+    def __format__(self, spec):
+        """A 0-d tensor formats as its value (f"{loss:.4f}"); an empty spec gives str(t); a
+        non-empty spec on a tensor with axes is a TypeError, as in PyTorch and NumPy."""
+        if not spec:
+            return str(self)
+        if self.ndim == 0:
+            return format(self.item(), spec)
+        raise TypeError(f"format spec {spec!r} needs a 0-d tensor; this one has shape "
+                        f"{self.shape} (format t.item(), or the values of t.numpy())")
+
+    def __contains__(self, value):
+        """Whether any element equals value (a number, or a Tensor broadcast against self)."""
+        if not (isinstance(value, Tensor) or is_scalar(value)):
+            raise TypeError(f"'in' needs a number or a Tensor, not {type(value).__name__}")
+        return bool(np.any((self == value).numpy()))
 
     def numpy(self):
         """A new NumPy array holding a copy of the values, in the tensor's dtype.
@@ -259,6 +439,12 @@ class Tensor:
         return array
 
     def __array__(self, dtype=None, copy=None):
+        # The values live in the library: an array is always a copy (copy=False, NumPy 2's
+        # "never copy", cannot be honoured). There is no __array_interface__ on purpose: a
+        # NumPy view of the library's memory would outlive the handle and see in-place writes.
+        if copy is False:
+            raise ValueError("a Tensor cannot become a NumPy array without a copy: use "
+                             "np.asarray(t) or t.numpy()")
         array = self.numpy()
         return array if dtype is None else array.astype(dtype, copy=False)
 
@@ -274,8 +460,10 @@ class Tensor:
         except InvalidHandleError:
             return f"<libautograd.Tensor: handle {self._handle:#x} is not live>"
         body = np.array2string(values, separator=", ", prefix="tensor(")
+        # "[]" says nothing of an empty tensor's other extents: show them (as torch's size=)
+        size = f", size={values.shape}" if values.size == 0 and values.shape != (0,) else ""
         extra = ", requires_grad=True" if requires_grad else ""
-        return f"tensor({body}, dtype={dtype}{extra})"
+        return f"tensor({body}{size}, dtype={dtype}{extra})"
 
     # ---- autograd --------------------------------------------------------------------------
 
@@ -291,6 +479,18 @@ class Tensor:
         if not isinstance(value, (bool, np.bool_)):
             raise TypeError(f"requires_grad must be a bool, not {type(value).__name__}")
         check(lib.ag_tensor_set_requires_grad(self._handle, bool(value)))
+
+    @property
+    def is_leaf(self):
+        """Whether this tensor has no recorded history (torch.Tensor.is_leaf): made by a
+        creator, by detach(), or by an operation that recorded nothing. Only leaves keep .grad
+        and can be updated in place."""
+        if not self.requires_grad:
+            return True
+        # The library has no query for this; it refuses to change requires_grad on a result
+        # with history (AG_ERR_STATE), and setting a leaf's flag to True, the value it already
+        # has, changes nothing. (The refusal replaces ag_last_error(), as any failing call.)
+        return lib.ag_tensor_set_requires_grad(self._handle, True) == OK
 
     def requires_grad_(self, requires_grad=True):
         """Sets requires_grad and returns self (for chaining: ag.zeros(3).requires_grad_())."""
@@ -328,8 +528,11 @@ class Tensor:
                               bool(retain_graph), bool(create_graph)))
 
     def detach(self):
-        """A new leaf sharing these values, with no history, not requiring grad."""
-        return new_tensor(lib.ag_detach, self._handle)
+        """A new leaf sharing these values, with no history, not requiring grad (an in-place
+        update of either is seen by both)."""
+        out = new_tensor(lib.ag_detach, self._handle)
+        out._mask = self._mask
+        return out
 
     def register_hook(self, fn):
         """Calls fn(grad) with the gradient flowing into this tensor during backward / grad.
@@ -408,7 +611,9 @@ class Tensor:
         other = coerce(other, self)
         if other is None:
             return NotImplemented
-        return new_tensor(fn, self._handle, other._handle)
+        out = c_uint64(0)
+        check(fn(byref(out), self._handle, other._handle))
+        return Tensor._wrap_mask(out.value)
 
     def __eq__(self, other):
         return self._compare(other, lib.ag_eq)
@@ -428,48 +633,291 @@ class Tensor:
     def __ge__(self, other):
         return self._compare(other, lib.ag_ge)
 
+    # ---- masks: comparison results used as booleans ------------------------------------------
+
+    @property
+    def is_mask(self):
+        """Whether this tensor is a mask: the 0/1 result of a comparison (x > 0), of & | ^ ~ on
+        masks, or of bool(). Indexing with a mask selects the elements where it is 1."""
+        return self._mask
+
+    def bool(self):
+        """A mask (a new tensor) that is 1 where self is non-zero and 0 elsewhere (torch's
+        .bool(), held as 0/1 in self's dtype: libautograd has no bool dtype)."""
+        return self != 0
+
+    def _logic(self, other, fn, symbol, reflected=False):
+        """&, |, ^ on masks: fn on the 0/1 values (mul, maximum, ne) gives 0/1 again."""
+        if not self._mask:
+            raise TypeError(f"{symbol} needs masks (comparison results, t.bool(), bool arrays); "
+                            "libautograd tensors hold floats, which have no bitwise operations")
+        if isinstance(other, (bool, np.bool_)):
+            other = scalar_tensor(float(other), self.dtype)
+        elif isinstance(other, (list, tuple, np.ndarray)) and np.asarray(other).dtype == np.bool_:
+            other = Tensor._wrap(handle_from_numpy(np.asarray(other), self.dtype))
+        elif isinstance(other, Tensor):
+            if not other._mask:
+                raise TypeError(f"{symbol} needs masks on both sides; the other operand is a "
+                                "float tensor (use t.bool() to make one a mask)")
+        else:
+            return NotImplemented
+        a, b = (other, self) if reflected else (self, other)
+        out = c_uint64(0)
+        check(fn(byref(out), a._handle, b._handle))
+        return Tensor._wrap_mask(out.value)
+
+    def __and__(self, other):
+        return self._logic(other, lib.ag_mul, "&")
+
+    def __rand__(self, other):
+        return self._logic(other, lib.ag_mul, "&", True)
+
+    def __or__(self, other):
+        return self._logic(other, lib.ag_maximum, "|")
+
+    def __ror__(self, other):
+        return self._logic(other, lib.ag_maximum, "|", True)
+
+    def __xor__(self, other):
+        return self._logic(other, lib.ag_ne, "^")
+
+    def __rxor__(self, other):
+        return self._logic(other, lib.ag_ne, "^", True)
+
+    def __invert__(self):
+        if not self._mask:
+            raise TypeError("~ needs a mask (a comparison result, t.bool()); libautograd "
+                            "tensors hold floats, which have no bitwise operations")
+        out = c_uint64(0)
+        check(lib.ag_rsub_scalar(byref(out), self._handle, 1.0))
+        return Tensor._wrap_mask(out.value)
+
+    # ---- in-place updates (ag_tensor_copy_) ----------------------------------------------------
+    #
+    # `x op= y` computes x op y under no_grad with the ordinary operations and writes the
+    # result into x's own storage with ag_tensor_copy_, which bumps the storage's version, so a
+    # graph that saved the old values refuses a stale backward. Every name bound to x and every
+    # tensor sharing its values (detach()) sees the update. Allowed on leaves; on a leaf that
+    # requires grad only under no_grad (the hand-written optimizer step); refused, with what to
+    # do instead, on results of recorded operations and when an operand requires grad while
+    # grad mode is on (nothing would carry its gradient).
+
+    def _check_writable(self, what, operand=None):
+        """Raises StateError when an in-place `what` on self (with operand) is not allowed."""
+        grad_mode = is_grad_enabled()
+        if self.requires_grad:
+            if not self.is_leaf:
+                raise _refuse(f"in-place {what} on the result of a recorded operation: its "
+                              "graph may need the old values. Use the out-of-place form "
+                              "(y = y + 1 for y += 1), or update a detach()ed copy")
+            if grad_mode:
+                raise _refuse(f"in-place {what} on a leaf that requires grad while grad mode "
+                              "is on: do a hand-written update inside `with "
+                              "libautograd.no_grad():` (with no_grad(): w -= lr * w.grad), or "
+                              "use an optimizer (libautograd.SGD, Adam, AdamW)")
+        if grad_mode and isinstance(operand, Tensor) and operand.requires_grad:
+            raise _refuse(f"in-place {what} with an operand that requires grad while grad mode "
+                          "is on: an in-place update records no history, so that operand's "
+                          "gradient would be lost. Use the out-of-place form (x = x + y), or "
+                          "do the update under no_grad")
+
+    def _write(self, source):
+        """Writes source's values (same dtype, broadcast to self's shape) into self."""
+        check(lib.ag_tensor_copy_(self._handle, source._handle))
+
+    def _inplace(self, other, compute, what, keeps_mask=False):
+        self._check_writable(what, other)
+        with no_grad():
+            result = compute(self, other)
+        if result is NotImplemented:
+            return NotImplemented
+        self._write(result)
+        self._mask = self._mask and keeps_mask
+        return self
+
+    def __iadd__(self, other):
+        return self._inplace(other, Tensor.__add__, "+=")
+
+    def __isub__(self, other):
+        return self._inplace(other, Tensor.__sub__, "-=")
+
+    def __imul__(self, other):
+        return self._inplace(other, Tensor.__mul__, "*=")
+
+    def __itruediv__(self, other):
+        return self._inplace(other, Tensor.__truediv__, "/=")
+
+    def __ipow__(self, other):
+        return self._inplace(other, Tensor.__pow__, "**=")
+
+    def __iand__(self, other):
+        return self._inplace(other, Tensor.__and__, "&=", keeps_mask=True)
+
+    def __ior__(self, other):
+        return self._inplace(other, Tensor.__or__, "|=", keeps_mask=True)
+
+    def __ixor__(self, other):
+        return self._inplace(other, Tensor.__xor__, "^=", keeps_mask=True)
+
+    def __imatmul__(self, other):
+        # Without this, `x @= w` would silently rebind x to a new tensor.
+        raise TypeError("in-place matrix multiplication is not supported (as in PyTorch): "
+                        "write x = x @ w")
+
+    def zero_(self):
+        """Sets every element to 0 in place and returns self (see the in-place rules above:
+        on a leaf that requires grad, under no_grad)."""
+        self._check_writable("zero_()")
+        self._write(scalar_tensor(0.0, self.dtype))
+        self._mask = False
+        return self
+
+    def copy_(self, src):
+        """Writes src's values into self in place and returns self. src is a Tensor (of either
+        dtype: converted), an array-like or a number, broadcast to self's shape. Records no
+        history (see the in-place rules above)."""
+        self._check_writable("copy_()", src)
+        if isinstance(src, Tensor):
+            source = src
+            if src.dtype is not self.dtype:
+                source = Tensor._wrap(handle_from_numpy(src.numpy(), self.dtype))
+        else:
+            source = coerce(src, self, "src")
+            if source is None:
+                raise TypeError(f"copy_ needs a Tensor, an array-like or a number, not "
+                                f"{type(src).__name__}")
+        self._write(source)
+        self._mask = self._mask and isinstance(src, Tensor) and src._mask
+        return self
+
+    def __setitem__(self, key, value):
+        """x[key] = value, in place, with NumPy's rules for key (masks included) and value.
+
+        Done on a copy of the values (x.numpy(), NumPy's item assignment, then copy_ back):
+        O(numel) per assignment. The in-place rules above apply.
+        """
+        self._check_writable("item assignment (x[...] = v)", value)
+        values = self.numpy()
+        values[_numpy_key(key)] = value.numpy() if isinstance(value, Tensor) else value
+        self._write(Tensor._wrap(handle_from_numpy(values)))
+        self._mask = False
+
+    # ---- copies and pickles ------------------------------------------------------------------
+
+    def _copy_of_values(self):
+        """A new leaf holding a copy of the values (bit for bit), dtype and mask flag."""
+        out = Tensor._wrap(handle_from_numpy(self.numpy()))
+        out._mask = self._mask
+        return out
+
+    def __deepcopy__(self, memo):
+        """A new tensor with its own handle and a copy of the values, as torch's deepcopy:
+        a leaf's requires_grad and .grad (a copy) are kept; a result of a recorded operation is
+        refused (copy t.detach() instead). Hooks are not copied."""
+        if not self.is_leaf:
+            raise _refuse("only leaf tensors can be copied (as in PyTorch): this one is the "
+                          "result of a recorded operation; copy t.detach() instead")
+        out = self._copy_of_values()
+        if self.requires_grad:
+            out.requires_grad = True
+            grad = self.grad
+            if grad is not None:
+                # A leaf's .grad can only be set by a backward: seed one with a private copy.
+                out.backward(grad._copy_of_values())
+        return out
+
+    def __copy__(self):
+        """As copy.deepcopy (torch's copy.copy shares the storage; here a copy never shares
+        values, so an in-place update of one is not seen by the other)."""
+        return self.__deepcopy__({})
+
+    def __reduce__(self):
+        """Pickles the values (little-endian bytes), dtype, shape, requires_grad and the mask
+        flag, never the handle: the unpickled tensor is a new leaf in any process. As
+        torch.save, .grad and history are not kept (a result unpickles as a leaf)."""
+        values = self.numpy()
+        little = values.astype(values.dtype.newbyteorder("<"), copy=False)
+        return (_unpickle, (self.dtype.name, values.shape, little.tobytes(), self.requires_grad,
+                            self._mask))
+
     # ---- indexing ----------------------------------------------------------------------------
 
     def __getitem__(self, key):
-        """Basic indexing: ints, slices (any non-zero step), None, Ellipsis, and 1-D integer
-        sequences on one axis (index_select). The result is a new tensor with gradients."""
-        if not isinstance(key, tuple):
-            key = (key,)
+        """NumPy's indexing: ints (negative from the end), slices (any non-zero step), None,
+        Ellipsis, integer lists and arrays (several in one key broadcast together and pick
+        element-wise, as NumPy's advanced indexing, placing the picked axes as NumPy does), and
+        masks (comparison results, t.bool(), bool arrays or lists) that select the elements
+        where they are true. Float indices are refused. The result is a new tensor whose
+        gradient flows back to the selected elements."""
+        entries = [_index_entry(k) for k in (key if isinstance(key, tuple) else (key,))]
         ndim = self.ndim
-        if sum(k is Ellipsis for k in key) > 1:
+        if sum(kind == "ellipsis" for kind, _ in entries) > 1:
             raise IndexError("an index can only have a single ellipsis ('...')")
-        used = sum(1 for k in key if k is not None and k is not Ellipsis)
+        used = sum(value.ndim if kind == "mask" else 1 for kind, value in entries
+                   if kind not in ("none", "ellipsis"))
         if used > ndim:
             raise IndexError(f"too many indices for a tensor of rank {ndim}: {used}")
-        if any(k is Ellipsis for k in key):
-            at = next(i for i, k in enumerate(key) if k is Ellipsis)
-            key = key[:at] + (slice(None),) * (ndim - used) + key[at + 1:]
+        advanced = any(kind in ("array", "mask") for kind, _ in entries)
         shape = self.shape
         out, axis, dim = self, 0, 0
-        for k in key:
-            if k is None:
+        picks, positions = [], []  # (axis, positions) per picked axis; key positions of them
+        for at, (kind, k) in enumerate(entries):
+            if kind == "none":
                 out = _ops.unsqueeze(out, axis)
                 axis += 1
                 continue
+            if kind == "ellipsis":
+                span = ndim - used
+                axis += span
+                dim += span
+                continue
+            if kind == "mask" and k.ndim == 0:
+                # NumPy: a new axis, of which a true mask picks the one element, a false none
+                out = _ops.unsqueeze(out, axis)
+                picks.append((axis, np.zeros(1 if k else 0, dtype=np.int64)))
+                positions.append(at)
+                axis += 1
+                continue
+            if kind == "mask":
+                extents = shape[dim:dim + k.ndim]
+                if k.shape != extents:
+                    raise IndexError(f"boolean index did not match the indexed tensor: mask "
+                                     f"shape {k.shape}, extents {extents} at axis {dim}")
+                for offset, where in enumerate(np.nonzero(k)):
+                    picks.append((axis + offset, where.astype(np.int64)))
+                positions.append(at)
+                axis += k.ndim
+                dim += k.ndim
+                continue
             extent = shape[dim]
             dim += 1
-            if isinstance(k, slice):
+            if kind == "slice":
                 start, stop, step = k.indices(extent)
                 if step > 0:
                     if (start, stop, step) != (0, extent, 1):
                         out = _ops.slice(out, axis, start, stop, step)
                 else:
                     out = _ops.index_select(out, axis, list(range(start, stop, step)))
-                axis += 1
-            elif isinstance(k, (int, np.integer)) and not isinstance(k, (bool, np.bool_)):
+            elif kind == "int":
                 i = _int_index(k, extent)
-                out = _ops.squeeze(_ops.slice(out, axis, i, i + 1, 1), axis)
-            elif isinstance(k, (list, np.ndarray, Tensor)):
-                out = _ops.index_select(out, axis, k)
-                axis += 1
+                if not advanced:
+                    out = _ops.squeeze(_ops.slice(out, axis, i, i + 1, 1), axis)
+                    continue
+                picks.append((axis, np.array(i, dtype=np.int64)))  # NumPy: joins the picks
+                positions.append(at)
             else:
-                raise TypeError(f"unsupported index {k!r}: use ints, slices, None, ... or a "
-                                "1-D sequence of ints")
+                if k.size and (k.min() < -extent or k.max() >= extent):
+                    bad = k.min() if k.min() < -extent else k.max()
+                    raise IndexError(f"index {bad} is out of range for an axis of extent "
+                                     f"{extent}")
+                picks.append((axis, np.where(k < 0, k + extent, k)))
+                positions.append(at)
+            axis += 1
+        if picks:
+            adjacent = positions == list(range(positions[0], positions[0] + len(positions)))
+            out = _select(out, picks, picks[0][0], adjacent)
+        if self._mask and out is not self:
+            out._mask = True
         return out
 
     # ---- operations as methods (see ops for the documentation) ---------------------------------
@@ -591,3 +1039,14 @@ class Tensor:
 _free = lib.ag_tensor_free
 
 from . import ops as _ops  # noqa: E402  (ops imports Tensor from this module)
+
+
+def _unpickle(dtype_name, shape, data, requires_grad, mask):
+    """Rebuilds a pickled Tensor (see Tensor.__reduce__) as a new leaf in this process."""
+    dtype = _dt.as_dtype(dtype_name)
+    values = np.frombuffer(data, dtype=dtype.numpy.newbyteorder("<")).reshape(shape)
+    out = Tensor._wrap(handle_from_numpy(values, dtype))
+    out._mask = bool(mask)
+    if requires_grad:
+        out.requires_grad = True
+    return out
