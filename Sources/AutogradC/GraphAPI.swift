@@ -196,7 +196,7 @@ public func ag_gradcheck(_ passed: UnsafeMutablePointer<Bool>?, _ worstInput: Un
         let xs = try Arg.tensorList(inputs, ninputs, "inputs", count: "ninputs")
         let depth = GradcheckNesting.depth
         guard depth < GradcheckNesting.limit else {
-            throw AutogradError.state("called from build functions \(depth) deep; at most \(GradcheckNesting.limit) nested ag_gradcheck calls are allowed (does a build function call ag_gradcheck on itself?)")
+            throw AutogradError.state("\(depth) ag_gradcheck calls are active on this thread already, the most nested ag_gradcheck calls allowed (does a build function call ag_gradcheck on itself?)")
         }
         GradcheckNesting.depth = depth + 1
         defer { GradcheckNesting.depth = depth }
