@@ -155,7 +155,7 @@ private func callBuild(_ build: CBuildFunction, _ userData: UnsafeMutableRawPoin
     // The output, if there is one (taken before the inputs go: it may be one of them, the identity).
     var output: Tensor? = nil
     if status == 0 && out != 0, let object = HandleTable.shared.lookup(out, kind: .tensor) {
-        output = unsafeDowncast(object, to: Tensor.self)
+        output = unsafeDowncast(object, to: Tensor.self)  // only Tensors are stored under .tensor
     }
     // Release the inputs; one that is gone already was freed by the build function.
     var freedInput: Int? = nil
