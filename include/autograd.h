@@ -542,8 +542,9 @@ typedef int32_t (*ag_build_fn)(ag_tensor *out, const ag_tensor *inputs, int64_t 
  * handle or one that is not a live tensor handle (0 with a zero return, made up, freed, another
  * kind: a handle of another kind is left alone), freed one of its borrowed inputs, gave a
  * non-float64 output, or an output whose shape or dtype differs from its first call's ("the
- * function's output changed between calls"). On every failure nothing is written to the
- * outputs and no handle is leaked. */
+ * function's output changed between calls"). Also any error of the backward pass it runs
+ * through build's graph (a hook there failing, AG_ERR_OUT_OF_MEMORY). On every failure nothing
+ * is written to the outputs and the library leaks no handle. */
 ag_status ag_gradcheck(bool *passed, int64_t *worst_input, int64_t *worst_index, double *worst_analytic,
                        double *worst_numeric, ag_build_fn build, void *user_data, const ag_tensor *inputs,
                        int64_t ninputs, double eps, double atol, double rtol);
