@@ -10,7 +10,8 @@
  *     Freeing a handle never breaks a graph that still needs the tensor; the graph keeps its own
  *     references.
  *   - Handles are checked: a zero, freed or made-up handle is answered with
- *     AG_ERR_INVALID_HANDLE, never undefined behaviour.
+ *     AG_ERR_INVALID_HANDLE, never undefined behaviour, for the life of the process (a freed
+ *     handle never becomes valid again; see ag_tensor).
  *   - Shapes are arrays of int64_t, row-major, rank 0 (a scalar) to AG_MAX_NDIM. For rank 0 the
  *     shape pointer may be NULL.
  *   - Binary operations broadcast their operands with NumPy's rules; the gradient of a
@@ -89,7 +90,18 @@ enum {
 };
 
 /* An opaque tensor handle: a 64-bit integer (index, generation and kind), never a pointer.
- * 0 is never a valid handle; functions that may have nothing to return give 0. */
+ * What a caller may rely on:
+ *   - 0 is never a valid handle; functions that may have nothing to return give 0.
+ *   - A handle is valid from the call that gave it until it is freed; a freed handle is never
+ *     valid again in this process (it is never issued a second time), so using it is always
+ *     AG_ERR_INVALID_HANDLE.
+ *   - Nothing else: compare handles for equality only. No arithmetic (handle + 1 is not the
+ *     next tensor, and is almost never a valid handle), no ordering, and the values differ from
+ *     run to run.
+ * Limits: at most 1,048,575 handles of all kinds (ag_tensor and ag_optimizer together) live at
+ * once; a call that would make one more fails with AG_ERR_OUT_OF_MEMORY ("the handle table is
+ * full"). Each slot of the table gives at least 2^39 handles before it is retired for good
+ * (counting against that limit), far beyond the life of any process. */
 typedef uint64_t ag_tensor;
 
 #define AG_NULL_TENSOR ((ag_tensor)0)
@@ -98,7 +110,12 @@ typedef uint64_t ag_tensor;
 const char *ag_version(void);
 
 /* The message of the last failed call on this thread ("" if none has failed yet).
- * The pointer stays valid until the next failing call on this thread. Never free it. */
+ * The pointer stays valid, and its text the same, until the next failing call on this thread:
+ * successful calls never clear or replace it. A call made by a callback (a gradient hook, a
+ * gradcheck build function) is a call on this thread like any other: if it fails, its message
+ * replaces the last one even when the outer call (ag_backward, ag_gradcheck) then succeeds.
+ * When the callback's failure makes the outer call fail, the outer message quotes it.
+ * Never free it. */
 const char *ag_last_error(void);
 
 /* A short constant name for a status code ("AG_ERR_SHAPE"); "AG_UNKNOWN_STATUS" for others. */
@@ -527,7 +544,10 @@ typedef int32_t (*ag_grad_hook)(ag_tensor *replacement, ag_tensor grad, void *us
  * internal lock is held, so it must not wait for other threads that call the library.
  * *out_id receives an id for ag_tensor_remove_hook (out_id may be NULL).
  * Errors: AG_ERR_ARGUMENT (hook NULL), AG_ERR_INVALID_HANDLE, AG_ERR_STATE (t does not require
- * grad). On failure `destroy` is not called. */
+ * grad, checked under the graph lock: also when another thread turns it off meanwhile).
+ * On any failure the caller keeps ownership of user_data: `destroy` is not called, now or later.
+ * A hook's failure (AG_ERR_CALLBACK from the backward) quotes the message of a failed call the
+ * hook itself made, if any. */
 ag_status ag_tensor_register_hook(int64_t *out_id, ag_tensor t, ag_grad_hook hook, void *user_data,
                                   void (*destroy)(void *user_data));
 
@@ -540,7 +560,10 @@ ag_status ag_tensor_remove_hook(ag_tensor t, int64_t id);
 /* ------------------------------------------------------------------------------------------ */
 
 /* Builds the function to check: reads `inputs` (borrowed; do not free them) and writes a new
- * tensor handle to *out (the library frees it). Non-zero return: a failure (AG_ERR_CALLBACK). */
+ * tensor handle to *out (the library frees it; *out may also be one of the inputs, for the
+ * identity). The output must be float64, of any shape, and of the same shape on every call.
+ * Non-zero return: a failure (AG_ERR_CALLBACK); a handle left in *out is freed then too.
+ * user_data is passed through untouched; the library never frees it. */
 typedef int32_t (*ag_build_fn)(ag_tensor *out, const ag_tensor *inputs, int64_t ninputs, void *user_data);
 
 /* Checks the analytic gradient of build(inputs) against central finite differences with step
@@ -549,9 +572,19 @@ typedef int32_t (*ag_build_fn)(ag_tensor *out, const ag_tensor *inputs, int64_t 
  * hold. The inputs must be float64; they are not modified (copies are perturbed).
  * Outputs: *passed, and the worst element: input index, flat element index, analytic and numeric
  * values (every output pointer but `passed` may be NULL).
+ * The analytic gradient is recorded whatever this thread's grad mode, so ag_gradcheck works
+ * under ag_set_grad_enabled(false) and from inside another ag_gradcheck's build function (at
+ * most 8 ag_gradcheck calls active on one thread at once: a ninth fails with AG_ERR_STATE).
  * Errors: AG_ERR_ARGUMENT (build or passed NULL, inputs NULL, ninputs < 1, eps <= 0, atol or
- * rtol < 0), AG_ERR_INVALID_HANDLE, AG_ERR_DTYPE (an input not float64), AG_ERR_CALLBACK (build
- * failed), and any error of the operations build uses. */
+ * rtol < 0), AG_ERR_INVALID_HANDLE, AG_ERR_DTYPE (an input not float64), AG_ERR_STATE (a ninth
+ * nested call), and AG_ERR_CALLBACK whenever build breaks its contract, the message saying
+ * how: it returned non-zero (quoting the message of its own failed call, if any), wrote no
+ * handle or one that is not a live tensor handle (0 with a zero return, made up, freed, another
+ * kind: a handle of another kind is left alone), freed one of its borrowed inputs, gave a
+ * non-float64 output, or an output whose shape or dtype differs from its first call's ("the
+ * function's output changed between calls"). Also any error of the backward pass it runs
+ * through build's graph (a hook there failing, AG_ERR_OUT_OF_MEMORY). On every failure nothing
+ * is written to the outputs and the library leaks no handle. */
 ag_status ag_gradcheck(bool *passed, int64_t *worst_input, int64_t *worst_index, double *worst_analytic,
                        double *worst_numeric, ag_build_fn build, void *user_data, const ag_tensor *inputs,
                        int64_t ninputs, double eps, double atol, double rtol);

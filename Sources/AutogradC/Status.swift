@@ -30,10 +30,22 @@ struct InvalidHandle: Error {
 }
 
 /// The message of the last failed call, per thread, as a C string owned by the library.
+/// Only a failing call replaces it (so the pointer ag_last_error() gave stays valid until the
+/// next failing call on that thread); nothing ever clears it. `failures` counts the failing
+/// calls on this thread, so a caller of a user callback can tell whether the callback's own
+/// calls failed (and quote that message) without resetting anything.
 enum LastError {
     private static let key: pthread_key_t = {
         var key = pthread_key_t()
         pthread_key_create(&key) { free($0) }
+        return key
+    }()
+
+    /// The count of failing calls on this thread, stored as the slot's pointer value (no
+    /// allocation, so no destructor).
+    private static let failuresKey: pthread_key_t = {
+        var key = pthread_key_t()
+        pthread_key_create(&key, nil)
         return key
     }()
 
@@ -43,10 +55,22 @@ enum LastError {
         let old = pthread_getspecific(key)
         pthread_setspecific(key, strdup(message))
         free(old)
+        pthread_setspecific(failuresKey, UnsafeRawPointer(bitPattern: failures &+ 1))
     }
 
     static var current: UnsafePointer<CChar> {
         UnsafePointer(pthread_getspecific(key)?.assumingMemoryBound(to: CChar.self) ?? empty)
+    }
+
+    /// How many calls have failed on this thread (wrapping; compare for equality only).
+    static var failures: UInt {
+        UInt(bitPattern: pthread_getspecific(failuresKey))
+    }
+
+    /// The message of the last failing call on this thread if one failed since `failures` was
+    /// `before`, else nil: what a user callback's own failing calls said.
+    static func since(_ before: UInt) -> String? {
+        failures == before ? nil : String(cString: current)
     }
 }
 

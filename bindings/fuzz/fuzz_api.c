@@ -316,7 +316,7 @@ static int nstale;
 static int64_t owned; /* live handles this program holds */
 static bool grad_on = true;
 
-static const ag_tensor SENT = 0x5EA7BEEFDEADBEEFull; /* never a valid handle (kind 0x5E) */
+static const ag_tensor SENT = 0x5EA7BEEFDEADBEEFull; /* never a valid handle (kind 5, index 0xDBEEF) */
 
 typedef struct {
     uint64_t h;
@@ -329,12 +329,13 @@ static uint64_t made_up(Rd *r) {
     uint8_t b = u8(r);
     uint32_t low = (uint32_t)b * 2654435761u;
     switch (b % 6) {
-    case 0: return ((uint64_t)3 << 56) | ((uint64_t)1 << 32) | (low % 64 + 1); /* unknown kind */
-    case 1: return ((uint64_t)1 << 56) | (low % 64 + 1);                       /* generation 0 */
-    case 2: return ((uint64_t)1 << 56) | ((uint64_t)1 << 32) | 0xFFFFFFF0u;     /* index past any slot */
+    /* The library's layout: kind in bits 60-63, generation in bits 20-59, index + 1 in bits 0-19. */
+    case 0: return ((uint64_t)3 << 60) | ((uint64_t)1 << 20) | (low % 64 + 1); /* unknown kind */
+    case 1: return ((uint64_t)1 << 60) | (low % 64 + 1);                       /* generation 0 */
+    case 2: return ((uint64_t)1 << 60) | ((uint64_t)1 << 20) | 0xFFFF0u;       /* index past any slot */
     case 3: return UINT64_MAX;
-    case 4: return ((uint64_t)0xFF << 56) | low;
-    default: return ((uint64_t)2 << 56); /* optimizer kind, index 0 */
+    case 4: return ((uint64_t)0xF << 60) | low;
+    default: return ((uint64_t)2 << 60); /* optimizer kind, index 0 */
     }
 }
 
@@ -714,6 +715,7 @@ enum {
     OP_SOFTMAX, OP_CROSS_ENTROPY, OP_MSE, OP_LINEAR, OP_WHERE, OP_BACKWARD, OP_AGGRAD,
     OP_GRAD_MODE, OP_DETACH, OP_HOOK, OP_REMOVE_HOOK, OP_GRADCHECK, OP_DOT_GRAPH, OP_OPT_NEW,
     OP_OPT_USE, OP_OPT_FREE, OP_MISC, OP_FREE_BAD, OP_BACKWARD_ALL,
+    OP_HOOK_RG, OP_GRADCHECK_CHANGE,
     OP_COUNT
 };
 
@@ -2460,6 +2462,154 @@ static void op_misc(Rd *r) {
     }
 }
 
+/* Hook registration interleaved with requires_grad changes on one tensor (issue 14): turned off
+ * and on between registrations, sequentially (the race itself is in bindings/c/test_abi_defects.c).
+ * A refused registration must leave its user data alone (the caller keeps it: destroy never
+ * runs); an accepted one owns it, and may be removed at once. */
+static void op_hook_rg(Rd *r) {
+    H t = pick_t(r);
+    int steps = 1 + u8(r) % 8;
+    for (int i = 0; i < steps; i++) {
+        uint8_t b = u8(r);
+        if (b & 1) {
+            bool want = (b >> 1) & 1;
+            g_op = "ag_tensor_set_requires_grad (between hook registrations)";
+            TRACE("ag_tensor_set_requires_grad(%#llx, %d)%s", (unsigned long long)t.h, want, t.bad ? " [bad]" : "");
+            unsigned allowed = M_INV;
+            if (!t.bad) allowed = info_of(t.h).rg ? M_OK | M_STATE : M_OK;
+            ag_status s = expect(ag_tensor_set_requires_grad(t.h, want), allowed, "set_requires_grad");
+            if (s == AG_OK && info_of(t.h).rg != want) fail("requires_grad is not what was set");
+            continue;
+        }
+        HookUd *ud = malloc(sizeof *ud);
+        ud->magic = HOOK_MAGIC;
+        ud->mode = u8(r);
+        ud->calls = 0;
+        unsigned allowed = t.bad ? M_INV : info_of(t.h).rg ? M_OK : M_STATE;
+        int64_t id = -12345, before = g_hooks_alive;
+        g_op = "ag_tensor_register_hook (between requires_grad changes)";
+        TRACE("ag_tensor_register_hook(%#llx, mode=%u, destroy=1)%s", (unsigned long long)t.h, ud->mode,
+              t.bad ? " [bad]" : "");
+        ag_status s = expect(ag_tensor_register_hook(&id, t.h, hook_fn, ud, hook_destroy), allowed, "register_hook");
+        if (g_hooks_alive != before) fail("register_hook ran a destroy callback");
+        if (s != AG_OK) {
+            if (ud->magic != HOOK_MAGIC) fail("a refused registration destroyed its user data");
+            if (id != -12345) fail("register_hook failed but wrote *out_id");
+            free(ud); /* the caller keeps user_data on failure */
+            continue;
+        }
+        g_hooks_alive++;
+        g_any_hook = true;
+        if (b & 2) {
+            g_op = "ag_tensor_remove_hook (right after registering)";
+            TRACE("ag_tensor_remove_hook(%#llx, %lld)", (unsigned long long)t.h, (long long)id);
+            expect(ag_tensor_remove_hook(t.h, id), M_OK, "remove_hook of a hook just registered");
+            if (g_hooks_alive != before) fail("remove_hook did not run the destroy callback exactly once");
+        } else {
+            hook_ids[nhook_ids++ % 8] = (HookRec){t.h, id};
+        }
+    }
+}
+
+/* A gradcheck build function that changes its output from call `at` on (issue 14): more or fewer
+ * elements, another shape with as many, float32, no handle, a made-up handle, the identity (its
+ * input), or x * x after freeing its borrowed input. It notes when what it returns breaks the
+ * contract (a float64 output of the first call's shape, a live handle, inputs left alone);
+ * ag_gradcheck must then fail with AG_ERR_CALLBACK, and otherwise succeed. */
+typedef struct {
+    uint8_t change, at;
+    int calls;
+    bool broke;
+    Info first; /* what it returned on its first call */
+} ChangeUd;
+
+static int32_t changing_build(ag_tensor *out, const ag_tensor *in, int64_t n, void *p) {
+    ChangeUd *c = p;
+    c->calls++;
+    g_build_calls++;
+    if (!out || !in || n < 1) fail("gradcheck build got NULL pointers or no inputs");
+    const char *saved = g_op;
+    g_op = "changing gradcheck build";
+    owned += n; /* the borrowed inputs are live during the call */
+    Info x = info_of(in[0]);
+    ag_status s = AG_OK;
+    bool made = true; /* *out is a new handle this function made */
+    if (c->calls < c->at) {
+        s = ag_mul(out, in[0], in[0]);
+    } else {
+        int64_t k = x.numel, shape[2] = {k + 1, 1};
+        switch (c->change % 8) {
+        case 0: s = ag_tensor_zeros(out, shape, 1, AG_FLOAT64); break; /* one element more */
+        case 1:
+            shape[0] = k > 0 ? k - 1 : 0;
+            s = ag_tensor_zeros(out, shape, 1, AG_FLOAT64); /* one fewer */
+            break;
+        case 2:
+            shape[0] = k;
+            s = ag_tensor_zeros(out, shape, 2, AG_FLOAT64); /* [k, 1]: as many, maybe another shape */
+            break;
+        case 3: s = ag_tensor_zeros(out, x.shape, x.nd, AG_FLOAT32); break;
+        case 4: made = false; break; /* AG_OK, nothing written */
+        case 5:
+            *out = SENT;
+            made = false;
+            c->broke = true;
+            break;
+        case 6: *out = in[0]; made = false; break; /* the identity */
+        default:
+            s = ag_mul(out, in[0], in[0]);
+            chk(ag_tensor_free(in[0]));
+            owned--;
+            c->broke = true;
+            break;
+        }
+        if (c->change % 8 == 4) c->broke = true;
+    }
+    if (s != AG_OK) fail("an operation in the build function failed: %s", ag_last_error());
+    if (made || c->change % 8 == 6) {
+        Info o = info_of(*out);
+        if (c->calls == 1) c->first = o;
+        bool same = o.dtype == AG_FLOAT64 && o.dtype == c->first.dtype && o.nd == c->first.nd;
+        for (int64_t d = 0; same && d < o.nd; d++) same = o.shape[d] == c->first.shape[d];
+        if (!same) c->broke = true;
+    }
+    owned -= n;
+    if (c->change % 8 == 7 && c->calls >= c->at) owned++; /* the freed input was counted out above */
+    g_op = saved;
+    return 0;
+}
+
+static void op_gradcheck_change(Rd *r) {
+    int64_t n = 1 + u8(r) % 2;
+    H hs[2];
+    ag_tensor in[2];
+    int64_t total = 0;
+    for (int64_t i = 0; i < n; i++) {
+        hs[i] = pick_t(r);
+        in[i] = hs[i].h;
+        if (!hs[i].bad) total += info_of(in[i]).numel;
+    }
+    if (total > 24) return; /* finite differences cost two builds per element */
+    ChangeUd c;
+    memset(&c, 0, sizeof c);
+    c.change = u8(r);
+    c.at = 1 + u8(r) % 6;
+    bool valid = !any_bad(hs, (int)n);
+    for (int64_t i = 0; valid && i < n; i++)
+        if (info_of(in[i]).dtype != AG_FLOAT64) valid = false;
+    bool passed = false;
+    int64_t wi = -9, wx = -9;
+    double wa = -9, wn = -9;
+    g_op = "ag_gradcheck (a build function that changes its output)";
+    TRACE("ag_gradcheck(n=%lld, change=%u, at call %u)", (long long)n, c.change % 8, c.at);
+    ag_status s = expect(ag_gradcheck(&passed, &wi, &wx, &wa, &wn, changing_build, &c, in, n, 1e-6, 1e-5, 1e-3),
+                         valid ? M_OK | M_CB : M_INV | M_DTYPE, "gradcheck with a changing build function");
+    if (s != AG_OK && (passed || wi != -9 || wx != -9 || wa != -9 || wn != -9)) fail("gradcheck failed but wrote outputs");
+    if (valid && c.broke && s == AG_OK) fail("gradcheck accepted a build function that broke its contract (change %u)", c.change % 8);
+    if (valid && !c.broke && s != AG_OK) fail("gradcheck refused a build function that kept its contract: %s", ag_last_error());
+    if (valid && s == AG_OK && wi < 0) fail("gradcheck succeeded without writing the worst element");
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* Entry points                                                                               */
 /* ------------------------------------------------------------------------------------------ */
@@ -2573,6 +2723,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         case OP_OPT_NEW: op_opt_new(r); break;
         case OP_OPT_USE: op_opt_use(r); break;
         case OP_OPT_FREE: op_opt_free(r); break;
+        case OP_HOOK_RG: op_hook_rg(r); break;
+        case OP_GRADCHECK_CHANGE: op_gradcheck_change(r); break;
         default: op_misc(r); break;
         }
         g_op = "after the call";
