@@ -715,7 +715,7 @@ enum {
     OP_SOFTMAX, OP_CROSS_ENTROPY, OP_MSE, OP_LINEAR, OP_WHERE, OP_BACKWARD, OP_AGGRAD,
     OP_GRAD_MODE, OP_DETACH, OP_HOOK, OP_REMOVE_HOOK, OP_GRADCHECK, OP_DOT_GRAPH, OP_OPT_NEW,
     OP_OPT_USE, OP_OPT_FREE, OP_MISC, OP_FREE_BAD, OP_BACKWARD_ALL,
-    OP_HOOK_RG, OP_GRADCHECK_CHANGE,
+    OP_HOOK_RG, OP_GRADCHECK_CHANGE, OP_INPLACE,
     OP_COUNT
 };
 
@@ -2511,6 +2511,87 @@ static void op_hook_rg(Rd *r) {
     }
 }
 
+/* In-place writes and version counters (issue 14, item 12). ag_tensor_copy_(dst, src) between
+ * pool tensors, with grad mode as the program set it: its status follows from the two tensors
+ * (handles, dtypes, src broadcasting to dst, dst a result with history, dst requiring grad with
+ * grad mode on); on success dst holds src's values. Then, with a bit, a graph that saved a leaf
+ * (sum(x * x), retained) whose values are then written in place must refuse its backward with
+ * AG_ERR_STATE, and a fresh graph on the written values must run. */
+static void op_inplace(Rd *r) {
+    H d = pick_t(r), src = pick_t(r);
+    unsigned allowed;
+    Info di, si;
+    memset(&di, 0, sizeof di);
+    memset(&si, 0, sizeof si);
+    if (d.bad || src.bad) {
+        allowed = M_INV;
+    } else {
+        di = info_of(d.h);
+        si = info_of(src.h);
+        const Info *ins[2] = {&di, &si};
+        int64_t bs[MAXS], bnd = 0;
+        bool fits = broadcast(ins, 2, bs, &bnd) && bnd == di.nd && memcmp(bs, di.shape, (size_t)bnd * sizeof bs[0]) == 0;
+        bool leaf = !di.rg || leaf_requiring_grad(d.h);
+        /* The library checks in this order: history, dtype, grad mode, then broadcasting. */
+        if (!leaf) allowed = M_STATE;
+        else if (di.dtype != si.dtype) allowed = M_DTYPE;
+        else if (di.rg && grad_on) allowed = M_STATE;
+        else allowed = fits ? M_OK | M_OOM : M_SHAPE | M_OOM;
+    }
+    g_op = "ag_tensor_copy_";
+    TRACE("ag_tensor_copy_(%#llx, %#llx)%s", (unsigned long long)d.h, (unsigned long long)src.h,
+          d.bad || src.bad ? " [bad]" : "");
+    ag_status s = expect(ag_tensor_copy_(d.h, src.h), allowed, "copy_: handles, dtypes, history, grad mode, broadcasting");
+    if (s == AG_OK && di.numel == si.numel && di.numel <= CAP) {
+        /* Same count and broadcast-compatible means the same shape: compare the values. */
+        static double a[CAP], b[CAP];
+        g_op = "ag_tensor_copy_data (after ag_tensor_copy_)";
+        if (chk(ag_tensor_copy_data(a, CAP, AG_FLOAT64, d.h)) != AG_OK ||
+            chk(ag_tensor_copy_data(b, CAP, AG_FLOAT64, src.h)) != AG_OK)
+            fail("reading the tensors after an in-place copy");
+        if (memcmp(a, b, (size_t)di.numel * sizeof a[0]) != 0) fail("ag_tensor_copy_ did not write src's values into dst");
+    }
+    if (!bit(r)) return;
+    /* A retained graph that saved x, then x written in place. */
+    ag_tensor x = SENT, y = SENT, loss = SENT, v = SENT, y2 = SENT, loss2 = SENT;
+    g_op = "inplace: a leaf, sum(x * x) and a retained backward";
+    int64_t n = 1 + u8(r) % 5000, shape[1] = {n};
+    ag_dtype dt = bit(r) ? AG_FLOAT32 : AG_FLOAT64;
+    if (expect(ag_tensor_full(&x, shape, 1, 1.5, dt), M_OK | M_OOM, "full") != AG_OK) return;
+    owned++;
+    bool prev = true;
+    expect(ag_set_grad_enabled(&prev, true), M_OK, "grad mode on");
+    expect(ag_tensor_set_requires_grad(x, true), M_OK, "requires_grad on a new leaf");
+    if (expect(ag_mul(&y, x, x), M_OK | M_OOM, "x * x") == AG_OK) owned++;
+    if (y != SENT && expect(ag_sum(&loss, y, NULL, 0, false), M_OK | M_OOM, "sum") == AG_OK) owned++;
+    if (loss != SENT && expect(ag_backward(loss, 0, true, false), M_OK | M_OOM, "first backward") == AG_OK &&
+        expect(ag_tensor_full(&v, shape, 1, -0.5, dt), M_OK | M_OOM, "full") == AG_OK) {
+        owned++;
+        expect(ag_set_grad_enabled(NULL, false), M_OK, "grad mode off");
+        expect(ag_tensor_copy_(x, v), M_OK, "copy_ into a parameter under no_grad");
+        expect(ag_set_grad_enabled(NULL, true), M_OK, "grad mode on");
+        g_op = "inplace: the stale backward";
+        expect(ag_backward(loss, 0, true, bit(r)), M_STATE, "a backward through values written since they were saved");
+        if (!strstr(ag_last_error(), "'mul'")) fail("the stale backward's message does not name the op: %s", ag_last_error());
+        /* A graph built after the write runs: d/dx sum(x*x) = 2x = -1 per element. */
+        if (expect(ag_mul(&y2, x, x), M_OK | M_OOM, "x * x again") == AG_OK) owned++;
+        if (y2 != SENT && expect(ag_sum(&loss2, y2, NULL, 0, false), M_OK | M_OOM, "sum again") == AG_OK) owned++;
+        ag_tensor g = SENT;
+        if (loss2 != SENT && expect(ag_grad(&g, &loss2, 1, NULL, &x, 1, false, false, false), M_OK | M_OOM, "fresh grad") == AG_OK) {
+            owned++;
+            double first = 0;
+            g_op = "inplace: the fresh gradient";
+            if (n == 1 && chk(ag_tensor_copy_data(&first, 1, AG_FLOAT64, g)) != AG_OK) fail("reading the fresh gradient");
+            if (n == 1 && first != -1.0) fail("d/dx sum(x*x) at x = -0.5 is %g, not -1", first);
+            free_tensor(g);
+        }
+    }
+    expect(ag_set_grad_enabled(NULL, prev), M_OK, "grad mode back");
+    ag_tensor made[] = {x, y, loss, v, y2, loss2};
+    for (size_t i = 0; i < sizeof made / sizeof made[0]; i++)
+        if (made[i] != SENT) free_tensor(made[i]);
+}
+
 /* A gradcheck build function that changes its output from call `at` on (issue 14): more or fewer
  * elements, another shape with as many, float32, no handle, a made-up handle, the identity (its
  * input), or x * x after freeing its borrowed input. It notes when what it returns breaks the
@@ -2725,6 +2806,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         case OP_OPT_FREE: op_opt_free(r); break;
         case OP_HOOK_RG: op_hook_rg(r); break;
         case OP_GRADCHECK_CHANGE: op_gradcheck_change(r); break;
+        case OP_INPLACE: op_inplace(r); break;
         default: op_misc(r); break;
         }
         g_op = "after the call";
