@@ -2571,6 +2571,7 @@ static void op_inplace(Rd *r) {
         expect(ag_tensor_copy_(x, v), M_OK, "copy_ into a parameter under no_grad");
         expect(ag_set_grad_enabled(NULL, true), M_OK, "grad mode on");
         g_op = "inplace: the stale backward";
+        TRACE("ag_backward through sum(x * x) after ag_tensor_copy_(x, ...) (n=%lld): must be AG_ERR_STATE", (long long)n);
         expect(ag_backward(loss, 0, true, bit(r)), M_STATE, "a backward through values written since they were saved");
         if (!strstr(ag_last_error(), "'mul'")) fail("the stale backward's message does not name the op: %s", ag_last_error());
         /* A graph built after the write runs: d/dx sum(x*x) = 2x = -1 per element. */
