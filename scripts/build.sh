@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Builds the self-contained libautograd.so (Swift runtime linked statically) into .build/release,
 # with the libautograd.so.0 soname link beside it.
+# Linked with -z nodelete: dlclose leaves the library loaded, because threads outlive it (the
+# worker pool's, and every caller thread's per-thread-state destructors run library code when the
+# thread exits), so unmapping it would crash the host.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 flags=(-c release --product autograd -Xswiftc -static-stdlib
-       -Xlinker "--version-script=$PWD/Sources/AutogradC/exports.map")
+       -Xlinker "--version-script=$PWD/Sources/AutogradC/exports.map" -Xlinker -z -Xlinker nodelete)
 echo "build: swift build ${flags[*]}"
 # The progress lines ("[12/80] Compiling ...") are dropped; a failed build fails this script even
 # when an older library is still on disk.
