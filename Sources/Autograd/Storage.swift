@@ -15,12 +15,13 @@ struct StorageHeader {
 /// A contiguous buffer of elements. Small buffers (scalars, short vectors) live inside the
 /// object itself, so a tensor of a few elements costs one allocation, not two; larger ones are
 /// 64-byte aligned and recycled through `BufferCache`. Allocation failure is an error, not a
-/// trap.
+/// trap; while the emergency reserve is spent (`MemoryReserve`), no storage is made.
 final class Storage: ManagedBuffer<StorageHeader, UInt64> {
     /// Buffers up to this many bytes are stored inline.
     static let inlineBytes = 64
 
     static func make(dtype: DType, count: Int) throws -> Storage {
+        try MemoryReserve.ensureArmed()
         let (bytes, overflow) = count.multipliedReportingOverflow(by: dtype.size)
         guard !overflow else {
             throw AutogradError.outOfMemory("cannot allocate \(count) elements of \(dtype): size overflows")
@@ -101,7 +102,29 @@ enum BufferCache {
         return overflow ? nil : sum / pageBytes * pageBytes
     }
 
+    /// A buffer of at least `bytes` bytes, or nil. When the system refuses, the cached buffers go
+    /// back to it and the allocation is tried once more; if that fails too, the emergency reserve
+    /// is released so that the failing call can unwind and report (see `MemoryReserve`).
     static func allocate(bytes: Int) -> UnsafeMutableRawPointer? {
+        if let p = tryAllocate(bytes: bytes) { return p }
+        releaseAll()
+        if let p = tryAllocate(bytes: bytes) { return p }
+        MemoryReserve.release()
+        return nil
+    }
+
+    /// Returns every cached buffer to the system (memory is short).
+    static func releaseAll() {
+        pthread_mutex_lock(mutex)
+        let all = order
+        order = []
+        freeBySize = [:]
+        heldBytes = 0
+        pthread_mutex_unlock(mutex)
+        for entry in all { free(entry.pointer) }
+    }
+
+    private static func tryAllocate(bytes: Int) -> UnsafeMutableRawPointer? {
         if bytes >= minimumBytes {
             guard let size = rounded(bytes) else { return nil }
             pthread_mutex_lock(mutex)
