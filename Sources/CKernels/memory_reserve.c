@@ -8,9 +8,10 @@
  *    memory, only address space and commit charge: what `ulimit -v` and strict overcommit count);
  *  - scripts/build.sh links libautograd.so with `--wrap` for malloc, calloc, realloc and
  *    posix_memalign, so every such call made by the library's own code and by the statically
- *    linked Swift runtime comes here first. When the real allocator fails, the reserve is
- *    unmapped and the call retried once: the space it gave back lets that allocation, and the
- *    small ones of the failing call's unwinding and error message, succeed;
+ *    linked Swift runtime comes here first. When the real allocator fails, the engine's cached
+ *    tensor buffers are returned to the system and the call retried; if it fails again, the
+ *    reserve is unmapped and the call retried once more: the space it gave back lets that
+ *    allocation, and the small ones of the failing call's unwinding and error message, succeed;
  *  - while the reserve is spent, the engine refuses to create tensors (Storage.make and the C
  *    API's produce check agm_reserve_spent, one relaxed load) after trying to map a new one
  *    (MemoryReserve.rearm): new work fails with AG_ERR_OUT_OF_MEMORY until memory is freed.
@@ -69,37 +70,56 @@ void *__wrap_calloc(size_t count, size_t size);
 void *__wrap_realloc(void *p, size_t size);
 int __wrap_posix_memalign(void **out, size_t alignment, size_t size);
 
-/* The slow path of every wrapper: the allocation failed, so the reserve goes back to the system
- * before the one retry (the retry happens even when it was already spent: other threads may have
- * freed memory since). */
-__attribute__((noinline, cold)) static void release_before_retry(void) { agm_release_reserve(); }
+static bool (*low_memory_handler)(void) = NULL;
+
+void agm_set_low_memory_handler(bool (*handler)(void)) {
+    __atomic_store_n(&low_memory_handler, handler, __ATOMIC_RELEASE);
+}
+
+/* The slow path of every wrapper, after a failed allocation: stage 0 asks the engine to return
+ * its cached buffers (true if it freed any), stage 1 gives the reserve back. The caller retries
+ * after each stage that may have made room; after stage 1 it retries even when the reserve was
+ * already spent, since other threads may have freed memory. */
+__attribute__((noinline, cold)) static bool make_room(int stage) {
+    if (stage == 0) {
+        bool (*handler)(void) = __atomic_load_n(&low_memory_handler, __ATOMIC_ACQUIRE);
+        return handler != NULL && handler();
+    }
+    agm_release_reserve();
+    return true;
+}
 
 void *__wrap_malloc(size_t size) {
     void *p = __real_malloc(size);
-    if (__builtin_expect(p != NULL, 1)) return p;
-    release_before_retry();
-    return __real_malloc(size);
+    for (int stage = 0; __builtin_expect(p == NULL, 0) && stage < 2; stage++) {
+        if (make_room(stage)) p = __real_malloc(size);
+    }
+    return p;
 }
 
 void *__wrap_calloc(size_t count, size_t size) {
     void *p = __real_calloc(count, size);
-    if (__builtin_expect(p != NULL, 1)) return p;
-    release_before_retry();
-    return __real_calloc(count, size);
+    for (int stage = 0; __builtin_expect(p == NULL, 0) && stage < 2; stage++) {
+        if (make_room(stage)) p = __real_calloc(count, size);
+    }
+    return p;
 }
 
+/* A failed realloc leaves p alone, so it may be retried; realloc(p, 0) may return NULL. */
 void *__wrap_realloc(void *p, size_t size) {
     void *q = __real_realloc(p, size);
-    if (__builtin_expect(q != NULL || size == 0, 1)) return q;
-    release_before_retry();
-    return __real_realloc(p, size); /* p is still valid: a failed realloc leaves it alone */
+    for (int stage = 0; __builtin_expect(q == NULL && size != 0, 0) && stage < 2; stage++) {
+        if (make_room(stage)) q = __real_realloc(p, size);
+    }
+    return q;
 }
 
 /* The Swift runtime allocates with posix_memalign whenever the default alignment is asked for
  * (UnsafeMutablePointer.allocate, over-aligned objects), and so do tensor buffers. */
 int __wrap_posix_memalign(void **out, size_t alignment, size_t size) {
     int status = __real_posix_memalign(out, alignment, size);
-    if (__builtin_expect(status == 0, 1)) return 0;
-    release_before_retry();
-    return __real_posix_memalign(out, alignment, size);
+    for (int stage = 0; __builtin_expect(status != 0, 0) && stage < 2; stage++) {
+        if (make_room(stage)) status = __real_posix_memalign(out, alignment, size);
+    }
+    return status;
 }

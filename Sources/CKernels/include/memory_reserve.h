@@ -27,6 +27,11 @@ bool agm_rearm_reserve(void);
 /* Returns free heap memory to the system (malloc_trim), so that a reserve can be mapped again. */
 void agm_trim_heap(void);
 
+/* Sets the function the allocation wrappers call when an allocation fails, before they spend
+ * the reserve: it returns cached memory to the system without allocating or blocking, and
+ * says whether it freed anything. */
+void agm_set_low_memory_handler(bool (*handler)(void));
+
 /* How many times the reserve was released: for tests and messages. */
 long agm_reserve_release_count(void);
 
