@@ -45,6 +45,30 @@
  * The environment variable AG_BUFFER_CACHE_MB, read once when the library first needs it, sets
  * that limit in MiB instead (0 keeps nothing). AG_NUM_THREADS sets the initial thread count
  * (see ag_set_num_threads).
+ *
+ * Running out of memory (malloc failing: `ulimit -v`, RLIMIT_AS, strict overcommit) fails calls
+ * with AG_ERR_OUT_OF_MEMORY; it does not end the process. The library holds an 8 MiB emergency
+ * reserve of address space (mapped at load, never touched, so it costs no physical memory); when
+ * an allocation fails the reserve is given back, so that the failing call (and the Swift runtime
+ * inside it, which would otherwise abort) can finish, unwind and report. While the reserve cannot
+ * be mapped again, every call that creates a tensor (operations, views and creation functions,
+ * ag_backward, ag_grad, an optimizer's first step) is refused with AG_ERR_OUT_OF_MEMORY ("out of memory:
+ * ... no new tensors are created until memory is freed"); ag_tensor_free, reading values,
+ * ag_last_error and the other calls keep working. Each refused call first returns the cached
+ * buffers and free heap memory to the system and tries again, so once tensors are freed the next
+ * call works. Worker threads that cannot be started only mean less parallelism. Not guarded:
+ *   - an allocation larger than the reserve made by the Swift runtime after the reserve is spent
+ *     (the handle table doubling with hundreds of thousands of live handles, the work lists of a
+ *     backward pass through a graph of about a million nodes) still aborts the process, as does
+ *     memory exhausted again by the host itself while the reserve is spent;
+ *   - OpenBLAS (matmul, linear): a thread's first matrix product, and OpenBLAS threads added by
+ *     ag_set_num_threads, allocate an OpenBLAS work buffer (128 MiB with Debian's 0.3.21); when
+ *     that fails OpenBLAS retries forever, so the call (or the process exit) hangs. Under a tight
+ *     limit, run one matrix product and set the thread count before memory runs short.
+ *
+ * Loading and unloading: dlclose leaves the library loaded (it is linked with -z nodelete): its
+ * worker threads, and the per-thread state of every thread that called it, outlive any dlclose.
+ * A later dlopen gets the same library with its state (live handles, thread count) as it was.
  */
 #ifndef AUTOGRAD_H
 #define AUTOGRAD_H
@@ -77,7 +101,8 @@ enum {
     AG_ERR_SHAPE = 3,          /* shapes that do not fit together (broadcasting, matmul, data size) */
     AG_ERR_DTYPE = 4,          /* an unknown dtype, or operands of different dtypes */
     AG_ERR_STATE = 5,          /* misuse of the graph: backward twice, no seed for a non-scalar, ... */
-    AG_ERR_OUT_OF_MEMORY = 6,  /* an allocation that could not be satisfied */
+    AG_ERR_OUT_OF_MEMORY = 6,  /* an allocation that could not be satisfied, or new tensors refused
+                                * while memory is exhausted (see Memory above) */
     AG_ERR_CALLBACK = 7,       /* a user callback returned non-zero */
     AG_ERR_INTERNAL = 8        /* a bug in Autograd: please report it with ag_last_error() */
 };

@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
 # Builds the self-contained libautograd.so (Swift runtime linked statically) into .build/release,
 # with the libautograd.so.0 soname link beside it.
+# Linked with -z nodelete: dlclose leaves the library loaded, because threads outlive it (the
+# worker pool's, and every caller thread's per-thread-state destructors run library code when the
+# thread exits), so unmapping it would crash the host.
+# Linked with --wrap for malloc, calloc, realloc and posix_memalign: the library's own calls and the statically
+# linked Swift runtime's go through Sources/CKernels/memory_reserve.c, which gives the emergency
+# memory reserve back and retries when an allocation fails (the runtime would abort the process).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 flags=(-c release --product autograd -Xswiftc -static-stdlib
-       -Xlinker "--version-script=$PWD/Sources/AutogradC/exports.map")
+       -Xlinker "--version-script=$PWD/Sources/AutogradC/exports.map" -Xlinker -z -Xlinker nodelete
+       -Xlinker --wrap=malloc -Xlinker --wrap=calloc -Xlinker --wrap=realloc -Xlinker --wrap=posix_memalign)
 echo "build: swift build ${flags[*]}"
 # The progress lines ("[12/80] Compiling ...") are dropped; a failed build fails this script even
 # when an older library is still on disk.

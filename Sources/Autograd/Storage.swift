@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import CKernels
 
 /// What a storage object knows about its elements. The elements follow it in the object, or,
 /// for a separately allocated buffer, the first tail word holds the buffer's address.
@@ -17,12 +18,13 @@ struct StorageHeader {
 /// A contiguous buffer of elements. Small buffers (scalars, short vectors) live inside the
 /// object itself, so a tensor of a few elements costs one allocation, not two; larger ones are
 /// 64-byte aligned and recycled through `BufferCache`. Allocation failure is an error, not a
-/// trap.
+/// trap; while the emergency reserve is spent (`MemoryReserve`), no storage is made.
 final class Storage: ManagedBuffer<StorageHeader, UInt64> {
     /// Buffers up to this many bytes are stored inline.
     static let inlineBytes = 64
 
     static func make(dtype: DType, count: Int) throws -> Storage {
+        try MemoryReserve.ensureArmed()
         let (bytes, overflow) = count.multipliedReportingOverflow(by: dtype.size)
         guard !overflow else {
             throw AutogradError.outOfMemory("cannot allocate \(count) elements of \(dtype): size overflows")
@@ -112,7 +114,55 @@ enum BufferCache {
         return overflow ? nil : sum / pageBytes * pageBytes
     }
 
+    /// A buffer of at least `bytes` bytes, or nil. When the system refuses, the cached buffers go
+    /// back to it and the allocation is tried once more; if that fails too, the emergency reserve
+    /// is released so that the failing call can unwind and report (see `MemoryReserve`).
     static func allocate(bytes: Int) -> UnsafeMutableRawPointer? {
+        if let p = tryAllocate(bytes: bytes) { return p }
+        releaseAll()
+        if let p = tryAllocate(bytes: bytes) { return p }
+        MemoryReserve.release()
+        return nil
+    }
+
+    /// Returns every cached buffer to the system (memory is short).
+    static func releaseAll() {
+        pthread_mutex_lock(mutex)
+        releaseAllLocked()
+    }
+
+    /// The allocation wrappers' low-memory handler (memory_reserve.c): like `releaseAll`, but
+    /// it gives up rather than wait when the cache is locked (the failed allocation may have
+    /// been made under that lock), and it allocates nothing. True if it freed a buffer.
+    private static let lowMemoryHandler: @convention(c) () -> Bool = {
+        guard pthread_mutex_trylock(BufferCache.mutex) == 0 else { return false }
+        return BufferCache.releaseAllLocked()
+    }
+    /// Whether lowMemoryHandler is installed: on the first release into the cache, once the
+    /// cache's state exists (guarded by mutex).
+    nonisolated(unsafe) private static var handlerInstalled = false
+
+    /// Empties the cache, unlocks the mutex (held by the caller) and frees the buffers; true if
+    /// there were any. Allocates nothing: emptying the collections keeps no storage.
+    @discardableResult
+    private static func releaseAllLocked() -> Bool {
+        let all = order
+        order = []
+        freeBySize = [:]
+        heldBytes = 0
+        pthread_mutex_unlock(mutex)
+        for entry in all { free(entry.pointer) }
+        return !all.isEmpty
+    }
+
+    /// The bytes held for reuse now (for tests).
+    static var cachedBytes: Int {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return heldBytes
+    }
+
+    private static func tryAllocate(bytes: Int) -> UnsafeMutableRawPointer? {
         if bytes >= minimumBytes {
             guard let size = rounded(bytes) else { return nil }
             pthread_mutex_lock(mutex)
@@ -135,6 +185,10 @@ enum BufferCache {
         guard bytes >= minimumBytes, let size = rounded(bytes), size <= capacityBytes else { free(p); return }
         var evicted: [UnsafeMutableRawPointer] = []
         pthread_mutex_lock(mutex)
+        if !handlerInstalled {
+            handlerInstalled = true
+            agm_set_low_memory_handler(lowMemoryHandler)
+        }
         freeBySize[size, default: []].append(p)
         order.append((size, p))
         heldBytes += size

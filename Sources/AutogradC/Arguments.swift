@@ -108,11 +108,13 @@ enum Arg {
 }
 
 /// Runs `body` and stores the handle of the tensor it returns in `out` (checked first, so a
-/// NULL out-pointer costs no work and leaks nothing).
+/// NULL out-pointer costs no work and leaks nothing). Refused while the emergency memory
+/// reserve is spent and cannot be made again (MemoryReserve), views included.
 @inline(__always)
 func produce(_ function: StaticString, _ out: UnsafeMutablePointer<UInt64>?, _ body: () throws -> Tensor) -> Int32 {
     guarded(function) {
         let out = try Arg.out(out)
+        try MemoryReserve.ensureArmed()
         out.pointee = try Arg.handle(body())
     }
 }
