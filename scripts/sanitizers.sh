@@ -14,7 +14,8 @@
 #      Swift runtime: -static-stdlib does not combine with the sanitizer runtimes), and
 #      test_threads plus the other C test programs built with -fsanitize=thread and run with
 #      TSAN_OPTIONS=halt_on_error=1 (test_threads with THREAD_SECONDS=3). Left out: test_limits
-#      (too slow) and test_autograd, which starts threads with C11 thrd_create; this toolchain's
+#      (too slow), test_memory_limit and test_dlclose (native only: scripts/process-tests.sh),
+#      and test_autograd, which starts threads with C11 thrd_create; this toolchain's
 #      TSan runtime (clang 21 with glibc 2.36) does not intercept thrd_create and crashes in the
 #      new thread (SEGV at 0x18 inside the runtime, even for an empty thread function).
 #
@@ -94,9 +95,11 @@ bash scripts/build.sh >"$outdir/build.log" 2>&1 || { tail -n 40 "$outdir/build.l
 echo "== 0. done ($((SECONDS - start)) s)"
 
 echo
-echo "== 1. C programs with ASan + UBSan (test_limits skipped: too slow under ASan)"
+echo "== 1. C programs with ASan + UBSan (test_limits skipped: too slow under ASan; the process tests"
+echo "   test_memory_limit and test_dlclose run natively in scripts/process-tests.sh: an address-space"
+echo "   limit and the sanitizers' shadow memory exclude each other)"
 start=$SECONDS
-mapfile -t asan_programs < <(echo example; c_programs test_limits)
+mapfile -t asan_programs < <(echo example; c_programs test_limits test_memory_limit test_dlclose)
 for prog in "${asan_programs[@]}"; do
     "$clang" "${asan_flags[@]}" -I include -o "$outdir/$prog.asan" "bindings/c/$prog.c" \
         -L "$libdir" -lautograd "-Wl,-rpath,$libdir" -lm -lpthread || fail "compiling $prog with ASan+UBSan"
@@ -156,7 +159,7 @@ swift build -c release --product autograd -Xswiftc -sanitize=thread --scratch-pa
     >"$outdir/tsan-build.log" 2>&1 || { tail -n 40 "$outdir/tsan-build.log"; fail "building the TSan library"; }
 ln -sf libautograd.so "$tsan_libdir/libautograd.so.0"
 echo "  built $tsan_libdir/libautograd.so ($((SECONDS - start)) s)"
-mapfile -t tsan_programs < <(echo test_threads; c_programs test_limits test_autograd test_threads)
+mapfile -t tsan_programs < <(echo test_threads; c_programs test_limits test_autograd test_threads test_memory_limit test_dlclose)
 for prog in "${tsan_programs[@]}"; do
     # libclang_rt.tsan carries libdispatch interceptors: link the toolchain's libdispatch.
     "$clang" "${tsan_flags[@]}" -I include -o "$outdir/$prog.tsan" "bindings/c/$prog.c" \
