@@ -666,7 +666,10 @@ ag_status ag_optimizer_adam(ag_optimizer *out, const ag_tensor *params, int64_t 
 ag_status ag_optimizer_adamw(ag_optimizer *out, const ag_tensor *params, int64_t n, double lr, double beta1,
                              double beta2, double eps, double weight_decay);
 
-/* One update step. Errors: AG_ERR_INVALID_HANDLE. */
+/* One update step: every parameter that has a gradient is updated in place, which bumps its
+ * version counter (graphs that saved its old values then refuse a backward; see the top).
+ * Errors: AG_ERR_INVALID_HANDLE, AG_ERR_OUT_OF_MEMORY (the optimizer's state for a parameter's
+ * first step could not be allocated; no parameter is updated then). */
 ag_status ag_optimizer_step(ag_optimizer opt);
 
 /* Clears the gradient of every parameter (as ag_tensor_zero_grad). Errors: AG_ERR_INVALID_HANDLE. */

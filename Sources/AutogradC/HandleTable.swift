@@ -72,7 +72,8 @@ final class HandleTable: @unchecked Sendable {
         self.slotLimit = max(1, min(slotLimit, HandleTable.maxSlots))
         self.seed = seed
         capacity = min(1024, self.slotLimit)
-        slots = .allocate(capacity: capacity)
+        // 1024 slots (32 KiB) at load: a failure here leaves nothing to run, as for any library.
+        slots = malloc(capacity * MemoryLayout<Slot>.stride)!.bindMemory(to: Slot.self, capacity: capacity)
     }
 
     /// The first generation of slot `index`: 1 ... 2^39, from a splitmix64 hash of the index and
@@ -125,7 +126,12 @@ final class HandleTable: @unchecked Sendable {
                 unlock()
                 throw AutogradError.outOfMemory("the handle table is full: \(live) handles are live and \(retired) slots are retired (at most \(slotLimit) in all; free handles you no longer need)")
             }
-            if used == capacity { grow() }
+            if used == capacity {
+                do { try grow() } catch {
+                    unlock()
+                    throw error
+                }
+            }
             (slots + used).initialize(to: Slot(generation: firstGeneration(used)))
             index = used
             used += 1
@@ -138,12 +144,16 @@ final class HandleTable: @unchecked Sendable {
         return handle
     }
 
-    /// Doubles the slot memory, up to slotLimit slots (under the lock).
-    private func grow() {
+    /// Doubles the slot memory, up to slotLimit slots (under the lock). Out of memory is an
+    /// error, not a trap (the runtime's allocate aborts on failure), and leaves the table as it was.
+    private func grow() throws {
         let larger = min(capacity * 2, slotLimit)
-        let bigger = UnsafeMutablePointer<Slot>.allocate(capacity: larger)
+        guard let raw = malloc(larger * MemoryLayout<Slot>.stride) else {
+            throw AutogradError.outOfMemory("the handle table cannot grow to \(larger) slots")
+        }
+        let bigger = raw.bindMemory(to: Slot.self, capacity: larger)
         bigger.moveInitialize(from: slots, count: used)
-        slots.deallocate()
+        free(slots)
         slots = bigger
         capacity = larger
     }

@@ -49,7 +49,8 @@ enum LastError {
         return key
     }()
 
-    private static let empty: UnsafeMutablePointer<CChar> = strdup("")!
+    /// "" for a thread with no failure yet: a static literal, so reading it allocates nothing.
+    private static let empty: StaticString = ""
 
     static func set(_ message: String) {
         let old = pthread_getspecific(key)
@@ -59,7 +60,8 @@ enum LastError {
     }
 
     static var current: UnsafePointer<CChar> {
-        UnsafePointer(pthread_getspecific(key)?.assumingMemoryBound(to: CChar.self) ?? empty)
+        UnsafePointer(pthread_getspecific(key)?.assumingMemoryBound(to: CChar.self)
+            ?? UnsafeMutableRawPointer(mutating: empty.utf8Start).assumingMemoryBound(to: CChar.self))
     }
 
     /// How many calls have failed on this thread (wrapping; compare for equality only).

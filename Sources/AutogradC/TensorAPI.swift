@@ -5,20 +5,26 @@ import Autograd
 
 // Library information, errors, and tensor creation, inspection and release.
 
-private let versionString: UnsafeMutablePointer<CChar> = strdup("0.1.0")!
-private let statusNames: [UnsafeMutablePointer<CChar>] = (0...8).map { strdup("\(Status(rawValue: Int32($0))!.name)")! }
-private let unknownStatusName: UnsafeMutablePointer<CChar> = strdup("AG_UNKNOWN_STATUS")!
+/// The library's version (scripts/install.sh reads it from this line). String literals are
+/// static, NUL-terminated data: handing them out allocates nothing, so these answers never fail.
+private let versionString: StaticString = "0.1.0"
+private let unknownStatusName: StaticString = "AG_UNKNOWN_STATUS"
+
+/// A static string literal as a C string.
+private func cString(_ s: StaticString) -> UnsafePointer<CChar> {
+    UnsafeRawPointer(s.utf8Start).assumingMemoryBound(to: CChar.self)
+}
 
 @_cdecl("ag_version")
-public func ag_version() -> UnsafePointer<CChar> { UnsafePointer(versionString) }
+public func ag_version() -> UnsafePointer<CChar> { cString(versionString) }
 
 @_cdecl("ag_last_error")
 public func ag_last_error() -> UnsafePointer<CChar> { LastError.current }
 
 @_cdecl("ag_status_name")
 public func ag_status_name(_ status: Int32) -> UnsafePointer<CChar> {
-    guard status >= 0 && Int(status) < statusNames.count else { return UnsafePointer(unknownStatusName) }
-    return UnsafePointer(statusNames[Int(status)])
+    guard let known = Status(rawValue: status) else { return cString(unknownStatusName) }
+    return cString(known.name)
 }
 
 @_cdecl("ag_live_handle_count")

@@ -47,14 +47,21 @@ public class Optimizer {
         guard rate.isFinite && rate >= 0 else {
             throw AutogradError.argument("optimizer: the learning rate must be finite and >= 0, got \(rate)")
         }
-        steps += 1
+        // Everything that can fail comes first (gradient copies, optimizer state), so a step
+        // either updates every parameter that has a gradient or none.
+        var work: [(k: Int, p: Tensor, g: Tensor)] = []
         for (k, p) in parameters.enumerated() {
             guard var g = p.grad else { continue }
-            // The update kernels take p and g as non-aliasing (restrict) pointers.
-            if g.storage === p.storage { g = try g.copy() }
             guard g.shape == p.shape && g.dtype == p.dtype else {
                 throw AutogradError.internal("optimizer: the gradient of parameter \(k) does not match it")
             }
+            // The update kernels take p and g as non-aliasing (restrict) pointers.
+            if g.storage === p.storage { g = try g.copy() }
+            try prepare(k, count: p.count)
+            work.append((k, p, g))
+        }
+        steps += 1
+        for (k, p, g) in work {
             switch p.dtype {
             case .float32: update(k, p.buffer(Float.self), g.buffer(Float.self))
             case .float64: update(k, p.buffer(Double.self), g.buffer(Double.self))
@@ -69,10 +76,18 @@ public class Optimizer {
         for p in parameters { p.zeroGrad() }
     }
 
-    /// Per-parameter state, as Double whatever the parameter's dtype (exact for float32 too).
-    func state(_ slots: inout [[Double]], _ k: Int, count: Int) {
-        if slots.count < parameters.count { slots = [[Double]](repeating: [], count: parameters.count) }
-        if slots[k].isEmpty && count > 0 { slots[k] = [Double](repeating: 0, count: count) }
+    /// Makes the state parameter k's update reads (called before `update`, which cannot fail).
+    func prepare(_ k: Int, count: Int) throws {}
+
+    /// Per-parameter state, float64 whatever the parameter's dtype (exact for float32 too), made
+    /// zero on first use. Through Storage, so a parameter too large for the memory left is
+    /// AutogradError.outOfMemory, not an abort in the runtime's array allocation.
+    func makeState(_ slots: inout [Storage?], _ k: Int, count: Int) throws {
+        if slots.count < parameters.count { slots = [Storage?](repeating: nil, count: parameters.count) }
+        guard slots[k] == nil else { return }
+        let storage = try Storage.make(dtype: .float64, count: count)
+        storage.buffer(Double.self).update(repeating: 0)
+        slots[k] = storage
     }
 
     // One override per dtype (a generic override would run unspecialised: a dynamic cast per
@@ -87,7 +102,9 @@ public final class SGD: Optimizer {
     public let momentum: Double
     public let nesterov: Bool
     public let weightDecay: Double
-    private var buffers: [[Double]] = []
+    private var buffers: [Storage?] = []
+    /// Whether parameter k's momentum buffer holds a value yet (the first step sets it to d).
+    private var started: [Bool] = []
 
     public init(parameters: [Tensor], learningRate: Double, momentum: Double = 0, nesterov: Bool = false, weightDecay: Double = 0) throws {
         guard momentum.isFinite && momentum >= 0 && weightDecay.isFinite && weightDecay >= 0 else {
@@ -98,6 +115,12 @@ public final class SGD: Optimizer {
         self.nesterov = nesterov
         self.weightDecay = weightDecay
         try super.init(parameters: parameters, learningRate: learningRate)
+    }
+
+    override func prepare(_ k: Int, count: Int) throws {
+        guard momentum != 0 else { return }
+        if started.count < parameters.count { started = [Bool](repeating: false, count: parameters.count) }
+        try makeState(&buffers, k, count: count)
     }
 
     // Without momentum the update is one vectorised C loop (same double arithmetic).
@@ -120,15 +143,14 @@ public final class SGD: Optimizer {
             }
             return
         }
-        let first = buffers.count <= k || buffers[k].isEmpty
-        state(&buffers, k, count: p.count)
-        buffers[k].withUnsafeMutableBufferPointer { buf in
-            for i in 0..<p.count {
-                let d = Double(g[i]) + weightDecay * Double(p[i])
-                let b = first ? d : momentum * buf[i] + d
-                buf[i] = b
-                p[i] = T(Double(p[i]) - lr * (nesterov ? d + momentum * b : b))
-            }
+        let first = !started[k]
+        started[k] = true
+        let buf = buffers[k]!.buffer(Double.self)
+        for i in 0..<p.count {
+            let d = Double(g[i]) + weightDecay * Double(p[i])
+            let b = first ? d : momentum * buf[i] + d
+            buf[i] = b
+            p[i] = T(Double(p[i]) - lr * (nesterov ? d + momentum * b : b))
         }
     }
 }
@@ -141,8 +163,8 @@ public final class Adam: Optimizer {
     public let epsilon: Double
     public let weightDecay: Double
     public let decoupledWeightDecay: Bool
-    private var m: [[Double]] = []
-    private var v: [[Double]] = []
+    private var m: [Storage?] = []
+    private var v: [Storage?] = []
     private var paramSteps: [Int] = []
 
     public init(parameters: [Tensor], learningRate: Double = 1e-3, beta1: Double = 0.9, beta2: Double = 0.999,
@@ -169,31 +191,31 @@ public final class Adam: Optimizer {
                  weightDecay: weightDecay, decoupledWeightDecay: true)
     }
 
+    override func prepare(_ k: Int, count: Int) throws {
+        try makeState(&m, k, count: count)
+        try makeState(&v, k, count: count)
+    }
+
     override func update(_ k: Int, _ p: UnsafeMutableBufferPointer<Float>, _ g: UnsafeMutableBufferPointer<Float>) { apply(k, p, g) }
     override func update(_ k: Int, _ p: UnsafeMutableBufferPointer<Double>, _ g: UnsafeMutableBufferPointer<Double>) { apply(k, p, g) }
 
     @inline(__always)
     private func apply<T: TensorElement>(_ k: Int, _ p: UnsafeMutableBufferPointer<T>, _ g: UnsafeMutableBufferPointer<T>) {
-        state(&m, k, count: p.count)
-        state(&v, k, count: p.count)
         paramSteps[k] += 1
         let t = Double(paramSteps[k])
         let lr = rateInStep
         let c1 = 1 - pow(beta1, t), c2 = 1 - pow(beta2, t)
         let (b1, b2, eps, wd, decoupled) = (beta1, beta2, epsilon, weightDecay, decoupledWeightDecay)
-        m[k].withUnsafeMutableBufferPointer { m in
-            v[k].withUnsafeMutableBufferPointer { v in
-                for i in 0..<p.count {
-                    var x = Double(p[i])
-                    var d = Double(g[i])
-                    if decoupled { x *= 1 - lr * wd } else { d += wd * x }
-                    m[i] = b1 * m[i] + (1 - b1) * d
-                    v[i] = b2 * v[i] + (1 - b2) * d * d
-                    let mHat = m[i] / c1, vHat = v[i] / c2
-                    x -= lr * mHat / (vHat.squareRoot() + eps)
-                    p[i] = T(x)
-                }
-            }
+        let m = self.m[k]!.buffer(Double.self), v = self.v[k]!.buffer(Double.self)
+        for i in 0..<p.count {
+            var x = Double(p[i])
+            var d = Double(g[i])
+            if decoupled { x *= 1 - lr * wd } else { d += wd * x }
+            m[i] = b1 * m[i] + (1 - b1) * d
+            v[i] = b2 * v[i] + (1 - b2) * d * d
+            let mHat = m[i] / c1, vHat = v[i] / c2
+            x -= lr * mHat / (vHat.squareRoot() + eps)
+            p[i] = T(x)
         }
     }
 }
