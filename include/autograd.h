@@ -968,6 +968,15 @@ ag_status ag_optimizer_free(ag_optimizer opt);
  *       backward that called it, releasing nodes that pass has yet to run
  *       -> the outer ag_backward: AG_ERR_STATE  "the graph through 'mul' was freed during this
  *          backward, by a backward run from a hook; pass retain_graph = true to that backward"
+ *  B97  ag_tensor_copy_ into the result of a recorded op, into a leaf requiring grad with grad
+ *       mode on, from another dtype, from a shape that does not broadcast to dst's
+ *       -> AG_ERR_STATE  "in-place write into the result of 'mul'", "... while grad mode is on";
+ *          AG_ERR_DTYPE  "the source is float32 but the tensor is float64";
+ *          AG_ERR_SHAPE  "shape [3] cannot be expanded to []" (nothing is written)
+ *  B98  ag_backward through a retained graph whose saved values were written in place since
+ *       (an optimizer step, ag_tensor_copy_)
+ *       -> AG_ERR_STATE  "a value saved by 'mul' for backward was modified in place after it was
+ *          saved" (no gradient is accumulated by the refused pass)
  */
 
 #ifdef __cplusplus

@@ -1602,6 +1602,37 @@ static bool b96(void) { /* a hook's backward (no retain_graph) frees part of the
     return ok;
 }
 
+static bool b97(void) { /* ag_tensor_copy_ misuse: a recorded result, a parameter with grad mode on, dtype, shape */
+    ag_tensor x = leaf_rg(scalar64(3)), m = AG_NULL_TENSOR, v = scalar64(5), f = AG_NULL_TENSOR, row = AG_NULL_TENSOR;
+    bool ok = OK(ag_mul(&m, x, x)) && OK(ag_tensor_zeros(&f, NULL, 0, AG_FLOAT32)) &&
+              OK(ag_tensor_zeros(&row, (int64_t[]){3}, 1, AG_FLOAT64));
+    ok &= EXPECT(ag_tensor_copy_(m, v), AG_ERR_STATE, "in-place write into the result of 'mul'");
+    ok &= EXPECT(ag_tensor_copy_(x, v), AG_ERR_STATE, "while grad mode is on");
+    ok &= CHECK(item(x) == 3.0); /* nothing written */
+    ok &= EXPECT(ag_tensor_copy_(v, f), AG_ERR_DTYPE, "the source is float32 but the tensor is float64");
+    ok &= EXPECT(ag_tensor_copy_(v, row), AG_ERR_SHAPE, "cannot be expanded to []");
+    ok &= EXPECT(ag_tensor_copy_(AG_NULL_TENSOR, v), AG_ERR_INVALID_HANDLE, "dst handle is 0");
+    release(x), release(m), release(v), release(f), release(row);
+    return ok;
+}
+
+static bool b98(void) { /* a backward through values written in place since they were saved */
+    ag_tensor x = leaf_rg(scalar64(3)), m = AG_NULL_TENSOR, l = AG_NULL_TENSOR, v = scalar64(-1);
+    bool ok = OK(ag_mul(&m, x, x)) && OK(ag_sum(&l, m, NULL, 0, false)) && OK(ag_backward(l, AG_NULL_TENSOR, true, false));
+    bool prev = true;
+    ok &= OK(ag_set_grad_enabled(&prev, false)) && OK(ag_tensor_copy_(x, v)) && OK(ag_set_grad_enabled(NULL, prev));
+    ok &= EXPECT(ag_backward(l, AG_NULL_TENSOR, true, false), AG_ERR_STATE,
+                 "a value saved by 'mul' for backward was modified in place after it was saved");
+    ag_tensor g = AG_NULL_TENSOR;
+    ok &= OK(ag_tensor_grad(&g, x));
+    if (g != AG_NULL_TENSOR) { /* the first pass's 2x = 6 only: the refused pass added nothing */
+        ok &= CHECK(item(g) == 6.0);
+        release(g);
+    }
+    release(x), release(m), release(l), release(v);
+    return ok;
+}
+
 /* ========================================================================================== */
 /* Driver                                                                                     */
 /* ========================================================================================== */
@@ -1625,7 +1656,7 @@ static const entry entries[] = {
     {"B71", b71}, {"B72", b72}, {"B73", b73}, {"B74", b74}, {"B75", b75}, {"B76", b76}, {"B77", b77},
     {"B78", b78}, {"B79", b79}, {"B80", b80}, {"B81", b81}, {"B82", b82}, {"B83", b83}, {"B84", b84},
     {"B85", b85}, {"B86", b86}, {"B87", b87}, {"B88", b88}, {"B89", b89}, {"B90", b90}, {"B91", b91},
-    {"B92", b92}, {"B93", b93}, {"B94", b94}, {"B95", b95}, {"B96", b96},
+    {"B92", b92}, {"B93", b93}, {"B94", b94}, {"B95", b95}, {"B96", b96}, {"B97", b97}, {"B98", b98},
 };
 
 /* After every bad input: a correct gradient. f(x, w) = sum((x @ w + 1)^2) for x (2,3), w (3,2);
