@@ -364,7 +364,8 @@ ag_status ag_stack(ag_tensor *out, const ag_tensor *tensors, int64_t n, int64_t 
 ag_status ag_slice(ag_tensor *out, ag_tensor a, int64_t axis, int64_t start, int64_t stop, int64_t step);
 
 /* The entries indices[0..n-1] of a along `axis` (negative indices count from the end); the result
- * has extent n along axis. Repeated indices accumulate their gradients.
+ * has extent n along axis. Repeated indices accumulate their gradients (in float64 for float32,
+ * compensated for float64: accurate however often an index repeats).
  * Errors also: AG_ERR_ARGUMENT (bad axis, indices NULL with n > 0, an index out of range),
  * AG_ERR_SHAPE (the result's element count overflows int64, as for any shape: the product of
  * its non-zero extents must fit, e.g. n = 7 along an axis of extent 1 of a [1, 2^62, 0] tensor). */
@@ -372,7 +373,8 @@ ag_status ag_index_select(ag_tensor *out, ag_tensor a, int64_t axis, const int64
 
 /* torch.gather: out[i][j][k] = a[index[i][j][k]][j][k] for axis 0 (likewise for other axes).
  * `index` is an int64 array of shape index_shape, of a's rank, with extents no larger than a's
- * on every axis but `axis`; the result has index_shape.
+ * on every axis but `axis`; the result has index_shape. A position gathered several times gets
+ * the sum of their gradients, accumulated as ag_index_select's.
  * Errors also: AG_ERR_ARGUMENT (bad axis, NULL pointers, an index out of range), AG_ERR_SHAPE. */
 ag_status ag_gather(ag_tensor *out, ag_tensor a, int64_t axis, const int64_t *index, const int64_t *index_shape,
                     int64_t index_ndim);
