@@ -17,7 +17,7 @@ libdir="$PWD/.build/release"
 outdir=.build/c
 # The programs in bindings/c, built and run in this order (each must exit 0), then again under
 # valgrind; the limit tests (a 1,000,000-op chain, 10,000 training steps) run once, natively.
-programs=(example test_autograd test_catalogue test_semantics test_training test_bad_input)
+programs=(example test_autograd test_catalogue test_semantics test_training test_bad_input test_numerics)
 native_only=(test_limits test_threads)
 if [[ ! -f "$libdir/libautograd.so" ]]; then
     echo "c-tests: $libdir/libautograd.so not found; build it first (scripts/build.sh)" >&2
