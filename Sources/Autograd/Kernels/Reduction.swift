@@ -15,6 +15,11 @@ enum Reduction {
                                       into out: UnsafeMutableBufferPointer<T>) throws {
         guard let op = out.baseAddress else { return }
         guard let xp = x.baseAddress, x.count > 0 else { out.update(repeating: 0); return }
+        if out.count == 1 {
+            // Everything into one element (the common case; no axis bookkeeping, no allocation).
+            sumKernel(xp, 1, Int64(x.count), 1, op)
+            return
+        }
         var groups = coalesced(shape, axes)
         var source = UnsafePointer(xp)
         var intermediate: Storage? = nil
@@ -47,6 +52,7 @@ enum Reduction {
     /// merged into one.
     static func coalesced(_ shape: [Int], _ reduce: [Bool]) -> [(extent: Int, reduced: Bool)] {
         var groups: [(extent: Int, reduced: Bool)] = []
+        groups.reserveCapacity(shape.count)
         for (extent, reduced) in zip(shape, reduce) where extent != 1 {
             if let last = groups.last, last.reduced == reduced {
                 groups[groups.count - 1].extent = last.extent * extent
@@ -57,7 +63,9 @@ enum Reduction {
         return groups
     }
 
-    /// The C kernel for T: out[o, i] = sum over r of x[o, r, i].
+    /// The C kernel for T: out[o, i] = sum over r of x[o, r, i]. x holds outer * reduce * inner
+    /// elements and out outer * inner, not overlapping. The pointer casts are the identity: T
+    /// is Float when T.self == Float.self, and TensorElement's only other conformer is Double.
     @inline(__always)
     static func sumKernel<T: TensorElement>(_ x: UnsafePointer<T>, _ outer: Int64, _ reduce: Int64, _ inner: Int64,
                                             _ out: UnsafeMutablePointer<T>) {
