@@ -277,6 +277,14 @@ final class ReductionNumericsTests: XCTestCase {
         XCTAssertEqual(try empty.softmax(axis: 1).shape, [3, 0])
         XCTAssertEqual(try empty.logSoftmax(axis: 1).shape, [3, 0])
         XCTAssertEqual(try empty.logSumExp(axes: [1]).values, [-inf, -inf, -inf])
+        // An empty axis beside a huge one: made directly, no buffer of 2^40 elements.
+        let huge = try Tensor.zeros([1 << 40, 0])
+        try huge.setRequiresGrad(true)
+        XCTAssertEqual(try huge.softmax(axis: 1).shape, [1 << 40, 0])
+        let l0 = try huge.logSoftmax(axis: -1)
+        XCTAssertEqual(l0.shape, [1 << 40, 0])
+        try l0.sum().backward()
+        XCTAssertEqual(huge.grad?.shape, [1 << 40, 0])
     }
 
     // MARK: - Item 16: var with correction >= count

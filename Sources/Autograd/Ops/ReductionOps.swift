@@ -106,15 +106,12 @@ extension Tensor {
     /// itself. The difference is exact wherever exp of it is not negligible (x and the max
     /// within a factor 2 of each other, Sterbenz), so softmax, log_softmax and logsumexp lose
     /// nothing to a large offset. The max is a constant of the graph: the results do not depend
-    /// on it mathematically. An axis of extent 0 has the shift 0. A non-finite max (+-inf, nan)
-    /// is kept as it is (a row holding +inf, only -inf or a nan becomes all nan, as
+    /// on it mathematically. Every axis in `axes` has extent > 0 (callers handle empty axes
+    /// directly). A non-finite max (+-inf, nan) is kept as it is (a row holding +inf, only -inf or a nan becomes all nan, as
     /// torch.softmax), or with `finiteShift` replaced by 0 (torch.logsumexp: +inf for a row
     /// holding +inf, -inf for a row of -inf).
     func shiftedByMax(axes: [Int], finiteShift: Bool) throws -> (shifted: Tensor, shift: Tensor) {
         let shift = try withNoGrad { () -> Tensor in
-            if axes.contains(where: { shape[$0] == 0 }) {
-                return try Tensor.zeros(shape.indices.map { axes.contains($0) ? 1 : shape[$0] }, dtype: dtype)
-            }
             let m = try detach().max(axes: axes, keepDims: true)
             return finiteShift ? try m.mapped("finite", { $0.isFinite ? $0 : 0 }, { $0.isFinite ? $0 : 0 }) : m
         }
@@ -125,6 +122,18 @@ extension Tensor {
     /// overflow; x - m exact, see shiftedByMax). Over an axis of extent 0 it is -inf.
     public func logSumExp(axes: [Int] = [], keepDims: Bool = false) throws -> Tensor {
         let normalized = try Shape.normalizeAxes(axes, rank: rank)
+        if normalized.contains(where: { shape[$0] == 0 }) {
+            // A sum over nothing: the result is -inf everywhere, made directly (one buffer, not
+            // the five a shifted exp-sum-log would allocate); the input is empty, so is its gradient.
+            let kept = shape.indices.map { normalized.contains($0) ? 1 : shape[$0] }
+            let out = try Tensor.full(keepDims ? kept : shape.indices.filter { !normalized.contains($0) }.map { shape[$0] },
+                                      -Double.infinity, dtype: dtype)
+            if Tensor.shouldRecord(self) {
+                let inputShape = shape, dt = dtype
+                out.record("logsumexp", self) { _, _ in InputGradients(try Tensor.zeros(inputShape, dtype: dt)) }
+            }
+            return out
+        }
         let (shifted, shift) = try shiftedByMax(axes: normalized, finiteShift: true)
         let lse = try shifted.exp().sum(axes: normalized, keepDims: true).log().adding(shift)
         if keepDims { return lse }
