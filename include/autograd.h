@@ -310,7 +310,8 @@ ag_status ag_softplus(ag_tensor *out, ag_tensor a);
  * every element equals the mean (one element, all equal, none). The gradient is
  * 2 (a - mean) / max(0, N - correction) times the incoming gradient: at correction >= N that is
  * -inf/+inf by the sign of (a - mean), nan where a equals the mean (torch.var with dims gives
- * the same at correction = N; torch's dim=None rule gives +inf for every a != mean).
+ * the same at correction = N; torch's dim=None rule gives +inf for every a != mean, and above N
+ * torch divides the gradient by the negative N - correction, unlike its value).
  * logsumexp: log(sum(exp(a - m))) + m with m the maximum (no overflow; a - m is exact where it
  * matters, so a large common offset costs no precision). -inf over zero elements or a row of
  * -inf; +inf for a row holding +inf; nan for a row holding nan. */
