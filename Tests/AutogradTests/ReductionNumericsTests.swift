@@ -61,6 +61,26 @@ final class ReductionNumericsTests: XCTestCase {
         }
     }
 
+    /// Axis patterns the kernel driver treats specially, against sums written out here: only
+    /// extent-1 axes reduced (a copy), separated reduced axes (two passes), an empty input.
+    func testSumAxisBookkeeping() throws {
+        for dtype in [DType.float32, .float64] {
+            let row = try Tensor([1, 2, 3], shape: [1, 3], dtype: dtype)
+            XCTAssertEqual(try row.sum(axes: [0]).values, [1, 2, 3])
+            XCTAssertEqual(try row.sum(axes: [0], keepDims: true).shape, [1, 3])
+            let values = (0..<24).map { Double($0) * 0.5 - 3 }
+            let x = try Tensor(values, shape: [2, 3, 4], dtype: dtype)
+            var want = [Double](repeating: 0, count: 3)
+            for a in 0..<2 { for b in 0..<3 { for c in 0..<4 { want[b] += values[(a * 3 + b) * 4 + c] } } }
+            XCTAssertEqual(try x.sum(axes: [0, 2]).values, want, "\(dtype)")
+            XCTAssertEqual(try x.sum(axes: [2, 0], keepDims: true).shape, [1, 3, 1])
+            var middle = [Double](repeating: 0, count: 8)
+            for a in 0..<2 { for b in 0..<3 { for c in 0..<4 { middle[a * 4 + c] += values[(a * 3 + b) * 4 + c] } } }
+            XCTAssertEqual(try x.sum(axes: [1]).values, middle, "\(dtype)")
+            XCTAssertEqual(try Tensor.zeros([0, 3], dtype: dtype).sum(axes: [0]).values, [0, 0, 0])
+        }
+    }
+
     /// float64 sums are pairwise too: 2e7 copies of 0.1 within 1e-14 (relative) of 2e7 * 0.1.
     func testFloat64SumOf2e7ElementsOverEveryAxisPattern() throws {
         let cases: [(label: String, shape: [Int], axes: [Int])] = [
