@@ -308,12 +308,17 @@ ag_status ag_relu(ag_tensor *out, ag_tensor a);
 
 /* The sum of a's elements over `axes` (naxes entries; negative axes count from the end).
  * naxes 0 sums over every axis (axes is then not read and may be NULL). With keepdims the reduced axes stay as extent 1.
+ * Accuracy: partial sums are kept in double (float32 included) and combined pairwise, so the
+ * error grows with log(count): a float32 sum of 2e7 terms is within about 1e-7 (relative) of the
+ * exact sum, whichever axes are reduced. The same sums serve ag_mean, ag_var, ag_logsumexp,
+ * the softmax family, the losses and the gradient of every broadcast operand. The order of the
+ * additions depends only on the shape (not on threads or alignment).
  * Errors also: AG_ERR_ARGUMENT (an axis out of range or repeated, axes NULL with naxes > 0,
  * naxes < 0). */
 ag_status ag_sum(ag_tensor *out, ag_tensor a, const int64_t *axes, int64_t naxes, bool keepdims);
 
-/* The mean of a's elements over `axes`; arguments and errors as ag_sum. The mean over zero
- * elements is nan. */
+/* The mean of a's elements over `axes` (the sum times 1/count); arguments, errors and accuracy
+ * as ag_sum. The mean over zero elements is nan. */
 ag_status ag_mean(ag_tensor *out, ag_tensor a, const int64_t *axes, int64_t naxes, bool keepdims);
 
 /* Matrix product with NumPy's matmul rules, on OpenBLAS sgemm/dgemm:
@@ -374,9 +379,17 @@ ag_status ag_softplus(ag_tensor *out, ag_tensor a);
  * max/min: the gradient is split evenly among the elements that tie for the extreme (as
  * torch.amax); the others get 0, even for an inf or nan gradient; reducing over zero elements is
  * AG_ERR_SHAPE.
- * var: the variance with `correction` subtracted from the count in the divisor (0: population,
- * 1: sample, as torch.var's correction); correction < 0 is AG_ERR_ARGUMENT.
- * logsumexp: log(sum(exp(a))), computed with the maximum subtracted first (stable). */
+ * var: the variance with `correction` subtracted from the count N in the divisor (0: population,
+ * 1: sample, as torch.var's correction); correction < 0 is AG_ERR_ARGUMENT. As torch.var, the
+ * divisor is max(0, N - correction): with correction >= N the variance is +inf, or nan when
+ * every element equals the mean (one element, all equal, none). The gradient is
+ * 2 (a - mean) / max(0, N - correction) times the incoming gradient: at correction >= N that is
+ * -inf/+inf by the sign of (a - mean), nan where a equals the mean (torch.var with dims gives
+ * the same at correction = N; torch's dim=None rule gives +inf for every a != mean, and above N
+ * torch divides the gradient by the negative N - correction, unlike its value).
+ * logsumexp: log(sum(exp(a - m))) + m with m the maximum (no overflow; a - m is exact where it
+ * matters, so a large common offset costs no precision). -inf over zero elements or a row of
+ * -inf; +inf for a row holding +inf; nan for a row holding nan. */
 ag_status ag_max(ag_tensor *out, ag_tensor a, const int64_t *axes, int64_t naxes, bool keepdims);
 ag_status ag_min(ag_tensor *out, ag_tensor a, const int64_t *axes, int64_t naxes, bool keepdims);
 ag_status ag_var(ag_tensor *out, ag_tensor a, const int64_t *axes, int64_t naxes, int64_t correction,
@@ -427,7 +440,8 @@ ag_status ag_stack(ag_tensor *out, const ag_tensor *tensors, int64_t n, int64_t 
 ag_status ag_slice(ag_tensor *out, ag_tensor a, int64_t axis, int64_t start, int64_t stop, int64_t step);
 
 /* The entries indices[0..n-1] of a along `axis` (negative indices count from the end); the result
- * has extent n along axis. Repeated indices accumulate their gradients.
+ * has extent n along axis. Repeated indices accumulate their gradients (in float64 for float32,
+ * compensated for float64: accurate however often an index repeats).
  * Errors also: AG_ERR_ARGUMENT (bad axis, indices NULL with n > 0, an index out of range),
  * AG_ERR_SHAPE (the result's element count overflows int64, as for any shape: the product of
  * its non-zero extents must fit, e.g. n = 7 along an axis of extent 1 of a [1, 2^62, 0] tensor). */
@@ -435,7 +449,8 @@ ag_status ag_index_select(ag_tensor *out, ag_tensor a, int64_t axis, const int64
 
 /* torch.gather: out[i][j][k] = a[index[i][j][k]][j][k] for axis 0 (likewise for other axes).
  * `index` is an int64 array of shape index_shape, of a's rank, with extents no larger than a's
- * on every axis but `axis`; the result has index_shape.
+ * on every axis but `axis`; the result has index_shape. A position gathered several times gets
+ * the sum of their gradients, accumulated as ag_index_select's.
  * Errors also: AG_ERR_ARGUMENT (bad axis, NULL pointers, an index out of range), AG_ERR_SHAPE. */
 ag_status ag_gather(ag_tensor *out, ag_tensor a, int64_t axis, const int64_t *index, const int64_t *index_shape,
                     int64_t index_ndim);
@@ -451,15 +466,20 @@ ag_status ag_outer(ag_tensor *out, ag_tensor a, ag_tensor b);
 
 /* ---- neural-network functions ---- */
 
-/* softmax along `axis`, computed with the maximum subtracted (stable).
+/* softmax along `axis`: exp(z) / sum(exp(z)) with z = a - max(a), the difference taken once in
+ * a's dtype. It is exact where exp(z) is not negligible, so the result and its gradient stay
+ * within a few ulp of the float64 answer at any finite offset (float32 inputs near 1e7,
+ * float64 near 1e15). A row holding +inf or nan, or only -inf, is all nan (as torch.softmax).
  * Errors also: AG_ERR_ARGUMENT (bad axis). */
 ag_status ag_softmax(ag_tensor *out, ag_tensor a, int64_t axis);
 
-/* log(softmax(a)) along `axis`, computed as a - logsumexp(a) (stable). */
+/* log(softmax(a)) along `axis`, computed as z - log(sum(exp(z))) with z = a - max(a) (see
+ * ag_softmax: accurate at any finite offset; the same nan rows). */
 ag_status ag_log_softmax(ag_tensor *out, ag_tensor a, int64_t axis);
 
 /* The mean over the batch of -log_softmax(logits)[i, labels[i]]: logits is (N, C), labels holds
- * N class indices in 0..C-1. A 0-d result; gradients flow to logits.
+ * N class indices in 0..C-1. A 0-d result; gradients flow to logits. Built on ag_log_softmax,
+ * so as accurate at large logits.
  * Errors also: AG_ERR_SHAPE (logits not 2-D, nlabels != N), AG_ERR_ARGUMENT (labels NULL with
  * N > 0, a label out of range). */
 ag_status ag_cross_entropy(ag_tensor *out, ag_tensor logits, const int64_t *labels, int64_t nlabels);

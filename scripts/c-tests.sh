@@ -19,7 +19,8 @@ libdir="$PWD/.build/release"
 outdir=.build/c
 # The programs in bindings/c, built and run in this order (each must exit 0), then again under
 # valgrind; the limit tests (a 1,000,000-op chain, 10,000 training steps) run once, natively.
-programs=(example test_autograd test_catalogue test_semantics test_training test_bad_input test_inplace test_abi_defects)
+programs=(example test_autograd test_catalogue test_semantics test_training test_bad_input test_inplace test_abi_defects
+          test_numerics)
 native_only=(test_limits test_threads test_hook_threads)
 if [[ ! -f "$libdir/libautograd.so" ]]; then
     echo "c-tests: $libdir/libautograd.so not found; build it first (scripts/build.sh)" >&2

@@ -71,9 +71,18 @@ extension Tensor {
         newShape[axis] = extent
         let (outer, _, inner) = split(at: axis)
         let out = try Tensor(uninitialized: newShape, dtype: dtype)
+        // Repeated indices sum several terms into one entry: those sums go through a float64
+        // scratch (Indexing.Accumulator); distinct indices (slices) need none.
+        var seen = [Bool](repeating: false, count: extent)
+        let repeats = idx.contains { i in defer { seen[i] = true }; return seen[i] }
+        let scratch = repeats ? try Tensor(uninitialized: newShape, dtype: .float64) : nil
         switch dtype {
-        case .float32: Indexing.add(buffer(Float.self), outer: outer, extent: extent, inner: inner, indices: idx, into: out.buffer(Float.self))
-        case .float64: Indexing.add(buffer(Double.self), outer: outer, extent: extent, inner: inner, indices: idx, into: out.buffer(Double.self))
+        case .float32:
+            Indexing.add(buffer(Float.self), outer: outer, extent: extent, inner: inner, indices: idx,
+                         into: out.buffer(Float.self), scratch: scratch?.buffer(Double.self))
+        case .float64:
+            Indexing.add(buffer(Double.self), outer: outer, extent: extent, inner: inner, indices: idx,
+                         into: out.buffer(Double.self), scratch: scratch?.buffer(Double.self))
         }
         if Tensor.shouldRecord(self) {
             out.record("index_add", self) { g, _ in InputGradients(try g.selecting(axis: axis, idx, "index_select")) }
@@ -180,13 +189,18 @@ extension Tensor {
     func scatterAdding(axis: Int, index: [Int], into target: [Int]) throws -> Tensor {
         let out = try Tensor.zeros(target, dtype: dtype)
         let indexShape = shape
+        // Positions gathered several times sum several terms: through a float64 scratch, as
+        // Indexing.add.
+        let scratch = try Tensor(uninitialized: target, dtype: .float64)
         switch dtype {
         case .float32:
-            let g = buffer(Float.self), o = out.buffer(Float.self)
-            Indexing.forEachGather(indexShape: indexShape, index: index, shape: target, axis: axis) { p, off in o[off] += g[p] }
+            let g = buffer(Float.self), acc = Indexing.Accumulator(out.buffer(Float.self), scratch.buffer(Double.self))
+            Indexing.forEachGather(indexShape: indexShape, index: index, shape: target, axis: axis) { p, off in acc.add(g[p], at: off) }
+            acc.finish()
         case .float64:
-            let g = buffer(Double.self), o = out.buffer(Double.self)
-            Indexing.forEachGather(indexShape: indexShape, index: index, shape: target, axis: axis) { p, off in o[off] += g[p] }
+            let g = buffer(Double.self), acc = Indexing.Accumulator(out.buffer(Double.self), scratch.buffer(Double.self))
+            Indexing.forEachGather(indexShape: indexShape, index: index, shape: target, axis: axis) { p, off in acc.add(g[p], at: off) }
+            acc.finish()
         }
         if Tensor.shouldRecord(self) {
             out.record("scatter_add", self) { g, _ in InputGradients(try g.gathering(axis: axis, index: index, indexShape: indexShape)) }

@@ -1,15 +1,32 @@
 /// softmax, log_softmax, cross_entropy, mse_loss: composed of differentiable ops, in stable forms.
 extension Tensor {
-    /// e^x / sum(e^x) along `axis`, as exp(x - logsumexp(x)) (no overflow).
+    /// e^x / sum(e^x) along `axis`, as e^z / sum(e^z) with z = x - max(x) computed once in x's
+    /// dtype (no overflow, and no precision lost to a large common offset). A row holding +inf
+    /// or nan, or only -inf, is all nan (as torch.softmax).
     public func softmax(axis: Int) throws -> Tensor {
         let a = try Tensor.normalizeAxis(axis, rank: rank, "softmax")
-        return try subtracting(logSumExp(axes: [a], keepDims: true)).exp()
+        if shape[a] == 0 { return try emptyResult("softmax") }
+        let e = try shiftedByMax(axes: [a], finiteShift: false).shifted.exp()
+        return try e.dividing(by: e.sum(axes: [a], keepDims: true))
     }
 
-    /// log(softmax(x)) along `axis`, as x - logsumexp(x).
+    /// log(softmax(x)) along `axis`, as z - log(sum(e^z)) with z = x - max(x) (see softmax).
     public func logSoftmax(axis: Int) throws -> Tensor {
         let a = try Tensor.normalizeAxis(axis, rank: rank, "log_softmax")
-        return try subtracting(logSumExp(axes: [a], keepDims: true))
+        if shape[a] == 0 { return try emptyResult("log_softmax") }
+        let z = try shiftedByMax(axes: [a], finiteShift: false).shifted
+        return try z.subtracting(z.exp().sum(axes: [a], keepDims: true).log())
+    }
+
+    /// The result of softmax or log_softmax along an axis of extent 0: as empty as the input,
+    /// made directly (no buffer of the other axes' size), with an (empty) zero gradient.
+    private func emptyResult(_ name: StaticString) throws -> Tensor {
+        let out = try Tensor(uninitialized: shape, dtype: dtype)
+        if Tensor.shouldRecord(self) {
+            let inputShape = shape, dt = dtype
+            out.record(name, self) { _, _ in InputGradients(try Tensor.zeros(inputShape, dtype: dt)) }
+        }
+        return out
     }
 
     /// The batch mean of -log_softmax(logits)[i, labels[i]] for logits (N, C).

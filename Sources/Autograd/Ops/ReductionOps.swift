@@ -9,8 +9,8 @@ extension Tensor {
         for a in axes { keptShape[a] = 1 }
         let out = try Tensor(uninitialized: keptShape, dtype: dtype)
         switch dtype {
-        case .float32: Reduction.sum(buffer(Float.self), shape: shape, reduce: reduce, into: out.buffer(Float.self))
-        case .float64: Reduction.sum(buffer(Double.self), shape: shape, reduce: reduce, into: out.buffer(Double.self))
+        case .float32: try Reduction.sum(buffer(Float.self), shape: shape, reduce: reduce, into: out.buffer(Float.self))
+        case .float64: try Reduction.sum(buffer(Double.self), shape: shape, reduce: reduce, into: out.buffer(Double.self))
         }
         let result = keepDims ? out : Tensor(shape: shape.indices.filter { !reduce[$0] }.map { shape[$0] }, storage: out.storage)
         if Tensor.shouldRecord(self) {
@@ -71,20 +71,58 @@ extension Tensor {
         return result
     }
 
-    /// The variance over `axes`, dividing by count - correction (1: sample variance).
+    /// The variance over `axes`, dividing by count - correction (1: sample variance), or by 0
+    /// when correction >= count, as torch.var does: then a positive sum of squares gives inf and
+    /// a zero one (all elements equal, or none) nan.
     public func variance(axes: [Int] = [], correction: Int = 1, keepDims: Bool = false) throws -> Tensor {
         guard correction >= 0 else { throw AutogradError.argument("var: correction \(correction) is negative") }
         let normalized = try Shape.normalizeAxes(axes, rank: rank)
         let n = normalized.reduce(1) { $0 * shape[$1] }
-        let centered = try subtracting(mean(axes: normalized, keepDims: true))
-        return try centered.multiplying(centered).sum(axes: normalized, keepDims: keepDims)
-            .dividing(by: constant(Double(n - correction)))
+        // n >= 0 and correction >= 0, so n - correction cannot overflow.
+        let divisor = Double(Swift.max(0, n - correction))
+        let result = try withNoGrad { () -> Tensor in
+            let x = detach()
+            let centered = try x.subtracting(x.mean(axes: normalized, keepDims: true))
+            return try centered.multiplying(centered).sum(axes: normalized, keepDims: keepDims)
+                .dividing(by: constant(divisor))
+        }
+        if Tensor.shouldRecord(self) {
+            var keptShape = shape
+            for a in normalized { keptShape[a] = 1 }
+            // d var / dx = 2 (x - mean(x)) / divisor, written in differentiable ops (the mean
+            // included) so that create_graph gives the true second derivative. With a divisor
+            // of 0 this is +-inf by the sign of g (x - mean), nan where x == mean or g == 0: the
+            // hand derivation, and torch.var's gradient when dims are given (torch gives +inf
+            // for every x != mean when reducing over all elements with dim=None).
+            result.record("var", inputs: [self], saved: [self]) { g, node in
+                let x = node.saved(0)
+                let centered = try x.subtracting(x.mean(axes: normalized, keepDims: true))
+                return InputGradients(try g.reshaped(keptShape).multiplying(x.constant(2 / divisor)).multiplying(centered))
+            }
+        }
+        return result
     }
 
-    /// log(sum(exp(x))) over `axes`, with the maximum subtracted first so it cannot overflow.
+    /// x - max(x) over `axes` (kept as extent 1), subtracted once in x's dtype, and the max
+    /// itself. The difference is exact wherever exp of it is not negligible (x and the max
+    /// within a factor 2 of each other, Sterbenz), so softmax, log_softmax and logsumexp lose
+    /// nothing to a large offset. The max is a constant of the graph: the results do not depend
+    /// on it mathematically. Every axis in `axes` has extent > 0 (callers handle empty axes
+    /// directly). A non-finite max (+-inf, nan) is kept as it is (a row holding +inf, only -inf or a nan becomes all nan, as
+    /// torch.softmax), or with `finiteShift` replaced by 0 (torch.logsumexp: +inf for a row
+    /// holding +inf, -inf for a row of -inf).
+    func shiftedByMax(axes: [Int], finiteShift: Bool) throws -> (shifted: Tensor, shift: Tensor) {
+        let shift = try withNoGrad { () -> Tensor in
+            let m = try detach().max(axes: axes, keepDims: true)
+            return finiteShift ? try m.mapped("finite", { $0.isFinite ? $0 : 0 }, { $0.isFinite ? $0 : 0 }) : m
+        }
+        return (try subtracting(shift), shift)
+    }
+
+    /// log(sum(exp(x))) over `axes`, as log(sum(exp(x - m))) + m with m the maximum (no
+    /// overflow; x - m exact, see shiftedByMax). Over an axis of extent 0 it is -inf.
     public func logSumExp(axes: [Int] = [], keepDims: Bool = false) throws -> Tensor {
         let normalized = try Shape.normalizeAxes(axes, rank: rank)
-        // The shift is a constant: the result does not depend on it mathematically.
         if normalized.contains(where: { shape[$0] == 0 }) {
             // A sum over nothing: the result is -inf everywhere, made directly (one buffer, not
             // the five a shifted exp-sum-log would allocate); the input is empty, so is its gradient.
@@ -97,11 +135,8 @@ extension Tensor {
             }
             return out
         }
-        let shift = try withNoGrad { () -> Tensor in
-            let m = try detach().max(axes: normalized, keepDims: true)
-            return try m.mapped("finite", { $0.isFinite ? $0 : 0 }, { $0.isFinite ? $0 : 0 })
-        }
-        let lse = try subtracting(shift).exp().sum(axes: normalized, keepDims: true).log().adding(shift)
+        let (shifted, shift) = try shiftedByMax(axes: normalized, finiteShift: true)
+        let lse = try shifted.exp().sum(axes: normalized, keepDims: true).log().adding(shift)
         if keepDims { return lse }
         return try lse.reshaped(shape.indices.filter { !normalized.contains($0) }.map { shape[$0] })
     }
