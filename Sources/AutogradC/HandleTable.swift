@@ -144,6 +144,12 @@ final class HandleTable: @unchecked Sendable {
         return handle
     }
 
+    /// Only tests' own tables end (the shared one lives as long as the process).
+    deinit {
+        slots.deinitialize(count: used)
+        free(slots)
+    }
+
     /// Doubles the slot memory, up to slotLimit slots (under the lock). Out of memory is an
     /// error, not a trap (the runtime's allocate aborts on failure), and leaves the table as it was.
     private func grow() throws {
