@@ -133,16 +133,10 @@ public final class SGD: Optimizer {
         apply(k, p, g)
     }
 
+    /// The step with momentum (momentum > 0: update() runs the C loop otherwise).
     @inline(__always)
     private func apply<T: TensorElement>(_ k: Int, _ p: UnsafeMutableBufferPointer<T>, _ g: UnsafeMutableBufferPointer<T>) {
         let lr = rateInStep
-        if momentum == 0 {
-            for i in 0..<p.count {
-                let d = Double(g[i]) + weightDecay * Double(p[i])
-                p[i] = T(Double(p[i]) - lr * d)
-            }
-            return
-        }
         let first = !started[k]
         started[k] = true
         let buf = buffers[k]!.buffer(Double.self)
