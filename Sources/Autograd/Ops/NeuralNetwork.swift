@@ -3,12 +3,16 @@ extension Tensor {
     /// e^x / sum(e^x) along `axis`, as exp(x - logsumexp(x)) (no overflow).
     public func softmax(axis: Int) throws -> Tensor {
         let a = try Tensor.normalizeAxis(axis, rank: rank, "softmax")
+        // Empty: an empty result (and gradient), without the logsumexp over an axis of extent
+        // 0, whose result [.., 1, ..] may be huge when another axis is.
+        if count == 0 { return try reshaped(shape) }
         return try subtracting(logSumExp(axes: [a], keepDims: true)).exp()
     }
 
     /// log(softmax(x)) along `axis`, as x - logsumexp(x).
     public func logSoftmax(axis: Int) throws -> Tensor {
         let a = try Tensor.normalizeAxis(axis, rank: rank, "log_softmax")
+        if count == 0 { return try reshaped(shape) }  // as softmax
         return try subtracting(logSumExp(axes: [a], keepDims: true))
     }
 
