@@ -18,7 +18,7 @@ outdir=.build/c
 # The programs in bindings/c, built and run in this order (each must exit 0), then again under
 # valgrind; the limit tests (a 1,000,000-op chain, 10,000 training steps) run once, natively.
 programs=(example test_autograd test_catalogue test_semantics test_training test_bad_input)
-native_only=(test_limits test_threads test_empty_and_threads)
+native_only=(test_limits test_threads test_empty_and_threads test_fork)
 if [[ ! -f "$libdir/libautograd.so" ]]; then
     echo "c-tests: $libdir/libautograd.so not found; build it first (scripts/build.sh)" >&2
     exit 1

@@ -81,11 +81,9 @@ extension Tensor {
             if k == 0 {
                 out.storage.raw!.initializeMemory(as: UInt8.self, repeating: 0, count: out.count * a.dtype.size)
             } else {
-                for i in 0..<batch {
-                    switch a.dtype {
-                    case .float32: Gemm.multiply(a.buffer(Float.self).baseAddress! + i * m * k, transA: transA, b.buffer(Float.self).baseAddress! + i * k * n, transB: transB, into: out.buffer(Float.self).baseAddress! + i * m * n, m: m, n: n, k: k)
-                    case .float64: Gemm.multiply(a.buffer(Double.self).baseAddress! + i * m * k, transA: transA, b.buffer(Double.self).baseAddress! + i * k * n, transB: transB, into: out.buffer(Double.self).baseAddress! + i * m * n, m: m, n: n, k: k)
-                    }
+                switch a.dtype {
+                case .float32: Gemm.multiply(a.buffer(Float.self).baseAddress!, transA: transA, b.buffer(Float.self).baseAddress!, transB: transB, into: out.buffer(Float.self).baseAddress!, m: m, n: n, k: k, batch: batch)
+                case .float64: Gemm.multiply(a.buffer(Double.self).baseAddress!, transA: transA, b.buffer(Double.self).baseAddress!, transB: transB, into: out.buffer(Double.self).baseAddress!, m: m, n: n, k: k, batch: batch)
                 }
             }
         }
