@@ -501,6 +501,175 @@ static void test_empty_creators_and_training(void) {
     set_ctx("%s", "");
 }
 
+/* ========================================================================================== */
+/* 2. Results do not depend on the thread count                                               */
+/* ========================================================================================== */
+
+/* A tensor's bytes in its own dtype (malloc'ed; free it), and their count. */
+static void *raw_bytes(ag_tensor t, size_t *bytes) {
+    int64_t n = 0;
+    ag_dtype dt = 0;
+    TRY(ag_tensor_numel(&n, t));
+    TRY(ag_tensor_dtype(&dt, t));
+    size_t size = (size_t)n * (dt == AG_FLOAT32 ? 4 : 8);
+    void *buf = malloc(size ? size : 1);
+    TRY(ag_tensor_copy_data(buf, n, dt, t));
+    *bytes = size;
+    return buf;
+}
+
+/* Values in [-1, 1) that are not round numbers, from a seed (no library call involved). */
+static ag_tensor pseudo_random(Shape s, ag_dtype dt, uint64_t seed, bool rg) {
+    int64_t n = numel_of_shape(s);
+    double *v = malloc((size_t)n * sizeof *v);
+    uint64_t x = seed * 0x9E3779B97F4A7C15ULL + 1;
+    for (int64_t i = 0; i < n; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        v[i] = (double)(x >> 11) / 4503599627370496.0 - 1.0; /* 2^52 */
+    }
+    ag_tensor t = make_at(v, s, dt, rg, HERE);
+    free(v);
+    return t;
+}
+
+typedef struct {
+    const char *name;
+    int nin;
+    Shape in[3];
+    /* the result (forward) from the inputs */
+    ag_status (*f)(ag_tensor *out, const ag_tensor *in);
+} DetCase;
+
+static ag_status f_sum_axis1(ag_tensor *o, const ag_tensor *in) { return ag_sum(o, in[0], I64(1), 1, false); }
+static ag_status f_mean_axis0(ag_tensor *o, const ag_tensor *in) { return ag_mean(o, in[0], I64(0), 1, true); }
+static ag_status f_var_axis1(ag_tensor *o, const ag_tensor *in) { return ag_var(o, in[0], I64(1), 1, 1, false); }
+static ag_status f_lse_axis1(ag_tensor *o, const ag_tensor *in) { return ag_logsumexp(o, in[0], I64(1), 1, false); }
+static ag_status f_max_axis0(ag_tensor *o, const ag_tensor *in) { return ag_max(o, in[0], I64(0), 1, false); }
+static ag_status f_softmax_last(ag_tensor *o, const ag_tensor *in) { return ag_softmax(o, in[0], -1); }
+static ag_status f_cross_entropy_det(ag_tensor *o, const ag_tensor *in) {
+    static int64_t labels[600];
+    for (int i = 0; i < 600; i++) labels[i] = (i * 7) % 500;
+    return ag_cross_entropy(o, in[0], labels, 600);
+}
+static ag_status f_mul_sum(ag_tensor *o, const ag_tensor *in) {
+    ag_tensor p = 0;
+    ag_status st = ag_mul(&p, in[0], in[1]);
+    if (st == AG_OK) st = ag_sum(o, p, NULL, 0, false);
+    ag_tensor_free(p);
+    return st;
+}
+
+static const DetCase det_cases[] = {
+    /* the issue's case, and products large enough to be split into blocks (and to have been
+     * split by OpenBLAS's own threads before) */
+    {"matmul 300x200 @ 200x250", 2, {SH(300, 200), SH(200, 250)}, f_matmul},
+    {"matmul 700x300 @ 300x600", 2, {SH(700, 300), SH(300, 600)}, f_matmul},
+    {"matmul 256x784 @ 784x600 (column blocks)", 2, {SH(256, 784), SH(784, 600)}, f_matmul},
+    {"matmul batched, broadcast [3,300,200] @ [1,200,260]", 2, {SH(3, 300, 200), SH(1, 200, 260)}, f_matmul},
+    {"matmul 1-D @ 2-D", 2, {SH(700), SH(700, 900)}, f_matmul},
+    {"linear [600,500] w[700,500] b[700]", 3, {SH(600, 500), SH(700, 500), SH(700)}, f_linear},
+    /* reductions and the ops made of them, over more elements than the threading threshold */
+    {"sum all 2^20", 1, {SH(1 << 20)}, f_sum_all},
+    {"sum axis 1", 1, {SH(1024, 1024)}, f_sum_axis1},
+    {"mean axis 0 keepdims", 1, {SH(1024, 1024)}, f_mean_axis0},
+    {"var axis 1", 1, {SH(1024, 1024)}, f_var_axis1},
+    {"logsumexp axis 1", 1, {SH(1024, 1024)}, f_lse_axis1},
+    {"max axis 0", 1, {SH(1024, 1024)}, f_max_axis0},
+    {"softmax", 1, {SH(1024, 1024)}, f_softmax_last},
+    {"cross_entropy", 1, {SH(600, 500)}, f_cross_entropy_det},
+    {"sum(a * b) 2^20", 2, {SH(1 << 20), SH(1 << 20)}, f_mul_sum},
+};
+
+/* The result and the gradients of sum(result * w) (w fixed, not round) for each input, at 1,
+ * 2, 3 and 4 threads: bitwise equal to those at 1 thread. */
+static void test_thread_count_independence(void) {
+    int64_t before = 0;
+    TRY(ag_num_threads(&before));
+    for (size_t ci = 0; ci < sizeof det_cases / sizeof det_cases[0]; ci++) {
+        const DetCase *c = &det_cases[ci];
+        for (int d = 0; d < 2; d++) {
+            ag_dtype dt = d == 0 ? AG_FLOAT64 : AG_FLOAT32;
+            set_ctx("%s, %s", c->name, dt == AG_FLOAT32 ? "float32" : "float64");
+            ag_tensor in[3] = {0, 0, 0};
+            for (int i = 0; i < c->nin; i++) in[i] = pseudo_random(c->in[i], dt, 11 + 7 * i + ci, true);
+            void *want[4] = {0};
+            size_t want_bytes[4] = {0};
+            for (int threads = 1; threads <= 4; threads++) {
+                TRY(ag_set_num_threads(threads));
+                ag_tensor out = 0, w = 0, prod = 0, loss = 0;
+                if (!TRY(c->f(&out, in))) break;
+                Shape os = {0, {0}};
+                TRY(ag_tensor_ndim(&os.ndim, out));
+                TRY(ag_tensor_shape(os.d, AG_MAX_NDIM, out));
+                w = pseudo_random(os, dt, 99, false);
+                TRY(ag_mul(&prod, out, w));
+                TRY(ag_sum(&loss, prod, NULL, 0, false));
+                TRY(ag_backward(loss, AG_NULL_TENSOR, false, false));
+                ag_tensor got[4] = {out, 0, 0, 0};
+                for (int i = 0; i < c->nin; i++) TRY(ag_tensor_grad(&got[1 + i], in[i]));
+                for (int k = 0; k < 1 + c->nin; k++) {
+                    size_t bytes = 0;
+                    void *b = raw_bytes(got[k], &bytes);
+                    if (threads == 1) {
+                        want[k] = b;
+                        want_bytes[k] = bytes;
+                        continue;
+                    }
+                    size_t differ = 0, n = bytes / (dt == AG_FLOAT32 ? 4 : 8);
+                    for (size_t e = 0; e < n; e++) {
+                        size_t es = dt == AG_FLOAT32 ? 4 : 8;
+                        differ += memcmp((char *)b + e * es, (char *)want[k] + e * es, es) != 0;
+                    }
+                    CHECKF(bytes == want_bytes[k] && differ == 0,
+                           "%s at %d threads: %zu of %zu elements differ from 1 thread",
+                           k == 0 ? "result" : k == 1 ? "gradient 0" : k == 2 ? "gradient 1" : "gradient 2", threads,
+                           differ, n);
+                    free(b);
+                }
+                for (int k = 1; k < 1 + c->nin; k++) TRY(ag_tensor_free(got[k]));
+                for (int i = 0; i < c->nin; i++) TRY(ag_tensor_zero_grad(in[i]));
+                TRY(ag_tensor_free(out));
+                TRY(ag_tensor_free(w));
+                TRY(ag_tensor_free(prod));
+                TRY(ag_tensor_free(loss));
+            }
+            for (int k = 0; k < 4; k++) free(want[k]);
+            for (int i = 0; i < c->nin; i++) TRY(ag_tensor_free(in[i]));
+        }
+    }
+    set_ctx("%s", "");
+    TRY(ag_set_num_threads(before));
+}
+
+/* The limits of ag_set_num_threads: 1 to 256, the count round-trips, and a large count then a
+ * small one works (the surplus workers end; their count is not observable through the C API, so
+ * only that kernels still run and give the same result is checked here). */
+static void test_thread_count_limits(void) {
+    int64_t before = 0, got = 0;
+    TRY(ag_num_threads(&before));
+    CHECK_ERR(ag_set_num_threads(0), AG_ERR_ARGUMENT);
+    CHECK_ERR(ag_set_num_threads(257), AG_ERR_ARGUMENT);
+    CHECK_ERR(ag_set_num_threads(-1), AG_ERR_ARGUMENT);
+    CHECK_OK(ag_set_num_threads(256));
+    CHECK_OK(ag_num_threads(&got));
+    CHECK(got == 256);
+    ag_tensor x = 0, e1 = 0, e2 = 0, a = 0, p1 = 0, p2 = 0;
+    TRY(ag_tensor_full(&x, I64(1 << 20), 1, 0.5, AG_FLOAT32));
+    TRY(ag_exp(&e1, x));
+    a = pseudo_random(SHAPE(600, 600), AG_FLOAT64, 5, false);
+    TRY(ag_matmul(&p1, a, a));
+    CHECK_OK(ag_set_num_threads(2));
+    TRY(ag_exp(&e2, x));
+    TRY(ag_matmul(&p2, a, a));
+    size_t b1 = 0, b2 = 0, b3 = 0, b4 = 0;
+    void *r1 = raw_bytes(e1, &b1), *r2 = raw_bytes(e2, &b2), *r3 = raw_bytes(p1, &b3), *r4 = raw_bytes(p2, &b4);
+    CHECK(b1 == b2 && memcmp(r1, r2, b1) == 0);
+    CHECK(b3 == b4 && memcmp(r3, r4, b3) == 0);
+    free(r1), free(r2), free(r3), free(r4);
+    FREE(x, e1, e2, a, p1, p2);
+    TRY(ag_set_num_threads(before));
+}
+
 int main(void) {
     test_begin();
     signal(SIGALRM, on_alarm);
@@ -516,6 +685,8 @@ int main(void) {
         TRY(ag_tensor_free(a));
         TRY(ag_tensor_free(c));
     }
+    run_group_checking_handles("results do not depend on the thread count (1, 2, 3, 4)", test_thread_count_independence);
+    run_group_checking_handles("ag_set_num_threads limits", test_thread_count_limits);
     limit_memory((size_t)1 << 30);
     run_group_checking_handles("empty tensors of huge extents: every operation, forward and backward", test_empty_ops);
     run_group_checking_handles("empty tensors of huge extents: creators and optimizer steps",
