@@ -641,9 +641,22 @@ static void test_thread_count_independence(void) {
     TRY(ag_set_num_threads(before));
 }
 
-/* The limits of ag_set_num_threads: 1 to 256, the count round-trips, and a large count then a
- * small one works (the surplus workers end; their count is not observable through the C API, so
- * only that kernels still run and give the same result is checked here). */
+/* The threads of this process (the entries of /proc/self/task); -1 if unknown. */
+static int process_threads(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return -1;
+    char line[256];
+    int n = -1;
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, "Threads:", 8) == 0) n = atoi(line + 8);
+    fclose(f);
+    return n;
+}
+
+/* The limits of ag_set_num_threads: 1 to 256, the count round-trips, a large count then a small
+ * one gives the same results, and the workers beyond the new count end: 256 threads start 255
+ * workers for a kernel of 2^24 elements (256 chunks); after ag_set_num_threads(2) at most one
+ * is left, so the process has at least 250 threads fewer. */
 static void test_thread_count_limits(void) {
     int64_t before = 0, got = 0;
     TRY(ag_num_threads(&before));
@@ -667,6 +680,26 @@ static void test_thread_count_limits(void) {
     CHECK(b3 == b4 && memcmp(r3, r4, b3) == 0);
     free(r1), free(r2), free(r3), free(r4);
     FREE(x, e1, e2, a, p1, p2);
+
+    ag_tensor big = 0, ebig = 0;
+    CHECK_OK(ag_set_num_threads(256));
+    TRY(ag_tensor_full(&big, I64(1 << 24), 1, 0.5, AG_FLOAT32));
+    TRY(ag_exp(&ebig, big));
+    TRY(ag_tensor_free(ebig));
+    int high = process_threads();
+    CHECK_OK(ag_set_num_threads(2));
+    int low = process_threads();
+    for (int i = 0; i < 5000 && low > high - 250; i++) {
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+        low = process_threads();
+    }
+    printf("  threads of the process: %d at ag_set_num_threads(256) after a large kernel, %d after (2)\n", high,
+           low);
+    CHECKF(high >= 256 && low <= high - 250, "threads: %d at 256, %d after lowering to 2 (want 250 fewer)", high,
+           low);
+    TRY(ag_exp(&ebig, big)); /* the pool still works */
+    FREE(big, ebig);
     TRY(ag_set_num_threads(before));
 }
 

@@ -87,6 +87,9 @@ enum Gemm {
     @inline(__always)
     static func ensureSingleThreadedBLAS() { _ = singleThreadedBLAS }
 
+    /// OpenBLAS set to one thread again (ag_set_num_threads: undoes a caller's own change).
+    static func setSingleThreadedBLAS() { openblas_set_num_threads(1) }
+
     /// C = op(A) op(B) (+ C when accumulating) for `batch` matrices stored one after another
     /// (A: m x k or k x m when transposed, B: k x n or n x k, C: m x n each).
     static func multiply<T: TensorElement>(_ a: UnsafeMutablePointer<T>, transA: Bool,

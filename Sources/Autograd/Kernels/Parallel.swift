@@ -32,7 +32,7 @@ public enum Parallel {
             throw AutogradError.argument("the thread count must be between 1 and \(maximumThreadCount), not \(n)")
         }
         requested.store(n, ordering: .relaxed)
-        Gemm.ensureSingleThreadedBLAS()
+        Gemm.setSingleThreadedBLAS()
         WorkerPool.shared.retire(keeping: n - 1)
     }
 
