@@ -16,7 +16,9 @@
 #      TSAN_OPTIONS=halt_on_error=1 (test_threads with THREAD_SECONDS=3). Left out: test_limits
 #      (too slow) and test_autograd, which starts threads with C11 thrd_create; this toolchain's
 #      TSan runtime (clang 21 with glibc 2.36) does not intercept thrd_create and crashes in the
-#      new thread (SEGV at 0x18 inside the runtime, even for an empty thread function).
+#      new thread (SEGV at 0x18 inside the runtime, even for an empty thread function); and
+#      test_fork, whose children start worker threads after a multi-threaded fork, which TSan
+#      does not support (it ends such a child: die_after_fork).
 #
 # Sanitizer options and why:
 #   ASAN_OPTIONS / TSAN_OPTIONS allocator_may_return_null=1: test_autograd and test_bad_input
@@ -156,7 +158,7 @@ swift build -c release --product autograd -Xswiftc -sanitize=thread --scratch-pa
     >"$outdir/tsan-build.log" 2>&1 || { tail -n 40 "$outdir/tsan-build.log"; fail "building the TSan library"; }
 ln -sf libautograd.so "$tsan_libdir/libautograd.so.0"
 echo "  built $tsan_libdir/libautograd.so ($((SECONDS - start)) s)"
-mapfile -t tsan_programs < <(echo test_threads; c_programs test_limits test_autograd test_threads)
+mapfile -t tsan_programs < <(echo test_threads; c_programs test_limits test_autograd test_threads test_fork)
 for prog in "${tsan_programs[@]}"; do
     # libclang_rt.tsan carries libdispatch interceptors: link the toolchain's libdispatch.
     "$clang" "${tsan_flags[@]}" -I include -o "$outdir/$prog.tsan" "bindings/c/$prog.c" \
