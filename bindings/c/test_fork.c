@@ -16,6 +16,7 @@
 #include "test_support.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -26,8 +27,8 @@
 #define BIG_N (1 << 19) /* above the threading threshold of elementwise kernels (2^18) */
 #define MM 512          /* a 512 x 512 product is split into blocks that run on the pool */
 
-static volatile int g_stop;
-static volatile long g_backward_passes, g_forward_products;
+static atomic_int g_stop;
+static atomic_long g_backward_passes, g_forward_products;
 
 static double now_s(void) {
     struct timespec ts;
@@ -193,7 +194,7 @@ static void test_fork_during_backward(void) {
     pthread_join(ft, &r2);
     CHECK(r1 == NULL && r2 == NULL);
     printf("  %d children ok, %d hung, %d failed; the parent ran %ld backward passes and %ld forward products\n",
-           ok, hung, failed, g_backward_passes, g_forward_products);
+           ok, hung, failed, (long)g_backward_passes, (long)g_forward_products);
     CHECK(ok == FORKS);
 
     /* The parent carries on: a pass, and the pool still works. */
