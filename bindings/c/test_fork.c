@@ -172,7 +172,7 @@ static void test_fork_during_backward(void) {
         nanosleep(&ts, NULL);
         fflush(stdout);
         pid_t pid = fork();
-        if (pid == 0) _exit(child_work());
+        if (pid == 0) exit(child_work()); /* exit, not _exit: a normal end (atexit, coverage profiles) */
         if (!CHECKF(pid > 0, "fork failed")) break;
         bool timed_out = false;
         int status = wait_with_deadline(pid, CHILD_DEADLINE_S, &timed_out);
@@ -211,7 +211,7 @@ static void test_fork_nested(void) {
         int r = child_work();
         if (r != 0) _exit(r);
         pid_t grandchild = fork();
-        if (grandchild == 0) _exit(child_work());
+        if (grandchild == 0) exit(child_work());
         bool timed_out = false;
         int status = wait_with_deadline(grandchild, CHILD_DEADLINE_S, &timed_out);
         _exit(timed_out ? 90 : WIFEXITED(status) ? WEXITSTATUS(status) : 91);
