@@ -126,7 +126,9 @@ final class WorkerPool: @unchecked Sendable {
         pthread_mutex_init(mutex, nil)
         pthread_cond_init(wake, nil)
         pthread_cond_init(done, nil)
-        job = nil
+        // A job in flight is dropped without releasing it: its closure context belongs to the
+        // stack of a thread the child does not have (overwritten in place, never destroyed).
+        withUnsafeMutablePointer(to: &job) { $0.initialize(to: nil) }
         chunkCount = 0
         openSeats = 0
         running = 0
