@@ -12,11 +12,13 @@ final class ParallelGemmTests: XCTestCase {
         // Small products: one block, one BLAS call.
         XCTAssertEqual(Gemm.plan(m: 64, n: 64, k: 64).blocks, 1)
         XCTAssertEqual(Gemm.plan(m: 0, n: 4, k: 3).blocks, 1)
-        // 1024^3: rows, four blocks of 256 (the operand each block packs again is 2^20 elements).
-        XCTAssertEqual(Gemm.plan(m: 1024, n: 1024, k: 1024), Gemm.Plan(splitsRows: true, extent: 256, blocks: 4))
-        // 2048^3: B (2^22 elements) does not fit in cache: blocks of 512 rows.
+        // Square products: blocks of 512 rows.
+        XCTAssertEqual(Gemm.plan(m: 1024, n: 1024, k: 1024), Gemm.Plan(splitsRows: true, extent: 512, blocks: 2))
         XCTAssertEqual(Gemm.plan(m: 2048, n: 2048, k: 2048), Gemm.Plan(splitsRows: true, extent: 512, blocks: 4))
-        // Short and wide (a batch of 256 rows): split by columns.
+        // Rows that do not divide evenly: equal blocks rounded up to 16, the last one shorter.
+        XCTAssertEqual(Gemm.plan(m: 1100, n: 1024, k: 1024), Gemm.Plan(splitsRows: true, extent: 560, blocks: 2))
+        // Short and wide (a batch of 256 rows): split by columns, in blocks of at least 256 (512
+        // would leave it whole).
         let wide = Gemm.plan(m: 256, n: 784, k: 512)
         XCTAssertFalse(wide.splitsRows)
         XCTAssertEqual(wide.blocks, 3)

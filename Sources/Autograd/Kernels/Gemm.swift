@@ -17,13 +17,14 @@ import COpenBLAS
 enum Gemm {
     /// Below this many multiply-adds per block, splitting costs more than it gains.
     static let minimumBlockWork = 1 << 21
-    /// A block is at least this many rows (or columns): each block's BLAS call packs the other
-    /// operand again, so thin blocks spend their time copying. Measured on OpenBLAS 0.3.21
-    /// (1 thread, 1024 x 1024 rows-split): 256-row blocks cost about 2 %, 128-row ones 8 %.
+    /// A block is this many rows (or columns) or more: each block's BLAS call packs the other
+    /// operand again, so thin blocks spend their time copying. Measured on OpenBLAS 0.3.21 (one
+    /// thread, 1024^3 and 2048^3, rows split, against one call): 512-row blocks cost nothing
+    /// measurable, 256-row blocks about 3 %, 128-row blocks 6 to 9 %.
+    static let preferredBlockExtent = 512
+    /// Blocks down to this size are used when 512 would leave a large product in one block
+    /// (a batch of 256 rows times a 784 x 512 weight): two threads then still share it.
     static let minimumBlockExtent = 256
-    /// The same, when the operand each block packs again does not fit in cache (more than 2^20
-    /// elements): packing it from memory costs twice as much.
-    static let minimumBlockExtentUncached = 512
     /// At most this many blocks per matrix (more threads than that work on a batch's matrices).
     static let maximumBlocks = 8
 
@@ -42,13 +43,14 @@ enum Gemm {
         let (total, overflow2) = work.multipliedReportingOverflow(by: k)
         let cap = overflow || overflow2 ? maximumBlocks : Swift.min(maximumBlocks, total / minimumBlockWork)
         guard cap >= 2 else { return whole }
-        /// The blocks along an axis of `extent` whose every block packs `repacked` elements again.
-        func blocks(along extent: Int, repacked: Int) -> Int {
-            let least = repacked > 1 << 20 ? minimumBlockExtentUncached : minimumBlockExtent
-            return Swift.max(1, Swift.min(cap, extent / least))
+        /// The blocks along an axis of `extent`, each at least `least` long.
+        func blocks(along extent: Int, least: Int) -> Int { Swift.max(1, Swift.min(cap, extent / least)) }
+        var rowBlocks = blocks(along: m, least: preferredBlockExtent)
+        var columnBlocks = blocks(along: n, least: preferredBlockExtent)
+        if Swift.max(rowBlocks, columnBlocks) < 2 {
+            rowBlocks = blocks(along: m, least: minimumBlockExtent)
+            columnBlocks = blocks(along: n, least: minimumBlockExtent)
         }
-        let rowBlocks = blocks(along: m, repacked: k * n)
-        let columnBlocks = blocks(along: n, repacked: k * m)
         // Rows first: a row block is one contiguous run of A and C.
         let splitsRows = rowBlocks >= columnBlocks
         let count = splitsRows ? rowBlocks : columnBlocks
