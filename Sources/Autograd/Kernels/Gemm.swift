@@ -53,7 +53,9 @@ enum Gemm {
         }
         // Rows first: a row block is one contiguous run of A and C.
         let splitsRows = rowBlocks >= columnBlocks
-        let count = splitsRows ? rowBlocks : columnBlocks
+        // A power of two (3 becomes 2): blocks of equal size then share out evenly over 2, 4 or 8
+        // threads, where 3 blocks on 2 threads would leave one thread idle a third of the time.
+        let count = 1 << (Int.bitWidth - 1 - (splitsRows ? rowBlocks : columnBlocks).leadingZeroBitCount)
         guard count >= 2 else { return whole }
         let extent = splitsRows ? m : n
         // Equal blocks, rounded up to a multiple of 16 (whole micro-tiles), the last one shorter.
