@@ -123,11 +123,12 @@ ag_status ag_live_handle_count(int64_t *out);
  * Results do not depend on the thread count, bit for bit: elementwise kernels compute each
  * element the same way on any thread, reductions run in a fixed order, and a matrix product is
  * cut into blocks of output rows (or columns) whose boundaries depend on its shape only, each
- * computed by one single-threaded OpenBLAS call. For that, the library sets OpenBLAS to one
+ * computed by one single-threaded OpenBLAS call (blocks of 512 rows, or 256 for short wide
+ * products, at most 8 per matrix: a 1024 x 1024 product uses at most 2 threads, a batch of
+ * matrices as many as it has blocks in all). For that, the library sets OpenBLAS to one
  * thread (openblas_set_num_threads(1)) before its first product and at every call of this
  * function; a program that changes OpenBLAS's thread count itself gives up this guarantee for
- * products. Results may differ
- * between machines (OpenBLAS picks its kernels by CPU).
+ * products. Results may differ between machines (OpenBLAS picks its kernels by CPU).
  * Errors: AG_ERR_ARGUMENT when n is not between 1 and 256. */
 ag_status ag_set_num_threads(int64_t n);
 
