@@ -16,7 +16,8 @@ cd "$(dirname "$0")/.."
 libdir="$PWD/.build/release"
 outdir=.build/c
 # The programs in bindings/c, built and run in this order (each must exit 0), then again under
-# valgrind; the limit tests (a 1,000,000-op chain, 10,000 training steps) run once, natively.
+# valgrind; the limit tests (a 1,000,000-op chain, 10,000 training steps), the threads test, the
+# empty-tensor and thread-count test (an address-space limit) and the fork test run once, natively.
 programs=(example test_autograd test_catalogue test_semantics test_training test_bad_input)
 native_only=(test_limits test_threads test_empty_and_threads test_fork)
 if [[ ! -f "$libdir/libautograd.so" ]]; then
