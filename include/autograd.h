@@ -18,6 +18,25 @@
  *     broadcast operand is summed back to that operand's own shape.
  *   - Nothing passed through this interface may crash the host process: bad input is answered
  *     with a status code and a message.
+ *   - Empty tensors (an extent 0) cost nothing, whatever their other extents: every operation
+ *     whose result is empty, and its backward, returns at once without allocating for the other
+ *     extents (a [2^40, 0, 3] @ [1, 3, 4] product is an empty [2^40, 0, 4], and the gradient of
+ *     the [1, 3, 4] operand is zeros). A result that is not empty is real memory even when an
+ *     input is empty: the sum over the extent-0 axis of [2^40, 0, 3] is 2^40 * 3 zeros
+ *     (AG_ERR_OUT_OF_MEMORY when that cannot be allocated).
+ *
+ * fork(): a child may use the library, even when other threads of the parent were inside it
+ * when it forked (a backward pass, a matrix product, an optimizer step): handlers registered
+ * with pthread_atfork when the library is loaded wait for those calls to finish, hold every
+ * lock of the library across fork, and give the child fresh, unlocked ones; the child starts
+ * with no worker threads (new ones start when needed, up to ag_num_threads) and OpenBLAS runs
+ * single-threaded in it as in the parent. Its tensors, graphs and handles are copies of the
+ * parent's as they were at fork: the child may use and free them independently. Not covered: a
+ * fork from inside a callback of the library (a hook, a gradcheck function), after which the
+ * child must not call the library; and the Swift runtime's own internal locks, taken the first
+ * time each type is used: fork while another thread makes the very first calls of the process
+ * into the library may, rarely, leave the child hanging (make one call before starting threads
+ * that fork).
  *
  * Threads: ag_last_error() and grad mode are per thread. Everything else may be used from
  * several threads at once, the same tensors included: operations only read their inputs;
@@ -149,10 +168,20 @@ const char *ag_status_name(ag_status status);
 /* The number of live handles of every kind, across all threads (for leak checks in tests). */
 ag_status ag_live_handle_count(int64_t *out);
 
-/* Sets how many threads Autograd's kernels and its BLAS (OpenBLAS) may use, the caller
- * included: 1 runs everything on the calling thread. Process-wide. The default is the
- * environment variable AG_NUM_THREADS when set, else the number of online CPUs (at most 8).
- * Results do not depend on the thread count: work is split at fixed boundaries.
+/* Sets how many threads Autograd's kernels and matrix products may use, the caller included:
+ * 1 runs everything on the calling thread. Process-wide. The default is the environment
+ * variable AG_NUM_THREADS when set, else the number of online CPUs (at most 8). n may be 1 to
+ * 256; up to n - 1 worker threads are started when a large kernel first needs them, and when
+ * n is lowered the workers beyond n - 1 end (asleep ones at once, busy ones after their work).
+ * Results do not depend on the thread count, bit for bit: elementwise kernels compute each
+ * element the same way on any thread, reductions run in a fixed order, and a matrix product is
+ * cut into blocks of output rows (or columns) whose boundaries depend on its shape only, each
+ * computed by one single-threaded OpenBLAS call (blocks of 512 rows, or 256 for short wide
+ * products, at most 8 per matrix: a 1024 x 1024 product uses at most 2 threads, a batch of
+ * matrices as many as it has blocks in all). For that, the library sets OpenBLAS to one
+ * thread (openblas_set_num_threads(1)) before its first product and at every call of this
+ * function; a program that changes OpenBLAS's thread count itself gives up this guarantee for
+ * products. Results may differ between machines (OpenBLAS picks its kernels by CPU).
  * Errors: AG_ERR_ARGUMENT when n is not between 1 and 256. */
 ag_status ag_set_num_threads(int64_t n);
 

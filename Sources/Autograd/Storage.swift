@@ -204,4 +204,13 @@ enum BufferCache {
         pthread_mutex_unlock(mutex)
         for q in evicted { free(q) }
     }
+
+    // fork() (see ForkSafety): held across fork, released in the parent, made anew in the
+    // child (whose copy is held by the forking thread in prepare).
+
+    static func lockForFork() { pthread_mutex_lock(mutex) }
+
+    static func unlockAfterFork() { pthread_mutex_unlock(mutex) }
+
+    static func reinitializeInForkedChild() { pthread_mutex_init(mutex, nil) }
 }

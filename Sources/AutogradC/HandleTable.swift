@@ -234,4 +234,12 @@ final class HandleTable: @unchecked Sendable {
             return true
         }
     }
+
+    // fork() (ForkSafety.swift): the table's lock is held across fork, so that the child's copy
+    // of the table is not caught half-changed, then released in the parent and in the child (a
+    // spin lock has no owner, so the child's only thread may release it).
+
+    func lockForFork() { lock() }
+
+    func unlockAfterFork() { unlock() }
 }

@@ -290,10 +290,12 @@ enum Backward {
             let directAllowed = !createGraph && needed.isEmpty && capturedNode.isEmpty
             while let i = ready.popLast() {
                 try nodes[i]._withUnsafeGuaranteedRef { node in
-                    if directAllowed && node.direct != .none && !node.hasHooks && !node.isReleased && grads[i] != nil {
+                    // An empty gradient takes the rule, which gives each input its (empty or
+                    // zero) gradient of the input's own shape.
+                    if directAllowed && node.direct != .none && !node.hasHooks && !node.isReleased && (grads[i]?.count ?? 0) > 0 {
                         var g = Backward.take(&grads[i])!
                         try node.checkSavedVersions()
-                        if g.count > 0 { try deliverDirect(node, slot: i, &g) }
+                        try deliverDirect(node, slot: i, &g)
                         if !retainGraph { node.release() }
                         passDependencies(of: i, ready: &ready)
                     } else {

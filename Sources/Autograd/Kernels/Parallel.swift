@@ -3,7 +3,6 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import COpenBLAS
 import Synchronization
 
 /// Splits large elementwise kernels over a small pool of worker threads: a few contiguous
@@ -22,18 +21,27 @@ public enum Parallel {
         get { requested.load(ordering: .relaxed) }
     }
 
-    /// Sets the thread count (1...256) for kernels and for OpenBLAS.
+    /// The largest thread count accepted.
+    public static let maximumThreadCount = 256
+
+    /// Sets the thread count (1...256) for kernels and matrix products. Workers beyond the new
+    /// count (n - 1 of them: the caller is the n-th thread) end; OpenBLAS itself stays
+    /// single-threaded (Gemm splits products over this pool instead).
     public static func setThreadCount(_ n: Int) throws {
-        guard n >= 1 && n <= 256 else {
-            throw AutogradError.argument("the thread count must be between 1 and 256, not \(n)")
+        guard n >= 1 && n <= maximumThreadCount else {
+            throw AutogradError.argument("the thread count must be between 1 and \(maximumThreadCount), not \(n)")
         }
         requested.store(n, ordering: .relaxed)
-        openblas_set_num_threads(Int32(n))
+        Gemm.setSingleThreadedBLAS()
+        WorkerPool.shared.retire(keeping: n - 1)
     }
+
+    /// The worker threads alive now (for tests of retirement and of fork).
+    public static var workerCount: Int { WorkerPool.shared.liveWorkers }
 
     /// AG_NUM_THREADS when set to a valid number, else the online CPUs (at most 8).
     private static func defaultThreadCount() -> Int {
-        if let s = getenv("AG_NUM_THREADS"), let n = Int(String(cString: s)), n >= 1 && n <= 256 { return n }
+        if let s = getenv("AG_NUM_THREADS"), let n = Int(String(cString: s)), n >= 1 && n <= maximumThreadCount { return n }
         let cpus = sysconf(Int32(_SC_NPROCESSORS_ONLN))
         return Swift.max(1, Swift.min(8, cpus))
     }
@@ -61,7 +69,9 @@ public enum Parallel {
 
 /// Persistent worker threads that take chunk indices from a shared counter. One job runs at a
 /// time; a caller that finds the pool busy (another thread's job, or a kernel inside a kernel)
-/// runs its chunks itself.
+/// runs its chunks itself. Workers start on first need, up to the thread count less one; when
+/// the count is lowered the surplus ones end (`retire`). After fork() the child's pool starts
+/// empty (`resetInForkedChild`).
 final class WorkerPool: @unchecked Sendable {
     static let shared = WorkerPool()
 
@@ -78,11 +88,53 @@ final class WorkerPool: @unchecked Sendable {
     private var openSeats = 0
     private var running = 0
     private var workers = 0
+    /// Workers beyond this many end when they next wake.
+    private var keep = Int.max
 
     private init() {
         pthread_mutex_init(mutex, nil)
         pthread_cond_init(wake, nil)
         pthread_cond_init(done, nil)
+    }
+
+    var liveWorkers: Int {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return workers
+    }
+
+    /// Ends the workers beyond `n`: each ends when it next wakes (at once when asleep between
+    /// jobs, after its chunks when inside one). Called with the new thread count less one.
+    func retire(keeping n: Int) {
+        pthread_mutex_lock(mutex)
+        keep = n
+        if workers > n { pthread_cond_broadcast(wake) }
+        pthread_mutex_unlock(mutex)
+    }
+
+    // fork(): the handlers of ForkSafety take the pool's mutex before fork and give it back in
+    // the parent after; in the child, which has none of the workers, the pool starts afresh.
+
+    func lockForFork() { pthread_mutex_lock(mutex) }
+
+    func unlockAfterFork() { pthread_mutex_unlock(mutex) }
+
+    /// In the child after fork(): no worker thread exists there, and a job another parent
+    /// thread was running has no caller left. The mutex and conditions are made anew (waiters
+    /// recorded in them belong to threads the child does not have).
+    func resetInForkedChild() {
+        pthread_mutex_init(mutex, nil)
+        pthread_cond_init(wake, nil)
+        pthread_cond_init(done, nil)
+        // A job in flight is dropped without releasing it: its closure context belongs to the
+        // stack of a thread the child does not have (overwritten in place, never destroyed).
+        withUnsafeMutablePointer(to: &job) { $0.initialize(to: nil) }
+        chunkCount = 0
+        openSeats = 0
+        running = 0
+        workers = 0
+        nextChunk.store(0, ordering: .relaxed)
+        busy.store(false, ordering: .relaxed)
     }
 
     func run(chunks: Int, threads: Int, _ job: (Int) -> Void) {
@@ -142,7 +194,12 @@ final class WorkerPool: @unchecked Sendable {
         var seen = 0
         pthread_mutex_lock(mutex)
         while true {
-            while generation == seen { pthread_cond_wait(wake, mutex) }
+            while generation == seen && workers <= keep { pthread_cond_wait(wake, mutex) }
+            if workers > keep {
+                workers -= 1
+                pthread_mutex_unlock(mutex)
+                return
+            }
             seen = generation
             guard let job, openSeats > 0 else { continue }
             openSeats -= 1

@@ -126,6 +126,16 @@ extension Tensor {
         if shouldRecord(tensors) {
             let extents = tensors.map { $0.shape[axis] }
             out.record("concat", inputs: tensors) { g, node in
+                if g.count == 0 {
+                    // No element: each input's part is empty too, taken by its shape, without
+                    // listing the indices of an axis that may be 2^40 long beside an extent 0.
+                    return InputGradients(try extents.indices.map { k in
+                        guard node.needsGrad(k) else { return nil }
+                        var part = g.shape
+                        part[axis] = extents[k]
+                        return try Tensor(uninitialized: part, dtype: g.dtype)
+                    })
+                }
                 var start = 0
                 return InputGradients(try extents.enumerated().map { k, m in
                     defer { start += m }

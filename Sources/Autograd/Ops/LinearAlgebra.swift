@@ -25,9 +25,13 @@ extension Tensor {
                 throw AutogradError.shape("matmul: batch axes: \(e.message)")
             }
             let count = try Shape.count(batch)
-            let a3 = try a.expanded(to: batch + [m, k]).reshaped([count, m, k])
-            let b3 = try b.expanded(to: batch + [k, n]).reshaped([count, k, n])
-            result = try Tensor.gemm(a3, transA: false, b3, transB: false).reshaped(batch + [m, n])
+            if try Shape.count(batch + [m, n]) == 0 {
+                result = try Tensor.emptyProduct(a, b, shape: batch + [m, n])
+            } else {
+                let a3 = try a.expanded(to: batch + [m, k]).reshaped([count, m, k])
+                let b3 = try b.expanded(to: batch + [k, n]).reshaped([count, k, n])
+                result = try Tensor.gemm(a3, transA: false, b3, transB: false).reshaped(batch + [m, n])
+            }
         }
         if rank == 1 || other.rank == 1 {
             var s = result.shape
@@ -36,6 +40,22 @@ extension Tensor {
             result = try result.reshaped(s)
         }
         return result
+    }
+
+    /// The product of a and b when it has no element (a batch, m or n of 0): an empty tensor of
+    /// `shape`, made without broadcasting either operand to the batch axes (for [2^40, 0, 3] @
+    /// [1, 3, 4] that copy alone would be 2^40 * 12 elements). Nothing depends on an empty
+    /// result, so each operand's gradient is zeros of its own shape.
+    static func emptyProduct(_ a: Tensor, _ b: Tensor, shape: [Int]) throws -> Tensor {
+        let out = try Tensor(uninitialized: shape, dtype: a.dtype)
+        if shouldRecord(a, b) {
+            let shapeA = a.shape, shapeB = b.shape, dtype = a.dtype
+            out.record("matmul", a, b) { _, node in
+                InputGradients(node.needsGrad(0) ? try zeros(shapeA, dtype: dtype) : nil,
+                               node.needsGrad(1) ? try zeros(shapeB, dtype: dtype) : nil)
+            }
+        }
+        return out
     }
 
     /// op(a) @ op(b) for matrices (rank 2) or equal-length stacks of them (rank 3), op
@@ -61,11 +81,9 @@ extension Tensor {
             if k == 0 {
                 out.storage.raw!.initializeMemory(as: UInt8.self, repeating: 0, count: out.count * a.dtype.size)
             } else {
-                for i in 0..<batch {
-                    switch a.dtype {
-                    case .float32: Gemm.multiply(a.buffer(Float.self).baseAddress! + i * m * k, transA: transA, b.buffer(Float.self).baseAddress! + i * k * n, transB: transB, into: out.buffer(Float.self).baseAddress! + i * m * n, m: m, n: n, k: k)
-                    case .float64: Gemm.multiply(a.buffer(Double.self).baseAddress! + i * m * k, transA: transA, b.buffer(Double.self).baseAddress! + i * k * n, transB: transB, into: out.buffer(Double.self).baseAddress! + i * m * n, m: m, n: n, k: k)
-                    }
+                switch a.dtype {
+                case .float32: Gemm.multiply(a.buffer(Float.self).baseAddress!, transA: transA, b.buffer(Float.self).baseAddress!, transB: transB, into: out.buffer(Float.self).baseAddress!, m: m, n: n, k: k, batch: batch)
+                case .float64: Gemm.multiply(a.buffer(Double.self).baseAddress!, transA: transA, b.buffer(Double.self).baseAddress!, transB: transB, into: out.buffer(Double.self).baseAddress!, m: m, n: n, k: k, batch: batch)
                 }
             }
         }

@@ -5,7 +5,9 @@ extension Tensor {
     /// or nan, or only -inf, is all nan (as torch.softmax).
     public func softmax(axis: Int) throws -> Tensor {
         let a = try Tensor.normalizeAxis(axis, rank: rank, "softmax")
-        if shape[a] == 0 { return try emptyResult("softmax") }
+        // Empty (an axis of extent 0, or another): made directly, with no buffer of the other
+        // axes' size (they may be huge) and an empty zero gradient.
+        if count == 0 { return try emptyResult("softmax") }
         let e = try shiftedByMax(axes: [a], finiteShift: false).shifted.exp()
         return try e.dividing(by: e.sum(axes: [a], keepDims: true))
     }
@@ -13,12 +15,12 @@ extension Tensor {
     /// log(softmax(x)) along `axis`, as z - log(sum(e^z)) with z = x - max(x) (see softmax).
     public func logSoftmax(axis: Int) throws -> Tensor {
         let a = try Tensor.normalizeAxis(axis, rank: rank, "log_softmax")
-        if shape[a] == 0 { return try emptyResult("log_softmax") }
+        if count == 0 { return try emptyResult("log_softmax") }
         let z = try shiftedByMax(axes: [a], finiteShift: false).shifted
         return try z.subtracting(z.exp().sum(axes: [a], keepDims: true).log())
     }
 
-    /// The result of softmax or log_softmax along an axis of extent 0: as empty as the input,
+    /// The result of softmax or log_softmax of an empty input: as empty as the input,
     /// made directly (no buffer of the other axes' size), with an (empty) zero gradient.
     private func emptyResult(_ name: StaticString) throws -> Tensor {
         let out = try Tensor(uninitialized: shape, dtype: dtype)
