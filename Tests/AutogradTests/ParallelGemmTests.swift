@@ -51,4 +51,21 @@ final class ParallelGemmTests: XCTestCase {
         _ = try x.exp()
         XCTAssertLessThanOrEqual(Parallel.workerCount, 3)
     }
+
+    /// A large elementwise op runs its chunks on the pool's workers; a worker must drop its
+    /// reference to the job before run() returns (in debug builds a late one trapped in
+    /// withoutActuallyEscaping's check). Values by hand: (k mod 7)^2.
+    func testLargeElementwiseOpsOnThePool() throws {
+        let n = 1 << 20
+        let x = try Tensor((0..<n).map { Double($0 % 7) }, shape: [n])
+        let saved = Parallel.threadCount
+        try Parallel.setThreadCount(2)
+        defer { try? Parallel.setThreadCount(saved) }
+        for _ in 0..<40 {
+            let y = try x.multiplying(x)
+            let v = y.buffer(Double.self)
+            XCTAssertEqual(v[n - 1], Double(((n - 1) % 7) * ((n - 1) % 7)))
+            XCTAssertEqual(v[12345], Double((12345 % 7) * (12345 % 7)))
+        }
+    }
 }

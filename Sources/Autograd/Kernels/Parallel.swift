@@ -201,12 +201,19 @@ final class WorkerPool: @unchecked Sendable {
                 return
             }
             seen = generation
-            guard let job, openSeats > 0 else { continue }
+            guard job != nil, openSeats > 0 else { continue }
             openSeats -= 1
             running += 1
             let chunks = chunkCount
+            var joined = job
             pthread_mutex_unlock(mutex)
-            work(job, chunks: chunks)
+            work(joined!, chunks: chunks)
+            // The job is a closure that run() made escaping only for its own duration
+            // (withoutActuallyEscaping): this worker's reference must be gone before `running`
+            // drops, after which run() may return and end the closure's context. Left to the end
+            // of the scope, the release came after (a trap in debug builds, a late release of a
+            // dead context in release).
+            joined = nil
             pthread_mutex_lock(mutex)
             running -= 1
             if running == 0 { pthread_cond_signal(done) }
