@@ -73,8 +73,9 @@ extension Tensor {
         let out = try Tensor(uninitialized: newShape, dtype: dtype)
         // Repeated indices sum several terms into one entry: those sums go through a float64
         // scratch (Indexing.Accumulator); distinct indices (slices) need none.
-        var seen = [Bool](repeating: false, count: extent)
-        let repeats = idx.contains { i in defer { seen[i] = true }; return seen[i] }
+        // (Found by the index list's own size, never the axis' extent, which may be 2^40 beside
+        // an extent 0.)
+        let repeats = out.count > 0 && Set(idx).count != idx.count
         let scratch = repeats ? try Tensor(uninitialized: newShape, dtype: .float64) : nil
         switch dtype {
         case .float32:
