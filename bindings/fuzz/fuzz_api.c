@@ -2153,17 +2153,22 @@ static void op_remove_hook(Rd *r) {
     if (s == AG_OK && g_hooks_alive < before - 1) fail("remove_hook ran more than one destroy callback");
 }
 
-static void op_gradcheck(Rd *r) {
-    int64_t n = (int64_t)(u8(r) % 4) - 1;
-    H hs[4];
-    ag_tensor in[4];
+/* Picks n gradcheck inputs into hs and in; returns their element count (live ones only). */
+static int64_t pick_gradcheck_inputs(Rd *r, int64_t n, H *hs, ag_tensor *in) {
     int64_t total = 0;
     for (int64_t i = 0; i < n; i++) {
         hs[i] = pick_t(r);
         in[i] = hs[i].h;
         if (!hs[i].bad) total += info_of(in[i]).numel;
     }
-    if (total > 24) return; /* finite differences cost two builds per element */
+    return total;
+}
+
+static void op_gradcheck(Rd *r) {
+    int64_t n = (int64_t)(u8(r) % 4) - 1;
+    H hs[4];
+    ag_tensor in[4];
+    if (pick_gradcheck_inputs(r, n, hs, in) > 24) return; /* finite differences cost two builds per element */
     BuildUd bu = {u8(r)};
     double eps = (u8(r) & 3) ? 1e-6 : rd_double(r);
     double atol = (u8(r) & 3) ? 1e-5 : rd_double(r);
@@ -2665,13 +2670,7 @@ static void op_gradcheck_change(Rd *r) {
     int64_t n = 1 + u8(r) % 2;
     H hs[2];
     ag_tensor in[2];
-    int64_t total = 0;
-    for (int64_t i = 0; i < n; i++) {
-        hs[i] = pick_t(r);
-        in[i] = hs[i].h;
-        if (!hs[i].bad) total += info_of(in[i]).numel;
-    }
-    if (total > 24) return; /* finite differences cost two builds per element */
+    if (pick_gradcheck_inputs(r, n, hs, in) > 24) return; /* finite differences cost two builds per element */
     ChangeUd c;
     memset(&c, 0, sizeof c);
     c.change = u8(r);
