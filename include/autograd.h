@@ -604,7 +604,9 @@ ag_status ag_detach(ag_tensor *out, ag_tensor a);
  * shape and dtype. A non-zero return aborts the backward pass, which then fails with
  * AG_ERR_CALLBACK (gradients already accumulated by it stay). The hook runs on the thread that
  * called backward, without the library's internal lock held (it may wait for other threads that
- * call the library), with grad mode on only if that pass has create_graph (as in PyTorch): without
+ * call the library; and backward passes on several threads run their hooks at the same time,
+ * as in PyTorch, so user data a hook shares between threads needs its own synchronisation),
+ * with grad mode on only if that pass has create_graph (as in PyTorch): without
  * create_graph, results of operations made inside a hook record no history and do not require
  * grad (so a backward from one of them fails with AG_ERR_STATE), unless the hook turns grad mode
  * on with ag_set_grad_enabled. */

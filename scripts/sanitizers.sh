@@ -108,7 +108,14 @@ for prog in "${asan_programs[@]}"; do
 done
 echo "  compiled ${#asan_programs[@]} programs ($((SECONDS - start)) s)"
 for prog in "${asan_programs[@]}"; do
-    THREAD_SECONDS=$thread_seconds run_logged "$prog" "$outdir/$prog.asan.log" "$outdir/$prog.asan"
+    # test_fork's children inherit the parent's memory but not its other threads: what those
+    # threads had allocated and not yet freed at the fork is unreachable in the child, and
+    # LeakSanitizer reports it at the child's exit. That is no leak of the library's, so leak
+    # checking is off for that program; its own live-handle checks still run.
+    leak_option=""
+    [[ $prog == test_fork ]] && leak_option=":detect_leaks=0"
+    ASAN_OPTIONS="$ASAN_OPTIONS$leak_option" THREAD_SECONDS=$thread_seconds \
+        run_logged "$prog" "$outdir/$prog.asan.log" "$outdir/$prog.asan"
 done
 echo "== 1. done ($((SECONDS - start)) s)"
 
