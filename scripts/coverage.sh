@@ -3,11 +3,11 @@
 # `swift test --enable-code-coverage`, which scripts/test.sh runs first) merged with the
 # profiles of the C test programs, the examples and the libffi harness run against an
 # instrumented build of libautograd.so. Prints llvm-cov's per-file report and a summary line,
-# and fails below MIN_LINE_COVERAGE percent (default 90) or if any @_cdecl function declared in
+# and fails below MIN_LINE_COVERAGE percent (default 95) or if any @_cdecl function declared in
 # the header was never called.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-min=${MIN_LINE_COVERAGE:-90}
+min=${MIN_LINE_COVERAGE:-95}
 bin=$(dirname "$(command -v swift)")
 profdata="$bin/llvm-profdata"
 llvmcov="$bin/llvm-cov"
