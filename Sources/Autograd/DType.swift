@@ -1,3 +1,4 @@
+import CKernels
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -31,7 +32,7 @@ public protocol TensorElement: BinaryFloatingPoint, SIMDScalar, Codable, Sendabl
 
 extension Float: TensorElement {
     public static var dtype: DType { .float32 }
-    @inline(__always) public static func exp(_ x: Float) -> Float { expf(x) }
+    @inline(__always) public static func exp(_ x: Float) -> Float { agk_expf(x) }  // as the exp kernel gives it
     @inline(__always) public static func log(_ x: Float) -> Float { logf(x) }
     @inline(__always) public static func log1p(_ x: Float) -> Float { log1pf(x) }
     @inline(__always) public static func sqrt(_ x: Float) -> Float { sqrtf(x) }

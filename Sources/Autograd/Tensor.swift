@@ -35,6 +35,8 @@ public final class Tensor {
     }
     /// The node that produced this tensor; nil for leaves and for results recorded in no graph.
     var gradFn: Node?
+    /// This tensor's tangent in a forward-mode pass (see ForwardMode); nil outside one.
+    var tangentBox: Tangent?
     /// What only leaves need (gradient, hooks, how graphs refer to the leaf), apart so results
     /// stay small. Made under the graph lock and never replaced.
     private var leafAnchor: LeafAnchor?

@@ -1,23 +1,25 @@
 import XCTest
 @testable import Autograd
 
-/// Every fused backward path against the tensor-op rule it restates (issue 14, item 18).
+/// Every fused path against the recorded rule, both made from one statement of the op's
+/// derivative (issue 14, item 18; issue 15).
 ///
-/// A rule's gradient is computed in up to three ways: DirectRule's per-element loop (backward
-/// passes that are not recorded, tensors of at most DirectRule.maximumCount elements whose inputs
-/// all have the output's shape), the rule's own one-kernel form (passes that are not recorded but
-/// are too large, broadcast, captured or hooked), and the tensor-op form (recorded passes,
-/// create_graph). All three must give the same gradient to 1 ulp, at random inputs and at the
-/// extremes (0, subnormals, 1e±20, 1e±30, the largest finite value, inf, nan), in both dtypes.
-/// The tensor-op form (create_graph) is the reference.
+/// An elementwise op's gradient is computed in two ways: its fused loop (backward passes that
+/// are not recorded, whose inputs all have the output's shape: small, large and split over
+/// threads, captured, hooked) and its derivative over tensors (recorded passes, create_graph,
+/// and broadcast inputs). Its tangent too: the fused forward-mode loop (a tangent that need not
+/// be differentiable) and the derivative over tensors (one that must be). All must agree to 1
+/// ulp, at random inputs and at the extremes (0, subnormals, 1e±20, 1e±30, the largest finite
+/// value, inf, nan), in both dtypes. The tensor form (create_graph) is the reference.
 final class FusedRuleAgreementTests: XCTestCase {
     /// An elementwise op: its name, arity and application.
     struct Op {
         let name: String
         let arity: Int
         let apply: ([Tensor]) throws -> Tensor
-        /// The ops that have a DirectRule.
-        static let direct: Set<String> = ["add", "sub", "mul", "div", "neg", "exp", "log", "tanh", "sigmoid", "relu"]
+        /// The ops whose nodes carry a fused loop (an ElementwiseKind).
+        static let fused: Set<String> = ["add", "sub", "mul", "div", "neg", "exp", "log", "tanh", "sigmoid", "relu", "sqrt",
+                                         "abs", "sin", "cos", "softplus", "gelu", "pow", "maximum", "minimum"]
         init(_ name: String, _ arity: Int, _ apply: @escaping ([Tensor]) throws -> Tensor) {
             self.name = name
             self.arity = arity
@@ -25,9 +27,8 @@ final class FusedRuleAgreementTests: XCTestCase {
         }
     }
 
-    /// The ops with a DirectRule, then the ops whose rules have a one-kernel form of their own
-    /// when the pass is not recorded (sqrt, abs, leaky_relu) or mask by selection (maximum,
-    /// minimum, where, pow).
+    /// The ops with a fused loop, then those without one (leaky_relu has a parameter; where is
+    /// not in the table).
     static let ops: [Op] = [
         Op("add", 2) { try $0[0].adding($0[1]) },
         Op("sub", 2) { try $0[0].subtracting($0[1]) },
@@ -41,6 +42,10 @@ final class FusedRuleAgreementTests: XCTestCase {
         Op("relu", 1) { try $0[0].relu() },
         Op("sqrt", 1) { try $0[0].sqrt() },
         Op("abs", 1) { try $0[0].abs() },
+        Op("sin", 1) { try $0[0].sin() },
+        Op("cos", 1) { try $0[0].cos() },
+        Op("softplus", 1) { try $0[0].softplus() },
+        Op("gelu", 1) { try $0[0].gelu() },
         Op("leaky_relu", 1) { try $0[0].leakyRelu(negativeSlope: 0.01) },
         Op("maximum", 2) { try $0[0].maximum($0[1]) },
         Op("minimum", 2) { try $0[0].minimum($0[1]) },
@@ -50,15 +55,18 @@ final class FusedRuleAgreementTests: XCTestCase {
 
     /// The ways a gradient is computed (see the class comment).
     enum Path: String, CaseIterable {
-        /// backward() on chunks of at most 1024 same-shape elements: DirectRule.
+        /// backward() on chunks of at most 1024 same-shape elements: the fused loop.
         case fused
-        /// backward() on all elements at once (more than DirectRule.maximumCount): the rule's
-        /// one-kernel form.
+        /// backward() on all elements at once (above the old fusion limit of 4096): the fused loop.
         case large
-        /// grad() (capture mode), never fused: the rule's one-kernel form.
+        /// grad() (capture mode): the fused loop.
         case capture
-        /// backward() on small chunks with a hook on the output: the rule's one-kernel form.
+        /// backward() on small chunks with a hook on the output: the fused loop after the hook.
         case hooked
+        /// jvp with tangents that need not be differentiable: the fused forward-mode loop.
+        case tangentFused
+        /// jvp with tangents that require grad: the derivative over tensors.
+        case tangentRecorded
         /// backward() with the first operand of shape [1, n] against [n]: not fused.
         case broadcastFirst
         /// The same with the second operand of shape [1, n].
@@ -84,8 +92,8 @@ final class FusedRuleAgreementTests: XCTestCase {
     static let seedExtremes: [Double] = [1, -1, 0.5, 1e20, 1e-20, .infinity, .nan]
 
     /// Columns of inputs and the seed: every pairing of extremes with every seed extreme, then
-    /// random values (half of moderate size, half anywhere in the dtype's range) up to more than
-    /// DirectRule.maximumCount elements, all exactly representable in `dtype`.
+    /// at least 1500 random values (half of moderate size, half anywhere in the dtype's range;
+    /// 4500 elements in all at least), all exactly representable in `dtype`.
     static func inputs(arity: Int, dtype: DType, seed: UInt64) -> (columns: [[Double]], seed: [Double]) {
         var rng = TestRNG(seed)
         let ext = extremes(dtype)
@@ -105,7 +113,7 @@ final class FusedRuleAgreementTests: XCTestCase {
             let v = sign * Foundation.pow(10, exponent)
             return dtype == .float32 ? Double(Float(v)) : v
         }
-        let target = Swift.max(g.count + 1500, DirectRule.maximumCount + 400)
+        let target = Swift.max(g.count + 1500, 4500)
         var k = 0
         while g.count < target {
             for c in 0..<arity { columns[c].append(random(k)) }
@@ -142,17 +150,17 @@ final class FusedRuleAgreementTests: XCTestCase {
             return try chunked { r in
                 let xs = try leaves(r)
                 let out = try op.apply(xs)
-                // The node carries its DirectRule (the pass runs it unless hooked).
-                XCTAssertEqual(out.gradFn?.direct != DirectRule.none, Op.direct.contains(op.name), "\(op.name): DirectRule attached")
+                // The node carries its fused loop.
+                XCTAssertEqual(out.gradFn?.elementwise != ElementwiseKind.none, Op.fused.contains(op.name), "\(op.name): fused loop attached")
                 if path == .hooked { try out.registerHook(GradHook(id: 1) { _ in nil }) }
                 try out.backward(seed: Tensor(Array(seed[r]), shape: out.shape, dtype: dtype))
                 return xs.map { $0.grad!.values }
             }
         case .large:
-            XCTAssertGreaterThan(n, DirectRule.maximumCount)
+            XCTAssertGreaterThan(n, 4096)
             let xs = try leaves(0..<n)
             let out = try op.apply(xs)
-            XCTAssertEqual(out.gradFn?.direct, DirectRule.none, "\(op.name): too large for a DirectRule")
+            XCTAssertEqual(out.gradFn?.elementwise != ElementwiseKind.none, Op.fused.contains(op.name), "\(op.name): fused loop attached")
             try out.backward(seed: Tensor(seed, shape: out.shape, dtype: dtype))
             return xs.map { $0.grad!.values }
         case .capture, .createGraph:
@@ -161,12 +169,26 @@ final class FusedRuleAgreementTests: XCTestCase {
             let g = try Tensor.gradients(of: [out], withRespectTo: xs, seeds: [Tensor(seed, shape: out.shape, dtype: dtype)],
                                          createGraph: path == .createGraph)
             return g.map { $0!.values }
+        case .tangentFused, .tangentRecorded:
+            // The tangent of input k alone is the seed times d out / d input k: one jvp per input.
+            return try (0..<op.arity).map { k in
+                let xs = try (0..<op.arity).map { try Tensor(columns[$0], shape: [n], dtype: dtype) }
+                let t = try Tensor(seed, shape: [n], dtype: dtype)
+                if path == .tangentRecorded { try t.setRequiresGrad(true) }
+                let tangents = try (0..<op.arity).map { $0 == k ? t : try Tensor.zeros([n], dtype: dtype) }
+                // A zero tangent on the other input would add 0 · derivative (nan at the extremes):
+                // give only input k a tangent, by closing over the others as constants.
+                let (_, out) = try Transforms.jvp({ ys in
+                    [try op.apply((0..<op.arity).map { $0 == k ? ys[0] : xs[$0] })]
+                }, primals: [xs[k]], tangents: [tangents[k]])
+                return out[0].values
+            }
         case .broadcastFirst, .broadcastSecond:
             let wide = path == .broadcastFirst ? 0 : 1
             let xs = try leaves(0..<n, shapes: (0..<op.arity).map { $0 == wide ? [1, n] : [n] })
             let out = try op.apply(xs)
             XCTAssertEqual(out.shape, [1, n])
-            XCTAssertEqual(out.gradFn?.direct, DirectRule.none, "\(op.name): broadcast, so no DirectRule")
+            XCTAssertEqual(out.gradFn?.elementwise, ElementwiseKind.none, "\(op.name): broadcast, so no fused loop")
             try out.backward(seed: Tensor(seed, shape: [1, n], dtype: dtype))
             return xs.map { $0.grad!.values }
         }
@@ -224,10 +246,33 @@ final class FusedRuleAgreementTests: XCTestCase {
     /// (-1e20 and -1e-20): the float32 fused rule used to give -inf and -0.
     func testFloat32DivGradientAtTheExtremesOnEveryPath() throws {
         for (a, b, expected) in [(1e-30, 1e-25, -1e20), (1e20, 1e20, -1e-20)] {
-            for path in Path.allCases where path != .large {
+            for path in Path.allCases where path != .large && path != .tangentFused && path != .tangentRecorded {
                 let g = try gradients(FusedRuleAgreementTests.ops[3], path, [[Double(Float(a))], [Double(Float(b))]], [1], .float32)
                 XCTAssertLessThanOrEqual(FusedRuleAgreementTests.ulps(g[1][0], expected, .float32), 1,
                                          "div \(path.rawValue) at a = \(a), b = \(b): d/db = \(g[1][0]), expected \(expected)")
+            }
+        }
+    }
+
+    /// The fused loops split over threads (counts of at least Parallel.minimumParallelCount)
+    /// give what they give inline: the extremes tiled to a large tensor, backward and jvp.
+    func testFusedLoopsSplitOverThreadsAgreeWithTheTensorForm() throws {
+        let saved = Parallel.threadCount
+        try Parallel.setThreadCount(2)
+        defer { try? Parallel.setThreadCount(saved) }
+        for name in ["mul", "div", "relu", "tanh", "maximum"] {
+            let op = FusedRuleAgreementTests.ops.first { $0.name == name }!
+            let (small, smallSeed) = FusedRuleAgreementTests.inputs(arity: op.arity, dtype: .float32, seed: 99)
+            let n = Parallel.minimumParallelCount + 3000
+            let columns = small.map { c in (0..<n).map { c[$0 % c.count] } }
+            let seed = (0..<n).map { smallSeed[$0 % smallSeed.count] }
+            let reference = try gradients(op, .createGraph, columns, seed, .float32)
+            for path in [Path.large, .tangentFused] {
+                let got = try gradients(op, path, columns, seed, .float32)
+                for k in 0..<op.arity {
+                    let bad = (0..<n).filter { FusedRuleAgreementTests.ulps(got[k][$0], reference[k][$0], .float32) > 1 }
+                    XCTAssertTrue(bad.isEmpty, "\(name) \(path.rawValue) input \(k): \(bad.count) disagreements, first at \(bad.first ?? -1)")
+                }
             }
         }
     }

@@ -20,7 +20,6 @@ enum Backward {
         // Gradients that accumulation replaced are released after the lock: one with history
         // (create_graph) may free a graph whose hooks' destructors are user code.
         var replaced: [Tensor] = []
-        defer { replaced.removeAll() }
         return try GraphLock.withLock { try GradMode.with(enabled: createGraph) {
             // The outermost pass numbers nodes in their passSlot fields; a pass started inside
             // it (from a hook) uses a dictionary so as not to disturb them.
@@ -44,10 +43,6 @@ enum Backward {
             return try pass.finish()
         } }
     }
-
-    /// The gradient the running rule may overwrite in place (set around each rule call, under
-    /// the graph lock).
-    nonisolated(unsafe) static var reusableGradient: ObjectIdentifier?
 
     /// The per-node arrays of the last outermost pass, emptied, kept for the next one (under the
     /// graph lock): a pass then makes no large allocation. glibc merges every small free chunk
@@ -287,21 +282,8 @@ enum Backward {
             swap(&ready, &self.ready)
             defer { swap(&ready, &self.ready) }
             for i in deps.indices where deps[i] == 0 { ready.append(i) }
-            let directAllowed = !createGraph && needed.isEmpty && capturedNode.isEmpty
             while let i = ready.popLast() {
-                try nodes[i]._withUnsafeGuaranteedRef { node in
-                    // An empty gradient takes the rule, which gives each input its (empty or
-                    // zero) gradient of the input's own shape.
-                    if directAllowed && node.direct != .none && !node.hasHooks && !node.isReleased && (grads[i]?.count ?? 0) > 0 {
-                        var g = Backward.take(&grads[i])!
-                        try node.checkSavedVersions()
-                        try deliverDirect(node, slot: i, &g)
-                        if !retainGraph { node.release() }
-                        passDependencies(of: i, ready: &ready)
-                    } else {
-                        try runRule(node, slot: i, ready: &ready)
-                    }
-                }
+                try nodes[i]._withUnsafeGuaranteedRef { try runNode($0, slot: i, ready: &ready) }
             }
         }
 
@@ -317,10 +299,11 @@ enum Backward {
             }
         }
 
-        /// Runs node i's rule (hooks and capture first) and sums what it returns into the inputs'
-        /// slots. A node none of whose consumers produced a gradient (or that leads to nothing
-        /// captured) still passes on its dependency counts, so nodes below it run.
-        mutating func runRule(_ node: Node, slot i: Int, ready: inout [Int]) throws {
+        /// Runs node i (hooks and capture first): its fused loop where it has one and the pass
+        /// is not recorded, else its rule, summing what it gives into the inputs' slots. A node
+        /// none of whose consumers produced a gradient (or that leads to nothing captured) still
+        /// passes on its dependency counts, so nodes below it run.
+        mutating func runNode(_ node: Node, slot i: Int, ready: inout [Int]) throws {
             var inputGrads = InputGradients()
             if var g = Backward.take(&grads[i]) {
                 if node.hasHooks { g = try Backward.runHooks(node.hooks, on: g) }
@@ -334,12 +317,12 @@ enum Backward {
                 }
                 if needed.isEmpty || needed[i] {
                     try node.checkSavedVersions()
-                    // A gradient nothing else holds may be overwritten by the rule's kernel
-                    // (Tensor.gradient), saving a buffer per node.
-                    if !createGraph && isKnownUniquelyReferenced(&g) && g.storageIsUnique() {
-                        Backward.reusableGradient = ObjectIdentifier(g)
+                    if Backward.runsFused(node, g, createGraph: createGraph) {
+                        try deliverFused(node, slot: i, &g)
+                        if !retainGraph { node.release() }
+                        passDependencies(of: i, ready: &ready)
+                        return
                     }
-                    defer { Backward.reusableGradient = nil }
                     inputGrads = try rule(g, node)
                     guard inputGrads.count == node.inputCount else {
                         throw AutogradError.internal("the rule of '\(node.name)' returned \(inputGrads.count) gradients for \(node.inputCount) inputs")
@@ -365,55 +348,62 @@ enum Backward {
             }
         }
 
-        /// Runs a node's DirectRule and sums each input's gradient into its slot: in place where
-        /// the slot already holds a gradient only this pass sees, else into g's own buffer for
-        /// the last input when nothing else holds g, else into a new tensor. Inputs go last to
-        /// first, so input 0 is the one that may overwrite g.
-        mutating func deliverDirect(_ node: Node, slot i: Int, _ g: inout Tensor) throws {
+        /// Runs an elementwise node's fused loop and sums each input's gradient into its slot:
+        /// in place where the slot already holds a gradient only this pass sees, else into g's
+        /// own buffer for input 0 when nothing else holds g (the pass owns g then, and hands
+        /// that ownership to the loop), else into a new tensor. Inputs go last to first, so
+        /// input 0 is the one that may overwrite g.
+        mutating func deliverFused(_ node: Node, slot i: Int, _ g: inout Tensor) throws {
             var gIsOurs = isKnownUniquelyReferenced(&g) && g.storageIsUnique()
-            let u = node.directValues(0), w = node.directValues(1)
+            guard let gp = g.storage.raw else { return }
+            let operands = node.fusedOperands(gp)
             let first = Int(edgeStart[i])
             var k = Int(edgeStart[i + 1]) - first - 1
             while k >= 0 {
                 let target = Int(edgeTarget[first + k])
                 if target >= 0 {
-                    try Pass.deliverDirect(node, k, &g, &gIsOurs, u, w, into: &grads[target])
+                    try Pass.deliverFused(node, k, &g, &gIsOurs, operands, into: &grads[target])
                 } else if target <= -2 {
-                    try Pass.deliverDirect(node, k, &g, &gIsOurs, u, w, into: &leafGrads[-2 - target])
+                    try Pass.deliverFused(node, k, &g, &gIsOurs, operands, into: &leafGrads[-2 - target])
                 }
                 k -= 1
             }
         }
 
-        /// Sums input k's gradient (node.direct of g and the saved values u, w) into `sum`.
+        /// Sums input k's gradient (the node's fused loop over g and its saved values) into `sum`.
         @inline(__always)
-        private static func deliverDirect(_ node: Node, _ k: Int, _ g: inout Tensor, _ gIsOurs: inout Bool,
-                                   _ u: UnsafeMutableRawPointer?, _ w: UnsafeMutableRawPointer?, into sum: inout Tensor?) throws {
-            let rule = node.direct, n = g.count, dtype = g.dtype
+        private static func deliverFused(_ node: Node, _ k: Int, _ g: inout Tensor, _ gIsOurs: inout Bool,
+                                         _ operands: (x0: UnsafeMutableRawPointer, x1: UnsafeMutableRawPointer, y: UnsafeMutableRawPointer),
+                                         into sum: inout Tensor?) throws {
+            let kind = node.elementwise, n = g.count, dtype = g.dtype
             guard let gp = g.storage.raw else { return }
+            @inline(__always)
+            func apply(into out: UnsafeMutableRawPointer, accumulate: Bool) {
+                kind.apply(k, dtype: dtype, g: gp, x0: operands.x0, x1: operands.x1, y: operands.y, into: out, count: n, accumulate: accumulate)
+            }
             if var existing = Backward.take(&sum) {
                 if existing.storage !== g.storage && isKnownUniquelyReferenced(&existing) && existing.storageIsUnique(),
                    let ep = existing.storage.raw {
-                    rule.apply(k, dtype: dtype, g: gp, u: u, w: w, into: ep, count: n, accumulate: true)
+                    apply(into: ep, accumulate: true)
                     sum = existing
                 } else {
                     let fresh = try Tensor(uninitialized: g.shape, dtype: dtype)
                     guard let fp = fresh.storage.raw, let ep = existing.storage.raw else { return }
                     fp.copyMemory(from: ep, byteCount: n * dtype.size)
-                    rule.apply(k, dtype: dtype, g: gp, u: u, w: w, into: fp, count: n, accumulate: true)
+                    apply(into: fp, accumulate: true)
                     sum = fresh
                 }
-            } else if rule.passesGradient(toInput: k) {
+            } else if kind.passesGradient(toInput: k) {
                 sum = g
                 gIsOurs = false
             } else if k == 0 && gIsOurs {
-                rule.apply(k, dtype: dtype, g: gp, u: u, w: w, into: gp, count: n, accumulate: false)
+                apply(into: gp, accumulate: false)
                 sum = g
                 gIsOurs = false
             } else {
                 let fresh = try Tensor(uninitialized: g.shape, dtype: dtype)
                 guard let fp = fresh.storage.raw else { return }
-                rule.apply(k, dtype: dtype, g: gp, u: u, w: w, into: fp, count: n, accumulate: false)
+                apply(into: fp, accumulate: false)
                 sum = fresh
             }
         }
@@ -444,6 +434,14 @@ enum Backward {
             }
             return captured
         }
+    }
+
+    /// Where the choice between an elementwise node's fused loop and its recorded rule is made:
+    /// the loop (a non-differentiable computation of the same derivative) runs when the pass is
+    /// not recorded, the node has one (its inputs are not broadcast) and g carries no tangent.
+    @inline(__always)
+    static func runsFused(_ node: Node, _ g: Tensor, createGraph: Bool) -> Bool {
+        !createGraph && node.elementwise != .none && g.count > 0 && g.tangentBox == nil
     }
 
     /// Runs user hooks on `g` in order, with the graph lock released (a hook may wait for a

@@ -4,9 +4,13 @@ import Glibc
 import Darwin
 #endif
 
-/// Per-thread state of the engine: whether operations record graph nodes.
+/// Per-thread state of the engine: whether operations record graph nodes, and which forward-mode
+/// pass (jvp) is running.
 final class ThreadState {
     var gradEnabled = true
+    /// The level of the forward-mode pass whose tangents ops propagate on this thread; 0 when
+    /// none runs, and while a tangent itself is being computed (see ForwardMode).
+    var forwardLevel: UInt64 = 0
 
     private static let key: pthread_key_t = {
         var key = pthread_key_t()

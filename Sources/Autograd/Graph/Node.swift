@@ -147,7 +147,8 @@ enum SavedTensor {
     /// create_graph history saves it) is held through the anchor: holding the leaf,
     /// leaf -> .grad -> node -> leaf would be a cycle.
     init(_ t: Tensor) {
-        if t.gradFn == nil, let anchor = t.existingAnchor { self = .leaf(anchor) }
+        if t.tangentBox != nil { self = .result(t) }
+        else if t.gradFn == nil, let anchor = t.existingAnchor { self = .leaf(anchor) }
         else { self = .result(t) }
     }
 
@@ -162,9 +163,12 @@ enum SavedTensor {
         }
     }
 
-    /// An input of the node saving it, kept as its values unless it is a leaf with an anchor.
+    /// An input of the node saving it, kept as its values unless it is a leaf with an anchor or
+    /// carries a tangent (forward mode: the rule's ops then need the tensor itself, so that
+    /// gradients computed in a jvp carry their own tangents).
     init(input t: Tensor) {
-        if t.gradFn == nil, let anchor = t.existingAnchor { self = .leaf(anchor) }
+        if t.tangentBox != nil { self = .result(t) }
+        else if t.gradFn == nil, let anchor = t.existingAnchor { self = .leaf(anchor) }
         else { self = .input(t.storage) }
     }
 }
@@ -213,8 +217,9 @@ final class Node {
     let dtype: DType
     /// Whether hooks were registered on the output (they live in NodeHooks).
     var hasHooks = false
-    /// The fused form of `rule` that non-recorded passes may run instead (see DirectRule).
-    let direct: DirectRule
+    /// The elementwise op whose fused loop non-recorded passes may run instead of `rule` (see
+    /// ElementwiseKind); `.none` for other ops and for elementwise ones that broadcast.
+    let elementwise: ElementwiseKind
 
     @inline(__always)
     init(name: StaticString, output: Tensor, inputs: [Tensor], saved: [Tensor], savesOutput: Bool, rule: @escaping BackwardRule) {
@@ -222,7 +227,7 @@ final class Node {
         self.shape = output.shape
         self.dtype = output.dtype
         self.rule = rule
-        self.direct = .none
+        self.elementwise = .none
         for t in inputs { appendInput(NodeInput(edge: Node.edge(to: t), shape: t.shape)) }
         for t in saved { appendSaved(SavedTensor(t)) }
         if savesOutput { appendSaved(.output(output.storage)) }
@@ -231,14 +236,14 @@ final class Node {
     /// The same for one or two inputs, without building arrays (the per-op fast path).
     @inline(__always)
     init(name: StaticString, output: Tensor, _ a: Tensor, _ b: Tensor?, savesInputs: Bool, savesOutput: Bool,
-         direct: DirectRule, rule: @escaping BackwardRule) {
+         elementwise: ElementwiseKind, rule: @escaping BackwardRule) {
         self.name = OpName(name)
         self.shape = output.shape
         self.dtype = output.dtype
         self.rule = rule
-        let fits = direct != .none && output.count <= DirectRule.maximumCount && a.shape == output.shape
-            && a.dtype == output.dtype && (b.map { $0.shape == output.shape && $0.dtype == output.dtype } ?? true)
-        self.direct = fits ? direct : .none
+        let fits = elementwise != .none && a.shape == output.shape && a.dtype == output.dtype
+            && (b.map { $0.shape == output.shape && $0.dtype == output.dtype } ?? true)
+        self.elementwise = fits ? elementwise : .none
         input0 = NodeInput(edge: Node.edge(to: a), shape: a.shape)
         storedInputCount = 1
         if let b {
@@ -339,10 +344,22 @@ final class Node {
         }
     }
 
-    /// The values of the k-th saved slot (a saved tensor, or the saved output), nil if there is
-    /// none; no tensor is made (DirectRule reads them).
+    /// What an elementwise node's fused loop reads (see ElementwiseKind.apply): its saved inputs'
+    /// values and its saved output's, with `g` standing in for any it did not save.
     @inline(__always)
-    func directValues(_ k: Int) -> UnsafeMutableRawPointer? {
+    func fusedOperands(_ g: UnsafeMutableRawPointer) -> (x0: UnsafeMutableRawPointer, x1: UnsafeMutableRawPointer, y: UnsafeMutableRawPointer) {
+        var inputs = Int(savedCount), y = g
+        if inputs > 0, case .output(let storage) = savedSlot(inputs - 1) {
+            y = storage.raw ?? g
+            inputs -= 1
+        }
+        return (inputs > 0 ? savedValues(0) ?? g : g, inputs > 1 ? savedValues(1) ?? g : g, y)
+    }
+
+    /// The values of the k-th saved slot (a saved tensor, or the saved output), nil if there is
+    /// none; no tensor is made.
+    @inline(__always)
+    private func savedValues(_ k: Int) -> UnsafeMutableRawPointer? {
         guard k < Int(savedCount) else { return nil }
         switch savedSlot(k) {
         case .result(let t): return t.storage.raw
@@ -515,16 +532,16 @@ extension Tensor {
     /// Records this tensor as the output of a unary operation on `a`.
     @inline(__always)
     func record(_ name: StaticString, _ a: Tensor, savesInput: Bool = false, savesOutput: Bool = false,
-                direct: DirectRule = .none, rule: @escaping BackwardRule) {
-        gradFn = Node(name: name, output: self, a, nil, savesInputs: savesInput, savesOutput: savesOutput, direct: direct, rule: rule)
+                elementwise: ElementwiseKind = .none, rule: @escaping BackwardRule) {
+        gradFn = Node(name: name, output: self, a, nil, savesInputs: savesInput, savesOutput: savesOutput, elementwise: elementwise, rule: rule)
         requiresGrad = true
     }
 
     /// Records this tensor as the output of a binary operation on `a` and `b`.
     @inline(__always)
     func record(_ name: StaticString, _ a: Tensor, _ b: Tensor, savesInputs: Bool = false,
-                direct: DirectRule = .none, rule: @escaping BackwardRule) {
-        gradFn = Node(name: name, output: self, a, b, savesInputs: savesInputs, savesOutput: false, direct: direct, rule: rule)
+                elementwise: ElementwiseKind = .none, rule: @escaping BackwardRule) {
+        gradFn = Node(name: name, output: self, a, b, savesInputs: savesInputs, savesOutput: false, elementwise: elementwise, rule: rule)
         requiresGrad = true
     }
 }

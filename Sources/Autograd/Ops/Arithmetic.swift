@@ -1,139 +1,118 @@
 import CKernels
 
-/// add, sub, mul, div, pow, maximum, minimum, neg: forward kernels and derivative rules side by
-/// side; then the forward plumbing the elementwise ops share (zipped, mapped, gradient, ...).
-/// Binary rules return gradients in the broadcast shape; Backward sums them back per operand.
+/// add, sub, mul, div, pow, maximum, minimum: each states its value and derivative once (see
+/// ElementwiseOp.swift); then the forward plumbing the elementwise ops share (zipped, mapped).
 extension Tensor {
-    public func adding(_ other: Tensor) throws -> Tensor {
-        let out = try Tensor.zipped(self, other, "add", { $0 + $1 }, { $0 + $1 })
-        if Tensor.shouldRecord(self, other) {
-            out.record("add", self, other, direct: .add) { g, _ in InputGradients(g, g) }
-        }
-        return out
-    }
-
-    public func subtracting(_ other: Tensor) throws -> Tensor {
-        let out = try Tensor.zipped(self, other, "sub", { $0 - $1 }, { $0 - $1 })
-        if Tensor.shouldRecord(self, other) {
-            out.record("sub", self, other, direct: .sub) { g, node in
-                [g, node.needsGrad(1) ? try g.negated() : nil]
-            }
-        }
-        return out
-    }
-
-    public func multiplying(_ other: Tensor) throws -> Tensor {
-        let out = try Tensor.zipped(self, other, "mul", { $0 * $1 }, { $0 * $1 })
-        if Tensor.shouldRecord(self, other) {
-            out.record("mul", self, other, savesInputs: true, direct: .mul) { g, node in
-                let a = node.saved(0), b = node.saved(1)
-                if !GradMode.isEnabled && b.count == g.count && b.dtype == g.dtype {
-                    // g·a first: g·b may then be written over g itself.
-                    let gb = node.needsGrad(1) ? try g.multiplying(a) : nil
-                    return InputGradients(node.needsGrad(0) ? try Tensor.gradient(g, b.storage, { $0 * $1 }, { $0 * $1 }) : nil, gb)
-                }
-                return InputGradients(node.needsGrad(0) ? try g.multiplying(b) : nil,
-                                      node.needsGrad(1) ? try g.multiplying(a) : nil)
-            }
-        }
-        return out
-    }
-
-    public func dividing(by other: Tensor) throws -> Tensor {
-        let out = try Tensor.zipped(self, other, "div", { $0 / $1 }, { $0 / $1 })
-        if Tensor.shouldRecord(self, other) {
-            // d(a/b)/da = 1/b;  d(a/b)/db = -a/b², computed as -((g·(a/b))/b); DirectRule.div
-            // computes the same in the same order, so the fused and tensor-op paths agree.
-            // Of six orders checked against PyTorch float64 on 2e6 random float32 cases, this
-            // one was the most accurate: with g = 1 it is PyTorch's own -g·((a/b)/b) (within 1
-            // ulp everywhere for a, b in 10^±20); with g in 10^±5 too it stays within 2 ulp,
-            // where PyTorch's order overflows in (a/b)/b in 0.8% of cases. The old orders failed
-            // at the extremes: (-g·a)/(b·b) gave -inf for -1e20 at a = 1e-30, b = 1e-25 (b²
-            // underflows) and -0 for -1e-20 at a = b = 1e20 (b² overflows); ((g/b)·a)/b
-            // overflows in g/b at subnormal b.
-            out.record("div", self, other, savesInputs: true, direct: .div) { g, node in
-                let a = node.saved(0), b = node.saved(1)
-                return InputGradients(node.needsGrad(0) ? try g.dividing(by: b) : nil,
-                                      node.needsGrad(1) ? try g.multiplying(a.dividing(by: b)).dividing(by: b).negated() : nil)
-            }
-        }
-        return out
-    }
-
+    public func adding(_ other: Tensor) throws -> Tensor { try Tensor.binary(Add(), self, other) }
+    public func subtracting(_ other: Tensor) throws -> Tensor { try Tensor.binary(Subtract(), self, other) }
+    public func multiplying(_ other: Tensor) throws -> Tensor { try Tensor.binary(Multiply(), self, other) }
+    public func dividing(by other: Tensor) throws -> Tensor { try Tensor.binary(Divide(), self, other) }
     /// self ** exponent elementwise. d/da = b·a^(b-1), taken as 0 where b == 0; d/db = ln(a)·a^b,
     /// taken as 0 where a == 0 and b >= 0 (PyTorch's conventions). A derivative taken as 0 is
     /// selected (0 for any incoming gradient, inf and nan included) and is a constant: its own
     /// derivatives are 0 at every order (PyTorch gives nan for some of them, from 0·inf).
-    public func pow(_ exponent: Tensor) throws -> Tensor {
-        let out = try Tensor.zipped(self, exponent, "pow", { Float.pow($0, $1) }, { Double.pow($0, $1) })
-        if Tensor.shouldRecord(self, exponent) {
-            out.record("pow", self, exponent, savesInputs: true) { g, node in
-                let a = node.saved(0), b = node.saved(1)
-                var ga: Tensor? = nil, gb: Tensor? = nil
-                // Where a derivative is taken as 0, g is replaced by 0 (selected) and the formula
-                // runs on safe values whose derivative is finite: b = 1 for d/da (a^0, not a^-1,
-                // which is inf at a = 0), a = 1 for d/db (ln 1 = 0, 1^b = 1). The product is then
-                // exactly 0 for any g, and under create_graph every derivative through it is a
-                // finite value times 0, never 0·inf.
-                if node.needsGrad(0) {
-                    let zeroExponent = try withNoGrad { try b.eq(b.constant(0)) }
-                    let safeB = try Tensor.where(zeroExponent, b.constant(1), b)
-                    ga = try Tensor.where(zeroExponent, g.constant(0), g)
-                        .multiplying(b.multiplying(a.pow(safeB.subtracting(b.constant(1)))))
-                }
-                if node.needsGrad(1) {
-                    let flat = try Tensor.zipped(a, b, "pow_flat", { $0 == 0 && $1 >= 0 ? 1 : 0 }, { $0 == 0 && $1 >= 0 ? 1 : 0 })
-                    let safeA = try Tensor.where(flat, a.constant(1), a)
-                    gb = try Tensor.where(flat, g.constant(0), g).multiplying(safeA.log().multiplying(safeA.pow(b)))
-                }
-                return InputGradients(ga, gb)
-            }
-        }
-        return out
-    }
-
+    public func pow(_ exponent: Tensor) throws -> Tensor { try Tensor.binary(Power(), self, exponent) }
     /// The larger of the two elementwise; ties split the gradient evenly; nan propagates.
-    public func maximum(_ other: Tensor) throws -> Tensor {
-        let out = try Tensor.zipped(self, other, "maximum", { $0.isNaN || $0 > $1 ? $0 : $1 }, { $0.isNaN || $0 > $1 ? $0 : $1 })
-        if Tensor.shouldRecord(self, other) {
-            out.record("maximum", self, other, savesInputs: true) { g, node in
-                try Tensor.splitExtremum(g, node, larger: true)
-            }
-        }
-        return out
-    }
-
+    public func maximum(_ other: Tensor) throws -> Tensor { try Tensor.binary(Maximum(), self, other) }
     /// The smaller of the two elementwise; ties split the gradient evenly; nan propagates.
-    public func minimum(_ other: Tensor) throws -> Tensor {
-        let out = try Tensor.zipped(self, other, "minimum", { $0.isNaN || $0 < $1 ? $0 : $1 }, { $0.isNaN || $0 < $1 ? $0 : $1 })
-        if Tensor.shouldRecord(self, other) {
-            out.record("minimum", self, other, savesInputs: true) { g, node in
-                try Tensor.splitExtremum(g, node, larger: false)
-            }
-        }
-        return out
-    }
+    public func minimum(_ other: Tensor) throws -> Tensor { try Tensor.binary(Minimum(), self, other) }
+}
 
-    /// The gradients of maximum (larger) or minimum, as PyTorch gives them: each operand gets
-    /// nothing where the other wins, g/2 on a tie, g otherwise (so where either is nan both
-    /// get g). Selected (Tensor.masked), so an infinite or nan g never reaches the loser.
-    private static func splitExtremum(_ g: Tensor, _ node: Node, larger: Bool) throws -> InputGradients {
-        let a = node.saved(0), b = node.saved(1)
-        /// The share of g that x gets against y: 0, 1/2 or 1 (g·1/2 is g/2 exactly).
-        func share(_ x: Tensor, against y: Tensor) throws -> Tensor {
-            larger ? try zipped(x, y, "share", { $0 < $1 ? 0 : $0 == $1 ? 0.5 : 1 }, { $0 < $1 ? 0 : $0 == $1 ? 0.5 : 1 })
-                   : try zipped(x, y, "share", { $0 > $1 ? 0 : $0 == $1 ? 0.5 : 1 }, { $0 > $1 ? 0 : $0 == $1 ? 0.5 : 1 })
-        }
-        return InputGradients(node.needsGrad(0) ? try masked(g, by: share(a, against: b)) : nil,
-                              node.needsGrad(1) ? try masked(g, by: share(b, against: a)) : nil)
-    }
+struct Add: BinaryElementwise {
+    static let name: StaticString = "add"
+    static let reads = DerivativeReads.nothing
+    var kind: ElementwiseKind { .add }
+    var kernels: BinaryKernels? { BinaryKernels(f32: agk_add_f32, f64: agk_add_f64) }
+    func value<T: Differentiable>(_ a: T, _ b: T) throws(T.Failure) -> T { try a + b }
+    func derivative<T: Differentiable>(_ k: Int, _ v: T, a: T, b: T, y: T) throws(T.Failure) -> T { v }
+    func passesThrough(_ k: Int) -> Bool { true }
+}
 
-    public func negated() throws -> Tensor {
-        let out = try mapped("neg", { -$0 }, { -$0 })
-        if Tensor.shouldRecord(self) {
-            out.record("neg", self, direct: .neg) { g, _ in InputGradients(try g.negated()) }
+struct Subtract: BinaryElementwise {
+    static let name: StaticString = "sub"
+    static let reads = DerivativeReads.nothing
+    var kind: ElementwiseKind { .sub }
+    var kernels: BinaryKernels? { BinaryKernels(f32: agk_sub_f32, f64: agk_sub_f64) }
+    func value<T: Differentiable>(_ a: T, _ b: T) throws(T.Failure) -> T { try a - b }
+    func derivative<T: Differentiable>(_ k: Int, _ v: T, a: T, b: T, y: T) throws(T.Failure) -> T { try k == 0 ? v : -v }
+    func passesThrough(_ k: Int) -> Bool { k == 0 }
+}
+
+struct Multiply: BinaryElementwise {
+    static let name: StaticString = "mul"
+    static let reads = DerivativeReads.inputs
+    var kind: ElementwiseKind { .mul }
+    var kernels: BinaryKernels? { BinaryKernels(f32: agk_mul_f32, f64: agk_mul_f64) }
+    func value<T: Differentiable>(_ a: T, _ b: T) throws(T.Failure) -> T { try a * b }
+    func derivative<T: Differentiable>(_ k: Int, _ v: T, a: T, b: T, y: T) throws(T.Failure) -> T { try k == 0 ? v * b : v * a }
+}
+
+struct Divide: BinaryElementwise {
+    static let name: StaticString = "div"
+    static let reads = DerivativeReads.inputs
+    var kind: ElementwiseKind { .div }
+    var kernels: BinaryKernels? { BinaryKernels(f32: agk_div_f32, f64: agk_div_f64) }
+    func value<T: Differentiable>(_ a: T, _ b: T) throws(T.Failure) -> T { try a / b }
+    // d(a/b)/da = 1/b;  d(a/b)/db = -a/b², computed as -((v·(a/b))/b). Of six orders checked
+    // against PyTorch float64 on 2e6 random float32 cases, this one was the most accurate: with
+    // v = 1 it is PyTorch's own -v·((a/b)/b) (within 1 ulp everywhere for a, b in 10^±20); with
+    // v in 10^±5 too it stays within 2 ulp, where PyTorch's order overflows in (a/b)/b in 0.8%
+    // of cases. (-v·a)/(b·b) gives -inf for -1e20 at a = 1e-30, b = 1e-25 (b² underflows) and
+    // -0 for -1e-20 at a = b = 1e20 (b² overflows); ((v/b)·a)/b overflows in v/b at subnormal b.
+    func derivative<T: Differentiable>(_ k: Int, _ v: T, a: T, b: T, y: T) throws(T.Failure) -> T {
+        try k == 0 ? v / b : -((v * (a / b)) / b)
+    }
+}
+
+struct Power: BinaryElementwise {
+    static let name: StaticString = "pow"
+    static let reads = DerivativeReads.inputs
+    var kind: ElementwiseKind { .pow }
+    func value<T: Differentiable>(_ a: T, _ b: T) throws(T.Failure) -> T { try T.pow(a, b) }
+    // Where a derivative is taken as 0, v is replaced by 0 (selected) and the formula runs on
+    // safe values whose derivative is finite: b = 1 for d/da (a^0, not a^-1, which is inf at
+    // a = 0), a = 1 for d/db (ln 1 = 0, 1^b = 1). The product is then exactly 0 for any v, and
+    // under create_graph every derivative through it is a finite value times 0, never 0·inf.
+    func derivative<T: Differentiable>(_ k: Int, _ v: T, a: T, b: T, y: T) throws(T.Failure) -> T {
+        let zero = try a.constant(0), one = try a.constant(1)
+        if k == 0 {
+            let safeB = try T.select(b, .equal, zero, one, b)
+            return try T.select(b, .equal, zero, v.constant(0), v) * (b * T.pow(a, safeB - one))
         }
-        return out
+        // flat: a == 0 and b >= 0
+        let safeA = try T.select(a, .equal, zero, T.select(b, .greaterOrEqual, zero, one, a), a)
+        let gate = try T.select(a, .equal, zero, T.select(b, .greaterOrEqual, zero, v.constant(0), v), v)
+        return try gate * (T.log(safeA) * T.pow(safeA, b))
+    }
+}
+
+/// maximum and minimum's gradients, as PyTorch gives them: each operand gets nothing where the
+/// other wins, v/2 on a tie (v·0.5 is v/2 exactly), v otherwise (so where either is nan both
+/// get v). Selected, so an infinite or nan v never reaches the loser.
+struct Maximum: BinaryElementwise {
+    static let name: StaticString = "maximum"
+    static let reads = DerivativeReads.inputs
+    var kind: ElementwiseKind { .maximum }
+    func value<T: Differentiable>(_ a: T, _ b: T) throws(T.Failure) -> T {
+        // a if a > b or a is nan (a != a), else b
+        try T.select(a, .greater, b, a, T.select(a, .equal, a, b, a))
+    }
+    func derivative<T: Differentiable>(_ k: Int, _ v: T, a: T, b: T, y: T) throws(T.Failure) -> T {
+        let (x, other) = k == 0 ? (a, b) : (b, a)
+        return try T.select(x, .less, other, v.constant(0), T.select(x, .equal, other, v * v.constant(0.5), v))
+    }
+}
+
+struct Minimum: BinaryElementwise {
+    static let name: StaticString = "minimum"
+    static let reads = DerivativeReads.inputs
+    var kind: ElementwiseKind { .minimum }
+    func value<T: Differentiable>(_ a: T, _ b: T) throws(T.Failure) -> T {
+        try T.select(a, .less, b, a, T.select(a, .equal, a, b, a))
+    }
+    func derivative<T: Differentiable>(_ k: Int, _ v: T, a: T, b: T, y: T) throws(T.Failure) -> T {
+        let (x, other) = k == 0 ? (a, b) : (b, a)
+        return try T.select(x, .greater, other, v.constant(0), T.select(x, .equal, other, v * v.constant(0.5), v))
     }
 }
 
@@ -167,10 +146,6 @@ extension Tensor {
             }
         }
         let out = try Tensor(uninitialized: shape, dtype: a.dtype)
-        if a.count == out.count && b.count == out.count && out.count >= Parallel.minimumParallelCount,
-           Tensor.arithmeticKernel(op, a, b, into: out) {
-            return out
-        }
         let same = a.count == out.count && b.count == out.count
         let sa = same ? [] : Shape.broadcastStrides(a.shape, to: shape)
         let sb = same ? [] : Shape.broadcastStrides(b.shape, to: shape)
@@ -181,50 +156,9 @@ extension Tensor {
         return out
     }
 
-    /// add/sub/mul/div of two same-size operands through the C kernels, split over the worker
-    /// threads; false for other ops.
-    static func arithmeticKernel(_ op: String, _ a: Tensor, _ b: Tensor, into out: Tensor) -> Bool {
-        typealias K32 = (UnsafePointer<Float>?, UnsafePointer<Float>?, UnsafeMutablePointer<Float>?, Int64) -> Void
-        typealias K64 = (UnsafePointer<Double>?, UnsafePointer<Double>?, UnsafeMutablePointer<Double>?, Int64) -> Void
-        let kernels: (K32, K64)
-        switch op {
-        case "add": kernels = (agk_add_f32, agk_add_f64)
-        case "sub": kernels = (agk_sub_f32, agk_sub_f64)
-        case "mul": kernels = (agk_mul_f32, agk_mul_f64)
-        case "div": kernels = (agk_div_f32, agk_div_f64)
-        default: return false
-        }
-        switch a.dtype {
-        case .float32:
-            guard let ap = a.buffer(Float.self).baseAddress, let bp = b.buffer(Float.self).baseAddress,
-                  let op = out.buffer(Float.self).baseAddress else { return false }
-            Parallel.forChunks(count: out.count) { r in kernels.0(ap + r.lowerBound, bp + r.lowerBound, op + r.lowerBound, Int64(r.count)) }
-        case .float64:
-            guard let ap = a.buffer(Double.self).baseAddress, let bp = b.buffer(Double.self).baseAddress,
-                  let op = out.buffer(Double.self).baseAddress else { return false }
-            Parallel.forChunks(count: out.count) { r in kernels.1(ap + r.lowerBound, bp + r.lowerBound, op + r.lowerBound, Int64(r.count)) }
-        }
-        return true
-    }
-
-    /// f(g[i], v[i]) for a gradient and values of the same size (a saved output, or mul's saved
-    /// operand): the one-kernel form of a rule, used when the backward pass is not recorded.
-    @inline(__always)
-    static func gradient(_ g: Tensor, _ v: Storage, _ f32: (Float, Float) -> Float, _ f64: (Double, Double) -> Double) throws -> Tensor {
-        guard g.dtype == v.dtype && g.count == v.count else {
-            throw AutogradError.internal("a gradient of \(g.dtype) \(g.shape) met saved values of \(v.dtype) x \(v.count)")
-        }
-        let out = Backward.reusableGradient == ObjectIdentifier(g) ? g : try Tensor(uninitialized: g.shape, dtype: g.dtype)
-        switch g.dtype {
-        case .float32: Elementwise.zip(g.buffer(Float.self), [], v.buffer(Float.self), [], into: out.buffer(Float.self), shape: g.shape, f32)
-        case .float64: Elementwise.zip(g.buffer(Double.self), [], v.buffer(Double.self), [], into: out.buffer(Double.self), shape: g.shape, f64)
-        }
-        return out
-    }
-
     /// f applied to every element, into a new tensor of the same shape.
     @inline(__always)
-    func mapped(_ op: String, _ f32: (Float) -> Float, _ f64: (Double) -> Double) throws -> Tensor {
+    func mapped(_ f32: (Float) -> Float, _ f64: (Double) -> Double) throws -> Tensor {
         let out = try Tensor(uninitialized: shape, dtype: dtype)
         switch dtype {
         case .float32: Elementwise.map(buffer(Float.self), into: out.buffer(Float.self), f32)

@@ -20,7 +20,7 @@ extension Tensor {
         }
         // The mask in a's dtype, broadcast to the result: 1 where cond holds.
         let mask = try withNoGrad { () -> Tensor in
-            let m = try cond.mapped("mask", { $0 != 0 ? 1 : 0 }, { $0 != 0 ? 1 : 0 }).converted(to: a.dtype)
+            let m = try cond.mapped({ $0 != 0 ? 1 : 0 }, { $0 != 0 ? 1 : 0 }).converted(to: a.dtype)
             return try m.expanded(to: shape)
         }
         let ea = try withNoGrad { try a.expanded(to: shape) }, eb = try withNoGrad { try b.expanded(to: shape) }
@@ -36,6 +36,7 @@ extension Tensor {
                                       node.needsGrad(1) ? try masked(g, by: withNoGrad { try m.constant(1).subtracting(m) }) : nil)
             }
         }
+        try out.deriveTangent(from: a, b) { ta, tb in try Tensor.where(mask, ta ?? a.constant(0), tb ?? b.constant(0)) }
         return out
     }
 

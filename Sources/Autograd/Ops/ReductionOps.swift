@@ -114,7 +114,7 @@ extension Tensor {
     func shiftedByMax(axes: [Int], finiteShift: Bool) throws -> (shifted: Tensor, shift: Tensor) {
         let shift = try withNoGrad { () -> Tensor in
             let m = try detach().max(axes: axes, keepDims: true)
-            return finiteShift ? try m.mapped("finite", { $0.isFinite ? $0 : 0 }, { $0.isFinite ? $0 : 0 }) : m
+            return finiteShift ? try m.mapped({ $0.isFinite ? $0 : 0 }, { $0.isFinite ? $0 : 0 }) : m
         }
         return (try subtracting(shift), shift)
     }

@@ -4,6 +4,44 @@
 #define AUTOGRAD_CKERNELS_H
 
 #include <stdint.h>
+#include <math.h>
+#include <string.h>
+
+/* e^x = 2^n e^r with n = round(x / ln2) and r = x - n ln2 (ln2 split in a part exact in float
+ * and a remainder), |r| <= ln2/2; e^r by its Taylor series to degree 7 (truncation below 1e-9
+ * relative); 2^n made from exponent bits. Adding 1.5 * 2^23 rounds x / ln2 to an integer held
+ * in the low mantissa bits, which avoids a conversion the vectoriser may not handle. */
+static inline float agk_exp_core(float x) {
+    /* No fused multiply-adds, in any build of the kernel: the value must not depend on the
+     * instruction set, so that agk_expf (inlined into Swift loops) and the kernel agree. */
+#pragma clang fp contract(off)
+    float xc = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+    float shifted = xc * 1.442695040888963f + 12582912.0f;
+    float n = shifted - 12582912.0f;
+    int32_t bits;
+    memcpy(&bits, &shifted, sizeof bits);
+    int32_t ni = bits - 0x4B400000;
+    float r = (xc - n * 0.693145751953125f) - n * 1.428606765330187e-06f;
+    float p = 1.0f / 5040.0f;
+    p = p * r + 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    uint32_t scale_bits = (uint32_t)(ni + 127) << 23;
+    float scale;
+    memcpy(&scale, &scale_bits, sizeof scale);
+    return p * scale;
+}
+
+
+/* e^x for one float, exactly as agk_exp_f32 gives it: what float32 exp is everywhere in the
+ * engine (the fused loops of derivatives that use exp agree with the kernel to the bit). */
+static inline float agk_expf(float x) {
+    return (x >= -87.0f && x <= 88.0f) ? agk_exp_core(x) : expf(x);
+}
 
 /* out[i] = e^x[i] for float32, within 2 ulp; inputs outside [-87, 88] and nan go to libm. */
 void agk_exp_f32(const float *x, float *out, int64_t n);
@@ -20,12 +58,9 @@ void agk_sub_f64(const double *a, const double *b, double *out, int64_t n);
 void agk_mul_f64(const double *a, const double *b, double *out, int64_t n);
 void agk_div_f64(const double *a, const double *b, double *out, int64_t n);
 
-/* relu: out[i] = x[i] <= 0 ? 0 : x[i] (nan stays nan; out may be x); its gradient:
- * out[i] = y[i] <= 0 ? 0 : g[i], selected, with y the saved output (out may be g). */
+/* relu: out[i] = x[i] <= 0 ? 0 : x[i] (nan stays nan; out may be x). */
 void agk_relu_f32(const float *x, float *out, int64_t n);
 void agk_relu_f64(const double *x, double *out, int64_t n);
-void agk_relu_grad_f32(const float *g, const float *y, float *out, int64_t n);
-void agk_relu_grad_f64(const double *g, const double *y, double *out, int64_t n);
 
 /* SGD without momentum, in double whatever the dtype: p[i] = p[i] - lr * (g[i] + wd * p[i]). */
 void agk_sgd_f32(float *p, const float *g, int64_t n, double lr, double wd);

@@ -1,0 +1,320 @@
+/// Elementwise ops declared once: an op states its value and its derivative (generically, over
+/// `Differentiable`), and everything else is made from that statement here: the recorded rule
+/// (at Tensor), the fused backward loop and the fused forward-mode loop (at Float and Double),
+/// and the tangent rule. An elementwise op's Jacobian is diagonal, so its VJP and its JVP are
+/// the same map applied to a gradient or to a tangent.
+
+/// What an op's derivative reads, so the forward saves exactly that.
+enum DerivativeReads {
+    /// Nothing: the derivative is a constant map (add, sub, neg).
+    case nothing
+    /// The inputs.
+    case inputs
+    /// The output. The fused loops read the saved output; the recorded rule recomputes it from
+    /// the saved inputs, so that it is differentiable (exp, tanh, sigmoid, sqrt).
+    case output
+    /// The output as a constant: the derivative is piecewise constant in it (relu), so only the
+    /// output is saved and the recorded rule reads it as it is.
+    case outputAsConstant
+
+    var savesInputs: Bool { self == .inputs || self == .output }
+    var savesOutput: Bool { self == .output || self == .outputAsConstant }
+}
+
+/// An elementwise op of one input.
+protocol UnaryElementwise {
+    /// The op's name in graphs and errors.
+    static var name: StaticString { get }
+    static var reads: DerivativeReads { get }
+    /// The value the backward pass's fused loop dispatches on; `.none` for an op without one
+    /// (one with a parameter: its recorded rule runs in every pass).
+    var kind: ElementwiseKind { get }
+    /// The op at x.
+    func value<T: Differentiable>(_ x: T) throws(T.Failure) -> T
+    /// The derivative at x (y = value(x)) applied to v, a gradient or a tangent. Only what
+    /// `reads` names is meaningful in x and y.
+    func derivative<T: Differentiable>(_ v: T, x: T, y: T) throws(T.Failure) -> T
+    /// The forward over a whole tensor; by default `value` at each element (ops with a C
+    /// kernel give their own).
+    func forward(_ x: Tensor) throws -> Tensor
+}
+
+extension UnaryElementwise {
+    var kind: ElementwiseKind { .none }
+
+    @inline(__always)
+    func forward(_ x: Tensor) throws -> Tensor {
+        try x.mapped({ value($0) }, { value($0) })
+    }
+}
+
+/// An elementwise op of two inputs, broadcast together (NumPy's rules).
+protocol BinaryElementwise {
+    static var name: StaticString { get }
+    static var reads: DerivativeReads { get }
+    var kind: ElementwiseKind { get }
+    func value<T: Differentiable>(_ a: T, _ b: T) throws(T.Failure) -> T
+    /// The derivative with respect to input k (0: a, 1: b) at (a, b), y = value(a, b), applied
+    /// to v. Only what `reads` names is meaningful in a, b and y.
+    func derivative<T: Differentiable>(_ k: Int, _ v: T, a: T, b: T, y: T) throws(T.Failure) -> T
+    /// Whether derivative k is v itself, so the gradient is handed on rather than computed
+    /// (an optimisation only: derivative(k, ...) must then return v).
+    func passesThrough(_ k: Int) -> Bool
+    /// C kernels over same-size operands, split over threads by the forward.
+    var kernels: BinaryKernels? { get }
+}
+
+extension BinaryElementwise {
+    var kind: ElementwiseKind { .none }
+    func passesThrough(_ k: Int) -> Bool { false }
+    var kernels: BinaryKernels? { nil }
+}
+
+/// A binary forward kernel in both dtypes (out[i] = f(a[i], b[i]) for i < n).
+struct BinaryKernels {
+    let f32: (UnsafePointer<Float>?, UnsafePointer<Float>?, UnsafeMutablePointer<Float>?, Int64) -> Void
+    let f64: (UnsafePointer<Double>?, UnsafePointer<Double>?, UnsafeMutablePointer<Double>?, Int64) -> Void
+}
+
+// MARK: - Forward, recorded rule and tangent, made from the statement
+
+extension Tensor {
+    /// Runs a unary elementwise op: its forward, its node (when recorded) and its tangent (in
+    /// forward mode).
+    @inline(__always)
+    static func unary<Op: UnaryElementwise>(_ op: Op, _ x: Tensor) throws -> Tensor {
+        let out = try op.forward(x)
+        if shouldRecord(x) {
+            out.record(Op.name, x, savesInput: Op.reads.savesInputs, savesOutput: Op.reads.savesOutput,
+                       elementwise: op.kind) { g, node in InputGradients(try unaryGradient(op, g, node)) }
+        }
+        if x.tangentBox != nil {
+            try out.deriveTangent(from: x) { t in try unaryTangent(op, t, x, out) }
+        }
+        return out
+    }
+
+    /// The recorded rule of a unary op: its derivative over tensors.
+    static func unaryGradient<Op: UnaryElementwise>(_ op: Op, _ g: Tensor, _ node: Node) throws -> Tensor {
+        switch Op.reads {
+        case .nothing: return try op.derivative(g, x: g, y: g)
+        case .inputs:
+            let x = node.saved(0)
+            return try op.derivative(g, x: x, y: x)
+        case .output:
+            let x = node.saved(0)
+            return try op.derivative(g, x: x, y: op.value(x))
+        case .outputAsConstant:
+            let y = node.output()
+            return try op.derivative(g, x: y, y: y)
+        }
+    }
+
+    /// A unary op's tangent: the fused loop when the result need not be differentiable, else
+    /// the derivative over tensors (y is the recorded output, so it is differentiable).
+    static func unaryTangent<Op: UnaryElementwise>(_ op: Op, _ t: Tensor, _ x: Tensor, _ y: Tensor) throws -> Tensor {
+        if !shouldRecord(t, x) && t.dtype == x.dtype && t.shape == x.shape {
+            let out = try Tensor(uninitialized: t.shape, dtype: t.dtype)
+            guard let tp = t.storage.raw, let xp = x.storage.raw, let yp = y.storage.raw, let op_ = out.storage.raw else { return out }
+            FusedLoop.unary(op, dtype: t.dtype, v: tp, x: xp, y: yp, into: op_, count: t.count, accumulate: false)
+            return out
+        }
+        return try op.derivative(t, x: x, y: y)
+    }
+
+    /// Runs a binary elementwise op: forward, node, tangent.
+    @inline(__always)
+    static func binary<Op: BinaryElementwise>(_ op: Op, _ a: Tensor, _ b: Tensor) throws -> Tensor {
+        let out = try zipped(op, a, b)
+        if shouldRecord(a, b) {
+            out.record(Op.name, a, b, savesInputs: Op.reads.savesInputs, elementwise: op.kind) { g, node in
+                try binaryGradients(op, g, node)
+            }
+        }
+        if a.tangentBox != nil || b.tangentBox != nil {
+            try out.deriveTangent(from: a, b) { ta, tb in try binaryTangent(op, ta, tb, a, b, out) }
+        }
+        return out
+    }
+
+    /// The forward of a binary op: its C kernels for large same-size operands, else `value` at
+    /// each element, broadcast.
+    @inline(__always)
+    static func zipped<Op: BinaryElementwise>(_ op: Op, _ a: Tensor, _ b: Tensor) throws -> Tensor {
+        if let kernels = op.kernels, a.dtype == b.dtype, a.shape == b.shape, a.count >= Parallel.minimumParallelCount {
+            let out = try Tensor(uninitialized: a.shape, dtype: a.dtype)
+            out.run(kernels, a, b)
+            return out
+        }
+        return try zipped(a, b, "\(Op.name)", { op.value($0, $1) }, { op.value($0, $1) })
+    }
+
+    /// self = kernels(a, b), split over the worker threads (same sizes, checked by the caller).
+    private func run(_ kernels: BinaryKernels, _ a: Tensor, _ b: Tensor) {
+        switch dtype {
+        case .float32:
+            guard let ap = a.buffer(Float.self).baseAddress, let bp = b.buffer(Float.self).baseAddress,
+                  let op = buffer(Float.self).baseAddress else { return }
+            Parallel.forChunks(count: count) { r in kernels.f32(ap + r.lowerBound, bp + r.lowerBound, op + r.lowerBound, Int64(r.count)) }
+        case .float64:
+            guard let ap = a.buffer(Double.self).baseAddress, let bp = b.buffer(Double.self).baseAddress,
+                  let op = buffer(Double.self).baseAddress else { return }
+            Parallel.forChunks(count: count) { r in kernels.f64(ap + r.lowerBound, bp + r.lowerBound, op + r.lowerBound, Int64(r.count)) }
+        }
+    }
+
+    /// The recorded rule of a binary op: its derivatives over tensors, in the broadcast shape
+    /// (Backward sums each back to its input's shape).
+    static func binaryGradients<Op: BinaryElementwise>(_ op: Op, _ g: Tensor, _ node: Node) throws -> InputGradients {
+        var a = g, b = g, y = g
+        if Op.reads.savesInputs {
+            a = node.saved(0)
+            b = node.saved(1)
+            if Op.reads == .output { y = try op.value(a, b) }
+        }
+        return InputGradients(node.needsGrad(0) ? try op.derivative(0, g, a: a, b: b, y: y) : nil,
+                              node.needsGrad(1) ? try op.derivative(1, g, a: a, b: b, y: y) : nil)
+    }
+
+    /// A binary op's tangent: the sum of each input's term (an input without a tangent adds
+    /// nothing); fused when nothing is broadcast and the result need not be differentiable.
+    static func binaryTangent<Op: BinaryElementwise>(_ op: Op, _ ta: Tensor?, _ tb: Tensor?, _ a: Tensor, _ b: Tensor,
+                                                      _ y: Tensor) throws -> Tensor {
+        let sameShapes = a.shape == y.shape && b.shape == y.shape && a.dtype == b.dtype
+            && (ta.map { $0.shape == y.shape && $0.dtype == y.dtype } ?? true)
+            && (tb.map { $0.shape == y.shape && $0.dtype == y.dtype } ?? true)
+        if sameShapes && !GradMode.isEnabled || sameShapes && !(a.requiresGrad || b.requiresGrad || ta?.requiresGrad == true || tb?.requiresGrad == true) {
+            let out = try Tensor(uninitialized: y.shape, dtype: y.dtype)
+            guard let ap = a.storage.raw, let bp = b.storage.raw, let yp = y.storage.raw, let op_ = out.storage.raw else { return out }
+            var first = true
+            for (k, t) in [ta, tb].enumerated() {
+                guard let t, let tp = t.storage.raw else { continue }
+                FusedLoop.binary(op, k, dtype: y.dtype, v: tp, a: ap, b: bp, y: yp, into: op_, count: y.count, accumulate: !first)
+                first = false
+            }
+            if first { return try Tensor.zeros(y.shape, dtype: y.dtype) }
+            return out
+        }
+        var sum: Tensor? = nil
+        for (k, t) in [ta, tb].enumerated() {
+            guard let t else { continue }
+            let term = try op.derivative(k, t, a: a, b: b, y: y)
+            sum = try sum.map { try $0.adding(term) } ?? term
+        }
+        guard let sum else { return try Tensor.zeros(y.shape, dtype: y.dtype) }
+        return sum.shape == y.shape ? sum : try sum.expanded(to: y.shape)
+    }
+}
+
+// MARK: - The fused loops
+
+/// The loops made from an op's derivative at Float and Double: specialised per op, so each is
+/// the loop one would write by hand for it.
+enum FusedLoop {
+    /// out[i] = (accumulate ? out[i] : 0) + derivative(v[i], x[i], y[i]) for i < n; `out` may
+    /// be `v` itself (each element is read before it is written). Large counts are split over
+    /// the worker threads.
+    @inline(__always)
+    static func unary<Op: UnaryElementwise>(_ op: Op, dtype: DType, v: UnsafeMutableRawPointer, x: UnsafeMutableRawPointer,
+                                            y: UnsafeMutableRawPointer, into out: UnsafeMutableRawPointer, count n: Int, accumulate: Bool) {
+        switch dtype {
+        case .float32:
+            let (vp, xp, yp, o) = (v.assumingMemoryBound(to: Float.self), x.assumingMemoryBound(to: Float.self),
+                                   y.assumingMemoryBound(to: Float.self), out.assumingMemoryBound(to: Float.self))
+            Parallel.forChunks(count: n) { r in unary(op, vp, xp, yp, o, r, accumulate) }
+        case .float64:
+            let (vp, xp, yp, o) = (v.assumingMemoryBound(to: Double.self), x.assumingMemoryBound(to: Double.self),
+                                   y.assumingMemoryBound(to: Double.self), out.assumingMemoryBound(to: Double.self))
+            Parallel.forChunks(count: n) { r in unary(op, vp, xp, yp, o, r, accumulate) }
+        }
+    }
+
+    @inline(__always)
+    private static func unary<Op: UnaryElementwise, T: TensorElement & Differentiable>(
+        _ op: Op, _ v: UnsafeMutablePointer<T>, _ x: UnsafeMutablePointer<T>, _ y: UnsafeMutablePointer<T>,
+        _ out: UnsafeMutablePointer<T>, _ r: Range<Int>, _ accumulate: Bool) where T.Failure == Never {
+        if accumulate {
+            for i in r { out[i] += op.derivative(v[i], x: x[i], y: y[i]) }
+        } else {
+            for i in r { out[i] = op.derivative(v[i], x: x[i], y: y[i]) }
+        }
+    }
+
+    /// out[i] = (accumulate ? out[i] : 0) + derivative(k, v[i], a[i], b[i], y[i]); as above.
+    @inline(__always)
+    static func binary<Op: BinaryElementwise>(_ op: Op, _ k: Int, dtype: DType, v: UnsafeMutableRawPointer, a: UnsafeMutableRawPointer,
+                                              b: UnsafeMutableRawPointer, y: UnsafeMutableRawPointer,
+                                              into out: UnsafeMutableRawPointer, count n: Int, accumulate: Bool) {
+        switch dtype {
+        case .float32:
+            let (vp, ap, bp, yp, o) = (v.assumingMemoryBound(to: Float.self), a.assumingMemoryBound(to: Float.self),
+                                       b.assumingMemoryBound(to: Float.self), y.assumingMemoryBound(to: Float.self),
+                                       out.assumingMemoryBound(to: Float.self))
+            Parallel.forChunks(count: n) { r in binary(op, k, vp, ap, bp, yp, o, r, accumulate) }
+        case .float64:
+            let (vp, ap, bp, yp, o) = (v.assumingMemoryBound(to: Double.self), a.assumingMemoryBound(to: Double.self),
+                                       b.assumingMemoryBound(to: Double.self), y.assumingMemoryBound(to: Double.self),
+                                       out.assumingMemoryBound(to: Double.self))
+            Parallel.forChunks(count: n) { r in binary(op, k, vp, ap, bp, yp, o, r, accumulate) }
+        }
+    }
+
+    @inline(__always)
+    private static func binary<Op: BinaryElementwise, T: TensorElement & Differentiable>(
+        _ op: Op, _ k: Int, _ v: UnsafeMutablePointer<T>, _ a: UnsafeMutablePointer<T>, _ b: UnsafeMutablePointer<T>,
+        _ y: UnsafeMutablePointer<T>, _ out: UnsafeMutablePointer<T>, _ r: Range<Int>, _ accumulate: Bool) where T.Failure == Never {
+        if k == 0 {
+            if accumulate { for i in r { out[i] += op.derivative(0, v[i], a: a[i], b: b[i], y: y[i]) } }
+            else { for i in r { out[i] = op.derivative(0, v[i], a: a[i], b: b[i], y: y[i]) } }
+        } else {
+            if accumulate { for i in r { out[i] += op.derivative(1, v[i], a: a[i], b: b[i], y: y[i]) } }
+            else { for i in r { out[i] = op.derivative(1, v[i], a: a[i], b: b[i], y: y[i]) } }
+        }
+    }
+}
+
+/// The elementwise ops whose nodes the backward pass may run through their fused loop (a typed
+/// op value: the dispatch below is the only place it is read). A node gets its op's kind only
+/// when every input has the output's shape and dtype (no broadcast to undo).
+enum ElementwiseKind: UInt8 {
+    case none, add, sub, mul, div, neg, exp, log, sqrt, sin, cos, abs, tanh, sigmoid, relu, softplus, gelu, pow, maximum, minimum
+
+    /// Whether input k's gradient is the incoming gradient itself (handed on, not computed).
+    @inline(__always)
+    func passesGradient(toInput k: Int) -> Bool {
+        switch self {
+        case .add: return Add().passesThrough(k)
+        case .sub: return Subtract().passesThrough(k)
+        default: return false
+        }
+    }
+
+    /// The fused backward loop of input k: out = (accumulate ? out : 0) + derivative_k(g),
+    /// over the node's saved values (x0, x1: its inputs; y: its output; any that the op does
+    /// not read may be g itself). `out` may be `g`.
+    func apply(_ k: Int, dtype: DType, g: UnsafeMutableRawPointer, x0: UnsafeMutableRawPointer, x1: UnsafeMutableRawPointer,
+               y: UnsafeMutableRawPointer, into out: UnsafeMutableRawPointer, count n: Int, accumulate: Bool) {
+        switch self {
+        case .none: return
+        case .add: FusedLoop.binary(Add(), k, dtype: dtype, v: g, a: x0, b: x1, y: y, into: out, count: n, accumulate: accumulate)
+        case .sub: FusedLoop.binary(Subtract(), k, dtype: dtype, v: g, a: x0, b: x1, y: y, into: out, count: n, accumulate: accumulate)
+        case .mul: FusedLoop.binary(Multiply(), k, dtype: dtype, v: g, a: x0, b: x1, y: y, into: out, count: n, accumulate: accumulate)
+        case .div: FusedLoop.binary(Divide(), k, dtype: dtype, v: g, a: x0, b: x1, y: y, into: out, count: n, accumulate: accumulate)
+        case .pow: FusedLoop.binary(Power(), k, dtype: dtype, v: g, a: x0, b: x1, y: y, into: out, count: n, accumulate: accumulate)
+        case .maximum: FusedLoop.binary(Maximum(), k, dtype: dtype, v: g, a: x0, b: x1, y: y, into: out, count: n, accumulate: accumulate)
+        case .minimum: FusedLoop.binary(Minimum(), k, dtype: dtype, v: g, a: x0, b: x1, y: y, into: out, count: n, accumulate: accumulate)
+        case .neg: FusedLoop.unary(Negate(), dtype: dtype, v: g, x: x0, y: y, into: out, count: n, accumulate: accumulate)
+        case .exp: FusedLoop.unary(Exp(), dtype: dtype, v: g, x: x0, y: y, into: out, count: n, accumulate: accumulate)
+        case .log: FusedLoop.unary(Log(), dtype: dtype, v: g, x: x0, y: y, into: out, count: n, accumulate: accumulate)
+        case .sqrt: FusedLoop.unary(SquareRoot(), dtype: dtype, v: g, x: x0, y: y, into: out, count: n, accumulate: accumulate)
+        case .sin: FusedLoop.unary(Sine(), dtype: dtype, v: g, x: x0, y: y, into: out, count: n, accumulate: accumulate)
+        case .cos: FusedLoop.unary(Cosine(), dtype: dtype, v: g, x: x0, y: y, into: out, count: n, accumulate: accumulate)
+        case .abs: FusedLoop.unary(Absolute(), dtype: dtype, v: g, x: x0, y: y, into: out, count: n, accumulate: accumulate)
+        case .tanh: FusedLoop.unary(Tanh(), dtype: dtype, v: g, x: x0, y: y, into: out, count: n, accumulate: accumulate)
+        case .sigmoid: FusedLoop.unary(Sigmoid(), dtype: dtype, v: g, x: x0, y: y, into: out, count: n, accumulate: accumulate)
+        case .relu: FusedLoop.unary(Relu(), dtype: dtype, v: g, x: x0, y: y, into: out, count: n, accumulate: accumulate)
+        case .softplus: FusedLoop.unary(Softplus(), dtype: dtype, v: g, x: x0, y: y, into: out, count: n, accumulate: accumulate)
+        case .gelu: FusedLoop.unary(Gelu(), dtype: dtype, v: g, x: x0, y: y, into: out, count: n, accumulate: accumulate)
+        }
+    }
+}
