@@ -141,12 +141,12 @@ extension Tensor {
     /// each element, broadcast.
     @inline(__always)
     static func zipped<Op: BinaryElementwise>(_ op: Op, _ a: Tensor, _ b: Tensor) throws -> Tensor {
-        if let kernels = op.kernels, a.dtype == b.dtype, a.shape == b.shape, a.count >= Parallel.minimumParallelCount {
+        if a.count >= Parallel.minimumParallelCount, let kernels = op.kernels, a.dtype == b.dtype, a.shape == b.shape {
             let out = try Tensor(uninitialized: a.shape, dtype: a.dtype)
             out.run(kernels, a, b)
             return out
         }
-        return try zipped(a, b, "\(Op.name)", { op.value($0, $1) }, { op.value($0, $1) })
+        return try zipped(a, b, Op.name, { op.value($0, $1) }, { op.value($0, $1) })
     }
 
     /// self = kernels(a, b), split over the worker threads (same sizes, checked by the caller).
@@ -221,10 +221,12 @@ enum FusedLoop {
         case .float32:
             let (vp, xp, yp, o) = (v.assumingMemoryBound(to: Float.self), x.assumingMemoryBound(to: Float.self),
                                    y.assumingMemoryBound(to: Float.self), out.assumingMemoryBound(to: Float.self))
+            if n < Parallel.minimumParallelCount { unary(op, vp, xp, yp, o, 0..<n, accumulate); return }
             Parallel.forChunks(count: n) { r in unary(op, vp, xp, yp, o, r, accumulate) }
         case .float64:
             let (vp, xp, yp, o) = (v.assumingMemoryBound(to: Double.self), x.assumingMemoryBound(to: Double.self),
                                    y.assumingMemoryBound(to: Double.self), out.assumingMemoryBound(to: Double.self))
+            if n < Parallel.minimumParallelCount { unary(op, vp, xp, yp, o, 0..<n, accumulate); return }
             Parallel.forChunks(count: n) { r in unary(op, vp, xp, yp, o, r, accumulate) }
         }
     }
@@ -250,11 +252,13 @@ enum FusedLoop {
             let (vp, ap, bp, yp, o) = (v.assumingMemoryBound(to: Float.self), a.assumingMemoryBound(to: Float.self),
                                        b.assumingMemoryBound(to: Float.self), y.assumingMemoryBound(to: Float.self),
                                        out.assumingMemoryBound(to: Float.self))
+            if n < Parallel.minimumParallelCount { binary(op, k, vp, ap, bp, yp, o, 0..<n, accumulate); return }
             Parallel.forChunks(count: n) { r in binary(op, k, vp, ap, bp, yp, o, r, accumulate) }
         case .float64:
             let (vp, ap, bp, yp, o) = (v.assumingMemoryBound(to: Double.self), a.assumingMemoryBound(to: Double.self),
                                        b.assumingMemoryBound(to: Double.self), y.assumingMemoryBound(to: Double.self),
                                        out.assumingMemoryBound(to: Double.self))
+            if n < Parallel.minimumParallelCount { binary(op, k, vp, ap, bp, yp, o, 0..<n, accumulate); return }
             Parallel.forChunks(count: n) { r in binary(op, k, vp, ap, bp, yp, o, r, accumulate) }
         }
     }
@@ -292,6 +296,7 @@ enum ElementwiseKind: UInt8 {
     /// The fused backward loop of input k: out = (accumulate ? out : 0) + derivative_k(g),
     /// over the node's saved values (x0, x1: its inputs; y: its output; any that the op does
     /// not read may be g itself). `out` may be `g`.
+    @inline(__always)
     func apply(_ k: Int, dtype: DType, g: UnsafeMutableRawPointer, x0: UnsafeMutableRawPointer, x1: UnsafeMutableRawPointer,
                y: UnsafeMutableRawPointer, into out: UnsafeMutableRawPointer, count n: Int, accumulate: Bool) {
         switch self {

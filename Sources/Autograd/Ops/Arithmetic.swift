@@ -19,8 +19,8 @@ extension Tensor {
 }
 
 struct Add: BinaryElementwise {
-    static let name: StaticString = "add"
-    static let reads = DerivativeReads.nothing
+    static var name: StaticString { "add" }
+    static var reads: DerivativeReads { .nothing }
     var kind: ElementwiseKind { .add }
     var kernels: BinaryKernels? { BinaryKernels(f32: agk_add_f32, f64: agk_add_f64) }
     func value<T: Differentiable>(_ a: T, _ b: T) throws(T.Failure) -> T { try a + b }
@@ -29,8 +29,8 @@ struct Add: BinaryElementwise {
 }
 
 struct Subtract: BinaryElementwise {
-    static let name: StaticString = "sub"
-    static let reads = DerivativeReads.nothing
+    static var name: StaticString { "sub" }
+    static var reads: DerivativeReads { .nothing }
     var kind: ElementwiseKind { .sub }
     var kernels: BinaryKernels? { BinaryKernels(f32: agk_sub_f32, f64: agk_sub_f64) }
     func value<T: Differentiable>(_ a: T, _ b: T) throws(T.Failure) -> T { try a - b }
@@ -39,8 +39,8 @@ struct Subtract: BinaryElementwise {
 }
 
 struct Multiply: BinaryElementwise {
-    static let name: StaticString = "mul"
-    static let reads = DerivativeReads.inputs
+    static var name: StaticString { "mul" }
+    static var reads: DerivativeReads { .inputs }
     var kind: ElementwiseKind { .mul }
     var kernels: BinaryKernels? { BinaryKernels(f32: agk_mul_f32, f64: agk_mul_f64) }
     func value<T: Differentiable>(_ a: T, _ b: T) throws(T.Failure) -> T { try a * b }
@@ -48,8 +48,8 @@ struct Multiply: BinaryElementwise {
 }
 
 struct Divide: BinaryElementwise {
-    static let name: StaticString = "div"
-    static let reads = DerivativeReads.inputs
+    static var name: StaticString { "div" }
+    static var reads: DerivativeReads { .inputs }
     var kind: ElementwiseKind { .div }
     var kernels: BinaryKernels? { BinaryKernels(f32: agk_div_f32, f64: agk_div_f64) }
     func value<T: Differentiable>(_ a: T, _ b: T) throws(T.Failure) -> T { try a / b }
@@ -65,8 +65,8 @@ struct Divide: BinaryElementwise {
 }
 
 struct Power: BinaryElementwise {
-    static let name: StaticString = "pow"
-    static let reads = DerivativeReads.inputs
+    static var name: StaticString { "pow" }
+    static var reads: DerivativeReads { .inputs }
     var kind: ElementwiseKind { .pow }
     func value<T: Differentiable>(_ a: T, _ b: T) throws(T.Failure) -> T { try T.pow(a, b) }
     // Where a derivative is taken as 0, v is replaced by 0 (selected) and the formula runs on
@@ -90,8 +90,8 @@ struct Power: BinaryElementwise {
 /// other wins, v/2 on a tie (v·0.5 is v/2 exactly), v otherwise (so where either is nan both
 /// get v). Selected, so an infinite or nan v never reaches the loser.
 struct Maximum: BinaryElementwise {
-    static let name: StaticString = "maximum"
-    static let reads = DerivativeReads.inputs
+    static var name: StaticString { "maximum" }
+    static var reads: DerivativeReads { .inputs }
     var kind: ElementwiseKind { .maximum }
     func value<T: Differentiable>(_ a: T, _ b: T) throws(T.Failure) -> T {
         // a if a > b or a is nan (a != a), else b
@@ -104,8 +104,8 @@ struct Maximum: BinaryElementwise {
 }
 
 struct Minimum: BinaryElementwise {
-    static let name: StaticString = "minimum"
-    static let reads = DerivativeReads.inputs
+    static var name: StaticString { "minimum" }
+    static var reads: DerivativeReads { .inputs }
     var kind: ElementwiseKind { .minimum }
     func value<T: Differentiable>(_ a: T, _ b: T) throws(T.Failure) -> T {
         try T.select(a, .less, b, a, T.select(a, .equal, a, b, a))
@@ -131,7 +131,7 @@ extension Tensor {
 extension Tensor {
     /// f applied elementwise to a and b broadcast together (both of one dtype).
     @inline(__always)
-    static func zipped(_ a: Tensor, _ b: Tensor, _ op: String,
+    static func zipped(_ a: Tensor, _ b: Tensor, _ op: StaticString,
                        _ f32: (Float, Float) -> Float, _ f64: (Double, Double) -> Double) throws -> Tensor {
         guard a.dtype == b.dtype else {
             throw AutogradError.dtype("\(op): operands have different dtypes (\(a.dtype) and \(b.dtype))")

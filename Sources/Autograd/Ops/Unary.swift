@@ -34,16 +34,16 @@ extension Tensor {
 }
 
 struct Negate: UnaryElementwise {
-    static let name: StaticString = "neg"
-    static let reads = DerivativeReads.nothing
+    static var name: StaticString { "neg" }
+    static var reads: DerivativeReads { .nothing }
     var kind: ElementwiseKind { .neg }
     func value<T: Differentiable>(_ x: T) throws(T.Failure) -> T { try -x }
     func derivative<T: Differentiable>(_ v: T, x: T, y: T) throws(T.Failure) -> T { try -v }
 }
 
 struct Exp: UnaryElementwise {
-    static let name: StaticString = "exp"
-    static let reads = DerivativeReads.output
+    static var name: StaticString { "exp" }
+    static var reads: DerivativeReads { .output }
     var kind: ElementwiseKind { .exp }
     func value<T: Differentiable>(_ x: T) throws(T.Failure) -> T { try T.exp(x) }
     func derivative<T: Differentiable>(_ v: T, x: T, y: T) throws(T.Failure) -> T { try v * y }   // d exp = exp
@@ -60,18 +60,18 @@ struct Exp: UnaryElementwise {
 }
 
 struct Log: UnaryElementwise {
-    static let name: StaticString = "log"
-    static let reads = DerivativeReads.inputs
+    static var name: StaticString { "log" }
+    static var reads: DerivativeReads { .inputs }
     var kind: ElementwiseKind { .log }
     func value<T: Differentiable>(_ x: T) throws(T.Failure) -> T { try T.log(x) }
     func derivative<T: Differentiable>(_ v: T, x: T, y: T) throws(T.Failure) -> T { try v / x }
 }
 
 struct Relu: UnaryElementwise {
-    static let name: StaticString = "relu"
+    static var name: StaticString { "relu" }
     // relu(x) is 0 exactly where x <= 0 (nan stays nan), so the output serves as the mask and
     // the input need not be saved.
-    static let reads = DerivativeReads.outputAsConstant
+    static var reads: DerivativeReads { .outputAsConstant }
     var kind: ElementwiseKind { .relu }
     func value<T: Differentiable>(_ x: T) throws(T.Failure) -> T {
         try T.select(x, .lessOrEqual, x.constant(0), x.constant(0), x)
@@ -92,16 +92,16 @@ struct Relu: UnaryElementwise {
 }
 
 struct SquareRoot: UnaryElementwise {
-    static let name: StaticString = "sqrt"
-    static let reads = DerivativeReads.output
+    static var name: StaticString { "sqrt" }
+    static var reads: DerivativeReads { .output }
     var kind: ElementwiseKind { .sqrt }
     func value<T: Differentiable>(_ x: T) throws(T.Failure) -> T { try T.sqrt(x) }
     func derivative<T: Differentiable>(_ v: T, x: T, y: T) throws(T.Failure) -> T { try v / (y * y.constant(2)) }
 }
 
 struct Absolute: UnaryElementwise {
-    static let name: StaticString = "abs"
-    static let reads = DerivativeReads.inputs
+    static var name: StaticString { "abs" }
+    static var reads: DerivativeReads { .inputs }
     var kind: ElementwiseKind { .abs }
     func value<T: Differentiable>(_ x: T) throws(T.Failure) -> T {
         try T.select(x, .less, x.constant(0), -x, x)
@@ -115,40 +115,40 @@ struct Absolute: UnaryElementwise {
 }
 
 struct Sine: UnaryElementwise {
-    static let name: StaticString = "sin"
-    static let reads = DerivativeReads.inputs
+    static var name: StaticString { "sin" }
+    static var reads: DerivativeReads { .inputs }
     var kind: ElementwiseKind { .sin }
     func value<T: Differentiable>(_ x: T) throws(T.Failure) -> T { try T.sin(x) }
     func derivative<T: Differentiable>(_ v: T, x: T, y: T) throws(T.Failure) -> T { try v * T.cos(x) }
 }
 
 struct Cosine: UnaryElementwise {
-    static let name: StaticString = "cos"
-    static let reads = DerivativeReads.inputs
+    static var name: StaticString { "cos" }
+    static var reads: DerivativeReads { .inputs }
     var kind: ElementwiseKind { .cos }
     func value<T: Differentiable>(_ x: T) throws(T.Failure) -> T { try T.cos(x) }
     func derivative<T: Differentiable>(_ v: T, x: T, y: T) throws(T.Failure) -> T { try -(v * T.sin(x)) }
 }
 
 struct Tanh: UnaryElementwise {
-    static let name: StaticString = "tanh"
-    static let reads = DerivativeReads.output
+    static var name: StaticString { "tanh" }
+    static var reads: DerivativeReads { .output }
     var kind: ElementwiseKind { .tanh }
     func value<T: Differentiable>(_ x: T) throws(T.Failure) -> T { try T.tanh(x) }
     func derivative<T: Differentiable>(_ v: T, x: T, y: T) throws(T.Failure) -> T { try v * (y.constant(1) - y * y) }  // 1 - tanh²
 }
 
 struct Sigmoid: UnaryElementwise {
-    static let name: StaticString = "sigmoid"
-    static let reads = DerivativeReads.output
+    static var name: StaticString { "sigmoid" }
+    static var reads: DerivativeReads { .output }
     var kind: ElementwiseKind { .sigmoid }
     func value<T: Differentiable>(_ x: T) throws(T.Failure) -> T { try T.sigmoid(x) }
     func derivative<T: Differentiable>(_ v: T, x: T, y: T) throws(T.Failure) -> T { try v * (y * (y.constant(1) - y)) }  // s (1 - s)
 }
 
 struct LeakyRelu: UnaryElementwise {
-    static let name: StaticString = "leaky_relu"
-    static let reads = DerivativeReads.inputs
+    static var name: StaticString { "leaky_relu" }
+    static var reads: DerivativeReads { .inputs }
     let slope: Double
     func value<T: Differentiable>(_ x: T) throws(T.Failure) -> T {
         try T.select(x, .greater, x.constant(0), x, x * x.constant(slope))
@@ -159,8 +159,8 @@ struct LeakyRelu: UnaryElementwise {
 }
 
 struct Softplus: UnaryElementwise {
-    static let name: StaticString = "softplus"
-    static let reads = DerivativeReads.inputs
+    static var name: StaticString { "softplus" }
+    static var reads: DerivativeReads { .inputs }
     var kind: ElementwiseKind { .softplus }
     func value<T: Differentiable>(_ x: T) throws(T.Failure) -> T {
         // max(x, 0) + log(1 + e^-|x|): the recorded rule's form; the forward uses log1p.
@@ -177,8 +177,8 @@ struct Softplus: UnaryElementwise {
 }
 
 struct Gelu: UnaryElementwise {
-    static let name: StaticString = "gelu"
-    static let reads = DerivativeReads.inputs
+    static var name: StaticString { "gelu" }
+    static var reads: DerivativeReads { .inputs }
     var kind: ElementwiseKind { .gelu }
     func value<T: Differentiable>(_ x: T) throws(T.Failure) -> T { try x * T.normalCDF(x) }
     func derivative<T: Differentiable>(_ v: T, x: T, y: T) throws(T.Failure) -> T {
@@ -188,8 +188,8 @@ struct Gelu: UnaryElementwise {
 
 /// Φ, the standard normal CDF: gelu's building block.
 struct NormalCDF: UnaryElementwise {
-    static let name: StaticString = "normal_cdf"
-    static let reads = DerivativeReads.inputs
+    static var name: StaticString { "normal_cdf" }
+    static var reads: DerivativeReads { .inputs }
     func value<T: Differentiable>(_ x: T) throws(T.Failure) -> T { try T.normalCDF(x) }
     func derivative<T: Differentiable>(_ v: T, x: T, y: T) throws(T.Failure) -> T { try v * NormalCDF.density(x) }
 
