@@ -8,6 +8,7 @@ B5 GB/s) higher is better and a target reads ">= limit". The hand-written bench/
 copied into the report verbatim, so notes kept there are never overwritten."""
 
 import argparse
+import json
 import os
 import sys
 
@@ -200,7 +201,21 @@ def raw_table(res):
     return "\n".join(lines)
 
 
-def markdown(data, res, rows, info_rows, png_name, history):
+def compare_table(comp):
+    """The "Before and after" section from bench/compare.py's JSON (None: no section)."""
+    if not comp:
+        return []
+    out = ["## Before and after", "",
+           f"Autograd built from commit {comp['before']} (before) and {comp['after']} (after), the same "
+           f"benchmark program run against each library in turn, alternating, {comp['rounds']} rounds "
+           "(`python3 bench/compare.py`); medians of all samples. Lower is better for times.", "",
+           "| Benchmark | Threads | Before | After | Unit | Change |", "|---|---|---|---|---|---|"]
+    out += [f"| {r['bench']} {r['case']} | {r['threads']} | {r['before']:.4g} | {r['after']:.4g} | "
+            f"{r['metric']} | {100 * r['change']:+.1f}% |" for r in comp["results"]]
+    return out + [""]
+
+
+def markdown(data, res, rows, info_rows, png_name, history, comp=None):
     meta = data["meta"]
     m, v = meta["machine"], meta["versions"]
     limit = meta.get("quiet_cores_limit", 0.25)
@@ -250,6 +265,7 @@ def markdown(data, res, rows, info_rows, png_name, history):
         out += [f"| {r['label']} | {r['threads']} | {fmt_ratio(r['ratio'])} |" for r in info_rows]
         out.append("")
 
+    out += compare_table(comp)
     out += ["## Raw numbers (medians)", "", raw_table(res), ""]
 
     checks = data.get("checks", [])
@@ -273,6 +289,8 @@ def main():
     ap.add_argument("--md", default=os.path.join(HERE, "RESULTS.md"))
     ap.add_argument("--png", default=os.path.join(HERE, "ratios.png"))
     ap.add_argument("--history", default=os.path.join(HERE, "HISTORY.md"))
+    ap.add_argument("--compare", default=os.path.join(HERE, "results", "compare.json"),
+                    help="bench/compare.py's JSON, shown as 'Before and after' when it exists")
     args = ap.parse_args()
 
     data = load(args.json)
@@ -291,7 +309,14 @@ def main():
         draw_chart(rows, args.png, title)
     png_rel = os.path.relpath(args.png, os.path.dirname(os.path.abspath(args.md)))
     with open(args.md, "w") as f:
-        f.write(markdown(data, res, rows, info_rows, png_rel, history))
+        comp = None
+        if args.compare and os.path.exists(args.compare):
+            with open(args.compare) as cf:
+                comp = json.load(cf)
+            # Only a comparison made on the commit these results come from belongs here.
+            if comp.get("after", "").split()[0] != data["meta"]["versions"]["autograd_commit"].split()[0]:
+                comp = None
+        f.write(markdown(data, res, rows, info_rows, png_rel, history, comp))
     print(f"\nreport: {os.path.relpath(args.md)} and {os.path.relpath(args.png)}")
     return 0
 
