@@ -127,7 +127,6 @@ class Header:
     functions: List[CFunction]  # in header order
     scalar_typedefs: dict  # name -> CType (ag_tensor -> uint64_t)
     function_typedefs: dict  # name -> CFunction (ag_grad_hook -> its signature)
-    sections: List[tuple]  # (title, line) in header order
 
     def resolve(self, ctype):
         """ctype with header scalar typedefs replaced by what they name (pointers kept)."""
@@ -248,6 +247,7 @@ def _c_params(text, where):
 
 
 def read_header(path=HEADER):
+    """Every function prototype and typedef of the header, each function with its section."""
     with open(path, encoding="utf-8") as f:
         raw = f.read()
     code, comments = _blank_comments(raw)
@@ -266,7 +266,7 @@ def read_header(path=HEADER):
             lines.append(line)
     code = "\n".join(lines)
 
-    header = Header([], {}, {}, [(t, raw.count("\n", 0, off) + 1) for off, t, sub in marks if not sub])
+    header = Header([], {}, {})
     start, depth = 0, 0
     for i, ch in enumerate(code):
         if ch == "{":
@@ -304,6 +304,11 @@ def read_header(path=HEADER):
                 fn.section, fn.subsection = title, ""
         header.functions.append(fn)
     return header
+
+
+def short_title(title):
+    """A section's title up to its first sentence's end ("Operations", not its whole banner)."""
+    return title.split(". ")[0].rstrip(".")
 
 
 def section_file(title):
@@ -455,6 +460,7 @@ def _balanced(text):
 
 
 def check_swift(header, shims, aliases):
+    """Problems between the header's functions and the @_cdecl shims (types, count, file)."""
     problems = []
     declared = {fn.name: fn for fn in header.functions}
     by_name = {}
@@ -487,9 +493,14 @@ def check_swift(header, shims, aliases):
                 want = swift_type(header, p.ctype, "param")
                 got = canonical_swift(written, aliases)
                 if got != want:
+                    why = ""
+                    if want.endswith("?") and not got.endswith("?"):
+                        why = "; a pointer or callback parameter is Optional, since C may pass NULL"
+                    elif want == "UInt8" and got == "Bool":
+                        why = "; a C bool argument is taken as UInt8, so any byte a caller passes is read safely"
                     problems.append(f"{fn.name}: parameter {k + 1} '{p.name}' is {p.ctype.text()} in the header, "
                                     f"so the shim at {rel} must take {want}, not {written}"
-                                    + (f" (= {got})" if got != "".join(written.split()) else ""))
+                                    + (f" (= {got})" if got != "".join(written.split()) else "") + why)
         want = swift_type(header, fn.result, "result")
         got = canonical_swift(shim.result, aliases)
         if got != want and got != want + "?":
@@ -498,11 +509,11 @@ def check_swift(header, shims, aliases):
         # 2. the file of its section
         expected = section_file(fn.section)
         if expected is None:
-            problems.append(f"{fn.name}: its header section '{fn.section}' has no file in SECTION_FILES "
+            problems.append(f"{fn.name}: its header section '{short_title(fn.section)}' has no file in SECTION_FILES "
                             f"(scripts/catalogue.py); add the section there")
         elif os.path.basename(shim.path) != expected:
             problems.append(f"{fn.name}: the shim is in {os.path.basename(shim.path)}, but the header declares it "
-                            f"under '{fn.section}', whose shims live in Sources/AutogradC/{expected} "
+                            f"under '{short_title(fn.section)}', whose shims live in Sources/AutogradC/{expected} "
                             f"(SECTION_FILES in scripts/catalogue.py)")
     return problems
 
@@ -602,10 +613,10 @@ def generate_python(header):
     for fn in header.functions:
         if fn.section != section:
             section, subsection = fn.section, None
-            out.append(f"    # {fn.section.split('. ')[0]}")
+            out.append(f"    # {short_title(fn.section)}")
         if fn.subsection and fn.subsection != subsection:
             subsection = fn.subsection
-            out.append(f"    # ---- {fn.subsection.split('. ')[0]}")
+            out.append(f"    # ---- {short_title(fn.subsection)}")
         args = [_py_type(header, p.ctype, inline, fn.name) for p in fn.params]
         prefix = f'    "{fn.name}": ({_py_type(header, fn.result, inline, fn.name)}, ['
         out.append(_wrap(prefix, args, "]),", len(prefix)))
@@ -638,14 +649,17 @@ def _load_prototypes(text, path):
     return scope.get("PROTOTYPES")
 
 
-def check_python(header):
+def check_python(header, have_text=None):
+    """Problems of the generated prototypes (have_text: the file's text, read if None) and of
+    the package's calls."""
     problems = []
     want_text = generate_python(header)
     rel = os.path.relpath(PY_PROTOTYPES, ROOT)
-    if not os.path.isfile(PY_PROTOTYPES):
-        return [f"{rel} is missing: run python3 scripts/catalogue.py --write"]
-    with open(PY_PROTOTYPES, encoding="utf-8") as f:
-        have_text = f.read()
+    if have_text is None:
+        if not os.path.isfile(PY_PROTOTYPES):
+            return [f"{rel} is missing: run python3 scripts/catalogue.py --write"]
+        with open(PY_PROTOTYPES, encoding="utf-8") as f:
+            have_text = f.read()
     if have_text != want_text:
         want = _load_prototypes(want_text, "<generated>")
         try:
@@ -692,6 +706,58 @@ def check_python(header):
 # ---------------------------------------------------------------------------------------------
 
 
+def self_test(header, shims, aliases):
+    """Breaks a copy of the (passing) catalogue in each way the check is there to catch and
+    returns the ways it failed to notice ([] when it caught them all)."""
+    import copy
+    missed = []
+
+    def expect(what, problems, needle):
+        if not any(needle in p for p in problems):
+            missed.append(f"{what}: no problem mentioning '{needle}' among {problems[:3]}")
+
+    ops = [s for s in shims if s.name.startswith("ag_") and any(canonical_swift(p, aliases) == "Int64" for p in s.params)]
+    victim = ops[0]
+    k = next(i for i, p in enumerate(victim.params) if canonical_swift(p, aliases) == "Int64")
+    broken = copy.deepcopy(shims)
+    next(s for s in broken if s.name == victim.name).params[k] = "Int32"
+    expect(f"{victim.name} parameter {k + 1} as Int32", check_swift(header, broken, aliases),
+           f"{victim.name}: parameter {k + 1}")
+
+    pointer = next(s for s in shims if s.name.startswith("ag_") and any(p.endswith(">?") for p in s.params))
+    k = next(i for i, p in enumerate(pointer.params) if p.endswith(">?"))
+    broken = copy.deepcopy(shims)
+    next(s for s in broken if s.name == pointer.name).params[k] = pointer.params[k][:-1]
+    expect(f"{pointer.name} parameter {k + 1} not Optional", check_swift(header, broken, aliases),
+           f"{pointer.name}: parameter {k + 1}")
+
+    broken = copy.deepcopy(shims)
+    moved = next(s for s in broken if s.name.startswith("ag_"))
+    other = next(f for f in sorted(set(SECTION_FILES.values())) if f != os.path.basename(moved.path))
+    moved.path = os.path.join(SHIMS, other)
+    expect(f"{moved.name} moved to {other}", check_swift(header, broken, aliases), f"{moved.name}: the shim is in {other}")
+
+    broken = copy.deepcopy(shims)
+    broken.append(Shim("ag_not_in_the_header", "ag_not_in_the_header", [], "Int32", moved.path, 1))
+    broken.append(copy.deepcopy(shims[-1]))
+    problems = check_swift(header, broken, aliases)
+    expect("an undeclared shim", problems, "ag_not_in_the_header: @_cdecl shim")
+    expect("a second shim", problems, "@_cdecl shims (")
+
+    text = generate_python(header)
+    name = header.functions[len(header.functions) // 2].name
+    expect(f"the Python prototype of {name} deleted",
+           check_python(header, "".join(l for l in text.splitlines(True) if f'"{name}":' not in l)),
+           f"{name}: declared in the header but has no prototype")
+    changed = copy.deepcopy(header)
+    fn = next(f for f in changed.functions if any(p.ctype.base == "int64_t" and not p.ctype.pointers for p in f.params))
+    p = next(p for p in fn.params if p.ctype.base == "int64_t" and not p.ctype.pointers)
+    p.ctype.base = "int32_t"
+    expect(f"the header's {fn.name} taking int32_t", check_swift(changed, shims, aliases), f"{fn.name}: parameter")
+    expect(f"the header's {fn.name} taking int32_t (Python)", check_python(changed, text), f"{fn.name}: argtype")
+    return missed
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--write", action="store_true", help="regenerate " + os.path.relpath(PY_PROTOTYPES, ROOT))
@@ -708,11 +774,13 @@ def main(argv=None):
             return 0
         if args.list:
             for fn in header.functions:
-                print(f"{fn.section.split('. ')[0]:42} {section_file(fn.section) or '?':20} "
+                print(f"{short_title(fn.section):42} {section_file(fn.section) or '?':20} "
                       f"{fn.result.text(fn.name)}({fn.params_text()})")
             return 0
         shims, aliases = read_swift()
         problems = check_swift(header, shims, aliases) + check_python(header)
+        if not problems:  # a check that cannot fail proves nothing: break copies, expect failures
+            problems = [f"self-test: the check missed {m}" for m in self_test(header, shims, aliases)]
     except CatalogueError as exc:
         print(f"catalogue: {exc}", file=sys.stderr)
         return 2
@@ -724,7 +792,7 @@ def main(argv=None):
     sections = sorted({fn.section for fn in header.functions})
     print(f"catalogue: OK: {len(header.functions)} functions in {len(sections)} header sections, each with one "
           f"@_cdecl shim of matching types in its section's file; "
-          f"{os.path.relpath(PY_PROTOTYPES, ROOT)} up to date")
+          f"{os.path.relpath(PY_PROTOTYPES, ROOT)} up to date (and broken copies of them are refused)")
     return 0
 
 

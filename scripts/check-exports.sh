@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 catalogue_failed=0
-python3 scripts/catalogue.py || catalogue_failed=1
+python3 scripts/catalogue.py || { catalogue_failed=1; echo "check-exports: the C catalogue check failed (above)"; }
 
 header=include/autograd.h
 lib=.build/release/libautograd.so
