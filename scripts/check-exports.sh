@@ -3,10 +3,16 @@
 #   - every ag_ function declared in the header is exported (nm -D --defined-only),
 #   - every exported ag_ symbol is declared in the header,
 #   - the library does not depend on a shared Swift runtime (no libswift* in ldd),
-#   - its SONAME is libautograd.so.0.
+#   - its SONAME is libautograd.so.0,
+#   - the C catalogue (scripts/catalogue.py, first, needs no build): every header function has one
+#     @_cdecl shim of matching types in the Sources/AutogradC file of its header section, and the
+#     Python package's generated prototypes (bindings/python/libautograd/_prototypes.py) are current.
 # Assumes the library is built (scripts/build.sh). Exits 1 on any difference.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+catalogue_failed=0
+python3 scripts/catalogue.py || { catalogue_failed=1; echo "check-exports: the C catalogue check failed (above)"; }
 
 header=include/autograd.h
 lib=.build/release/libautograd.so
@@ -28,7 +34,7 @@ cc -E -P -x c "$header" | grep -oE '\bag_[A-Za-z0-9_]+[[:space:]]*\(' | sed -E '
 nm -D --defined-only "$lib" | awk '{print $NF}' | sed 's/@.*//' | grep -E '^ag_' | sort -u \
     >"$tmp/exported" || true
 
-fail=0
+fail=$catalogue_failed
 missing=$(comm -23 "$tmp/declared" "$tmp/exported")
 extra=$(comm -13 "$tmp/declared" "$tmp/exported")
 if [[ -n "$missing" ]]; then

@@ -28,8 +28,8 @@ incdir=$dest$prefix/include
 pcdir=$libdir/pkgconfig
 
 # The one version string, as ag_version() returns it.
-version=$(sed -n 's/^private let versionString: StaticString = "\([0-9][0-9.]*\)".*/\1/p' Sources/AutogradC/TensorAPI.swift)
-[[ "$version" =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] || { echo "install: cannot read the version from Sources/AutogradC/TensorAPI.swift" >&2; exit 1; }
+version=$(sed -n 's/^private let versionString: StaticString = "\([0-9][0-9.]*\)".*/\1/p' Sources/AutogradC/LibraryAPI.swift)
+[[ "$version" =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] || { echo "install: cannot read the version from Sources/AutogradC/LibraryAPI.swift" >&2; exit 1; }
 major=${version%%.*}
 real=libautograd.so.$version
 

@@ -49,7 +49,7 @@ part "release build of libautograd.so" bash scripts/build.sh
 if [ -f .build/release/libautograd.so ]; then
     part "C example and C tests under valgrind" bash scripts/c-tests.sh
     part "process: memory limit and dlclose with threads (natively)" bash scripts/process-tests.sh
-    part "header and exported symbols" bash scripts/check-exports.sh
+    part "header, exported symbols and the C catalogue (shims, Python prototypes)" bash scripts/check-exports.sh
     part "libffi harness (bindings/ffi), natively and under valgrind" bash scripts/ffi-tests.sh
     part "sanitizers: ASan+UBSan C suites and harness, XCTest with ASan, TSan threads" bash scripts/sanitizers.sh
     # A fixed seed keeps the CI fuzz run repeatable; longer, unseeded runs are documented in

@@ -3,44 +3,7 @@ import Glibc
 #endif
 import Autograd
 
-// Library information, errors, and tensor creation, inspection and release.
-
-/// The library's version (scripts/install.sh reads it from this line). String literals are
-/// static, NUL-terminated data: handing them out allocates nothing, so these answers never fail.
-private let versionString: StaticString = "0.1.0"
-private let unknownStatusName: StaticString = "AG_UNKNOWN_STATUS"
-
-/// A static string literal as a C string.
-private func cString(_ s: StaticString) -> UnsafePointer<CChar> {
-    UnsafeRawPointer(s.utf8Start).assumingMemoryBound(to: CChar.self)
-}
-
-@_cdecl("ag_version")
-public func ag_version() -> UnsafePointer<CChar> { cString(versionString) }
-
-@_cdecl("ag_last_error")
-public func ag_last_error() -> UnsafePointer<CChar> { LastError.current }
-
-@_cdecl("ag_status_name")
-public func ag_status_name(_ status: Int32) -> UnsafePointer<CChar> {
-    guard let known = Status(rawValue: status) else { return cString(unknownStatusName) }
-    return cString(known.name)
-}
-
-@_cdecl("ag_live_handle_count")
-public func ag_live_handle_count(_ out: UnsafeMutablePointer<Int64>?) -> Int32 {
-    guarded("ag_live_handle_count") { try Arg.out(out).pointee = Int64(HandleTable.shared.liveCount) }
-}
-
-@_cdecl("ag_set_num_threads")
-public func ag_set_num_threads(_ n: Int64) -> Int32 {
-    guarded("ag_set_num_threads") { try Parallel.setThreadCount(Int(clamping: n)) }
-}
-
-@_cdecl("ag_num_threads")
-public func ag_num_threads(_ out: UnsafeMutablePointer<Int64>?) -> Int32 {
-    guarded("ag_num_threads") { try Arg.out(out).pointee = Int64(Parallel.threadCount) }
-}
+// Tensors: creation, inspection and release.
 
 @_cdecl("ag_tensor_from_data")
 public func ag_tensor_from_data(_ out: UnsafeMutablePointer<UInt64>?, _ data: UnsafeRawPointer?,
@@ -60,6 +23,41 @@ public func ag_tensor_zeros(_ out: UnsafeMutablePointer<UInt64>?, _ shape: Unsaf
 @_cdecl("ag_tensor_ones")
 public func ag_tensor_ones(_ out: UnsafeMutablePointer<UInt64>?, _ shape: UnsafePointer<Int64>?, _ ndim: Int64, _ dtype: Int32) -> Int32 {
     produce("ag_tensor_ones", out) { try Tensor.ones(Arg.shape(shape, ndim), dtype: Arg.dtype(dtype)) }
+}
+
+@_cdecl("ag_tensor_full")
+public func ag_tensor_full(_ out: UnsafeMutablePointer<UInt64>?, _ shape: UnsafePointer<Int64>?, _ ndim: Int64, _ value: Double, _ dtype: Int32) -> Int32 {
+    produce("ag_tensor_full", out) { try Tensor.full(Arg.shape(shape, ndim), value, dtype: Arg.dtype(dtype)) }
+}
+
+@_cdecl("ag_tensor_arange")
+public func ag_tensor_arange(_ out: UnsafeMutablePointer<UInt64>?, _ start: Double, _ stop: Double, _ step: Double, _ dtype: Int32) -> Int32 {
+    produce("ag_tensor_arange", out) { try Tensor.arange(start: start, stop: stop, step: step, dtype: Arg.dtype(dtype)) }
+}
+
+@_cdecl("ag_tensor_eye")
+public func ag_tensor_eye(_ out: UnsafeMutablePointer<UInt64>?, _ n: Int64, _ m: Int64, _ dtype: Int32) -> Int32 {
+    produce("ag_tensor_eye", out) {
+        let dt = try Arg.dtype(dtype)
+        guard n >= 0 && m >= 0 else { throw AutogradError.shape("eye: extents \(n) and \(m) must not be negative") }
+        return try Tensor.eye(Int(n), Int(m), dtype: dt)
+    }
+}
+
+@_cdecl("ag_tensor_rand_uniform")
+public func ag_tensor_rand_uniform(_ out: UnsafeMutablePointer<UInt64>?, _ shape: UnsafePointer<Int64>?, _ ndim: Int64,
+                                   _ low: Double, _ high: Double, _ seed: UInt64, _ dtype: Int32) -> Int32 {
+    produce("ag_tensor_rand_uniform", out) {
+        try Tensor.uniform(Arg.shape(shape, ndim), low: low, high: high, seed: seed, dtype: Arg.dtype(dtype))
+    }
+}
+
+@_cdecl("ag_tensor_rand_normal")
+public func ag_tensor_rand_normal(_ out: UnsafeMutablePointer<UInt64>?, _ shape: UnsafePointer<Int64>?, _ ndim: Int64,
+                                  _ mean: Double, _ std: Double, _ seed: UInt64, _ dtype: Int32) -> Int32 {
+    produce("ag_tensor_rand_normal", out) {
+        try Tensor.normal(Arg.shape(shape, ndim), mean: mean, std: std, seed: seed, dtype: Arg.dtype(dtype))
+    }
 }
 
 @_cdecl("ag_tensor_free")

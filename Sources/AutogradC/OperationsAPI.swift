@@ -1,43 +1,63 @@
 import Autograd
 
-// The rest of the op catalogue: creation, binary and scalar forms, unary, reductions, shape,
-// indexing, linear algebra, nn functions, comparisons and where.
+// Operations (the header's section of that name): each checks its handles and arguments, runs the
+// engine op, returns a new handle.
 
-// MARK: - Creation
+// MARK: - Arithmetic, exp, log, relu, sum, mean, matmul
 
-@_cdecl("ag_tensor_full")
-public func ag_tensor_full(_ out: UnsafeMutablePointer<UInt64>?, _ shape: UnsafePointer<Int64>?, _ ndim: Int64, _ value: Double, _ dtype: Int32) -> Int32 {
-    produce("ag_tensor_full", out) { try Tensor.full(Arg.shape(shape, ndim), value, dtype: Arg.dtype(dtype)) }
+@_cdecl("ag_add")
+public func ag_add(_ out: UnsafeMutablePointer<UInt64>?, _ a: UInt64, _ b: UInt64) -> Int32 {
+    produce("ag_add", out) { let (a, b) = try Arg.tensors(a, b); return try a.adding(b) }
 }
 
-@_cdecl("ag_tensor_arange")
-public func ag_tensor_arange(_ out: UnsafeMutablePointer<UInt64>?, _ start: Double, _ stop: Double, _ step: Double, _ dtype: Int32) -> Int32 {
-    produce("ag_tensor_arange", out) { try Tensor.arange(start: start, stop: stop, step: step, dtype: Arg.dtype(dtype)) }
+@_cdecl("ag_sub")
+public func ag_sub(_ out: UnsafeMutablePointer<UInt64>?, _ a: UInt64, _ b: UInt64) -> Int32 {
+    produce("ag_sub", out) { let (a, b) = try Arg.tensors(a, b); return try a.subtracting(b) }
 }
 
-@_cdecl("ag_tensor_eye")
-public func ag_tensor_eye(_ out: UnsafeMutablePointer<UInt64>?, _ n: Int64, _ m: Int64, _ dtype: Int32) -> Int32 {
-    produce("ag_tensor_eye", out) {
-        let dt = try Arg.dtype(dtype)
-        guard n >= 0 && m >= 0 else { throw AutogradError.shape("eye: extents \(n) and \(m) must not be negative") }
-        return try Tensor.eye(Int(n), Int(m), dtype: dt)
-    }
+@_cdecl("ag_mul")
+public func ag_mul(_ out: UnsafeMutablePointer<UInt64>?, _ a: UInt64, _ b: UInt64) -> Int32 {
+    produce("ag_mul", out) { let (a, b) = try Arg.tensors(a, b); return try a.multiplying(b) }
 }
 
-@_cdecl("ag_tensor_rand_uniform")
-public func ag_tensor_rand_uniform(_ out: UnsafeMutablePointer<UInt64>?, _ shape: UnsafePointer<Int64>?, _ ndim: Int64,
-                                   _ low: Double, _ high: Double, _ seed: UInt64, _ dtype: Int32) -> Int32 {
-    produce("ag_tensor_rand_uniform", out) {
-        try Tensor.uniform(Arg.shape(shape, ndim), low: low, high: high, seed: seed, dtype: Arg.dtype(dtype))
-    }
+@_cdecl("ag_div")
+public func ag_div(_ out: UnsafeMutablePointer<UInt64>?, _ a: UInt64, _ b: UInt64) -> Int32 {
+    produce("ag_div", out) { let (a, b) = try Arg.tensors(a, b); return try a.dividing(by: b) }
 }
 
-@_cdecl("ag_tensor_rand_normal")
-public func ag_tensor_rand_normal(_ out: UnsafeMutablePointer<UInt64>?, _ shape: UnsafePointer<Int64>?, _ ndim: Int64,
-                                  _ mean: Double, _ std: Double, _ seed: UInt64, _ dtype: Int32) -> Int32 {
-    produce("ag_tensor_rand_normal", out) {
-        try Tensor.normal(Arg.shape(shape, ndim), mean: mean, std: std, seed: seed, dtype: Arg.dtype(dtype))
-    }
+@_cdecl("ag_neg")
+public func ag_neg(_ out: UnsafeMutablePointer<UInt64>?, _ a: UInt64) -> Int32 {
+    produce("ag_neg", out) { try Arg.tensor(a, "a").negated() }
+}
+
+@_cdecl("ag_exp")
+public func ag_exp(_ out: UnsafeMutablePointer<UInt64>?, _ a: UInt64) -> Int32 {
+    produce("ag_exp", out) { try Arg.tensor(a, "a").exp() }
+}
+
+@_cdecl("ag_log")
+public func ag_log(_ out: UnsafeMutablePointer<UInt64>?, _ a: UInt64) -> Int32 {
+    produce("ag_log", out) { try Arg.tensor(a, "a").log() }
+}
+
+@_cdecl("ag_relu")
+public func ag_relu(_ out: UnsafeMutablePointer<UInt64>?, _ a: UInt64) -> Int32 {
+    produce("ag_relu", out) { try Arg.tensor(a, "a").relu() }
+}
+
+@_cdecl("ag_sum")
+public func ag_sum(_ out: UnsafeMutablePointer<UInt64>?, _ a: UInt64, _ axes: UnsafePointer<Int64>?, _ naxes: Int64, _ keepdims: UInt8) -> Int32 {
+    produce("ag_sum", out) { try Arg.tensor(a, "a").sum(axes: Arg.axes(axes, naxes), keepDims: keepdims != 0) }
+}
+
+@_cdecl("ag_mean")
+public func ag_mean(_ out: UnsafeMutablePointer<UInt64>?, _ a: UInt64, _ axes: UnsafePointer<Int64>?, _ naxes: Int64, _ keepdims: UInt8) -> Int32 {
+    produce("ag_mean", out) { try Arg.tensor(a, "a").mean(axes: Arg.axes(axes, naxes), keepDims: keepdims != 0) }
+}
+
+@_cdecl("ag_matmul")
+public func ag_matmul(_ out: UnsafeMutablePointer<UInt64>?, _ a: UInt64, _ b: UInt64) -> Int32 {
+    produce("ag_matmul", out) { let (a, b) = try Arg.tensors(a, b); return try a.matmul(b) }
 }
 
 // MARK: - Binary and scalar forms
