@@ -441,6 +441,37 @@ final class ForwardModeTests: XCTestCase {
         }
     }
 
+    /// Forward over reverse by hand: the jvp of a function that computes a gradient without
+    /// create_graph. The backward pass inside the jvp must still carry tangents (no fused loops
+    /// or in-place sums, masked rules that keep g's tangent, gradients handed out with theirs).
+    func testForwardOverReverseWithoutCreateGraph() throws {
+        var rng = TestRNG(6006)
+        for (name, shape, f) in Self.composites {
+            let x0 = rng.tensor(shape, -1.5, 1.5, requiresGrad: false)
+            let v = rng.tensor(shape, -1, 1, gap: 0, requiresGrad: false)
+            let x = x0.detach()
+            try x.setRequiresGrad(true)
+            let (outs, tans) = try Transforms.jvp({ xs in
+                [try XCTUnwrap(Tensor.gradients(of: [f(xs[0])], withRespectTo: [xs[0]])[0])]
+            }, primals: [x], tangents: [v])
+            XCTAssertFalse(outs[0].requiresGrad, "\(name): no graph was asked for")
+            let reference = try Transforms.hvp(f, at: x0, vector: v)
+            for (i, (a, e)) in zip(tans[0].values, reference.values).enumerated() {
+                XCTAssertEqual(a, e, accuracy: 1e-10 * (1 + Swift.abs(e)), "\(name): element \(i)")
+            }
+            // The same through backward() and .grad, accumulated over two passes (2 H v).
+            let (_, accumulated) = try Transforms.jvp({ xs in
+                try f(xs[0]).backward()
+                try f(xs[0]).backward()
+                return [try XCTUnwrap(xs[0].grad)]
+            }, primals: [x], tangents: [v])
+            x.zeroGrad()
+            for (i, (a, e)) in zip(accumulated[0].values, reference.values).enumerated() {
+                XCTAssertEqual(a, 2 * e, accuracy: 1e-10 * (1 + Swift.abs(e)), "\(name) (backward, .grad): element \(i)")
+            }
+        }
+    }
+
     func testHessianIsSymmetricAndMatchesHVP() throws {
         var rng = TestRNG(9)
         let x = rng.tensor([2, 2], requiresGrad: false)
