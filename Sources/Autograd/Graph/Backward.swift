@@ -86,6 +86,11 @@ enum Backward {
         let mode: Mode
         let retainGraph: Bool
         let createGraph: Bool
+        /// A forward-mode pass (jvp) runs on this thread: saved inputs and gradients may carry
+        /// tangents, so every gradient is computed by ops that derive theirs (recorded rules, no
+        /// fused loops, no in-place sums) and keeps its tangent when handed out (forward over
+        /// reverse, with or without create_graph).
+        let keepsTangents: Bool
         let usesSlots: Bool
         /// The nodes reachable from the roots, by slot. Not retained: the roots (held by run)
         /// keep them alive through edges, which never change before a node is freed.
@@ -141,6 +146,7 @@ enum Backward {
             self.mode = mode
             self.retainGraph = retainGraph
             self.createGraph = createGraph
+            self.keepsTangents = ThreadState.current.forwardLevel != 0
             if case .capture(let targets) = mode {
                 captured = [Tensor?](repeating: nil, count: targets.count)
                 for (k, t) in targets.enumerated() {
@@ -149,6 +155,10 @@ enum Backward {
                 }
             }
         }
+
+        /// Whether gradients may be summed in place (only this pass sees them, and no graph or
+        /// tangent of the sum is wanted).
+        var sumsInPlace: Bool { !createGraph && !keepsTangents }
 
         /// The node's number in this pass, if it was collected.
         @inline(__always)
@@ -260,7 +270,7 @@ enum Backward {
 
         mutating func arriveAtLeaf(_ anchor: LeafAnchor, _ g: Tensor) throws {
             if let i = leafSlot(anchor) {
-                try Backward.add(g, into: &leafGrads[i], inPlace: !createGraph)
+                try Backward.add(g, into: &leafGrads[i], inPlace: sumsInPlace)
             }
         }
 
@@ -317,7 +327,7 @@ enum Backward {
                 }
                 if needed.isEmpty || needed[i] {
                     try node.checkSavedVersions()
-                    if Backward.runsFused(node, g, createGraph: createGraph) {
+                    if Backward.runsFused(node, g, createGraph: createGraph, keepsTangents: keepsTangents) {
                         try deliverFused(node, slot: i, &g)
                         if !retainGraph { node.release() }
                         passDependencies(of: i, ready: &ready)
@@ -339,11 +349,11 @@ enum Backward {
                     gk = try raw.reduced(toShape: node.inputShape(k))
                 }
                 if target >= 0 {
-                    if let gk { try Backward.add(gk, into: &grads[target], inPlace: !createGraph) }
+                    if let gk { try Backward.add(gk, into: &grads[target], inPlace: sumsInPlace) }
                     deps[target] -= 1
                     if deps[target] == 0 { ready.append(target) }
                 } else if let gk {
-                    try Backward.add(gk, into: &leafGrads[-2 - target], inPlace: !createGraph)
+                    try Backward.add(gk, into: &leafGrads[-2 - target], inPlace: sumsInPlace)
                 }
             }
         }
@@ -419,7 +429,7 @@ enum Backward {
                 if !hooks.isEmpty { g = try Backward.runHooks(hooks, on: g) }
                 switch mode {
                 case .accumulate:
-                    if anchor.isAlive, let old = try Backward.accumulate(&g, into: anchor, createGraph: createGraph) {
+                    if anchor.isAlive, let old = try Backward.accumulate(&g, into: anchor, createGraph: createGraph, keepsTangents: keepsTangents) {
                         replaced.append(old)
                     }
                 case .capture:
@@ -430,7 +440,7 @@ enum Backward {
             // one with history is returned as it is (its values are a graph result).
             for k in captured.indices {
                 guard var g = Backward.take(&captured[k]) else { continue }
-                captured[k] = createGraph && g.gradFn != nil ? g : try Backward.owned(&g)
+                captured[k] = createGraph && g.gradFn != nil ? g : try Backward.owned(&g, keepsTangent: keepsTangents)
             }
             return captured
         }
@@ -438,10 +448,11 @@ enum Backward {
 
     /// Where the choice between an elementwise node's fused loop and its recorded rule is made:
     /// the loop (a non-differentiable computation of the same derivative) runs when the pass is
-    /// not recorded, the node has one (its inputs are not broadcast) and g carries no tangent.
+    /// not recorded, the node has one (its inputs are not broadcast), and no tangent can be
+    /// involved (no forward-mode pass runs, so neither g nor the saved inputs carry one).
     @inline(__always)
-    static func runsFused(_ node: Node, _ g: Tensor, createGraph: Bool) -> Bool {
-        !createGraph && node.elementwise != .none && g.count > 0 && g.tangentBox == nil
+    static func runsFused(_ node: Node, _ g: Tensor, createGraph: Bool, keepsTangents: Bool) -> Bool {
+        !createGraph && !keepsTangents && node.elementwise != .none && g.count > 0 && g.tangentBox == nil
     }
 
     /// Runs user hooks on `g` in order, with the graph lock released (a hook may wait for a
@@ -482,24 +493,28 @@ enum Backward {
     /// `g` as a tensor without history whose values nothing else can see: a fresh alias when
     /// nothing else holds `g` or its values, else a copy. A gradient that shared memory with a
     /// seed, a parameter or another leaf's gradient would change under an in-place write to it
-    /// (an optimizer step, ag_tensor_copy_).
-    static func owned(_ g: inout Tensor) throws -> Tensor {
-        if isKnownUniquelyReferenced(&g) && g.storageIsUnique() { return g.detach() }
-        return try g.copy()
+    /// (an optimizer step, ag_tensor_copy_). With `keepsTangent` (a forward-mode pass runs) the
+    /// result keeps g's tangent.
+    static func owned(_ g: inout Tensor, keepsTangent: Bool = false) throws -> Tensor {
+        let tangent = keepsTangent ? g.tangentBox : nil
+        let result = isKnownUniquelyReferenced(&g) && g.storageIsUnique() ? g.detach() : try g.copy()
+        if let tangent { result.tangentBox = tangent }
+        return result
     }
 
     /// Adds `g` into the leaf's `.grad`. Out of place: a gradient handed out earlier never changes.
     /// Returns the gradient it replaced, for the caller to release after the graph lock.
-    static func accumulate(_ g: inout Tensor, into leaf: LeafAnchor, createGraph: Bool) throws -> Tensor? {
+    static func accumulate(_ g: inout Tensor, into leaf: LeafAnchor, createGraph: Bool, keepsTangents: Bool) throws -> Tensor? {
         // Only a gradient with history needs to stay attached (create_graph); any other is
         // stored as a tensor of its own (Backward.owned), so `.grad` never holds a leaf (no
         // leaf -> grad -> leaf cycle) and never shares values with the seed or the parameter.
         if let existing = leaf.grad {
             let term = createGraph && g.gradFn != nil ? g : g.detach()
+            if keepsTangents && term !== g { term.tangentBox = g.tangentBox }
             leaf.grad = try GradMode.with(enabled: createGraph) { try existing.adding(term) }
             return existing
         }
-        leaf.grad = createGraph && g.gradFn != nil ? g : try owned(&g)
+        leaf.grad = createGraph && g.gradFn != nil ? g : try owned(&g, keepsTangent: keepsTangents)
         return nil
     }
 }

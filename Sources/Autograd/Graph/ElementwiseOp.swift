@@ -195,14 +195,8 @@ extension Tensor {
             if first { return try Tensor.zeros(y.shape, dtype: y.dtype) }
             return out
         }
-        var sum: Tensor? = nil
-        for (k, t) in [ta, tb].enumerated() {
-            guard let t else { continue }
-            let term = try op.derivative(k, t, a: a, b: b, y: y)
-            sum = try sum.map { try $0.adding(term) } ?? term
-        }
-        guard let sum else { return try Tensor.zeros(y.shape, dtype: y.dtype) }
-        return sum.shape == y.shape ? sum : try sum.expanded(to: y.shape)
+        return try y.tangentSum([ta.map { try op.derivative(0, $0, a: a, b: b, y: y) },
+                                 tb.map { try op.derivative(1, $0, a: a, b: b, y: y) }])
     }
 }
 

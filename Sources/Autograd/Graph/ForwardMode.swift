@@ -76,6 +76,15 @@ extension Tensor {
         try ForwardMode.setTangent(of: self) { try jvp(ta, tb) }
     }
 
+    /// The sum of a JVP's terms (one per input; nil for an input without a tangent), broadcast
+    /// to this output's shape; zeros when there is none.
+    func tangentSum(_ terms: [Tensor?]) throws -> Tensor {
+        var sum: Tensor? = nil
+        for case let term? in terms { sum = try sum.map { try $0.adding(term) } ?? term }
+        guard let sum else { return try Tensor.zeros(shape, dtype: dtype) }
+        return sum.shape == shape ? sum : try sum.expanded(to: shape)
+    }
+
     /// The same for any number of inputs.
     func deriveTangent(from inputs: [Tensor], _ jvp: ([Tensor?]) throws -> Tensor) throws {
         guard inputs.contains(where: { $0.tangentBox != nil }) else { return }

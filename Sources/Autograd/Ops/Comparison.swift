@@ -52,10 +52,10 @@ extension Tensor {
     /// where, max, min) apply their masks (pow selects with where directly). Selecting rather than multiplying keeps an
     /// infinite or nan g out of the elements the mask excludes (inf·0 would be nan there), as
     /// PyTorch's masked rules do. Recorded (create_graph) it is where(factor, g·factor, 0), so
-    /// differentiable in g and selecting again at every order; otherwise one loop, the cost of
-    /// the multiply it replaces.
+    /// differentiable in g and selecting again at every order (and when g carries a tangent:
+    /// forward over reverse); otherwise one loop, the cost of the multiply it replaces.
     static func masked(_ g: Tensor, by factor: Tensor) throws -> Tensor {
-        guard shouldRecord(g) else {
+        guard shouldRecord(g) || g.tangentBox != nil else {
             return try zipped(g, factor, "masked", { $1 != 0 ? $0 * $1 : 0 }, { $1 != 0 ? $0 * $1 : 0 })
         }
         return try Tensor.where(factor, g.multiplying(factor), g.constant(0))

@@ -43,6 +43,7 @@ extension Tensor {
                 let inputShape = shape, dt = dtype
                 out.record("slice", self) { _, _ in InputGradients(try Tensor.zeros(inputShape, dtype: dt)) }
             }
+            try out.deriveTangent(from: self) { t in try t.slice(axis: axis, start: start, stop: stop, step: step) }
             return out
         }
         return try selecting(axis: axis, Array(stride(from: lo, to: hi, by: step)), "slice")
@@ -61,6 +62,7 @@ extension Tensor {
         if Tensor.shouldRecord(self) {
             out.record(name, self) { g, _ in InputGradients(try g.indexAdding(axis: axis, idx, extent: extent)) }
         }
+        try out.deriveTangent(from: self) { t in try t.selecting(axis: axis, idx, name) }
         return out
     }
 
@@ -88,6 +90,7 @@ extension Tensor {
         if Tensor.shouldRecord(self) {
             out.record("index_add", self) { g, _ in InputGradients(try g.selecting(axis: axis, idx, "index_select")) }
         }
+        try out.deriveTangent(from: self) { t in try t.indexAdding(axis: axis, idx, extent: extent) }
         return out
     }
 
@@ -144,6 +147,10 @@ extension Tensor {
                 })
             }
         }
+        // Linear: the tangents joined the same way (zeros for an input without one).
+        try out.deriveTangent(from: tensors) { ts in
+            try concat(zip(tensors, ts).map { x, t in try t ?? Tensor.zeros(x.shape, dtype: x.dtype) }, axis: axis)
+        }
         return out
     }
 
@@ -192,6 +199,7 @@ extension Tensor {
                 [try g.scatterAdding(axis: axis, index: index, into: inputShape)]
             }
         }
+        try out.deriveTangent(from: self) { t in try t.gathering(axis: axis, index: index, indexShape: indexShape) }
         return out
     }
 
@@ -216,6 +224,7 @@ extension Tensor {
         if Tensor.shouldRecord(self) {
             out.record("scatter_add", self) { g, _ in InputGradients(try g.gathering(axis: axis, index: index, indexShape: indexShape)) }
         }
+        try out.deriveTangent(from: self) { t in try t.scatterAdding(axis: axis, index: index, into: target) }
         return out
     }
 }

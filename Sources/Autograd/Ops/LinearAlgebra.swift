@@ -55,6 +55,7 @@ extension Tensor {
                                node.needsGrad(1) ? try zeros(shapeB, dtype: dtype) : nil)
             }
         }
+        try out.deriveTangent(from: a, b) { _, _ in try zeros(shape, dtype: a.dtype) }
         return out
     }
 
@@ -103,6 +104,11 @@ extension Tensor {
                 }
                 return InputGradients(ga, gb)
             }
+        }
+        // d(op(A) op(B)) = op(dA) op(B) + op(A) op(dB).
+        try out.deriveTangent(from: a, b) { ta, tb in
+            try out.tangentSum([ta.map { try gemm($0, transA: transA, b, transB: transB) },
+                                tb.map { try gemm(a, transA: transA, $0, transB: transB) }])
         }
         return out
     }
@@ -164,6 +170,11 @@ extension Tensor {
                         node.needsGrad(1) ? try gemm(g, transA: true, x, transB: false) : nil,
                         node.needsGrad(2) ? try g.sum(axes: [0]) : nil]
             }
+        }
+        // d(x wᵀ + b) = dx wᵀ + x dwᵀ + db (broadcast over the rows).
+        try out.deriveTangent(from: [x, w, b]) { ts in
+            try out.tangentSum([ts[0].map { try gemm($0, transA: false, w, transB: true) },
+                                ts[1].map { try gemm(x, transA: false, $0, transB: true) }, ts[2]])
         }
         return out
     }

@@ -28,6 +28,7 @@ extension Tensor {
             let inputShape = shape, dt = dtype
             out.record(name, self) { _, _ in InputGradients(try Tensor.zeros(inputShape, dtype: dt)) }
         }
+        try out.deriveTangent(from: self) { t in try Tensor.zeros(t.shape, dtype: t.dtype) }
         return out
     }
 

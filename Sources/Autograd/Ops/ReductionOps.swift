@@ -20,6 +20,8 @@ extension Tensor {
                 InputGradients(try g.reshaped(keptShape).expanded(to: inputShape))
             }
         }
+        // Linear: the tangent summed over the same axes.
+        try result.deriveTangent(from: self) { t in try t.sum(axes: axes, keepDims: keepDims) }
         return result
     }
 
@@ -60,15 +62,27 @@ extension Tensor {
             // The gradient goes to the elements equal to the extremum, shared among ties;
             // selected, so an infinite or nan gradient stays out of the other elements.
             result.record(name, inputs: [self], saved: [self, out.detach()]) { g, node in
-                let x = node.saved(0)
-                let share = try withNoGrad { () -> Tensor in
-                    let hits = try x.eq(node.saved(1))
-                    return try hits.dividing(by: hits.sum(axes: axes, keepDims: true))
-                }
+                let share = try Tensor.extremumShare(node.saved(0), node.saved(1), axes: axes)
                 return InputGradients(try Tensor.masked(g.reshaped(keptShape), by: share))
             }
         }
+        // The transpose of the rule: the tangents of the elements equal to the extremum,
+        // averaged over ties (the same shares, selected the same way).
+        try result.deriveTangent(from: self) { t in
+            let share = try Tensor.extremumShare(self, out.detach(), axes: axes)
+            return try Tensor.masked(t, by: share).sum(axes: axes, keepDims: keepDims)
+        }
         return result
+    }
+
+    /// Each element's share of an extremum's derivative: 1/(number of ties) where x equals the
+    /// extremum (`extremum`: its values, the reduced axes kept as extent 1), 0 elsewhere; a
+    /// constant. The one statement of max's and min's tie rule, for the VJP and the JVP.
+    static func extremumShare(_ x: Tensor, _ extremum: Tensor, axes: [Int]) throws -> Tensor {
+        try withNoGrad {
+            let hits = try x.detach().eq(extremum)
+            return try hits.dividing(by: hits.sum(axes: axes, keepDims: true))
+        }
     }
 
     /// The variance over `axes`, dividing by count - correction (1: sample variance), or by 0
@@ -99,6 +113,11 @@ extension Tensor {
                 let centered = try x.subtracting(x.mean(axes: normalized, keepDims: true))
                 return InputGradients(try g.reshaped(keptShape).multiplying(x.constant(2 / divisor)).multiplying(centered))
             }
+        }
+        // d var = 2/divisor · Σ (x - mean(x)) t over the axes (the same factors as the rule).
+        try result.deriveTangent(from: self) { t in
+            let centered = try subtracting(mean(axes: normalized, keepDims: true))
+            return try t.multiplying(constant(2 / divisor)).multiplying(centered).sum(axes: normalized, keepDims: keepDims)
         }
         return result
     }
@@ -133,6 +152,8 @@ extension Tensor {
                 let inputShape = shape, dt = dtype
                 out.record("logsumexp", self) { _, _ in InputGradients(try Tensor.zeros(inputShape, dtype: dt)) }
             }
+            // A sum over nothing: its tangent is 0 (the tangent summed over the same empty axes).
+            try out.deriveTangent(from: self) { t in try t.sum(axes: normalized, keepDims: keepDims) }
             return out
         }
         let (shifted, shift) = try shiftedByMax(axes: normalized, finiteShift: true)

@@ -13,6 +13,7 @@ extension Tensor {
             let inputShape = shape
             out.record("reshape", self) { g, _ in InputGradients(try g.reshaped(inputShape)) }
         }
+        try out.deriveTangent(from: self) { t in try t.reshaped(newShape) }
         return out
     }
 
@@ -33,6 +34,7 @@ extension Tensor {
             // Backward sums the gradient back to this tensor's shape (Tensor.reduced(toShape:)).
             out.record("expand", self) { g, _ in InputGradients(g) }
         }
+        try out.deriveTangent(from: self) { t in try t.expanded(to: target) }
         return out
     }
 
@@ -55,6 +57,7 @@ extension Tensor {
             for (i, p) in perm.enumerated() { inverse[p] = i }
             out.record("permute", self) { g, _ in InputGradients(try g.permuted(inverse)) }
         }
+        try out.deriveTangent(from: self) { t in try t.permuted(perm) }
         return out
     }
 
