@@ -89,28 +89,37 @@ extension Tensor {
             }
         }
         if shouldRecord(a, b) {
-            // C = op(A) op(B):  d op(A) = G op(B)ᵀ,  d op(B) = op(A)ᵀ G, transposed back when
-            // the operand itself was used transposed.
             out.record("matmul", a, b, savesInputs: true) { g, node in
-                let a = node.saved(0), b = node.saved(1)
-                var ga: Tensor? = nil, gb: Tensor? = nil
-                if node.needsGrad(0) {
-                    ga = transA ? try gemm(b, transA: transB, g, transB: true)
-                                : try gemm(g, transA: false, b, transB: !transB)
-                }
-                if node.needsGrad(1) {
-                    gb = transB ? try gemm(g, transA: true, a, transB: transA)
-                                : try gemm(a, transA: !transA, g, transB: false)
-                }
+                let (ga, gb) = try productGradients(g, node.saved(0), transA: transA, node.saved(1), transB: transB,
+                                                    needs: (node.needsGrad(0), node.needsGrad(1)))
                 return InputGradients(ga, gb)
             }
         }
-        // d(op(A) op(B)) = op(dA) op(B) + op(A) op(dB).
         try out.deriveTangent(from: a, b) { ta, tb in
-            try out.tangentSum([ta.map { try gemm($0, transA: transA, b, transB: transB) },
-                                tb.map { try gemm(a, transA: transA, $0, transB: transB) }])
+            try out.tangentSum(productTangents(ta, a, transA: transA, tb, b, transB: transB))
         }
         return out
+    }
+
+    /// The derivative of C = op(A) op(B), stated once (gemm and linear use it), as its VJP:
+    /// d op(A) = G op(B)ᵀ, d op(B) = op(A)ᵀ G, transposed back when the operand itself was used
+    /// transposed.
+    static func productGradients(_ g: Tensor, _ a: Tensor, transA: Bool, _ b: Tensor, transB: Bool,
+                                 needs: (Bool, Bool)) throws -> (Tensor?, Tensor?) {
+        var ga: Tensor? = nil, gb: Tensor? = nil
+        if needs.0 {
+            ga = transA ? try gemm(b, transA: transB, g, transB: true) : try gemm(g, transA: false, b, transB: !transB)
+        }
+        if needs.1 {
+            gb = transB ? try gemm(g, transA: true, a, transB: transA) : try gemm(a, transA: !transA, g, transB: false)
+        }
+        return (ga, gb)
+    }
+
+    /// ... and as its JVP: d(op(A) op(B)) = op(dA) op(B) + op(A) op(dB) (nil: no tangent).
+    static func productTangents(_ ta: Tensor?, _ a: Tensor, transA: Bool, _ tb: Tensor?, _ b: Tensor, transB: Bool) throws -> [Tensor?] {
+        [try ta.map { try gemm($0, transA: transA, b, transB: transB) },
+         try tb.map { try gemm(a, transA: transA, $0, transB: transB) }]
     }
 
     /// The inner product of two 1-D tensors of equal length (a 0-d tensor).
@@ -164,17 +173,15 @@ extension Tensor {
             }
         }
         if shouldRecord([x, w, b]) {
+            // x wᵀ + b: the product's derivative, and the bias's (summed over the rows).
             out.record("linear", inputs: [x, w, b], saved: [x, w]) { g, node in
-                let x = node.saved(0), w = node.saved(1)
-                return [node.needsGrad(0) ? try gemm(g, transA: false, w, transB: false) : nil,
-                        node.needsGrad(1) ? try gemm(g, transA: true, x, transB: false) : nil,
-                        node.needsGrad(2) ? try g.sum(axes: [0]) : nil]
+                let (gx, gw) = try productGradients(g, node.saved(0), transA: false, node.saved(1), transB: true,
+                                                    needs: (node.needsGrad(0), node.needsGrad(1)))
+                return [gx, gw, node.needsGrad(2) ? try g.sum(axes: [0]) : nil]
             }
         }
-        // d(x wᵀ + b) = dx wᵀ + x dwᵀ + db (broadcast over the rows).
         try out.deriveTangent(from: [x, w, b]) { ts in
-            try out.tangentSum([ts[0].map { try gemm($0, transA: false, w, transB: true) },
-                                ts[1].map { try gemm(x, transA: false, $0, transB: true) }, ts[2]])
+            try out.tangentSum(productTangents(ts[0], x, transA: false, ts[1], w, transB: true) + [ts[2]])
         }
         return out
     }
