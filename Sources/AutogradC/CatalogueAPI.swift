@@ -57,6 +57,11 @@ public func ag_minimum(_ out: UnsafeMutablePointer<UInt64>?, _ a: UInt64, _ b: U
     produce("ag_minimum", out) { try Arg.tensor(a, "a").minimum(Arg.tensor(b, "b")) }
 }
 
+@_cdecl("ag_atan2")
+public func ag_atan2(_ out: UnsafeMutablePointer<UInt64>?, _ a: UInt64, _ b: UInt64) -> Int32 {
+    produce("ag_atan2", out) { try Arg.tensor(a, "a").atan2(Arg.tensor(b, "b")) }
+}
+
 /// Runs a scalar form: `op(a, s)` with s as a 0-d constant of a's dtype.
 private func scalarForm(_ name: StaticString, _ out: UnsafeMutablePointer<UInt64>?, _ a: UInt64, _ s: Double,
                         _ op: (Tensor, Tensor) throws -> Tensor) -> Int32 {
@@ -114,6 +119,12 @@ public func ag_leaky_relu(_ out: UnsafeMutablePointer<UInt64>?, _ a: UInt64, _ s
     }
 }
 
+/// -inf and +inf stand for a missing bound (the same values and gradients as no bound).
+@_cdecl("ag_clamp")
+public func ag_clamp(_ out: UnsafeMutablePointer<UInt64>?, _ a: UInt64, _ min: Double, _ max: Double) -> Int32 {
+    produce("ag_clamp", out) { try Arg.tensor(a, "a").clamp(min: min, max: max) }
+}
+
 // MARK: - Reductions
 
 @_cdecl("ag_max")
@@ -137,6 +148,11 @@ public func ag_var(_ out: UnsafeMutablePointer<UInt64>?, _ a: UInt64, _ axes: Un
 @_cdecl("ag_logsumexp")
 public func ag_logsumexp(_ out: UnsafeMutablePointer<UInt64>?, _ a: UInt64, _ axes: UnsafePointer<Int64>?, _ naxes: Int64, _ keepdims: UInt8) -> Int32 {
     produce("ag_logsumexp", out) { try Arg.tensor(a, "a").logSumExp(axes: Arg.axes(axes, naxes), keepDims: keepdims != 0) }
+}
+
+@_cdecl("ag_cumsum")
+public func ag_cumsum(_ out: UnsafeMutablePointer<UInt64>?, _ a: UInt64, _ axis: Int64) -> Int32 {
+    produce("ag_cumsum", out) { try Arg.tensor(a, "a").cumsum(axis: Int(axis)) }
 }
 
 // MARK: - Shape

@@ -37,6 +37,21 @@ public func ag_log(_ out: UnsafeMutablePointer<UInt64>?, _ a: UInt64) -> Int32 {
     produce("ag_log", out) { try Arg.tensor(a, "a").log() }
 }
 
+@_cdecl("ag_log1p")
+public func ag_log1p(_ out: UnsafeMutablePointer<UInt64>?, _ a: UInt64) -> Int32 {
+    produce("ag_log1p", out) { try Arg.tensor(a, "a").log1p() }
+}
+
+@_cdecl("ag_expm1")
+public func ag_expm1(_ out: UnsafeMutablePointer<UInt64>?, _ a: UInt64) -> Int32 {
+    produce("ag_expm1", out) { try Arg.tensor(a, "a").expm1() }
+}
+
+@_cdecl("ag_erf")
+public func ag_erf(_ out: UnsafeMutablePointer<UInt64>?, _ a: UInt64) -> Int32 {
+    produce("ag_erf", out) { try Arg.tensor(a, "a").erf() }
+}
+
 @_cdecl("ag_relu")
 public func ag_relu(_ out: UnsafeMutablePointer<UInt64>?, _ a: UInt64) -> Int32 {
     produce("ag_relu", out) { try Arg.tensor(a, "a").relu() }
