@@ -112,6 +112,7 @@ PROTOTYPES = {
     "ag_pow": (_S, [_PT, _T, _T]),
     "ag_maximum": (_S, [_PT, _T, _T]),
     "ag_minimum": (_S, [_PT, _T, _T]),
+    "ag_atan2": (_S, [_PT, _T, _T]),
     "ag_dot": (_S, [_PT, _T, _T]),
     "ag_outer": (_S, [_PT, _T, _T]),
     "ag_mse_loss": (_S, [_PT, _T, _T]),
@@ -136,6 +137,9 @@ PROTOTYPES = {
     "ag_neg": (_S, [_PT, _T]),
     "ag_exp": (_S, [_PT, _T]),
     "ag_log": (_S, [_PT, _T]),
+    "ag_log1p": (_S, [_PT, _T]),
+    "ag_expm1": (_S, [_PT, _T]),
+    "ag_erf": (_S, [_PT, _T]),
     "ag_relu": (_S, [_PT, _T]),
     "ag_sqrt": (_S, [_PT, _T]),
     "ag_abs": (_S, [_PT, _T]),
@@ -146,6 +150,7 @@ PROTOTYPES = {
     "ag_gelu": (_S, [_PT, _T]),
     "ag_softplus": (_S, [_PT, _T]),
     "ag_leaky_relu": (_S, [_PT, _T, _D]),
+    "ag_clamp": (_S, [_PT, _T, _D, _D]),
     # reductions
     "ag_sum": (_S, [_PT, _T, _PI, _I, _B]),
     "ag_mean": (_S, [_PT, _T, _PI, _I, _B]),
@@ -153,6 +158,7 @@ PROTOTYPES = {
     "ag_min": (_S, [_PT, _T, _PI, _I, _B]),
     "ag_logsumexp": (_S, [_PT, _T, _PI, _I, _B]),
     "ag_var": (_S, [_PT, _T, _PI, _I, _I, _B]),
+    "ag_cumsum": (_S, [_PT, _T, _I]),
     # shape operations
     "ag_reshape": (_S, [_PT, _T, _PI, _I]),
     "ag_transpose": (_S, [_PT, _T, _I, _I]),
