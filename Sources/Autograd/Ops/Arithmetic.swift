@@ -16,7 +16,7 @@ extension Tensor {
     public func maximum(_ other: Tensor) throws -> Tensor { try Tensor.binary(Maximum(), self, other) }
     /// The smaller of the two elementwise; ties split the gradient evenly; nan propagates.
     public func minimum(_ other: Tensor) throws -> Tensor { try Tensor.binary(Minimum(), self, other) }
-    /// The angle of the point (other, self) in (-π, π], elementwise, broadcasting: C's
+    /// The angle of the point (other, self) in [-π, π], elementwise, broadcasting: C's
     /// atan2(self, other), signed zeros included (atan2(0, -0) = π). d/dself = other/r²,
     /// d/dother = -self/r² with r² = self² + other², computed without forming r² (no overflow or
     /// underflow where the result is representable); at (0, 0) both are taken as 0 (as PyTorch),
