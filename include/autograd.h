@@ -330,6 +330,18 @@ ag_status ag_exp(ag_tensor *out, ag_tensor a);
 /* Natural logarithm (IEEE semantics: log(0) = -inf, log of a negative number = nan). */
 ag_status ag_log(ag_tensor *out, ag_tensor a);
 
+/* log(1 + a), accurate near 0 (where log(1 + a) loses a to rounding): -inf at -1, nan below.
+ * Gradient: g / (a + 1). */
+ag_status ag_log1p(ag_tensor *out, ag_tensor a);
+
+/* e^a - 1, accurate near 0 (where e^a - 1 cancels). Gradient: g * e^a, computed as exp(a) (PyTorch
+ * uses y + 1, which is 0 below a = -37 in float64, -17 in float32, where e^a is not). */
+ag_status ag_expm1(ag_tensor *out, ag_tensor a);
+
+/* The error function erf(a) = 2/sqrt(pi) * integral of e^(-t^2) from 0 to a. Gradient:
+ * g * (e^(-a^2) * 2/sqrt(pi)). */
+ag_status ag_erf(ag_tensor *out, ag_tensor a);
+
 /* max(a, 0), nan where a is nan. Its derivative at exactly 0 is taken to be 0, at nan 1 (as in
  * PyTorch). Where a <= 0 the gradient is 0 even when the incoming one is inf or nan (selected,
  * not multiplied by 0). */
@@ -373,6 +385,15 @@ ag_status ag_maximum(ag_tensor *out, ag_tensor a, ag_tensor b);
 /* The smaller of a and b elementwise; ties as ag_maximum. Errors also: AG_ERR_SHAPE. */
 ag_status ag_minimum(ag_tensor *out, ag_tensor a, ag_tensor b);
 
+/* atan2(a, b) elementwise, broadcasting: the angle of the point (b, a) in [-pi, pi], as C's atan2
+ * and torch.atan2 (signed zeros included: atan2(0, -0) = pi, atan2(-0, 0) = -0). Gradients:
+ * g * b / (a^2 + b^2) to a, -g * a / (a^2 + b^2) to b, computed without forming a^2 + b^2, so they
+ * stay accurate where it would overflow or underflow (|a|, |b| above 1e154 or below 1e-154 in
+ * float64, 1e19 / 1e-19 in float32: PyTorch gives 0 there). At a = b = 0 both gradients are 0
+ * (as PyTorch), for any incoming gradient (inf and nan too), and so is the JVP there
+ * (torch.func.jvp gives nan). Errors also: AG_ERR_SHAPE. */
+ag_status ag_atan2(ag_tensor *out, ag_tensor a, ag_tensor b);
+
 /* Scalar forms of the binary operations: s is converted to a's dtype and broadcast.
  * The r-forms put the scalar first: rsub = s - a, rdiv = s / a, rpow = s ** a. */
 ag_status ag_add_scalar(ag_tensor *out, ag_tensor a, double s);
@@ -404,6 +425,14 @@ ag_status ag_leaky_relu(ag_tensor *out, ag_tensor a, double negative_slope);
 ag_status ag_gelu(ag_tensor *out, ag_tensor a);
 ag_status ag_softplus(ag_tensor *out, ag_tensor a);
 
+/* a limited to [min, max] elementwise, as torch.clamp: min(max(a, min), max). A missing bound is
+ * -INFINITY (no lower bound) or INFINITY (no upper bound): the same values and gradients as
+ * torch.clamp's None. nan in a stays nan; where min > max every element is max. The bounds are
+ * converted to a's dtype. Gradient: g where min <= a <= max (the bounds included, as PyTorch),
+ * 0 elsewhere and where a is nan, selected: 0 even for an inf or nan incoming gradient.
+ * Errors also: AG_ERR_ARGUMENT (a nan bound: torch.clamp would make every element nan). */
+ag_status ag_clamp(ag_tensor *out, ag_tensor a, double min, double max);
+
 /* Reductions over `axes`, with arguments and errors as ag_sum.
  * max/min: the gradient is split evenly among the elements that tie for the extreme (as
  * torch.amax); the others get 0, even for an inf or nan gradient; reducing over zero elements is
@@ -424,6 +453,16 @@ ag_status ag_min(ag_tensor *out, ag_tensor a, const int64_t *axes, int64_t naxes
 ag_status ag_var(ag_tensor *out, ag_tensor a, const int64_t *axes, int64_t naxes, int64_t correction,
                  bool keepdims);
 ag_status ag_logsumexp(ag_tensor *out, ag_tensor a, const int64_t *axes, int64_t naxes, bool keepdims);
+
+/* The cumulative sum of a along `axis` (negative counts from the end), as torch.cumsum: element i
+ * along the axis is the sum of elements 0..i; the result has a's shape. A 0-d tensor takes axis 0
+ * or -1 and is its own cumulative sum. Accuracy: float32 is accumulated in double and each element
+ * rounded once (the order and accumulator of PyTorch's CPU kernel, so the same bits); float64 in
+ * a compensated (Neumaier) running sum, so the error does not grow with the length (PyTorch's
+ * running sum does). inf and nan carry on to the end of their lane. Gradient: the cumulative sum
+ * of g taken from the end of the axis (sum of g over elements i.. end); the JVP is the cumulative
+ * sum of the tangent. Errors also: AG_ERR_ARGUMENT (axis out of range). */
+ag_status ag_cumsum(ag_tensor *out, ag_tensor a, int64_t axis);
 
 /* ---- shape operations. Results are new tensors; gradients flow back through them. ---- */
 
@@ -863,7 +902,7 @@ ag_status ag_optimizer_free(ag_optimizer opt);
  *
  * Axes and indices
  *  B42  an axis out of range: ag_sum, ag_mean, ag_var, ag_softmax, ag_log_softmax, ag_concat,
- *       ag_stack (negative axes count from the end)
+ *       ag_stack, ag_cumsum (negative axes count from the end)
  *       -> AG_ERR_ARGUMENT  "axis 2 is out of range for a tensor of rank 2"
  *  B43  a repeated axis ({0, -2} on rank 2): ag_sum, ag_logsumexp, ag_squeeze
  *       -> AG_ERR_ARGUMENT  "axis -2 is repeated in [0, -2]"
@@ -904,8 +943,10 @@ ag_status ag_optimizer_free(ag_optimizer opt);
  *       -> AG_ERR_ARGUMENT  "correction -1 is negative"
  *  B58  ag_tensor_init with an unknown kind (0, 9)
  *       -> AG_ERR_ARGUMENT  "unknown initialiser kind 9 (use AG_INIT_*)"
- *  B59  ag_leaky_relu with a non-finite negative_slope
- *       -> AG_ERR_ARGUMENT  "negative_slope must be finite"
+ *  B59  ag_leaky_relu with a non-finite negative_slope; ag_clamp with a nan bound
+ *       -> AG_ERR_ARGUMENT  "negative_slope must be finite", "a bound is nan"
+ *       (accepted: ag_clamp with +-INFINITY bounds (no bound) and with min > max (every element
+ *       is max))
  *  B60  accepted: nan passes through operations: nan + 1 = nan, maximum(nan, 5) = nan,
  *       exp(nan) = nan, sum and max over a nan are nan -> AG_OK
  *  B61  accepted: IEEE infinities: 1/0 = +inf, -1/0 = -inf, 0/0 = nan, log(0) = -inf,

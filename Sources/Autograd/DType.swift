@@ -22,12 +22,15 @@ public protocol TensorElement: BinaryFloatingPoint, SIMDScalar, Codable, Sendabl
     static func exp(_ x: Self) -> Self
     static func log(_ x: Self) -> Self
     static func log1p(_ x: Self) -> Self
+    static func expm1(_ x: Self) -> Self
     static func sqrt(_ x: Self) -> Self
     static func sin(_ x: Self) -> Self
     static func cos(_ x: Self) -> Self
     static func tanh(_ x: Self) -> Self
+    static func erf(_ x: Self) -> Self
     static func erfc(_ x: Self) -> Self
     static func pow(_ x: Self, _ y: Self) -> Self
+    static func atan2(_ y: Self, _ x: Self) -> Self
 }
 
 extension Float: TensorElement {
@@ -35,12 +38,15 @@ extension Float: TensorElement {
     @inline(__always) public static func exp(_ x: Float) -> Float { agk_expf(x) }  // as the exp kernel gives it
     @inline(__always) public static func log(_ x: Float) -> Float { logf(x) }
     @inline(__always) public static func log1p(_ x: Float) -> Float { log1pf(x) }
+    @inline(__always) public static func expm1(_ x: Float) -> Float { expm1f(x) }
     @inline(__always) public static func sqrt(_ x: Float) -> Float { sqrtf(x) }
     @inline(__always) public static func sin(_ x: Float) -> Float { sinf(x) }
     @inline(__always) public static func cos(_ x: Float) -> Float { cosf(x) }
     @inline(__always) public static func tanh(_ x: Float) -> Float { tanhf(x) }
+    @inline(__always) public static func erf(_ x: Float) -> Float { erff(x) }
     @inline(__always) public static func erfc(_ x: Float) -> Float { erfcf(x) }
     @inline(__always) public static func pow(_ x: Float, _ y: Float) -> Float { powf(x, y) }
+    @inline(__always) public static func atan2(_ y: Float, _ x: Float) -> Float { atan2f(y, x) }
 }
 
 extension Double: TensorElement {
@@ -48,10 +54,13 @@ extension Double: TensorElement {
     @inline(__always) public static func exp(_ x: Double) -> Double { Glibc.exp(x) }
     @inline(__always) public static func log(_ x: Double) -> Double { Glibc.log(x) }
     @inline(__always) public static func log1p(_ x: Double) -> Double { Glibc.log1p(x) }
+    @inline(__always) public static func expm1(_ x: Double) -> Double { Glibc.expm1(x) }
     @inline(__always) public static func sqrt(_ x: Double) -> Double { Glibc.sqrt(x) }
     @inline(__always) public static func sin(_ x: Double) -> Double { Glibc.sin(x) }
     @inline(__always) public static func cos(_ x: Double) -> Double { Glibc.cos(x) }
     @inline(__always) public static func tanh(_ x: Double) -> Double { Glibc.tanh(x) }
+    @inline(__always) public static func erf(_ x: Double) -> Double { Glibc.erf(x) }
     @inline(__always) public static func erfc(_ x: Double) -> Double { Glibc.erfc(x) }
     @inline(__always) public static func pow(_ x: Double, _ y: Double) -> Double { Glibc.pow(x, y) }
+    @inline(__always) public static func atan2(_ y: Double, _ x: Double) -> Double { Glibc.atan2(y, x) }
 }

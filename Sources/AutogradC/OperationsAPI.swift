@@ -40,6 +40,21 @@ public func ag_log(_ out: UnsafeMutablePointer<UInt64>?, _ a: UInt64) -> Int32 {
     produce("ag_log", out) { try Arg.tensor(a, "a").log() }
 }
 
+@_cdecl("ag_log1p")
+public func ag_log1p(_ out: UnsafeMutablePointer<UInt64>?, _ a: UInt64) -> Int32 {
+    produce("ag_log1p", out) { try Arg.tensor(a, "a").log1p() }
+}
+
+@_cdecl("ag_expm1")
+public func ag_expm1(_ out: UnsafeMutablePointer<UInt64>?, _ a: UInt64) -> Int32 {
+    produce("ag_expm1", out) { try Arg.tensor(a, "a").expm1() }
+}
+
+@_cdecl("ag_erf")
+public func ag_erf(_ out: UnsafeMutablePointer<UInt64>?, _ a: UInt64) -> Int32 {
+    produce("ag_erf", out) { try Arg.tensor(a, "a").erf() }
+}
+
 @_cdecl("ag_relu")
 public func ag_relu(_ out: UnsafeMutablePointer<UInt64>?, _ a: UInt64) -> Int32 {
     produce("ag_relu", out) { try Arg.tensor(a, "a").relu() }
@@ -75,6 +90,11 @@ public func ag_maximum(_ out: UnsafeMutablePointer<UInt64>?, _ a: UInt64, _ b: U
 @_cdecl("ag_minimum")
 public func ag_minimum(_ out: UnsafeMutablePointer<UInt64>?, _ a: UInt64, _ b: UInt64) -> Int32 {
     produce("ag_minimum", out) { try Arg.tensor(a, "a").minimum(Arg.tensor(b, "b")) }
+}
+
+@_cdecl("ag_atan2")
+public func ag_atan2(_ out: UnsafeMutablePointer<UInt64>?, _ a: UInt64, _ b: UInt64) -> Int32 {
+    produce("ag_atan2", out) { try Arg.tensor(a, "a").atan2(Arg.tensor(b, "b")) }
 }
 
 /// Runs a scalar form: `op(a, s)` with s as a 0-d constant of a's dtype.
@@ -134,6 +154,12 @@ public func ag_leaky_relu(_ out: UnsafeMutablePointer<UInt64>?, _ a: UInt64, _ s
     }
 }
 
+/// -inf and +inf stand for a missing bound (the same values and gradients as no bound).
+@_cdecl("ag_clamp")
+public func ag_clamp(_ out: UnsafeMutablePointer<UInt64>?, _ a: UInt64, _ min: Double, _ max: Double) -> Int32 {
+    produce("ag_clamp", out) { try Arg.tensor(a, "a").clamp(min: min, max: max) }
+}
+
 // MARK: - Reductions
 
 @_cdecl("ag_max")
@@ -157,6 +183,11 @@ public func ag_var(_ out: UnsafeMutablePointer<UInt64>?, _ a: UInt64, _ axes: Un
 @_cdecl("ag_logsumexp")
 public func ag_logsumexp(_ out: UnsafeMutablePointer<UInt64>?, _ a: UInt64, _ axes: UnsafePointer<Int64>?, _ naxes: Int64, _ keepdims: UInt8) -> Int32 {
     produce("ag_logsumexp", out) { try Arg.tensor(a, "a").logSumExp(axes: Arg.axes(axes, naxes), keepDims: keepdims != 0) }
+}
+
+@_cdecl("ag_cumsum")
+public func ag_cumsum(_ out: UnsafeMutablePointer<UInt64>?, _ a: UInt64, _ axis: Int64) -> Int32 {
+    produce("ag_cumsum", out) { try Arg.tensor(a, "a").cumsum(axis: Int(axis)) }
 }
 
 // MARK: - Shape

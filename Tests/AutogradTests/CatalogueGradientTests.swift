@@ -8,6 +8,7 @@ final class CatalogueGradientTests: XCTestCase {
     static let binaryOps: [(String, (Tensor, Tensor) throws -> Tensor)] = [
         ("add", { try $0 + $1 }), ("sub", { try $0 - $1 }), ("mul", { try $0 * $1 }), ("div", { try $0 / $1 }),
         ("pow", { try $0.abs().pow($1) }), ("maximum", { try $0.maximum($1) }), ("minimum", { try $0.minimum($1) }),
+        ("atan2", { try $0.atan2($1) }), ("atan2 swapped", { try $1.atan2($0) }),
     ]
 
     func testEveryBinaryOpOverBroadcastPatterns() {
@@ -51,10 +52,38 @@ final class CatalogueGradientTests: XCTestCase {
             ("sqrt", { try $0.abs().sqrt() }), ("abs", { try $0.abs() }), ("sin", { try $0.sin() }), ("cos", { try $0.cos() }),
             ("tanh", { try $0.tanh() }), ("sigmoid", { try $0.sigmoid() }), ("leaky_relu", { try $0.leakyRelu(negativeSlope: 0.1) }),
             ("gelu", { try $0.gelu() }), ("softplus", { try $0.softplus() }), ("exp", { try $0.exp() }), ("relu", { try $0.relu() }),
+            ("log1p", { try $0.abs().log1p() }), ("log1p near -1", { try ($0.abs() * 0.1 - 0.95).log1p() }),
+            ("expm1", { try $0.expm1() }), ("erf", { try $0.erf() }),
         ]
         for (name, op) in unary { assertGradCheck([x], name) { try op($0[0]) } }
         assertGradCheck([positive], "sqrt") { try $0[0].sqrt() }
         assertGradCheck([positive], "log") { try $0[0].log() }
+    }
+
+    /// clamp with one bound, both, and both equal to values of x: away from the bounds by
+    /// central differences; at a bound the gradient is 1 (torch's convention, the one-sided
+    /// derivative from inside), which finite differences cannot see, so it is checked directly.
+    func testClampWithOneOrBothBounds() throws {
+        let x = try Tensor([-1.7, -0.9, -0.3, 0.4, 1.1, 1.9, -1.2, 0.8, 1.4, -0.1, 0.6, 1.6], shape: [3, 4])
+        try x.setRequiresGrad(true)
+        for (lo, hi) in [(-0.5, 1.0), (-0.5, nil), (nil, 1.0), (-1.0, -1.0), (nil, nil)] as [(Double?, Double?)] {
+            assertGradCheck([x], "clamp \(String(describing: lo)) \(String(describing: hi))") { try $0[0].clamp(min: lo, max: hi) }
+        }
+        let atBounds = try Tensor([-0.5, 1.0, 0.2, -0.6, 1.1], shape: [5])
+        try atBounds.setRequiresGrad(true)
+        try atBounds.clamp(min: -0.5, max: 1.0).sum().backward()
+        XCTAssertEqual(atBounds.grad!.values, [1, 1, 1, 0, 0])
+    }
+
+    func testCumsumAlongEveryAxis() {
+        let x = rng.tensor([2, 3, 4])
+        for axis in [0, 1, 2, -1, -2, -3] {
+            assertGradCheck([x], "cumsum \(axis)") { try $0[0].cumsum(axis: axis) }
+            assertGradCheck([x], "cumsum \(axis) of a product") { try ($0[0] * $0[0]).cumsum(axis: axis) }
+        }
+        let v = rng.tensor([7])
+        assertGradCheck([v], "cumsum 1-D") { try $0[0].cumsum(axis: 0) }
+        assertGradCheck([rng.tensor([])], "cumsum 0-d") { try $0[0].cumsum(axis: -1) }
     }
 
     func testGeluKeepsRelativeAccuracyInTheLowerTail() throws {

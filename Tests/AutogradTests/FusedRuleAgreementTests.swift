@@ -19,7 +19,8 @@ final class FusedRuleAgreementTests: XCTestCase {
         let apply: ([Tensor]) throws -> Tensor
         /// The ops whose nodes carry a fused loop (an ElementwiseKind).
         static let fused: Set<String> = ["add", "sub", "mul", "div", "neg", "exp", "log", "tanh", "sigmoid", "relu", "sqrt",
-                                         "abs", "sin", "cos", "softplus", "gelu", "pow", "maximum", "minimum"]
+                                         "abs", "sin", "cos", "softplus", "gelu", "pow", "maximum", "minimum",
+                                         "log1p", "expm1", "erf", "atan2"]
         init(_ name: String, _ arity: Int, _ apply: @escaping ([Tensor]) throws -> Tensor) {
             self.name = name
             self.arity = arity
@@ -27,8 +28,8 @@ final class FusedRuleAgreementTests: XCTestCase {
         }
     }
 
-    /// The ops with a fused loop, then those without one (leaky_relu has a parameter; where is
-    /// not in the table).
+    /// The ops with a fused loop, then those without one (leaky_relu and clamp have parameters;
+    /// where is not in the table).
     static let ops: [Op] = [
         Op("add", 2) { try $0[0].adding($0[1]) },
         Op("sub", 2) { try $0[0].subtracting($0[1]) },
@@ -51,6 +52,12 @@ final class FusedRuleAgreementTests: XCTestCase {
         Op("minimum", 2) { try $0[0].minimum($0[1]) },
         Op("where", 2) { x in try Tensor.where(withNoGrad { try x[0].gt(x[1]) }, x[0], x[1]) },
         Op("pow", 2) { try $0[0].pow($0[1]) },
+        Op("log1p", 1) { try $0[0].log1p() },
+        Op("expm1", 1) { try $0[0].expm1() },
+        Op("erf", 1) { try $0[0].erf() },
+        Op("atan2", 2) { try $0[0].atan2($0[1]) },
+        Op("clamp", 1) { try $0[0].clamp(min: -1, max: 3.5) },
+        Op("clamp min", 1) { try $0[0].clamp(min: 0.5) },
     ]
 
     /// The ways a gradient is computed (see the class comment).

@@ -112,6 +112,8 @@ SIGNATURES = {
     "ag_logsumexp": (S, [PT, T, PI64, c_int64, c_bool]),
     "ag_var": (S, [PT, T, PI64, c_int64, c_int64, c_bool]),
     "ag_leaky_relu": (S, [PT, T, c_double]),
+    "ag_clamp": (S, [PT, T, c_double, c_double]),
+    "ag_cumsum": (S, [PT, T, c_int64]),
     "ag_reshape": (S, [PT, T, PI64, c_int64]),
     "ag_transpose": (S, [PT, T, c_int64, c_int64]),
     "ag_permute": (S, [PT, T, PI64, c_int64]),
@@ -129,11 +131,11 @@ SIGNATURES = {
     "ag_linear": (S, [PT, T, T, T]),
     "ag_where": (S, [PT, T, T, T]),
 }
-BINARY = ["add", "sub", "mul", "div", "pow", "maximum", "minimum"]
+BINARY = ["add", "sub", "mul", "div", "pow", "maximum", "minimum", "atan2"]
 SCALAR = ["add_scalar", "sub_scalar", "rsub_scalar", "mul_scalar", "div_scalar", "rdiv_scalar",
           "pow_scalar", "rpow_scalar", "maximum_scalar", "minimum_scalar"]
 UNARY = ["neg", "exp", "log", "sqrt", "abs", "sin", "cos", "tanh", "sigmoid", "relu", "gelu",
-         "softplus"]
+         "softplus", "log1p", "expm1", "erf"]
 COMPARE = ["eq", "ne", "lt", "le", "gt", "ge"]
 for _n in BINARY + COMPARE + ["matmul", "dot", "outer", "mse_loss"]:
     SIGNATURES["ag_" + _n] = (S, [PT, T, T])
@@ -247,6 +249,10 @@ def ag_apply(A, op, ins, p):
         return A.call(op, ins[0])
     if op == "leaky_relu":
         return A.call(op, ins[0], c_double(p["slope"]))
+    if op == "clamp":
+        return A.call(op, ins[0], c_double(p["lo"]), c_double(p["hi"]))
+    if op == "cumsum":
+        return A.call(op, ins[0], p["axis"])
     if op in ("sum", "mean", "max", "min", "logsumexp"):
         return A.call(op, ins[0], *_axes(p), p["keepdims"])
     if op == "var":
@@ -310,6 +316,10 @@ class NumpyOps:
     def softplus(x):
         return np.logaddexp(x, 0.0)
 
+    @classmethod
+    def erf(cls, x):
+        return cls._erf(np.asarray(x))
+
     @staticmethod
     def logsumexp(x, axis=None, keepdims=False):
         m = np.max(x, axis=axis, keepdims=True)
@@ -331,6 +341,7 @@ class JaxOps:
     sigmoid = staticmethod(jax.nn.sigmoid)
     gelu = staticmethod(lambda x: jax.nn.gelu(x, approximate=False))
     softplus = staticmethod(jax.nn.softplus)
+    erf = staticmethod(jsp.erf)
     logsumexp = staticmethod(jsp.logsumexp)
     softmax = staticmethod(lambda x, axis: jax.nn.softmax(x, axis=axis))
     log_softmax = staticmethod(lambda x, axis: jax.nn.log_softmax(x, axis=axis))
@@ -346,6 +357,8 @@ def apply(op, x, p, B):
         return a / x[1]
     if op == "pow":
         return xp.power(a, x[1])
+    if op == "atan2":
+        return xp.arctan2(a, x[1])
     if op in COMPARE:
         f = {"eq": xp.equal, "ne": xp.not_equal, "lt": xp.less, "le": xp.less_equal,
              "gt": xp.greater, "ge": xp.greater_equal}[op]
@@ -359,10 +372,14 @@ def apply(op, x, p, B):
                 "minimum_scalar": lambda: xp.minimum(a, s)}[op]()
     if op == "neg":
         return -a
-    if op in ("exp", "log", "sqrt", "abs", "sin", "cos", "tanh"):
+    if op in ("exp", "log", "sqrt", "abs", "sin", "cos", "tanh", "log1p", "expm1"):
         return getattr(xp, op)(a)
-    if op in ("sigmoid", "gelu", "softplus"):
+    if op in ("sigmoid", "gelu", "softplus", "erf"):
         return getattr(B, op)(a)
+    if op == "clamp":  # the gradient passes at the bounds (torch), which the generator avoids
+        return xp.clip(a, p["lo"], p["hi"])
+    if op == "cumsum":
+        return xp.cumsum(a, axis=p["axis"])
     if op == "relu":  # relu'(0) = 0
         return xp.where(a > 0, a, 0.0)
     if op == "leaky_relu":  # leaky_relu'(0) = negative_slope
@@ -691,6 +708,10 @@ def gen_binary(op):
             va, vb = np.broadcast_arrays(np.asarray(G.vals[a]), np.asarray(G.vals[b]))
             if not G.away_from(va - vb, 0.0, scale=(va, vb)):
                 raise Reject(op)
+        if op == "atan2":  # away from the origin, where the angle is ill-conditioned
+            va, vb = np.broadcast_arrays(np.asarray(G.vals[a]), np.asarray(G.vals[b]))
+            if va.size and np.min(np.hypot(va, vb)) < 0.1:
+                raise Reject(op)
         return G.emit(op, [a, b], {})
     return g
 
@@ -745,6 +766,10 @@ def gen_unary(op):
             raise Reject(op)
         if op in ("log", "sqrt"):
             return G.emit(op, [G.positive(cur)], {})
+        if op == "log1p" and v.min() < -0.8:
+            return G.emit(op, [G.positive(cur)], {})
+        if op == "expm1" and v.max() > 6:
+            raise Reject(op)
         p = {}
         if op == "leaky_relu":
             p = {"slope": G.rnd(G.rng.uniform(0.01, 0.3))}
@@ -752,6 +777,27 @@ def gen_unary(op):
             raise Reject(op)
         return G.emit(op, [cur], p)
     return g
+
+
+def g_clamp(G, cur):
+    """Bounds inside the data, away from every value (the derivative jumps at a bound); one of
+    them may be missing (+-inf)."""
+    rng, v = G.rng, np.asarray(G.vals[cur])
+    for _ in range(5):
+        lo, hi = sorted(G.rnd(rng.uniform(v.min(), v.max()) if v.size > 1 else v.min() + rng.normal())
+                        for _ in range(2))
+        r = rng.random()
+        lo, hi = (-math.inf, hi) if r < 0.25 else (lo, math.inf) if r < 0.5 else (lo, hi)
+        if all(not math.isfinite(b) or G.away_from(v - b, 0.0, allow_exact=False, scale=(v,)) for b in (lo, hi)):
+            return G.emit("clamp", [cur], {"lo": lo, "hi": hi})
+    raise Reject("clamp")
+
+
+def g_cumsum(G, cur):
+    nd = len(G.shapes[cur])
+    if nd == 0:
+        raise Reject("cumsum")
+    return G.emit("cumsum", [cur], {"axis": int(G.rng.integers(-nd, nd))})
 
 
 def gen_reduction(op):
@@ -1046,6 +1092,7 @@ GENERATORS.update({
     "dot": g_dot, "outer": g_outer, "matmul": g_matmul,
     "softmax": g_softmax("softmax"), "log_softmax": g_softmax("log_softmax"),
     "cross_entropy": g_cross_entropy, "mse_loss": g_mse_loss, "linear": g_linear, "where": g_where,
+    "clamp": g_clamp, "cumsum": g_cumsum,
 })
 OP_NAMES = sorted(GENERATORS)
 # Ops that end in a 0-d tensor are chosen less often, so that most graphs keep real tensors.
@@ -1350,6 +1397,27 @@ def spot_checks():
                     failures.append(f"{op} gradient at +-1000 vs jax: {ours} vs {ref}")
             finally:
                 B.free_all()
+        # log1p, expm1, erf where their naive forms lose everything; clamp, atan2 (signed zeros,
+        # quadrants), cumsum against numpy / jax
+        small = np.array([-0.999, -0.5, -1e-10, 0.0, 1e-12, 1e-5, 0.3, 3.0, 40.0])
+        ts = A.from_numpy(small, "float64")
+        x2 = np.array([[0.0, -0.0, 0.0, 1.5], [-2.0, 3.0, -0.0, 0.25]])
+        y2 = np.array([[0.0, 0.0, -0.0, -1.0], [-1.0, 0.5, -4.0, 2.0]])
+        t2, u2 = A.from_numpy(x2, "float64"), A.from_numpy(y2, "float64")
+        added = [
+            ("log1p", A.call("log1p", ts), np.log1p(small)),
+            ("expm1", A.call("expm1", ts), np.expm1(small)),
+            ("erf", A.call("erf", t), np.asarray(jsp.erf(jnp.asarray(x)))),
+            ("clamp", A.call("clamp", t, c_double(-2.5), c_double(math.inf)), np.clip(x, -2.5, None)),
+            ("atan2", A.call("atan2", t2, u2), np.arctan2(x2, y2)),
+            ("cumsum", A.call("cumsum", t2, -1), np.cumsum(x2, axis=-1)),
+        ]
+        for name, h, ref in added:  # elementwise relative error: the small values count too
+            ours = to_numpy(h, "float64")
+            ref = np.asarray(ref, dtype=np.float64)
+            ok = ours.shape == ref.shape and bool(np.all(np.abs(ours - ref) <= 1e-15 * np.abs(ref)))
+            if not (ok and np.array_equal(np.signbit(ours), np.signbit(ref))):
+                failures.append(f"{name} forward vs numpy/jax: {ours.ravel()[:6]} vs {ref.ravel()[:6]}")
         # reductions on a fixed tensor against numpy
         rng = np.random.default_rng(7)
         m = rng.normal(0, 3, (3, 4, 5)) + np.array([0.0, 900.0, -900.0])[:, None, None]
@@ -1381,7 +1449,7 @@ def spot_checks():
 # Reference.condition perturbs only the others (and so keeps exact ties, e.g. of copies, intact).
 EXACT_OPS = {"leaf", "const", "reshape", "transpose", "permute", "expand", "squeeze", "unsqueeze",
              "concat", "stack", "slice", "index_select", "gather", "neg", "abs", "relu", "maximum",
-             "minimum", "maximum_scalar", "minimum_scalar", "max", "min", "where"} | set(COMPARE)
+             "minimum", "maximum_scalar", "minimum_scalar", "max", "min", "where", "clamp"} | set(COMPARE)
 # A graph whose reference output, loss or a gradient is (as a whole) smaller than this in magnitude,
 # but not zero, is outside the dtype's range (float32 cannot hold 1e-60) and is redrawn.
 TINY = {"float64": 1e-280, "float32": 1e-30}

@@ -718,6 +718,8 @@ static bool b42(void) { /* an axis out of range */
     ok &= EXPECT(ag_log_softmax(&out, a, -3), AG_ERR_ARGUMENT, "axis -3 is out of range");
     ok &= EXPECT(ag_concat(&out, &a, 1, 2), AG_ERR_ARGUMENT, "out of range");
     ok &= EXPECT(ag_stack(&out, &a, 1, 4), AG_ERR_ARGUMENT, "out of range");
+    ok &= EXPECT(ag_cumsum(&out, a, -3), AG_ERR_ARGUMENT, "axis -3 is out of range for a tensor of rank 2");
+    ok &= EXPECT(ag_cumsum(&out, a, INT64_MIN), AG_ERR_ARGUMENT, "axis -9223372036854775808 is out of range");
     ok &= CHECK(out == SENT_HANDLE);
     release(a);
     return ok;
@@ -916,12 +918,20 @@ static bool b58(void) { /* init: an unknown kind */
     return ok;
 }
 
-static bool b59(void) { /* leaky_relu: a non-finite negative_slope */
+static bool b59(void) { /* leaky_relu: a non-finite negative_slope; clamp: a nan bound */
     ag_tensor a = scalar64(-1);
     ag_tensor out = SENT_HANDLE;
     bool ok = EXPECT(ag_leaky_relu(&out, a, NAN), AG_ERR_ARGUMENT, "negative_slope must be finite");
     ok &= EXPECT(ag_leaky_relu(&out, a, -INFINITY), AG_ERR_ARGUMENT, "negative_slope must be finite");
+    ok &= EXPECT(ag_clamp(&out, a, NAN, 1), AG_ERR_ARGUMENT, "a bound is nan");
+    ok &= EXPECT(ag_clamp(&out, a, -INFINITY, NAN), AG_ERR_ARGUMENT, "a bound is nan");
     ok &= CHECK(out == SENT_HANDLE);
+    /* accepted: +-INFINITY is no bound; min > max gives max */
+    ag_tensor c = AG_NULL_TENSOR, d = AG_NULL_TENSOR;
+    ok &= OK(ag_clamp(&c, a, -INFINITY, INFINITY));
+    ok &= OK(ag_clamp(&d, a, 2, 1));
+    if (ok) ok &= CHECK(item(c) == -1.0) && CHECK(item(d) == 1.0);
+    release(c), release(d);
     release(a);
     return ok;
 }

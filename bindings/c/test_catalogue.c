@@ -344,6 +344,13 @@ static ag_status c_sigmoid(ag_tensor *o, ag_tensor a, double s) { (void)s; retur
 static ag_status c_gelu(ag_tensor *o, ag_tensor a, double s) { (void)s; return ag_gelu(o, a); }
 static ag_status c_softplus(ag_tensor *o, ag_tensor a, double s) { (void)s; return ag_softplus(o, a); }
 static ag_status c_relu(ag_tensor *o, ag_tensor a, double s) { (void)s; return ag_relu(o, a); }
+static ag_status c_log1p(ag_tensor *o, ag_tensor a, double s) { (void)s; return ag_log1p(o, a); }
+static ag_status c_expm1(ag_tensor *o, ag_tensor a, double s) { (void)s; return ag_expm1(o, a); }
+static ag_status c_erf(ag_tensor *o, ag_tensor a, double s) { (void)s; return ag_erf(o, a); }
+/* clamp with s as its bounds: [-s, s], [s, inf), (-inf, s] */
+static ag_status c_clamp(ag_tensor *o, ag_tensor a, double s) { return ag_clamp(o, a, -s, s); }
+static ag_status c_clamp_min(ag_tensor *o, ag_tensor a, double s) { return ag_clamp(o, a, s, INFINITY); }
+static ag_status c_clamp_max(ag_tensor *o, ag_tensor a, double s) { return ag_clamp(o, a, -INFINITY, s); }
 
 static double r_sqrt(double x, double s) { (void)s; return sqrt(x); }
 static double r_abs(double x, double s) { (void)s; return fabs(x); }
@@ -354,6 +361,12 @@ static double r_sigmoid(double x, double s) { (void)s; return sigmoid_d(x); }
 static double r_gelu(double x, double s) { (void)s; return gelu_d(x); }
 static double r_softplus(double x, double s) { (void)s; return softplus_d(x); }
 static double r_leaky(double x, double s) { return x > 0 ? x : s * x; }
+static double r_log1p(double x, double s) { (void)s; return log1p(x); }
+static double r_expm1(double x, double s) { (void)s; return expm1(x); }
+static double r_erf(double x, double s) { (void)s; return erf(x); }
+static double r_clamp(double x, double s) { return x < -s ? -s : x > s ? s : x; }
+static double r_clamp_min(double x, double s) { return x < s ? s : x; }
+static double r_clamp_max(double x, double s) { return x > s ? s : x; }
 static double r_add(double x, double s) { return x + s; }
 static double r_sub(double x, double s) { return x - s; }
 static double r_rsub(double x, double s) { return s - x; }
@@ -384,6 +397,12 @@ static const UnaryCase UNARY[] = {
     {"ag_leaky_relu(-0.5)", ag_leaky_relu, r_leaky, -0.5, false},
     {"ag_gelu", c_gelu, r_gelu, 0, false},
     {"ag_softplus", c_softplus, r_softplus, 0, false},
+    {"ag_log1p", c_log1p, r_log1p, 0, true},
+    {"ag_expm1", c_expm1, r_expm1, 0, false},
+    {"ag_erf", c_erf, r_erf, 0, false},
+    {"ag_clamp(-1.2, 1.2)", c_clamp, r_clamp, 1.2, false},
+    {"ag_clamp(0.7, inf)", c_clamp_min, r_clamp_min, 0.7, false},
+    {"ag_clamp(-inf, -0.4)", c_clamp_max, r_clamp_max, -0.4, false},
     {"ag_add_scalar(1.5)", ag_add_scalar, r_add, 1.5, false},
     {"ag_sub_scalar(1.5)", ag_sub_scalar, r_sub, 1.5, false},
     {"ag_rsub_scalar(1.5)", ag_rsub_scalar, r_rsub, 1.5, false},
@@ -570,10 +589,77 @@ static void test_unary_special(void) {
                     gx[i] * exp(-gx[i] * gx[i] / 2) / sqrt(2 * 3.14159265358979323846);
         EXPECT_GRAD("gelu' = Phi(x) + x phi(x)", f_unary, &gelu, IN1(gx, s4), ones4, 0, gd);
     }
+
+    /* log1p, expm1, erf: accuracy near 0 (where log(1 + x) and exp(x) - 1 lose x), the edges
+     * of log1p's domain, and expm1' = e^x where y + 1 would cancel to 0 (x = -40) */
+    static const UnaryCase log1p_ = {"ag_log1p", c_log1p, NULL, 0, false}, expm1_ = {"ag_expm1", c_expm1, NULL, 0, false},
+                           erf_ = {"ag_erf", c_erf, NULL, 0, false};
+    {
+        ag_tensor a = MAKE(D(1e-10, -1, -2, -1e-10), s4), r = AG_NULL_TENSOR;
+        if (CHECK_OK(ag_log1p(&r, a))) {
+            EXPECT_TENSOR_TOL(r, s4, D(9.9999999995e-11, -INFINITY, NAN, -1.00000000005e-10), 0, 1e-15, "log1p near 0 and at -1, -2");
+            FREE(r);
+        }
+        if (CHECK_OK(ag_expm1(&r, a))) {
+            EXPECT_TENSOR_TOL(r, s4, D(1.00000000005e-10, expm1(-1.0), expm1(-2.0), -9.9999999995e-11), 0, 1e-15, "expm1 near 0");
+            FREE(r);
+        }
+        if (CHECK_OK(ag_erf(&r, a))) {
+            /* erf(x) = 2x/sqrt(pi) near 0 */
+            EXPECT_TENSOR_TOL(r, s4, D(1.1283791670955126e-10, erf(-1.0), erf(-2.0), -1.1283791670955126e-10), 0, 1e-15, "erf near 0");
+            FREE(r);
+        }
+        FREE(a);
+    }
+    EXPECT_GRAD("log1p' = 1/(1 + x)", f_unary, &log1p_, IN1(D(0, -0.5, 3), s3), ones3, 0, D(1, 2, 0.25));
+    EXPECT_GRAD("log1p'(-1) = inf", f_unary, &log1p_, IN1(D(-1, 0, 1), s3), ones3, 0, D(INFINITY, 1, 0.5));
+    {
+        Run r;
+        if (RUN(&r, f_unary, &expm1_, IN1(D(-40, 0, 2), s3), ones3) && CHECK(r.grad[0]))
+            CLOSE("expm1' = e^x (e^-40 = 4.25e-18, not 0)", r.grad[0], D(exp(-40.0), 1, exp(2.0)), 3, 0, 1e-14);
+        run_free(&r);
+    }
+    EXPECT_GRAD("erf' = 2/sqrt(pi) e^(-x^2)", f_unary, &erf_, IN1(D(0, 1, -30), s3), ones3, 0,
+                D(1.1283791670955126, 1.1283791670955126 * exp(-1.0), 0));
+
+    /* clamp: the gradient passes at the bounds (as PyTorch), not beyond them nor at nan, and is
+     * selected (an infinite incoming gradient leaves 0 outside); min > max gives max everywhere */
+    static const UnaryCase clamp1 = {"ag_clamp(-1, 1)", c_clamp, NULL, 1.0, false};
+    const Shape s6 = SHAPE(6);
+    const double cx[6] = {-2, -1, 0.5, 1, 3, NAN};
+    EXPECT_GRAD("clamp' at and beyond the bounds", f_unary, &clamp1, IN1(cx, s6), D(1, 1, 1, 1, 1, 1), 0,
+                D(0, 1, 1, 1, 0, 0));
+    {
+        ag_tensor a = MAKE(cx, s6), r = AG_NULL_TENSOR;
+        if (CHECK_OK(ag_clamp(&r, a, -1, 1))) {
+            EXPECT_TENSOR(r, s6, D(-1, -1, 0.5, 1, 1, NAN), "clamp(-1, 1)");
+            FREE(r);
+        }
+        if (CHECK_OK(ag_clamp(&r, a, 1, -1))) {
+            EXPECT_TENSOR(r, s6, D(-1, -1, -1, -1, -1, NAN), "clamp(1, -1): min > max gives max");
+            FREE(r);
+        }
+        if (CHECK_OK(ag_clamp(&r, a, -INFINITY, INFINITY))) {
+            EXPECT_TENSOR(r, s6, cx, "clamp with no bounds");
+            FREE(r);
+        }
+        CHECK_ERR(ag_clamp(NULL, a, 0, 1), AG_ERR_ARGUMENT);
+        CHECK_ERR_OUT(AG_ERR_ARGUMENT, ag_clamp, a, NAN, 1.0);
+        CHECK_ERR_OUT(AG_ERR_ARGUMENT, ag_clamp, a, 0.0, NAN);
+        CHECK_ERR_OUT(AG_ERR_INVALID_HANDLE, ag_clamp, g_stale, 0.0, 1.0);
+        FREE(a);
+    }
+    {
+        ag_tensor a = make_at(cx, s6, AG_FLOAT64, true, HERE), r = AG_NULL_TENSOR, seed = AG_NULL_TENSOR, g = AG_NULL_TENSOR;
+        if (CHECK_OK(ag_clamp(&r, a, -1, 1)) && CHECK_OK(ag_tensor_full(&seed, I64(6), 1, INFINITY, AG_FLOAT64)) &&
+            CHECK_OK(ag_backward(r, seed, false, false)) && CHECK_OK(ag_tensor_grad(&g, a)))
+            EXPECT_TENSOR(g, s6, D(0, INFINITY, INFINITY, INFINITY, 0, 0), "clamp' with an infinite gradient: selected");
+        FREE(a, r, seed, g);
+    }
 }
 
 /* ========================================================================================== */
-/* Binary operations: pow, maximum, minimum                                                   */
+/* Binary operations: pow, maximum, minimum, atan2                                            */
 /* ========================================================================================== */
 
 typedef ag_status (*bin_fn)(ag_tensor *, ag_tensor, ag_tensor);
@@ -587,10 +673,12 @@ typedef struct {
 static double b_pow(double a, double b) { return pow(a, b); }
 static double b_max(double a, double b) { return isnan(a) || isnan(b) ? NAN : a > b ? a : b; }
 static double b_min(double a, double b) { return isnan(a) || isnan(b) ? NAN : a < b ? a : b; }
+static double b_atan2(double a, double b) { return atan2(a, b); }
 
 static const BinCase BINARY[] = {{"ag_pow", ag_pow, b_pow, true},
                                  {"ag_maximum", ag_maximum, b_max, false},
-                                 {"ag_minimum", ag_minimum, b_min, false}};
+                                 {"ag_minimum", ag_minimum, b_min, false},
+                                 {"ag_atan2", ag_atan2, b_atan2, false}};
 
 static ag_status f_bin(ag_tensor *o, const ag_tensor *in, const void *ctx) {
     return ((const BinCase *)ctx)->fn(o, in[0], in[1]);
@@ -685,6 +773,34 @@ static void test_binary(void) {
             FREE(r);
         }
         FREE(a, b);
+    }
+
+    /* atan2: quadrants and signed zeros (C's atan2), the gradient b/r^2, -a/r^2; 0 at (0, 0)
+     * (PyTorch's convention); accurate where a^2 + b^2 overflows (1e200) or underflows (1e-200) */
+    const BinCase *at = &BINARY[3];
+    {
+        const Shape s6 = SHAPE(6);
+        ag_tensor a = MAKE(D(0, -0.0, 0, 1, -1, 3), s6), b = MAKE(D(0, 0, -0.0, 0, -0.0, -4), s6), r = AG_NULL_TENSOR;
+        if (CHECK_OK(ag_atan2(&r, a, b))) {
+            double got[6];
+            if (read_into_at(got, 6, r, HERE)) {
+                const double pi = 3.14159265358979323846;
+                const double want[6] = {0, -0.0, pi, pi / 2, -pi / 2, atan2(3.0, -4.0)};
+                ARRAYS_CLOSE("atan2 at signed zeros", got, want, 6);
+                CHECKF(signbit(got[1]) && !signbit(got[0]), "atan2(-0, 0) = %g, atan2(0, 0) = %g", got[1], got[0]);
+            }
+            FREE(r);
+        }
+        FREE(a, b);
+    }
+    const Inputs *ain = IN2(D(0, 3, 1e200, 1e-200), SHAPE(4), D(0, -4, 1e200, 1e-200), SHAPE(4));
+    {
+        Run r; /* relative tolerance only: 5e-201 must not pass for 0 */
+        if (RUN(&r, f_bin, at, ain, D(1, 1, 1, 1)) && CHECK(r.grad[0] && r.grad[1])) {
+            CLOSE("atan2: d/da = b/(a^2+b^2), 0 at (0, 0)", r.grad[0], D(0, -4.0 / 25, 5e-201, 5e199), 4, 0, 1e-15);
+            CLOSE("atan2: d/db = -a/(a^2+b^2), 0 at (0, 0)", r.grad[1], D(0, -3.0 / 25, -5e-201, -5e199), 4, 0, 1e-15);
+        }
+        run_free(&r);
     }
 }
 
@@ -1060,6 +1176,92 @@ static void test_reductions(void) {
         }
         run_free(&r);
     }
+}
+
+/* ========================================================================================== */
+/* cumsum                                                                                     */
+/* ========================================================================================== */
+
+static ag_status f_cumsum(ag_tensor *o, const ag_tensor *in, const void *ctx) {
+    return ag_cumsum(o, in[0], *(const int64_t *)ctx);
+}
+
+/* The cumulative sum along `axis` (normalised) in plain C, one running sum per lane. */
+static void ref_cumsum(const double *x, Shape s, int64_t axis, double *out) {
+    int64_t n = s.d[axis], inner = prod(s, axis + 1, s.ndim), outer = prod(s, 0, axis);
+    for (int64_t o = 0; o < outer; o++)
+        for (int64_t j = 0; j < inner; j++) {
+            double acc = 0;
+            for (int64_t i = 0; i < n; i++) {
+                int64_t k = (o * n + i) * inner + j;
+                acc += x[k];
+                out[k] = acc;
+            }
+        }
+}
+
+static void test_cumsum(void) {
+    const Shape s = SHAPE(2, 3, 2);
+    double x[12], want[12];
+    fill(x, 12, 1.9);
+    const int64_t axes[] = {0, 1, 2, -1, -2, -3};
+    for (size_t k = 0; k < sizeof axes / sizeof axes[0]; k++) {
+        int64_t axis = axes[k], norm = axis < 0 ? axis + 3 : axis;
+        set_ctx("ag_cumsum axis %" PRId64, axis);
+        ref_cumsum(x, s, norm, want);
+        ag_tensor a = MAKE(x, s), a32 = MAKE32(x, s), r = AG_NULL_TENSOR;
+        if (CHECK_OK(ag_cumsum(&r, a, axis))) {
+            EXPECT_TENSOR(r, s, want, "cumsum float64");
+            FREE(r);
+        }
+        double x32[12];
+        for (int i = 0; i < 12; i++) x32[i] = round_to(AG_FLOAT32, x[i]);
+        ref_cumsum(x32, s, norm, want);
+        for (int i = 0; i < 12; i++) want[i] = round_to(AG_FLOAT32, want[i]);
+        if (CHECK_OK(ag_cumsum(&r, a32, axis))) {
+            /* float32: summed in double and rounded once, so exactly the rounded double sums */
+            EXPECT_TENSOR_TOL(r, s, want, 0, 0, "cumsum float32");
+            EXPECT_DTYPE(r, AG_FLOAT32);
+            FREE(r);
+        }
+        GRADCHECK("ag_cumsum", f_cumsum, &axes[k], IN1(x, s));
+        FREE(a, a32);
+    }
+    /* the gradient is the cumulative sum of the weights from the end: [1, 2, 3, 4] -> [10, 9, 7, 4] */
+    static const int64_t ax0 = 0;
+    EXPECT_GRAD("cumsum' = reversed cumsum of g", f_cumsum, &ax0, IN1(D(5, -1, 2, 0.5), SHAPE(4)), D(1, 2, 3, 4), 0,
+                D(10, 9, 7, 4));
+    set_ctx("ag_cumsum 0-d, empty, inf and nan");
+    {
+        ag_tensor z = MAKE(D(2.5), S0), e = MAKE(NULL, SHAPE(2, 0)), w = MAKE(D(1, INFINITY, 1, NAN, 2, 3), SHAPE(2, 3)),
+                  r = AG_NULL_TENSOR;
+        if (CHECK_OK(ag_cumsum(&r, z, 0))) {
+            EXPECT_TENSOR(r, S0, D(2.5), "0-d, axis 0");
+            FREE(r);
+        }
+        if (CHECK_OK(ag_cumsum(&r, z, -1))) {
+            EXPECT_TENSOR(r, S0, D(2.5), "0-d, axis -1");
+            FREE(r);
+        }
+        if (CHECK_OK(ag_cumsum(&r, e, 1))) {
+            EXPECT_SHAPE(r, SHAPE(2, 0), "empty");
+            FREE(r);
+        }
+        if (CHECK_OK(ag_cumsum(&r, w, -1))) {
+            EXPECT_TENSOR(r, SHAPE(2, 3), D(1, INFINITY, INFINITY, NAN, NAN, NAN), "inf and nan carry on in their lane");
+            FREE(r);
+        }
+        CHECK_ERR(ag_cumsum(NULL, w, 0), AG_ERR_ARGUMENT);
+        CHECK_ERR_OUT(AG_ERR_ARGUMENT, ag_cumsum, w, 2);
+        CHECK_ERR_OUT(AG_ERR_ARGUMENT, ag_cumsum, w, -3);
+        CHECK_ERR_OUT(AG_ERR_ARGUMENT, ag_cumsum, w, INT64_MIN);
+        CHECK_ERR_OUT(AG_ERR_ARGUMENT, ag_cumsum, w, INT64_MAX);
+        CHECK_ERR_OUT(AG_ERR_ARGUMENT, ag_cumsum, z, 1);
+        CHECK_ERR_OUT(AG_ERR_INVALID_HANDLE, ag_cumsum, g_stale, 0);
+        CHECK_ERR_OUT(AG_ERR_INVALID_HANDLE, ag_cumsum, AG_NULL_TENSOR, 0);
+        FREE(z, e, w);
+    }
+    set_ctx("%s", "");
 }
 
 /* ========================================================================================== */
@@ -2059,10 +2261,11 @@ int main(void) {
     run_group_checking_handles("ag_tensor_rand_normal", test_rand_normal);
     run_group_checking_handles("unary operations and scalar forms", test_unary);
     run_group_checking_handles("unary kinks and extreme inputs", test_unary_special);
-    run_group_checking_handles("ag_pow, ag_maximum, ag_minimum", test_binary);
+    run_group_checking_handles("ag_pow, ag_maximum, ag_minimum, ag_atan2", test_binary);
     run_group_checking_handles("comparisons", test_comparisons);
     run_group_checking_handles("ag_where", test_where);
     run_group_checking_handles("ag_max, ag_min, ag_var, ag_logsumexp", test_reductions);
+    run_group_checking_handles("ag_cumsum", test_cumsum);
     run_group_checking_handles("ag_reshape", test_reshape);
     run_group_checking_handles("ag_transpose, ag_permute", test_transpose_permute);
     run_group_checking_handles("ag_expand", test_expand);

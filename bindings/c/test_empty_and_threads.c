@@ -123,15 +123,19 @@ typedef struct {
 #define SCALAR_OP(op)                                                                          \
     static ag_status f_##op(ag_tensor *o, const ag_tensor *in) { return ag_##op(o, in[0], 0.5); }
 UNARY(neg) UNARY(exp) UNARY(log) UNARY(relu) UNARY(sqrt) UNARY(abs) UNARY(sin) UNARY(cos) UNARY(tanh)
-UNARY(sigmoid) UNARY(gelu) UNARY(softplus) UNARY(detach)
+UNARY(sigmoid) UNARY(gelu) UNARY(softplus) UNARY(detach) UNARY(log1p) UNARY(expm1) UNARY(erf)
 BINARY(add) BINARY(sub) BINARY(mul) BINARY(div) BINARY(pow) BINARY(maximum) BINARY(minimum)
 BINARY(eq) BINARY(ne) BINARY(lt) BINARY(le) BINARY(gt) BINARY(ge) BINARY(matmul) BINARY(dot) BINARY(outer)
-BINARY(mse_loss)
+BINARY(mse_loss) BINARY(atan2)
 SCALAR_OP(add_scalar) SCALAR_OP(sub_scalar) SCALAR_OP(rsub_scalar) SCALAR_OP(mul_scalar) SCALAR_OP(div_scalar)
 SCALAR_OP(rdiv_scalar) SCALAR_OP(pow_scalar) SCALAR_OP(rpow_scalar) SCALAR_OP(maximum_scalar)
 SCALAR_OP(minimum_scalar) SCALAR_OP(leaky_relu)
 
 static ag_status f_where(ag_tensor *o, const ag_tensor *in) { return ag_where(o, in[0], in[1], in[2]); }
+static ag_status f_clamp(ag_tensor *o, const ag_tensor *in) { return ag_clamp(o, in[0], -0.5, 0.5); }
+static ag_status f_cumsum0(ag_tensor *o, const ag_tensor *in) { return ag_cumsum(o, in[0], 0); }
+static ag_status f_cumsum1(ag_tensor *o, const ag_tensor *in) { return ag_cumsum(o, in[0], 1); }
+static ag_status f_cumsum2(ag_tensor *o, const ag_tensor *in) { return ag_cumsum(o, in[0], -1); }
 static ag_status f_linear(ag_tensor *o, const ag_tensor *in) { return ag_linear(o, in[0], in[1], in[2]); }
 static ag_status f_linear_nobias(ag_tensor *o, const ag_tensor *in) {
     return ag_linear(o, in[0], in[1], AG_NULL_TENSOR);
@@ -219,6 +223,10 @@ static const Case cases[] = {
     {"softplus", f_softplus, 1, {IN(A3, true)}, AG_OK, A3, V_ANY},
     {"leaky_relu", f_leaky_relu, 1, {IN(A3, true)}, AG_OK, A3, V_ANY},
     {"detach", f_detach, 1, {IN(A3, true)}, AG_OK, A3, V_ANY},
+    {"log1p", f_log1p, 1, {IN(A3, true)}, AG_OK, A3, V_ANY},
+    {"expm1", f_expm1, 1, {IN(A3, true)}, AG_OK, A3, V_ANY},
+    {"erf", f_erf, 1, {IN(A3, true)}, AG_OK, A3, V_ANY},
+    {"clamp", f_clamp, 1, {IN(A3, true)}, AG_OK, A3, V_ANY},
     {"add_scalar", f_add_scalar, 1, {IN(A3, true)}, AG_OK, A3, V_ANY},
     {"sub_scalar", f_sub_scalar, 1, {IN(A3, true)}, AG_OK, A3, V_ANY},
     {"rsub_scalar", f_rsub_scalar, 1, {IN(A3, true)}, AG_OK, A3, V_ANY},
@@ -238,6 +246,8 @@ static const Case cases[] = {
     {"pow exponent", f_pow, 2, {IN(SH(1, 3), true), IN(A3, true)}, AG_OK, A3, V_ANY},
     {"maximum", f_maximum, 2, {IN(A3, true), IN(SH(3), true)}, AG_OK, A3, V_ANY},
     {"minimum", f_minimum, 2, {IN(SH(1, 1, 3), true), IN(A3, true)}, AG_OK, A3, V_ANY},
+    {"atan2", f_atan2, 2, {IN(A3, true), IN(SH(3), true)}, AG_OK, A3, V_ANY},
+    {"atan2, empty b", f_atan2, 2, {IN(SH(1, 3), true), IN(A3, true)}, AG_OK, A3, V_ANY},
     {"add, both broadcast", f_add, 2, {IN(SH(1, 0, 3), true), IN(SH(BIG, 0, 1), false)}, AG_OK, A3, V_ANY},
     {"eq", f_eq, 2, {IN(A3, true), IN(SH(3), true)}, AG_OK, A3, V_ANY},
     {"ne", f_ne, 2, {IN(A3, false), IN(SH(3), false)}, AG_OK, A3, V_ANY},
@@ -281,6 +291,10 @@ static const Case cases[] = {
     {"logsumexp axes 0,1", f_logsumexp_01, 1, {IN(A3, true)}, AG_OK, SH(3), V_NEGINF},
     {"logsumexp axis 1", f_logsumexp_1, 1, {IN(A3, true)}, AG_ERR_OUT_OF_MEMORY, SH0, V_ANY},
     {"logsumexp axis 0 keepdims", f_logsumexp_0k, 1, {IN(A3, true)}, AG_OK, SH(1, 0, 3), V_ANY},
+    /* cumsum along the huge axis, the empty one and the last: an empty result of the input's shape */
+    {"cumsum axis 0", f_cumsum0, 1, {IN(A3, true)}, AG_OK, A3, V_ANY},
+    {"cumsum axis 1", f_cumsum1, 1, {IN(A3, true)}, AG_OK, A3, V_ANY},
+    {"cumsum axis -1", f_cumsum2, 1, {IN(A3, true)}, AG_OK, A3, V_ANY},
     /* shape operations */
     {"reshape to [0]", f_reshape_flat, 1, {IN(A3, true)}, AG_OK, SH(0), V_ANY},
     {"reshape to [3,0,2^40]", f_reshape_3, 1, {IN(A3, true)}, AG_OK, SH(3, 0, BIG), V_ANY},

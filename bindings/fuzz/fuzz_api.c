@@ -715,7 +715,7 @@ enum {
     OP_SOFTMAX, OP_CROSS_ENTROPY, OP_MSE, OP_LINEAR, OP_WHERE, OP_BACKWARD, OP_AGGRAD,
     OP_GRAD_MODE, OP_DETACH, OP_HOOK, OP_REMOVE_HOOK, OP_GRADCHECK, OP_DOT_GRAPH, OP_OPT_NEW,
     OP_OPT_USE, OP_OPT_FREE, OP_MISC, OP_FREE_BAD, OP_BACKWARD_ALL,
-    OP_HOOK_RG, OP_GRADCHECK_CHANGE, OP_INPLACE,
+    OP_HOOK_RG, OP_GRADCHECK_CHANGE, OP_INPLACE, OP_ADDED,
     OP_COUNT
 };
 
@@ -1263,6 +1263,92 @@ static void op_unary(Rd *r) {
             if (o.rg) fail("a detached tensor requires grad");
         } else {
             check_recording(out, &a, 1, true);
+        }
+        owned--;
+    }
+    result(s, out, dst);
+}
+
+/* The ops issue 15 added: log1p, expm1, erf (elementwise), clamp (bounds from the scalar table:
+ * nan is AG_ERR_ARGUMENT, +-inf no bound; the values then lie within the bounds), atan2
+ * (broadcasting, as the binary ops) and cumsum (one axis; rank 0 takes 0 or -1). */
+static void op_added(Rd *r) {
+    H a = pick_t(r);
+    uint8_t which = u8(r) % 6, dst = u8(r);
+    static const char *names[] = {"ag_log1p", "ag_expm1", "ag_erf", "ag_clamp", "ag_atan2", "ag_cumsum"};
+    g_op = names[which];
+    Info ia = {0};
+    if (!a.bad) ia = info_of(a.h);
+    ag_tensor out = SENT;
+    ag_status s;
+    unsigned allowed = a.bad ? M_INV : M_OK | M_OOM;
+    int64_t oshape[MAXS], ond = ia.nd;
+    memcpy(oshape, ia.shape, sizeof oshape);
+    H ins[2] = {a, a};
+    int nin = 1;
+    double lo = 0, hi = 0;
+    switch (which) {
+    case 0:
+    case 1:
+    case 2:
+        TRACE("%s(%#llx)%s", g_op, (unsigned long long)a.h, a.bad ? " [bad]" : "");
+        s = which == 0 ? ag_log1p(&out, a.h) : which == 1 ? ag_expm1(&out, a.h) : ag_erf(&out, a.h);
+        break;
+    case 3: {
+        lo = rd_double(r);
+        hi = rd_double(r);
+        if (bit(r)) lo = -INFINITY;
+        else if (bit(r)) hi = INFINITY;
+        /* The handle is looked up first; a nan bound is refused after it. */
+        if (isnan(lo) || isnan(hi)) allowed = a.bad ? M_INV : M_ARG;
+        TRACE("ag_clamp(%#llx, %g, %g)%s", (unsigned long long)a.h, lo, hi, a.bad ? " [bad]" : "");
+        s = ag_clamp(&out, a.h, lo, hi);
+        break;
+    }
+    case 4: {
+        H b = pick_t(r);
+        ins[1] = b;
+        nin = 2;
+        allowed = M_INV;
+        if (!a.bad && !b.bad) {
+            Info ib = info_of(b.h);
+            const Info *both[2] = {&ia, &ib};
+            bool bc = broadcast(both, 2, oshape, &ond);
+            int64_t n = 0;
+            bool known = bc && numel_of(oshape, ond, &n);
+            if (bc && !size_allowed(known, n)) return;
+            allowed = bc ? (known ? M_OK | M_OOM : M_SHAPE | M_OOM) : M_SHAPE;
+            if (ia.dtype != ib.dtype) allowed = M_DTYPE | (allowed & M_SHAPE);
+        }
+        TRACE("ag_atan2(%#llx, %#llx)%s", (unsigned long long)a.h, (unsigned long long)b.h, (a.bad || b.bad) ? " [bad]" : "");
+        s = ag_atan2(&out, a.h, b.h);
+        break;
+    }
+    default: {
+        int64_t ax = rd_axis(r);
+        if (!a.bad) {
+            allowed = (ax >= -ia.nd && ax < ia.nd) ? M_OK | M_OOM : M_ARG;
+            if (ia.nd == 0 && (ax == 0 || ax == -1)) allowed = M_OK | M_OOM;
+        }
+        TRACE("ag_cumsum(%#llx, %lld)%s", (unsigned long long)a.h, (long long)ax, a.bad ? " [bad]" : "");
+        s = ag_cumsum(&out, a.h, ax);
+        break;
+    }
+    }
+    expect(s, allowed, "added op: handles, dtypes, broadcasting, bounds, axis");
+    if (s == AG_OK) {
+        owned++;
+        Info o = info_of(out);
+        same_shape(&o, oshape, ond, "result shape");
+        if (o.dtype != ia.dtype) fail("result dtype differs from the operand's");
+        check_recording(out, ins, nin, true);
+        if (which == 3 && o.numel <= CAP && lo <= hi) {
+            static double v[CAP];
+            if (chk(ag_tensor_copy_data(v, CAP, AG_FLOAT64, out)) != AG_OK) fail("reading a clamp result");
+            /* The bounds in the tensor's dtype (float32 rounds them). */
+            double flo = ia.dtype == AG_FLOAT32 ? (double)(float)lo : lo, fhi = ia.dtype == AG_FLOAT32 ? (double)(float)hi : hi;
+            for (int64_t i = 0; i < o.numel; i++)
+                if (!isnan(v[i]) && (v[i] < flo || v[i] > fhi)) fail("clamp(%g, %g) gave %g", lo, hi, v[i]);
         }
         owned--;
     }
@@ -2807,6 +2893,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         case OP_HOOK_RG: op_hook_rg(r); break;
         case OP_GRADCHECK_CHANGE: op_gradcheck_change(r); break;
         case OP_INPLACE: op_inplace(r); break;
+        case OP_ADDED: op_added(r); break;
         default: op_misc(r); break;
         }
         g_op = "after the call";

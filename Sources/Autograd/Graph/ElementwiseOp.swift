@@ -275,7 +275,8 @@ enum FusedLoop {
 /// op value: the dispatch below is the only place it is read). A node gets its op's kind only
 /// when every input has the output's shape and dtype (no broadcast to undo).
 enum ElementwiseKind: UInt8 {
-    case none, add, sub, mul, div, neg, exp, log, sqrt, sin, cos, abs, tanh, sigmoid, relu, softplus, gelu, pow, maximum, minimum
+    case none, add, sub, mul, div, neg, exp, log, sqrt, sin, cos, abs, tanh, sigmoid, relu, softplus, gelu, pow, maximum, minimum,
+         log1p, expm1, erf, atan2
 
     /// Whether input k's gradient is the incoming gradient itself (handed on, not computed).
     @inline(__always)
@@ -302,6 +303,7 @@ enum ElementwiseKind: UInt8 {
         case .pow: FusedLoop.binary(Power(), k, dtype: dtype, v: g, a: x0, b: x1, y: y, into: out, count: n, accumulate: accumulate)
         case .maximum: FusedLoop.binary(Maximum(), k, dtype: dtype, v: g, a: x0, b: x1, y: y, into: out, count: n, accumulate: accumulate)
         case .minimum: FusedLoop.binary(Minimum(), k, dtype: dtype, v: g, a: x0, b: x1, y: y, into: out, count: n, accumulate: accumulate)
+        case .atan2: FusedLoop.binary(Atan2(), k, dtype: dtype, v: g, a: x0, b: x1, y: y, into: out, count: n, accumulate: accumulate)
         case .neg: FusedLoop.unary(Negate(), dtype: dtype, v: g, x: x0, y: y, into: out, count: n, accumulate: accumulate)
         case .exp: FusedLoop.unary(Exp(), dtype: dtype, v: g, x: x0, y: y, into: out, count: n, accumulate: accumulate)
         case .log: FusedLoop.unary(Log(), dtype: dtype, v: g, x: x0, y: y, into: out, count: n, accumulate: accumulate)
@@ -314,6 +316,9 @@ enum ElementwiseKind: UInt8 {
         case .relu: FusedLoop.unary(Relu(), dtype: dtype, v: g, x: x0, y: y, into: out, count: n, accumulate: accumulate)
         case .softplus: FusedLoop.unary(Softplus(), dtype: dtype, v: g, x: x0, y: y, into: out, count: n, accumulate: accumulate)
         case .gelu: FusedLoop.unary(Gelu(), dtype: dtype, v: g, x: x0, y: y, into: out, count: n, accumulate: accumulate)
+        case .log1p: FusedLoop.unary(Log1p(), dtype: dtype, v: g, x: x0, y: y, into: out, count: n, accumulate: accumulate)
+        case .expm1: FusedLoop.unary(Expm1(), dtype: dtype, v: g, x: x0, y: y, into: out, count: n, accumulate: accumulate)
+        case .erf: FusedLoop.unary(Erf(), dtype: dtype, v: g, x: x0, y: y, into: out, count: n, accumulate: accumulate)
         }
     }
 }

@@ -132,4 +132,40 @@ enum Reduction {
             }
         }
     }
+
+    /// Cumulative sums along the middle axis of x viewed as [outer, n, inner], into out (same
+    /// layout): out[o, i, j] = sum of x[o, i', j] for i' <= i, or i' >= i when `reverse`.
+    /// float32 runs in a double accumulator per lane, each result rounded once (the order and
+    /// the accumulator of PyTorch's CPU kernel); float64 in a compensated running sum
+    /// (Neumaier), so its error does not grow with n.
+    static func cumulativeSum<T: TensorElement>(_ x: UnsafePointer<T>, into out: UnsafeMutablePointer<T>,
+                                                outer: Int, n: Int, inner: Int, reverse: Bool) {
+        guard outer > 0 && n > 0 && inner > 0 else { return }
+        let sum = UnsafeMutableBufferPointer<Double>.allocate(capacity: inner)
+        let compensation = UnsafeMutableBufferPointer<Double>.allocate(capacity: inner)
+        defer { sum.deallocate(); compensation.deallocate() }
+        let compensated = T.self == Double.self
+        for o in 0..<outer {
+            sum.update(repeating: 0)
+            compensation.update(repeating: 0)
+            let base = o * n * inner
+            for step in 0..<n {
+                let row = base + (reverse ? n - 1 - step : step) * inner
+                for j in 0..<inner {
+                    let v = Double(x[row + j])
+                    let s = sum[j], t = s + v
+                    if compensated {
+                        // The low-order bits the addition lost, kept aside; an infinite or nan
+                        // total is final (its compensation would be nan).
+                        compensation[j] += Swift.abs(s) >= Swift.abs(v) ? (s - t) + v : (v - t) + s
+                        sum[j] = t
+                        out[row + j] = T(t.isFinite ? t + compensation[j] : t)
+                    } else {
+                        sum[j] = t
+                        out[row + j] = T(t)
+                    }
+                }
+            }
+        }
+    }
 }

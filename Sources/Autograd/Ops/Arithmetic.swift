@@ -1,6 +1,6 @@
 import CKernels
 
-/// add, sub, mul, div, pow, maximum, minimum: each states its value and derivative once (see
+/// add, sub, mul, div, pow, maximum, minimum, atan2: each states its value and derivative once (see
 /// ElementwiseOp.swift); then the forward plumbing the elementwise ops share (zipped, mapped).
 extension Tensor {
     public func adding(_ other: Tensor) throws -> Tensor { try Tensor.binary(Add(), self, other) }
@@ -16,6 +16,12 @@ extension Tensor {
     public func maximum(_ other: Tensor) throws -> Tensor { try Tensor.binary(Maximum(), self, other) }
     /// The smaller of the two elementwise; ties split the gradient evenly; nan propagates.
     public func minimum(_ other: Tensor) throws -> Tensor { try Tensor.binary(Minimum(), self, other) }
+    /// The angle of the point (other, self) in [-π, π], elementwise, broadcasting: C's
+    /// atan2(self, other), signed zeros included (atan2(0, -0) = π). d/dself = other/r²,
+    /// d/dother = -self/r² with r² = self² + other², computed without forming r² (no overflow or
+    /// underflow where the result is representable); at (0, 0) both are taken as 0 (as PyTorch),
+    /// selected.
+    public func atan2(_ other: Tensor) throws -> Tensor { try Tensor.binary(Atan2(), self, other) }
 }
 
 struct Add: BinaryElementwise {
@@ -113,6 +119,31 @@ struct Minimum: BinaryElementwise {
     func derivative<T: Differentiable>(_ k: Int, _ v: T, a: T, b: T, y: T) throws(T.Failure) -> T {
         let (x, other) = k == 0 ? (a, b) : (b, a)
         return try T.select(x, .greater, other, v.constant(0), T.select(x, .equal, other, v * v.constant(0.5), v))
+    }
+}
+
+struct Atan2: BinaryElementwise {
+    static let name: StaticString = "atan2"
+    static let reads = DerivativeReads.inputs
+    var kind: ElementwiseKind { .atan2 }
+    func value<T: Differentiable>(_ a: T, _ b: T) throws(T.Failure) -> T { try T.atan2(a, b) }
+    // d/da = b/(a² + b²), d/db = -a/(a² + b²), written without a² + b² (which overflows above
+    // 1e154 in float64, 1e19 in float32, and underflows below their roots, where PyTorch gives
+    // 0): with s the operand of larger magnitude, u the other and t = u/s (|t| <= 1),
+    // a² + b² = s·d with d = s(1 + t²), so d/da = t/d if s is a, else 1/d; d/db = -1/d if s is
+    // a, else -t/d. At (0, 0) both are taken as 0 (PyTorch's convention): v is replaced by 0
+    // (selected) and s by 1, so nothing divides by 0 and create_graph sees finite values only.
+    func derivative<T: Differentiable>(_ k: Int, _ v: T, a: T, b: T, y: T) throws(T.Failure) -> T {
+        let zero = try a.constant(0), one = try a.constant(1)
+        let magnitudeA = try T.select(a, .less, zero, -a, a), magnitudeB = try T.select(b, .less, zero, -b, b)
+        let s = try T.select(magnitudeA, .greater, magnitudeB, a, b)
+        let u = try T.select(magnitudeA, .greater, magnitudeB, b, a)
+        let safeS = try T.select(s, .equal, zero, one, s)
+        let gate = try T.select(s, .equal, zero, v.constant(0), v)
+        let t = try u / safeS
+        let d = try safeS * (one + t * t)
+        let n = k == 0 ? try T.select(magnitudeA, .greater, magnitudeB, t, one) : try -T.select(magnitudeA, .greater, magnitudeB, one, t)
+        return try (gate * n) / d
     }
 }
 

@@ -1,4 +1,5 @@
-/// sum, mean, max, min, var, logsumexp over any set of axes: forward and derivative rules.
+/// sum, mean, max, min, var, logsumexp over any set of axes, and cumsum along one: forward and
+/// derivative rules.
 extension Tensor {
     /// Sums over `axes` (empty: every axis; negative axes count from the end).
     public func sum(axes: [Int] = [], keepDims: Bool = false) throws -> Tensor {
@@ -160,5 +161,47 @@ extension Tensor {
         let lse = try shifted.exp().sum(axes: normalized, keepDims: true).log().adding(shift)
         if keepDims { return lse }
         return try lse.reshaped(shape.indices.filter { !normalized.contains($0) }.map { shape[$0] })
+    }
+
+    /// The cumulative sum along `axis` (negative counts from the end): element i of the result
+    /// is the sum of elements 0...i along the axis (torch.cumsum). A 0-d tensor takes axis 0 or
+    /// -1 and is its own cumulative sum. float32 is summed in double, each element rounded once
+    /// (PyTorch's CPU order and accumulator); float64 in a compensated running sum.
+    public func cumsum(axis: Int) throws -> Tensor { try cumulativeSum(axis: axis, reverse: false) }
+
+    /// cumsum along `axis`, or with `reverse` the sums of elements i... to the end. Each is the
+    /// other's VJP (d out_i / d x_j = 1 for j <= i), so the rule is one call, differentiable at
+    /// every order; the JVP is the op itself applied to the tangent.
+    func cumulativeSum(axis: Int, reverse: Bool) throws -> Tensor {
+        let name: StaticString = reverse ? "cumsum_reverse" : "cumsum"
+        let a: Int
+        if rank == 0 {
+            // As PyTorch: a 0-d tensor has one axis to accumulate along, numbered 0 or -1.
+            guard axis == 0 || axis == -1 else {
+                throw AutogradError.argument("cumsum: axis \(axis) is out of range for a tensor of rank 0 (0 or -1)")
+            }
+            a = 0
+        } else {
+            a = try Tensor.normalizeAxis(axis, rank: rank, "cumsum")
+        }
+        let n = rank == 0 ? 1 : shape[a]
+        let outer = rank == 0 ? 1 : shape[..<a].reduce(1, *)
+        let inner = rank == 0 ? 1 : shape[(a + 1)...].reduce(1, *)
+        let out = try Tensor(uninitialized: shape, dtype: dtype)
+        switch dtype {
+        case .float32:
+            if let xp = buffer(Float.self).baseAddress, let op = out.buffer(Float.self).baseAddress {
+                Reduction.cumulativeSum(xp, into: op, outer: outer, n: n, inner: inner, reverse: reverse)
+            }
+        case .float64:
+            if let xp = buffer(Double.self).baseAddress, let op = out.buffer(Double.self).baseAddress {
+                Reduction.cumulativeSum(xp, into: op, outer: outer, n: n, inner: inner, reverse: reverse)
+            }
+        }
+        if Tensor.shouldRecord(self) {
+            out.record(name, self) { g, _ in InputGradients(try g.cumulativeSum(axis: a, reverse: !reverse)) }
+        }
+        try out.deriveTangent(from: self) { t in try t.cumulativeSum(axis: a, reverse: reverse) }
+        return out
     }
 }

@@ -6,6 +6,12 @@ import CKernels
 extension Tensor {
     public func exp() throws -> Tensor { try Tensor.unary(Exp(), self) }
     public func log() throws -> Tensor { try Tensor.unary(Log(), self) }
+    /// log(1 + x), accurate near 0 (where log(1 + x) loses x to rounding); -inf at -1, nan below.
+    public func log1p() throws -> Tensor { try Tensor.unary(Log1p(), self) }
+    /// e^x - 1, accurate near 0 (where e^x - 1 cancels).
+    public func expm1() throws -> Tensor { try Tensor.unary(Expm1(), self) }
+    /// The error function, 2/√π ∫₀ˣ e^(-t²) dt.
+    public func erf() throws -> Tensor { try Tensor.unary(Erf(), self) }
     /// max(x, 0), nan for nan; the derivative at exactly 0 is taken as 0, and is 1 at nan (as in
     /// PyTorch). Where x <= 0 the gradient is selected: 0 even for an infinite or nan one.
     public func relu() throws -> Tensor { try Tensor.unary(Relu(), self) }
@@ -23,6 +29,17 @@ extension Tensor {
     /// infinite gradient gives nan for x <= 0.
     public func leakyRelu(negativeSlope: Double = 0.01) throws -> Tensor {
         try Tensor.unary(LeakyRelu(slope: negativeSlope), self)
+    }
+    /// x limited to [min, max] (a nil bound: no limit on that side), as torch.clamp: nan stays
+    /// nan, and where min > max every element is max. The gradient passes where
+    /// min <= x <= max (bounds included) and is 0 elsewhere and at nan, selected: 0 even for an
+    /// infinite or nan incoming gradient. A nan bound is an argument error (torch.clamp would
+    /// make every element nan).
+    public func clamp(min: Double? = nil, max: Double? = nil) throws -> Tensor {
+        guard !(min?.isNaN ?? false) && !(max?.isNaN ?? false) else {
+            throw AutogradError.argument("clamp: a bound is nan (min \(min.map { "\($0)" } ?? "none"), max \(max.map { "\($0)" } ?? "none"))")
+        }
+        return try Tensor.unary(Clamp(lower: min ?? -.infinity, upper: max ?? .infinity), self)
     }
     /// log(1 + e^x) as max(x, 0) + log1p(e^-|x|), finite for any input; d softplus = sigmoid.
     public func softplus() throws -> Tensor { try Tensor.unary(Softplus(), self) }
@@ -65,6 +82,57 @@ struct Log: UnaryElementwise {
     var kind: ElementwiseKind { .log }
     func value<T: Differentiable>(_ x: T) throws(T.Failure) -> T { try T.log(x) }
     func derivative<T: Differentiable>(_ v: T, x: T, y: T) throws(T.Failure) -> T { try v / x }
+}
+
+struct Log1p: UnaryElementwise {
+    static let name: StaticString = "log1p"
+    static let reads = DerivativeReads.inputs
+    var kind: ElementwiseKind { .log1p }
+    func value<T: Differentiable>(_ x: T) throws(T.Failure) -> T { try T.log1p(x) }
+    // x + 1 is exact near x = -1 (Sterbenz), where the derivative is largest.
+    func derivative<T: Differentiable>(_ v: T, x: T, y: T) throws(T.Failure) -> T { try v / (x + x.constant(1)) }
+}
+
+struct Expm1: UnaryElementwise {
+    static let name: StaticString = "expm1"
+    static let reads = DerivativeReads.inputs
+    var kind: ElementwiseKind { .expm1 }
+    func value<T: Differentiable>(_ x: T) throws(T.Failure) -> T { try T.expm1(x) }
+    // d expm1 = e^x, taken as exp(x) rather than y + 1 (PyTorch's form): y + 1 is e^x with an
+    // absolute error of half an ulp of 1, so its relative error grows without bound as x goes
+    // negative (it is exactly 0 below x ≈ -37 in float64, -17 in float32, where e^x is not);
+    // exp(x) is within an ulp everywhere. The price is one exp per element in the backward.
+    func derivative<T: Differentiable>(_ v: T, x: T, y: T) throws(T.Failure) -> T { try v * T.exp(x) }
+}
+
+struct Erf: UnaryElementwise {
+    static let name: StaticString = "erf"
+    static let reads = DerivativeReads.inputs
+    var kind: ElementwiseKind { .erf }
+    func value<T: Differentiable>(_ x: T) throws(T.Failure) -> T { try T.erf(x) }
+    // d erf = 2/√π · e^(-x²), in PyTorch's order of operations.
+    func derivative<T: Differentiable>(_ v: T, x: T, y: T) throws(T.Failure) -> T {
+        try v * (T.exp(-(x * x)) * x.constant(1.1283791670955126))
+    }
+}
+
+/// clamp: lower and upper are -inf and +inf for a missing bound (the same values and gradients
+/// as torch.clamp's None); neither is nan (Tensor.clamp checks).
+struct Clamp: UnaryElementwise {
+    static let name: StaticString = "clamp"
+    static let reads = DerivativeReads.inputs
+    let lower: Double
+    let upper: Double
+    func value<T: Differentiable>(_ x: T) throws(T.Failure) -> T {
+        // min(max(x, lower), upper), nan staying nan: a comparison with nan is false.
+        let lo = try x.constant(lower), hi = try x.constant(upper)
+        let raised = try T.select(x, .less, lo, lo, x)
+        return try T.select(raised, .greater, hi, hi, raised)
+    }
+    func derivative<T: Differentiable>(_ v: T, x: T, y: T) throws(T.Failure) -> T {
+        let zero = try v.constant(0)
+        return try T.select(x, .greaterOrEqual, x.constant(lower), T.select(x, .lessOrEqual, x.constant(upper), v, zero), zero)
+    }
 }
 
 struct Relu: UnaryElementwise {

@@ -141,6 +141,12 @@ def minimum(a, b):
     return _commutative(lib.ag_minimum, lib.ag_minimum_scalar, a, b)
 
 
+def atan2(a, b):
+    """The angle of the point (b, a) elementwise, broadcasting (torch.atan2(a, b)); either may
+    be a number. The gradient at a = b = 0 is 0 (as PyTorch)."""
+    return _two_tensors(lib.ag_atan2, a, b)
+
+
 def dot(a, b):
     """The inner product of two 1-D tensors of equal length (a 0-d tensor)."""
     return _two_tensors(lib.ag_dot, a, b)
@@ -221,6 +227,21 @@ def log(x):
     return _unary(lib.ag_log, x)
 
 
+def log1p(x):
+    """log(1 + x), accurate near 0."""
+    return _unary(lib.ag_log1p, x)
+
+
+def expm1(x):
+    """e ** x - 1, accurate near 0."""
+    return _unary(lib.ag_expm1, x)
+
+
+def erf(x):
+    """The error function."""
+    return _unary(lib.ag_erf, x)
+
+
 def relu(x):
     """max(x, 0); its derivative at 0 is 0."""
     return _unary(lib.ag_relu, x)
@@ -273,6 +294,21 @@ def leaky_relu(x, negative_slope=0.01):
     return new_tensor(lib.ag_leaky_relu, handle_of(x, "x"), float(negative_slope))
 
 
+def clamp(x, min=None, max=None):
+    """x limited to [min, max], as torch.clamp (None: no bound on that side). The gradient
+    passes where min <= x <= max, bounds included; a nan bound is an ArgumentError."""
+    bounds = []
+    for value, name, none in ((min, "min", -float("inf")), (max, "max", float("inf"))):
+        if value is None:
+            bounds.append(none)
+        elif is_scalar(value):
+            bounds.append(float(value))
+        else:
+            raise TypeError(f"clamp: {name} must be a number or None, got {type(value).__name__}")
+    return new_tensor(lib.ag_clamp, handle_of(x, "x"), bounds[0], bounds[1])
+
+
+
 # ---- reductions --------------------------------------------------------------------------------
 
 
@@ -312,6 +348,11 @@ def var(x, axis=None, correction=1, keepdim=False):
     axes, n = _axes(axis)
     return new_tensor(lib.ag_var, handle_of(x, "x"), axes, n, as_int(correction, "correction"),
                       bool(keepdim))
+
+
+def cumsum(x, axis):
+    """The cumulative sum along `axis` (torch.cumsum(x, dim=axis)); the result has x's shape."""
+    return new_tensor(lib.ag_cumsum, handle_of(x, "x"), as_int(axis, "axis"))
 
 
 # ---- shape operations ---------------------------------------------------------------------------
@@ -443,11 +484,11 @@ def linear(x, weight, bias=None):
 
 
 __all__ = [
-    "add", "sub", "mul", "div", "pow", "matmul", "maximum", "minimum", "dot", "outer",
+    "add", "sub", "mul", "div", "pow", "matmul", "maximum", "minimum", "atan2", "dot", "outer",
     "eq", "ne", "lt", "le", "gt", "ge", "where",
-    "neg", "exp", "log", "relu", "sqrt", "abs", "sin", "cos", "tanh", "sigmoid", "gelu",
-    "softplus", "leaky_relu",
-    "sum", "mean", "max", "min", "logsumexp", "var",
+    "neg", "exp", "log", "log1p", "expm1", "erf", "relu", "sqrt", "abs", "sin", "cos", "tanh",
+    "sigmoid", "gelu", "softplus", "leaky_relu", "clamp",
+    "sum", "mean", "max", "min", "logsumexp", "var", "cumsum",
     "reshape", "transpose", "permute", "expand", "squeeze", "unsqueeze", "concat", "cat",
     "stack", "slice", "index_select", "gather",
     "softmax", "log_softmax", "cross_entropy", "mse_loss", "linear",

@@ -56,6 +56,12 @@ def _ops():
     unary("rdiv", lambda x, p: p["c"] / (x * x + 1.0), lambda x, p: p["c"] / (x * x + 1.0))
     unary("div_scalar", lambda x, p: x / p["c"], lambda x, p: x / p["c"])
     unary("max_scalar", lambda x, p: ag.maximum(x, p["d"]), lambda x, p: jnp.maximum(x, p["d"]))
+    unary("log1p", lambda x, p: ag.log1p(x * x), lambda x, p: jnp.log1p(x * x))
+    unary("expm1_tanh", lambda x, p: ag.tanh(x).expm1(), lambda x, p: jnp.expm1(jnp.tanh(x)))
+    unary("erf", lambda x, p: x.erf(), lambda x, p: jax.scipy.special.erf(x))
+    unary("clamp", lambda x, p: x.clamp(p["d"] - 0.5, p["d"] + 0.5),
+          lambda x, p: jnp.clip(x, p["d"] - 0.5, p["d"] + 0.5))
+    unary("clamp_min", lambda x, p: ag.clamp(x, min=p["d"]), lambda x, p: jnp.maximum(x, p["d"]))
     unary("min_scalar", lambda x, p: ag.minimum(p["d"], x), lambda x, p: jnp.minimum(p["d"], x))
 
     def binary(name, lib, jx):
@@ -69,6 +75,9 @@ def _ops():
     binary("minimum", lambda a, b, p: a.minimum(b), lambda a, b, p: jnp.minimum(a, b))
     binary("pow", lambda a, b, p: (ag.softplus(a) + 0.5) ** ag.tanh(b),
            lambda a, b, p: (jnn.softplus(a) + 0.5) ** jnp.tanh(b))
+    # b's operand is kept off 0 (atan2's gradient at (0, 0) is 0 here, nan in JAX)
+    binary("atan2", lambda a, b, p: ag.atan2(a, ag.softplus(b) - 0.3),
+           lambda a, b, p: jnp.arctan2(a, jnn.softplus(b) - 0.3))
     binary("where", lambda a, b, p: ag.where(a > b, a, b * 2.0),
            lambda a, b, p: jnp.where(a > b, a, b * 2.0))
     binary("where_le", lambda a, b, p: ag.where(a <= 0.0, b, a), lambda a, b, p:
@@ -113,6 +122,7 @@ def _ops():
            lambda x, p: jnp.take(x, p["idx"], axis=1))
     shaped("gather", full, lambda x, p: ag.gather(x, 1, p["gidx"]),
            lambda x, p: jnp.take_along_axis(x, p["gidx"], axis=1))
+    shaped("cumsum", full, lambda x, p: x.cumsum(p["ax"]), lambda x, p: jnp.cumsum(x, axis=p["ax"]))
     shaped("softmax", full, lambda x, p: x.softmax(p["ax"]),
            lambda x, p: jnn.softmax(x, axis=p["ax"]))
     shaped("log_softmax", full, lambda x, p: ag.log_softmax(x, p["ax"]),
