@@ -50,6 +50,10 @@ final class ForwardModeTests: XCTestCase {
             ("ag_tanh", s([3, 4]), { try $0.tanh() }), ("ag_sigmoid", s([3, 4]), { try $0.sigmoid() }),
             ("ag_leaky_relu", s([3, 4]), { try $0.leakyRelu(negativeSlope: 0.1) }), ("ag_gelu", s([3, 4]), { try $0.gelu() }),
             ("ag_softplus", s([3, 4]), { try $0.softplus() }),
+            ("ag_log1p", s([3, 4], -0.5, 3), { try $0.log1p() }), ("ag_expm1", s([3, 4]), { try $0.expm1() }),
+            ("ag_erf", s([3, 4]), { try $0.erf() }),
+            ("ag_clamp", s([3, 4], -1.5, 1.5, gap: 0.1), { try $0.clamp(min: -0.7, max: 0.6) }),
+            ("ag_clamp", s([3, 4]), { try $0.clamp(min: -0.3) }),
         ]
         for (op, input, f) in unary { all.append(c(op, String(op.dropFirst(3)), [input]) { try f($0[0]) }) }
         all.append(c("ag_exp", "exp 0-d", [s([])]) { try $0[0].exp() })
@@ -60,6 +64,7 @@ final class ForwardModeTests: XCTestCase {
             ("ag_add", s([]), { try $0 + $1 }), ("ag_sub", s([]), { try $0 - $1 }), ("ag_mul", s([]), { try $0 * $1 }),
             ("ag_div", s([], -1.5, 1.5, gap: 0.3), { try $0 / $1 }), ("ag_pow", s([], -1.5, 1.5), { try $0.pow($1) }),
             ("ag_maximum", s([]), { try $0.maximum($1) }), ("ag_minimum", s([]), { try $0.minimum($1) }),
+            ("ag_atan2", s([], 0.3, 2), { try $0.atan2($1) }),
         ]
         let patterns: [([Int], [Int])] = [([3, 4], [3, 4]), ([3, 1], [1, 4]), ([2, 3, 4], [4]), ([4], [2, 3, 4]),
                                           ([], [2, 3]), ([2, 3], [])]
@@ -103,6 +108,9 @@ final class ForwardModeTests: XCTestCase {
             }
         }
         all.append(c("ag_sum", "sum of a 0-d tensor", [s([])]) { try $0[0].sum() })
+        for axis in [0, 1, -1] {
+            all.append(c("ag_cumsum", "cumsum axis \(axis)", [s([2, 3, 4])]) { try $0[0].cumsum(axis: axis) })
+        }
         all.append(c("ag_logsumexp", "logsumexp over an empty axis", [s([2, 0, 3])]) { try $0[0].logSumExp(axes: [1]) })
         all.append(c("ag_sum", "sum over an empty axis", [s([2, 0, 3])]) { try $0[0].sum(axes: [1]) })
 

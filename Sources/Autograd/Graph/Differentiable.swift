@@ -1,8 +1,8 @@
-/// The arithmetic an elementwise op's value and derivative are written in, so that one
-/// statement serves every path: at `Float` and `Double` (which never fail) it is the body of
-/// the fused loops, backward and forward mode, specialised and inlined; at `Tensor` it is the
-/// recorded rule, whose ops are themselves differentiable (create_graph, higher order and
-/// forward-over-reverse come free).
+/// The arithmetic an elementwise op's derivative is written in, so that one statement serves
+/// every path: at `Float` and `Double` (which never fail) it is the body of the fused loops,
+/// backward and forward mode, specialised and inlined; at `Tensor` it is the recorded rule,
+/// whose ops are themselves differentiable (create_graph, higher order and forward-over-reverse
+/// come free). A requirement is added only when a derivative needs it.
 protocol Differentiable {
     /// `Never` for scalars; any error for tensors (shapes, memory).
     associatedtype Failure: Error
@@ -15,18 +15,9 @@ protocol Differentiable {
     func constant(_ value: Double) throws(Failure) -> Self
     static func exp(_ x: Self) throws(Failure) -> Self
     static func log(_ x: Self) throws(Failure) -> Self
-    /// log(1 + x), accurate near x = 0.
-    static func log1p(_ x: Self) throws(Failure) -> Self
-    /// e^x - 1, accurate near x = 0.
-    static func expm1(_ x: Self) throws(Failure) -> Self
-    static func erf(_ x: Self) throws(Failure) -> Self
     static func sin(_ x: Self) throws(Failure) -> Self
     static func cos(_ x: Self) throws(Failure) -> Self
-    static func sqrt(_ x: Self) throws(Failure) -> Self
-    static func tanh(_ x: Self) throws(Failure) -> Self
     static func pow(_ x: Self, _ y: Self) throws(Failure) -> Self
-    /// The angle of the point (x, y) (C's atan2(y, x): y first).
-    static func atan2(_ y: Self, _ x: Self) throws(Failure) -> Self
     static func sigmoid(_ x: Self) throws(Failure) -> Self
     static func normalCDF(_ x: Self) throws(Failure) -> Self
     /// `a` where `x relation y` holds, else `b`, elementwise. Selected, never multiplied by a 0/1
@@ -83,15 +74,9 @@ extension Tensor: Differentiable {
     typealias Failure = any Error
     static func exp(_ x: Tensor) throws -> Tensor { try x.exp() }
     static func log(_ x: Tensor) throws -> Tensor { try x.log() }
-    static func log1p(_ x: Tensor) throws -> Tensor { try x.log1p() }
-    static func expm1(_ x: Tensor) throws -> Tensor { try x.expm1() }
-    static func erf(_ x: Tensor) throws -> Tensor { try x.erf() }
     static func sin(_ x: Tensor) throws -> Tensor { try x.sin() }
     static func cos(_ x: Tensor) throws -> Tensor { try x.cos() }
-    static func sqrt(_ x: Tensor) throws -> Tensor { try x.sqrt() }
-    static func tanh(_ x: Tensor) throws -> Tensor { try x.tanh() }
     static func pow(_ x: Tensor, _ y: Tensor) throws -> Tensor { try x.pow(y) }
-    static func atan2(_ y: Tensor, _ x: Tensor) throws -> Tensor { try y.atan2(x) }
     static func sigmoid(_ x: Tensor) throws -> Tensor { try x.sigmoid() }
     static func normalCDF(_ x: Tensor) throws -> Tensor { try x.normalCDF() }
 

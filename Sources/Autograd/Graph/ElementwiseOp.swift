@@ -29,8 +29,9 @@ protocol UnaryElementwise {
     /// The value the backward pass's fused loop dispatches on; `.none` for an op without one
     /// (one with a parameter: its recorded rule runs in every pass).
     var kind: ElementwiseKind { get }
-    /// The op at x.
-    func value<T: Differentiable>(_ x: T) throws(T.Failure) -> T
+    /// The op at one element: the forward's loop (the recorded rule recomputes an output it
+    /// reads with the op itself, so only scalars are needed here).
+    func value<T: TensorElement>(_ x: T) -> T
     /// The derivative at x (y = value(x)) applied to v, a gradient or a tangent. Only what
     /// `reads` names is meaningful in x and y.
     func derivative<T: Differentiable>(_ v: T, x: T, y: T) throws(T.Failure) -> T
@@ -53,7 +54,8 @@ protocol BinaryElementwise {
     static var name: StaticString { get }
     static var reads: DerivativeReads { get }
     var kind: ElementwiseKind { get }
-    func value<T: Differentiable>(_ a: T, _ b: T) throws(T.Failure) -> T
+    /// The op at one pair of elements (see UnaryElementwise.value).
+    func value<T: TensorElement>(_ a: T, _ b: T) -> T
     /// The derivative with respect to input k (0: a, 1: b) at (a, b), y = value(a, b), applied
     /// to v. Only what `reads` names is meaningful in a, b and y.
     func derivative<T: Differentiable>(_ k: Int, _ v: T, a: T, b: T, y: T) throws(T.Failure) -> T
@@ -103,7 +105,7 @@ extension Tensor {
             return try op.derivative(g, x: x, y: x)
         case .output:
             let x = node.saved(0)
-            return try op.derivative(g, x: x, y: op.value(x))
+            return try op.derivative(g, x: x, y: unary(op, x))
         case .outputAsConstant:
             let y = node.output()
             return try op.derivative(g, x: y, y: y)
@@ -170,7 +172,7 @@ extension Tensor {
         if Op.reads.savesInputs {
             a = node.saved(0)
             b = node.saved(1)
-            if Op.reads == .output { y = try op.value(a, b) }
+            if Op.reads == .output { y = try binary(op, a, b) }
         }
         return InputGradients(node.needsGrad(0) ? try op.derivative(0, g, a: a, b: b, y: y) : nil,
                               node.needsGrad(1) ? try op.derivative(1, g, a: a, b: b, y: y) : nil)
@@ -271,21 +273,23 @@ enum FusedLoop {
     }
 }
 
-/// The elementwise ops whose nodes the backward pass may run through their fused loop (a typed
-/// op value: the dispatch below is the only place it is read). A node gets its op's kind only
-/// when every input has the output's shape and dtype (no broadcast to undo).
-enum ElementwiseKind: UInt8 {
-    case none, add, sub, mul, div, neg, exp, log, sqrt, sin, cos, abs, tanh, sigmoid, relu, softplus, gelu, pow, maximum, minimum,
-         log1p, expm1, erf, atan2
+/// The elementwise op whose fused loop the backward pass may run for a node, as a typed value:
+/// a unary op's UnaryKind or a binary op's BinaryKind, each enum declared beside its family's
+/// ops (Ops/Unary.swift, Ops/Arithmetic.swift) with one dispatch line per op, so adding a fused
+/// op touches its family file only. A node gets its op's kind only when every input has the
+/// output's shape and dtype (no broadcast to undo); `.none` otherwise.
+struct ElementwiseKind: Equatable {
+    private let raw: UInt8
+
+    static var none: ElementwiseKind { ElementwiseKind(raw: 0) }
+    private init(raw: UInt8) { self.raw = raw }
+    init(_ kind: UnaryKind) { raw = kind.rawValue }
+    init(_ kind: BinaryKind) { raw = kind.rawValue }
 
     /// Whether input k's gradient is the incoming gradient itself (handed on, not computed).
     @inline(__always)
     func passesGradient(toInput k: Int) -> Bool {
-        switch self {
-        case .add: return Add().passesThrough(k)
-        case .sub: return Subtract().passesThrough(k)
-        default: return false
-        }
+        BinaryKind(rawValue: raw)?.passesGradient(toInput: k) ?? false
     }
 
     /// The fused backward loop of input k: out = (accumulate ? out : 0) + derivative_k(g),
@@ -294,31 +298,10 @@ enum ElementwiseKind: UInt8 {
     @inline(__always)
     func apply(_ k: Int, dtype: DType, g: UnsafeMutableRawPointer, x0: UnsafeMutableRawPointer, x1: UnsafeMutableRawPointer,
                y: UnsafeMutableRawPointer, into out: UnsafeMutableRawPointer, count n: Int, accumulate: Bool) {
-        switch self {
-        case .none: return
-        case .add: FusedLoop.binary(Add(), k, dtype: dtype, v: g, a: x0, b: x1, y: y, into: out, count: n, accumulate: accumulate)
-        case .sub: FusedLoop.binary(Subtract(), k, dtype: dtype, v: g, a: x0, b: x1, y: y, into: out, count: n, accumulate: accumulate)
-        case .mul: FusedLoop.binary(Multiply(), k, dtype: dtype, v: g, a: x0, b: x1, y: y, into: out, count: n, accumulate: accumulate)
-        case .div: FusedLoop.binary(Divide(), k, dtype: dtype, v: g, a: x0, b: x1, y: y, into: out, count: n, accumulate: accumulate)
-        case .pow: FusedLoop.binary(Power(), k, dtype: dtype, v: g, a: x0, b: x1, y: y, into: out, count: n, accumulate: accumulate)
-        case .maximum: FusedLoop.binary(Maximum(), k, dtype: dtype, v: g, a: x0, b: x1, y: y, into: out, count: n, accumulate: accumulate)
-        case .minimum: FusedLoop.binary(Minimum(), k, dtype: dtype, v: g, a: x0, b: x1, y: y, into: out, count: n, accumulate: accumulate)
-        case .atan2: FusedLoop.binary(Atan2(), k, dtype: dtype, v: g, a: x0, b: x1, y: y, into: out, count: n, accumulate: accumulate)
-        case .neg: FusedLoop.unary(Negate(), dtype: dtype, v: g, x: x0, y: y, into: out, count: n, accumulate: accumulate)
-        case .exp: FusedLoop.unary(Exp(), dtype: dtype, v: g, x: x0, y: y, into: out, count: n, accumulate: accumulate)
-        case .log: FusedLoop.unary(Log(), dtype: dtype, v: g, x: x0, y: y, into: out, count: n, accumulate: accumulate)
-        case .sqrt: FusedLoop.unary(SquareRoot(), dtype: dtype, v: g, x: x0, y: y, into: out, count: n, accumulate: accumulate)
-        case .sin: FusedLoop.unary(Sine(), dtype: dtype, v: g, x: x0, y: y, into: out, count: n, accumulate: accumulate)
-        case .cos: FusedLoop.unary(Cosine(), dtype: dtype, v: g, x: x0, y: y, into: out, count: n, accumulate: accumulate)
-        case .abs: FusedLoop.unary(Absolute(), dtype: dtype, v: g, x: x0, y: y, into: out, count: n, accumulate: accumulate)
-        case .tanh: FusedLoop.unary(Tanh(), dtype: dtype, v: g, x: x0, y: y, into: out, count: n, accumulate: accumulate)
-        case .sigmoid: FusedLoop.unary(Sigmoid(), dtype: dtype, v: g, x: x0, y: y, into: out, count: n, accumulate: accumulate)
-        case .relu: FusedLoop.unary(Relu(), dtype: dtype, v: g, x: x0, y: y, into: out, count: n, accumulate: accumulate)
-        case .softplus: FusedLoop.unary(Softplus(), dtype: dtype, v: g, x: x0, y: y, into: out, count: n, accumulate: accumulate)
-        case .gelu: FusedLoop.unary(Gelu(), dtype: dtype, v: g, x: x0, y: y, into: out, count: n, accumulate: accumulate)
-        case .log1p: FusedLoop.unary(Log1p(), dtype: dtype, v: g, x: x0, y: y, into: out, count: n, accumulate: accumulate)
-        case .expm1: FusedLoop.unary(Expm1(), dtype: dtype, v: g, x: x0, y: y, into: out, count: n, accumulate: accumulate)
-        case .erf: FusedLoop.unary(Erf(), dtype: dtype, v: g, x: x0, y: y, into: out, count: n, accumulate: accumulate)
+        if let kind = UnaryKind(rawValue: raw) {
+            kind.apply(dtype: dtype, g: g, x: x0, y: y, into: out, count: n, accumulate: accumulate)
+        } else if let kind = BinaryKind(rawValue: raw) {
+            kind.apply(k, dtype: dtype, g: g, a: x0, b: x1, y: y, into: out, count: n, accumulate: accumulate)
         }
     }
 }

@@ -27,9 +27,9 @@ extension Tensor {
 struct Add: BinaryElementwise {
     static var name: StaticString { "add" }
     static var reads: DerivativeReads { .nothing }
-    var kind: ElementwiseKind { .add }
+    var kind: ElementwiseKind { ElementwiseKind(BinaryKind.add) }
     var kernels: BinaryKernels? { BinaryKernels(f32: agk_add_f32, f64: agk_add_f64) }
-    func value<T: Differentiable>(_ a: T, _ b: T) throws(T.Failure) -> T { try a + b }
+    func value<T: TensorElement>(_ a: T, _ b: T) -> T { a + b }
     func derivative<T: Differentiable>(_ k: Int, _ v: T, a: T, b: T, y: T) throws(T.Failure) -> T { v }
     func passesThrough(_ k: Int) -> Bool { true }
 }
@@ -37,9 +37,9 @@ struct Add: BinaryElementwise {
 struct Subtract: BinaryElementwise {
     static var name: StaticString { "sub" }
     static var reads: DerivativeReads { .nothing }
-    var kind: ElementwiseKind { .sub }
+    var kind: ElementwiseKind { ElementwiseKind(BinaryKind.sub) }
     var kernels: BinaryKernels? { BinaryKernels(f32: agk_sub_f32, f64: agk_sub_f64) }
-    func value<T: Differentiable>(_ a: T, _ b: T) throws(T.Failure) -> T { try a - b }
+    func value<T: TensorElement>(_ a: T, _ b: T) -> T { a - b }
     func derivative<T: Differentiable>(_ k: Int, _ v: T, a: T, b: T, y: T) throws(T.Failure) -> T { try k == 0 ? v : -v }
     func passesThrough(_ k: Int) -> Bool { k == 0 }
 }
@@ -47,18 +47,18 @@ struct Subtract: BinaryElementwise {
 struct Multiply: BinaryElementwise {
     static var name: StaticString { "mul" }
     static var reads: DerivativeReads { .inputs }
-    var kind: ElementwiseKind { .mul }
+    var kind: ElementwiseKind { ElementwiseKind(BinaryKind.mul) }
     var kernels: BinaryKernels? { BinaryKernels(f32: agk_mul_f32, f64: agk_mul_f64) }
-    func value<T: Differentiable>(_ a: T, _ b: T) throws(T.Failure) -> T { try a * b }
+    func value<T: TensorElement>(_ a: T, _ b: T) -> T { a * b }
     func derivative<T: Differentiable>(_ k: Int, _ v: T, a: T, b: T, y: T) throws(T.Failure) -> T { try k == 0 ? v * b : v * a }
 }
 
 struct Divide: BinaryElementwise {
     static var name: StaticString { "div" }
     static var reads: DerivativeReads { .inputs }
-    var kind: ElementwiseKind { .div }
+    var kind: ElementwiseKind { ElementwiseKind(BinaryKind.div) }
     var kernels: BinaryKernels? { BinaryKernels(f32: agk_div_f32, f64: agk_div_f64) }
-    func value<T: Differentiable>(_ a: T, _ b: T) throws(T.Failure) -> T { try a / b }
+    func value<T: TensorElement>(_ a: T, _ b: T) -> T { a / b }
     // d(a/b)/da = 1/b;  d(a/b)/db = -a/b², computed as -((v·(a/b))/b). Of six orders checked
     // against PyTorch float64 on 2e6 random float32 cases, this one was the most accurate: with
     // v = 1 it is PyTorch's own -v·((a/b)/b) (within 1 ulp everywhere for a, b in 10^±20); with
@@ -73,8 +73,8 @@ struct Divide: BinaryElementwise {
 struct Power: BinaryElementwise {
     static var name: StaticString { "pow" }
     static var reads: DerivativeReads { .inputs }
-    var kind: ElementwiseKind { .pow }
-    func value<T: Differentiable>(_ a: T, _ b: T) throws(T.Failure) -> T { try T.pow(a, b) }
+    var kind: ElementwiseKind { ElementwiseKind(BinaryKind.pow) }
+    func value<T: TensorElement>(_ a: T, _ b: T) -> T { T.pow(a, b) }
     // Where a derivative is taken as 0, v is replaced by 0 (selected) and the formula runs on
     // safe values whose derivative is finite: b = 1 for d/da (a^0, not a^-1, which is inf at
     // a = 0), a = 1 for d/db (ln 1 = 0, 1^b = 1). The product is then exactly 0 for any v, and
@@ -98,10 +98,10 @@ struct Power: BinaryElementwise {
 struct Maximum: BinaryElementwise {
     static var name: StaticString { "maximum" }
     static var reads: DerivativeReads { .inputs }
-    var kind: ElementwiseKind { .maximum }
-    func value<T: Differentiable>(_ a: T, _ b: T) throws(T.Failure) -> T {
+    var kind: ElementwiseKind { ElementwiseKind(BinaryKind.maximum) }
+    func value<T: TensorElement>(_ a: T, _ b: T) -> T {
         // a if a > b or a is nan (a != a), else b
-        try T.select(a, .greater, b, a, T.select(a, .equal, a, b, a))
+        T.select(a, .greater, b, a, T.select(a, .equal, a, b, a))
     }
     func derivative<T: Differentiable>(_ k: Int, _ v: T, a: T, b: T, y: T) throws(T.Failure) -> T {
         let (x, other) = k == 0 ? (a, b) : (b, a)
@@ -112,9 +112,9 @@ struct Maximum: BinaryElementwise {
 struct Minimum: BinaryElementwise {
     static var name: StaticString { "minimum" }
     static var reads: DerivativeReads { .inputs }
-    var kind: ElementwiseKind { .minimum }
-    func value<T: Differentiable>(_ a: T, _ b: T) throws(T.Failure) -> T {
-        try T.select(a, .less, b, a, T.select(a, .equal, a, b, a))
+    var kind: ElementwiseKind { ElementwiseKind(BinaryKind.minimum) }
+    func value<T: TensorElement>(_ a: T, _ b: T) -> T {
+        T.select(a, .less, b, a, T.select(a, .equal, a, b, a))
     }
     func derivative<T: Differentiable>(_ k: Int, _ v: T, a: T, b: T, y: T) throws(T.Failure) -> T {
         let (x, other) = k == 0 ? (a, b) : (b, a)
@@ -125,8 +125,8 @@ struct Minimum: BinaryElementwise {
 struct Atan2: BinaryElementwise {
     static let name: StaticString = "atan2"
     static let reads = DerivativeReads.inputs
-    var kind: ElementwiseKind { .atan2 }
-    func value<T: Differentiable>(_ a: T, _ b: T) throws(T.Failure) -> T { try T.atan2(a, b) }
+    var kind: ElementwiseKind { ElementwiseKind(BinaryKind.atan2) }
+    func value<T: TensorElement>(_ a: T, _ b: T) -> T { T.atan2(a, b) }
     // d/da = b/(a² + b²), d/db = -a/(a² + b²), written without a² + b² (which overflows above
     // 1e154 in float64, 1e19 in float32, and underflows below their roots, where PyTorch gives
     // 0): with s the operand of larger magnitude, u the other and t = u/s (|t| <= 1),
@@ -144,6 +144,43 @@ struct Atan2: BinaryElementwise {
         let d = try safeS * (one + t * t)
         let n = k == 0 ? try T.select(magnitudeA, .greater, magnitudeB, t, one) : try -T.select(magnitudeA, .greater, magnitudeB, one, t)
         return try (gate * n) / d
+    }
+}
+
+/// The binary ops with a fused backward loop (see ElementwiseKind): a case and a dispatch line
+/// each. Raw values from 128 keep them apart from UnaryKind's.
+enum BinaryKind: UInt8 {
+    case add = 128, sub, mul, div, pow, maximum, minimum, atan2
+
+    /// Whether input k's gradient is the incoming gradient itself.
+    @inline(__always)
+    func passesGradient(toInput k: Int) -> Bool {
+        switch self {
+        case .add: return Add().passesThrough(k)
+        case .sub: return Subtract().passesThrough(k)
+        case .mul: return Multiply().passesThrough(k)
+        case .div: return Divide().passesThrough(k)
+        case .pow: return Power().passesThrough(k)
+        case .maximum: return Maximum().passesThrough(k)
+        case .minimum: return Minimum().passesThrough(k)
+        case .atan2: return Atan2().passesThrough(k)
+        }
+    }
+
+    /// out = (accumulate ? out : 0) + derivative_k(g) at the saved a, b, y (see FusedLoop.binary).
+    @inline(__always)
+    func apply(_ k: Int, dtype: DType, g: UnsafeMutableRawPointer, a: UnsafeMutableRawPointer, b: UnsafeMutableRawPointer,
+               y: UnsafeMutableRawPointer, into out: UnsafeMutableRawPointer, count n: Int, accumulate: Bool) {
+        switch self {
+        case .add: FusedLoop.binary(Add(), k, dtype: dtype, v: g, a: a, b: b, y: y, into: out, count: n, accumulate: accumulate)
+        case .sub: FusedLoop.binary(Subtract(), k, dtype: dtype, v: g, a: a, b: b, y: y, into: out, count: n, accumulate: accumulate)
+        case .mul: FusedLoop.binary(Multiply(), k, dtype: dtype, v: g, a: a, b: b, y: y, into: out, count: n, accumulate: accumulate)
+        case .div: FusedLoop.binary(Divide(), k, dtype: dtype, v: g, a: a, b: b, y: y, into: out, count: n, accumulate: accumulate)
+        case .pow: FusedLoop.binary(Power(), k, dtype: dtype, v: g, a: a, b: b, y: y, into: out, count: n, accumulate: accumulate)
+        case .maximum: FusedLoop.binary(Maximum(), k, dtype: dtype, v: g, a: a, b: b, y: y, into: out, count: n, accumulate: accumulate)
+        case .minimum: FusedLoop.binary(Minimum(), k, dtype: dtype, v: g, a: a, b: b, y: y, into: out, count: n, accumulate: accumulate)
+        case .atan2: FusedLoop.binary(Atan2(), k, dtype: dtype, v: g, a: a, b: b, y: y, into: out, count: n, accumulate: accumulate)
+        }
     }
 }
 

@@ -53,16 +53,16 @@ extension Tensor {
 struct Negate: UnaryElementwise {
     static var name: StaticString { "neg" }
     static var reads: DerivativeReads { .nothing }
-    var kind: ElementwiseKind { .neg }
-    func value<T: Differentiable>(_ x: T) throws(T.Failure) -> T { try -x }
+    var kind: ElementwiseKind { ElementwiseKind(UnaryKind.neg) }
+    func value<T: TensorElement>(_ x: T) -> T { -x }
     func derivative<T: Differentiable>(_ v: T, x: T, y: T) throws(T.Failure) -> T { try -v }
 }
 
 struct Exp: UnaryElementwise {
     static var name: StaticString { "exp" }
     static var reads: DerivativeReads { .output }
-    var kind: ElementwiseKind { .exp }
-    func value<T: Differentiable>(_ x: T) throws(T.Failure) -> T { try T.exp(x) }
+    var kind: ElementwiseKind { ElementwiseKind(UnaryKind.exp) }
+    func value<T: TensorElement>(_ x: T) -> T { T.exp(x) }
     func derivative<T: Differentiable>(_ v: T, x: T, y: T) throws(T.Failure) -> T { try v * y }   // d exp = exp
 
     /// float32 through the vectorised C kernel, split over threads.
@@ -79,16 +79,16 @@ struct Exp: UnaryElementwise {
 struct Log: UnaryElementwise {
     static var name: StaticString { "log" }
     static var reads: DerivativeReads { .inputs }
-    var kind: ElementwiseKind { .log }
-    func value<T: Differentiable>(_ x: T) throws(T.Failure) -> T { try T.log(x) }
+    var kind: ElementwiseKind { ElementwiseKind(UnaryKind.log) }
+    func value<T: TensorElement>(_ x: T) -> T { T.log(x) }
     func derivative<T: Differentiable>(_ v: T, x: T, y: T) throws(T.Failure) -> T { try v / x }
 }
 
 struct Log1p: UnaryElementwise {
     static let name: StaticString = "log1p"
     static let reads = DerivativeReads.inputs
-    var kind: ElementwiseKind { .log1p }
-    func value<T: Differentiable>(_ x: T) throws(T.Failure) -> T { try T.log1p(x) }
+    var kind: ElementwiseKind { ElementwiseKind(UnaryKind.log1p) }
+    func value<T: TensorElement>(_ x: T) -> T { T.log1p(x) }
     // x + 1 is exact near x = -1 (Sterbenz), where the derivative is largest.
     func derivative<T: Differentiable>(_ v: T, x: T, y: T) throws(T.Failure) -> T { try v / (x + x.constant(1)) }
 }
@@ -96,8 +96,8 @@ struct Log1p: UnaryElementwise {
 struct Expm1: UnaryElementwise {
     static let name: StaticString = "expm1"
     static let reads = DerivativeReads.inputs
-    var kind: ElementwiseKind { .expm1 }
-    func value<T: Differentiable>(_ x: T) throws(T.Failure) -> T { try T.expm1(x) }
+    var kind: ElementwiseKind { ElementwiseKind(UnaryKind.expm1) }
+    func value<T: TensorElement>(_ x: T) -> T { T.expm1(x) }
     // d expm1 = e^x, taken as exp(x) rather than y + 1 (PyTorch's form): y + 1 is e^x with an
     // absolute error of half an ulp of 1, so its relative error grows without bound as x goes
     // negative (it is exactly 0 below x ≈ -37 in float64, -17 in float32, where e^x is not);
@@ -108,8 +108,8 @@ struct Expm1: UnaryElementwise {
 struct Erf: UnaryElementwise {
     static let name: StaticString = "erf"
     static let reads = DerivativeReads.inputs
-    var kind: ElementwiseKind { .erf }
-    func value<T: Differentiable>(_ x: T) throws(T.Failure) -> T { try T.erf(x) }
+    var kind: ElementwiseKind { ElementwiseKind(UnaryKind.erf) }
+    func value<T: TensorElement>(_ x: T) -> T { T.erf(x) }
     // d erf = 2/√π · e^(-x²), in PyTorch's order of operations.
     func derivative<T: Differentiable>(_ v: T, x: T, y: T) throws(T.Failure) -> T {
         try v * (T.exp(-(x * x)) * x.constant(1.1283791670955126))
@@ -123,11 +123,11 @@ struct Clamp: UnaryElementwise {
     static let reads = DerivativeReads.inputs
     let lower: Double
     let upper: Double
-    func value<T: Differentiable>(_ x: T) throws(T.Failure) -> T {
+    func value<T: TensorElement>(_ x: T) -> T {
         // min(max(x, lower), upper), nan staying nan: a comparison with nan is false.
-        let lo = try x.constant(lower), hi = try x.constant(upper)
-        let raised = try T.select(x, .less, lo, lo, x)
-        return try T.select(raised, .greater, hi, hi, raised)
+        let lo = x.constant(lower), hi = x.constant(upper)
+        let raised = T.select(x, .less, lo, lo, x)
+        return T.select(raised, .greater, hi, hi, raised)
     }
     func derivative<T: Differentiable>(_ v: T, x: T, y: T) throws(T.Failure) -> T {
         let zero = try v.constant(0)
@@ -140,9 +140,9 @@ struct Relu: UnaryElementwise {
     // relu(x) is 0 exactly where x <= 0 (nan stays nan), so the output serves as the mask and
     // the input need not be saved.
     static var reads: DerivativeReads { .outputAsConstant }
-    var kind: ElementwiseKind { .relu }
-    func value<T: Differentiable>(_ x: T) throws(T.Failure) -> T {
-        try T.select(x, .lessOrEqual, x.constant(0), x.constant(0), x)
+    var kind: ElementwiseKind { ElementwiseKind(UnaryKind.relu) }
+    func value<T: TensorElement>(_ x: T) -> T {
+        T.select(x, .lessOrEqual, x.constant(0), x.constant(0), x)
     }
     func derivative<T: Differentiable>(_ v: T, x: T, y: T) throws(T.Failure) -> T {
         try T.select(y, .lessOrEqual, y.constant(0), v.constant(0), v)
@@ -162,55 +162,51 @@ struct Relu: UnaryElementwise {
 struct SquareRoot: UnaryElementwise {
     static var name: StaticString { "sqrt" }
     static var reads: DerivativeReads { .output }
-    var kind: ElementwiseKind { .sqrt }
-    func value<T: Differentiable>(_ x: T) throws(T.Failure) -> T { try T.sqrt(x) }
+    var kind: ElementwiseKind { ElementwiseKind(UnaryKind.sqrt) }
+    func value<T: TensorElement>(_ x: T) -> T { T.sqrt(x) }
     func derivative<T: Differentiable>(_ v: T, x: T, y: T) throws(T.Failure) -> T { try v / (y * y.constant(2)) }
 }
 
 struct Absolute: UnaryElementwise {
     static var name: StaticString { "abs" }
     static var reads: DerivativeReads { .inputs }
-    var kind: ElementwiseKind { .abs }
-    func value<T: Differentiable>(_ x: T) throws(T.Failure) -> T {
-        try T.select(x, .less, x.constant(0), -x, x)
-    }
+    var kind: ElementwiseKind { ElementwiseKind(UnaryKind.abs) }
+    func value<T: TensorElement>(_ x: T) -> T { Swift.abs(x) }
     func derivative<T: Differentiable>(_ v: T, x: T, y: T) throws(T.Failure) -> T {
         let zero = try x.constant(0)
         return try T.select(x, .greater, zero, v, T.select(x, .less, zero, -v, v.constant(0)))
     }
-
-    func forward(_ x: Tensor) throws -> Tensor { try x.mapped({ Swift.abs($0) }, { Swift.abs($0) }) }
 }
 
 struct Sine: UnaryElementwise {
     static var name: StaticString { "sin" }
     static var reads: DerivativeReads { .inputs }
-    var kind: ElementwiseKind { .sin }
-    func value<T: Differentiable>(_ x: T) throws(T.Failure) -> T { try T.sin(x) }
+    var kind: ElementwiseKind { ElementwiseKind(UnaryKind.sin) }
+    func value<T: TensorElement>(_ x: T) -> T { T.sin(x) }
     func derivative<T: Differentiable>(_ v: T, x: T, y: T) throws(T.Failure) -> T { try v * T.cos(x) }
 }
 
 struct Cosine: UnaryElementwise {
     static var name: StaticString { "cos" }
     static var reads: DerivativeReads { .inputs }
-    var kind: ElementwiseKind { .cos }
-    func value<T: Differentiable>(_ x: T) throws(T.Failure) -> T { try T.cos(x) }
+    var kind: ElementwiseKind { ElementwiseKind(UnaryKind.cos) }
+    func value<T: TensorElement>(_ x: T) -> T { T.cos(x) }
     func derivative<T: Differentiable>(_ v: T, x: T, y: T) throws(T.Failure) -> T { try -(v * T.sin(x)) }
 }
 
 struct Tanh: UnaryElementwise {
     static var name: StaticString { "tanh" }
     static var reads: DerivativeReads { .output }
-    var kind: ElementwiseKind { .tanh }
-    func value<T: Differentiable>(_ x: T) throws(T.Failure) -> T { try T.tanh(x) }
+    var kind: ElementwiseKind { ElementwiseKind(UnaryKind.tanh) }
+    func value<T: TensorElement>(_ x: T) -> T { T.tanh(x) }
     func derivative<T: Differentiable>(_ v: T, x: T, y: T) throws(T.Failure) -> T { try v * (y.constant(1) - y * y) }  // 1 - tanh²
 }
 
 struct Sigmoid: UnaryElementwise {
     static var name: StaticString { "sigmoid" }
     static var reads: DerivativeReads { .output }
-    var kind: ElementwiseKind { .sigmoid }
-    func value<T: Differentiable>(_ x: T) throws(T.Failure) -> T { try T.sigmoid(x) }
+    var kind: ElementwiseKind { ElementwiseKind(UnaryKind.sigmoid) }
+    func value<T: TensorElement>(_ x: T) -> T { T.sigmoid(x) }
     func derivative<T: Differentiable>(_ v: T, x: T, y: T) throws(T.Failure) -> T { try v * (y * (y.constant(1) - y)) }  // s (1 - s)
 }
 
@@ -218,8 +214,8 @@ struct LeakyRelu: UnaryElementwise {
     static var name: StaticString { "leaky_relu" }
     static var reads: DerivativeReads { .inputs }
     let slope: Double
-    func value<T: Differentiable>(_ x: T) throws(T.Failure) -> T {
-        try T.select(x, .greater, x.constant(0), x, x * x.constant(slope))
+    func value<T: TensorElement>(_ x: T) -> T {
+        T.select(x, .greater, x.constant(0), x, x * x.constant(slope))
     }
     func derivative<T: Differentiable>(_ v: T, x: T, y: T) throws(T.Failure) -> T {
         try v * T.select(x, .greater, x.constant(0), x.constant(1), x.constant(slope))
@@ -229,26 +225,17 @@ struct LeakyRelu: UnaryElementwise {
 struct Softplus: UnaryElementwise {
     static var name: StaticString { "softplus" }
     static var reads: DerivativeReads { .inputs }
-    var kind: ElementwiseKind { .softplus }
-    func value<T: Differentiable>(_ x: T) throws(T.Failure) -> T {
-        // max(x, 0) + log(1 + e^-|x|): the recorded rule's form; the forward uses log1p.
-        let zero = try x.constant(0)
-        let negAbs = try T.select(x, .less, zero, x, -x)
-        return try T.select(x, .less, zero, zero, x) + T.log(x.constant(1) + T.exp(negAbs))
-    }
+    var kind: ElementwiseKind { ElementwiseKind(UnaryKind.softplus) }
+    /// max(x, 0) + log1p(e^-|x|): finite for any input.
+    func value<T: TensorElement>(_ x: T) -> T { Swift.max(x, 0) + T.log1p(T.exp(-Swift.abs(x))) }
     func derivative<T: Differentiable>(_ v: T, x: T, y: T) throws(T.Failure) -> T { try v * T.sigmoid(x) }
-
-    func forward(_ x: Tensor) throws -> Tensor { try x.mapped(Softplus.stable, Softplus.stable) }
-
-    @inline(__always)
-    static func stable<T: TensorElement>(_ x: T) -> T { Swift.max(x, 0) + T.log1p(T.exp(-Swift.abs(x))) }
 }
 
 struct Gelu: UnaryElementwise {
     static var name: StaticString { "gelu" }
     static var reads: DerivativeReads { .inputs }
-    var kind: ElementwiseKind { .gelu }
-    func value<T: Differentiable>(_ x: T) throws(T.Failure) -> T { try x * T.normalCDF(x) }
+    var kind: ElementwiseKind { ElementwiseKind(UnaryKind.gelu) }
+    func value<T: TensorElement>(_ x: T) -> T { x * T.normalCDF(x) }
     func derivative<T: Differentiable>(_ v: T, x: T, y: T) throws(T.Failure) -> T {
         try v * (T.normalCDF(x) + x * NormalCDF.density(x))
     }
@@ -258,12 +245,41 @@ struct Gelu: UnaryElementwise {
 struct NormalCDF: UnaryElementwise {
     static var name: StaticString { "normal_cdf" }
     static var reads: DerivativeReads { .inputs }
-    func value<T: Differentiable>(_ x: T) throws(T.Failure) -> T { try T.normalCDF(x) }
+    func value<T: TensorElement>(_ x: T) -> T { T.normalCDF(x) }
     func derivative<T: Differentiable>(_ v: T, x: T, y: T) throws(T.Failure) -> T { try v * NormalCDF.density(x) }
 
     /// φ(x) = e^(-x²/2) / √(2π).
     @inline(__always)
     static func density<T: Differentiable>(_ x: T) throws(T.Failure) -> T {
         try T.exp(x * x * x.constant(-0.5)) * x.constant(0.3989422804014327)
+    }
+}
+
+/// The unary ops with a fused backward loop (see ElementwiseKind): a case and a dispatch line
+/// each.
+enum UnaryKind: UInt8 {
+    case neg = 1, exp, log, log1p, expm1, erf, relu, sqrt, abs, sin, cos, tanh, sigmoid, softplus, gelu
+
+    /// out = (accumulate ? out : 0) + derivative(g) at the saved x and y (see FusedLoop.unary).
+    @inline(__always)
+    func apply(dtype: DType, g: UnsafeMutableRawPointer, x: UnsafeMutableRawPointer, y: UnsafeMutableRawPointer,
+               into out: UnsafeMutableRawPointer, count n: Int, accumulate: Bool) {
+        switch self {
+        case .neg: FusedLoop.unary(Negate(), dtype: dtype, v: g, x: x, y: y, into: out, count: n, accumulate: accumulate)
+        case .exp: FusedLoop.unary(Exp(), dtype: dtype, v: g, x: x, y: y, into: out, count: n, accumulate: accumulate)
+        case .log: FusedLoop.unary(Log(), dtype: dtype, v: g, x: x, y: y, into: out, count: n, accumulate: accumulate)
+        case .log1p: FusedLoop.unary(Log1p(), dtype: dtype, v: g, x: x, y: y, into: out, count: n, accumulate: accumulate)
+        case .expm1: FusedLoop.unary(Expm1(), dtype: dtype, v: g, x: x, y: y, into: out, count: n, accumulate: accumulate)
+        case .erf: FusedLoop.unary(Erf(), dtype: dtype, v: g, x: x, y: y, into: out, count: n, accumulate: accumulate)
+        case .relu: FusedLoop.unary(Relu(), dtype: dtype, v: g, x: x, y: y, into: out, count: n, accumulate: accumulate)
+        case .sqrt: FusedLoop.unary(SquareRoot(), dtype: dtype, v: g, x: x, y: y, into: out, count: n, accumulate: accumulate)
+        case .abs: FusedLoop.unary(Absolute(), dtype: dtype, v: g, x: x, y: y, into: out, count: n, accumulate: accumulate)
+        case .sin: FusedLoop.unary(Sine(), dtype: dtype, v: g, x: x, y: y, into: out, count: n, accumulate: accumulate)
+        case .cos: FusedLoop.unary(Cosine(), dtype: dtype, v: g, x: x, y: y, into: out, count: n, accumulate: accumulate)
+        case .tanh: FusedLoop.unary(Tanh(), dtype: dtype, v: g, x: x, y: y, into: out, count: n, accumulate: accumulate)
+        case .sigmoid: FusedLoop.unary(Sigmoid(), dtype: dtype, v: g, x: x, y: y, into: out, count: n, accumulate: accumulate)
+        case .softplus: FusedLoop.unary(Softplus(), dtype: dtype, v: g, x: x, y: y, into: out, count: n, accumulate: accumulate)
+        case .gelu: FusedLoop.unary(Gelu(), dtype: dtype, v: g, x: x, y: y, into: out, count: n, accumulate: accumulate)
+        }
     }
 }
