@@ -82,7 +82,7 @@ enum Backward {
     }
 
     /// The state of one backward pass.
-    private struct Pass {
+    private struct Pass: FusedLoopRunner {
         let mode: Mode
         let retainGraph: Bool
         let createGraph: Bool
@@ -362,59 +362,74 @@ enum Backward {
         /// in place where the slot already holds a gradient only this pass sees, else into g's
         /// own buffer for input 0 when nothing else holds g (the pass owns g then, and hands
         /// that ownership to the loop), else into a new tensor. Inputs go last to first, so
-        /// input 0 is the one that may overwrite g.
+        /// input 0 is the one that may overwrite g. The node's kind dispatches once, to the
+        /// run(_:) below specialised for its op.
         mutating func deliverFused(_ node: Node, slot i: Int, _ g: inout Tensor) throws {
+            try node.elementwise.dispatch(to: &self, node, slot: i, &g)
+        }
+
+        mutating func run<Op: UnaryElementwise>(_ op: Op, _ node: Node, slot i: Int, _ g: inout Tensor) throws {
+            let dtype = g.dtype
+            try deliver(node, slot: i, &g, passesThrough: { _ in false }) { _, gp, x, _, y, out, n, accumulate in
+                FusedLoop.unary(op, dtype: dtype, v: gp, x: x, y: y, into: out, count: n, accumulate: accumulate)
+            }
+        }
+
+        mutating func run<Op: BinaryElementwise>(_ op: Op, _ node: Node, slot i: Int, _ g: inout Tensor) throws {
+            let dtype = g.dtype
+            try deliver(node, slot: i, &g, passesThrough: { op.passesThrough($0) }) { k, gp, a, b, y, out, n, accumulate in
+                FusedLoop.binary(op, k, dtype: dtype, v: gp, a: a, b: b, y: y, into: out, count: n, accumulate: accumulate)
+            }
+        }
+
+        /// The walk over the node's inputs behind run(_:): `loop(k, g, x0, x1, y, out, n,
+        /// accumulate)` is the op's fused loop for input k.
+        @inline(__always)
+        private mutating func deliver(_ node: Node, slot i: Int, _ g: inout Tensor, passesThrough: (Int) -> Bool,
+                                      _ loop: (Int, UnsafeMutableRawPointer, UnsafeMutableRawPointer, UnsafeMutableRawPointer,
+                                               UnsafeMutableRawPointer, UnsafeMutableRawPointer, Int, Bool) -> Void) throws {
             var gIsOurs = isKnownUniquelyReferenced(&g) && g.storageIsUnique()
             guard let gp = g.storage.raw else { return }
-            let operands = node.fusedOperands(gp)
+            let (x0, x1, y) = node.fusedOperands(gp)
+            let n = g.count, dtype = g.dtype
             let first = Int(edgeStart[i])
             var k = Int(edgeStart[i + 1]) - first - 1
             while k >= 0 {
                 let target = Int(edgeTarget[first + k])
+                @inline(__always)
+                func sumInto(_ sum: inout Tensor?) throws {
+                    if var existing = Backward.take(&sum) {
+                        if existing.storage !== g.storage && isKnownUniquelyReferenced(&existing) && existing.storageIsUnique(),
+                           let ep = existing.storage.raw {
+                            loop(k, gp, x0, x1, y, ep, n, true)
+                            sum = existing
+                        } else {
+                            let fresh = try Tensor(uninitialized: g.shape, dtype: dtype)
+                            guard let fp = fresh.storage.raw, let ep = existing.storage.raw else { return }
+                            fp.copyMemory(from: ep, byteCount: n * dtype.size)
+                            loop(k, gp, x0, x1, y, fp, n, true)
+                            sum = fresh
+                        }
+                    } else if passesThrough(k) {
+                        sum = g
+                        gIsOurs = false
+                    } else if k == 0 && gIsOurs {
+                        loop(k, gp, x0, x1, y, gp, n, false)
+                        sum = g
+                        gIsOurs = false
+                    } else {
+                        let fresh = try Tensor(uninitialized: g.shape, dtype: dtype)
+                        guard let fp = fresh.storage.raw else { return }
+                        loop(k, gp, x0, x1, y, fp, n, false)
+                        sum = fresh
+                    }
+                }
                 if target >= 0 {
-                    try Pass.deliverFused(node, k, &g, &gIsOurs, operands, into: &grads[target])
+                    try sumInto(&grads[target])
                 } else if target <= -2 {
-                    try Pass.deliverFused(node, k, &g, &gIsOurs, operands, into: &leafGrads[-2 - target])
+                    try sumInto(&leafGrads[-2 - target])
                 }
                 k -= 1
-            }
-        }
-
-        /// Sums input k's gradient (the node's fused loop over g and its saved values) into `sum`.
-        @inline(__always)
-        private static func deliverFused(_ node: Node, _ k: Int, _ g: inout Tensor, _ gIsOurs: inout Bool,
-                                         _ operands: (x0: UnsafeMutableRawPointer, x1: UnsafeMutableRawPointer, y: UnsafeMutableRawPointer),
-                                         into sum: inout Tensor?) throws {
-            let kind = node.elementwise, n = g.count, dtype = g.dtype
-            guard let gp = g.storage.raw else { return }
-            @inline(__always)
-            func apply(into out: UnsafeMutableRawPointer, accumulate: Bool) {
-                kind.apply(k, dtype: dtype, g: gp, x0: operands.x0, x1: operands.x1, y: operands.y, into: out, count: n, accumulate: accumulate)
-            }
-            if var existing = Backward.take(&sum) {
-                if existing.storage !== g.storage && isKnownUniquelyReferenced(&existing) && existing.storageIsUnique(),
-                   let ep = existing.storage.raw {
-                    apply(into: ep, accumulate: true)
-                    sum = existing
-                } else {
-                    let fresh = try Tensor(uninitialized: g.shape, dtype: dtype)
-                    guard let fp = fresh.storage.raw, let ep = existing.storage.raw else { return }
-                    fp.copyMemory(from: ep, byteCount: n * dtype.size)
-                    apply(into: fp, accumulate: true)
-                    sum = fresh
-                }
-            } else if kind.passesGradient(toInput: k) {
-                sum = g
-                gIsOurs = false
-            } else if k == 0 && gIsOurs {
-                apply(into: gp, accumulate: false)
-                sum = g
-                gIsOurs = false
-            } else {
-                let fresh = try Tensor(uninitialized: g.shape, dtype: dtype)
-                guard let fp = fresh.storage.raw else { return }
-                apply(into: fp, accumulate: false)
-                sum = fresh
             }
         }
 

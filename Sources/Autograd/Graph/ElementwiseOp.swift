@@ -286,22 +286,21 @@ struct ElementwiseKind: Equatable {
     init(_ kind: UnaryKind) { raw = kind.rawValue }
     init(_ kind: BinaryKind) { raw = kind.rawValue }
 
-    /// Whether input k's gradient is the incoming gradient itself (handed on, not computed).
+    /// Calls the runner's run(_:) with this kind's op: one dispatch per node, after which the
+    /// op's loop and what surrounds it are specialised together.
     @inline(__always)
-    func passesGradient(toInput k: Int) -> Bool {
-        BinaryKind(rawValue: raw)?.passesGradient(toInput: k) ?? false
-    }
-
-    /// The fused backward loop of input k: out = (accumulate ? out : 0) + derivative_k(g),
-    /// over the node's saved values (x0, x1: its inputs; y: its output; any that the op does
-    /// not read may be g itself). `out` may be `g`.
-    @inline(__always)
-    func apply(_ k: Int, dtype: DType, g: UnsafeMutableRawPointer, x0: UnsafeMutableRawPointer, x1: UnsafeMutableRawPointer,
-               y: UnsafeMutableRawPointer, into out: UnsafeMutableRawPointer, count n: Int, accumulate: Bool) {
+    func dispatch<R: FusedLoopRunner>(to runner: inout R, _ node: Node, slot: Int, _ g: inout Tensor) throws {
         if let kind = UnaryKind(rawValue: raw) {
-            kind.apply(dtype: dtype, g: g, x: x0, y: y, into: out, count: n, accumulate: accumulate)
+            try kind.dispatch(to: &runner, node, slot: slot, &g)
         } else if let kind = BinaryKind(rawValue: raw) {
-            kind.apply(k, dtype: dtype, g: g, a: x0, b: x1, y: y, into: out, count: n, accumulate: accumulate)
+            try kind.dispatch(to: &runner, node, slot: slot, &g)
         }
     }
+}
+
+/// What runs a node's fused loop, given the op (the backward pass: it sums what the loop gives
+/// into its slots). Generic in the op, so each op's run is specialised.
+protocol FusedLoopRunner {
+    mutating func run<Op: UnaryElementwise>(_ op: Op, _ node: Node, slot: Int, _ g: inout Tensor) throws
+    mutating func run<Op: BinaryElementwise>(_ op: Op, _ node: Node, slot: Int, _ g: inout Tensor) throws
 }

@@ -152,34 +152,18 @@ struct Atan2: BinaryElementwise {
 enum BinaryKind: UInt8 {
     case add = 128, sub, mul, div, pow, maximum, minimum, atan2
 
-    /// Whether input k's gradient is the incoming gradient itself.
+    /// Runs the runner with this kind's op (see ElementwiseKind.dispatch).
     @inline(__always)
-    func passesGradient(toInput k: Int) -> Bool {
+    func dispatch<R: FusedLoopRunner>(to runner: inout R, _ node: Node, slot: Int, _ g: inout Tensor) throws {
         switch self {
-        case .add: return Add().passesThrough(k)
-        case .sub: return Subtract().passesThrough(k)
-        case .mul: return Multiply().passesThrough(k)
-        case .div: return Divide().passesThrough(k)
-        case .pow: return Power().passesThrough(k)
-        case .maximum: return Maximum().passesThrough(k)
-        case .minimum: return Minimum().passesThrough(k)
-        case .atan2: return Atan2().passesThrough(k)
-        }
-    }
-
-    /// out = (accumulate ? out : 0) + derivative_k(g) at the saved a, b, y (see FusedLoop.binary).
-    @inline(__always)
-    func apply(_ k: Int, dtype: DType, g: UnsafeMutableRawPointer, a: UnsafeMutableRawPointer, b: UnsafeMutableRawPointer,
-               y: UnsafeMutableRawPointer, into out: UnsafeMutableRawPointer, count n: Int, accumulate: Bool) {
-        switch self {
-        case .add: FusedLoop.binary(Add(), k, dtype: dtype, v: g, a: a, b: b, y: y, into: out, count: n, accumulate: accumulate)
-        case .sub: FusedLoop.binary(Subtract(), k, dtype: dtype, v: g, a: a, b: b, y: y, into: out, count: n, accumulate: accumulate)
-        case .mul: FusedLoop.binary(Multiply(), k, dtype: dtype, v: g, a: a, b: b, y: y, into: out, count: n, accumulate: accumulate)
-        case .div: FusedLoop.binary(Divide(), k, dtype: dtype, v: g, a: a, b: b, y: y, into: out, count: n, accumulate: accumulate)
-        case .pow: FusedLoop.binary(Power(), k, dtype: dtype, v: g, a: a, b: b, y: y, into: out, count: n, accumulate: accumulate)
-        case .maximum: FusedLoop.binary(Maximum(), k, dtype: dtype, v: g, a: a, b: b, y: y, into: out, count: n, accumulate: accumulate)
-        case .minimum: FusedLoop.binary(Minimum(), k, dtype: dtype, v: g, a: a, b: b, y: y, into: out, count: n, accumulate: accumulate)
-        case .atan2: FusedLoop.binary(Atan2(), k, dtype: dtype, v: g, a: a, b: b, y: y, into: out, count: n, accumulate: accumulate)
+        case .add: try runner.run(Add(), node, slot: slot, &g)
+        case .sub: try runner.run(Subtract(), node, slot: slot, &g)
+        case .mul: try runner.run(Multiply(), node, slot: slot, &g)
+        case .div: try runner.run(Divide(), node, slot: slot, &g)
+        case .pow: try runner.run(Power(), node, slot: slot, &g)
+        case .maximum: try runner.run(Maximum(), node, slot: slot, &g)
+        case .minimum: try runner.run(Minimum(), node, slot: slot, &g)
+        case .atan2: try runner.run(Atan2(), node, slot: slot, &g)
         }
     }
 }

@@ -260,26 +260,25 @@ struct NormalCDF: UnaryElementwise {
 enum UnaryKind: UInt8 {
     case neg = 1, exp, log, log1p, expm1, erf, relu, sqrt, abs, sin, cos, tanh, sigmoid, softplus, gelu
 
-    /// out = (accumulate ? out : 0) + derivative(g) at the saved x and y (see FusedLoop.unary).
+    /// Runs the runner with this kind's op (see ElementwiseKind.dispatch).
     @inline(__always)
-    func apply(dtype: DType, g: UnsafeMutableRawPointer, x: UnsafeMutableRawPointer, y: UnsafeMutableRawPointer,
-               into out: UnsafeMutableRawPointer, count n: Int, accumulate: Bool) {
+    func dispatch<R: FusedLoopRunner>(to runner: inout R, _ node: Node, slot: Int, _ g: inout Tensor) throws {
         switch self {
-        case .neg: FusedLoop.unary(Negate(), dtype: dtype, v: g, x: x, y: y, into: out, count: n, accumulate: accumulate)
-        case .exp: FusedLoop.unary(Exp(), dtype: dtype, v: g, x: x, y: y, into: out, count: n, accumulate: accumulate)
-        case .log: FusedLoop.unary(Log(), dtype: dtype, v: g, x: x, y: y, into: out, count: n, accumulate: accumulate)
-        case .log1p: FusedLoop.unary(Log1p(), dtype: dtype, v: g, x: x, y: y, into: out, count: n, accumulate: accumulate)
-        case .expm1: FusedLoop.unary(Expm1(), dtype: dtype, v: g, x: x, y: y, into: out, count: n, accumulate: accumulate)
-        case .erf: FusedLoop.unary(Erf(), dtype: dtype, v: g, x: x, y: y, into: out, count: n, accumulate: accumulate)
-        case .relu: FusedLoop.unary(Relu(), dtype: dtype, v: g, x: x, y: y, into: out, count: n, accumulate: accumulate)
-        case .sqrt: FusedLoop.unary(SquareRoot(), dtype: dtype, v: g, x: x, y: y, into: out, count: n, accumulate: accumulate)
-        case .abs: FusedLoop.unary(Absolute(), dtype: dtype, v: g, x: x, y: y, into: out, count: n, accumulate: accumulate)
-        case .sin: FusedLoop.unary(Sine(), dtype: dtype, v: g, x: x, y: y, into: out, count: n, accumulate: accumulate)
-        case .cos: FusedLoop.unary(Cosine(), dtype: dtype, v: g, x: x, y: y, into: out, count: n, accumulate: accumulate)
-        case .tanh: FusedLoop.unary(Tanh(), dtype: dtype, v: g, x: x, y: y, into: out, count: n, accumulate: accumulate)
-        case .sigmoid: FusedLoop.unary(Sigmoid(), dtype: dtype, v: g, x: x, y: y, into: out, count: n, accumulate: accumulate)
-        case .softplus: FusedLoop.unary(Softplus(), dtype: dtype, v: g, x: x, y: y, into: out, count: n, accumulate: accumulate)
-        case .gelu: FusedLoop.unary(Gelu(), dtype: dtype, v: g, x: x, y: y, into: out, count: n, accumulate: accumulate)
+        case .neg: try runner.run(Negate(), node, slot: slot, &g)
+        case .exp: try runner.run(Exp(), node, slot: slot, &g)
+        case .log: try runner.run(Log(), node, slot: slot, &g)
+        case .log1p: try runner.run(Log1p(), node, slot: slot, &g)
+        case .expm1: try runner.run(Expm1(), node, slot: slot, &g)
+        case .erf: try runner.run(Erf(), node, slot: slot, &g)
+        case .relu: try runner.run(Relu(), node, slot: slot, &g)
+        case .sqrt: try runner.run(SquareRoot(), node, slot: slot, &g)
+        case .abs: try runner.run(Absolute(), node, slot: slot, &g)
+        case .sin: try runner.run(Sine(), node, slot: slot, &g)
+        case .cos: try runner.run(Cosine(), node, slot: slot, &g)
+        case .tanh: try runner.run(Tanh(), node, slot: slot, &g)
+        case .sigmoid: try runner.run(Sigmoid(), node, slot: slot, &g)
+        case .softplus: try runner.run(Softplus(), node, slot: slot, &g)
+        case .gelu: try runner.run(Gelu(), node, slot: slot, &g)
         }
     }
 }
