@@ -686,8 +686,10 @@ ag_status ag_graph_to_dot(char *out, int64_t capacity, int64_t *length, ag_tenso
  * thread. Forward mode (ag_jvp, ag_hvp, ag_hessian, ag_jacobian with AG_JACOBIAN_FORWARD) sends
  * tangents through every operation the function calls; reverse mode runs backward passes
  * through the graph the function records (whatever this thread's grad mode: it is turned on
- * while build runs in reverse mode). The results are new tensors, yours to free; none shares
- * memory with a tensor you passed in.
+ * while build runs in reverse mode). The results are new handles, yours to free. Derivatives
+ * (tangents, gradients, Jacobians, Hessians and their products) share no memory with a tensor
+ * you passed in; the *output of ag_jvp and ag_vjp is what build returned (for the identity, a
+ * tensor sharing the primal's values, as ag_detach gives).
  *
  * Errors common to all five: AG_ERR_ARGUMENT (an output pointer NULL, build NULL),
  * AG_ERR_INVALID_HANDLE (an input handle), AG_ERR_OUT_OF_MEMORY, and AG_ERR_CALLBACK whenever
@@ -696,13 +698,14 @@ ag_status ag_graph_to_dot(char *out, int64_t capacity, int64_t *length, ag_tenso
  * freed one of its borrowed inputs, or (ag_jacobian in forward mode, ag_hessian) gave an output
  * whose shape or dtype differs from its first call's ("the function's output changed between
  * calls"). AG_ERR_STATE: called from a build function while 8 calls that run build functions
- * (ag_gradcheck and these, counted together) are active on this thread; and a forward-mode
- * transform called while another forward-mode pass runs on this thread, i.e. from the build
- * function of ag_jvp, ag_hvp, ag_hessian or forward-mode ag_jacobian ("a forward-mode pass is
- * already running on this thread"; reverse mode may nest inside forward mode: call ag_vjp,
- * ag_grad or reverse-mode ag_jacobian there). Also any error of a backward pass the transform
- * runs (a hook failing). On every failure nothing is written to the outputs and the library
- * leaks no handle. */
+ * (ag_gradcheck and these, counted together) are active on this thread; and ag_jvp, ag_hvp,
+ * ag_hessian or ag_jacobian called while a forward-mode pass runs on this thread, i.e. from the
+ * build function of ag_jvp, ag_hvp, ag_hessian or forward-mode ag_jacobian ("a forward-mode pass
+ * is already running on this thread"). Reverse mode may nest inside forward mode: ag_vjp there
+ * gives gradients that carry their tangents (a jvp of a vjp is a Hessian-vector product), as
+ * does ag_grad with create_graph. Also any error of a backward pass the transform runs (a hook
+ * failing). On every failure nothing is written to the outputs and the library leaks no
+ * handle. */
 
 /* f(primals) and its directional derivative along `tangents` (forward mode, one pass):
  * *output = f(primals), *output_tangent = sum_k J_k(primals) tangents[k] (J_k the Jacobian of f
@@ -719,9 +722,9 @@ ag_status ag_jvp(ag_tensor *output, ag_tensor *output_tangent, ag_build_fn build
 /* f(primals) and the vector-Jacobian product (reverse mode, one backward pass): *output =
  * f(primals), and grads[k] = the gradient of sum(f(primals) * cotangent) with respect to primal
  * k, of its shape and dtype (zeros for a primal f does not use), for k < nprimals: grads must
- * have room for nprimals handles. The cotangent has f's output shape and dtype. The gradients
- * carry no history; *output carries it where a primal requires grad (primals that do not are
- * differentiated through aliases that do; no .grad is touched).
+ * have room for nprimals handles. The cotangent has f's output shape and dtype. The results
+ * carry no history (inside a forward-mode pass they carry their tangents), and no .grad is
+ * touched: primals are differentiated through aliases.
  * Errors (besides the common ones): AG_ERR_ARGUMENT (output or grads NULL, primals NULL,
  * nprimals < 1), AG_ERR_SHAPE / AG_ERR_DTYPE (a cotangent whose shape / dtype differs from f's
  * output). */
@@ -743,7 +746,8 @@ enum {
  * Errors (besides the common ones): AG_ERR_ARGUMENT (jacobian NULL, a mode other than
  * AG_JACOBIAN_REVERSE / AG_JACOBIAN_FORWARD), AG_ERR_SHAPE (a Jacobian of rank above
  * AG_MAX_NDIM, or of more elements than int64 counts: found after f's first call, before any
- * derivative is computed), AG_ERR_STATE (forward mode inside another forward-mode pass). */
+ * derivative is computed), AG_ERR_STATE (called inside a forward-mode pass, in either mode:
+ * assembled from values, its result would carry no tangent). */
 ag_status ag_jacobian(ag_tensor *jacobian, ag_build_fn build, void *user_data, ag_tensor input,
                       ag_jacobian_mode mode);
 
@@ -1121,6 +1125,43 @@ ag_status ag_optimizer_free(ag_optimizer opt);
  *       (an optimizer step, ag_tensor_copy_)
  *       -> AG_ERR_STATE  "a value saved by 'mul' for backward was modified in place after it was
  *          saved" (no gradient is accumulated by the refused pass)
+ *
+ * Function transforms
+ *  B99  ag_jvp with a tangent whose shape or dtype differs from its primal's
+ *       -> AG_ERR_SHAPE  "tangent 1 has shape [2] but its primal has shape [3]";
+ *          AG_ERR_DTYPE  "tangent 0 is float32 but its primal is float64" (build is not called)
+ *  B100 ag_vjp with a cotangent whose shape or dtype differs from the function's output
+ *       -> AG_ERR_SHAPE  "the cotangent has shape [2] but the function's output has shape [3]";
+ *          AG_ERR_DTYPE  "the cotangent is float32 but the function's output is float64"
+ *  B101 ag_hvp with a v whose shape or dtype differs from the input's
+ *       -> AG_ERR_SHAPE  "v has shape [2] but the input has shape [3]";
+ *          AG_ERR_DTYPE  "v is float32 but the input is float64" (build is not called)
+ *  B102 ag_hvp or ag_hessian of a function whose output has more than one element (or none)
+ *       -> AG_ERR_SHAPE  "the function must return one element (a scalar), it returned shape [3]"
+ *  B103 a transform (ag_jvp, ag_vjp, ag_jacobian, ag_hvp, ag_hessian) whose build function
+ *       returns non-zero (3), returns 0 without writing *out, writes a made-up handle, or frees
+ *       its borrowed input
+ *       -> AG_ERR_CALLBACK  "the build function returned 3", "wrote no tensor handle to *out",
+ *          "is not a live tensor handle", "freed its input handle 0"
+ *  B104 ag_jacobian in forward mode, or ag_hessian, whose build function's output changes shape
+ *       or dtype on a later call
+ *       -> AG_ERR_CALLBACK  "the function's output changed between calls: float64 [] on call 1,
+ *          float64 [2] on call 2"
+ *  B105 ag_jvp, ag_hvp, ag_hessian or ag_jacobian (either mode) called from the build function of
+ *       ag_jvp (or of ag_hvp, ag_hessian, forward-mode ag_jacobian)
+ *       -> AG_ERR_STATE  "a forward-mode pass is already running on this thread" (the outer
+ *          call then fails with AG_ERR_CALLBACK quoting it, if build returns non-zero)
+ *  B106 ag_jacobian with an unknown mode (0, 3, INT32_MIN)
+ *       -> AG_ERR_ARGUMENT  "unknown Jacobian mode 3 (use AG_JACOBIAN_REVERSE = 1 or
+ *          AG_JACOBIAN_FORWARD = 2)"
+ *  B107 a Jacobian or Hessian of rank above AG_MAX_NDIM: ag_jacobian of a rank-5 function of a
+ *       rank-5 input, ag_hessian of a rank-5 input
+ *       -> AG_ERR_SHAPE  "the result's shape [1, 1, 1, 1, 2, 1, 1, 1, 1, 2] has rank 10, more
+ *          than the 8 allowed" (before any derivative is computed)
+ *  B108 ag_jvp / ag_vjp with primals or tangents NULL, nprimals < 1, or output, output_tangent,
+ *       grads NULL; any transform with build NULL
+ *       -> AG_ERR_ARGUMENT  "tangents is NULL but nprimals is 1", "at least one tensor is
+ *          needed, nprimals is 0", "the output pointer 'grads' is NULL", "build is NULL"
  */
 
 #ifdef __cplusplus

@@ -44,7 +44,8 @@ public enum Transforms {
 
     /// f(primals) and the gradients of Σₖ⟨outputs[k], cotangents[k]⟩ with respect to each
     /// primal (zeros for a primal the outputs do not depend on). With `createGraph` the
-    /// gradients are recorded (differentiable again). Inside a forward-mode pass (a vjp in a
+    /// gradients are recorded (differentiable again) and the outputs keep their graph; without,
+    /// neither has history. Inside a forward-mode pass (a vjp in a
     /// jvp's function) the gradients carry their tangents: they are computed recorded, as hvp
     /// computes them, and handed out detached with their tangents.
     public static func vjp(_ f: ([Tensor]) throws -> [Tensor], primals: [Tensor], cotangents: [Tensor],
@@ -81,11 +82,14 @@ public enum Transforms {
             guard keepTangents else { return g }
             // Recorded gradients may be a seed or an input itself: hand out values of their own.
             let shared = (cotangents + primals).contains { $0.storage === g.storage }
-            let d = shared ? try g.copy() : g.detach()
-            d.tangentBox = g.tangentBox
-            return d
+            guard shared else { return detachedKeepingTangent(g) }
+            let own = try g.copy()
+            own.tangentBox = g.tangentBox
+            return own
         }
-        return (outputs, gradients)
+        // Without createGraph the outputs' graph is of no more use (released, unless tangents
+        // were kept): hand them out without history, as the gradients.
+        return (createGraph ? outputs : outputs.map(detachedKeepingTangent), gradients)
     }
 
     /// The Jacobian of f at x, of shape f(x).shape + x.shape (an empty shape for a scalar).
@@ -203,6 +207,13 @@ public enum Transforms {
             throw AutogradError.shape("\(what): the result's shape \(shape) has rank \(shape.count), more than the \(Shape.maxRank) allowed")
         }
         return try Tensor.zeros(shape, dtype: dtype)
+    }
+
+    /// t without history, keeping its tangent in the forward-mode pass running (if any).
+    private static func detachedKeepingTangent(_ t: Tensor) -> Tensor {
+        let d = t.detach()
+        d.tangentBox = t.tangentBox
+        return d
     }
 
     /// A new leaf with x's values that requires grad and is part of no graph.

@@ -328,6 +328,9 @@ static void test_vjp(void) {
         ag_tensor g = SENTINEL;
         CHECK_OK(ag_tensor_grad(&g, prim[0]));
         CHECKF(g == AG_NULL_TENSOR, "ag_vjp accumulated into W's .grad");
+        bool rg = true;
+        CHECK_OK(ag_tensor_requires_grad(&rg, out));
+        CHECKF(!rg, "ag_vjp's output carries history");
         FREE(out, grads[0], grads[1]);
     }
     FREE(cot);
