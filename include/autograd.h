@@ -723,8 +723,9 @@ ag_status ag_jvp(ag_tensor *output, ag_tensor *output_tangent, ag_build_fn build
  * f(primals), and grads[k] = the gradient of sum(f(primals) * cotangent) with respect to primal
  * k, of its shape and dtype (zeros for a primal f does not use), for k < nprimals: grads must
  * have room for nprimals handles. The cotangent has f's output shape and dtype. The results
- * carry no history (inside a forward-mode pass they carry their tangents), and no .grad is
- * touched: primals are differentiated through aliases.
+ * carry no history (inside a forward-mode pass they carry their tangents). The primals are
+ * differentiated as values (build gets new tensors that share their values but not their
+ * graphs): no .grad is touched, no hook of theirs runs.
  * Errors (besides the common ones): AG_ERR_ARGUMENT (output or grads NULL, primals NULL,
  * nprimals < 1), AG_ERR_SHAPE / AG_ERR_DTYPE (a cotangent whose shape / dtype differs from f's
  * output). */
@@ -745,7 +746,7 @@ enum {
  * its shape and dtype), or once when input is empty. No history.
  * Errors (besides the common ones): AG_ERR_ARGUMENT (jacobian NULL, a mode other than
  * AG_JACOBIAN_REVERSE / AG_JACOBIAN_FORWARD), AG_ERR_SHAPE (a Jacobian of rank above
- * AG_MAX_NDIM, or of more elements than int64 counts: found after f's first call, before any
+ * AG_MAX_NDIM, or whose non-zero extents multiply past int64: found after f's first call, before any
  * derivative is computed), AG_ERR_STATE (called inside a forward-mode pass, in either mode:
  * assembled from values, its result would carry no tangent). */
 ag_status ag_jacobian(ag_tensor *jacobian, ag_build_fn build, void *user_data, ag_tensor input,
@@ -766,8 +767,9 @@ ag_status ag_hvp(ag_tensor *product, ag_build_fn build, void *user_data, ag_tens
  * build is called that many times (never for an empty input), and its one-element output must
  * keep its shape and dtype.
  * Errors (besides the common ones): AG_ERR_ARGUMENT (hessian NULL), AG_ERR_SHAPE (input of
- * rank above AG_MAX_NDIM / 2; f's first output not of one element), AG_ERR_STATE (inside
- * another forward-mode pass). */
+ * rank above AG_MAX_NDIM / 2, or an empty input whose other extents make the Hessian's count
+ * overflow int64: both before build is called; f's first output not of one element),
+ * AG_ERR_STATE (inside another forward-mode pass). */
 ag_status ag_hessian(ag_tensor *hessian, ag_build_fn build, void *user_data, ag_tensor input);
 
 /* ------------------------------------------------------------------------------------------ */

@@ -50,8 +50,11 @@ public enum Transforms {
     /// computes them, and handed out detached with their tangents.
     public static func vjp(_ f: ([Tensor]) throws -> [Tensor], primals: [Tensor], cotangents: [Tensor],
                            createGraph: Bool = false) throws -> (outputs: [Tensor], gradients: [Tensor]) {
+        // Primals are differentiated as values, through new leaves: their own graphs (hooks,
+        // parts already released) are not involved. With createGraph a primal that requires grad
+        // is used itself, so the gradients are differentiable with respect to it.
         let inputs = try primals.map { p -> Tensor in
-            if p.requiresGrad { return p }
+            if p.requiresGrad && createGraph { return p }
             let x = p.detach()
             try x.setRequiresGrad(true)
             x.tangentBox = p.tangentBox  // inside a jvp, the primal's tangent goes on through f
