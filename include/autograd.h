@@ -722,13 +722,16 @@ ag_status ag_jvp(ag_tensor *output, ag_tensor *output_tangent, ag_build_fn build
 /* f(primals) and the vector-Jacobian product (reverse mode, one backward pass): *output =
  * f(primals), and grads[k] = the gradient of sum(f(primals) * cotangent) with respect to primal
  * k, of its shape and dtype (zeros for a primal f does not use), for k < nprimals: grads must
- * have room for nprimals handles. The cotangent has f's output shape and dtype. The results
- * carry no history (inside a forward-mode pass they carry their tangents). The primals are
- * differentiated as values (build gets new tensors that share their values but not their
- * graphs): no .grad is touched, no hook of theirs runs.
+ * have room for nprimals handles. The cotangent has f's output shape and dtype. No .grad is
+ * touched. Where a primal requires grad and grad mode is on, the results carry history, so
+ * ag_backward or ag_grad can differentiate them again (reverse over reverse), as ag_grad with
+ * create_graph would: build gets that primal itself, its hooks run, and one whose history an
+ * earlier backward released is AG_ERR_STATE. Otherwise the results carry no history (inside a
+ * forward-mode pass they carry their tangents) and the primals are differentiated as values
+ * (build gets new tensors sharing their values, not their graphs).
  * Errors (besides the common ones): AG_ERR_ARGUMENT (output or grads NULL, primals NULL,
  * nprimals < 1), AG_ERR_SHAPE / AG_ERR_DTYPE (a cotangent whose shape / dtype differs from f's
- * output). */
+ * output), AG_ERR_STATE (a primal requiring grad whose history was released, above). */
 ag_status ag_vjp(ag_tensor *output, ag_tensor *grads, ag_build_fn build, void *user_data, const ag_tensor *primals,
                  int64_t nprimals, ag_tensor cotangent);
 

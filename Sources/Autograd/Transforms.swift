@@ -44,15 +44,14 @@ public enum Transforms {
 
     /// f(primals) and the gradients of Σₖ⟨outputs[k], cotangents[k]⟩ with respect to each
     /// primal (zeros for a primal the outputs do not depend on). With `createGraph` the
-    /// gradients are recorded (differentiable again) and the outputs keep their graph; without,
-    /// neither has history. Inside a forward-mode pass (a vjp in a
-    /// jvp's function) the gradients carry their tangents: they are computed recorded, as hvp
-    /// computes them, and handed out detached with their tangents.
+    /// gradients are recorded and the outputs keep their graph, both differentiable again, with
+    /// respect to the primals that require grad (used themselves, as by `gradients`); without,
+    /// neither has history, and every primal is differentiated as a value (through a new leaf:
+    /// its own graph and hooks are not involved). Inside a forward-mode pass (a vjp in a jvp's
+    /// function) the gradients carry their tangents: they are computed recorded, as hvp
+    /// computes them. No result shares memory with a primal or a cotangent.
     public static func vjp(_ f: ([Tensor]) throws -> [Tensor], primals: [Tensor], cotangents: [Tensor],
                            createGraph: Bool = false) throws -> (outputs: [Tensor], gradients: [Tensor]) {
-        // Primals are differentiated as values, through new leaves: their own graphs (hooks,
-        // parts already released) are not involved. With createGraph a primal that requires grad
-        // is used itself, so the gradients are differentiable with respect to it.
         let inputs = try primals.map { p -> Tensor in
             if p.requiresGrad && createGraph { return p }
             let x = p.detach()
@@ -71,8 +70,7 @@ public enum Transforms {
         }
         // Outputs that do not depend on the inputs add nothing.
         let live = outputs.indices.filter { outputs[$0].requiresGrad }
-        let keepTangents = ForwardMode.isRunning && !createGraph
-        let record = createGraph || keepTangents
+        let record = createGraph || ForwardMode.isRunning
         var grads = [Tensor?](repeating: nil, count: inputs.count)
         if !live.isEmpty {
             grads = try GradMode.with(enabled: record ? true : GradMode.isEnabled) {
@@ -80,18 +78,15 @@ public enum Transforms {
                                      retainGraph: record, createGraph: record, allowUnused: true)
             }
         }
+        let given = primals + cotangents
         let gradients = try zip(inputs, grads).map { x, g -> Tensor in
             guard let g else { return try Tensor.zeros(x.shape, dtype: x.dtype) }
-            guard keepTangents else { return g }
-            // Recorded gradients may be a seed or an input itself: hand out values of their own.
-            let shared = (cotangents + primals).contains { $0.storage === g.storage }
-            guard shared else { return detachedKeepingTangent(g) }
-            let own = try g.copy()
-            own.tangentBox = g.tangentBox
-            return own
+            guard record else { return g }  // handed out owned by `gradients`
+            // A recorded gradient may be a cotangent or a primal itself: then a recorded copy
+            // (which derives its tangent too).
+            let own = given.contains { $0.storage === g.storage } ? try g * 1 : g
+            return createGraph ? own : detachedKeepingTangent(own)
         }
-        // Without createGraph the outputs' graph is of no more use (released, unless tangents
-        // were kept): hand them out without history, as the gradients.
         return (createGraph ? outputs : outputs.map(detachedKeepingTangent), gradients)
     }
 

@@ -51,8 +51,10 @@ public func ag_vjp(_ output: UnsafeMutablePointer<UInt64>?, _ grads: UnsafeMutab
         let xs = try Arg.tensorList(primals, nprimals, "primals", count: "nprimals")
         let c = try Arg.tensor(cotangent, "cotangent")
         try MemoryReserve.ensureArmed()
+        // Differentiable again where a primal requires grad, as a jvp's results are.
+        let record = GradMode.isEnabled && xs.contains { $0.requiresGrad }
         let (ys, gs) = try BuildFunction.nested("ag_vjp") {
-            try Transforms.vjp({ try [f($0)] }, primals: xs, cotangents: [c])
+            try Transforms.vjp({ try [f($0)] }, primals: xs, cotangents: [c], createGraph: record)
         }
         try handOut([ys[0]] + gs, to: [outY] + gs.indices.map { outG + $0 })
     }

@@ -6,8 +6,9 @@
  *   jvp         sin(x) * y (float64 and float32): tangent cos(x) tx y + sin(x) ty; a constant
  *               function (zero tangent); the identity (the tangent is a copy of the one given);
  *               reverse over forward: ag_backward through the tangent of sin(x) gives -sin(x) t.
- *   vjp         tanh(W @ x): grads W^T (c (1 - y^2)) and (c (1 - y^2)) x^T; an unused primal gets
- *               zeros; primals that require grad keep their .grad untouched.
+ *   vjp         tanh(W @ x): grads W^T (c (1 - y^2)) and (c (1 - y^2)) x^T, with history where W
+ *               requires grad (none under grad mode off); an unused primal gets zeros; .grad is
+ *               never touched; reverse over reverse: d/dx sum(cos(x) c) = -sin(x) c.
  *   jacobian    A @ x (a 2 x 3 constant A): J = A, both modes; sin(x) * x on a 2 x 2 input:
  *               a [2, 2, 2, 2] diagonal; x^3 on a 0-d input; an empty input in forward mode.
  *   hvp, hessian  sum(x^3): H = diag(6 x), H v = 6 x v; sum(x * (A @ x)) = x^T A x: H = A + A^T;
@@ -328,12 +329,41 @@ static void test_vjp(void) {
         ag_tensor g = SENTINEL;
         CHECK_OK(ag_tensor_grad(&g, prim[0]));
         CHECKF(g == AG_NULL_TENSOR, "ag_vjp accumulated into W's .grad");
-        bool rg = true;
-        CHECK_OK(ag_tensor_requires_grad(&rg, out));
-        CHECKF(!rg, "ag_vjp's output carries history");
+        bool rg = false;
+        CHECK_OK(ag_tensor_requires_grad(&rg, grads[1]));
+        CHECKF(rg, "dx = W^T r depends on W, which requires grad: it carries history");
         FREE(out, grads[0], grads[1]);
     }
+    /* With grad mode off nothing carries history. */
+    bool prev = true;
+    CHECK_OK(ag_set_grad_enabled(&prev, false));
+    c = (Ctx){.fn = F_TANH_MATVEC};
+    if (CHECK_OK(ag_vjp(&out, grads, build, &c, prim, 2, cot))) {
+        bool rg = true, rg2 = true;
+        CHECK_OK(ag_tensor_requires_grad(&rg, out));
+        CHECK_OK(ag_tensor_requires_grad(&rg2, grads[1]));
+        CHECKF(!rg && !rg2, "ag_vjp under grad mode off gave results with history");
+        EXPECT_TENSOR(grads[1], SHAPE(3), want_dx, "vjp dx under grad mode off");
+        FREE(out, grads[0], grads[1]);
+    }
+    CHECK_OK(ag_set_grad_enabled(NULL, prev));
     FREE(cot);
+
+    /* Reverse over reverse: x requires grad, g = cos(x) c, and d/dx sum(g) = -sin(x) c. */
+    double xs[3], cs[3], want_xx[3];
+    fill(xs, 3, 0.4);
+    fill(cs, 3, 1.3);
+    for (int k = 0; k < 3; k++) want_xx[k] = -sin(xs[k]) * cs[k];
+    ag_tensor xr = MAKE_RG(xs, SHAPE(3)), cr = MAKE(cs, SHAPE(3)), gx = AG_NULL_TENSOR;
+    c = (Ctx){.fn = F_SIN};
+    if (CHECK_OK(ag_vjp(&out, &gx, build, &c, &xr, 1, cr))) {
+        ag_tensor s = AG_NULL_TENSOR, g = AG_NULL_TENSOR;
+        if (CHECK_OK(ag_sum(&s, gx, NULL, 0, false)) && CHECK_OK(ag_backward(s, AG_NULL_TENSOR, false, false)) &&
+            CHECK_OK(ag_tensor_grad(&g, xr)) && CHECK(g != AG_NULL_TENSOR))
+            EXPECT_TENSOR(g, SHAPE(3), want_xx, "d/dx of the vjp gradient cos(x) c (reverse over reverse)");
+        FREE(out, gx, s, g);
+    }
+    FREE(xr, cr);
 
     /* A primal the function does not use gets zeros. */
     ag_tensor cot2 = MAKE(D(1.0, -1.0, 2.0), SHAPE(3));

@@ -2832,6 +2832,10 @@ static void op_transform(Rd *r) {
             break;
         case 1: /* vjp: f first, then the cotangent against its output */
             allowed = broken ? M_CB : vi.dtype != xi.dtype ? M_DTYPE : !yshape ? M_SHAPE : M_OK;
+            if (xi.rg && grad_on) { /* x itself is differentiated (create_graph) */
+                allowed |= M_STATE;  /* its history may have been released */
+                if (g_any_hook) allowed = M_ANY; /* its hooks run */
+            }
             break;
         case 2: /* jacobian: f first, then the result's shape (rank, count) */
             if (mode != AG_JACOBIAN_REVERSE && mode != AG_JACOBIAN_FORWARD) allowed = M_ARG;

@@ -52,6 +52,7 @@ class LibraryNotFoundError(ImportError):
 ag_status = c_int32
 ag_dtype = c_int32
 ag_init = c_int32
+ag_jacobian_mode = c_int32
 ag_tensor = c_uint64
 ag_optimizer = c_uint64
 P_tensor = POINTER(c_uint64)
@@ -186,6 +187,12 @@ PROTOTYPES = {
          _PT, _I, _D, _D, _D],
     ),
     "ag_graph_to_dot": (_S, [c_char_p, _I, _PI, _T]),
+    # function transforms
+    "ag_jvp": (_S, [_PT, _PT, BUILD_FN, c_void_p, _PT, _I, _PT]),
+    "ag_vjp": (_S, [_PT, _PT, BUILD_FN, c_void_p, _PT, _I, _T]),
+    "ag_jacobian": (_S, [_PT, BUILD_FN, c_void_p, _T, ag_jacobian_mode]),
+    "ag_hvp": (_S, [_PT, BUILD_FN, c_void_p, _T, _T]),
+    "ag_hessian": (_S, [_PT, BUILD_FN, c_void_p, _T]),
     # initialisers and optimizers
     "ag_tensor_init": (_S, [_PT, _PI, _I, ag_init, c_uint64, ag_dtype]),
     "ag_optimizer_sgd": (_S, [POINTER(ag_optimizer), _PT, _I, _D, _D, _B, _D]),
