@@ -732,8 +732,8 @@ ag_status ag_jvp(ag_tensor *output, ag_tensor *output_tangent, ag_build_fn build
  * Errors (besides the common ones): AG_ERR_ARGUMENT (output or grads NULL, primals NULL,
  * nprimals < 1), AG_ERR_SHAPE / AG_ERR_DTYPE (a cotangent whose shape / dtype differs from f's
  * output), AG_ERR_STATE (a primal requiring grad whose history was released, above). */
-ag_status ag_vjp(ag_tensor *output, ag_tensor *grads, ag_build_fn build, void *user_data, const ag_tensor *primals,
-                 int64_t nprimals, ag_tensor cotangent);
+ag_status ag_vjp(ag_tensor *output, ag_tensor *grads, ag_build_fn build, void *user_data,
+                 const ag_tensor *primals, int64_t nprimals, ag_tensor cotangent);
 
 /* How ag_jacobian computes: one backward pass per element of f's output, or one forward-mode
  * pass per element of the input (the cheaper when the input has fewer elements). */
@@ -749,9 +749,9 @@ enum {
  * its shape and dtype), or once when input is empty. No history.
  * Errors (besides the common ones): AG_ERR_ARGUMENT (jacobian NULL, a mode other than
  * AG_JACOBIAN_REVERSE / AG_JACOBIAN_FORWARD), AG_ERR_SHAPE (a Jacobian of rank above
- * AG_MAX_NDIM, or whose non-zero extents multiply past int64: found after f's first call, before any
- * derivative is computed), AG_ERR_STATE (called inside a forward-mode pass, in either mode:
- * assembled from values, its result would carry no tangent). */
+ * AG_MAX_NDIM, or whose non-zero extents multiply past int64: found after f's first call,
+ * before any derivative is computed), AG_ERR_STATE (called inside a forward-mode pass, in either
+ * mode: assembled from values, its result would carry no tangent). */
 ag_status ag_jacobian(ag_tensor *jacobian, ag_build_fn build, void *user_data, ag_tensor input,
                       ag_jacobian_mode mode);
 
