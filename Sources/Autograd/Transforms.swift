@@ -134,7 +134,8 @@ public enum Transforms {
                     jac = m
                 }
             }
-            return jac!
+            guard let jac else { throw AutogradError.internal("jacobian: no column was computed for \(n) elements") }
+            return jac
         }
     }
 
