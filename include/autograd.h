@@ -674,11 +674,13 @@ ag_status ag_tensor_remove_hook(ag_tensor t, int64_t id);
 /* Gradient checking and graph pictures                                                       */
 /* ------------------------------------------------------------------------------------------ */
 
-/* Builds the function to check: reads `inputs` (borrowed; do not free them) and writes a new
- * tensor handle to *out (the library frees it; *out may also be one of the inputs, for the
- * identity). The output must be float64, of any shape, and of the same shape on every call.
- * Non-zero return: a failure (AG_ERR_CALLBACK); a handle left in *out is freed then too.
- * user_data is passed through untouched; the library never frees it. */
+/* A function of tensors, given to ag_gradcheck and to the function transforms (ag_jvp, ag_vjp,
+ * ag_jacobian, ag_hvp, ag_hessian), which call it on this thread, once or many times: it reads
+ * `inputs` (borrowed; do not free them) and writes a new tensor handle to *out (the library
+ * frees it; *out may also be one of the inputs, for the identity). Its output must have the same
+ * shape and dtype on every call of one ag_gradcheck / ag_jacobian / ag_hessian (ag_gradcheck
+ * also wants float64). Non-zero return: a failure (AG_ERR_CALLBACK); a handle left in *out is
+ * freed then too. user_data is passed through untouched; the library never frees it. */
 typedef int32_t (*ag_build_fn)(ag_tensor *out, const ag_tensor *inputs, int64_t ninputs, void *user_data);
 
 /* Checks the analytic gradient of build(inputs) against central finite differences with step
@@ -689,7 +691,8 @@ typedef int32_t (*ag_build_fn)(ag_tensor *out, const ag_tensor *inputs, int64_t 
  * values (every output pointer but `passed` may be NULL).
  * The analytic gradient is recorded whatever this thread's grad mode, so ag_gradcheck works
  * under ag_set_grad_enabled(false) and from inside another ag_gradcheck's build function (at
- * most 8 ag_gradcheck calls active on one thread at once: a ninth fails with AG_ERR_STATE).
+ * most 8 calls that run build functions, ag_gradcheck and the function transforms counted
+ * together, active on one thread at once: a ninth fails with AG_ERR_STATE).
  * Errors: AG_ERR_ARGUMENT (build or passed NULL, inputs NULL, ninputs < 1, eps <= 0, atol or
  * rtol < 0), AG_ERR_INVALID_HANDLE, AG_ERR_DTYPE (an input not float64), AG_ERR_STATE (a ninth
  * nested call), and AG_ERR_CALLBACK whenever build breaks its contract, the message saying
@@ -711,6 +714,105 @@ ag_status ag_gradcheck(bool *passed, int64_t *worst_input, int64_t *worst_index,
  * length. Errors: AG_ERR_ARGUMENT (length NULL, capacity < 0, out NULL with capacity > 0),
  * AG_ERR_INVALID_HANDLE. */
 ag_status ag_graph_to_dot(char *out, int64_t capacity, int64_t *length, ag_tensor root);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Function transforms                                                                        */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Derivatives of a function given as an ag_build_fn (above), as JAX's jvp, vjp, jacrev /
+ * jacfwd, hessian and torch.func's hvp: the library calls build on tensors of its own (aliases
+ * of the inputs, carrying tangents in forward mode) as often as the transform needs, on this
+ * thread. Forward mode (ag_jvp, ag_hvp, ag_hessian, ag_jacobian with AG_JACOBIAN_FORWARD) sends
+ * tangents through every operation the function calls; reverse mode runs backward passes
+ * through the graph the function records (whatever this thread's grad mode: it is turned on
+ * while build runs in reverse mode). The results are new handles, yours to free. Derivatives
+ * (tangents, gradients, Jacobians, Hessians and their products) share no memory with a tensor
+ * you passed in; the *output of ag_jvp and ag_vjp is what build returned (for the identity, a
+ * tensor sharing the primal's values, as ag_detach gives).
+ *
+ * Errors common to all five: AG_ERR_ARGUMENT (an output pointer NULL, build NULL),
+ * AG_ERR_INVALID_HANDLE (an input handle), AG_ERR_OUT_OF_MEMORY, and AG_ERR_CALLBACK whenever
+ * build breaks its contract, the message saying how: it returned non-zero (quoting the message
+ * of its own failed call, if any), wrote no handle or one that is not a live tensor handle,
+ * freed one of its borrowed inputs, or (ag_jacobian in forward mode, ag_hessian) gave an output
+ * whose shape or dtype differs from its first call's ("the function's output changed between
+ * calls"). AG_ERR_STATE: called from a build function while 8 calls that run build functions
+ * (ag_gradcheck and these, counted together) are active on this thread; and ag_jvp, ag_hvp,
+ * ag_hessian or ag_jacobian called while a forward-mode pass runs on this thread, i.e. from the
+ * build function of ag_jvp, ag_hvp, ag_hessian or forward-mode ag_jacobian ("a forward-mode pass
+ * is already running on this thread"). Reverse mode may nest inside forward mode: ag_vjp there
+ * gives gradients that carry their tangents (a jvp of a vjp is a Hessian-vector product), as
+ * does ag_grad with create_graph. Also any error of a backward pass the transform runs (a hook
+ * failing). On every failure nothing is written to the outputs and the library leaks no
+ * handle. */
+
+/* f(primals) and its directional derivative along `tangents` (forward mode, one pass):
+ * *output = f(primals), *output_tangent = sum_k J_k(primals) tangents[k] (J_k the Jacobian of f
+ * with respect to primal k), of f's output shape and dtype; zeros when the output does not
+ * depend on the primals. tangents holds one tensor per primal, of its shape and dtype. Both
+ * results carry history where a primal requires grad and grad mode is on, so ag_backward or
+ * ag_grad can differentiate them again (reverse over forward).
+ * Errors (besides the common ones): AG_ERR_ARGUMENT (output or output_tangent NULL, primals or
+ * tangents NULL, nprimals < 1), AG_ERR_SHAPE / AG_ERR_DTYPE (a tangent whose shape / dtype
+ * differs from its primal's), AG_ERR_STATE (inside another forward-mode pass). */
+ag_status ag_jvp(ag_tensor *output, ag_tensor *output_tangent, ag_build_fn build, void *user_data,
+                 const ag_tensor *primals, int64_t nprimals, const ag_tensor *tangents);
+
+/* f(primals) and the vector-Jacobian product (reverse mode, one backward pass): *output =
+ * f(primals), and grads[k] = the gradient of sum(f(primals) * cotangent) with respect to primal
+ * k, of its shape and dtype (zeros for a primal f does not use), for k < nprimals: grads must
+ * have room for nprimals handles. The cotangent has f's output shape and dtype. No .grad is
+ * touched. Where a primal requires grad and grad mode is on, the results carry history, so
+ * ag_backward or ag_grad can differentiate them again (reverse over reverse), as ag_grad with
+ * create_graph would: build gets that primal itself, its hooks run, and one whose history an
+ * earlier backward released is AG_ERR_STATE. Otherwise the results carry no history (inside a
+ * forward-mode pass they carry their tangents) and the primals are differentiated as values
+ * (build gets new tensors sharing their values, not their graphs).
+ * Errors (besides the common ones): AG_ERR_ARGUMENT (output or grads NULL, primals NULL,
+ * nprimals < 1), AG_ERR_SHAPE / AG_ERR_DTYPE (a cotangent whose shape / dtype differs from f's
+ * output), AG_ERR_STATE (a primal requiring grad whose history was released, above). */
+ag_status ag_vjp(ag_tensor *output, ag_tensor *grads, ag_build_fn build, void *user_data,
+                 const ag_tensor *primals, int64_t nprimals, ag_tensor cotangent);
+
+/* How ag_jacobian computes: one backward pass per element of f's output, or one forward-mode
+ * pass per element of the input (the cheaper when the input has fewer elements). */
+typedef int32_t ag_jacobian_mode;
+enum {
+    AG_JACOBIAN_REVERSE = 1, /* as jax.jacrev */
+    AG_JACOBIAN_FORWARD = 2  /* as jax.jacfwd */
+};
+
+/* The Jacobian of f at `input`: a tensor of shape f(input).shape + input.shape (rank at most
+ * AG_MAX_NDIM), in f's output dtype, whose element [i..., j...] is d f[i...] / d input[j...].
+ * Reverse mode calls build once; forward mode once per element of input (f's output must keep
+ * its shape and dtype), or once when input is empty. No history.
+ * Errors (besides the common ones): AG_ERR_ARGUMENT (jacobian NULL, a mode other than
+ * AG_JACOBIAN_REVERSE / AG_JACOBIAN_FORWARD), AG_ERR_SHAPE (a Jacobian of rank above
+ * AG_MAX_NDIM, or whose non-zero extents multiply past int64: found after f's first call,
+ * before any derivative is computed), AG_ERR_STATE (called inside a forward-mode pass, in either
+ * mode: assembled from values, its result would carry no tangent). */
+ag_status ag_jacobian(ag_tensor *jacobian, ag_build_fn build, void *user_data, ag_tensor input,
+                      ag_jacobian_mode mode);
+
+/* The Hessian-vector product H v of a scalar f at `input` (H the Hessian of f there), by
+ * forward over reverse (the tangent of f's gradient along v, in one pass, without forming H):
+ * a tensor of input's shape and dtype, no history. f's output must have one element (a 0-d
+ * tensor, or any shape of one element); v has input's shape and dtype.
+ * Errors (besides the common ones): AG_ERR_ARGUMENT (product NULL), AG_ERR_SHAPE (v's shape
+ * differs from input's; f's output has more or fewer than one element), AG_ERR_DTYPE (v's
+ * dtype differs), AG_ERR_STATE (inside another forward-mode pass). */
+ag_status ag_hvp(ag_tensor *product, ag_build_fn build, void *user_data, ag_tensor input, ag_tensor v);
+
+/* The Hessian of a scalar f at `input`: a tensor of shape input.shape + input.shape (so input
+ * has rank at most AG_MAX_NDIM / 2), in input's dtype, no history, element [i..., j...] =
+ * d^2 f / d input[i...] d input[j...]. One forward-over-reverse product per element of input:
+ * build is called that many times (never for an empty input), and its one-element output must
+ * keep its shape and dtype.
+ * Errors (besides the common ones): AG_ERR_ARGUMENT (hessian NULL), AG_ERR_SHAPE (input of
+ * rank above AG_MAX_NDIM / 2, or an empty input whose other extents make the Hessian's count
+ * overflow int64: both before build is called; f's first output not of one element),
+ * AG_ERR_STATE (inside another forward-mode pass). */
+ag_status ag_hessian(ag_tensor *hessian, ag_build_fn build, void *user_data, ag_tensor input);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Training: initialisers and optimizers                                                      */
@@ -1069,6 +1171,43 @@ ag_status ag_optimizer_free(ag_optimizer opt);
  *       (an optimizer step, ag_tensor_copy_)
  *       -> AG_ERR_STATE  "a value saved by 'mul' for backward was modified in place after it was
  *          saved" (no gradient is accumulated by the refused pass)
+ *
+ * Function transforms
+ *  B99  ag_jvp with a tangent whose shape or dtype differs from its primal's
+ *       -> AG_ERR_SHAPE  "tangent 1 has shape [2] but its primal has shape [3]";
+ *          AG_ERR_DTYPE  "tangent 0 is float32 but its primal is float64" (build is not called)
+ *  B100 ag_vjp with a cotangent whose shape or dtype differs from the function's output
+ *       -> AG_ERR_SHAPE  "the cotangent has shape [2] but the function's output has shape [3]";
+ *          AG_ERR_DTYPE  "the cotangent is float32 but the function's output is float64"
+ *  B101 ag_hvp with a v whose shape or dtype differs from the input's
+ *       -> AG_ERR_SHAPE  "v has shape [2] but the input has shape [3]";
+ *          AG_ERR_DTYPE  "v is float32 but the input is float64" (build is not called)
+ *  B102 ag_hvp or ag_hessian of a function whose output has more than one element (or none)
+ *       -> AG_ERR_SHAPE  "the function must return one element (a scalar), it returned shape [3]"
+ *  B103 a transform (ag_jvp, ag_vjp, ag_jacobian, ag_hvp, ag_hessian) whose build function
+ *       returns non-zero (3), returns 0 without writing *out, writes a made-up handle, or frees
+ *       its borrowed input
+ *       -> AG_ERR_CALLBACK  "the build function returned 3", "wrote no tensor handle to *out",
+ *          "is not a live tensor handle", "freed its input handle 0"
+ *  B104 ag_jacobian in forward mode, or ag_hessian, whose build function's output changes shape
+ *       or dtype on a later call
+ *       -> AG_ERR_CALLBACK  "the function's output changed between calls: float64 [] on call 1,
+ *          float64 [2] on call 2"
+ *  B105 ag_jvp, ag_hvp, ag_hessian or ag_jacobian (either mode) called from the build function of
+ *       ag_jvp (or of ag_hvp, ag_hessian, forward-mode ag_jacobian)
+ *       -> AG_ERR_STATE  "a forward-mode pass is already running on this thread" (the outer
+ *          call then fails with AG_ERR_CALLBACK quoting it, if build returns non-zero)
+ *  B106 ag_jacobian with an unknown mode (0, 3, INT32_MIN)
+ *       -> AG_ERR_ARGUMENT  "unknown Jacobian mode 3 (use AG_JACOBIAN_REVERSE = 1 or
+ *          AG_JACOBIAN_FORWARD = 2)"
+ *  B107 a Jacobian or Hessian of rank above AG_MAX_NDIM: ag_jacobian of a rank-5 function of a
+ *       rank-5 input, ag_hessian of a rank-5 input
+ *       -> AG_ERR_SHAPE  "the result's shape [1, 1, 1, 1, 2, 1, 1, 1, 1, 2] has rank 10, more
+ *          than the 8 allowed" (before any derivative is computed)
+ *  B108 ag_jvp / ag_vjp with primals or tangents NULL, nprimals < 1, or output, output_tangent,
+ *       grads NULL; any transform with build NULL
+ *       -> AG_ERR_ARGUMENT  "tangents is NULL but nprimals is 1", "at least one tensor is
+ *          needed, nprimals is 0", "the output pointer 'grads' is NULL", "build is NULL"
  */
 
 #ifdef __cplusplus

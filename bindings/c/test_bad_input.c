@@ -1644,6 +1644,197 @@ static bool b98(void) { /* a backward through values written in place since they
 }
 
 /* ========================================================================================== */
+/* Function transforms                                                                        */
+/* ========================================================================================== */
+
+/* sin(x): one build function for the transforms' entries; user_data counts its calls. */
+static int32_t build_sin(ag_tensor *out, const ag_tensor *inputs, int64_t ninputs, void *user_data) {
+    (void)ninputs;
+    if (user_data) ++*(int *)user_data;
+    return ag_sin(out, inputs[0]);
+}
+
+/* Each way a build function breaks its contract (B103), chosen by *(int *)user_data. */
+static int32_t build_broken(ag_tensor *out, const ag_tensor *inputs, int64_t ninputs, void *user_data) {
+    (void)ninputs;
+    switch (*(int *)user_data) {
+    case 0: return 3;
+    case 1: return 0; /* nothing written */
+    case 2: *out = (ag_tensor)0x0123456789ABCDEFULL; return 0;
+    default: {
+        int32_t st = ag_mul(out, inputs[0], inputs[0]);
+        ag_tensor_free(inputs[0]);
+        return st;
+    }
+    }
+}
+
+/* sum(x^2) on its first call, then 2 x (more elements): changes its output (B104). */
+static int32_t build_grows(ag_tensor *out, const ag_tensor *inputs, int64_t ninputs, void *user_data) {
+    int *calls = user_data;
+    if (++*calls == 1) return build_square_sum(out, inputs, ninputs, NULL);
+    return ag_mul_scalar(out, inputs[0], 2.0);
+}
+
+/* Calls a forward-mode transform (chosen by *(int *)user_data) on its input, and returns that
+ * call's status (B105). */
+static int32_t build_forward_inside(ag_tensor *out, const ag_tensor *inputs, int64_t ninputs, void *user_data) {
+    (void)ninputs;
+    int which = *(int *)user_data;
+    ag_tensor y = AG_NULL_TENSOR;
+    ag_status st;
+    switch (which) {
+    case 0: st = ag_jvp(&y, out, build_square_sum, NULL, inputs, 1, inputs); break;
+    case 1: st = ag_hvp(out, build_square_sum, NULL, inputs[0], inputs[0]); break;
+    case 2: st = ag_hessian(out, build_square_sum, NULL, inputs[0]); break;
+    case 3: st = ag_jacobian(out, build_sin, NULL, inputs[0], AG_JACOBIAN_REVERSE); break;
+    default: st = ag_jacobian(out, build_sin, NULL, inputs[0], AG_JACOBIAN_FORWARD); break;
+    }
+    if (y) ag_tensor_free(y);
+    return st;
+}
+
+static bool b99(void) { /* ag_jvp: a tangent of another shape or dtype than its primal */
+    ag_tensor x = vec64(3, (double[]){1, 2, 3}), t2 = vec64(2, (double[]){1, 1}), t32 = full((int64_t[]){3}, 1, 1, AG_FLOAT32);
+    ag_tensor o = SENT_HANDLE, ot = SENT_HANDLE;
+    int calls = 0;
+    bool ok = EXPECT(ag_jvp(&o, &ot, build_sin, &calls, (ag_tensor[]){x, x}, 2, (ag_tensor[]){x, t2}), AG_ERR_SHAPE,
+                     "ag_jvp: tangent 1 has shape [2] but its primal has shape [3]");
+    ok &= EXPECT(ag_jvp(&o, &ot, build_sin, &calls, &x, 1, &t32), AG_ERR_DTYPE,
+                 "tangent 0 is float32 but its primal is float64");
+    ok &= CHECK(o == SENT_HANDLE && ot == SENT_HANDLE && calls == 0);
+    release(x), release(t2), release(t32);
+    return ok;
+}
+
+static bool b100(void) { /* ag_vjp: a cotangent of another shape or dtype than the output */
+    ag_tensor x = vec64(3, (double[]){1, 2, 3}), c2 = vec64(2, (double[]){1, 1}), c32 = full((int64_t[]){3}, 1, 1, AG_FLOAT32);
+    ag_tensor o = SENT_HANDLE, g = SENT_HANDLE;
+    bool ok = EXPECT(ag_vjp(&o, &g, build_sin, NULL, &x, 1, c2), AG_ERR_SHAPE,
+                     "ag_vjp: the cotangent has shape [2] but the function's output has shape [3]");
+    ok &= EXPECT(ag_vjp(&o, &g, build_sin, NULL, &x, 1, c32), AG_ERR_DTYPE,
+                 "the cotangent is float32 but the function's output is float64");
+    ok &= CHECK(o == SENT_HANDLE && g == SENT_HANDLE);
+    release(x), release(c2), release(c32);
+    return ok;
+}
+
+static bool b101(void) { /* ag_hvp: v of another shape or dtype than the input */
+    ag_tensor x = vec64(3, (double[]){1, 2, 3}), v2 = vec64(2, (double[]){1, 1}), v32 = full((int64_t[]){3}, 1, 1, AG_FLOAT32);
+    ag_tensor o = SENT_HANDLE;
+    bool ok = EXPECT(ag_hvp(&o, build_square_sum, NULL, x, v2), AG_ERR_SHAPE,
+                     "ag_hvp: v has shape [2] but the input has shape [3]");
+    ok &= EXPECT(ag_hvp(&o, build_square_sum, NULL, x, v32), AG_ERR_DTYPE, "v is float32 but the input is float64");
+    ok &= CHECK(o == SENT_HANDLE);
+    release(x), release(v2), release(v32);
+    return ok;
+}
+
+static bool b102(void) { /* ag_hvp / ag_hessian of a function of more than one element */
+    ag_tensor x = vec64(3, (double[]){1, 2, 3});
+    ag_tensor o = SENT_HANDLE;
+    bool ok = EXPECT(ag_hvp(&o, build_sin, NULL, x, x), AG_ERR_SHAPE,
+                     "ag_hvp: the function must return one element (a scalar), it returned shape [3]");
+    ok &= EXPECT(ag_hessian(&o, build_sin, NULL, x), AG_ERR_SHAPE,
+                 "ag_hessian: the function must return one element (a scalar), it returned shape [3]");
+    ok &= CHECK(o == SENT_HANDLE);
+    release(x);
+    return ok;
+}
+
+static bool b103(void) { /* a transform whose build function breaks its contract */
+    static const char *const frags[] = {"the build function returned 3", "wrote no tensor handle to *out",
+                                        "is not a live tensor handle", "freed its input handle 0"};
+    ag_tensor x = vec64(2, (double[]){0.5, 2}), v = vec64(2, (double[]){1, -1});
+    bool ok = true;
+    for (int k = 0; k < 4; k++) {
+        ag_tensor o = SENT_HANDLE, o2 = SENT_HANDLE;
+        ok &= EXPECT(ag_jvp(&o, &o2, build_broken, &k, &x, 1, &v), AG_ERR_CALLBACK, frags[k]);
+        ok &= EXPECT(ag_vjp(&o, &o2, build_broken, &k, &x, 1, v), AG_ERR_CALLBACK, frags[k]);
+        ok &= EXPECT(ag_jacobian(&o, build_broken, &k, x, AG_JACOBIAN_REVERSE), AG_ERR_CALLBACK, frags[k]);
+        ok &= EXPECT(ag_jacobian(&o, build_broken, &k, x, AG_JACOBIAN_FORWARD), AG_ERR_CALLBACK, frags[k]);
+        ok &= EXPECT(ag_hvp(&o, build_broken, &k, x, v), AG_ERR_CALLBACK, frags[k]);
+        ok &= EXPECT(ag_hessian(&o, build_broken, &k, x), AG_ERR_CALLBACK, frags[k]);
+        ok &= CHECK(o == SENT_HANDLE && o2 == SENT_HANDLE);
+    }
+    release(x), release(v);
+    return ok;
+}
+
+static bool b104(void) { /* forward-mode ag_jacobian / ag_hessian: an output that changes between calls */
+    ag_tensor x = vec64(2, (double[]){0.5, 2});
+    ag_tensor o = SENT_HANDLE;
+    int calls = 0;
+    bool ok = EXPECT(ag_jacobian(&o, build_grows, &calls, x, AG_JACOBIAN_FORWARD), AG_ERR_CALLBACK,
+                     "the function's output changed between calls: float64 [] on call 1, float64 [2] on call 2");
+    calls = 0;
+    ok &= EXPECT(ag_hessian(&o, build_grows, &calls, x), AG_ERR_CALLBACK,
+                 "the function's output changed between calls: float64 [] on call 1, float64 [2] on call 2");
+    ok &= CHECK(o == SENT_HANDLE);
+    release(x);
+    return ok;
+}
+
+static bool b105(void) { /* a forward-mode pass inside a forward-mode pass */
+    ag_tensor x = vec64(2, (double[]){0.5, 2}), v = vec64(2, (double[]){1, -1});
+    bool ok = true;
+    for (int k = 0; k < 5; k++) {
+        ag_tensor o = SENT_HANDLE, o2 = SENT_HANDLE;
+        /* The inner call's status is the build function's return value, quoted by the outer call. */
+        ok &= EXPECT(ag_jvp(&o, &o2, build_forward_inside, &k, &x, 1, &v), AG_ERR_CALLBACK,
+                     "returned 5 (its last error: ");
+        ok &= CHECK(strstr(ag_last_error(), "a forward-mode pass is already running on this thread") != NULL);
+        ok &= CHECK(o == SENT_HANDLE && o2 == SENT_HANDLE);
+    }
+    release(x), release(v);
+    return ok;
+}
+
+static bool b106(void) { /* ag_jacobian: an unknown mode */
+    ag_tensor x = vec64(2, (double[]){0.5, 2});
+    ag_tensor o = SENT_HANDLE;
+    bool ok = EXPECT(ag_jacobian(&o, build_sin, NULL, x, 3), AG_ERR_ARGUMENT,
+                     "unknown Jacobian mode 3 (use AG_JACOBIAN_REVERSE = 1 or AG_JACOBIAN_FORWARD = 2)");
+    ok &= EXPECT(ag_jacobian(&o, build_sin, NULL, x, 0), AG_ERR_ARGUMENT, "unknown Jacobian mode 0");
+    ok &= EXPECT(ag_jacobian(&o, build_sin, NULL, x, INT32_MIN), AG_ERR_ARGUMENT, "unknown Jacobian mode -2147483648");
+    ok &= CHECK(o == SENT_HANDLE);
+    release(x);
+    return ok;
+}
+
+static bool b107(void) { /* a Jacobian or Hessian of rank above AG_MAX_NDIM */
+    ag_tensor x = full((int64_t[]){1, 1, 1, 1, 2}, 5, 0.5, AG_FLOAT64);
+    ag_tensor o = SENT_HANDLE;
+    int calls = 0;
+    bool ok = EXPECT(ag_jacobian(&o, build_sin, NULL, x, AG_JACOBIAN_REVERSE), AG_ERR_SHAPE,
+                     "the result's shape [1, 1, 1, 1, 2, 1, 1, 1, 1, 2] has rank 10, more than the 8 allowed");
+    ok &= EXPECT(ag_hessian(&o, build_sin, &calls, x), AG_ERR_SHAPE, "has rank 10, more than the 8 allowed");
+    ok &= CHECK(o == SENT_HANDLE && calls == 0);
+    release(x);
+    return ok;
+}
+
+static bool b108(void) { /* NULL pointers and bad counts in ag_jvp / ag_vjp; build NULL */
+    ag_tensor x = vec64(2, (double[]){0.5, 2});
+    ag_tensor o = SENT_HANDLE, o2 = SENT_HANDLE;
+    bool ok = EXPECT(ag_jvp(&o, &o2, build_sin, NULL, &x, 1, NULL), AG_ERR_ARGUMENT, "tangents is NULL but nprimals is 1");
+    ok &= EXPECT(ag_jvp(&o, &o2, build_sin, NULL, NULL, 1, &x), AG_ERR_ARGUMENT, "primals is NULL but nprimals is 1");
+    ok &= EXPECT(ag_jvp(&o, &o2, build_sin, NULL, &x, 0, &x), AG_ERR_ARGUMENT, "at least one tensor is needed, nprimals is 0");
+    ok &= EXPECT(ag_jvp(&o, NULL, build_sin, NULL, &x, 1, &x), AG_ERR_ARGUMENT, "the output pointer 'output_tangent' is NULL");
+    ok &= EXPECT(ag_vjp(&o, NULL, build_sin, NULL, &x, 1, x), AG_ERR_ARGUMENT, "the output pointer 'grads' is NULL");
+    ok &= EXPECT(ag_vjp(NULL, &o2, build_sin, NULL, &x, 1, x), AG_ERR_ARGUMENT, "the output pointer 'output' is NULL");
+    ok &= EXPECT(ag_vjp(&o, &o2, build_sin, NULL, &x, -1, x), AG_ERR_ARGUMENT, "nprimals is -1");
+    ok &= EXPECT(ag_jvp(&o, &o2, NULL, NULL, &x, 1, &x), AG_ERR_ARGUMENT, "ag_jvp: build is NULL");
+    ok &= EXPECT(ag_vjp(&o, &o2, NULL, NULL, &x, 1, x), AG_ERR_ARGUMENT, "ag_vjp: build is NULL");
+    ok &= EXPECT(ag_jacobian(&o, NULL, NULL, x, AG_JACOBIAN_REVERSE), AG_ERR_ARGUMENT, "ag_jacobian: build is NULL");
+    ok &= EXPECT(ag_hvp(&o, NULL, NULL, x, x), AG_ERR_ARGUMENT, "ag_hvp: build is NULL");
+    ok &= EXPECT(ag_hessian(&o, NULL, NULL, x), AG_ERR_ARGUMENT, "ag_hessian: build is NULL");
+    ok &= CHECK(o == SENT_HANDLE && o2 == SENT_HANDLE);
+    release(x);
+    return ok;
+}
+
+/* ========================================================================================== */
 /* Driver                                                                                     */
 /* ========================================================================================== */
 
@@ -1667,6 +1858,8 @@ static const entry entries[] = {
     {"B78", b78}, {"B79", b79}, {"B80", b80}, {"B81", b81}, {"B82", b82}, {"B83", b83}, {"B84", b84},
     {"B85", b85}, {"B86", b86}, {"B87", b87}, {"B88", b88}, {"B89", b89}, {"B90", b90}, {"B91", b91},
     {"B92", b92}, {"B93", b93}, {"B94", b94}, {"B95", b95}, {"B96", b96}, {"B97", b97}, {"B98", b98},
+    {"B99", b99}, {"B100", b100}, {"B101", b101}, {"B102", b102}, {"B103", b103}, {"B104", b104},
+    {"B105", b105}, {"B106", b106}, {"B107", b107}, {"B108", b108},
 };
 
 /* After every bad input: a correct gradient. f(x, w) = sum((x @ w + 1)^2) for x (2,3), w (3,2);

@@ -1747,6 +1747,12 @@ static int marshal_out(const fsig_t *s, int i, arg_t *a, const char *tok, const 
         }
     } else if (nlhs > 0) {
         count = min = nlhs;
+    } else if (tok[0] == '=' && tok[1] == '[' && find_htype(p->type)) {
+        /* several handles written through one pointer (ag_vjp's grads): as many as listed */
+        toks_t el = {0};
+        split_list(tok + 1, &el);
+        count = min = el.n;
+        toks_free(&el);
     }
     if (count_kw) {
         int64_t v;
@@ -1822,11 +1828,20 @@ static int exec_call(env_t *e, const stmt_t *st) {
     if (!s) return failf("unknown function %s", st->fn);
     bool assign = st->kind == S_ASSIGN;
     int first = 0;
-    const htype_t *out_type = NULL;
+    /* An assignment binds its names to the leading handle outputs (ag_jvp: output and
+     * output_tangent): one name each, and every remaining name to the last of them (an array:
+     * ag_grad's out_grads, ag_vjp's grads). lhs_at[i], lhs_n[i]: the names of parameter i. */
+    int lhs_at[MAX_PARAMS] = {0}, lhs_n[MAX_PARAMS] = {0};
     if (assign) {
-        if (s->np < 1 || s->p[0].ptr != 1 || s->p[0].cnst || !(out_type = find_htype(s->p[0].type)))
+        while (first < s->np && s->p[first].ptr == 1 && !s->p[first].cnst && find_htype(s->p[first].type)) first++;
+        if (first == 0)
             return failf("%s does not return a handle through its first parameter; use 'call'", s->name);
-        first = 1;
+        if (st->nlhs < first)
+            return failf("%s returns %d handle outputs: name each (%d names given)", s->name, first, st->nlhs);
+        for (int i = 0; i < first; i++) {
+            lhs_at[i] = i;
+            lhs_n[i] = i == first - 1 ? st->nlhs - i : 1;
+        }
     }
 
     /* keyword arguments (NAME=value, NAME a parameter) and positional ones */
@@ -1855,14 +1870,14 @@ static int exec_call(env_t *e, const stmt_t *st) {
     int next = 0;
     for (int i = 0; i < s->np; i++) av[i] = &args[i].slot;
 
-    if (assign) {
-        args[0].kind = A_OUT;
-        alloc_out(&args[0], 8, st->nlhs, st->nlhs);
+    for (int i = 0; assign && i < first; i++) {
+        args[i].kind = A_OUT;
+        alloc_out(&args[i], 8, lhs_n[i], lhs_n[i]);
     }
     for (int i = first; rc == 0 && i < s->np; i++) {
         const param_t *p = &s->p[i];
         arg_t *a = &args[i];
-        if (i > 0 && is_pair(s, i - 1) && !(assign && i - 1 == 0)) {
+        if (i > 0 && is_pair(s, i - 1) && !(assign && i - 1 < first)) {
             /* the length of the array before it */
             a->kind = A_COUNT;
             if (kw[i]) rc = parse_int_arg(e, kw[i], &a->slot.L);
@@ -1971,14 +1986,24 @@ static int exec_call(env_t *e, const stmt_t *st) {
         g_build.result = args[i].tok + 6;
         g_build.names = NULL;
         g_build.nnames = 0;
-        for (int j = 0; j < s->np; j++)
-            if (args[j].kind == A_IN_ARRAY && find_htype(s->p[j].type) && args[j].tok) {
+        /* Its inputs: the call's first tensor array after it (ag_gradcheck's inputs, ag_jvp's
+         * primals), or its first tensor handle after it (ag_jacobian's input). */
+        for (int j = i + 1; j < s->np; j++) {
+            if (!find_htype(s->p[j].type) || !args[j].tok) continue;
+            if (args[j].kind == A_IN_ARRAY) {
                 toks_t el = {0};
                 split_list(args[j].tok, &el);
                 g_build.names = el.t;
                 g_build.nnames = el.n;
                 break;
             }
+            if (args[j].kind == A_VALUE && env_find(e, args[j].tok)) {
+                g_build.names = xcalloc(1, sizeof(char *));
+                g_build.names[0] = xstrdup(args[j].tok);
+                g_build.nnames = 1;
+                break;
+            }
+        }
         g_build.active = true;
     }
 
@@ -2029,21 +2054,22 @@ static int exec_call(env_t *e, const stmt_t *st) {
             for (int i = 0; i < s->np; i++) {
                 arg_t *a = &args[i];
                 if (a->kind != A_OUT || !a->buf) continue;
-                if (i != 0 || !assign) {
+                bool bound = assign && i < first; /* its handles go to names on the left */
+                if (!bound) {
                     int c = check_out(e, s, i, a);
                     if (rc == 0) rc = c;
                 }
                 const htype_t *ht = s->p[i].ptr == 1 ? find_htype(s->p[i].type) : NULL;
                 if (!ht) continue;
-                int64_t n = assign && i == 0 ? st->nlhs : a->count;
+                int64_t n = bound ? lhs_n[i] : a->count;
                 for (int k = 0; k < n; k++) {
                     uint64_t h = (uint64_t)load_int(a->buf, k, 'U');
                     if (memcmp((unsigned char *)a->buf + 8 * k, a->sentinel + 8 * k, 8) == 0) {
                         if (rc == 0) rc = failf("%s succeeded but left %s[%d] unwritten", s->name, s->p[i].name, k);
                         continue;
                     }
-                    if (assign && i == 0) {
-                        int b = env_bind(e, st->lhs[k], ht, h, false);
+                    if (bound) {
+                        int b = env_bind(e, st->lhs[lhs_at[i] + k], ht, h, false);
                         if (b != 0 && h) call_status(ht->free_fn, AV(&h));
                         if (rc == 0) rc = b;
                     } else if (h) {
@@ -2179,6 +2205,9 @@ static int run_program(env_t *e, int upto) {
     for (int i = 0; i < upto; i++) {
         const stmt_t *st = &e->c->st[i];
         if (!e->primary && st->kind == S_CALL && is_check_call(st)) continue;
+        /* An assignment from a transform (NAMES = ag_jvp build:...) is part of the program and
+         * replays with it, except inside a build function, where build functions do not nest. */
+        if (g_build.active && st->kind == S_ASSIGN && is_check_call(st)) continue;
         if (exec_stmt(e, st) != 0) return -1;
     }
     return 0;

@@ -715,7 +715,7 @@ enum {
     OP_SOFTMAX, OP_CROSS_ENTROPY, OP_MSE, OP_LINEAR, OP_WHERE, OP_BACKWARD, OP_AGGRAD,
     OP_GRAD_MODE, OP_DETACH, OP_HOOK, OP_REMOVE_HOOK, OP_GRADCHECK, OP_DOT_GRAPH, OP_OPT_NEW,
     OP_OPT_USE, OP_OPT_FREE, OP_MISC, OP_FREE_BAD, OP_BACKWARD_ALL,
-    OP_HOOK_RG, OP_GRADCHECK_CHANGE, OP_INPLACE, OP_ADDED,
+    OP_HOOK_RG, OP_GRADCHECK_CHANGE, OP_INPLACE, OP_ADDED, OP_TRANSFORM,
     OP_COUNT
 };
 
@@ -2778,6 +2778,229 @@ static void op_gradcheck_change(Rd *r) {
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* Function transforms                                                                        */
+/* ------------------------------------------------------------------------------------------ */
+
+/* The build function of the transforms: a small function of its input, or one that breaks its
+ * contract, or one that calls ag_jvp itself (refused inside a forward-mode pass). */
+enum {
+    TF_SIN, TF_SQUARE, TF_SUMSQ, TF_LSE, TF_IDENTITY, TF_TANH2, /* kept contracts */
+    TF_FAILS, TF_NO_HANDLE, TF_FREES_INPUT,                     /* broken ones */
+    TF_NESTED_JVP,                                              /* ag_jvp of sin inside */
+    TF_COUNT
+};
+typedef struct {
+    uint8_t fn;
+    int calls;
+} TransUd;
+
+static bool tf_scalar(uint8_t fn) { return fn == TF_SUMSQ || fn == TF_LSE; }
+static bool tf_breaks(uint8_t fn) { return fn == TF_FAILS || fn == TF_NO_HANDLE || fn == TF_FREES_INPUT; }
+
+static int32_t transform_build(ag_tensor *out, const ag_tensor *in, int64_t n, void *p) {
+    TransUd *u = p;
+    u->calls++;
+    g_build_calls++;
+    if (!out || !in || n != 1) fail("a transform's build function got NULL pointers or %lld inputs", (long long)n);
+    const char *saved = g_op;
+    g_op = "transform build function";
+    ag_status s = AG_OK;
+    ag_tensor tmp = AG_NULL_TENSOR;
+    switch (u->fn) {
+    case TF_SIN: s = ag_sin(out, in[0]); break;
+    case TF_SQUARE: s = ag_mul(out, in[0], in[0]); break;
+    case TF_SUMSQ:
+        s = ag_mul(&tmp, in[0], in[0]);
+        if (s == AG_OK) s = ag_sum(out, tmp, NULL, 0, false);
+        break;
+    case TF_LSE: s = ag_logsumexp(out, in[0], NULL, 0, false); break;
+    case TF_IDENTITY: *out = in[0]; break;
+    case TF_TANH2:
+        s = ag_tanh(&tmp, in[0]);
+        if (s == AG_OK) s = ag_mul_scalar(out, tmp, 2.0);
+        break;
+    case TF_FAILS: g_op = saved; return 3;
+    case TF_NO_HANDLE: g_op = saved; return 0;
+    case TF_FREES_INPUT:
+        s = ag_mul(out, in[0], in[0]);
+        chk(ag_tensor_free(in[0]));
+        break;
+    default: { /* the tangent of sin along the input itself, by ag_jvp */
+        TransUd inner = {TF_SIN, 0};
+        ag_tensor y = SENT, t = SENT;
+        s = chk(ag_jvp(&y, &t, transform_build, &inner, in, 1, in));
+        if (s == AG_OK) {
+            chk(ag_tensor_free(y));
+            *out = t;
+        } else if (y != SENT || t != SENT) {
+            fail("ag_jvp inside a build function failed but wrote its outputs");
+        } else if (s != AG_ERR_STATE && s != AG_ERR_OUT_OF_MEMORY) {
+            fail("ag_jvp inside a build function: %s (%s)", ag_status_name(s), ag_last_error());
+        }
+        break;
+    }
+    }
+    if (tmp) chk(ag_tensor_free(tmp));
+    g_op = saved;
+    return s == AG_OK ? 0 : 1;
+}
+
+/* Whether a Jacobian / Hessian of shape a + b may exist: rank at most AG_MAX_NDIM, and non-zero
+ * extents whose product fits int64 (the rule for every shape; an empty input with huge extents
+ * can break it). */
+static bool result_fits(const int64_t *a, int64_t na, const int64_t *b, int64_t nb) {
+    int64_t shape[2 * MAXS], n = 0;
+    if (na + nb > AG_MAX_NDIM) return false;
+    for (int64_t d = 0; d < na; d++) shape[d] = a[d];
+    for (int64_t d = 0; d < nb; d++) shape[na + d] = b[d];
+    return numel_of(shape, na + nb, &n);
+}
+
+/* Reads a live tensor of at most 64 elements as float64. */
+static int64_t read_small(ag_tensor t, double *buf) {
+    int64_t n = -1;
+    if (chk(ag_tensor_numel(&n, t)) != AG_OK || n > 64) fail("read_small: numel %lld", (long long)n);
+    if (n > 0 && chk(ag_tensor_copy_data(buf, n, AG_FLOAT64, t)) != AG_OK) fail("read_small: copy_data");
+    return n;
+}
+
+/* t holds scale * the values of u, element for element (NaN matches NaN). */
+static void same_values(ag_tensor t, ag_tensor u, double scale, const char *what) {
+    double a[64], b[64];
+    int64_t n = read_small(t, a), m = read_small(u, b);
+    if (n != m) fail("%s: %lld elements, expected %lld", what, (long long)n, (long long)m);
+    for (int64_t i = 0; i < n; i++) {
+        double want = scale * b[i];
+        if (!(a[i] == want || (isnan(a[i]) && isnan(want))))
+            fail("%s: element %lld is %.17g, expected %.17g", what, (long long)i, a[i], want);
+    }
+}
+
+/* One function transform of a pool tensor x, with a tangent / cotangent / v from the pool (x
+ * itself half the time, else of any shape and dtype), a build function from the table above,
+ * sometimes NULL, a count of 0 or an invalid Jacobian mode. The status follows from shapes,
+ * dtypes and the build function (forward mode refuses ag_jvp inside it); results have the
+ * documented shapes, and the identity's derivatives and the hvp of sum(x^2) (2 v) their exact
+ * values. */
+static void op_transform(Rd *r) {
+    uint8_t which = u8(r) % 5; /* jvp, vjp, jacobian, hvp, hessian */
+    H x = pick_t(r);
+    H v = bit(r) ? x : pick_t(r);
+    TransUd u = {(uint8_t)(u8(r) % TF_COUNT), 0};
+    uint8_t flags = u8(r);
+    bool no_build = flags % 16 == 0;
+    int64_t np = flags % 16 == 1 ? 0 : 1;
+    int32_t mode = (flags >> 4) % 8 == 0 ? (int32_t)rd_i64(r) : (flags >> 4) % 2 ? AG_JACOBIAN_FORWARD : AG_JACOBIAN_REVERSE;
+    uint8_t dst = u8(r);
+    bool uses_v = which == 0 || which == 1 || which == 3;
+    Info xi, vi;
+    memset(&xi, 0, sizeof xi);
+    memset(&vi, 0, sizeof vi);
+    if (!x.bad) xi = info_of(x.h);
+    if (uses_v && !v.bad) vi = info_of(v.h);
+    if (xi.numel > 16) return; /* a Jacobian or Hessian costs a pass per element */
+
+    /* What f gives, and what the header then says. */
+    int64_t yr = tf_scalar(u.fn) ? 0 : xi.nd, ycount = tf_scalar(u.fn) ? 1 : xi.numel;
+    bool vshape = vi.nd == xi.nd, vdtype = vi.dtype == xi.dtype;
+    for (int64_t d = 0; vshape && d < xi.nd; d++) vshape = vi.shape[d] == xi.shape[d];
+    bool yshape = vi.nd == yr; /* v as a cotangent */
+    for (int64_t d = 0; yshape && d < yr; d++) yshape = vi.shape[d] == xi.shape[d];
+    bool broken = tf_breaks(u.fn), nested = u.fn == TF_NESTED_JVP;
+    unsigned allowed;
+    if (no_build) allowed = M_ARG | M_INV;
+    else if ((which <= 1 && np == 0)) allowed = M_ARG | M_INV;
+    else if (x.bad || (uses_v && v.bad)) allowed = M_INV;
+    else {
+        switch (which) {
+        case 0: /* jvp: the tangent is checked before f runs */
+            allowed = !vdtype ? M_DTYPE : !vshape ? M_SHAPE : broken || nested ? M_CB : M_OK;
+            break;
+        case 1: /* vjp: f first, then the cotangent against its output */
+            allowed = broken ? M_CB : vi.dtype != xi.dtype ? M_DTYPE : !yshape ? M_SHAPE : M_OK;
+            if (xi.rg && grad_on) { /* x itself is differentiated (create_graph) */
+                allowed |= M_STATE;  /* its history may have been released */
+                if (g_any_hook) allowed = M_ANY; /* its hooks run */
+            }
+            break;
+        case 2: /* jacobian: f first, then the result's shape (rank, count) */
+            if (mode != AG_JACOBIAN_REVERSE && mode != AG_JACOBIAN_FORWARD) allowed = M_ARG;
+            else if (broken || (nested && mode == AG_JACOBIAN_FORWARD && xi.numel > 0)) allowed = M_CB;
+            else allowed = result_fits(xi.shape, yr, xi.shape, xi.nd) ? M_OK : M_SHAPE;
+            break;
+        case 3: /* hvp: v first, then f, then its element count */
+            allowed = !vdtype ? M_DTYPE : !vshape ? M_SHAPE : broken || nested ? M_CB : ycount != 1 ? M_SHAPE : M_OK;
+            break;
+        default: /* hessian: the result's shape first; an empty x never calls f */
+            allowed = !result_fits(xi.shape, xi.nd, xi.shape, xi.nd) ? M_SHAPE
+                      : xi.numel == 0         ? M_OK
+                      : broken || nested      ? M_CB
+                      : ycount != 1           ? M_SHAPE
+                                              : M_OK;
+            break;
+        }
+        allowed |= M_OOM;
+    }
+    static const char *const names[] = {"ag_jvp", "ag_vjp", "ag_jacobian", "ag_hvp", "ag_hessian"};
+    g_op = names[which];
+    TRACE("%s(x=%#llx, v=%#llx, fn=%u, build=%d, n=%lld, mode=%d)%s", names[which], (unsigned long long)x.h,
+          (unsigned long long)v.h, u.fn, !no_build, (long long)np, mode, x.bad || (uses_v && v.bad) ? " [bad]" : "");
+    ag_build_fn fn = no_build ? NULL : transform_build;
+    ag_tensor o1 = SENT, o2 = SENT;
+    ag_status s;
+    switch (which) {
+    case 0: s = ag_jvp(&o1, &o2, fn, &u, &x.h, np, &v.h); break;
+    case 1: s = ag_vjp(&o1, &o2, fn, &u, &x.h, np, v.h); break;
+    case 2: s = ag_jacobian(&o1, fn, &u, x.h, mode); break;
+    case 3: s = ag_hvp(&o1, fn, &u, x.h, v.h); break;
+    default: s = ag_hessian(&o1, fn, &u, x.h); break;
+    }
+    expect(s, allowed, "transform: handles, shapes, dtypes, the build function");
+    if (s != AG_OK) {
+        if (o1 != SENT || o2 != SENT) fail("%s failed but wrote its outputs", names[which]);
+        return;
+    }
+    if (o1 == SENT || o1 == 0 || ((which <= 1) && (o2 == SENT || o2 == 0)))
+        fail("%s succeeded without writing its outputs", names[which]);
+    if (which > 1 && o2 != SENT) fail("%s wrote past its output", names[which]);
+    owned += which <= 1 ? 2 : 1;
+    Info a = info_of(o1);
+    int64_t want[2 * MAXS], wn = 0;
+    switch (which) {
+    case 0:
+    case 1: {
+        Info b = info_of(o2);
+        int64_t ys[MAXS];
+        for (int64_t d = 0; d < yr; d++) ys[d] = xi.shape[d];
+        same_shape(&a, ys, yr, "a transform's output has f's shape");
+        if (which == 0) same_shape(&b, ys, yr, "a jvp tangent has f's output shape");
+        else same_shape(&b, xi.shape, xi.nd, "a vjp gradient has its primal's shape");
+        if (b.dtype != xi.dtype) fail("%s: a derivative of dtype %d for a primal of %d", names[which], b.dtype, xi.dtype);
+        /* (x's own hooks run in a recorded vjp and may change its gradient) */
+        if (u.fn == TF_IDENTITY && !(which == 1 && xi.rg && grad_on && g_any_hook))
+            same_values(o2, v.h, 1.0, "the identity's jvp tangent / vjp gradient is v");
+        break;
+    }
+    case 2:
+        for (int64_t d = 0; d < yr; d++) want[wn++] = xi.shape[d];
+        /* fallthrough */
+    case 4:
+        for (int64_t d = 0; d < xi.nd; d++) want[wn++] = xi.shape[d];
+        if (which == 4)
+            for (int64_t d = 0; d < xi.nd; d++) want[wn++] = xi.shape[d];
+        same_shape(&a, want, wn, "a Jacobian / Hessian has the shapes of f(x) and x");
+        break;
+    default:
+        same_shape(&a, xi.shape, xi.nd, "an hvp has x's shape");
+        if (u.fn == TF_SUMSQ) same_values(o1, v.h, 2.0, "the hvp of sum(x^2) is 2 v");
+        break;
+    }
+    owned -= which <= 1 ? 2 : 1;
+    take(o1, dst);
+    if (which <= 1) take(o2, (uint8_t)(dst + 1));
+}
+
+/* ------------------------------------------------------------------------------------------ */
 /* Entry points                                                                               */
 /* ------------------------------------------------------------------------------------------ */
 
@@ -2894,6 +3117,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         case OP_GRADCHECK_CHANGE: op_gradcheck_change(r); break;
         case OP_INPLACE: op_inplace(r); break;
         case OP_ADDED: op_added(r); break;
+        case OP_TRANSFORM: op_transform(r); break;
         default: op_misc(r); break;
         }
         g_op = "after the call";

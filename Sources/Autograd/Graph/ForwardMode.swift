@@ -29,12 +29,15 @@ enum ForwardMode {
         return level != 0 && box.level == level ? box.value : nil
     }
 
+    /// Whether a forward-mode pass is running on this thread.
+    static var isRunning: Bool { ThreadState.current.forwardLevel != 0 }
+
     /// Runs `body` as a forward-mode pass: `seed` gives the inputs their tangents (on tensors
     /// made for it), and the pass's level is active on this thread until `body` returns.
     static func run<R>(_ body: (_ level: UInt64) throws -> R) throws -> R {
         let state = ThreadState.current
         guard state.forwardLevel == 0 else {
-            throw AutogradError.state("jvp: a forward-mode pass is already running on this thread (a jvp inside a jvp's function, or inside an op's tangent); nest reverse mode inside forward mode instead (hvp, hessian)")
+            throw AutogradError.state("a forward-mode pass is already running on this thread (a jvp, hvp, hessian or forward-mode jacobian inside the function of another, or inside an op's tangent); nest reverse mode inside forward mode instead (vjp, grad and reverse-mode jacobian may run there)")
         }
         let level = levels.add(1, ordering: .relaxed).newValue
         state.forwardLevel = level

@@ -19,6 +19,9 @@ Finding the library, in this order (the first that loads wins; ``library_path()`
 In a directory, ``libautograd.so.0`` (the soname) is tried before ``libautograd.so``. If none
 is found, importing raises ``LibraryNotFoundError`` (an ImportError) listing every place tried.
 
+Function transforms (JAX's and torch.func's): ``jvp``, ``vjp``, ``jacobian`` (mode "rev" or
+"fwd"), ``hvp`` and ``hessian`` of a Python function of Tensors; see ``libautograd.transforms``.
+
 Errors: every failing C call raises an ``AutogradError`` subclass carrying ``ag_last_error()``'s
 message, ``.status`` and ``.status_name``; see ``libautograd.errors``.
 """
@@ -118,6 +121,7 @@ from .ops import (  # the operation catalogue
     where,
 )
 from .optim import SGD, Adam, AdamW, Optimizer
+from .transforms import hessian, hvp, jacobian, jvp, vjp
 from .runtime import (
     get_num_threads,
     library_path,
@@ -137,6 +141,7 @@ __all__ = [
     "xavier_normal",
     "no_grad", "enable_grad", "is_grad_enabled", "set_grad_enabled",
     "grad", "gradcheck", "graph_to_dot", "GradcheckResult",
+    "jvp", "vjp", "jacobian", "hvp", "hessian",
     "SGD", "Adam", "AdamW", "Optimizer",
     "version", "library_path", "set_num_threads", "num_threads", "get_num_threads",
     "live_handle_count",

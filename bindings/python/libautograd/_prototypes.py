@@ -11,6 +11,7 @@ from ctypes import CFUNCTYPE, POINTER, c_bool, c_char, c_char_p, c_double, c_int
 ag_status = c_int32
 ag_dtype = c_int32
 ag_tensor = c_uint64
+ag_jacobian_mode = c_int32
 ag_init = c_int32
 ag_optimizer = c_uint64
 # typedef int32_t (*ag_grad_hook)(ag_tensor *replacement, ag_tensor grad, void *user_data);
@@ -147,6 +148,15 @@ PROTOTYPES = {
                                  POINTER(c_double), POINTER(c_double), ag_build_fn, c_void_p,
                                  POINTER(ag_tensor), c_int64, c_double, c_double, c_double]),
     "ag_graph_to_dot": (ag_status, [POINTER(c_char), c_int64, POINTER(c_int64), ag_tensor]),
+    # Function transforms
+    "ag_jvp": (ag_status, [POINTER(ag_tensor), POINTER(ag_tensor), ag_build_fn, c_void_p,
+                           POINTER(ag_tensor), c_int64, POINTER(ag_tensor)]),
+    "ag_vjp": (ag_status, [POINTER(ag_tensor), POINTER(ag_tensor), ag_build_fn, c_void_p,
+                           POINTER(ag_tensor), c_int64, ag_tensor]),
+    "ag_jacobian": (ag_status, [POINTER(ag_tensor), ag_build_fn, c_void_p, ag_tensor,
+                                ag_jacobian_mode]),
+    "ag_hvp": (ag_status, [POINTER(ag_tensor), ag_build_fn, c_void_p, ag_tensor, ag_tensor]),
+    "ag_hessian": (ag_status, [POINTER(ag_tensor), ag_build_fn, c_void_p, ag_tensor]),
     # Training: initialisers and optimizers
     "ag_tensor_init": (ag_status, [POINTER(ag_tensor), POINTER(c_int64), c_int64, ag_init, c_uint64,
                                    ag_dtype]),

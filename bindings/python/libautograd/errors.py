@@ -57,7 +57,8 @@ class OutOfMemoryError(AutogradError, MemoryError):
 
 
 class CallbackError(AutogradError, RuntimeError):
-    """AG_ERR_CALLBACK: a Python hook or gradcheck function raised (it is the __cause__)."""
+    """AG_ERR_CALLBACK: a Python hook, gradcheck function or transform's function raised (it
+    is the __cause__)."""
 
 
 class InternalError(AutogradError, RuntimeError):
@@ -75,7 +76,7 @@ _BY_STATUS = {
     ERR_INTERNAL: InternalError,
 }
 
-# The exception a Python callback (hook, gradcheck function) raised, per thread, kept until the
+# The exception a Python callback (hook, gradcheck or transform function) raised, per thread, kept until the
 # C call that ran the callback returns AG_ERR_CALLBACK and it can be attached as the cause.
 _pending = threading.local()
 

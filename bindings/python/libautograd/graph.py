@@ -1,5 +1,6 @@
 """Functions over whole graphs: grad (torch.autograd.grad), gradcheck and graph_to_dot."""
 
+import contextlib
 import itertools
 import threading
 import weakref
@@ -60,7 +61,7 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=False, create_graph=Fa
     return tuple(Tensor._wrap(h) if h else None for h in out_grads)
 
 
-# ---- gradcheck ----------------------------------------------------------------------------------
+# ---- build functions: the Python function that gradcheck and the transforms run ---------------
 
 _build_fns = {}
 _keys = itertools.count(1)
@@ -69,6 +70,8 @@ _lock = threading.Lock()
 
 @BUILD_FN
 def _build(out, inputs, n, user_data):
+    """The one ag_build_fn trampoline: calls the Python function registered under user_data
+    (see build_function) on the borrowed inputs, and hands its result to the library."""
     args = [Tensor._wrap(inputs[i], owned=False) for i in range(n)]  # borrowed for the call
     kept = [weakref.ref(a) for a in args]
     result = None
@@ -76,8 +79,7 @@ def _build(out, inputs, n, user_data):
         fn = _build_fns[user_data]
         result = fn(*args)
         if not isinstance(result, Tensor):
-            raise TypeError(f"the gradcheck function must return a Tensor, not "
-                            f"{type(result).__name__}")
+            raise TypeError(f"the function must return a Tensor, not {type(result).__name__}")
         # The library frees *out; give it a handle of its own (result keeps its own).
         fresh = c_uint64(0)
         status = lib.ag_mul_scalar(byref(fresh), result._handle, 1.0)
@@ -92,6 +94,24 @@ def _build(out, inputs, n, user_data):
         del args, result  # an input fn kept (or returned) gets a handle of its own
         for ref in kept:
             adopt_if_kept(ref)
+
+
+@contextlib.contextmanager
+def build_function(fn):
+    """Registers fn for the _build trampoline while a call runs; yields its user_data key."""
+    if not callable(fn):
+        raise TypeError(f"the function must be callable, not {type(fn).__name__}")
+    with _lock:
+        key = next(_keys)
+        _build_fns[key] = fn
+    try:
+        yield key
+    finally:
+        with _lock:
+            _build_fns.pop(key, None)
+
+
+# ---- gradcheck ----------------------------------------------------------------------------------
 
 
 class GradcheckResult:
@@ -122,21 +142,15 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3):
     if not callable(fn):
         raise TypeError("fn must be callable")
     ins = _tensor_list(inputs, "inputs")
-    with _lock:
-        key = next(_keys)
-        _build_fns[key] = fn
     passed = c_bool(False)
     worst_input, worst_index = c_int64(-1), c_int64(-1)
     analytic, numeric = c_double(0.0), c_double(0.0)
-    try:
+    with build_function(fn) as key:
         check(lib.ag_gradcheck(
             byref(passed), byref(worst_input), byref(worst_index), byref(analytic),
             byref(numeric), _build, key, (c_uint64 * len(ins))(*[t._handle for t in ins]),
             len(ins), float(eps), float(atol), float(rtol),
         ))
-    finally:
-        with _lock:
-            _build_fns.pop(key, None)
     return GradcheckResult(passed.value, worst_input.value, worst_index.value, analytic.value,
                            numeric.value)
 

@@ -65,6 +65,7 @@ SCALARS = {
     "ag_tensor": ctypes.c_uint64, "ag_optimizer": ctypes.c_uint64, "uint64_t": ctypes.c_uint64,
     "int64_t": ctypes.c_int64, "double": ctypes.c_double, "bool": ctypes.c_bool,
     "ag_status": ctypes.c_int32, "ag_dtype": ctypes.c_int32, "ag_init": ctypes.c_int32,
+    "ag_jacobian_mode": ctypes.c_int32,
     "int32_t": ctypes.c_int32,
     "ag_grad_hook": _library.GRAD_HOOK, "ag_build_fn": _library.BUILD_FN,
 }
