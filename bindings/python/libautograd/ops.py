@@ -31,6 +31,18 @@ _P_INT64 = POINTER(c_int64)
 # ---- helpers ------------------------------------------------------------------------------------
 
 
+_METHODS = []
+
+
+def _method(fn):
+    """Marks an operation that is also a Tensor method (x.log1p() for log1p(x)); attached to
+    Tensor at the end of this module unless tensor.py defines the method itself. A new op then
+    needs only its function here."""
+    _METHODS.append(fn)
+    return fn
+
+
+
 def _axes(axis):
     """(int64 array, count) for an axis argument: None means every axis."""
     if axis is None:
@@ -141,6 +153,7 @@ def minimum(a, b):
     return _commutative(lib.ag_minimum, lib.ag_minimum_scalar, a, b)
 
 
+@_method
 def atan2(a, b):
     """The angle of the point (b, a) elementwise, broadcasting (torch.atan2(a, b)); either may
     be a number. The gradient at a = b = 0 is 0 (as PyTorch)."""
@@ -227,16 +240,19 @@ def log(x):
     return _unary(lib.ag_log, x)
 
 
+@_method
 def log1p(x):
     """log(1 + x), accurate near 0."""
     return _unary(lib.ag_log1p, x)
 
 
+@_method
 def expm1(x):
     """e ** x - 1, accurate near 0."""
     return _unary(lib.ag_expm1, x)
 
 
+@_method
 def erf(x):
     """The error function."""
     return _unary(lib.ag_erf, x)
@@ -294,6 +310,7 @@ def leaky_relu(x, negative_slope=0.01):
     return new_tensor(lib.ag_leaky_relu, handle_of(x, "x"), float(negative_slope))
 
 
+@_method
 def clamp(x, min=None, max=None):
     """x limited to [min, max], as torch.clamp (None: no bound on that side). The gradient
     passes where min <= x <= max, bounds included; a nan bound is an ArgumentError."""
@@ -350,6 +367,7 @@ def var(x, axis=None, correction=1, keepdim=False):
                       bool(keepdim))
 
 
+@_method
 def cumsum(x, axis):
     """The cumulative sum along `axis` (torch.cumsum(x, dim=axis)); the result has x's shape."""
     return new_tensor(lib.ag_cumsum, handle_of(x, "x"), as_int(axis, "axis"))
@@ -493,3 +511,9 @@ __all__ = [
     "stack", "slice", "index_select", "gather",
     "softmax", "log_softmax", "cross_entropy", "mse_loss", "linear",
 ]
+
+
+for _fn in _METHODS:
+    if not hasattr(Tensor, _fn.__name__):
+        setattr(Tensor, _fn.__name__, _fn)
+del _fn

@@ -958,18 +958,6 @@ class Tensor:
     def leaky_relu(self, negative_slope=0.01):
         return _ops.leaky_relu(self, negative_slope)
 
-    def log1p(self):
-        return _ops.log1p(self)
-
-    def expm1(self):
-        return _ops.expm1(self)
-
-    def erf(self):
-        return _ops.erf(self)
-
-    def clamp(self, min=None, max=None):
-        return _ops.clamp(self, min, max)
-
     def neg(self):
         return _ops.neg(self)
 
@@ -991,9 +979,6 @@ class Tensor:
     def logsumexp(self, axis=None, keepdim=False):
         return _ops.logsumexp(self, axis, keepdim)
 
-    def cumsum(self, axis):
-        return _ops.cumsum(self, axis)
-
     def matmul(self, other):
         return _ops.matmul(self, other)
 
@@ -1011,9 +996,6 @@ class Tensor:
 
     def minimum(self, other):
         return _ops.minimum(self, other)
-
-    def atan2(self, other):
-        return _ops.atan2(self, other)
 
     def reshape(self, *shape):
         return _ops.reshape(self, *shape)
