@@ -1,3 +1,4 @@
+import Foundation
 import XCTest
 import Autograd
 
@@ -15,5 +16,15 @@ final class ReadmeExampleTests: XCTestCase {
         let y = try (x ** 3 + 2 * x).sum()
         let g = try Tensor.gradients(of: [y], withRespectTo: [x], createGraph: true)[0]!
         XCTAssertEqual(g.values, [1, -2, 3, 0.5, 1, -1].map { 3 * $0 * $0 + 2 })  // 3x² + 2
+
+        let (values, tangents) = try Transforms.jvp({ [try $0[0].tanh().sum()] }, primals: [x], tangents: [Tensor.ones(x.shape)])
+        let h = try Transforms.hessian({ try ($0 ** 3).sum() }, at: x)   // shape [2, 3, 2, 3]
+        let xs: [Double] = [1, -2, 3, 0.5, 1, -1]
+        XCTAssertEqual(values[0].values[0], xs.map { Foundation.tanh($0) }.reduce(0, +), accuracy: 1e-12)
+        // d/dt Σ tanh(x + t·1) = Σ (1 - tanh²(x)), by hand
+        XCTAssertEqual(tangents[0].values[0], xs.map { 1 - Foundation.tanh($0) * Foundation.tanh($0) }.reduce(0, +), accuracy: 1e-12)
+        XCTAssertEqual(h.shape, [2, 3, 2, 3])
+        // The Hessian of Σ x³ is diagonal, 6x on it (by hand).
+        for i in 0..<6 { for j in 0..<6 { XCTAssertEqual(h.values[i * 6 + j], i == j ? 6 * xs[i] : 0, accuracy: 1e-12) } }
     }
 }
