@@ -6,8 +6,8 @@ import XCTest
 /// item 15). And pow's derivatives at base 0 and exponent 0, to second order (item 17).
 /// Expected values are derived by hand (and agree with PyTorch 2.13 float64 where noted).
 final class MaskedRuleTests: XCTestCase {
-    /// The ways a backward pass runs a rule: fused (its loop, where the op has one), the
-    /// one-kernel form (capture), and its tensor-op form (create_graph).
+    /// The ways a backward pass runs a rule: backward and capture (the fused loop, where the
+    /// op has one) and create_graph (the derivative over tensors).
     enum Path: String, CaseIterable { case backward, capture, createGraph }
 
     /// The gradients of f's inputs (leaves of `values` and `shapes`) for the seed `g`, along `path`.
