@@ -319,9 +319,7 @@ enum Backward {
                 if node.hasHooks { g = try Backward.runHooks(node.hooks, on: g) }
                 // collect() saw every node unreleased: one released since was released by a
                 // backward pass that ran while a hook did (from the hook or another thread).
-                guard let rule = node.rule else {
-                    throw AutogradError.state("the graph through '\(node.name)' was freed during this backward, by a backward run from a hook (or from another thread while a hook ran); pass retain_graph = true to that backward")
-                }
+                if node.isReleased { throw Backward.freedDuringPass(node) }
                 if !capturedNode.isEmpty, let targets = capturedNode[ObjectIdentifier(node)] {
                     for k in targets { captured[k] = g }
                 }
@@ -333,6 +331,8 @@ enum Backward {
                         passDependencies(of: i, ready: &ready)
                         return
                     }
+                    // Loaded only here: copying the closure out costs a retain the fused path skips.
+                    guard let rule = node.rule else { throw Backward.freedDuringPass(node) }
                     inputGrads = try rule(g, node)
                     guard inputGrads.count == node.inputCount else {
                         throw AutogradError.internal("the rule of '\(node.name)' returned \(inputGrads.count) gradients for \(node.inputCount) inputs")
@@ -459,6 +459,12 @@ enum Backward {
             }
             return captured
         }
+    }
+
+    /// The error for a node a backward pass run from a hook freed while this pass ran.
+    @inline(never)
+    static func freedDuringPass(_ node: Node) -> AutogradError {
+        AutogradError.state("the graph through '\(node.name)' was freed during this backward, by a backward run from a hook (or from another thread while a hook ran); pass retain_graph = true to that backward")
     }
 
     /// Where the choice between an elementwise node's fused loop and its recorded rule is made:

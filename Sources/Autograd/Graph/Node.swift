@@ -152,6 +152,34 @@ enum SavedTensor {
         else { self = .result(t) }
     }
 
+    /// The values this saved tensor reads, nil for an empty slot (or an empty tensor).
+    @inline(__always)
+    var values: UnsafeMutableRawPointer? {
+        switch self {
+        case .result(let t): return t.storage.raw
+        case .leaf(let anchor): return anchor.storage.raw
+        case .input(let values), .output(let values): return values.raw
+        case .empty: return nil
+        }
+    }
+
+    @inline(__always)
+    var isOutput: Bool {
+        if case .output = self { return true }
+        return false
+    }
+
+    /// The version of the values this saved tensor reads (0 for an empty slot).
+    @inline(__always)
+    var version: UInt32 {
+        switch self {
+        case .result(let t): return t.storage.version
+        case .leaf(let anchor): return anchor.storage.version
+        case .input(let values), .output(let values): return values.version
+        case .empty: return 0
+        }
+    }
+
     /// The values this saved tensor reads (nil for an empty slot).
     @inline(__always)
     var storage: Storage? {
@@ -348,25 +376,16 @@ final class Node {
     /// values and its saved output's, with `g` standing in for any it did not save.
     @inline(__always)
     func fusedOperands(_ g: UnsafeMutableRawPointer) -> (x0: UnsafeMutableRawPointer, x1: UnsafeMutableRawPointer, y: UnsafeMutableRawPointer) {
-        var inputs = Int(savedCount), y = g
-        if inputs > 0, case .output(let storage) = savedSlot(inputs - 1) {
-            y = storage.raw ?? g
-            inputs -= 1
-        }
-        return (inputs > 0 ? savedValues(0) ?? g : g, inputs > 1 ? savedValues(1) ?? g : g, y)
-    }
-
-    /// The values of the k-th saved slot (a saved tensor, or the saved output), nil if there is
-    /// none; no tensor is made.
-    @inline(__always)
-    private func savedValues(_ k: Int) -> UnsafeMutableRawPointer? {
-        guard k < Int(savedCount) else { return nil }
-        switch savedSlot(k) {
-        case .result(let t): return t.storage.raw
-        case .input(let values): return values.raw
-        case .leaf(let anchor): return anchor.storage.raw
-        case .output(let storage): return storage.raw
-        case .empty: return nil
+        // An elementwise node saves at most two values (its inputs, or its input and output),
+        // read in place: copying a slot out would retain its payload.
+        switch savedCount {
+        case 0: return (g, g, g)
+        case 1:
+            let v = saved0.values ?? g
+            return saved0.isOutput ? (g, g, v) : (v, g, g)
+        default:
+            let v0 = saved0.values ?? g, v1 = saved1.values ?? g
+            return saved1.isOutput ? (v0, g, v1) : (v0, v1, g)
         }
     }
 
@@ -386,8 +405,9 @@ final class Node {
     @inline(__always)
     func checkSavedVersions() throws {
         guard savedCount > 0 else { return }
-        var sum: UInt32 = 0
-        for k in 0..<Int(savedCount) { sum &+= savedSlot(k).storage?.version ?? 0 }
+        // The two inline slots are read in place (a copy of the enum would retain its payload).
+        var sum = saved0.version &+ (savedCount > 1 ? saved1.version : 0)
+        if savedCount > 2, let extra = overflow { for s in extra.saved { sum &+= s.version } }
         if sum != savedVersions { throw staleSavedValues() }
     }
 
