@@ -5,7 +5,7 @@
 Builds the library of commit REF (in a git worktree under bench/build/compare-REF) and of the
 working tree (scripts/build.sh), then runs bench/build/autograd_bench, the same program, against
 each library in turn (LD_LIBRARY_PATH picks the library), alternating every round so that a
-noisy host slows both alike. Writes bench/results/compare.json, which report.py turns into the
+noisy host slows both alike; it prints the medians and the fastest samples. Writes bench/results/compare.json, which report.py turns into the
 "Before and after" table of RESULTS.md. Default: B1 and B3 at 1 and 2 threads, 7 rounds."""
 
 import argparse
@@ -89,8 +89,9 @@ def main():
                        "before": mb, "after": ma, "change": ma / mb - 1,
                        "before_samples": b["samples"], "after_samples": a["samples"]}
                 data["results"].append(row)
-                print(f"{bench} {case:<16} t={threads}  before {mb:10.4g}  after {ma:10.4g} {b['metric']:<12} "
-                      f"change {100 * row['change']:+.1f}%", flush=True)
+                fb, fa = min(b["samples"]), min(a["samples"])
+                print(f"{bench} {case:<16} t={threads}  median before {mb:10.4g} after {ma:10.4g} ({100 * row['change']:+.1f}%)"
+                      f"   fastest before {fb:10.4g} after {fa:10.4g} ({100 * (fa / fb - 1):+.1f}%)  {b['metric']}", flush=True)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(data, f, indent=1)
