@@ -719,11 +719,12 @@ ag_status ag_graph_to_dot(char *out, int64_t capacity, int64_t *length, ag_tenso
 /* Function transforms                                                                        */
 /* ------------------------------------------------------------------------------------------ */
 
-/* Derivatives of a function given as an ag_build_fn (above), as JAX's jvp, vjp, jacrev /
- * jacfwd, hessian and torch.func's hvp: the library calls build on tensors of its own (aliases
- * of the inputs, carrying tangents in forward mode) as often as the transform needs, on this
- * thread. Forward mode (ag_jvp, ag_hvp, ag_hessian, ag_jacobian with AG_JACOBIAN_FORWARD) sends
- * tangents through every operation the function calls; reverse mode runs backward passes
+/* Derivatives of a function given as a build function (an ag_build_fn, above), as JAX's jvp,
+ * vjp, jacrev / jacfwd, hessian and torch.func's hvp: the library calls build on tensors of
+ * its own (aliases of the inputs, carrying tangents in forward mode) as often as the
+ * transform needs, on this thread. Forward mode (ag_jvp, ag_hvp, ag_hessian, ag_jacobian
+ * with AG_JACOBIAN_FORWARD) sends tangents through every operation the function calls; reverse
+ * mode runs backward passes
  * through the graph the function records (whatever this thread's grad mode: it is turned on
  * while build runs in reverse mode). The results are new handles, yours to free. Derivatives
  * (tangents, gradients, Jacobians, Hessians and their products) share no memory with a tensor
