@@ -63,6 +63,7 @@ extension Tensor {
     /// intermediate array, so a huge shape is an out-of-memory error, not a trap).
     static func generate(_ shape: [Int], dtype: DType, _ value: (Int) -> Double) throws -> Tensor {
         let t = try Tensor(uninitialized: shape, dtype: dtype)
+        defer { Trace.noteConstant(t) }
         switch dtype {
         case .float32: let b = t.buffer(Float.self); for i in 0..<b.count { b[i] = Float(value(i)) }
         case .float64: let b = t.buffer(Double.self); for i in 0..<b.count { b[i] = value(i) }

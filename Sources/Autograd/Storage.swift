@@ -13,6 +13,8 @@ struct StorageHeader {
     var version: UInt32 = 0
     let dtype: DType
     let isExternal: Bool
+    /// The buffer belongs to someone else (see Storage.borrowing): not freed with the storage.
+    var isBorrowed = false
 }
 
 /// A contiguous buffer of elements. Small buffers (scalars, short vectors) live inside the
@@ -34,7 +36,9 @@ final class Storage: ManagedBuffer<StorageHeader, UInt64> {
             let object = Storage.create(minimumCapacity: Swift.max(words, 1)) { _ in
                 StorageHeader(count: count, dtype: dtype, isExternal: false)
             }
-            return unsafeDowncast(object, to: Storage.self)
+            let storage = unsafeDowncast(object, to: Storage.self)
+            Trace.noteMade(storage)
+            return storage
         }
         guard let p = BufferCache.allocate(bytes: bytes) else {
             throw AutogradError.outOfMemory("cannot allocate \(bytes) bytes for \(count) elements of \(dtype)")
@@ -43,12 +47,24 @@ final class Storage: ManagedBuffer<StorageHeader, UInt64> {
             buffer.withUnsafeMutablePointerToElements { $0.pointee = UInt64(UInt(bitPattern: p)) }
             return StorageHeader(count: count, dtype: dtype, isExternal: true)
         }
+        let storage = unsafeDowncast(object, to: Storage.self)
+        Trace.noteMade(storage)
+        return storage
+    }
+
+    /// Storage over `count` elements at `p`, which it does not own: the memory must outlive it
+    /// (a replay's tensors over its planned buffers, see Program).
+    static func borrowing(_ p: UnsafeMutableRawPointer, dtype: DType, count: Int) -> Storage {
+        let object = Storage.create(minimumCapacity: 1) { buffer in
+            buffer.withUnsafeMutablePointerToElements { $0.pointee = UInt64(UInt(bitPattern: p)) }
+            return StorageHeader(count: count, dtype: dtype, isExternal: true, isBorrowed: true)
+        }
         return unsafeDowncast(object, to: Storage.self)
     }
 
     deinit {
         let h = header
-        if h.isExternal, let raw { BufferCache.release(raw, bytes: h.count * h.dtype.size) }
+        if h.isExternal && !h.isBorrowed, let raw { BufferCache.release(raw, bytes: h.count * h.dtype.size) }
     }
 
     @inline(__always) var dtype: DType { header.dtype }

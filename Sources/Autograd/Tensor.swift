@@ -148,6 +148,10 @@ public final class Tensor {
             throw AutogradError.state("in-place write into a leaf that requires grad while grad mode is on: the write would not be recorded; make it with grad mode off (no_grad), as an optimizer step does")
         }
         let values = source.shape == shape ? source : try withNoGrad { try source.expanded(to: shape) }
+        if Trace.recorder != nil {
+            // A capture replays the write with the values it computed (see CapturedFunction).
+            Trace.noteEffect("copy_", reads: [values], writes: [storage]) { ins in try self.replaceValues(with: ins[0]) }
+        }
         try GraphLock.withLock {
             // Checked again under the lock that orders it against set_requires_grad.
             if requiresGrad && GradMode.isEnabled {
@@ -184,6 +188,7 @@ extension Tensor {
         case .float32: let b = buffer(Float.self); for i in 0..<n { b[i] = Float(values[i]) }
         case .float64: let b = buffer(Double.self); for i in 0..<n { b[i] = values[i] }
         }
+        Trace.noteConstant(self)
     }
 
     /// A 0-d leaf tensor.
@@ -201,6 +206,7 @@ extension Tensor {
             dst.copyMemory(from: data, byteCount: storage.count * dtype.size)
         }
         self.init(shape: shape, storage: storage)
+        Trace.noteConstant(self)
     }
 
     /// A leaf tensor of `shape` with every element equal to `value`.
@@ -210,6 +216,7 @@ extension Tensor {
         case .float32: t.buffer(Float.self).update(repeating: Float(value))
         case .float64: t.buffer(Double.self).update(repeating: value)
         }
+        Trace.noteConstant(t)
         return t
     }
 
@@ -226,6 +233,7 @@ extension Tensor {
         if target == dtype { return self }
         let out = try Tensor(uninitialized: shape, dtype: target)
         try copyValues(to: out.storage.raw, capacity: count, dtype: target)
+        if Trace.isRecording { Trace.note(out, "convert", [self]) { ins in try ins[0].converted(to: target) } }
         return out
     }
 
@@ -234,6 +242,10 @@ extension Tensor {
         let out = try Tensor(uninitialized: shape, dtype: dtype)
         if count > 0, let src = storage.raw, let dst = out.storage.raw {
             dst.copyMemory(from: src, byteCount: count * dtype.size)
+        }
+        if Trace.isRecording {
+            let bytes = count * dtype.size
+            Trace.note(out, "copy", [self], kernel: .buffers { args, o in o.copyMemory(from: args[0], byteCount: bytes) }) { ins in try ins[0].copy() }
         }
         return out
     }

@@ -91,6 +91,9 @@ enum Backward {
         /// fused loops, no in-place sums) and keeps its tangent when handed out (forward over
         /// reverse, with or without create_graph).
         let keepsTangents: Bool
+        /// A capture records this pass (see CapturedFunction): every gradient is computed by a
+        /// noted op or loop and summed out of place, so the capture holds the pass's arithmetic.
+        let traced: Bool
         let usesSlots: Bool
         /// The nodes reachable from the roots, by slot. Not retained: the roots (held by run)
         /// keep them alive through edges, which never change before a node is freed.
@@ -147,6 +150,7 @@ enum Backward {
             self.retainGraph = retainGraph
             self.createGraph = createGraph
             self.keepsTangents = ThreadState.current.forwardLevel != 0
+            self.traced = Trace.recorder != nil
             if case .capture(let targets) = mode {
                 captured = [Tensor?](repeating: nil, count: targets.count)
                 for (k, t) in targets.enumerated() {
@@ -158,7 +162,7 @@ enum Backward {
 
         /// Whether gradients may be summed in place (only this pass sees them, and no graph or
         /// tangent of the sum is wanted).
-        var sumsInPlace: Bool { !createGraph && !keepsTangents }
+        var sumsInPlace: Bool { !createGraph && !keepsTangents && !traced }
 
         /// The node's number in this pass, if it was collected.
         @inline(__always)
@@ -316,7 +320,10 @@ enum Backward {
         mutating func runNode(_ node: Node, slot i: Int, ready: inout [Int]) throws {
             var inputGrads = InputGradients()
             if var g = Backward.take(&grads[i]) {
-                if node.hasHooks { g = try Backward.runHooks(node.hooks, on: g) }
+                if node.hasHooks {
+                    if traced { throw Backward.hooksInCapture(on: "the result of '\(node.name)'") }
+                    g = try Backward.runHooks(node.hooks, on: g)
+                }
                 // collect() saw every node unreleased: one released since was released by a
                 // backward pass that ran while a hook did (from the hook or another thread).
                 if node.isReleased { throw Backward.freedDuringPass(node) }
@@ -370,6 +377,10 @@ enum Backward {
 
         mutating func run<Op: UnaryElementwise>(_ op: Op, _ node: Node, slot i: Int, _ g: inout Tensor) throws {
             let dtype = g.dtype
+            if traced {
+                try deliverTraced(node, slot: i, g, passesThrough: { _ in false }) { _ in ElementLoops.derivative(op, dtype: dtype) }
+                return
+            }
             try deliver(node, slot: i, &g, passesThrough: { _ in false }) { _, gp, x, _, y, out, n, accumulate in
                 FusedLoop.unary(op, dtype: dtype, v: gp, x: x, y: y, into: out, count: n, accumulate: accumulate)
             }
@@ -377,6 +388,10 @@ enum Backward {
 
         mutating func run<Op: BinaryElementwise>(_ op: Op, _ node: Node, slot i: Int, _ g: inout Tensor) throws {
             let dtype = g.dtype
+            if traced {
+                try deliverTraced(node, slot: i, g, passesThrough: { op.passesThrough($0) }) { k in ElementLoops.derivative(op, k, dtype: dtype) }
+                return
+            }
             try deliver(node, slot: i, &g, passesThrough: { op.passesThrough($0) }) { k, gp, a, b, y, out, n, accumulate in
                 FusedLoop.binary(op, k, dtype: dtype, v: gp, a: a, b: b, y: y, into: out, count: n, accumulate: accumulate)
             }
@@ -433,6 +448,35 @@ enum Backward {
             }
         }
 
+        /// deliver as a capture records it: each input's gradient from the fused loop into a
+        /// tensor of its own (noted as an elementwise step), then summed out of place. The
+        /// values are the eager pass's: the same loop, and existing + d is what its in-place
+        /// accumulation computes. Inputs go last to first, as in deliver.
+        private mutating func deliverTraced(_ node: Node, slot i: Int, _ g: Tensor, passesThrough: (Int) -> Bool,
+                                            loop: (Int) -> ElementLoop) throws {
+            let operands = node.fusedOperandStorages(g.storage).map { Tensor(shape: g.shape, storage: $0) }
+            let first = Int(edgeStart[i])
+            var k = Int(edgeStart[i + 1]) - first - 1
+            while k >= 0 {
+                let target = Int(edgeTarget[first + k])
+                if target != -1 {
+                    var gk = g
+                    if !passesThrough(k) {
+                        let inputs = [g] + operands
+                        let l = loop(k)
+                        gk = try ElementLoops.run(l, inputs)
+                        Trace.note(gk, node.name, inputs, kernel: .elementwise(l)) { ins in try ElementLoops.run(l, ins) }
+                    }
+                    if target >= 0 {
+                        try Backward.add(gk, into: &grads[target], inPlace: false)
+                    } else {
+                        try Backward.add(gk, into: &leafGrads[-2 - target], inPlace: false)
+                    }
+                }
+                k -= 1
+            }
+        }
+
         /// Runs leaf hooks, then accumulates into `.grad` or hands the captured gradients back.
         mutating func finish() throws -> [Tensor?] {
             for (i, anchor) in leafOrder.enumerated() {
@@ -441,7 +485,10 @@ enum Backward {
                 guard var g = leafGrads[i], anchor.isAlive else { continue }
                 leafGrads[i] = nil
                 let hooks = anchor.hooks
-                if !hooks.isEmpty { g = try Backward.runHooks(hooks, on: g) }
+                if !hooks.isEmpty {
+                    if traced { throw Backward.hooksInCapture(on: "a leaf of shape \(anchor.shape)") }
+                    g = try Backward.runHooks(hooks, on: g)
+                }
                 switch mode {
                 case .accumulate:
                     if anchor.isAlive, let old = try Backward.accumulate(&g, into: anchor, createGraph: createGraph, keepsTangents: keepsTangents) {
@@ -459,6 +506,11 @@ enum Backward {
             }
             return captured
         }
+    }
+
+    /// The error for a hook met by a backward pass that a capture records.
+    static func hooksInCapture(on what: String) -> AutogradError {
+        AutogradError.state("capture: the backward reached a hook on \(what); hooks run user code on each backward and cannot be replayed (remove the hook, or apply its change as ops inside the captured function)")
     }
 
     /// The error for a node a backward pass run from a hook freed while this pass ran.

@@ -35,17 +35,27 @@ protocol UnaryElementwise {
     /// The derivative at x (y = value(x)) applied to v, a gradient or a tangent. Only what
     /// `reads` names is meaningful in x and y.
     func derivative<T: Differentiable>(_ v: T, x: T, y: T) throws(T.Failure) -> T
-    /// The forward over a whole tensor; by default `value` at each element (ops with a C
-    /// kernel give their own).
-    func forward(_ x: Tensor) throws -> Tensor
+    /// The op's own kernel over `count` elements of `dtype` at x into out, if it has one (a C
+    /// kernel); false for `value` at each element. The eager forward and a replay both use it.
+    func forward(_ x: UnsafeMutableRawPointer, into out: UnsafeMutableRawPointer, count: Int, dtype: DType) -> Bool
 }
 
 extension UnaryElementwise {
     var kind: ElementwiseKind { .none }
 
     @inline(__always)
+    func forward(_ x: UnsafeMutableRawPointer, into out: UnsafeMutableRawPointer, count: Int, dtype: DType) -> Bool { false }
+
+    /// The forward over a whole tensor: the op's kernel, else `value` at each element.
+    @inline(__always)
     func forward(_ x: Tensor) throws -> Tensor {
-        try x.mapped({ value($0) }, { value($0) })
+        let out = try Tensor(uninitialized: x.shape, dtype: x.dtype)
+        if let xp = x.storage.raw, let op = out.storage.raw, forward(xp, into: op, count: x.count, dtype: x.dtype) { return out }
+        switch x.dtype {
+        case .float32: Elementwise.map(x.buffer(Float.self), into: out.buffer(Float.self)) { value($0) }
+        case .float64: Elementwise.map(x.buffer(Double.self), into: out.buffer(Double.self)) { value($0) }
+        }
+        return out
     }
 }
 
@@ -90,6 +100,9 @@ extension Tensor {
             out.record(Op.name, x, savesInput: Op.reads.savesInputs, savesOutput: Op.reads.savesOutput,
                        elementwise: op.kind) { g, node in InputGradients(try unaryGradient(op, g, node)) }
         }
+        if Trace.isRecording {
+            Trace.note(out, Op.name, [x], kernel: .elementwise(ElementLoops.value(op, dtype: x.dtype))) { ins in try unary(op, ins[0]) }
+        }
         if x.tangentBox != nil {
             try out.deriveTangent(from: x) { t in try unaryTangent(op, t, x, out) }
         }
@@ -132,6 +145,10 @@ extension Tensor {
             out.record(Op.name, a, b, savesInputs: Op.reads.savesInputs, elementwise: op.kind) { g, node in
                 try binaryGradients(op, g, node)
             }
+        }
+        if Trace.isRecording {
+            let kernel = ElementLoops.scalarBits(a, b, count: out.count).map { _ in StepKernel.elementwise(ElementLoops.value(op, dtype: out.dtype)) }
+            Trace.note(out, Op.name, [a, b], kernel: kernel ?? .rerunOnly) { ins in try binary(op, ins[0], ins[1]) }
         }
         if a.tangentBox != nil || b.tangentBox != nil {
             try out.deriveTangent(from: a, b) { ta, tb in try binaryTangent(op, ta, tb, a, b, out) }

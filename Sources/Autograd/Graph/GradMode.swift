@@ -11,6 +11,10 @@ final class ThreadState {
     /// The level of the forward-mode pass whose tangents ops propagate on this thread; 0 when
     /// none runs, and while a tangent itself is being computed (see ForwardMode).
     var forwardLevel: UInt64 = 0
+    /// The capture recording this thread's ops, if one runs (see Trace, CapturedFunction).
+    var recorder: TraceRecorder?
+    /// Whether recorded ops keep their forward for Recompute (ag_set_recomputable).
+    var recomputable = false
 
     private static let key: pthread_key_t = {
         var key = pthread_key_t()

@@ -245,6 +245,8 @@ final class Node {
     let dtype: DType
     /// Whether hooks were registered on the output (they live in NodeHooks).
     var hasHooks = false
+    /// Whether the node keeps its op's forward (it lives in Recompute.steps).
+    var hasForward = false
     /// The elementwise op whose fused loop non-recorded passes may run instead of `rule` (see
     /// ElementwiseKind); `.none` for other ops and for elementwise ones that broadcast.
     let elementwise: ElementwiseKind
@@ -389,6 +391,19 @@ final class Node {
         }
     }
 
+    /// The storages fusedOperands reads (`g` standing in the same way), for a capture.
+    func fusedOperandStorages(_ g: Storage) -> [Storage] {
+        switch savedCount {
+        case 0: return [g, g, g]
+        case 1:
+            let v = saved0.storage ?? g
+            return saved0.isOutput ? [g, g, v] : [v, g, g]
+        default:
+            let v0 = saved0.storage ?? g, v1 = saved1.storage ?? g
+            return saved1.isOutput ? [v0, g, v1] : [v0, v1, g]
+        }
+    }
+
     /// The output's values as a constant (for rules recorded with savesOutput).
     func output() -> Tensor { Tensor(shape: shape, storage: outputValues) }
 
@@ -409,6 +424,13 @@ final class Node {
         var sum = saved0.version &+ (savedCount > 1 ? saved1.version : 0)
         if savedCount > 2, let extra = overflow { for s in extra.saved { sum &+= s.version } }
         if sum != savedVersions { throw staleSavedValues() }
+    }
+
+    /// Takes the saved values' current versions as the ones saved (after Recompute wrote them).
+    func restampSavedVersions() {
+        var sum: UInt32 = 0
+        for k in 0..<Int(savedCount) { sum &+= savedSlot(k).version }
+        savedVersions = sum
     }
 
     /// The error for checkSavedVersions, naming the op and the saved values that were written.
@@ -460,6 +482,10 @@ final class Node {
     /// Tears the graph above this node down with an explicit work list instead of recursive
     /// deinits, so that dropping a chain of a million nodes cannot overflow the stack.
     deinit {
+        if hasForward {
+            let dropped = GraphLock.withLock { Recompute.steps.removeValue(forKey: ObjectIdentifier(self)) }
+            _ = dropped
+        }
         if hasHooks {
             // Released after the lock: a hook's destructor is user code.
             let dropped = GraphLock.withLock { NodeHooks.table.removeValue(forKey: ObjectIdentifier(self)) }

@@ -1,12 +1,23 @@
 /// Comparisons (0/1 results, no gradient), where(cond, a, b) (gradient to both branches), and
 /// `masked`, the one way rules apply a mask to a gradient.
 extension Tensor {
-    public func eq(_ other: Tensor) throws -> Tensor { try Tensor.zipped(self, other, "eq", { $0 == $1 ? 1 : 0 }, { $0 == $1 ? 1 : 0 }) }
-    public func ne(_ other: Tensor) throws -> Tensor { try Tensor.zipped(self, other, "ne", { $0 != $1 ? 1 : 0 }, { $0 != $1 ? 1 : 0 }) }
-    public func lt(_ other: Tensor) throws -> Tensor { try Tensor.zipped(self, other, "lt", { $0 < $1 ? 1 : 0 }, { $0 < $1 ? 1 : 0 }) }
-    public func le(_ other: Tensor) throws -> Tensor { try Tensor.zipped(self, other, "le", { $0 <= $1 ? 1 : 0 }, { $0 <= $1 ? 1 : 0 }) }
-    public func gt(_ other: Tensor) throws -> Tensor { try Tensor.zipped(self, other, "gt", { $0 > $1 ? 1 : 0 }, { $0 > $1 ? 1 : 0 }) }
-    public func ge(_ other: Tensor) throws -> Tensor { try Tensor.zipped(self, other, "ge", { $0 >= $1 ? 1 : 0 }, { $0 >= $1 ? 1 : 0 }) }
+    public func eq(_ other: Tensor) throws -> Tensor { try compared(other, "eq", { $0 == $1 ? 1 : 0 }, { $0 == $1 ? 1 : 0 }) }
+    public func ne(_ other: Tensor) throws -> Tensor { try compared(other, "ne", { $0 != $1 ? 1 : 0 }, { $0 != $1 ? 1 : 0 }) }
+    public func lt(_ other: Tensor) throws -> Tensor { try compared(other, "lt", { $0 < $1 ? 1 : 0 }, { $0 < $1 ? 1 : 0 }) }
+    public func le(_ other: Tensor) throws -> Tensor { try compared(other, "le", { $0 <= $1 ? 1 : 0 }, { $0 <= $1 ? 1 : 0 }) }
+    public func gt(_ other: Tensor) throws -> Tensor { try compared(other, "gt", { $0 > $1 ? 1 : 0 }, { $0 > $1 ? 1 : 0 }) }
+    public func ge(_ other: Tensor) throws -> Tensor { try compared(other, "ge", { $0 >= $1 ? 1 : 0 }, { $0 >= $1 ? 1 : 0 }) }
+
+    /// A comparison's 0/1 result (no gradient), noted for replay as an elementwise loop.
+    private func compared(_ other: Tensor, _ name: StaticString, _ f32: @escaping (Float, Float) -> Float,
+                          _ f64: @escaping (Double, Double) -> Double) throws -> Tensor {
+        let out = try Tensor.zipped(self, other, name, f32, f64)
+        if Trace.isRecording {
+            let kernel = ElementLoops.scalarBits(self, other, count: out.count).map { _ in StepKernel.elementwise(ElementLoops.zip(dtype: out.dtype, f32, f64)) }
+            Trace.note(out, name, [self, other], kernel: kernel ?? .rerunOnly) { ins in try Tensor.zipped(ins[0], ins[1], name, f32, f64) }
+        }
+        return out
+    }
 
     /// cond ? a : b elementwise, the three broadcast together; cond is true where non-zero and
     /// may be of either dtype. The gradient goes to a where cond holds, to b elsewhere.
@@ -18,12 +29,14 @@ extension Tensor {
         do { shape = try Shape.broadcast(Shape.broadcast(cond.shape, a.shape), b.shape) } catch let e as AutogradError {
             throw AutogradError.shape("where: \(e.message)")
         }
-        // The mask in a's dtype, broadcast to the result: 1 where cond holds.
-        let mask = try withNoGrad { () -> Tensor in
-            let m = try cond.mapped({ $0 != 0 ? 1 : 0 }, { $0 != 0 ? 1 : 0 }).converted(to: a.dtype)
-            return try m.expanded(to: shape)
+        // The mask in a's dtype, broadcast to the result: 1 where cond holds (noted for replay
+        // as one step: the rule reads it).
+        let mask = try Trace.suspended { try whereMask(cond, dtype: a.dtype, shape: shape) }
+        if Trace.isRecording {
+            let dtype = a.dtype
+            Trace.note(mask, "where_mask", [cond]) { ins in try whereMask(ins[0], dtype: dtype, shape: shape) }
         }
-        let ea = try withNoGrad { try a.expanded(to: shape) }, eb = try withNoGrad { try b.expanded(to: shape) }
+        let ea = try Trace.suspended { try a.expanded(to: shape) }, eb = try Trace.suspended { try b.expanded(to: shape) }
         let out = try Tensor(uninitialized: shape, dtype: a.dtype)
         switch a.dtype {
         case .float32: select(mask.buffer(Float.self), ea.buffer(Float.self), eb.buffer(Float.self), out.buffer(Float.self))
@@ -36,8 +49,15 @@ extension Tensor {
                                       node.needsGrad(1) ? try masked(g, by: withNoGrad { try m.constant(1).subtracting(m) }) : nil)
             }
         }
+        if Trace.isRecording { Trace.note(out, "where", [cond, a, b]) { ins in try Tensor.where(ins[0], ins[1], ins[2]) } }
         try out.deriveTangent(from: a, b) { ta, tb in try Tensor.where(mask, ta ?? a.constant(0), tb ?? b.constant(0)) }
         return out
+    }
+
+    /// where's mask: 1 in `dtype` where cond is non-zero, 0 elsewhere, broadcast to `shape`.
+    private static func whereMask(_ cond: Tensor, dtype: DType, shape: [Int]) throws -> Tensor {
+        let m = try cond.mapped({ $0 != 0 ? 1 : 0 }, { $0 != 0 ? 1 : 0 }).converted(to: dtype)
+        return try m.expanded(to: shape)
     }
 
     private static func select<T: TensorElement>(_ m: UnsafeMutableBufferPointer<T>, _ a: UnsafeMutableBufferPointer<T>,
@@ -56,7 +76,13 @@ extension Tensor {
     /// forward over reverse); otherwise one loop, the cost of the multiply it replaces.
     static func masked(_ g: Tensor, by factor: Tensor) throws -> Tensor {
         guard shouldRecord(g) || g.tangentBox != nil else {
-            return try zipped(g, factor, "masked", { $1 != 0 ? $0 * $1 : 0 }, { $1 != 0 ? $0 * $1 : 0 })
+            let f32: (Float, Float) -> Float = { $1 != 0 ? $0 * $1 : 0 }, f64: (Double, Double) -> Double = { $1 != 0 ? $0 * $1 : 0 }
+            let out = try zipped(g, factor, "masked", f32, f64)
+            if Trace.isRecording {
+                let kernel = ElementLoops.scalarBits(g, factor, count: out.count).map { _ in StepKernel.elementwise(ElementLoops.zip(dtype: out.dtype, f32, f64)) }
+                Trace.note(out, "masked", [g, factor], kernel: kernel ?? .rerunOnly) { ins in try zipped(ins[0], ins[1], "masked", f32, f64) }
+            }
+            return out
         }
         return try Tensor.where(factor, g.multiplying(factor), g.constant(0))
     }

@@ -43,6 +43,7 @@ extension Tensor {
                 let inputShape = shape, dt = dtype
                 out.record("slice", self) { _, _ in InputGradients(try Tensor.zeros(inputShape, dtype: dt)) }
             }
+            if Trace.isRecording { Trace.note(out, "slice", [self]) { ins in try ins[0].slice(axis: axis, start: start, stop: stop, step: step) } }
             try out.deriveTangent(from: self) { t in try t.slice(axis: axis, start: start, stop: stop, step: step) }
             return out
         }
@@ -62,6 +63,7 @@ extension Tensor {
         if Tensor.shouldRecord(self) {
             out.record(name, self) { g, _ in InputGradients(try g.indexAdding(axis: axis, idx, extent: extent)) }
         }
+        if Trace.isRecording { Trace.note(out, name, [self]) { ins in try ins[0].selecting(axis: axis, idx, name) } }
         try out.deriveTangent(from: self) { t in try t.selecting(axis: axis, idx, name) }
         return out
     }
@@ -90,6 +92,7 @@ extension Tensor {
         if Tensor.shouldRecord(self) {
             out.record("index_add", self) { g, _ in InputGradients(try g.selecting(axis: axis, idx, "index_select")) }
         }
+        if Trace.isRecording { Trace.note(out, "index_add", [self]) { ins in try ins[0].indexAdding(axis: axis, idx, extent: extent) } }
         try out.deriveTangent(from: self) { t in try t.indexAdding(axis: axis, idx, extent: extent) }
         return out
     }
@@ -147,6 +150,7 @@ extension Tensor {
                 })
             }
         }
+        if Trace.isRecording { Trace.note(out, "concat", tensors) { ins in try concat(ins, axis: axis) } }
         // Linear: the tangents joined the same way (zeros for an input without one).
         try out.deriveTangent(from: tensors) { ts in
             try concat(zip(tensors, ts).map { x, t in try t ?? Tensor.zeros(x.shape, dtype: x.dtype) }, axis: axis)
@@ -199,6 +203,7 @@ extension Tensor {
                 [try g.scatterAdding(axis: axis, index: index, into: inputShape)]
             }
         }
+        if Trace.isRecording { Trace.note(out, "gather", [self]) { ins in try ins[0].gathering(axis: axis, index: index, indexShape: indexShape) } }
         try out.deriveTangent(from: self) { t in try t.gathering(axis: axis, index: index, indexShape: indexShape) }
         return out
     }
@@ -224,6 +229,7 @@ extension Tensor {
         if Tensor.shouldRecord(self) {
             out.record("scatter_add", self) { g, _ in InputGradients(try g.gathering(axis: axis, index: index, indexShape: indexShape)) }
         }
+        if Trace.isRecording { Trace.note(out, "scatter_add", [self]) { ins in try ins[0].scatterAdding(axis: axis, index: index, into: target) } }
         try out.deriveTangent(from: self) { t in try t.scatterAdding(axis: axis, index: index, into: target) }
         return out
     }

@@ -55,6 +55,7 @@ extension Tensor {
                                node.needsGrad(1) ? try zeros(shapeB, dtype: dtype) : nil)
             }
         }
+        if Trace.isRecording { Trace.note(out, "matmul", [a, b]) { ins in try emptyProduct(ins[0], ins[1], shape: shape) } }
         try out.deriveTangent(from: a, b) { _, _ in try zeros(shape, dtype: a.dtype) }
         return out
     }
@@ -94,6 +95,17 @@ extension Tensor {
                                                     needs: (node.needsGrad(0), node.needsGrad(1)))
                 return InputGradients(ga, gb)
             }
+        }
+        if Trace.isRecording {
+            let dtype = a.dtype, size = out.count * a.dtype.size
+            Trace.note(out, "matmul", [a, b], kernel: .buffers { args, o in
+                if size == 0 { return }
+                if k == 0 { o.initializeMemory(as: UInt8.self, repeating: 0, count: size); return }
+                switch dtype {
+                case .float32: Gemm.multiply(args[0].assumingMemoryBound(to: Float.self), transA: transA, args[1].assumingMemoryBound(to: Float.self), transB: transB, into: o.assumingMemoryBound(to: Float.self), m: m, n: n, k: k, batch: batch)
+                case .float64: Gemm.multiply(args[0].assumingMemoryBound(to: Double.self), transA: transA, args[1].assumingMemoryBound(to: Double.self), transB: transB, into: o.assumingMemoryBound(to: Double.self), m: m, n: n, k: k, batch: batch)
+                }
+            }) { ins in try gemm(ins[0], transA: transA, ins[1], transB: transB) }
         }
         try out.deriveTangent(from: a, b) { ta, tb in
             try out.tangentSum(productTangents(ta, a, transA: transA, tb, b, transB: transB))
@@ -179,6 +191,15 @@ extension Tensor {
                                                     needs: (node.needsGrad(0), node.needsGrad(1)))
                 return [gx, gw, node.needsGrad(2) ? try g.sum(axes: [0]) : nil]
             }
+        }
+        if Trace.isRecording {
+            let dtype = x.dtype
+            Trace.note(out, "linear", [x, w, b], kernel: .buffers { args, o in
+                switch dtype {
+                case .float32: affineKernel(elements(args[0], Float.self, [m, k]), elements(args[1], Float.self, [n, k]), elements(args[2], Float.self, [n]), elements(o, Float.self, [m, n]), m: m, n: n, k: k)
+                case .float64: affineKernel(elements(args[0], Double.self, [m, k]), elements(args[1], Double.self, [n, k]), elements(args[2], Double.self, [n]), elements(o, Double.self, [m, n]), m: m, n: n, k: k)
+                }
+            }) { ins in try affine(ins[0], ins[1], ins[2]) }
         }
         try out.deriveTangent(from: [x, w, b]) { ts in
             try out.tangentSum(productTangents(ts[0], x, transA: false, ts[1], w, transB: true) + [ts[2]])

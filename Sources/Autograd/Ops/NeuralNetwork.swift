@@ -28,6 +28,7 @@ extension Tensor {
             let inputShape = shape, dt = dtype
             out.record(name, self) { _, _ in InputGradients(try Tensor.zeros(inputShape, dtype: dt)) }
         }
+        if Trace.isRecording { Trace.note(out, name, [self]) { ins in try ins[0].emptyResult(name) } }
         try out.deriveTangent(from: self) { t in try Tensor.zeros(t.shape, dtype: t.dtype) }
         return out
     }

@@ -21,6 +21,15 @@ extension Tensor {
                 InputGradients(try g.reshaped(keptShape).expanded(to: inputShape))
             }
         }
+        if Trace.isRecording {
+            let inputShape = shape, dtype = dtype
+            Trace.note(result, "sum", [self], kernel: .buffers { args, out in
+                switch dtype {
+                case .float32: try Reduction.sum(Tensor.elements(args[0], Float.self, inputShape), shape: inputShape, reduce: reduce, into: Tensor.elements(out, Float.self, keptShape))
+                case .float64: try Reduction.sum(Tensor.elements(args[0], Double.self, inputShape), shape: inputShape, reduce: reduce, into: Tensor.elements(out, Double.self, keptShape))
+                }
+            }) { ins in try ins[0].sum(axes: axes, keepDims: keepDims) }
+        }
         // Linear: the tangent summed over the same axes.
         try result.deriveTangent(from: self) { t in try t.sum(axes: axes, keepDims: keepDims) }
         return result
@@ -44,8 +53,8 @@ extension Tensor {
     }
 
     private func extremum(_ name: StaticString, axes: [Int], keepDims: Bool,
-                          _ k32: (UnsafeMutableBufferPointer<Float>, [Int], [Bool], UnsafeMutableBufferPointer<Float>) -> Void,
-                          _ k64: (UnsafeMutableBufferPointer<Double>, [Int], [Bool], UnsafeMutableBufferPointer<Double>) -> Void) throws -> Tensor {
+                          _ k32: @escaping (UnsafeMutableBufferPointer<Float>, [Int], [Bool], UnsafeMutableBufferPointer<Float>) -> Void,
+                          _ k64: @escaping (UnsafeMutableBufferPointer<Double>, [Int], [Bool], UnsafeMutableBufferPointer<Double>) -> Void) throws -> Tensor {
         let axes = try Shape.normalizeAxes(axes, rank: rank)
         var reduce = [Bool](repeating: false, count: rank)
         var keptShape = shape
@@ -67,6 +76,7 @@ extension Tensor {
                 return InputGradients(try Tensor.masked(g.reshaped(keptShape), by: share))
             }
         }
+        if Trace.isRecording { Trace.note(result, name, [self]) { ins in try ins[0].extremum(name, axes: axes, keepDims: keepDims, k32, k64) } }
         // The transpose of the rule: the tangents of the elements equal to the extremum,
         // averaged over ties (the same shares, selected the same way).
         try result.deriveTangent(from: self) { t in
@@ -115,6 +125,7 @@ extension Tensor {
                 return InputGradients(try g.reshaped(keptShape).multiplying(x.constant(2 / divisor)).multiplying(centered))
             }
         }
+        if Trace.isRecording { Trace.noteNode(result, "var", [self]) { ins in try ins[0].variance(axes: axes, correction: correction, keepDims: keepDims) } }
         // d var = 2/divisor · Σ (x - mean(x)) t over the axes (the same factors as the rule).
         try result.deriveTangent(from: self) { t in
             let centered = try subtracting(mean(axes: normalized, keepDims: true))
@@ -134,9 +145,16 @@ extension Tensor {
     func shiftedByMax(axes: [Int], finiteShift: Bool) throws -> (shifted: Tensor, shift: Tensor) {
         let shift = try withNoGrad { () -> Tensor in
             let m = try detach().max(axes: axes, keepDims: true)
-            return finiteShift ? try m.mapped({ $0.isFinite ? $0 : 0 }, { $0.isFinite ? $0 : 0 }) : m
+            return finiteShift ? try m.finiteOrZero() : m
         }
         return (try subtracting(shift), shift)
+    }
+
+    /// Each element, or 0 where it is not finite (no gradient).
+    private func finiteOrZero() throws -> Tensor {
+        let out = try mapped({ $0.isFinite ? $0 : 0 }, { $0.isFinite ? $0 : 0 })
+        if Trace.isRecording { Trace.note(out, "finite_or_zero", [self]) { ins in try ins[0].finiteOrZero() } }
+        return out
     }
 
     /// log(sum(exp(x))) over `axes`, as log(sum(exp(x - m))) + m with m the maximum (no
@@ -153,6 +171,7 @@ extension Tensor {
                 let inputShape = shape, dt = dtype
                 out.record("logsumexp", self) { _, _ in InputGradients(try Tensor.zeros(inputShape, dtype: dt)) }
             }
+            if Trace.isRecording { Trace.note(out, "logsumexp", [self]) { ins in try ins[0].logSumExp(axes: axes, keepDims: keepDims) } }
             // A sum over nothing: its tangent is 0 (the tangent summed over the same empty axes).
             try out.deriveTangent(from: self) { t in try t.sum(axes: normalized, keepDims: keepDims) }
             return out
@@ -201,6 +220,7 @@ extension Tensor {
         if Tensor.shouldRecord(self) {
             out.record(name, self) { g, _ in InputGradients(try g.cumulativeSum(axis: a, reverse: !reverse)) }
         }
+        if Trace.isRecording { Trace.note(out, name, [self]) { ins in try ins[0].cumulativeSum(axis: axis, reverse: reverse) } }
         try out.deriveTangent(from: self) { t in try t.cumulativeSum(axis: a, reverse: reverse) }
         return out
     }

@@ -13,6 +13,7 @@ extension Tensor {
             let inputShape = shape
             out.record("reshape", self) { g, _ in InputGradients(try g.reshaped(inputShape)) }
         }
+        if Trace.isRecording { Trace.note(out, "reshape", [self], kernel: .view) { ins in try ins[0].reshaped(newShape) } }
         try out.deriveTangent(from: self) { t in try t.reshaped(newShape) }
         return out
     }
@@ -33,6 +34,10 @@ extension Tensor {
         if Tensor.shouldRecord(self) {
             // Backward sums the gradient back to this tensor's shape (Tensor.reduced(toShape:)).
             out.record("expand", self) { g, _ in InputGradients(g) }
+        }
+        if Trace.isRecording {
+            let inputShape = shape
+            Trace.note(out, "expand", [self], kernel: Tensor.gatherKernel(dtype, from: inputShape, strides: strides, to: target)) { ins in try ins[0].expanded(to: target) }
         }
         try out.deriveTangent(from: self) { t in try t.expanded(to: target) }
         return out
@@ -56,6 +61,10 @@ extension Tensor {
             var inverse = [Int](repeating: 0, count: perm.count)
             for (i, p) in perm.enumerated() { inverse[p] = i }
             out.record("permute", self) { g, _ in InputGradients(try g.permuted(inverse)) }
+        }
+        if Trace.isRecording {
+            let inputShape = shape
+            Trace.note(out, "permute", [self], kernel: Tensor.gatherKernel(dtype, from: inputShape, strides: strides, to: newShape)) { ins in try ins[0].permuted(perm) }
         }
         try out.deriveTangent(from: self) { t in try t.permuted(perm) }
         return out

@@ -66,13 +66,11 @@ struct Exp: UnaryElementwise {
     func derivative<T: Differentiable>(_ v: T, x: T, y: T) throws(T.Failure) -> T { try v * y }   // d exp = exp
 
     /// float32 through the vectorised C kernel, split over threads.
-    func forward(_ x: Tensor) throws -> Tensor {
-        guard x.dtype == .float32 else { return try x.mapped({ value($0) }, { value($0) }) }
-        let out = try Tensor(uninitialized: x.shape, dtype: .float32)
-        if let xs = x.buffer(Float.self).baseAddress, let os = out.buffer(Float.self).baseAddress {
-            Parallel.forChunks(count: x.count) { r in agk_exp_f32(xs + r.lowerBound, os + r.lowerBound, Int64(r.count)) }
-        }
-        return out
+    func forward(_ x: UnsafeMutableRawPointer, into out: UnsafeMutableRawPointer, count: Int, dtype: DType) -> Bool {
+        guard dtype == .float32 else { return false }
+        let xs = x.assumingMemoryBound(to: Float.self), os = out.assumingMemoryBound(to: Float.self)
+        Parallel.forChunks(count: count) { r in agk_exp_f32(xs + r.lowerBound, os + r.lowerBound, Int64(r.count)) }
+        return true
     }
 }
 
@@ -149,13 +147,12 @@ struct Relu: UnaryElementwise {
     }
 
     /// Through the C kernel (nan-propagating max).
-    func forward(_ x: Tensor) throws -> Tensor {
-        let out = try Tensor(uninitialized: x.shape, dtype: x.dtype)
-        switch x.dtype {
-        case .float32: agk_relu_f32(x.buffer(Float.self).baseAddress, out.buffer(Float.self).baseAddress, Int64(x.count))
-        case .float64: agk_relu_f64(x.buffer(Double.self).baseAddress, out.buffer(Double.self).baseAddress, Int64(x.count))
+    func forward(_ x: UnsafeMutableRawPointer, into out: UnsafeMutableRawPointer, count: Int, dtype: DType) -> Bool {
+        switch dtype {
+        case .float32: agk_relu_f32(x.assumingMemoryBound(to: Float.self), out.assumingMemoryBound(to: Float.self), Int64(count))
+        case .float64: agk_relu_f64(x.assumingMemoryBound(to: Double.self), out.assumingMemoryBound(to: Double.self), Int64(count))
         }
-        return out
+        return true
     }
 }
 

@@ -49,19 +49,39 @@ public class Optimizer {
         }
         // Everything that can fail comes first (gradient copies, optimizer state), so a step
         // either updates every parameter that has a gradient or none.
-        var work: [(k: Int, p: Tensor, g: Tensor)] = []
+        var work: [(k: Int, g: Tensor)] = []
         for (k, p) in parameters.enumerated() {
-            guard var g = p.grad else { continue }
+            guard let g = p.grad else { continue }
             guard g.shape == p.shape && g.dtype == p.dtype else {
                 throw AutogradError.internal("optimizer: the gradient of parameter \(k) does not match it")
             }
-            // The update kernels take p and g as non-aliasing (restrict) pointers.
-            if g.storage === p.storage { g = try g.copy() }
             try prepare(k, count: p.count)
-            work.append((k, p, g))
+            work.append((k, g))
+        }
+        if Trace.recorder != nil {
+            // A capture replays the step with the gradients it computed (see CapturedFunction).
+            let ks = work.map(\.k)
+            Trace.noteEffect("optimizer_step", reads: work.map(\.g), writes: ks.map { parameters[$0].storage }) { gs in
+                try GraphLock.withLock { try self.apply(Array(zip(ks, gs))) }
+            }
+        }
+        try apply(work)
+    }
+
+    /// Updates parameter k from g for each (k, g) of `work` (under the graph lock; the state
+    /// of each k already made).
+    private func apply(_ work: [(k: Int, g: Tensor)]) throws {
+        guard rate.isFinite && rate >= 0 else {
+            throw AutogradError.argument("optimizer: the learning rate must be finite and >= 0, got \(rate)")
+        }
+        var work = work
+        for i in work.indices where work[i].g.storage === parameters[work[i].k].storage {
+            // The update kernels take p and g as non-aliasing (restrict) pointers.
+            work[i].g = try work[i].g.copy()
         }
         steps += 1
-        for (k, p, g) in work {
+        for (k, g) in work {
+            let p = parameters[k]
             switch p.dtype {
             case .float32: update(k, p.buffer(Float.self), g.buffer(Float.self))
             case .float64: update(k, p.buffer(Double.self), g.buffer(Double.self))

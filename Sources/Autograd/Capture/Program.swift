@@ -1,0 +1,433 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A capture compiled for replay: the live steps of a trace in their recorded order, each value
+/// given a fixed place once (inputs and outputs in their own buffers, the rest planned into one
+/// arena by lifetime), and runs of elementwise steps fused into blocked loops whose
+/// intermediates stay in a small scratch. Every buffer address is fixed at compile time, so a
+/// run allocates nothing for values and touches no handle table: it copies the inputs in, runs
+/// the instructions, and leaves the outputs at `outputPointers`.
+final class Program {
+    /// What the compiler counted (for tests, the C API's ag_function_info and the docs).
+    struct Stats: Equatable {
+        /// Steps the capture recorded, and those an output or an in-place write needs.
+        var recordedSteps = 0
+        var liveSteps = 0
+        /// Instructions a run executes (a fused group counts once).
+        var instructions = 0
+        /// Fused groups of two or more elementwise steps, and the steps inside them.
+        var fusedGroups = 0
+        var fusedSteps = 0
+        /// Steps run by rerunning the op (one allocation each per run).
+        var rerunSteps = 0
+        /// The arena and the scratch of the fused groups.
+        var arenaBytes = 0
+        var scratchBytes = 0
+    }
+
+    private(set) var stats = Stats()
+    let inputShapes: [[Int]]
+    let inputDTypes: [DType]
+    let outputShapes: [[Int]]
+    let outputDTypes: [DType]
+    /// The inputs' buffers (the placeholders' storages), written by each run.
+    private let inputStorages: [Storage]
+    /// Where each output's values are after a run.
+    private(set) var outputPointers: [UnsafeMutableRawPointer?] = []
+    private var instructions: [Instruction] = []
+    /// Constants, parameters and placeholders the instructions read in place, held alive.
+    private var retained: [Storage] = []
+    private var arena: UnsafeMutableRawPointer?
+    private var scratch: UnsafeMutableRawPointer?
+    /// The pointer given for a value with no element (never read or written).
+    private static let nowhere = UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 64)
+
+    private enum Instruction {
+        case group(FusedGroup)
+        case buffers((UnsafePointer<UnsafeMutableRawPointer>, UnsafeMutableRawPointer) throws -> Void, args: UnsafeMutablePointer<UnsafeMutableRawPointer>, out: UnsafeMutableRawPointer)
+        case rerun(([Tensor]) throws -> Tensor, inputs: [Tensor], out: UnsafeMutableRawPointer, bytes: Int, name: OpName)
+        case effect(([Tensor]) throws -> Void, inputs: [Tensor])
+    }
+
+    /// A value of the trace: one version of one storage's contents.
+    private struct Value {
+        enum Place { case input(Int), fixed, computed }
+        let storage: Storage
+        let place: Place
+        /// The step that wrote it (computed values and in-place writes), else nil.
+        let definer: Int?
+        var dtype: DType { storage.dtype }
+        var count: Int { storage.count }
+        var bytes: Int { storage.count * storage.dtype.size }
+    }
+
+    init(_ recorder: TraceRecorder, inputs: [Tensor], outputs: [Tensor]) throws {
+        inputShapes = inputs.map(\.shape)
+        inputDTypes = inputs.map(\.dtype)
+        outputShapes = outputs.map(\.shape)
+        outputDTypes = outputs.map(\.dtype)
+        inputStorages = inputs.map(\.storage)
+        let steps = recorder.steps
+        stats.recordedSteps = steps.count
+
+        // 1. Values: each storage's current version, in the order the steps ran.
+        var values: [Value] = []
+        var current: [ObjectIdentifier: Int] = [:]
+        for (k, t) in inputs.enumerated() {
+            current[ObjectIdentifier(t.storage)] = values.count
+            values.append(Value(storage: t.storage, place: .input(k), definer: nil))
+        }
+        func resolve(_ storage: Storage, _ reader: OpName?) throws -> Int {
+            let id = ObjectIdentifier(storage)
+            if let v = current[id] { return v }
+            if recorder.made[id] != nil && !recorder.constants.contains(id) {
+                let who = reader.map { "'\($0)'" } ?? "an output"
+                throw AutogradError.internal("capture: \(who) read a value made during the capture by an operation that records no replay step (please report it)")
+            }
+            // A constant made by the function, or a tensor from outside (a parameter): read in place.
+            current[id] = values.count
+            values.append(Value(storage: storage, place: .fixed, definer: nil))
+            return values.count - 1
+        }
+        var stepInputs = [[Int]](repeating: [], count: steps.count)
+        var stepOutput = [Int](repeating: -1, count: steps.count)
+        for (s, step) in steps.enumerated() {
+            stepInputs[s] = try step.inputs.map { try resolve($0.storage, step.name) }
+            switch step.kernel {
+            case .view where step.inputs.contains(where: { $0.storage === step.output.storage }):
+                continue
+            case .effect(let writes, _):
+                for w in writes {
+                    current[ObjectIdentifier(w)] = values.count
+                    values.append(Value(storage: w, place: .fixed, definer: s))
+                }
+            default:
+                current[ObjectIdentifier(step.output.storage)] = values.count
+                stepOutput[s] = values.count
+                values.append(Value(storage: step.output.storage, place: .computed, definer: s))
+            }
+        }
+        let outputValues = try outputs.map { try resolve($0.storage, nil) }
+
+        // 2. Live steps: those an output needs, and every in-place write (with what they read).
+        var live = [Bool](repeating: false, count: steps.count)
+        for v in outputValues { if let d = values[v].definer { live[d] = true } }
+        for s in steps.indices.reversed() {
+            if case .effect = steps[s].kernel { live[s] = true }
+            guard live[s] else { continue }
+            for v in stepInputs[s] { if let d = values[v].definer { live[d] = true } }
+        }
+        let schedule = steps.indices.filter { live[$0] && stepOutput[$0] >= 0 || live[$0] && Program.isEffect(steps[$0]) }
+        stats.liveSteps = schedule.count
+
+        // 3. Instructions: maximal runs of elementwise steps over one count and dtype form a
+        // group; every other step is one instruction.
+        var plan: [[Int]] = []
+        for s in schedule {
+            if case .elementwise = steps[s].kernel, let last = plan.last, let head = last.first,
+               case .elementwise = steps[head].kernel, Program.fits(s, into: last, steps, values, stepInputs, stepOutput) {
+                plan[plan.count - 1].append(s)
+            } else {
+                plan.append([s])
+            }
+        }
+
+        // 4. Lifetimes, by instruction. A value used only inside its own group (and not an
+        // output) lives in the group's scratch instead of the arena.
+        var instructionOf = [Int](repeating: -1, count: steps.count)
+        for (i, group) in plan.enumerated() { for s in group { instructionOf[s] = i } }
+        var lastUse = [Int](repeating: -1, count: values.count)
+        var usedOutsideDefiner = [Bool](repeating: false, count: values.count)
+        for (i, group) in plan.enumerated() {
+            for s in group {
+                for v in stepInputs[s] {
+                    lastUse[v] = Swift.max(lastUse[v], i)
+                    if let d = values[v].definer, instructionOf[d] != i { usedOutsideDefiner[v] = true }
+                }
+            }
+        }
+        let isOutput = Set(outputValues)
+        for v in outputValues { lastUse[v] = plan.count }
+
+        // 5. The arena: computed values outside scratch get offsets, reused once a value's last
+        // instruction has run (outputs live to the end).
+        var offset = [Int](repeating: -1, count: values.count)
+        var free: [(offset: Int, size: Int)] = []
+        var arenaSize = 0
+        var dying = [[Int]](repeating: [], count: plan.count + 1)
+        for v in values.indices where lastUse[v] >= 0 && lastUse[v] <= plan.count { dying[lastUse[v]].append(v) }
+        func inScratch(_ v: Int, group: [Int]) -> Bool {
+            group.count > 1 && !usedOutsideDefiner[v] && !isOutput.contains(v)
+        }
+        for (i, group) in plan.enumerated() {
+            for s in group {
+                let v = stepOutput[s]
+                guard v >= 0, !inScratch(v, group: group) else { continue }
+                let size = (values[v].bytes + 63) / 64 * 64
+                if size == 0 { continue }
+                if let j = free.indices.filter({ free[$0].size >= size }).min(by: { free[$0].size < free[$1].size }) {
+                    offset[v] = free[j].offset
+                    free[j].offset += size
+                    free[j].size -= size
+                    if free[j].size == 0 { free.remove(at: j) }
+                } else {
+                    offset[v] = arenaSize
+                    arenaSize += size
+                }
+            }
+            for v in dying[i] where offset[v] >= 0 {
+                free.append((offset[v], (values[v].bytes + 63) / 64 * 64))
+            }
+        }
+        stats.arenaBytes = arenaSize
+        if arenaSize > 0 {
+            guard let p = BufferCache.allocate(bytes: arenaSize) else {
+                throw AutogradError.outOfMemory("capture: cannot allocate the \(arenaSize)-byte arena of the replay")
+            }
+            arena = p
+        }
+
+        // 6. Pointers: arena offsets for computed values, the storage's own buffer for the rest.
+        var retainedIDs: Set<ObjectIdentifier> = []
+        func pointer(_ v: Int) -> UnsafeMutableRawPointer {
+            let value = values[v]
+            if case .computed = value.place, offset[v] >= 0, let arena { return arena + offset[v] }
+            if case .computed = value.place { return Program.nowhere }
+            if retainedIDs.insert(ObjectIdentifier(value.storage)).inserted { retained.append(value.storage) }
+            return value.storage.raw ?? Program.nowhere
+        }
+
+        // 7. The instructions, groups with their scratch.
+        var scratchNeeded = 0
+        var groups: [(FusedGroup, [Int])] = []
+        for group in plan {
+            let head = steps[group[0]]
+            if group.count > 1 || Program.isElementwise(head) {
+                if case .elementwise = head.kernel {
+                    let fused = FusedGroup(count: values[stepOutput[group[0]]].count, dtype: values[stepOutput[group[0]]].dtype)
+                    var registers: [Int: Int] = [:]
+                    var freeRegisters: [Int] = []
+                    var lastInGroup: [Int: Int] = [:]
+                    for (j, s) in group.enumerated() { for v in stepInputs[s] { lastInGroup[v] = j } }
+                    for (j, s) in group.enumerated() {
+                        guard case .elementwise(let loop) = steps[s].kernel else { continue }
+                        var operands: [FusedGroup.Operand] = []
+                        var scalars = 0
+                        for (a, v) in stepInputs[s].enumerated() {
+                            if let r = registers[v] {
+                                operands.append(.register(r))
+                            } else if values[v].count != fused.count {
+                                operands.append(.fixed(pointer(v)))
+                                scalars |= 1 << a
+                            } else {
+                                operands.append(.buffer(pointer(v)))
+                            }
+                        }
+                        // Registers whose value is read for the last time here may be reused
+                        // by this step's own output (each element is read before it is written).
+                        for v in stepInputs[s] where registers[v] != nil && lastInGroup[v] == j {
+                            freeRegisters.append(registers.removeValue(forKey: v)!)
+                        }
+                        let v = stepOutput[s]
+                        let out: FusedGroup.Operand
+                        if group.count > 1 && inScratch(v, group: group) {
+                            let r = freeRegisters.popLast() ?? registers.count + freeRegisters.count
+                            registers[v] = r
+                            out = .register(r)
+                            fused.registerCount = Swift.max(fused.registerCount, r + 1)
+                        } else {
+                            out = .buffer(pointer(v))
+                        }
+                        fused.append(loop, out: out, operands: operands, scalars: scalars)
+                    }
+                    scratchNeeded = Swift.max(scratchNeeded, fused.scratchBytes)
+                    groups.append((fused, group))
+                    instructions.append(.group(fused))
+                    if group.count > 1 {
+                        stats.fusedGroups += 1
+                        stats.fusedSteps += group.count
+                    }
+                    continue
+                }
+            }
+            let s = group[0]
+            let step = steps[s]
+            switch step.kernel {
+            case .buffers(let kernel):
+                let args = UnsafeMutablePointer<UnsafeMutableRawPointer>.allocate(capacity: Swift.max(1, stepInputs[s].count))
+                for (a, v) in stepInputs[s].enumerated() { (args + a).initialize(to: pointer(v)) }
+                instructions.append(.buffers(kernel, args: args, out: pointer(stepOutput[s])))
+            case .effect(_, let apply):
+                instructions.append(.effect(apply, inputs: Program.borrowed(step.inputs, stepInputs[s], pointer)))
+            default:
+                stats.rerunSteps += 1
+                let out = stepOutput[s]
+                instructions.append(.rerun(step.rerun, inputs: Program.borrowed(step.inputs, stepInputs[s], pointer),
+                                           out: pointer(out), bytes: values[out].bytes, name: step.name))
+            }
+        }
+        stats.instructions = instructions.count
+        if scratchNeeded > 0 {
+            guard let p = BufferCache.allocate(bytes: scratchNeeded) else {
+                throw AutogradError.outOfMemory("capture: cannot allocate the \(scratchNeeded)-byte scratch of the replay")
+            }
+            scratch = p
+            for (fused, _) in groups { fused.bind(scratch: p) }
+        }
+        stats.scratchBytes = scratchNeeded
+        outputPointers = outputValues.map { values[$0].count == 0 ? nil : pointer($0) }
+        for s in inputStorages where retainedIDs.insert(ObjectIdentifier(s)).inserted { retained.append(s) }
+    }
+
+    deinit {
+        for case .buffers(_, let args, _) in instructions { args.deallocate() }
+        if let arena { BufferCache.release(arena, bytes: stats.arenaBytes) }
+        if let scratch { BufferCache.release(scratch, bytes: stats.scratchBytes) }
+    }
+
+    private static func isEffect(_ step: ForwardStep) -> Bool {
+        if case .effect = step.kernel { return true }
+        return false
+    }
+
+    private static func isElementwise(_ step: ForwardStep) -> Bool {
+        if case .elementwise = step.kernel { return true }
+        return false
+    }
+
+    /// Whether elementwise step s can join `group`: the same count and dtype, and every operand
+    /// either of that count or a single element made before the group.
+    private static func fits(_ s: Int, into group: [Int], _ steps: [ForwardStep], _ values: [Value],
+                             _ stepInputs: [[Int]], _ stepOutput: [Int]) -> Bool {
+        let head = values[stepOutput[group[0]]], out = values[stepOutput[s]]
+        guard out.count == head.count, out.dtype == head.dtype, out.count > 0 else { return false }
+        let members = Set(group.map { stepOutput[$0] })
+        for v in stepInputs[s] {
+            guard values[v].dtype == head.dtype else { return false }
+            if values[v].count != head.count && (values[v].count != 1 || members.contains(v)) { return false }
+        }
+        return true
+    }
+
+    /// Tensors over the buffers of a step's inputs, made once (their storages borrow the buffers).
+    private static func borrowed(_ inputs: [StepValue], _ ids: [Int], _ pointer: (Int) -> UnsafeMutableRawPointer) -> [Tensor] {
+        zip(inputs, ids).map { input, v in
+            Tensor(shape: input.shape, storage: Storage.borrowing(pointer(v), dtype: input.storage.dtype, count: input.storage.count))
+        }
+    }
+
+    /// One run: copies `inputs` into the input buffers, then runs every instruction.
+    func run(_ inputs: [Tensor]) throws {
+        for (k, t) in inputs.enumerated() where t.storage !== inputStorages[k] && t.count > 0 {
+            inputStorages[k].raw!.copyMemory(from: UnsafeRawPointer(t.storage.raw!), byteCount: t.count * t.dtype.size)
+        }
+        for instruction in instructions {
+            switch instruction {
+            case .group(let fused):
+                fused.run()
+            case .buffers(let kernel, let args, let out):
+                try kernel(args, out)
+            case .rerun(let rerun, let inputs, let out, let bytes, let name):
+                let result = try Trace.suspended { try rerun(inputs) }
+                guard result.count * result.dtype.size == bytes else {
+                    throw AutogradError.internal("replay: '\(name)' gave \(result.count) elements of \(result.dtype), \(bytes) bytes were planned")
+                }
+                if bytes > 0, let src = result.storage.raw, src != out { out.copyMemory(from: UnsafeRawPointer(src), byteCount: bytes) }
+            case .effect(let apply, let inputs):
+                try Trace.suspended { try apply(inputs) }
+            }
+        }
+    }
+}
+
+/// A run of elementwise steps over one count executed as blocked loops: for each block of
+/// elements, every step's loop in order, so the values that live only inside the group stay in
+/// a scratch of `registerCount` blocks (cache-resident) instead of going through memory.
+final class FusedGroup {
+    enum Operand {
+        /// A buffer of the group's count: advanced with the block.
+        case buffer(UnsafeMutableRawPointer)
+        /// A single element read by every element (a broadcast scalar).
+        case fixed(UnsafeMutableRawPointer)
+        /// Scratch block r.
+        case register(Int)
+    }
+
+    static let blockSize = 512
+    static let slots = 5
+    let count: Int
+    let dtype: DType
+    var registerCount = 0
+    private var loops: [ElementLoop] = []
+    private var scalars: [Int] = []
+    private var operands: [Operand] = []
+    /// Per step, `slots` pointers: the output, then up to four arguments (for the first block).
+    private var pointers: UnsafeMutablePointer<UnsafeMutableRawPointer>?
+
+    init(count: Int, dtype: DType) {
+        self.count = count
+        self.dtype = dtype
+    }
+
+    deinit { pointers?.deallocate() }
+
+    var blockBytes: Int { Swift.min(count, FusedGroup.blockSize) * dtype.size }
+    var scratchBytes: Int { registerCount * ((blockBytes + 63) / 64 * 64) }
+
+    func append(_ loop: @escaping ElementLoop, out: Operand, operands: [Operand], scalars: Int) {
+        loops.append(loop)
+        self.scalars.append(scalars)
+        self.operands.append(out)
+        for k in 0..<(FusedGroup.slots - 1) { self.operands.append(k < operands.count ? operands[k] : out) }
+    }
+
+    /// Fixes every operand's pointer for the first block, registers inside `scratch`.
+    func bind(scratch: UnsafeMutableRawPointer?) {
+        let p = UnsafeMutablePointer<UnsafeMutableRawPointer>.allocate(capacity: Swift.max(1, operands.count))
+        let stride = (blockBytes + 63) / 64 * 64
+        for (i, operand) in operands.enumerated() {
+            switch operand {
+            case .buffer(let b), .fixed(let b): (p + i).initialize(to: b)
+            case .register(let r): (p + i).initialize(to: scratch! + r * stride)
+            }
+        }
+        pointers = p
+    }
+
+    func run() {
+        if pointers == nil { bind(scratch: nil) }
+        guard let pointers else { return }
+        let slots = FusedGroup.slots
+        if count <= FusedGroup.blockSize {
+            loops.withUnsafeBufferPointer { loops in
+                scalars.withUnsafeBufferPointer { scalars in
+                    for j in 0..<loops.count {
+                        let base = pointers + j * slots
+                        loops[j](base[0], UnsafePointer(base + 1), scalars[j], count)
+                    }
+                }
+            }
+            return
+        }
+        // Several blocks: buffer operands advance with the block, registers and scalars stay.
+        let size = dtype.size
+        withUnsafeTemporaryAllocation(of: UnsafeMutableRawPointer.self, capacity: slots) { working in
+            let working = working.baseAddress!
+            var start = 0
+            while start < count {
+                let n = Swift.min(FusedGroup.blockSize, count - start)
+                for j in 0..<loops.count {
+                    for k in 0..<slots {
+                        let i = j * slots + k
+                        if case .buffer = operands[i] { working[k] = pointers[i] + start * size } else { working[k] = pointers[i] }
+                    }
+                    loops[j](working[0], UnsafePointer(working + 1), scalars[j], n)
+                }
+                start += n
+            }
+        }
+    }
+}
