@@ -880,6 +880,116 @@ ag_status ag_optimizer_lr(double *out, ag_optimizer opt);
 ag_status ag_optimizer_free(ag_optimizer opt);
 
 /* ------------------------------------------------------------------------------------------ */
+/* Reusable graphs: values in place, recompute, capture and replay                            */
+/* ------------------------------------------------------------------------------------------ */
+
+/*
+ * A graph built once can live: write new values into its leaves (ag_tensor_set_data,
+ * ag_tensor_copy_), re-evaluate it in place (ag_recompute), and read values and derivatives
+ * again without rebuilding. Or capture a whole function once (forward, ag_backward / ag_grad,
+ * optimizer steps) and replay it on new inputs as one call (ag_capture, ag_function_call): the
+ * replay runs the same arithmetic in the same order as the function did, so its results equal
+ * the eager function's bit for bit, with its memory planned once (no allocation for values per
+ * call), no handle table per op, what no output needs dropped, and runs of elementwise ops fused
+ * into single blocked loops.
+ */
+
+/* Writes `count` elements of `dtype` from `data` (row-major; converted to t's dtype, float32 <->
+ * float64) into t's values in place, with the rules of ag_tensor_copy_: t must be a leaf, not
+ * one that requires grad while grad mode is on; the write bumps t's version counter, so a graph
+ * that saved t's old values refuses a stale backward (or is brought up to date by ag_recompute).
+ * Inside a capture the data is read at capture time: a replay writes those same values.
+ * Errors: AG_ERR_INVALID_HANDLE, AG_ERR_ARGUMENT (data NULL while count > 0, count != numel),
+ * AG_ERR_DTYPE (unknown dtype), AG_ERR_STATE (as ag_tensor_copy_), AG_ERR_OUT_OF_MEMORY. */
+ag_status ag_tensor_set_data(ag_tensor t, const void *data, int64_t count, ag_dtype dtype);
+
+/* Recomputable graphs, per thread, off by default: while on, every op recorded on this thread
+ * keeps its forward (its inputs' values and parameters), so that ag_recompute can run it again.
+ * Costs memory (the inputs of every recorded op stay alive with the graph), nothing while off.
+ * *previous (if not NULL) receives the setting before the call. Errors: none. */
+ag_status ag_set_recomputable(bool *previous, bool enabled);
+
+/* Re-evaluates, in place, every recorded op between the leaves and `root` (children first) from
+ * the current values of what it reads: after leaves were written (ag_tensor_set_data,
+ * ag_tensor_copy_, an optimizer step), root and every intermediate of its graph hold the values
+ * a fresh build would give, and ag_backward / ag_grad through the graph (retained with
+ * retain_graph) use them, any node with respect to any node. Ops made on tensors that require
+ * no grad recorded nothing and are constants of the graph. A root with no recorded history is
+ * left as it is (AG_OK). Other graphs that saved the recomputed values then refuse a stale
+ * backward (version counters).
+ * Errors: AG_ERR_INVALID_HANDLE, AG_ERR_STATE (an op under root was recorded while recomputable
+ * graphs were off: "was recorded without its forward"; or the graph was freed by a backward
+ * without retain_graph); nothing is written then. */
+ag_status ag_recompute(ag_tensor root);
+
+/* A captured function (a handle, like ag_tensor; 0 is never one). */
+typedef uint64_t ag_function;
+#define AG_NULL_FUNCTION ((ag_function)0)
+
+/* The function ag_capture runs once: writes `noutputs` new tensor handles into outputs[0 ..
+ * noutputs-1] (the library takes them over, also on failure), computed from the ninputs
+ * placeholder tensors in inputs (borrowed: do not free them). It may call any op, ag_backward,
+ * ag_grad, ag_optimizer_step / _zero_grad, ag_tensor_copy_ into tensors made outside it. Returns
+ * AG_OK, or any other value to fail the capture (its last ag_last_error() is quoted). */
+typedef int32_t (*ag_capture_fn)(ag_tensor *outputs, int64_t noutputs, const ag_tensor *inputs,
+                                 int64_t ninputs, void *user_data);
+
+/* Captures fn: runs it once on new placeholder leaves with the shapes, dtypes, values and
+ * requires_grad of inputs[0 .. ninputs-1] (ninputs may be 0, inputs then NULL), and compiles
+ * everything it did into a replayable function, stored in *out (free it with
+ * ag_function_free). The run happens: an optimizer step in fn updates the parameters once, as a
+ * first training step on the example inputs.
+ * What a replay does: the ops, backward passes and in-place writes fn made, in their order, on
+ * the new inputs. Tensors made outside fn (parameters) are read where they are at each call, so
+ * updates to them are seen; an optimizer step updates its parameters (and its state, step count
+ * included) in place at each call, as the eager step does; tensors made inside fn (constants,
+ * seeded random tensors) keep their capture-time values. What it does not redo: C code between
+ * the ops (branches on values are frozen at the capture's path), and `.grad` fields (a replay
+ * updates the parameters an optimizer writes, not their gradients: return gradients as outputs).
+ * Errors: AG_ERR_ARGUMENT (out or fn NULL, inputs NULL with ninputs > 0, ninputs < 0, noutputs
+ * < 1 or above 4096), AG_ERR_INVALID_HANDLE (an input), AG_ERR_CALLBACK (fn failed, wrote a
+ * handle that is not a live tensor, or freed an input), AG_ERR_STATE (fn reached a hook in a
+ * backward: hooks cannot be replayed; a capture inside a capture or inside a forward-mode pass;
+ * a captured function called inside a capture), AG_ERR_OUT_OF_MEMORY; errors of fn's own calls
+ * are returned by them to fn. Nothing is created on failure (fn's effects on parameters stay). */
+ag_status ag_capture(ag_function *out, ag_capture_fn fn, const ag_tensor *inputs, int64_t ninputs,
+                     int64_t noutputs, void *user_data);
+
+/* Replays f on inputs[0 .. ninputs-1] (the count, shapes and dtypes of the capture's; values
+ * only are read) and writes new tensor handles holding the outputs (no history) into
+ * outputs[0 .. noutputs-1]. Calls of one function from several threads run one at a time (a lock
+ * per function); different functions run in parallel (as eager calls, two replays that write the
+ * same parameters race).
+ * Errors: AG_ERR_ARGUMENT (outputs NULL, noutputs different from the capture's, inputs NULL with
+ * ninputs > 0, ninputs different from the capture's), AG_ERR_INVALID_HANDLE (f freed or not a
+ * function; an input), AG_ERR_SHAPE / AG_ERR_DTYPE (an input's shape or dtype differs from the
+ * capture's: shapes are fixed per capture, capture again for new ones), AG_ERR_STATE (called
+ * inside a capture), AG_ERR_OUT_OF_MEMORY. No handle is created on failure. */
+ag_status ag_function_call(ag_tensor *outputs, int64_t noutputs, ag_function f, const ag_tensor *inputs,
+                           int64_t ninputs);
+
+/* The same, writing the outputs into existing tensors outputs[0 .. noutputs-1] in place (each a
+ * leaf with the output's shape and dtype, not requiring grad while grad mode is on; their version
+ * counters are bumped): a call that allocates nothing.
+ * Errors: those of ag_function_call, and AG_ERR_SHAPE / AG_ERR_DTYPE (an output tensor's shape or
+ * dtype), AG_ERR_STATE (an output tensor is the result of a recorded op, or requires grad with
+ * grad mode on), AG_ERR_ARGUMENT (two output tensors share their values). */
+ag_status ag_function_call_into(const ag_tensor *outputs, int64_t noutputs, ag_function f,
+                                const ag_tensor *inputs, int64_t ninputs);
+
+/* What the compiler made of f, written to out[0 .. min(capacity, AG_FUNCTION_INFO_COUNT)-1]:
+ * steps recorded, steps live (needed by an output or an in-place write), instructions a call runs,
+ * fused groups, steps inside fused groups, steps rerun by their op (one allocation each per call),
+ * arena bytes, scratch bytes.
+ * Errors: AG_ERR_ARGUMENT (out NULL with capacity > 0, capacity < 0), AG_ERR_INVALID_HANDLE. */
+#define AG_FUNCTION_INFO_COUNT 8
+ag_status ag_function_info(int64_t *out, int64_t capacity, ag_function f);
+
+/* Frees a captured function. Freeing AG_NULL_FUNCTION does nothing (AG_OK).
+ * Errors: AG_ERR_INVALID_HANDLE (freed already, made up, or not a function). */
+ag_status ag_function_free(ag_function f);
+
+/* ------------------------------------------------------------------------------------------ */
 /* Bad input catalogue                                                                        */
 /* ------------------------------------------------------------------------------------------ */
 
@@ -1209,6 +1319,40 @@ ag_status ag_optimizer_free(ag_optimizer opt);
  *       grads NULL; any transform with build NULL
  *       -> AG_ERR_ARGUMENT  "tangents is NULL but nprimals is 1", "at least one tensor is
  *          needed, nprimals is 0", "the output pointer 'grads' is NULL", "build is NULL"
+ *
+ * Reusable graphs
+ *  B109 ag_tensor_set_data with count != numel, data NULL with count > 0, an unknown dtype
+ *       -> AG_ERR_ARGUMENT  "count 5 does not match the tensor's 6 elements", "data is NULL"
+ *          (AG_ERR_DTYPE "unknown dtype")
+ *  B110 ag_tensor_set_data into the result of a recorded op, or into a leaf requiring grad with
+ *       grad mode on
+ *       -> AG_ERR_STATE  "only leaves can be written in place", "the write would not be recorded"
+ *  B111 ag_recompute of a graph recorded while recomputable graphs were off
+ *       -> AG_ERR_STATE  "was recorded without its forward"
+ *  B112 ag_recompute of a graph freed by a backward without retain_graph
+ *       -> AG_ERR_STATE  "was freed by a backward"
+ *  B113 ag_capture with out or fn NULL, ninputs < 0, inputs NULL with ninputs > 0, noutputs < 1
+ *       or > 4096
+ *       -> AG_ERR_ARGUMENT  "fn is NULL", "noutputs 0 is outside 1...4096"
+ *  B114 ag_capture whose function fails, writes 0 or a dead handle to an output, or frees an
+ *       input
+ *       -> AG_ERR_CALLBACK  "the function returned 7", "wrote no tensor handle to outputs[1]",
+ *          "freed its input handle 0"
+ *  B115 ag_capture whose function runs a backward that reaches a hook
+ *       -> AG_ERR_STATE  "hooks run user code on each backward and cannot be replayed"
+ *  B116 ag_capture called from a capture's function; ag_function_call inside a capture
+ *       -> AG_ERR_STATE  "capture cannot be nested", "cannot be called inside a capture"
+ *  B117 ag_function_call / _call_into with the wrong number of inputs or outputs, an input of
+ *       another shape or dtype
+ *       -> AG_ERR_ARGUMENT  "2 inputs for a function captured with 3"; AG_ERR_SHAPE "shapes are
+ *          fixed per capture"; AG_ERR_DTYPE "capture again for other dtypes"
+ *  B118 a freed, made-up or tensor handle where a function is wanted (ag_function_call,
+ *       ag_function_info, ag_function_free twice); a function handle where a tensor is wanted
+ *       -> AG_ERR_INVALID_HANDLE  "is not a live function handle", "is not a live tensor handle"
+ *  B119 ag_function_call_into with an output tensor of another shape or dtype, the result of a
+ *       recorded op, or two outputs sharing values
+ *       -> AG_ERR_SHAPE "output 0 is float64 [2]"; AG_ERR_STATE "only leaves can be written in
+ *          place"; AG_ERR_ARGUMENT "share their values"
  */
 
 #ifdef __cplusplus

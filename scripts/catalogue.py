@@ -54,6 +54,7 @@ SECTION_FILES = {
     "Gradient checking and graph pictures": "GraphAPI.swift",
     "Function transforms": "TransformsAPI.swift",
     "Training": "TrainingAPI.swift",
+    "Reusable graphs": "ReusableGraphsAPI.swift",
 }
 
 # C scalar types: (Swift type, ctypes type). Header typedefs (ag_tensor, ag_status, ...) resolve

@@ -11,6 +11,7 @@ import Synchronization
 enum HandleKind: UInt64 {
     case tensor = 1
     case optimizer = 2
+    case function = 3
 }
 
 /// A handle is an index plus a generation plus a kind, packed in 64 bits, never a pointer:

@@ -73,6 +73,13 @@ public final class CapturedFunction: @unchecked Sendable {
     /// What the compiler made of the capture (see Program.Stats).
     var stats: Program.Stats { program.stats }
 
+    /// The stats as ag_function_info lists them: steps recorded, live steps, instructions, fused
+    /// groups, fused steps, rerun steps, arena bytes, scratch bytes.
+    public var info: [Int] {
+        let s = program.stats
+        return [s.recordedSteps, s.liveSteps, s.instructions, s.fusedGroups, s.fusedSteps, s.rerunSteps, s.arenaBytes, s.scratchBytes]
+    }
+
     /// Replays on `inputs`: new tensors holding the outputs (no history).
     public func callAsFunction(_ inputs: [Tensor]) throws -> [Tensor] {
         try locked(inputs) {

@@ -3,7 +3,7 @@
 /// leaves change in place, `recompute(root)` runs those forwards again, children first, writing
 /// each result into the node's own output values, so the graph's tensors hold the new values
 /// and a backward (or `gradients`) through it sees them. Nothing is rebuilt.
-enum Recompute {
+public enum Recompute {
     /// Each node's forward, by node (guarded by GraphLock; removed as the node is freed).
     nonisolated(unsafe) static var steps: [ObjectIdentifier: ForwardStep] = [:]
 
@@ -16,11 +16,11 @@ enum Recompute {
     }
 
     /// Whether recomputable graphs are on for this thread.
-    static var isEnabled: Bool { ThreadState.current.recomputable }
+    public static var isEnabled: Bool { ThreadState.current.recomputable }
 
     /// Turns recomputable graphs on or off for this thread; returns the previous setting.
     @discardableResult
-    static func setEnabled(_ on: Bool) -> Bool {
+    public static func setEnabled(_ on: Bool) -> Bool {
         let state = ThreadState.current
         let previous = state.recomputable
         if on != previous {
@@ -33,7 +33,7 @@ enum Recompute {
     /// Re-evaluates every recorded op between the leaves and `root` from the current values of
     /// what they read, in place. Fails (changing nothing) when a node on the way was recorded
     /// without its forward, or its graph was freed by a backward without retain_graph.
-    static func run(_ root: Tensor) throws {
+    public static func run(_ root: Tensor) throws {
         guard let top = root.gradFn else { return }
         // The nodes under root, children before their consumers (depth-first postorder,
         // iterative), with their steps, checked before anything is written.
@@ -75,12 +75,16 @@ enum Recompute {
             // The outputs' values moved: graphs outside this one that saved them refuse a stale
             // backward; the recomputed nodes agree with their values again.
             GraphLock.withLock {
-                for (node, step) in order where step.inputs.allSatisfy({ $0.storage !== step.output.storage }) {
-                    _ = node
+                for (_, step) in order where step.inputs.allSatisfy({ $0.storage !== step.output.storage }) {
                     step.output.storage.bumpVersion()
                 }
                 for (node, _) in order { node.restampSavedVersions() }
             }
         }
     }
+}
+
+extension Tensor {
+    /// Re-evaluates this tensor's graph in place from its leaves' current values (see Recompute).
+    public func recompute() throws { try Recompute.run(self) }
 }

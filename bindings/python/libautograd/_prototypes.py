@@ -14,10 +14,14 @@ ag_tensor = c_uint64
 ag_jacobian_mode = c_int32
 ag_init = c_int32
 ag_optimizer = c_uint64
+ag_function = c_uint64
 # typedef int32_t (*ag_grad_hook)(ag_tensor *replacement, ag_tensor grad, void *user_data);
 ag_grad_hook = CFUNCTYPE(c_int32, POINTER(ag_tensor), ag_tensor, c_void_p)
 # typedef int32_t (*ag_build_fn)(ag_tensor *out, const ag_tensor *inputs, int64_t ninputs, void *user_data);
 ag_build_fn = CFUNCTYPE(c_int32, POINTER(ag_tensor), POINTER(ag_tensor), c_int64, c_void_p)
+# typedef int32_t (*ag_capture_fn)(ag_tensor *outputs, int64_t noutputs, const ag_tensor *inputs, int64_t ninputs, void *user_data);
+ag_capture_fn = CFUNCTYPE(c_int32, POINTER(ag_tensor), c_int64, POINTER(ag_tensor), c_int64,
+                          c_void_p)
 # void (*destroy)(void *user_data), the type of parameter 'destroy' of ag_tensor_register_hook
 destroy_fn = CFUNCTYPE(None, c_void_p)
 
@@ -171,4 +175,16 @@ PROTOTYPES = {
     "ag_optimizer_set_lr": (ag_status, [ag_optimizer, c_double]),
     "ag_optimizer_lr": (ag_status, [POINTER(c_double), ag_optimizer]),
     "ag_optimizer_free": (ag_status, [ag_optimizer]),
+    # Reusable graphs: values in place, recompute, capture and replay
+    "ag_tensor_set_data": (ag_status, [ag_tensor, c_void_p, c_int64, ag_dtype]),
+    "ag_set_recomputable": (ag_status, [POINTER(c_bool), c_bool]),
+    "ag_recompute": (ag_status, [ag_tensor]),
+    "ag_capture": (ag_status, [POINTER(ag_function), ag_capture_fn, POINTER(ag_tensor), c_int64,
+                               c_int64, c_void_p]),
+    "ag_function_call": (ag_status, [POINTER(ag_tensor), c_int64, ag_function, POINTER(ag_tensor),
+                                     c_int64]),
+    "ag_function_call_into": (ag_status, [POINTER(ag_tensor), c_int64, ag_function,
+                                          POINTER(ag_tensor), c_int64]),
+    "ag_function_info": (ag_status, [POINTER(c_int64), c_int64, ag_function]),
+    "ag_function_free": (ag_status, [ag_function]),
 }

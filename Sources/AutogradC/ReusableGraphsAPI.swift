@@ -1,0 +1,174 @@
+import Autograd
+
+// Reusable graphs: values in place, recompute, capture and replay.
+
+public typealias CCaptureFunction = @convention(c) (UnsafeMutablePointer<UInt64>?, Int64, UnsafePointer<UInt64>?, Int64, UnsafeMutableRawPointer?) -> Int32
+
+/// The most outputs a captured function may have.
+private let maximumOutputs: Int64 = 4096
+
+extension Arg {
+    static func function(_ handle: UInt64) throws -> CapturedFunction {
+        guard handle != 0 else { throw InvalidHandle(message: "function handle is 0 (AG_NULL_FUNCTION)") }
+        guard let f = HandleTable.shared.lookup(handle, kind: .function) as? CapturedFunction else {
+            throw InvalidHandle(message: "function handle 0x\(String(handle, radix: 16)) is not a live function handle (freed, made up, or of another kind)")
+        }
+        return f
+    }
+
+    /// n tensor handles, n >= 0 (NULL allowed when n is 0).
+    static func tensorsOrNone(_ p: UnsafePointer<UInt64>?, _ n: Int64, _ name: String, count: String) throws -> [Tensor] {
+        guard n >= 0 else { throw AutogradError.argument("\(count) \(n) is negative") }
+        if n == 0 { return [] }
+        return try tensorList(p, n, name, count: count)
+    }
+}
+
+@_cdecl("ag_tensor_set_data")
+public func ag_tensor_set_data(_ t: UInt64, _ data: UnsafeRawPointer?, _ count: Int64, _ dtype: Int32) -> Int32 {
+    guarded("ag_tensor_set_data") {
+        let dst = try Arg.tensor(t)
+        let dt = try Arg.dtype(dtype)
+        guard count == Int64(dst.count) else {
+            throw AutogradError.argument("count \(count) does not match the tensor's \(dst.count) elements")
+        }
+        guard data != nil || count == 0 else { throw AutogradError.argument("data is NULL but count is \(count)") }
+        let values = try Tensor(copying: data, shape: dst.shape, dtype: dt).converted(to: dst.dtype)
+        try dst.replaceValues(with: values)
+    }
+}
+
+@_cdecl("ag_set_recomputable")
+public func ag_set_recomputable(_ previous: UnsafeMutablePointer<Bool>?, _ enabled: UInt8) -> Int32 {
+    guarded("ag_set_recomputable") {
+        let old = Recompute.setEnabled(enabled != 0)
+        previous?.pointee = old
+    }
+}
+
+@_cdecl("ag_recompute")
+public func ag_recompute(_ root: UInt64) -> Int32 {
+    guarded("ag_recompute") { try Arg.tensor(root, "root").recompute() }
+}
+
+@_cdecl("ag_capture")
+public func ag_capture(_ out: UnsafeMutablePointer<UInt64>?, _ fn: CCaptureFunction?, _ inputs: UnsafePointer<UInt64>?,
+                       _ ninputs: Int64, _ noutputs: Int64, _ userData: UnsafeMutableRawPointer?) -> Int32 {
+    guarded("ag_capture") {
+        let out = try Arg.out(out)
+        guard let fn else { throw AutogradError.argument("fn is NULL") }
+        guard noutputs >= 1 && noutputs <= maximumOutputs else {
+            throw AutogradError.argument("noutputs \(noutputs) is outside 1...\(maximumOutputs)")
+        }
+        let examples = try Arg.tensorsOrNone(inputs, ninputs, "inputs", count: "ninputs")
+        let f = try BuildFunction.nested("ag_capture") {
+            try CapturedFunction.capture(examples) { placeholders in
+                try callCaptureFunction(fn, userData, placeholders, outputs: Int(noutputs))
+            }
+        }
+        out.pointee = try HandleTable.shared.insert(f, kind: .function)
+    }
+}
+
+/// One call of a C capture function: borrowed handles for the placeholders, its outputs taken
+/// over, every handle released whatever happens; each broken contract is AutogradError.callback.
+private func callCaptureFunction(_ fn: CCaptureFunction, _ userData: UnsafeMutableRawPointer?, _ inputs: [Tensor],
+                                 outputs n: Int) throws -> [Tensor] {
+    var handles: [UInt64] = []
+    handles.reserveCapacity(inputs.count)
+    do {
+        for t in inputs { handles.append(try Arg.handle(t)) }
+    } catch {
+        for h in handles { _ = HandleTable.shared.remove(h, kind: .tensor) }
+        throw error
+    }
+    var outs = [UInt64](repeating: 0, count: n)
+    let failuresBefore = LastError.failures
+    let status = outs.withUnsafeMutableBufferPointer { o in
+        handles.withUnsafeBufferPointer { fn(o.baseAddress, Int64(n), $0.baseAddress, Int64($0.count), userData) }
+    }
+    // The outputs that are live tensors, taken before the inputs go (an output may be an input).
+    let results: [Tensor?] = outs.map { h in
+        guard status == 0, h != 0, let object = HandleTable.shared.lookup(h, kind: .tensor) else { return nil }
+        return unsafeDowncast(object, to: Tensor.self)  // only Tensors are stored under .tensor
+    }
+    var freedInput: Int? = nil
+    for (k, h) in handles.enumerated() where !HandleTable.shared.remove(h, kind: .tensor) {
+        if freedInput == nil { freedInput = k }
+    }
+    var released: Set<UInt64> = Set(handles)
+    for h in outs where h != 0 && released.insert(h).inserted { _ = HandleTable.shared.remove(h, kind: .tensor) }
+
+    guard status == 0 else {
+        let inner = LastError.since(failuresBefore).map { " (its last error: \($0))" } ?? ""
+        throw AutogradError.callback("the function returned \(status)" + inner)
+    }
+    if let k = freedInput {
+        throw AutogradError.callback("the function freed its input handle \(k) (inputs are borrowed: do not free them)")
+    }
+    return try results.enumerated().map { k, t in
+        guard let t else {
+            throw outs[k] == 0
+                ? AutogradError.callback("the function returned 0 (success) but wrote no tensor handle to outputs[\(k)]")
+                : AutogradError.callback("the function wrote 0x\(String(outs[k], radix: 16)) to outputs[\(k)], which is not a live tensor handle (freed, made up, or of another kind)")
+        }
+        return t
+    }
+}
+
+@_cdecl("ag_function_call")
+public func ag_function_call(_ outputs: UnsafeMutablePointer<UInt64>?, _ noutputs: Int64, _ f: UInt64,
+                             _ inputs: UnsafePointer<UInt64>?, _ ninputs: Int64) -> Int32 {
+    guarded("ag_function_call") {
+        let out = try Arg.out(outputs, "outputs")
+        let function = try Arg.function(f)
+        guard noutputs == Int64(function.outputShapes.count) else {
+            throw AutogradError.argument("noutputs is \(noutputs), the function has \(function.outputShapes.count) outputs")
+        }
+        let xs = try Arg.tensorsOrNone(inputs, ninputs, "inputs", count: "ninputs")
+        try MemoryReserve.ensureArmed()
+        let results = try function(xs)
+        var made: [UInt64] = []
+        do {
+            for t in results { made.append(try Arg.handle(t)) }
+        } catch {
+            for h in made { _ = HandleTable.shared.remove(h, kind: .tensor) }
+            throw error
+        }
+        for (k, h) in made.enumerated() { out[k] = h }
+    }
+}
+
+@_cdecl("ag_function_call_into")
+public func ag_function_call_into(_ outputs: UnsafePointer<UInt64>?, _ noutputs: Int64, _ f: UInt64,
+                                  _ inputs: UnsafePointer<UInt64>?, _ ninputs: Int64) -> Int32 {
+    guarded("ag_function_call_into") {
+        let function = try Arg.function(f)
+        guard noutputs == Int64(function.outputShapes.count) else {
+            throw AutogradError.argument("noutputs is \(noutputs), the function has \(function.outputShapes.count) outputs")
+        }
+        let targets = try Arg.tensorList(outputs, noutputs, "outputs", count: "noutputs")
+        let xs = try Arg.tensorsOrNone(inputs, ninputs, "inputs", count: "ninputs")
+        try function.call(xs, into: targets)
+    }
+}
+
+@_cdecl("ag_function_info")
+public func ag_function_info(_ out: UnsafeMutablePointer<Int64>?, _ capacity: Int64, _ f: UInt64) -> Int32 {
+    guarded("ag_function_info") {
+        guard capacity >= 0 else { throw AutogradError.argument("capacity \(capacity) is negative") }
+        guard out != nil || capacity == 0 else { throw AutogradError.argument("out is NULL but capacity is \(capacity)") }
+        let info = try Arg.function(f).info
+        for k in 0..<min(Int(capacity), info.count) { out![k] = Int64(info[k]) }
+    }
+}
+
+@_cdecl("ag_function_free")
+public func ag_function_free(_ f: UInt64) -> Int32 {
+    guarded("ag_function_free") {
+        if f == 0 { return }
+        guard HandleTable.shared.remove(f, kind: .function) else {
+            throw InvalidHandle(message: "function handle 0x\(String(f, radix: 16)) is not a live function handle (already freed, made up, or of another kind)")
+        }
+    }
+}
