@@ -126,13 +126,16 @@ final class Program {
         // 3. Instructions: maximal runs of elementwise steps over one count and dtype form a
         // group; every other step is one instruction.
         var plan: [[Int]] = []
+        var groupOutputs: Set<Int> = []
         for s in schedule {
             if case .elementwise = steps[s].kernel, let last = plan.last, let head = last.first,
-               case .elementwise = steps[head].kernel, Program.fits(s, into: last, steps, values, stepInputs, stepOutput) {
+               case .elementwise = steps[head].kernel, Program.fits(s, head: head, members: groupOutputs, values, stepInputs, stepOutput) {
                 plan[plan.count - 1].append(s)
             } else {
                 plan.append([s])
+                groupOutputs.removeAll(keepingCapacity: true)
             }
+            if stepOutput[s] >= 0 { groupOutputs.insert(stepOutput[s]) }
         }
 
         // 4. Lifetimes, by instruction. A value used only inside its own group (and not an
@@ -155,7 +158,8 @@ final class Program {
         // 5. The arena: computed values outside scratch get offsets, reused once a value's last
         // instruction has run (outputs live to the end).
         var offset = [Int](repeating: -1, count: values.count)
-        var free: [(offset: Int, size: Int)] = []
+        // Freed blocks by size (in 64-byte lines): a value takes a freed block of its own size.
+        var free: [Int: [Int]] = [:]
         var arenaSize = 0
         var dying = [[Int]](repeating: [], count: plan.count + 1)
         for v in values.indices where lastUse[v] >= 0 && lastUse[v] <= plan.count { dying[lastUse[v]].append(v) }
@@ -168,18 +172,15 @@ final class Program {
                 guard v >= 0, !inScratch(v, group: group) else { continue }
                 let size = (values[v].bytes + 63) / 64 * 64
                 if size == 0 { continue }
-                if let j = free.indices.filter({ free[$0].size >= size }).min(by: { free[$0].size < free[$1].size }) {
-                    offset[v] = free[j].offset
-                    free[j].offset += size
-                    free[j].size -= size
-                    if free[j].size == 0 { free.remove(at: j) }
+                if let reused = free[size]?.popLast() {
+                    offset[v] = reused
                 } else {
                     offset[v] = arenaSize
                     arenaSize += size
                 }
             }
             for v in dying[i] where offset[v] >= 0 {
-                free.append((offset[v], (values[v].bytes + 63) / 64 * 64))
+                free[(values[v].bytes + 63) / 64 * 64, default: []].append(offset[v])
             }
         }
         stats.arenaBytes = arenaSize
@@ -300,11 +301,10 @@ final class Program {
 
     /// Whether elementwise step s can join `group`: the same count and dtype, and every operand
     /// either of that count or a single element made before the group.
-    private static func fits(_ s: Int, into group: [Int], _ steps: [ForwardStep], _ values: [Value],
+    private static func fits(_ s: Int, head h: Int, members: Set<Int>, _ values: [Value],
                              _ stepInputs: [[Int]], _ stepOutput: [Int]) -> Bool {
-        let head = values[stepOutput[group[0]]], out = values[stepOutput[s]]
+        let head = values[stepOutput[h]], out = values[stepOutput[s]]
         guard out.count == head.count, out.dtype == head.dtype, out.count > 0 else { return false }
-        let members = Set(group.map { stepOutput[$0] })
         for v in stepInputs[s] {
             guard values[v].dtype == head.dtype else { return false }
             if values[v].count != head.count && (values[v].count != 1 || members.contains(v)) { return false }
@@ -361,8 +361,18 @@ final class FusedGroup {
     let count: Int
     let dtype: DType
     var registerCount = 0
-    private var loops: [ElementLoop] = []
-    private var scalars: [Int] = []
+    /// Each step's loop as a plain value (a table op's kind and role, no reference to retain
+    /// per call), and the closures of the others, by index.
+    private var loops: [MicroOp] = []
+    private var closures: [(UnsafeMutableRawPointer, UnsafePointer<UnsafeMutableRawPointer>, Int, Int) -> Void] = []
+
+    private struct MicroOp {
+        let kind: DecodedElementwiseKind
+        let role: Int8
+        /// Index into closures for a loop without a kind, else -1.
+        let closure: Int32
+        let scalars: Int32
+    }
     private var operands: [Operand] = []
     /// Per step, `slots` pointers: the output, then up to four arguments (for the first block).
     private var pointers: UnsafeMutablePointer<UnsafeMutableRawPointer>?
@@ -375,11 +385,18 @@ final class FusedGroup {
     deinit { pointers?.deallocate() }
 
     var blockBytes: Int { Swift.min(count, FusedGroup.blockSize) * dtype.size }
-    var scratchBytes: Int { registerCount * ((blockBytes + 63) / 64 * 64) }
+    /// A register's size: a block, on a cache line of its own unless it is smaller than one.
+    var registerStride: Int { blockBytes >= 64 ? (blockBytes + 63) / 64 * 64 : (blockBytes + 7) / 8 * 8 }
+    var scratchBytes: Int { registerCount * registerStride }
 
-    func append(_ loop: @escaping ElementLoop, out: Operand, operands: [Operand], scalars: Int) {
-        loops.append(loop)
-        self.scalars.append(scalars)
+    func append(_ loop: ElementLoop, out: Operand, operands: [Operand], scalars: Int) {
+        switch loop {
+        case .table(let kind, let role, _):
+            loops.append(MicroOp(kind: kind.decoded, role: role, closure: -1, scalars: Int32(scalars)))
+        case .closure(let f):
+            loops.append(MicroOp(kind: .none, role: -1, closure: Int32(closures.count), scalars: Int32(scalars)))
+            closures.append(f)
+        }
         self.operands.append(out)
         for k in 0..<(FusedGroup.slots - 1) { self.operands.append(k < operands.count ? operands[k] : out) }
     }
@@ -387,7 +404,7 @@ final class FusedGroup {
     /// Fixes every operand's pointer for the first block, registers inside `scratch`.
     func bind(scratch: UnsafeMutableRawPointer?) {
         let p = UnsafeMutablePointer<UnsafeMutableRawPointer>.allocate(capacity: Swift.max(1, operands.count))
-        let stride = (blockBytes + 63) / 64 * 64
+        let stride = registerStride
         for (i, operand) in operands.enumerated() {
             switch operand {
             case .buffer(let b), .fixed(let b): (p + i).initialize(to: b)
@@ -397,17 +414,24 @@ final class FusedGroup {
         pointers = p
     }
 
+    @inline(__always)
+    private func call(_ op: MicroOp, _ out: UnsafeMutableRawPointer, _ args: UnsafePointer<UnsafeMutableRawPointer>, _ n: Int) {
+        if op.closure < 0 {
+            ElementLoopRunner.run(op.kind, role: op.role, dtype: dtype, out, args, Int(op.scalars), n)
+        } else {
+            closures[Int(op.closure)](out, args, Int(op.scalars), n)
+        }
+    }
+
     func run() {
         if pointers == nil { bind(scratch: nil) }
         guard let pointers else { return }
         let slots = FusedGroup.slots
         if count <= FusedGroup.blockSize {
             loops.withUnsafeBufferPointer { loops in
-                scalars.withUnsafeBufferPointer { scalars in
-                    for j in 0..<loops.count {
-                        let base = pointers + j * slots
-                        loops[j](base[0], UnsafePointer(base + 1), scalars[j], count)
-                    }
+                for j in 0..<loops.count {
+                    let base = pointers + j * slots
+                    call(loops[j], base[0], UnsafePointer(base + 1), count)
                 }
             }
             return
@@ -424,7 +448,7 @@ final class FusedGroup {
                         let i = j * slots + k
                         if case .buffer = operands[i] { working[k] = pointers[i] + start * size } else { working[k] = pointers[i] }
                     }
-                    loops[j](working[0], UnsafePointer(working + 1), scalars[j], n)
+                    call(loops[j], working[0], UnsafePointer(working + 1), n)
                 }
                 start += n
             }

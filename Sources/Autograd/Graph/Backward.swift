@@ -82,7 +82,7 @@ enum Backward {
     }
 
     /// The state of one backward pass.
-    private struct Pass: FusedLoopRunner {
+    private struct Pass {
         let mode: Mode
         let retainGraph: Bool
         let createGraph: Bool
@@ -372,7 +372,32 @@ enum Backward {
         /// input 0 is the one that may overwrite g. The node's kind dispatches once, to the
         /// run(_:) below specialised for its op.
         mutating func deliverFused(_ node: Node, slot i: Int, _ g: inout Tensor) throws {
-            try node.elementwise.dispatch(to: &self, node, slot: i, &g)
+            try withUnsafeMutablePointer(to: &self) { pass in
+                try withUnsafeMutablePointer(to: &g) { g in
+                    var delivery = FusedDelivery(pass: pass, node: Unmanaged.passUnretained(node), slot: i, g: g)
+                    try node.elementwise.dispatch(to: &delivery)
+                }
+            }
+        }
+
+        /// deliverFused's visitor: runs the pass's run(_:) for the node's op. Its pointers are
+        /// valid for the dispatch only: deliverFused holds exclusive access to the pass and g,
+        /// and the caller keeps the node alive meanwhile (its graph's roots hold it).
+        private struct FusedDelivery: ElementwiseVisitor {
+            let pass: UnsafeMutablePointer<Pass>
+            let node: Unmanaged<Node>
+            let slot: Int
+            let g: UnsafeMutablePointer<Tensor>
+
+            @inline(__always)
+            mutating func visit<Op: UnaryElementwise>(_ op: Op) throws {
+                try node._withUnsafeGuaranteedRef { try pass.pointee.run(op, $0, slot: slot, &g.pointee) }
+            }
+
+            @inline(__always)
+            mutating func visit<Op: BinaryElementwise>(_ op: Op) throws {
+                try node._withUnsafeGuaranteedRef { try pass.pointee.run(op, $0, slot: slot, &g.pointee) }
+            }
         }
 
         mutating func run<Op: UnaryElementwise>(_ op: Op, _ node: Node, slot i: Int, _ g: inout Tensor) throws {

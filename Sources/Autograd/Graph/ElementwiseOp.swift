@@ -303,21 +303,44 @@ struct ElementwiseKind: Equatable {
     init(_ kind: UnaryKind) { raw = kind.rawValue }
     init(_ kind: BinaryKind) { raw = kind.rawValue }
 
-    /// Calls the runner's run(_:) with this kind's op: one dispatch per node, after which the
-    /// op's loop and what surrounds it are specialised together.
+    /// The kind decoded into its family's enum, for callers that dispatch many times (a replay).
+    var decoded: DecodedElementwiseKind {
+        if let kind = UnaryKind(rawValue: raw) { return .unary(kind) }
+        if let kind = BinaryKind(rawValue: raw) { return .binary(kind) }
+        return .none
+    }
+
+    /// Calls the visitor's visit(_:) with this kind's op: one dispatch, after which the op's
+    /// loop and what surrounds it are specialised together.
     @inline(__always)
-    func dispatch<R: FusedLoopRunner>(to runner: inout R, _ node: Node, slot: Int, _ g: inout Tensor) throws {
+    func dispatch<V: ElementwiseVisitor>(to visitor: inout V) throws {
         if let kind = UnaryKind(rawValue: raw) {
-            try kind.dispatch(to: &runner, node, slot: slot, &g)
+            try kind.dispatch(to: &visitor)
         } else if let kind = BinaryKind(rawValue: raw) {
-            try kind.dispatch(to: &runner, node, slot: slot, &g)
+            try kind.dispatch(to: &visitor)
         }
     }
 }
 
-/// What runs a node's fused loop, given the op (the backward pass: it sums what the loop gives
-/// into its slots). Generic in the op, so each op's run is specialised.
-protocol FusedLoopRunner {
-    mutating func run<Op: UnaryElementwise>(_ op: Op, _ node: Node, slot: Int, _ g: inout Tensor) throws
-    mutating func run<Op: BinaryElementwise>(_ op: Op, _ node: Node, slot: Int, _ g: inout Tensor) throws
+/// An ElementwiseKind decoded once (see ElementwiseKind.decoded).
+enum DecodedElementwiseKind {
+    case none
+    case unary(UnaryKind)
+    case binary(BinaryKind)
+
+    @inline(__always)
+    func dispatch<V: ElementwiseVisitor>(to visitor: inout V) throws {
+        switch self {
+        case .none: break
+        case .unary(let kind): try kind.dispatch(to: &visitor)
+        case .binary(let kind): try kind.dispatch(to: &visitor)
+        }
+    }
+}
+
+/// What is done with an elementwise op given its kind (the backward pass's fused delivery, a
+/// replay's loop). Generic in the op, so each op's visit is specialised.
+protocol ElementwiseVisitor {
+    mutating func visit<Op: UnaryElementwise>(_ op: Op) throws
+    mutating func visit<Op: BinaryElementwise>(_ op: Op) throws
 }

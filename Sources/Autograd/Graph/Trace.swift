@@ -42,7 +42,71 @@ enum StepKernel {
 /// where an argument whose bit is set in `scalars` is a single element read at every i (a
 /// broadcast scalar). The loop is the op's own (its value or its fused derivative), so a replay
 /// gives the eager op's bits.
-typealias ElementLoop = (_ out: UnsafeMutableRawPointer, _ args: UnsafePointer<UnsafeMutableRawPointer>, _ scalars: Int, _ n: Int) -> Void
+enum ElementLoop {
+    /// A table op by its kind: its value (role -1) or its fused derivative for input `role`,
+    /// reached through ElementwiseKind.dispatch, so the loop is specialised for the op.
+    case table(ElementwiseKind, role: Int8, dtype: DType)
+    /// Any other loop (ops without a kind, comparisons, masks).
+    case closure((_ out: UnsafeMutableRawPointer, _ args: UnsafePointer<UnsafeMutableRawPointer>, _ scalars: Int, _ n: Int) -> Void)
+
+    @inline(__always)
+    func callAsFunction(_ out: UnsafeMutableRawPointer, _ args: UnsafePointer<UnsafeMutableRawPointer>, _ scalars: Int, _ n: Int) {
+        switch self {
+        case .table(let kind, let role, let dtype):
+            ElementLoopRunner.run(kind, role: role, dtype: dtype, out, args, scalars, n)
+        case .closure(let loop):
+            loop(out, args, scalars, n)
+        }
+    }
+}
+
+/// Runs a table op's loop given its kind (see ElementLoop.table).
+struct ElementLoopRunner: ElementwiseVisitor {
+    let out: UnsafeMutableRawPointer
+    let args: UnsafePointer<UnsafeMutableRawPointer>
+    let scalars: Int
+    let n: Int
+    let role: Int8
+    let dtype: DType
+
+    @inline(__always)
+    static func run(_ kind: ElementwiseKind, role: Int8, dtype: DType, _ out: UnsafeMutableRawPointer,
+                    _ args: UnsafePointer<UnsafeMutableRawPointer>, _ scalars: Int, _ n: Int) {
+        run(kind.decoded, role: role, dtype: dtype, out, args, scalars, n)
+    }
+
+    @inline(__always)
+    static func run(_ kind: DecodedElementwiseKind, role: Int8, dtype: DType, _ out: UnsafeMutableRawPointer,
+                    _ args: UnsafePointer<UnsafeMutableRawPointer>, _ scalars: Int, _ n: Int) {
+        var runner = ElementLoopRunner(out: out, args: args, scalars: scalars, n: n, role: role, dtype: dtype)
+        // The visits never throw.
+        try? kind.dispatch(to: &runner)
+    }
+
+    @inline(__always)
+    mutating func visit<Op: UnaryElementwise>(_ op: Op) {
+        if role >= 0 {
+            FusedLoop.unary(op, dtype: dtype, v: args[0], x: args[1], y: args[3], into: out, count: n, accumulate: false)
+            return
+        }
+        switch dtype {
+        case .float32: ElementLoops.unaryValue(op, Float.self, out, args[0], scalars, n)
+        case .float64: ElementLoops.unaryValue(op, Double.self, out, args[0], scalars, n)
+        }
+    }
+
+    @inline(__always)
+    mutating func visit<Op: BinaryElementwise>(_ op: Op) {
+        if role >= 0 {
+            FusedLoop.binary(op, Int(role), dtype: dtype, v: args[0], a: args[1], b: args[2], y: args[3], into: out, count: n, accumulate: false)
+            return
+        }
+        switch dtype {
+        case .float32: ElementLoops.binaryValue(op, Float.self, out, args[0], args[1], scalars, n)
+        case .float64: ElementLoops.binaryValue(op, Double.self, out, args[0], args[1], scalars, n)
+        }
+    }
+}
 
 /// What one thread records: the steps of a capture in the order they ran, and what it needs to
 /// tell the values apart (see CapturedFunction).
@@ -149,15 +213,16 @@ enum Trace {
 enum ElementLoops {
     /// out = op(x): the op's raw forward kernel where it has one, else its value at each element.
     static func value<Op: UnaryElementwise>(_ op: Op, dtype: DType) -> ElementLoop {
+        if op.kind != .none { return .table(op.kind, role: -1, dtype: dtype) }
         switch dtype {
-        case .float32: return { out, args, scalars, n in unary(op, Float.self, out, args[0], scalars, n) }
-        case .float64: return { out, args, scalars, n in unary(op, Double.self, out, args[0], scalars, n) }
+        case .float32: return .closure { out, args, scalars, n in unaryValue(op, Float.self, out, args[0], scalars, n) }
+        case .float64: return .closure { out, args, scalars, n in unaryValue(op, Double.self, out, args[0], scalars, n) }
         }
     }
 
     @inline(__always)
-    private static func unary<Op: UnaryElementwise, T: TensorElement>(_ op: Op, _: T.Type, _ out: UnsafeMutableRawPointer,
-                                                                      _ x: UnsafeMutableRawPointer, _ scalars: Int, _ n: Int) {
+    static func unaryValue<Op: UnaryElementwise, T: TensorElement>(_ op: Op, _: T.Type, _ out: UnsafeMutableRawPointer,
+                                                                   _ x: UnsafeMutableRawPointer, _ scalars: Int, _ n: Int) {
         if scalars & 1 == 0, op.forward(x, into: out, count: n, dtype: T.dtype) { return }
         let o = out.assumingMemoryBound(to: T.self), xp = x.assumingMemoryBound(to: T.self)
         if scalars & 1 != 0 {
@@ -170,32 +235,26 @@ enum ElementLoops {
 
     /// out = op(a, b), either side possibly a broadcast scalar.
     static func value<Op: BinaryElementwise>(_ op: Op, dtype: DType) -> ElementLoop {
+        if op.kind != .none { return .table(op.kind, role: -1, dtype: dtype) }
         switch dtype {
-        case .float32: return { out, args, scalars, n in binary(op, Float.self, out, args[0], args[1], scalars, n) }
-        case .float64: return { out, args, scalars, n in binary(op, Double.self, out, args[0], args[1], scalars, n) }
+        case .float32: return .closure { out, args, scalars, n in binaryValue(op, Float.self, out, args[0], args[1], scalars, n) }
+        case .float64: return .closure { out, args, scalars, n in binaryValue(op, Double.self, out, args[0], args[1], scalars, n) }
         }
     }
 
     @inline(__always)
-    private static func binary<Op: BinaryElementwise, T: TensorElement>(_ op: Op, _: T.Type, _ out: UnsafeMutableRawPointer,
-                                                                        _ a: UnsafeMutableRawPointer, _ b: UnsafeMutableRawPointer,
-                                                                        _ scalars: Int, _ n: Int) {
-        let o = out.assumingMemoryBound(to: T.self)
-        let ap = a.assumingMemoryBound(to: T.self), bp = b.assumingMemoryBound(to: T.self)
-        switch scalars & 3 {
-        case 0: for i in 0..<n { o[i] = op.value(ap[i], bp[i]) }
-        case 1: let s = ap[0]; for i in 0..<n { o[i] = op.value(s, bp[i]) }
-        case 2: let s = bp[0]; for i in 0..<n { o[i] = op.value(ap[i], s) }
-        default: let v = op.value(ap[0], bp[0]); for i in 0..<n { o[i] = v }
-        }
+    static func binaryValue<Op: BinaryElementwise, T: TensorElement>(_ op: Op, _: T.Type, _ out: UnsafeMutableRawPointer,
+                                                                     _ a: UnsafeMutableRawPointer, _ b: UnsafeMutableRawPointer,
+                                                                     _ scalars: Int, _ n: Int) {
+        zip({ (x: T, y: T) in op.value(x, y) }, out, a, b, scalars, n)
     }
 
     /// out = f(a, b) for a non-table elementwise function (comparisons, masks), either side
     /// possibly a broadcast scalar; the same closures as the eager op's.
     static func zip(dtype: DType, _ f32: @escaping (Float, Float) -> Float, _ f64: @escaping (Double, Double) -> Double) -> ElementLoop {
         switch dtype {
-        case .float32: return { out, args, scalars, n in zip(f32, out, args[0], args[1], scalars, n) }
-        case .float64: return { out, args, scalars, n in zip(f64, out, args[0], args[1], scalars, n) }
+        case .float32: return .closure { out, args, scalars, n in zip(f32, out, args[0], args[1], scalars, n) }
+        case .float64: return .closure { out, args, scalars, n in zip(f64, out, args[0], args[1], scalars, n) }
         }
     }
 
@@ -213,18 +272,14 @@ enum ElementLoops {
     }
 
     /// The fused backward loop of a unary op (args: v, x, unused, y: the operands
-    /// Node.fusedOperandStorages lists), as the backward pass runs it.
+    /// Node.fusedOperandStorages lists), as the backward pass runs it (fused nodes have a kind).
     static func derivative<Op: UnaryElementwise>(_ op: Op, dtype: DType) -> ElementLoop {
-        { out, args, _, n in
-            FusedLoop.unary(op, dtype: dtype, v: args[0], x: args[1], y: args[3], into: out, count: n, accumulate: false)
-        }
+        .table(op.kind, role: 0, dtype: dtype)
     }
 
     /// The fused backward loop of a binary op for input k (args: v, a, b, y).
     static func derivative<Op: BinaryElementwise>(_ op: Op, _ k: Int, dtype: DType) -> ElementLoop {
-        { out, args, _, n in
-            FusedLoop.binary(op, k, dtype: dtype, v: args[0], a: args[1], b: args[2], y: args[3], into: out, count: n, accumulate: false)
-        }
+        .table(op.kind, role: Int8(k), dtype: dtype)
     }
 
     /// Runs an elementwise loop on tensors of one count (its arguments) into a new tensor.

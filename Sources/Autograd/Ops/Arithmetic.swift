@@ -152,18 +152,18 @@ struct Atan2: BinaryElementwise {
 enum BinaryKind: UInt8 {
     case add = 128, sub, mul, div, pow, maximum, minimum, atan2
 
-    /// Runs the runner with this kind's op (see ElementwiseKind.dispatch).
+    /// Hands this kind's op to the visitor (see ElementwiseKind.dispatch).
     @inline(__always)
-    func dispatch<R: FusedLoopRunner>(to runner: inout R, _ node: Node, slot: Int, _ g: inout Tensor) throws {
+    func dispatch<V: ElementwiseVisitor>(to visitor: inout V) throws {
         switch self {
-        case .add: try runner.run(Add(), node, slot: slot, &g)
-        case .sub: try runner.run(Subtract(), node, slot: slot, &g)
-        case .mul: try runner.run(Multiply(), node, slot: slot, &g)
-        case .div: try runner.run(Divide(), node, slot: slot, &g)
-        case .pow: try runner.run(Power(), node, slot: slot, &g)
-        case .maximum: try runner.run(Maximum(), node, slot: slot, &g)
-        case .minimum: try runner.run(Minimum(), node, slot: slot, &g)
-        case .atan2: try runner.run(Atan2(), node, slot: slot, &g)
+        case .add: try visitor.visit(Add())
+        case .sub: try visitor.visit(Subtract())
+        case .mul: try visitor.visit(Multiply())
+        case .div: try visitor.visit(Divide())
+        case .pow: try visitor.visit(Power())
+        case .maximum: try visitor.visit(Maximum())
+        case .minimum: try visitor.visit(Minimum())
+        case .atan2: try visitor.visit(Atan2())
         }
     }
 }

@@ -257,25 +257,25 @@ struct NormalCDF: UnaryElementwise {
 enum UnaryKind: UInt8 {
     case neg = 1, exp, log, log1p, expm1, erf, relu, sqrt, abs, sin, cos, tanh, sigmoid, softplus, gelu
 
-    /// Runs the runner with this kind's op (see ElementwiseKind.dispatch).
+    /// Hands this kind's op to the visitor (see ElementwiseKind.dispatch).
     @inline(__always)
-    func dispatch<R: FusedLoopRunner>(to runner: inout R, _ node: Node, slot: Int, _ g: inout Tensor) throws {
+    func dispatch<V: ElementwiseVisitor>(to visitor: inout V) throws {
         switch self {
-        case .neg: try runner.run(Negate(), node, slot: slot, &g)
-        case .exp: try runner.run(Exp(), node, slot: slot, &g)
-        case .log: try runner.run(Log(), node, slot: slot, &g)
-        case .log1p: try runner.run(Log1p(), node, slot: slot, &g)
-        case .expm1: try runner.run(Expm1(), node, slot: slot, &g)
-        case .erf: try runner.run(Erf(), node, slot: slot, &g)
-        case .relu: try runner.run(Relu(), node, slot: slot, &g)
-        case .sqrt: try runner.run(SquareRoot(), node, slot: slot, &g)
-        case .abs: try runner.run(Absolute(), node, slot: slot, &g)
-        case .sin: try runner.run(Sine(), node, slot: slot, &g)
-        case .cos: try runner.run(Cosine(), node, slot: slot, &g)
-        case .tanh: try runner.run(Tanh(), node, slot: slot, &g)
-        case .sigmoid: try runner.run(Sigmoid(), node, slot: slot, &g)
-        case .softplus: try runner.run(Softplus(), node, slot: slot, &g)
-        case .gelu: try runner.run(Gelu(), node, slot: slot, &g)
+        case .neg: try visitor.visit(Negate())
+        case .exp: try visitor.visit(Exp())
+        case .log: try visitor.visit(Log())
+        case .log1p: try visitor.visit(Log1p())
+        case .expm1: try visitor.visit(Expm1())
+        case .erf: try visitor.visit(Erf())
+        case .relu: try visitor.visit(Relu())
+        case .sqrt: try visitor.visit(SquareRoot())
+        case .abs: try visitor.visit(Absolute())
+        case .sin: try visitor.visit(Sine())
+        case .cos: try visitor.visit(Cosine())
+        case .tanh: try visitor.visit(Tanh())
+        case .sigmoid: try visitor.visit(Sigmoid())
+        case .softplus: try visitor.visit(Softplus())
+        case .gelu: try visitor.visit(Gelu())
         }
     }
 }
