@@ -244,8 +244,7 @@ extension Tensor {
             dst.copyMemory(from: src, byteCount: count * dtype.size)
         }
         if Trace.isRecording {
-            let bytes = count * dtype.size
-            Trace.note(out, "copy", [self], kernel: .buffers { args, o in o.copyMemory(from: args[0], byteCount: bytes) }) { ins in try ins[0].copy() }
+            Trace.note(out, "copy", [self], kernel: .copy) { ins in try ins[0].copy() }
         }
         return out
     }

@@ -2,11 +2,11 @@ import Autograd
 
 /// Checked conversions from C arguments: handles, shapes, axes, dtypes and out-pointers.
 enum Arg {
-    static func tensor(_ handle: UInt64, _ what: String = "tensor") throws -> Tensor {
-        guard handle != 0 else { throw InvalidHandle(message: "\(what) handle is 0 (AG_NULL_TENSOR)") }
+    static func tensor(_ handle: UInt64, _ what: @autoclosure () -> String = "tensor") throws -> Tensor {
+        guard handle != 0 else { throw InvalidHandle(message: "\(what()) handle is 0 (AG_NULL_TENSOR)") }
         // Only Tensor objects are ever stored under the tensor kind, so no dynamic cast is needed.
         guard let object = HandleTable.shared.lookup(handle, kind: .tensor) else {
-            throw InvalidHandle(message: "\(what) handle 0x\(String(handle, radix: 16)) is not a live tensor handle (freed, made up, or of another kind)")
+            throw InvalidHandle(message: "\(what()) handle 0x\(String(handle, radix: 16)) is not a live tensor handle (freed, made up, or of another kind)")
         }
         return unsafeDowncast(object, to: Tensor.self)
     }

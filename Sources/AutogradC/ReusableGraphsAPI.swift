@@ -10,10 +10,10 @@ private let maximumOutputs: Int64 = 4096
 extension Arg {
     static func function(_ handle: UInt64) throws -> CapturedFunction {
         guard handle != 0 else { throw InvalidHandle(message: "function handle is 0 (AG_NULL_FUNCTION)") }
-        guard let f = HandleTable.shared.lookup(handle, kind: .function) as? CapturedFunction else {
+        guard let object = HandleTable.shared.lookup(handle, kind: .function) else {
             throw InvalidHandle(message: "function handle 0x\(String(handle, radix: 16)) is not a live function handle (freed, made up, or of another kind)")
         }
-        return f
+        return unsafeDowncast(object, to: CapturedFunction.self)  // only CapturedFunctions are stored under .function
     }
 
     /// n tensor handles, n >= 0 (NULL allowed when n is 0).

@@ -37,7 +37,10 @@ final class Program {
     private let inputStorages: [Storage]
     /// Where each output's values are after a run.
     private(set) var outputPointers: [UnsafeMutableRawPointer?] = []
+    /// The instructions, held here; `unretained` lists them for run(), which calls them without
+    /// retaining (this program holds each as long as it lives).
     private var instructions: [Instruction] = []
+    private var unretained: [Unmanaged<Instruction>] = []
     /// Constants, parameters and placeholders the instructions read in place, held alive.
     private var retained: [Storage] = []
     private var arena: UnsafeMutableRawPointer?
@@ -45,12 +48,6 @@ final class Program {
     /// The pointer given for a value with no element (never read or written).
     private static let nowhere = UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 64)
 
-    private enum Instruction {
-        case group(FusedGroup)
-        case buffers((UnsafePointer<UnsafeMutableRawPointer>, UnsafeMutableRawPointer) throws -> Void, args: UnsafeMutablePointer<UnsafeMutableRawPointer>, out: UnsafeMutableRawPointer)
-        case rerun(([Tensor]) throws -> Tensor, inputs: [Tensor], out: UnsafeMutableRawPointer, bytes: Int, name: OpName)
-        case effect(([Tensor]) throws -> Void, inputs: [Tensor])
-    }
 
     /// A value of the trace: one version of one storage's contents.
     private struct Value {
@@ -110,7 +107,7 @@ final class Program {
                 values.append(Value(storage: step.output.storage, place: .computed, definer: s))
             }
         }
-        let outputValues = try outputs.map { try resolve($0.storage, nil) }
+        var outputValues = try outputs.map { try resolve($0.storage, nil) }
 
         // 2. Live steps: those an output needs, and every in-place write (with what they read).
         var live = [Bool](repeating: false, count: steps.count)
@@ -120,7 +117,26 @@ final class Program {
             guard live[s] else { continue }
             for v in stepInputs[s] { if let d = values[v].definer { live[d] = true } }
         }
-        let schedule = steps.indices.filter { live[$0] && stepOutput[$0] >= 0 || live[$0] && Program.isEffect(steps[$0]) }
+        var schedule = steps.indices.filter { live[$0] && stepOutput[$0] >= 0 || live[$0] && Program.isEffect(steps[$0]) }
+
+        // A copy of a computed value read by nothing after the copy is the value itself (the
+        // backward copies gradients it hands out; a replay need not).
+        var lastReader = [Int](repeating: -1, count: values.count)
+        for s in schedule { for v in stepInputs[s] { lastReader[v] = s } }
+        var alias = [Int](values.indices)
+        var copies: Set<Int> = []
+        for s in schedule {
+            guard case .copy = steps[s].kernel else { continue }
+            let source = stepInputs[s][0]
+            guard case .computed = values[source].place, lastReader[source] == s, !outputValues.contains(source) else { continue }
+            alias[stepOutput[s]] = alias[source]
+            copies.insert(s)
+        }
+        if !copies.isEmpty {
+            schedule.removeAll { copies.contains($0) }
+            for s in schedule { stepInputs[s] = stepInputs[s].map { alias[$0] } }
+            outputValues = outputValues.map { alias[$0] }
+        }
         stats.liveSteps = schedule.count
 
         // 3. Instructions: maximal runs of elementwise steps over one count and dtype form a
@@ -246,7 +262,7 @@ final class Program {
                     }
                     scratchNeeded = Swift.max(scratchNeeded, fused.scratchBytes)
                     groups.append((fused, group))
-                    instructions.append(.group(fused))
+                    instructions.append(fused)
                     if group.count > 1 {
                         stats.fusedGroups += 1
                         stats.fusedSteps += group.count
@@ -258,18 +274,22 @@ final class Program {
             let step = steps[s]
             switch step.kernel {
             case .buffers(let kernel):
-                let args = UnsafeMutablePointer<UnsafeMutableRawPointer>.allocate(capacity: Swift.max(1, stepInputs[s].count))
-                for (a, v) in stepInputs[s].enumerated() { (args + a).initialize(to: pointer(v)) }
-                instructions.append(.buffers(kernel, args: args, out: pointer(stepOutput[s])))
+                instructions.append(BuffersInstruction(kernel, args: stepInputs[s].map(pointer), out: pointer(stepOutput[s])))
+            case .copy:
+                let out = stepOutput[s]
+                let bytes = values[out].bytes
+                instructions.append(BuffersInstruction({ args, o in o.copyMemory(from: args[0], byteCount: bytes) },
+                                                       args: stepInputs[s].map(pointer), out: pointer(out)))
             case .effect(_, let apply):
-                instructions.append(.effect(apply, inputs: Program.borrowed(step.inputs, stepInputs[s], pointer)))
+                instructions.append(EffectInstruction(apply, inputs: Program.borrowed(step.inputs, stepInputs[s], pointer)))
             default:
                 stats.rerunSteps += 1
                 let out = stepOutput[s]
-                instructions.append(.rerun(step.rerun, inputs: Program.borrowed(step.inputs, stepInputs[s], pointer),
-                                           out: pointer(out), bytes: values[out].bytes, name: step.name))
+                instructions.append(RerunInstruction(step.rerun, inputs: Program.borrowed(step.inputs, stepInputs[s], pointer),
+                                                     out: pointer(out), bytes: values[out].bytes, name: step.name))
             }
         }
+        unretained = instructions.map { Unmanaged.passUnretained($0) }
         stats.instructions = instructions.count
         if scratchNeeded > 0 {
             guard let p = BufferCache.allocate(bytes: scratchNeeded) else {
@@ -284,7 +304,6 @@ final class Program {
     }
 
     deinit {
-        for case .buffers(_, let args, _) in instructions { args.deallocate() }
         if let arena { BufferCache.release(arena, bytes: stats.arenaBytes) }
         if let scratch { BufferCache.release(scratch, bytes: stats.scratchBytes) }
     }
@@ -324,29 +343,79 @@ final class Program {
         for (k, t) in inputs.enumerated() where t.storage !== inputStorages[k] && t.count > 0 {
             inputStorages[k].raw!.copyMemory(from: UnsafeRawPointer(t.storage.raw!), byteCount: t.count * t.dtype.size)
         }
-        for instruction in instructions {
-            switch instruction {
-            case .group(let fused):
-                fused.run()
-            case .buffers(let kernel, let args, let out):
-                try kernel(args, out)
-            case .rerun(let rerun, let inputs, let out, let bytes, let name):
-                let result = try Trace.suspended { try rerun(inputs) }
-                guard result.count * result.dtype.size == bytes else {
-                    throw AutogradError.internal("replay: '\(name)' gave \(result.count) elements of \(result.dtype), \(bytes) bytes were planned")
-                }
-                if bytes > 0, let src = result.storage.raw, src != out { out.copyMemory(from: UnsafeRawPointer(src), byteCount: bytes) }
-            case .effect(let apply, let inputs):
-                try Trace.suspended { try apply(inputs) }
-            }
+        for instruction in unretained {
+            try instruction._withUnsafeGuaranteedRef { try $0.run() }
         }
     }
+}
+
+/// One instruction of a Program (a class, so that a run calls it through an unretained
+/// reference: copying an enum's payload out of an array retains it).
+class Instruction {
+    func run() throws { preconditionFailure("Instruction is abstract") }
+}
+
+/// A kernel over fixed buffers (StepKernel.buffers).
+final class BuffersInstruction: Instruction {
+    let kernel: (UnsafePointer<UnsafeMutableRawPointer>, UnsafeMutableRawPointer) throws -> Void
+    let args: UnsafeMutablePointer<UnsafeMutableRawPointer>
+    let out: UnsafeMutableRawPointer
+
+    init(_ kernel: @escaping (UnsafePointer<UnsafeMutableRawPointer>, UnsafeMutableRawPointer) throws -> Void,
+         args: [UnsafeMutableRawPointer], out: UnsafeMutableRawPointer) {
+        self.kernel = kernel
+        self.args = UnsafeMutablePointer<UnsafeMutableRawPointer>.allocate(capacity: Swift.max(1, args.count))
+        self.args.initialize(from: args, count: args.count)
+        self.out = out
+    }
+
+    deinit { args.deallocate() }
+
+    override func run() throws { try kernel(args, out) }
+}
+
+/// An op rerun on tensors over fixed buffers, its result copied into its planned buffer.
+final class RerunInstruction: Instruction {
+    let rerun: ([Tensor]) throws -> Tensor
+    let inputs: [Tensor]
+    let out: UnsafeMutableRawPointer
+    let bytes: Int
+    let name: OpName
+
+    init(_ rerun: @escaping ([Tensor]) throws -> Tensor, inputs: [Tensor], out: UnsafeMutableRawPointer, bytes: Int, name: OpName) {
+        self.rerun = rerun
+        self.inputs = inputs
+        self.out = out
+        self.bytes = bytes
+        self.name = name
+    }
+
+    override func run() throws {
+        let result = try Trace.suspended { try rerun(inputs) }
+        guard result.count * result.dtype.size == bytes else {
+            throw AutogradError.internal("replay: '\(name)' gave \(result.count) elements of \(result.dtype), \(bytes) bytes were planned")
+        }
+        if bytes > 0, let src = result.storage.raw, src != out { out.copyMemory(from: UnsafeRawPointer(src), byteCount: bytes) }
+    }
+}
+
+/// An in-place write (an optimizer step, a copy into a parameter) on tensors over fixed buffers.
+final class EffectInstruction: Instruction {
+    let apply: ([Tensor]) throws -> Void
+    let inputs: [Tensor]
+
+    init(_ apply: @escaping ([Tensor]) throws -> Void, inputs: [Tensor]) {
+        self.apply = apply
+        self.inputs = inputs
+    }
+
+    override func run() throws { try Trace.suspended { try apply(inputs) } }
 }
 
 /// A run of elementwise steps over one count executed as blocked loops: for each block of
 /// elements, every step's loop in order, so the values that live only inside the group stay in
 /// a scratch of `registerCount` blocks (cache-resident) instead of going through memory.
-final class FusedGroup {
+final class FusedGroup: Instruction {
     enum Operand {
         /// A buffer of the group's count: advanced with the block.
         case buffer(UnsafeMutableRawPointer)
@@ -381,6 +450,8 @@ final class FusedGroup {
         self.count = count
         self.dtype = dtype
     }
+
+    override func run() { runLoops() }
 
     deinit { pointers?.deallocate() }
 
@@ -423,7 +494,7 @@ final class FusedGroup {
         }
     }
 
-    func run() {
+    func runLoops() {
         if pointers == nil { bind(scratch: nil) }
         guard let pointers else { return }
         let slots = FusedGroup.slots

@@ -29,6 +29,8 @@ enum StepKernel {
     case rerunOnly
     /// A view: the output shares its input's storage, so there is nothing to run.
     case view
+    /// A copy of the input (a replay may use the input itself when nothing reads it after).
+    case copy
     /// An elementwise loop (see ElementLoop): fusable with its neighbours.
     case elementwise(ElementLoop)
     /// A loop over the inputs' buffers writing the output's (`args`: the inputs, in order).

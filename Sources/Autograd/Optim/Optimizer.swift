@@ -62,25 +62,26 @@ public class Optimizer {
             // A capture replays the step with the gradients it computed (see CapturedFunction).
             let ks = work.map(\.k)
             Trace.noteEffect("optimizer_step", reads: work.map(\.g), writes: ks.map { parameters[$0].storage }) { gs in
-                try GraphLock.withLock { try self.apply(Array(zip(ks, gs))) }
+                try GraphLock.withLock { try self.apply(ks, gs) }
             }
         }
-        try apply(work)
+        try apply(work.map(\.k), work.map(\.g))
     }
 
-    /// Updates parameter k from g for each (k, g) of `work` (under the graph lock; the state
-    /// of each k already made).
-    private func apply(_ work: [(k: Int, g: Tensor)]) throws {
+    /// Updates parameter ks[i] from gs[i] for each i (under the graph lock; the state of each
+    /// ks[i] already made).
+    private func apply(_ ks: [Int], _ gs: [Tensor]) throws {
         guard rate.isFinite && rate >= 0 else {
             throw AutogradError.argument("optimizer: the learning rate must be finite and >= 0, got \(rate)")
         }
-        var work = work
-        for i in work.indices where work[i].g.storage === parameters[work[i].k].storage {
-            // The update kernels take p and g as non-aliasing (restrict) pointers.
-            work[i].g = try work[i].g.copy()
+        // The update kernels take p and g as non-aliasing (restrict) pointers: a gradient sharing
+        // its parameter's values is copied first (before any update, so a failure updates none).
+        var gs = gs
+        if zip(ks, gs).contains(where: { $1.storage === parameters[$0].storage }) {
+            gs = try zip(ks, gs).map { k, g in g.storage === parameters[k].storage ? try g.copy() : g }
         }
         steps += 1
-        for (k, g) in work {
+        for (k, g) in zip(ks, gs) {
             let p = parameters[k]
             switch p.dtype {
             case .float32: update(k, p.buffer(Float.self), g.buffer(Float.self))
