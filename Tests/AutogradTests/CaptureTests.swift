@@ -105,3 +105,92 @@ final class CaptureTests: XCTestCase {
         }
     }
 }
+
+/// What a capture refuses, and what a call checks.
+final class CaptureErrorTests: XCTestCase {
+    func scalar(_ v: Double, grad: Bool = true) throws -> Tensor {
+        let t = try Tensor(scalar: v)
+        try t.setRequiresGrad(grad)
+        return t
+    }
+
+    func message(_ body: () throws -> Void) -> String {
+        do { try body(); return "no error" } catch { return "\(error)" }
+    }
+
+    func testHooksInACapturedBackwardAreRefused() throws {
+        let w = try scalar(2)
+        try w.registerHook(GradHook(id: 1) { g in try g.multiplying(g.constant(2)) })
+        let m = message { _ = try CapturedFunction.capture([try self.scalar(3)]) { x in
+            let y = try x[0].multiplying(w)
+            try y.backward()
+            return [y]
+        } }
+        XCTAssertTrue(m.contains("hooks run user code on each backward and cannot be replayed"), m)
+    }
+
+    func testCallsAreChecked() throws {
+        let f = try CapturedFunction.capture([try Tensor([1, 2], shape: [2])]) { x in [try x[0].exp()] }
+        XCTAssertTrue(message { _ = try f([]) }.contains("0 inputs for a function captured with 1"))
+        XCTAssertTrue(message { _ = try f([try Tensor([1, 2, 3], shape: [3])]) }.contains("shapes are fixed per capture"))
+        XCTAssertTrue(message { _ = try f([try Tensor([1, 2], shape: [2], dtype: .float32)]) }.contains("capture again for other dtypes"))
+        let out = try Tensor([0, 0], shape: [2])
+        try f.call([try Tensor([0, 1], shape: [2])], into: [out])
+        XCTAssertEqual(out.values, [1, Foundation.exp(1.0)])
+        let wrong = message { try f.call([out], into: [try Tensor([0], shape: [1])]) }
+        XCTAssertTrue(wrong.contains("output 0 is float64 [1]"), wrong)
+        let recorded = try out.detach()
+        try recorded.setRequiresGrad(true)
+        let notLeaf = message { try f.call([out], into: [try recorded.exp()]) }
+        XCTAssertTrue(notLeaf.contains("only leaves can be written in place"), notLeaf)
+    }
+
+    func testCapturesDoNotNestAndAFunctionIsNotCalledInsideOne() throws {
+        let f = try CapturedFunction.capture([try Tensor([1], shape: [1])]) { x in [try x[0].exp()] }
+        XCTAssertTrue(message { _ = try CapturedFunction.capture([try Tensor([1], shape: [1])]) { x in
+            _ = try CapturedFunction.capture(x) { y in [y[0]] }
+            return [x[0]]
+        } }.contains("capture cannot be nested"))
+        XCTAssertTrue(message { _ = try CapturedFunction.capture([try Tensor([1], shape: [1])]) { x in try f(x) } }
+            .contains("cannot be called inside a capture"))
+    }
+
+    /// Concurrent calls of one function run one at a time: each thread's results are those of
+    /// its own inputs (eager reference).
+    func testConcurrentCallsOfOneFunctionGiveEachCallersResults() throws {
+        let f = try CapturedFunction.capture([try Tensor([0.5, 1, 1.5], shape: [3])]) { x in
+            [try x[0].multiplying(x[0]).sin().sum(), try x[0].tanh()]
+        }
+        let failures = Failures()
+        DispatchQueue.concurrentPerform(iterations: 8) { i in
+            do {
+                for k in 0..<50 {
+                    let v = Double(i) + Double(k) / 100
+                    let x = try Tensor([v, v + 1, v + 2], shape: [3])
+                    let got = try f([x])
+                    let want = [try x.multiplying(x).sin().sum(), try x.tanh()]
+                    if got.map(\.values) != want.map(\.values) { failures.add("thread \(i) step \(k)") }
+                }
+            } catch { failures.add("\(error)") }
+        }
+        XCTAssertEqual(failures.all, [])
+    }
+
+    func testParametersAreReadInPlaceAndConstantsKeepTheirCaptureValues() throws {
+        let w = try Tensor([2], shape: [1])
+        let f = try CapturedFunction.capture([try Tensor([1], shape: [1])]) { x in
+            [try x[0].multiplying(w).adding(Tensor([10], shape: [1]))]
+        }
+        XCTAssertEqual(try f([try Tensor([3], shape: [1])])[0].values, [16])
+        try w.replaceValues(with: Tensor([5], shape: [1]))
+        XCTAssertEqual(try f([try Tensor([3], shape: [1])])[0].values, [25])
+    }
+}
+
+/// Collects failure texts from several threads.
+final class Failures: @unchecked Sendable {
+    private let lock = NSLock()
+    private var list: [String] = []
+    func add(_ s: String) { lock.lock(); list.append(s); lock.unlock() }
+    var all: [String] { lock.lock(); defer { lock.unlock() }; return list }
+}
