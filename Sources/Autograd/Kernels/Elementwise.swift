@@ -66,19 +66,22 @@ enum Elementwise {
         if rank == 0 { op[0] = sp[0]; return }
         let n = out.count
         let inner = shape[rank - 1], si = strides[rank - 1]
-        var index = [Int](repeating: 0, count: rank)
-        var off = 0, o = 0
-        while o < n {
-            for k in 0..<inner { op[o + k] = sp[off + k * si] }
-            o += inner
-            var axis = rank - 2
-            while axis >= 0 {
-                index[axis] += 1
-                off += strides[axis]
-                if index[axis] < shape[axis] { break }
-                off -= strides[axis] * shape[axis]
-                index[axis] = 0
-                axis -= 1
+        // The counter lives on the stack (rank <= Shape.maxRank): a replay runs this per call.
+        withUnsafeTemporaryAllocation(of: Int.self, capacity: rank) { index in
+            index.initialize(repeating: 0)
+            var off = 0, o = 0
+            while o < n {
+                for k in 0..<inner { op[o + k] = sp[off + k * si] }
+                o += inner
+                var axis = rank - 2
+                while axis >= 0 {
+                    index[axis] += 1
+                    off += strides[axis]
+                    if index[axis] < shape[axis] { break }
+                    off -= strides[axis] * shape[axis]
+                    index[axis] = 0
+                    axis -= 1
+                }
             }
         }
     }
