@@ -26,5 +26,24 @@ final class ReadmeExampleTests: XCTestCase {
         XCTAssertEqual(h.shape, [2, 3, 2, 3])
         // The Hessian of Σ x³ is diagonal, 6x on it (by hand).
         for i in 0..<6 { for j in 0..<6 { XCTAssertEqual(h.values[i * 6 + j], i == j ? 6 * xs[i] : 0, accuracy: 1e-12) } }
+
+        let step = try CapturedFunction.capture([x]) { inputs in
+            let loss = try inputs[0].matmul(w).tanh().sum()
+            return [loss] + (try Tensor.gradients(of: [loss], withRespectTo: inputs).map { $0! })
+        }
+        let x2 = try Tensor([0.5, 1, -1, 2, 0, 1], shape: [2, 3])
+        let again = try step([x2])
+        // By hand: loss = Σ tanh(x2·w); d loss / dx2 = (1 - tanh²(x2·w)) wᵀ.
+        let ws: [Double] = [1, 2, -1, 0.5, 2, -3], x2s: [Double] = [0.5, 1, -1, 2, 0, 1]
+        var dx = [Double](repeating: 0, count: 6), total = 0.0
+        for i in 0..<2 {
+            for j in 0..<2 {
+                let z = (0..<3).map { x2s[i * 3 + $0] * ws[$0 * 2 + j] }.reduce(0, +)
+                total += Foundation.tanh(z)
+                for k in 0..<3 { dx[i * 3 + k] += (1 - Foundation.tanh(z) * Foundation.tanh(z)) * ws[k * 2 + j] }
+            }
+        }
+        XCTAssertEqual(try again[0].item(), total, accuracy: 1e-12)
+        for k in 0..<6 { XCTAssertEqual(again[1].values[k], dx[k], accuracy: 1e-12) }
     }
 }
