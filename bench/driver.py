@@ -250,19 +250,20 @@ def close(a, b, rtol):
     return abs(a - b) <= rtol * max(abs(a), abs(b)) or a == b
 
 
-# B7-B9 (capture and replay): (bench, quantity, rtol, reference (peer, case), checked (peer,
-# case), whether a disagreement marks the checked result INVALID). A replay that does not
-# compute what the reference does is not a valid measurement; an eager case only warns.
+# B7-B9 (capture and replay): (bench, quantity, rtol, reference (peer, case), the checked
+# (peer, case, whether a disagreement marks that result INVALID)). A replay that does not
+# compute what its reference does is not a valid measurement; an eager case only warns.
 REPLAY_CHECKS = [
-    ("B7", "grads", 1e-9, ("torch", "chain10k"), ("autograd", "chain10k_replay"), True),
-    ("B7", "grads", 1e-9, ("torch", "chain10k"), ("autograd", "chain10k_eager"), False),
-    ("B7", "value", 1e-9, ("torch", "chain10k"), ("autograd", "chain10k_eager"), False),
-    ("B8", "first_loss", 1e-9, ("jax", "mlp64"), ("autograd", "mlp64_replay"), True),
-    ("B8", "last_warmup_loss", 1e-9, ("jax", "mlp64"), ("autograd", "mlp64_replay"), True),
-    ("B8", "first_loss", 1e-9, ("jax", "mlp64"), ("autograd", "mlp64_eager"), False),
-    ("B8", "last_warmup_loss", 1e-9, ("jax", "mlp64"), ("autograd", "mlp64_eager"), False),
-    ("B9", "first_loss", 1e-4, ("autograd", "mlp784_eager"), ("autograd", "mlp784_replay"), True),
-    ("B9", "last_warmup_loss", 1e-4, ("autograd", "mlp784_eager"), ("autograd", "mlp784_replay"), True),
+    ("B7", "grads", 1e-9, ("torch", "chain10k"),
+     [("autograd", "chain10k_replay", True), ("autograd", "chain10k_eager", False)]),
+    ("B7", "value", 1e-9, ("torch", "chain10k"), [("autograd", "chain10k_eager", False)]),
+    ("B8", "first_loss", 1e-9, ("jax", "mlp64"),
+     [("autograd", "mlp64_replay", True), ("autograd", "mlp64_eager", False)]),
+    ("B8", "last_warmup_loss", 1e-9, ("jax", "mlp64"),
+     [("autograd", "mlp64_replay", True), ("autograd", "mlp64_eager", False)]),
+    ("B9", "first_loss", 1e-4, ("autograd", "mlp784_eager"), [("autograd", "mlp784_replay", True)]),
+    ("B9", "last_warmup_loss", 1e-4, ("autograd", "mlp784_eager"),
+     [("autograd", "mlp784_replay", True)]),
 ]
 
 
@@ -273,31 +274,34 @@ def check_agreement(store):
     specs = [("B1", "chain10k", "grads", 1e-9), ("B1", "chain10k", "value", 1e-9),
              ("B2", "mlp64", "first_loss", 1e-9), ("B3", "mlp784", "first_loss", 1e-4),
              ("B6", "backward_s", "value", 1e-9)]
-    pairs = [(bench, key, rtol, ("torch", case), (peer, case), bench == "B1" and peer == "autograd")
-             for bench, case, key, rtol in specs for peer in BENCH_PEERS[bench] if peer != "torch"]
+    groups = [(bench, key, rtol, ("torch", case),
+               [(peer, case, bench == "B1" and peer == "autograd")
+                for peer in BENCH_PEERS[bench] if peer != "torch"])
+              for bench, case, key, rtol in specs]
     checks = []
-    for bench, key, rtol, (ref_peer, ref_case), (peer, case), invalidates in pairs + REPLAY_CHECKS:
+    for bench, key, rtol, (ref_peer, ref_case), checked in groups + REPLAY_CHECKS:
         for threads in THREADS:
             ref = find(store, bench, ref_case, ref_peer,
                        THREADS[0] if ref_peer in SINGLE_THREADED else threads)
-            r = find(store, bench, case, peer, THREADS[0] if peer in SINGLE_THREADED else threads)
-            if r is None or ref is None or key not in r["info"] or key not in ref["info"]:
-                continue
-            mine, theirs = r["info"][key], ref["info"][key]
-            mine = mine if isinstance(mine, list) else [mine]
-            theirs = theirs if isinstance(theirs, list) else [theirs]
-            ok = len(mine) == len(theirs) and all(close(a, b, rtol) for a, b in zip(mine, theirs))
-            reference = ref_peer if ref_case == case else f"{ref_peer} {ref_case}"
-            checks.append({"bench": bench, "what": key, "peer": peer, "case": case,
-                           "threads": threads, "reference": reference, "rtol": rtol, "ok": ok,
-                           "values": mine, "reference_values": theirs})
-            if not ok:
-                print(f"WARNING: {bench} {key} of {peer} {case} (threads {threads}) disagrees with "
-                      f"{reference}'s beyond rtol {rtol}: {mine} vs {theirs}", flush=True)
-                if invalidates:
-                    r["valid"] = False
-                    print(f"WARNING: the {peer} {bench} {case} result at "
-                          f"{threads} thread(s) is marked invalid", flush=True)
+            for peer, case, invalidates in checked:
+                r = find(store, bench, case, peer, THREADS[0] if peer in SINGLE_THREADED else threads)
+                if r is None or ref is None or key not in r["info"] or key not in ref["info"]:
+                    continue
+                mine, theirs = r["info"][key], ref["info"][key]
+                mine = mine if isinstance(mine, list) else [mine]
+                theirs = theirs if isinstance(theirs, list) else [theirs]
+                ok = len(mine) == len(theirs) and all(close(a, b, rtol) for a, b in zip(mine, theirs))
+                reference = ref_peer if ref_case == case else f"{ref_peer} {ref_case}"
+                checks.append({"bench": bench, "what": key, "peer": peer, "case": case,
+                               "threads": threads, "reference": reference, "rtol": rtol, "ok": ok,
+                               "values": mine, "reference_values": theirs})
+                if not ok:
+                    print(f"WARNING: {bench} {key} of {peer} {case} (threads {threads}) disagrees "
+                          f"with {reference}'s beyond rtol {rtol}: {mine} vs {theirs}", flush=True)
+                    if invalidates:
+                        r["valid"] = False
+                        print(f"WARNING: the {peer} {bench} {case} result at "
+                              f"{threads} thread(s) is marked invalid", flush=True)
     return checks
 
 

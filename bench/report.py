@@ -158,15 +158,17 @@ def fmt_row_value(row):
 
 def print_table(rows):
     width = max([len(r["label"]) for r in rows] + [10])
-    print(f"\n{'target':<{width}}  thr  {'ratio':>8}  {'target':>7}  result"
-          "   (absolute targets: the value itself)")
-    print("-" * (width + 34))
+    vw = max([len(fmt_row_value(r)) for r in rows] + [8])
+    tw = max([len(r["target"]) for r in rows] + [7])
+    print(f"\n{'target':<{width}}  thr  {'ratio':>{vw}}  {'target':>{tw}}  result"
+          + ("   (absolute: the value itself)" if any(r.get("absolute") for r in rows) else ""))
+    print("-" * (width + vw + tw + 20))
     for r in rows:
-        print(f"{r['label']:<{width}}  {r['threads']:>3}  {fmt_row_value(r):>8}  "
-              f"{r['target']:>7}  {r['status']}"
+        print(f"{r['label']:<{width}}  {r['threads']:>3}  {fmt_row_value(r):>{vw}}  "
+              f"{r['target']:>{tw}}  {r['status']}"
               + ("  (disturbed: other processes were busy)" if r["disturbed"] else ""))
     counts = {s: sum(r["status"] == s for r in rows) for s in ("PASS", "MISS", "INVALID", "NO DATA")}
-    print("-" * (width + 34))
+    print("-" * (width + vw + tw + 20))
     print("  ".join(f"{k}: {v}" for k, v in counts.items() if v or k in ("PASS", "MISS")))
 
 
@@ -194,6 +196,9 @@ def draw_bars(ax, rows, threads):
         limit = group[0]["limit"]
         ax.hlines(limit, i - 0.45, i + 0.45, colors="black", linewidth=2.5, zorder=3)
     ax.set_yscale("log")
+    # At least a decade either side of every bar and target, so the log axis has decade ticks.
+    values = [r["ratio"] for r in rows if r["ratio"] and r["ratio"] > 0] + [r["limit"] for r in rows]
+    ax.set_ylim(min(values) / 3, max(values) * 3)
     ax.set_xticks(range(len(labels)))
     targets = [next(r["target"] for r in rows if r["label"] == label) for label in labels]
     ax.set_xticklabels([f"{label}\n(target {t})" for label, t in zip(labels, targets)],
@@ -218,7 +223,7 @@ def draw_chart(rows, path, title):
     n_ratio = len(dict.fromkeys(r["label"] for r in ratio_rows))
     n_abs = len(dict.fromkeys(r["label"] for r in abs_rows))
     panels = [(ratio_rows, max(n_ratio, 1))] if ratio_rows else []
-    panels += [(abs_rows, max(n_abs, 1) + 1)] if abs_rows else []
+    panels += [(abs_rows, n_abs)] if abs_rows else []
     fig, axes = plt.subplots(1, len(panels), squeeze=False,
                              figsize=(max(9, 0.8 * (n_ratio + n_abs) + 5), 6.5),
                              gridspec_kw={"width_ratios": [w for _, w in panels]})
