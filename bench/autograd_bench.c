@@ -28,12 +28,17 @@ ag_status ag_function_call_into(const ag_tensor *outputs, int64_t noutputs, ag_f
                                 const ag_tensor *inputs, int64_t ninputs);
 ag_status ag_function_free(ag_function f);
 #endif
+#ifndef AG_FUNCTION_INFO_COUNT /* added to the API on main after api16.h; informative here */
+#define AG_FUNCTION_INFO_COUNT 8
+ag_status ag_function_info(int64_t *out, int64_t capacity, ag_function f);
+#endif
 /* Weak references: against a library without the capture API (one built before issue 16, as
  * bench/compare.py runs, or today's) the program still loads and runs B1-B6, and B7-B9 measure
  * their eager cases and report the replay case as missing (see replay_api_present). */
 #pragma weak ag_capture
 #pragma weak ag_function_call_into
 #pragma weak ag_function_free
+#pragma weak ag_function_info
 
 static const char *PEER = "autograd";
 
@@ -411,6 +416,21 @@ static bool replay_ok(ag_status st, const char *call, int line) {
         if (!replay_ok((call), #call, __LINE__)) return false;     \
     } while (0)
 
+/* What the compiler made of f (ag_function_info: steps recorded, live, instructions per call,
+ * fused groups, fused steps, steps rerun by their op, arena and scratch bytes) as the JSON
+ * member "function_info": [...] followed by ", ", or "" when the library lacks it. */
+static const char *function_info_json(ag_function f) {
+    static char buf[384];
+    int64_t v[AG_FUNCTION_INFO_COUNT];
+    buf[0] = 0;
+    if (!ag_function_info || ag_function_info(v, AG_FUNCTION_INFO_COUNT, f) != AG_OK) return buf;
+    int n = snprintf(buf, sizeof buf, "\"function_info\": [");
+    for (int i = 0; i < AG_FUNCTION_INFO_COUNT && n < (int)sizeof buf; i++)
+        n += snprintf(buf + n, sizeof buf - (size_t)n, "%s%lld", i ? ", " : "", (long long)v[i]);
+    if (n < (int)sizeof buf) snprintf(buf + n, sizeof buf - (size_t)n, "], ");
+    return buf;
+}
+
 /* ---- B7: B1's chain, its four gradients captured, replayed with alternating leaf values ---- */
 
 /* The second set of leaf values B7's replays alternate with B1's (CHAIN_LEAVES). */
@@ -515,7 +535,7 @@ static int bench_b7(int threads, int reps) {
             }
         }
     }
-    char info[512];
+    char info[1024];
     snprintf(info, sizeof info, "{\"value\": %.17g, \"grads\": [%.17g, %.17g, %.17g, %.17g]}", value,
              grads[0], grads[1], grads[2], grads[3]);
     bench_result("B7", "chain10k_eager", PEER, threads, "us_per_op", eager, reps, info);
@@ -526,8 +546,8 @@ static int bench_b7(int threads, int reps) {
         if (replay) {
             for (int k = 0; k < 4; k++) CK(ag_tensor_item(&rg[k], c.g[k]));
             snprintf(info, sizeof info,
-                     "{\"grads\": [%.17g, %.17g, %.17g, %.17g], \"replays_per_rep\": %d}", rg[0], rg[1],
-                     rg[2], rg[3], calls);
+                     "{%s\"grads\": [%.17g, %.17g, %.17g, %.17g], \"replays_per_rep\": %d}",
+                     function_info_json(c.f), rg[0], rg[1], rg[2], rg[3], calls);
             bench_result("B7", "chain10k_replay", PEER, threads, "us_per_op", replayed, reps, info);
         }
     }
@@ -654,14 +674,14 @@ static int run_train_replay(train_replay *b, int threads, int reps) {
             }
         }
     }
-    char info[256];
+    char info[768];
     snprintf(info, sizeof info, "{\"first_loss\": %.17g, \"last_warmup_loss\": %.17g, \"steps_per_rep\": %d}",
              eager_first, eager_last, b->steps);
     bench_result(b->bench, b->eager_case, PEER, threads, b->metric, eager, reps, info);
     if (replay) {
         snprintf(info, sizeof info,
-                 "{\"first_loss\": %.17g, \"last_warmup_loss\": %.17g, \"steps_per_rep\": %d}",
-                 replay_first, replay_last, b->steps);
+                 "{%s\"first_loss\": %.17g, \"last_warmup_loss\": %.17g, \"steps_per_rep\": %d}",
+                 function_info_json(b->f), replay_first, replay_last, b->steps);
         bench_result(b->bench, b->replay_case, PEER, threads, b->metric, replayed, reps, info);
     }
     free(eager);
