@@ -114,4 +114,4 @@ driver_rc=0
 step "Report"
 "$PY" "$BENCH/report.py" --json "$json" --md "$md" --png "$png" || die "report.py failed"
 echo "run.sh: finished in $((SECONDS - start)) s"
-[ "$driver_rc" -eq 0 ] || die "a peer crashed or gave no result (see the FAILED lines above)"
+[ "$driver_rc" -eq 0 ] || die "a peer failed: crashed, exited non-zero or gave no result (see the FAILED lines above)"
