@@ -1,7 +1,7 @@
 /*
  * autograd_bench.c - the Autograd peer of the benchmark suite, through the C API only.
  *
- *   autograd_bench BENCH THREADS REPS      BENCH is one of B1..B6 (see bench/README.md)
+ *   autograd_bench BENCH THREADS REPS      BENCH is one of B1..B9 (see bench/README.md)
  *
  * Prints one "RESULT {json}" line per measured case (see bench_common.h). Any failing API call
  * prints ag_last_error() and exits with status 1, so the driver notices a broken engine.
@@ -9,6 +9,36 @@
  */
 #include "autograd.h"
 #include "bench_common.h"
+
+/* Issue 16's capture-and-replay API (B7, B8, B9), as planned for include/autograd.h. Declared
+ * here only while the header lacks it, so that this program compiles before the engine lands. */
+#if !defined(AG_FUNCTION_API) && !defined(AG_NULL_FUNCTION)
+typedef uint64_t ag_function;
+#define AG_NULL_FUNCTION ((ag_function)0)
+typedef int32_t (*ag_capture_fn)(ag_tensor *outputs, int64_t noutputs, const ag_tensor *inputs,
+                                 int64_t ninputs, void *user_data);
+ag_status ag_tensor_set_data(ag_tensor t, const void *data, int64_t count, ag_dtype dtype);
+ag_status ag_set_recomputable(bool *previous, bool enabled);
+ag_status ag_recompute(ag_tensor root);
+ag_status ag_capture(ag_function *out, ag_capture_fn fn, const ag_tensor *inputs, int64_t ninputs,
+                     int64_t noutputs, void *user_data);
+ag_status ag_function_call(ag_tensor *outputs, int64_t noutputs, ag_function f,
+                           const ag_tensor *inputs, int64_t ninputs);
+ag_status ag_function_call_into(const ag_tensor *outputs, int64_t noutputs, ag_function f,
+                                const ag_tensor *inputs, int64_t ninputs);
+ag_status ag_function_free(ag_function f);
+#endif
+#ifndef AG_FUNCTION_INFO_COUNT /* added to the API on main after api16.h; informative here */
+#define AG_FUNCTION_INFO_COUNT 8
+ag_status ag_function_info(int64_t *out, int64_t capacity, ag_function f);
+#endif
+/* Weak references: against a library without the capture API (one built before issue 16, as
+ * bench/compare.py runs, or today's) the program still loads and runs B1-B6, and B7-B9 measure
+ * their eager cases and report the replay case as missing (see replay_api_present). */
+#pragma weak ag_capture
+#pragma weak ag_function_call_into
+#pragma weak ag_function_free
+#pragma weak ag_function_info
 
 static const char *PEER = "autograd";
 
@@ -74,6 +104,30 @@ static ag_tensor chain_forward(const ag_tensor x[4], int64_t cycles) {
     return v;
 }
 
+/* One B1 repetition on the leaves x: the chain, backward from its end and the release of every
+ * handle, timed (seconds returned); then, untimed, the leaf gradients are read into grads and
+ * cleared. The chain's final value is read into *value (inside the timed region) when value is
+ * not NULL, which B1 does only in its untimed warm-up. */
+static double chain_eager_rep(const ag_tensor x[4], int64_t cycles, double *value, double grads[4]) {
+    double t0 = bench_now();
+    ag_tensor v = chain_forward(x, cycles);
+    CK(ag_backward(v, AG_NULL_TENSOR, false, false));
+    if (value) CK(ag_tensor_item(value, v));
+    CK(ag_tensor_free(v));
+    double t1 = bench_now();
+    for (int k = 0; k < 4; k++) { /* gradients of this repetition, then zeroed (untimed) */
+        ag_tensor g;
+        CK(ag_tensor_grad(&g, x[k]));
+        grads[k] = 0;
+        if (g != AG_NULL_TENSOR) {
+            CK(ag_tensor_item(&grads[k], g));
+            CK(ag_tensor_free(g));
+        }
+        CK(ag_tensor_zero_grad(x[k]));
+    }
+    return t1 - t0;
+}
+
 static void bench_b1(int threads, int reps) {
     const int64_t cycles = 2500, ops = 4 * cycles;
     ag_tensor x[4];
@@ -81,23 +135,9 @@ static void bench_b1(int threads, int reps) {
     double *samples = calloc((size_t)reps, sizeof(double));
     double value = 0, grads[4] = {0};
     for (int r = -1; r < reps; r++) { /* r = -1 is an untimed warm-up */
-        double t0 = bench_now();
-        ag_tensor v = chain_forward(x, cycles);
-        CK(ag_backward(v, AG_NULL_TENSOR, false, false));
-        if (r < 0) CK(ag_tensor_item(&value, v)); /* read once, outside the timed repetitions */
-        CK(ag_tensor_free(v));
-        double t1 = bench_now();
-        if (r >= 0) samples[r] = (t1 - t0) / (double)ops * 1e6;
-        for (int k = 0; k < 4; k++) { /* gradients of this repetition, then zeroed (untimed) */
-            ag_tensor g;
-            CK(ag_tensor_grad(&g, x[k]));
-            grads[k] = 0;
-            if (g != AG_NULL_TENSOR) {
-                CK(ag_tensor_item(&grads[k], g));
-                CK(ag_tensor_free(g));
-            }
-            CK(ag_tensor_zero_grad(x[k]));
-        }
+        /* the value is read once, in the warm-up, outside the timed repetitions */
+        double dt = chain_eager_rep(x, cycles, r < 0 ? &value : NULL, grads);
+        if (r >= 0) samples[r] = dt / (double)ops * 1e6;
     }
     int64_t live;
     CK(ag_live_handle_count(&live));
@@ -168,16 +208,27 @@ static double mlp2_step(mlp2 *m, bool want_loss) {
     return value;
 }
 
+/* B2's data, initial parameters and SGD optimizer (also B8's, for both of its models). */
+static void mlp2_init(mlp2 *m) {
+    int64_t xs[2] = {16, 64}, ys[2] = {16, 1};
+    m->x = make_filled(xs, 2, AG_FLOAT64, 0.1, 1.0, false);
+    m->y = make_filled(ys, 2, AG_FLOAT64, 0.2, 1.0, false);
+    make_layer(&m->w1, &m->b1, 64, 32, AG_FLOAT64, 0.3, 0.4);
+    make_layer(&m->w2, &m->b2, 32, 1, AG_FLOAT64, 0.5, 0.6);
+    ag_tensor params[4] = {m->w1, m->b1, m->w2, m->b2};
+    CK(ag_optimizer_sgd(&m->opt, params, 4, 0.01, 0.0, false, 0.0));
+}
+
+static void mlp2_free(mlp2 *m) {
+    CK(ag_optimizer_free(m->opt));
+    ag_tensor all[6] = {m->x, m->y, m->w1, m->b1, m->w2, m->b2};
+    for (int i = 0; i < 6; i++) CK(ag_tensor_free(all[i]));
+}
+
 static void bench_b2(int threads, int reps) {
     const int steps = 200, warmup = 20;
     mlp2 m;
-    int64_t xs[2] = {16, 64}, ys[2] = {16, 1};
-    m.x = make_filled(xs, 2, AG_FLOAT64, 0.1, 1.0, false);
-    m.y = make_filled(ys, 2, AG_FLOAT64, 0.2, 1.0, false);
-    make_layer(&m.w1, &m.b1, 64, 32, AG_FLOAT64, 0.3, 0.4);
-    make_layer(&m.w2, &m.b2, 32, 1, AG_FLOAT64, 0.5, 0.6);
-    ag_tensor params[4] = {m.w1, m.b1, m.w2, m.b2};
-    CK(ag_optimizer_sgd(&m.opt, params, 4, 0.01, 0.0, false, 0.0));
+    mlp2_init(&m);
     double first_loss = 0;
     for (int s = 0; s < warmup; s++) {
         double l = mlp2_step(&m, s == 0);
@@ -192,9 +243,7 @@ static void bench_b2(int threads, int reps) {
     char info[128];
     snprintf(info, sizeof info, "{\"first_loss\": %.17g, \"steps_per_rep\": %d}", first_loss, steps);
     bench_result("B2", "mlp64", PEER, threads, "us_per_step", samples, reps, info);
-    CK(ag_optimizer_free(m.opt));
-    ag_tensor all[6] = {m.x, m.y, m.w1, m.b1, m.w2, m.b2};
-    for (int i = 0; i < 6; i++) CK(ag_tensor_free(all[i]));
+    mlp2_free(&m);
     free(samples);
 }
 
@@ -219,17 +268,28 @@ static double mlp3_step(mlp3 *m, bool want_loss) {
     return value;
 }
 
+/* B3's data, labels, initial parameters and SGD optimizer (also B9's, for both of its models). */
+static void mlp3_init(mlp3 *m) {
+    int64_t xs[2] = {256, 784};
+    m->x = make_filled(xs, 2, AG_FLOAT32, 0.1, 1.0, false);
+    make_layer(&m->w[0], &m->b[0], 784, 512, AG_FLOAT32, 0.3, 0.4);
+    make_layer(&m->w[1], &m->b[1], 512, 512, AG_FLOAT32, 0.5, 0.6);
+    make_layer(&m->w[2], &m->b[2], 512, 10, AG_FLOAT32, 0.7, 0.8);
+    for (int i = 0; i < 256; i++) m->labels[i] = i % 10;
+    ag_tensor params[6] = {m->w[0], m->b[0], m->w[1], m->b[1], m->w[2], m->b[2]};
+    CK(ag_optimizer_sgd(&m->opt, params, 6, 0.01, 0.0, false, 0.0));
+}
+
+static void mlp3_free(mlp3 *m) {
+    CK(ag_optimizer_free(m->opt));
+    CK(ag_tensor_free(m->x));
+    for (int i = 0; i < 3; i++) { CK(ag_tensor_free(m->w[i])); CK(ag_tensor_free(m->b[i])); }
+}
+
 static void bench_b3(int threads, int reps) {
     const int steps = 5, warmup = 2;
     mlp3 m;
-    int64_t xs[2] = {256, 784};
-    m.x = make_filled(xs, 2, AG_FLOAT32, 0.1, 1.0, false);
-    make_layer(&m.w[0], &m.b[0], 784, 512, AG_FLOAT32, 0.3, 0.4);
-    make_layer(&m.w[1], &m.b[1], 512, 512, AG_FLOAT32, 0.5, 0.6);
-    make_layer(&m.w[2], &m.b[2], 512, 10, AG_FLOAT32, 0.7, 0.8);
-    for (int i = 0; i < 256; i++) m.labels[i] = i % 10;
-    ag_tensor params[6] = {m.w[0], m.b[0], m.w[1], m.b[1], m.w[2], m.b[2]};
-    CK(ag_optimizer_sgd(&m.opt, params, 6, 0.01, 0.0, false, 0.0));
+    mlp3_init(&m);
     double first_loss = 0;
     for (int s = 0; s < warmup; s++) {
         double l = mlp3_step(&m, s == 0);
@@ -244,9 +304,7 @@ static void bench_b3(int threads, int reps) {
     char info[128];
     snprintf(info, sizeof info, "{\"first_loss\": %.9g, \"steps_per_rep\": %d}", first_loss, steps);
     bench_result("B3", "mlp784", PEER, threads, "ms_per_step", samples, reps, info);
-    CK(ag_optimizer_free(m.opt));
-    CK(ag_tensor_free(m.x));
-    for (int i = 0; i < 3; i++) { CK(ag_tensor_free(m.w[i])); CK(ag_tensor_free(m.b[i])); }
+    mlp3_free(&m);
     free(samples);
 }
 
@@ -330,6 +388,366 @@ static void bench_b5(int threads, int reps) {
     free(samples);
 }
 
+/* ---------------------------------------------------------------------------------------- */
+/* B7, B8, B9: work captured once (ag_capture) and replayed (ag_function_call_into into      */
+/* preallocated outputs), timed side by side with the same work done eagerly in the same     */
+/* process. A replay that cannot run (no capture API in this library, or a refused call) is   */
+/* reported on stderr; the eager case is still reported and the program exits with status 1. */
+/* ---------------------------------------------------------------------------------------- */
+
+/* Whether the library exports the capture API (the weak references above are NULL if not). */
+static bool replay_api_present(void) {
+    if (ag_capture && ag_function_call_into && ag_function_free) return true;
+    fprintf(stderr, "autograd_bench: this libautograd has no ag_capture / ag_function_call_into / "
+                    "ag_function_free (issue 16's capture API): the replay case is not measured\n");
+    return false;
+}
+
+/* CK for the replay side: reports a failure and returns false from the calling function, so the
+ * eager case of the same process is still measured and reported. */
+static bool replay_ok(ag_status st, const char *call, int line) {
+    if (st == AG_OK) return true;
+    fprintf(stderr, "autograd_bench: %s failed at %s:%d: %s (%s); the replay case is not reported\n",
+            call, __FILE__, line, ag_status_name(st), ag_last_error());
+    return false;
+}
+#define SOFT(call)                                                 \
+    do {                                                           \
+        if (!replay_ok((call), #call, __LINE__)) return false;     \
+    } while (0)
+
+/* What the compiler made of f (ag_function_info: steps recorded, live, instructions per call,
+ * fused groups, fused steps, steps rerun by their op, arena and scratch bytes) as the JSON
+ * member "function_info": [...] followed by ", ", or "" when the library lacks it. */
+static const char *function_info_json(ag_function f) {
+    static char buf[384];
+    int64_t v[AG_FUNCTION_INFO_COUNT];
+    buf[0] = 0;
+    if (!ag_function_info || ag_function_info(v, AG_FUNCTION_INFO_COUNT, f) != AG_OK) return buf;
+    int n = snprintf(buf, sizeof buf, "\"function_info\": [");
+    for (int i = 0; i < AG_FUNCTION_INFO_COUNT && n < (int)sizeof buf; i++)
+        n += snprintf(buf + n, sizeof buf - (size_t)n, "%s%lld", i ? ", " : "", (long long)v[i]);
+    if (n < (int)sizeof buf) snprintf(buf + n, sizeof buf - (size_t)n, "], ");
+    return buf;
+}
+
+/* ---- B7: B1's chain, its four gradients captured, replayed with alternating leaf values ---- */
+
+/* The second set of leaf values B7's replays alternate with B1's (CHAIN_LEAVES). */
+static const double CHAIN_LEAVES_B[4] = {0.6, -0.2, 0.7, 1.1};
+static const int64_t B7_CYCLES = 2500;
+
+/* B1's chain from the leaves x (borrowed), as chain_forward but returning a status instead of
+ * exiting: the body of B7's captured function. Frees every intermediate handle. */
+static ag_status chain_build(ag_tensor *out, const ag_tensor x[4], int64_t cycles) {
+    ag_tensor v = x[0], t = AG_NULL_TENSOR;
+    ag_status st = AG_OK;
+    for (int64_t i = 0; i < cycles && st == AG_OK; i++) {
+        for (int k = 0; k < 4 && st == AG_OK; k++) {
+            if (k == 0) st = ag_add(&t, v, x[i % 4]);
+            else if (k == 1) st = ag_mul(&t, v, x[(i + 1) % 4]);
+            else if (k == 2) st = ag_tanh(&t, v);
+            else st = ag_relu(&t, v);
+            if (st != AG_OK) break;
+            if (v != x[0]) (void)ag_tensor_free(v);
+            v = t;
+        }
+    }
+    if (st != AG_OK) {
+        if (v != x[0]) (void)ag_tensor_free(v);
+        return st;
+    }
+    *out = v;
+    return AG_OK;
+}
+
+/* B7's captured function: inputs = the four leaves, outputs = d(chain)/d(leaf) for each. */
+static int32_t chain_grads_fn(ag_tensor *outputs, int64_t noutputs, const ag_tensor *inputs,
+                              int64_t ninputs, void *user_data) {
+    if (noutputs != 4 || ninputs != 4) return AG_ERR_ARGUMENT;
+    ag_tensor v;
+    ag_status st = chain_build(&v, inputs, *(const int64_t *)user_data);
+    if (st != AG_OK) return st;
+    st = ag_grad(outputs, &v, 1, NULL, inputs, 4, false, false, false);
+    (void)ag_tensor_free(v);
+    return st;
+}
+
+/* B7's replay state: the captured function, the leaves at B1's values (xa) and at the second set
+ * (xb), and the four preallocated 0-d float64 outputs. */
+typedef struct { ag_function f; ag_tensor xa[4], xb[4], g[4]; } chain_replay;
+
+static void make_leaves(ag_tensor x[4], const double values[4]) {
+    for (int k = 0; k < 4; k++) {
+        CK(ag_tensor_from_data(&x[k], &values[k], NULL, 0, AG_FLOAT64));
+        CK(ag_tensor_set_requires_grad(x[k], true));
+    }
+}
+
+/* Captures at the second set of values, so that the gradients reported (a replay at B1's values)
+ * can only agree with PyTorch's if the replay really uses its new inputs. */
+static bool chain_replay_setup(chain_replay *c) {
+    c->f = AG_NULL_FUNCTION;
+    make_leaves(c->xa, CHAIN_LEAVES);
+    make_leaves(c->xb, CHAIN_LEAVES_B);
+    for (int k = 0; k < 4; k++) CK(ag_tensor_zeros(&c->g[k], NULL, 0, AG_FLOAT64));
+    if (!replay_api_present()) return false;
+    SOFT(ag_capture(&c->f, chain_grads_fn, c->xb, 4, 4, (void *)&B7_CYCLES));
+    return true;
+}
+
+/* `calls` replays alternating the second set and B1's values (ending on B1's); seconds taken. */
+static bool chain_replay_rep(chain_replay *c, int calls, double *seconds) {
+    double t0 = bench_now();
+    for (int k = 0; k < calls; k++)
+        SOFT(ag_function_call_into(c->g, 4, c->f, (k & 1) ? c->xa : c->xb, 4));
+    *seconds = bench_now() - t0;
+    return true;
+}
+
+static void chain_replay_free(chain_replay *c) {
+    if (c->f != AG_NULL_FUNCTION) CK(ag_function_free(c->f));
+    for (int k = 0; k < 4; k++) {
+        CK(ag_tensor_free(c->xa[k]));
+        CK(ag_tensor_free(c->xb[k]));
+        CK(ag_tensor_free(c->g[k]));
+    }
+}
+
+static int bench_b7(int threads, int reps) {
+    const int64_t ops = 4 * B7_CYCLES;
+    const int calls = 100; /* replays per repetition (even: half at each set of values) */
+    ag_tensor x[4];
+    make_chain_leaves(x);
+    chain_replay c;
+    bool replay = chain_replay_setup(&c);
+    double *eager = calloc((size_t)reps, sizeof(double)), *replayed = calloc((size_t)reps, sizeof(double));
+    double value = 0, grads[4] = {0};
+    for (int r = -1; r < reps; r++) { /* r = -1: untimed warm-up of both */
+        for (int half = 0; half < 2; half++) {
+            if (half == (r & 1)) { /* which one goes first alternates between repetitions */
+                double dt = chain_eager_rep(x, B7_CYCLES, r < 0 ? &value : NULL, grads);
+                if (r >= 0) eager[r] = dt / (double)ops * 1e6;
+            } else if (replay) {
+                double dt = 0;
+                replay = chain_replay_rep(&c, calls, &dt);
+                if (replay && r >= 0) replayed[r] = dt / calls / (double)ops * 1e6;
+            }
+        }
+    }
+    char info[1024];
+    snprintf(info, sizeof info, "{\"value\": %.17g, \"grads\": [%.17g, %.17g, %.17g, %.17g]}", value,
+             grads[0], grads[1], grads[2], grads[3]);
+    bench_result("B7", "chain10k_eager", PEER, threads, "us_per_op", eager, reps, info);
+    if (replay) { /* the gradients reported: one more replay at B1's values, after one at the others */
+        double rg[4];
+        replay = replay_ok(ag_function_call_into(c.g, 4, c.f, c.xb, 4), "replay at xb", __LINE__) &&
+                 replay_ok(ag_function_call_into(c.g, 4, c.f, c.xa, 4), "replay at xa", __LINE__);
+        if (replay) {
+            for (int k = 0; k < 4; k++) CK(ag_tensor_item(&rg[k], c.g[k]));
+            snprintf(info, sizeof info,
+                     "{%s\"grads\": [%.17g, %.17g, %.17g, %.17g], \"replays_per_rep\": %d}",
+                     function_info_json(c.f), rg[0], rg[1], rg[2], rg[3], calls);
+            bench_result("B7", "chain10k_replay", PEER, threads, "us_per_op", replayed, reps, info);
+        }
+    }
+    chain_replay_free(&c);
+    for (int k = 0; k < 4; k++) CK(ag_tensor_free(x[k]));
+    free(eager);
+    free(replayed);
+    return replay ? 0 : 1;
+}
+
+/* ---- B8 and B9: a training step captured and replayed, against the same step eagerly ---- */
+
+/* B8's captured function: B2's step (linear, relu, linear, mse_loss, backward, SGD step, zero
+ * grad) on the placeholders x = inputs[0], y = inputs[1] with the parameters and optimizer of the
+ * mlp2 in user_data. Output: the loss. */
+static int32_t mlp2_step_fn(ag_tensor *outputs, int64_t noutputs, const ag_tensor *inputs,
+                            int64_t ninputs, void *user_data) {
+    const mlp2 *m = user_data;
+    if (noutputs != 1 || ninputs != 2) return AG_ERR_ARGUMENT;
+    ag_tensor h = AG_NULL_TENSOR, r = AG_NULL_TENSOR, o = AG_NULL_TENSOR, loss = AG_NULL_TENSOR;
+    ag_status st;
+    if ((st = ag_linear(&h, inputs[0], m->w1, m->b1)) == AG_OK && (st = ag_relu(&r, h)) == AG_OK &&
+        (st = ag_linear(&o, r, m->w2, m->b2)) == AG_OK && (st = ag_mse_loss(&loss, o, inputs[1])) == AG_OK &&
+        (st = ag_backward(loss, AG_NULL_TENSOR, false, false)) == AG_OK &&
+        (st = ag_optimizer_step(m->opt)) == AG_OK)
+        st = ag_optimizer_zero_grad(m->opt);
+    ag_tensor tmp[3] = {h, r, o};
+    for (int i = 0; i < 3; i++)
+        if (tmp[i] != AG_NULL_TENSOR) (void)ag_tensor_free(tmp[i]);
+    if (st == AG_OK) outputs[0] = loss;
+    else if (loss != AG_NULL_TENSOR) (void)ag_tensor_free(loss);
+    return st;
+}
+
+/* B9's captured function: B3's step on the placeholder x = inputs[0], with the labels, parameters
+ * and optimizer of the mlp3 in user_data. Output: the loss. */
+static int32_t mlp3_step_fn(ag_tensor *outputs, int64_t noutputs, const ag_tensor *inputs,
+                            int64_t ninputs, void *user_data) {
+    const mlp3 *m = user_data;
+    if (noutputs != 1 || ninputs != 1) return AG_ERR_ARGUMENT;
+    ag_tensor t[6] = {AG_NULL_TENSOR, AG_NULL_TENSOR, AG_NULL_TENSOR, AG_NULL_TENSOR, AG_NULL_TENSOR,
+                      AG_NULL_TENSOR}; /* h1, r1, h2, r2, logits, loss */
+    ag_status st;
+    if ((st = ag_linear(&t[0], inputs[0], m->w[0], m->b[0])) == AG_OK && (st = ag_relu(&t[1], t[0])) == AG_OK &&
+        (st = ag_linear(&t[2], t[1], m->w[1], m->b[1])) == AG_OK && (st = ag_relu(&t[3], t[2])) == AG_OK &&
+        (st = ag_linear(&t[4], t[3], m->w[2], m->b[2])) == AG_OK &&
+        (st = ag_cross_entropy(&t[5], t[4], m->labels, 256)) == AG_OK &&
+        (st = ag_backward(t[5], AG_NULL_TENSOR, false, false)) == AG_OK &&
+        (st = ag_optimizer_step(m->opt)) == AG_OK)
+        st = ag_optimizer_zero_grad(m->opt);
+    for (int i = 0; i < 5; i++)
+        if (t[i] != AG_NULL_TENSOR) (void)ag_tensor_free(t[i]);
+    if (st == AG_OK) outputs[0] = t[5];
+    else if (t[5] != AG_NULL_TENSOR) (void)ag_tensor_free(t[5]);
+    return st;
+}
+
+/* Writes src's parameter values into dst's (grad mode off, as for a hand-written update) and
+ * clears dst's gradients: after a capture, the replayed model starts from the initial parameters
+ * whether or not the capture's own run of the step updated them. */
+static void copy_params(const ag_tensor *dst, const ag_tensor *src, int n, ag_optimizer opt) {
+    bool prev;
+    CK(ag_set_grad_enabled(&prev, false));
+    for (int i = 0; i < n; i++) CK(ag_tensor_copy_(dst[i], src[i]));
+    CK(ag_set_grad_enabled(NULL, prev));
+    CK(ag_optimizer_zero_grad(opt));
+}
+
+/* What a training benchmark with replay needs: the eager step, and the captured one. */
+typedef struct {
+    const char *bench, *eager_case, *replay_case, *metric;
+    double unit;       /* seconds -> metric */
+    int warmup, steps; /* warm-up steps, steps per repetition */
+    double (*eager_step)(void *model, bool want_loss);
+    void *eager_model;
+    ag_function f;     /* AG_NULL_FUNCTION: no replay */
+    const ag_tensor *inputs;
+    int64_t ninputs;
+    ag_tensor loss;    /* preallocated 0-d output of the replay */
+} train_replay;
+
+static bool replay_step(const train_replay *b, bool want_loss, double *loss) {
+    SOFT(ag_function_call_into(&b->loss, 1, b->f, b->inputs, b->ninputs));
+    if (want_loss) CK(ag_tensor_item(loss, b->loss));
+    return true;
+}
+
+/* `steps` replays; seconds taken. */
+static bool replay_steps(const train_replay *b, double *seconds) {
+    double t0 = bench_now(), unused;
+    for (int s = 0; s < b->steps; s++)
+        if (!replay_step(b, false, &unused)) return false;
+    *seconds = bench_now() - t0;
+    return true;
+}
+
+/* Warm-up of each (first and last warm-up losses recorded), then `reps` repetitions of `steps`
+ * steps of each, which one first alternating; prints the eager result and, when the replay ran
+ * throughout, the replay result. Returns 0, or 1 when the replay case is missing. */
+static int run_train_replay(train_replay *b, int threads, int reps) {
+    bool replay = b->f != AG_NULL_FUNCTION;
+    double eager_first = 0, eager_last = 0, replay_first = 0, replay_last = 0, l;
+    for (int s = 0; s < b->warmup; s++) {
+        l = b->eager_step(b->eager_model, s == 0 || s == b->warmup - 1);
+        if (s == 0) eager_first = l;
+        if (s == b->warmup - 1) eager_last = l;
+    }
+    for (int s = 0; s < b->warmup && replay; s++) {
+        replay = replay_step(b, s == 0 || s == b->warmup - 1, &l);
+        if (s == 0) replay_first = l;
+        if (s == b->warmup - 1) replay_last = l;
+    }
+    double *eager = calloc((size_t)reps, sizeof(double)), *replayed = calloc((size_t)reps, sizeof(double));
+    for (int r = 0; r < reps; r++) {
+        for (int half = 0; half < 2; half++) {
+            if (half == (r & 1)) {
+                double t0 = bench_now();
+                for (int s = 0; s < b->steps; s++) b->eager_step(b->eager_model, false);
+                eager[r] = (bench_now() - t0) / b->steps * b->unit;
+            } else if (replay) {
+                double dt = 0;
+                replay = replay_steps(b, &dt);
+                replayed[r] = dt / b->steps * b->unit;
+            }
+        }
+    }
+    char info[768];
+    snprintf(info, sizeof info, "{\"first_loss\": %.17g, \"last_warmup_loss\": %.17g, \"steps_per_rep\": %d}",
+             eager_first, eager_last, b->steps);
+    bench_result(b->bench, b->eager_case, PEER, threads, b->metric, eager, reps, info);
+    if (replay) {
+        snprintf(info, sizeof info,
+                 "{%s\"first_loss\": %.17g, \"last_warmup_loss\": %.17g, \"steps_per_rep\": %d}",
+                 function_info_json(b->f), replay_first, replay_last, b->steps);
+        bench_result(b->bench, b->replay_case, PEER, threads, b->metric, replayed, reps, info);
+    }
+    free(eager);
+    free(replayed);
+    return replay ? 0 : 1;
+}
+
+static double mlp2_step_any(void *m, bool want_loss) { return mlp2_step(m, want_loss); }
+static double mlp3_step_any(void *m, bool want_loss) { return mlp3_step(m, want_loss); }
+
+/* B8: B2's step captured (inputs x, y) and replayed, and eagerly, each on its own model. */
+static int bench_b8(int threads, int reps) {
+    mlp2 eager, rep, init;
+    mlp2_init(&eager);
+    mlp2_init(&rep);
+    ag_tensor inputs[2] = {rep.x, rep.y}, loss;
+    CK(ag_tensor_zeros(&loss, NULL, 0, AG_FLOAT64));
+    train_replay b = {"B8", "mlp64_eager", "mlp64_replay", "us_per_step", 1e6, 20, 200,
+                      mlp2_step_any, &eager, AG_NULL_FUNCTION, inputs, 2, loss};
+    if (replay_api_present() &&
+        replay_ok(ag_capture(&b.f, mlp2_step_fn, inputs, 2, 1, &rep), "ag_capture(B8 step)", __LINE__)) {
+        mlp2_init(&init);
+        ag_tensor dst[4] = {rep.w1, rep.b1, rep.w2, rep.b2}, src[4] = {init.w1, init.b1, init.w2, init.b2};
+        copy_params(dst, src, 4, rep.opt);
+        mlp2_free(&init);
+    }
+    int rc = run_train_replay(&b, threads, reps);
+    if (b.f != AG_NULL_FUNCTION) CK(ag_function_free(b.f));
+    CK(ag_tensor_free(loss));
+    mlp2_free(&eager);
+    mlp2_free(&rep);
+    return rc;
+}
+
+/* B9: B3's step captured (input x) and replayed, and eagerly, each on its own model. */
+static int bench_b9(int threads, int reps) {
+    mlp3 *eager = malloc(sizeof *eager), *rep = malloc(sizeof *rep), *init = malloc(sizeof *init);
+    if (!eager || !rep || !init) { fprintf(stderr, "autograd_bench: out of memory\n"); exit(1); }
+    mlp3_init(eager);
+    mlp3_init(rep);
+    ag_tensor loss;
+    CK(ag_tensor_zeros(&loss, NULL, 0, AG_FLOAT32));
+    train_replay b = {"B9", "mlp784_eager", "mlp784_replay", "ms_per_step", 1e3, 2, 5,
+                      mlp3_step_any, eager, AG_NULL_FUNCTION, &rep->x, 1, loss};
+    if (replay_api_present() &&
+        replay_ok(ag_capture(&b.f, mlp3_step_fn, &rep->x, 1, 1, rep), "ag_capture(B9 step)", __LINE__)) {
+        mlp3_init(init);
+        ag_tensor dst[6], src[6];
+        for (int i = 0; i < 3; i++) {
+            dst[2 * i] = rep->w[i], dst[2 * i + 1] = rep->b[i];
+            src[2 * i] = init->w[i], src[2 * i + 1] = init->b[i];
+        }
+        copy_params(dst, src, 6, rep->opt);
+        mlp3_free(init);
+    }
+    int rc = run_train_replay(&b, threads, reps);
+    if (b.f != AG_NULL_FUNCTION) CK(ag_function_free(b.f));
+    CK(ag_tensor_free(loss));
+    mlp3_free(eager);
+    mlp3_free(rep);
+    free(eager);
+    free(rep);
+    free(init);
+    return rc;
+}
+
 int main(int argc, char **argv) {
     const char *bench;
     int threads, reps;
@@ -343,6 +761,9 @@ int main(int argc, char **argv) {
         return 1;
     }
     bench_settle();
+    if (strcmp(bench, "B7") == 0) return bench_b7(threads, reps);
+    if (strcmp(bench, "B8") == 0) return bench_b8(threads, reps);
+    if (strcmp(bench, "B9") == 0) return bench_b9(threads, reps);
     if (strcmp(bench, "B1") == 0) bench_b1(threads, reps);
     else if (strcmp(bench, "B2") == 0) bench_b2(threads, reps);
     else if (strcmp(bench, "B3") == 0) bench_b3(threads, reps);

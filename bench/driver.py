@@ -1,16 +1,19 @@
 """Runs the benchmark programs and collects their results as JSON.
 
-    python3 bench/driver.py [--quick] [--out FILE] [B1 ... B6]
+    python3 bench/driver.py [--quick] [--out FILE] [B1 ... B9]
 
 For each benchmark, each thread count (1, 2) and each peer it starts the peer's program as
 `prog BENCH THREADS REPS`, with OMP_NUM_THREADS / OPENBLAS_NUM_THREADS / MKL_NUM_THREADS set to
 THREADS (and AG_NUM_THREADS, Autograd's own), and reads its "RESULT {json}" lines. B6 is run
 in a fresh process per repetition.
 micrograd is single-threaded and runs once (as threads = 1). Progress is printed as results
-arrive; afterwards the agreement checks (B1 gradients and the values of B2, B3, B6) run.
+arrive; afterwards the agreement checks (B1 and B7 gradients and the values of B2, B3, B6, B8,
+B9) run.
 
-Exit status: 0 when every peer ran (a missed target is not a failure), 1 when a peer crashed
-or printed no result (the JSON is still written, with the failure recorded)."""
+Exit status: 0 when every peer ran (a missed target is not a failure), 1 when a peer crashed,
+exited non-zero or printed no result (the JSON is still written, with the failure recorded).
+The results a failing program printed before it failed are kept: B7-B9's Autograd program
+measures its eager case even when the replay cannot run, and then exits 1."""
 
 import argparse
 import datetime
@@ -38,6 +41,7 @@ PEERS = {
     "libtorch": [os.path.join(BUILD, "libtorch_bench")],
     "torch": [PY, os.path.join(HERE, "torch_bench.py")],
     "micrograd": [PY, os.path.join(HERE, "micrograd_bench.py")],
+    "jax": [PY, os.path.join(HERE, "jax_bench.py")],
 }
 SINGLE_THREADED = {"micrograd"}
 
@@ -49,12 +53,15 @@ BENCH_PEERS = {
     "B4": ["autograd", "cblas", "torch"],
     "B5": ["autograd", "torch"],
     "B6": ["autograd", "torch"],
+    "B7": ["autograd", "torch"],  # torch: B1's chain again, the reference for the gradients
+    "B8": ["autograd", "jax"],
+    "B9": ["autograd"],  # replay against eager, both in the Autograd process
 }
 THREADS = [1, 2]
 
 # Repetitions per benchmark (each result is the median over them); B6 counts processes.
-REPS_FULL = {"B1": 9, "B2": 7, "B3": 5, "B4": 5, "B5": 7, "B6": 5}
-REPS_QUICK = {"B1": 3, "B2": 3, "B3": 3, "B4": 3, "B5": 3, "B6": 1}
+REPS_FULL = {"B1": 9, "B2": 7, "B3": 5, "B4": 5, "B5": 7, "B6": 5, "B7": 9, "B8": 7, "B9": 5}
+REPS_QUICK = {"B1": 3, "B2": 3, "B3": 3, "B4": 3, "B5": 3, "B6": 1, "B7": 3, "B8": 3, "B9": 3}
 
 PEER_TIMEOUT_S = 600
 
@@ -106,10 +113,12 @@ def wait_for_quiet():
 
 
 def run_once(cmd, env, tag):
-    """Runs a program; returns (exit status, RESULT lines, other processes' cores)."""
-    results = []
+    """Runs a program; returns (exit status, RESULT lines, other processes' cores, the last
+    line it printed that was not a result). Its stderr is read with its stdout."""
+    results, last_message = [], ""
     busy0, child0, wall0 = busy_cpu_seconds(), children_cpu_seconds(), time.monotonic()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env, cwd=ROOT)
     timer = threading.Timer(PEER_TIMEOUT_S, proc.kill)  # a hung peer is killed
     timer.start()
     try:
@@ -118,6 +127,8 @@ def run_once(cmd, env, tag):
                 results.append(json.loads(line[len("RESULT "):]))
             else:
                 print(f"  [{tag}] {line.rstrip()}", flush=True)
+                if line.strip():
+                    last_message = line.strip()
         rc = proc.wait()
     finally:
         timed_out = not timer.is_alive()
@@ -128,11 +139,21 @@ def run_once(cmd, env, tag):
     other = max(0.0, (busy_cpu_seconds() - busy0) - (children_cpu_seconds() - child0)) / wall
     for r in results:
         r["other_cpu_cores"] = round(other, 3)
-    return rc, results, other
+    return rc, results, other, last_message
+
+
+def note_failure(failures, failure):
+    """Records a failed run once: the same failure again (a later round) only counts a run."""
+    for f in failures:
+        if all(f[k] == failure[k] for k in ("bench", "peer", "threads", "error")):
+            f["runs"] += 1
+            return
+    failures.append(dict(failure, runs=1))
 
 
 def run_peer(bench, peer, threads, reps, failures, quiet_wait=True):
-    """Runs one peer program; returns its parsed RESULT lines (an empty list on failure)."""
+    """Runs one peer program; returns (its parsed RESULT lines, whether it failed). A program
+    that fails after printing results keeps them (the cases it measured before failing)."""
     cmd = PEERS[peer] + [bench, str(threads), str(reps)]
     env = dict(os.environ)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "AG_NUM_THREADS"):
@@ -142,26 +163,30 @@ def run_peer(bench, peer, threads, reps, failures, quiet_wait=True):
         if quiet_wait:
             wait_for_quiet()
         try:
-            rc, results, other = run_once(cmd, env, peer)
+            rc, results, other, message = run_once(cmd, env, peer)
         except OSError as e:
-            rc, results, other = f"cannot start: {e}", [], 0.0
+            rc, results, other, message = f"cannot start: {e}", [], 0.0, ""
         if rc != 0 or not results:
             why = ("no RESULT line" if rc == 0 else rc if isinstance(rc, str)
                    else f"killed by signal {-rc}" if rc < 0 else f"exit status {rc}")
-            failures.append({"bench": bench, "peer": peer, "threads": threads, "error": why,
-                             "command": " ".join(cmd)})
-            print(f"  FAILED {bench} {peer} t={threads}: {why} ({' '.join(cmd)})", flush=True)
-            return []
+            if message:
+                why += f" (last message: {message})"
+            kept = ", ".join(r["case"] for r in results)
+            note_failure(failures, {"bench": bench, "peer": peer, "threads": threads, "error": why,
+                                    "command": " ".join(cmd), "kept": kept})
+            print(f"  FAILED {bench} {peer} t={threads}: {why} ({' '.join(cmd)})"
+                  + (f"; keeping the results it printed before: {kept}" if kept else ""), flush=True)
+            return results, True
         if best is None or other < best_other:
             best, best_other = results, other
         if other < QUIET_CORES:
-            return best
+            return best, False
         print(f"  WARNING: other processes used {other:.2f} cores during this run", flush=True)
         if not quiet_wait or _budget["reruns"] <= 0 or attempt == 1:
             break  # no reruns left, or this was the rerun
         _budget["reruns"] -= 1
         print("  running it again", flush=True)
-    return best
+    return best, False
 
 
 def fmt(x):
@@ -196,11 +221,13 @@ def run_benchmark(bench, reps, store, failures, quiet_wait):
             for peer in peers:
                 if peer in broken:
                     continue
-                out = run_peer(bench, peer, threads, per_round, failures, quiet_wait)
-                if not out:
+                out, _failed = run_peer(bench, peer, threads, per_round, failures, quiet_wait)
+                if not out:  # nothing measured: no more rounds for this peer, nothing reported
                     broken.add(peer)
                     merged[peer] = {}
                     continue
+                # A run that failed after some results keeps them, and the peer runs again in
+                # the next rounds (its other cases still get every round's samples).
                 for r in out:
                     m = merged[peer].setdefault(r["case"], dict(r, samples=[], infos=[], other_cpu_cores=0))
                     m["samples"] += r["samples"]
@@ -223,36 +250,57 @@ def close(a, b, rtol):
     return abs(a - b) <= rtol * max(abs(a), abs(b)) or a == b
 
 
+# B7-B9 (capture and replay): (bench, quantity, rtol, reference (peer, case), the checked
+# (peer, case, whether a disagreement marks that result INVALID)). A replay that does not
+# compute what its reference does is not a valid measurement; an eager case only warns.
+REPLAY_CHECKS = [
+    ("B7", "grads", 1e-9, ("torch", "chain10k"),
+     [("autograd", "chain10k_replay", True), ("autograd", "chain10k_eager", False)]),
+    ("B7", "value", 1e-9, ("torch", "chain10k"), [("autograd", "chain10k_eager", False)]),
+    ("B8", "first_loss", 1e-9, ("jax", "mlp64"),
+     [("autograd", "mlp64_replay", True), ("autograd", "mlp64_eager", False)]),
+    ("B8", "last_warmup_loss", 1e-9, ("jax", "mlp64"),
+     [("autograd", "mlp64_replay", True), ("autograd", "mlp64_eager", False)]),
+    ("B9", "first_loss", 1e-4, ("autograd", "mlp784_eager"), [("autograd", "mlp784_replay", True)]),
+    ("B9", "last_warmup_loss", 1e-4, ("autograd", "mlp784_eager"),
+     [("autograd", "mlp784_replay", True)]),
+]
+
+
 def check_agreement(store):
     """Compares what the peers computed (B1 gradients and value, B2/B3 first loss, B6 value)
-    with PyTorch's. Only B1's check on Autograd marks a result invalid; the others warn."""
-    checks = []
+    with PyTorch's, and B7-B9's results with their references (REPLAY_CHECKS). Only B1's check
+    on Autograd and the replay checks mark a result invalid; the others warn."""
     specs = [("B1", "chain10k", "grads", 1e-9), ("B1", "chain10k", "value", 1e-9),
              ("B2", "mlp64", "first_loss", 1e-9), ("B3", "mlp784", "first_loss", 1e-4),
              ("B6", "backward_s", "value", 1e-9)]
-    for bench, case, key, rtol in specs:
+    groups = [(bench, key, rtol, ("torch", case),
+               [(peer, case, bench == "B1" and peer == "autograd")
+                for peer in BENCH_PEERS[bench] if peer != "torch"])
+              for bench, case, key, rtol in specs]
+    checks = []
+    for bench, key, rtol, (ref_peer, ref_case), checked in groups + REPLAY_CHECKS:
         for threads in THREADS:
-            ref = find(store, bench, case, "torch", threads)
-            for peer in BENCH_PEERS[bench]:
-                if peer == "torch":
-                    continue
-                t = THREADS[0] if peer in SINGLE_THREADED else threads
-                r = find(store, bench, case, peer, t)
+            ref = find(store, bench, ref_case, ref_peer,
+                       THREADS[0] if ref_peer in SINGLE_THREADED else threads)
+            for peer, case, invalidates in checked:
+                r = find(store, bench, case, peer, THREADS[0] if peer in SINGLE_THREADED else threads)
                 if r is None or ref is None or key not in r["info"] or key not in ref["info"]:
                     continue
                 mine, theirs = r["info"][key], ref["info"][key]
                 mine = mine if isinstance(mine, list) else [mine]
                 theirs = theirs if isinstance(theirs, list) else [theirs]
                 ok = len(mine) == len(theirs) and all(close(a, b, rtol) for a, b in zip(mine, theirs))
-                checks.append({"bench": bench, "what": key, "peer": peer, "threads": threads,
-                               "reference": "torch", "rtol": rtol, "ok": ok,
+                reference = ref_peer if ref_case == case else f"{ref_peer} {ref_case}"
+                checks.append({"bench": bench, "what": key, "peer": peer, "case": case,
+                               "threads": threads, "reference": reference, "rtol": rtol, "ok": ok,
                                "values": mine, "reference_values": theirs})
                 if not ok:
-                    print(f"WARNING: {bench} {key} of {peer} (threads {threads}) disagrees with "
-                          f"PyTorch's beyond rtol {rtol}: {mine} vs {theirs}", flush=True)
-                    if bench == "B1" and peer == "autograd":
+                    print(f"WARNING: {bench} {key} of {peer} {case} (threads {threads}) disagrees "
+                          f"with {reference}'s beyond rtol {rtol}: {mine} vs {theirs}", flush=True)
+                    if invalidates:
                         r["valid"] = False
-                        print("WARNING: the Autograd B1 result at "
+                        print(f"WARNING: the {peer} {bench} {case} result at "
                               f"{threads} thread(s) is marked invalid", flush=True)
     return checks
 
@@ -300,6 +348,7 @@ def machine_and_versions():
                     "cores": os.cpu_count(), "memory_gib": round(mem_kib / 1024 ** 2, 1),
                     "kernel": platform.release()},
         "versions": {"torch": pkg("torch"), "numpy": pkg("numpy"), "micrograd": pkg("micrograd"),
+                     "jax": pkg("jax"), "jaxlib": pkg("jaxlib"),
                      "matplotlib": pkg("matplotlib"), "python": platform.python_version(),
                      "gcc": first_line(["gcc", "--version"]),
                      "swift": first_line(["swift", "--version"]), "openblas": openblas,
@@ -313,7 +362,7 @@ def main():
     ap.add_argument("--no-wait", action="store_true",
                     help="do not wait for other processes to go quiet before each run")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "latest.json"))
-    ap.add_argument("benchmarks", nargs="*", metavar="BENCH", help="B1..B6 (default: all)")
+    ap.add_argument("benchmarks", nargs="*", metavar="BENCH", help="B1..B9 (default: all)")
     args = ap.parse_args()
     benches = [b.upper() for b in args.benchmarks] or list(BENCH_PEERS)
     unknown = [b for b in benches if b not in BENCH_PEERS]

@@ -3,9 +3,11 @@
     python3 bench/report.py [--json FILE] [--md FILE] [--png FILE]
 
 Every ratio is Autograd / peer, computed from medians measured in the same run: for times
-(B1, B2, B3, B6) lower is better and a target reads "<= limit"; for throughputs (B4 GFLOP/s,
-B5 GB/s) higher is better and a target reads ">= limit". The hand-written bench/HISTORY.md is
-copied into the report verbatim, so notes kept there are never overwritten."""
+(B1, B2, B3, B6, B8, B9) lower is better and a target reads "<= limit"; for throughputs (B4
+GFLOP/s, B5 GB/s) higher is better and a target reads ">= limit". A peer may be Autograd itself
+in another case of the same run (B8, B9: replay / eager). B7's target is absolute: the median
+itself (µs per op) against a limit, with no peer. The hand-written bench/HISTORY.md is copied
+into the report verbatim, so notes kept there are never overwritten."""
 
 import argparse
 import json
@@ -15,7 +17,8 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 # Targets: (benchmark, Autograd's case, peer, peer's case, comparison, limit). Each is judged
-# at every thread count the run used.
+# at every thread count the run used. Peer None: an absolute target, the median itself (in its
+# unit) against the limit.
 TARGETS = [
     ("B1", "chain10k", "libtorch", "chain10k", "<=", 0.2),
     ("B1", "chain10k", "torch", "chain10k", "<=", 0.05),
@@ -31,6 +34,10 @@ TARGETS = [
     ("B5", "sum_mul_fwd_bwd", "torch", "sum_mul_fwd_bwd", ">=", 1.0),
     ("B6", "backward_s", "torch", "backward_s", "<=", 0.25),
     ("B6", "mem_mib", "torch", "mem_mib", "<=", 0.25),
+    ("B7", "chain10k_replay", None, None, "<=", 0.02),
+    ("B8", "mlp64_replay", "jax", "mlp64", "<=", 0.15),
+    ("B8", "mlp64_replay", "autograd", "mlp64_eager", "<=", 0.35),
+    ("B9", "mlp784_replay", "autograd", "mlp784_eager", "<=", 1.0),
 ]
 
 # Ratios shown for information only (no target).
@@ -46,7 +53,14 @@ INFORMATIVE = [
     ("B5", "mul", "torch", "mul"),
     ("B5", "exp", "torch", "exp"),
     ("B6", "forward_s", "torch", "forward_s"),
+    ("B7", "chain10k_replay", "autograd", "chain10k_eager"),
+    ("B7", "chain10k_replay", "torch", "chain10k"),
+    ("B7", "chain10k_eager", "torch", "chain10k"),
+    ("B8", "mlp64_eager", "jax", "mlp64"),
 ]
+
+# The unit of an absolute target, for its label when the result is missing.
+ABSOLUTE_UNITS = {"B7": "µs/op"}
 
 SINGLE_THREADED = {"micrograd"}
 UNITS = {"us_per_op": "µs/op", "us_per_step": "µs/step", "ms_per_step": "ms/step",
@@ -70,9 +84,16 @@ class Results:
             threads = self.threads[0]
         return self.index.get((bench, case, peer, threads))
 
+    def ran(self, bench):
+        """Whether the run included this benchmark."""
+        return bench in self.data["meta"].get("benchmarks", [])
+
     def ratio(self, bench, a_case, peer, p_case, threads):
-        """(ratio, autograd result, peer result); ratio None when either is missing."""
+        """(ratio, autograd result, peer result); ratio None when either is missing. With peer
+        None (an absolute target) the "ratio" is Autograd's median itself."""
         a = self.get(bench, a_case, "autograd", threads)
+        if peer is None:
+            return (None if a is None else a["median"]), a, None
         p = self.get(bench, p_case, peer, threads)
         if a is None or p is None or p["median"] <= 0:
             return None, a, p
@@ -91,7 +112,7 @@ def evaluate(res):
     for bench, a_case, peer, p_case, op, limit in TARGETS:
         for t in res.threads:
             ratio, a, p = res.ratio(bench, a_case, peer, p_case, t)
-            if a is None and p is None:
+            if a is None and p is None and not res.ran(bench):
                 continue  # benchmark not run
             if ratio is None:
                 status = "NO DATA"
@@ -101,10 +122,15 @@ def evaluate(res):
                 status = "PASS"
             else:
                 status = "MISS"
-            what = a_case if a_case == p_case else f"{a_case} vs {p_case}"
-            rows.append({"bench": bench, "label": f"{bench} {what} / {peer}", "threads": t,
-                         "ratio": ratio, "target": f"{op} {limit:g}", "op": op, "limit": limit,
-                         "status": status, "disturbed": disturbed(res, a, p)})
+            if peer is None:
+                unit = UNITS.get(a["metric"], a["metric"]) if a else ABSOLUTE_UNITS.get(bench, "")
+                label, target = f"{bench} {a_case} (absolute, {unit})", f"{op} {limit:g} {unit}"
+            else:
+                what = a_case if a_case == p_case else f"{a_case} vs {p_case}"
+                label, target = f"{bench} {what} / {peer}", f"{op} {limit:g}"
+            rows.append({"bench": bench, "label": label, "threads": t, "ratio": ratio,
+                         "target": target, "op": op, "limit": limit, "status": status,
+                         "absolute": peer is None, "disturbed": disturbed(res, a, p)})
     return rows
 
 
@@ -123,57 +149,100 @@ def fmt_ratio(r):
     return "n/a" if r is None else (f"{r:.3g}" if r < 100 else f"{r:.0f}")
 
 
+def fmt_row_value(row):
+    """A target row's number: the ratio, or an absolute target's value with its unit."""
+    if row.get("absolute") and row["ratio"] is not None:
+        return f"{fmt_ratio(row['ratio'])} {row['target'].split(' ', 2)[2]}"
+    return fmt_ratio(row["ratio"])
+
+
 def print_table(rows):
     width = max([len(r["label"]) for r in rows] + [10])
-    print(f"\n{'target':<{width}}  thr  {'ratio':>8}  {'target':>7}  result")
-    print("-" * (width + 34))
+    vw = max([len(fmt_row_value(r)) for r in rows] + [8])
+    tw = max([len(r["target"]) for r in rows] + [7])
+    print(f"\n{'target':<{width}}  thr  {'ratio':>{vw}}  {'target':>{tw}}  result"
+          + ("   (absolute: the value itself)" if any(r.get("absolute") for r in rows) else ""))
+    print("-" * (width + vw + tw + 20))
     for r in rows:
-        print(f"{r['label']:<{width}}  {r['threads']:>3}  {fmt_ratio(r['ratio']):>8}  "
-              f"{r['target']:>7}  {r['status']}"
+        print(f"{r['label']:<{width}}  {r['threads']:>3}  {fmt_row_value(r):>{vw}}  "
+              f"{r['target']:>{tw}}  {r['status']}"
               + ("  (disturbed: other processes were busy)" if r["disturbed"] else ""))
     counts = {s: sum(r["status"] == s for r in rows) for s in ("PASS", "MISS", "INVALID", "NO DATA")}
-    print("-" * (width + 34))
+    print("-" * (width + vw + tw + 20))
     print("  ".join(f"{k}: {v}" for k, v in counts.items() if v or k in ("PASS", "MISS")))
 
 
-def draw_chart(rows, path, title):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+COLOURS = {"PASS": "#2e9d4a", "MISS": "#d1443b", "INVALID": "#999999", "NO DATA": "#dddddd"}
 
+
+def draw_bars(ax, rows, threads):
+    """One group of bars per label (one bar per thread count) with its target as a black line;
+    log scale. Returns the labels in order."""
     labels = list(dict.fromkeys(r["label"] for r in rows))
-    threads = sorted({r["threads"] for r in rows})
     width = 0.8 / max(len(threads), 1)
-    colours = {"PASS": "#2e9d4a", "MISS": "#d1443b", "INVALID": "#999999", "NO DATA": "#dddddd"}
-    fig, ax = plt.subplots(figsize=(max(9, 0.8 * len(labels) + 4), 6.5))
     for i, label in enumerate(labels):
         group = [r for r in rows if r["label"] == label]
         for r in group:
             j = threads.index(r["threads"])
             x = i - 0.4 + width * (j + 0.5)
             if r["ratio"] is not None and r["ratio"] > 0:
-                ax.bar(x, r["ratio"], width * 0.9, color=colours[r["status"]],
+                ax.bar(x, r["ratio"], width * 0.9, color=COLOURS[r["status"]],
                        hatch="//" if j else None, edgecolor="black", linewidth=0.4)
                 ax.text(x, r["ratio"], fmt_ratio(r["ratio"]) + ("†" if r["disturbed"] else ""),
                         ha="center", va="bottom", fontsize=6)
+            else:
+                ax.text(x, r["limit"], r["status"].lower(), rotation=90, ha="center",
+                        va="bottom", fontsize=6, color="#666666")
         limit = group[0]["limit"]
         ax.hlines(limit, i - 0.45, i + 0.45, colors="black", linewidth=2.5, zorder=3)
     ax.set_yscale("log")
+    # At least a decade either side of every bar and target, so the log axis has decade ticks.
+    values = [r["ratio"] for r in rows if r["ratio"] and r["ratio"] > 0] + [r["limit"] for r in rows]
+    ax.set_ylim(min(values) / 3, max(values) * 3)
     ax.set_xticks(range(len(labels)))
     targets = [next(r["target"] for r in rows if r["label"] == label) for label in labels]
     ax.set_xticklabels([f"{label}\n(target {t})" for label, t in zip(labels, targets)],
                        rotation=60, ha="right", fontsize=7)
-    ax.set_ylabel("ratio Autograd / peer (log scale)")
-    ax.set_title(title, fontsize=9)
+    ax.grid(axis="y", which="both", alpha=0.3)
+    if len(labels) == 1:
+        ax.set_xlim(-0.9, 0.9)
+    return labels
+
+
+def draw_chart(rows, path, title):
+    """Ratios on the left; absolute targets (B7: µs per op), which are not ratios, in a panel
+    of their own on the right with their own axis."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
-    legend = [Patch(facecolor=colours[s], label=s) for s in ("PASS", "MISS", "INVALID")]
+
+    ratio_rows = [r for r in rows if not r.get("absolute")]
+    abs_rows = [r for r in rows if r.get("absolute")]
+    threads = sorted({r["threads"] for r in rows})
+    n_ratio = len(dict.fromkeys(r["label"] for r in ratio_rows))
+    n_abs = len(dict.fromkeys(r["label"] for r in abs_rows))
+    panels = [(ratio_rows, max(n_ratio, 1))] if ratio_rows else []
+    panels += [(abs_rows, n_abs)] if abs_rows else []
+    fig, axes = plt.subplots(1, len(panels), squeeze=False,
+                             figsize=(max(9, 0.8 * (n_ratio + n_abs) + 5), 6.5),
+                             gridspec_kw={"width_ratios": [w for _, w in panels]})
+    for ax, (panel_rows, _) in zip(axes[0], panels):
+        draw_bars(ax, panel_rows, threads)
+        if panel_rows is abs_rows:
+            units = sorted({r["target"].split(" ", 2)[2] for r in abs_rows})
+            ax.set_ylabel(f"Autograd's value ({', '.join(units)}; log scale)")
+            ax.set_title("absolute targets\n(a value, not a ratio)", fontsize=8)
+        else:
+            ax.set_ylabel("ratio Autograd / peer (log scale)")
+    fig.suptitle(title, fontsize=9)
+    legend = [Patch(facecolor=COLOURS[s], label=s) for s in ("PASS", "MISS", "INVALID")]
     legend += [Patch(facecolor="white", edgecolor="black", hatch="//" if j else None,
                      label=f"{t} thread{'s' if t > 1 else ''}") for j, t in enumerate(threads)]
     legend.append(Patch(facecolor="black", label="target (black line)"))
     legend.append(Patch(facecolor="white", edgecolor="white",
                         label="† other processes were busy"))
-    ax.legend(handles=legend, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    ax.grid(axis="y", which="both", alpha=0.3)
+    axes[0][-1].legend(handles=legend, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -181,7 +250,7 @@ def draw_chart(rows, path, title):
 
 def raw_table(res):
     """Medians per benchmark, case and peer, one column per thread count."""
-    order = {"autograd": 0, "cblas": 1, "libtorch": 2, "torch": 3, "micrograd": 4}
+    order = {"autograd": 0, "cblas": 1, "libtorch": 2, "torch": 3, "micrograd": 4, "jax": 5}
     keys = sorted({(r["bench"], r["case"], r["peer"]) for r in res.data["results"]},
                   key=lambda k: (k[0], k[1], order.get(k[2], 9), k[2]))
     head = "| Bench | Case | Unit | Peer | " + " | ".join(
@@ -230,7 +299,7 @@ def markdown(data, res, rows, info_rows, png_name, history, comp=None):
     out = ["# Autograd benchmark results", "",
            "<!-- Generated by bench/report.py from the JSON of bench/run.sh; edit bench/HISTORY.md "
            "for notes, not this file. -->", ""]
-    if meta.get("quick") or len(meta.get("benchmarks", [])) < 6:
+    if meta.get("quick") or meta.get("command", "").strip() != "bash bench/run.sh":
         out += ["> **Partial or quick run** (fewer repetitions or not every benchmark): for "
                 "development only, not for comparison.", ""]
     out += [f"- **Date:** {meta['date']} (the run took {meta.get('seconds', '?')} s)",
@@ -238,7 +307,8 @@ def markdown(data, res, rows, info_rows, png_name, history, comp=None):
             f"- **Machine:** {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB memory, "
             f"Linux {m['kernel']}",
             f"- **Versions:** Autograd built from commit {v['autograd_commit']}; torch {v['torch']}; "
-            f"numpy {v['numpy']}; micrograd {v['micrograd']}; matplotlib {v['matplotlib']}; "
+            f"numpy {v['numpy']}; micrograd {v['micrograd']}; jax {v.get('jax', '?')}; "
+            f"matplotlib {v['matplotlib']}; "
             f"Python {v['python']}; {v['gcc']}; {v['swift']}; OpenBLAS {v['openblas']}",
             "- **Other work on the machine:** " + (
                 "none measured (other processes used < "
@@ -254,14 +324,22 @@ def markdown(data, res, rows, info_rows, png_name, history, comp=None):
     if data.get("failures"):
         out += ["**Peer runs that FAILED:**", ""]
         out += [f"- {f['bench']} {f['peer']} threads={f['threads']}: {f['error']}"
+                + (f" ({f['runs']} runs)" if f.get("runs", 1) > 1 else "")
+                + (f"; its results printed before the failure were kept: {f['kept']}"
+                   if f.get("kept") else "; nothing it measured is reported")
                 for f in data["failures"]]
         out.append("")
 
     out += ["## Targets", "",
-            "Ratio = Autograd / peer, from medians of the same run. Times (B1, B2, B3, B6): "
-            "lower is better, target `<=`. Throughputs (B4, B5): higher is better, target `>=`.",
-            "", "| Target | Threads | Ratio | Target | Result |", "|---|---|---|---|---|"]
-    out += [f"| {r['label']} | {r['threads']} | {fmt_ratio(r['ratio'])} | {r['target']} | "
+            "Ratio = Autograd / peer, from medians of the same run. Times (B1, B2, B3, B6, B8, "
+            "B9): lower is better, target `<=`. Throughputs (B4, B5): higher is better, target "
+            "`>=`. A peer named autograd is Autograd's other case in the same process (B8, B9: "
+            "replay / eager). Rows marked *absolute* (B7) are not ratios: the value is "
+            "Autograd's median itself, in the unit shown, against an absolute limit (in the "
+            "chart, the right-hand panel).",
+            "", "| Target | Threads | Ratio (absolute: value) | Target | Result |",
+            "|---|---|---|---|---|"]
+    out += [f"| {r['label']} | {r['threads']} | {fmt_row_value(r)} | {r['target']} | "
             f"**{r['status']}**{' †' if r['disturbed'] else ''} |" for r in rows]
     npass = sum(r["status"] == "PASS" for r in rows)
     out += ["", f"{npass} of {len(rows)} PASS.", "", f"![Ratios Autograd / peer]({png_name})", ""]
@@ -278,11 +356,15 @@ def markdown(data, res, rows, info_rows, png_name, history, comp=None):
     checks = data.get("checks", [])
     if checks:
         out += ["## Agreement checks", "",
-                "What each peer computed, compared with PyTorch (B1's four leaf gradients and "
-                "final value, B2/B3's first loss, B6's final value). A failed B1 check on "
-                "Autograd marks its B1 result INVALID.", "",
-                "| Bench | Quantity | Peer | Threads | rtol | Agrees |", "|---|---|---|---|---|---|"]
-        out += [f"| {c['bench']} | {c['what']} | {c['peer']} | {c['threads']} | {c['rtol']:g} | "
+                "What each peer computed, compared with a reference: PyTorch for B1's four leaf "
+                "gradients and final value, B2/B3's first loss, B6's final value and B7's "
+                "gradients; JAX for B8's first and last warm-up losses; Autograd's eager step "
+                "for B9's. A failed B1 check on Autograd, or a failed check of a replay (B7-B9), "
+                "marks that result INVALID.", "",
+                "| Bench | Quantity | Peer | Case | Reference | Threads | rtol | Agrees |",
+                "|---|---|---|---|---|---|---|---|"]
+        out += [f"| {c['bench']} | {c['what']} | {c['peer']} | {c.get('case', '—')} | "
+                f"{c.get('reference', 'torch')} | {c['threads']} | {c['rtol']:g} | "
                 f"{'yes' if c['ok'] else '**NO**'} |" for c in checks]
         out.append("")
 

@@ -4,7 +4,7 @@
 #   bash bench/run.sh            every benchmark, every peer, 1 and 2 threads; writes
 #                                bench/results/latest.json, bench/RESULTS.md and bench/ratios.png
 #   bash bench/run.sh --quick    fewer repetitions, for development
-#   bash bench/run.sh B1 [B4..]  only the benchmarks named
+#   bash bench/run.sh B1 [B8..]  only the benchmarks named (B1..B9)
 #
 # A quick or partial run writes its JSON and report under bench/results/ instead, so it never
 # replaces the committed full report. Exits non-zero when a build fails or a peer crashes;
@@ -21,8 +21,8 @@ for arg in "$@"; do
     case "$arg" in
         --quick) quick=(--quick) ;;
         -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
-        [Bb][1-6]) benches+=("${arg^^}") ;;
-        *) echo "run.sh: unknown argument '$arg' (use --quick and/or B1..B6)" >&2; exit 2 ;;
+        [Bb][1-9]) benches+=("${arg^^}") ;;
+        *) echo "run.sh: unknown argument '$arg' (use --quick and/or B1..B9)" >&2; exit 2 ;;
     esac
 done
 needs() { # needs PEER_BENCHES...: true when a selected benchmark is one of those named
@@ -56,6 +56,14 @@ for mod in numpy micrograd matplotlib; do
         pip_install "$mod" || die "could not install $mod"
     fi
 done
+if needs B8; then # JAX is B8's peer only
+    if "$PY" -c "import jax" 2>/dev/null; then
+        echo "jax: present ($("$PY" -c 'import jax; print(jax.__version__)'))"
+    else
+        echo "jax: installing jax==0.10.2 (CPU)"
+        pip_install "jax==0.10.2" || die "could not install jax"
+    fi
+fi
 
 # --- 2. The library ----------------------------------------------------------------------------
 step "Building libautograd (scripts/build.sh)"
@@ -106,4 +114,4 @@ driver_rc=0
 step "Report"
 "$PY" "$BENCH/report.py" --json "$json" --md "$md" --png "$png" || die "report.py failed"
 echo "run.sh: finished in $((SECONDS - start)) s"
-[ "$driver_rc" -eq 0 ] || die "a peer crashed or gave no result (see the FAILED lines above)"
+[ "$driver_rc" -eq 0 ] || die "a peer failed: crashed, exited non-zero or gave no result (see the FAILED lines above)"

@@ -1,8 +1,9 @@
-"""PyTorch eager peer of the benchmark suite (B1-B6), mirroring autograd_bench.c.
+"""PyTorch eager peer of the benchmark suite (B1-B7), mirroring autograd_bench.c.
 
     python3 bench/torch_bench.py BENCH THREADS REPS
 
-Prints one "RESULT {json}" line per measured case. B6 measures one repetition per process
+Prints one "RESULT {json}" line per measured case. B7 is B1 reported under B7's name: the
+reference for the gradients of B7's replay. B6 measures one repetition per process
 (the driver starts a fresh process for each). The exact work is defined in bench/README.md."""
 
 import math
@@ -44,7 +45,7 @@ def chain_forward(x, cycles):
     return v
 
 
-def bench_b1(threads, reps):
+def bench_b1(threads, reps, bench="B1"):
     cycles, ops = 2500, 10000
     x = chain_leaves()
     samples, value, grads = [], 0.0, []
@@ -61,7 +62,7 @@ def bench_b1(threads, reps):
         grads = [xi.grad.item() if xi.grad is not None else 0.0 for xi in x]
         for xi in x:
             xi.grad = None
-    result("B1", "chain10k", PEER, threads, "us_per_op", samples, {"value": value, "grads": grads})
+    result(bench, "chain10k", PEER, threads, "us_per_op", samples, {"value": value, "grads": grads})
 
 
 def bench_b6(threads):
@@ -210,7 +211,8 @@ def main():
     bench, threads, reps = parse_args("torch_bench.py")
     torch.set_num_threads(threads)
     settle()
-    runners = {"B1": bench_b1, "B2": bench_b2, "B3": bench_b3, "B4": bench_b4, "B5": bench_b5}
+    runners = {"B1": bench_b1, "B2": bench_b2, "B3": bench_b3, "B4": bench_b4, "B5": bench_b5,
+               "B7": lambda threads, reps: bench_b1(threads, reps, "B7")}
     if bench == "B6":
         bench_b6(threads)
     elif bench in runners:
