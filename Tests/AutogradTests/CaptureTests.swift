@@ -106,6 +106,28 @@ final class CaptureTests: XCTestCase {
     }
 }
 
+extension CaptureTests {
+    /// A classifier's training step (linear, relu, cross-entropy, SGD) replays with a kernel for
+    /// every step: no op is rerun (which would allocate per call).
+    func testATrainingStepWithCrossEntropyRunsNoOpAgain() throws {
+        var rng = TestRNG(1)
+        let x = try rng.tensor([8, 20], requiresGrad: false).converted(to: .float32)
+        let w = try rng.tensor([6, 20]).converted(to: .float32), b = try rng.tensor([6]).converted(to: .float32)
+        try w.setRequiresGrad(true)
+        try b.setRequiresGrad(true)
+        let opt = try SGD(parameters: [w, b], learningRate: 0.01)
+        let f = try CapturedFunction.capture([x]) { ins in
+            let loss = try ins[0].linear(weight: w, bias: b).relu().crossEntropy(labels: [0, 1, 2, 3, 4, 5, 0, 1])
+            try loss.backward()
+            try opt.step()
+            opt.zeroGrad()
+            return [loss]
+        }
+        XCTAssertEqual(f.program.rerunNames, [])
+        XCTAssertGreaterThan(f.stats.fusedGroups, 0)
+    }
+}
+
 /// What a capture refuses, and what a call checks.
 final class CaptureErrorTests: XCTestCase {
     func scalar(_ v: Double, grad: Bool = true) throws -> Tensor {

@@ -29,6 +29,8 @@ final class Program {
     }
 
     private(set) var stats = Stats()
+    /// The names of the steps rerun by their op (for tests and diagnostics).
+    private(set) var rerunNames: [String] = []
     let inputShapes: [[Int]]
     let inputDTypes: [DType]
     let outputShapes: [[Int]]
@@ -284,6 +286,7 @@ final class Program {
                 instructions.append(EffectInstruction(apply, inputs: Program.borrowed(step.inputs, stepInputs[s], pointer)))
             default:
                 stats.rerunSteps += 1
+                rerunNames.append("\(step.name)")
                 let out = stepOutput[s]
                 instructions.append(RerunInstruction(step.rerun, inputs: Program.borrowed(step.inputs, stepInputs[s], pointer),
                                                      out: pointer(out), bytes: values[out].bytes, name: step.name))

@@ -148,7 +148,9 @@ extension Tensor {
         }
         if Trace.isRecording {
             let kernel = ElementLoops.scalarBits(a, b, count: out.count).map { _ in StepKernel.elementwise(ElementLoops.value(op, dtype: out.dtype)) }
-            Trace.note(out, Op.name, [a, b], kernel: kernel ?? .rerunOnly) { ins in try binary(op, ins[0], ins[1]) }
+            Trace.note(out, Op.name, [a, b], kernel: kernel ?? broadcastKernel(a, b, out) { op.value($0, $1) } f64: { op.value($0, $1) }) { ins in
+                try binary(op, ins[0], ins[1])
+            }
         }
         if a.tangentBox != nil || b.tangentBox != nil {
             try out.deriveTangent(from: a, b) { ta, tb in try binaryTangent(op, ta, tb, a, b, out) }

@@ -38,21 +38,24 @@ enum Elementwise {
         let rank = outShape.count
         let inner = outShape[rank - 1]
         let sa = aStrides[rank - 1], sb = bStrides[rank - 1]
-        var index = [Int](repeating: 0, count: rank)
-        var offA = 0, offB = 0, o = 0
-        while o < n {
-            for k in 0..<inner { op[o + k] = f(ap[offA + k * sa], bp[offB + k * sb]) }
-            o += inner
-            var axis = rank - 2
-            while axis >= 0 {
-                index[axis] += 1
-                offA += aStrides[axis]
-                offB += bStrides[axis]
-                if index[axis] < outShape[axis] { break }
-                offA -= aStrides[axis] * outShape[axis]
-                offB -= bStrides[axis] * outShape[axis]
-                index[axis] = 0
-                axis -= 1
+        // The counter lives on the stack (rank <= Shape.maxRank): a replay runs this per call.
+        withUnsafeTemporaryAllocation(of: Int.self, capacity: rank) { index in
+            index.initialize(repeating: 0)
+            var offA = 0, offB = 0, o = 0
+            while o < n {
+                for k in 0..<inner { op[o + k] = f(ap[offA + k * sa], bp[offB + k * sb]) }
+                o += inner
+                var axis = rank - 2
+                while axis >= 0 {
+                    index[axis] += 1
+                    offA += aStrides[axis]
+                    offB += bStrides[axis]
+                    if index[axis] < outShape[axis] { break }
+                    offA -= aStrides[axis] * outShape[axis]
+                    offB -= bStrides[axis] * outShape[axis]
+                    index[axis] = 0
+                    axis -= 1
+                }
             }
         }
     }

@@ -203,9 +203,42 @@ extension Tensor {
                 [try g.scatterAdding(axis: axis, index: index, into: inputShape)]
             }
         }
-        if Trace.isRecording { Trace.note(out, "gather", [self]) { ins in try ins[0].gathering(axis: axis, index: index, indexShape: indexShape) } }
+        if Trace.isRecording {
+            let (inputShape, dtype) = (shape, dtype)
+            Trace.note(out, "gather", [self], kernel: .buffers { args, o in
+                switch dtype {
+                case .float32:
+                    let x = args[0].assumingMemoryBound(to: Float.self), y = o.assumingMemoryBound(to: Float.self)
+                    Indexing.forEachGather(indexShape: indexShape, index: index, shape: inputShape, axis: axis) { p, off in y[p] = x[off] }
+                case .float64:
+                    let x = args[0].assumingMemoryBound(to: Double.self), y = o.assumingMemoryBound(to: Double.self)
+                    Indexing.forEachGather(indexShape: indexShape, index: index, shape: inputShape, axis: axis) { p, off in y[p] = x[off] }
+                }
+            }) { ins in try ins[0].gathering(axis: axis, index: index, indexShape: indexShape) }
+        }
         try out.deriveTangent(from: self) { t in try t.gathering(axis: axis, index: index, indexShape: indexShape) }
         return out
+    }
+
+    /// scatter_add's loop: out (of `target` shape) = zeros with g's elements (of `indexShape`)
+    /// added at the gathered positions, summed through `scratch` (target's count of doubles).
+    static func scatterAdd(_ dtype: DType, _ g: UnsafeMutableRawPointer?, _ indexShape: [Int], index: [Int], axis: Int,
+                           into out: UnsafeMutableRawPointer?, _ target: [Int], scratch: UnsafeMutableRawPointer?) {
+        let n = target.reduce(1, *), m = indexShape.reduce(1, *)
+        guard n > 0, let out, let scratch else { return }
+        let s = UnsafeMutableBufferPointer(start: scratch.assumingMemoryBound(to: Double.self), count: n)
+        switch dtype {
+        case .float32:
+            let acc = Indexing.Accumulator(UnsafeMutableBufferPointer(start: out.assumingMemoryBound(to: Float.self), count: n), s)
+            if m > 0, let g { let gp = g.assumingMemoryBound(to: Float.self)
+                Indexing.forEachGather(indexShape: indexShape, index: index, shape: target, axis: axis) { p, off in acc.add(gp[p], at: off) } }
+            acc.finish()
+        case .float64:
+            let acc = Indexing.Accumulator(UnsafeMutableBufferPointer(start: out.assumingMemoryBound(to: Double.self), count: n), s)
+            if m > 0, let g { let gp = g.assumingMemoryBound(to: Double.self)
+                Indexing.forEachGather(indexShape: indexShape, index: index, shape: target, axis: axis) { p, off in acc.add(gp[p], at: off) } }
+            acc.finish()
+        }
     }
 
     /// Zeros of `target` shape with this tensor's elements added at the gathered positions:
@@ -216,20 +249,18 @@ extension Tensor {
         // Positions gathered several times sum several terms: through a float64 scratch, as
         // Indexing.add.
         let scratch = try Tensor(uninitialized: target, dtype: .float64)
-        switch dtype {
-        case .float32:
-            let g = buffer(Float.self), acc = Indexing.Accumulator(out.buffer(Float.self), scratch.buffer(Double.self))
-            Indexing.forEachGather(indexShape: indexShape, index: index, shape: target, axis: axis) { p, off in acc.add(g[p], at: off) }
-            acc.finish()
-        case .float64:
-            let g = buffer(Double.self), acc = Indexing.Accumulator(out.buffer(Double.self), scratch.buffer(Double.self))
-            Indexing.forEachGather(indexShape: indexShape, index: index, shape: target, axis: axis) { p, off in acc.add(g[p], at: off) }
-            acc.finish()
+        Tensor.scatterAdd(dtype, storage.raw, indexShape, index: index, axis: axis, into: out.storage.raw, target, scratch: scratch.storage.raw)
+        if Trace.isRecording {
+            let (dtype, count) = (dtype, out.count)
+            Trace.note(out, "scatter_add", [self], kernel: .buffers { args, o in
+                // The scratch of one call (a replay allocates it per call, as the eager op does).
+                let scratch = try Tensor(uninitialized: [count], dtype: .float64)
+                Tensor.scatterAdd(dtype, args[0], indexShape, index: index, axis: axis, into: o, target, scratch: scratch.storage.raw)
+            }) { ins in try ins[0].scatterAdding(axis: axis, index: index, into: target) }
         }
         if Tensor.shouldRecord(self) {
             out.record("scatter_add", self) { g, _ in InputGradients(try g.gathering(axis: axis, index: index, indexShape: indexShape)) }
         }
-        if Trace.isRecording { Trace.note(out, "scatter_add", [self]) { ins in try ins[0].scatterAdding(axis: axis, index: index, into: target) } }
         try out.deriveTangent(from: self) { t in try t.scatterAdding(axis: axis, index: index, into: target) }
         return out
     }

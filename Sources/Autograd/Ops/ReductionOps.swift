@@ -76,7 +76,15 @@ extension Tensor {
                 return InputGradients(try Tensor.masked(g.reshaped(keptShape), by: share))
             }
         }
-        if Trace.isRecording { Trace.note(result, name, [self]) { ins in try ins[0].extremum(name, axes: axes, keepDims: keepDims, k32, k64) } }
+        if Trace.isRecording {
+            let (inputShape, dtype) = (shape, dtype)
+            Trace.note(result, name, [self], kernel: .buffers { args, o in
+                switch dtype {
+                case .float32: k32(Tensor.elements(args[0], Float.self, inputShape), inputShape, reduce, Tensor.elements(o, Float.self, keptShape))
+                case .float64: k64(Tensor.elements(args[0], Double.self, inputShape), inputShape, reduce, Tensor.elements(o, Double.self, keptShape))
+                }
+            }) { ins in try ins[0].extremum(name, axes: axes, keepDims: keepDims, k32, k64) }
+        }
         // The transpose of the rule: the tangents of the elements equal to the extremum,
         // averaged over ties (the same shares, selected the same way).
         try result.deriveTangent(from: self) { t in
