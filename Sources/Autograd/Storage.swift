@@ -62,6 +62,13 @@ final class Storage: ManagedBuffer<StorageHeader, UInt64> {
         return unsafeDowncast(object, to: Storage.self)
     }
 
+    /// Points a borrowed storage at other memory of the same size (a replay's input, see
+    /// Program.InputBinding); the memory must outlive its use, as for `borrowing`.
+    func rebind(to p: UnsafeMutableRawPointer) {
+        precondition(header.isBorrowed, "only a borrowed storage is rebound")
+        withUnsafeMutablePointerToElements { $0.pointee = UInt64(UInt(bitPattern: p)) }
+    }
+
     deinit {
         let h = header
         if h.isExternal && !h.isBorrowed, let raw { BufferCache.release(raw, bytes: h.count * h.dtype.size) }

@@ -216,3 +216,23 @@ final class Failures: @unchecked Sendable {
     func add(_ s: String) { lock.lock(); list.append(s); lock.unlock() }
     var all: [String] { lock.lock(); defer { lock.unlock() }; return list }
 }
+
+extension CaptureTests {
+    /// Inputs are read where the caller's tensors are; a function that writes into its input
+    /// (copy_) writes the caller's tensor at each call, as the eager function does.
+    func testInputsReadInPlaceAndWrittenInputs() throws {
+        let f = try CapturedFunction.capture([try Tensor([1, 2], shape: [2])]) { x in [try x[0].multiplying(x[0]).exp()] }
+        for v in [0.5, -1.0, 2.0, 0.5] {
+            let x = try Tensor([v, v + 1], shape: [2])
+            XCTAssertEqual(try f([x])[0].values, try x.multiplying(x).exp().values)
+        }
+        let g = try CapturedFunction.capture([try Tensor([1, 2], shape: [2])]) { x in
+            let doubled = try withNoGrad { try x[0].multiplying(x[0].constant(2)) }
+            try x[0].replaceValues(with: doubled)
+            return [try x[0].adding(x[0].constant(1))]
+        }
+        let x = try Tensor([3, 4], shape: [2])
+        XCTAssertEqual(try g([x])[0].values, [7, 9])
+        XCTAssertEqual(x.values, [6, 8])
+    }
+}

@@ -46,6 +46,9 @@ final class Program {
     /// Constants, parameters and placeholders the instructions read in place, held alive.
     private var retained: [Storage] = []
     private var arena: UnsafeMutableRawPointer?
+    private var inputBindings: [InputBinding] = []
+    /// Storages the function's in-place writes write (an input aliasing one is copied in).
+    private var writtenStorages: Set<ObjectIdentifier> = []
     private var scratch: UnsafeMutableRawPointer?
     /// The pointer given for a value with no element (never read or written).
     private static let nowhere = UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 64)
@@ -299,11 +302,45 @@ final class Program {
                 throw AutogradError.outOfMemory("capture: cannot allocate the \(scratchNeeded)-byte scratch of the replay")
             }
             scratch = p
-            for (fused, _) in groups { fused.bind(scratch: p) }
         }
+        for (fused, _) in groups { fused.bind(scratch: scratch) }
         stats.scratchBytes = scratchNeeded
         outputPointers = outputValues.map { values[$0].count == 0 ? nil : pointer($0) }
         for s in inputStorages where retainedIDs.insert(ObjectIdentifier(s)).inserted { retained.append(s) }
+
+        // Inputs are read where the caller's tensors are (no copy), by rewriting the pointers
+        // that name an input's buffer at each call whose tensor is elsewhere; except an input an
+        // in-place write of the function writes (a copy_ into it), which is copied in as before.
+        var written: Set<ObjectIdentifier> = []
+        for step in steps { if case .effect(let writes, _) = step.kernel { for w in writes { written.insert(ObjectIdentifier(w)) } } }
+        writtenStorages = written
+        inputBindings = inputStorages.map { storage in
+            let binding = InputBinding(placeholder: storage)
+            guard let p = storage.raw, !written.contains(ObjectIdentifier(storage)) else { return binding }
+            binding.readsInPlace = true
+            for instruction in instructions { instruction.collectSlots(pointingAt: p, into: binding) }
+            binding.outputs = outputPointers.indices.filter { outputPointers[$0] == p }
+            return binding
+        }
+    }
+
+    /// How an input's buffer is found at each call (see run).
+    final class InputBinding {
+        let placeholder: Storage
+        /// Whether the input is read from the caller's tensor (else copied into the placeholder).
+        var readsInPlace = false
+        /// Where the instructions hold the input's address: pointer slots, borrowed storages,
+        /// and outputs that are the input itself.
+        var slots: [UnsafeMutablePointer<UnsafeMutableRawPointer>] = []
+        var storages: [Storage] = []
+        var outputs: [Int] = []
+        /// The address they hold now.
+        var bound: UnsafeMutableRawPointer?
+
+        init(placeholder: Storage) {
+            self.placeholder = placeholder
+            bound = placeholder.raw
+        }
     }
 
     deinit {
@@ -334,6 +371,14 @@ final class Program {
         return true
     }
 
+    /// Points every place that names binding's input at `p`.
+    private func rebind(_ binding: InputBinding, to p: UnsafeMutableRawPointer) {
+        for slot in binding.slots { slot.pointee = p }
+        for storage in binding.storages { storage.rebind(to: p) }
+        for k in binding.outputs { outputPointers[k] = p }
+        binding.bound = p
+    }
+
     /// Tensors over the buffers of a step's inputs, made once (their storages borrow the buffers).
     private static func borrowed(_ inputs: [StepValue], _ ids: [Int], _ pointer: (Int) -> UnsafeMutableRawPointer) -> [Tensor] {
         zip(inputs, ids).map { input, v in
@@ -341,13 +386,31 @@ final class Program {
         }
     }
 
-    /// One run: copies `inputs` into the input buffers, then runs every instruction.
+    /// One run: points the instructions at the inputs' buffers (or copies an input in, see
+    /// InputBinding), then runs every instruction. The caller keeps `inputs` alive meanwhile.
     func run(_ inputs: [Tensor]) throws {
-        for (k, t) in inputs.enumerated() where t.storage !== inputStorages[k] && t.count > 0 {
-            inputStorages[k].raw!.copyMemory(from: UnsafeRawPointer(t.storage.raw!), byteCount: t.count * t.dtype.size)
+        for (k, t) in inputs.enumerated() where t.count > 0 {
+            let binding = inputBindings[k]
+            guard let source = t.storage.raw else { continue }
+            if binding.readsInPlace && !writtenStorages.contains(ObjectIdentifier(t.storage)) {
+                if source != binding.bound { rebind(binding, to: source) }
+            } else {
+                let placeholder = binding.placeholder.raw!
+                if binding.readsInPlace && binding.bound != placeholder { rebind(binding, to: placeholder) }
+                if source != placeholder { placeholder.copyMemory(from: UnsafeRawPointer(source), byteCount: t.count * t.dtype.size) }
+            }
         }
         for instruction in unretained {
             try instruction._withUnsafeGuaranteedRef { try $0.run() }
+        }
+        // An input the function wrote in place (copy_ into it) is written back to the caller's
+        // tensor, as the eager function writes it.
+        for (k, t) in inputs.enumerated() where t.count > 0 {
+            let placeholder = inputBindings[k].placeholder
+            guard t.storage !== placeholder, writtenStorages.contains(ObjectIdentifier(placeholder)),
+                  let src = placeholder.raw, let dst = t.storage.raw else { continue }
+            dst.copyMemory(from: UnsafeRawPointer(src), byteCount: t.count * t.dtype.size)
+            GraphLock.withLock { t.storage.bumpVersion() }
         }
     }
 }
@@ -356,12 +419,21 @@ final class Program {
 /// reference: copying an enum's payload out of an array retains it).
 class Instruction {
     func run() throws { preconditionFailure("Instruction is abstract") }
+
+    /// Adds to `binding` every place where this instruction holds the address `p`.
+    func collectSlots(pointingAt p: UnsafeMutableRawPointer, into binding: Program.InputBinding) {}
+
+    /// The borrowed storages of `tensors` over `p` (rerun and in-place instructions).
+    static func storages(of tensors: [Tensor], at p: UnsafeMutableRawPointer) -> [Storage] {
+        tensors.compactMap { $0.storage.raw == p ? $0.storage : nil }
+    }
 }
 
 /// A kernel over fixed buffers (StepKernel.buffers).
 final class BuffersInstruction: Instruction {
     let kernel: (UnsafePointer<UnsafeMutableRawPointer>, UnsafeMutableRawPointer) throws -> Void
     let args: UnsafeMutablePointer<UnsafeMutableRawPointer>
+    let argCount: Int
     let out: UnsafeMutableRawPointer
 
     init(_ kernel: @escaping (UnsafePointer<UnsafeMutableRawPointer>, UnsafeMutableRawPointer) throws -> Void,
@@ -369,12 +441,17 @@ final class BuffersInstruction: Instruction {
         self.kernel = kernel
         self.args = UnsafeMutablePointer<UnsafeMutableRawPointer>.allocate(capacity: Swift.max(1, args.count))
         self.args.initialize(from: args, count: args.count)
+        argCount = args.count
         self.out = out
     }
 
     deinit { args.deallocate() }
 
     override func run() throws { try kernel(args, out) }
+
+    override func collectSlots(pointingAt p: UnsafeMutableRawPointer, into binding: Program.InputBinding) {
+        for k in 0..<argCount where args[k] == p { binding.slots.append(args + k) }
+    }
 }
 
 /// An op rerun on tensors over fixed buffers, its result copied into its planned buffer.
@@ -400,6 +477,10 @@ final class RerunInstruction: Instruction {
         }
         if bytes > 0, let src = result.storage.raw, src != out { out.copyMemory(from: UnsafeRawPointer(src), byteCount: bytes) }
     }
+
+    override func collectSlots(pointingAt p: UnsafeMutableRawPointer, into binding: Program.InputBinding) {
+        binding.storages += Instruction.storages(of: inputs, at: p)
+    }
 }
 
 /// An in-place write (an optimizer step, a copy into a parameter) on tensors over fixed buffers.
@@ -413,6 +494,10 @@ final class EffectInstruction: Instruction {
     }
 
     override func run() throws { try Trace.suspended { try apply(inputs) } }
+
+    override func collectSlots(pointingAt p: UnsafeMutableRawPointer, into binding: Program.InputBinding) {
+        binding.storages += Instruction.storages(of: inputs, at: p)
+    }
 }
 
 /// A run of elementwise steps over one count executed as blocked loops: for each block of
@@ -456,6 +541,16 @@ final class FusedGroup: Instruction {
 
     override func run() { runLoops() }
 
+    override func collectSlots(pointingAt p: UnsafeMutableRawPointer, into binding: Program.InputBinding) {
+        guard let pointers else { return }
+        for i in 0..<operands.count where pointers[i] == p {
+            switch operands[i] {
+            case .buffer, .fixed: binding.slots.append(pointers + i)
+            case .register: break
+            }
+        }
+    }
+
     deinit { pointers?.deallocate() }
 
     var blockBytes: Int { Swift.min(count, FusedGroup.blockSize) * dtype.size }
@@ -498,7 +593,6 @@ final class FusedGroup: Instruction {
     }
 
     func runLoops() {
-        if pointers == nil { bind(scratch: nil) }
         guard let pointers else { return }
         let slots = FusedGroup.slots
         if count <= FusedGroup.blockSize {
