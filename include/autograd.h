@@ -945,7 +945,10 @@ typedef int32_t (*ag_capture_fn)(ag_tensor *outputs, int64_t noutputs, const ag_
  * included) in place at each call, as the eager step does; tensors made inside fn (constants,
  * seeded random tensors) keep their capture-time values. What it does not redo: C code between
  * the ops (branches on values are frozen at the capture's path), and `.grad` fields (a replay
- * updates the parameters an optimizer writes, not their gradients: return gradients as outputs).
+ * updates the parameters an optimizer writes, not their gradients: return gradients as outputs),
+ * and ops fn runs on other threads (only the capturing thread is recorded: their results are
+ * read as constants). An input fn writes in place (ag_tensor_copy_ into it) is written back to
+ * the caller's tensor at each call, as fn would write it.
  * Errors: AG_ERR_ARGUMENT (out or fn NULL, inputs NULL with ninputs > 0, ninputs < 0, noutputs
  * < 1 or above 4096), AG_ERR_INVALID_HANDLE (an input), AG_ERR_CALLBACK (fn failed, wrote a
  * handle that is not a live tensor, or freed an input), AG_ERR_STATE (fn reached a hook in a
