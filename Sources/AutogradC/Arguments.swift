@@ -32,6 +32,19 @@ enum Arg {
         try HandleTable.shared.insert(consume t, kind: .tensor)
     }
 
+    /// New handles for `tensors`, all or none (a failure releases those already made).
+    static func handles(_ tensors: [Tensor]) throws -> [UInt64] {
+        var handles: [UInt64] = []
+        handles.reserveCapacity(tensors.count)
+        do {
+            for t in tensors { handles.append(try handle(t)) }
+        } catch {
+            for h in handles { _ = HandleTable.shared.remove(h, kind: .tensor) }
+            throw error
+        }
+        return handles
+    }
+
     static func out<T>(_ p: UnsafeMutablePointer<T>?, _ name: String = "out") throws -> UnsafeMutablePointer<T> {
         guard let p else { throw AutogradError.argument("the output pointer '\(name)' is NULL") }
         return p

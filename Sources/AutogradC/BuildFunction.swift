@@ -22,14 +22,7 @@ struct BuildFunction {
     /// taken over, every handle released whatever happens. Each way the function breaks its
     /// contract is AutogradError.callback with a message saying which.
     func callAsFunction(_ inputs: [Tensor]) throws -> Tensor {
-        var handles: [UInt64] = []
-        handles.reserveCapacity(inputs.count)
-        do {
-            for t in inputs { handles.append(try Arg.handle(t)) }
-        } catch {
-            for h in handles { _ = HandleTable.shared.remove(h, kind: .tensor) }
-            throw error
-        }
+        let handles = try Arg.handles(inputs)
         var out: UInt64 = 0
         let failuresBefore = LastError.failures
         let status = handles.withUnsafeBufferPointer { build(&out, $0.baseAddress, Int64($0.count), userData) }

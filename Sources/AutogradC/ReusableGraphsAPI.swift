@@ -74,14 +74,7 @@ public func ag_capture(_ out: UnsafeMutablePointer<UInt64>?, _ fn: CCaptureFunct
 /// over, every handle released whatever happens; each broken contract is AutogradError.callback.
 private func callCaptureFunction(_ fn: CCaptureFunction, _ userData: UnsafeMutableRawPointer?, _ inputs: [Tensor],
                                  outputs n: Int) throws -> [Tensor] {
-    var handles: [UInt64] = []
-    handles.reserveCapacity(inputs.count)
-    do {
-        for t in inputs { handles.append(try Arg.handle(t)) }
-    } catch {
-        for h in handles { _ = HandleTable.shared.remove(h, kind: .tensor) }
-        throw error
-    }
+    let handles = try Arg.handles(inputs)
     var outs = [UInt64](repeating: 0, count: n)
     let failuresBefore = LastError.failures
     let status = outs.withUnsafeMutableBufferPointer { o in
@@ -127,15 +120,7 @@ public func ag_function_call(_ outputs: UnsafeMutablePointer<UInt64>?, _ noutput
         }
         let xs = try Arg.tensorsOrNone(inputs, ninputs, "inputs", count: "ninputs")
         try MemoryReserve.ensureArmed()
-        let results = try function(xs)
-        var made: [UInt64] = []
-        do {
-            for t in results { made.append(try Arg.handle(t)) }
-        } catch {
-            for h in made { _ = HandleTable.shared.remove(h, kind: .tensor) }
-            throw error
-        }
-        for (k, h) in made.enumerated() { out[k] = h }
+        for (k, h) in try Arg.handles(function(xs)).enumerated() { out[k] = h }
     }
 }
 
