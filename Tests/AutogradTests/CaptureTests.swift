@@ -236,3 +236,31 @@ extension CaptureTests {
         XCTAssertEqual(x.values, [6, 8])
     }
 }
+
+extension CaptureTests {
+    /// A fused group as large as the eager kernels split over threads is split too (each chunk
+    /// with its own scratch); the bits are the eager ones at 1 and 2 threads.
+    func testLargeFusedGroupsSplitOverThreads() throws {
+        let before = Parallel.threadCount
+        defer { try? Parallel.setThreadCount(before) }
+        let n = Parallel.minimumParallelCount + 3000
+        var rng = TestRNG(5)
+        let values = (0..<n).map { _ in rng.uniform(-2, 2) }
+        for threads in [1, 2] {
+            try Parallel.setThreadCount(threads)
+            for dtype in [DType.float64, .float32] {
+                let x = try Tensor(values, shape: [n], dtype: dtype)
+                try x.setRequiresGrad(true)
+                let body = { (x: [Tensor]) throws -> [Tensor] in
+                    let y = try (x[0] * x[0]).tanh().exp().relu() - x[0]
+                    return [y] + (try Tensor.gradients(of: [y.sum()], withRespectTo: x).map { $0! })
+                }
+                let f = try CapturedFunction.capture([x], body)
+                XCTAssertGreaterThan(f.stats.fusedSteps, 3)
+                let x2 = try x.multiplying(x.constant(0.5)).detach()
+                try x2.setRequiresGrad(true)
+                XCTAssertEqual(try f([x2]).map { $0.values.map(\.bitPattern) }, try body([x2]).map { $0.values.map(\.bitPattern) }, "\(threads) threads, \(dtype)")
+            }
+        }
+    }
+}

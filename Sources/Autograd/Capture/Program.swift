@@ -605,16 +605,37 @@ final class FusedGroup: Instruction {
             return
         }
         // Several blocks: buffer operands advance with the block, registers and scalars stay.
-        let size = dtype.size
+        // A group as large as the eager kernels split over threads is split the same way, each
+        // chunk with a scratch of its own.
+        if count >= Parallel.minimumParallelCount && Parallel.threadCount > 1 {
+            let bytes = Swift.max(registerCount * registerStride, 1)
+            Parallel.forChunks(count: count) { range in
+                withUnsafeTemporaryAllocation(byteCount: bytes, alignment: 64) { local in
+                    runBlocks(range, scratch: local.baseAddress!)
+                }
+            }
+        } else {
+            runBlocks(0..<count, scratch: nil)
+        }
+    }
+
+    /// The blocks of `range`, registers in `scratch` (nil: the program's, bound in `pointers`).
+    private func runBlocks(_ range: Range<Int>, scratch: UnsafeMutableRawPointer?) {
+        guard let pointers else { return }
+        let slots = FusedGroup.slots, size = dtype.size, stride = registerStride
         withUnsafeTemporaryAllocation(of: UnsafeMutableRawPointer.self, capacity: slots) { working in
             let working = working.baseAddress!
-            var start = 0
-            while start < count {
-                let n = Swift.min(FusedGroup.blockSize, count - start)
+            var start = range.lowerBound
+            while start < range.upperBound {
+                let n = Swift.min(FusedGroup.blockSize, range.upperBound - start)
                 for j in 0..<loops.count {
                     for k in 0..<slots {
                         let i = j * slots + k
-                        if case .buffer = operands[i] { working[k] = pointers[i] + start * size } else { working[k] = pointers[i] }
+                        switch operands[i] {
+                        case .buffer: working[k] = pointers[i] + start * size
+                        case .fixed: working[k] = pointers[i]
+                        case .register(let r): working[k] = scratch.map { $0 + r * stride } ?? pointers[i]
+                        }
                     }
                     call(loops[j], working[0], UnsafePointer(working + 1), n)
                 }
