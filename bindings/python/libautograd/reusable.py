@@ -27,6 +27,7 @@ import functools
 import itertools
 import sys
 import threading
+import types
 import weakref
 from ctypes import byref, c_bool, c_int64, c_uint64
 
@@ -247,6 +248,11 @@ class CompiledFunction:
         self._noutputs = 1  # the number of outputs fn returned last (ag_capture needs it first)
         self._hits = self._misses = self._captures = 0
 
+    def __get__(self, obj, objtype=None):
+        """As a method (a compiled function defined in a class): bound to obj, which is then a
+        non-Tensor argument (hashed by identity unless its class says otherwise)."""
+        return self if obj is None else types.MethodType(self, obj)
+
     def __repr__(self):
         name = getattr(self._fn, "__qualname__", repr(self._fn))
         return f"<compiled {name}: {len(self._cache)} captured signature(s)>"
@@ -255,8 +261,7 @@ class CompiledFunction:
 
     @staticmethod
     def _key_of(value, what):
-        if isinstance(value, Tensor):
-            return None
+        """The key of a non-Tensor argument: (its type, itself)."""
         if _holds_tensor(value):
             raise TypeError(f"{what}: Tensors inside containers are not supported by compile; "
                             "pass each Tensor as its own argument")
@@ -272,19 +277,17 @@ class CompiledFunction:
         """(cache key, tensor inputs, slots): see compile."""
         key, tensors, slots = [is_grad_enabled()], [], []
         for i, a in enumerate(args):
-            k = self._key_of(a, f"argument {i}")
-            if k is None:
+            k = _tensor_key(a) if isinstance(a, Tensor) else self._key_of(a, f"argument {i}")
+            if k[0] == "T":
                 slots.append((i, len(tensors)))
                 tensors.append(a)
-                k = ("T", a.shape, a.dtype.code, a.requires_grad)
             key.append(k)
         for name in sorted(kwargs):
             a = kwargs[name]
-            k = self._key_of(a, f"argument {name!r}")
-            if k is None:
+            k = _tensor_key(a) if isinstance(a, Tensor) else self._key_of(a, f"argument {name!r}")
+            if k[0] == "T":
                 slots.append((name, len(tensors)))
                 tensors.append(a)
-                k = ("T", a.shape, a.dtype.code, a.requires_grad)
             key.append((name, k))
         return tuple(key), tensors, slots
 
@@ -369,6 +372,25 @@ class CompiledFunction:
             self._cache.clear()
         for e in entries:
             e.free()
+
+
+def _tensor_key(t):
+    """("T", shape, dtype code, requires_grad) of a Tensor argument. A handle's shape and dtype
+    never change, so they are remembered on the Tensor with the handle they belong to (a call's
+    signature then costs one C call per Tensor, for requires_grad)."""
+    h = t._handle
+    known = t.__dict__.get("_signature")
+    if known is None or known[0] != h:
+        known = (h, t.shape, t.dtype.code)
+        t._signature = known
+    flag = c_bool(False)
+    status = _requires_grad(byref(flag), h)
+    if status:
+        check(status)
+    return ("T", known[1], known[2], flag.value)
+
+
+_requires_grad = lib.ag_tensor_requires_grad
 
 
 def _holds_tensor(value):

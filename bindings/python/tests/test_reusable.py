@@ -340,6 +340,25 @@ def test_output_structures_and_changing_output_counts(no_leaks):
         assert m.is_mask and m.tolist() == [1.0, 0.0]
 
 
+def test_compile_as_a_decorator_and_on_methods(no_leaks):
+    class Model:
+        def __init__(self, scale):
+            self.w = ag.tensor([scale, scale])
+
+        @ag.compile
+        def forward(self, x):
+            return (x * self.w).sum()
+
+    a, b = Model(2.0), Model(3.0)
+    for v in (1.0, 2.0):
+        assert a.forward(ag.tensor([v, v])).item() == 4.0 * v
+        assert b.forward(ag.tensor([v, v])).item() == 6.0 * v
+    # one compiled function for the class, one capture per instance (self is in the key)
+    assert Model.forward.cache_info() == ag.CacheInfo(hits=2, misses=2, captures=2, size=2)
+    assert Model.forward.__name__ == "forward"
+    Model.forward.clear_cache()
+
+
 def test_concurrent_calls_give_each_caller_its_result(no_leaks):
     w = ag.tensor(np.linspace(-1, 1, 12).reshape(3, 4))
     f = ag.compile(lambda x: ag.tanh(x @ w).sum(axis=0))
