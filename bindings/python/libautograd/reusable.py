@@ -31,8 +31,7 @@ import types
 import weakref
 from ctypes import byref, c_bool, c_int64, c_uint64
 
-from ._library import lib
-from ._prototypes import ag_capture_fn
+from ._library import CAPTURE_FN, lib
 from .errors import ERR_ARGUMENT, ArgumentError, check, set_pending, take_pending
 from .grad_mode import is_grad_enabled
 from .tensor import Tensor, adopt_if_kept, handle_from_numpy, handle_of
@@ -188,7 +187,7 @@ def _unflatten(outputs, structure):
     return structure(outputs)
 
 
-@ag_capture_fn
+@CAPTURE_FN
 def _capture_trampoline(outputs, noutputs, inputs, ninputs, user_data):
     """The one ag_capture_fn: runs the job registered under user_data on the placeholders the
     library passes (borrowed Tensors), and hands the library a handle of its own to each output
@@ -350,6 +349,42 @@ class CompiledFunction:
         for t, m in zip(results, entry.masks):
             t._mask = m
         return _unflatten(results, entry.structure)
+
+    def call_into(self, out, *args, **kwargs):
+        """Calls the compiled function on args, writing its outputs into the existing Tensors
+        `out` (a Tensor, or a sequence with one per output) in place, and returns out. A
+        replay (ag_function_call_into) allocates nothing: each output tensor must be a leaf
+        of the output's shape and dtype, not requiring grad while grad mode is on (StateError,
+        ShapeError, DTypeError else); their version counters are bumped. A call that captures
+        writes its results the same way (ag_tensor_copy_, after checking shapes and dtypes).
+        """
+        targets = [out] if isinstance(out, Tensor) else list(out)
+        for i, t in enumerate(targets):
+            handle_of(t, f"out[{i}]")
+        key, tensors, _ = self._signature(args, kwargs)
+        entry = self._cache.get(key)
+        if entry is None:
+            results = self(*args, **kwargs)
+            results = [results] if isinstance(results, Tensor) else list(results)
+            if len(results) != len(targets):
+                raise ValueError(f"{len(targets)} output tensors for {len(results)} outputs")
+            for i, (dst, src) in enumerate(zip(targets, results)):
+                if dst.shape != src.shape or dst.dtype is not src.dtype:
+                    raise ValueError(f"out[{i}] is {dst.dtype} {dst.shape}, output {i} is "
+                                     f"{src.dtype} {src.shape}")
+                dst._check_writable("call_into")
+            for dst, src in zip(targets, results):
+                check(lib.ag_tensor_copy_(dst._handle, src._handle))
+                dst._mask = src._mask
+            return out
+        self._hits += 1
+        n = len(tensors)
+        ins = (c_uint64 * n)(*[t._handle for t in tensors]) if n else None
+        outs = (c_uint64 * len(targets))(*[t._handle for t in targets])
+        check(lib.ag_function_call_into(outs, len(targets), entry.handle, ins, n))
+        for t, m in zip(targets, entry.masks):
+            t._mask = m
+        return out
 
     # -- inspection -------------------------------------------------------------------------
 

@@ -340,6 +340,28 @@ def test_output_structures_and_changing_output_counts(no_leaks):
         assert m.is_mask and m.tolist() == [1.0, 0.0]
 
 
+def test_call_into_writes_existing_tensors(no_leaks):
+    w = ag.tensor([[1.0, 2.0], [3.0, 4.0]])
+    f = ag.compile(lambda x: (x @ w, (x * x).sum()))
+    out = [ag.zeros(1, 2), ag.zeros(())]
+    for k, v in enumerate([1.0, 2.0, 3.0]):
+        x = ag.tensor([[v, -v]])
+        assert f.call_into(out, x) is out
+        a, b = f(x) if k else (None, None)
+        assert out[0].tolist() == [[v - 3 * v, 2 * v - 4 * v]] and out[1].item() == 2 * v * v
+        if a is not None:
+            assert same(out[0], a) and same(out[1], b)
+    with pytest.raises(ag.ShapeError):
+        f.call_into([ag.zeros(2, 2), ag.zeros(())], ag.tensor([[1.0, 1.0]]))
+    with pytest.raises(ag.StateError):
+        f.call_into([ag.zeros(1, 2, requires_grad=True), ag.zeros(())], ag.tensor([[1.0, 1.0]]))
+    g = ag.compile(lambda x: x * 2.0)
+    with pytest.raises(ValueError):  # a call that captures checks the same in Python
+        g.call_into(ag.zeros(3), ag.tensor([1.0, 2.0]))
+    assert g.call_into(ag.zeros(2), ag.tensor([1.0, 2.0])).tolist() == [2.0, 4.0]
+    assert g.cache_info().captures == 1
+
+
 def test_compile_as_a_decorator_and_on_methods(no_leaks):
     class Model:
         def __init__(self, scale):
