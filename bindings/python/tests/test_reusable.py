@@ -193,6 +193,26 @@ def test_compiled_function_with_grad_matches_eager_bit_for_bit(dtype, rng, no_le
     gc.collect()
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_large_elementwise_chains_replay_bit_for_bit(dtype, no_leaks):
+    """Tensors large enough for the kernels' multithreaded paths (eager and replayed)."""
+    r = np.random.default_rng(17)
+    b = ag.tensor(r.normal(size=(1, 512)), dtype=dtype)
+
+    def f(x):
+        y = ag.tanh(x * 1.5 + b) * ag.sigmoid(x) - ag.exp(-x * x) / (1.0 + x * x)
+        loss = (ag.softplus(y) * x).sum() + ag.gelu(y).mean()
+        return loss, ag.grad(loss, x)[0]
+
+    g = ag.compile(f)
+    for _ in range(3):
+        data = r.normal(size=(600, 512))
+        got = g(ag.tensor(data, dtype=dtype, requires_grad=True))
+        want = f(ag.tensor(data, dtype=dtype, requires_grad=True))
+        assert all(same(a, e) for a, e in zip(got, want))
+    assert g.cache_info().hits == 1
+
+
 def _mlp_params(dtype, seed=3):
     r = np.random.default_rng(seed)
     shapes = [(8, 5), (8,), (3, 8), (3,)]
