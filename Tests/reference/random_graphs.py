@@ -37,8 +37,15 @@ Separately, a few ops' forward values (and some gradients) are checked on their 
 numpy / jax (gelu via jax.scipy.special.erf and jax.nn.gelu(approximate=False), sigmoid and
 softplus at +-1000, gelu's negative tail elementwise, var, logsumexp, softmax, ...).
 
+Capture and replay: every graph's forward, loss, ag_backward and gradients are also captured
+once (ag_capture, from the graph's own leaf values) and replayed (ag_function_call) on two new
+sets of leaf values (moved by a relative 1e-3; shuffled and moved); every output of each replay
+must equal the eager run on the same values bit for bit (a replay runs the same arithmetic).
+--no-replay skips this; --replay-only runs only this, on many graphs quickly (no JAX).
+
 Usage: AUTOGRAD_LIB=path/to/libautograd.so python3 Tests/reference/random_graphs.py
        [--graphs N] [--seed S] [--dtype float64|float32|both] [--graph I] [--jobs J] [--verbose]
+       [--no-replay | --replay-only]
 Every graph's random numbers come from (seed, dtype, index) alone, so `--dtype float32 --graph 17`
 rebuilds and dumps graph 17 on its own. Prints one line per failing graph, a summary (worst error
 per dtype and per op), and finally "N passed, M failed" (graphs). Exits non-zero on any failure
