@@ -2,7 +2,8 @@
 # Random-graph reference test: compares libautograd.so's forward values and gradients with an
 # independent reference, JAX's CPU build in float64, on 400 random graphs (200 float64, 200
 # float32) mixing the whole op catalogue (Tests/reference/random_graphs.py describes the graphs,
-# the error metric and the thresholds: 1e-10 for float64, 1e-4 for float32).
+# the error metric and the thresholds: 1e-10 for float64, 1e-4 for float32); every graph is also
+# captured once (ag_capture) and replayed on new leaf values, bit-identical to the eager run on them.
 # Installs jax, jaxlib and numpy from PyPI with pip when `import jax` fails.
 # Assumes the library is built (scripts/build.sh). AUTOGRAD_LIB overrides the library's path;
 # arguments are passed to the Python script (--help lists them). Exits non-zero on any failure.

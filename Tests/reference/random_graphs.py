@@ -37,8 +37,15 @@ Separately, a few ops' forward values (and some gradients) are checked on their 
 numpy / jax (gelu via jax.scipy.special.erf and jax.nn.gelu(approximate=False), sigmoid and
 softplus at +-1000, gelu's negative tail elementwise, var, logsumexp, softmax, ...).
 
+Capture and replay: every graph's forward, loss, ag_backward and gradients are also captured
+once (ag_capture, from the graph's own leaf values) and replayed (ag_function_call) on two new
+sets of leaf values (moved by a relative 1e-3; shuffled and moved); every output of each replay
+must equal the eager run on the same values bit for bit (a replay runs the same arithmetic).
+--no-replay skips this; --replay-only runs only this, on many graphs quickly (no JAX).
+
 Usage: AUTOGRAD_LIB=path/to/libautograd.so python3 Tests/reference/random_graphs.py
        [--graphs N] [--seed S] [--dtype float64|float32|both] [--graph I] [--jobs J] [--verbose]
+       [--no-replay | --replay-only]
 Every graph's random numbers come from (seed, dtype, index) alone, so `--dtype float32 --graph 17`
 rebuilds and dumps graph 17 on its own. Prints one line per failing graph, a summary (worst error
 per dtype and per op), and finally "N passed, M failed" (graphs). Exits non-zero on any failure
@@ -130,6 +137,11 @@ SIGNATURES = {
     "ag_cross_entropy": (S, [PT, T, PI64, c_int64]),
     "ag_linear": (S, [PT, T, T, T]),
     "ag_where": (S, [PT, T, T, T]),
+    "ag_tensor_zeros": (S, [PT, PI64, c_int64, c_int32]),
+    "ag_detach": (S, [PT, T]),
+    # capture and replay (check_replay); ag_capture's argtypes are set in load_library
+    "ag_function_call": (S, [PT, c_int64, T, PT, c_int64]),
+    "ag_function_free": (S, [T]),
 }
 BINARY = ["add", "sub", "mul", "div", "pow", "maximum", "minimum", "atan2"]
 SCALAR = ["add_scalar", "sub_scalar", "rsub_scalar", "mul_scalar", "div_scalar", "rdiv_scalar",
@@ -155,6 +167,8 @@ def load_library(path):
         fn = getattr(lib, name)
         fn.restype = restype
         fn.argtypes = argtypes
+    lib.ag_capture.restype = S
+    lib.ag_capture.argtypes = [PT, CAPTURE_FN, PT, c_int64, c_int64, c_void_p]
     return lib
 
 
@@ -1182,44 +1196,185 @@ def make_w(W, dtype):
         A.free_all()
 
 
-def run_ours(G, final, W, dtype):
+def build_graph(A, G, final, W, dtype, leaves):
+    """The graph's forward and backward on the leaf handles `leaves` (one per "leaf" entry of
+    G.prog, requiring grad): constants and W made here, every op through the C API, then
+    loss = sum(out * W) and ag_backward. Returns (out, w, loss, gradient handles, None for a
+    leaf never backpropagated into); every handle made is kept by the arena A."""
+    slots = []
+    k = 0
+    for op, ins, p in G.prog:
+        if op == "leaf":
+            h = leaves[k]
+            k += 1
+        elif op == "const":
+            h = A.from_numpy(p["data"], dtype)
+        else:
+            h = ag_apply(A, op, [slots[i] for i in ins], p)
+        slots.append(h)
+    shape = W["shape"]
+    w = A.call("tensor_rand_normal", i64_array(shape), len(shape), c_double(0.0), c_double(1.0),
+               c_uint64(W["seed"]), AG_DTYPE[dtype])
+    loss = A.call("sum", A.call("mul", slots[final], w), None, 0, False)
+    check(LIB.ag_backward(loss, 0, False, False), "ag_backward")
+    grads = []
+    for leaf in leaves:
+        g = c_uint64(0)
+        check(LIB.ag_tensor_grad(byref(g), leaf), "ag_tensor_grad")
+        grads.append(A.keep(g.value) or None)
+    return slots[final], w, loss, grads
+
+
+def leaf_data(G):
+    return [p["data"] for op, _, p in G.prog if op == "leaf"]
+
+
+def run_ours(G, final, W, dtype, data=None):
+    """The graph run eagerly on the leaf values `data` (default: the generator's): out, the
+    loss, every leaf's gradient (zeros for one never backpropagated into) and W's values."""
+    before = live_handles()
     A = Arena()
     try:
-        slots = []
         leaves = []
-        for op, ins, p in G.prog:
-            if op in ("leaf", "const"):
-                h = A.from_numpy(p["data"], dtype)
-                if op == "leaf":
-                    check(LIB.ag_tensor_set_requires_grad(h, True), "ag_tensor_set_requires_grad")
-                    leaves.append(h)
-            else:
-                h = ag_apply(A, op, [slots[i] for i in ins], p)
-            slots.append(h)
-        shape = W["shape"]
-        w = A.call("tensor_rand_normal", i64_array(shape), len(shape), c_double(0.0), c_double(1.0),
-                   c_uint64(W["seed"]), AG_DTYPE[dtype])
-        loss = A.call("sum", A.call("mul", slots[final], w), None, 0, False)
-        check(LIB.ag_backward(loss, 0, False, False), "ag_backward")
-        out = to_numpy(slots[final], dtype)
+        for d in leaf_data(G) if data is None else data:
+            h = A.from_numpy(d, dtype)
+            check(LIB.ag_tensor_set_requires_grad(h, True), "ag_tensor_set_requires_grad")
+            leaves.append(h)
+        out_h, w, loss, grad_hs = build_graph(A, G, final, W, dtype, leaves)
+        out = to_numpy(out_h, dtype)
         wv = to_numpy(w, dtype)
         item = c_double()
         check(LIB.ag_tensor_item(byref(item), loss), "ag_tensor_item")
-        grads = []
-        for leaf, (op, _, p) in zip(leaves, [e for e in G.prog if e[0] == "leaf"]):
-            g = c_uint64(0)
-            check(LIB.ag_tensor_grad(byref(g), leaf), "ag_tensor_grad")
-            if g.value == 0:  # never backpropagated into: a zero gradient
-                grads.append(np.zeros(np.shape(p["data"])))
-            else:
-                A.keep(g.value)
-                grads.append(to_numpy(g.value, dtype))
+        grads = [np.zeros(np.shape(d)) if g is None else to_numpy(g, dtype)
+                 for d, g in zip(leaf_data(G), grad_hs)]
         return out, item.value, grads, wv
     finally:
         A.free_all()
         n = live_handles()
-        if n != 0:
-            raise AgError(f"{n} live handles after freeing every handle of the graph")
+        if n != before:
+            raise AgError(f"{n - before} live handles after freeing every handle of the graph")
+
+
+# ---------------------------------------------------------------------------------------------
+# Capture and replay: the graph's forward and gradients captured once (ag_capture), replayed on
+# new leaf values (ag_function_call), compared bit for bit with the eager run on those values
+# ---------------------------------------------------------------------------------------------
+
+CAPTURE_FN = ctypes.CFUNCTYPE(c_int32, PT, c_int64, PT, c_int64, c_void_p)
+
+
+def _replay_outputs(A, G, final, W, dtype, leaves):
+    """The captured function's body: build_graph on the placeholders; its outputs are out, the
+    loss, and each leaf's gradient (a zeros constant for a leaf never backpropagated into), as
+    new handles (ag_detach: the same values) that the library takes over."""
+    out, _, loss, grads = build_graph(A, G, final, W, dtype, leaves)
+    results = [out, loss]
+    for d, g in zip(leaf_data(G), grads):
+        if g is None:
+            shape = np.shape(d)
+            g = A.call("tensor_zeros", i64_array(shape), len(shape), AG_DTYPE[dtype])
+        results.append(g)
+    fresh = []
+    for h in results:
+        o = c_uint64(0)
+        check(LIB.ag_detach(byref(o), h), "ag_detach")
+        fresh.append(o.value)
+    return fresh
+
+
+def replay_inputs(G, dtype, rng):
+    """Two new sets of leaf values: the generator's values moved by a relative 1e-3 (same
+    domains, margins and branches, different bits), and the same values shuffled within each
+    leaf and moved (other maxima, comparisons, masks)."""
+    near, shuffled = [], []
+    for d in leaf_data(G):
+        d = np.asarray(d, dtype=np.float64)
+        near.append((d * (1 + 1e-3 * rng.uniform(-1, 1, d.shape))).astype(NP_DTYPE[dtype]))
+        flat = rng.permutation(d.ravel()).reshape(d.shape)
+        shuffled.append((flat * (1 + 1e-3 * rng.uniform(-1, 1, d.shape))).astype(NP_DTYPE[dtype]))
+    return [("near", near), ("shuffled", shuffled)]
+
+
+def compare_bits(ours, eager):
+    """None when identical bit for bit; else what differs. nan equal to nan with other bits is
+    reported too (the replay must run the same arithmetic)."""
+    ours, eager = np.asarray(ours), np.asarray(eager)
+    if ours.shape != eager.shape or ours.dtype != eager.dtype:
+        return f"{ours.dtype}{list(ours.shape)} vs eager {eager.dtype}{list(eager.shape)}"
+    if ours.tobytes() == eager.tobytes():
+        return None
+    o, e = ours.astype(np.float64).ravel(), eager.astype(np.float64).ravel()
+    differ = ~((o == e) | (np.isnan(o) & np.isnan(e)))
+    if not differ.any():
+        return "nan payloads or signs of zeros differ"
+    i = int(np.argmax(differ))
+    return (f"{int(differ.sum())} of {o.size} elements differ (first at {i}: replay {o[i]!r}, "
+            f"eager {e[i]!r}; max |diff| {np.nanmax(np.abs(o - e)[differ]):.3e})")
+
+
+def check_replay(G, final, W, dtype, rng):
+    """Captures the graph (forward, loss, ag_backward, gradients) once from its own leaf values,
+    replays it on replay_inputs and compares every output with run_ours on the same values.
+    Returns a list of problems (empty when every replay is bit-identical)."""
+    problems = []
+    failure = []
+    A = Arena()  # the handles made inside the capture
+    E = Arena()  # the example inputs and the replay's inputs and outputs
+    fn = None
+    try:
+        examples = []
+        for d in leaf_data(G):
+            h = E.from_numpy(d, dtype)
+            check(LIB.ag_tensor_set_requires_grad(h, True), "ag_tensor_set_requires_grad")
+            examples.append(h)
+        nout = 2 + len(examples)
+
+        def body(outputs, noutputs, inputs, ninputs, user_data):
+            try:
+                fresh = _replay_outputs(A, G, final, W, dtype, [inputs[i] for i in range(ninputs)])
+                for k, h in enumerate(fresh):
+                    outputs[k] = h
+                return 0
+            except Exception as e:  # noqa: BLE001 - reported as the capture's failure
+                failure.append(e)
+                return 1
+            finally:
+                A.free_all()
+
+        cb = CAPTURE_FN(body)
+        f = c_uint64(0)
+        arr = (c_uint64 * len(examples))(*examples) if examples else None
+        status = LIB.ag_capture(byref(f), cb, arr, len(examples), nout, None)
+        if status != 0:
+            why = f"{failure[0]}" if failure else LIB.ag_last_error().decode(errors="replace")
+            return [f"capture failed: {LIB.ag_status_name(status).decode()}: {why}"]
+        fn = f.value
+        for what, data in replay_inputs(G, dtype, rng):
+            ins = [E.from_numpy(d, dtype) for d in data]
+            outs = (c_uint64 * nout)()
+            check(LIB.ag_function_call(outs, nout, fn, (c_uint64 * len(ins))(*ins) if ins else None,
+                                       len(ins)), "ag_function_call")
+            for h in outs:
+                E.keep(h)
+            got = [to_numpy(h, dtype) for h in outs]
+            out, loss, grads, _ = run_ours(G, final, W, dtype, data)
+            names = ["out", "loss"] + [f"grad[x{k}]" for k in range(len(grads))]
+            eager = [out, np.asarray(loss, dtype=NP_DTYPE[dtype])] + \
+                [np.asarray(g, dtype=NP_DTYPE[dtype]) for g in grads]
+            for name, a, b in zip(names, got, eager):
+                if name == "loss":
+                    a = a.reshape(())
+                why = compare_bits(a, b)
+                if why:
+                    problems.append(f"{what} inputs: {name}: {why}")
+    finally:
+        if fn:
+            check(LIB.ag_function_free(fn), "ag_function_free")
+        E.free_all()
+    n = live_handles()
+    if n != 0:
+        problems.append(f"{n} live handles after freeing the captured function and every handle")
+    return problems
 
 
 # XLA compiles each graph's reference about three times faster with these options. They change
@@ -1491,6 +1646,39 @@ def prepare(seed, dtype, gi):
     raise RuntimeError(f"no usable {dtype} graph {gi} in 100 attempts")
 
 
+def replay_sweep(args):
+    """--replay-only: every graph generated (first attempt of each index, no redraws) is
+    captured and replayed; prints the failing ones and, per op, how many graphs with it failed."""
+    t0 = time.time()
+    dtypes = ["float64", "float32"] if args.dtype == "both" else [args.dtype]
+    indices = [args.graph] if args.graph is not None else range(args.graphs)
+    failed, total, bad_ops, op_count = 0, 0, {}, {}
+    for dtype in dtypes:
+        for gi in indices:
+            rng = np.random.default_rng([args.seed, AG_DTYPE[dtype], gi, 0])
+            G, final, W = generate(rng, dtype)
+            ops = sorted({op for op, _, _ in G.prog if op not in ("leaf", "const")})
+            for op in ops:
+                op_count[(dtype, op)] = op_count.get((dtype, op), 0) + 1
+            try:
+                problems = check_replay(G, final, W, dtype, np.random.default_rng([args.seed, AG_DTYPE[dtype], gi, 7]))
+            except AgError as e:
+                problems = [f"API error: {e}"]
+            total += 1
+            if problems:
+                failed += 1
+                for op in ops:
+                    bad_ops[(dtype, op)] = bad_ops.get((dtype, op), 0) + 1
+                print(f"FAIL {dtype} graph {gi}: {'; '.join(problems[:3])} | ops: {describe(G, final)}")
+            elif args.verbose:
+                print(f"ok   {dtype} graph {gi} | {describe(G, final)}")
+    for (d, op), n in sorted(bad_ops.items()):
+        print(f"  {d} {op}: {n} / {op_count[(d, op)]} graphs with it failed")
+    print(f"time: {time.time() - t0:.1f} s")
+    print(f"replay: {total - failed} passed, {failed} failed")
+    return 0 if failed == 0 else 1
+
+
 def main():
     global LIB
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -1501,11 +1689,18 @@ def main():
     ap.add_argument("--jobs", type=int, default=min(4, os.cpu_count() or 1),
                     help="threads that build the jax references (default: min(4, cpus))")
     ap.add_argument("--verbose", action="store_true", help="print every graph, dump failing ones")
+    ap.add_argument("--no-replay", action="store_true",
+                    help="skip the capture-and-replay check (bit-identical to eager on new inputs)")
+    ap.add_argument("--replay-only", action="store_true",
+                    help="only the capture-and-replay check, on graphs as generated (no JAX "
+                         "reference, no condition estimate): a fast sweep over many graphs")
     args = ap.parse_args()
     if args.graph is not None:
         args.verbose = True
 
     LIB = load_library(LIB_PATH)
+    if args.replay_only:
+        return replay_sweep(args)
     t0 = time.time()
     print(f"library: {LIB_PATH} (version {LIB.ag_version().decode()})")
     print(f"reference: jax {jax.__version__} on CPU, float64; numpy {np.__version__}; seed {args.seed}")
@@ -1514,7 +1709,8 @@ def main():
 
     t = time.perf_counter()
     spot = spot_checks()
-    timing = {"spot checks": time.perf_counter() - t, "generate": 0.0, "jax": 0.0, "autograd": 0.0}
+    timing = {"spot checks": time.perf_counter() - t, "generate": 0.0, "jax": 0.0, "autograd": 0.0,
+              "replay": 0.0}
     for f in spot:
         print(f"FAIL spot check: {f}")
     print(f"spot checks: {'OK' if not spot else f'{len(spot)} failed'}")
@@ -1527,6 +1723,8 @@ def main():
     worst_op = {}
     op_count = {}
     redrawn = {d: 0 for d in dtypes}
+    replayed = {d: 0 for d in dtypes}
+    replay_failed = {}  # (dtype, op): graphs containing op whose replay was not bit-identical
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         futures = [pool.submit(prepare, args.seed, d, gi) for d, gi in jobs]
         for (dtype, gi), fut in zip(jobs, futures):
@@ -1558,6 +1756,22 @@ def main():
                     f"error {err:.3e} in {name} ({', '.join(f'{k} {v:.1e}' for k, v in errs.items())})"
             except AgError as e:
                 err, problem = math.inf, f"API error: {e}"
+            if not args.no_replay:
+                t = time.perf_counter()
+                try:
+                    with LIB_LOCK:
+                        rproblems = check_replay(G, final, W, dtype,
+                                                 np.random.default_rng([args.seed, AG_DTYPE[dtype], gi, 7]))
+                except AgError as e:
+                    rproblems = [f"API error: {e}"]
+                timing["replay"] += time.perf_counter() - t
+                replayed[dtype] += 1
+                if rproblems:
+                    for op in ops:
+                        replay_failed[(dtype, op)] = replay_failed.get((dtype, op), 0) + 1
+                    rp = "replay not bit-identical to eager: " + "; ".join(rproblems[:3]) + \
+                        (f" (+{len(rproblems) - 3} more)" if len(rproblems) > 3 else "")
+                    problem = rp if problem is None else f"{problem}; {rp}"
             for op in ops:
                 op_count[(dtype, op)] = op_count.get((dtype, op), 0) + 1
                 worst_op[(dtype, op)] = max(worst_op.get((dtype, op), 0.0), err)
@@ -1588,6 +1802,17 @@ def main():
             continue
         row = "".join(f"{worst_op.get((d, op), 0.0):14.2e} ({op_count.get((d, op), 0):4d})" for d in dtypes)
         print(f"  {op:16s}{row}")
+    if not args.no_replay:
+        print("capture and replay: every graph captured once (forward, loss, ag_backward, gradients), "
+              "replayed on two new sets of leaf values, compared bit for bit with the eager run on them: "
+              + ", ".join(f"{d} {replayed[d]} graphs" for d in dtypes))
+        if replay_failed:
+            print("  ops in graphs whose replay differed (dtype, op: graphs with a difference / graphs "
+                  "containing the op):")
+            for (d, op), n in sorted(replay_failed.items()):
+                print(f"    {d} {op}: {n} / {op_count.get((d, op), 0)}")
+        else:
+            print("  every replay bit-identical")
     # Coverage: with the default 200 graphs per dtype every op must have appeared in each dtype.
     missing = [op for op in OP_NAMES + COMPARE if not all((d, op) in op_count for d in dtypes)]
     coverage_required = args.graph is None and args.graphs >= 200

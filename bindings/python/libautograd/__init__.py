@@ -22,6 +22,10 @@ is found, importing raises ``LibraryNotFoundError`` (an ImportError) listing eve
 Function transforms (JAX's and torch.func's): ``jvp``, ``vjp``, ``jacobian`` (mode "rev" or
 "fwd"), ``hvp`` and ``hessian`` of a Python function of Tensors; see ``libautograd.transforms``.
 
+Reusable graphs: ``Tensor.set_data`` writes new values into a leaf, ``recompute(root)``
+re-evaluates a graph recorded inside ``recomputable()``, and ``compile(fn)`` captures a function
+once per input signature and replays it (as ``jax.jit``); see ``libautograd.reusable``.
+
 Errors: every failing C call raises an ``AutogradError`` subclass carrying ``ag_last_error()``'s
 message, ``.status`` and ``.status_name``; see ``libautograd.errors``.
 """
@@ -63,6 +67,7 @@ from . import ops as _ops
 from .ops import *  # noqa: F401,F403 -- the operation catalogue, ops.__all__
 from .optim import SGD, Adam, AdamW, Optimizer
 from .transforms import hessian, hvp, jacobian, jvp, vjp
+from .reusable import CacheInfo, CompiledFunction, compile, recomputable, recompute
 from .runtime import (
     get_num_threads,
     library_path,
@@ -83,6 +88,7 @@ __all__ = [
     "no_grad", "enable_grad", "is_grad_enabled", "set_grad_enabled",
     "grad", "gradcheck", "graph_to_dot", "GradcheckResult",
     "jvp", "vjp", "jacobian", "hvp", "hessian",
+    "compile", "CompiledFunction", "CacheInfo", "recomputable", "recompute",
     "SGD", "Adam", "AdamW", "Optimizer",
     "version", "library_path", "set_num_threads", "num_threads", "get_num_threads",
     "live_handle_count",

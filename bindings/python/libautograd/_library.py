@@ -26,7 +26,7 @@ import shutil
 import subprocess
 import sys
 
-from ._prototypes import PROTOTYPES, ag_build_fn, ag_grad_hook, destroy_fn
+from ._prototypes import PROTOTYPES, ag_build_fn, ag_capture_fn, ag_grad_hook, destroy_fn
 
 ENV_VAR = "AUTOGRAD_LIBRARY"
 FILE_NAMES = ("libautograd.so.0", "libautograd.so")
@@ -42,6 +42,7 @@ class LibraryNotFoundError(ImportError):
 GRAD_HOOK = ag_grad_hook
 DESTROY = destroy_fn
 BUILD_FN = ag_build_fn
+CAPTURE_FN = ag_capture_fn
 
 
 def _declare(lib):

@@ -790,6 +790,42 @@ class Tensor:
         self._mask = self._mask and isinstance(src, Tensor) and src._mask
         return self
 
+    def set_data(self, data):
+        """Writes new values into this leaf in place (ag_tensor_set_data) and returns self.
+
+        data: a Tensor, NumPy array, nested sequence or number of this tensor's shape (or a
+        flat sequence of its numel elements, row-major); float32 / float64 data is converted to
+        this tensor's dtype by the library, other numbers by NumPy. The rules of copy_ apply (a
+        leaf; on one that requires grad, under no_grad), checked by the library (StateError).
+        The write bumps the version counter: a graph that saved the old values refuses a stale
+        backward, unless re-evaluated first with ``recompute()``. Inside a compiled function's
+        capture the data is read once: a replay writes those same values.
+        """
+        array = data.numpy() if isinstance(data, Tensor) else np.asarray(data)
+        if array.dtype == object or array.dtype.kind not in "biuf":
+            raise TypeError(f"set_data needs numbers, got dtype {array.dtype}")
+        shape = self.shape
+        numel = 1
+        for extent in shape:
+            numel *= extent
+        if array.shape != shape and not (array.ndim == 1 and array.size == numel):
+            raise ValueError(f"set_data: data of shape {array.shape} for a tensor of shape "
+                             f"{shape} (give its shape, or a flat sequence of {numel} elements)")
+        if array.dtype not in (np.float32, np.float64):
+            array = array.astype(self.dtype.numpy)
+        if not (array.flags.c_contiguous and array.flags.aligned and array.dtype.isnative):
+            array = np.array(array, dtype=array.dtype.newbyteorder("="), order="C")
+        check(lib.ag_tensor_set_data(self._handle, array.ctypes.data, array.size,
+                                     _dt.for_array(array).code))
+        self._mask = False
+        return self
+
+    def recompute(self):
+        """Re-evaluates this tensor's recorded graph in place from the current values of its
+        leaves (ag_recompute) and returns self; see ``libautograd.recompute``."""
+        check(lib.ag_recompute(self._handle))
+        return self
+
     def __setitem__(self, key, value):
         """x[key] = value, in place, with NumPy's rules for key (masks included) and value.
 

@@ -68,6 +68,7 @@ SCALARS = {
     "ag_jacobian_mode": ctypes.c_int32,
     "int32_t": ctypes.c_int32,
     "ag_grad_hook": _library.GRAD_HOOK, "ag_build_fn": _library.BUILD_FN,
+    "ag_function": ctypes.c_uint64, "ag_capture_fn": _library.CAPTURE_FN,
 }
 
 
@@ -92,9 +93,18 @@ def test_every_operation_is_exposed():
     skip = {"version", "last_error", "status_name", "live_handle_count", "set_num_threads",
             "num_threads", "backward", "set_grad_enabled", "is_grad_enabled", "detach",
             "gradcheck", "graph_to_dot", "grad"}
+    # reusable graphs: reached through recomputable(), recompute() and compile()
+    through = {"set_recomputable": ag.recomputable, "recompute": ag.recompute,
+               "capture": ag.compile, "function_call": ag.CompiledFunction.__call__,
+               "function_call_into": ag.CompiledFunction.call_into,
+               "function_info": ag.CompiledFunction.function_info,
+               "function_free": ag.CompiledFunction.clear_cache}
     for name in _header_functions():
         short = name[len("ag_"):]
         if short.startswith(("tensor_", "optimizer_")) or short in skip:
+            continue
+        if short in through:
+            assert callable(through[short]), name
             continue
         if short.endswith("_scalar"):  # reached through the operators / maximum, minimum
             base = short[: -len("_scalar")]
