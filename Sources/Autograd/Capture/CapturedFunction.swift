@@ -100,7 +100,10 @@ public final class CapturedFunction: @unchecked Sendable {
             throw AutogradError.argument("call: \(outputs.count) output tensors for a function of \(program.outputShapes.count) outputs")
         }
         for (k, t) in outputs.enumerated() {
-            guard t.shape == program.outputShapes[k] && t.dtype == program.outputDTypes[k] else {
+            guard t.dtype == program.outputDTypes[k] else {
+                throw AutogradError.dtype("call: output \(k) is \(t.dtype) \(t.shape), the function's output \(k) is \(program.outputDTypes[k]) \(program.outputShapes[k])")
+            }
+            guard t.shape == program.outputShapes[k] else {
                 throw AutogradError.shape("call: output \(k) is \(t.dtype) \(t.shape), the function's output \(k) is \(program.outputDTypes[k]) \(program.outputShapes[k])")
             }
             guard t.isLeaf else { throw AutogradError.state("call: output \(k) is the result of a recorded op; only leaves can be written in place") }

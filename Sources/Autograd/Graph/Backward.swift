@@ -534,8 +534,11 @@ enum Backward {
     }
 
     /// The error for a hook met by a backward pass that a capture records.
+    /// The capture fails at its end too, even if the function goes on after this error.
     static func hooksInCapture(on what: String) -> AutogradError {
-        AutogradError.state("capture: the backward reached a hook on \(what); hooks run user code on each backward and cannot be replayed (remove the hook, or apply its change as ops inside the captured function)")
+        let message = "the backward reached a hook on \(what); hooks run user code on each backward and cannot be replayed (remove the hook, or apply its change as ops inside the captured function)"
+        Trace.refuse(message)
+        return AutogradError.state("capture: " + message)
     }
 
     /// The error for a node a backward pass run from a hook freed while this pass ran.
