@@ -514,6 +514,7 @@ final class FusedGroup: Instruction {
     }
 
     static let blockSize = 512
+    /// The most pointers a step uses: its output and four arguments (a binary derivative's).
     static let slots = 5
     let count: Int
     let dtype: DType
@@ -529,9 +530,13 @@ final class FusedGroup: Instruction {
         /// Index into closures for a loop without a kind, else -1.
         let closure: Int32
         let scalars: Int32
+        /// Where its pointers start in the table, and how many it has (output included).
+        let first: Int32
+        let width: Int32
     }
     private var operands: [Operand] = []
-    /// Per step, `slots` pointers: the output, then up to four arguments (for the first block).
+    /// Per step, its output's pointer and its arguments' (for the first block), packed: step j's
+    /// start at loops[j].first (a compact table: a long scalar chain reads it once per call).
     private var pointers: UnsafeMutablePointer<UnsafeMutableRawPointer>?
 
     init(count: Int, dtype: DType) {
@@ -559,15 +564,16 @@ final class FusedGroup: Instruction {
     var scratchBytes: Int { registerCount * registerStride }
 
     func append(_ loop: ElementLoop, out: Operand, operands: [Operand], scalars: Int) {
+        let first = Int32(self.operands.count), width = Int32(1 + Swift.min(operands.count, FusedGroup.slots - 1))
         switch loop {
         case .table(let kind, let role, _):
-            loops.append(MicroOp(kind: kind.decoded, role: role, closure: -1, scalars: Int32(scalars)))
+            loops.append(MicroOp(kind: kind.decoded, role: role, closure: -1, scalars: Int32(scalars), first: first, width: width))
         case .closure(let f):
-            loops.append(MicroOp(kind: .none, role: -1, closure: Int32(closures.count), scalars: Int32(scalars)))
+            loops.append(MicroOp(kind: .none, role: -1, closure: Int32(closures.count), scalars: Int32(scalars), first: first, width: width))
             closures.append(f)
         }
         self.operands.append(out)
-        for k in 0..<(FusedGroup.slots - 1) { self.operands.append(k < operands.count ? operands[k] : out) }
+        self.operands.append(contentsOf: operands.prefix(FusedGroup.slots - 1))
     }
 
     /// Fixes every operand's pointer for the first block, registers inside `scratch`.
@@ -594,11 +600,10 @@ final class FusedGroup: Instruction {
 
     func runLoops() {
         guard let pointers else { return }
-        let slots = FusedGroup.slots
         if count <= FusedGroup.blockSize {
             loops.withUnsafeBufferPointer { loops in
                 for j in 0..<loops.count {
-                    let base = pointers + j * slots
+                    let base = pointers + Int(loops[j].first)
                     call(loops[j], base[0], UnsafePointer(base + 1), count)
                 }
             }
@@ -629,8 +634,9 @@ final class FusedGroup: Instruction {
             while start < range.upperBound {
                 let n = Swift.min(FusedGroup.blockSize, range.upperBound - start)
                 for j in 0..<loops.count {
-                    for k in 0..<slots {
-                        let i = j * slots + k
+                    let first = Int(loops[j].first)
+                    for k in 0..<Int(loops[j].width) {
+                        let i = first + k
                         switch operands[i] {
                         case .buffer: working[k] = pointers[i] + start * size
                         case .fixed: working[k] = pointers[i]
