@@ -52,6 +52,12 @@ final class Storage: ManagedBuffer<StorageHeader, UInt64> {
         return storage
     }
 
+    /// A storage with no element (cannot fail: nothing is allocated beyond the object).
+    static func empty() -> Storage {
+        let object = Storage.create(minimumCapacity: 1) { _ in StorageHeader(count: 0, dtype: .float64, isExternal: false) }
+        return unsafeDowncast(object, to: Storage.self)
+    }
+
     /// Storage over `count` elements at `p`, which it does not own: the memory must outlive it
     /// (a replay's tensors over its planned buffers, see Program).
     static func borrowing(_ p: UnsafeMutableRawPointer, dtype: DType, count: Int) -> Storage {

@@ -264,3 +264,20 @@ extension CaptureTests {
         }
     }
 }
+
+extension CaptureTests {
+    /// An optimizer step with no gradient to apply (found by the fuzzer: it trapped while
+    /// recording) captures, and its replays count steps as the eager ones do.
+    func testAnOptimizerStepWithoutGradientsInACapture() throws {
+        let w = try Tensor([1, 2], shape: [2])
+        try w.setRequiresGrad(true)
+        let opt = try Adam(parameters: [w])
+        let f = try CapturedFunction.capture([try Tensor([1], shape: [1])]) { x in
+            try opt.step()
+            return [try x[0].exp()]
+        }
+        _ = try f([try Tensor([2], shape: [1])])
+        XCTAssertEqual(opt.steps, 2)
+        XCTAssertEqual(w.values, [1, 2])
+    }
+}

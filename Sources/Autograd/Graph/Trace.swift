@@ -185,7 +185,8 @@ enum Trace {
     /// Notes an in-place write of `writes` (see StepKernel.effect) into the capture recording.
     static func noteEffect(_ name: StaticString, reads inputs: [Tensor], writes: [Storage], _ apply: @escaping ([Tensor]) throws -> Void) {
         guard let recorder else { return }
-        let dummy = StepValue(shape: [], storage: writes.first ?? inputs[0].storage)
+        // An in-place step has no result; its output names no value (an empty storage of its own).
+        let dummy = StepValue(shape: [0], storage: Storage.empty())
         recorder.steps.append(ForwardStep(name: OpName(name), inputs: inputs.map(StepValue.init), output: dummy,
                                           rerun: { _ in throw AutogradError.internal("an in-place step has no result") },
                                           kernel: .effect(writes: writes, apply: apply)))
