@@ -12,11 +12,20 @@
  *   2. ag_function_call_into with an output tensor of the right shape but another dtype: the
  *      header (ag_function_call_into, B119) says AG_ERR_DTYPE; it returns AG_ERR_SHAPE
  *      (CapturedFunction.call(_:into:) throws AutogradError.shape for either mismatch).
+ *   3. ag_optimizer_step inside a capture's function when no parameter of the optimizer has a
+ *      gradient: the process dies (SIGILL, a Swift trap): Optimizer.unlockedStep calls
+ *      Trace.noteEffect with no reads and no writes, which takes `inputs[0]` of an empty array
+ *      (Trace.swift, noteEffect). Eagerly the same step is AG_OK and does nothing. Run in a child
+ *      process here (the fuzzer's reproducer: bindings/fuzz/regressions/
+ *      optimizer-step-without-gradients-in-capture-traps).
  *
  * Output: "== group" lines, one line per failed check, then exactly "N passed, M failed".
  */
 #define _POSIX_C_SOURCE 200809L
 #include "test_support.h"
+
+#include <sys/wait.h>
+#include <unistd.h>
 
 static int32_t hook_ok(ag_tensor *replacement, ag_tensor grad, void *user_data) {
     (void)replacement, (void)grad, (void)user_data;
@@ -68,10 +77,48 @@ static void test_call_into_dtype(void) {
     FREE(a, b, o64, s64, o32, s32);
 }
 
+static ag_optimizer g_opt;
+
+static int32_t step_only(ag_tensor *outputs, int64_t noutputs, const ag_tensor *inputs, int64_t ninputs,
+                         void *user_data) {
+    (void)noutputs, (void)inputs, (void)ninputs, (void)user_data;
+    if (ag_optimizer_step(g_opt) != AG_OK) return 1;
+    return ag_tensor_zeros(outputs, I64(2), 1, AG_FLOAT64);
+}
+
+/* In a child: w requires grad and has no gradient; an AdamW step inside a capture. Exits 0 when
+ * the capture returns AG_OK and leaves w as it was (nothing to update). */
+static int step_without_gradients_child(void) {
+    ag_tensor w = AG_NULL_TENSOR;
+    if (ag_tensor_full(&w, I64(2), 1, 0.5, AG_FLOAT64) || ag_tensor_set_requires_grad(w, true) ||
+        ag_optimizer_adamw(&g_opt, &w, 1, 0.1, 0.9, 0.999, 1e-8, 0))
+        return 2;
+    ag_function f = AG_NULL_FUNCTION;
+    ag_status st = ag_capture(&f, step_only, NULL, 0, 1, NULL);
+    double v[2] = {0, 0};
+    ag_tensor_copy_data(v, 2, AG_FLOAT64, w);
+    int rc = st == AG_OK && v[0] == 0.5 && v[1] == 0.5 ? 0 : 3;
+    ag_function_free(f);
+    ag_optimizer_free(g_opt);
+    ag_tensor_free(w);
+    return rc;
+}
+
+static void test_step_without_gradients(void) {
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) _exit(step_without_gradients_child());
+    int status = 0;
+    CHECK(pid > 0 && waitpid(pid, &status, 0) == pid);
+    CHECKF(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the child %s %d", WIFSIGNALED(status) ? "died of signal" : "exited with",
+           WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+}
+
 int main(void) {
     test_begin();
     run_group_checking_handles("a hook error swallowed by the capture's function (B115)", test_hook_error_swallowed);
     run_group_checking_handles("ag_function_call_into: an output of another dtype (B119)", test_call_into_dtype);
+    run_group("ag_optimizer_step without gradients inside a capture (a trap)", test_step_without_gradients);
     check_no_leaks();
     return test_summary();
 }
