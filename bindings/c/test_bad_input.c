@@ -2172,7 +2172,7 @@ static bool b119(void) { /* ag_function_call_into: an output of another shape or
     ok &= OK(ag_detach(&alias, a3));
     ok &= EXPECT(ag_function_call_into((ag_tensor[]){a2, s}, 2, f, in, 2), AG_ERR_SHAPE,
                  "output 0 is float64 [2], the function's output 0 is float64 [3]");
-    /* An output of another dtype only (AG_ERR_DTYPE): see test_reusable_bugs.c. */
+    /* An output of another dtype only (AG_ERR_DTYPE): see known_bugs_reusable.c. */
     ok &= EXPECT(ag_function_call_into((ag_tensor[]){a3, res}, 2, f, in, 2), AG_ERR_STATE,
                  "only leaves can be written in place");
     ok &= EXPECT(ag_function_call_into((ag_tensor[]){a3, rg}, 2, f, in, 2), AG_ERR_STATE,

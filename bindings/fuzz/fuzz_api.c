@@ -3596,7 +3596,7 @@ static void reuse_call(Rd *r, bool into) {
         if (t.nd != fn->out[k].nd || memcmp(t.shape, fn->out[k].shape, (size_t)t.nd * sizeof t.shape[0]) != 0)
             terr |= M_SHAPE;
         else if (t.dtype != fn->out[k].dtype)
-            terr |= M_SHAPE | M_DTYPE; /* AG_ERR_DTYPE per the header; the library says AG_ERR_SHAPE (test_reusable_bugs.c) */
+            terr |= M_SHAPE | M_DTYPE; /* AG_ERR_DTYPE per the header; the library says AG_ERR_SHAPE (known_bugs_reusable.c) */
         else if (t.rg && (grad_on || !leaf_requiring_grad(tg[k].h)))
             terr |= M_STATE;
     }
