@@ -34,7 +34,7 @@
  *   --replay      captures train_step once per batch shape (ag_capture: that capture is the
  *                 step of the first such batch) and replays it on every later batch
  *                 (ag_function_call_into, the batch written into the same input tensors with
- *                 ag_tensor_set_data: no tensor is made per step).
+ *                 ag_tensor_set_data: no handle is made per step).
  * Both print a hash of the final weights' bits ("final weights: fnv1a64 ..."): a replay runs
  * the same arithmetic in the same order as the eager step, so the two hashes are equal
  * (scripts/c-tests.sh checks it).
