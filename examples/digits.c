@@ -22,9 +22,22 @@
  * examples/digits_jax.py repeats exactly this training in JAX (same split, weights, batches and
  * schedule) as the side-by-side check.
  *
- * Usage: digits [path/to/digits.csv]   (default: examples/data/digits.csv, relative to the
- *        current directory). Prints one line per epoch and the final test accuracy; exits with
- *        status 1 if that accuracy is below 96%, or on any error.
+ * Usage: digits [--eager-step | --replay] [path/to/digits.csv]   (default: examples/data/digits.csv,
+ *        relative to the current directory). Prints one line per epoch and the final test
+ *        accuracy; exits with status 1 if that accuracy is below 96%, or on any error.
+ *
+ * Training by replay (issue 16). The default run builds each step's graph as it goes, with
+ * ag_cross_entropy (whose labels are a C array). The two other modes train with one step
+ * function, train_step (forward, loss, zero_grad, backward, Adam step), whose labels are a
+ * one-hot tensor so that they are an input like the pixels:
+ *   --eager-step  calls train_step on every batch;
+ *   --replay      captures train_step once per batch shape (ag_capture: that capture is the
+ *                 step of the first such batch) and replays it on every later batch
+ *                 (ag_function_call_into, the batch written into the same input tensors with
+ *                 ag_tensor_set_data: no handle is made per step).
+ * Both print a hash of the final weights' bits ("final weights: fnv1a64 ..."): a replay runs
+ * the same arithmetic in the same order as the eager step, so the two hashes are equal
+ * (scripts/c-tests.sh checks it).
  */
 #define _POSIX_C_SOURCE 199309L
 
@@ -158,6 +171,8 @@ static void gather_rows(double *x, int64_t *y, const double *pixels, const int64
 
 /* ---- the model ---- */
 
+enum mode { MODE_DEFAULT, MODE_EAGER_STEP, MODE_REPLAY };
+
 typedef struct {
     ag_tensor w1, b1, w2, b2; /* w1 (HIDDEN, 64), b1 (HIDDEN), w2 (10, HIDDEN), b2 (10) */
 } mlp;
@@ -224,6 +239,70 @@ static double accuracy(const mlp *m, const double *x, const int64_t *y, int64_t 
     return (double)correct / (double)n;
 }
 
+/* ---- the step function (--eager-step, --replay) ---- */
+
+/* One training step on a batch x (n, 64) with one-hot labels t (n, 10): the mean cross-entropy
+ * -sum(t * log_softmax(logits)) / n, zero_grad, backward, an Adam step. Returns the loss. */
+static ag_tensor train_step(const mlp *m, ag_optimizer opt, ag_tensor x, ag_tensor t, int64_t n) {
+    ag_tensor logits = mlp_forward(m, x), logp, picked, total, loss;
+    CHECK(ag_log_softmax(&logp, logits, 1));
+    CHECK(ag_mul(&picked, logp, t));
+    CHECK(ag_sum(&total, picked, NULL, 0, false));
+    CHECK(ag_mul_scalar(&loss, total, -1.0 / (double)n));
+    CHECK(ag_optimizer_zero_grad(opt));
+    CHECK(ag_backward(loss, AG_NULL_TENSOR, false, false));
+    CHECK(ag_optimizer_step(opt));
+    CHECK(ag_tensor_free(total));
+    CHECK(ag_tensor_free(picked));
+    CHECK(ag_tensor_free(logp));
+    CHECK(ag_tensor_free(logits));
+    return loss;
+}
+
+/* What the capture function needs, and the loss of the step it ran. */
+typedef struct {
+    const mlp *m;
+    ag_optimizer opt;
+    int64_t n;
+    double loss;
+} step_ctx;
+
+/* The capture function: train_step on the placeholders (x, t); its one output is the loss. */
+static int32_t capture_step(ag_tensor *outputs, int64_t noutputs, const ag_tensor *inputs, int64_t ninputs,
+                            void *user_data) {
+    step_ctx *c = user_data;
+    if (noutputs != 1 || ninputs != 2) return 1;
+    outputs[0] = train_step(c->m, c->opt, inputs[0], inputs[1], c->n);
+    return ag_tensor_item(&c->loss, outputs[0]) == AG_OK ? 0 : 1;
+}
+
+/* A captured step for one batch size: its input tensors (rewritten per batch), its loss tensor. */
+typedef struct {
+    int64_t n;
+    ag_function f;
+    ag_tensor x, t, loss;
+} replay_slot;
+
+/* One-hot rows of the labels y[0..n-1] into t (n x 10). */
+static void one_hot(double *t, const int64_t *y, int64_t n) {
+    memset(t, 0, sizeof(double) * (size_t)n * N_CLASSES);
+    for (int64_t i = 0; i < n; i++) t[i * N_CLASSES + y[i]] = 1.0;
+}
+
+/* FNV-1a over the bytes of the model's parameters (float64, row-major, w1 b1 w2 b2). */
+static uint64_t weights_hash(const mlp *m) {
+    const ag_tensor ps[4] = {m->w1, m->b1, m->w2, m->b2};
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (int k = 0; k < 4; k++) {
+        int64_t n;
+        const unsigned char *p;
+        CHECK(ag_tensor_numel(&n, ps[k]));
+        CHECK(ag_tensor_data_ptr((const void **)&p, ps[k]));
+        for (int64_t i = 0; i < n * (int64_t)sizeof(double); i++) h = (h ^ p[i]) * 0x100000001b3ULL;
+    }
+    return h;
+}
+
 static double seconds_since(const struct timespec *start) {
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
@@ -231,7 +310,15 @@ static double seconds_since(const struct timespec *start) {
 }
 
 int main(int argc, char **argv) {
-    const char *path = argc > 1 ? argv[1] : "examples/data/digits.csv";
+    enum mode mode = MODE_DEFAULT;
+    int arg = 1;
+    if (arg < argc && strcmp(argv[arg], "--eager-step") == 0) mode = MODE_EAGER_STEP, arg++;
+    else if (arg < argc && strcmp(argv[arg], "--replay") == 0) mode = MODE_REPLAY, arg++;
+    if (arg < argc && argv[arg][0] == '-') {
+        fprintf(stderr, "usage: digits [--eager-step | --replay] [path/to/digits.csv]\n");
+        return 2;
+    }
+    const char *path = arg < argc ? argv[arg] : "examples/data/digits.csv";
     struct timespec start;
     clock_gettime(CLOCK_MONOTONIC, &start);
 
@@ -255,8 +342,11 @@ int main(int argc, char **argv) {
     gather_rows(x_test, y_test, pixels, labels, test_idx, N_TEST);
 
     printf("digits: %lld training and %d test samples from %s; MLP 64-%d-10 (ReLU), Adam, lr %g (cosine), "
-           "batch %d, %d epochs\n",
-           (long long)n_train, N_TEST, path, HIDDEN, LEARNING_RATE, BATCH, EPOCHS);
+           "batch %d, %d epochs%s\n",
+           (long long)n_train, N_TEST, path, HIDDEN, LEARNING_RATE, BATCH, EPOCHS,
+           mode == MODE_EAGER_STEP ? "; one step function, eagerly"
+           : mode == MODE_REPLAY   ? "; one step function, captured and replayed"
+                                   : "");
 
     /* The model and its optimizer: Adam with torch.optim's defaults but for the learning rate. */
     mlp model = mlp_new();
@@ -269,8 +359,11 @@ int main(int argc, char **argv) {
     for (int64_t i = 0; i < n_train; i++) order[i] = i;
     splitmix64 order_rng = {ORDER_SEED};
     double *xb = xmalloc(sizeof(double) * BATCH * N_PIXELS);
+    double *tb = xmalloc(sizeof(double) * BATCH * N_CLASSES);
     int64_t yb[BATCH];
     double test_acc = 0;
+    replay_slot slots[2] = {{0, AG_NULL_FUNCTION, 0, 0, 0}, {0, AG_NULL_FUNCTION, 0, 0, 0}}; /* full, last batch */
+    int64_t replays = 0;
 
     for (int epoch = 1; epoch <= EPOCHS; epoch++) {
         /* Half-cosine decay from LEARNING_RATE (epoch 1) towards 0, changed between steps. */
@@ -282,22 +375,53 @@ int main(int argc, char **argv) {
         for (int64_t first = 0; first < n_train; first += BATCH) {
             int64_t n = n_train - first < BATCH ? n_train - first : BATCH;
             gather_rows(xb, yb, x_train, y_train, order + first, n);
-            const int64_t shape[2] = {n, N_PIXELS};
-            ag_tensor x, logits, loss;
-            CHECK(ag_tensor_from_data(&x, xb, shape, 2, AG_FLOAT64));
-            logits = mlp_forward(&model, x);
-            CHECK(ag_cross_entropy(&loss, logits, yb, n));
-
-            CHECK(ag_optimizer_zero_grad(opt));
-            CHECK(ag_backward(loss, AG_NULL_TENSOR, false, false));
-            CHECK(ag_optimizer_step(opt));
-
+            const int64_t shape[2] = {n, N_PIXELS}, tshape[2] = {n, N_CLASSES};
             double value;
-            CHECK(ag_tensor_item(&value, loss));
+            if (mode == MODE_REPLAY) {
+                /* The batch goes into the slot's tensors; the first batch of a size is captured. */
+                one_hot(tb, yb, n);
+                replay_slot *s = &slots[n == BATCH ? 0 : 1];
+                if (s->f == AG_NULL_FUNCTION) {
+                    s->n = n;
+                    CHECK(ag_tensor_from_data(&s->x, xb, shape, 2, AG_FLOAT64));
+                    CHECK(ag_tensor_from_data(&s->t, tb, tshape, 2, AG_FLOAT64));
+                    CHECK(ag_tensor_zeros(&s->loss, NULL, 0, AG_FLOAT64));
+                    step_ctx c = {&model, opt, n, 0};
+                    CHECK(ag_capture(&s->f, capture_step, (ag_tensor[]){s->x, s->t}, 2, 1, &c));
+                    value = c.loss;
+                } else {
+                    CHECK(ag_tensor_set_data(s->x, xb, n * N_PIXELS, AG_FLOAT64));
+                    CHECK(ag_tensor_set_data(s->t, tb, n * N_CLASSES, AG_FLOAT64));
+                    CHECK(ag_function_call_into(&s->loss, 1, s->f, (ag_tensor[]){s->x, s->t}, 2));
+                    CHECK(ag_tensor_item(&value, s->loss));
+                    replays++;
+                }
+            } else if (mode == MODE_EAGER_STEP) {
+                one_hot(tb, yb, n);
+                ag_tensor x, t;
+                CHECK(ag_tensor_from_data(&x, xb, shape, 2, AG_FLOAT64));
+                CHECK(ag_tensor_from_data(&t, tb, tshape, 2, AG_FLOAT64));
+                ag_tensor loss = train_step(&model, opt, x, t, n);
+                CHECK(ag_tensor_item(&value, loss));
+                CHECK(ag_tensor_free(loss));
+                CHECK(ag_tensor_free(t));
+                CHECK(ag_tensor_free(x));
+            } else {
+                ag_tensor x, logits, loss;
+                CHECK(ag_tensor_from_data(&x, xb, shape, 2, AG_FLOAT64));
+                logits = mlp_forward(&model, x);
+                CHECK(ag_cross_entropy(&loss, logits, yb, n));
+
+                CHECK(ag_optimizer_zero_grad(opt));
+                CHECK(ag_backward(loss, AG_NULL_TENSOR, false, false));
+                CHECK(ag_optimizer_step(opt));
+
+                CHECK(ag_tensor_item(&value, loss));
+                CHECK(ag_tensor_free(loss));
+                CHECK(ag_tensor_free(logits));
+                CHECK(ag_tensor_free(x));
+            }
             loss_sum += value * (double)n;
-            CHECK(ag_tensor_free(loss));
-            CHECK(ag_tensor_free(logits));
-            CHECK(ag_tensor_free(x));
         }
 
         double train_acc = accuracy(&model, x_train, y_train, n_train);
@@ -307,7 +431,26 @@ int main(int argc, char **argv) {
         fflush(stdout);
     }
 
+    if (mode != MODE_DEFAULT)
+        printf("final weights: fnv1a64 %016llx\n", (unsigned long long)weights_hash(&model));
+    if (mode == MODE_REPLAY) {
+        int64_t info[AG_FUNCTION_INFO_COUNT];
+        CHECK(ag_function_info(info, AG_FUNCTION_INFO_COUNT, slots[0].f));
+        printf("replay: %lld steps replayed; the step of %d: %lld ops recorded, %lld live, %lld fused groups, "
+               "arena %lld bytes\n",
+               (long long)replays, BATCH, (long long)info[0], (long long)info[1], (long long)info[3],
+               (long long)info[6]);
+    }
+
     /* Release everything, then check that no handle is left behind. */
+    for (int k = 0; k < 2; k++) {
+        if (slots[k].f == AG_NULL_FUNCTION) continue;
+        CHECK(ag_function_free(slots[k].f));
+        CHECK(ag_tensor_free(slots[k].x));
+        CHECK(ag_tensor_free(slots[k].t));
+        CHECK(ag_tensor_free(slots[k].loss));
+    }
+    free(tb);
     CHECK(ag_optimizer_free(opt));
     mlp_free(&model);
     int64_t live;

@@ -1341,10 +1341,15 @@ ag_status ag_function_free(ag_function f);
  *       input
  *       -> AG_ERR_CALLBACK  "the function returned 7", "wrote no tensor handle to outputs[1]",
  *          "freed its input handle 0"
- *  B115 ag_capture whose function runs a backward that reaches a hook
- *       -> AG_ERR_STATE  "hooks run user code on each backward and cannot be replayed"
+ *  B115 ag_capture whose function runs a backward (ag_backward, ag_grad) that reaches a hook, on
+ *       a leaf made outside or on a result
+ *       -> AG_ERR_STATE  "hooks run user code on each backward and cannot be replayed" (from the
+ *          backward; ag_capture then fails with AG_ERR_CALLBACK quoting it if the function
+ *          returns that status, with AG_ERR_STATE if it returns 0 anyway)
  *  B116 ag_capture called from a capture's function; ag_function_call inside a capture
- *       -> AG_ERR_STATE  "capture cannot be nested", "cannot be called inside a capture"
+ *       -> AG_ERR_STATE  "capture cannot be nested", "cannot be called inside a capture" (the
+ *          outer ag_capture then fails with AG_ERR_CALLBACK quoting it, if the function returns
+ *          non-zero)
  *  B117 ag_function_call / _call_into with the wrong number of inputs or outputs, an input of
  *       another shape or dtype
  *       -> AG_ERR_ARGUMENT  "2 inputs for a function captured with 3"; AG_ERR_SHAPE "shapes are
@@ -1354,8 +1359,9 @@ ag_status ag_function_free(ag_function f);
  *       -> AG_ERR_INVALID_HANDLE  "is not a live function handle", "is not a live tensor handle"
  *  B119 ag_function_call_into with an output tensor of another shape or dtype, the result of a
  *       recorded op, or two outputs sharing values
- *       -> AG_ERR_SHAPE "output 0 is float64 [2]"; AG_ERR_STATE "only leaves can be written in
- *          place"; AG_ERR_ARGUMENT "share their values"
+ *       -> AG_ERR_SHAPE "output 0 is float64 [2]"; AG_ERR_DTYPE "output 0 is float32 [3]";
+ *          AG_ERR_STATE "only leaves can be written in place"; AG_ERR_ARGUMENT "share their
+ *          values"
  */
 
 #ifdef __cplusplus

@@ -4,7 +4,8 @@
 #   2. runs each program of both lists,
 #   3. runs the programs of the first list again under valgrind's memcheck (the second list's
 #      long or threaded ones run natively only),
-#   4. runs the examples (graph_picture, digits, moons) and checks what they write.
+#   4. runs the examples (graph_picture, digits, moons) and checks what they write; digits also
+#      trains with one step function eagerly and captured then replayed: equal final weights.
 # Assumes the library is built (scripts/build.sh). Exits non-zero if anything fails.
 #
 # Valgrind policy: definite and indirect leaks, and every memcheck error (invalid read or write,
@@ -21,7 +22,7 @@ outdir=.build/c
 # valgrind; the limit tests (a 1,000,000-op chain, 10,000 training steps), the threads tests, the
 # empty-tensor and thread-count test (an address-space limit) and the fork test run once, natively.
 programs=(example test_autograd test_catalogue test_semantics test_training test_bad_input test_inplace test_abi_defects
-          test_numerics test_transforms)
+          test_numerics test_transforms test_reusable)
 native_only=(test_limits test_threads test_hook_threads test_empty_and_threads test_fork)
 if [[ ! -f "$libdir/libautograd.so" ]]; then
     echo "c-tests: $libdir/libautograd.so not found; build it first (scripts/build.sh)" >&2
@@ -92,6 +93,21 @@ grep -q digraph "$outdir/graph.dot" || { echo "c-tests: FAILED: no DOT written" 
 echo
 echo "== examples/digits (trains an MLP on the UCI digits; fails below 96% test accuracy)"
 run "$outdir/digits" examples/data/digits.csv
+echo
+echo "== examples/digits --eager-step and --replay (one step function, eagerly and captured once then"
+echo "   replayed): the final weights must be equal bit for bit"
+run "$outdir/digits" --eager-step examples/data/digits.csv >"$outdir/digits-eager.log"
+run "$outdir/digits" --replay examples/data/digits.csv >"$outdir/digits-replay.log"
+eager_hash=$(grep '^final weights:' "$outdir/digits-eager.log" || true)
+replay_hash=$(grep '^final weights:' "$outdir/digits-replay.log" || true)
+grep -E '^(final|replay:)' "$outdir/digits-replay.log"
+if [[ -z "$eager_hash" || "$eager_hash" != "$replay_hash" ]]; then
+    echo "c-tests: FAILED: digits trained by replay ended with other weights than the eager step" \
+        "(eager: '${eager_hash}', replay: '${replay_hash}')" >&2
+    exit 1
+fi
+echo "digits: replay and eager step give the same final weights: OK"
+
 echo
 echo "== examples/moons (a scalar MLP; writes $outdir/moons.svg)"
 run "$outdir/moons" "$outdir/moons.svg"

@@ -1835,6 +1835,369 @@ static bool b108(void) { /* NULL pointers and bad counts in ag_jvp / ag_vjp; bui
 }
 
 /* ========================================================================================== */
+/* Reusable graphs                                                                            */
+/* ========================================================================================== */
+
+/* A 2-input, 2-output capture function: out[0] = a * b, out[1] = sum(a * b), unless
+ * user_data asks for a broken contract (see cap_mode). */
+enum {
+    CAP_GOOD,          /* as above */
+    CAP_FAILS,         /* makes a failing call, then returns 7 */
+    CAP_NO_HANDLE,     /* returns 0 without writing outputs[1] */
+    CAP_DEAD_HANDLE,   /* writes a freed handle to outputs[1] */
+    CAP_FREES_INPUT,   /* frees inputs[0] */
+    CAP_HOOK,          /* a backward through `hooked` (a leaf with a hook) */
+    CAP_HOOK_RESULT,   /* a backward through a result with a hook registered inside */
+    CAP_HOOK_NONE,     /* the backward of CAP_HOOK, no hook */
+    CAP_NESTED,        /* ag_capture inside */
+    CAP_CALLS_FUNCTION /* ag_function_call of another function inside */
+};
+typedef struct {
+    int mode;
+    int calls;
+    ag_status inner;   /* CAP_NESTED, CAP_CALLS_FUNCTION: the status of the inner call */
+    ag_tensor hooked;  /* CAP_HOOK: a parameter with a hook */
+    ag_function other; /* CAP_CALLS_FUNCTION */
+    ag_function made;  /* CAP_NESTED: whatever the inner capture wrote */
+} cap_ctx;
+
+static int32_t cap_fn(ag_tensor *outputs, int64_t noutputs, const ag_tensor *inputs, int64_t ninputs,
+                      void *user_data) {
+    cap_ctx *c = user_data;
+    c->calls++;
+    if (noutputs != 2 || ninputs != 2) return 90;
+    ag_tensor p = AG_NULL_TENSOR;
+    switch (c->mode) {
+    case CAP_FAILS: {
+        ag_tensor bad = AG_NULL_TENSOR;
+        (void)ag_add(&bad, inputs[0], (ag_tensor)0x0123456789ABCDEFULL);
+        return 7;
+    }
+    case CAP_FREES_INPUT:
+        (void)ag_tensor_free(inputs[0]);
+        return 0;
+    case CAP_NESTED:
+        c->inner = ag_capture(&c->made, cap_fn, inputs, 2, 2, &(cap_ctx){CAP_GOOD, 0, 0, 0, 0, 0});
+        return c->inner == AG_OK ? 0 : 5;
+    case CAP_CALLS_FUNCTION: {
+        ag_tensor o[2] = {SENT_HANDLE, SENT_HANDLE};
+        c->inner = ag_function_call(o, 2, c->other, inputs, 2);
+        if (c->inner == AG_OK) {
+            ag_tensor_free(o[0]);
+            ag_tensor_free(o[1]);
+            return 0;
+        }
+        return 6;
+    }
+    default: break;
+    }
+    if (ag_mul(&p, inputs[0], inputs[1]) != AG_OK) return 91;
+    if (c->mode == CAP_HOOK || c->mode == CAP_HOOK_RESULT || c->mode == CAP_HOOK_NONE) {
+        ag_tensor q = AG_NULL_TENSOR, s = AG_NULL_TENSOR;
+        int64_t id = 0;
+        ag_status st = ag_mul(&q, p, c->hooked);
+        if (st == AG_OK && c->mode == CAP_HOOK_RESULT) st = ag_tensor_register_hook(&id, q, hook_ok, NULL, NULL);
+        if (st == AG_OK) st = ag_sum(&s, q, NULL, 0, false);
+        if (st == AG_OK) st = ag_backward(s, AG_NULL_TENSOR, false, false);
+        ag_tensor_free(q);
+        ag_tensor_free(s);
+        ag_tensor_free(p);
+        c->inner = st;
+        if (st != AG_OK) return 8;
+        /* Outputs: p's replacement a * b and the backward's loss are gone; return w * 1 and sum(w). */
+        if (ag_mul_scalar(&outputs[0], c->hooked, 1) != AG_OK) return 93;
+        return ag_sum(&outputs[1], c->hooked, NULL, 0, false) == AG_OK ? 0 : 94;
+    }
+    outputs[0] = p;
+    if (c->mode == CAP_NO_HANDLE) return 0;
+    if (ag_sum(&outputs[1], p, NULL, 0, false) != AG_OK) return 92;
+    if (c->mode == CAP_DEAD_HANDLE) ag_tensor_free(outputs[1]);
+    return 0;
+}
+
+/* Two float64 leaves of shape [3] requiring grad, for the captures. */
+static void cap_inputs(ag_tensor *in) {
+    in[0] = leaf_rg(vec64(3, (double[]){1, 2, 3}));
+    in[1] = leaf_rg(vec64(3, (double[]){0.5, -1, 2}));
+}
+
+/* A good capture of cap_fn on in. */
+static ag_function cap_good(const ag_tensor *in) {
+    ag_function f = AG_NULL_FUNCTION;
+    if (ag_capture(&f, cap_fn, in, 2, 2, &(cap_ctx){CAP_GOOD, 0, 0, 0, 0, 0}) != AG_OK)
+        FAIL("setup: ag_capture: %s", ag_last_error());
+    return f;
+}
+
+static void release_function(ag_function f) {
+    if (ag_function_free(f) != AG_OK) FAIL("cleanup: ag_function_free: %s", ag_last_error());
+}
+
+/* out[0] = a * b, out[1] = a + b: two outputs of one shape. */
+static int32_t cap_fn2(ag_tensor *outputs, int64_t noutputs, const ag_tensor *inputs, int64_t ninputs,
+                       void *user_data) {
+    (void)user_data;
+    if (noutputs != 2 || ninputs != 2) return 90;
+    if (ag_mul(&outputs[0], inputs[0], inputs[1]) != AG_OK) return 91;
+    return ag_add(&outputs[1], inputs[0], inputs[1]) == AG_OK ? 0 : 92;
+}
+
+static bool b109(void) { /* ag_tensor_set_data: a count other than numel, data NULL, an unknown dtype */
+    ag_tensor t = full((int64_t[]){2, 3}, 2, 1.5, AG_FLOAT64);
+    double d[6] = {1, 2, 3, 4, 5, 6}, got[6];
+    bool ok = EXPECT(ag_tensor_set_data(t, d, 5, AG_FLOAT64), AG_ERR_ARGUMENT,
+                     "ag_tensor_set_data: count 5 does not match the tensor's 6 elements");
+    ok &= EXPECT(ag_tensor_set_data(t, d, 7, AG_FLOAT32), AG_ERR_ARGUMENT, "count 7 does not match the tensor's 6 elements");
+    ok &= EXPECT(ag_tensor_set_data(t, d, -1, AG_FLOAT64), AG_ERR_ARGUMENT, "count -1 does not match");
+    ok &= EXPECT(ag_tensor_set_data(t, NULL, 6, AG_FLOAT64), AG_ERR_ARGUMENT, "data is NULL");
+    ok &= EXPECT(ag_tensor_set_data(t, d, 6, 3), AG_ERR_DTYPE, "unknown dtype");
+    ok &= EXPECT(ag_tensor_set_data(t, d, 6, 0), AG_ERR_DTYPE, "unknown dtype 0");
+    ok &= values(got, 6, t);
+    for (int i = 0; i < 6; i++) ok &= CHECK(got[i] == 1.5); /* nothing written */
+    /* accepted: an empty tensor with data NULL and count 0 */
+    ag_tensor e = full((int64_t[]){0, 3}, 2, 0, AG_FLOAT64);
+    ok &= OK(ag_tensor_set_data(e, NULL, 0, AG_FLOAT64));
+    release(t), release(e);
+    return ok;
+}
+
+static bool b110(void) { /* ag_tensor_set_data into a result, or into a leaf requiring grad with grad mode on */
+    ag_tensor x = leaf_rg(vec64(2, (double[]){1, 2})), y = AG_NULL_TENSOR;
+    double d[2] = {7, 8}, got[2];
+    bool ok = OK(ag_exp(&y, x));
+    ok &= EXPECT(ag_tensor_set_data(y, d, 2, AG_FLOAT64), AG_ERR_STATE, "only leaves can be written in place");
+    ok &= EXPECT(ag_tensor_set_data(x, d, 2, AG_FLOAT64), AG_ERR_STATE, "the write would not be recorded");
+    ok &= values(got, 2, x);
+    ok &= CHECK(got[0] == 1 && got[1] == 2);
+    /* With grad mode off the leaf can be written. */
+    bool prev = true;
+    ok &= OK(ag_set_grad_enabled(&prev, false));
+    ok &= OK(ag_tensor_set_data(x, d, 2, AG_FLOAT64));
+    ok &= OK(ag_set_grad_enabled(NULL, prev));
+    ok &= values(got, 2, x);
+    ok &= CHECK(got[0] == 7 && got[1] == 8);
+    release(y), release(x);
+    return ok;
+}
+
+static bool b111(void) { /* ag_recompute of a graph recorded while recomputable graphs were off */
+    ag_tensor x = leaf_rg(vec64(2, (double[]){1, 2})), y = AG_NULL_TENSOR;
+    bool was = true;
+    bool ok = OK(ag_set_recomputable(&was, false));
+    ok &= OK(ag_exp(&y, x));
+    ok &= EXPECT(ag_recompute(y), AG_ERR_STATE, "was recorded without its forward");
+    ok &= OK(ag_set_recomputable(NULL, was));
+    release(y), release(x);
+    return ok;
+}
+
+static bool b112(void) { /* ag_recompute of a graph freed by a backward without retain_graph */
+    ag_tensor x = leaf_rg(vec64(2, (double[]){1, 2})), y = AG_NULL_TENSOR, s = AG_NULL_TENSOR;
+    bool was = false;
+    bool ok = OK(ag_set_recomputable(&was, true));
+    ok &= OK(ag_exp(&y, x));
+    ok &= OK(ag_sum(&s, y, NULL, 0, false));
+    ok &= OK(ag_backward(s, AG_NULL_TENSOR, false, false));
+    ok &= EXPECT(ag_recompute(s), AG_ERR_STATE, "was freed by a backward");
+    ok &= OK(ag_set_recomputable(NULL, was));
+    release(s), release(y), release(x);
+    return ok;
+}
+
+static bool b113(void) { /* ag_capture: out or fn NULL, bad counts */
+    ag_tensor in[2];
+    cap_inputs(in);
+    cap_ctx c = {CAP_GOOD, 0, 0, 0, 0, 0};
+    ag_function f = (ag_function)SENT_HANDLE;
+    bool ok = EXPECT(ag_capture(NULL, cap_fn, in, 2, 2, &c), AG_ERR_ARGUMENT, "the output pointer 'out' is NULL");
+    ok &= EXPECT(ag_capture(&f, NULL, in, 2, 2, &c), AG_ERR_ARGUMENT, "ag_capture: fn is NULL");
+    ok &= EXPECT(ag_capture(&f, cap_fn, in, -1, 2, &c), AG_ERR_ARGUMENT, "ninputs -1 is negative");
+    ok &= EXPECT(ag_capture(&f, cap_fn, NULL, 2, 2, &c), AG_ERR_ARGUMENT, "inputs is NULL but ninputs is 2");
+    ok &= EXPECT(ag_capture(&f, cap_fn, in, 2, 0, &c), AG_ERR_ARGUMENT, "noutputs 0 is outside 1...4096");
+    ok &= EXPECT(ag_capture(&f, cap_fn, in, 2, 4097, &c), AG_ERR_ARGUMENT, "noutputs 4097 is outside 1...4096");
+    ok &= EXPECT(ag_capture(&f, cap_fn, in, 2, -3, &c), AG_ERR_ARGUMENT, "noutputs -3 is outside 1...4096");
+    ok &= CHECK(f == (ag_function)SENT_HANDLE && c.calls == 0);
+    release(in[0]), release(in[1]);
+    return ok;
+}
+
+static bool b114(void) { /* ag_capture: a function that fails, writes 0 or a dead handle, frees an input */
+    static const int modes[] = {CAP_FAILS, CAP_NO_HANDLE, CAP_DEAD_HANDLE, CAP_FREES_INPUT};
+    static const char *const frags[] = {"ag_capture: the function returned 7 (its last error: ag_add: ",
+                                        "wrote no tensor handle to outputs[1]",
+                                        "to outputs[1], which is not a live tensor handle",
+                                        "freed its input handle 0"};
+    bool ok = true;
+    for (int k = 0; k < 4; k++) {
+        ag_tensor in[2];
+        cap_inputs(in);
+        cap_ctx c = {modes[k], 0, 0, 0, 0, 0};
+        ag_function f = (ag_function)SENT_HANDLE;
+        ok &= EXPECT(ag_capture(&f, cap_fn, in, 2, 2, &c), AG_ERR_CALLBACK, frags[k]);
+        ok &= CHECK(f == (ag_function)SENT_HANDLE && c.calls == 1);
+        release(in[0]), release(in[1]); /* the caller's inputs are untouched, even by CAP_FREES_INPUT */
+    }
+    return ok;
+}
+
+static bool b115(void) { /* ag_capture: a backward that reaches a hook (on a leaf made outside, on a result) */
+    bool ok = true;
+    for (int k = 0; k < 2; k++) {
+        ag_tensor in[2];
+        cap_inputs(in);
+        ag_tensor w = leaf_rg(vec64(3, (double[]){1, 1, 1}));
+        int64_t id = 0;
+        if (k == 0) ok &= OK(ag_tensor_register_hook(&id, w, hook_ok, NULL, NULL));
+        cap_ctx c = {k == 0 ? CAP_HOOK : CAP_HOOK_RESULT, 0, 0, w, 0, 0};
+        ag_function f = (ag_function)SENT_HANDLE;
+        /* The backward inside gets AG_ERR_STATE; the capture quotes it (the function returns 8). */
+        ok &= EXPECT(ag_capture(&f, cap_fn, in, 2, 2, &c), AG_ERR_CALLBACK,
+                     "the function returned 8 (its last error: ag_backward: capture: the backward reached a hook on ");
+        ok &= CHECK(strstr(ag_last_error(), "hooks run user code on each backward and cannot be replayed") != NULL);
+        ok &= CHECK(c.inner == AG_ERR_STATE && f == (ag_function)SENT_HANDLE && c.calls == 1);
+        /* Without the hook the same function captures. */
+        if (k == 0) ok &= OK(ag_tensor_remove_hook(w, id));
+        c.mode = CAP_HOOK_NONE;
+        ok &= OK(ag_capture(&f, cap_fn, in, 2, 2, &c));
+        ok &= CHECK(f != (ag_function)SENT_HANDLE && c.inner == AG_OK);
+        if (f != (ag_function)SENT_HANDLE) release_function(f);
+        release(w), release(in[0]), release(in[1]);
+    }
+    return ok;
+}
+
+static bool b116(void) { /* a capture inside a capture; a captured function called inside a capture */
+    ag_tensor in[2];
+    cap_inputs(in);
+    cap_ctx c = {CAP_NESTED, 0, 0, 0, 0, (ag_function)SENT_HANDLE};
+    ag_function f = (ag_function)SENT_HANDLE;
+    /* The inner call's status is the function's own; the outer call quotes its message. */
+    bool ok = EXPECT(ag_capture(&f, cap_fn, in, 2, 2, &c), AG_ERR_CALLBACK, "the function returned 5");
+    ok &= CHECK(strstr(ag_last_error(), "capture cannot be nested") != NULL);
+    ok &= CHECK(c.inner == AG_ERR_STATE && c.made == (ag_function)SENT_HANDLE);
+    ag_function other = cap_good(in);
+    cap_ctx c2 = {CAP_CALLS_FUNCTION, 0, 0, 0, other, 0};
+    ok &= EXPECT(ag_capture(&f, cap_fn, in, 2, 2, &c2), AG_ERR_CALLBACK, "the function returned 6");
+    ok &= CHECK(strstr(ag_last_error(), "cannot be called inside a capture") != NULL);
+    ok &= CHECK(c2.inner == AG_ERR_STATE && f == (ag_function)SENT_HANDLE);
+    release_function(other);
+    release(in[0]), release(in[1]);
+    return ok;
+}
+
+static bool b117(void) { /* ag_function_call / _call_into: wrong counts, shapes, dtypes of inputs or outputs */
+    ag_tensor in[2];
+    cap_inputs(in);
+    ag_function f = cap_good(in);
+    ag_tensor x4 = vec64(4, (double[]){1, 2, 3, 4}), x32 = full((int64_t[]){3}, 1, 1, AG_FLOAT32);
+    ag_tensor o[3] = {SENT_HANDLE, SENT_HANDLE, SENT_HANDLE};
+    ag_tensor into[2] = {vec64(3, (double[]){0, 0, 0}), scalar64(0)};
+    bool ok = EXPECT(ag_function_call(o, 2, f, in, 1), AG_ERR_ARGUMENT, "1 inputs for a function captured with 2");
+    ok &= EXPECT(ag_function_call(o, 2, f, (ag_tensor[]){in[0], in[1], in[0]}, 3), AG_ERR_ARGUMENT,
+                 "3 inputs for a function captured with 2");
+    ok &= EXPECT(ag_function_call(o, 2, f, NULL, 2), AG_ERR_ARGUMENT, "inputs is NULL but ninputs is 2");
+    ok &= EXPECT(ag_function_call(o, 2, f, in, -1), AG_ERR_ARGUMENT, "ninputs -1 is negative");
+    ok &= EXPECT(ag_function_call(o, 1, f, in, 2), AG_ERR_ARGUMENT, "noutputs is 1, the function has 2 outputs");
+    ok &= EXPECT(ag_function_call(o, 3, f, in, 2), AG_ERR_ARGUMENT, "noutputs is 3, the function has 2 outputs");
+    ok &= EXPECT(ag_function_call(NULL, 2, f, in, 2), AG_ERR_ARGUMENT, "the output pointer 'outputs' is NULL");
+    ok &= EXPECT(ag_function_call(o, 2, f, (ag_tensor[]){in[0], x4}, 2), AG_ERR_SHAPE,
+                 "input 1 has shape [4], the function was captured with [3] (shapes are fixed per capture");
+    ok &= EXPECT(ag_function_call(o, 2, f, (ag_tensor[]){x32, in[1]}, 2), AG_ERR_DTYPE,
+                 "input 0 is float32, the function was captured with float64 (capture again for other dtypes)");
+    ok &= CHECK(o[0] == SENT_HANDLE && o[1] == SENT_HANDLE && o[2] == SENT_HANDLE);
+    ok &= EXPECT(ag_function_call_into(into, 2, f, in, 1), AG_ERR_ARGUMENT, "1 inputs for a function captured with 2");
+    ok &= EXPECT(ag_function_call_into(into, 1, f, in, 2), AG_ERR_ARGUMENT, "noutputs is 1, the function has 2 outputs");
+    ok &= EXPECT(ag_function_call_into(NULL, 2, f, in, 2), AG_ERR_ARGUMENT, "outputs is NULL but noutputs is 2");
+    ok &= EXPECT(ag_function_call_into(into, 2, f, (ag_tensor[]){x4, in[1]}, 2), AG_ERR_SHAPE,
+                 "shapes are fixed per capture");
+    ok &= EXPECT(ag_function_call_into(into, 2, f, (ag_tensor[]){in[0], x32}, 2), AG_ERR_DTYPE,
+                 "capture again for other dtypes");
+    double got[3];
+    ok &= values(got, 3, into[0]);
+    ok &= CHECK(got[0] == 0 && got[1] == 0 && got[2] == 0 && item(into[1]) == 0); /* nothing written */
+    /* The right call works after all that: a * b = (0.5, -2, 6), sum 4.5. */
+    ok &= OK(ag_function_call_into(into, 2, f, in, 2));
+    ok &= values(got, 3, into[0]);
+    ok &= CHECK(got[0] == 0.5 && got[1] == -2 && got[2] == 6 && item(into[1]) == 4.5);
+    release_function(f);
+    release(x4), release(x32), release(into[0]), release(into[1]), release(in[0]), release(in[1]);
+    return ok;
+}
+
+static bool b118(void) { /* a freed, made-up or tensor handle where a function is wanted, and the reverse */
+    ag_tensor in[2];
+    cap_inputs(in);
+    ag_function f = cap_good(in), freed = cap_good(in);
+    release_function(freed);
+    ag_tensor o[2] = {SENT_HANDLE, SENT_HANDLE};
+    int64_t info[AG_FUNCTION_INFO_COUNT];
+    for (int i = 0; i < AG_FUNCTION_INFO_COUNT; i++) info[i] = SENT_I64;
+    const ag_function bad[] = {freed, (ag_function)0x0123456789ABCDEFULL, (ag_function)in[0], (ag_function)UINT64_MAX};
+    bool ok = true;
+    for (int k = 0; k < 4; k++) {
+        ok &= EXPECT(ag_function_call(o, 2, bad[k], in, 2), AG_ERR_INVALID_HANDLE, "is not a live function handle");
+        ok &= EXPECT(ag_function_call_into(in, 2, bad[k], in, 2), AG_ERR_INVALID_HANDLE, "is not a live function handle");
+        ok &= EXPECT(ag_function_info(info, AG_FUNCTION_INFO_COUNT, bad[k]), AG_ERR_INVALID_HANDLE,
+                     "is not a live function handle");
+        ok &= EXPECT(ag_function_free(bad[k]), AG_ERR_INVALID_HANDLE, "is not a live function handle");
+    }
+    ok &= EXPECT(ag_function_free(freed), AG_ERR_INVALID_HANDLE,
+                 "ag_function_free: function handle 0x");
+    ok &= EXPECT(ag_function_call(o, 2, AG_NULL_FUNCTION, in, 2), AG_ERR_INVALID_HANDLE,
+                 "function handle is 0 (AG_NULL_FUNCTION)");
+    ok &= CHECK(o[0] == SENT_HANDLE && o[1] == SENT_HANDLE && info[0] == SENT_I64);
+    /* A function handle where a tensor is wanted: refused, and the function stays alive. */
+    int64_t n = SENT_I64;
+    ag_tensor out = SENT_HANDLE;
+    ok &= EXPECT(ag_tensor_numel(&n, (ag_tensor)f), AG_ERR_INVALID_HANDLE, "is not a live tensor handle");
+    ok &= EXPECT(ag_exp(&out, (ag_tensor)f), AG_ERR_INVALID_HANDLE, "is not a live tensor handle");
+    ok &= EXPECT(ag_tensor_free((ag_tensor)f), AG_ERR_INVALID_HANDLE, "is not a live tensor handle");
+    ok &= EXPECT(ag_function_call(o, 2, f, (ag_tensor[]){(ag_tensor)f, in[1]}, 2), AG_ERR_INVALID_HANDLE,
+                 "is not a live tensor handle");
+    ok &= CHECK(n == SENT_I64 && out == SENT_HANDLE && o[0] == SENT_HANDLE);
+    ok &= OK(ag_function_info(info, AG_FUNCTION_INFO_COUNT, f));
+    release_function(f);
+    ok &= OK(ag_function_free(AG_NULL_FUNCTION)); /* accepted */
+    release(in[0]), release(in[1]);
+    return ok;
+}
+
+static bool b119(void) { /* ag_function_call_into: an output of another shape or dtype, a result, shared values */
+    ag_tensor in[2];
+    cap_inputs(in);
+    ag_function f = cap_good(in);
+    ag_tensor a3 = vec64(3, (double[]){0, 0, 0}), a2 = vec64(2, (double[]){0, 0}), s = scalar64(0);
+    ag_tensor rg = leaf_rg(scalar64(0)), res = AG_NULL_TENSOR, alias = AG_NULL_TENSOR;
+    bool ok = OK(ag_exp(&res, rg));
+    ok &= OK(ag_detach(&alias, a3));
+    ok &= EXPECT(ag_function_call_into((ag_tensor[]){a2, s}, 2, f, in, 2), AG_ERR_SHAPE,
+                 "output 0 is float64 [2], the function's output 0 is float64 [3]");
+    /* An output of another dtype only (AG_ERR_DTYPE): see known_bugs_reusable.c. */
+    ok &= EXPECT(ag_function_call_into((ag_tensor[]){a3, res}, 2, f, in, 2), AG_ERR_STATE,
+                 "only leaves can be written in place");
+    ok &= EXPECT(ag_function_call_into((ag_tensor[]){a3, rg}, 2, f, in, 2), AG_ERR_STATE,
+                 "the write would not be recorded");
+    ok &= EXPECT(ag_function_call_into((ag_tensor[]){a3, a3}, 2, f, in, 2), AG_ERR_SHAPE, "output 1 is float64 [3]");
+    double got[3];
+    ok &= values(got, 3, a3);
+    ok &= CHECK(got[0] == 0 && got[1] == 0 && got[2] == 0 && item(s) == 0); /* nothing written */
+    release_function(f);
+    /* Two outputs sharing values need two outputs of one shape: out[0] = a * b, out[1] = a + b. */
+    release(a2);
+    ag_function g = AG_NULL_FUNCTION;
+    ok &= OK(ag_capture(&g, cap_fn2, in, 2, 2, NULL));
+    ok &= EXPECT(ag_function_call_into((ag_tensor[]){a3, a3}, 2, g, in, 2), AG_ERR_ARGUMENT,
+                 "outputs 0 and 1 share their values");
+    ok &= EXPECT(ag_function_call_into((ag_tensor[]){a3, alias}, 2, g, in, 2), AG_ERR_ARGUMENT,
+                 "outputs 0 and 1 share their values");
+    ok &= values(got, 3, a3);
+    ok &= CHECK(got[0] == 0 && got[1] == 0 && got[2] == 0);
+    release_function(g);
+    release(a3), release(alias), release(s), release(res), release(rg), release(in[0]), release(in[1]);
+    return ok;
+}
+
+/* ========================================================================================== */
 /* Driver                                                                                     */
 /* ========================================================================================== */
 
@@ -1859,7 +2222,9 @@ static const entry entries[] = {
     {"B85", b85}, {"B86", b86}, {"B87", b87}, {"B88", b88}, {"B89", b89}, {"B90", b90}, {"B91", b91},
     {"B92", b92}, {"B93", b93}, {"B94", b94}, {"B95", b95}, {"B96", b96}, {"B97", b97}, {"B98", b98},
     {"B99", b99}, {"B100", b100}, {"B101", b101}, {"B102", b102}, {"B103", b103}, {"B104", b104},
-    {"B105", b105}, {"B106", b106}, {"B107", b107}, {"B108", b108},
+    {"B105", b105}, {"B106", b106}, {"B107", b107}, {"B108", b108}, {"B109", b109}, {"B110", b110},
+    {"B111", b111}, {"B112", b112}, {"B113", b113}, {"B114", b114}, {"B115", b115}, {"B116", b116},
+    {"B117", b117}, {"B118", b118}, {"B119", b119},
 };
 
 /* After every bad input: a correct gradient. f(x, w) = sum((x @ w + 1)^2) for x (2,3), w (3,2);

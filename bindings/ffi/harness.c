@@ -17,6 +17,10 @@
  *     float64 arithmetic. Options add retained graphs (backward twice, doubled gradients, then
  *     a released graph) and second derivatives (ag_grad with create_graph, against finite
  *     differences of the first derivative).
+ *   - Captured functions (ag_capture): the capture function is an ffi_closure made at run time
+ *     from the header's ag_capture_fn typedef; it runs the case's program on the placeholders.
+ *     'replay F' calls the function on new inputs and compares every output with the eager
+ *     program's, bit for bit, and its gradients with finite differences of its own calls.
  *   - After each case every handle must be released: ag_live_handle_count must be back where it
  *     was before the case (0 in a clean run).
  *
@@ -736,7 +740,8 @@ static int64_t ret_int(const fsig_t *s, const rslot_t *r) {
 static struct {
     fsig_t *version, *last_error, *status_name, *live_handle_count, *from_data, *zeros, *ones, *full,
         *rand_uniform, *rand_normal, *tensor_free, *ndim, *shape, *numel, *dtype, *copy_data,
-        *set_requires_grad, *requires_grad, *grad_of, *backward, *grad, *mul_scalar, *set_grad_enabled;
+        *set_requires_grad, *requires_grad, *grad_of, *backward, *grad, *mul_scalar, *set_grad_enabled,
+        *function_call, *function_call_into;
 } F;
 
 static struct {
@@ -767,6 +772,8 @@ static struct {
     {"ag_grad", "i:ppLppLbbb", &F.grad},
     {"ag_mul_scalar", "i:pUd", &F.mul_scalar},
     {"ag_set_grad_enabled", "i:pb", &F.set_grad_enabled},
+    {"ag_function_call", "i:pLUpL", &F.function_call},
+    {"ag_function_call_into", "i:pLUpL", &F.function_call_into},
 };
 
 /* The callbacks the harness implements, checked against the header's typedefs. */
@@ -776,6 +783,7 @@ static const struct {
 } k_callbacks[] = {
     {"ag_grad_hook", "i:pUp"},
     {"ag_build_fn", "i:ppLp"},
+    {"ag_capture_fn", "i:pLpLp"},
 };
 
 static int64_t g_float32, g_float64; /* AG_FLOAT32 / AG_FLOAT64 from the header */
@@ -903,7 +911,7 @@ typedef struct {
     int line;
 } input_t;
 
-enum { S_CALL, S_ASSIGN, S_FREE, S_GRADMODE, S_EXPECT, S_EXPECT_GRAD, S_EXPECT_COUNTER };
+enum { S_CALL, S_ASSIGN, S_FREE, S_GRADMODE, S_EXPECT, S_EXPECT_GRAD, S_EXPECT_COUNTER, S_REPLAY };
 
 typedef struct {
     int kind, line;
@@ -1193,6 +1201,14 @@ static int parse_case_line(case_t *c, toks_t *tk, int line) {
         copy_tokens(tk, 1, &s.args, &s.nargs);
         if (s.kind == S_EXPECT_COUNTER) PUSH(c->post, c->npost, c->cpost, s);
         else PUSH(c->st, c->nst, c->cst, s);
+        return 0;
+    }
+    if (strcmp(d, "replay") == 0) {
+        if (tk->n < 2 || !is_identifier(tk->t[1])) return failf("replay: expected 'replay FUNCTION [options]'");
+        s.kind = S_REPLAY;
+        s.fn = xstrdup(d);
+        copy_tokens(tk, 1, &s.args, &s.nargs);
+        PUSH(c->st, c->nst, c->cst, s);
         return 0;
     }
     if (strcmp(d, "free") == 0 || strcmp(d, "grad_mode") == 0) {
@@ -1572,6 +1588,168 @@ static int32_t build_program(uint64_t *out, const uint64_t *inputs, int64_t ninp
     return rc == 0 ? 0 : 1;
 }
 
+/* ---- capture:NAMES, an ag_capture_fn made at run time: an ffi_closure from the header ---- */
+
+/* A captured function's program, kept per case under the name its handle is bound to: the
+ * statements before its ag_capture, the names its placeholders are bound to (the call's input
+ * list) and the names it returns. The case's other inputs are made outside the function: the
+ * function reads them in place (parameters), so its program binds them to the handles of the
+ * run that captured it (`outer`). */
+typedef struct {
+    char *fname;
+    int upto;
+    char **ins;
+    int nins;
+    char **outs;
+    int nouts;
+    env_t *outer;
+} capture_t;
+
+static capture_t *g_caps; /* the current case's captured functions */
+static int g_ncaps, g_ccaps;
+
+/* Why the last capture function failed (kept aside as g_build_err is). */
+static char g_capture_err[1024];
+
+static void capture_free(capture_t *cap) {
+    free(cap->fname);
+    for (int i = 0; i < cap->nins; i++) free(cap->ins[i]);
+    free(cap->ins);
+    for (int i = 0; i < cap->nouts; i++) free(cap->outs[i]);
+    free(cap->outs);
+    memset(cap, 0, sizeof *cap);
+}
+
+static const capture_t *find_capture(const char *fname) {
+    for (int i = g_ncaps - 1; i >= 0; i--)
+        if (strcmp(g_caps[i].fname, fname) == 0) return &g_caps[i];
+    return NULL;
+}
+
+static bool in_names(char *const *names, int n, const char *name) {
+    for (int i = 0; i < n; i++)
+        if (strcmp(names[i], name) == 0) return true;
+    return false;
+}
+
+/* Binds every input of the case not named in skip to the handle `outer` holds for it (borrowed). */
+static int bind_parameters(env_t *e, env_t *outer, char *const *skip, int nskip) {
+    for (int i = 0; i < e->c->nin; i++) {
+        const char *name = e->c->in[i].name;
+        if (in_names(skip, nskip, name)) continue;
+        bind_t *b = env_find(outer, name);
+        if (!b || b->freed) continue; /* released by the program: stays unbound */
+        if (env_bind(e, name, b->type, b->h, true) != 0) return -1;
+    }
+    return 0;
+}
+
+/* The body of the capture function: the program before the ag_capture, with the placeholders
+ * bound to the names of its input list and the case's other inputs to the outer run's handles;
+ * returns the tensors bound to the output names (the library takes them over). */
+static int32_t run_captured(const capture_t *cap, uint64_t *outputs, int64_t noutputs, const uint64_t *inputs,
+                            int64_t ninputs) {
+    if (noutputs != cap->nouts || ninputs != cap->nins || !outputs || (ninputs > 0 && !inputs)) return 2;
+    int line = g_line;
+    bool failed = g_failed;
+    char *saved = xstrdup(g_err);
+    g_failed = false;
+    env_t e;
+    env_init(&e, cap->outer->c, false);
+    int rc = 0;
+    for (int i = 0; rc == 0 && i < cap->nins; i++)
+        rc = env_bind(&e, cap->ins[i], find_htype("ag_tensor"), inputs[i], true);
+    if (rc == 0) rc = bind_parameters(&e, cap->outer, cap->ins, cap->nins);
+    if (rc == 0) rc = run_program(&e, cap->upto);
+    bind_t **res = xcalloc((size_t)(cap->nouts ? cap->nouts : 1), sizeof *res);
+    for (int k = 0; rc == 0 && k < cap->nouts; k++) {
+        res[k] = env_find(&e, cap->outs[k]);
+        if (!res[k] || res[k]->freed || res[k]->h == 0)
+            rc = failf("capture: no live result named %s", cap->outs[k]);
+        else if (res[k]->borrowed && !in_names(cap->ins, cap->nins, cap->outs[k]))
+            rc = failf("capture: %s is a parameter (made outside the function): return a result", cap->outs[k]);
+    }
+    if (rc == 0)
+        for (int k = 0; k < cap->nouts; k++) {
+            outputs[k] = res[k]->h;
+            res[k]->borrowed = true; /* the library takes it over */
+        }
+    free(res);
+    env_cleanup(&e);
+    if (g_failed) {
+        size_t n = strlen(g_err) < sizeof g_capture_err - 1 ? strlen(g_err) : sizeof g_capture_err - 1;
+        memcpy(g_capture_err, g_err, n);
+        g_capture_err[n] = '\0';
+    }
+    g_failed = failed;
+    snprintf(g_err, sizeof g_err, "%s", saved);
+    free(saved);
+    g_line = line;
+    return rc == 0 ? 0 : 1;
+}
+
+/* The closure's entry: libffi hands over the arguments as the header's ag_capture_fn declares
+ * them (outputs, noutputs, inputs, ninputs, user_data; checked in check_used_signatures). */
+static void capture_entry(ffi_cif *cif, void *ret, void **args, void *user_data) {
+    (void)cif;
+    uint64_t *outputs = *(uint64_t **)args[0];
+    int64_t noutputs = *(int64_t *)args[1];
+    const uint64_t *inputs = *(const uint64_t **)args[2];
+    int64_t ninputs = *(int64_t *)args[3];
+    *(ffi_sarg *)ret = run_captured(user_data, outputs, noutputs, inputs, ninputs);
+}
+
+/* A function pointer made at run time by libffi: a closure whose call interface is built from a
+ * callback typedef's signature code ("i:pLpLp"). */
+typedef struct {
+    ffi_cif cif;
+    ffi_type *atypes[MAX_PARAMS];
+    ffi_closure *closure;
+    void *code;
+} closure_t;
+
+static int closure_make(closure_t *cl, const tdef_t *t, void (*entry)(ffi_cif *, void *, void **, void *),
+                        void *user_data) {
+    memset(cl, 0, sizeof *cl);
+    const char *sig = t->fnsig;
+    if (!sig[0] || sig[1] != ':') return failf("callback %s: bad signature '%s'", t->name, sig);
+    unsigned n = 0;
+    for (const char *q = sig + 2; *q; q++) {
+        if (n >= MAX_PARAMS || !ffi_for(*q)) return failf("callback %s: cannot build '%s'", t->name, sig);
+        cl->atypes[n++] = ffi_for(*q);
+    }
+    if (ffi_prep_cif(&cl->cif, FFI_DEFAULT_ABI, n, ffi_for(sig[0]), n ? cl->atypes : NULL) != FFI_OK)
+        return failf("callback %s: ffi_prep_cif failed", t->name);
+    cl->closure = ffi_closure_alloc(sizeof(ffi_closure), &cl->code);
+    if (!cl->closure) return failf("callback %s: ffi_closure_alloc failed", t->name);
+    if (ffi_prep_closure_loc(cl->closure, &cl->cif, entry, user_data, cl->code) != FFI_OK) {
+        ffi_closure_free(cl->closure);
+        cl->closure = NULL;
+        return failf("callback %s: ffi_prep_closure_loc failed", t->name);
+    }
+    return 0;
+}
+
+static void closure_free(closure_t *cl) {
+    if (cl->closure) ffi_closure_free(cl->closure);
+    cl->closure = NULL;
+}
+
+/* Whether a statement makes or uses a captured function (a capture: argument, or a function with
+ * an ag_function parameter, or a replay check): not part of any function, so replays skip it. */
+static bool is_function_stmt(const stmt_t *st) {
+    if (st->kind == S_REPLAY) return true;
+    if (st->kind != S_CALL && st->kind != S_ASSIGN) return false;
+    for (int k = 0; k < st->nargs; k++) {
+        const char *v = strchr(st->args[k], '=');
+        if (strncmp(st->args[k], "capture:", 8) == 0 || (v && strncmp(v + 1, "capture:", 8) == 0)) return true;
+    }
+    const fsig_t *s = find_sig(st->fn);
+    for (int i = 0; s && i < s->np; i++)
+        if (strcmp(s->p[i].type, "ag_function") == 0) return true;
+    return false;
+}
+
 /* ---- generic marshalling of one call from the header's parameter list ---- */
 
 /* How one parameter is passed. */
@@ -1904,6 +2082,8 @@ static int exec_call(env_t *e, const stmt_t *st) {
             } else if (strncmp(tok, "build:", 6) == 0 && strcmp(p->type, "ag_build_fn") == 0) {
                 int32_t (*f)(uint64_t *, const uint64_t *, int64_t, void *) = build_program;
                 memcpy(&a->slot.p, &f, sizeof a->slot.p);
+            } else if (strncmp(tok, "capture:", 8) == 0 && strcmp(p->type, "ag_capture_fn") == 0) {
+                /* made below, once the call's input list is known */
             } else {
                 rc = failf("parameter %s (%s) cannot take '%s'", p->name, p->type, tok);
             }
@@ -2007,6 +2187,37 @@ static int exec_call(env_t *e, const stmt_t *st) {
         g_build.active = true;
     }
 
+    /* A capture function: the program before this statement, as an ffi_closure. */
+    capture_t cap;
+    memset(&cap, 0, sizeof cap);
+    closure_t cl;
+    memset(&cl, 0, sizeof cl);
+    for (int i = 0; rc == 0 && i < s->np; i++) {
+        if (args[i].kind != A_FN || !args[i].tok || strncmp(args[i].tok, "capture:", 8) != 0) continue;
+        toks_t el = {0};
+        char *list = xmalloc(strlen(args[i].tok + 8) + 3);
+        sprintf(list, "[%s]", args[i].tok + 8);
+        split_list(list, &el);
+        free(list);
+        cap.outs = el.t;
+        cap.nouts = el.n;
+        cap.upto = (int)(st - e->c->st);
+        cap.outer = e;
+        /* Its placeholders: the names of the call's first tensor list after it. */
+        for (int j = i + 1; j < s->np; j++) {
+            if (args[j].kind != A_IN_ARRAY || !find_htype(s->p[j].type) || !args[j].tok) continue;
+            toks_t in = {0};
+            split_list(args[j].tok, &in);
+            cap.ins = in.t;
+            cap.nins = in.n;
+            break;
+        }
+        g_capture_err[0] = '\0';
+        rc = closure_make(&cl, find_tdef(s->p[i].type), capture_entry, &cap);
+        if (rc == 0) args[i].slot.p = cl.code;
+        break;
+    }
+
     if (rc == 0) {
         if (g_verbose && e->primary) {
             printf("    line %d: %s", st->line, s->name);
@@ -2021,13 +2232,15 @@ static int exec_call(env_t *e, const stmt_t *st) {
             free(g_build.names);
             g_build.active = false;
         }
+        if (cl.closure && !g_build_err[0] && g_capture_err[0]) snprintf(g_build_err, sizeof g_build_err, "%s", g_capture_err);
         bool has_status = strcmp(s->ret.type, "ag_status") == 0 && s->ret.ptr == 0;
         int32_t st_got = has_status ? (int32_t)ret_int(s, &r) : 0;
         int32_t want = st->has_status ? st->status : 0;
         if (!has_status && st->has_status) rc = failf("%s does not return a status", s->name);
         if (has_status && st_got != want) {
             if (st_got) rc = failf("%s returned %s (%s), expected %s%s%s", s->name, api_status_name(st_got),
-                                  api_last_error(), api_status_name(want), g_build_err[0] ? "; the build function: " : "",
+                                  api_last_error(), api_status_name(want),
+                                  g_build_err[0] ? (cl.closure ? "; the capture function: " : "; the build function: ") : "",
                                   g_build_err);
             else rc = failf("%s returned AG_OK, expected %s", s->name, api_status_name(want));
         }
@@ -2086,6 +2299,14 @@ static int exec_call(env_t *e, const stmt_t *st) {
         }
     }
 
+    /* A function captured into a name is kept for 'replay' (its program, inputs and outputs). */
+    closure_free(&cl);
+    if (cl.code && rc == 0 && assign && env_find(e, st->lhs[0]) && cap.outer) {
+        cap.fname = xstrdup(st->lhs[0]);
+        PUSH(g_caps, g_ncaps, g_ccaps, cap);
+    } else {
+        capture_free(&cap);
+    }
     for (int i = 0; i < s->np; i++) {
         free(args[i].buf);
         free(args[i].sentinel);
@@ -2148,14 +2369,284 @@ static int check_values(env_t *e, const char *name, uint64_t h, char **args, int
     return rc;
 }
 
+/* ---- replay F: a captured function against the eager program, and its gradients ---- */
+
+static int create_inputs_from(env_t *e, double **vals, double **out_vals, const char *const *skip, int nskip);
+static double **g_input_values;
+static bool any_float32(const case_t *c);
+static double weight(int64_t k, int stream);
+
+/* What the replay checks of the current case found (for its "ok" line). */
+static struct {
+    int64_t rounds, compared, checked;
+    double max_err;
+} g_replay;
+
+/* A tensor's elements in its own dtype (allocated), their count and their element size. */
+static int tensor_raw(uint64_t t, void **raw, int64_t *n, size_t *elsize) {
+    int32_t dt, st;
+    if ((st = api_numel(n, t))) return api_fail("ag_tensor_numel", st);
+    if ((st = api_dtype(&dt, t))) return api_fail("ag_tensor_dtype", st);
+    *elsize = dt == g_float32 ? 4 : 8;
+    *raw = xcalloc((size_t)(*n ? *n : 1), *elsize);
+    if ((st = call_status(F.copy_data, AV(raw, n, &dt, &t)))) {
+        free(*raw);
+        *raw = NULL;
+        return api_fail("ag_tensor_copy_data", st);
+    }
+    return 0;
+}
+
+/* A run of cap's program without the capture: the placeholders made from vals (the case's own
+ * inputs of those names), the other inputs bound to the capturing run's handles. */
+static int function_env(env_t *x, const capture_t *cap, double **vals) {
+    env_init(x, cap->outer->c, false);
+    int rc = bind_parameters(x, cap->outer, cap->ins, cap->nins);
+    /* create_inputs_from skips the names it is given: every input that is not a placeholder */
+    const char **skip = xcalloc((size_t)(x->c->nin ? x->c->nin : 1), sizeof *skip);
+    int nskip = 0;
+    for (int i = 0; i < x->c->nin; i++)
+        if (!in_names(cap->ins, cap->nins, x->c->in[i].name)) skip[nskip++] = x->c->in[i].name;
+    if (rc == 0) rc = create_inputs_from(x, vals, NULL, skip, nskip);
+    free(skip);
+    for (int j = 0; rc == 0 && j < cap->nins; j++)
+        if (!env_find(x, cap->ins[j])) rc = failf("replay: placeholder %s is not an input of the case", cap->ins[j]);
+    return rc;
+}
+
+/* Calls f on placeholders made from vals; out[k] receives output k's handle (the caller frees). */
+static int call_function(const capture_t *cap, uint64_t f, double **vals, uint64_t *out) {
+    env_t x;
+    int rc = function_env(&x, cap, vals);
+    uint64_t *in = xcalloc((size_t)(cap->nins ? cap->nins : 1), sizeof *in);
+    for (int j = 0; rc == 0 && j < cap->nins; j++) in[j] = env_find(&x, cap->ins[j])->h;
+    int64_t no = cap->nouts, ni = cap->nins;
+    int32_t st = 0;
+    if (rc == 0 && (st = call_status(F.function_call, AV(&out, &no, &f, &in, &ni)))) rc = api_fail("ag_function_call", st);
+    free(in);
+    if (env_cleanup(&x) != 0) rc = -1;
+    return rc;
+}
+
+/* One round: cap's program run eagerly on vals, then f called and called into on the same
+ * values; every output must have the eager output's bits. */
+static int replay_round(const capture_t *cap, uint64_t f, double **vals) {
+    int n = cap->nouts;
+    void **eager = xcalloc((size_t)n, sizeof *eager);
+    int64_t *cnt = xcalloc((size_t)n, sizeof *cnt);
+    size_t *esz = xcalloc((size_t)n, sizeof *esz);
+    uint64_t *out = xcalloc((size_t)n, sizeof *out), *into = xcalloc((size_t)n, sizeof *into);
+    env_t x;
+    int rc = function_env(&x, cap, vals);
+    if (rc == 0) rc = run_program(&x, cap->upto);
+    for (int k = 0; rc == 0 && k < n; k++) {
+        bind_t *b = env_find(&x, cap->outs[k]);
+        if (!b || b->freed) rc = failf("replay: the eager program has no %s", cap->outs[k]);
+        else rc = tensor_raw(b->h, &eager[k], &cnt[k], &esz[k]);
+    }
+    /* The targets of ag_function_call_into: zeros of each output's shape and dtype. */
+    for (int k = 0; rc == 0 && k < n; k++) {
+        bind_t *b = env_find(&x, cap->outs[k]);
+        int64_t ndim, shape[MAX_RANK];
+        int32_t dt, st;
+        uint64_t *hp = &into[k];
+        const int64_t *sp = shape;
+        if ((st = api_ndim(&ndim, b->h)) || (st = api_shape(shape, MAX_RANK, b->h)) || (st = api_dtype(&dt, b->h)) ||
+            (st = call_status(F.zeros, AV(&hp, &sp, &ndim, &dt))))
+            rc = api_fail("making a target for ag_function_call_into", st);
+    }
+    if (env_cleanup(&x) != 0) rc = -1;
+    if (rc == 0) rc = call_function(cap, f, vals, out);
+    if (rc == 0) {
+        env_t y;
+        rc = function_env(&y, cap, vals);
+        uint64_t *in = xcalloc((size_t)(cap->nins ? cap->nins : 1), sizeof *in);
+        for (int j = 0; rc == 0 && j < cap->nins; j++) in[j] = env_find(&y, cap->ins[j])->h;
+        int64_t no = n, ni = cap->nins;
+        int32_t st;
+        if (rc == 0 && (st = call_status(F.function_call_into, AV(&into, &no, &f, &in, &ni))))
+            rc = api_fail("ag_function_call_into", st);
+        free(in);
+        if (env_cleanup(&y) != 0) rc = -1;
+    }
+    for (int k = 0; rc == 0 && k < n; k++) {
+        for (int w = 0; rc == 0 && w < 2; w++) {
+            void *raw = NULL;
+            int64_t m;
+            size_t sz;
+            rc = tensor_raw(w ? into[k] : out[k], &raw, &m, &sz);
+            if (rc == 0 && (m != cnt[k] || sz != esz[k]))
+                rc = failf("replay: output %s has %" PRId64 " elements of %zu bytes, eagerly %" PRId64 " of %zu",
+                           cap->outs[k], m, sz, cnt[k], esz[k]);
+            if (rc == 0 && memcmp(raw, eager[k], (size_t)m * sz) != 0) {
+                int64_t at = 0;
+                while (memcmp((char *)raw + at * (int64_t)sz, (char *)eager[k] + at * (int64_t)sz, sz) == 0) at++;
+                rc = failf("replay: %s of output %s differs from the eager program's in its bits at [%" PRId64
+                           "]: %.17g vs %.17g",
+                           w ? "ag_function_call_into" : "ag_function_call", cap->outs[k], at,
+                           load_double(raw, at, sz == 4 ? 'f' : 'd'), load_double(eager[k], at, sz == 4 ? 'f' : 'd'));
+            }
+            if (rc == 0) g_replay.compared++;
+            free(raw);
+        }
+    }
+    for (int k = 0; k < n; k++) {
+        free(eager[k]);
+        if (out[k]) api_free(out[k]);
+        if (into[k]) api_free(into[k]);
+    }
+    free(eager), free(cnt), free(esz), free(out), free(into);
+    return rc;
+}
+
+/* The values of output k of f at vals (as float64). */
+static int function_output(const capture_t *cap, uint64_t f, double **vals, int k, double **v, int64_t *n) {
+    uint64_t *out = xcalloc((size_t)cap->nouts, sizeof *out);
+    int rc = call_function(cap, f, vals, out);
+    if (rc == 0) rc = tensor_values(out[k], v, n);
+    for (int j = 0; j < cap->nouts; j++)
+        if (out[j]) api_free(out[j]);
+    free(out);
+    return rc;
+}
+
+static int output_index(const capture_t *cap, const char *name) {
+    for (int k = 0; k < cap->nouts; k++)
+        if (strcmp(cap->outs[k], name) == 0) return k;
+    return -1;
+}
+
+static int input_index(const case_t *c, const char *name) {
+    for (int i = 0; i < c->nin; i++)
+        if (strcmp(c->in[i].name, name) == 0) return i;
+    return -1;
+}
+
+/* replay F [rounds=N] [loss=L grads=G:X,...] [h=.. atol=.. rtol=..] */
+static int exec_replay(env_t *e, const stmt_t *st) {
+    const case_t *c = e->c;
+    const capture_t *cap = find_capture(st->args[0]);
+    bind_t *fb = env_find(e, st->args[0]);
+    if (!cap || !fb || fb->freed) return failf("replay: %s is not a live captured function", st->args[0]);
+    uint64_t f = fb->h;
+    int64_t rounds = 3;
+    const char *loss = NULL, *grads = NULL;
+    bool f32 = any_float32(c);
+    double h = f32 ? 1e-2 : 1e-6, atol = f32 ? 1e-2 : 1e-6, rtol = f32 ? 1e-2 : 1e-5;
+    for (int k = 1; k < st->nargs; k++) {
+        const char *v;
+        if ((v = opt(st->args[k], "rounds")) && parse_i64_literal(v, &rounds) == 0 && rounds >= 1) continue;
+        if ((v = opt(st->args[k], "loss"))) loss = v;
+        else if ((v = opt(st->args[k], "grads"))) grads = v;
+        else if ((v = opt(st->args[k], "h")) && parse_double(v, &h) == 0) continue;
+        else if ((v = opt(st->args[k], "atol")) && parse_double(v, &atol) == 0) continue;
+        else if ((v = opt(st->args[k], "rtol")) && parse_double(v, &rtol) == 0) continue;
+        else return failf("replay: bad option '%s'", st->args[k]);
+    }
+    if (!loss != !grads) return failf("replay: loss= and grads= go together");
+
+    /* New values for the placeholders, one set per round; the other inputs keep theirs. */
+    double **vals = xcalloc((size_t)(c->nin ? c->nin : 1), sizeof *vals);
+    for (int i = 0; i < c->nin; i++) {
+        vals[i] = xcalloc((size_t)(c->in[i].numel ? c->in[i].numel : 1), sizeof(double));
+        if (c->in[i].numel) memcpy(vals[i], g_input_values[i], (size_t)c->in[i].numel * sizeof(double));
+    }
+    int rc = 0;
+    for (int64_t r = rounds; rc == 0 && r >= 1; r--) { /* the last round's values are round 1's */
+        for (int j = 0; j < cap->nins; j++) {
+            int i = input_index(c, cap->ins[j]);
+            if (i < 0) {
+                rc = failf("replay: placeholder %s is not an input of the case", cap->ins[j]);
+                break;
+            }
+            for (int64_t k = 0; k < c->in[i].numel; k++) {
+                double v = g_input_values[i][k] * (1 + 0.3 * sin(1.3 * (double)k + 0.7 * (double)r + 0.9 * j));
+                vals[i][k] = c->in[i].dtype == g_float32 ? (double)(float)v : v;
+            }
+        }
+        if (rc == 0) rc = replay_round(cap, f, vals);
+        g_line = st->line;
+        if (rc == 0) g_replay.rounds++;
+    }
+
+    /* Gradients: output G (d loss / d X, from ag_grad inside the function) against central
+     * differences of the loss, each side a call of f (sum(loss * W) for a loss of many elements). */
+    toks_t pairs = {0};
+    if (rc == 0 && grads) {
+        char *list = xmalloc(strlen(grads) + 3);
+        sprintf(list, "[%s]", grads);
+        split_list(list, &pairs);
+        free(list);
+    }
+    int lk = loss ? output_index(cap, loss) : -1;
+    if (rc == 0 && loss && lk < 0) rc = failf("replay: loss %s is not an output of %s", loss, st->args[0]);
+    double *L0 = NULL, *W = NULL;
+    int64_t nL = 0;
+    if (rc == 0 && loss) rc = function_output(cap, f, vals, lk, &L0, &nL);
+    if (rc == 0 && loss) {
+        W = xcalloc((size_t)(nL ? nL : 1), sizeof *W);
+        for (int64_t k = 0; k < nL; k++) W[k] = nL == 1 ? 1 : weight(k, 2);
+    }
+    for (int p = 0; rc == 0 && p < pairs.n; p++) {
+        char *colon = strchr(pairs.t[p], ':');
+        if (!colon) {
+            rc = failf("replay: grads wants OUTPUT:INPUT pairs, got '%s'", pairs.t[p]);
+            break;
+        }
+        *colon = '\0';
+        int gk = output_index(cap, pairs.t[p]), i = input_index(c, colon + 1);
+        if (gk < 0 || i < 0 || !in_names(cap->ins, cap->nins, colon + 1)) {
+            rc = failf("replay: %s is not an output or %s not a placeholder of %s", pairs.t[p], colon + 1, st->args[0]);
+            break;
+        }
+        double *G = NULL;
+        int64_t nG = 0;
+        rc = function_output(cap, f, vals, gk, &G, &nG);
+        if (rc == 0 && nG != c->in[i].numel) rc = failf("replay: %s has %" PRId64 " elements, %s %" PRId64,
+                                                        pairs.t[p], nG, colon + 1, c->in[i].numel);
+        for (int64_t k = 0; rc == 0 && k < nG; k++) {
+            double x = vals[i][k], side[2], at[2];
+            for (int sgn = 0; rc == 0 && sgn < 2; sgn++) {
+                double v = x + (sgn ? -h : h);
+                at[sgn] = vals[i][k] = c->in[i].dtype == g_float32 ? (double)(float)v : v;
+                double *o = NULL;
+                int64_t no = 0;
+                rc = function_output(cap, f, vals, lk, &o, &no);
+                side[sgn] = 0;
+                for (int64_t q = 0; rc == 0 && q < no && q < nL; q++) side[sgn] += W[q] * o[q];
+                free(o);
+            }
+            vals[i][k] = x;
+            if (rc != 0) break;
+            double numeric = (side[0] - side[1]) / (at[0] - at[1]), err = fabs(G[k] - numeric);
+            g_line = st->line;
+            g_replay.checked++;
+            if (err > g_replay.max_err || isnan(err)) g_replay.max_err = isnan(err) ? INFINITY : err;
+            if (!(err <= atol + rtol * fabs(numeric)))
+                rc = failf("replay: %s[%" PRId64 "] (d %s / d %s) is %.12g, finite differences of replays %.12g "
+                           "(|diff| %.3g)", pairs.t[p], k, loss, colon + 1, G[k], numeric, err);
+        }
+        free(G);
+    }
+    toks_free(&pairs);
+    free(L0), free(W);
+    for (int i = 0; i < c->nin; i++) free(vals[i]);
+    free(vals);
+    g_line = st->line;
+    return rc;
+}
+
 static int exec_stmt(env_t *e, const stmt_t *st) {
     g_line = st->line;
     switch (st->kind) {
     case S_CALL:
     case S_ASSIGN:
         return exec_call(e, st);
+    case S_REPLAY:
+        return e->primary ? exec_replay(e, st) : 0;
     case S_FREE: {
         bind_t *b = env_find(e, st->args[0]);
+        if (!e->primary && !b) return 0; /* a captured function: never bound in replays */
         if (!b || b->borrowed) return failf("free: '%s' is not a handle of this case", st->args[0]);
         if (b->freed) return failf("free: '%s' is already freed (use 'call ..._free' to test that)", st->args[0]);
         uint64_t h = b->h;
@@ -2205,6 +2696,8 @@ static int run_program(env_t *e, int upto) {
     for (int i = 0; i < upto; i++) {
         const stmt_t *st = &e->c->st[i];
         if (!e->primary && st->kind == S_CALL && is_check_call(st)) continue;
+        /* Captures, calls of captured functions and replay checks are no function's part. */
+        if (!e->primary && is_function_stmt(st)) continue;
         /* An assignment from a transform (NAMES = ag_jvp build:...) is part of the program and
          * replays with it, except inside a build function, where build functions do not nest. */
         if (g_build.active && st->kind == S_ASSIGN && is_check_call(st)) continue;
@@ -2609,6 +3102,7 @@ static bool run_case(const case_t *c) {
     g_err[0] = '\0';
     g_line = 0;
     memset(g_counters, 0, sizeof g_counters);
+    memset(&g_replay, 0, sizeof g_replay);
     double t0 = now_seconds();
     stats_t stats = {0, 0};
     stats_t stats2 = {0, 0};
@@ -2633,6 +3127,10 @@ static bool run_case(const case_t *c) {
     if (rc == 0 && c->second) rc = check_second(&e, &stats2);
     g_line = 0;
     env_cleanup(&e);
+    for (int k = 0; k < g_ncaps; k++) capture_free(&g_caps[k]);
+    free(g_caps);
+    g_caps = NULL;
+    g_ncaps = g_ccaps = 0;
     api_set_grad_enabled(&prev, true);
     for (int i = 0; i < c->npost; i++) check_counter(&c->post[i]);
     g_line = 0;
@@ -2650,7 +3148,7 @@ static bool run_case(const case_t *c) {
         printf("FAIL %-44s %s:%s\n", c->name, c->file, g_err);
         return false;
     }
-    char detail[200] = "";
+    char detail[400] = "";
     if (stats.checked) {
         snprintf(detail, sizeof detail, "%" PRId64 " gradient elements, max |err| %.1e", stats.checked, stats.max_err);
     }
@@ -2658,6 +3156,15 @@ static bool run_case(const case_t *c) {
         size_t l = strlen(detail);
         snprintf(detail + l, sizeof detail - l, "%s%" PRId64 " second-derivative elements, max |err| %.1e",
                  l ? "; " : "", stats2.checked, stats2.max_err);
+    }
+    if (g_replay.rounds) {
+        size_t l = strlen(detail);
+        snprintf(detail + l, sizeof detail - l, "%s%" PRId64 " replay rounds, %" PRId64 " outputs bit-identical to eager",
+                 l ? "; " : "", g_replay.rounds, g_replay.compared);
+        l = strlen(detail);
+        if (g_replay.checked)
+            snprintf(detail + l, sizeof detail - l, "; %" PRId64 " replayed gradient elements vs finite differences, max |err| %.1e",
+                     g_replay.checked, g_replay.max_err);
     }
     if (!detail[0]) snprintf(detail, sizeof detail, "forward and statuses");
     printf("ok   %-44s %s (%.0f ms)\n", c->name, detail, ms);

@@ -39,7 +39,8 @@
  *
  * While a bug found by the fuzzer is unfixed, its trigger can be stepped around in a block
  * `#ifdef FUZZ_SKIP_KNOWN_BUGS` naming its reproducer in regressions/ (FUZZ_SKIP_KNOWN=1 bash
- * scripts/fuzz.sh builds with it), so that fuzzing can go on looking for others. None is open now.
+ * scripts/fuzz.sh builds with it), so that fuzzing can go on looking for others. One is open:
+ * optimizer-step-without-gradients-in-capture-traps (in run_prog).
  */
 #include <math.h>
 #include <stdarg.h>
@@ -715,7 +716,7 @@ enum {
     OP_SOFTMAX, OP_CROSS_ENTROPY, OP_MSE, OP_LINEAR, OP_WHERE, OP_BACKWARD, OP_AGGRAD,
     OP_GRAD_MODE, OP_DETACH, OP_HOOK, OP_REMOVE_HOOK, OP_GRADCHECK, OP_DOT_GRAPH, OP_OPT_NEW,
     OP_OPT_USE, OP_OPT_FREE, OP_MISC, OP_FREE_BAD, OP_BACKWARD_ALL,
-    OP_HOOK_RG, OP_GRADCHECK_CHANGE, OP_INPLACE, OP_ADDED, OP_TRANSFORM,
+    OP_HOOK_RG, OP_GRADCHECK_CHANGE, OP_INPLACE, OP_ADDED, OP_TRANSFORM, OP_REUSE,
     OP_COUNT
 };
 
@@ -3001,6 +3002,817 @@ static void op_transform(Rd *r) {
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* Reusable graphs (issue 16): capture and replay, set_data, recompute                        */
+/* ------------------------------------------------------------------------------------------ */
+
+enum {
+    NF = 2,      /* captured-function slots */
+    NCIN = 3,    /* a capture's inputs, at most */
+    NCOUT = 4,   /* its outputs, at most */
+    NCPAR = 2,   /* pool tensors it reads in place (parameters) */
+    NCOPS = 10,  /* ops of its program */
+    NREG = NCIN + NCPAR + NCOPS,
+};
+
+/* One op of a capture's program, on registers: inputs, then parameters, then results. */
+enum {
+    CK_UNARY, CK_BINARY, CK_SCALAR, CK_SUM, CK_MATMUL, CK_GRAD, CK_BACKWARD, CK_SET_DATA, CK_COPY,
+    CK_NESTED_CAPTURE, CK_CALL_INSIDE, CK_OPT_STEP, CK_COUNT
+};
+typedef struct {
+    uint8_t kind, a, b, which;
+    double s;
+} CapOp;
+
+/* A capture's program, chosen by the input: replayed by the capture function, and run eagerly on
+ * copies of the same inputs to compare with the replays. */
+typedef struct {
+    int nin, nops, nout;
+    CapOp ops[NCOPS];
+    uint8_t outsel[NCOUT];
+    ag_tensor params[NCPAR];
+    uint8_t breaks; /* 0 keeps the contract; 1 fails, 2 writes no handle, 3 a dead one, 4 frees an input */
+    bool effects;   /* writes a parameter or its .grad (backward, optimizer step, set_data / copy_ on a
+                       parameter): replays and eager runs change state, so they are not compared */
+} CapProg;
+
+typedef struct {
+    const CapProg *p;
+    int calls;
+    bool failed; /* the function returned non-zero or broke its contract */
+    Info out[NCOUT];
+} CapUd;
+
+typedef struct {
+    ag_function f;
+    CapProg prog;
+    Info in[NCIN], out[NCOUT];
+    bool grad_on, prm_rg[NCPAR]; /* grad mode and the parameters' requires_grad when captured */
+} Fn;
+static Fn fns[NF];
+static bool g_recomputable;
+
+/* What one run of a program gives: its outputs (new handles the caller owns) or a failure. */
+typedef struct {
+    int32_t ret; /* 0, or why it failed (the capture function's return value) */
+    ag_tensor out[NCOUT];
+} CapRun;
+
+static int32_t capture_fn(ag_tensor *outputs, int64_t noutputs, const ag_tensor *inputs, int64_t ninputs, void *ud);
+
+/* Runs the program on `in` (borrowed): the body of the capture function, and the eager reference.
+ * Every register it makes is freed before it returns, except the outputs. */
+static CapRun run_prog(const CapProg *p, const ag_tensor *in, bool capturing) {
+    CapRun res;
+    memset(&res, 0, sizeof res);
+    ag_tensor reg[NREG];
+    bool mine[NREG];
+    int n = 0;
+    memset(mine, 0, sizeof mine);
+    for (int i = 0; i < p->nin; i++) reg[n++] = in[i];
+    for (int i = 0; i < NCPAR; i++) reg[n++] = p->params[i];
+    const char *saved = g_op;
+    g_op = capturing ? "capture function" : "eager run of a capture's program";
+    for (int k = 0; k < p->nops && res.ret == 0; k++) {
+        const CapOp *o = &p->ops[k];
+        ag_tensor a = reg[o->a % n], b = reg[o->b % n], t = SENT, tmp = SENT;
+        ag_status s = AG_OK;
+        switch (o->kind) {
+        case CK_UNARY:
+            switch (o->which % 6) {
+            case 0: s = ag_exp(&t, a); break;
+            case 1: s = ag_tanh(&t, a); break;
+            case 2: s = ag_relu(&t, a); break;
+            case 3: s = ag_neg(&t, a); break;
+            case 4: s = ag_sigmoid(&t, a); break;
+            default: s = ag_sin(&t, a); break;
+            }
+            break;
+        case CK_BINARY:
+            switch (o->which % 5) {
+            case 0: s = ag_add(&t, a, b); break;
+            case 1: s = ag_sub(&t, a, b); break;
+            case 2: s = ag_mul(&t, a, b); break;
+            case 3: s = ag_maximum(&t, a, b); break;
+            default: s = ag_div(&t, a, b); break;
+            }
+            break;
+        case CK_SCALAR: s = o->which & 1 ? ag_mul_scalar(&t, a, o->s) : ag_add_scalar(&t, a, o->s); break;
+        case CK_SUM: {
+            int64_t axis = o->which % 2;
+            s = o->which & 2 ? ag_sum(&t, a, &axis, 1, o->which & 4) : ag_sum(&t, a, NULL, 0, false);
+            break;
+        }
+        case CK_MATMUL: s = ag_matmul(&t, a, b); break;
+        case CK_GRAD: /* d sum(a) / d b (b unused: AG_NULL_TENSOR, which later ops refuse) */
+            s = ag_sum(&tmp, a, NULL, 0, false);
+            if (s == AG_OK) s = chk(ag_grad(&t, &tmp, 1, NULL, &b, 1, o->which & 1, false, true));
+            break;
+        case CK_BACKWARD:
+            s = ag_sum(&tmp, a, NULL, 0, false);
+            if (s == AG_OK) s = chk(ag_backward(tmp, 0, o->which & 1, false));
+            break;
+        case CK_SET_DATA: { /* a's own values, scaled: numel known, so the count is right */
+            int64_t cnt = 0;
+            s = chk(ag_tensor_numel(&cnt, a));
+            if (s == AG_OK && cnt <= CAP) {
+                for (int64_t i = 0; i < cnt; i++) dbuf[i] = o->s * (double)((i % 7) - 3);
+                s = chk(ag_tensor_set_data(a, dbuf, cnt, AG_FLOAT64));
+            }
+            break;
+        }
+        case CK_COPY: s = chk(ag_tensor_copy_(a, b)); break;
+        case CK_NESTED_CAPTURE: { /* refused, and harmless to go on after */
+            if (!capturing) break;
+            ag_function g = (ag_function)SENT;
+            expect(ag_capture(&g, NULL, NULL, 0, 1, NULL), M_ARG, "ag_capture with fn NULL");
+            CapProg inner;
+            memset(&inner, 0, sizeof inner);
+            inner.nin = 1, inner.nops = 1, inner.nout = 1; /* exp(a) */
+            CapUd iu = {&inner, 0, false, {{0}}};
+            g_op = "ag_capture inside a capture";
+            expect(ag_capture(&g, capture_fn, &a, 1, 1, &iu), M_STATE | (a ? 0 : M_INV), "a nested capture");
+            if (iu.calls) fail("a nested capture ran its function");
+            if (g != (ag_function)SENT) fail("a refused nested ag_capture wrote its output");
+            g_op = "capture function";
+            break;
+        }
+        case CK_CALL_INSIDE: { /* a captured function called inside a capture: AG_ERR_STATE */
+            if (!capturing) break;
+            Fn *fn = &fns[o->which % NF];
+            if (!fn->f) break;
+            ag_tensor outs[NCOUT];
+            for (int i = 0; i < NCOUT; i++) outs[i] = SENT;
+            ag_tensor ins[NCIN];
+            for (int i = 0; i < fn->prog.nin; i++) ins[i] = reg[(o->a + i) % n];
+            g_op = "ag_function_call inside a capture";
+            s = chk(ag_function_call(outs, fn->prog.nout, fn->f, ins, fn->prog.nin));
+            if (s == AG_OK) fail("ag_function_call inside a capture succeeded");
+            for (int i = 0; i < NCOUT; i++)
+                if (outs[i] != SENT) fail("a refused ag_function_call wrote its outputs");
+            s = AG_OK;
+            g_op = "capture function";
+            break;
+        }
+        default: { /* an optimizer step (with the capture: a step per replay) */
+            ag_optimizer opt = opts[o->which % NO];
+#ifdef FUZZ_SKIP_KNOWN_BUGS
+            /* regressions/optimizer-step-without-gradients-in-capture-traps: a step inside a
+             * capture when no parameter has a gradient traps (Trace.noteEffect, inputs[0]) */
+            if (capturing) break;
+#endif
+            if (opt) s = chk(ag_optimizer_step(opt));
+            break;
+        }
+        }
+        chk(s);
+        if (tmp != SENT && tmp) chk(ag_tensor_free(tmp));
+        if (s != AG_OK) {
+            if (t != SENT) fail("%s: a failed call wrote its output", g_op);
+            res.ret = 10 + o->kind;
+            break;
+        }
+        if (t != SENT && n < NREG) {
+            mine[n] = true;
+            reg[n++] = t; /* may be AG_NULL_TENSOR (an unused input of ag_grad) */
+        } else if (t != SENT && t) {
+            chk(ag_tensor_free(t));
+        }
+    }
+    /* The outputs: registers made here (a parameter or an input is never returned). */
+    for (int k = 0; k < p->nout && res.ret == 0; k++) {
+        int j = p->outsel[k] % n;
+        while (j >= 0 && (!mine[j] || !reg[j])) j--;
+        if (j < 0) {
+            res.ret = 9; /* nothing made: the program fails */
+            break;
+        }
+        /* Each output its own handle: a copy (ag_mul_scalar by 1) when already given out. */
+        bool dup = false;
+        for (int q = 0; q < k; q++) dup = dup || res.out[q] == reg[j];
+        if (dup) {
+            ag_tensor c = SENT;
+            if (chk(ag_mul_scalar(&c, reg[j], 1.0)) != AG_OK) {
+                res.ret = 8;
+                break;
+            }
+            res.out[k] = c;
+        } else {
+            res.out[k] = reg[j];
+            mine[j] = false;
+        }
+    }
+    for (int i = 0; i < n; i++)
+        if (mine[i] && reg[i]) chk(ag_tensor_free(reg[i]));
+    if (res.ret != 0)
+        for (int k = 0; k < NCOUT; k++) {
+            if (res.out[k]) chk(ag_tensor_free(res.out[k]));
+            res.out[k] = 0;
+        }
+    g_op = saved;
+    return res;
+}
+
+
+static int32_t capture_fn(ag_tensor *outputs, int64_t noutputs, const ag_tensor *inputs, int64_t ninputs, void *ud) {
+    CapUd *u = ud;
+    u->calls++;
+    const CapProg *p = u->p;
+    if (!outputs || noutputs != p->nout || ninputs != p->nin || (ninputs > 0 && !inputs))
+        fail("the capture function got %lld inputs and %lld outputs for %d and %d", (long long)ninputs,
+             (long long)noutputs, p->nin, p->nout);
+    for (int64_t k = 0; k < noutputs; k++)
+        if (outputs[k] != 0) fail("outputs[%lld] is not 0 on entry", (long long)k);
+    CapRun res = run_prog(p, inputs, true);
+    if (res.ret != 0) {
+        u->failed = true;
+        return res.ret;
+    }
+    for (int k = 0; k < p->nout; k++) {
+        owned++;
+        u->out[k] = info_of(res.out[k]);
+        owned--;
+        outputs[k] = res.out[k];
+    }
+    switch (p->breaks) {
+    case 1: u->failed = true; return 7;
+    case 2: u->failed = true; outputs[p->nout - 1] = 0; chk(ag_tensor_free(res.out[p->nout - 1])); return 0;
+    case 3: u->failed = true; chk(ag_tensor_free(res.out[p->nout - 1])); return 0; /* a dead handle */
+    case 4:
+        if (p->nin > 0) {
+            u->failed = true;
+            chk(ag_tensor_free(inputs[0]));
+        }
+        return 0;
+    default: return 0;
+    }
+}
+
+/* A copy of a live tensor as a new leaf (same values, dtype and shape; requires_grad as `rg`,
+ * or as t's when rg < 0). */
+static ag_tensor leaf_copy(ag_tensor t, int rg) {
+    Info in = info_of(t);
+    static double buf[CAP];
+    if (in.numel > CAP) fail("leaf_copy: %lld elements", (long long)in.numel);
+    ag_tensor c = SENT;
+    const char *saved = g_op;
+    g_op = "leaf copy (for an eager run)";
+    if (in.numel > 0 && chk(ag_tensor_copy_data(buf, CAP, AG_FLOAT64, t)) != AG_OK) fail("leaf_copy: copy_data");
+    if (expect(ag_tensor_from_data(&c, buf, in.shape, in.nd, AG_FLOAT64), M_OK | M_OOM, "from_data") != AG_OK) {
+        g_op = saved;
+        return 0;
+    }
+    if (in.dtype == AG_FLOAT32) { /* float32 values are exact in float64: convert back */
+        ag_tensor d = SENT;
+        int64_t cnt = in.numel;
+        static float fb[CAP];
+        for (int64_t i = 0; i < cnt; i++) fb[i] = (float)buf[i];
+        if (expect(ag_tensor_from_data(&d, fb, in.shape, in.nd, AG_FLOAT32), M_OK | M_OOM, "from_data") != AG_OK) {
+            chk(ag_tensor_free(c));
+            g_op = saved;
+            return 0;
+        }
+        chk(ag_tensor_free(c));
+        c = d;
+    }
+    if (rg < 0 ? in.rg : rg) expect(ag_tensor_set_requires_grad(c, true), M_OK, "requires_grad on a new leaf");
+    g_op = saved;
+    return c;
+}
+
+/* The bits of two live tensors are the same (shape, dtype, every element). */
+static bool same_bits(ag_tensor a, ag_tensor b) {
+    Info x = info_of(a), y = info_of(b);
+    if (x.dtype != y.dtype || x.nd != y.nd || x.numel != y.numel || x.numel > CAP) return false;
+    for (int64_t d = 0; d < x.nd; d++)
+        if (x.shape[d] != y.shape[d]) return false;
+    static double p[CAP], q[CAP];
+    if (x.numel == 0) return true;
+    if (chk(ag_tensor_copy_data(p, CAP, AG_FLOAT64, a)) != AG_OK || chk(ag_tensor_copy_data(q, CAP, AG_FLOAT64, b)) != AG_OK)
+        fail("same_bits: copy_data");
+    return memcmp(p, q, (size_t)x.numel * sizeof p[0]) == 0; /* float32 widens exactly */
+}
+
+/* Whether fn's parameters are still the pool's (the program can read them eagerly). */
+static bool params_live(const Fn *fn) {
+    for (int i = 0; i < NCPAR; i++) {
+        ag_tensor t = fn->prog.params[i];
+        bool found = t == 0;
+        for (int k = 0; k < NT && !found; k++) found = pool[k] == t;
+        if (!found) return false;
+        if (t && info_of(t).rg != fn->prm_rg[i]) return false; /* another program now */
+    }
+    return true;
+}
+
+/* The program run eagerly on copies of `in` (before a call, which may write into tensors it
+ * reads): e->ret is 0 and e->out its outputs when the run can be compared with a replay. */
+static void eager_outputs(const Fn *fn, const ag_tensor *in, CapRun *e) {
+    memset(e, 0, sizeof *e);
+    e->ret = -1;
+    if (fn->prog.effects || fn->grad_on != grad_on || !params_live(fn) || g_any_hook) return;
+    /* the eager function on the same inputs: leaves with the placeholders' requires_grad */
+    ag_tensor cp[NCIN] = {0};
+    for (int i = 0; i < fn->prog.nin; i++)
+        if (!(cp[i] = leaf_copy(in[i], fn->in[i].rg))) {
+            for (int j = 0; j < i; j++) chk(ag_tensor_free(cp[j]));
+            return;
+        }
+    *e = run_prog(&fn->prog, cp, false);
+    /* (ag_grad, set_data and copy_ may fail on values where they worked when captured; the
+     * run is then not compared) */
+    for (int i = 0; i < fn->prog.nin; i++) chk(ag_tensor_free(cp[i]));
+}
+
+/* outs (a replay) must equal the eager outputs bit for bit; frees them. */
+static void compare_with_eager(const Fn *fn, CapRun *e, const ag_tensor *outs) {
+    if (e->ret != 0) return;
+    const char *saved = g_op;
+    g_op = "a replay compared with the eager program";
+    for (int k = 0; k < fn->prog.nout; k++) {
+        if (!same_bits(outs[k], e->out[k])) {
+            TRACE("    output %d differs from the eager program's", k);
+            fail("a replay's output %d differs from the eager program's on the same inputs (bit for bit)", k);
+        }
+        chk(ag_tensor_free(e->out[k]));
+    }
+    count(AG_OK); /* FUZZ_STATS: replays compared with the eager program */
+    e->ret = -1;
+    g_op = saved;
+}
+
+static void drop_eager(CapRun *e) {
+    for (int k = 0; e->ret == 0 && k < NCOUT; k++)
+        if (e->out[k]) chk(ag_tensor_free(e->out[k]));
+    e->ret = -1;
+}
+
+static void free_fn(int i) {
+    if (!fns[i].f) return;
+    const char *saved = g_op;
+    g_op = "ag_function_free (of a function the program holds)";
+    TRACE("ag_function_free(%#llx)", (unsigned long long)fns[i].f);
+    expect(ag_function_free(fns[i].f), M_OK, "free a live function");
+    remember_stale(fns[i].f);
+    owned--;
+    fns[i].f = 0;
+    g_op = saved;
+}
+
+/* A function handle: mostly a slot, else freed, made up, or a tensor handle. */
+static H pick_f(Rd *r) {
+    uint8_t b = u8(r);
+    if (b < 200) {
+        ag_function f = fns[b % NF].f;
+        return (H){f, f == 0};
+    }
+    switch (b % 4) {
+    case 0: return (H){0, true};
+    case 1: return (H){nstale ? stale[u8(r) % (nstale < NSTALE ? nstale : NSTALE)] : 0, true};
+    case 2: return (H){pool[u8(r) % NT] ? pool[u8(r) % NT] : made_up(r), true};
+    default: return (H){made_up(r), true};
+    }
+}
+
+/* Reads a capture's program from the input. */
+static void rd_prog(Rd *r, CapProg *p) {
+    memset(p, 0, sizeof *p);
+    p->nin = u8(r) % (NCIN + 1);
+    p->nops = 1 + u8(r) % NCOPS;
+    p->nout = 1 + u8(r) % NCOUT;
+    for (int i = 0; i < NCPAR; i++) p->params[i] = bit(r) ? pool[u8(r) % NT] : 0;
+    for (int k = 0; k < p->nops; k++) {
+        CapOp *o = &p->ops[k];
+        o->kind = u8(r) % CK_COUNT;
+        o->a = u8(r);
+        o->b = u8(r);
+        o->which = u8(r);
+        o->s = rd_double(r);
+        if (o->kind == CK_BACKWARD || o->kind == CK_OPT_STEP) p->effects = true;
+        /* an in-place write into a parameter, or a copy_ that may reach one */
+        if ((o->kind == CK_SET_DATA || o->kind == CK_COPY) && (o->a % (p->nin + NCPAR + k)) >= p->nin) p->effects = true;
+    }
+    for (int k = 0; k < NCOUT; k++) p->outsel[k] = u8(r);
+    uint8_t b = u8(r);
+    p->breaks = b < 224 ? 0 : 1 + b % 4;
+}
+
+/* ag_capture of a program the input chose, on pool tensors (or bad handles), with bad counts or
+ * NULL pointers now and then. The status follows from the arguments and what the capture
+ * function did (AG_ERR_CALLBACK exactly when it failed or broke its contract); a captured
+ * function is called at once on its examples and compared with the eager program. */
+static void reuse_capture(Rd *r) {
+    CapProg p;
+    rd_prog(r, &p);
+    H in[NCIN];
+    for (int i = 0; i < p.nin; i++) in[i] = pick_t(r);
+    uint8_t flags = u8(r), slot = u8(r) % NF;
+    int64_t nin = p.nin, nout = p.nout;
+    bool null_out = flags % 32 == 0, null_fn = flags % 32 == 1, null_in = flags % 32 == 2 && nin > 0;
+    if (flags % 32 == 3) nin = -1 - (flags >> 5);
+    if (flags % 32 == 4) nout = (flags >> 5) & 1 ? 0 : 4097 + (flags >> 6);
+    bool arg_bad = null_out || null_fn || null_in || nin < 0 || nout < 1 || nout > 4096;
+    bool bad = any_bad(in, p.nin);
+    for (int i = 0; i < p.nin && !bad; i++)
+        if (info_of(in[i].h).numel > CAP) return;
+    ag_tensor ex[NCIN];
+    for (int i = 0; i < p.nin; i++) ex[i] = in[i].h;
+    CapUd u = {&p, 0, false, {{0}}};
+    ag_function f = (ag_function)SENT;
+    g_op = "ag_capture";
+    TRACE("ag_capture(nin=%lld, nout=%lld, ops=%d, breaks=%d, effects=%d)%s%s", (long long)nin, (long long)nout, p.nops,
+          p.breaks, p.effects, bad ? " [bad input]" : "", arg_bad ? " [bad argument]" : "");
+    ag_status s = chk(ag_capture(null_out ? NULL : &f, null_fn ? NULL : capture_fn, null_in ? NULL : ex, nin, nout, &u));
+    g_op = "ag_capture";
+    unsigned allowed;
+    if (arg_bad) allowed = M_ARG | (bad ? M_INV : 0);
+    else if (bad) allowed = M_INV;
+    else allowed = (u.failed ? M_CB : M_OK) | M_OOM;
+    if (u.calls > 1) fail("the capture function ran %d times", u.calls);
+    if ((arg_bad || bad) && u.calls) fail("the capture function ran although the arguments were refused");
+    expect(s, allowed, "capture: arguments, and whether the function kept its contract");
+    if (s != AG_OK) {
+        if (f != (ag_function)SENT) fail("a failed ag_capture wrote its output");
+        return;
+    }
+    if (f == (ag_function)SENT || f == 0) fail("ag_capture succeeded without writing a handle");
+    owned++;
+    free_fn(slot);
+    Fn *fn = &fns[slot];
+    fn->f = f;
+    fn->prog = p;
+    for (int i = 0; i < p.nin; i++) fn->in[i] = info_of(ex[i]);
+    fn->grad_on = grad_on;
+    for (int i = 0; i < NCPAR; i++) fn->prm_rg[i] = p.params[i] && info_of(p.params[i]).rg;
+    for (int k = 0; k < p.nout; k++) fn->out[k] = u.out[k];
+    /* A replay on the examples equals the eager program on them. */
+    ag_tensor outs[NCOUT];
+    for (int k = 0; k < NCOUT; k++) outs[k] = SENT;
+    CapRun e;
+    eager_outputs(fn, ex, &e);
+    g_op = "ag_function_call (on the capture's examples)";
+    if (expect(ag_function_call(outs, p.nout, f, ex, p.nin), M_OK | M_OOM, "a call on the examples") != AG_OK) {
+        drop_eager(&e);
+        return;
+    }
+    owned += p.nout;
+    for (int k = 0; k < p.nout; k++) {
+        Info o = info_of(outs[k]);
+        same_shape(&o, fn->out[k].shape, fn->out[k].nd, "a replay's output has the capture's shape");
+        if (o.dtype != fn->out[k].dtype) fail("a replay's output %d has dtype %d, the capture's %d", k, o.dtype, fn->out[k].dtype);
+        if (o.rg) fail("a replay's output requires grad");
+    }
+    compare_with_eager(fn, &e, outs);
+    for (int k = 0; k < p.nout; k++) free_tensor(outs[k]);
+}
+
+/* The statuses a call of fn with these inputs may give (before the outputs are considered). */
+static unsigned call_statuses(H f, const H *in, int64_t nin, bool null_in, int64_t nout, unsigned *extra) {
+    *extra = 0;
+    if (f.bad) return M_INV | M_ARG;
+    const Fn *fn = NULL;
+    for (int i = 0; i < NF; i++)
+        if (fns[i].f == f.h) fn = &fns[i];
+    if (!fn) fail("a live function handle that is in no slot");
+    unsigned e = 0;
+    if (nout != fn->prog.nout) e |= M_ARG;
+    if (nin < 0 || null_in || nin != fn->prog.nin) e |= M_ARG;
+    for (int64_t i = 0; i < nin && i < NCIN + 1 && !null_in; i++) {
+        if (in[i].bad) {
+            e |= M_INV;
+            continue;
+        }
+        if (i >= fn->prog.nin) continue;
+        Info x = info_of(in[i].h);
+        if (x.dtype != fn->in[i].dtype) e |= M_DTYPE;
+        else if (x.nd != fn->in[i].nd || memcmp(x.shape, fn->in[i].shape, (size_t)x.nd * sizeof x.shape[0]) != 0) e |= M_SHAPE;
+    }
+    return e;
+}
+
+/* ag_function_call or ag_function_call_into with right or wrong inputs, counts and targets. */
+static void reuse_call(Rd *r, bool into) {
+    H f = pick_f(r);
+    const Fn *fn = NULL;
+    for (int i = 0; i < NF && !f.bad; i++)
+        if (fns[i].f == f.h) fn = &fns[i];
+    uint8_t flags = u8(r);
+    int64_t nin = fn && flags % 8 ? fn->prog.nin : u8(r) % (NCIN + 2);
+    int64_t nout = fn && (flags >> 3) % 8 ? fn->prog.nout : u8(r) % (NCOUT + 2);
+    bool null_in = flags >> 6 == 3 && nin > 0;
+    if (flags >> 6 == 2 && flags & 1) nin = -1;
+    H in[NCIN + 1];
+    for (int64_t i = 0; i < nin && i < NCIN + 1; i++) {
+        /* the function's own input shapes often: a fresh tensor of that shape and dtype */
+        if (fn && i < fn->prog.nin && bit(r)) {
+            ag_tensor t = SENT;
+            fill_data(r, fn->in[i].numel);
+            g_op = "ag_tensor_from_data (a call's input)";
+            ag_status st = expect(fn->in[i].dtype == AG_FLOAT32
+                                      ? ag_tensor_from_data(&t, fbuf, fn->in[i].shape, fn->in[i].nd, AG_FLOAT32)
+                                      : ag_tensor_from_data(&t, dbuf, fn->in[i].shape, fn->in[i].nd, AG_FLOAT64),
+                                  M_OK | M_OOM, "from_data");
+            if (st != AG_OK) return;
+            take(t, u8(r));
+            in[i] = (H){t, false};
+            for (int k = 0; k < NT; k++) /* take() may have put it in any slot; it is live there */
+                if (pool[k] == t) in[i].bad = false;
+        } else {
+            in[i] = pick_t(r);
+        }
+    }
+    /* take() may have freed an earlier input (its slot reused): pick again from what is live */
+    for (int64_t i = 0; i < nin && i < NCIN + 1; i++) {
+        bool live = false;
+        for (int k = 0; k < NT; k++) live = live || (pool[k] && pool[k] == in[i].h);
+        if (!in[i].bad && !live) in[i].bad = true;
+    }
+    unsigned extra;
+    unsigned errs = call_statuses(f, in, nin, null_in, nout, &extra);
+    ag_tensor ins[NCIN + 1];
+    for (int64_t i = 0; i < nin && i < NCIN + 1; i++) ins[i] = in[i].h;
+    if (nin > NCIN + 1) return;
+    if (!into) {
+        ag_tensor outs[NCOUT + 2];
+        for (int k = 0; k < NCOUT + 2; k++) outs[k] = SENT;
+        bool null_out = (flags & 7) == 0 && (flags >> 6) == 1;
+        CapRun e;
+        e.ret = -1;
+        if (fn && !errs && !null_out) eager_outputs(fn, ins, &e);
+        g_op = "ag_function_call";
+        TRACE("ag_function_call(f=%#llx, nin=%lld, nout=%lld)%s", (unsigned long long)f.h, (long long)nin, (long long)nout,
+              errs || null_out ? " [bad]" : "");
+        ag_status s = chk(ag_function_call(null_out ? NULL : outs, nout, f.h, null_in ? NULL : ins, nin));
+        expect(s, errs || null_out ? (errs | (null_out ? M_ARG : 0)) : M_OK | M_OOM, "call: handles, counts, shapes, dtypes");
+        for (int k = s == AG_OK ? (int)nout : 0; k < NCOUT + 2; k++)
+            if (outs[k] != SENT) fail("ag_function_call wrote outputs[%d] %s", k, s == AG_OK ? "past its count" : "although it failed");
+        if (s != AG_OK) {
+            drop_eager(&e);
+            return;
+        }
+        owned += nout;
+        for (int k = 0; k < nout; k++) {
+            Info o = info_of(outs[k]);
+            same_shape(&o, fn->out[k].shape, fn->out[k].nd, "a replay's output has the capture's shape");
+            if (o.rg) fail("a replay's output requires grad");
+        }
+        compare_with_eager(fn, &e, outs);
+        owned -= nout;
+        uint8_t dst = u8(r);
+        for (int k = 0; k < nout; k++) take(outs[k], (uint8_t)(dst + k));
+        return;
+    }
+    /* call_into: targets of the function's output shapes (fresh zeros), or from the pool */
+    int64_t nt = nout;
+    H tg[NCOUT + 2];
+    bool fresh[NCOUT + 2] = {false};
+    for (int64_t k = 0; k < nt && k < NCOUT + 2; k++) {
+        if (fn && k < fn->prog.nout && u8(r) < 192) {
+            ag_tensor t = SENT;
+            g_op = "ag_tensor_zeros (a call_into target)";
+            if (expect(ag_tensor_zeros(&t, fn->out[k].shape, fn->out[k].nd, fn->out[k].dtype), M_OK | M_OOM, "zeros") != AG_OK) {
+                for (int64_t q = 0; q < k; q++)
+                    if (fresh[q]) free_tensor(tg[q].h);
+                return;
+            }
+            owned++;
+            tg[k] = (H){t, false};
+            fresh[k] = true;
+        } else {
+            tg[k] = pick_t(r);
+        }
+    }
+    unsigned terr = 0;
+    bool share = false;
+    for (int64_t k = 0; k < nt; k++) {
+        if (tg[k].bad) {
+            terr |= M_INV;
+            continue;
+        }
+        Info t = info_of(tg[k].h);
+        for (int64_t q = 0; q < k; q++)
+            if (!tg[q].bad && (tg[q].h == tg[k].h || info_of(tg[q].h).numel == t.numel)) share = true;
+        if (!fn || k >= fn->prog.nout) continue;
+        if (t.nd != fn->out[k].nd || memcmp(t.shape, fn->out[k].shape, (size_t)t.nd * sizeof t.shape[0]) != 0)
+            terr |= M_SHAPE;
+        else if (t.dtype != fn->out[k].dtype)
+            terr |= M_SHAPE | M_DTYPE; /* AG_ERR_DTYPE per the header; the library says AG_ERR_SHAPE (known_bugs_reusable.c) */
+        else if (t.rg && (grad_on || !leaf_requiring_grad(tg[k].h)))
+            terr |= M_STATE;
+    }
+    if (share) terr |= M_ARG;
+    bool null_t = (flags & 7) == 0 && (flags >> 6) == 1 && nt > 0;
+    unsigned allowed = errs | terr | (null_t ? M_ARG : 0);
+    if (!allowed) allowed = M_OK;
+    allowed |= M_OOM;
+    if (share && !(errs | (terr & ~M_ARG)) && !null_t) allowed |= M_OK; /* equal counts need not share */
+    ag_tensor tgs[NCOUT + 2];
+    for (int64_t k = 0; k < nt; k++) tgs[k] = tg[k].h;
+    CapRun e;
+    e.ret = -1;
+    if (fn && (allowed & M_OK)) eager_outputs(fn, ins, &e);
+    g_op = "ag_function_call_into";
+    TRACE("ag_function_call_into(f=%#llx, nin=%lld, nout=%lld)%s", (unsigned long long)f.h, (long long)nin,
+          (long long)nout, allowed & M_OK ? "" : " [bad]");
+    ag_status s = expect(ag_function_call_into(null_t ? NULL : tgs, nt, f.h, null_in ? NULL : ins, nin), allowed,
+                         "call_into: handles, counts, shapes, dtypes, targets");
+    if (s == AG_OK) {
+        for (int64_t k = 0; k < nt; k++) {
+            Info t = info_of(tgs[k]);
+            if (t.rg && grad_on) fail("call_into wrote into a tensor requiring grad with grad mode on");
+        }
+        /* (two targets that share their values hold the last output written) */
+        if (!share) compare_with_eager(fn, &e, tgs);
+    }
+    drop_eager(&e);
+    for (int64_t k = 0; k < nt; k++)
+        if (fresh[k]) free_tensor(tg[k].h);
+}
+
+/* ag_tensor_set_data of a pool tensor: count, data pointer and dtype right or wrong; the values
+ * read back are the data converted to the tensor's dtype. */
+static void reuse_set_data(Rd *r) {
+    H t = pick_t(r);
+    uint8_t flags = u8(r);
+    ag_dtype dt = flags & 1 ? AG_FLOAT32 : AG_FLOAT64;
+    if (flags % 16 == 14) dt = rd_dtype(r);
+    Info in;
+    memset(&in, 0, sizeof in);
+    if (!t.bad) in = info_of(t.h);
+    int64_t count = t.bad ? 4 : in.numel;
+    if (flags % 16 == 2) count = rd_i64(r);
+    bool null_data = flags % 16 == 4 || (flags % 16 == 6 && count == 0);
+    if (count >= 0 && count <= CAP) fill_data(r, count);
+    if (!null_data && (count < 0 || count > CAP)) count = count < 0 ? count : CAP + 1; /* refused before any read */
+    unsigned allowed;
+    if (t.bad) allowed = M_INV | M_ARG | M_DTYPE;
+    else if (!dtype_ok(dt)) allowed = M_DTYPE;
+    else if (count != in.numel) allowed = M_ARG;
+    else if (null_data && count > 0) allowed = M_ARG;
+    else if (in.rg && (grad_on || !leaf_requiring_grad(t.h))) allowed = M_STATE;
+    else allowed = M_OK | M_OOM;
+    /* (a count above CAP that equals numel cannot happen: pool tensors have at most CAP elements) */
+    if (count > CAP && !(allowed & M_OK)) allowed |= M_ARG;
+    const void *data = null_data ? NULL : dt == AG_FLOAT32 ? (const void *)fbuf : (const void *)dbuf;
+    g_op = "ag_tensor_set_data";
+    TRACE("ag_tensor_set_data(%#llx, count=%lld, dtype=%d, data=%s)", (unsigned long long)t.h, (long long)count, dt,
+          data ? "buf" : "NULL");
+    ag_status s = expect(ag_tensor_set_data(t.h, data, count, dt), allowed, "set_data: handle, dtype, count, data, leaf, grad mode");
+    if (s != AG_OK || count == 0) return;
+    static double got[CAP];
+    if (chk(ag_tensor_copy_data(got, CAP, AG_FLOAT64, t.h)) != AG_OK) fail("reading back after set_data");
+    for (int64_t i = 0; i < count; i++) {
+        double want = dt == AG_FLOAT32 ? (double)fbuf[i] : dbuf[i];
+        if (in.dtype == AG_FLOAT32) want = (double)(float)want;
+        if (!(got[i] == want || (isnan(got[i]) && isnan(want))))
+            fail("set_data: element %lld reads %.17g, written %.17g", (long long)i, got[i], want);
+    }
+}
+
+/* The notebook: a graph built while recomputable graphs are on, from a leaf copy of a pool tensor;
+ * the leaf is written (set_data), the graph recomputed; its values (and, where it requires grad,
+ * the gradient through it) equal, bit for bit, those of the same graph built afresh. */
+static void reuse_recompute(Rd *r) {
+    H x = pick_t(r);
+    uint8_t nops = 1 + u8(r) % 4, ops[4], rg = bit(r);
+    for (int k = 0; k < 4; k++) ops[k] = u8(r);
+    if (x.bad || info_of(x.h).numel > 256) return;
+    ag_tensor xc = leaf_copy(x.h, -1);
+    if (!xc) return;
+    owned++;
+    g_op = "recompute: the graph";
+    expect(ag_tensor_set_requires_grad(xc, rg && grad_on), M_OK, "requires_grad on a new leaf");
+    bool prev = false;
+    expect(ag_set_recomputable(&prev, true), M_OK, "set_recomputable");
+    if (prev != g_recomputable) fail("ag_set_recomputable reported %d as the previous setting, set was %d", prev, g_recomputable);
+    ag_tensor y[2][5];
+    int built[2] = {0, 0};
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 1) { /* the write, the recompute, then a fresh build (recomputable off) */
+            expect(ag_set_recomputable(NULL, false), M_OK, "set_recomputable");
+            Info xi = info_of(xc);
+            fill_data(r, xi.numel);
+            bool p2 = true;
+            expect(ag_set_grad_enabled(&p2, false), M_OK, "grad mode off");
+            expect(ag_tensor_set_data(xc, dbuf, xi.numel, AG_FLOAT64), M_OK | M_OOM, "set_data into a leaf (no grad)");
+            expect(ag_set_grad_enabled(NULL, p2), M_OK, "grad mode back");
+            g_op = "ag_recompute";
+            TRACE("ag_recompute (ops %d)", nops);
+            if (built[0] == 0) break;
+            if (expect(ag_recompute(y[0][built[0] - 1]), M_OK | M_OOM, "recompute a recomputable graph") != AG_OK) break;
+        }
+        g_op = pass ? "recompute: the fresh graph" : "recompute: the graph";
+        ag_tensor v = xc;
+        for (int k = 0; k < nops; k++) {
+            ag_tensor t = SENT;
+            ag_status s;
+            switch (ops[k] % 6) {
+            case 0: s = ag_mul(&t, v, xc); break;
+            case 1: s = ag_tanh(&t, v); break;
+            case 2: s = ag_add_scalar(&t, v, 0.5); break;
+            case 3: s = ag_exp(&t, v); break;
+            case 4: s = ag_sum(&t, v, NULL, 0, false); break;
+            default: s = ag_sub(&t, xc, v); break;
+            }
+            if (expect(s, M_OK | M_OOM, "an op of the recomputed graph") != AG_OK) break;
+            owned++;
+            y[pass][built[pass]++] = v = t;
+        }
+    }
+    /* (without requires_grad nothing was recorded: the graph's values are constants, and
+     * ag_recompute leaves them as they are) */
+    if (built[1] == built[0] && built[0] > 0 && rg && grad_on) {
+        g_op = "recompute against a fresh build";
+        for (int k = 0; k < built[0]; k++)
+            if (!same_bits(y[0][k], y[1][k])) fail("recomputed node %d differs from the same node built afresh", k);
+        Info top = info_of(y[0][built[0] - 1]);
+        if (top.rg && top.numel == 1) { /* the gradient through both graphs */
+            ag_tensor g0 = SENT, g1 = SENT;
+            if (expect(ag_grad(&g0, &y[0][built[0] - 1], 1, NULL, &xc, 1, true, false, true), M_OK | M_OOM, "grad") == AG_OK &&
+                expect(ag_grad(&g1, &y[1][built[1] - 1], 1, NULL, &xc, 1, true, false, true), M_OK | M_OOM, "grad") == AG_OK &&
+                g0 && g1) {
+                owned += 2;
+                if (!same_bits(g0, g1)) fail("the gradient through a recomputed graph differs from a fresh graph's");
+                owned -= 2;
+            }
+            if (g0 != SENT && g0) chk(ag_tensor_free(g0));
+            if (g1 != SENT && g1) chk(ag_tensor_free(g1));
+        }
+    }
+    for (int pass = 0; pass < 2; pass++)
+        for (int k = 0; k < built[pass]; k++) free_tensor(y[pass][k]);
+    free_tensor(xc);
+    expect(ag_set_recomputable(NULL, g_recomputable), M_OK, "set_recomputable back");
+}
+
+static void op_reuse(Rd *r) {
+    uint8_t which = u8(r) % 9;
+    switch (which) {
+    case 0:
+    case 1: reuse_capture(r); break;
+    case 2: reuse_call(r, false); break;
+    case 3: reuse_call(r, true); break;
+    case 4: reuse_set_data(r); break;
+    case 5: reuse_recompute(r); break;
+    case 6: { /* recomputable graphs on or off, and ag_recompute of any pool tensor */
+        bool on = bit(r), prev = !on;
+        g_op = "ag_set_recomputable";
+        expect(ag_set_recomputable(bit(r) ? &prev : NULL, on), M_OK, "set_recomputable");
+        g_recomputable = on;
+        H t = pick_t(r);
+        g_op = "ag_recompute";
+        TRACE("ag_set_recomputable(%d); ag_recompute(%#llx)", on, (unsigned long long)t.h);
+        expect(ag_recompute(t.h), t.bad ? M_INV : M_OK | M_STATE | M_OOM, "recompute of a pool tensor");
+        break;
+    }
+    case 7: { /* ag_function_info with any capacity */
+        H f = pick_f(r);
+        int64_t cap = bit(r) ? rd_i64(r) : u8(r) % 12;
+        bool null_out = u8(r) < 16;
+        int64_t buf[16];
+        for (int i = 0; i < 16; i++) buf[i] = (int64_t)0x5E5E5E5E5E5E5E5Eull;
+        bool arg_bad = cap < 0 || (null_out && cap > 0);
+        if (cap > 16 && !null_out) cap = 16 + (cap & 1) * 0; /* the buffer's size */
+        g_op = "ag_function_info";
+        TRACE("ag_function_info(f=%#llx, capacity=%lld%s)", (unsigned long long)f.h, (long long)cap, null_out ? ", NULL" : "");
+        ag_status s = expect(ag_function_info(null_out ? NULL : buf, cap, f.h),
+                             arg_bad ? M_ARG | (f.bad ? M_INV : 0) : f.bad ? M_INV : M_OK, "function_info");
+        int64_t wrote = s == AG_OK && !null_out ? (cap < AG_FUNCTION_INFO_COUNT ? cap : AG_FUNCTION_INFO_COUNT) : 0;
+        for (int i = 0; i < 16; i++) {
+            bool sent = buf[i] == (int64_t)0x5E5E5E5E5E5E5E5Eull;
+            if (i >= wrote && !sent) fail("ag_function_info wrote out[%d] (capacity %lld, status %s)", i, (long long)cap, ag_status_name(s));
+            if (i < wrote && (sent || buf[i] < 0)) fail("ag_function_info: out[%d] = %lld", i, (long long)buf[i]);
+        }
+        if (wrote >= 5 && (buf[1] > buf[0] || buf[4] > buf[0])) fail("ag_function_info: more live or fused steps than steps");
+        break;
+    }
+    default: { /* free a function (twice, a bad one), and a function handle where a tensor is wanted */
+        H f = pick_f(r);
+        g_op = "ag_function_free";
+        if (!f.bad) {
+            for (int i = 0; i < NF; i++)
+                if (fns[i].f == f.h) free_fn(i);
+            expect(ag_function_free(f.h), M_INV, "a function freed twice");
+        } else {
+            expect(ag_function_free(f.h), f.h == 0 ? M_OK : M_INV, "free a bad function handle");
+        }
+        for (int i = 0; i < NF; i++) {
+            if (!fns[i].f) continue;
+            int64_t n = 0;
+            ag_tensor o = SENT;
+            g_op = "a function handle where a tensor is wanted";
+            expect(ag_tensor_numel(&n, fns[i].f), M_INV, "numel of a function handle");
+            expect(ag_exp(&o, fns[i].f), M_INV, "exp of a function handle");
+            expect(ag_tensor_free(fns[i].f), M_INV, "ag_tensor_free of a function handle");
+            if (o != SENT) fail("ag_exp of a function handle wrote its output");
+            break;
+        }
+        break;
+    }
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
 /* Entry points                                                                               */
 /* ------------------------------------------------------------------------------------------ */
 
@@ -3018,6 +3830,11 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
 
 static void cleanup(void) {
     g_op = "cleanup";
+    for (int i = 0; i < NF; i++) free_fn(i);
+    if (g_recomputable) {
+        expect(ag_set_recomputable(NULL, false), M_OK, "set_recomputable");
+        g_recomputable = false;
+    }
     for (int i = 0; i < NO; i++) {
         if (opts[i]) {
             TRACE("ag_optimizer_free(%#llx)", (unsigned long long)opts[i]);
@@ -3049,6 +3866,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     Rd rd = {data, size, 0}, *r = &rd;
     memset(pool, 0, sizeof pool);
     memset(opts, 0, sizeof opts);
+    memset(fns, 0, sizeof fns);
+    g_recomputable = false;
     nstale = 0;
     nhook_ids = 0;
     owned = 0;
@@ -3118,6 +3937,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         case OP_INPLACE: op_inplace(r); break;
         case OP_ADDED: op_added(r); break;
         case OP_TRANSFORM: op_transform(r); break;
+        case OP_REUSE: op_reuse(r); break;
         default: op_misc(r); break;
         }
         g_op = "after the call";
