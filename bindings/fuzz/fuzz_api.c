@@ -39,8 +39,7 @@
  *
  * While a bug found by the fuzzer is unfixed, its trigger can be stepped around in a block
  * `#ifdef FUZZ_SKIP_KNOWN_BUGS` naming its reproducer in regressions/ (FUZZ_SKIP_KNOWN=1 bash
- * scripts/fuzz.sh builds with it), so that fuzzing can go on looking for others. One is open:
- * optimizer-step-without-gradients-in-capture-traps (in run_prog).
+ * scripts/fuzz.sh builds with it), so that fuzzing can go on looking for others. None is open.
  */
 #include <math.h>
 #include <stdarg.h>
@@ -3156,11 +3155,6 @@ static CapRun run_prog(const CapProg *p, const ag_tensor *in, bool capturing) {
         }
         default: { /* an optimizer step (with the capture: a step per replay) */
             ag_optimizer opt = opts[o->which % NO];
-#ifdef FUZZ_SKIP_KNOWN_BUGS
-            /* regressions/optimizer-step-without-gradients-in-capture-traps: a step inside a
-             * capture when no parameter has a gradient traps (Trace.noteEffect, inputs[0]) */
-            if (capturing) break;
-#endif
             if (opt) s = chk(ag_optimizer_step(opt));
             break;
         }

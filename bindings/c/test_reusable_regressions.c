@@ -1,28 +1,18 @@
 /*
- * known_bugs_reusable.c - reproductions of engine bugs found while testing reusable graphs from C
- * (issue 16). Each check states what include/autograd.h documents; on the engine of commit
- * ecad302 every one of them FAILS. Named outside the test_*.c pattern so that no script picks
- * it up (scripts/sanitizers.sh compiles every test_*.c) until the engine is fixed: then rename it
- * (or move its checks into test_reusable.c and test_bad_input.c) and add it to scripts/c-tests.sh.
- * Build and run:
- *   cc -std=c11 -Wall -Wextra -Werror -g -I include -o .build/c/known_bugs_reusable \
- *      bindings/c/known_bugs_reusable.c -L .build/release -lautograd -Wl,-rpath,$PWD/.build/release -lm
- *   .build/c/known_bugs_reusable
+ * test_reusable_regressions.c - regression tests for engine bugs found while testing reusable
+ * graphs from C (issue 16). Each check states what include/autograd.h documents; on the engine
+ * of commit ecad302 every one of them failed (5 of 37 checks), all pass since the fixes:
  *
  *   1. A capture's function that runs a backward reaching a hook, ignores that backward's
- *      AG_ERR_STATE and returns 0: the header (ag_capture, B115) says the capture fails with
- *      AG_ERR_STATE ("hooks cannot be replayed") and creates nothing. It succeeds (AG_OK) and
- *      the function replays: Trace.refuse is never called (Backward.hooksInCapture throws to
- *      the backward's caller only), so recorder.refusal stays nil.
- *   2. ag_function_call_into with an output tensor of the right shape but another dtype: the
- *      header (ag_function_call_into, B119) says AG_ERR_DTYPE; it returns AG_ERR_SHAPE
- *      (CapturedFunction.call(_:into:) throws AutogradError.shape for either mismatch).
+ *      AG_ERR_STATE and returns 0: the capture fails with AG_ERR_STATE ("cannot be replayed")
+ *      and creates nothing (B115). It used to succeed: the refusal reached the backward's caller
+ *      only. Now Backward.hooksInCapture also marks the recording refused (Trace.refuse).
+ *   2. ag_function_call_into with an output tensor of the right shape but another dtype:
+ *      AG_ERR_DTYPE (B119); it used to be AG_ERR_SHAPE.
  *   3. ag_optimizer_step inside a capture's function when no parameter of the optimizer has a
- *      gradient: the process dies (SIGILL, a Swift trap): Optimizer.unlockedStep calls
- *      Trace.noteEffect with no reads and no writes, which takes `inputs[0]` of an empty array
- *      (Trace.swift, noteEffect). Eagerly the same step is AG_OK and does nothing. Run in a child
- *      process here (the fuzzer's reproducer: bindings/fuzz/regressions/
- *      optimizer-step-without-gradients-in-capture-traps).
+ *      gradient: AG_OK, nothing updated, as eagerly; it used to kill the process (a Swift trap in
+ *      Trace.noteEffect, an index into an empty array). Run in a child process here (the
+ *      fuzzer's reproducer: bindings/fuzz/regressions/optimizer-step-without-gradients-in-capture-traps).
  *
  * Output: "== group" lines, one line per failed check, then exactly "N passed, M failed".
  */
