@@ -965,8 +965,8 @@ ag_status ag_capture(ag_function *out, ag_capture_fn fn, const ag_tensor *inputs
  * same parameters race).
  * Errors: AG_ERR_ARGUMENT (outputs NULL, noutputs different from the capture's, inputs NULL with
  * ninputs > 0, ninputs different from the capture's), AG_ERR_INVALID_HANDLE (f freed or not a
- * function; an input), AG_ERR_SHAPE / AG_ERR_DTYPE (an input's shape or dtype differs from the
- * capture's: shapes are fixed per capture, capture again for new ones), AG_ERR_STATE (called
+ * function; an input), AG_ERR_DTYPE / AG_ERR_SHAPE (an input's dtype, then its shape, differs from
+ * the capture's: shapes are fixed per capture, capture again for new ones), AG_ERR_STATE (called
  * inside a capture), AG_ERR_OUT_OF_MEMORY. No handle is created on failure. */
 ag_status ag_function_call(ag_tensor *outputs, int64_t noutputs, ag_function f, const ag_tensor *inputs,
                            int64_t ninputs);
@@ -974,8 +974,8 @@ ag_status ag_function_call(ag_tensor *outputs, int64_t noutputs, ag_function f, 
 /* The same, writing the outputs into existing tensors outputs[0 .. noutputs-1] in place (each a
  * leaf with the output's shape and dtype, not requiring grad while grad mode is on; their version
  * counters are bumped): a call that allocates nothing.
- * Errors: those of ag_function_call, and AG_ERR_SHAPE / AG_ERR_DTYPE (an output tensor's shape or
- * dtype), AG_ERR_STATE (an output tensor is the result of a recorded op, or requires grad with
+ * Errors: those of ag_function_call, and AG_ERR_DTYPE / AG_ERR_SHAPE (an output tensor's dtype,
+ * then its shape), AG_ERR_STATE (an output tensor is the result of a recorded op, or requires grad with
  * grad mode on), AG_ERR_ARGUMENT (two output tensors share their values). */
 ag_status ag_function_call_into(const ag_tensor *outputs, int64_t noutputs, ag_function f,
                                 const ag_tensor *inputs, int64_t ninputs);
@@ -1358,7 +1358,8 @@ ag_status ag_function_free(ag_function f);
  *       ag_function_info, ag_function_free twice); a function handle where a tensor is wanted
  *       -> AG_ERR_INVALID_HANDLE  "is not a live function handle", "is not a live tensor handle"
  *  B119 ag_function_call_into with an output tensor of another shape or dtype, the result of a
- *       recorded op, or two outputs sharing values
+ *       recorded op, or two outputs sharing values (each output's dtype is checked before its
+ *       shape)
  *       -> AG_ERR_SHAPE "output 0 is float64 [2]"; AG_ERR_DTYPE "output 0 is float32 [3]";
  *          AG_ERR_STATE "only leaves can be written in place"; AG_ERR_ARGUMENT "share their
  *          values"

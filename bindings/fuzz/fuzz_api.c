@@ -3587,10 +3587,11 @@ static void reuse_call(Rd *r, bool into) {
         for (int64_t q = 0; q < k; q++)
             if (!tg[q].bad && (tg[q].h == tg[k].h || info_of(tg[q].h).numel == t.numel)) share = true;
         if (!fn || k >= fn->prog.nout) continue;
-        if (t.nd != fn->out[k].nd || memcmp(t.shape, fn->out[k].shape, (size_t)t.nd * sizeof t.shape[0]) != 0)
+        bool other_shape = t.nd != fn->out[k].nd || memcmp(t.shape, fn->out[k].shape, (size_t)t.nd * sizeof t.shape[0]) != 0;
+        if (t.dtype != fn->out[k].dtype)
+            terr |= M_DTYPE; /* checked before the shape (B119) */
+        else if (other_shape)
             terr |= M_SHAPE;
-        else if (t.dtype != fn->out[k].dtype)
-            terr |= M_SHAPE | M_DTYPE; /* AG_ERR_DTYPE per the header; the library says AG_ERR_SHAPE (known_bugs_reusable.c) */
         else if (t.rg && (grad_on || !leaf_requiring_grad(tg[k].h)))
             terr |= M_STATE;
     }
