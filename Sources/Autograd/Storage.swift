@@ -36,9 +36,8 @@ final class Storage: ManagedBuffer<StorageHeader, UInt64> {
             let object = Storage.create(minimumCapacity: Swift.max(words, 1)) { _ in
                 StorageHeader(count: count, dtype: dtype, isExternal: false)
             }
-            let storage = unsafeDowncast(object, to: Storage.self)
-            Trace.noteMade(storage)
-            return storage
+            Trace.noteMade(object)
+            return unsafeDowncast(object, to: Storage.self)
         }
         guard let p = BufferCache.allocate(bytes: bytes) else {
             throw AutogradError.outOfMemory("cannot allocate \(bytes) bytes for \(count) elements of \(dtype)")
@@ -47,9 +46,8 @@ final class Storage: ManagedBuffer<StorageHeader, UInt64> {
             buffer.withUnsafeMutablePointerToElements { $0.pointee = UInt64(UInt(bitPattern: p)) }
             return StorageHeader(count: count, dtype: dtype, isExternal: true)
         }
-        let storage = unsafeDowncast(object, to: Storage.self)
-        Trace.noteMade(storage)
-        return storage
+        Trace.noteMade(object)
+        return unsafeDowncast(object, to: Storage.self)
     }
 
     /// A storage with no element (cannot fail: nothing is allocated beyond the object).

@@ -24,6 +24,17 @@ final class ThreadState {
         return key
     }()
 
+    /// This thread's state, borrowed for `body`: no reference counting on the per-op path (the
+    /// thread-specific slot holds the state, retained, until the thread exits, and only this
+    /// thread reads its slot, so the state outlives `body`).
+    @inline(__always)
+    static func withCurrent<R>(_ body: (ThreadState) throws -> R) rethrows -> R {
+        if let p = pthread_getspecific(key) {
+            return try Unmanaged<ThreadState>.fromOpaque(p)._withUnsafeGuaranteedRef(body)
+        }
+        return try body(current)
+    }
+
     /// This thread's state, created on first use and released when the thread exits.
     static var current: ThreadState {
         if let p = pthread_getspecific(key) {
@@ -38,7 +49,7 @@ final class ThreadState {
 /// Grad mode: when disabled on a thread, operations on that thread record nothing.
 public enum GradMode {
     public static var isEnabled: Bool {
-        get { ThreadState.current.gradEnabled }
+        get { ThreadState.withCurrent { $0.gradEnabled } }
         set { ThreadState.current.gradEnabled = newValue }
     }
 

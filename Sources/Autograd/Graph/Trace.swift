@@ -192,11 +192,19 @@ enum Trace {
                                           kernel: .effect(writes: writes, apply: apply)))
     }
 
-    /// Notes a storage made while this thread captures (see TraceRecorder.made).
+    /// Notes a storage made while this thread captures (see TraceRecorder.made). Checks the
+    /// count inline and records out of line, so the per-allocation path retains nothing.
     @inline(__always)
-    static func noteMade(_ storage: Storage) {
-        guard let recorder else { return }
-        recorder.made[ObjectIdentifier(storage)] = storage
+    static func noteMade(_ storage: ManagedBuffer<StorageHeader, UInt64>) {
+        // Passed unretained: the caller holds the storage across the call.
+        if recordingThreads.load(ordering: .relaxed) != 0 { recordMade(Unmanaged.passUnretained(storage)) }
+    }
+
+    @inline(never)
+    private static func recordMade(_ storage: Unmanaged<ManagedBuffer<StorageHeader, UInt64>>) {
+        guard let recorder = ThreadState.current.recorder else { return }
+        let s = unsafeDowncast(storage.takeUnretainedValue(), to: Storage.self)  // made by Storage.make
+        recorder.made[ObjectIdentifier(s)] = s
     }
 
     /// Notes a tensor made by a creation function (its values do not depend on any input).
