@@ -60,7 +60,7 @@ BENCH_PEERS = {
 THREADS = [1, 2]
 
 # Repetitions per benchmark (each result is the median over them); B6 counts processes.
-REPS_FULL = {"B1": 9, "B2": 7, "B3": 5, "B4": 5, "B5": 7, "B6": 5, "B7": 9, "B8": 7, "B9": 5}
+REPS_FULL = {"B1": 9, "B2": 7, "B3": 5, "B4": 5, "B5": 7, "B6": 5, "B7": 9, "B8": 7, "B9": 15}
 REPS_QUICK = {"B1": 3, "B2": 3, "B3": 3, "B4": 3, "B5": 3, "B6": 1, "B7": 3, "B8": 3, "B9": 3}
 
 PEER_TIMEOUT_S = 600
