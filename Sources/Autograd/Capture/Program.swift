@@ -528,11 +528,11 @@ final class FusedGroup: Instruction {
         let kind: DecodedElementwiseKind
         let role: Int8
         /// Index into closures for a loop without a kind, else -1.
-        let closure: Int32
-        let scalars: Int32
+        let closure: Int
+        let scalars: Int
         /// Where its pointers start in the table, and how many it has (output included).
-        let first: Int32
-        let width: Int32
+        let first: Int
+        let width: Int
     }
     private var operands: [Operand] = []
     /// Per step, its output's pointer and its arguments' (for the first block), packed: step j's
@@ -564,12 +564,12 @@ final class FusedGroup: Instruction {
     var scratchBytes: Int { registerCount * registerStride }
 
     func append(_ loop: ElementLoop, out: Operand, operands: [Operand], scalars: Int) {
-        let first = Int32(self.operands.count), width = Int32(1 + Swift.min(operands.count, FusedGroup.slots - 1))
+        let first = self.operands.count, width = 1 + Swift.min(operands.count, FusedGroup.slots - 1)
         switch loop {
         case .table(let kind, let role, _):
-            loops.append(MicroOp(kind: kind.decoded, role: role, closure: -1, scalars: Int32(scalars), first: first, width: width))
+            loops.append(MicroOp(kind: kind.decoded, role: role, closure: -1, scalars: scalars, first: first, width: width))
         case .closure(let f):
-            loops.append(MicroOp(kind: .none, role: -1, closure: Int32(closures.count), scalars: Int32(scalars), first: first, width: width))
+            loops.append(MicroOp(kind: .none, role: -1, closure: closures.count, scalars: scalars, first: first, width: width))
             closures.append(f)
         }
         self.operands.append(out)
@@ -592,9 +592,9 @@ final class FusedGroup: Instruction {
     @inline(__always)
     private func call(_ op: MicroOp, _ out: UnsafeMutableRawPointer, _ args: UnsafePointer<UnsafeMutableRawPointer>, _ n: Int) {
         if op.closure < 0 {
-            ElementLoopRunner.run(op.kind, role: op.role, dtype: dtype, out, args, Int(op.scalars), n)
+            ElementLoopRunner.run(op.kind, role: op.role, dtype: dtype, out, args, op.scalars, n)
         } else {
-            closures[Int(op.closure)](out, args, Int(op.scalars), n)
+            closures[op.closure](out, args, op.scalars, n)
         }
     }
 
@@ -603,7 +603,7 @@ final class FusedGroup: Instruction {
         if count <= FusedGroup.blockSize {
             loops.withUnsafeBufferPointer { loops in
                 for j in 0..<loops.count {
-                    let base = pointers + Int(loops[j].first)
+                    let base = pointers + loops[j].first
                     call(loops[j], base[0], UnsafePointer(base + 1), count)
                 }
             }
@@ -634,8 +634,8 @@ final class FusedGroup: Instruction {
             while start < range.upperBound {
                 let n = Swift.min(FusedGroup.blockSize, range.upperBound - start)
                 for j in 0..<loops.count {
-                    let first = Int(loops[j].first)
-                    for k in 0..<Int(loops[j].width) {
+                    let first = loops[j].first
+                    for k in 0..<loops[j].width {
                         let i = first + k
                         switch operands[i] {
                         case .buffer: working[k] = pointers[i] + start * size
