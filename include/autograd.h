@@ -929,8 +929,9 @@ typedef uint64_t ag_function;
 /* The function ag_capture runs once: writes `noutputs` new tensor handles into outputs[0 ..
  * noutputs-1] (the library takes them over, also on failure), computed from the ninputs
  * placeholder tensors in inputs (borrowed: do not free them). It may call any op, ag_backward,
- * ag_grad, ag_optimizer_step / _zero_grad, ag_tensor_copy_ into tensors made outside it. Returns
- * AG_OK, or any other value to fail the capture (its last ag_last_error() is quoted). */
+ * ag_grad, ag_optimizer_step / _zero_grad, ag_tensor_copy_ (into its inputs or tensors made
+ * outside it). Returns AG_OK, or any other value to fail the capture (its last ag_last_error()
+ * is quoted). */
 typedef int32_t (*ag_capture_fn)(ag_tensor *outputs, int64_t noutputs, const ag_tensor *inputs,
                                  int64_t ninputs, void *user_data);
 

@@ -7,7 +7,7 @@ import Darwin
 /// A function captured once and replayed on new inputs (ggml's built graph, `jax.jit`, CUDA
 /// graphs). `capture` runs the function once on placeholders shaped like the example inputs,
 /// recording every op, backward pass, optimizer step and in-place write it makes (see Trace);
-/// the recording is compiled into a Program. A call copies new values into the placeholders and
+/// the recording is compiled into a Program. A call points the program at the new inputs and
 /// replays: the same arithmetic in the same order as the eager function, so the same bits.
 ///
 /// What a replay does not redo: hooks (a capture that reaches one is refused), Swift or C code

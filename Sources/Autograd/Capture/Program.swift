@@ -7,9 +7,10 @@ import Darwin
 /// A capture compiled for replay: the live steps of a trace in their recorded order, each value
 /// given a fixed place once (inputs and outputs in their own buffers, the rest planned into one
 /// arena by lifetime), and runs of elementwise steps fused into blocked loops whose
-/// intermediates stay in a small scratch. Every buffer address is fixed at compile time, so a
-/// run allocates nothing for values and touches no handle table: it copies the inputs in, runs
-/// the instructions, and leaves the outputs at `outputPointers`.
+/// intermediates stay in a small scratch. Every buffer address is fixed at compile time (an
+/// input's is rebound to the caller's tensor when it moves, see InputBinding), so a run allocates
+/// nothing for values and touches no handle table: it runs the instructions and leaves the
+/// outputs at `outputPointers`.
 final class Program {
     /// What the compiler counted (for tests, the C API's ag_function_info and the docs).
     struct Stats: Equatable {
