@@ -12,6 +12,9 @@ enum HandleKind: UInt64 {
     case tensor = 1
     case optimizer = 2
     case function = 3
+    case customOp = 4
+    /// A custom op's context, live only while the callback it was passed to runs.
+    case context = 5
 }
 
 /// A handle is an index plus a generation plus a kind, packed in 64 bits, never a pointer:

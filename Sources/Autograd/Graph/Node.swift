@@ -1,3 +1,5 @@
+import Synchronization
+
 /// The derivative rule of a recorded operation: given the gradient flowing into the output and
 /// the node (its saved tensors, which inputs need a gradient), the gradient for each input
 /// (nil where none is needed), in the output's broadcast shape.
@@ -208,6 +210,26 @@ struct OpName: CustomStringConvertible {
     let utf8: UnsafePointer<UInt8>
     init(_ s: StaticString) { utf8 = s.utf8Start }
     var description: String { String(cString: utf8) }
+
+    /// The name of an op defined at run time (a CustomOp), kept for the life of the process
+    /// (each distinct name once), so nodes may outlive the op that named them.
+    init(interning s: String) { utf8 = OpName.interned.withLock { $0.pointer(for: s) } }
+
+    private static let interned = Mutex(InternedNames())
+
+    private struct InternedNames: ~Copyable {
+        var table: [String: UnsafePointer<UInt8>] = [:]
+
+        /// Never freed: a process defines few distinct op names, and nodes keep pointing at them.
+        mutating func pointer(for s: String) -> UnsafePointer<UInt8> {
+            if let p = table[s] { return p }
+            let bytes = Array(s.utf8) + [0]
+            let p = UnsafeMutablePointer<UInt8>.allocate(capacity: bytes.count)
+            p.initialize(from: bytes, count: bytes.count)
+            table[s] = UnsafePointer(p)
+            return UnsafePointer(p)
+        }
+    }
 }
 
 /// One input of a recorded operation: where its gradient goes, and its shape (the gradient is
@@ -261,6 +283,17 @@ final class Node {
         for t in inputs { appendInput(NodeInput(edge: Node.edge(to: t), shape: t.shape)) }
         for t in saved { appendSaved(SavedTensor(t)) }
         if savesOutput { appendSaved(.output(output.storage)) }
+    }
+
+    /// A node with given edges and saved tensors (user-defined ops, see CustomOp).
+    init(name: OpName, shape: [Int], dtype: DType, inputs: [NodeInput], saved: [SavedTensor], rule: @escaping BackwardRule) {
+        self.name = name
+        self.shape = shape
+        self.dtype = dtype
+        self.rule = rule
+        self.elementwise = .none
+        for input in inputs { appendInput(input) }
+        for s in saved { appendSaved(s) }
     }
 
     /// The same for one or two inputs, without building arrays (the per-op fast path).
