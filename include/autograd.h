@@ -162,6 +162,12 @@ const char *ag_version(void);
  * Never free it. */
 const char *ag_last_error(void);
 
+/* Sets this thread's ag_last_error() to `message` (copied), as a failed call would: for a
+ * callback (a custom op's, a hook, a build or capture function) that fails for a reason of its
+ * own, so that the failing call it makes fail quotes it. Returns AG_OK.
+ * Errors: AG_ERR_ARGUMENT (message NULL). */
+ag_status ag_set_error(const char *message);
+
 /* A short constant name for a status code ("AG_ERR_SHAPE"); "AG_UNKNOWN_STATUS" for others. */
 const char *ag_status_name(ag_status status);
 
@@ -992,6 +998,138 @@ ag_status ag_function_info(int64_t *out, int64_t capacity, ag_function f);
 /* Frees a captured function. Freeing AG_NULL_FUNCTION does nothing (AG_OK).
  * Errors: AG_ERR_INVALID_HANDLE (freed already, made up, or not a function). */
 ag_status ag_function_free(ag_function f);
+
+/* ------------------------------------------------------------------------------------------ */
+/* User-defined ops                                                                           */
+/* ------------------------------------------------------------------------------------------ */
+
+/*
+ * An operation Autograd does not have, defined by its user and differentiated like the
+ * catalogue's (PyTorch's autograd.Function, JAX's custom_vjp / custom_jvp): a forward callback
+ * of n inputs and m outputs, a backward callback (the VJP: output gradients in, input gradients
+ * out) and, optionally, a JVP callback (input tangents in, output tangents out), with a payload
+ * and its destructor. Apply it with ag_custom_op_apply as any op: when grad mode is on and an
+ * input requires grad, its outputs require grad and ag_backward / ag_grad run its backward.
+ *
+ * Handles in callbacks: the tensors a callback is given (inputs, output gradients, tangents) are
+ * borrowed: valid during the call, never to be freed. The tensors it writes (outputs, input
+ * gradients, output tangents) are new handles the library takes over and frees; a callback may
+ * also write one of the handles it was given (an identity). The context (ag_custom_ctx) is valid
+ * during the callback only: the forward saves tensors on it for the backward and the JVP
+ * (ag_custom_ctx_save); they read them with ag_custom_ctx_saved, and ask which inputs need a
+ * gradient with ag_custom_ctx_needs_input_grad.
+ *
+ * The forward runs with grad mode off (its ops record nothing) and may compute any way it
+ * likes: with library ops, or on raw buffers (read inputs with ag_tensor_data_ptr or
+ * ag_tensor_copy_data, make outputs with ag_tensor_from_data). All m outputs share one dtype.
+ * The backward receives one gradient per output (zeros for an output no gradient reached) and
+ * writes one per input: AG_NULL_TENSOR for none (no gradient flows to that input, as for an
+ * input that needs none: what it writes for such an input is ignored). A gradient has its
+ * input's dtype and its input's shape or one that broadcasting reduces to it (the library sums
+ * it back, as for the catalogue's broadcasting ops). The backward runs with grad mode on only
+ * for a create_graph pass; written with library ops, it is then recorded, so second
+ * derivatives through the op work. A saved output is, in the backward, that output with its
+ * history; any other saved tensor made inside the forward is a constant there (as in PyTorch:
+ * save inputs and outputs, not intermediates, when second derivatives through them matter).
+ * The JVP receives a tangent per input (AG_NULL_TENSOR for an input without one) and writes
+ * one per output (AG_NULL_TENSOR for zeros), of the output's shape and dtype; it runs inside a
+ * forward-mode pass (ag_jvp, ag_hvp, ag_hessian, a forward-mode ag_jacobian), right after the
+ * forward, with the forward's context. Without a JVP, such a pass through the op fails with
+ * AG_ERR_STATE; without a backward, so does a backward through it.
+ *
+ * Errors from callbacks: a callback returns 0 for success. Any other value fails the call that
+ * ran it (ag_custom_op_apply for the forward and the JVP, ag_backward / ag_grad and the
+ * transforms for the backward) with AG_ERR_CALLBACK, whose message names the op and the
+ * callback and quotes the last failed call the callback made, or the message it set with
+ * ag_set_error. So does a callback that breaks its contract: it writes no handle where one is
+ * needed, a handle that is not a live tensor, tensors of the wrong shape or dtype, or frees a
+ * handle it was given. The library frees what the callback wrote in every case; nothing leaks,
+ * and nothing it did can crash the process.
+ *
+ * Threads: the forward and the JVP run on the thread that applies the op; the backward on the
+ * thread that runs the backward pass, with the library's internal lock released (as for
+ * gradient hooks: it may call the library and wait for other threads that do). Callbacks of one
+ * op may run on several threads at once (one per thread applying the op or running a backward
+ * through it); what they share in the payload needs its own synchronisation.
+ *
+ * Capture and recompute: in a capture (ag_capture), a custom op and its backward are each
+ * recorded as one step, and every replay calls the callbacks again (the forward, and the
+ * backward where the captured function runs one) on the replay's values, on the calling
+ * thread; a callback that returns other shapes in a replay fails the call with
+ * AG_ERR_CALLBACK. ag_recompute reruns (calls the forward of) an op of one output that saves
+ * only inputs and outputs; it refuses one of several outputs, or one that saved an intermediate,
+ * with AG_ERR_STATE.
+ *
+ * Lifetime: the payload is the library's once ag_custom_op_new succeeds; `destroy` (if not NULL)
+ * runs once nothing can call the op any more: its handle freed and every graph and captured
+ * function that uses it gone. Like a hook's destructor it runs on whichever thread lets go last,
+ * possibly with the internal lock held, so it should only release the payload.
+ */
+typedef uint64_t ag_custom_op;
+#define AG_NULL_CUSTOM_OP ((ag_custom_op)0)
+
+/* A custom op callback's context: a handle valid only during the callback it is passed to. */
+typedef uint64_t ag_custom_ctx;
+
+/* The forward: writes noutputs new tensor handles to outputs[0 .. noutputs-1] from the
+ * ninputs borrowed inputs. */
+typedef int32_t (*ag_custom_forward_fn)(ag_tensor *outputs, int64_t noutputs, const ag_tensor *inputs,
+                                        int64_t ninputs, ag_custom_ctx ctx, void *payload);
+
+/* The backward (VJP): writes a gradient (or AG_NULL_TENSOR) for each of the ninputs inputs to
+ * input_grads, from the noutputs borrowed output gradients. */
+typedef int32_t (*ag_custom_backward_fn)(ag_tensor *input_grads, int64_t ninputs, const ag_tensor *output_grads,
+                                         int64_t noutputs, ag_custom_ctx ctx, void *payload);
+
+/* The JVP: writes a tangent (or AG_NULL_TENSOR for zeros) for each of the noutputs outputs to
+ * output_tangents, from the borrowed inputs and their tangents (AG_NULL_TENSOR where an input
+ * has none), ninputs of each. */
+typedef int32_t (*ag_custom_jvp_fn)(ag_tensor *output_tangents, int64_t noutputs, const ag_tensor *inputs,
+                                    const ag_tensor *input_tangents, int64_t ninputs, ag_custom_ctx ctx,
+                                    void *payload);
+
+/* Defines an op named `name` (copied; it names the op's nodes in messages and pictures) of
+ * ninputs inputs and noutputs outputs (each 1 to 256). backward and jvp may be NULL (see above).
+ * On success *out is a new handle (free it with ag_custom_op_free) and the payload belongs to
+ * the op; on failure the caller keeps it (destroy is not called).
+ * Errors: AG_ERR_ARGUMENT (out, name or forward NULL, an empty name, a count out of range). */
+ag_status ag_custom_op_new(ag_custom_op *out, const char *name, int64_t ninputs, int64_t noutputs,
+                           ag_custom_forward_fn forward, ag_custom_backward_fn backward, ag_custom_jvp_fn jvp,
+                           void *payload, void (*destroy)(void *user_data));
+
+/* Applies op to inputs[0 .. ninputs-1]: runs its forward (and its JVP inside a forward-mode
+ * pass) and writes noutputs new handles to outputs.
+ * Errors: AG_ERR_ARGUMENT (outputs or inputs NULL, counts that differ from the op's),
+ * AG_ERR_INVALID_HANDLE (op or an input), AG_ERR_CALLBACK (the forward or the JVP failed or
+ * broke its contract), AG_ERR_STATE (a forward-mode pass and the op has no JVP),
+ * AG_ERR_OUT_OF_MEMORY. */
+ag_status ag_custom_op_apply(ag_tensor *outputs, int64_t noutputs, ag_custom_op op, const ag_tensor *inputs,
+                             int64_t ninputs);
+
+/* Frees the handle; graphs and captured functions that use the op keep it until they go.
+ * Freeing AG_NULL_CUSTOM_OP does nothing (AG_OK).
+ * Errors: AG_ERR_INVALID_HANDLE (freed already, made up, or not a custom op). */
+ag_status ag_custom_op_free(ag_custom_op op);
+
+/* Saves tensors[0 .. n-1] for the backward and the JVP (forward only; the library keeps its own
+ * references, the caller keeps its handles). Saved tensors written in place before the backward
+ * make it fail with AG_ERR_STATE, as for the catalogue's ops.
+ * Errors: AG_ERR_INVALID_HANDLE (ctx not live, a tensor), AG_ERR_ARGUMENT (tensors NULL,
+ * n < 1), AG_ERR_STATE (called from the backward or the JVP). */
+ag_status ag_custom_ctx_save(ag_custom_ctx ctx, const ag_tensor *tensors, int64_t n);
+
+/* The number of tensors the forward saved. Errors: AG_ERR_ARGUMENT (out NULL),
+ * AG_ERR_INVALID_HANDLE (ctx not live). */
+ag_status ag_custom_ctx_saved_count(int64_t *out, ag_custom_ctx ctx);
+
+/* A new handle to saved tensor `index` (in the order saved; free it).
+ * Errors: AG_ERR_ARGUMENT (out NULL, index out of range), AG_ERR_INVALID_HANDLE (ctx not live). */
+ag_status ag_custom_ctx_saved(ag_tensor *out, ag_custom_ctx ctx, int64_t index);
+
+/* Whether input `index` needs a gradient (in the forward: it requires grad and the op is
+ * recorded; in the backward: a gradient for it is wanted by this pass's graph).
+ * Errors: AG_ERR_ARGUMENT (out NULL, index out of range), AG_ERR_INVALID_HANDLE (ctx not live). */
+ag_status ag_custom_ctx_needs_input_grad(bool *out, ag_custom_ctx ctx, int64_t index);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Bad input catalogue                                                                        */

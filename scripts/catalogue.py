@@ -55,6 +55,7 @@ SECTION_FILES = {
     "Function transforms": "TransformsAPI.swift",
     "Training": "TrainingAPI.swift",
     "Reusable graphs": "ReusableGraphsAPI.swift",
+    "User-defined ops": "CustomOpAPI.swift",
 }
 
 # C scalar types: (Swift type, ctypes type). Header typedefs (ag_tensor, ag_status, ...) resolve

@@ -204,11 +204,3 @@ public func ag_custom_ctx_needs_input_grad(_ out: UnsafeMutablePointer<Bool>?, _
         out.pointee = try Arg.context(ctx).needsInputGradient(Int(clamping: index))
     }
 }
-
-@_cdecl("ag_set_error")
-public func ag_set_error(_ message: UnsafePointer<CChar>?) -> Int32 {
-    guarded("ag_set_error") {
-        guard let message else { throw AutogradError.argument("message is NULL") }
-        LastError.set(String(cString: message))
-    }
-}

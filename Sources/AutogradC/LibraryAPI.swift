@@ -38,3 +38,11 @@ public func ag_set_num_threads(_ n: Int64) -> Int32 {
 public func ag_num_threads(_ out: UnsafeMutablePointer<Int64>?) -> Int32 {
     guarded("ag_num_threads") { try Arg.out(out).pointee = Int64(Parallel.threadCount) }
 }
+
+@_cdecl("ag_set_error")
+public func ag_set_error(_ message: UnsafePointer<CChar>?) -> Int32 {
+    guarded("ag_set_error") {
+        guard let message else { throw AutogradError.argument("message is NULL") }
+        LastError.set(String(cString: message))
+    }
+}

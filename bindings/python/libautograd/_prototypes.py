@@ -15,6 +15,8 @@ ag_jacobian_mode = c_int32
 ag_init = c_int32
 ag_optimizer = c_uint64
 ag_function = c_uint64
+ag_custom_op = c_uint64
+ag_custom_ctx = c_uint64
 # typedef int32_t (*ag_grad_hook)(ag_tensor *replacement, ag_tensor grad, void *user_data);
 ag_grad_hook = CFUNCTYPE(c_int32, POINTER(ag_tensor), ag_tensor, c_void_p)
 # typedef int32_t (*ag_build_fn)(ag_tensor *out, const ag_tensor *inputs, int64_t ninputs, void *user_data);
@@ -22,7 +24,16 @@ ag_build_fn = CFUNCTYPE(c_int32, POINTER(ag_tensor), POINTER(ag_tensor), c_int64
 # typedef int32_t (*ag_capture_fn)(ag_tensor *outputs, int64_t noutputs, const ag_tensor *inputs, int64_t ninputs, void *user_data);
 ag_capture_fn = CFUNCTYPE(c_int32, POINTER(ag_tensor), c_int64, POINTER(ag_tensor), c_int64,
                           c_void_p)
-# void (*destroy)(void *user_data), the type of parameter 'destroy' of ag_tensor_register_hook
+# typedef int32_t (*ag_custom_forward_fn)(ag_tensor *outputs, int64_t noutputs, const ag_tensor *inputs, int64_t ninputs, ag_custom_ctx ctx, void *payload);
+ag_custom_forward_fn = CFUNCTYPE(c_int32, POINTER(ag_tensor), c_int64, POINTER(ag_tensor), c_int64,
+                                 ag_custom_ctx, c_void_p)
+# typedef int32_t (*ag_custom_backward_fn)(ag_tensor *input_grads, int64_t ninputs, const ag_tensor *output_grads, int64_t noutputs, ag_custom_ctx ctx, void *payload);
+ag_custom_backward_fn = CFUNCTYPE(c_int32, POINTER(ag_tensor), c_int64, POINTER(ag_tensor), c_int64,
+                                  ag_custom_ctx, c_void_p)
+# typedef int32_t (*ag_custom_jvp_fn)(ag_tensor *output_tangents, int64_t noutputs, const ag_tensor *inputs, const ag_tensor *input_tangents, int64_t ninputs, ag_custom_ctx ctx, void *payload);
+ag_custom_jvp_fn = CFUNCTYPE(c_int32, POINTER(ag_tensor), c_int64, POINTER(ag_tensor),
+                             POINTER(ag_tensor), c_int64, ag_custom_ctx, c_void_p)
+# void (*destroy)(void *user_data), the type of parameter 'destroy' of ag_tensor_register_hook, ag_custom_op_new
 destroy_fn = CFUNCTYPE(None, c_void_p)
 
 # name: (restype, argtypes), in the header's order
@@ -30,6 +41,7 @@ PROTOTYPES = {
     # Versions, status codes, types
     "ag_version": (c_char_p, []),
     "ag_last_error": (c_char_p, []),
+    "ag_set_error": (ag_status, [c_char_p]),
     "ag_status_name": (c_char_p, [ag_status]),
     "ag_live_handle_count": (ag_status, [POINTER(c_int64)]),
     "ag_set_num_threads": (ag_status, [c_int64]),
@@ -187,4 +199,15 @@ PROTOTYPES = {
                                           POINTER(ag_tensor), c_int64]),
     "ag_function_info": (ag_status, [POINTER(c_int64), c_int64, ag_function]),
     "ag_function_free": (ag_status, [ag_function]),
+    # User-defined ops
+    "ag_custom_op_new": (ag_status, [POINTER(ag_custom_op), c_char_p, c_int64, c_int64,
+                                     ag_custom_forward_fn, ag_custom_backward_fn, ag_custom_jvp_fn,
+                                     c_void_p, destroy_fn]),
+    "ag_custom_op_apply": (ag_status, [POINTER(ag_tensor), c_int64, ag_custom_op,
+                                       POINTER(ag_tensor), c_int64]),
+    "ag_custom_op_free": (ag_status, [ag_custom_op]),
+    "ag_custom_ctx_save": (ag_status, [ag_custom_ctx, POINTER(ag_tensor), c_int64]),
+    "ag_custom_ctx_saved_count": (ag_status, [POINTER(c_int64), ag_custom_ctx]),
+    "ag_custom_ctx_saved": (ag_status, [POINTER(ag_tensor), ag_custom_ctx, c_int64]),
+    "ag_custom_ctx_needs_input_grad": (ag_status, [POINTER(c_bool), ag_custom_ctx, c_int64]),
 }
