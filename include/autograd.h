@@ -924,8 +924,9 @@ ag_status ag_set_recomputable(bool *previous, bool enabled);
  * left as it is (AG_OK). Other graphs that saved the recomputed values then refuse a stale
  * backward (version counters).
  * Errors: AG_ERR_INVALID_HANDLE, AG_ERR_STATE (an op under root was recorded while recomputable
- * graphs were off: "was recorded without its forward"; or the graph was freed by a backward
- * without retain_graph); nothing is written then. */
+ * graphs were off, or is a custom op that cannot be rerun (see "User-defined ops"): "was
+ * recorded without its forward"; or the graph was freed by a backward without retain_graph);
+ * nothing is written then. */
 ag_status ag_recompute(ag_tensor root);
 
 /* A captured function (a handle, like ag_tensor; 0 is never one). */

@@ -293,4 +293,59 @@ final class CustomOpTests: XCTestCase {
         }
         XCTAssertEqual(failures.value, 0)
     }
+
+    func testGraphPictureNamesTheOpWithItsNameEscaped() throws {
+        let f = try CustomOp(name: "say \"hi\"\nthere", inputs: 1, outputs: 2, forward: { _, xs in [try xs[0].exp(), try xs[0].sin()] },
+                             backward: { _, gs in [gs[0]] })
+        let x = try Tensor([1], shape: [1])
+        try x.setRequiresGrad(true)
+        let o = try f(x)
+        let dot = try o[0].adding(o[1]).graphDOT()
+        XCTAssertTrue(dot.contains("label=\"say \\\"hi\\\"\\nthere[0]\\n"), dot)
+        XCTAssertTrue(dot.contains("label=\"say \\\"hi\\\"\\nthere\\n[2] float64"), dot)
+    }
+
+    func testSavedIntermediatesAndUnusedFirstOutputReplayLikeEager() throws {
+        // Saves an intermediate (2x, neither input nor output); only the second output is used.
+        let f = try CustomOp(name: "twice_then", inputs: 1, outputs: 2, forward: { ctx, xs in
+            let twice = try xs[0].multiplying(Tensor(scalar: 2))
+            try ctx.save([twice])
+            return [try twice.exp(), try twice.sin()]
+        }, backward: { ctx, gs in
+            let twice = try ctx.saved()[0]
+            // d/dx exp(2x) = 2 exp(2x); d/dx sin(2x) = 2 cos(2x).
+            return [try gs[0].multiplying(twice.exp()).adding(gs[1].multiplying(twice.cos())).multiplying(Tensor(scalar: 2))]
+        })
+        func step(_ x: Tensor) throws -> [Tensor] {
+            let leaf = x.detach()
+            try leaf.setRequiresGrad(true)
+            let y = try f.apply([leaf])[1]
+            return [y, try Tensor.gradients(of: [y.sum()], withRespectTo: [leaf])[0]!]
+        }
+        var rng = TestRNG(21)
+        let g = try CapturedFunction.capture([rng.tensor([4], requiresGrad: false)]) { try step($0[0]) }
+        for _ in 0..<2 {
+            let x = rng.tensor([4], requiresGrad: false)
+            let (r, e) = (try g([x]), try step(x))
+            XCTAssertEqual(r[0].values, e[0].values)
+            XCTAssertEqual(r[1].values, e[1].values)
+            assertValues(r[1], x.values.map { 2 * Foundation.cos(2 * $0) }, "by hand")
+        }
+        // Recompute refuses it (an intermediate would go stale), clearly.
+        let previous = Recompute.setEnabled(true)
+        defer { Recompute.setEnabled(previous) }
+        let x = try Tensor([1], shape: [1])
+        try x.setRequiresGrad(true)
+        XCTAssertThrowsError(try f.apply([x])[1].recompute()) { e in XCTAssertTrue("\(e)".contains("without its forward"), "\(e)") }
+    }
+
+    func testEmptyTensorsFlowThrough() throws {
+        let f = try sinCosOp()
+        let x = try Tensor([], shape: [0, 3])
+        try x.setRequiresGrad(true)
+        let o = try f.apply([x])
+        XCTAssertEqual(o[0].shape, [0, 3])
+        try o[0].adding(o[1]).sum().backward()
+        XCTAssertEqual(x.grad!.shape, [0, 3])
+    }
 }

@@ -73,6 +73,9 @@ public final class CustomOp: @unchecked Sendable {
         return outputs
     }
 
+    /// `apply` on its arguments: `op(x, y)`.
+    public func callAsFunction(_ inputs: Tensor...) throws -> [Tensor] { try apply(inputs) }
+
     /// One call of the forward, checked: grad mode off, recording suspended (a capture notes the
     /// whole op as one step), no forward-mode pass inside (the JVP gives the tangents).
     private func runForward(_ context: CustomOpContext, _ inputs: [Tensor]) throws -> [Tensor] {

@@ -22,7 +22,7 @@ extension Tensor {
         while let node = stack.popLast() {
             let me = ids[ObjectIdentifier(node)]!
             let released = node.isReleased ? "\\n(released)" : ""
-            lines.append("  n\(me) [shape=ellipse, style=filled, fillcolor=\"#fdebd0\", label=\"\(node.name)\\n\(describe(node.shape, node.dtype))\(released)\"];")
+            lines.append("  n\(me) [shape=ellipse, style=filled, fillcolor=\"#fdebd0\", label=\"\(Tensor.dotEscaped("\(node.name)"))\\n\(describe(node.shape, node.dtype))\(released)\"];")
             for k in 0..<node.inputCount {
                 let edge = node.edge(k)
                 switch edge {
@@ -56,5 +56,20 @@ extension Tensor {
         }
         lines.append("}")
         return lines.joined(separator: "\n") + "\n"
+    }
+
+    /// Text for a quoted DOT label: a custom op's name is the user's, and a quote or a line
+    /// break in it would end the label early.
+    static func dotEscaped(_ s: String) -> String {
+        var out = ""
+        for c in s {
+            switch c {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n", "\r", "\r\n": out += "\\n"
+            default: out.append(c)
+            }
+        }
+        return out
     }
 }

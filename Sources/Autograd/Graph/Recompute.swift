@@ -55,7 +55,7 @@ public enum Recompute {
                     throw AutogradError.state("recompute: the graph through '\(node.name)' was freed by a backward; pass retain_graph = true to keep it for recomputing")
                 }
                 guard node.hasForward, let step = steps[ObjectIdentifier(node)] else {
-                    throw AutogradError.state("recompute: '\(node.name)' was recorded without its forward; build the graph with recomputable graphs on (ag_set_recomputable) to recompute it")
+                    throw AutogradError.state("recompute: '\(node.name)' was recorded without its forward: build the graph with recomputable graphs on (ag_set_recomputable) to recompute it; a custom op of several outputs, or one that saved an intermediate, has none to rerun (build the graph again instead)")
                 }
                 order.append((node, step))
             }
