@@ -45,5 +45,15 @@ final class ReadmeExampleTests: XCTestCase {
         }
         XCTAssertEqual(try again[0].item(), total, accuracy: 1e-12)
         for k in 0..<6 { XCTAssertEqual(again[1].values[k], dx[k], accuracy: 1e-12) }
+
+        let square = try CustomOp(name: "square", inputs: 1, outputs: 1, forward: { ctx, xs in
+            try ctx.save(xs)
+            return [try xs[0] * xs[0]]
+        }, backward: { ctx, grads in [try grads[0] * 2 * ctx.saved()[0]] })
+        let before = x.grad!.values
+        let s = try square(x)[0].sum()
+        try s.backward()   // x.grad gains 2x
+        XCTAssertEqual(try s.item(), xs.map { $0 * $0 }.reduce(0, +), accuracy: 1e-12)
+        for k in 0..<6 { XCTAssertEqual(x.grad!.values[k], before[k] + 2 * xs[k], accuracy: 1e-12) }
     }
 }
