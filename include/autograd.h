@@ -1047,6 +1047,11 @@ ag_status ag_function_free(ag_function f);
  * handle it was given. The library frees what the callback wrote in every case; nothing leaks,
  * and nothing it did can crash the process.
  *
+ * Nesting: a callback may apply custom ops (other ones, or its own on other inputs); at most
+ * 64 custom-op callbacks run nested on one thread, and the call that would start a 65th fails
+ * with AG_ERR_STATE (a forward that applies its own op on the same inputs would otherwise
+ * recurse until the stack overflows).
+ *
  * Threads: the forward and the JVP run on the thread that applies the op; the backward on the
  * thread that runs the backward pass, with the library's internal lock released (as for
  * gradient hooks: it may call the library and wait for other threads that do). Callbacks of one

@@ -348,4 +348,19 @@ final class CustomOpTests: XCTestCase {
         try o[0].adding(o[1]).sum().backward()
         XCTAssertEqual(x.grad!.shape, [0, 3])
     }
+
+    func testAForwardThatAppliesItsOwnOpIsRefusedNotAStackOverflow() throws {
+        final class Box { var op: CustomOp? }
+        let box = Box()
+        box.op = try CustomOp(name: "recursive", inputs: 1, outputs: 1, forward: { _, xs in try box.op!.apply(xs) }, backward: nil)
+        XCTAssertThrowsError(try box.op!.apply([try Tensor([1], shape: [1])])) { e in
+            guard case AutogradError.state(let m) = e else { return XCTFail("\(e)") }
+            XCTAssertTrue(m.contains("64 custom-op callbacks are running nested"), m)
+        }
+        // Nesting below the limit works: an op whose forward applies another custom op.
+        let inner = try sinCosOp()
+        let outer = try CustomOp(name: "outer", inputs: 1, outputs: 1, forward: { _, xs in [try inner.apply(xs)[0]] }, backward: nil)
+        XCTAssertEqual(try outer.apply([try Tensor([0], shape: [1])])[0].values, [0])
+        box.op = nil
+    }
 }

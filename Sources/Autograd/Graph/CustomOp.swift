@@ -17,6 +17,9 @@ public final class CustomOp: @unchecked Sendable {
 
     /// The most inputs, and the most outputs, an op may have.
     public static let maximumArity = 256
+    /// The most custom-op callbacks that may run nested on one thread (a callback may apply
+    /// custom ops; one that applies its own op would otherwise recurse until the stack overflows).
+    public static let maximumNesting = 64
 
     public let name: String
     public let inputCount: Int
@@ -80,7 +83,7 @@ public final class CustomOp: @unchecked Sendable {
     /// whole op as one step), no forward-mode pass inside (the JVP gives the tangents).
     private func runForward(_ context: CustomOpContext, _ inputs: [Tensor]) throws -> [Tensor] {
         defer { context.close() }
-        let outputs = try CustomOp.outsideForwardMode { try Trace.suspended { try forward(context, inputs) } }
+        let outputs = try userCall("forward") { try CustomOp.outsideForwardMode { try Trace.suspended { try forward(context, inputs) } } }
         guard outputs.count == outputCount else {
             throw AutogradError.callback("custom op '\(name)': the forward returned \(outputs.count) tensors, the op has \(outputCount) outputs")
         }
@@ -234,7 +237,7 @@ public final class CustomOp: @unchecked Sendable {
         guard let backward else { throw AutogradError.state("custom op '\(name)' was defined without a backward") }
         let context = CustomOpContext(phase: .backward, needs: needs, saved: saved)
         defer { context.close() }
-        let results = try backward(context, grads)
+        let results = try userCall("backward") { try backward(context, grads) }
         guard results.count == inputCount else {
             throw AutogradError.callback("custom op '\(name)': the backward returned \(results.count) gradients, the op has \(inputCount) inputs")
         }
@@ -272,7 +275,7 @@ public final class CustomOp: @unchecked Sendable {
         let level = ThreadState.current.forwardLevel
         let context = CustomOpContext(phase: .jvp, needs: inputs.map { _ in false }, saved: saved)
         defer { context.close() }
-        let results = try CustomOp.outsideForwardMode { try jvp(context, inputs, tangents) }
+        let results = try userCall("JVP") { try CustomOp.outsideForwardMode { try jvp(context, inputs, tangents) } }
         guard results.count == outputCount else {
             throw AutogradError.callback("custom op '\(name)': the JVP returned \(results.count) tangents, the op has \(outputCount) outputs")
         }
@@ -283,6 +286,17 @@ public final class CustomOp: @unchecked Sendable {
             }
             out.tangentBox = Tangent(level: level, value: t)
         }
+    }
+
+    /// Runs a callback (`body`), counted among the custom-op callbacks nested on this thread.
+    private func userCall<R>(_ which: String, _ body: () throws -> R) throws -> R {
+        let state = ThreadState.current
+        guard state.customOpDepth < CustomOp.maximumNesting else {
+            throw AutogradError.state("custom op '\(name)': \(CustomOp.maximumNesting) custom-op callbacks are running nested on this thread already, the most allowed (does its \(which) apply the op itself?)")
+        }
+        state.customOpDepth += 1
+        defer { state.customOpDepth -= 1 }
+        return try body()
     }
 
     /// Runs `body` with the forward-mode pass of this thread (if any) suspended.

@@ -15,6 +15,8 @@ final class ThreadState {
     var recorder: TraceRecorder?
     /// Whether recorded ops keep their forward for Recompute (ag_set_recomputable).
     var recomputable = false
+    /// Custom-op callbacks running on this thread, nested (see CustomOp.userCall).
+    var customOpDepth = 0
 
     private static let key: pthread_key_t = {
         var key = pthread_key_t()
