@@ -599,9 +599,11 @@ ag_status ag_where(ag_tensor *out, ag_tensor cond, ag_tensor a, ag_tensor b);
  * without a seed, the graph was already released, a backward run from a hook (or on another
  * thread while a hook ran) without retain_graph released part of it during this pass, or
  * values a node saved were written in place since: see version counters at the top; the
- * gradients of leaves are then left as they were), AG_ERR_SHAPE / AG_ERR_DTYPE (seed does not
- * match root), AG_ERR_CALLBACK (a hook returned non-zero), AG_ERR_SHAPE (a hook's replacement
- * gradient has the wrong shape or dtype; the replacement is freed). */
+ * gradients of leaves are then left as they were; 64 backward passes already nested on this
+ * thread, see ag_grad_hook), AG_ERR_SHAPE / AG_ERR_DTYPE (seed does not match root),
+ * AG_ERR_CALLBACK (a hook returned non-zero, or a custom op's backward failed: see "User-defined
+ * ops"), AG_ERR_SHAPE (a hook's replacement gradient has the wrong shape or dtype; the
+ * replacement is freed). */
 ag_status ag_backward(ag_tensor root, ag_tensor seed, bool retain_graph, bool create_graph);
 /* Memory: a graph keeps the values its backward needs, and never keeps a leaf alive (a leaf's
  * values are kept for backward even after its last handle is freed, but its gradient is then
@@ -619,8 +621,9 @@ ag_status ag_backward(ag_tensor root, ag_tensor seed, bool retain_graph, bool cr
  *   AG_ERR_STATE.
  * Errors: AG_ERR_ARGUMENT (NULL arrays, counts < 1), AG_ERR_INVALID_HANDLE, AG_ERR_STATE (an
  * output that does not require grad, a non-scalar output without a seed, a released graph, an
- * unused input without allow_unused), AG_ERR_SHAPE / AG_ERR_DTYPE (a seed that does not match),
- * AG_ERR_CALLBACK (a hook failed). On failure nothing is written to out_grads. */
+ * unused input without allow_unused, 64 nested backward passes as for ag_backward), AG_ERR_SHAPE
+ * / AG_ERR_DTYPE (a seed that does not match), AG_ERR_CALLBACK (a hook or a custom op's backward
+ * failed). On failure nothing is written to out_grads. */
 ag_status ag_grad(ag_tensor *out_grads, const ag_tensor *outputs, int64_t noutputs, const ag_tensor *seeds,
                   const ag_tensor *inputs, int64_t ninputs, bool retain_graph, bool create_graph,
                   bool allow_unused);
@@ -654,7 +657,10 @@ ag_status ag_detach(ag_tensor *out, ag_tensor a);
  * with grad mode on only if that pass has create_graph (as in PyTorch): without
  * create_graph, results of operations made inside a hook record no history and do not require
  * grad (so a backward from one of them fails with AG_ERR_STATE), unless the hook turns grad mode
- * on with ag_set_grad_enabled. */
+ * on with ag_set_grad_enabled. A hook may run backward passes itself; at most 64 backward passes
+ * run nested on one thread (through hooks and custom ops' backwards), and the one that would be
+ * the 65th fails with AG_ERR_STATE (a hook whose backward reaches the hook again would otherwise
+ * recurse until the stack overflows). */
 typedef int32_t (*ag_grad_hook)(ag_tensor *replacement, ag_tensor grad, void *user_data);
 
 /* Registers `hook` on t (hooks run in registration order). `destroy`, if not NULL, is called

@@ -140,6 +140,24 @@ final class HigherOrderTests: XCTestCase {
         assertValues(try XCTUnwrap(x.grad), [12], "x.grad")
     }
 
+    func testAHookWhoseBackwardReachesItselfIsRefusedNotAStackOverflow() throws {
+        // The hook on x turns grad mode on and runs a backward through x again: each pass fires
+        // the hook once more. Unbounded, this overflowed the stack (found with issue 17's
+        // nesting limit for custom ops); now the 65th nested pass fails.
+        let x = try Tensor(scalar: 1)
+        try x.setRequiresGrad(true)
+        var depth = 0
+        try x.registerHook(GradHook(id: 1) { _ in
+            depth += 1
+            try GradMode.with(enabled: true) { try (x * 2).backward() }
+            return nil
+        })
+        XCTAssertThrowsError(try (x * 3).backward()) { error in
+            XCTAssertTrue("\(error)".contains("64 backward passes are running nested"), "\(error)")
+        }
+        XCTAssertEqual(depth, 64)
+    }
+
     func testSavedTensorsAreReleasedAfterBackwardUnlessRetained() throws {
         // A saved input is kept as its values (the tensor object itself may go), so watch those.
         weak var saved: Storage?

@@ -13,6 +13,14 @@ enum Backward {
     /// Returns, in capture mode, one gradient per captured tensor (nil where none arrived).
     @discardableResult
     static func run(roots: [Tensor], seeds: [Tensor?], retainGraph: Bool, createGraph: Bool, mode: Mode) throws -> [Tensor?] {
+        // A hook (or a custom op's backward) may run a backward pass, whose hooks may run
+        // another: bounded, so a callback that reaches itself fails instead of overflowing the stack.
+        let state = ThreadState.current
+        guard state.backwardDepth < maximumNesting else {
+            throw AutogradError.state("\(maximumNesting) backward passes are running nested on this thread already, the most allowed (a gradient hook or a custom op's backward runs a backward that reaches it again?)")
+        }
+        state.backwardDepth += 1
+        defer { state.backwardDepth -= 1 }
         let seedTensors = try zip(roots, seeds).map { try checkedSeed(root: $0, seed: $1) }
         for root in roots where !root.requiresGrad {
             throw AutogradError.state("the root does not require grad (no input of it requires grad, or it was computed with grad mode off)")
@@ -60,6 +68,9 @@ enum Backward {
         var edgeTarget: [Int32] = []
         var ready: [Int] = []
     }
+
+    /// The most backward passes that may run nested on one thread (see run).
+    static let maximumNesting = 64
 
     /// Backward passes running on the thread holding the graph lock (nested ones come from hooks).
     nonisolated(unsafe) private static var activePasses = 0

@@ -17,6 +17,9 @@ final class ThreadState {
     var recomputable = false
     /// Custom-op callbacks running on this thread, nested (see CustomOp.userCall).
     var customOpDepth = 0
+    /// Backward passes running on this thread, nested (one started by a hook or a custom op's
+    /// backward inside another; see Backward.run).
+    var backwardDepth = 0
 
     private static let key: pthread_key_t = {
         var key = pthread_key_t()
