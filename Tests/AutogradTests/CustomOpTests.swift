@@ -363,4 +363,16 @@ final class CustomOpTests: XCTestCase {
         XCTAssertEqual(try outer.apply([try Tensor([0], shape: [1])])[0].values, [0])
         box.op = nil
     }
+
+    func testAJVPReadingASavedOutputIsDifferentiableByReverseMode() throws {
+        // tangent = t * exp(x) through the saved output; its derivative in x is t * exp(x) (by
+        // hand). Before the fix the JVP saw the output without its history: the derivative was 0.
+        let ex = try expOp()
+        let x = try Tensor([0.25, -0.5], shape: [2])
+        try x.setRequiresGrad(true)
+        let t = try Tensor([1, 3], shape: [2])
+        let (_, tangents) = try Transforms.jvp({ try ex.apply($0) }, primals: [x], tangents: [t])
+        let g = try Tensor.gradients(of: [tangents[0].sum()], withRespectTo: [x])[0]!
+        assertValues(g, [Foundation.exp(0.25), 3 * Foundation.exp(-0.5)], "d/dx of the tangent")
+    }
 }

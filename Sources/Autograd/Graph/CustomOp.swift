@@ -70,8 +70,12 @@ public final class CustomOp: @unchecked Sendable {
         // Saved tensors that are neither inputs nor outputs (intermediates of the forward).
         let intermediates = saved.filter { s in !raw.contains { $0 === s } && !inputs.contains { $0 === s } }
 
-        try deriveTangents(of: outputs, inputs: inputs, saved: saved)
-        if records { try record(outputs: outputs, raw: raw, inputs: inputs, saved: saved) }
+        let holders = records ? record(outputs: outputs, raw: raw, inputs: inputs, saved: saved) : []
+        // The JVP sees a saved output as the output itself (with its history, once recorded), as
+        // the backward does; the node's copy of it then gets the output's tangent.
+        let jvpSaved = saved.map { s in raw.firstIndex { $0 === s }.map { outputs[$0] } ?? s }
+        try deriveTangents(of: outputs, inputs: inputs, saved: jvpSaved)
+        for (holder, k) in holders { holder.tangentBox = outputs[k].tangentBox }
         if Trace.isRecording { noteForward(outputs: outputs, intermediates: intermediates, inputs: inputs) }
         return outputs
     }
@@ -108,15 +112,19 @@ public final class CustomOp: @unchecked Sendable {
         let total: Int
     }
 
-    private func record(outputs: [Tensor], raw: [Tensor], inputs: [Tensor], saved: [Tensor]) throws {
+    /// Records the op's node(s) and returns the saved outputs' stand-ins with their outputs'
+    /// numbers (the caller gives them the outputs' tangents).
+    private func record(outputs: [Tensor], raw: [Tensor], inputs: [Tensor], saved: [Tensor]) -> [(Tensor, Int)] {
         var slots: [SavedTensor] = []
         var savedOutput: [Int] = []
+        var holders: [(Tensor, Int)] = []
         for s in saved {
             if let k = raw.firstIndex(where: { $0 === s }) {
-                // Kept as a plain tensor over the output's values (with its tangent, for a
-                // forward-over-reverse pass); holding the output itself would be a cycle.
+                // Kept as a plain tensor over the output's values (given the output's tangent
+                // after the JVP, for a forward-over-reverse pass); holding the output itself
+                // would be a cycle.
                 let holder = Tensor(shape: outputs[k].shape, storage: outputs[k].storage)
-                holder.tangentBox = outputs[k].tangentBox
+                holders.append((holder, k))
                 slots.append(.result(holder))
                 savedOutput.append(k)
             } else {
@@ -137,7 +145,7 @@ public final class CustomOp: @unchecked Sendable {
             }
             outputs[0].gradFn = node
             outputs[0].requiresGrad = true
-            return
+            return holders
         }
         // Several outputs: a shared node whose gradient is every output's, flattened and laid
         // end to end; each output's node places its gradient there (zeros elsewhere).
@@ -151,6 +159,7 @@ public final class CustomOp: @unchecked Sendable {
             out.gradFn = outputNode(k, of: shared, layout)
             out.requiresGrad = true
         }
+        return holders
     }
 
     /// Output k's node of a several-output op: its gradient, placed into the shared node's.
