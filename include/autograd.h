@@ -1023,8 +1023,9 @@ ag_status ag_function_free(ag_function f);
  * gradients, output tangents) are new handles the library takes over and frees; a callback may
  * also write one of the handles it was given (an identity). The context (ag_custom_ctx) is valid
  * during the callback only: the forward saves tensors on it for the backward and the JVP
- * (ag_custom_ctx_save); they read them with ag_custom_ctx_saved, and ask which inputs need a
- * gradient with ag_custom_ctx_needs_input_grad.
+ * (ag_custom_ctx_save) and may give the application a state of its own (ag_custom_ctx_set_state:
+ * sizes, flags, anything that is not a tensor); they read them with ag_custom_ctx_saved and
+ * ag_custom_ctx_state, and ask which inputs need a gradient with ag_custom_ctx_needs_input_grad.
  *
  * The forward runs with grad mode off (its ops record nothing) and may compute any way it
  * likes: with library ops, or on raw buffers (read inputs with ag_tensor_data_ptr or
@@ -1137,6 +1138,20 @@ ag_status ag_custom_ctx_saved_count(int64_t *out, ag_custom_ctx ctx);
 /* A new handle to saved tensor `index` (in the order saved; free it).
  * Errors: AG_ERR_ARGUMENT (out NULL, index out of range), AG_ERR_INVALID_HANDLE (ctx not live). */
 ag_status ag_custom_ctx_saved(ag_tensor *out, ag_custom_ctx ctx, int64_t index);
+
+/* Gives this application of the op a state of the user's own (PyTorch's `ctx.k = 3`; forward
+ * only): the backward and the JVP of the same application read it with ag_custom_ctx_state.
+ * `destroy` (if not NULL) runs once the application is over: its graph freed (or released by a
+ * backward without retain_graph), or at once after the forward and the JVP when the op was not
+ * recorded; and when a later call replaces the state. In a captured function each replay's
+ * forward sets a new state, which that replay's backward reads.
+ * Errors: AG_ERR_INVALID_HANDLE (ctx not live), AG_ERR_STATE (called from the backward or the
+ * JVP); on failure the caller keeps `state` (destroy is not called). */
+ag_status ag_custom_ctx_set_state(ag_custom_ctx ctx, void *state, void (*destroy)(void *user_data));
+
+/* The state the forward of this application set (NULL if none).
+ * Errors: AG_ERR_ARGUMENT (out NULL), AG_ERR_INVALID_HANDLE (ctx not live). */
+ag_status ag_custom_ctx_state(void **out, ag_custom_ctx ctx);
 
 /* Whether input `index` needs a gradient (in the forward: it requires grad and the op is
  * recorded; in the backward: a gradient for it is wanted by this pass's graph).

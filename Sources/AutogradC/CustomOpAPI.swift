@@ -204,3 +204,28 @@ public func ag_custom_ctx_needs_input_grad(_ out: UnsafeMutablePointer<Bool>?, _
         out.pointee = try Arg.context(ctx).needsInputGradient(Int(clamping: index))
     }
 }
+
+@_cdecl("ag_custom_ctx_set_state")
+public func ag_custom_ctx_set_state(_ ctx: UInt64, _ state: UnsafeMutableRawPointer?, _ destroy: CDestroy?) -> Int32 {
+    guarded("ag_custom_ctx_set_state") {
+        let context = try Arg.context(ctx)
+        let data = CUserData(state, destroy: destroy)
+        do {
+            try context.setState(data)
+        } catch {
+            // On failure the caller keeps the state: destroy must not run.
+            data.disown()
+            throw error
+        }
+    }
+}
+
+@_cdecl("ag_custom_ctx_state")
+public func ag_custom_ctx_state(_ out: UnsafeMutablePointer<UnsafeMutableRawPointer?>?, _ ctx: UInt64) -> Int32 {
+    guarded("ag_custom_ctx_state") {
+        let out = try Arg.out(out)
+        let state = try Arg.context(ctx).state()
+        // A state set through this interface is a CUserData; one a Swift op set is not C's to read.
+        out.pointee = (state as? CUserData)?.pointer
+    }
+}

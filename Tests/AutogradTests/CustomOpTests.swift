@@ -375,4 +375,47 @@ final class CustomOpTests: XCTestCase {
         let g = try Tensor.gradients(of: [tangents[0].sum()], withRespectTo: [x])[0]!
         assertValues(g, [Foundation.exp(0.25), 3 * Foundation.exp(-0.5)], "d/dx of the tangent")
     }
+
+    func testStateOfAnApplicationReachesItsBackwardAndLivesWithItsGraph() throws {
+        final class Power { let k: Double; let gone: Counter; init(_ k: Double, _ gone: Counter) { self.k = k; self.gone = gone }; deinit { gone.add() } }
+        let gone = Counter()
+        // x^k with k chosen per application, kept as the application's state.
+        let f = try CustomOp(name: "power", inputs: 1, outputs: 1, forward: { ctx, xs in
+            let k = xs[0].values.count > 1 ? 3.0 : 2.0
+            try ctx.setState(Power(k, gone))
+            try ctx.save(xs)
+            return [try xs[0] ** k]
+        }, backward: { ctx, gs in
+            let k = try XCTUnwrap(ctx.state() as? Power).k
+            return [try gs[0] * k * (ctx.saved()[0] ** (k - 1))]
+        })
+        do {
+            let x = try Tensor([2], shape: [1]), y = try Tensor([2, 1], shape: [2])
+            try x.setRequiresGrad(true)
+            try y.setRequiresGrad(true)
+            let lx = try f.apply([x])[0].sum(), ly = try f.apply([y])[0].sum()
+            XCTAssertEqual(gone.value, 0, "each graph keeps its application's state")
+            try lx.backward(retainGraph: true)
+            try ly.backward(retainGraph: true)
+            XCTAssertEqual(x.grad!.values, [4])       // 2x
+            XCTAssertEqual(y.grad!.values, [12, 3])   // 3y²
+            XCTAssertEqual(gone.value, 0)
+        }
+        XCTAssertEqual(gone.value, 2, "released with the graphs")
+        // Not recorded: released when the op returns. Set outside the forward: refused.
+        _ = try f.apply([try Tensor([1], shape: [1])])
+        XCTAssertEqual(gone.value, 3)
+        let x = try Tensor([1.5], shape: [1])
+        try x.setRequiresGrad(true)
+        let setter = try CustomOp(name: "late", inputs: 1, outputs: 1, forward: { _, xs in [try xs[0] * 1] },
+                                  backward: { ctx, gs in try ctx.setState(nil); return gs })
+        XCTAssertThrowsError(try setter.apply([x])[0].sum().backward()) { e in XCTAssertTrue("\(e)".contains("forward callback only"), "\(e)") }
+        // In a capture each replay's forward sets the state its backward reads.
+        let g = try CapturedFunction.capture([try Tensor([1, 2], shape: [2])]) { ins in
+            let leaf = ins[0].detach()
+            try leaf.setRequiresGrad(true)
+            return [try Tensor.gradients(of: [f.apply([leaf])[0].sum()], withRespectTo: [leaf])[0]!]
+        }
+        XCTAssertEqual(try g([try Tensor([2, -1], shape: [2])])[0].values, [12, 3])
+    }
 }

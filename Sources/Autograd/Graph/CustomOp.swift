@@ -60,7 +60,8 @@ public final class CustomOp: @unchecked Sendable {
             throw AutogradError.argument("custom op '\(name)': \(inputs.count) inputs given, it takes \(inputCount)")
         }
         let records = Tensor.shouldRecord(inputs)
-        let context = CustomOpContext(phase: .forward, needs: inputs.map { records && $0.requiresGrad }, saved: [])
+        let application = CustomOpApplication()
+        let context = CustomOpContext(phase: .forward, needs: inputs.map { records && $0.requiresGrad }, saved: [], application: application)
         let traced = Trace.recorder != nil
         var raw = try runForward(context, inputs)
         let saved = context.savedTensors
@@ -70,13 +71,13 @@ public final class CustomOp: @unchecked Sendable {
         // Saved tensors that are neither inputs nor outputs (intermediates of the forward).
         let intermediates = saved.filter { s in !raw.contains { $0 === s } && !inputs.contains { $0 === s } }
 
-        let holders = records ? record(outputs: outputs, raw: raw, inputs: inputs, saved: saved) : []
+        let holders = records ? record(outputs: outputs, raw: raw, inputs: inputs, saved: saved, application: application) : []
         // The JVP sees a saved output as the output itself (with its history, once recorded), as
         // the backward does; the node's copy of it then gets the output's tangent.
         let jvpSaved = saved.map { s in raw.firstIndex { $0 === s }.map { outputs[$0] } ?? s }
-        try deriveTangents(of: outputs, inputs: inputs, saved: jvpSaved)
+        try deriveTangents(of: outputs, inputs: inputs, saved: jvpSaved, application: application)
         for (holder, k) in holders { holder.tangentBox = outputs[k].tangentBox }
-        if Trace.isRecording { noteForward(outputs: outputs, intermediates: intermediates, inputs: inputs) }
+        if Trace.isRecording { noteForward(outputs: outputs, intermediates: intermediates, inputs: inputs, application: application) }
         return outputs
     }
 
@@ -114,7 +115,7 @@ public final class CustomOp: @unchecked Sendable {
 
     /// Records the op's node(s) and returns the saved outputs' stand-ins with their outputs'
     /// numbers (the caller gives them the outputs' tangents).
-    private func record(outputs: [Tensor], raw: [Tensor], inputs: [Tensor], saved: [Tensor]) -> [(Tensor, Int)] {
+    private func record(outputs: [Tensor], raw: [Tensor], inputs: [Tensor], saved: [Tensor], application: CustomOpApplication) -> [(Tensor, Int)] {
         var slots: [SavedTensor] = []
         var savedOutput: [Int] = []
         var holders: [(Tensor, Int)] = []
@@ -141,7 +142,7 @@ public final class CustomOp: @unchecked Sendable {
 
         if outputCount == 1 {
             let node = Node(name: opName, shape: outputs[0].shape, dtype: outputs[0].dtype, inputs: edges, saved: slots) { [self] g, node in
-                try runBackward(node, layout, [g])
+                try runBackward(node, layout, [g], application)
             }
             outputs[0].gradFn = node
             outputs[0].requiresGrad = true
@@ -153,7 +154,7 @@ public final class CustomOp: @unchecked Sendable {
             let grads = try layout.outputShapes.indices.map { k in
                 try g.slice(axis: 0, start: layout.offsets[k], stop: layout.offsets[k] + layout.counts[k]).reshaped(layout.outputShapes[k])
             }
-            return try runBackward(node, layout, grads)
+            return try runBackward(node, layout, grads, application)
         }
         for (k, out) in outputs.enumerated() {
             out.gradFn = outputNode(k, of: shared, layout)
@@ -192,7 +193,7 @@ public final class CustomOp: @unchecked Sendable {
 
     /// The node's rule: the user's backward on the outputs' gradients, checked, with the graph
     /// lock released (as for hooks: the backward may wait for threads that call the engine).
-    private func runBackward(_ node: Node, _ layout: Layout, _ grads: [Tensor]) throws -> InputGradients {
+    private func runBackward(_ node: Node, _ layout: Layout, _ grads: [Tensor], _ application: CustomOpApplication) throws -> InputGradients {
         guard backward != nil else {
             throw AutogradError.state("custom op '\(name)' was defined without a backward, so no gradient flows through it")
         }
@@ -207,7 +208,7 @@ public final class CustomOp: @unchecked Sendable {
             let needed = (0..<inputCount).filter { needs[$0] }
             let call: ([Tensor]) throws -> [Tensor] = { [self] ins in
                 let r = try Trace.suspended {
-                    try callBackward(Array(ins[..<outputCount]), saved: Array(ins[outputCount...]), needs: needs, shapes: shapes, dtypes: dtypes)
+                    try callBackward(Array(ins[..<outputCount]), saved: Array(ins[outputCount...]), needs: needs, shapes: shapes, dtypes: dtypes, application: application)
                 }
                 return try needed.map { k in
                     guard let g = r[k] else { return try Tensor.zeros(shapes[k], dtype: dtypes[k] ?? layout.dtype) }
@@ -222,7 +223,7 @@ public final class CustomOp: @unchecked Sendable {
             CustomOp.noteSteps(computed, backwardName, stepInputs, call)
         } else {
             results = try GraphLock.withoutLock {
-                try callBackward(grads, saved: saved, needs: needs, shapes: shapes, dtypes: dtypes)
+                try callBackward(grads, saved: saved, needs: needs, shapes: shapes, dtypes: dtypes, application: application)
             }
         }
         return InputGradients(results)
@@ -242,9 +243,10 @@ public final class CustomOp: @unchecked Sendable {
 
     /// One call of the backward, its results checked against the inputs (count, dtype, a
     /// shape that reduces to the input's); gradients for inputs that need none are dropped.
-    private func callBackward(_ grads: [Tensor], saved: [Tensor], needs: [Bool], shapes: [[Int]], dtypes: [DType?]) throws -> [Tensor?] {
+    private func callBackward(_ grads: [Tensor], saved: [Tensor], needs: [Bool], shapes: [[Int]], dtypes: [DType?],
+                              application: CustomOpApplication) throws -> [Tensor?] {
         guard let backward else { throw AutogradError.state("custom op '\(name)' was defined without a backward") }
-        let context = CustomOpContext(phase: .backward, needs: needs, saved: saved)
+        let context = CustomOpContext(phase: .backward, needs: needs, saved: saved, application: application)
         defer { context.close() }
         let results = try userCall("backward") { try backward(context, grads) }
         guard results.count == inputCount else {
@@ -274,7 +276,7 @@ public final class CustomOp: @unchecked Sendable {
 
     /// Sets the outputs' tangents from the JVP when an input carries one in the forward-mode
     /// pass running on this thread.
-    private func deriveTangents(of outputs: [Tensor], inputs: [Tensor], saved: [Tensor]) throws {
+    private func deriveTangents(of outputs: [Tensor], inputs: [Tensor], saved: [Tensor], application: CustomOpApplication) throws {
         guard ForwardMode.isRunning, inputs.contains(where: { $0.tangentBox != nil }) else { return }
         let tangents = inputs.map { ForwardMode.tangent(of: $0) }
         guard tangents.contains(where: { $0 != nil }) else { return }
@@ -282,7 +284,7 @@ public final class CustomOp: @unchecked Sendable {
             throw AutogradError.state("custom op '\(name)' was defined without a JVP, so it cannot be differentiated in forward mode (jvp, hvp, hessian, forward-mode jacobian)")
         }
         let level = ThreadState.current.forwardLevel
-        let context = CustomOpContext(phase: .jvp, needs: inputs.map { _ in false }, saved: saved)
+        let context = CustomOpContext(phase: .jvp, needs: inputs.map { _ in false }, saved: saved, application: application)
         defer { context.close() }
         let results = try userCall("JVP") { try CustomOp.outsideForwardMode { try jvp(context, inputs, tangents) } }
         guard results.count == outputCount else {
@@ -321,10 +323,11 @@ public final class CustomOp: @unchecked Sendable {
 
     /// Notes the forward for a capture (one step for the op: a replay calls the forward again)
     /// and, for an op of one output that saves no intermediates, for Recompute.
-    private func noteForward(outputs: [Tensor], intermediates: [Tensor], inputs: [Tensor]) {
+    private func noteForward(outputs: [Tensor], intermediates: [Tensor], inputs: [Tensor], application: CustomOpApplication) {
         let expected = outputs.map(\.shape) + intermediates.map(\.shape)
         let rerun: ([Tensor]) throws -> [Tensor] = { [self] ins in
-            let context = CustomOpContext(phase: .forward, needs: ins.map { _ in false }, saved: [])
+            // A replay's forward renews the application's state, which its backward step reads.
+            let context = CustomOpContext(phase: .forward, needs: ins.map { _ in false }, saved: [], application: application)
             let raw = try runForward(context, ins)
             let extra = context.savedTensors.filter { s in !raw.contains { $0 === s } && !ins.contains { $0 === s } }
             let all = try (raw + extra).map { r in ins.contains { $0.storage === r.storage } ? try r.copy() : r }

@@ -33,7 +33,7 @@ ag_custom_backward_fn = CFUNCTYPE(c_int32, POINTER(ag_tensor), c_int64, POINTER(
 # typedef int32_t (*ag_custom_jvp_fn)(ag_tensor *output_tangents, int64_t noutputs, const ag_tensor *inputs, const ag_tensor *input_tangents, int64_t ninputs, ag_custom_ctx ctx, void *payload);
 ag_custom_jvp_fn = CFUNCTYPE(c_int32, POINTER(ag_tensor), c_int64, POINTER(ag_tensor),
                              POINTER(ag_tensor), c_int64, ag_custom_ctx, c_void_p)
-# void (*destroy)(void *user_data), the type of parameter 'destroy' of ag_tensor_register_hook, ag_custom_op_new
+# void (*destroy)(void *user_data), the type of parameter 'destroy' of ag_tensor_register_hook, ag_custom_op_new, ag_custom_ctx_set_state
 destroy_fn = CFUNCTYPE(None, c_void_p)
 
 # name: (restype, argtypes), in the header's order
@@ -209,5 +209,7 @@ PROTOTYPES = {
     "ag_custom_ctx_save": (ag_status, [ag_custom_ctx, POINTER(ag_tensor), c_int64]),
     "ag_custom_ctx_saved_count": (ag_status, [POINTER(c_int64), ag_custom_ctx]),
     "ag_custom_ctx_saved": (ag_status, [POINTER(ag_tensor), ag_custom_ctx, c_int64]),
+    "ag_custom_ctx_set_state": (ag_status, [ag_custom_ctx, c_void_p, destroy_fn]),
+    "ag_custom_ctx_state": (ag_status, [POINTER(c_void_p), ag_custom_ctx]),
     "ag_custom_ctx_needs_input_grad": (ag_status, [POINTER(c_bool), ag_custom_ctx, c_int64]),
 }
