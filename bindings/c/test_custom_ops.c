@@ -42,6 +42,8 @@
  *                 JVP: the status and message of the call that ran it, no leak, and the process
  *                 goes on; the accepted cases (no gradient, a gradient in a broadcast shape, no
  *                 tangent, an identity) give the right values.
+ *   recompute     ag_recompute calls my_mul's forward again on a leaf's new value; an op of two
+ *                 outputs is refused (AG_ERR_STATE).
  *
  * Output: "== group" lines, one line per failed check, then exactly "N passed, M failed"; exit
  * status 0 only if M is 0. No handle may be live at the end. Runs under valgrind in
