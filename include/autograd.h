@@ -1529,6 +1529,81 @@ ag_status ag_custom_ctx_needs_input_grad(bool *out, ag_custom_ctx ctx, int64_t i
  *       -> AG_ERR_SHAPE "output 0 is float64 [2]"; AG_ERR_DTYPE "output 0 is float32 [3]";
  *          AG_ERR_STATE "only leaves can be written in place"; AG_ERR_ARGUMENT "share their
  *          values"
+ *
+ * User-defined ops
+ *  B120 ag_custom_op_new with out, name or forward NULL, an empty name, ninputs or noutputs
+ *       outside 1...256 (0, -1, 257, INT64_MIN, INT64_MAX)
+ *       -> AG_ERR_ARGUMENT  "the output pointer 'out' is NULL", "name is NULL", "forward is NULL",
+ *          "a custom op needs a name (non-empty, without NUL characters)", "ninputs 0 is outside
+ *          1...256", "noutputs 257 is outside 1...256" (destroy is not called, now or later; *out
+ *          is not written) (accepted: 256 inputs and outputs, backward and jvp NULL)
+ *  B121 ag_custom_op_apply with outputs or inputs NULL, or noutputs / ninputs other than the op's
+ *       -> AG_ERR_ARGUMENT  "the output pointer 'outputs' is NULL", "noutputs is 1, custom op
+ *          'cop' has 2 outputs", "ninputs is 2, custom op 'cop' takes 1 inputs", "inputs is NULL
+ *          but ninputs is 1" (the forward is not called)
+ *  B122 a custom op handle 0, freed, made up or of another kind (a tensor): ag_custom_op_apply,
+ *       ag_custom_op_free (also twice); an input that is not a live tensor; a custom op handle
+ *       where a tensor is wanted
+ *       -> AG_ERR_INVALID_HANDLE  "custom op handle is 0 (AG_NULL_CUSTOM_OP)", "is not a live
+ *          custom op handle (freed, made up, or of another kind)", "inputs[0] handle 0x", "is not
+ *          a live tensor handle" (the op stays alive)
+ *          (accepted: ag_custom_op_free(AG_NULL_CUSTOM_OP) -> AG_OK)
+ *  B123 a context used outside its callback (kept after the forward returned, 0, made up):
+ *       ag_custom_ctx_save, _saved_count, _saved, _needs_input_grad
+ *       -> AG_ERR_INVALID_HANDLE  "is not a live context (a context is valid only during the
+ *          callback it was passed to)" (nothing is written)
+ *  B124 inside a callback: ag_custom_ctx_save with tensors NULL or n < 1; ag_custom_ctx_saved or
+ *       _needs_input_grad with an index out of range (-1, INT64_MIN, the count); out NULL
+ *       -> AG_ERR_ARGUMENT  "tensors is NULL but n is 1", "at least one tensor is needed, n is
+ *          0", "index 1 is outside 0..<1 (the tensors saved by the forward)", "input index 1 is
+ *          outside 0..<1", "the output pointer 'out' is NULL" (a callback that goes on and
+ *          returns 0 succeeds)
+ *  B125 ag_custom_ctx_save from the backward or the JVP
+ *       -> AG_ERR_STATE  "tensors can be saved in the forward callback only (this context belongs
+ *          to the backward callback)" ("... the jvp callback")
+ *  B126 ag_set_error with message NULL
+ *       -> AG_ERR_ARGUMENT  "ag_set_error: message is NULL" (accepted: any string, also "" and
+ *          outside a callback: AG_OK, and ag_last_error() is then that string)
+ *  B127 a callback that returns non-zero (7): the forward (ag_custom_op_apply, ag_function_call),
+ *       the backward (ag_backward, ag_grad, ag_vjp and the other transforms, ag_function_call),
+ *       the JVP (ag_custom_op_apply in a forward-mode pass)
+ *       -> AG_ERR_CALLBACK  "custom op 'cop': the forward returned 7", "... the backward returned
+ *          7", "... the JVP returned 7", followed by " (its last error: the series did not
+ *          converge)" quoting its ag_set_error message or the last call it made that failed
+ *          ("(its last error: ag_exp: a handle 0x123456789abcdef is not a live tensor handle")
+ *  B128 a forward that returns 0 without writing every output
+ *       -> AG_ERR_CALLBACK  "custom op 'cop': the forward returned 0 (success) but wrote no tensor
+ *          handle to slot 1 of its outputs" (accepted: AG_NULL_TENSOR from the backward is no
+ *          gradient for that input (ag_grad then: B69), from the JVP a zero tangent)
+ *  B129 a callback that writes a handle that is not a live tensor (one it freed, made up, of
+ *       another kind: the op's own)
+ *       -> AG_ERR_CALLBACK  "custom op 'cop': the forward wrote 0x123456789abcdef to slot 1 of its
+ *          outputs, which is not a live tensor handle" ("the backward wrote", "the JVP wrote"; a
+ *          handle of another kind is left alone)
+ *  B130 a callback that frees a handle it was given (an input, an output gradient, a tangent)
+ *       -> AG_ERR_CALLBACK  "custom op 'cop': the forward freed a tensor handle it was given
+ *          (number 0 of those it borrowed" (the JVP numbers its inputs, then its tangents)
+ *  B131 a forward whose outputs differ in dtype
+ *       -> AG_ERR_CALLBACK  "custom op 'cop': the forward returned output 0 as float64 and output
+ *          1 as float32; the outputs of an op share one dtype"
+ *  B132 a backward that returns a gradient of another dtype than its input, or of a shape that
+ *       does not reduce to its input's
+ *       -> AG_ERR_CALLBACK  "the backward returned gradient 0 as float32, input 0 is float64",
+ *          "the backward returned gradient 0 of shape [3] for input 0 of shape [2]" (accepted: a
+ *          shape that broadcasting reduces, [3, 2] for [2]: it is summed back)
+ *  B133 a JVP that returns a tangent of another shape or dtype than its output
+ *       -> AG_ERR_CALLBACK  "the JVP returned tangent 0 as float64 [3], output 0 is float64 [2]"
+ *  B134 a backward through an op defined without a backward; a forward-mode pass (ag_jvp, ag_hvp,
+ *       ag_hessian, forward-mode ag_jacobian) through an op defined without a JVP
+ *       -> AG_ERR_STATE  "custom op 'cop' was defined without a backward, so no gradient flows
+ *          through it"; from ag_custom_op_apply: "custom op 'cop' was defined without a JVP, so it
+ *          cannot be differentiated in forward mode" (the transform then fails with
+ *          AG_ERR_CALLBACK quoting it, if build returns non-zero)
+ *  B135 ag_function_call of a capture whose custom op's forward gives other shapes than at the
+ *       capture
+ *       -> AG_ERR_CALLBACK  "custom op 'cop': in a replay the forward returned and saved tensors
+ *          of shapes [[3], [3]], at the capture [[2], [2]]" (nothing is written; the function
+ *          works again once the shapes are back)
  */
 
 #ifdef __cplusplus

@@ -4,8 +4,8 @@
 #   2. runs each program of both lists,
 #   3. runs the programs of the first list again under valgrind's memcheck (the second list's
 #      long or threaded ones run natively only),
-#   4. runs the examples (graph_picture, digits, moons) and checks what they write; digits also
-#      trains with one step function eagerly and captured then replayed: equal final weights.
+#   4. runs the examples (graph_picture, digits, moons, ode_fit) and checks what they write; digits
+#      also trains with one step function eagerly and captured then replayed: equal final weights.
 # Assumes the library is built (scripts/build.sh). Exits non-zero if anything fails.
 #
 # Valgrind policy: definite and indirect leaks, and every memcheck error (invalid read or write,
@@ -22,7 +22,7 @@ outdir=.build/c
 # valgrind; the limit tests (a 1,000,000-op chain, 10,000 training steps), the threads tests, the
 # empty-tensor and thread-count test (an address-space limit) and the fork test run once, natively.
 programs=(example test_autograd test_catalogue test_semantics test_training test_bad_input test_inplace test_abi_defects
-          test_numerics test_transforms test_reusable test_reusable_regressions)
+          test_numerics test_transforms test_reusable test_reusable_regressions test_custom_ops)
 native_only=(test_limits test_threads test_hook_threads test_empty_and_threads test_fork)
 if [[ ! -f "$libdir/libautograd.so" ]]; then
     echo "c-tests: $libdir/libautograd.so not found; build it first (scripts/build.sh)" >&2
@@ -50,7 +50,7 @@ for prog in "${programs[@]}" "${native_only[@]}"; do
     run cc -std=c11 -O1 -Wall -Wextra -Werror -g -I include -o "$outdir/$prog" "bindings/c/$prog.c" \
         -L "$libdir" -lautograd "-Wl,-rpath,$libdir" -lm -lpthread
 done
-for ex in graph_picture digits moons; do
+for ex in graph_picture digits moons ode_fit; do
     run cc -std=c11 -O2 -Wall -Wextra -Werror -g -I include -o "$outdir/$ex" "examples/$ex.c" \
         -L "$libdir" -lautograd "-Wl,-rpath,$libdir" -lm
 done
@@ -112,6 +112,13 @@ echo
 echo "== examples/moons (a scalar MLP; writes $outdir/moons.svg)"
 run "$outdir/moons" "$outdir/moons.svg"
 grep -q "<svg" "$outdir/moons.svg" || { echo "c-tests: FAILED: no SVG written" >&2; exit 1; }
+
+echo
+echo "== examples/ode_fit (a custom op: RK4 with a hand-written adjoint; fits a pendulum's damping,"
+echo "   fails unless its gradcheck passes and the damping is recovered; writes $outdir/ode_fit.svg)"
+rm -f "$outdir/ode_fit.svg"
+run "$outdir/ode_fit" "$outdir/ode_fit.svg"
+grep -q "<svg" "$outdir/ode_fit.svg" || { echo "c-tests: FAILED: ode_fit wrote no SVG" >&2; exit 1; }
 
 echo
 echo "c-tests: OK"

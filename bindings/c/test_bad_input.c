@@ -2197,6 +2197,645 @@ static bool b119(void) { /* ag_function_call_into: an output of another shape or
     return ok;
 }
 
+/* ---- User-defined ops (B120 - B135) ---- */
+
+/* What the op "cop" does wrong in each callback. */
+enum {
+    CB_OK,
+    CB_RET7,          /* returns 7 */
+    CB_SET_ERROR,     /* ag_set_error, then returns 7 */
+    CB_FAILED_CALL,   /* a library call fails; returns its status */
+    CB_NO_HANDLE,     /* returns 0, a slot left AG_NULL_TENSOR */
+    CB_FREED,         /* writes a handle it freed */
+    CB_MADE_UP,       /* writes a made-up handle */
+    CB_OTHER_KIND,    /* writes the custom op's own handle */
+    CB_SHAPE,         /* a tensor of the wrong shape */
+    CB_DTYPE,         /* a tensor of the wrong dtype */
+    CB_FREE_BORROWED, /* frees a handle it was given */
+    CB_BROADCAST,     /* backward: a gradient of shape [3, 2] for the input [2] */
+    CB_CTX_ARGS,      /* forward: the ag_custom_ctx_* calls with bad arguments */
+    CB_SAVE,          /* ag_custom_ctx_save from the backward or the JVP */
+    CB_KEEP_CTX       /* forward: keeps its context past its return */
+};
+
+typedef struct {
+    int fwd, bwd, jvp;
+    ag_custom_ctx kept;
+    ag_custom_op self;
+    int destroyed;
+    int ncalls; /* the calls with bad arguments made inside a callback: status and message */
+    ag_status st[12];
+    char msg[12][400];
+    ag_tensor wrote; /* what a ctx call wrote where it must not have */
+} cop_cfg;
+
+static void cop_record(cop_cfg *c, ag_status st) {
+    if (c->ncalls < 12) {
+        c->st[c->ncalls] = st;
+        snprintf(c->msg[c->ncalls], sizeof c->msg[0], "%s", st != AG_OK ? ag_last_error() : "");
+        c->ncalls++;
+    }
+}
+
+static void cop_destroy(void *payload) { ((cop_cfg *)payload)->destroyed++; }
+
+/* cop: x [2] -> (exp x, 2 x). */
+static int32_t cop_forward(ag_tensor *out, int64_t nout, const ag_tensor *in, int64_t nin, ag_custom_ctx ctx,
+                           void *payload) {
+    (void)nout, (void)nin;
+    cop_cfg *c = payload;
+    ag_tensor junk = SENT_HANDLE;
+    switch (c->fwd) {
+    case CB_RET7: return 7;
+    case CB_SET_ERROR: ag_set_error("the series did not converge"); return 7;
+    case CB_FAILED_CALL: return ag_exp(&junk, (ag_tensor)0x0123456789ABCDEFULL);
+    case CB_KEEP_CTX: c->kept = ctx; break;
+    case CB_SHAPE: /* as a replay's forward that gives other shapes than at the capture */
+        if (ag_tensor_ones(&out[0], (int64_t[]){3}, 1, AG_FLOAT64) != AG_OK) return 90;
+        return ag_tensor_ones(&out[1], (int64_t[]){3}, 1, AG_FLOAT64);
+    case CB_CTX_ARGS: {
+        ag_tensor t = SENT_HANDLE;
+        bool b = false;
+        cop_record(c, ag_custom_ctx_save(ctx, NULL, 1));
+        cop_record(c, ag_custom_ctx_save(ctx, in, 0));
+        cop_record(c, ag_custom_ctx_save(ctx, in, -1));
+        cop_record(c, ag_custom_ctx_save(ctx, in, 1)); /* fine: one saved */
+        cop_record(c, ag_custom_ctx_saved_count(NULL, ctx));
+        cop_record(c, ag_custom_ctx_saved(&t, ctx, 1));
+        cop_record(c, ag_custom_ctx_saved(&t, ctx, -1));
+        cop_record(c, ag_custom_ctx_saved(NULL, ctx, 0));
+        cop_record(c, ag_custom_ctx_needs_input_grad(&b, ctx, 1));
+        cop_record(c, ag_custom_ctx_needs_input_grad(&b, ctx, INT64_MIN));
+        cop_record(c, ag_custom_ctx_needs_input_grad(NULL, ctx, 0));
+        c->wrote = t;
+        break;
+    }
+    default: break;
+    }
+    ag_status st = ag_custom_ctx_save(ctx, in, 1);
+    if (st == AG_OK) st = ag_exp(&out[0], in[0]);
+    if (st != AG_OK) return st;
+    switch (c->fwd) {
+    case CB_NO_HANDLE: return 0;
+    case CB_FREED:
+        if (ag_mul_scalar(&out[1], in[0], 2) != AG_OK) return 90;
+        ag_tensor_free(out[1]);
+        return 0;
+    case CB_MADE_UP: out[1] = (ag_tensor)0x0123456789ABCDEFULL; return 0;
+    case CB_OTHER_KIND: out[1] = (ag_tensor)c->self; return 0;
+    case CB_DTYPE: return ag_tensor_zeros(&out[1], (int64_t[]){2}, 1, AG_FLOAT32);
+    case CB_FREE_BORROWED:
+        st = ag_mul_scalar(&out[1], in[0], 2);
+        ag_tensor_free(in[0]);
+        return st;
+    default: return ag_mul_scalar(&out[1], in[0], 2);
+    }
+}
+
+/* d/dx = g0 exp x + 2 g1. */
+static int32_t cop_backward(ag_tensor *gin, int64_t nin, const ag_tensor *gout, int64_t nout, ag_custom_ctx ctx,
+                            void *payload) {
+    (void)nin, (void)nout;
+    cop_cfg *c = payload;
+    switch (c->bwd) {
+    case CB_RET7: return 7;
+    case CB_SET_ERROR: ag_set_error("the adjoint did not converge"); return 7;
+    case CB_FAILED_CALL: return ag_tensor_zeros(&gin[0], (int64_t[]){-2}, 1, AG_FLOAT64);
+    case CB_NO_HANDLE: return 0;
+    case CB_MADE_UP: gin[0] = (ag_tensor)0x0123456789ABCDEFULL; return 0;
+    case CB_OTHER_KIND: gin[0] = (ag_tensor)c->self; return 0;
+    case CB_SHAPE: return ag_tensor_ones(&gin[0], (int64_t[]){3}, 1, AG_FLOAT64);
+    case CB_DTYPE: return ag_tensor_ones(&gin[0], (int64_t[]){2}, 1, AG_FLOAT32);
+    case CB_FREE_BORROWED: ag_tensor_free(gout[0]); return ag_tensor_ones(&gin[0], (int64_t[]){2}, 1, AG_FLOAT64);
+    case CB_SAVE: return ag_custom_ctx_save(ctx, gout, 1);
+    default: break;
+    }
+    ag_tensor x = AG_NULL_TENSOR, e = AG_NULL_TENSOR, a = AG_NULL_TENSOR, b = AG_NULL_TENSOR, s = AG_NULL_TENSOR;
+    ag_status st = ag_custom_ctx_saved(&x, ctx, 0);
+    if (st == AG_OK) st = ag_exp(&e, x);
+    if (st == AG_OK) st = ag_mul(&a, gout[0], e);
+    if (st == AG_OK) st = ag_mul_scalar(&b, gout[1], 2);
+    if (st == AG_OK) st = ag_add(&s, a, b);
+    if (st == AG_OK && c->bwd == CB_BROADCAST) { /* [3, 2], each row s / 3: summed back to s */
+        ag_tensor d = AG_NULL_TENSOR;
+        st = ag_div_scalar(&d, s, 3);
+        if (st == AG_OK) st = ag_expand(&gin[0], d, (int64_t[]){3, 2}, 2);
+        ag_tensor_free(d);
+    } else if (st == AG_OK) {
+        gin[0] = s;
+        s = AG_NULL_TENSOR;
+    }
+    ag_tensor_free(x), ag_tensor_free(e), ag_tensor_free(a), ag_tensor_free(b), ag_tensor_free(s);
+    if (st == AG_OK && c->bwd == CB_FREED) ag_tensor_free(gin[0]);
+    return st;
+}
+
+/* tangents (exp(x) t, 2 t). */
+static int32_t cop_jvp(ag_tensor *tout, int64_t nout, const ag_tensor *in, const ag_tensor *tin, int64_t nin,
+                       ag_custom_ctx ctx, void *payload) {
+    (void)nout, (void)nin;
+    cop_cfg *c = payload;
+    switch (c->jvp) {
+    case CB_RET7: return 7;
+    case CB_SET_ERROR: ag_set_error("no tangent today"); return 7;
+    case CB_MADE_UP: tout[0] = (ag_tensor)0x0123456789ABCDEFULL; return 0;
+    case CB_SHAPE: return ag_tensor_ones(&tout[0], (int64_t[]){3}, 1, AG_FLOAT64);
+    case CB_DTYPE: return ag_tensor_ones(&tout[0], (int64_t[]){2}, 1, AG_FLOAT32);
+    case CB_FREE_BORROWED: ag_tensor_free(tin[0]); return 0;
+    case CB_SAVE: return ag_custom_ctx_save(ctx, in, 1);
+    default: break;
+    }
+    ag_tensor e = AG_NULL_TENSOR;
+    ag_status st = ag_exp(&e, in[0]);
+    if (st == AG_OK && c->jvp != CB_NO_HANDLE) st = ag_mul(&tout[0], tin[0], e);
+    if (st == AG_OK) st = ag_mul_scalar(&tout[1], tin[0], 2);
+    ag_tensor_free(e);
+    if (st == AG_OK && c->jvp == CB_FREED) ag_tensor_free(tout[1]);
+    return st;
+}
+
+/* A new op "cop" over cfg (its destroy counts into cfg). */
+static ag_custom_op cop_new(cop_cfg *cfg, bool backward, bool jvp) {
+    ag_custom_op op = AG_NULL_CUSTOM_OP;
+    if (ag_custom_op_new(&op, "cop", 1, 2, cop_forward, backward ? cop_backward : NULL, jvp ? cop_jvp : NULL, cfg,
+                         cop_destroy) != AG_OK)
+        FAIL("setup: ag_custom_op_new: %s", ag_last_error());
+    cfg->self = op;
+    return op;
+}
+
+static void release_op(ag_custom_op op) {
+    if (ag_custom_op_free(op) != AG_OK) FAIL("cleanup: ag_custom_op_free: %s", ag_last_error());
+}
+
+/* The live handle count (for the no-leak checks of the callback entries). */
+static int64_t live_count(void) {
+    int64_t n = -1;
+    if (ag_live_handle_count(&n) != AG_OK) FAIL("ag_live_handle_count: %s", ag_last_error());
+    return n;
+}
+
+/* sum(o0 + o1) of cop applied to x: the root a backward runs from. */
+static ag_status cop_loss(ag_tensor *out, ag_custom_op op, ag_tensor x) {
+    ag_tensor o[2] = {AG_NULL_TENSOR, AG_NULL_TENSOR}, s = AG_NULL_TENSOR;
+    ag_status st = ag_custom_op_apply(o, 2, op, &x, 1);
+    if (st == AG_OK) st = ag_add(&s, o[0], o[1]);
+    if (st == AG_OK) st = ag_sum(out, s, NULL, 0, false);
+    ag_tensor_free(o[0]), ag_tensor_free(o[1]), ag_tensor_free(s);
+    return st;
+}
+
+typedef struct {
+    ag_custom_op op;
+    ag_status inner;     /* what ag_custom_op_apply returned inside the pass */
+    char message[512];   /* and its message */
+} cop_build;
+
+static int32_t build_cop(ag_tensor *out, const ag_tensor *inputs, int64_t ninputs, void *user_data) {
+    (void)ninputs;
+    cop_build *b = user_data;
+    ag_tensor o[2] = {AG_NULL_TENSOR, AG_NULL_TENSOR};
+    b->inner = ag_custom_op_apply(o, 2, b->op, inputs, 1);
+    if (b->inner != AG_OK) {
+        snprintf(b->message, sizeof b->message, "%s", ag_last_error());
+        return b->inner;
+    }
+    ag_status st = ag_add(out, o[0], o[1]);
+    ag_tensor_free(o[0]), ag_tensor_free(o[1]);
+    return st;
+}
+
+static bool b120(void) { /* ag_custom_op_new: out, name or forward NULL, an empty name, counts outside 1...256 */
+    cop_cfg c = {0};
+    ag_custom_op op = (ag_custom_op)SENT_HANDLE;
+    bool ok = EXPECT(ag_custom_op_new(NULL, "cop", 1, 1, cop_forward, cop_backward, NULL, &c, cop_destroy),
+                     AG_ERR_ARGUMENT, "ag_custom_op_new: the output pointer 'out' is NULL");
+    ok &= EXPECT(ag_custom_op_new(&op, NULL, 1, 1, cop_forward, cop_backward, NULL, &c, cop_destroy), AG_ERR_ARGUMENT,
+                 "ag_custom_op_new: name is NULL");
+    ok &= EXPECT(ag_custom_op_new(&op, "cop", 1, 1, NULL, cop_backward, cop_jvp, &c, cop_destroy), AG_ERR_ARGUMENT,
+                 "ag_custom_op_new: forward is NULL");
+    ok &= EXPECT(ag_custom_op_new(&op, "", 1, 1, cop_forward, cop_backward, NULL, &c, cop_destroy), AG_ERR_ARGUMENT,
+                 "ag_custom_op_new: a custom op needs a name (non-empty, without NUL characters)");
+    const int64_t counts[] = {0, -1, 257, INT64_MIN, INT64_MAX};
+    for (int k = 0; k < 5; k++) {
+        char frag[96];
+        snprintf(frag, sizeof frag, "ninputs %" PRId64 " is outside 1...256", counts[k]);
+        ok &= EXPECT(ag_custom_op_new(&op, "cop", counts[k], 1, cop_forward, NULL, NULL, &c, cop_destroy),
+                     AG_ERR_ARGUMENT, frag);
+        snprintf(frag, sizeof frag, "noutputs %" PRId64 " is outside 1...256", counts[k]);
+        ok &= EXPECT(ag_custom_op_new(&op, "cop", 1, counts[k], cop_forward, NULL, NULL, &c, cop_destroy),
+                     AG_ERR_ARGUMENT, frag);
+    }
+    ok &= CHECK(op == (ag_custom_op)SENT_HANDLE && c.destroyed == 0); /* nothing written, destroy not called */
+    /* accepted: 256 inputs and 256 outputs, backward and jvp NULL */
+    ok &= OK(ag_custom_op_new(&op, "wide", 256, 256, cop_forward, NULL, NULL, &c, cop_destroy));
+    release_op(op);
+    ok &= CHECK(c.destroyed == 1);
+    return ok;
+}
+
+static bool b121(void) { /* ag_custom_op_apply: outputs or inputs NULL, counts other than the op's */
+    cop_cfg c = {0};
+    ag_custom_op op = cop_new(&c, true, true);
+    ag_tensor x = vec64(2, (double[]){0.5, -1});
+    ag_tensor o[3] = {SENT_HANDLE, SENT_HANDLE, SENT_HANDLE};
+    bool ok = EXPECT(ag_custom_op_apply(NULL, 2, op, &x, 1), AG_ERR_ARGUMENT,
+                     "ag_custom_op_apply: the output pointer 'outputs' is NULL");
+    ok &= EXPECT(ag_custom_op_apply(o, 1, op, &x, 1), AG_ERR_ARGUMENT, "noutputs is 1, custom op 'cop' has 2 outputs");
+    ok &= EXPECT(ag_custom_op_apply(o, 3, op, &x, 1), AG_ERR_ARGUMENT, "noutputs is 3, custom op 'cop' has 2 outputs");
+    ok &= EXPECT(ag_custom_op_apply(o, 2, op, (ag_tensor[]){x, x}, 2), AG_ERR_ARGUMENT,
+                 "ninputs is 2, custom op 'cop' takes 1 inputs");
+    ok &= EXPECT(ag_custom_op_apply(o, 2, op, &x, 0), AG_ERR_ARGUMENT, "ninputs is 0, custom op 'cop' takes 1 inputs");
+    ok &= EXPECT(ag_custom_op_apply(o, 2, op, &x, INT64_MIN), AG_ERR_ARGUMENT, "ninputs is -9223372036854775808");
+    ok &= EXPECT(ag_custom_op_apply(o, 2, op, NULL, 1), AG_ERR_ARGUMENT, "inputs is NULL but ninputs is 1");
+    ok &= CHECK(o[0] == SENT_HANDLE && o[1] == SENT_HANDLE && o[2] == SENT_HANDLE);
+    /* The forward was never called: the right call is its first. */
+    ok &= OK(ag_custom_op_apply(o, 2, op, &x, 1));
+    release(o[0]), release(o[1]), release(x);
+    release_op(op);
+    return ok;
+}
+
+static bool b122(void) { /* a custom op handle 0, freed, made up or of another kind; an op where a tensor is wanted */
+    cop_cfg c = {0}, c2 = {0};
+    ag_custom_op op = cop_new(&c, true, true), freed = cop_new(&c2, true, true);
+    release_op(freed);
+    ag_tensor x = vec64(2, (double[]){0.5, -1});
+    ag_tensor o[2] = {SENT_HANDLE, SENT_HANDLE};
+    bool ok = EXPECT(ag_custom_op_apply(o, 2, AG_NULL_CUSTOM_OP, &x, 1), AG_ERR_INVALID_HANDLE,
+                     "ag_custom_op_apply: custom op handle is 0 (AG_NULL_CUSTOM_OP)");
+    const ag_custom_op bad[] = {freed, (ag_custom_op)0x0123456789ABCDEFULL, (ag_custom_op)x, (ag_custom_op)UINT64_MAX};
+    for (int k = 0; k < 4; k++) {
+        ok &= EXPECT(ag_custom_op_apply(o, 2, bad[k], &x, 1), AG_ERR_INVALID_HANDLE,
+                     "is not a live custom op handle (freed, made up, or of another kind)");
+        ok &= EXPECT(ag_custom_op_free(bad[k]), AG_ERR_INVALID_HANDLE,
+                     "is not a live custom op handle (already freed, made up, or of another kind)");
+    }
+    ok &= EXPECT(ag_custom_op_free(freed), AG_ERR_INVALID_HANDLE, "ag_custom_op_free: custom op handle 0x");
+    /* An input that is not a live tensor (a freed one, the op itself). */
+    ag_tensor dead = vec64(2, (double[]){1, 2});
+    release(dead);
+    ok &= EXPECT(ag_custom_op_apply(o, 2, op, &dead, 1), AG_ERR_INVALID_HANDLE,
+                 "inputs[0] handle 0x");
+    ok &= EXPECT(ag_custom_op_apply(o, 2, op, (ag_tensor[]){(ag_tensor)op}, 1), AG_ERR_INVALID_HANDLE,
+                 "is not a live tensor handle");
+    /* The op where a tensor is wanted: refused, and the op stays alive. */
+    int64_t n = SENT_I64;
+    ok &= EXPECT(ag_tensor_numel(&n, (ag_tensor)op), AG_ERR_INVALID_HANDLE, "is not a live tensor handle");
+    ok &= EXPECT(ag_tensor_free((ag_tensor)op), AG_ERR_INVALID_HANDLE, "is not a live tensor handle");
+    ok &= CHECK(o[0] == SENT_HANDLE && o[1] == SENT_HANDLE && n == SENT_I64 && c.destroyed == 0 && c2.destroyed == 1);
+    ok &= OK(ag_custom_op_apply(o, 2, op, &x, 1));
+    release(o[0]), release(o[1]), release(x);
+    release_op(op);
+    ok &= OK(ag_custom_op_free(AG_NULL_CUSTOM_OP)); /* accepted */
+    ok &= CHECK(c.destroyed == 1);
+    return ok;
+}
+
+static bool b123(void) { /* a context used outside its callback: kept past the forward, 0, made up */
+    cop_cfg c = {CB_KEEP_CTX, CB_OK, CB_OK, 0, 0, 0, 0, {0}, {{0}}, 0};
+    ag_custom_op op = cop_new(&c, true, true);
+    ag_tensor x = vec64(2, (double[]){0.5, -1});
+    ag_tensor o[2] = {AG_NULL_TENSOR, AG_NULL_TENSOR};
+    bool ok = OK(ag_custom_op_apply(o, 2, op, &x, 1));
+    const ag_custom_ctx bad[] = {c.kept, 0, (ag_custom_ctx)0x0123456789ABCDEFULL, (ag_custom_ctx)x};
+    const char *frag = "is not a live context (a context is valid only during the callback it was passed to)";
+    for (int k = 0; k < 4; k++) {
+        int64_t n = SENT_I64;
+        ag_tensor t = SENT_HANDLE;
+        bool b = true;
+        ok &= EXPECT(ag_custom_ctx_save(bad[k], &x, 1), AG_ERR_INVALID_HANDLE, frag);
+        ok &= EXPECT(ag_custom_ctx_saved_count(&n, bad[k]), AG_ERR_INVALID_HANDLE, frag);
+        ok &= EXPECT(ag_custom_ctx_saved(&t, bad[k], 0), AG_ERR_INVALID_HANDLE, frag);
+        ok &= EXPECT(ag_custom_ctx_needs_input_grad(&b, bad[k], 0), AG_ERR_INVALID_HANDLE, frag);
+        ok &= CHECK(n == SENT_I64 && t == SENT_HANDLE && b == true);
+    }
+    ok &= EXPECT(ag_custom_ctx_saved_count(&(int64_t){0}, c.kept), AG_ERR_INVALID_HANDLE,
+                 "ag_custom_ctx_saved_count: context handle 0x");
+    release(o[0]), release(o[1]), release(x);
+    release_op(op);
+    return ok;
+}
+
+static bool b124(void) { /* inside a callback: ag_custom_ctx_* with NULL pointers, n < 1, an index out of range */
+    cop_cfg c = {CB_CTX_ARGS, CB_OK, CB_OK, 0, 0, 0, 0, {0}, {{0}}, 0};
+    ag_custom_op op = cop_new(&c, true, true);
+    ag_tensor x = leaf_rg(vec64(2, (double[]){0.5, -1}));
+    ag_tensor o[2] = {AG_NULL_TENSOR, AG_NULL_TENSOR};
+    /* The forward carries on after its refused calls and returns 0: the apply succeeds. */
+    bool ok = OK(ag_custom_op_apply(o, 2, op, &x, 1));
+    static const ag_status want[] = {AG_ERR_ARGUMENT, AG_ERR_ARGUMENT, AG_ERR_ARGUMENT, AG_OK,
+                                     AG_ERR_ARGUMENT, AG_ERR_ARGUMENT, AG_ERR_ARGUMENT, AG_ERR_ARGUMENT,
+                                     AG_ERR_ARGUMENT, AG_ERR_ARGUMENT, AG_ERR_ARGUMENT};
+    static const char *const frags[] = {
+        "ag_custom_ctx_save: tensors is NULL but n is 1",
+        "ag_custom_ctx_save: at least one tensor is needed, n is 0",
+        "ag_custom_ctx_save: at least one tensor is needed, n is -1",
+        "",
+        "ag_custom_ctx_saved_count: the output pointer 'out' is NULL",
+        "ag_custom_ctx_saved: index 1 is outside 0..<1 (the tensors saved by the forward)",
+        "ag_custom_ctx_saved: index -1 is outside 0..<1",
+        "ag_custom_ctx_saved: the output pointer 'out' is NULL",
+        "ag_custom_ctx_needs_input_grad: input index 1 is outside 0..<1",
+        "ag_custom_ctx_needs_input_grad: input index -9223372036854775808 is outside 0..<1",
+        "ag_custom_ctx_needs_input_grad: the output pointer 'out' is NULL",
+    };
+    ok &= CHECK(c.ncalls == 11);
+    for (int k = 0; k < c.ncalls && k < 11; k++) {
+        if (g_verbose && want[k] != AG_OK) printf("    (inside the forward) -> %s: %s\n", ag_status_name(c.st[k]), c.msg[k]);
+        if (c.st[k] != want[k]) ok = FAIL("call %d inside the forward returned %s: %s", k, ag_status_name(c.st[k]), c.msg[k]);
+        else if (want[k] != AG_OK && strstr(c.msg[k], frags[k]) == NULL)
+            ok = FAIL("call %d inside the forward: message \"%s\" lacks \"%s\"", k, c.msg[k], frags[k]);
+    }
+    ok &= CHECK(c.wrote == SENT_HANDLE); /* the refused ag_custom_ctx_saved wrote nothing */
+    release(o[0]), release(o[1]), release(x);
+    release_op(op);
+    return ok;
+}
+
+static bool b125(void) { /* ag_custom_ctx_save from the backward or the JVP */
+    cop_cfg c = {CB_OK, CB_SAVE, CB_SAVE, 0, 0, 0, 0, {0}, {{0}}, 0};
+    ag_custom_op op = cop_new(&c, true, true);
+    ag_tensor x = leaf_rg(vec64(2, (double[]){0.5, -1})), l = AG_NULL_TENSOR;
+    bool ok = OK(cop_loss(&l, op, x));
+    /* The backward returns the status of its refused call: ag_backward quotes it. */
+    ok &= EXPECT(ag_backward(l, AG_NULL_TENSOR, false, false), AG_ERR_CALLBACK,
+                 "ag_backward: custom op 'cop': the backward returned 5 (its last error: ag_custom_ctx_save: tensors "
+                 "can be saved in the forward callback only (this context belongs to the backward callback))");
+    ag_tensor t = full((int64_t[]){2}, 1, 1.0, AG_FLOAT64), y = SENT_HANDLE, yt = SENT_HANDLE;
+    cop_build b = {op, AG_OK, ""};
+    ok &= EXPECT(ag_jvp(&y, &yt, build_cop, &b, &x, 1, &t), AG_ERR_CALLBACK, "ag_jvp: the build function returned 7");
+    ok &= CHECK(b.inner == AG_ERR_CALLBACK && y == SENT_HANDLE && yt == SENT_HANDLE);
+    if (strstr(b.message, "this context belongs to the jvp callback") == NULL)
+        ok = FAIL("ag_custom_op_apply in ag_jvp: \"%s\"", b.message);
+    release(l), release(t), release(x);
+    release_op(op);
+    return ok;
+}
+
+static bool b126(void) { /* ag_set_error(NULL); accepted: a message, also outside a callback */
+    bool ok = EXPECT(ag_set_error(NULL), AG_ERR_ARGUMENT, "ag_set_error: message is NULL");
+    ok &= OK(ag_set_error("my own words"));
+    ok &= CHECK(strcmp(ag_last_error(), "my own words") == 0);
+    ok &= OK(ag_set_error(""));
+    ok &= CHECK(strcmp(ag_last_error(), "") == 0);
+    return ok;
+}
+
+/* The forward failing under `mode`: ag_custom_op_apply's status and message, nothing written or leaked. */
+static bool cop_forward_fails(int mode, const char *frag, int line) {
+    cop_cfg c = {mode, CB_OK, CB_OK, 0, 0, 0, 0, {0}, {{0}}, 0};
+    ag_custom_op op = cop_new(&c, true, true);
+    ag_tensor x = leaf_rg(vec64(2, (double[]){0.5, -1}));
+    int64_t before = live_count();
+    ag_tensor o[2] = {SENT_HANDLE, SENT_HANDLE};
+    bool ok = expect_at((prime(), ag_custom_op_apply(o, 2, op, &x, 1)), AG_ERR_CALLBACK, frag, "ag_custom_op_apply",
+                        line);
+    ok &= CHECK(o[0] == SENT_HANDLE && o[1] == SENT_HANDLE);
+    if (live_count() != before) ok = FAIL("(line %d) a handle leaked", line);
+    release(x);
+    release_op(op);
+    return ok;
+}
+
+/* The backward failing under `mode`, run by ag_backward, ag_grad and ag_vjp: each call's status and
+ * message (beginning with its name), nothing written or leaked. */
+static bool cop_backward_fails(int mode, const char *frag, int line) {
+    cop_cfg c = {CB_OK, mode, CB_OK, 0, 0, 0, 0, {0}, {{0}}, 0};
+    ag_custom_op op = cop_new(&c, true, true);
+    ag_tensor x = leaf_rg(vec64(2, (double[]){0.5, -1})), l = AG_NULL_TENSOR, g = SENT_HANDLE, y = SENT_HANDLE;
+    ag_tensor cot = full((int64_t[]){2}, 1, 1.0, AG_FLOAT64);
+    int64_t before = live_count();
+    bool ok = OK(cop_loss(&l, op, x));
+    ok &= expect_at((prime(), ag_backward(l, AG_NULL_TENSOR, true, false)), AG_ERR_CALLBACK, frag, "ag_backward", line);
+    if (strncmp(ag_last_error(), "ag_backward: ", 13) != 0) ok = FAIL("(line %d) \"%s\"", line, ag_last_error());
+    ok &= expect_at((prime(), ag_grad(&g, &l, 1, NULL, &x, 1, true, false, false)), AG_ERR_CALLBACK, frag, "ag_grad",
+                    line);
+    if (strncmp(ag_last_error(), "ag_grad: ", 9) != 0) ok = FAIL("(line %d) \"%s\"", line, ag_last_error());
+    release(l);
+    cop_build b = {op, AG_OK, ""};
+    ok &= expect_at((prime(), ag_vjp(&y, &g, build_cop, &b, &x, 1, cot)), AG_ERR_CALLBACK, frag, "ag_vjp", line);
+    if (strncmp(ag_last_error(), "ag_vjp: ", 8) != 0) ok = FAIL("(line %d) \"%s\"", line, ag_last_error());
+    ok &= CHECK(g == SENT_HANDLE && y == SENT_HANDLE);
+    if (live_count() != before) ok = FAIL("(line %d) a handle leaked", line);
+    release(cot), release(x);
+    release_op(op);
+    return ok;
+}
+
+/* The JVP failing under `mode`, run by ag_custom_op_apply inside ag_jvp's build function. */
+static bool cop_jvp_fails(int mode, const char *frag, int line) {
+    cop_cfg c = {CB_OK, CB_OK, mode, 0, 0, 0, 0, {0}, {{0}}, 0};
+    ag_custom_op op = cop_new(&c, true, true);
+    ag_tensor x = vec64(2, (double[]){0.5, -1}), t = vec64(2, (double[]){1, 3});
+    ag_tensor y = SENT_HANDLE, yt = SENT_HANDLE;
+    int64_t before = live_count();
+    cop_build b = {op, AG_OK, ""};
+    bool ok = expect_at((prime(), ag_jvp(&y, &yt, build_cop, &b, &x, 1, &t)), AG_ERR_CALLBACK,
+                        "ag_jvp: the build function returned 7 (its last error: ag_custom_op_apply: ", "ag_jvp", line);
+    if (b.inner != AG_ERR_CALLBACK) ok = FAIL("(line %d) ag_custom_op_apply in the pass returned %s", line, ag_status_name(b.inner));
+    if (strncmp(b.message, "ag_custom_op_apply: ", 20) != 0 || strstr(b.message, frag) == NULL)
+        ok = FAIL("(line %d) ag_custom_op_apply in the pass: message \"%s\" lacks \"%s\"", line, b.message, frag);
+    if (g_verbose) printf("    (ag_custom_op_apply in ag_jvp) -> %s\n", b.message);
+    ok &= CHECK(y == SENT_HANDLE && yt == SENT_HANDLE);
+    if (live_count() != before) ok = FAIL("(line %d) a handle leaked", line);
+    release(x), release(t);
+    release_op(op);
+    return ok;
+}
+
+static bool b127(void) { /* a callback returns non-zero: with ag_set_error, after a failed call, with neither */
+    bool ok = cop_forward_fails(CB_RET7, "ag_custom_op_apply: custom op 'cop': the forward returned 7", __LINE__);
+    ok &= cop_forward_fails(CB_SET_ERROR, "custom op 'cop': the forward returned 7 (its last error: the series did not "
+                                          "converge)", __LINE__);
+    ok &= cop_forward_fails(CB_FAILED_CALL, "custom op 'cop': the forward returned 1 (its last error: ag_exp: a handle "
+                                            "0x123456789abcdef is not a live tensor handle", __LINE__);
+    ok &= cop_backward_fails(CB_RET7, "custom op 'cop': the backward returned 7", __LINE__);
+    ok &= cop_backward_fails(CB_SET_ERROR, "custom op 'cop': the backward returned 7 (its last error: the adjoint did "
+                                           "not converge)", __LINE__);
+    ok &= cop_backward_fails(CB_FAILED_CALL, "custom op 'cop': the backward returned 3 (its last error: "
+                                             "ag_tensor_zeros: negative extent -2 in shape [-2])", __LINE__);
+    ok &= cop_jvp_fails(CB_RET7, "custom op 'cop': the JVP returned 7", __LINE__);
+    ok &= cop_jvp_fails(CB_SET_ERROR, "custom op 'cop': the JVP returned 7 (its last error: no tangent today)", __LINE__);
+    return ok;
+}
+
+static bool b128(void) { /* the forward writes no handle; accepted: none from the backward or the JVP */
+    bool ok = cop_forward_fails(CB_NO_HANDLE, "custom op 'cop': the forward returned 0 (success) but wrote no tensor "
+                                              "handle to slot 1 of its outputs", __LINE__);
+    /* accepted: the backward writes AG_NULL_TENSOR: no gradient reaches x */
+    cop_cfg c = {CB_OK, CB_NO_HANDLE, CB_NO_HANDLE, 0, 0, 0, 0, {0}, {{0}}, 0};
+    ag_custom_op op = cop_new(&c, true, true);
+    ag_tensor x = leaf_rg(vec64(2, (double[]){0.5, -1})), l = AG_NULL_TENSOR, g = SENT_HANDLE;
+    ok &= OK(cop_loss(&l, op, x));
+    ok &= OK(ag_backward(l, AG_NULL_TENSOR, true, false));
+    ok &= OK(ag_tensor_grad(&g, x));
+    ok &= CHECK(g == AG_NULL_TENSOR);
+    ok &= OK(ag_grad(&g, &l, 1, NULL, &x, 1, false, false, true)); /* allow_unused: AG_NULL_TENSOR */
+    ok &= CHECK(g == AG_NULL_TENSOR);
+    release(l);
+    /* accepted: the JVP writes AG_NULL_TENSOR for output 0: a zero tangent; output 1's is 2 t */
+    ag_tensor y = AG_NULL_TENSOR, yt = AG_NULL_TENSOR, t = vec64(2, (double[]){1, 3}), z = vec64(2, (double[]){0.5, -1});
+    cop_build b = {op, AG_OK, ""};
+    double got[2] = {0, 0};
+    ok &= OK(ag_jvp(&y, &yt, build_cop, &b, &z, 1, &t));
+    ok &= values(got, 2, yt);
+    ok &= CHECK(got[0] == 2 && got[1] == 6);
+    release(y), release(yt), release(t), release(z), release(x);
+    release_op(op);
+    return ok;
+}
+
+static bool b129(void) { /* a callback writes a freed, made-up or other-kind handle */
+    const char *tail = "of its outputs, which is not a live tensor handle (freed, made up, or of another kind)";
+    char f[300];
+    bool ok = true;
+    static const int modes[] = {CB_FREED, CB_MADE_UP, CB_OTHER_KIND};
+    for (int k = 0; k < 3; k++) {
+        snprintf(f, sizeof f, "to slot 1 %s", tail);
+        ok &= cop_forward_fails(modes[k], f, __LINE__);
+        snprintf(f, sizeof f, "to slot 0 %s", tail);
+        ok &= cop_backward_fails(modes[k], f, __LINE__);
+    }
+    ok &= cop_forward_fails(CB_MADE_UP, "custom op 'cop': the forward wrote 0x123456789abcdef to slot 1", __LINE__);
+    ok &= cop_backward_fails(CB_MADE_UP, "custom op 'cop': the backward wrote 0x123456789abcdef to slot 0", __LINE__);
+    ok &= cop_jvp_fails(CB_MADE_UP, "custom op 'cop': the JVP wrote 0x123456789abcdef to slot 0", __LINE__);
+    snprintf(f, sizeof f, "custom op 'cop': the JVP wrote 0x");
+    ok &= cop_jvp_fails(CB_FREED, f, __LINE__);
+    return ok;
+}
+
+static bool b130(void) { /* a callback frees a handle it was given */
+    bool ok = cop_forward_fails(CB_FREE_BORROWED, "custom op 'cop': the forward freed a tensor handle it was given "
+                                                  "(number 0 of those it borrowed: they are the library's, do not free "
+                                                  "them)", __LINE__);
+    ok &= cop_backward_fails(CB_FREE_BORROWED, "custom op 'cop': the backward freed a tensor handle it was given "
+                                               "(number 0 of those it borrowed", __LINE__);
+    /* The JVP's borrowed handles are its inputs, then its tangents: tangent 0 is number 1. */
+    ok &= cop_jvp_fails(CB_FREE_BORROWED, "custom op 'cop': the JVP freed a tensor handle it was given (number 1 of "
+                                          "those it borrowed", __LINE__);
+    return ok;
+}
+
+static bool b131(void) { /* the forward's outputs differ in dtype */
+    return cop_forward_fails(CB_DTYPE, "custom op 'cop': the forward returned output 0 as float64 and output 1 as "
+                                       "float32; the outputs of an op share one dtype", __LINE__);
+}
+
+static bool b132(void) { /* a gradient of another dtype, or of a shape that does not reduce to its input's */
+    bool ok = cop_backward_fails(CB_DTYPE, "custom op 'cop': the backward returned gradient 0 as float32, input 0 is "
+                                           "float64", __LINE__);
+    ok &= cop_backward_fails(CB_SHAPE, "custom op 'cop': the backward returned gradient 0 of shape [3] for input 0 "
+                                       "of shape [2] (a gradient has the input's shape, or one that broadcasting "
+                                       "reduces to it)", __LINE__);
+    /* accepted: [3, 2] for the input [2]: summed back */
+    cop_cfg c = {CB_OK, CB_BROADCAST, CB_OK, 0, 0, 0, 0, {0}, {{0}}, 0};
+    ag_custom_op op = cop_new(&c, true, true);
+    ag_tensor x = leaf_rg(vec64(2, (double[]){0.5, -1})), l = AG_NULL_TENSOR, g = AG_NULL_TENSOR;
+    ok &= OK(cop_loss(&l, op, x));
+    ok &= OK(ag_grad(&g, &l, 1, NULL, &x, 1, false, false, false));
+    double got[2] = {0, 0};
+    ok &= values(got, 2, g);
+    if (fabs(got[0] - (exp(0.5) + 2)) > 1e-12 || fabs(got[1] - (exp(-1) + 2)) > 1e-12)
+        ok = FAIL("the gradient summed from [3, 2] is %.17g, %.17g", got[0], got[1]);
+    release(g), release(l), release(x);
+    release_op(op);
+    return ok;
+}
+
+static bool b133(void) { /* the JVP's tangent has another shape or dtype than its output */
+    bool ok = cop_jvp_fails(CB_SHAPE, "custom op 'cop': the JVP returned tangent 0 as float64 [3], output 0 is "
+                                      "float64 [2]", __LINE__);
+    ok &= cop_jvp_fails(CB_DTYPE, "custom op 'cop': the JVP returned tangent 0 as float32 [2], output 0 is float64 [2]",
+                        __LINE__);
+    return ok;
+}
+
+static bool b134(void) { /* an op without a backward in a backward; without a JVP in a forward-mode pass */
+    cop_cfg c = {0};
+    ag_custom_op op = cop_new(&c, false, false);
+    ag_tensor x = leaf_rg(vec64(2, (double[]){0.5, -1})), l = AG_NULL_TENSOR, g = SENT_HANDLE;
+    bool ok = OK(cop_loss(&l, op, x));
+    ok &= EXPECT(ag_backward(l, AG_NULL_TENSOR, true, false), AG_ERR_STATE,
+                 "ag_backward: custom op 'cop' was defined without a backward, so no gradient flows through it");
+    ok &= EXPECT(ag_grad(&g, &l, 1, NULL, &x, 1, true, false, false), AG_ERR_STATE,
+                 "ag_grad: custom op 'cop' was defined without a backward");
+    ok &= CHECK(g == SENT_HANDLE);
+    ag_tensor t = vec64(2, (double[]){1, 3}), y = SENT_HANDLE, yt = SENT_HANDLE;
+    cop_build b = {op, AG_OK, ""};
+    ok &= EXPECT(ag_jvp(&y, &yt, build_cop, &b, &x, 1, &t), AG_ERR_CALLBACK, "ag_jvp: the build function returned 5");
+    ok &= CHECK(b.inner == AG_ERR_STATE && y == SENT_HANDLE && yt == SENT_HANDLE);
+    if (strstr(b.message, "ag_custom_op_apply: custom op 'cop' was defined without a JVP, so it cannot be "
+                          "differentiated in forward mode") == NULL)
+        ok = FAIL("ag_custom_op_apply in ag_jvp: \"%s\"", b.message);
+    release(t), release(l), release(x);
+    release_op(op);
+    return ok;
+}
+
+typedef struct {
+    ag_custom_op op;
+} cop_capture;
+
+static int32_t cap_cop(ag_tensor *outputs, int64_t noutputs, const ag_tensor *inputs, int64_t ninputs,
+                       void *user_data) {
+    (void)noutputs, (void)ninputs;
+    const cop_capture *cc = user_data;
+    return cop_loss(&outputs[0], cc->op, inputs[0]);
+}
+
+/* outputs[0] = d/dx sum(cop(x)) (the backward runs in each replay). */
+static int32_t cap_cop_grad(ag_tensor *outputs, int64_t noutputs, const ag_tensor *inputs, int64_t ninputs,
+                            void *user_data) {
+    (void)noutputs, (void)ninputs;
+    const cop_capture *cc = user_data;
+    ag_tensor l = AG_NULL_TENSOR;
+    ag_status st = cop_loss(&l, cc->op, inputs[0]);
+    if (st == AG_OK) st = ag_grad(&outputs[0], &l, 1, NULL, inputs, 1, false, false, false);
+    ag_tensor_free(l);
+    return st;
+}
+
+static bool b135(void) { /* a replay whose custom op's forward returns other shapes than at the capture */
+    cop_cfg c = {0};
+    cop_capture cc = {cop_new(&c, true, true)};
+    ag_tensor x = vec64(2, (double[]){0.5, -1}), o = SENT_HANDLE;
+    ag_function f = AG_NULL_FUNCTION;
+    bool ok = OK(ag_capture(&f, cap_cop, &x, 1, 1, &cc));
+    c.fwd = CB_SHAPE; /* [3] now: the capture planned [2] */
+    ok &= EXPECT(ag_function_call(&o, 1, f, &x, 1), AG_ERR_CALLBACK,
+                 "custom op 'cop': in a replay the forward returned and saved tensors of shapes [[3], [3]], at the "
+                 "capture [[2], [2]]");
+    ok &= CHECK(o == SENT_HANDLE);
+    /* A forward, or a backward, that fails in a replay. */
+    c.fwd = CB_SET_ERROR;
+    ok &= EXPECT(ag_function_call(&o, 1, f, &x, 1), AG_ERR_CALLBACK,
+                 "ag_function_call: custom op 'cop': the forward returned 7 (its last error: the series did not "
+                 "converge)");
+    c.fwd = CB_OK; /* and the function works again */
+    ok &= OK(ag_function_call(&o, 1, f, &x, 1));
+    ok &= CHECK(fabs(item(o) - (exp(0.5) + exp(-1) + 1 - 2)) < 1e-12);
+    release(o);
+    ag_function fg = AG_NULL_FUNCTION;
+    ag_tensor xg = leaf_rg(vec64(2, (double[]){0.5, -1})), og = SENT_HANDLE;
+    ok &= OK(ag_capture(&fg, cap_cop_grad, &xg, 1, 1, &cc));
+    c.bwd = CB_RET7;
+    ok &= EXPECT(ag_function_call(&og, 1, fg, &xg, 1), AG_ERR_CALLBACK,
+                 "ag_function_call: custom op 'cop': the backward returned 7");
+    ok &= CHECK(og == SENT_HANDLE);
+    c.bwd = CB_OK;
+    ok &= OK(ag_function_call(&og, 1, fg, &xg, 1));
+    double got[2] = {0, 0};
+    ok &= values(got, 2, og);
+    if (fabs(got[0] - (exp(0.5) + 2)) > 1e-12 || fabs(got[1] - (exp(-1) + 2)) > 1e-12)
+        ok = FAIL("replayed gradient %.17g, %.17g", got[0], got[1]);
+    release(og), release(xg), release(x);
+    release_function(fg);
+    release_function(f);
+    release_op(cc.op);
+    return ok;
+}
+
 /* ========================================================================================== */
 /* Driver                                                                                     */
 /* ========================================================================================== */
@@ -2224,7 +2863,10 @@ static const entry entries[] = {
     {"B99", b99}, {"B100", b100}, {"B101", b101}, {"B102", b102}, {"B103", b103}, {"B104", b104},
     {"B105", b105}, {"B106", b106}, {"B107", b107}, {"B108", b108}, {"B109", b109}, {"B110", b110},
     {"B111", b111}, {"B112", b112}, {"B113", b113}, {"B114", b114}, {"B115", b115}, {"B116", b116},
-    {"B117", b117}, {"B118", b118}, {"B119", b119},
+    {"B117", b117}, {"B118", b118}, {"B119", b119}, {"B120", b120}, {"B121", b121}, {"B122", b122},
+    {"B123", b123}, {"B124", b124}, {"B125", b125}, {"B126", b126}, {"B127", b127}, {"B128", b128},
+    {"B129", b129}, {"B130", b130}, {"B131", b131}, {"B132", b132}, {"B133", b133}, {"B134", b134},
+    {"B135", b135},
 };
 
 /* After every bad input: a correct gradient. f(x, w) = sum((x @ w + 1)^2) for x (2,3), w (3,2);
