@@ -957,3 +957,31 @@ def test_ode_fit_example_recovers_the_parameters():
     assert done.returncode == 0, done.stdout + done.stderr
     assert "gradcheck of the hand-written adjoint: passed" in done.stdout
     assert done.stdout.rstrip().endswith("recovered")
+
+
+def test_first_application_learning_the_output_count_keeps_saved_identities():
+    """The op is made again with 2 outputs from forward's one run: the saved input and output
+    are still those tensors (second derivative through the saved output: exp by hand), and an
+    argument forward kept as a ctx attribute stays usable (its values)."""
+
+    class ExpAndTwice(ag.Function):
+        @staticmethod
+        def forward(ctx, x):
+            y = T(np.exp(x.numpy()), x.dtype)
+            ctx.x = x
+            ctx.save_for_backward(x, y)
+            return y, x * 2
+
+        @staticmethod
+        def backward(ctx, g1, g2):
+            x, y = ctx.saved_tensors
+            np.testing.assert_array_equal(ctx.x.numpy(), x.numpy())
+            return g1 * y + g2 * 2
+
+    a = np.array([0.5, 1.0])
+    x = ag.tensor(a, requires_grad=True)
+    y, z = ExpAndTwice.apply(x)
+    (g,) = ag.grad(y.sum() + z.sum(), x, create_graph=True)
+    np.testing.assert_allclose(g.numpy(), np.exp(a) + 2, rtol=1e-15)
+    (h,) = ag.grad(g.sum(), x)
+    np.testing.assert_allclose(h.numpy(), np.exp(a), rtol=1e-15)
