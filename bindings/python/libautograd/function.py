@@ -96,7 +96,10 @@ CACHE_SIZE = 64  # C ops kept per class (argument layouts x output counts x cons
 _MAGIC = 1.6180339887498949025257388711906969547271728515625 + 2.0 ** -52 * 12345
 
 _tls = threading.local()  # frames (applies in progress), deferred (replay scope), per thread
-_lock = threading.Lock()  # guards the dicts below; never held while calling the library
+# _records and _contexts are read and written by single dict operations (atomic under the GIL),
+# without a lock: the destroy callbacks that pop them may run while the library holds its
+# internal lock, and must not wait for a thread that holds a Python lock and calls the library.
+_lock = threading.Lock()  # guards _classes and their caches; never held while calling the library
 _records = {}  # payload key -> _OpRecord (released by the op's destroy callback)
 _record_keys = itertools.count(1)
 _contexts = {}  # ctx key -> FunctionCtx (released when the graph lets go of the marker)
@@ -260,9 +263,7 @@ class _ClassState:
 
 @DESTROY
 def _destroy_record(key):
-    with _lock:
-        record = _records.pop(key, None)
-    del record  # the class's functions and the constants go here, outside the lock
+    _records.pop(key, None)  # the class's functions and the constants go here
 
 
 def _functions_of(cls):
@@ -281,9 +282,8 @@ def _functions_of(cls):
 def _new_op(cls, layout, constants, noutputs):
     fns = _functions_of(cls)
     record = _OpRecord(cls, fns, layout, constants, noutputs)
-    with _lock:
-        key = next(_record_keys)
-        _records[key] = record
+    key = next(_record_keys)
+    _records[key] = record
     out = c_uint64(0)
     status = lib.ag_custom_op_new(byref(out), record.name.encode("utf-8", "replace"),
                                   sum(layout), noutputs, _forward_trampoline,
@@ -291,8 +291,7 @@ def _new_op(cls, layout, constants, noutputs):
                                   _jvp_trampoline if fns[3] is not None else _NO_JVP,
                                   key, _destroy_record)
     if status != OK:
-        with _lock:
-            _records.pop(key, None)  # on failure destroy is not called
+        _records.pop(key, None)  # on failure destroy is not called
         check(status)
     return _OpHandle(out.value, key)
 
@@ -365,9 +364,7 @@ def _release_ctx(key):
     if deferred is not None:
         deferred.append(key)
         return
-    with _lock:
-        ctx = _contexts.pop(key, None)
-    del ctx  # outside the lock: it may free tensors
+    _contexts.pop(key, None)  # this may free tensors (the library's lock is recursive)
 
 
 class deferred_releases:
@@ -385,10 +382,8 @@ class deferred_releases:
     def __exit__(self, *exc):
         if self._outer is None:
             keys, _tls.deferred = _tls.deferred, None
-            if keys:
-                with _lock:
-                    dropped = [_contexts.pop(k, None) for k in keys]
-                del dropped
+            for k in keys:
+                _contexts.pop(k, None)
         return False
 
 
@@ -396,9 +391,8 @@ def _save_marker(c_ctx, ctx):
     """Registers ctx under a new key and saves a marker naming it: a float64 result [MAGIC, key]
     (a result with history, so a hook on it lives exactly as long as the marker; its destroy
     callback releases ctx)."""
-    with _lock:
-        key = next(_ctx_keys)
-        _contexts[key] = ctx
+    key = next(_ctx_keys)
+    _contexts[key] = ctx
     registered = False
     leaf, marker = c_uint64(0), c_uint64(0)
     try:
@@ -418,8 +412,7 @@ def _save_marker(c_ctx, ctx):
         lib.ag_tensor_free(marker.value)
         lib.ag_tensor_free(leaf.value)
         if not registered:
-            with _lock:
-                _contexts.pop(key, None)
+            _contexts.pop(key, None)
 
 
 def _marker_key(t):
@@ -451,8 +444,7 @@ def _saved_and_ctx(c_ctx):
     if saved:
         key = _marker_key(saved[-1])
         if key is not None:
-            with _lock:
-                ctx = _contexts.get(key)
+            ctx = _contexts.get(key)
             if ctx is not None:
                 saved.pop()
     if ctx is None:
