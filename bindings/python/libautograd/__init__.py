@@ -26,6 +26,10 @@ Reusable graphs: ``Tensor.set_data`` writes new values into a leaf, ``recompute(
 re-evaluates a graph recorded inside ``recomputable()``, and ``compile(fn)`` captures a function
 once per input signature and replays it (as ``jax.jit``); see ``libautograd.reusable``.
 
+User-defined ops: subclass ``Function`` with static ``forward(ctx, ...)``, ``backward(ctx, ...)``
+and optionally ``jvp(ctx, ...)``, apply with ``MyOp.apply(...)``, as ``torch.autograd.Function``;
+see ``libautograd.function``.
+
 Errors: every failing C call raises an ``AutogradError`` subclass carrying ``ag_last_error()``'s
 message, ``.status`` and ``.status_name``; see ``libautograd.errors``.
 """
@@ -61,6 +65,7 @@ from .errors import (
     ShapeError,
     StateError,
 )
+from .function import Function, FunctionCtx
 from .grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .graph import GradcheckResult, grad, gradcheck, graph_to_dot
 from . import ops as _ops
@@ -89,6 +94,7 @@ __all__ = [
     "grad", "gradcheck", "graph_to_dot", "GradcheckResult",
     "jvp", "vjp", "jacobian", "hvp", "hessian",
     "compile", "CompiledFunction", "CacheInfo", "recomputable", "recompute",
+    "Function", "FunctionCtx",
     "SGD", "Adam", "AdamW", "Optimizer",
     "version", "library_path", "set_num_threads", "num_threads", "get_num_threads",
     "live_handle_count",

@@ -26,7 +26,8 @@ import shutil
 import subprocess
 import sys
 
-from ._prototypes import PROTOTYPES, ag_build_fn, ag_capture_fn, ag_grad_hook, destroy_fn
+from ._prototypes import (PROTOTYPES, ag_build_fn, ag_capture_fn, ag_custom_backward_fn,
+                          ag_custom_forward_fn, ag_custom_jvp_fn, ag_grad_hook, destroy_fn)
 
 ENV_VAR = "AUTOGRAD_LIBRARY"
 FILE_NAMES = ("libautograd.so.0", "libautograd.so")
@@ -43,6 +44,9 @@ GRAD_HOOK = ag_grad_hook
 DESTROY = destroy_fn
 BUILD_FN = ag_build_fn
 CAPTURE_FN = ag_capture_fn
+CUSTOM_FORWARD = ag_custom_forward_fn
+CUSTOM_BACKWARD = ag_custom_backward_fn
+CUSTOM_JVP = ag_custom_jvp_fn
 
 
 def _declare(lib):

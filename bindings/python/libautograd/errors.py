@@ -58,7 +58,9 @@ class OutOfMemoryError(AutogradError, MemoryError):
 
 class CallbackError(AutogradError, RuntimeError):
     """AG_ERR_CALLBACK: a Python hook, gradcheck function or transform's function raised (it
-    is the __cause__)."""
+    is the __cause__), or a callback broke its contract (a Function's backward returned the
+    wrong number of gradients, or one of the wrong shape). An exception raised in a Function's
+    forward, backward or jvp is raised itself instead, this error as its __cause__."""
 
 
 class InternalError(AutogradError, RuntimeError):
@@ -91,8 +93,21 @@ def last_error():
     return lib.ag_last_error().decode("utf-8", "replace")
 
 
-def set_pending(exc):
-    """Remembers the exception a callback raised on this thread (see check)."""
+# The attribute that marks an exception raised in a Function's callback: the call that sees
+# AG_ERR_CALLBACK raises it again (see check), also after it crossed another callback (a
+# transform's function, a compiled function's capture) on its way out.
+_REraise = "_libautograd_reraise"
+
+
+def set_pending(exc, reraise=False):
+    """Remembers the exception a callback raised on this thread (see check). reraise: check
+    raises exc itself (chained with the library's error) rather than a CallbackError caused by
+    it; for the callbacks of a Function, whose exceptions keep their type."""
+    if reraise:
+        try:
+            setattr(exc, _REraise, True)
+        except (AttributeError, TypeError):
+            pass  # an exception object without attributes: reported as a CallbackError
     _pending.exc = exc
 
 
@@ -118,6 +133,23 @@ def check(status):
         return
     exc = error_for(status)
     cause = take_pending()
-    if cause is not None:
-        raise exc from cause
-    raise exc
+    if cause is None:
+        raise exc
+    if status == ERR_CALLBACK and getattr(cause, _REraise, False):
+        _raise_again(cause, exc)
+    raise exc from cause
+
+
+def _raise_again(user_exc, library_exc):
+    """Raises the exception a Function's callback raised, its __cause__ the library's error.
+    Crossing several calls, the library's errors chain (the outermost is the direct cause); a
+    cause the exception had of its own is kept, the library's message then added as a note."""
+    own = user_exc.__cause__
+    if own is not None and not getattr(user_exc, "_libautograd_chained", False):
+        if hasattr(user_exc, "add_note"):
+            user_exc.add_note(f"(raised in a libautograd callback: {library_exc})")
+        raise user_exc
+    if own is not None:
+        library_exc.__cause__ = own
+    user_exc._libautograd_chained = True
+    raise user_exc from library_exc

@@ -69,6 +69,9 @@ SCALARS = {
     "int32_t": ctypes.c_int32,
     "ag_grad_hook": _library.GRAD_HOOK, "ag_build_fn": _library.BUILD_FN,
     "ag_function": ctypes.c_uint64, "ag_capture_fn": _library.CAPTURE_FN,
+    "ag_custom_op": ctypes.c_uint64, "ag_custom_ctx": ctypes.c_uint64,
+    "ag_custom_forward_fn": _library.CUSTOM_FORWARD, "ag_custom_backward_fn": _library.CUSTOM_BACKWARD,
+    "ag_custom_jvp_fn": _library.CUSTOM_JVP,
 }
 
 
@@ -98,7 +101,14 @@ def test_every_operation_is_exposed():
                "capture": ag.compile, "function_call": ag.CompiledFunction.__call__,
                "function_call_into": ag.CompiledFunction.call_into,
                "function_info": ag.CompiledFunction.function_info,
-               "function_free": ag.CompiledFunction.clear_cache}
+               "function_free": ag.CompiledFunction.clear_cache,
+               # user-defined ops: reached through Function and its ctx
+               "set_error": ag.Function.apply, "custom_op_new": ag.Function.apply,
+               "custom_op_apply": ag.Function.apply, "custom_op_free": ag.Function.apply,
+               "custom_ctx_save": ag.FunctionCtx.save_for_backward,
+               "custom_ctx_saved_count": ag.FunctionCtx.saved_tensors.fget,
+               "custom_ctx_saved": ag.FunctionCtx.saved_tensors.fget,
+               "custom_ctx_needs_input_grad": ag.FunctionCtx.needs_input_grad.fget}
     for name in _header_functions():
         short = name[len("ag_"):]
         if short.startswith(("tensor_", "optimizer_")) or short in skip:
