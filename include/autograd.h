@@ -1539,7 +1539,7 @@ ag_status ag_custom_ctx_needs_input_grad(bool *out, ag_custom_ctx ctx, int64_t i
  *          is not written) (accepted: 256 inputs and outputs, backward and jvp NULL)
  *  B121 ag_custom_op_apply with outputs or inputs NULL, or noutputs / ninputs other than the op's
  *       -> AG_ERR_ARGUMENT  "the output pointer 'outputs' is NULL", "noutputs is 1, custom op
- *          'cop' has 2 outputs", "ninputs is 2, custom op 'cop' takes 1 inputs", "inputs is NULL
+ *          'cop' has 2 outputs", "ninputs is 2, custom op 'cop' takes 1 input", "inputs is NULL
  *          but ninputs is 1" (the forward is not called)
  *  B122 a custom op handle 0, freed, made up or of another kind (a tensor): ag_custom_op_apply,
  *       ag_custom_op_free (also twice); an input that is not a live tensor; a custom op handle
@@ -1555,8 +1555,8 @@ ag_status ag_custom_ctx_needs_input_grad(bool *out, ag_custom_ctx ctx, int64_t i
  *  B124 inside a callback: ag_custom_ctx_save with tensors NULL or n < 1; ag_custom_ctx_saved or
  *       _needs_input_grad with an index out of range (-1, INT64_MIN, the count); out NULL
  *       -> AG_ERR_ARGUMENT  "tensors is NULL but n is 1", "at least one tensor is needed, n is
- *          0", "index 1 is outside 0..<1 (the tensors saved by the forward)", "input index 1 is
- *          outside 0..<1", "the output pointer 'out' is NULL" (a callback that goes on and
+ *          0", "index 1 is out of range: the forward saved 1 tensor", "input index 1 is out of
+ *          range: the op has 1 input", "the output pointer 'out' is NULL" (a callback that goes on and
  *          returns 0 succeeds)
  *  B125 ag_custom_ctx_save from the backward or the JVP
  *       -> AG_ERR_STATE  "tensors can be saved in the forward callback only (this context belongs
@@ -1581,8 +1581,8 @@ ag_status ag_custom_ctx_needs_input_grad(bool *out, ag_custom_ctx ctx, int64_t i
  *          outputs, which is not a live tensor handle" ("the backward wrote", "the JVP wrote"; a
  *          handle of another kind is left alone)
  *  B130 a callback that frees a handle it was given (an input, an output gradient, a tangent)
- *       -> AG_ERR_CALLBACK  "custom op 'cop': the forward freed a tensor handle it was given
- *          (number 0 of those it borrowed" (the JVP numbers its inputs, then its tangents)
+ *       -> AG_ERR_CALLBACK  "custom op 'cop': the forward freed inputs[0], a tensor handle it was
+ *          given" ("the backward freed output_grads[0]", "the JVP freed input_tangents[1]")
  *  B131 a forward whose outputs differ in dtype
  *       -> AG_ERR_CALLBACK  "custom op 'cop': the forward returned output 0 as float64 and output
  *          1 as float32; the outputs of an op share one dtype"

@@ -26,8 +26,11 @@ extension Arg {
 /// One call of a C callback that reads borrowed tensor handles and writes `count` handles the
 /// library takes over: the handles made for it and those it wrote are released whatever
 /// happens; each broken contract is AutogradError.callback, its message starting with `who`.
-/// `optional`: a 0 written (nothing) is allowed and read as nil.
-func callWithHandles(_ who: String, borrowing groups: [[Tensor]], writes count: Int, optional: Bool,
+/// `optional`: a 0 written (nothing) is allowed and read as nil. `names` names each group of
+/// borrowed handles for messages, `positions` (if given) each handle's index in what the
+/// callback sees (a group passed with gaps: the JVP's tangents).
+func callWithHandles(_ who: String, borrowing groups: [[Tensor]], names: [String], positions: [[Int]]? = nil,
+                     writes count: Int, optional: Bool,
                      _ call: (UnsafeMutablePointer<UInt64>?, [UnsafePointer<UInt64>?]) -> Int32) throws -> [Tensor?] {
     var made: [[UInt64]] = []
     defer { for hs in made { for h in hs { _ = HandleTable.shared.remove(h, kind: .tensor) } } }
@@ -43,9 +46,11 @@ func callWithHandles(_ who: String, borrowing groups: [[Tensor]], writes count: 
         guard status == 0, h != 0, let object = HandleTable.shared.lookup(h, kind: .tensor) else { return nil }
         return unsafeDowncast(object, to: Tensor.self)  // only Tensors are stored under .tensor
     }
-    var freed: Int? = nil
-    for (k, h) in borrowed.enumerated() where !HandleTable.shared.remove(h, kind: .tensor) {
-        if freed == nil { freed = k }
+    var freed: String? = nil
+    for (g, hs) in made.enumerated() {
+        for (k, h) in hs.enumerated() where !HandleTable.shared.remove(h, kind: .tensor) {
+            if freed == nil { freed = "\(names[g])[\(positions?[g][k] ?? k)]" }
+        }
     }
     made = []
     var released = Set(borrowed)
@@ -55,8 +60,8 @@ func callWithHandles(_ who: String, borrowing groups: [[Tensor]], writes count: 
         let inner = LastError.since(failuresBefore).map { " (its last error: \($0))" } ?? ""
         throw AutogradError.callback("\(who) returned \(status)" + inner)
     }
-    if let k = freed {
-        throw AutogradError.callback("\(who) freed a tensor handle it was given (number \(k) of those it borrowed: they are the library's, do not free them)")
+    if let which = freed {
+        throw AutogradError.callback("\(who) freed \(which), a tensor handle it was given (borrowed: the library's, do not free it)")
     }
     return try results.enumerated().map { k, t in
         if t == nil && outs[k] == 0 {
@@ -69,6 +74,9 @@ func callWithHandles(_ who: String, borrowing groups: [[Tensor]], writes count: 
         return t
     }
 }
+
+/// "1 input", "2 inputs".
+func counted(_ n: Int, _ noun: String) -> String { "\(n) \(noun)\(n == 1 ? "" : "s")" }
 
 /// The base addresses of `arrays`, valid during `body`.
 private func withPointers<R>(_ arrays: [[UInt64]], _ body: ([UnsafePointer<UInt64>?]) -> R) -> R {
@@ -107,21 +115,23 @@ public func ag_custom_op_new(_ out: UnsafeMutablePointer<UInt64>?, _ name: Unsaf
         do {
             let op = try CustomOp(name: opName, inputs: n, outputs: m, forward: { context, inputs in
                 try withContextHandle(context) { ctx in
-                    try callWithHandles("custom op '\(opName)': the forward", borrowing: [inputs], writes: m, optional: false) { o, ins in
+                    try callWithHandles("custom op '\(opName)': the forward", borrowing: [inputs], names: ["inputs"], writes: m, optional: false) { o, ins in
                         forward(o, Int64(m), ins[0], Int64(n), ctx, data.pointer)
                     }.map { $0! }
                 }
             }, backward: backward.map { backward in { context, grads in
                 try withContextHandle(context) { ctx in
-                    try callWithHandles("custom op '\(opName)': the backward", borrowing: [grads], writes: n, optional: true) { o, ins in
+                    try callWithHandles("custom op '\(opName)': the backward", borrowing: [grads], names: ["output_grads"], writes: n, optional: true) { o, ins in
                         backward(o, Int64(n), ins[0], Int64(m), ctx, data.pointer)
                     }
                 }
             } }, jvp: jvp.map { jvp in { context, inputs, tangents in
                 // Inputs without a tangent are passed as AG_NULL_TENSOR.
                 let present = tangents.compactMap { $0 }
+                let tangentPositions = tangents.indices.filter { tangents[$0] != nil }
                 return try withContextHandle(context) { ctx in
-                    try callWithHandles("custom op '\(opName)': the JVP", borrowing: [inputs, present], writes: m, optional: true) { o, ins in
+                    try callWithHandles("custom op '\(opName)': the JVP", borrowing: [inputs, present], names: ["inputs", "input_tangents"],
+                                        positions: [Array(inputs.indices), tangentPositions], writes: m, optional: true) { o, ins in
                         var j = 0
                         let full: [UInt64] = tangents.map { t in
                             guard t != nil, let p = ins[1] else { return 0 }
@@ -148,10 +158,10 @@ public func ag_custom_op_apply(_ outputs: UnsafeMutablePointer<UInt64>?, _ noutp
         let out = try Arg.out(outputs, "outputs")
         let f = try Arg.customOp(op)
         guard noutputs == Int64(f.outputCount) else {
-            throw AutogradError.argument("noutputs is \(noutputs), custom op '\(f.name)' has \(f.outputCount) outputs")
+            throw AutogradError.argument("noutputs is \(noutputs), custom op '\(f.name)' has \(counted(f.outputCount, "output"))")
         }
         guard ninputs == Int64(f.inputCount) else {
-            throw AutogradError.argument("ninputs is \(ninputs), custom op '\(f.name)' takes \(f.inputCount) inputs")
+            throw AutogradError.argument("ninputs is \(ninputs), custom op '\(f.name)' takes \(counted(f.inputCount, "input"))")
         }
         let xs = try Arg.tensorList(inputs, ninputs, "inputs", count: "ninputs")
         try MemoryReserve.ensureArmed()
@@ -191,7 +201,7 @@ public func ag_custom_ctx_saved(_ out: UnsafeMutablePointer<UInt64>?, _ ctx: UIn
         let out = try Arg.out(out)
         let saved = try Arg.context(ctx).saved()
         guard index >= 0 && index < Int64(saved.count) else {
-            throw AutogradError.argument("index \(index) is outside 0..<\(saved.count) (the tensors saved by the forward)")
+            throw AutogradError.argument("index \(index) is out of range: the forward saved \(counted(saved.count, "tensor"))")
         }
         out.pointee = try Arg.handle(saved[Int(index)])
     }

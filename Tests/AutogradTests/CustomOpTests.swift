@@ -376,6 +376,20 @@ final class CustomOpTests: XCTestCase {
         assertValues(g, [Foundation.exp(0.25), 3 * Foundation.exp(-0.5)], "d/dx of the tangent")
     }
 
+    func testAJVPThroughASavedOutputLeavesNoCycle() throws {
+        // The tangent t·y refers back to the op's node through y; the node must not hold it in
+        // turn (found by the C tests: the op's destroy never ran).
+        weak var op: CustomOp?
+        do {
+            let ex = try expOp()
+            op = ex
+            let x = try Tensor([0.25], shape: [1])
+            try x.setRequiresGrad(true)
+            _ = try Transforms.jvp({ try ex.apply($0) }, primals: [x], tangents: [try Tensor.ones([1])])
+        }
+        XCTAssertNil(op, "the op, its graph and the tangent are all released")
+    }
+
     func testStateOfAnApplicationReachesItsBackwardAndLivesWithItsGraph() throws {
         final class Power { let k: Double; let gone: Counter; init(_ k: Double, _ gone: Counter) { self.k = k; self.gone = gone }; deinit { gone.add() } }
         let gone = Counter()

@@ -2444,8 +2444,8 @@ static bool b121(void) { /* ag_custom_op_apply: outputs or inputs NULL, counts o
     ok &= EXPECT(ag_custom_op_apply(o, 1, op, &x, 1), AG_ERR_ARGUMENT, "noutputs is 1, custom op 'cop' has 2 outputs");
     ok &= EXPECT(ag_custom_op_apply(o, 3, op, &x, 1), AG_ERR_ARGUMENT, "noutputs is 3, custom op 'cop' has 2 outputs");
     ok &= EXPECT(ag_custom_op_apply(o, 2, op, (ag_tensor[]){x, x}, 2), AG_ERR_ARGUMENT,
-                 "ninputs is 2, custom op 'cop' takes 1 inputs");
-    ok &= EXPECT(ag_custom_op_apply(o, 2, op, &x, 0), AG_ERR_ARGUMENT, "ninputs is 0, custom op 'cop' takes 1 inputs");
+                 "ninputs is 2, custom op 'cop' takes 1 input");
+    ok &= EXPECT(ag_custom_op_apply(o, 2, op, &x, 0), AG_ERR_ARGUMENT, "ninputs is 0, custom op 'cop' takes 1 input");
     ok &= EXPECT(ag_custom_op_apply(o, 2, op, &x, INT64_MIN), AG_ERR_ARGUMENT, "ninputs is -9223372036854775808");
     ok &= EXPECT(ag_custom_op_apply(o, 2, op, NULL, 1), AG_ERR_ARGUMENT, "inputs is NULL but ninputs is 1");
     ok &= CHECK(o[0] == SENT_HANDLE && o[1] == SENT_HANDLE && o[2] == SENT_HANDLE);
@@ -2533,11 +2533,11 @@ static bool b124(void) { /* inside a callback: ag_custom_ctx_* with NULL pointer
         "ag_custom_ctx_save: at least one tensor is needed, n is -1",
         "",
         "ag_custom_ctx_saved_count: the output pointer 'out' is NULL",
-        "ag_custom_ctx_saved: index 1 is outside 0..<1 (the tensors saved by the forward)",
-        "ag_custom_ctx_saved: index -1 is outside 0..<1",
+        "ag_custom_ctx_saved: index 1 is out of range: the forward saved 1 tensor",
+        "ag_custom_ctx_saved: index -1 is out of range: the forward saved 1 tensor",
         "ag_custom_ctx_saved: the output pointer 'out' is NULL",
-        "ag_custom_ctx_needs_input_grad: input index 1 is outside 0..<1",
-        "ag_custom_ctx_needs_input_grad: input index -9223372036854775808 is outside 0..<1",
+        "ag_custom_ctx_needs_input_grad: input index 1 is out of range: the op has 1 input",
+        "ag_custom_ctx_needs_input_grad: input index -9223372036854775808 is out of range",
         "ag_custom_ctx_needs_input_grad: the output pointer 'out' is NULL",
     };
     ok &= CHECK(c.ncalls == 11);
@@ -2706,14 +2706,13 @@ static bool b129(void) { /* a callback writes a freed, made-up or other-kind han
 }
 
 static bool b130(void) { /* a callback frees a handle it was given */
-    bool ok = cop_forward_fails(CB_FREE_BORROWED, "custom op 'cop': the forward freed a tensor handle it was given "
-                                                  "(number 0 of those it borrowed: they are the library's, do not free "
-                                                  "them)", __LINE__);
-    ok &= cop_backward_fails(CB_FREE_BORROWED, "custom op 'cop': the backward freed a tensor handle it was given "
-                                               "(number 0 of those it borrowed", __LINE__);
-    /* The JVP's borrowed handles are its inputs, then its tangents: tangent 0 is number 1. */
-    ok &= cop_jvp_fails(CB_FREE_BORROWED, "custom op 'cop': the JVP freed a tensor handle it was given (number 1 of "
-                                          "those it borrowed", __LINE__);
+    bool ok = cop_forward_fails(CB_FREE_BORROWED, "custom op 'cop': the forward freed inputs[0], a tensor handle it "
+                                                  "was given (borrowed: the library's, do not free it)", __LINE__);
+    ok &= cop_backward_fails(CB_FREE_BORROWED, "custom op 'cop': the backward freed output_grads[0], a tensor handle "
+                                               "it was given", __LINE__);
+    /* The JVP names the tangent by its input's number. */
+    ok &= cop_jvp_fails(CB_FREE_BORROWED, "custom op 'cop': the JVP freed input_tangents[0], a tensor handle it was "
+                                          "given", __LINE__);
     return ok;
 }
 

@@ -1650,7 +1650,7 @@ static void test_failures(void) {
                  "custom op 'bad': the forward returned output 0 as float64 and output 1 as float32; the outputs of "
                  "an op share one dtype");
     FORWARD_CASE(M_FREE_BORROWED, AG_ERR_CALLBACK,
-                 "custom op 'bad': the forward freed a tensor handle it was given (number 0 of those it borrowed");
+                 "custom op 'bad': the forward freed inputs[0], a tensor handle it was given");
     FORWARD_CASE(M_WRITE_THEN_FAIL, AG_ERR_CALLBACK, "custom op 'bad': the forward returned 5");
 
     /* A context used after its callback returned. */
@@ -1687,7 +1687,7 @@ static void test_failures(void) {
     BACKWARD_CASE(M_DTYPE, AG_ERR_CALLBACK,
                   "custom op 'bad': the backward returned gradient 0 as float32, input 0 is float64");
     BACKWARD_CASE(M_FREE_BORROWED, AG_ERR_CALLBACK,
-                  "custom op 'bad': the backward freed a tensor handle it was given (number 0 of those it borrowed");
+                  "custom op 'bad': the backward freed output_grads[0], a tensor handle it was given");
     BACKWARD_CASE(M_WRITE_THEN_FAIL, AG_ERR_CALLBACK, "custom op 'bad': the backward returned 5");
     BACKWARD_CASE(M_STALE_CTX, AG_ERR_CALLBACK,
                   "the backward returned 1 (its last error: ag_custom_ctx_saved_count: context handle 0x");
@@ -1739,7 +1739,7 @@ static void test_failures(void) {
     JVP_CASE(M_DTYPE, AG_ERR_CALLBACK,
              "custom op 'bad': the JVP returned tangent 0 as float32 [2], output 0 is float64 [2]", NULL);
     JVP_CASE(M_FREE_BORROWED, AG_ERR_CALLBACK,
-             "custom op 'bad': the JVP freed a tensor handle it was given (number 1 of those it borrowed", NULL);
+             "custom op 'bad': the JVP freed input_tangents[0], a tensor handle it was given", NULL);
     JVP_CASE(M_WRITE_THEN_FAIL, AG_ERR_CALLBACK, "custom op 'bad': the JVP returned 5", NULL);
     JVP_CASE(M_SAVE, AG_ERR_CALLBACK,
              "the JVP returned 5 (its last error: ag_custom_ctx_save: tensors can be saved in the forward callback "

@@ -57,7 +57,7 @@ public final class CustomOp: @unchecked Sendable {
     /// records it (one node, or for several outputs one node per output over a shared one).
     public func apply(_ inputs: [Tensor]) throws -> [Tensor] {
         guard inputs.count == inputCount else {
-            throw AutogradError.argument("custom op '\(name)': \(inputs.count) inputs given, it takes \(inputCount)")
+            throw AutogradError.argument("custom op '\(name)': \(inputs.count) input\(inputs.count == 1 ? "" : "s") given, it takes \(inputCount)")
         }
         let records = Tensor.shouldRecord(inputs)
         let application = CustomOpApplication()
@@ -76,7 +76,11 @@ public final class CustomOp: @unchecked Sendable {
         // the backward does; the node's copy of it then gets the output's tangent.
         let jvpSaved = saved.map { s in raw.firstIndex { $0 === s }.map { outputs[$0] } ?? s }
         try deriveTangents(of: outputs, inputs: inputs, saved: jvpSaved, application: application)
-        for (holder, k) in holders { holder.tangentBox = outputs[k].tangentBox }
+        // Without the tangent's own history: a tangent computed from the saved output refers back
+        // to this op's node, which holds the stand-in, and that would be a cycle (a leak).
+        for (holder, k) in holders {
+            holder.tangentBox = outputs[k].tangentBox.map { Tangent(level: $0.level, value: $0.value.detach()) }
+        }
         if Trace.isRecording { noteForward(outputs: outputs, intermediates: intermediates, inputs: inputs, application: application) }
         return outputs
     }
@@ -90,7 +94,7 @@ public final class CustomOp: @unchecked Sendable {
         defer { context.close() }
         let outputs = try userCall("forward") { try CustomOp.outsideForwardMode { try Trace.suspended { try forward(context, inputs) } } }
         guard outputs.count == outputCount else {
-            throw AutogradError.callback("custom op '\(name)': the forward returned \(outputs.count) tensors, the op has \(outputCount) outputs")
+            throw AutogradError.callback("custom op '\(name)': the forward returned \(outputs.count) tensor\(outputs.count == 1 ? "" : "s"), the op has \(outputCount) output\(outputCount == 1 ? "" : "s")")
         }
         if outputCount > 1, let k = outputs.firstIndex(where: { $0.dtype != outputs[0].dtype }) {
             throw AutogradError.callback("custom op '\(name)': the forward returned output 0 as \(outputs[0].dtype) and output \(k) as \(outputs[k].dtype); the outputs of an op share one dtype")

@@ -59,7 +59,7 @@ public final class CustomOpContext {
     public func needsInputGradient(_ k: Int) throws -> Bool {
         try checkOpen("needs_input_grad")
         guard needs.indices.contains(k) else {
-            throw AutogradError.argument("input index \(k) is outside 0..<\(needs.count)")
+            throw AutogradError.argument("input index \(k) is out of range: the op has \(needs.count) input\(needs.count == 1 ? "" : "s")")
         }
         return needs[k]
     }
