@@ -981,7 +981,9 @@ ag_status ag_capture(ag_function *out, ag_capture_fn fn, const ag_tensor *inputs
  * ninputs > 0, ninputs different from the capture's), AG_ERR_INVALID_HANDLE (f freed or not a
  * function; an input), AG_ERR_DTYPE / AG_ERR_SHAPE (an input's dtype, then its shape, differs from
  * the capture's: shapes are fixed per capture, capture again for new ones), AG_ERR_STATE (called
- * inside a capture), AG_ERR_OUT_OF_MEMORY. No handle is created on failure. */
+ * inside a capture), AG_ERR_CALLBACK (a custom op's callback, called again by the replay, failed
+ * or gave other shapes than at the capture: see "User-defined ops"), AG_ERR_OUT_OF_MEMORY. No
+ * handle is created on failure. */
 ag_status ag_function_call(ag_tensor *outputs, int64_t noutputs, ag_function f, const ag_tensor *inputs,
                            int64_t ninputs);
 
