@@ -432,4 +432,37 @@ final class CustomOpTests: XCTestCase {
         }
         XCTAssertEqual(try g([try Tensor([2, -1], shape: [2])])[0].values, [12, 3])
     }
+
+    func testAReplayWhoseCallbacksChangeShapeOrDTypeIsACallbackError() throws {
+        // Found by the fuzzer: both ended in AG_ERR_INTERNAL (the replay's planned bytes).
+        var calls = 0
+        // The backward gives its gradient in the input's shape at the capture, then in a
+        // broadcast shape (legal: summed back), then none.
+        let twice = try CustomOp(name: "twice", inputs: 1, outputs: 1, forward: { _, xs in [try xs[0] * 2] }, backward: { _, gs in
+            calls += 1
+            switch calls {
+            case 1: return [try gs[0] * 2]
+            case 2: return [try (gs[0] * 2).expanded(to: [3]) / 3]
+            default: return [nil]
+            }
+        })
+        let x = try Tensor(scalar: 1.5)
+        let f = try CapturedFunction.capture([x]) { ins in
+            let leaf = ins[0].detach()
+            try leaf.setRequiresGrad(true)
+            return [try Tensor.gradients(of: [twice.apply([leaf])[0]], withRespectTo: [leaf])[0]!]
+        }
+        XCTAssertEqual(try f([x])[0].values[0], 2, accuracy: 1e-15)
+        XCTAssertEqual(try f([x])[0].values, [0])
+        var forwards = 0
+        let retype = try CustomOp(name: "retype", inputs: 1, outputs: 1, forward: { _, xs in
+            forwards += 1
+            return [forwards == 1 ? try xs[0] * 2 : try xs[0].converted(to: .float32)]
+        }, backward: nil)
+        let g = try CapturedFunction.capture([try Tensor([1, 2], shape: [2])]) { ins in try retype.apply(ins) }
+        XCTAssertThrowsError(try g([try Tensor([1, 2], shape: [2])])) { e in
+            guard case AutogradError.callback(let m) = e else { return XCTFail("\(e)") }
+            XCTAssertTrue(m.contains("dtypes [float32], at the capture [float64]"), m)
+        }
+    }
 }

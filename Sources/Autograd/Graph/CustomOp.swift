@@ -214,9 +214,13 @@ public final class CustomOp: @unchecked Sendable {
                 let r = try Trace.suspended {
                     try callBackward(Array(ins[..<outputCount]), saved: Array(ins[outputCount...]), needs: needs, shapes: shapes, dtypes: dtypes, application: application)
                 }
+                // Each gradient in its input's shape (summed back here, as the eager pass would
+                // after), so every replay's results have the capture's shapes whatever shape,
+                // legal for the input, the backward gives this time (or zeros for none).
                 return try needed.map { k in
                     guard let g = r[k] else { return try Tensor.zeros(shapes[k], dtype: dtypes[k] ?? layout.dtype) }
-                    return ins.contains { $0.storage === g.storage } ? try g.copy() : g
+                    let reduced = try g.reduced(toShape: shapes[k])
+                    return ins.contains { $0.storage === reduced.storage } ? try reduced.copy() : reduced
                 }
             }
             let stepInputs = grads + saved
@@ -329,6 +333,7 @@ public final class CustomOp: @unchecked Sendable {
     /// and, for an op of one output that saves no intermediates, for Recompute.
     private func noteForward(outputs: [Tensor], intermediates: [Tensor], inputs: [Tensor], application: CustomOpApplication) {
         let expected = outputs.map(\.shape) + intermediates.map(\.shape)
+        let expectedDTypes = outputs.map(\.dtype) + intermediates.map(\.dtype)
         let rerun: ([Tensor]) throws -> [Tensor] = { [self] ins in
             // A replay's forward renews the application's state, which its backward step reads.
             let context = CustomOpContext(phase: .forward, needs: ins.map { _ in false }, saved: [], application: application)
@@ -337,6 +342,9 @@ public final class CustomOp: @unchecked Sendable {
             let all = try (raw + extra).map { r in ins.contains { $0.storage === r.storage } ? try r.copy() : r }
             guard all.map(\.shape) == expected else {
                 throw AutogradError.callback("custom op '\(name)': in a replay the forward returned and saved tensors of shapes \(all.map(\.shape)), at the capture \(expected) (a captured custom op must give the same shapes on every call)")
+            }
+            guard all.map(\.dtype) == expectedDTypes else {
+                throw AutogradError.callback("custom op '\(name)': in a replay the forward returned and saved tensors of dtypes [\(all.map { "\($0.dtype)" }.joined(separator: ", "))], at the capture [\(expectedDTypes.map { "\($0)" }.joined(separator: ", "))] (a captured custom op must give the same dtypes on every call)")
             }
             return all
         }
