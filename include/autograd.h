@@ -1070,8 +1070,9 @@ ag_status ag_function_free(ag_function f);
  * Capture and recompute: in a capture (ag_capture), a custom op and its backward are each
  * recorded as one step, and every replay calls the callbacks again (the forward, and the
  * backward where the captured function runs one) on the replay's values, on the calling
- * thread; a callback that returns other shapes in a replay fails the call with
- * AG_ERR_CALLBACK. ag_recompute reruns (calls the forward of) an op of one output that saves
+ * thread; a forward that returns or saves tensors of other shapes or dtypes than at the capture
+ * fails the call with AG_ERR_CALLBACK (a backward's gradients may take any shape legal for their
+ * inputs: they are summed back to the inputs' shapes in every replay). ag_recompute reruns (calls the forward of) an op of one output that saves
  * only inputs and outputs; it refuses one of several outputs, or one that saved an intermediate,
  * with AG_ERR_STATE.
  *
