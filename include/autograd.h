@@ -1615,8 +1615,8 @@ ag_status ag_custom_ctx_needs_input_grad(bool *out, ag_custom_ctx ctx, int64_t i
  *       -> AG_ERR_INVALID_HANDLE  "is not a live context (a context is valid only during the
  *          callback it was passed to)"; AG_ERR_ARGUMENT  "ag_custom_ctx_state: the output pointer
  *          'out' is NULL" (destroy is not called; nothing is written) (accepted: the state read in
- *          a forward before it sets one is NULL; state and destroy NULL; a second set_state in
- *          the forward replaces the first, whose destroy runs then)
+ *          ag_custom_op_apply's forward before it sets one is NULL; state and destroy NULL; a
+ *          second set_state in the forward replaces the first, whose destroy runs then)
  *  B138 a custom-op callback that would be the 65th running nested on one thread (a forward
  *       that applies its own op to its inputs)
  *       -> AG_ERR_STATE  "ag_custom_op_apply: custom op 'rec': 64 custom-op callbacks are running
