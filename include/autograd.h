@@ -1607,6 +1607,39 @@ ag_status ag_custom_ctx_needs_input_grad(bool *out, ag_custom_ctx ctx, int64_t i
  *       -> AG_ERR_CALLBACK  "custom op 'cop': in a replay the forward returned and saved tensors
  *          of shapes [[3], [3]], at the capture [[2], [2]]" (nothing is written; the function
  *          works again once the shapes are back)
+ *  B136 ag_custom_ctx_set_state from the backward or the JVP
+ *       -> AG_ERR_STATE  "ag_custom_ctx_set_state: the state can be set in the forward callback
+ *          only (this context belongs to the backward callback)" ("... the jvp callback") (its
+ *          destroy is not called, now or later; the forward's state stays, and a callback that
+ *          goes on and returns 0 succeeds)
+ *  B137 ag_custom_ctx_set_state or ag_custom_ctx_state with a context that is not live (kept
+ *       after its callback returned, 0, made up, a tensor handle); ag_custom_ctx_state with out
+ *       NULL
+ *       -> AG_ERR_INVALID_HANDLE  "is not a live context (a context is valid only during the
+ *          callback it was passed to)"; AG_ERR_ARGUMENT  "ag_custom_ctx_state: the output pointer
+ *          'out' is NULL" (destroy is not called; nothing is written) (accepted: the state read in
+ *          ag_custom_op_apply's forward before it sets one is NULL; state and destroy NULL; a
+ *          second set_state in the forward replaces the first, whose destroy runs then)
+ *  B138 a custom-op callback that would be the 65th running nested on one thread (a forward
+ *       that applies its own op to its inputs)
+ *       -> AG_ERR_STATE  "ag_custom_op_apply: custom op 'rec': 64 custom-op callbacks are running
+ *          nested on this thread already, the most allowed (does its forward apply the op
+ *          itself?)" from the innermost ag_custom_op_apply; each forward that returns that
+ *          status fails its own apply with AG_ERR_CALLBACK "custom op 'rec': the forward returned
+ *          7 (its last error: ..." (nothing leaks) (accepted: 64 nested)
+ *  B139 a backward pass that would be the 65th running nested on one thread (a gradient hook
+ *       whose ag_grad reaches the hook again)
+ *       -> AG_ERR_STATE  "ag_grad: 64 backward passes are running nested on this thread already,
+ *          the most allowed (a gradient hook or a custom op's backward runs a backward that
+ *          reaches it again?)" from the innermost pass; each hook that returns that status fails
+ *          its own pass with AG_ERR_CALLBACK "ag_grad: gradient hook ", " returned 7 (its last
+ *          error: ag_grad: gradient hook " (nothing leaks) (accepted: 64 nested)
+ *  B140 ag_recompute of a graph holding a custom op of several outputs, or one whose forward
+ *       saved an intermediate (a tensor neither an input nor an output)
+ *       -> AG_ERR_STATE  "ag_recompute: 'mid' was recorded without its forward", "a custom op of
+ *          several outputs, or one that saved an intermediate, has none to rerun" (nothing is
+ *          written) (accepted: an op of one output that saves inputs and outputs only, with or
+ *          without a state: its forward is called again)
  */
 
 #ifdef __cplusplus

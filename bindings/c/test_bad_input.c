@@ -2197,7 +2197,7 @@ static bool b119(void) { /* ag_function_call_into: an output of another shape or
     return ok;
 }
 
-/* ---- User-defined ops (B120 - B135) ---- */
+/* ---- User-defined ops (B120 - B140) ---- */
 
 /* What the op "cop" does wrong in each callback. */
 enum {
@@ -2835,6 +2835,339 @@ static bool b135(void) { /* a replay whose custom op's forward returns other sha
     return ok;
 }
 
+/* ---- The application's state, nesting, recompute (B136 - B140) ---- */
+
+/* sop: x -> 2 x (1 input, 1 output), saving x; its callbacks make the calls of sop_cfg. */
+typedef struct {
+    bool late;          /* the backward and the JVP call ag_custom_ctx_set_state */
+    bool misuse;        /* the forward: ag_custom_ctx_state(NULL, ctx), a state read before any is set, two sets */
+    ag_custom_ctx kept; /* the forward's context, kept past its return */
+    int state_destroyed; /* destroy calls of the states set (all point at destroyed counters) */
+    int late_destroyed;
+    int ncalls;
+    ag_status st[6];
+    char msg[6][400];
+    void *read_before, *read_after; /* what ag_custom_ctx_state read in the forward before / after its sets */
+    int destroyed_at_second_set;
+} sop_cfg;
+
+static void sop_record(sop_cfg *c, ag_status st) {
+    if (c->ncalls < 6) {
+        c->st[c->ncalls] = st;
+        snprintf(c->msg[c->ncalls], sizeof c->msg[0], "%s", st != AG_OK ? ag_last_error() : "");
+        c->ncalls++;
+    }
+}
+
+static void sop_state_destroy(void *state) { (*(int *)state)++; }
+
+static int32_t sop_forward(ag_tensor *out, int64_t nout, const ag_tensor *in, int64_t nin, ag_custom_ctx ctx,
+                           void *payload) {
+    (void)nout, (void)nin;
+    sop_cfg *c = payload;
+    c->kept = ctx;
+    if (c->misuse) {
+        c->read_before = (void *)SENT_HANDLE;
+        sop_record(c, ag_custom_ctx_state(NULL, ctx));
+        sop_record(c, ag_custom_ctx_state(&c->read_before, ctx)); /* none set yet: NULL */
+        sop_record(c, ag_custom_ctx_set_state(ctx, NULL, NULL));  /* accepted */
+        sop_record(c, ag_custom_ctx_set_state(ctx, &c->state_destroyed, sop_state_destroy));
+        sop_record(c, ag_custom_ctx_set_state(ctx, &c->state_destroyed, sop_state_destroy)); /* replaces it */
+        c->destroyed_at_second_set = c->state_destroyed;
+        sop_record(c, ag_custom_ctx_state(&c->read_after, ctx));
+    } else {
+        ag_status st = ag_custom_ctx_set_state(ctx, &c->state_destroyed, sop_state_destroy);
+        if (st != AG_OK) return st;
+    }
+    ag_status st = ag_custom_ctx_save(ctx, in, 1);
+    return st != AG_OK ? st : ag_mul_scalar(&out[0], in[0], 2);
+}
+
+static int32_t sop_backward(ag_tensor *gin, int64_t nin, const ag_tensor *gout, int64_t nout, ag_custom_ctx ctx,
+                            void *payload) {
+    (void)nin, (void)nout;
+    sop_cfg *c = payload;
+    if (c->late) sop_record(c, ag_custom_ctx_set_state(ctx, &c->late_destroyed, sop_state_destroy));
+    void *state = NULL;
+    ag_status st = ag_custom_ctx_state(&state, ctx);
+    if (st == AG_OK && state != &c->state_destroyed) st = 91; /* the forward's state stays */
+    return st != AG_OK ? st : ag_mul_scalar(&gin[0], gout[0], 2);
+}
+
+static int32_t sop_jvp(ag_tensor *tout, int64_t nout, const ag_tensor *in, const ag_tensor *tin, int64_t nin,
+                       ag_custom_ctx ctx, void *payload) {
+    (void)nout, (void)in, (void)nin;
+    sop_cfg *c = payload;
+    if (c->late) sop_record(c, ag_custom_ctx_set_state(ctx, &c->late_destroyed, sop_state_destroy));
+    void *state = NULL;
+    ag_status st = ag_custom_ctx_state(&state, ctx);
+    if (st == AG_OK && state != &c->state_destroyed) st = 91;
+    return st != AG_OK ? st : ag_mul_scalar(&tout[0], tin[0], 2);
+}
+
+static ag_custom_op sop_new(sop_cfg *c) {
+    ag_custom_op op = AG_NULL_CUSTOM_OP;
+    if (ag_custom_op_new(&op, "sop", 1, 1, sop_forward, sop_backward, sop_jvp, c, NULL) != AG_OK)
+        FAIL("setup: ag_custom_op_new: %s", ag_last_error());
+    return op;
+}
+
+static int32_t build_sop(ag_tensor *out, const ag_tensor *inputs, int64_t ninputs, void *user_data) {
+    (void)ninputs;
+    return ag_custom_op_apply(out, 1, *(const ag_custom_op *)user_data, inputs, 1);
+}
+
+/* Checks the calls a callback recorded: status and message fragment each ("" for AG_OK). */
+static bool sop_calls(const sop_cfg *c, int n, const ag_status *want, const char *const *frags, const char *where) {
+    bool ok = CHECK(c->ncalls == n);
+    for (int k = 0; k < c->ncalls && k < n; k++) {
+        const char *got = ag_status_name(c->st[k]);
+        if (g_verbose && want[k] != AG_OK) printf("    (inside the %s) -> %s: %s\n", where, got, c->msg[k]);
+        if (c->st[k] != want[k]) ok = FAIL("call %d inside the %s returned %s: %s", k, where, got, c->msg[k]);
+        else if (want[k] != AG_OK && strstr(c->msg[k], frags[k]) == NULL)
+            ok = FAIL("call %d inside the %s: message \"%s\" lacks \"%s\"", k, where, c->msg[k], frags[k]);
+    }
+    return ok;
+}
+
+static bool b136(void) { /* ag_custom_ctx_set_state from the backward or the JVP */
+    sop_cfg c = {0};
+    c.late = true;
+    ag_custom_op op = sop_new(&c);
+    ag_tensor x = leaf_rg(vec64(2, (double[]){0.5, -1})), y = AG_NULL_TENSOR, l = AG_NULL_TENSOR, g = AG_NULL_TENSOR;
+    bool ok = OK(ag_custom_op_apply(&y, 1, op, &x, 1));
+    ok &= OK(ag_sum(&l, y, NULL, 0, false));
+    /* The backward goes on after its refused call and returns 0: the pass succeeds. */
+    ok &= OK(ag_grad(&g, &l, 1, NULL, &x, 1, false, false, false));
+    double got[2] = {0, 0};
+    ok &= values(got, 2, g);
+    ok &= CHECK(got[0] == 2 && got[1] == 2);
+    static const ag_status want[] = {AG_ERR_STATE};
+    static const char *const frag_b[] = {"ag_custom_ctx_set_state: the state can be set in the forward callback only "
+                                         "(this context belongs to the backward callback)"};
+    ok &= sop_calls(&c, 1, want, frag_b, "backward");
+    release(g), release(l), release(y);
+    ok &= CHECK(c.state_destroyed == 1 && c.late_destroyed == 0); /* the forward's went with the graph */
+    c.ncalls = 0;
+    ag_tensor z = vec64(2, (double[]){0.5, -1}), t = vec64(2, (double[]){1, 3});
+    ag_tensor o = AG_NULL_TENSOR, ot = AG_NULL_TENSOR;
+    ok &= OK(ag_jvp(&o, &ot, build_sop, &op, &z, 1, &t));
+    static const char *const frag_j[] = {"ag_custom_ctx_set_state: the state can be set in the forward callback only "
+                                         "(this context belongs to the jvp callback)"};
+    ok &= sop_calls(&c, 1, want, frag_j, "JVP");
+    ok &= values(got, 2, ot);
+    ok &= CHECK(got[0] == 2 && got[1] == 6);
+    release(o), release(ot), release(t), release(z), release(x);
+    release_op(op);
+    ok &= CHECK(c.state_destroyed == 2 && c.late_destroyed == 0); /* the refused states' destroy never ran */
+    return ok;
+}
+
+static bool b137(void) { /* a context not live; ag_custom_ctx_state(NULL); accepted: NULL before a set, a new set */
+    sop_cfg c = {0};
+    c.misuse = true;
+    ag_custom_op op = sop_new(&c);
+    ag_tensor x = leaf_rg(vec64(2, (double[]){0.5, -1})), y = AG_NULL_TENSOR;
+    bool ok = OK(ag_custom_op_apply(&y, 1, op, &x, 1));
+    static const ag_status want[] = {AG_ERR_ARGUMENT, AG_OK, AG_OK, AG_OK, AG_OK, AG_OK};
+    static const char *const frags[] = {"ag_custom_ctx_state: the output pointer 'out' is NULL", "", "", "", "", ""};
+    ok &= sop_calls(&c, 6, want, frags, "forward");
+    ok &= CHECK(c.read_before == NULL && c.read_after == &c.state_destroyed);
+    ok &= CHECK(c.destroyed_at_second_set == 1 && c.state_destroyed == 1); /* the replaced one only */
+    /* A context that is not live: the forward's, kept; 0; made up; a tensor handle. */
+    const ag_custom_ctx bad[] = {c.kept, 0, (ag_custom_ctx)0x0123456789ABCDEFULL, (ag_custom_ctx)x};
+    const char *frag = "is not a live context (a context is valid only during the callback it was passed to)";
+    int mine = 0;
+    for (int k = 0; k < 4; k++) {
+        void *p = (void *)SENT_HANDLE;
+        ok &= EXPECT(ag_custom_ctx_set_state(bad[k], &mine, sop_state_destroy), AG_ERR_INVALID_HANDLE, frag);
+        ok &= EXPECT(ag_custom_ctx_state(&p, bad[k]), AG_ERR_INVALID_HANDLE, frag);
+        ok &= CHECK(p == (void *)SENT_HANDLE);
+    }
+    ok &= EXPECT(ag_custom_ctx_set_state(c.kept, &mine, sop_state_destroy), AG_ERR_INVALID_HANDLE,
+                 "ag_custom_ctx_set_state: context handle 0x");
+    ok &= EXPECT(ag_custom_ctx_state(NULL, c.kept), AG_ERR_ARGUMENT,
+                 "ag_custom_ctx_state: the output pointer 'out' is NULL");
+    release(y);
+    /* the refused state's destroy never ran; the forward's second went with y */
+    ok &= CHECK(mine == 0 && c.state_destroyed == 2);
+    release(x);
+    release_op(op);
+    return ok;
+}
+
+/* rec: x -> 2 x, whose forward applies rec itself on its input, down to `limit` nested forwards
+ * (0: no limit); the innermost failed apply's status and message are kept. */
+typedef struct {
+    ag_custom_op self;
+    int limit, depth, deepest;
+    ag_status inner;
+    char message[600];
+} rec_cfg;
+
+static int32_t rec_forward(ag_tensor *out, int64_t nout, const ag_tensor *in, int64_t nin, ag_custom_ctx ctx,
+                           void *payload) {
+    (void)nout, (void)nin, (void)ctx;
+    rec_cfg *r = payload;
+    r->depth++;
+    if (r->depth > r->deepest) r->deepest = r->depth;
+    ag_status st;
+    if (r->limit && r->depth >= r->limit) {
+        st = ag_mul_scalar(&out[0], in[0], 2);
+    } else {
+        st = ag_custom_op_apply(&out[0], 1, r->self, in, 1);
+        if (st != AG_OK && r->inner == AG_OK) {
+            r->inner = st;
+            snprintf(r->message, sizeof r->message, "%s", ag_last_error());
+        }
+    }
+    r->depth--;
+    return st;
+}
+
+static bool b138(void) { /* the 65th custom-op callback nested on one thread */
+    rec_cfg r = {0};
+    if (ag_custom_op_new(&r.self, "rec", 1, 1, rec_forward, NULL, NULL, &r, NULL) != AG_OK)
+        return FAIL("setup: ag_custom_op_new: %s", ag_last_error());
+    ag_tensor x = vec64(2, (double[]){0.5, -1}), y = SENT_HANDLE;
+    int64_t before = live_count();
+    bool ok = EXPECT(ag_custom_op_apply(&y, 1, r.self, &x, 1), AG_ERR_CALLBACK,
+                     "ag_custom_op_apply: custom op 'rec': the forward returned 7 (its last error: ag_custom_op_apply: "
+                     "custom op 'rec': the forward returned 7");
+    if (g_verbose) printf("    (the innermost ag_custom_op_apply) -> %s: %s\n", ag_status_name(r.inner), r.message);
+    ok &= CHECK(r.inner == AG_ERR_STATE && r.deepest == 64 && y == SENT_HANDLE);
+    if (strstr(r.message, "ag_custom_op_apply: custom op 'rec': 64 custom-op callbacks are running nested on this "
+                          "thread already, the most allowed (does its forward apply the op itself?)") == NULL)
+        ok = FAIL("the innermost ag_custom_op_apply: \"%s\"", r.message);
+    ok &= CHECK(live_count() == before);
+    /* accepted: 64 nested forwards */
+    r.limit = 64, r.deepest = 0, r.inner = AG_OK;
+    ok &= OK(ag_custom_op_apply(&y, 1, r.self, &x, 1));
+    ok &= CHECK(r.deepest == 64);
+    double got[2] = {0, 0};
+    ok &= values(got, 2, y);
+    ok &= CHECK(got[0] == 1 && got[1] == -2);
+    release(y), release(x);
+    release_op(r.self);
+    return ok;
+}
+
+/* A hook on a = 2 x that runs ag_grad(sum(a), x) again, which reaches the hook again, down to
+ * `limit` nested passes (0: no limit). */
+typedef struct {
+    ag_tensor root, x;
+    int limit, depth, deepest;
+    ag_status inner;
+    char message[600];
+} rehook_cfg;
+
+static int32_t rehook(ag_tensor *replacement, ag_tensor grad, void *user_data) {
+    (void)replacement, (void)grad;
+    rehook_cfg *h = user_data;
+    h->depth++;
+    if (h->depth > h->deepest) h->deepest = h->depth;
+    ag_status st = AG_OK;
+    if (!h->limit || h->depth < h->limit) {
+        ag_tensor g = AG_NULL_TENSOR;
+        st = ag_grad(&g, &h->root, 1, NULL, &h->x, 1, true, false, false);
+        if (st != AG_OK && h->inner == AG_OK) {
+            h->inner = st;
+            snprintf(h->message, sizeof h->message, "%s", ag_last_error());
+        }
+        ag_tensor_free(g);
+    }
+    h->depth--;
+    return st;
+}
+
+static bool b139(void) { /* the 65th backward pass nested on one thread (a hook whose backward reaches itself) */
+    rehook_cfg h = {0};
+    ag_tensor x = leaf_rg(vec64(2, (double[]){0.5, -1})), a = AG_NULL_TENSOR, g = SENT_HANDLE;
+    bool ok = OK(ag_mul_scalar(&a, x, 2));
+    ok &= OK(ag_sum(&h.root, a, NULL, 0, false));
+    h.x = x;
+    ok &= OK(ag_tensor_register_hook(NULL, a, rehook, &h, NULL));
+    int64_t before = live_count();
+    ok &= EXPECT(ag_grad(&g, &h.root, 1, NULL, &x, 1, true, false, false), AG_ERR_CALLBACK,
+                 "ag_grad: gradient hook ");
+    if (strstr(ag_last_error(), " returned 7 (its last error: ag_grad: gradient hook ") == NULL)
+        ok = FAIL("the outer ag_grad: \"%.200s\"", ag_last_error());
+    if (g_verbose) printf("    (the innermost ag_grad) -> %s: %s\n", ag_status_name(h.inner), h.message);
+    /* pass 1 runs hook 1, whose pass 2 runs hook 2, ..., hook 64's pass would be the 65th */
+    ok &= CHECK(h.inner == AG_ERR_STATE && h.deepest == 64 && g == SENT_HANDLE);
+    if (strstr(h.message, "ag_grad: 64 backward passes are running nested on this thread already, the most allowed "
+                          "(a gradient hook or a custom op's backward runs a backward that reaches it again?)") == NULL)
+        ok = FAIL("the innermost ag_grad: \"%s\"", h.message);
+    ok &= CHECK(live_count() == before);
+    /* accepted: 64 nested passes */
+    h.limit = 64, h.deepest = 0, h.inner = AG_OK;
+    ok &= OK(ag_grad(&g, &h.root, 1, NULL, &x, 1, true, false, false));
+    ok &= CHECK(h.deepest == 64);
+    double got[2] = {0, 0};
+    ok &= values(got, 2, g);
+    ok &= CHECK(got[0] == 2 && got[1] == 2);
+    release(g), release(h.root), release(a), release(x);
+    return ok;
+}
+
+/* mid: x -> (2 x)^2, saving the intermediate 2 x; backward 4 (2 x) g. */
+static int32_t mid_forward(ag_tensor *out, int64_t nout, const ag_tensor *in, int64_t nin, ag_custom_ctx ctx,
+                           void *payload) {
+    (void)nout, (void)nin, (void)payload;
+    ag_tensor t = AG_NULL_TENSOR;
+    ag_status st = ag_mul_scalar(&t, in[0], 2);
+    if (st == AG_OK) st = ag_custom_ctx_save(ctx, &t, 1);
+    if (st == AG_OK) st = ag_mul(&out[0], t, t);
+    ag_tensor_free(t);
+    return st;
+}
+
+static int32_t mid_backward(ag_tensor *gin, int64_t nin, const ag_tensor *gout, int64_t nout, ag_custom_ctx ctx,
+                            void *payload) {
+    (void)nin, (void)nout, (void)payload;
+    ag_tensor t = AG_NULL_TENSOR, p = AG_NULL_TENSOR;
+    ag_status st = ag_custom_ctx_saved(&t, ctx, 0);
+    if (st == AG_OK) st = ag_mul(&p, t, gout[0]);
+    if (st == AG_OK) st = ag_mul_scalar(&gin[0], p, 4);
+    ag_tensor_free(t), ag_tensor_free(p);
+    return st;
+}
+
+static bool b140(void) { /* ag_recompute of a custom op of several outputs, or one that saved an intermediate */
+    bool was = false, prev = false;
+    bool ok = OK(ag_set_recomputable(&was, true));
+    cop_cfg c = {0};
+    ag_custom_op two = cop_new(&c, true, true), mid = AG_NULL_CUSTOM_OP, one = AG_NULL_CUSTOM_OP;
+    if (ag_custom_op_new(&mid, "mid", 1, 1, mid_forward, mid_backward, NULL, NULL, NULL) != AG_OK)
+        ok = FAIL("setup: ag_custom_op_new: %s", ag_last_error());
+    sop_cfg sc = {0};
+    one = sop_new(&sc);
+    ag_tensor x = leaf_rg(vec64(2, (double[]){0.5, -1})), l = AG_NULL_TENSOR, m = AG_NULL_TENSOR, s = AG_NULL_TENSOR;
+    ok &= OK(cop_loss(&l, two, x));
+    ok &= OK(ag_custom_op_apply(&m, 1, mid, &x, 1));
+    ok &= OK(ag_custom_op_apply(&s, 1, one, &x, 1));
+    ok &= OK(ag_set_recomputable(NULL, was));
+    ok &= OK(ag_set_grad_enabled(&prev, false));
+    ok &= OK(ag_tensor_set_data(x, (double[]){2, 3}, 2, AG_FLOAT64));
+    ok &= OK(ag_set_grad_enabled(NULL, prev));
+    const char *frag = "a custom op of several outputs, or one that saved an intermediate, has none to rerun";
+    double before = item(l);
+    ok &= EXPECT(ag_recompute(l), AG_ERR_STATE, frag);
+    ok &= CHECK(item(l) == before); /* nothing written */
+    ok &= EXPECT(ag_recompute(m), AG_ERR_STATE, "ag_recompute: 'mid' was recorded without its forward");
+    ok &= EXPECT(ag_recompute(m), AG_ERR_STATE, frag);
+    double got[2] = {0, 0};
+    ok &= values(got, 2, m);
+    ok &= CHECK(got[0] == 1 && got[1] == 4);
+    /* accepted: one output, saving its input only (and a state): rerun */
+    ok &= OK(ag_recompute(s));
+    ok &= values(got, 2, s);
+    ok &= CHECK(got[0] == 4 && got[1] == 6);
+    release(s), release(m), release(l), release(x);
+    release_op(one), release_op(mid), release_op(two);
+    return ok;
+}
+
 /* ========================================================================================== */
 /* Driver                                                                                     */
 /* ========================================================================================== */
@@ -2865,7 +3198,7 @@ static const entry entries[] = {
     {"B117", b117}, {"B118", b118}, {"B119", b119}, {"B120", b120}, {"B121", b121}, {"B122", b122},
     {"B123", b123}, {"B124", b124}, {"B125", b125}, {"B126", b126}, {"B127", b127}, {"B128", b128},
     {"B129", b129}, {"B130", b130}, {"B131", b131}, {"B132", b132}, {"B133", b133}, {"B134", b134},
-    {"B135", b135},
+    {"B135", b135}, {"B136", b136}, {"B137", b137}, {"B138", b138}, {"B139", b139}, {"B140", b140},
 };
 
 /* After every bad input: a correct gradient. f(x, w) = sum((x @ w + 1)^2) for x (2,3), w (3,2);

@@ -44,6 +44,13 @@
  *                 tangent, an identity) give the right values.
  *   recompute     ag_recompute calls my_mul's forward again on a leaf's new value; an op of two
  *                 outputs is refused (AG_ERR_STATE).
+ *   state         ag_custom_ctx_set_state / _state (op "slope", y = x^2, its derivative kept as the
+ *                 state): the backward and the JVP read their own application's state (two
+ *                 alive at once); its destroy runs exactly once: when the graph is freed, when a
+ *                 backward without retain_graph releases it, right after apply when nothing is
+ *                 recorded, when a second set_state replaces it; set_state from the backward or
+ *                 the JVP is AG_ERR_STATE and its destroy never runs; each replay of a captured
+ *                 function, and a recompute, reads the state its own forward set.
  *
  * Output: "== group" lines, one line per failed check, then exactly "N passed, M failed"; exit
  * status 0 only if M is 0. No handle may be live at the end. Runs under valgrind in
@@ -1757,6 +1764,319 @@ static void test_failures(void) {
 }
 
 /* ========================================================================================== */
+/* The application's state (ag_custom_ctx_set_state / ag_custom_ctx_state)                    */
+/* ========================================================================================== */
+
+/* slope: y = x^2 on raw buffers; its forward keeps the derivative 2x as the application's state
+ * (a malloc'ed slope_state, numbered), and the backward and the JVP read it there: g * 2x, t * 2x.
+ * A backward that read another application's state would give another gradient. */
+#define MAX_STATES 64
+
+typedef struct {
+    int serial; /* the order in which forwards made it */
+    int64_t n;
+    double slope[8];
+} slope_state;
+
+enum { SL_PLAIN, SL_TWICE, SL_SET_LATE }; /* SL_TWICE: the forward sets a second state over the first;
+                                             SL_SET_LATE: the backward and the JVP try to set one */
+
+static struct {
+    int mode;
+    atomic_int made;                         /* states made by forwards */
+    atomic_int destroyed[MAX_STATES];        /* destroy calls per state */
+    int first_destroyed_at_replace;          /* SL_TWICE: the first state's destroys right after the second set */
+    int bwd_serial, jvp_serial;              /* the state the last backward / JVP read */
+    ag_status late_st;                       /* SL_SET_LATE: what the backward's / JVP's set_state returned */
+    char late_msg[400];
+    int late_destroyed;                      /* destroy calls of the state they tried to set */
+} g_sl;
+
+static void slope_destroy(void *p) {
+    slope_state *s = p;
+    if (s->serial >= 0 && s->serial < MAX_STATES) atomic_fetch_add(&g_sl.destroyed[s->serial], 1);
+    free(s);
+}
+
+static void late_destroy(void *p) { (void)p, g_sl.late_destroyed++; }
+
+static slope_state *slope_new(const double *x, int64_t n) {
+    slope_state *s = calloc(1, sizeof *s);
+    s->serial = atomic_fetch_add(&g_sl.made, 1);
+    s->n = n;
+    for (int64_t i = 0; i < n && i < 8; i++) s->slope[i] = 2 * x[i];
+    return s;
+}
+
+static int32_t slope_forward(ag_tensor *out, int64_t nout, const ag_tensor *in, int64_t nin, ag_custom_ctx ctx,
+                             void *payload) {
+    (void)payload;
+    if (nout != 1 || nin != 1) return 90;
+    Shape s;
+    double *v = cb_read(in[0], &s, NULL);
+    if (!v) return 1;
+    int64_t n = numel_of_shape(s);
+    if (n > 8 || atomic_load(&g_sl.made) >= MAX_STATES - 1) {
+        free(v);
+        ag_set_error("slope: at most 8 elements and 63 states");
+        return 91;
+    }
+    slope_state *first = slope_new(v, n);
+    ag_status st = ag_custom_ctx_set_state(ctx, first, slope_destroy);
+    if (st) free(first); /* on failure the state stays ours */
+    if (!st && g_sl.mode == SL_TWICE) {
+        slope_state *second = slope_new(v, n);
+        int serial = first->serial; /* first is freed by the set below */
+        st = ag_custom_ctx_set_state(ctx, second, slope_destroy);
+        if (st) free(second);
+        g_sl.first_destroyed_at_replace = atomic_load(&g_sl.destroyed[serial]);
+    }
+    void *read = NULL;
+    if (!st) st = ag_custom_ctx_state(&read, ctx); /* what the forward set last */
+    if (!st && (read == NULL || ((slope_state *)read)->serial != atomic_load(&g_sl.made) - 1)) {
+        ag_set_error("slope: the forward does not read the state it set");
+        st = 92;
+    }
+    for (int64_t i = 0; i < n; i++) v[i] *= v[i];
+    if (!st) st = cb_make(&out[0], v, s, AG_FLOAT64);
+    free(v);
+    return st;
+}
+
+/* out = a * state's slope (a new tensor of a's shape). */
+static ag_status times_slope(ag_tensor *out, ag_tensor a, ag_custom_ctx ctx, int *serial) {
+    void *p = NULL;
+    ag_status st = ag_custom_ctx_state(&p, ctx);
+    if (st) return st;
+    const slope_state *state = p;
+    if (!state) {
+        ag_set_error("slope: no state");
+        return 93;
+    }
+    *serial = state->serial;
+    Shape s;
+    double *v = cb_read(a, &s, NULL);
+    if (!v) return 1;
+    for (int64_t i = 0; i < numel_of_shape(s) && i < state->n; i++) v[i] *= state->slope[i];
+    st = cb_make(out, v, s, AG_FLOAT64);
+    free(v);
+    return st;
+}
+
+static void try_late_set(ag_custom_ctx ctx) {
+    static int junk;
+    g_sl.late_st = ag_custom_ctx_set_state(ctx, &junk, late_destroy);
+    snprintf(g_sl.late_msg, sizeof g_sl.late_msg, "%s", g_sl.late_st ? ag_last_error() : "");
+}
+
+static int32_t slope_backward(ag_tensor *gin, int64_t nin, const ag_tensor *gout, int64_t nout, ag_custom_ctx ctx,
+                              void *payload) {
+    (void)nin, (void)nout, (void)payload;
+    if (g_sl.mode == SL_SET_LATE) try_late_set(ctx); /* refused; the backward goes on */
+    return times_slope(&gin[0], gout[0], ctx, &g_sl.bwd_serial);
+}
+
+static int32_t slope_jvp(ag_tensor *tout, int64_t nout, const ag_tensor *in, const ag_tensor *tin, int64_t nin,
+                         ag_custom_ctx ctx, void *payload) {
+    (void)nout, (void)in, (void)nin, (void)payload;
+    if (g_sl.mode == SL_SET_LATE) try_late_set(ctx);
+    return times_slope(&tout[0], tin[0], ctx, &g_sl.jvp_serial);
+}
+
+static ag_custom_op g_slope;
+
+static int32_t build_slope(ag_tensor *out, const ag_tensor *in, int64_t n, void *user_data) {
+    (void)n, (void)user_data;
+    return ag_custom_op_apply(out, 1, g_slope, in, 1);
+}
+
+/* outputs[0] = sum(slope(x)), outputs[1] = its gradient (the replay's backward reads the state). */
+static int32_t cap_slope(ag_tensor *outputs, int64_t noutputs, const ag_tensor *inputs, int64_t ninputs,
+                         void *user_data) {
+    (void)noutputs, (void)ninputs, (void)user_data;
+    ag_tensor y = 0;
+    ag_status st = ag_custom_op_apply(&y, 1, g_slope, inputs, 1);
+    if (!st) st = ag_sum(&outputs[0], y, NULL, 0, false);
+    if (!st) st = ag_grad(&outputs[1], &outputs[0], 1, NULL, inputs, 1, false, false, false);
+    ag_tensor_free(y);
+    return st;
+}
+
+static int destroyed(int serial) { return atomic_load(&g_sl.destroyed[serial]); }
+static int last_made(void) { return atomic_load(&g_sl.made) - 1; }
+
+/* The states alive now: made and not destroyed. */
+static int states_alive(void) {
+    int alive = 0;
+    for (int k = 0; k < atomic_load(&g_sl.made); k++) alive += destroyed(k) == 0;
+    return alive;
+}
+
+static void test_state(void) {
+    CHECK_OK(ag_custom_op_new(&g_slope, "slope", 1, 1, slope_forward, slope_backward, slope_jvp, NULL, NULL));
+    g_sl.mode = SL_PLAIN;
+
+    /* 1. Two applications alive at once: each backward reads its own forward's state; each
+     * state is destroyed when its graph goes, not before. */
+    set_ctx("%s", "two applications");
+    ag_tensor x1 = MAKE_RG(D(1, 2), SHAPE(2)), x2 = MAKE_RG(D(-3, 0.5), SHAPE(2));
+    ag_tensor y1 = 0, y2 = 0, s1 = 0, s2 = 0, g = 0;
+    CHECK_OK(ag_custom_op_apply(&y1, 1, g_slope, &x1, 1));
+    int k1 = last_made();
+    CHECK_OK(ag_custom_op_apply(&y2, 1, g_slope, &x2, 1));
+    int k2 = last_made();
+    EXPECT_TENSOR(y2, SHAPE(2), D(9, 0.25), "slope(x2)");
+    CHECK_OK(ag_sum(&s1, y1, NULL, 0, false));
+    CHECK_OK(ag_sum(&s2, y2, NULL, 0, false));
+    CHECK_OK(ag_grad(&g, &s2, 1, NULL, &x2, 1, true, false, false));
+    EXPECT_TENSOR(g, SHAPE(2), D(-6, 1), "d/dx2 = 2 x2 (x2's state)");
+    CHECK(g_sl.bwd_serial == k2);
+    FREE(g);
+    CHECK_OK(ag_grad(&g, &s1, 1, NULL, &x1, 1, true, false, false));
+    EXPECT_TENSOR(g, SHAPE(2), D(2, 4), "d/dx1 = 2 x1 (x1's state)");
+    CHECK(g_sl.bwd_serial == k1);
+    FREE(g);
+    CHECK(destroyed(k1) == 0 && destroyed(k2) == 0); /* retained graphs keep them */
+    FREE(s1, y1);
+    CHECK(destroyed(k1) == 1 && destroyed(k2) == 0); /* x1's graph gone: its state only */
+    CHECK_OK(ag_grad(&g, &s2, 1, NULL, &x2, 1, true, false, false)); /* x2's still works */
+    EXPECT_TENSOR(g, SHAPE(2), D(-6, 1), "d/dx2 again");
+    FREE(g, s2, y2);
+    CHECK(destroyed(k1) == 1 && destroyed(k2) == 1);
+
+    /* 2. A backward without retain_graph releases the graph: the state goes then, while the
+     * output's handle still lives. */
+    set_ctx("%s", "backward without retain_graph");
+    CHECK_OK(ag_custom_op_apply(&y1, 1, g_slope, &x1, 1));
+    k1 = last_made();
+    CHECK_OK(ag_sum(&s1, y1, NULL, 0, false));
+    CHECK_OK(ag_backward(s1, AG_NULL_TENSOR, false, false));
+    CHECK(g_sl.bwd_serial == k1 && destroyed(k1) == 1);
+    ag_tensor gx = 0;
+    CHECK_OK(ag_tensor_grad(&gx, x1));
+    EXPECT_TENSOR(gx, SHAPE(2), D(2, 4), "x1.grad");
+    FREE(gx, s1, y1);
+    CHECK(destroyed(k1) == 1);
+    CHECK_OK(ag_tensor_zero_grad(x1));
+
+    /* 3. Nothing recorded (an input without grad; grad mode off): destroyed right after apply. */
+    set_ctx("%s", "not recorded");
+    ag_tensor c = MAKE(D(1, 2), SHAPE(2));
+    CHECK_OK(ag_custom_op_apply(&y1, 1, g_slope, &c, 1));
+    CHECK(destroyed(last_made()) == 1);
+    FREE(y1);
+    bool prev = true;
+    CHECK_OK(ag_set_grad_enabled(&prev, false));
+    CHECK_OK(ag_custom_op_apply(&y1, 1, g_slope, &x1, 1));
+    CHECK_OK(ag_set_grad_enabled(NULL, prev));
+    CHECK(destroyed(last_made()) == 1);
+    FREE(y1);
+
+    /* 4. The JVP reads its application's state (in a forward-mode pass), gone with the pass. */
+    set_ctx("%s", "jvp");
+    ag_tensor t = MAKE(D(1, -1), SHAPE(2)), o = 0, ot = 0;
+    CHECK_OK(ag_jvp(&o, &ot, build_slope, NULL, &c, 1, &t));
+    EXPECT_TENSOR(o, SHAPE(2), D(1, 4), "slope(c)");
+    EXPECT_TENSOR(ot, SHAPE(2), D(2, -4), "its tangent 2 c t");
+    CHECK(g_sl.jvp_serial == last_made());
+    FREE(o, ot);
+    CHECK(destroyed(last_made()) == 1);
+
+    /* 5. A second set_state in the forward replaces the first, whose destroy runs then. */
+    set_ctx("%s", "replaced");
+    g_sl.mode = SL_TWICE;
+    CHECK_OK(ag_custom_op_apply(&y1, 1, g_slope, &x1, 1));
+    g_sl.mode = SL_PLAIN;
+    k2 = last_made(), k1 = k2 - 1;
+    CHECK(g_sl.first_destroyed_at_replace == 1);
+    CHECK(destroyed(k1) == 1 && destroyed(k2) == 0);
+    CHECK_OK(ag_sum(&s1, y1, NULL, 0, false));
+    CHECK_OK(ag_grad(&g, &s1, 1, NULL, &x1, 1, false, false, false));
+    EXPECT_TENSOR(g, SHAPE(2), D(2, 4), "the gradient through the second state");
+    CHECK(g_sl.bwd_serial == k2);
+    FREE(g, s1, y1);
+    CHECK(destroyed(k1) == 1 && destroyed(k2) == 1);
+
+    /* 6. set_state from the backward and from the JVP: AG_ERR_STATE, their destroy never runs,
+     * the forward's state stays in place. */
+    set_ctx("%s", "set_state from the backward and the JVP");
+    g_sl.mode = SL_SET_LATE;
+    CHECK_OK(ag_custom_op_apply(&y1, 1, g_slope, &x1, 1));
+    k1 = last_made();
+    CHECK_OK(ag_sum(&s1, y1, NULL, 0, false));
+    g_sl.late_st = AG_OK;
+    CHECK_OK(ag_grad(&g, &s1, 1, NULL, &x1, 1, false, false, false));
+    CHECK(g_sl.late_st == AG_ERR_STATE);
+    CHECKF(strstr(g_sl.late_msg, "ag_custom_ctx_set_state: the state can be set in the forward callback only "
+                                 "(this context belongs to the backward callback)") != NULL,
+           "message: %s", g_sl.late_msg);
+    EXPECT_TENSOR(g, SHAPE(2), D(2, 4), "the gradient through the forward's state");
+    CHECK(g_sl.bwd_serial == k1);
+    FREE(g, s1, y1);
+    g_sl.late_st = AG_OK;
+    CHECK_OK(ag_jvp(&o, &ot, build_slope, NULL, &c, 1, &t));
+    CHECK(g_sl.late_st == AG_ERR_STATE);
+    CHECKF(strstr(g_sl.late_msg, "(this context belongs to the jvp callback)") != NULL, "message: %s", g_sl.late_msg);
+    EXPECT_TENSOR(ot, SHAPE(2), D(2, -4), "the tangent through the forward's state");
+    FREE(o, ot);
+    g_sl.mode = SL_PLAIN;
+    CHECK(g_sl.late_destroyed == 0);
+
+    /* 7. A captured function: each replay's forward sets a new state, which that replay's
+     * backward reads; the previous one is destroyed; all go with the function. */
+    set_ctx("%s", "capture");
+    ag_function f = 0;
+    int before = atomic_load(&g_sl.made);
+    if (CHECK_OK(ag_capture(&f, cap_slope, &x2, 1, 2, NULL))) {
+        for (int r = 0; r < 3; r++) {
+            set_ctx("replay %d", r);
+            double xv[2] = {0.5 + r, -1.0 - 2 * r};
+            ag_tensor xr = MAKE_RG(xv, SHAPE(2)), out[2] = {0, 0};
+            int made = atomic_load(&g_sl.made);
+            if (CHECK_OK(ag_function_call(out, 2, f, &xr, 1))) {
+                CHECK(atomic_load(&g_sl.made) == made + 1 && g_sl.bwd_serial == made);
+                EXPECT_TENSOR(out[0], S0, D(xv[0] * xv[0] + xv[1] * xv[1]), "replayed sum of squares");
+                EXPECT_TENSOR(out[1], SHAPE(2), D(2 * xv[0], 2 * xv[1]), "replayed gradient: this replay's state");
+            }
+            CHECKF(states_alive() <= 1, "%d states alive after replay %d", states_alive(), r);
+            free_n(out, 2);
+            FREE(xr);
+        }
+        set_ctx("%s", "capture");
+        CHECK_OK(ag_function_free(f));
+    }
+    CHECK(atomic_load(&g_sl.made) > before && states_alive() == 0);
+
+    /* 8. Recompute reruns the forward: its new state replaces the old, the backward reads it. */
+    set_ctx("%s", "recompute");
+    bool was = false;
+    CHECK_OK(ag_set_recomputable(&was, true));
+    ag_tensor x3 = MAKE_RG(D(1, 2), SHAPE(2));
+    CHECK_OK(ag_custom_op_apply(&y1, 1, g_slope, &x3, 1));
+    CHECK_OK(ag_set_recomputable(NULL, was));
+    k1 = last_made();
+    CHECK_OK(ag_set_grad_enabled(&prev, false));
+    CHECK_OK(ag_tensor_set_data(x3, D(3, -4), 2, AG_FLOAT64));
+    CHECK_OK(ag_set_grad_enabled(NULL, prev));
+    CHECK_OK(ag_recompute(y1));
+    k2 = last_made();
+    CHECK(k2 == k1 + 1 && destroyed(k1) == 1 && destroyed(k2) == 0);
+    EXPECT_TENSOR(y1, SHAPE(2), D(9, 16), "recomputed");
+    CHECK_OK(ag_sum(&s1, y1, NULL, 0, false));
+    CHECK_OK(ag_grad(&g, &s1, 1, NULL, &x3, 1, false, false, false));
+    EXPECT_TENSOR(g, SHAPE(2), D(6, -8), "the gradient through the recomputed state");
+    CHECK(g_sl.bwd_serial == k2);
+    FREE(g, s1, y1, x3);
+
+    /* Every state was destroyed, exactly once. */
+    set_ctx("%s", "");
+    for (int k = 0; k < atomic_load(&g_sl.made); k++)
+        CHECKF(destroyed(k) == 1, "state %d: destroy ran %d times", k, destroyed(k));
+    FREE(x1, x2, c, t);
+    CHECK_OK(ag_custom_op_free(g_slope));
+}
+
+/* ========================================================================================== */
 /* Recompute                                                                                  */
 /* ========================================================================================== */
 
@@ -1803,6 +2123,7 @@ int main(void) {
     run_group_checking_handles("capture and replay", test_capture);
     run_group_checking_handles("callback failures", test_failures);
     run_group_checking_handles("recompute", test_recompute);
+    run_group_checking_handles("the application's state", test_state);
     printf("== freeing the ops\n");
     op_stats *all[] = {&s_mul, &s_sincos, &s_exp, &s_fma3, &s_hypot};
     ag_custom_op ops[] = {g_mul, g_sincos, g_exp, g_fma3, g_hypot};

@@ -38,11 +38,14 @@ How it maps onto the C API:
   saved by the library (ag_custom_ctx_save): an input or output saved there is, in backward,
   that tensor with its history, so second derivatives through a backward written with library
   ops are right. Other tensors kept as ctx attributes are constants (as in PyTorch, save
-  inputs and outputs with save_for_backward). When ``forward`` sets attributes, the binding
-  saves one more small tensor (two float64 values naming the ctx) whose release tells Python
-  that the graph is gone: the ctx object lives exactly as long as the graph (or until a
-  backward without retain_graph frees it). Such an op saves an intermediate, so
-  ``ag.recompute`` refuses it (StateError); one without ctx attributes recomputes.
+  inputs and outputs with save_for_backward). When ``forward`` sets attributes, the ctx is
+  the application's state (ag_custom_ctx_set_state, a key into a table of ctx objects), which
+  backward and jvp read (ag_custom_ctx_state): it lives exactly as long as the graph (until a
+  backward without retain_graph releases it, or right after apply when nothing is recorded),
+  and its destroy callback drops it from the table. A ctx without attributes is not kept
+  (backward gets a new one with the saved tensors). Either way the op saves only what forward
+  saved, so ``ag.recompute`` reruns an op of one output that saves inputs and outputs (its
+  forward sets the ctx again).
 - ``forward`` learns how many outputs it has only by running: the first application of a class
   whose forward returns another count than its last (1 at first) runs ``forward`` once, and the
   op is made again with the right count from that run (forward is not called twice).
@@ -70,7 +73,8 @@ step of the capture, and every replay calls ``forward`` (and ``backward``, where
 function runs one) again, on the replay's values and with a fresh ctx, on the calling thread.
 What the callbacks do in Python (other than library ops on their arguments) is not frozen: it
 runs again at each replay, so forward must return the same shapes every time (else the replay
-fails with CallbackError).
+fails with CallbackError). Each replay's forward sets a new ctx, which that replay's backward
+reads; the last one is kept with the compiled function until the next replay or its end.
 """
 
 import collections
@@ -78,10 +82,9 @@ import itertools
 import sys
 import threading
 import weakref
-from ctypes import byref, c_bool, c_double, c_int32, c_int64, c_uint64
+from ctypes import byref, c_bool, c_int64, c_uint64, c_void_p
 
-from . import dtypes as _dt
-from ._library import CUSTOM_BACKWARD, CUSTOM_FORWARD, CUSTOM_JVP, DESTROY, GRAD_HOOK, lib
+from ._library import CUSTOM_BACKWARD, CUSTOM_FORWARD, CUSTOM_JVP, DESTROY, lib
 from .errors import ERR_CALLBACK, OK, check, set_pending, take_pending
 from .grad_mode import no_grad
 from .tensor import MAX_NDIM, Tensor, adopt_if_kept
@@ -91,18 +94,14 @@ __all__ = ["Function", "FunctionCtx"]
 MAX_ARITY = 256  # the most inputs, and the most outputs, of a C custom op
 CACHE_SIZE = 64  # C ops kept per class (argument layouts x output counts x constants)
 
-# The marker a forward that set ctx attributes saves: [MAGIC, key] in float64, MAGIC a fixed
-# odd value in [1, 2) no user data is likely to hold next to a live key (see _marker_key).
-_MAGIC = 1.6180339887498949025257388711906969547271728515625 + 2.0 ** -52 * 12345
-
-_tls = threading.local()  # frames (applies in progress), deferred (replay scope), per thread
+_tls = threading.local()  # frames (applies in progress), per thread
 # _records and _contexts are read and written by single dict operations (atomic under the GIL),
 # without a lock: the destroy callbacks that pop them may run while the library holds its
 # internal lock, and must not wait for a thread that holds a Python lock and calls the library.
 _lock = threading.Lock()  # guards _classes and their caches; never held while calling the library
 _records = {}  # payload key -> _OpRecord (released by the op's destroy callback)
 _record_keys = itertools.count(1)
-_contexts = {}  # ctx key -> FunctionCtx (released when the graph lets go of the marker)
+_contexts = {}  # ctx key -> FunctionCtx (an application's state: released by _release_ctx)
 _ctx_keys = itertools.count(1)
 _classes = weakref.WeakKeyDictionary()  # Function subclass -> _ClassState
 
@@ -346,93 +345,36 @@ def _forget(cls, layout, constants, noutputs):
 
 
 # ---------------------------------------------------------------------------------------------
-# ctx objects across callbacks: the marker
+# ctx objects across callbacks: the application's state
 # ---------------------------------------------------------------------------------------------
-
-
-@GRAD_HOOK
-def _marker_hook(replacement, grad, user_data):
-    return 0  # the marker is connected to no output: never called
 
 
 @DESTROY
 def _release_ctx(key):
-    """The marker is gone (its graph freed, or a backward without retain_graph released it):
-    so is the ctx it names. Inside a replay the release waits for the replay's end (the
-    replay drops its copy of the marker before it runs the backward that reads it)."""
-    deferred = getattr(_tls, "deferred", None)
-    if deferred is not None:
-        deferred.append(key)
-        return
-    _contexts.pop(key, None)  # this may free tensors (the library's lock is recursive)
+    """The application is over (its graph freed or released by a backward without
+    retain_graph; not recorded at all; or, in a compiled function, the next replay's forward
+    set its own ctx): so is the ctx. Runs on whichever thread lets go, possibly with the
+    library's internal lock held: one dict operation (atomic under the GIL), no lock. Dropping
+    the ctx may free tensors it kept, which calls the library on this thread (its lock is
+    recursive)."""
+    _contexts.pop(key, None)
 
 
-class deferred_releases:
-    """Context manager around a replay (ag_function_call): ctx objects whose marker a replay
-    drops stay until it returns (see _release_ctx). Nests; per thread."""
-
-    __slots__ = ("_outer",)
-
-    def __enter__(self):
-        self._outer = getattr(_tls, "deferred", None)
-        if self._outer is None:
-            _tls.deferred = []
-        return self
-
-    def __exit__(self, *exc):
-        if self._outer is None:
-            keys, _tls.deferred = _tls.deferred, None
-            for k in keys:
-                _contexts.pop(k, None)
-        return False
-
-
-def _save_marker(c_ctx, ctx):
-    """Registers ctx under a new key and saves a marker naming it: a float64 result [MAGIC, key]
-    (a result with history, so a hook on it lives exactly as long as the marker; its destroy
-    callback releases ctx)."""
+def _keep_ctx(c_ctx, ctx):
+    """Registers ctx under a new key and makes the key this application's state
+    (ag_custom_ctx_set_state): backward and jvp find ctx there, and the library says when it
+    is no longer needed (_release_ctx)."""
     key = next(_ctx_keys)
     _contexts[key] = ctx
-    registered = False
-    leaf, marker = c_uint64(0), c_uint64(0)
-    try:
-        data = (c_double * 2)(_MAGIC, float(key))
-        check(lib.ag_tensor_from_data(byref(leaf), data, (c_int64 * 1)(2), 1, _dt.float64.code))
-        check(lib.ag_tensor_set_requires_grad(leaf, True))
-        previous = c_bool(False)
-        lib.ag_set_grad_enabled(byref(previous), True)
-        try:
-            check(lib.ag_mul_scalar(byref(marker), leaf, 1.0))
-        finally:
-            lib.ag_set_grad_enabled(None, previous.value)
-        check(lib.ag_tensor_register_hook(None, marker, _marker_hook, key, _release_ctx))
-        registered = True  # from here on the marker's release pops ctx
-        check(lib.ag_custom_ctx_save(c_ctx, byref(marker), 1))
-    finally:
-        lib.ag_tensor_free(marker.value)
-        lib.ag_tensor_free(leaf.value)
-        if not registered:
-            _contexts.pop(key, None)
-
-
-def _marker_key(t):
-    """The ctx key if t is a marker (float64, 2 elements, MAGIC first), else None."""
-    n, dtype = c_int64(0), c_int32(0)
-    if lib.ag_tensor_numel(byref(n), t._handle) != OK or n.value != 2:
-        return None
-    if lib.ag_tensor_dtype(byref(dtype), t._handle) != OK or dtype.value != _dt.float64.code:
-        return None
-    values = (c_double * 2)()
-    if lib.ag_tensor_copy_data(values, 2, _dt.float64.code, t._handle) != OK:
-        return None
-    if values[0] != _MAGIC or not 0 < values[1] < 2.0 ** 53:
-        return None
-    return int(values[1])
+    status = lib.ag_custom_ctx_set_state(c_ctx, key, _release_ctx)
+    if status != OK:
+        _contexts.pop(key, None)  # on failure destroy is not called
+        check(status)
 
 
 def _saved_and_ctx(c_ctx):
-    """(ctx, saved tensors) in backward / jvp: the forward's ctx object when it left a marker
-    (the last saved tensor), else a new one; the saved tensors as new owned Tensors."""
+    """(ctx, saved tensors) in backward / jvp: the forward's ctx object when it kept one (the
+    application's state), else a new one; the saved tensors as new owned Tensors."""
     count = c_int64(0)
     check(lib.ag_custom_ctx_saved_count(byref(count), c_ctx))
     saved = []
@@ -440,13 +382,9 @@ def _saved_and_ctx(c_ctx):
         h = c_uint64(0)
         check(lib.ag_custom_ctx_saved(byref(h), c_ctx, i))
         saved.append(Tensor._wrap(h.value))
-    ctx = None
-    if saved:
-        key = _marker_key(saved[-1])
-        if key is not None:
-            ctx = _contexts.get(key)
-            if ctx is not None:
-                saved.pop()
+    state = c_void_p()
+    check(lib.ag_custom_ctx_state(byref(state), c_ctx))
+    ctx = _contexts.get(state.value) if state.value else None
     if ctx is None:
         ctx = FunctionCtx()
     for i in ctx._ag_none:
@@ -621,7 +559,7 @@ def _forward_trampoline(outputs, noutputs, inputs, ninputs, c_ctx, payload):
             check(lib.ag_custom_ctx_save(c_ctx, (c_uint64 * len(saved))(*[t._handle for t in saved]),
                                          len(saved)))
         if ctx._ag_has_state():
-            _save_marker(c_ctx, ctx)
+            _keep_ctx(c_ctx, ctx)
         for k, t in enumerate(outs):
             j = _index_of(t, placeholders)
             if j is not None:

@@ -4,10 +4,15 @@ One C trampoline serves every hook: the C side gets a small integer key as user_
 Python callable lives in a table under that key until the library calls the destroy callback
 (when the hook is removed or its tensor is gone). So nothing that C can still call is ever
 collected early.
+
+The table takes no lock: a key comes from next() on a count and each access is one dict
+operation, both atomic under the GIL. The destroy callback must not wait for anything: the
+library may run it with its internal lock held, and it nests in itself (dropping a callable can
+free the last owner of a tensor whose own hook's destroy then runs on the same thread), so a
+Python lock there deadlocked.
 """
 
 import itertools
-import threading
 import weakref
 from ctypes import byref, c_int64, c_uint64
 
@@ -17,7 +22,6 @@ from .tensor import Tensor, adopt_if_kept
 
 _callables = {}  # user_data key -> the Python callable
 _keys = itertools.count(1)
-_lock = threading.Lock()
 
 
 def _replacement_handle(result):
@@ -57,8 +61,7 @@ def _trampoline(replacement, grad, user_data):
 
 @DESTROY
 def _destroy(user_data):
-    with _lock:
-        _callables.pop(user_data, None)
+    _callables.pop(user_data, None)  # may free tensors, whose hooks' destroy may run here again
 
 
 class RemovableHook:
@@ -104,15 +107,13 @@ def register_hook(tensor, fn):
         raise TypeError("register_hook needs a Tensor")
     if not callable(fn):
         raise TypeError(f"a hook must be callable, not {type(fn).__name__}")
-    with _lock:
-        key = next(_keys)
-        _callables[key] = fn
+    key = next(_keys)
+    _callables[key] = fn
     out_id = c_int64(0)
     status = lib.ag_tensor_register_hook(byref(out_id), tensor._handle, _trampoline, key,
                                          _destroy)
     if status:
-        with _lock:
-            _callables.pop(key, None)  # on failure destroy is not called
+        _callables.pop(key, None)  # on failure destroy is not called
         check(status)
     return RemovableHook(tensor, out_id.value)
 

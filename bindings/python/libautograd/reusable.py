@@ -33,7 +33,6 @@ from ctypes import byref, c_bool, c_int64, c_uint64
 
 from ._library import CAPTURE_FN, lib
 from .errors import ERR_ARGUMENT, ArgumentError, check, set_pending, take_pending
-from .function import deferred_releases
 from .grad_mode import is_grad_enabled
 from .tensor import Tensor, adopt_if_kept, handle_from_numpy, handle_of
 
@@ -345,8 +344,7 @@ class CompiledFunction:
         n = len(tensors)
         ins = (c_uint64 * n)(*[t._handle for t in tensors]) if n else None
         outs = (c_uint64 * entry.noutputs)()
-        with deferred_releases():  # a Function's ctx lives until the replay's backward
-            check(lib.ag_function_call(outs, entry.noutputs, entry.handle, ins, n))
+        check(lib.ag_function_call(outs, entry.noutputs, entry.handle, ins, n))
         results = [Tensor._wrap(h) for h in outs]
         for t, m in zip(results, entry.masks):
             t._mask = m
@@ -383,8 +381,7 @@ class CompiledFunction:
         n = len(tensors)
         ins = (c_uint64 * n)(*[t._handle for t in tensors]) if n else None
         outs = (c_uint64 * len(targets))(*[t._handle for t in targets])
-        with deferred_releases():
-            check(lib.ag_function_call_into(outs, len(targets), entry.handle, ins, n))
+        check(lib.ag_function_call_into(outs, len(targets), entry.handle, ins, n))
         for t, m in zip(targets, entry.masks):
             t._mask = m
         return out

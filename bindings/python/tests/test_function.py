@@ -548,7 +548,28 @@ def test_no_grad_records_nothing_and_misuse():
         ag.Function.apply(x)
 
 
-def test_recompute_reruns_forward_unless_ctx_has_attributes():
+class Slope(ag.Function):
+    """y = x^2, its derivative 2x kept as a NumPy array on ctx (not a saved tensor): backward and
+    jvp read the very ctx their forward filled, so a stale one gives a wrong gradient."""
+
+    ctxs = []  # weak references to each forward's ctx
+
+    @staticmethod
+    def forward(ctx, x):
+        Slope.ctxs.append(weakref.ref(ctx))
+        ctx.slope = 2 * x.numpy()
+        return T(x.numpy() ** 2, x.dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        return T(g.numpy() * ctx.slope, g.dtype)
+
+    @staticmethod
+    def jvp(ctx, t):
+        return T(t.numpy() * ctx.slope, t.dtype)
+
+
+def test_recompute_reruns_forward_also_when_ctx_has_attributes():
     with ag.recomputable():
         x = ag.tensor([1.0, 2.0], requires_grad=True)
         y = SinTimes.apply(x)  # no ctx attributes: only inputs saved
@@ -557,9 +578,109 @@ def test_recompute_reruns_forward_unless_ctx_has_attributes():
     y.recompute()
     np.testing.assert_allclose(y.numpy(), [0.5 * np.sin(0.5), 3.0 * np.sin(3.0)], rtol=1e-15)
     with ag.recomputable():
-        z = Cube.apply(x, 2.0)  # ctx.k: the binding saves its marker (an intermediate)
-    with pytest.raises(ag.StateError):
-        z.recompute()
+        z = Cube.apply(x, 2.0)  # ctx.k: the application's state, nothing saved but x
+    with ag.no_grad():
+        x.set_data([1.5, -1.0])
+    z.recompute()
+    np.testing.assert_allclose(z.numpy(), [2 * 1.5 ** 3, -2.0], rtol=1e-15)
+    (g,) = ag.grad(z.sum(), x, retain_graph=True)
+    np.testing.assert_allclose(g.numpy(), [6 * 1.5 ** 2, 6.0], rtol=1e-15)  # 3 k x^2
+    # The rerun forward's ctx replaces the first (released at once); backward reads the new one.
+    with ag.recomputable():
+        w = ag.tensor([1.0, 2.0], requires_grad=True)
+        v = Slope.apply(w)
+    first = Slope.ctxs[-1]
+    with ag.no_grad():
+        w.set_data([3.0, -4.0])
+    v.recompute()
+    assert first() is None and Slope.ctxs[-1]() is not None
+    np.testing.assert_array_equal(v.numpy(), [9.0, 16.0])
+    (g,) = ag.grad(v.sum(), w)
+    np.testing.assert_array_equal(g.numpy(), [6.0, -8.0])
+
+
+def test_ctx_attributes_reach_backward_and_jvp_of_their_application():
+    seen = {}
+
+    class Tagged(ag.Function):
+        @staticmethod
+        def forward(ctx, x, k):
+            ctx.k = k
+            seen[("forward", k)] = ctx
+            return T(k * x.numpy(), x.dtype)
+
+        @staticmethod
+        def backward(ctx, g):
+            seen[("backward", ctx.k)] = ctx
+            return g * ctx.k, None
+
+        @staticmethod
+        def jvp(ctx, t, tk):
+            seen[("jvp", ctx.k)] = ctx
+            return t * ctx.k
+
+    x = ag.tensor([1.0, 2.0], requires_grad=True)
+    y2, y5 = Tagged.apply(x, 2.0), Tagged.apply(x, 5.0)  # two applications alive at once
+    (g5,) = ag.grad(y5.sum(), x)
+    (g2,) = ag.grad(y2.sum(), x)
+    np.testing.assert_array_equal(g2.numpy(), [2.0, 2.0])
+    np.testing.assert_array_equal(g5.numpy(), [5.0, 5.0])
+    for k in (2.0, 5.0):
+        assert seen[("backward", k)] is seen[("forward", k)]  # the very object forward filled
+    out, tangent = ag.jvp(lambda a: Tagged.apply(a, 7.0), x, np.array([1.0, -1.0]))
+    np.testing.assert_array_equal(out.numpy(), [7.0, 14.0])
+    np.testing.assert_array_equal(tangent.numpy(), [7.0, -7.0])
+    assert seen[("jvp", 7.0)] is seen[("forward", 7.0)]
+
+
+def test_ctx_is_released_when_its_application_is_over(no_leaks):
+    """The ctx (the application's state) goes with the graph: freed, released by a backward
+    without retain_graph, or at once after forward and jvp when nothing is recorded."""
+    Slope.apply(ag.tensor([0.0]))  # the op is made before counting
+    gc.collect()
+    contexts = len(F._contexts)
+    x = ag.tensor([1.0, 2.0], requires_grad=True)
+    y = Slope.apply(x)
+    ref = Slope.ctxs[-1]
+    assert ref() is not None and len(F._contexts) == contexts + 1
+    del y
+    assert ref() is None and len(F._contexts) == contexts  # the graph freed: no gc needed
+    y = Slope.apply(x)
+    ref = Slope.ctxs[-1]
+    (g,) = ag.grad(y.sum(), x)
+    np.testing.assert_array_equal(g.numpy(), [2.0, 4.0])
+    assert ref() is None  # released by the backward, y still alive
+    with ag.no_grad():
+        Slope.apply(x)
+    assert Slope.ctxs[-1]() is None  # nothing recorded
+    _, t = ag.jvp(Slope.apply, ag.tensor([3.0]), np.array([1.0]))
+    np.testing.assert_array_equal(t.numpy(), [6.0])  # the jvp read it ...
+    assert Slope.ctxs[-1]() is None  # ... and it went with the pass
+    assert len(F._contexts) == contexts
+    del y, g, t
+
+
+def test_compiled_replays_see_the_ctx_their_own_forward_set(rng):
+    def f(x):
+        y = Slope.apply(x)
+        (g,) = ag.grad(y.sum(), x)
+        return y, g
+
+    gc.collect()
+    contexts = len(F._contexts)
+    step = ag.compile(f)
+    for k in range(4):
+        a = rng.normal(size=3)
+        before = len(Slope.ctxs)
+        y, g = step(ag.tensor(a, requires_grad=True))
+        assert len(Slope.ctxs) == before + 1  # forward ran again (a new ctx) ...
+        np.testing.assert_array_equal(y.numpy(), a * a)
+        np.testing.assert_array_equal(g.numpy(), 2 * a)  # ... and backward read that one
+        assert len(F._contexts) <= contexts + 1  # the previous replay's ctx is gone
+    assert step.cache_info().hits == 2  # the first call learnt the output count (2)
+    del step
+    gc.collect()
+    assert len(F._contexts) == contexts  # the last one went with the compiled function
 
 
 # ---- errors ----------------------------------------------------------------------------------------
@@ -741,8 +862,8 @@ def test_broken_jvp_contract_and_missing_callbacks(no_leaks):
 
 
 class ScaledSquare(ag.Function):
-    """y = s x^2 w (x (3,), w (2, 3)), s a ctx attribute: a marker keeps the ctx for the
-    replay's backward."""
+    """y = s x^2 w (x (3,), w (2, 3)), s a ctx attribute: each replay's backward reads the ctx
+    of the replay's forward (the application's state)."""
 
     forwards = 0
     backwards = 0
@@ -781,6 +902,7 @@ def test_compiled_replay_equals_eager_and_calls_the_callbacks(rng):
     info = step.cache_info()
     # the first call learns the output count (3), the second captures, the rest replay
     assert (info.misses, info.captures, info.hits) == (2, 1, 2)
+    del step  # the last replay's ctx is the captured function's until it goes
     gc.collect()
     assert not F._contexts  # every replay's ctx was released with it
 

@@ -108,7 +108,9 @@ def test_every_operation_is_exposed():
                "custom_ctx_save": ag.FunctionCtx.save_for_backward,
                "custom_ctx_saved_count": ag.FunctionCtx.saved_tensors.fget,
                "custom_ctx_saved": ag.FunctionCtx.saved_tensors.fget,
-               "custom_ctx_needs_input_grad": ag.FunctionCtx.needs_input_grad.fget}
+               "custom_ctx_needs_input_grad": ag.FunctionCtx.needs_input_grad.fget,
+               # ctx attributes set in forward, read in backward and jvp (the application's state)
+               "custom_ctx_set_state": ag.Function.apply, "custom_ctx_state": ag.Function.apply}
     for name in _header_functions():
         short = name[len("ag_"):]
         if short.startswith(("tensor_", "optimizer_")) or short in skip:

@@ -299,6 +299,34 @@ def test_hook_exception_becomes_callback_error():
         y.register_hook(42)
 
 
+def test_hook_destroy_nested_in_another_hooks_destroy(tmp_path):
+    """Removing a hook whose callable is the last owner of a tensor with a hook of its own: the
+    first destroy frees the tensor, whose hook's destroy runs inside it on this thread. It used
+    to take a Python lock the outer one held (a hang), so it runs in a subprocess with a
+    timeout."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import libautograd as ag\n"
+        "from libautograd import hooks\n"
+        "x = ag.tensor([1.0], requires_grad=True)\n"
+        "a, b = x * 2, x * 3\n"
+        "b.register_hook(lambda g: None)\n"
+        "h = a.register_hook(lambda g, _keep=[b]: None)\n"
+        "del b\n"
+        "n = hooks.live_hook_count()\n"
+        "h.remove()\n"
+        "assert hooks.live_hook_count() == n - 2, hooks.live_hook_count()\n"
+        "print('done')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, cwd=tmp_path,
+                          env={**os.environ, "AUTOGRAD_LIBRARY": os.path.abspath(ag.library_path())})
+    assert done.returncode == 0 and done.stdout == "done\n", done.stdout + done.stderr
+
+
 # ---- creation ----------------------------------------------------------------------------------
 
 
