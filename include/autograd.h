@@ -158,7 +158,8 @@ const char *ag_version(void);
  * successful calls never clear or replace it. A call made by a callback (a gradient hook, a
  * gradcheck build function) is a call on this thread like any other: if it fails, its message
  * replaces the last one even when the outer call (ag_backward, ag_gradcheck) then succeeds.
- * When the callback's failure makes the outer call fail, the outer message quotes it.
+ * When the callback's failure makes the outer call fail, the outer message quotes it (its first
+ * 500 characters, then "...").
  * Never free it. */
 const char *ag_last_error(void);
 
@@ -1072,9 +1073,9 @@ ag_status ag_function_free(ag_function f);
  * backward where the captured function runs one) on the replay's values, on the calling
  * thread; a forward that returns or saves tensors of other shapes or dtypes than at the capture
  * fails the call with AG_ERR_CALLBACK (a backward's gradients may take any shape legal for their
- * inputs: they are summed back to the inputs' shapes in every replay). ag_recompute reruns (calls the forward of) an op of one output that saves
- * only inputs and outputs; it refuses one of several outputs, or one that saved an intermediate,
- * with AG_ERR_STATE.
+ * inputs: they are summed back to the inputs' shapes in every replay). ag_recompute reruns
+ * (calls the forward of) an op of one output that saves only inputs and outputs; it refuses one
+ * of several outputs, or one that saved an intermediate, with AG_ERR_STATE.
  *
  * Lifetime: the payload is the library's once ag_custom_op_new succeeds; `destroy` (if not NULL)
  * runs once nothing can call the op any more: its handle freed and every graph and captured
@@ -1618,8 +1619,9 @@ ag_status ag_custom_ctx_needs_input_grad(bool *out, ag_custom_ctx ctx, int64_t i
  *       -> AG_ERR_INVALID_HANDLE  "is not a live context (a context is valid only during the
  *          callback it was passed to)"; AG_ERR_ARGUMENT  "ag_custom_ctx_state: the output pointer
  *          'out' is NULL" (destroy is not called; nothing is written) (accepted: the state read in
- *          ag_custom_op_apply's forward before it sets one is NULL; state and destroy NULL; a
- *          second set_state in the forward replaces the first, whose destroy runs then)
+ *          a forward before it sets one is NULL, in a replay or a recompute too; state and
+ *          destroy NULL; a second set_state in the forward replaces the first, whose destroy runs
+ *          then)
  *  B138 a custom-op callback that would be the 65th running nested on one thread (a forward
  *       that applies its own op to its inputs)
  *       -> AG_ERR_STATE  "ag_custom_op_apply: custom op 'rec': 64 custom-op callbacks are running

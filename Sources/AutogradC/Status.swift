@@ -72,8 +72,15 @@ enum LastError {
     /// The message of the last failing call on this thread if one failed since `failures` was
     /// `before`, else nil: what a user callback's own failing calls said.
     static func since(_ before: UInt) -> String? {
-        failures == before ? nil : String(cString: current)
+        guard failures != before else { return nil }
+        // Cut: a callback's message may itself quote a nested callback's (64 levels of nested
+        // hooks or custom ops would otherwise make a message of kilobytes).
+        let message = String(cString: current)
+        return message.utf8.count <= quotedLimit ? message : String(message.prefix(quotedLimit)) + "..."
     }
+
+    /// The most characters of a callback's message another message quotes.
+    static let quotedLimit = 500
 }
 
 /// Records `message` as the last error and returns `status`.

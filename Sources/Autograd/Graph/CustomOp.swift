@@ -335,7 +335,9 @@ public final class CustomOp: @unchecked Sendable {
         let expected = outputs.map(\.shape) + intermediates.map(\.shape)
         let expectedDTypes = outputs.map(\.dtype) + intermediates.map(\.dtype)
         let rerun: ([Tensor]) throws -> [Tensor] = { [self] ins in
-            // A replay's forward renews the application's state, which its backward step reads.
+            // A replay's (or a recompute's) forward renews the application's state, which its
+            // backward step reads; it starts with none, as the first forward did.
+            application.state = nil
             let context = CustomOpContext(phase: .forward, needs: ins.map { _ in false }, saved: [], application: application)
             let raw = try runForward(context, ins)
             let extra = context.savedTensors.filter { s in !raw.contains { $0 === s } && !ins.contains { $0 === s } }
