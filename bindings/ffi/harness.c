@@ -21,6 +21,11 @@
  *     from the header's ag_capture_fn typedef; it runs the case's program on the placeholders.
  *     'replay F' calls the function on new inputs and compares every output with the eager
  *     program's, bit for bit, and its gradients with finite differences of its own calls.
+ *   - Custom ops (ag_custom_op_new): forward, backward and JVP are ffi_closures made from the
+ *     header's ag_custom_forward_fn / _backward_fn / _jvp_fn typedefs, whose bodies run the
+ *     statements of an 'op' block of the case; expect_same compares such an op with the same
+ *     function written with catalogue ops (values and gradients), and the usual checks (finite
+ *     differences, second derivatives, replays) run through it.
  *   - After each case every handle must be released: ag_live_handle_count must be back where it
  *     was before the case (0 in a clean run).
  *
@@ -921,7 +926,7 @@ typedef struct {
     int line;
 } input_t;
 
-enum { S_CALL, S_ASSIGN, S_FREE, S_GRADMODE, S_EXPECT, S_EXPECT_GRAD, S_EXPECT_COUNTER, S_REPLAY, S_SAME, S_STATUS };
+enum { S_CALL, S_ASSIGN, S_FREE, S_GRADMODE, S_EXPECT, S_EXPECT_GRAD, S_EXPECT_COUNTER, S_REPLAY, S_SAME, S_STATUS, S_FROM_CALL };
 
 typedef struct {
     int kind, line;
@@ -1256,13 +1261,13 @@ static int parse_op_line(case_t *c, toks_t *tk, int line) {
         return 0;
     }
     if (!open) return failf("op %s: a statement before any section (forward, backward, jvp)", def->name);
-    if (strcmp(d, "status") == 0) {
+    if (strcmp(d, "status") == 0 || strcmp(d, "from_call") == 0) {
         stmt_t s;
         memset(&s, 0, sizeof s);
         s.line = line;
-        s.kind = S_STATUS;
+        s.kind = d[0] == 's' ? S_STATUS : S_FROM_CALL;
         int64_t v;
-        if (tk->n != 2 || parse_i64_literal(tk->t[1], &v) != 0) return failf("status: expected 'status INTEGER'");
+        if (tk->n != 2 || parse_i64_literal(tk->t[1], &v) != 0) return failf("%s: expected '%s INTEGER'", d, d);
         s.fn = xstrdup(d);
         copy_tokens(tk, 1, &s.args, &s.nargs);
         PUSH(open->st, open->nst, open->cst, s);
@@ -1311,7 +1316,7 @@ static int parse_case_line(case_t *c, toks_t *tk, int line) {
         c->open_sec = -1;
         return 0;
     }
-    if (strcmp(d, "status") == 0) return failf("status is a statement of an op's section");
+    if (strcmp(d, "status") == 0 || strcmp(d, "from_call") == 0) return failf("%s is a statement of an op's section", d);
     if (strcmp(d, "expect_same") == 0) {
         if (tk->n < 3) return failf("expect_same: expected 'expect_same A B [tol=T] [grads=[X,..]]'");
         s.kind = S_SAME;
@@ -1659,6 +1664,12 @@ static int parse_handle_arg(env_t *e, const char *tok, uint64_t *out) {
         *out = 0;
         return 0;
     }
+    if (tok[0] == '$') { /* an integer variable ($last_ctx, $ctx): a handle of another kind */
+        int64_t v;
+        if (parse_int_arg(e, tok, &v) != 0) return -1;
+        *out = (uint64_t)v;
+        return 0;
+    }
     if (isdigit((unsigned char)tok[0])) {
         char *end;
         unsigned long long v = strtoull(tok, &end, 0);
@@ -1931,6 +1942,7 @@ typedef struct {
     const opdef_t *def;
     int sec;
     bool primary; /* made by the case's own run (not a replay) */
+    int64_t calls;  /* calls of this callback so far ('from_call N') */
 } cop_t;
 
 static cop_t **g_cops; /* the current case's callbacks */
@@ -1956,10 +1968,11 @@ static bool number_token(const char *tok, uint64_t *v) {
  * AG_NULL_TENSOR, a number writes a made-up handle). Returns 'status N' (default 0), or 1 when a
  * statement failed unexpectedly (then nothing is written).
  */
-static int32_t run_section(const cop_t *op, uint64_t *out, int64_t nout, const uint64_t *given0,
+static int32_t run_section(cop_t *op, uint64_t *out, int64_t nout, const uint64_t *given0,
                            const uint64_t *given1, int64_t ngiven, uint64_t ctx, void *payload) {
     const section_t *sec = &op->def->sec[op->sec];
     if (payload) ((counter_t *)payload)->calls++;
+    op->calls++;
     g_last_ctx = ctx;
     int line = g_line;
     bool failed = g_failed;
@@ -1978,18 +1991,33 @@ static int32_t run_section(const cop_t *op, uint64_t *out, int64_t nout, const u
         for (int i = 0; rc == 0 && i < ngiven; i++)
             rc = env_bind(&e, sec->given[g][i], find_htype("ag_tensor"), (g ? given1 : given0)[i], true);
     if (rc == 0) rc = env_set_int(&e, "ctx", (int64_t)ctx);
-    for (int i = 0; rc == 0 && i < sec->nst; i++) rc = exec_stmt(&e, &sec->st[i]);
+    for (int i = 0; rc == 0 && i < sec->nst; i++) {
+        const stmt_t *st = &sec->st[i];
+        if (st->kind == S_FROM_CALL) { /* the rest runs from the callback's Nth call on */
+            int64_t n = 0;
+            parse_i64_literal(st->args[0], &n);
+            if (op->calls < n) break;
+            continue;
+        }
+        rc = exec_stmt(&e, st);
+    }
     /* what it writes: every name must be bound before anything is written */
     uint64_t *w = xcalloc((size_t)(sec->nret ? sec->nret : 1), sizeof *w);
     for (int k = 0; rc == 0 && k < sec->nret; k++) {
         const char *name = sec->ret[k];
         if (strcmp(name, "null") == 0 || number_token(name, &w[k])) continue;
+        if (name[0] == '$') { /* $ctx: a live handle of another kind */
+            int64_t v = 0;
+            rc = parse_int_arg(&e, name, &v);
+            w[k] = (uint64_t)v;
+            continue;
+        }
         bind_t *b = env_find(&e, name);
         if (!b) rc = failf("op %s: the %s section returns %s, which is not bound", op->def->name, k_section_names[op->sec], name);
         else w[k] = b->h;
     }
     for (int k = 0; rc == 0 && k < sec->nret; k++) {
-        bind_t *b = strcmp(sec->ret[k], "null") == 0 ? NULL : env_find(&e, sec->ret[k]);
+        bind_t *b = strcmp(sec->ret[k], "null") == 0 || sec->ret[k][0] == '$' ? NULL : env_find(&e, sec->ret[k]);
         if (b && !b->freed) b->borrowed = true; /* the library takes it over */
         out[k] = w[k];
     }
