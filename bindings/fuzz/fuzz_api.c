@@ -4931,8 +4931,10 @@ static int32_t co_cap_body(CoCap *c, const ag_tensor *in, ag_tensor *outputs) {
     ag_status s = chk(ag_custom_op_apply(ys, u->nout, c->op, in, u->nin));
     expect(s, !c->live ? M_INV : g_co_breaks != breaks ? M_CB : M_OK | M_OOM, "apply in a captured function");
     if (s != AG_OK) return 1;
-    for (int k = 0; k < u->nout; k++) outputs[k] = ys[k];
-    if (!c->with_grad) return 0;
+    if (!c->with_grad) { /* (written only on success: a failing function leaves its outputs alone) */
+        for (int k = 0; k < u->nout; k++) outputs[k] = ys[k];
+        return 0;
+    }
     ag_tensor l = SENT, g = SENT;
     if (expect(ag_sum(&l, ys[0], NULL, 0, false), M_OK | M_OOM, "sum") != AG_OK) {
         for (int k = 0; k < u->nout; k++) chk(ag_tensor_free(ys[k]));
@@ -4950,10 +4952,10 @@ static int32_t co_cap_body(CoCap *c, const ag_tensor *in, ag_tensor *outputs) {
         if (!g) s = AG_ERR_OUT_OF_MEMORY;
     }
     if (s != AG_OK) {
-        for (int k = 0; k < u->nout; k++)
-            if (k == 0 || ys[k] != ys[0]) chk(ag_tensor_free(ys[k]));
+        for (int k = 0; k < u->nout; k++) chk(ag_tensor_free(ys[k]));
         return 3;
     }
+    for (int k = 0; k < u->nout; k++) outputs[k] = ys[k];
     outputs[u->nout] = g;
     return 0;
 }
