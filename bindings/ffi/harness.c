@@ -21,6 +21,11 @@
  *     from the header's ag_capture_fn typedef; it runs the case's program on the placeholders.
  *     'replay F' calls the function on new inputs and compares every output with the eager
  *     program's, bit for bit, and its gradients with finite differences of its own calls.
+ *   - Custom ops (ag_custom_op_new): forward, backward and JVP are ffi_closures made from the
+ *     header's ag_custom_forward_fn / _backward_fn / _jvp_fn typedefs, whose bodies run the
+ *     statements of an 'op' block of the case; expect_same compares such an op with the same
+ *     function written with catalogue ops (values and gradients), and the usual checks (finite
+ *     differences, second derivatives, replays) run through it.
  *   - After each case every handle must be released: ag_live_handle_count must be back where it
  *     was before the case (0 in a clean run).
  *
@@ -784,6 +789,9 @@ static const struct {
     {"ag_grad_hook", "i:pUp"},
     {"ag_build_fn", "i:ppLp"},
     {"ag_capture_fn", "i:pLpLp"},
+    {"ag_custom_forward_fn", "i:pLpLUp"},  /* outputs, noutputs, inputs, ninputs, ctx, payload */
+    {"ag_custom_backward_fn", "i:pLpLUp"}, /* input_grads, ninputs, output_grads, noutputs, ctx, payload */
+    {"ag_custom_jvp_fn", "i:pLppLUp"},     /* output_tangents, noutputs, inputs, input_tangents, ninputs, ... */
 };
 
 static int64_t g_float32, g_float64; /* AG_FLOAT32 / AG_FLOAT64 from the header */
@@ -814,6 +822,10 @@ static void check_used_signatures(void) {
 }
 
 #define AV(...) ((void *[]){__VA_ARGS__})
+
+static char g_callback_err[1024]; /* why the last custom op callback failed (kept aside as g_build_err is) */
+static int g_cb_depth;             /* custom op callbacks running (nested calls inside keep their error) */
+static uint64_t g_last_ctx;        /* the context of the last callback: $last_ctx (dead once it returned) */
 
 static int32_t call_status(fsig_t *s, void **av) {
     rslot_t r;
@@ -860,11 +872,13 @@ static int32_t api_requires_grad(bool *out, uint64_t t) { return call_status(F.r
 static int32_t api_grad_of(uint64_t *out, uint64_t t) { return call_status(F.grad_of, AV(&out, &t)); }
 
 static int32_t api_backward(uint64_t root, uint64_t seed, bool retain, bool create) {
+    if (g_cb_depth == 0) g_callback_err[0] = '\0';
     return call_status(F.backward, AV(&root, &seed, &retain, &create));
 }
 
 static int32_t api_grad(uint64_t *out, const uint64_t *outputs, int64_t no, const uint64_t *seeds,
                         const uint64_t *inputs, int64_t ni, bool retain, bool create, bool allow_unused) {
+    if (g_cb_depth == 0) g_callback_err[0] = '\0';
     return call_status(F.grad, AV(&out, &outputs, &no, &seeds, &inputs, &ni, &retain, &create, &allow_unused));
 }
 
@@ -874,7 +888,8 @@ static int32_t api_set_grad_enabled(bool *prev, bool on) { return call_status(F.
 
 /* A failed internal call: records the status and the library's message. */
 static int api_fail(const char *what, int32_t st) {
-    return failf("%s failed: %s (%s)", what, api_status_name(st), api_last_error());
+    return failf("%s failed: %s (%s)%s%s", what, api_status_name(st), api_last_error(),
+                 g_callback_err[0] ? "; a custom op callback: " : "", g_callback_err);
 }
 
 /* The values of tensor t as float64 (allocated; *n receives numel). */
@@ -911,7 +926,7 @@ typedef struct {
     int line;
 } input_t;
 
-enum { S_CALL, S_ASSIGN, S_FREE, S_GRADMODE, S_EXPECT, S_EXPECT_GRAD, S_EXPECT_COUNTER, S_REPLAY };
+enum { S_CALL, S_ASSIGN, S_FREE, S_GRADMODE, S_EXPECT, S_EXPECT_GRAD, S_EXPECT_COUNTER, S_REPLAY, S_SAME, S_STATUS, S_FROM_CALL };
 
 typedef struct {
     int kind, line;
@@ -925,9 +940,34 @@ typedef struct {
     char *want_string; /* expect_string given for this statement */
 } stmt_t;
 
+/* The callbacks of a custom op, written in the case file between 'op NAME' and 'end': each
+ * section (forward, backward, jvp) names what the callback is given and what it returns, and
+ * holds the statements it runs (see run_section). */
+enum { SEC_FORWARD, SEC_BACKWARD, SEC_JVP, N_SECTIONS };
+
+typedef struct {
+    bool present;
+    int line;
+    char **given[2]; /* forward: inputs; backward: output gradients; jvp: inputs, then tangents */
+    int ngiven[2];
+    char **ret; /* the names (or null, or a number) written to the callback's outputs */
+    int nret;
+    stmt_t *st;
+    int nst, cst;
+} section_t;
+
+typedef struct {
+    char *name;
+    int line;
+    section_t sec[N_SECTIONS];
+} opdef_t;
+
 typedef struct {
     char *name, *file;
     int line;
+    opdef_t *defs; /* the custom ops' callbacks */
+    int ndefs, cdefs;
+    int open_def, open_sec; /* parser state: the op block and section being read (-1: none) */
     input_t *in;
     int nin, cin;
     stmt_t *st; /* the program, in order */
@@ -1045,6 +1085,22 @@ static void free_case(case_t *c) {
     free(c->st);
     for (int i = 0; i < c->npost; i++) free_stmt(&c->post[i]);
     free(c->post);
+    for (int d = 0; d < c->ndefs; d++) {
+        opdef_t *def = &c->defs[d];
+        for (int k = 0; k < N_SECTIONS; k++) {
+            section_t *sec = &def->sec[k];
+            for (int g = 0; g < 2; g++) {
+                for (int i = 0; i < sec->ngiven[g]; i++) free(sec->given[g][i]);
+                free(sec->given[g]);
+            }
+            for (int i = 0; i < sec->nret; i++) free(sec->ret[i]);
+            free(sec->ret);
+            for (int i = 0; i < sec->nst; i++) free_stmt(&sec->st[i]);
+            free(sec->st);
+        }
+        free(def->name);
+    }
+    free(c->defs);
     free(c->output);
     free(c->pending_string);
 }
@@ -1152,6 +1208,91 @@ static int parse_check_opts(toks_t *tk, int from, double *h, double *atol, doubl
     return 0;
 }
 
+/* Splits "a,b,c" into names (allocated). */
+static void split_names(const char *tok, char ***out, int *n) {
+    toks_t el = {0};
+    char *list = xmalloc(strlen(tok) + 3);
+    sprintf(list, "[%s]", tok);
+    split_list(list, &el);
+    free(list);
+    *out = el.t;
+    *n = el.n;
+}
+
+static const char *const k_section_names[N_SECTIONS] = {"forward", "backward", "jvp"};
+
+static int parse_case_line(case_t *c, toks_t *tk, int line);
+
+/* A line inside 'op NAME' ... 'end': a section header, 'end', or a statement of the open
+ * section (calls, assignments, free, grad_mode, expect..., and 'status N'). */
+static int parse_op_line(case_t *c, toks_t *tk, int line) {
+    opdef_t *def = &c->defs[c->open_def];
+    const char *d = tk->t[0];
+    section_t *open = c->open_sec >= 0 ? &def->sec[c->open_sec] : NULL;
+    bool header = false;
+    for (int k = 0; k < N_SECTIONS; k++) header = header || strcmp(d, k_section_names[k]) == 0;
+    if (header || strcmp(d, "end") == 0) {
+        if (c->has_status_pending || c->pending_string)
+            return failf("expect_status/expect_string at the end of a section, with no call after it");
+        if (open && !open->nst && !open->nret && !open->ngiven[0]) return failf("op %s: an empty section", def->name);
+    }
+    if (strcmp(d, "end") == 0) {
+        if (tk->n != 1) return failf("end takes no arguments");
+        if (!def->sec[SEC_FORWARD].present) return failf("op %s has no forward section", def->name);
+        c->open_def = c->open_sec = -1;
+        return 0;
+    }
+    if (header) {
+        /* forward IN,.. -> OUT,..   backward GOUT,.. -> GIN,..   jvp IN,.. TAN,.. -> TOUT,.. */
+        int k = 0;
+        while (strcmp(k_section_names[k], d) != 0) k++;
+        section_t *sec = &def->sec[k];
+        int ngiven = k == SEC_JVP ? 2 : 1;
+        if (sec->present) return failf("op %s: two %s sections", def->name, d);
+        if (tk->n != ngiven + 3 || strcmp(tk->t[ngiven + 1], "->") != 0)
+            return failf("%s: expected '%s %s-> NAME,...'", d, d, k == SEC_JVP ? "INPUTS TANGENTS " : "NAME,... ");
+        sec->present = true;
+        sec->line = line;
+        for (int g = 0; g < ngiven; g++) split_names(tk->t[1 + g], &sec->given[g], &sec->ngiven[g]);
+        split_names(tk->t[ngiven + 2], &sec->ret, &sec->nret);
+        if (k == SEC_JVP && sec->ngiven[0] != sec->ngiven[1])
+            return failf("jvp: %d inputs but %d tangents", sec->ngiven[0], sec->ngiven[1]);
+        c->open_sec = k;
+        return 0;
+    }
+    if (!open) return failf("op %s: a statement before any section (forward, backward, jvp)", def->name);
+    if (strcmp(d, "status") == 0 || strcmp(d, "from_call") == 0) {
+        stmt_t s;
+        memset(&s, 0, sizeof s);
+        s.line = line;
+        s.kind = d[0] == 's' ? S_STATUS : S_FROM_CALL;
+        int64_t v;
+        if (tk->n != 2 || parse_i64_literal(tk->t[1], &v) != 0) return failf("%s: expected '%s INTEGER'", d, d);
+        s.fn = xstrdup(d);
+        copy_tokens(tk, 1, &s.args, &s.nargs);
+        PUSH(open->st, open->nst, open->cst, s);
+        return 0;
+    }
+    static const char *const refused[] = {"input", "output", "gradcheck", "retain", "second_derivative", "replay",
+                                          "expect_counter", "expect_same", "op", "case"};
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++)
+        if (strcmp(d, refused[i]) == 0) return failf("'%s' is not allowed inside an op's section", d);
+    for (int i = 1; i < tk->n; i++)
+        if (strstr(tk->t[i], "build:") || strstr(tk->t[i], "capture:"))
+            return failf("a section cannot pass build: or capture: functions");
+    /* parse as a program line, into the section */
+    stmt_t *st = c->st;
+    int nst = c->nst, cst = c->cst;
+    c->st = open->st, c->nst = open->nst, c->cst = open->cst;
+    int od = c->open_def;
+    c->open_def = -1;
+    int rc = parse_case_line(c, tk, line);
+    c->open_def = od;
+    open->st = c->st, open->nst = c->nst, open->cst = c->cst;
+    c->st = st, c->nst = nst, c->cst = cst;
+    return rc;
+}
+
 /* Parses one line into the case. */
 static int parse_case_line(case_t *c, toks_t *tk, int line) {
     g_line = line;
@@ -1159,6 +1300,31 @@ static int parse_case_line(case_t *c, toks_t *tk, int line) {
     stmt_t s;
     memset(&s, 0, sizeof s);
     s.line = line;
+    if (c->open_def >= 0) return parse_op_line(c, tk, line);
+    bool has_eq = false;
+    for (int i = 1; i < tk->n; i++) has_eq = has_eq || strcmp(tk->t[i], "=") == 0;
+    if (strcmp(d, "op") == 0 && !has_eq) { /* (a line 'op = ...' assigns to a name op) */
+        if (tk->n != 2 || !is_identifier(tk->t[1])) return failf("op: expected 'op NAME'");
+        for (int i = 0; i < c->ndefs; i++)
+            if (strcmp(c->defs[i].name, tk->t[1]) == 0) return failf("op %s defined twice", tk->t[1]);
+        opdef_t def;
+        memset(&def, 0, sizeof def);
+        def.name = xstrdup(tk->t[1]);
+        def.line = line;
+        PUSH(c->defs, c->ndefs, c->cdefs, def);
+        c->open_def = c->ndefs - 1;
+        c->open_sec = -1;
+        return 0;
+    }
+    if (strcmp(d, "status") == 0 || strcmp(d, "from_call") == 0) return failf("%s is a statement of an op's section", d);
+    if (strcmp(d, "expect_same") == 0) {
+        if (tk->n < 3) return failf("expect_same: expected 'expect_same A B [tol=T] [grads=[X,..]]'");
+        s.kind = S_SAME;
+        s.fn = xstrdup(d);
+        copy_tokens(tk, 1, &s.args, &s.nargs);
+        PUSH(c->st, c->nst, c->cst, s);
+        return 0;
+    }
     if (strcmp(d, "input") == 0) return parse_input(c, tk, line);
     if (strcmp(d, "output") == 0) {
         if (tk->n != 2 || c->output) return failf("output: expected exactly one 'output NAME'");
@@ -1273,10 +1439,12 @@ static case_t new_case(const char *name, const char *file, int line) {
     c.file = xstrdup(file);
     c.line = line;
     c.gradcheck = true;
+    c.open_def = c.open_sec = -1;
     return c;
 }
 
 static int finish_case(case_t *c) {
+    if (c->open_def >= 0) return failf("op %s: no 'end'", c->defs[c->open_def].name);
     if (c->has_status_pending || c->pending_string)
         return failf("expect_status/expect_string at the end of the case, with no call after it");
     if ((c->retain || c->second) && !c->output) return failf("retain/second_derivative need an output");
@@ -1389,6 +1557,8 @@ typedef struct {
     ivar_t *iv;
     int niv, civ;
     counter_t *counters;
+    bool callback;    /* a custom op's callback: its checks run in every run, replays included */
+    int32_t ret_status; /* what the callback returns ('status N') */
 } env_t;
 
 static void env_init(env_t *e, const case_t *c, bool primary) {
@@ -1451,6 +1621,10 @@ static int env_set_int(env_t *e, const char *name, int64_t v) {
 
 /* An integer argument: a literal, $var, a header constant, float32/float64, true/false. */
 static int parse_int_arg(env_t *e, const char *tok, int64_t *out) {
+    if (strcmp(tok, "$last_ctx") == 0) { /* the context of the last custom op callback */
+        *out = (int64_t)g_last_ctx;
+        return 0;
+    }
     if (tok[0] == '$') {
         for (int i = 0; i < e->niv; i++)
             if (strcmp(e->iv[i].name, tok + 1) == 0) {
@@ -1488,6 +1662,12 @@ static int parse_bool_arg(const char *tok, bool *out) {
 static int parse_handle_arg(env_t *e, const char *tok, uint64_t *out) {
     if (strcmp(tok, "null") == 0) {
         *out = 0;
+        return 0;
+    }
+    if (tok[0] == '$') { /* an integer variable ($last_ctx, $ctx): a handle of another kind */
+        int64_t v;
+        if (parse_int_arg(e, tok, &v) != 0) return -1;
+        *out = (uint64_t)v;
         return 0;
     }
     if (isdigit((unsigned char)tok[0])) {
@@ -1750,6 +1930,173 @@ static bool is_function_stmt(const stmt_t *st) {
     return false;
 }
 
+/* ---- forward:OP, backward:OP, jvp:OP: a custom op's callbacks, ffi_closures from the header ---- */
+
+/* One callback of a custom op: a closure made from the header's typedef (ag_custom_forward_fn,
+ * ag_custom_backward_fn, ag_custom_jvp_fn) whose body runs a section of the case's 'op' block.
+ * Made by the ag_custom_op_new statement that names it, kept until the case ends (the library
+ * may call it as long as a graph or a captured function holds the op). */
+typedef struct {
+    closure_t cl;
+    const case_t *c;
+    const opdef_t *def;
+    int sec;
+    bool primary; /* made by the case's own run (not a replay) */
+    int64_t calls;  /* calls of this callback so far ('from_call N') */
+} cop_t;
+
+static cop_t **g_cops; /* the current case's callbacks */
+static int g_ncops, g_ccops;
+
+static int exec_stmt(env_t *e, const stmt_t *st);
+
+/* Whether tok is a handle written as a number (a made-up one). */
+static bool number_token(const char *tok, uint64_t *v) {
+    if (!isdigit((unsigned char)tok[0])) return false;
+    char *end;
+    unsigned long long x = strtoull(tok, &end, 0);
+    if (*end != '\0') return false;
+    *v = x;
+    return true;
+}
+
+/*
+ * The body of a callback: binds what it is given (inputs, output gradients, tangents; borrowed,
+ * AG_NULL_TENSOR for a tangent it is not given) to the section's names and the context to $ctx,
+ * runs the section's statements, and writes the handles bound to its return names (the library
+ * takes them over: they are not freed here; a freed name writes its stale handle, 'null' writes
+ * AG_NULL_TENSOR, a number writes a made-up handle). Returns 'status N' (default 0), or 1 when a
+ * statement failed unexpectedly (then nothing is written).
+ */
+static int32_t run_section(cop_t *op, uint64_t *out, int64_t nout, const uint64_t *given0,
+                           const uint64_t *given1, int64_t ngiven, uint64_t ctx, void *payload) {
+    const section_t *sec = &op->def->sec[op->sec];
+    if (payload) ((counter_t *)payload)->calls++;
+    op->calls++;
+    g_last_ctx = ctx;
+    int line = g_line;
+    bool failed = g_failed;
+    char *saved = xstrdup(g_err);
+    g_failed = false;
+    g_cb_depth++;
+    env_t e;
+    env_init(&e, op->c, op->primary);
+    e.callback = true;
+    int rc = 0;
+    g_line = sec->line;
+    if (nout != sec->nret || ngiven != sec->ngiven[0] || !out || (ngiven > 0 && (!given0 || (op->sec == SEC_JVP && !given1))))
+        rc = failf("op %s: the %s callback got %" PRId64 " handles and %" PRId64 " outputs, its section names %d and %d",
+                   op->def->name, k_section_names[op->sec], ngiven, nout, sec->ngiven[0], sec->nret);
+    for (int g = 0; g < (op->sec == SEC_JVP ? 2 : 1); g++)
+        for (int i = 0; rc == 0 && i < ngiven; i++)
+            rc = env_bind(&e, sec->given[g][i], find_htype("ag_tensor"), (g ? given1 : given0)[i], true);
+    if (rc == 0) rc = env_set_int(&e, "ctx", (int64_t)ctx);
+    for (int i = 0; rc == 0 && i < sec->nst; i++) {
+        const stmt_t *st = &sec->st[i];
+        if (st->kind == S_FROM_CALL) { /* the rest runs from the callback's Nth call on */
+            int64_t n = 0;
+            parse_i64_literal(st->args[0], &n);
+            if (op->calls < n) break;
+            continue;
+        }
+        rc = exec_stmt(&e, st);
+    }
+    /* what it writes: every name must be bound before anything is written */
+    uint64_t *w = xcalloc((size_t)(sec->nret ? sec->nret : 1), sizeof *w);
+    for (int k = 0; rc == 0 && k < sec->nret; k++) {
+        const char *name = sec->ret[k];
+        if (strcmp(name, "null") == 0 || number_token(name, &w[k])) continue;
+        if (name[0] == '$') { /* $ctx: a live handle of another kind */
+            int64_t v = 0;
+            rc = parse_int_arg(&e, name, &v);
+            w[k] = (uint64_t)v;
+            continue;
+        }
+        bind_t *b = env_find(&e, name);
+        if (!b) rc = failf("op %s: the %s section returns %s, which is not bound", op->def->name, k_section_names[op->sec], name);
+        else w[k] = b->h;
+    }
+    for (int k = 0; rc == 0 && k < sec->nret; k++) {
+        bind_t *b = strcmp(sec->ret[k], "null") == 0 || sec->ret[k][0] == '$' ? NULL : env_find(&e, sec->ret[k]);
+        if (b && !b->freed) b->borrowed = true; /* the library takes it over */
+        out[k] = w[k];
+    }
+    free(w);
+    int32_t status = e.ret_status;
+    env_cleanup(&e);
+    g_cb_depth--;
+    if (g_failed) {
+        size_t n = strlen(g_err) < sizeof g_callback_err - 1 ? strlen(g_err) : sizeof g_callback_err - 1;
+        memcpy(g_callback_err, g_err, n);
+        g_callback_err[n] = '\0';
+    }
+    g_failed = failed;
+    snprintf(g_err, sizeof g_err, "%s", saved);
+    free(saved);
+    g_line = line;
+    return rc == 0 ? status : 1;
+}
+
+/* The closures' entries: libffi hands over the arguments as the header's typedefs declare them
+ * (checked in check_used_signatures). */
+static void forward_entry(ffi_cif *cif, void *ret, void **args, void *user_data) {
+    (void)cif;
+    *(ffi_sarg *)ret = run_section(user_data, *(uint64_t **)args[0], *(int64_t *)args[1], *(const uint64_t **)args[2],
+                                   NULL, *(int64_t *)args[3], *(uint64_t *)args[4], *(void **)args[5]);
+}
+
+static void backward_entry(ffi_cif *cif, void *ret, void **args, void *user_data) {
+    (void)cif;
+    /* input_grads, ninputs, output_grads, noutputs, ctx, payload */
+    *(ffi_sarg *)ret = run_section(user_data, *(uint64_t **)args[0], *(int64_t *)args[1], *(const uint64_t **)args[2],
+                                   NULL, *(int64_t *)args[3], *(uint64_t *)args[4], *(void **)args[5]);
+}
+
+static void jvp_entry(ffi_cif *cif, void *ret, void **args, void *user_data) {
+    (void)cif;
+    /* output_tangents, noutputs, inputs, input_tangents, ninputs, ctx, payload */
+    *(ffi_sarg *)ret = run_section(user_data, *(uint64_t **)args[0], *(int64_t *)args[1], *(const uint64_t **)args[2],
+                                   *(const uint64_t **)args[3], *(int64_t *)args[4], *(uint64_t *)args[5],
+                                   *(void **)args[6]);
+}
+
+static const char *const k_section_types[N_SECTIONS] = {"ag_custom_forward_fn", "ag_custom_backward_fn",
+                                                         "ag_custom_jvp_fn"};
+static void (*const k_section_entries[N_SECTIONS])(ffi_cif *, void *, void **, void *) = {forward_entry, backward_entry,
+                                                                                         jvp_entry};
+
+/* A callback for parameter p from a token SECTION:OP (forward:mul): its code pointer in *fn. */
+static int make_custom_callback(env_t *e, const param_t *p, const char *tok, void **fn) {
+    int k = 0;
+    while (k < N_SECTIONS && strcmp(p->type, k_section_types[k]) != 0) k++;
+    size_t len = strlen(k_section_names[k]);
+    if (strncmp(tok, k_section_names[k], len) != 0 || tok[len] != ':')
+        return failf("parameter %s (%s) takes %s:OP, got '%s'", p->name, p->type, k_section_names[k], tok);
+    const opdef_t *def = NULL;
+    for (int i = 0; i < e->c->ndefs; i++)
+        if (strcmp(e->c->defs[i].name, tok + len + 1) == 0) def = &e->c->defs[i];
+    if (!def) return failf("%s: no 'op %s' in this case", tok, tok + len + 1);
+    if (!def->sec[k].present) return failf("%s: op %s has no %s section", tok, def->name, k_section_names[k]);
+    cop_t *op = xcalloc(1, sizeof *op);
+    op->c = e->c;
+    op->def = def;
+    op->sec = k;
+    op->primary = e->primary;
+    if (closure_make(&op->cl, find_tdef(p->type), k_section_entries[k], op) != 0) {
+        free(op);
+        return -1;
+    }
+    PUSH(g_cops, g_ncops, g_ccops, op);
+    *fn = op->cl.code;
+    return 0;
+}
+
+static bool is_custom_callback_type(const char *type) {
+    for (int k = 0; k < N_SECTIONS; k++)
+        if (strcmp(type, k_section_types[k]) == 0) return true;
+    return false;
+}
+
 /* ---- generic marshalling of one call from the header's parameter list ---- */
 
 /* How one parameter is passed. */
@@ -1773,6 +2120,7 @@ typedef struct {
 static bool is_pair(const fsig_t *s, int i) {
     const param_t *p = &s->p[i];
     if (p->ptr != 1 || p->fnptr || i + 1 >= s->np) return false;
+    if (p->cnst && p->elem == 'c') return false; /* a string (ag_custom_op_new's name) */
     const param_t *q = &s->p[i + 1];
     if (q->ptr != 0 || q->code != 'L') return false;
     if (!p->cnst && find_htype(p->type)) return false;
@@ -1869,6 +2217,15 @@ static int marshal_in_array(env_t *e, const param_t *p, arg_t *a, const char *to
         a->count = 0;
         return 0;
     }
+    if (p->cnst && p->elem == 'c') { /* a string: "text" */
+        size_t n = strlen(tok);
+        if (n < 2 || tok[0] != '"' || tok[n - 1] != '"') return failf("parameter %s wants a \"string\", got '%s'", p->name, tok);
+        a->buf = xmalloc(n - 1);
+        memcpy(a->buf, tok + 1, n - 2);
+        ((char *)a->buf)[n - 2] = '\0';
+        a->slot.p = a->buf;
+        return 0;
+    }
     toks_t el = {0};
     if (split_list(tok, &el) != 0) return failf("parameter %s wants a [list], got '%s'", p->name, tok);
     a->count = el.n;
@@ -1953,7 +2310,7 @@ static int check_out(env_t *e, const fsig_t *s, int i, const arg_t *a) {
         if (!code_is_integer(p->elem)) return failf("->%s: %s is not an integer output", tok + 2, p->name);
         return env_set_int(e, tok + 2, load_int(a->buf, 0, p->elem));
     }
-    if (!e->primary) return 0; /* replays compute, the primary run checks */
+    if (!e->primary && !e->callback) return 0; /* replays compute, the primary run checks */
     if (tok[0] == '~' && p->elem == 'c') {
         const char *text = a->buf;
         if (!memchr(text, '\0', a->used) || !strstr(text, tok + 1))
@@ -2084,6 +2441,8 @@ static int exec_call(env_t *e, const stmt_t *st) {
                 memcpy(&a->slot.p, &f, sizeof a->slot.p);
             } else if (strncmp(tok, "capture:", 8) == 0 && strcmp(p->type, "ag_capture_fn") == 0) {
                 /* made below, once the call's input list is known */
+            } else if (is_custom_callback_type(p->type)) {
+                rc = make_custom_callback(e, p, tok, &a->slot.p);
             } else {
                 rc = failf("parameter %s (%s) cannot take '%s'", p->name, p->type, tok);
             }
@@ -2226,6 +2585,7 @@ static int exec_call(env_t *e, const stmt_t *st) {
         }
         rslot_t r;
         g_build_err[0] = '\0';
+        if (g_cb_depth == 0) g_callback_err[0] = '\0';
         invoke(s, av, &r);
         if (build) {
             for (int k = 0; k < g_build.nnames; k++) free(g_build.names[k]);
@@ -2233,6 +2593,8 @@ static int exec_call(env_t *e, const stmt_t *st) {
             g_build.active = false;
         }
         if (cl.closure && !g_build_err[0] && g_capture_err[0]) snprintf(g_build_err, sizeof g_build_err, "%s", g_capture_err);
+        bool custom_err = !g_build_err[0] && g_callback_err[0];
+        if (custom_err) snprintf(g_build_err, sizeof g_build_err, "%s", g_callback_err);
         bool has_status = strcmp(s->ret.type, "ag_status") == 0 && s->ret.ptr == 0;
         int32_t st_got = has_status ? (int32_t)ret_int(s, &r) : 0;
         int32_t want = st->has_status ? st->status : 0;
@@ -2240,7 +2602,8 @@ static int exec_call(env_t *e, const stmt_t *st) {
         if (has_status && st_got != want) {
             if (st_got) rc = failf("%s returned %s (%s), expected %s%s%s", s->name, api_status_name(st_got),
                                   api_last_error(), api_status_name(want),
-                                  g_build_err[0] ? (cl.closure ? "; the capture function: " : "; the build function: ") : "",
+                                  g_build_err[0] ? (custom_err ? "; a custom op callback: "
+                                                    : cl.closure ? "; the capture function: " : "; the build function: ") : "",
                                   g_build_err);
             else rc = failf("%s returned AG_OK, expected %s", s->name, api_status_name(want));
         }
@@ -2375,6 +2738,7 @@ static int create_inputs_from(env_t *e, double **vals, double **out_vals, const 
 static double **g_input_values;
 static bool any_float32(const case_t *c);
 static double weight(int64_t k, int stream);
+static int make_weights(uint64_t like, int stream, uint64_t *out, double **vals, int64_t *n);
 
 /* What the replay checks of the current case found (for its "ok" line). */
 static struct {
@@ -2636,6 +3000,98 @@ static int exec_replay(env_t *e, const stmt_t *st) {
     return rc;
 }
 
+/* Two tensors of the same dtype and shape whose values agree (within tol, relative). */
+static int same_tensors(const char *what, uint64_t a, uint64_t b, double tol) {
+    int64_t na, nb, sa[MAX_RANK], sb[MAX_RANK];
+    int32_t da, db, st;
+    if ((st = api_ndim(&na, a)) || (st = api_ndim(&nb, b)) || (st = api_dtype(&da, a)) || (st = api_dtype(&db, b)))
+        return api_fail(what, st);
+    if (da != db) return failf("%s: dtypes %s and %s differ", what, da == g_float32 ? "float32" : "float64",
+                               db == g_float32 ? "float32" : "float64");
+    if (na != nb || na > MAX_RANK) return failf("%s: ranks %" PRId64 " and %" PRId64 " differ", what, na, nb);
+    if ((st = api_shape(sa, MAX_RANK, a)) || (st = api_shape(sb, MAX_RANK, b))) return api_fail(what, st);
+    for (int64_t i = 0; i < na; i++)
+        if (sa[i] != sb[i]) return failf("%s: extent %" PRId64 " is %" PRId64 " and %" PRId64, what, i, sa[i], sb[i]);
+    if (tol < 0) tol = da == g_float32 ? 1e-5 : 1e-9;
+    double *va, *vb;
+    int64_t n, m;
+    if (tensor_values(a, &va, &n) != 0) return -1;
+    if (tensor_values(b, &vb, &m) != 0) {
+        free(va);
+        return -1;
+    }
+    int rc = 0;
+    for (int64_t k = 0; rc == 0 && k < n; k++)
+        if (!close_enough(va[k], vb[k], tol)) rc = failf("%s: [%" PRId64 "] is %.17g and %.17g", what, k, va[k], vb[k]);
+    free(va);
+    free(vb);
+    return rc;
+}
+
+/* expect_same A B [tol=T] [grads=[X,..]]: A and B (say a custom op and the same function written
+ * with catalogue ops) have the same shape, dtype and values; with grads, the gradients of
+ * sum(A * W) and of sum(B * W) (fixed weights W, by ag_grad, retaining both graphs) with respect
+ * to each X agree too (AG_NULL_TENSOR counts as zeros). */
+static int exec_same(env_t *e, const stmt_t *st) {
+    bind_t *A = env_find(e, st->args[0]), *B = env_find(e, st->args[1]);
+    if (!A || !B || A->freed || B->freed) return failf("expect_same: %s or %s is not a live tensor", st->args[0], st->args[1]);
+    double tol = -1;
+    const char *grads = NULL;
+    for (int k = 2; k < st->nargs; k++) {
+        const char *v;
+        if ((v = opt(st->args[k], "tol")) && parse_double(v, &tol) == 0) continue;
+        if ((v = opt(st->args[k], "grads"))) grads = v;
+        else return failf("expect_same: bad option '%s'", st->args[k]);
+    }
+    char what[256];
+    snprintf(what, sizeof what, "expect_same %s %s: values", st->args[0], st->args[1]);
+    int rc = same_tensors(what, A->h, B->h, tol);
+    if (rc != 0 || !grads) return rc;
+    toks_t xs = {0};
+    if (split_list(grads, &xs) != 0 || xs.n < 1) {
+        toks_free(&xs);
+        return failf("expect_same: grads wants [NAME,..]");
+    }
+    uint64_t *in = xcalloc((size_t)xs.n, sizeof *in), *ga = xcalloc((size_t)xs.n, sizeof *ga),
+             *gb = xcalloc((size_t)xs.n, sizeof *gb);
+    for (int i = 0; rc == 0 && i < xs.n; i++) {
+        bind_t *x = env_find(e, xs.t[i]);
+        if (!x || x->freed) rc = failf("expect_same: %s is not a live tensor", xs.t[i]);
+        else in[i] = x->h;
+    }
+    uint64_t w = 0;
+    double *W = NULL;
+    int64_t nW;
+    if (rc == 0) rc = make_weights(A->h, 3, &w, &W, &nW);
+    int32_t s;
+    uint64_t oa[1] = {A->h}, ob[1] = {B->h}, seeds[1] = {w};
+    if (rc == 0 && (s = api_grad(ga, oa, 1, seeds, in, xs.n, true, false, true))) rc = api_fail("ag_grad (expect_same, first)", s);
+    if (rc == 0 && (s = api_grad(gb, ob, 1, seeds, in, xs.n, true, false, true))) rc = api_fail("ag_grad (expect_same, second)", s);
+    for (int i = 0; rc == 0 && i < xs.n; i++) {
+        snprintf(what, sizeof what, "expect_same %s %s: gradients with respect to %s", st->args[0], st->args[1], xs.t[i]);
+        uint64_t z = 0;
+        if (!ga[i] || !gb[i]) { /* none: zeros of the input's shape and dtype */
+            int64_t nd, sh[MAX_RANK];
+            int32_t dt;
+            uint64_t *zp = &z;
+            const int64_t *sp = sh;
+            if ((s = api_ndim(&nd, in[i])) || (s = api_shape(sh, MAX_RANK, in[i])) || (s = api_dtype(&dt, in[i])) ||
+                (s = call_status(F.zeros, AV(&zp, &sp, &nd, &dt))))
+                rc = api_fail("zeros for a missing gradient", s);
+        }
+        if (rc == 0) rc = same_tensors(what, ga[i] ? ga[i] : z, gb[i] ? gb[i] : z, tol);
+        if (z) api_free(z);
+    }
+    for (int i = 0; i < xs.n; i++) {
+        if (ga[i]) api_free(ga[i]);
+        if (gb[i]) api_free(gb[i]);
+    }
+    if (w) api_free(w);
+    free(W), free(in), free(ga), free(gb);
+    toks_free(&xs);
+    return rc;
+}
+
 static int exec_stmt(env_t *e, const stmt_t *st) {
     g_line = st->line;
     switch (st->kind) {
@@ -2660,14 +3116,22 @@ static int exec_stmt(env_t *e, const stmt_t *st) {
         int32_t rc = api_set_grad_enabled(&prev, strcmp(st->args[0], "on") == 0);
         return rc ? api_fail("ag_set_grad_enabled", rc) : 0;
     }
+    case S_STATUS: {
+        int64_t v = 0;
+        parse_i64_literal(st->args[0], &v);
+        e->ret_status = (int32_t)v;
+        return 0;
+    }
+    case S_SAME:
+        return e->primary ? exec_same(e, st) : 0;
     case S_EXPECT: {
-        if (!e->primary) return 0;
+        if (!e->primary && !e->callback) return 0;
         bind_t *b = env_find(e, st->args[0]);
         if (!b) return failf("expect: '%s' is not bound", st->args[0]);
         return check_values(e, st->args[0], b->h, st->args + 1, st->nargs - 1, false);
     }
     case S_EXPECT_GRAD: {
-        if (!e->primary) return 0;
+        if (!e->primary && !e->callback) return 0;
         bind_t *b = env_find(e, st->args[0]);
         if (!b) return failf("expect_grad: '%s' is not bound", st->args[0]);
         uint64_t g = 0;
@@ -3131,6 +3595,15 @@ static bool run_case(const case_t *c) {
     free(g_caps);
     g_caps = NULL;
     g_ncaps = g_ccaps = 0;
+    /* every handle is released: no graph or function can call a custom op's callback any more */
+    for (int k = 0; k < g_ncops; k++) {
+        closure_free(&g_cops[k]->cl);
+        free(g_cops[k]);
+    }
+    free(g_cops);
+    g_cops = NULL;
+    g_ncops = g_ccops = 0;
+    g_callback_err[0] = '\0';
     api_set_grad_enabled(&prev, true);
     for (int i = 0; i < c->npost; i++) check_counter(&c->post[i]);
     g_line = 0;
