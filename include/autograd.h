@@ -932,8 +932,9 @@ ag_status ag_set_recomputable(bool *previous, bool enabled);
  * backward (version counters).
  * Errors: AG_ERR_INVALID_HANDLE, AG_ERR_STATE (an op under root was recorded while recomputable
  * graphs were off, or is a custom op that cannot be rerun (see "User-defined ops"): "was
- * recorded without its forward"; or the graph was freed by a backward without retain_graph);
- * nothing is written then. */
+ * recorded without its forward"; or the graph was freed by a backward without retain_graph),
+ * AG_ERR_CALLBACK (a custom op's forward, called again, failed: the ops before it are
+ * recomputed, those after are not). Nothing is written on the other errors. */
 ag_status ag_recompute(ag_tensor root);
 
 /* A captured function (a handle, like ag_tensor; 0 is never one). */

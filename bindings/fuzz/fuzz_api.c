@@ -39,9 +39,7 @@
  *
  * While a bug found by the fuzzer is unfixed, its trigger can be stepped around in a block
  * `#ifdef FUZZ_SKIP_KNOWN_BUGS` naming its reproducer in regressions/ (FUZZ_SKIP_KNOWN=1 bash
- * scripts/fuzz.sh builds with it), so that fuzzing can go on looking for others. Two are open:
- * custom-backward-other-shape-in-replay-internal-error and
- * custom-forward-other-dtype-in-replay-internal-error (see co_new).
+ * scripts/fuzz.sh builds with it), so that fuzzing can go on looking for others. None is open.
  *
  * User-defined ops (issue 17): opcode bytes 248..255 drive ag_custom_op_* through callbacks whose
  * behaviour the input chooses, with a model of the status each call must return (see the
@@ -4665,14 +4663,6 @@ static void co_new(Rd *r) {
         u->which[c] = u8(r);
         u->arg[c] = u8(r);
     }
-#ifdef FUZZ_SKIP_KNOWN_BUGS
-    /* regressions/custom-backward-other-shape-in-replay-internal-error and
-     * custom-forward-other-dtype-in-replay-internal-error: a backward whose gradient changes shape
-     * between calls (legal shapes both), or a forward whose output changes dtype, makes a replay
-     * AG_ERR_INTERNAL. Those behave the same on every call here. */
-    u->from[CF_BACKWARD] = 1;
-    if (u->mode[CF_FORWARD] == CB_WRONG_DTYPE || u->mode[CF_FORWARD] == CB_IDENTITY) u->from[CF_FORWARD] = 1;
-#endif
     uint8_t bad = u8(r);
     int64_t nin = u->nin, nout = u->nout;
     const char *name = "fuzz_op";
