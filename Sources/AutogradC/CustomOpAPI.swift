@@ -117,7 +117,7 @@ public func ag_custom_op_new(_ out: UnsafeMutablePointer<UInt64>?, _ name: Unsaf
                 try withContextHandle(context) { ctx in
                     try callWithHandles("custom op '\(opName)': the forward", borrowing: [inputs], names: ["inputs"], writes: m, optional: false) { o, ins in
                         forward(o, Int64(m), ins[0], Int64(n), ctx, data.pointer)
-                    }.map { $0! }
+                    }.map { $0! }  // never nil: without `optional`, a missing output throws above
                 }
             }, backward: backward.map { backward in { context, grads in
                 try withContextHandle(context) { ctx in
