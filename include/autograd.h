@@ -158,8 +158,8 @@ const char *ag_version(void);
  * successful calls never clear or replace it. A call made by a callback (a gradient hook, a
  * gradcheck build function) is a call on this thread like any other: if it fails, its message
  * replaces the last one even when the outer call (ag_backward, ag_gradcheck) then succeeds.
- * When the callback's failure makes the outer call fail, the outer message quotes it (its first
- * 500 characters, then "...").
+ * When the callback's failure makes the outer call fail, the outer message quotes it (cut to
+ * its first 150 and last 350 characters when longer: the end holds the innermost cause).
  * Never free it. */
 const char *ag_last_error(void);
 

@@ -73,14 +73,18 @@ enum LastError {
     /// `before`, else nil: what a user callback's own failing calls said.
     static func since(_ before: UInt) -> String? {
         guard failures != before else { return nil }
-        // Cut: a callback's message may itself quote a nested callback's (64 levels of nested
-        // hooks or custom ops would otherwise make a message of kilobytes).
+        // Cut in the middle: a callback's message may itself quote a nested callback's (64 levels
+        // of nested hooks or custom ops would otherwise make a message of kilobytes). Its start
+        // says which call failed, its end holds the innermost cause: both are kept.
         let message = String(cString: current)
-        return message.utf8.count <= quotedLimit ? message : String(message.prefix(quotedLimit)) + "..."
+        guard message.count > quotedLimit else { return message }
+        return String(message.prefix(quotedHead)) + " ... " + String(message.suffix(quotedLimit - quotedHead))
     }
 
-    /// The most characters of a callback's message another message quotes.
+    /// The most characters of a callback's message another message quotes, and how many of
+    /// them come from its start.
     static let quotedLimit = 500
+    static let quotedHead = 150
 }
 
 /// Records `message` as the last error and returns `status`.
