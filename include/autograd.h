@@ -1511,7 +1511,7 @@ ag_status ag_custom_ctx_needs_input_grad(bool *out, ag_custom_ctx ctx, int64_t i
  *  B114 ag_capture whose function fails, writes 0 or a dead handle to an output, or frees an
  *       input
  *       -> AG_ERR_CALLBACK  "the function returned 7", "wrote no tensor handle to outputs[1]",
- *          "freed its input handle 0"
+ *          "freed inputs[0], a tensor handle it was given"
  *  B115 ag_capture whose function runs a backward (ag_backward, ag_grad) that reaches a hook, on
  *       a leaf made outside or on a result
  *       -> AG_ERR_STATE  "hooks run user code on each backward and cannot be replayed" (from the
@@ -1578,16 +1578,16 @@ ag_status ag_custom_ctx_needs_input_grad(bool *out, ag_custom_ctx ctx, int64_t i
  *          ("(its last error: ag_exp: a handle 0x123456789abcdef is not a live tensor handle")
  *  B128 a forward that returns 0 without writing every output
  *       -> AG_ERR_CALLBACK  "custom op 'cop': the forward returned 0 (success) but wrote no tensor
- *          handle to slot 1 of its outputs" (accepted: AG_NULL_TENSOR from the backward is no
+ *          handle to outputs[1]" (accepted: AG_NULL_TENSOR from the backward is no
  *          gradient for that input (ag_grad then: B69), from the JVP a zero tangent)
  *  B129 a callback that writes a handle that is not a live tensor (one it freed, made up, of
  *       another kind: the op's own)
- *       -> AG_ERR_CALLBACK  "custom op 'cop': the forward wrote 0x123456789abcdef to slot 1 of its
- *          outputs, which is not a live tensor handle" ("the backward wrote", "the JVP wrote"; a
- *          handle of another kind is left alone)
+ *       -> AG_ERR_CALLBACK  "custom op 'cop': the forward wrote 0x123456789abcdef to outputs[1],
+ *          which is not a live tensor handle" ("the backward wrote ... to input_grads[0]", "the
+ *          JVP wrote ... to output_tangents[0]"; a handle of another kind is left alone)
  *  B130 a callback that frees a handle it was given (an input, an output gradient, a tangent)
  *       -> AG_ERR_CALLBACK  "custom op 'cop': the forward freed inputs[0], a tensor handle it was
- *          given" ("the backward freed output_grads[0]", "the JVP freed input_tangents[1]")
+ *          given" ("the backward freed output_grads[0]", "the JVP freed input_tangents[0]")
  *  B131 a forward whose outputs differ in dtype
  *       -> AG_ERR_CALLBACK  "custom op 'cop': the forward returned output 0 as float64 and output
  *          1 as float32; the outputs of an op share one dtype"

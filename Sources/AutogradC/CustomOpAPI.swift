@@ -28,9 +28,10 @@ extension Arg {
 /// happens; each broken contract is AutogradError.callback, its message starting with `who`.
 /// `optional`: a 0 written (nothing) is allowed and read as nil. `names` names each group of
 /// borrowed handles for messages, `positions` (if given) each handle's index in what the
-/// callback sees (a group passed with gaps: the JVP's tangents).
+/// callback sees (a group passed with gaps: the JVP's tangents), `written` the array it writes.
+/// (The capture function's call uses it too; a build function's, of one output, has its own.)
 func callWithHandles(_ who: String, borrowing groups: [[Tensor]], names: [String], positions: [[Int]]? = nil,
-                     writes count: Int, optional: Bool,
+                     writes count: Int, into written: String, optional: Bool,
                      _ call: (UnsafeMutablePointer<UInt64>?, [UnsafePointer<UInt64>?]) -> Int32) throws -> [Tensor?] {
     var made: [[UInt64]] = []
     defer { for hs in made { for h in hs { _ = HandleTable.shared.remove(h, kind: .tensor) } } }
@@ -66,10 +67,10 @@ func callWithHandles(_ who: String, borrowing groups: [[Tensor]], names: [String
     return try results.enumerated().map { k, t in
         if t == nil && outs[k] == 0 {
             if optional { return nil }
-            throw AutogradError.callback("\(who) returned 0 (success) but wrote no tensor handle to slot \(k) of its outputs")
+            throw AutogradError.callback("\(who) returned 0 (success) but wrote no tensor handle to \(written)[\(k)]")
         }
         guard let t else {
-            throw AutogradError.callback("\(who) wrote 0x\(String(outs[k], radix: 16)) to slot \(k) of its outputs, which is not a live tensor handle (freed, made up, or of another kind)")
+            throw AutogradError.callback("\(who) wrote 0x\(String(outs[k], radix: 16)) to \(written)[\(k)], which is not a live tensor handle (freed, made up, or of another kind)")
         }
         return t
     }
@@ -115,13 +116,13 @@ public func ag_custom_op_new(_ out: UnsafeMutablePointer<UInt64>?, _ name: Unsaf
         do {
             let op = try CustomOp(name: opName, inputs: n, outputs: m, forward: { context, inputs in
                 try withContextHandle(context) { ctx in
-                    try callWithHandles("custom op '\(opName)': the forward", borrowing: [inputs], names: ["inputs"], writes: m, optional: false) { o, ins in
+                    try callWithHandles("custom op '\(opName)': the forward", borrowing: [inputs], names: ["inputs"], writes: m, into: "outputs", optional: false) { o, ins in
                         forward(o, Int64(m), ins[0], Int64(n), ctx, data.pointer)
                     }.map { $0! }  // never nil: without `optional`, a missing output throws above
                 }
             }, backward: backward.map { backward in { context, grads in
                 try withContextHandle(context) { ctx in
-                    try callWithHandles("custom op '\(opName)': the backward", borrowing: [grads], names: ["output_grads"], writes: n, optional: true) { o, ins in
+                    try callWithHandles("custom op '\(opName)': the backward", borrowing: [grads], names: ["output_grads"], writes: n, into: "input_grads", optional: true) { o, ins in
                         backward(o, Int64(n), ins[0], Int64(m), ctx, data.pointer)
                     }
                 }
@@ -131,7 +132,8 @@ public func ag_custom_op_new(_ out: UnsafeMutablePointer<UInt64>?, _ name: Unsaf
                 let tangentPositions = tangents.indices.filter { tangents[$0] != nil }
                 return try withContextHandle(context) { ctx in
                     try callWithHandles("custom op '\(opName)': the JVP", borrowing: [inputs, present], names: ["inputs", "input_tangents"],
-                                        positions: [Array(inputs.indices), tangentPositions], writes: m, optional: true) { o, ins in
+                                        positions: [Array(inputs.indices), tangentPositions], writes: m, into: "output_tangents",
+                                        optional: true) { o, ins in
                         var j = 0
                         let full: [UInt64] = tangents.map { t in
                             guard t != nil, let p = ins[1] else { return 0 }

@@ -74,39 +74,9 @@ public func ag_capture(_ out: UnsafeMutablePointer<UInt64>?, _ fn: CCaptureFunct
 /// over, every handle released whatever happens; each broken contract is AutogradError.callback.
 private func callCaptureFunction(_ fn: CCaptureFunction, _ userData: UnsafeMutableRawPointer?, _ inputs: [Tensor],
                                  outputs n: Int) throws -> [Tensor] {
-    let handles = try Arg.handles(inputs)
-    var outs = [UInt64](repeating: 0, count: n)
-    let failuresBefore = LastError.failures
-    let status = outs.withUnsafeMutableBufferPointer { o in
-        handles.withUnsafeBufferPointer { fn(o.baseAddress, Int64(n), $0.baseAddress, Int64($0.count), userData) }
-    }
-    // The outputs that are live tensors, taken before the inputs go (an output may be an input).
-    let results: [Tensor?] = outs.map { h in
-        guard status == 0, h != 0, let object = HandleTable.shared.lookup(h, kind: .tensor) else { return nil }
-        return unsafeDowncast(object, to: Tensor.self)  // only Tensors are stored under .tensor
-    }
-    var freedInput: Int? = nil
-    for (k, h) in handles.enumerated() where !HandleTable.shared.remove(h, kind: .tensor) {
-        if freedInput == nil { freedInput = k }
-    }
-    var released: Set<UInt64> = Set(handles)
-    for h in outs where h != 0 && released.insert(h).inserted { _ = HandleTable.shared.remove(h, kind: .tensor) }
-
-    guard status == 0 else {
-        let inner = LastError.since(failuresBefore).map { " (its last error: \($0))" } ?? ""
-        throw AutogradError.callback("the function returned \(status)" + inner)
-    }
-    if let k = freedInput {
-        throw AutogradError.callback("the function freed its input handle \(k) (inputs are borrowed: do not free them)")
-    }
-    return try results.enumerated().map { k, t in
-        guard let t else {
-            throw outs[k] == 0
-                ? AutogradError.callback("the function returned 0 (success) but wrote no tensor handle to outputs[\(k)]")
-                : AutogradError.callback("the function wrote 0x\(String(outs[k], radix: 16)) to outputs[\(k)], which is not a live tensor handle (freed, made up, or of another kind)")
-        }
-        return t
-    }
+    try callWithHandles("the function", borrowing: [inputs], names: ["inputs"], writes: n, into: "outputs", optional: false) { o, ins in
+        fn(o, Int64(n), ins[0], Int64(inputs.count), userData)
+    }.map { $0! }  // never nil: without `optional`, a missing output throws inside
 }
 
 @_cdecl("ag_function_call")

@@ -2026,7 +2026,7 @@ static bool b114(void) { /* ag_capture: a function that fails, writes 0 or a dea
     static const char *const frags[] = {"ag_capture: the function returned 7 (its last error: ag_add: ",
                                         "wrote no tensor handle to outputs[1]",
                                         "to outputs[1], which is not a live tensor handle",
-                                        "freed its input handle 0"};
+                                        "freed inputs[0], a tensor handle it was given"};
     bool ok = true;
     for (int k = 0; k < 4; k++) {
         ag_tensor in[2];
@@ -2662,7 +2662,7 @@ static bool b127(void) { /* a callback returns non-zero: with ag_set_error, afte
 
 static bool b128(void) { /* the forward writes no handle; accepted: none from the backward or the JVP */
     bool ok = cop_forward_fails(CB_NO_HANDLE, "custom op 'cop': the forward returned 0 (success) but wrote no tensor "
-                                              "handle to slot 1 of its outputs", __LINE__);
+                                              "handle to outputs[1]", __LINE__);
     /* accepted: the backward writes AG_NULL_TENSOR: no gradient reaches x */
     cop_cfg c = {CB_OK, CB_NO_HANDLE, CB_NO_HANDLE, 0, 0, 0, 0, {0}, {{0}}, 0};
     ag_custom_op op = cop_new(&c, true, true);
@@ -2687,19 +2687,19 @@ static bool b128(void) { /* the forward writes no handle; accepted: none from th
 }
 
 static bool b129(void) { /* a callback writes a freed, made-up or other-kind handle */
-    const char *tail = "of its outputs, which is not a live tensor handle (freed, made up, or of another kind)";
+    const char *tail = ", which is not a live tensor handle (freed, made up, or of another kind)";
     char f[300];
     bool ok = true;
     static const int modes[] = {CB_FREED, CB_MADE_UP, CB_OTHER_KIND};
     for (int k = 0; k < 3; k++) {
-        snprintf(f, sizeof f, "to slot 1 %s", tail);
+        snprintf(f, sizeof f, "to outputs[1]%s", tail);
         ok &= cop_forward_fails(modes[k], f, __LINE__);
-        snprintf(f, sizeof f, "to slot 0 %s", tail);
+        snprintf(f, sizeof f, "to input_grads[0]%s", tail);
         ok &= cop_backward_fails(modes[k], f, __LINE__);
     }
-    ok &= cop_forward_fails(CB_MADE_UP, "custom op 'cop': the forward wrote 0x123456789abcdef to slot 1", __LINE__);
-    ok &= cop_backward_fails(CB_MADE_UP, "custom op 'cop': the backward wrote 0x123456789abcdef to slot 0", __LINE__);
-    ok &= cop_jvp_fails(CB_MADE_UP, "custom op 'cop': the JVP wrote 0x123456789abcdef to slot 0", __LINE__);
+    ok &= cop_forward_fails(CB_MADE_UP, "custom op 'cop': the forward wrote 0x123456789abcdef to outputs[1]", __LINE__);
+    ok &= cop_backward_fails(CB_MADE_UP, "custom op 'cop': the backward wrote 0x123456789abcdef to input_grads[0]", __LINE__);
+    ok &= cop_jvp_fails(CB_MADE_UP, "custom op 'cop': the JVP wrote 0x123456789abcdef to output_tangents[0]", __LINE__);
     snprintf(f, sizeof f, "custom op 'cop': the JVP wrote 0x");
     ok &= cop_jvp_fails(CB_FREED, f, __LINE__);
     return ok;

@@ -1374,7 +1374,7 @@ enum {
     M_RET7,            /* returns 7, no message of its own */
     M_SET_ERROR,       /* ag_set_error("...") then returns 7 */
     M_FAILED_CALL,     /* a library call fails, then returns its status */
-    M_NO_HANDLE,       /* returns 0 without writing slot 1 (forward) / slot 0 */
+    M_NO_HANDLE,       /* returns 0 without writing outputs[1] (forward) / input_grads[0] */
     M_FREED_HANDLE,    /* writes a handle it freed */
     M_MADE_UP,         /* writes a made-up handle */
     M_OTHER_KIND,      /* writes the custom op's own handle */
@@ -1648,11 +1648,11 @@ static void test_failures(void) {
                  "the forward returned 1 (its last error: ag_exp: a handle 0x123456789abcdef is not a live tensor "
                  "handle");
     FORWARD_CASE(M_NO_HANDLE, AG_ERR_CALLBACK,
-                 "custom op 'bad': the forward returned 0 (success) but wrote no tensor handle to slot 1 of its outputs");
-    FORWARD_CASE(M_FREED_HANDLE, AG_ERR_CALLBACK, "to slot 1 of its outputs, which is not a live tensor handle");
+                 "custom op 'bad': the forward returned 0 (success) but wrote no tensor handle to outputs[1]");
+    FORWARD_CASE(M_FREED_HANDLE, AG_ERR_CALLBACK, "to outputs[1], which is not a live tensor handle");
     FORWARD_CASE(M_MADE_UP, AG_ERR_CALLBACK,
-                 "the forward wrote 0x123456789abcdef to slot 1 of its outputs, which is not a live tensor handle");
-    FORWARD_CASE(M_OTHER_KIND, AG_ERR_CALLBACK, "to slot 1 of its outputs, which is not a live tensor handle");
+                 "the forward wrote 0x123456789abcdef to outputs[1], which is not a live tensor handle");
+    FORWARD_CASE(M_OTHER_KIND, AG_ERR_CALLBACK, "to outputs[1], which is not a live tensor handle");
     FORWARD_CASE(M_DTYPE, AG_ERR_CALLBACK,
                  "custom op 'bad': the forward returned output 0 as float64 and output 1 as float32; the outputs of "
                  "an op share one dtype");
@@ -1686,8 +1686,8 @@ static void test_failures(void) {
     BACKWARD_CASE(M_FREED_HANDLE, AG_ERR_CALLBACK,
                   "custom op 'bad': the backward wrote 0x");
     BACKWARD_CASE(M_MADE_UP, AG_ERR_CALLBACK,
-                  "the backward wrote 0x123456789abcdef to slot 0 of its outputs, which is not a live tensor handle");
-    BACKWARD_CASE(M_OTHER_KIND, AG_ERR_CALLBACK, "to slot 0 of its outputs, which is not a live tensor handle");
+                  "the backward wrote 0x123456789abcdef to input_grads[0], which is not a live tensor handle");
+    BACKWARD_CASE(M_OTHER_KIND, AG_ERR_CALLBACK, "to input_grads[0], which is not a live tensor handle");
     BACKWARD_CASE(M_SHAPE, AG_ERR_CALLBACK,
                   "custom op 'bad': the backward returned gradient 0 of shape [3] for input 0 of shape [2] (a "
                   "gradient has the input's shape, or one that broadcasting reduces to it)");
@@ -1740,7 +1740,7 @@ static void test_failures(void) {
     JVP_CASE(M_SET_ERROR, AG_ERR_CALLBACK, "the JVP returned 7 (its last error: no tangent for you)", NULL);
     JVP_CASE(M_FREED_HANDLE, AG_ERR_CALLBACK, "custom op 'bad': the JVP wrote 0x", NULL);
     JVP_CASE(M_MADE_UP, AG_ERR_CALLBACK,
-             "the JVP wrote 0x123456789abcdef to slot 0 of its outputs, which is not a live tensor handle", NULL);
+             "the JVP wrote 0x123456789abcdef to output_tangents[0], which is not a live tensor handle", NULL);
     JVP_CASE(M_SHAPE, AG_ERR_CALLBACK,
              "custom op 'bad': the JVP returned tangent 0 as float64 [3], output 0 is float64 [2]", NULL);
     JVP_CASE(M_DTYPE, AG_ERR_CALLBACK,
