@@ -144,18 +144,24 @@ final class HigherOrderTests: XCTestCase {
         // The hook on x turns grad mode on and runs a backward through x again: each pass fires
         // the hook once more. Unbounded, this overflowed the stack (found with issue 17's
         // nesting limit for custom ops); now the 65th nested pass fails.
-        let x = try Tensor(scalar: 1)
-        try x.setRequiresGrad(true)
+        weak var released: Tensor?
         var depth = 0
-        try x.registerHook(GradHook(id: 1) { _ in
-            depth += 1
-            try GradMode.with(enabled: true) { try (x * 2).backward() }
-            return nil
-        })
-        XCTAssertThrowsError(try (x * 3).backward()) { error in
-            XCTAssertTrue("\(error)".contains("64 backward passes are running nested"), "\(error)")
+        do {
+            let x = try Tensor(scalar: 1)
+            released = x
+            try x.setRequiresGrad(true)
+            // Unowned: a hook that held its own tensor would be a cycle (x -> hook -> x).
+            try x.registerHook(GradHook(id: 1) { [unowned x] _ in
+                depth += 1
+                try GradMode.with(enabled: true) { try (x * 2).backward() }
+                return nil
+            })
+            XCTAssertThrowsError(try (x * 3).backward()) { error in
+                XCTAssertTrue("\(error)".contains("64 backward passes are running nested"), "\(error)")
+            }
         }
         XCTAssertEqual(depth, 64)
+        XCTAssertNil(released, "the leaf, its hook and the 64 graphs are released")
     }
 
     func testSavedTensorsAreReleasedAfterBackwardUnlessRetained() throws {
