@@ -1106,7 +1106,8 @@ typedef int32_t (*ag_custom_jvp_fn)(ag_tensor *output_tangents, int64_t noutputs
                                     const ag_tensor *input_tangents, int64_t ninputs, ag_custom_ctx ctx,
                                     void *payload);
 
-/* Defines an op named `name` (copied; it names the op's nodes in messages and pictures) of
+/* Defines an op named `name` (copied, and kept for the life of the process, once per distinct
+ * name, as nodes may outlive the op; it names the op's nodes in messages and pictures) of
  * ninputs inputs and noutputs outputs (each 1 to 256). backward and jvp may be NULL (see above).
  * On success *out is a new handle (free it with ag_custom_op_free) and the payload belongs to
  * the op; on failure the caller keeps it (destroy is not called).
