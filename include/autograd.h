@@ -583,6 +583,24 @@ ag_status ag_ge(ag_tensor *out, ag_tensor a, ag_tensor b);
 ag_status ag_where(ag_tensor *out, ag_tensor cond, ag_tensor a, ag_tensor b);
 
 /* ------------------------------------------------------------------------------------------ */
+/* Integer tensors, masks and random generators                                               */
+/* ------------------------------------------------------------------------------------------ */
+
+/* (issue 18: int64, bool, argmax, topk, masked_fill, one_hot, embedding, generators) */
+
+/* ------------------------------------------------------------------------------------------ */
+/* Convolution and pooling                                                                    */
+/* ------------------------------------------------------------------------------------------ */
+
+/* (issue 18: conv1d, conv2d, max_pool2d, avg_pool2d, adaptive_avg_pool2d) */
+
+/* ------------------------------------------------------------------------------------------ */
+/* Normalisation, attention and training helpers                                              */
+/* ------------------------------------------------------------------------------------------ */
+
+/* (issue 18: layer_norm, batch_norm, group_norm, scaled_dot_product_attention, clip_grad_norm, schedules) */
+
+/* ------------------------------------------------------------------------------------------ */
 /* Backward                                                                                   */
 /* ------------------------------------------------------------------------------------------ */
 

@@ -56,6 +56,9 @@ SECTION_FILES = {
     "Training": "TrainingAPI.swift",
     "Reusable graphs": "ReusableGraphsAPI.swift",
     "User-defined ops": "CustomOpAPI.swift",
+    "Integer tensors, masks and random generators": "IntegerAPI.swift",
+    "Convolution and pooling": "ConvolutionAPI.swift",
+    "Normalisation, attention and training helpers": "NormalizationAPI.swift",
 }
 
 # C scalar types: (Swift type, ctypes type). Header typedefs (ag_tensor, ag_status, ...) resolve

@@ -14,6 +14,9 @@ public enum DType: Int32, Sendable, CustomStringConvertible {
     public var size: Int { self == .float32 ? 4 : 8 }
 
     public var description: String { self == .float32 ? "float32" : "float64" }
+
+    /// Whether values of this dtype are floating point (what differentiable ops take).
+    public var isFloatingPoint: Bool { true }
 }
 
 /// A floating-point type a tensor can hold, with the scalar functions the kernels need.

@@ -105,6 +105,14 @@ public final class Tensor {
     }
 
     public var dtype: DType { storage.dtype }
+
+    /// Fails with a dtype error unless this tensor holds floating-point values: every op that
+    /// computes with values (rather than moving them) checks its operands with this first.
+    func requireFloatingPoint(_ op: String, _ what: String = "input") throws {
+        guard dtype.isFloatingPoint else {
+            throw AutogradError.dtype("\(op): \(what) is \(dtype); this op needs float32 or float64 (convert with to_dtype)")
+        }
+    }
     public var rank: Int { shape.count }
     /// The number of elements.
     public var count: Int { storage.count }
