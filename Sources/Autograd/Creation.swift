@@ -28,6 +28,8 @@ extension Tensor {
             switch dtype {
             case .float32: t.buffer(Float.self)[i * m + i] = 1
             case .float64: t.buffer(Double.self)[i * m + i] = 1
+            case .int64: t.integers()[i * m + i] = 1
+            case .bool: t.flags()[i * m + i] = 1
             }
         }
         return t
@@ -38,6 +40,7 @@ extension Tensor {
         guard low.isFinite && high.isFinite && low <= high else {
             throw AutogradError.argument("uniform: need finite low <= high, got \(low), \(high)")
         }
+        guard dtype.isFloatingPoint else { throw AutogradError.dtype("uniform: random values are float32 or float64, not \(dtype) (randint draws int64)") }
         var rng = SplitMix64(seed: seed)
         return try generate(shape, dtype: dtype) { _ in low + (high - low) * rng.nextUnit() }
     }
@@ -47,6 +50,7 @@ extension Tensor {
         guard mean.isFinite && std.isFinite && std >= 0 else {
             throw AutogradError.argument("normal: need a finite mean and a finite std >= 0, got \(mean), \(std)")
         }
+        guard dtype.isFloatingPoint else { throw AutogradError.dtype("normal: random values are float32 or float64, not \(dtype)") }
         var rng = SplitMix64(seed: seed)
         var spare: Double? = nil
         return try generate(shape, dtype: dtype) { _ in
@@ -67,6 +71,16 @@ extension Tensor {
         switch dtype {
         case .float32: let b = t.buffer(Float.self); for i in 0..<b.count { b[i] = Float(value(i)) }
         case .float64: let b = t.buffer(Double.self); for i in 0..<b.count { b[i] = value(i) }
+        case .int64:
+            let b = t.integers()
+            for i in 0..<b.count {
+                let x = value(i)
+                guard let v = Conversion.int64(x), Double(v) == x else {
+                    throw AutogradError.argument("\(x) is not a whole number within int64's range (an int64 tensor holds whole numbers)")
+                }
+                b[i] = v
+            }
+        case .bool: let b = t.flags(); for i in 0..<b.count { b[i] = value(i) != 0 ? 1 : 0 }
         }
         return t
     }

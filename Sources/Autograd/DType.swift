@@ -5,18 +5,36 @@ import Glibc
 import Darwin
 #endif
 
-/// The element type of a tensor.
+/// The element type of a tensor. float32 and float64 hold values that ops compute with and
+/// differentiate; int64 holds indices, labels and counts; bool holds masks (one byte, 0 or 1).
+/// Integer and bool tensors never require grad: ops that compute take floating-point operands,
+/// and those that take indices or masks say so.
 public enum DType: Int32, Sendable, CustomStringConvertible {
     case float32 = 1
     case float64 = 2
+    case int64 = 3
+    case bool = 4
 
     /// Bytes per element.
-    public var size: Int { self == .float32 ? 4 : 8 }
+    public var size: Int {
+        switch self {
+        case .float32: return 4
+        case .float64, .int64: return 8
+        case .bool: return 1
+        }
+    }
 
-    public var description: String { self == .float32 ? "float32" : "float64" }
+    public var description: String {
+        switch self {
+        case .float32: return "float32"
+        case .float64: return "float64"
+        case .int64: return "int64"
+        case .bool: return "bool"
+        }
+    }
 
     /// Whether values of this dtype are floating point (what differentiable ops take).
-    public var isFloatingPoint: Bool { true }
+    public var isFloatingPoint: Bool { self == .float32 || self == .float64 }
 }
 
 /// A floating-point type a tensor can hold, with the scalar functions the kernels need.

@@ -108,10 +108,14 @@ public final class Tensor {
 
     /// Fails with a dtype error unless this tensor holds floating-point values: every op that
     /// computes with values (rather than moving them) checks its operands with this first.
-    func requireFloatingPoint(_ op: String, _ what: String = "input") throws {
-        guard dtype.isFloatingPoint else {
-            throw AutogradError.dtype("\(op): \(what) is \(dtype); this op needs float32 or float64 (convert with to_dtype)")
-        }
+    @inline(__always)
+    func requireFloatingPoint(_ op: @autoclosure () -> String, _ what: @autoclosure () -> String = "input") throws {
+        guard dtype.isFloatingPoint else { throw notFloatingPoint(op(), what()) }
+    }
+
+    @inline(never)
+    private func notFloatingPoint(_ op: String, _ what: String) -> AutogradError {
+        AutogradError.dtype("\(op): \(what) is \(dtype); this op needs float32 or float64 (convert with to_dtype)")
     }
     public var rank: Int { shape.count }
     /// The number of elements.
@@ -129,6 +133,9 @@ public final class Tensor {
 
     /// Marks a leaf as one whose gradient is wanted; results of operations cannot be changed.
     public func setRequiresGrad(_ flag: Bool) throws {
+        if flag && !dtype.isFloatingPoint {
+            throw AutogradError.dtype("requires_grad: a \(dtype) tensor cannot require grad (only float32 and float64 values have gradients)")
+        }
         try GraphLock.withLock {
             guard isLeaf else {
                 throw AutogradError.state("requires_grad can only be changed on leaf tensors, not on the result of an operation (detach it first)")
@@ -192,9 +199,8 @@ extension Tensor {
             throw AutogradError.shape("\(values.count) values do not fill shape \(shape) (\(n) elements)")
         }
         self.init(shape: shape, storage: try Storage.make(dtype: dtype, count: n))
-        switch dtype {
-        case .float32: let b = buffer(Float.self); for i in 0..<n { b[i] = Float(values[i]) }
-        case .float64: let b = buffer(Double.self); for i in 0..<n { b[i] = values[i] }
+        if n > 0, let dst = storage.raw {
+            try values.withUnsafeBytes { try Conversion.convert($0.baseAddress!, .float64, into: dst, dtype, count: n, "tensor") }
         }
         Trace.noteConstant(self)
     }
@@ -204,25 +210,43 @@ extension Tensor {
         try self.init([scalar], shape: [], dtype: dtype)
     }
 
-    /// A leaf tensor copied from raw memory holding `Shape.count(shape)` elements of `dtype`.
+    /// A leaf tensor copied from raw memory holding `Shape.count(shape)` elements of `dtype`
+    /// (bool bytes are read as non-zero or zero and stored as 1 or 0).
     public convenience init(copying data: UnsafeRawPointer?, shape: [Int], dtype: DType) throws {
         let storage = try Storage.make(dtype: dtype, count: try Shape.count(shape))
         if storage.count > 0 {
             guard let data, let dst = storage.raw else {
                 throw AutogradError.argument("data is NULL but the shape \(shape) has \(storage.count) elements")
             }
-            dst.copyMemory(from: data, byteCount: storage.count * dtype.size)
+            if dtype == .bool {
+                let s = data.assumingMemoryBound(to: UInt8.self), d = dst.assumingMemoryBound(to: UInt8.self)
+                for i in 0..<storage.count { d[i] = s[i] != 0 ? 1 : 0 }
+            } else {
+                dst.copyMemory(from: data, byteCount: storage.count * dtype.size)
+            }
         }
         self.init(shape: shape, storage: storage)
         Trace.noteConstant(self)
     }
 
-    /// A leaf tensor of `shape` with every element equal to `value`.
+    /// A leaf tensor of `shape` with every element equal to `value` (for int64, a whole number
+    /// within int64's range; for bool, non-zero is true).
     public static func full(_ shape: [Int], _ value: Double, dtype: DType = .float64) throws -> Tensor {
+        if dtype == .int64 {
+            guard let v = Conversion.int64(value), Double(v) == value else {
+                throw AutogradError.argument("full: \(value) is not a whole number within int64's range")
+            }
+            let t = try Tensor(uninitialized: shape, dtype: dtype)
+            t.integers().update(repeating: v)
+            Trace.noteConstant(t)
+            return t
+        }
         let t = try Tensor(uninitialized: shape, dtype: dtype)
         switch dtype {
         case .float32: t.buffer(Float.self).update(repeating: Float(value))
         case .float64: t.buffer(Double.self).update(repeating: value)
+        case .bool: t.flags().update(repeating: value != 0 ? 1 : 0)
+        case .int64: break  // filled above
         }
         Trace.noteConstant(t)
         return t
@@ -240,7 +264,9 @@ extension Tensor {
     public func converted(to target: DType) throws -> Tensor {
         if target == dtype { return self }
         let out = try Tensor(uninitialized: shape, dtype: target)
-        try copyValues(to: out.storage.raw, capacity: count, dtype: target)
+        if count > 0, let src = storage.raw, let dst = out.storage.raw {
+            try Conversion.convert(src, dtype, into: dst, target, count: count, "to_dtype")
+        }
         if Trace.isRecording { Trace.note(out, "convert", [self]) { ins in try ins[0].converted(to: target) } }
         return out
     }
@@ -257,11 +283,40 @@ extension Tensor {
         return out
     }
 
-    /// The elements, row-major, as Double.
+    /// The elements, row-major, as Double (int64 beyond 2^53 rounds; bool is 0 or 1).
     public var values: [Double] {
         switch dtype {
         case .float32: return buffer(Float.self).map { Double($0) }
         case .float64: return Array(buffer(Double.self))
+        case .int64: return integers().map { Double($0) }
+        case .bool: return flags().map { $0 != 0 ? 1 : 0 }
+        }
+    }
+
+    /// The elements as `T`, for kernels that only move values (copies, gathers): T must have the
+    /// dtype's size (Float, Double, Int64 or UInt8 for bool).
+    @inline(__always)
+    func elements<T: BitwiseCopyable>(_: T.Type) -> UnsafeMutableBufferPointer<T> {
+        UnsafeMutableBufferPointer(start: storage.raw?.assumingMemoryBound(to: T.self), count: count)
+    }
+
+    /// An int64 tensor's elements (call only when dtype is int64).
+    @inline(__always)
+    func integers() -> UnsafeMutableBufferPointer<Int64> {
+        UnsafeMutableBufferPointer(start: storage.raw?.assumingMemoryBound(to: Int64.self), count: count)
+    }
+
+    /// A bool tensor's elements, 0 or 1 (call only when dtype is bool).
+    @inline(__always)
+    func flags() -> UnsafeMutableBufferPointer<UInt8> {
+        UnsafeMutableBufferPointer(start: storage.raw?.assumingMemoryBound(to: UInt8.self), count: count)
+    }
+
+    /// An int64 tensor's elements as Swift Ints (the same width on the 64-bit platforms we build for).
+    public var int64Values: [Int] {
+        switch dtype {
+        case .int64: return integers().map { Int($0) }
+        default: return values.map { Int(Conversion.int64($0) ?? 0) }
         }
     }
 
@@ -278,16 +333,15 @@ extension Tensor {
         }
         if count == 0 { return }
         guard let out else { throw AutogradError.argument("the output pointer is NULL") }
-        switch (dtype, target) {
-        case (.float32, .float32), (.float64, .float64):
-            out.copyMemory(from: storage.raw!, byteCount: count * dtype.size)
-        case (.float32, .float64):
-            let src = buffer(Float.self), dst = out.assumingMemoryBound(to: Double.self)
-            for i in 0..<count { dst[i] = Double(src[i]) }
-        case (.float64, .float32):
-            let src = buffer(Double.self), dst = out.assumingMemoryBound(to: Float.self)
-            for i in 0..<count { dst[i] = Float(src[i]) }
+        // Copies out keep the dtype, convert between float types, or read int64 and bool as
+        // floats (and bool as int64). Other conversions (float -> int64 truncates and may be out
+        // of range) are asked for explicitly with to_dtype.
+        let allowed = dtype == target || target.isFloatingPoint || (dtype == .bool && target == .int64)
+        guard allowed else {
+            throw AutogradError.dtype("copy_data: cannot copy \(dtype) values out as \(target); convert the tensor with to_dtype first")
         }
+        guard let src = storage.raw else { return }
+        try Conversion.convert(src, dtype, into: out, target, count: count, "copy_data")
     }
 
     /// The raw element storage (borrowed; valid while this tensor lives).

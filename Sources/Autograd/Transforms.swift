@@ -22,6 +22,7 @@ public enum Transforms {
             guard t.dtype == p.dtype else {
                 throw AutogradError.dtype("jvp: tangent \(k) is \(t.dtype) but its primal is \(p.dtype)")
             }
+            try p.requireFloatingPoint("jvp", "primal \(k)")
             guard t.shape == p.shape else {
                 throw AutogradError.shape("jvp: tangent \(k) has shape \(t.shape) but its primal has shape \(p.shape)")
             }
@@ -228,6 +229,7 @@ public enum Transforms {
         switch dtype {
         case .float32: e.buffer(Float.self)[i] = 1
         case .float64: e.buffer(Double.self)[i] = 1
+        case .int64, .bool: break  // unreachable: differentiated values are floating point (checked on entry)
         }
         return e
     }
@@ -249,6 +251,7 @@ public enum Transforms {
         switch out.dtype {
         case .float32: fill(Float.self)
         case .float64: fill(Double.self)
+        case .int64, .bool: break  // unreachable: differentiated values are floating point (checked on entry)
         }
     }
 }

@@ -52,7 +52,7 @@ enum Arg {
 
     static func dtype(_ raw: Int32) throws -> DType {
         guard let d = DType(rawValue: raw) else {
-            throw AutogradError.dtype("unknown dtype \(raw) (use AG_FLOAT32 = 1 or AG_FLOAT64 = 2)")
+            throw AutogradError.dtype("unknown dtype \(raw) (use AG_FLOAT32 = 1, AG_FLOAT64 = 2, AG_INT64 = 3 or AG_BOOL = 4)")
         }
         return d
     }

@@ -96,6 +96,9 @@ public final class CustomOp: @unchecked Sendable {
         guard outputs.count == outputCount else {
             throw AutogradError.callback("custom op '\(name)': the forward returned \(outputs.count) tensor\(outputs.count == 1 ? "" : "s"), the op has \(outputCount) output\(outputCount == 1 ? "" : "s")")
         }
+        if let k = outputs.firstIndex(where: { !$0.dtype.isFloatingPoint }) {
+            throw AutogradError.callback("custom op '\(name)': the forward returned output \(k) as \(outputs[k].dtype); a custom op's outputs are float32 or float64 (they may have gradients)")
+        }
         if outputCount > 1, let k = outputs.firstIndex(where: { $0.dtype != outputs[0].dtype }) {
             throw AutogradError.callback("custom op '\(name)': the forward returned output 0 as \(outputs[0].dtype) and output \(k) as \(outputs[k].dtype); the outputs of an op share one dtype")
         }

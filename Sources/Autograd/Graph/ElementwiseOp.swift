@@ -49,11 +49,13 @@ extension UnaryElementwise {
     /// The forward over a whole tensor: the op's kernel, else `value` at each element.
     @inline(__always)
     func forward(_ x: Tensor) throws -> Tensor {
+        try x.requireFloatingPoint("\(Self.name)", "its operand")
         let out = try Tensor(uninitialized: x.shape, dtype: x.dtype)
         if let xp = x.storage.raw, let op = out.storage.raw, forward(xp, into: op, count: x.count, dtype: x.dtype) { return out }
         switch x.dtype {
         case .float32: Elementwise.map(x.buffer(Float.self), into: out.buffer(Float.self)) { value($0) }
         case .float64: Elementwise.map(x.buffer(Double.self), into: out.buffer(Double.self)) { value($0) }
+        case .int64, .bool: break  // unreachable: only floating-point operands get here (requireFloatingPoint)
         }
         return out
     }
@@ -162,7 +164,8 @@ extension Tensor {
     /// each element, broadcast.
     @inline(__always)
     static func zipped<Op: BinaryElementwise>(_ op: Op, _ a: Tensor, _ b: Tensor) throws -> Tensor {
-        if a.count >= Parallel.minimumParallelCount, let kernels = op.kernels, a.dtype == b.dtype, a.shape == b.shape {
+        if a.count >= Parallel.minimumParallelCount, let kernels = op.kernels, a.dtype == b.dtype, a.shape == b.shape,
+           a.dtype.isFloatingPoint {
             let out = try Tensor(uninitialized: a.shape, dtype: a.dtype)
             out.run(kernels, a, b)
             return out
@@ -181,6 +184,7 @@ extension Tensor {
             guard let ap = a.buffer(Double.self).baseAddress, let bp = b.buffer(Double.self).baseAddress,
                   let op = buffer(Double.self).baseAddress else { return }
             Parallel.forChunks(count: count) { r in kernels.f64(ap + r.lowerBound, bp + r.lowerBound, op + r.lowerBound, Int64(r.count)) }
+        case .int64, .bool: break  // unreachable: only floating-point operands get here (requireFloatingPoint)
         }
     }
 
@@ -243,6 +247,7 @@ enum FusedLoop {
                                    y.assumingMemoryBound(to: Double.self), out.assumingMemoryBound(to: Double.self))
             if n < Parallel.minimumParallelCount { unary(op, vp, xp, yp, o, 0..<n, accumulate); return }
             Parallel.forChunks(count: n) { r in unary(op, vp, xp, yp, o, r, accumulate) }
+        case .int64, .bool: break  // unreachable: only floating-point operands get here (requireFloatingPoint)
         }
     }
 
@@ -275,6 +280,7 @@ enum FusedLoop {
                                        out.assumingMemoryBound(to: Double.self))
             if n < Parallel.minimumParallelCount { binary(op, k, vp, ap, bp, yp, o, 0..<n, accumulate); return }
             Parallel.forChunks(count: n) { r in binary(op, k, vp, ap, bp, yp, o, r, accumulate) }
+        case .int64, .bool: break  // unreachable: only floating-point operands get here (requireFloatingPoint)
         }
     }
 

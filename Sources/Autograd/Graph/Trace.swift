@@ -94,6 +94,7 @@ struct ElementLoopRunner: ElementwiseVisitor {
         switch dtype {
         case .float32: ElementLoops.unaryValue(op, Float.self, out, args[0], scalars, n)
         case .float64: ElementLoops.unaryValue(op, Double.self, out, args[0], scalars, n)
+        case .int64, .bool: break  // unreachable: only floating-point operands get here (requireFloatingPoint)
         }
     }
 
@@ -106,6 +107,7 @@ struct ElementLoopRunner: ElementwiseVisitor {
         switch dtype {
         case .float32: ElementLoops.binaryValue(op, Float.self, out, args[0], args[1], scalars, n)
         case .float64: ElementLoops.binaryValue(op, Double.self, out, args[0], args[1], scalars, n)
+        case .int64, .bool: break  // unreachable: only floating-point operands get here (requireFloatingPoint)
         }
     }
 }
@@ -227,7 +229,8 @@ enum ElementLoops {
         if op.kind != .none { return .table(op.kind, role: -1, dtype: dtype) }
         switch dtype {
         case .float32: return .closure { out, args, scalars, n in unaryValue(op, Float.self, out, args[0], scalars, n) }
-        case .float64: return .closure { out, args, scalars, n in unaryValue(op, Double.self, out, args[0], scalars, n) }
+        case .float64, .int64, .bool:  // only floating-point values get here (requireFloatingPoint)
+            return .closure { out, args, scalars, n in unaryValue(op, Double.self, out, args[0], scalars, n) }
         }
     }
 
@@ -249,7 +252,8 @@ enum ElementLoops {
         if op.kind != .none { return .table(op.kind, role: -1, dtype: dtype) }
         switch dtype {
         case .float32: return .closure { out, args, scalars, n in binaryValue(op, Float.self, out, args[0], args[1], scalars, n) }
-        case .float64: return .closure { out, args, scalars, n in binaryValue(op, Double.self, out, args[0], args[1], scalars, n) }
+        case .float64, .int64, .bool:  // only floating-point values get here (requireFloatingPoint)
+            return .closure { out, args, scalars, n in binaryValue(op, Double.self, out, args[0], args[1], scalars, n) }
         }
     }
 
@@ -265,7 +269,8 @@ enum ElementLoops {
     static func zip(dtype: DType, _ f32: @escaping (Float, Float) -> Float, _ f64: @escaping (Double, Double) -> Double) -> ElementLoop {
         switch dtype {
         case .float32: return .closure { out, args, scalars, n in zip(f32, out, args[0], args[1], scalars, n) }
-        case .float64: return .closure { out, args, scalars, n in zip(f64, out, args[0], args[1], scalars, n) }
+        case .float64, .int64, .bool:  // only floating-point values get here (requireFloatingPoint)
+            return .closure { out, args, scalars, n in zip(f64, out, args[0], args[1], scalars, n) }
         }
     }
 
@@ -315,7 +320,7 @@ enum ElementLoops {
 extension Tensor {
     /// The elements of a buffer holding a tensor of `shape` (for kernels noted as steps).
     @inline(__always)
-    static func elements<T: TensorElement>(_ p: UnsafeMutableRawPointer, _: T.Type, _ shape: [Int]) -> UnsafeMutableBufferPointer<T> {
+    static func elements<T: BitwiseCopyable>(_ p: UnsafeMutableRawPointer, _: T.Type, _ shape: [Int]) -> UnsafeMutableBufferPointer<T> {
         UnsafeMutableBufferPointer(start: p.assumingMemoryBound(to: T.self), count: shape.reduce(1, *))
     }
 
@@ -332,7 +337,7 @@ extension Tensor {
                 Elementwise.zip(elements(args[0], Float.self, shapeA), same ? [] : sa, elements(args[1], Float.self, shapeB), same ? [] : sb,
                                 into: elements(o, Float.self, shape), shape: shape, f32)
             }
-        case .float64:
+        case .float64, .int64, .bool:  // only floating-point values get here (requireFloatingPoint)
             return .buffers { args, o in
                 Elementwise.zip(elements(args[0], Double.self, shapeA), same ? [] : sa, elements(args[1], Double.self, shapeB), same ? [] : sb,
                                 into: elements(o, Double.self, shape), shape: shape, f64)
@@ -346,6 +351,8 @@ extension Tensor {
             switch dtype {
             case .float32: Elementwise.gather(elements(args[0], Float.self, inputShape), strides: strides, into: elements(out, Float.self, outShape), shape: outShape)
             case .float64: Elementwise.gather(elements(args[0], Double.self, inputShape), strides: strides, into: elements(out, Double.self, outShape), shape: outShape)
+            case .int64: Elementwise.gather(elements(args[0], Int64.self, inputShape), strides: strides, into: elements(out, Int64.self, outShape), shape: outShape)
+            case .bool: Elementwise.gather(elements(args[0], UInt8.self, inputShape), strides: strides, into: elements(out, UInt8.self, outShape), shape: outShape)
             }
         }
     }

@@ -62,7 +62,7 @@ enum Elementwise {
 
     /// Copies a strided view of `src` (`strides` per axis of `shape`, 0 for broadcast axes)
     /// into the contiguous `out`: the kernel behind expand and permute.
-    static func gather<T: TensorElement>(_ src: UnsafeMutableBufferPointer<T>, strides: [Int],
+    static func gather<T: BitwiseCopyable>(_ src: UnsafeMutableBufferPointer<T>, strides: [Int],
                                          into out: UnsafeMutableBufferPointer<T>, shape: [Int]) {
         guard let sp = src.baseAddress, let op = out.baseAddress, out.count > 0 else { return }
         let rank = shape.count

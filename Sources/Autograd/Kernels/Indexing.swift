@@ -2,7 +2,7 @@
 /// A tensor is viewed as (outer, extent, inner) around the axis.
 enum Indexing {
     /// out[o, j, i] = x[o, indices[j], i]; indices are already checked.
-    static func select<T: TensorElement>(_ x: UnsafeMutableBufferPointer<T>, outer: Int, extent: Int, inner: Int,
+    static func select<T: BitwiseCopyable>(_ x: UnsafeMutableBufferPointer<T>, outer: Int, extent: Int, inner: Int,
                                          indices: [Int], into out: UnsafeMutableBufferPointer<T>) {
         guard let xp = x.baseAddress, let op = out.baseAddress else { return }
         let m = indices.count

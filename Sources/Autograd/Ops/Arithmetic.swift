@@ -176,6 +176,7 @@ extension Tensor {
         switch dtype {
         case .float32: Elementwise.zip(buffer(Float.self), [], g.buffer(Float.self), [], into: buffer(Float.self), shape: shape, { $0 + $1 })
         case .float64: Elementwise.zip(buffer(Double.self), [], g.buffer(Double.self), [], into: buffer(Double.self), shape: shape, { $0 + $1 })
+        case .int64, .bool: break  // unreachable: only floating-point operands get here (requireFloatingPoint)
         }
     }
 }
@@ -188,6 +189,7 @@ extension Tensor {
         guard a.dtype == b.dtype else {
             throw AutogradError.dtype("\(op): operands have different dtypes (\(a.dtype) and \(b.dtype))")
         }
+        try a.requireFloatingPoint("\(op)", "its operand")
         // Same shapes (the common case, scalars included) need no broadcast worked out.
         let shape: [Int]
         if a.shape == b.shape {
@@ -204,6 +206,7 @@ extension Tensor {
         switch a.dtype {
         case .float32: Elementwise.zip(a.buffer(Float.self), sa, b.buffer(Float.self), sb, into: out.buffer(Float.self), shape: shape, f32)
         case .float64: Elementwise.zip(a.buffer(Double.self), sa, b.buffer(Double.self), sb, into: out.buffer(Double.self), shape: shape, f64)
+        case .int64, .bool: break  // unreachable: only floating-point operands get here (requireFloatingPoint)
         }
         return out
     }
@@ -215,6 +218,7 @@ extension Tensor {
         switch dtype {
         case .float32: Elementwise.map(buffer(Float.self), into: out.buffer(Float.self), f32)
         case .float64: Elementwise.map(buffer(Double.self), into: out.buffer(Double.self), f64)
+        case .int64, .bool: throw AutogradError.dtype("an elementwise function needs float32 or float64 values, got \(dtype)")
         }
         return out
     }

@@ -1,5 +1,6 @@
-/// Comparisons (0/1 results, no gradient), where(cond, a, b) (gradient to both branches), and
-/// `masked`, the one way rules apply a mask to a gradient.
+/// Comparisons (no gradient: 0/1 in the operands' dtype for float operands, bool for int64 and
+/// bool ones), where(cond, a, b) (gradient to both branches), and `masked`, the one way rules
+/// apply a mask to a gradient.
 extension Tensor {
     public func eq(_ other: Tensor) throws -> Tensor { try compared(other, "eq", { $0 == $1 ? 1 : 0 }, { $0 == $1 ? 1 : 0 }) }
     public func ne(_ other: Tensor) throws -> Tensor { try compared(other, "ne", { $0 != $1 ? 1 : 0 }, { $0 != $1 ? 1 : 0 }) }
@@ -11,6 +12,12 @@ extension Tensor {
     /// A comparison's 0/1 result (no gradient), noted for replay as an elementwise loop.
     private func compared(_ other: Tensor, _ name: StaticString, _ f32: @escaping (Float, Float) -> Float,
                           _ f64: @escaping (Double, Double) -> Double) throws -> Tensor {
+        if !dtype.isFloatingPoint || !other.dtype.isFloatingPoint {
+            // f64 gives the relation (its value is 0 or 1); int64 values are compared exactly.
+            let out = try Tensor.comparedExactly(self, other, name) { f64($0, $1) != 0 }
+            if Trace.isRecording { Trace.note(out, name, [self, other]) { ins in try Tensor.comparedExactly(ins[0], ins[1], name) { f64($0, $1) != 0 } } }
+            return out
+        }
         let out = try Tensor.zipped(self, other, name, f32, f64)
         if Trace.isRecording {
             let kernel = ElementLoops.scalarBits(self, other, count: out.count).map { _ in StepKernel.elementwise(ElementLoops.zip(dtype: out.dtype, f32, f64)) }
@@ -19,12 +26,42 @@ extension Tensor {
         return out
     }
 
+    /// A comparison of int64 or bool operands (of one dtype, broadcast together) as a bool
+    /// tensor; `holds` gets the pair as doubles only when both convert exactly, else the
+    /// int64s' order decides through their difference's sign.
+    static func comparedExactly(_ a: Tensor, _ b: Tensor, _ name: StaticString, _ holds: (Double, Double) -> Bool) throws -> Tensor {
+        guard a.dtype == b.dtype else {
+            throw AutogradError.dtype("\(name): operands have different dtypes (\(a.dtype) and \(b.dtype))")
+        }
+        let shape: [Int]
+        do { shape = try Shape.broadcast(a.shape, b.shape) } catch let e as AutogradError {
+            throw AutogradError.shape("\(name): \(e.message)")
+        }
+        let (ea, eb) = try (a.expanded(to: shape), b.expanded(to: shape))
+        let out = try Tensor(uninitialized: shape, dtype: .bool)
+        let o = out.flags()
+        if a.dtype == .bool {
+            let x = ea.flags(), y = eb.flags()
+            for i in 0..<o.count { o[i] = holds(Double(x[i]), Double(y[i])) ? 1 : 0 }
+        } else {
+            let x = ea.integers(), y = eb.integers()
+            // The relation from the order of the two int64s (exact at any size): -1, 0 or 1.
+            for i in 0..<o.count {
+                let order: Double = x[i] < y[i] ? -1 : (x[i] == y[i] ? 0 : 1)
+                o[i] = holds(order, 0) ? 1 : 0
+            }
+        }
+        return out
+    }
+
     /// cond ? a : b elementwise, the three broadcast together; cond is true where non-zero and
-    /// may be of either dtype. The gradient goes to a where cond holds, to b elsewhere.
+    /// may be of any dtype (a bool mask, or 0/1 floats from a comparison). a and b are float32
+    /// or float64. The gradient goes to a where cond holds, to b elsewhere.
     public static func `where`(_ cond: Tensor, _ a: Tensor, _ b: Tensor) throws -> Tensor {
         guard a.dtype == b.dtype else {
             throw AutogradError.dtype("where: a and b have different dtypes (\(a.dtype) and \(b.dtype))")
         }
+        try a.requireFloatingPoint("where", "a")
         let shape: [Int]
         do { shape = try Shape.broadcast(Shape.broadcast(cond.shape, a.shape), b.shape) } catch let e as AutogradError {
             throw AutogradError.shape("where: \(e.message)")
@@ -41,6 +78,7 @@ extension Tensor {
         switch a.dtype {
         case .float32: select(mask.buffer(Float.self), ea.buffer(Float.self), eb.buffer(Float.self), out.buffer(Float.self))
         case .float64: select(mask.buffer(Double.self), ea.buffer(Double.self), eb.buffer(Double.self), out.buffer(Double.self))
+        case .int64, .bool: break  // unreachable: a is floating point (checked above)
         }
         if shouldRecord(a, b) {
             out.record("where", inputs: [a, b], saved: [mask]) { g, node in
@@ -56,7 +94,8 @@ extension Tensor {
 
     /// where's mask: 1 in `dtype` where cond is non-zero, 0 elsewhere, broadcast to `shape`.
     private static func whereMask(_ cond: Tensor, dtype: DType, shape: [Int]) throws -> Tensor {
-        let m = try cond.mapped({ $0 != 0 ? 1 : 0 }, { $0 != 0 ? 1 : 0 }).converted(to: dtype)
+        let m = cond.dtype.isFloatingPoint ? try cond.mapped({ $0 != 0 ? 1 : 0 }, { $0 != 0 ? 1 : 0 }).converted(to: dtype)
+            : try cond.converted(to: .bool).converted(to: dtype)
         return try m.expanded(to: shape)
     }
 

@@ -59,6 +59,8 @@ extension Tensor {
         switch dtype {
         case .float32: Indexing.select(buffer(Float.self), outer: outer, extent: extent, inner: inner, indices: idx, into: out.buffer(Float.self))
         case .float64: Indexing.select(buffer(Double.self), outer: outer, extent: extent, inner: inner, indices: idx, into: out.buffer(Double.self))
+        case .int64: Indexing.select(elements(Int64.self), outer: outer, extent: extent, inner: inner, indices: idx, into: out.elements(Int64.self))
+        case .bool: Indexing.select(elements(UInt8.self), outer: outer, extent: extent, inner: inner, indices: idx, into: out.elements(UInt8.self))
         }
         if Tensor.shouldRecord(self) {
             out.record(name, self) { g, _ in InputGradients(try g.indexAdding(axis: axis, idx, extent: extent)) }
@@ -71,6 +73,7 @@ extension Tensor {
     /// Zeros of extent `extent` along `axis` with this tensor's entries added at `idx`: the
     /// backward of selecting (and selecting is its backward).
     func indexAdding(axis: Int, _ idx: [Int], extent: Int) throws -> Tensor {
+        try requireFloatingPoint("index_add")
         var newShape = shape
         newShape[axis] = extent
         let (outer, _, inner) = split(at: axis)
@@ -88,6 +91,7 @@ extension Tensor {
         case .float64:
             Indexing.add(buffer(Double.self), outer: outer, extent: extent, inner: inner, indices: idx,
                          into: out.buffer(Double.self), scratch: scratch?.buffer(Double.self))
+        case .int64, .bool: break  // unreachable: only floating-point operands get here (requireFloatingPoint)
         }
         if Tensor.shouldRecord(self) {
             out.record("index_add", self) { g, _ in InputGradients(try g.selecting(axis: axis, idx, "index_select")) }
@@ -196,6 +200,12 @@ extension Tensor {
         case .float64:
             let x = buffer(Double.self), o = out.buffer(Double.self)
             Indexing.forEachGather(indexShape: indexShape, index: index, shape: shape, axis: axis) { p, off in o[p] = x[off] }
+        case .int64:
+            let x = elements(Int64.self), o = out.elements(Int64.self)
+            Indexing.forEachGather(indexShape: indexShape, index: index, shape: shape, axis: axis) { p, off in o[p] = x[off] }
+        case .bool:
+            let x = elements(UInt8.self), o = out.elements(UInt8.self)
+            Indexing.forEachGather(indexShape: indexShape, index: index, shape: shape, axis: axis) { p, off in o[p] = x[off] }
         }
         if Tensor.shouldRecord(self) {
             let inputShape = shape
@@ -210,8 +220,11 @@ extension Tensor {
                 case .float32:
                     let x = args[0].assumingMemoryBound(to: Float.self), y = o.assumingMemoryBound(to: Float.self)
                     Indexing.forEachGather(indexShape: indexShape, index: index, shape: inputShape, axis: axis) { p, off in y[p] = x[off] }
-                case .float64:
-                    let x = args[0].assumingMemoryBound(to: Double.self), y = o.assumingMemoryBound(to: Double.self)
+                case .float64, .int64:  // 8-byte values, moved as they are
+                    let x = args[0].assumingMemoryBound(to: UInt64.self), y = o.assumingMemoryBound(to: UInt64.self)
+                    Indexing.forEachGather(indexShape: indexShape, index: index, shape: inputShape, axis: axis) { p, off in y[p] = x[off] }
+                case .bool:
+                    let x = args[0].assumingMemoryBound(to: UInt8.self), y = o.assumingMemoryBound(to: UInt8.self)
                     Indexing.forEachGather(indexShape: indexShape, index: index, shape: inputShape, axis: axis) { p, off in y[p] = x[off] }
                 }
             }) { ins in try ins[0].gathering(axis: axis, index: index, indexShape: indexShape) }
@@ -238,6 +251,7 @@ extension Tensor {
             if m > 0, let g { let gp = g.assumingMemoryBound(to: Double.self)
                 Indexing.forEachGather(indexShape: indexShape, index: index, shape: target, axis: axis) { p, off in acc.add(gp[p], at: off) } }
             acc.finish()
+        case .int64, .bool: break  // unreachable: only floating-point operands get here (requireFloatingPoint)
         }
     }
 

@@ -6,6 +6,7 @@ extension Tensor {
         guard dtype == other.dtype else {
             throw AutogradError.dtype("matmul: operands have different dtypes (\(dtype) and \(other.dtype))")
         }
+        try requireFloatingPoint("matmul", "its operand")
         guard rank >= 1 && other.rank >= 1 else {
             throw AutogradError.shape("matmul: 0-d operands are not allowed (shapes \(shape) and \(other.shape))")
         }
@@ -64,6 +65,7 @@ extension Tensor {
     /// transposing the last two axes when asked: the differentiable primitive behind matmul,
     /// so backward needs no transposed copies.
     static func gemm(_ a: Tensor, transA: Bool, _ b: Tensor, transB: Bool) throws -> Tensor {
+        try a.requireFloatingPoint("matmul", "its operand")
         let r = a.rank
         guard r == b.rank && (r == 2 || r == 3) && (r == 2 || a.shape[0] == b.shape[0]) else {
             throw AutogradError.internal("gemm: unsupported operand shapes \(a.shape), \(b.shape)")
@@ -86,6 +88,7 @@ extension Tensor {
                 switch a.dtype {
                 case .float32: Gemm.multiply(a.buffer(Float.self).baseAddress!, transA: transA, b.buffer(Float.self).baseAddress!, transB: transB, into: out.buffer(Float.self).baseAddress!, m: m, n: n, k: k, batch: batch)
                 case .float64: Gemm.multiply(a.buffer(Double.self).baseAddress!, transA: transA, b.buffer(Double.self).baseAddress!, transB: transB, into: out.buffer(Double.self).baseAddress!, m: m, n: n, k: k, batch: batch)
+                case .int64, .bool: break  // unreachable: only floating-point operands get here
                 }
             }
         }
@@ -104,6 +107,7 @@ extension Tensor {
                 switch dtype {
                 case .float32: Gemm.multiply(args[0].assumingMemoryBound(to: Float.self), transA: transA, args[1].assumingMemoryBound(to: Float.self), transB: transB, into: o.assumingMemoryBound(to: Float.self), m: m, n: n, k: k, batch: batch)
                 case .float64: Gemm.multiply(args[0].assumingMemoryBound(to: Double.self), transA: transA, args[1].assumingMemoryBound(to: Double.self), transB: transB, into: o.assumingMemoryBound(to: Double.self), m: m, n: n, k: k, batch: batch)
+                case .int64, .bool: break  // unreachable: only floating-point operands get here
                 }
             }) { ins in try gemm(ins[0], transA: transA, ins[1], transB: transB) }
         }
@@ -158,6 +162,7 @@ extension Tensor {
         guard dtype == weight.dtype else {
             throw AutogradError.dtype("linear: input is \(dtype), weight is \(weight.dtype)")
         }
+        try requireFloatingPoint("linear")
         if let bias, bias.shape != [weight.shape[0]] {
             throw AutogradError.shape("linear: bias has shape \(bias.shape), want [\(weight.shape[0])]")
         }
@@ -182,6 +187,7 @@ extension Tensor {
             switch x.dtype {
             case .float32: affineKernel(x.buffer(Float.self), w.buffer(Float.self), b.buffer(Float.self), out.buffer(Float.self), m: m, n: n, k: k)
             case .float64: affineKernel(x.buffer(Double.self), w.buffer(Double.self), b.buffer(Double.self), out.buffer(Double.self), m: m, n: n, k: k)
+            case .int64, .bool: break  // unreachable: only floating-point operands get here
             }
         }
         if shouldRecord([x, w, b]) {
@@ -198,6 +204,7 @@ extension Tensor {
                 switch dtype {
                 case .float32: affineKernel(elements(args[0], Float.self, [m, k]), elements(args[1], Float.self, [n, k]), elements(args[2], Float.self, [n]), elements(o, Float.self, [m, n]), m: m, n: n, k: k)
                 case .float64: affineKernel(elements(args[0], Double.self, [m, k]), elements(args[1], Double.self, [n, k]), elements(args[2], Double.self, [n]), elements(o, Double.self, [m, n]), m: m, n: n, k: k)
+                case .int64, .bool: break  // unreachable: only floating-point operands get here
                 }
             }) { ins in try affine(ins[0], ins[1], ins[2]) }
         }

@@ -3,6 +3,7 @@
 extension Tensor {
     /// Sums over `axes` (empty: every axis; negative axes count from the end).
     public func sum(axes: [Int] = [], keepDims: Bool = false) throws -> Tensor {
+        if !dtype.isFloatingPoint { return try countingSum(axes: axes, keepDims: keepDims) }
         let axes = try Shape.normalizeAxes(axes, rank: rank)
         var reduce = [Bool](repeating: false, count: rank)
         for a in axes { reduce[a] = true }
@@ -12,6 +13,7 @@ extension Tensor {
         switch dtype {
         case .float32: try Reduction.sum(buffer(Float.self), shape: shape, reduce: reduce, into: out.buffer(Float.self))
         case .float64: try Reduction.sum(buffer(Double.self), shape: shape, reduce: reduce, into: out.buffer(Double.self))
+        case .int64, .bool: break  // unreachable: only floating-point operands get here (requireFloatingPoint)
         }
         let result = keepDims ? out : Tensor(shape: shape.indices.filter { !reduce[$0] }.map { shape[$0] }, storage: out.storage)
         if Tensor.shouldRecord(self) {
@@ -27,6 +29,7 @@ extension Tensor {
                 switch dtype {
                 case .float32: try Reduction.sum(Tensor.elements(args[0], Float.self, inputShape), shape: inputShape, reduce: reduce, into: Tensor.elements(out, Float.self, keptShape))
                 case .float64: try Reduction.sum(Tensor.elements(args[0], Double.self, inputShape), shape: inputShape, reduce: reduce, into: Tensor.elements(out, Double.self, keptShape))
+                case .int64, .bool: break  // unreachable: only floating-point operands get here
                 }
             }) { ins in try ins[0].sum(axes: axes, keepDims: keepDims) }
         }
@@ -37,6 +40,7 @@ extension Tensor {
 
     /// The mean over `axes` (empty: every axis): the sum times 1/count.
     public func mean(axes: [Int] = [], keepDims: Bool = false) throws -> Tensor {
+        try requireFloatingPoint("mean")
         let normalized = try Shape.normalizeAxes(axes, rank: rank)
         let n = normalized.reduce(1) { $0 * shape[$1] }
         return try sum(axes: normalized, keepDims: keepDims).multiplying(constant(1 / Double(n)))
@@ -55,6 +59,7 @@ extension Tensor {
     private func extremum(_ name: StaticString, axes: [Int], keepDims: Bool,
                           _ k32: @escaping (UnsafeMutableBufferPointer<Float>, [Int], [Bool], UnsafeMutableBufferPointer<Float>) -> Void,
                           _ k64: @escaping (UnsafeMutableBufferPointer<Double>, [Int], [Bool], UnsafeMutableBufferPointer<Double>) -> Void) throws -> Tensor {
+        try requireFloatingPoint("\(name)")
         let axes = try Shape.normalizeAxes(axes, rank: rank)
         var reduce = [Bool](repeating: false, count: rank)
         var keptShape = shape
@@ -66,6 +71,7 @@ extension Tensor {
         switch dtype {
         case .float32: k32(buffer(Float.self), shape, reduce, out.buffer(Float.self))
         case .float64: k64(buffer(Double.self), shape, reduce, out.buffer(Double.self))
+        case .int64, .bool: break  // unreachable: only floating-point operands get here (requireFloatingPoint)
         }
         let result = keepDims ? out : Tensor(shape: shape.indices.filter { !reduce[$0] }.map { shape[$0] }, storage: out.storage)
         if Tensor.shouldRecord(self) {
@@ -82,6 +88,7 @@ extension Tensor {
                 switch dtype {
                 case .float32: k32(Tensor.elements(args[0], Float.self, inputShape), inputShape, reduce, Tensor.elements(o, Float.self, keptShape))
                 case .float64: k64(Tensor.elements(args[0], Double.self, inputShape), inputShape, reduce, Tensor.elements(o, Double.self, keptShape))
+                case .int64, .bool: break  // unreachable: only floating-point operands get here
                 }
             }) { ins in try ins[0].extremum(name, axes: axes, keepDims: keepDims, k32, k64) }
         }
@@ -108,6 +115,7 @@ extension Tensor {
     /// when correction >= count, as torch.var does: then a positive sum of squares gives inf and
     /// a zero one (all elements equal, or none) nan.
     public func variance(axes: [Int] = [], correction: Int = 1, keepDims: Bool = false) throws -> Tensor {
+        try requireFloatingPoint("var")
         guard correction >= 0 else { throw AutogradError.argument("var: correction \(correction) is negative") }
         let normalized = try Shape.normalizeAxes(axes, rank: rank)
         let n = normalized.reduce(1) { $0 * shape[$1] }
@@ -201,6 +209,7 @@ extension Tensor {
     /// every order; the JVP is the op itself applied to the tangent.
     func cumulativeSum(axis: Int, reverse: Bool) throws -> Tensor {
         let name: StaticString = reverse ? "cumsum_reverse" : "cumsum"
+        try requireFloatingPoint("cumsum")
         let a: Int
         if rank == 0 {
             // As PyTorch: a 0-d tensor has one axis to accumulate along, numbered 0 or -1.
@@ -224,6 +233,7 @@ extension Tensor {
             if let xp = buffer(Double.self).baseAddress, let op = out.buffer(Double.self).baseAddress {
                 Reduction.cumulativeSum(xp, into: op, outer: outer, n: n, inner: inner, reverse: reverse)
             }
+        case .int64, .bool: break  // unreachable: only floating-point operands get here (requireFloatingPoint)
         }
         if Tensor.shouldRecord(self) {
             out.record(name, self) { g, _ in InputGradients(try g.cumulativeSum(axis: a, reverse: !reverse)) }
@@ -231,5 +241,40 @@ extension Tensor {
         if Trace.isRecording { Trace.note(out, name, [self]) { ins in try ins[0].cumulativeSum(axis: axis, reverse: reverse) } }
         try out.deriveTangent(from: self) { t in try t.cumulativeSum(axis: a, reverse: reverse) }
         return out
+    }
+}
+
+extension Tensor {
+    /// The sum of an int64 or bool tensor over `axes`, as int64 (a count of true elements for
+    /// bool); wraps on int64 overflow, as PyTorch's does. Records nothing: integers have no gradient.
+    func countingSum(axes: [Int], keepDims: Bool) throws -> Tensor {
+        let axes = try Shape.normalizeAxes(axes, rank: rank)
+        var keptShape = shape
+        for a in axes { keptShape[a] = 1 }
+        let out = try Tensor.zeros(keptShape, dtype: .int64)
+        let o = out.integers()
+        if count > 0 {
+            // Each input element adds into the output element its index maps to (reduced axes
+            // dropped): kept strides, 0 along reduced axes.
+            var strides = Shape.strides(keptShape)
+            for a in axes { strides[a] = 0 }
+            var index = [Int](repeating: 0, count: rank), off = 0
+            let ints = dtype == .int64 ? integers() : nil, bits = dtype == .bool ? flags() : nil
+            for i in 0..<count {
+                o[off] &+= ints?[i] ?? Int64(bits![i])
+                var d = rank - 1
+                while d >= 0 {
+                    index[d] += 1
+                    off += strides[d]
+                    if index[d] < shape[d] { break }
+                    off -= strides[d] * shape[d]
+                    index[d] = 0
+                    d -= 1
+                }
+            }
+        }
+        let result = keepDims ? out : Tensor(shape: shape.indices.filter { !axes.contains($0) }.map { shape[$0] }, storage: out.storage)
+        if Trace.isRecording { Trace.note(result, "sum", [self]) { ins in try ins[0].countingSum(axes: axes, keepDims: keepDims) } }
+        return result
     }
 }

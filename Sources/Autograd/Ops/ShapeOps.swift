@@ -30,6 +30,8 @@ extension Tensor {
         switch dtype {
         case .float32: Elementwise.gather(buffer(Float.self), strides: strides, into: out.buffer(Float.self), shape: target)
         case .float64: Elementwise.gather(buffer(Double.self), strides: strides, into: out.buffer(Double.self), shape: target)
+        case .int64: Elementwise.gather(elements(Int64.self), strides: strides, into: out.elements(Int64.self), shape: target)
+        case .bool: Elementwise.gather(elements(UInt8.self), strides: strides, into: out.elements(UInt8.self), shape: target)
         }
         if Tensor.shouldRecord(self) {
             // Backward sums the gradient back to this tensor's shape (Tensor.reduced(toShape:)).
@@ -56,6 +58,8 @@ extension Tensor {
         switch dtype {
         case .float32: Elementwise.gather(buffer(Float.self), strides: strides, into: out.buffer(Float.self), shape: newShape)
         case .float64: Elementwise.gather(buffer(Double.self), strides: strides, into: out.buffer(Double.self), shape: newShape)
+        case .int64: Elementwise.gather(elements(Int64.self), strides: strides, into: out.elements(Int64.self), shape: newShape)
+        case .bool: Elementwise.gather(elements(UInt8.self), strides: strides, into: out.elements(UInt8.self), shape: newShape)
         }
         if Tensor.shouldRecord(self) {
             var inverse = [Int](repeating: 0, count: perm.count)

@@ -151,6 +151,7 @@ struct Relu: UnaryElementwise {
         switch dtype {
         case .float32: agk_relu_f32(x.assumingMemoryBound(to: Float.self), out.assumingMemoryBound(to: Float.self), Int64(count))
         case .float64: agk_relu_f64(x.assumingMemoryBound(to: Double.self), out.assumingMemoryBound(to: Double.self), Int64(count))
+        case .int64, .bool: return false  // unreachable: only floating-point operands get here (requireFloatingPoint)
         }
         return true
     }

@@ -86,6 +86,7 @@ public class Optimizer {
             switch p.dtype {
             case .float32: update(k, p.buffer(Float.self), g.buffer(Float.self))
             case .float64: update(k, p.buffer(Double.self), g.buffer(Double.self))
+            case .int64, .bool: break  // unreachable: parameters require grad, so are floating point
             }
             // An in-place write: graphs that saved p's old values now refuse a backward.
             p.storage.bumpVersion()
