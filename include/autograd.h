@@ -126,11 +126,14 @@ enum {
     AG_ERR_INTERNAL = 8        /* a bug in Autograd: please report it with ag_last_error() */
 };
 
-/* Element types. Operands of one operation must have the same dtype (no implicit promotion). */
+/* Element types. Operands of one operation must have the same dtype (no implicit promotion).
+ * Only float32 and float64 values are computed with and have gradients. */
 typedef int32_t ag_dtype;
 enum {
     AG_FLOAT32 = 1,
-    AG_FLOAT64 = 2
+    AG_FLOAT64 = 2,
+    AG_INT64 = 3,  /* indices, labels, counts: see "Integer tensors, masks and random generators" */
+    AG_BOOL = 4    /* masks, one byte each (0 or 1) */
 };
 
 /* An opaque tensor handle: a 64-bit integer (index, generation and kind), never a pointer.
@@ -586,7 +589,141 @@ ag_status ag_where(ag_tensor *out, ag_tensor cond, ag_tensor a, ag_tensor b);
 /* Integer tensors, masks and random generators                                               */
 /* ------------------------------------------------------------------------------------------ */
 
-/* (issue 18: int64, bool, argmax, topk, masked_fill, one_hot, embedding, generators) */
+/* Besides float32 and float64, a tensor may hold int64 values (AG_INT64: indices, labels,
+ * counts) or bool values (AG_BOOL: masks, one byte each, 0 or 1; from C, any non-zero byte given
+ * to ag_tensor_from_data reads as 1). What they may do:
+ *   - Create (from_data, zeros, ones, full: a whole number for int64, eye, arange: whole
+ *     numbers for int64), read (copy_data to their own dtype or to a float dtype, bool also to
+ *     int64; data_ptr; item), write (copy_, set_data), and move them: reshape, permute,
+ *     transpose, expand, squeeze, unsqueeze, slice, index_select, concat, stack, gather.
+ *   - Compare: ag_eq ... ag_ge of two int64 (or two bool) tensors give a bool tensor (of
+ *     float tensors, 0/1 in their dtype, as before). ag_sum of int64 or bool gives int64 (a
+ *     count of true elements for bool; int64 sums wrap on overflow, as PyTorch's).
+ *   - Serve as masks (ag_where, ag_masked_fill: any dtype, non-zero is true) and indices
+ *     (ag_embedding, ag_one_hot, ag_cross_entropy_labels).
+ * Nothing else: an op that computes (arithmetic, exp, matmul, mean, softmax, ...) given an
+ * int64 or bool operand fails with AG_ERR_DTYPE, and so does ag_tensor_set_requires_grad(t, true)
+ * on one: only float values have gradients. Convert with ag_to_dtype.
+ * Ops here that pick by index or mask (ag_embedding, ag_cross_entropy_labels, ag_masked_fill)
+ * read the index or mask tensor as a step of its own in a capture (ag_capture), so a replay
+ * uses the values it is given (set them with ag_tensor_set_data). */
+/* a's values in `dtype`. float32 <-> float64 is differentiable (the gradient is converted
+ * back). To int64: truncated toward zero; nan, inf or a value outside int64 is AG_ERR_ARGUMENT.
+ * To bool: non-zero is true (nan too). From bool: 0 or 1. To a's own dtype: a new handle to
+ * a's values. Errors also: AG_ERR_DTYPE (unknown dtype), AG_ERR_ARGUMENT. */
+ag_status ag_to_dtype(ag_tensor *out, ag_tensor a, ag_dtype dtype);
+
+/* The index (int64) of the largest element of a along `axis` (negative counts from the end),
+ * that axis removed unless keepdims. Of equal maxima the first wins; nan counts as the largest
+ * (the first nan wins), as torch.argmax. For the flattened tensor, reshape it to (-1) first.
+ * A 0-d a is taken as one element (axis 0 or -1). No gradient.
+ * Errors also: AG_ERR_ARGUMENT (axis out of range), AG_ERR_SHAPE (the axis has extent 0),
+ * AG_ERR_DTYPE (a is not float). */
+ag_status ag_argmax(ag_tensor *out, ag_tensor a, int64_t axis, bool keepdims);
+
+/* As ag_argmax for the smallest element (nan counts as the smallest). */
+ag_status ag_argmin(ag_tensor *out, ag_tensor a, int64_t axis, bool keepdims);
+
+/* The k largest (largest = true) or smallest elements of a along `axis` in *values, in order
+ * (largest first, or smallest first; equal values in index order; nan counts as the largest),
+ * and their positions along the axis in *indices (int64), both of a's shape with that axis
+ * k long. Gradients flow from values to the positions picked. Both outputs are set, or
+ * neither. A capture refuses topk values that need a gradient (their backward would hold the
+ * positions found at capture time). Errors also: AG_ERR_ARGUMENT (values or indices NULL, k
+ * outside 0..extent, axis out of range), AG_ERR_SHAPE (a is 0-d), AG_ERR_DTYPE. */
+ag_status ag_topk(ag_tensor *values, ag_tensor *indices, ag_tensor a, int64_t k, int64_t axis, bool largest);
+
+/* One-hot rows of an int64 tensor of class indices: shape indices.shape + (classes), 1 at each
+ * index, 0 elsewhere, in `dtype` (AG_FLOAT32, AG_FLOAT64 or AG_INT64). classes = -1 takes the
+ * largest index + 1 (as torch.nn.functional.one_hot). No gradient.
+ * Errors also: AG_ERR_DTYPE (indices not int64, dtype bool or unknown), AG_ERR_ARGUMENT (an
+ * index < 0 or >= classes, classes < -1, classes = -1 with no index), AG_ERR_SHAPE (rank). */
+ag_status ag_one_hot(ag_tensor *out, ag_tensor indices, int64_t classes, ag_dtype dtype);
+
+/* Rows of weight (V, D) picked by an int64 tensor of indices in 0..V-1: a tensor of shape
+ * indices.shape + (D) (PyTorch's embedding). The gradient to weight adds each picked row's
+ * gradient into its row (a row picked many times sums in float64 first, so a float32 sum of
+ * 1e7 terms stays within a few ulp). The backward reads the indices tensor as saved: writing it
+ * in place before the backward is AG_ERR_STATE.
+ * Errors also: AG_ERR_DTYPE (indices not int64, weight not float), AG_ERR_SHAPE (weight not
+ * 2-D, result rank above AG_MAX_NDIM), AG_ERR_ARGUMENT (an index out of range). */
+ag_status ag_embedding(ag_tensor *out, ag_tensor indices, ag_tensor weight);
+
+/* a with `value` (in a's dtype) where mask holds: mask is bool (or any dtype, non-zero true)
+ * and broadcasts to a's shape; the result has a's shape. The gradient flows to a where mask
+ * does not hold (0 where it does, even for an inf or nan gradient).
+ * Errors also: AG_ERR_SHAPE (mask does not broadcast to a), AG_ERR_DTYPE (a is not float). */
+ag_status ag_masked_fill(ag_tensor *out, ag_tensor a, ag_tensor mask, double value);
+
+/* Elementwise not, and, or of masks (any dtype: non-zero is true; and/or broadcast), as bool.
+ * Errors also: AG_ERR_SHAPE (shapes that do not broadcast). */
+ag_status ag_logical_not(ag_tensor *out, ag_tensor a);
+ag_status ag_logical_and(ag_tensor *out, ag_tensor a, ag_tensor b);
+ag_status ag_logical_or(ag_tensor *out, ag_tensor a, ag_tensor b);
+
+/* ag_cross_entropy with the labels as an int64 tensor of N class indices (shape (N)): the
+ * batch mean of -log_softmax(logits)[i, labels[i]]. The same value and gradient; the labels
+ * are a tensor, so a captured training step replays with the labels it is given.
+ * Errors also: AG_ERR_DTYPE (labels not int64, logits not float), AG_ERR_SHAPE (logits not
+ * 2-D, labels not (N)), AG_ERR_ARGUMENT (a label out of range). */
+ag_status ag_cross_entropy_labels(ag_tensor *out, ag_tensor logits, ag_tensor labels);
+
+/* ---- random generators ---- */
+
+/* A seeded random number generator that carries its state: every draw (dropout masks, random
+ * tensors, samples, permutations) advances it, so a whole run follows from one seed. The
+ * stream is SplitMix64: the first ag_random_uniform of a new generator gives the same values
+ * as ag_tensor_rand_uniform with the same seed, on every machine. Thread-safe: each draw takes
+ * the generator's lock (threads sharing one get numbers in the order they draw).
+ * In a capture, a replay draws anew from the generator, as the eager step would; a recompute
+ * (ag_recompute) keeps the values drawn when the graph was built.
+ * Free with ag_generator_free; a generator lives on while a captured function uses it. */
+typedef uint64_t ag_generator;
+
+/* A new generator seeded with `seed`. Errors: AG_ERR_ARGUMENT (out NULL), AG_ERR_OUT_OF_MEMORY. */
+ag_status ag_generator_new(ag_generator *out, uint64_t seed);
+
+/* Releases the handle; AG_NULL_TENSOR (0) does nothing. Errors: AG_ERR_INVALID_HANDLE. */
+ag_status ag_generator_free(ag_generator g);
+
+/* The generator's whole state (one 64-bit word); setting it back replays the draws that followed.
+ * Errors: AG_ERR_ARGUMENT (out NULL), AG_ERR_INVALID_HANDLE. */
+ag_status ag_generator_get_state(uint64_t *out, ag_generator g);
+ag_status ag_generator_set_state(ag_generator g, uint64_t state);
+
+/* A new leaf of uniform values in [low, high) drawn from g (float32 or float64).
+ * Errors as ag_tensor_rand_uniform, and AG_ERR_INVALID_HANDLE (g), AG_ERR_DTYPE (int64, bool). */
+ag_status ag_random_uniform(ag_tensor *out, const int64_t *shape, int64_t ndim, double low, double high,
+                            ag_generator g, ag_dtype dtype);
+
+/* A new leaf of normal values drawn from g. Errors as ag_random_uniform, and std < 0. */
+ag_status ag_random_normal(ag_tensor *out, const int64_t *shape, int64_t ndim, double mean, double std,
+                           ag_generator g, ag_dtype dtype);
+
+/* A new int64 leaf of values uniform in low..high-1 drawn from g (no modulo bias).
+ * Errors: as ag_tensor_zeros, AG_ERR_ARGUMENT (low >= high), AG_ERR_INVALID_HANDLE. */
+ag_status ag_randint(ag_tensor *out, const int64_t *shape, int64_t ndim, int64_t low, int64_t high, ag_generator g);
+
+/* A new int64 leaf holding a random permutation of 0..n-1 (Fisher-Yates) drawn from g: for
+ * shuffling a dataset each epoch. Errors: AG_ERR_ARGUMENT (n < 0 or > 2^40),
+ * AG_ERR_INVALID_HANDLE, AG_ERR_OUT_OF_MEMORY. */
+ag_status ag_randperm(ag_tensor *out, int64_t n, ag_generator g);
+
+/* Inverted dropout: when training and p > 0, each element of a is zeroed with probability p
+ * (drawn from g) and the others are scaled by 1/(1-p), so the expectation is kept (p = 1
+ * zeroes all); otherwise a new handle to a itself. The gradient is masked and scaled alike.
+ * Errors also: AG_ERR_ARGUMENT (p outside [0, 1] or nan), AG_ERR_INVALID_HANDLE (g),
+ * AG_ERR_DTYPE (a not float). */
+ag_status ag_dropout(ag_tensor *out, ag_tensor a, double p, bool training, ag_generator g);
+
+/* `samples` category indices (int64) drawn from g by the weights in each row of `weights`, (C)
+ * or (N, C): results (samples) or (N, samples). Weights must be finite and >= 0 with a positive
+ * one per row; they need not sum to 1. Without replacement a category is drawn at most once,
+ * so samples may not exceed the categories of positive weight (as torch.multinomial).
+ * Errors also: AG_ERR_ARGUMENT (samples < 0, a bad weight, too many samples without
+ * replacement), AG_ERR_SHAPE (weights not 1-D or 2-D, no category), AG_ERR_DTYPE,
+ * AG_ERR_INVALID_HANDLE (g). */
+ag_status ag_multinomial(ag_tensor *out, ag_tensor weights, int64_t samples, bool replacement, ag_generator g);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Convolution and pooling                                                                    */

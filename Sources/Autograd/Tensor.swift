@@ -134,7 +134,7 @@ public final class Tensor {
     /// Marks a leaf as one whose gradient is wanted; results of operations cannot be changed.
     public func setRequiresGrad(_ flag: Bool) throws {
         if flag && !dtype.isFloatingPoint {
-            throw AutogradError.dtype("requires_grad: a \(dtype) tensor cannot require grad (only float32 and float64 values have gradients)")
+            throw AutogradError.dtype("requires_grad: \(dtype) tensors cannot require grad (only float32 and float64 values have gradients)")
         }
         try GraphLock.withLock {
             guard isLeaf else {

@@ -15,6 +15,7 @@ enum HandleKind: UInt64 {
     case customOp = 4
     /// A custom op's context, live only while the callback it was passed to runs.
     case context = 5
+    case generator = 6
 }
 
 /// A handle is an index plus a generation plus a kind, packed in 64 bits, never a pointer:

@@ -93,6 +93,7 @@ final class FusedRuleAgreementTests: XCTestCase {
         case .float64:
             return common + [Double.leastNonzeroMagnitude, Double.leastNormalMagnitude, 1e300, -1e300,
                              Double.greatestFiniteMagnitude]
+        case .int64, .bool: return []  // the rules under test are floating point only
         }
     }
 
@@ -217,6 +218,7 @@ final class FusedRuleAgreementTests: XCTestCase {
         case .float64:
             let (d, overflow) = ordered64(x).subtractingReportingOverflow(ordered64(y))
             return overflow ? .max : d.magnitude
+        case .int64, .bool: return x == y ? 0 : .max
         }
     }
 

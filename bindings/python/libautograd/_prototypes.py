@@ -11,6 +11,7 @@ from ctypes import CFUNCTYPE, POINTER, c_bool, c_char, c_char_p, c_double, c_int
 ag_status = c_int32
 ag_dtype = c_int32
 ag_tensor = c_uint64
+ag_generator = c_uint64
 ag_jacobian_mode = c_int32
 ag_init = c_int32
 ag_optimizer = c_uint64
@@ -148,6 +149,33 @@ PROTOTYPES = {
     "ag_gt": (ag_status, [POINTER(ag_tensor), ag_tensor, ag_tensor]),
     "ag_ge": (ag_status, [POINTER(ag_tensor), ag_tensor, ag_tensor]),
     "ag_where": (ag_status, [POINTER(ag_tensor), ag_tensor, ag_tensor, ag_tensor]),
+    # Integer tensors, masks and random generators
+    "ag_to_dtype": (ag_status, [POINTER(ag_tensor), ag_tensor, ag_dtype]),
+    "ag_argmax": (ag_status, [POINTER(ag_tensor), ag_tensor, c_int64, c_bool]),
+    "ag_argmin": (ag_status, [POINTER(ag_tensor), ag_tensor, c_int64, c_bool]),
+    "ag_topk": (ag_status, [POINTER(ag_tensor), POINTER(ag_tensor), ag_tensor, c_int64, c_int64,
+                            c_bool]),
+    "ag_one_hot": (ag_status, [POINTER(ag_tensor), ag_tensor, c_int64, ag_dtype]),
+    "ag_embedding": (ag_status, [POINTER(ag_tensor), ag_tensor, ag_tensor]),
+    "ag_masked_fill": (ag_status, [POINTER(ag_tensor), ag_tensor, ag_tensor, c_double]),
+    "ag_logical_not": (ag_status, [POINTER(ag_tensor), ag_tensor]),
+    "ag_logical_and": (ag_status, [POINTER(ag_tensor), ag_tensor, ag_tensor]),
+    "ag_logical_or": (ag_status, [POINTER(ag_tensor), ag_tensor, ag_tensor]),
+    "ag_cross_entropy_labels": (ag_status, [POINTER(ag_tensor), ag_tensor, ag_tensor]),
+    # ---- random generators
+    "ag_generator_new": (ag_status, [POINTER(ag_generator), c_uint64]),
+    "ag_generator_free": (ag_status, [ag_generator]),
+    "ag_generator_get_state": (ag_status, [POINTER(c_uint64), ag_generator]),
+    "ag_generator_set_state": (ag_status, [ag_generator, c_uint64]),
+    "ag_random_uniform": (ag_status, [POINTER(ag_tensor), POINTER(c_int64), c_int64, c_double,
+                                      c_double, ag_generator, ag_dtype]),
+    "ag_random_normal": (ag_status, [POINTER(ag_tensor), POINTER(c_int64), c_int64, c_double,
+                                     c_double, ag_generator, ag_dtype]),
+    "ag_randint": (ag_status, [POINTER(ag_tensor), POINTER(c_int64), c_int64, c_int64, c_int64,
+                               ag_generator]),
+    "ag_randperm": (ag_status, [POINTER(ag_tensor), c_int64, ag_generator]),
+    "ag_dropout": (ag_status, [POINTER(ag_tensor), ag_tensor, c_double, c_bool, ag_generator]),
+    "ag_multinomial": (ag_status, [POINTER(ag_tensor), ag_tensor, c_int64, c_bool, ag_generator]),
     # Backward
     "ag_backward": (ag_status, [ag_tensor, ag_tensor, c_bool, c_bool]),
     "ag_grad": (ag_status, [POINTER(ag_tensor), POINTER(ag_tensor), c_int64, POINTER(ag_tensor),
