@@ -10,9 +10,16 @@ extension Tensor {
     /// A composition rather than one fused op: q·scale, one batched GEMM against kᵀ (no copy of
     /// kᵀ when q and k share their batch axes), the mask added, a softmax over the keys written
     /// out here (max, sub, exp, sum, div, plus two selects on the (..., L, 1) row sums for the
-    /// fully masked rows) and a GEMM with v. Measured (float32, batch 32, 4 heads, L = S = E = 16,
-    /// forward + backward, 1 thread, see NormalizationTests.testAttentionTimingComposite...):
-    /// see the note at `attentionTimingNote`.
+    /// fully masked rows) and a GEMM with v. Every part is an existing differentiable op, so
+    /// accuracy is theirs (softmax from x - max, sums accumulated in double for float32).
+    /// Measured roughly (release build, float32, batch 32, 4 heads, L = S = E = 16, forward +
+    /// backward of sum(sdpa), best of 300, in C through ag_scaled_dot_product_attention, on the
+    /// 2-core build machine): 420 us at 1 thread (502 us causal), 433 us at 2 threads; the two
+    /// GEMMs alone (transpose, matmul, matmul, their backward) take 181 us, a floor for a fused
+    /// op, which could save up to about half; PyTorch 2.13 eager F.scaled_dot_product_attention
+    /// takes 428 us (436 us causal) at 1 thread on the same machine. A fused op needs its own
+    /// backward kernel and a differentiable rule for create_graph and forward mode; it is left
+    /// for when B9 shows attention to matter.
     public static func scaledDotProductAttention(query q: Tensor, key k: Tensor, value v: Tensor, mask: Tensor? = nil,
                                                  isCausal: Bool = false, scale: Double = 0) throws -> Tensor {
         let op = "scaled_dot_product_attention"
