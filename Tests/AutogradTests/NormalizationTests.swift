@@ -285,6 +285,36 @@ final class NormalizationTests: XCTestCase {
         XCTAssertEqual(replayed.values, eager.values)
     }
 
+    /// A training step with batch_norm (running statistics updated in place), attention,
+    /// clip_grad_norm and an SGD step, captured and replayed, against the same steps run eagerly.
+    func testCapturedTrainingStepWithBatchNormAndClippingMatchesEager() throws {
+        let xs = [rng.tensor([4, 3, 2], requiresGrad: false), rng.tensor([4, 3, 2], requiresGrad: false)]
+        let w0 = rng.tensor([3]).values, a0 = rng.tensor([2, 2]).values
+        func model() throws -> (params: [Tensor], stats: [Tensor], step: (Tensor) throws -> Tensor) {
+            let w = try t(w0, [3], grad: true), a = try t(a0, [2, 2], grad: true)
+            let rm = try Tensor.zeros([3]), rv = try Tensor.ones([3])
+            let opt = try SGD(parameters: [w, a], learningRate: 0.5)
+            return ([w, a], [rm, rv], { x in
+                let h = try x.batchNorm(runningMean: rm, runningVar: rv, weight: w, training: true, momentum: 0.3)
+                let y = try Tensor.scaledDotProductAttention(query: h.matmul(a), key: h, value: h, isCausal: true)
+                let loss = try y.multiplying(y).sum()
+                opt.zeroGrad()
+                try loss.backward()
+                try GradientClipping.clipGradNorm([w, a], maxNorm: 0.1)
+                try opt.step()
+                return loss
+            })
+        }
+        let eager = try model()
+        for x in xs { _ = try eager.step(x) }
+        let captured = try model()
+        let fn = try CapturedFunction.capture([xs[0]]) { [try captured.step($0[0]).detach()] }
+        _ = try fn([xs[1]])
+        for (e, c) in zip(eager.params + eager.stats, captured.params + captured.stats) {
+            assertValues(c, e.values, tol: 1e-15, "replayed step")
+        }
+    }
+
     // MARK: - Empty inputs
 
     func testEmptyInputsGiveEmptyResultsAndGradients() throws {
@@ -315,6 +345,10 @@ final class NormalizationTests: XCTestCase {
         try check([rng.tensor([2, 0, 2]), rng.tensor([2, 4, 2]), rng.tensor([2, 4, 5])], [2, 0, 5], "sdpa L = 0") {
             try Tensor.scaledDotProductAttention(query: $0[0], key: $0[1], value: $0[2], isCausal: true)
         }
+        // A batch of 0 with long sequences: no (L, S) causal mask is made.
+        let huge = try Tensor.scaledDotProductAttention(query: Tensor.zeros([0, 1 << 20, 1]), key: Tensor.zeros([0, 1 << 20, 1]),
+                                                        value: Tensor.zeros([0, 1 << 20, 1]), isCausal: true)
+        XCTAssertEqual(huge.shape, [0, 1 << 20, 1])
         // S = 0: no keys, zeros (as torch); E = 0: scores 0, the mean of v's rows (as torch).
         let noKeys = try Tensor.scaledDotProductAttention(query: rng.tensor([2, 3, 2]), key: rng.tensor([2, 0, 2]), value: rng.tensor([2, 0, 4]))
         XCTAssertEqual(noKeys.shape, [2, 3, 4])

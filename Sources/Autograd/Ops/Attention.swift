@@ -73,7 +73,8 @@ extension Tensor {
         } else {
             scores = try scaled.matmul(k.transposed(-2, -1))
         }
-        if isCausal { scores = try scores.adding(causalMask(l, s, dtype: q.dtype)) }
+        // (No mask for empty scores: a batch of 0 allows any L·S, which the mask would allocate.)
+        if isCausal && scores.count > 0 { scores = try scores.adding(causalMask(l, s, dtype: q.dtype)) }
         if let mask { scores = try scores.adding(mask) }
         if s == 0 { return try scores.matmul(v) }  // no keys: zeros (an empty sum), as torch
         return try safeSoftmaxOverLastAxis(scores).matmul(v)
