@@ -735,7 +735,77 @@ ag_status ag_multinomial(ag_tensor *out, ag_tensor weights, int64_t samples, boo
 /* Normalisation, attention and training helpers                                              */
 /* ------------------------------------------------------------------------------------------ */
 
-/* (issue 18: layer_norm, batch_norm, group_norm, scaled_dot_product_attention, clip_grad_norm, schedules) */
+/* torch.nn.functional.layer_norm: (x - mean) / sqrt(var + eps) over the last `normalized_ndim`
+ * axes of x (var biased, as torch), times weight plus bias, each of the shape of those axes or
+ * AG_NULL_TENSOR for none. Composed of differentiable ops: gradients flow to x, weight and bias,
+ * at every order, and in forward mode. An empty x gives an empty result (and empty gradients).
+ * Errors also: AG_ERR_ARGUMENT (normalized_ndim outside 1..rank, eps negative or not finite),
+ * AG_ERR_SHAPE (weight or bias not of the normalized axes' shape), AG_ERR_DTYPE (an operand not
+ * floating point, or of another dtype than x). */
+ag_status ag_layer_norm(ag_tensor *out, ag_tensor x, int64_t normalized_ndim, ag_tensor weight, ag_tensor bias,
+                        double eps);
+
+/* torch.nn.functional.batch_norm for x (N, C, *) (rank >= 2): each channel normalised by
+ * (x - m) / sqrt(v + eps), times weight plus bias (each (C) or AG_NULL_TENSOR).
+ * training true: m and v are the channel's mean and biased variance over the batch and spatial
+ * axes; if running_mean and running_var are given (both (C), or both AG_NULL_TENSOR) they are
+ * then updated in place, r = (1 - momentum) r + momentum s, with s the batch mean and the
+ * UNBIASED batch variance (torch's rule), their version bumped (graphs that saved them refuse a
+ * stale backward). With N * spatial == 0 the result is empty and they are left unchanged.
+ * training false: m and v are running_mean and running_var (required); gradients also flow to
+ * them if they require grad. Gradients flow to x, weight and bias (training: through the batch
+ * statistics), at every order, and in forward mode.
+ * Errors also: AG_ERR_ARGUMENT (N * spatial == 1 in training, as torch; only one of the running
+ * tensors given; eval without them; the two running tensors sharing values; momentum not
+ * finite; eps negative or not finite), AG_ERR_SHAPE (x of rank < 2, a (C) tensor of another
+ * shape), AG_ERR_DTYPE (an operand not floating point or of another dtype than x), AG_ERR_STATE
+ * (training with a running tensor that requires grad or is the result of a recorded op). */
+ag_status ag_batch_norm(ag_tensor *out, ag_tensor x, ag_tensor running_mean, ag_tensor running_var,
+                        ag_tensor weight, ag_tensor bias, bool training, double momentum, double eps);
+
+/* torch.nn.functional.group_norm for x (N, C, *) (rank >= 2): the C channels split into
+ * `groups` groups of C / groups consecutive channels; each group of each sample normalised over
+ * its channels and spatial positions (biased variance), then times weight plus bias (each (C)
+ * or AG_NULL_TENSOR). Gradients as ag_layer_norm.
+ * Errors also: AG_ERR_ARGUMENT (groups < 1 or not dividing C, eps negative or not finite),
+ * AG_ERR_SHAPE (x of rank < 2, weight or bias not (C)), AG_ERR_DTYPE (as ag_layer_norm). */
+ag_status ag_group_norm(ag_tensor *out, ag_tensor x, int64_t groups, ag_tensor weight, ag_tensor bias, double eps);
+
+/* torch.nn.functional.scaled_dot_product_attention: softmax(q k^T * scale + mask) v for
+ * q (..., L, E), k (..., S, E), v (..., S, Ev); the batch axes (...) broadcast; the result is
+ * (..., L, Ev). attn_mask is additive, of q's dtype, broadcasting to (..., L, S), or
+ * AG_NULL_TENSOR. is_causal masks key j > query i with -inf (aligned top-left, as torch).
+ * scale 0 means 1 / sqrt(E). A row whose scores are all -inf (fully masked) gives zeros and zero
+ * gradients (torch 2.5 and later; a plain softmax would give nan); S == 0 gives zeros.
+ * Composed of differentiable ops (a batched GEMM, the mask, a softmax, a GEMM): gradients flow
+ * to q, k, v and attn_mask, at every order, and in forward mode.
+ * Errors also: AG_ERR_ARGUMENT (attn_mask given with is_causal, as torch; scale not finite),
+ * AG_ERR_SHAPE (rank < 2, E or S extents that differ, batch axes or a mask that do not
+ * broadcast), AG_ERR_DTYPE (an operand not floating point, or of another dtype than q). */
+ag_status ag_scaled_dot_product_attention(ag_tensor *out, ag_tensor q, ag_tensor k, ag_tensor v, ag_tensor attn_mask,
+                                          bool is_causal, double scale);
+
+/* torch.nn.utils.clip_grad_norm_: stores in *out_total_norm the norm of order norm_type (> 0,
+ * or INFINITY) of the gradients (ag_tensor_grad) of params[0..n-1] taken together (the norm of
+ * their norms), computed in double whatever their dtype. Parameters without a gradient are
+ * skipped; none (n == 0 included): 0. When c = max_norm / (total + 1e-6) is below 1, each
+ * gradient is replaced by c * gradient (in its dtype, with no history); a gradient fetched
+ * earlier keeps its values (as after ag_backward's accumulation). A non-finite total scales as
+ * torch does: nan makes every gradient nan, inf scales them by 0 (an infinite element becomes
+ * nan). Inside a capture the scaling is recorded, so a replay scales each call's gradients.
+ * Errors also: AG_ERR_ARGUMENT (out_total_norm NULL, n < 0, params NULL with n > 0, a repeated
+ * parameter, max_norm negative or nan, norm_type not > 0), AG_ERR_INVALID_HANDLE. */
+ag_status ag_clip_grad_norm(double *out_total_norm, const ag_tensor *params, int64_t n, double max_norm,
+                            double norm_type);
+
+/* The learning rate at `step` (0 for the first) of linear warm-up then cosine decay (the GPT
+ * recipe), to pass to ag_optimizer_set_lr before each step: base_lr * (step + 1) / warmup_steps
+ * while step < warmup_steps; then min_lr + (base_lr - min_lr) * (1 + cos(pi * (step -
+ * warmup_steps) / (total_steps - warmup_steps))) / 2; min_lr from step total_steps on.
+ * Errors: AG_ERR_ARGUMENT (out NULL, step < 0, warmup_steps < 0, total_steps < warmup_steps,
+ * a rate negative or not finite, min_lr > base_lr). */
+ag_status ag_lr_warmup_cosine(double *out, int64_t step, int64_t warmup_steps, int64_t total_steps, double base_lr,
+                              double min_lr);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Backward                                                                                   */

@@ -71,6 +71,7 @@ from .graph import GradcheckResult, grad, gradcheck, graph_to_dot
 from . import ops as _ops
 from .ops import *  # noqa: F401,F403 -- the operation catalogue, ops.__all__
 from .optim import SGD, Adam, AdamW, Optimizer
+from .nn import *  # noqa: F401,F403 -- normalisation, attention, clip_grad_norm_, LR schedules (also as ag.nn)
 from .transforms import hessian, hvp, jacobian, jvp, vjp
 from .reusable import CacheInfo, CompiledFunction, compile, recomputable, recompute
 from .runtime import (

@@ -1,0 +1,149 @@
+/// layer_norm, batch_norm, group_norm (torch.nn.functional's): composed of differentiable ops
+/// (mean, var with correction 0, sub, add, sqrt, div, mul), so the VJP, the JVP, capture/replay
+/// and higher orders come from those ops. Statistics use the biased variance, as PyTorch;
+/// float32 sums are accumulated as Reduction does (pairwise, in double), so they stay accurate.
+extension Tensor {
+    /// torch.nn.functional.layer_norm: (x - mean) / sqrt(var + eps) over the last
+    /// `normalizedAxes` axes (var biased), times `weight` plus `bias` (each of the shape of
+    /// those axes, or nil).
+    public func layerNorm(normalizedAxes k: Int, weight: Tensor? = nil, bias: Tensor? = nil, eps: Double = 1e-5) throws -> Tensor {
+        try Tensor.checkNormOperands("layer_norm", self, weight, bias, eps: eps)
+        guard k >= 1 && k <= rank else {
+            throw AutogradError.argument("layer_norm: normalized_ndim must be in 1...\(rank) for an input of shape \(shape), got \(k)")
+        }
+        let normalizedShape = Array(shape[(rank - k)...])
+        for (name, t) in [("weight", weight), ("bias", bias)] {
+            if let t, t.shape != normalizedShape {
+                throw AutogradError.shape("layer_norm: \(name) has shape \(t.shape), the normalized axes of \(shape) are \(normalizedShape)")
+            }
+        }
+        let y = try Tensor.standardized(self, axes: Array((rank - k)..<rank), eps: eps)
+        return try Tensor.scaledAndShifted(y, weight, bias)
+    }
+
+    /// torch.nn.functional.batch_norm for x (N, C, *): each channel normalised by its mean and
+    /// biased variance over the batch and spatial axes (training) or by the running statistics
+    /// (eval), times `weight` plus `bias` (each (C) or nil). In training, given running_mean and
+    /// running_var (both or neither, (C), not requiring grad), they are updated in place:
+    /// r = (1 - momentum) r + momentum s, with the batch mean and the unbiased batch variance (a
+    /// version bump, as an optimizer step). N·spatial == 1 in training is an error (torch's);
+    /// N·spatial == 0 gives an empty result and leaves the running statistics unchanged.
+    public func batchNorm(runningMean: Tensor?, runningVar: Tensor?, weight: Tensor? = nil, bias: Tensor? = nil,
+                          training: Bool, momentum: Double = 0.1, eps: Double = 1e-5) throws -> Tensor {
+        try Tensor.checkNormOperands("batch_norm", self, weight, bias, runningMean, runningVar, eps: eps)
+        guard rank >= 2 else {
+            throw AutogradError.shape("batch_norm: the input must be (N, C, *) with rank >= 2, got shape \(shape)")
+        }
+        let c = shape[1]
+        for (name, t) in [("weight", weight), ("bias", bias), ("running_mean", runningMean), ("running_var", runningVar)] {
+            if let t, t.shape != [c] {
+                throw AutogradError.shape("batch_norm: \(name) has shape \(t.shape), it must be [\(c)] (the channels of \(shape))")
+            }
+        }
+        guard (runningMean == nil) == (runningVar == nil) else {
+            throw AutogradError.argument("batch_norm: running_mean and running_var must both be given or both be none")
+        }
+        guard momentum.isFinite else { throw AutogradError.argument("batch_norm: momentum must be finite, got \(momentum)") }
+        var channelShape = [Int](repeating: 1, count: rank)
+        channelShape[1] = c
+        let axes = [0] + Array(2..<rank)
+        let n = axes.reduce(1) { $0 * shape[$1] }  // a product of the input's extents: fits
+        guard training else {
+            guard let runningMean, let runningVar else {
+                throw AutogradError.argument("batch_norm: eval mode (training false) needs running_mean and running_var")
+            }
+            let mean = try runningMean.reshaped(channelShape), variance = try runningVar.reshaped(channelShape)
+            let y = try subtracting(mean).dividing(by: variance.adding(constant(eps)).sqrt())
+            return try Tensor.scaledAndShifted(y, weight?.reshaped(channelShape), bias?.reshaped(channelShape))
+        }
+        guard n != 1 else {
+            throw AutogradError.argument("batch_norm: expected more than 1 value per channel when training, got input shape \(shape)")
+        }
+        if let runningMean, let runningVar {
+            for (name, t) in [("running_mean", runningMean), ("running_var", runningVar)] {
+                if t.requiresGrad {
+                    throw AutogradError.state("batch_norm: \(name) requires grad; running statistics are updated in place in training and must not require grad")
+                }
+                if t.gradFn != nil {
+                    throw AutogradError.state("batch_norm: \(name) is the result of a recorded operation; running statistics are updated in place and must be leaves")
+                }
+            }
+            if runningMean.storage === runningVar.storage {
+                throw AutogradError.argument("batch_norm: running_mean and running_var share their values")
+            }
+        }
+        let mean = try self.mean(axes: axes, keepDims: true)
+        let variance = try self.variance(axes: axes, correction: 0, keepDims: true)
+        let y = try subtracting(mean).dividing(by: variance.adding(constant(eps)).sqrt())
+        let out = try Tensor.scaledAndShifted(y, weight?.reshaped(channelShape), bias?.reshaped(channelShape))
+        if let runningMean, let runningVar, n > 0 {
+            try withNoGrad {
+                let keep = try constant(1 - momentum), step = try constant(momentum)
+                let newMean = try runningMean.detach().multiplying(keep).adding(mean.detach().reshaped([c]).multiplying(step))
+                let unbiased = try variance.detach().reshaped([c]).multiplying(constant(Double(n) / Double(n - 1)))
+                let newVar = try runningVar.detach().multiplying(keep).adding(unbiased.multiplying(step))
+                try runningMean.replaceValues(with: newMean)
+                try runningVar.replaceValues(with: newVar)
+            }
+        }
+        return out
+    }
+
+    /// torch.nn.functional.group_norm for x (N, C, *): the C channels split into `groups`
+    /// groups of C/groups consecutive channels, each group of each sample normalised over its
+    /// channels and spatial positions (biased variance), times `weight` plus `bias` ((C) or nil).
+    public func groupNorm(groups: Int, weight: Tensor? = nil, bias: Tensor? = nil, eps: Double = 1e-5) throws -> Tensor {
+        try Tensor.checkNormOperands("group_norm", self, weight, bias, eps: eps)
+        guard rank >= 2 else {
+            throw AutogradError.shape("group_norm: the input must be (N, C, *) with rank >= 2, got shape \(shape)")
+        }
+        let c = shape[1]
+        guard groups >= 1 && c % groups == 0 else {
+            throw AutogradError.argument("group_norm: groups must be positive and divide the \(c) channels, got \(groups)")
+        }
+        for (name, t) in [("weight", weight), ("bias", bias)] {
+            if let t, t.shape != [c] {
+                throw AutogradError.shape("group_norm: \(name) has shape \(t.shape), it must be [\(c)] (the channels of \(shape))")
+            }
+        }
+        // Products of non-zero extents fit (Shape.count checked the input's), so these do.
+        let spatial = shape[2...].reduce(1, *)
+        let grouped = try reshaped([shape[0], groups, (c / groups) * spatial])
+        let y = try Tensor.standardized(grouped, axes: [2], eps: eps).reshaped(shape)
+        var channelShape = [Int](repeating: 1, count: rank)
+        channelShape[1] = c
+        return try Tensor.scaledAndShifted(y, weight?.reshaped(channelShape), bias?.reshaped(channelShape))
+    }
+
+    /// (x - mean) / sqrt(var + eps) over `axes` (biased variance, axes kept for broadcasting).
+    static func standardized(_ x: Tensor, axes: [Int], eps: Double) throws -> Tensor {
+        let mean = try x.mean(axes: axes, keepDims: true)
+        let variance = try x.variance(axes: axes, correction: 0, keepDims: true)
+        return try x.subtracting(mean).dividing(by: variance.adding(x.constant(eps)).sqrt())
+    }
+
+    /// y * weight + bias, each optional (already shaped to broadcast with y).
+    static func scaledAndShifted(_ y: Tensor, _ weight: Tensor?, _ bias: Tensor?) throws -> Tensor {
+        var out = y
+        if let weight { out = try out.multiplying(weight) }
+        if let bias { out = try out.adding(bias) }
+        return out
+    }
+
+    /// The checks every normalisation makes first: floating point operands of one dtype, and
+    /// eps finite and >= 0.
+    static func checkNormOperands(_ op: String, _ x: Tensor, _ others: Tensor?..., eps: Double) throws {
+        try x.requireFloatingPoint(op, "the input")
+        let names = ["weight", "bias", "running_mean", "running_var"]
+        for (i, t) in others.enumerated() {
+            guard let t else { continue }
+            try t.requireFloatingPoint(op, names[i])
+            guard t.dtype == x.dtype else {
+                throw AutogradError.dtype("\(op): \(names[i]) is \(t.dtype) but the input is \(x.dtype)")
+            }
+        }
+        guard eps.isFinite && eps >= 0 else {
+            throw AutogradError.argument("\(op): eps must be finite and >= 0, got \(eps)")
+        }
+    }
+}
