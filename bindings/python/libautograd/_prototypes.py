@@ -148,6 +148,16 @@ PROTOTYPES = {
     "ag_gt": (ag_status, [POINTER(ag_tensor), ag_tensor, ag_tensor]),
     "ag_ge": (ag_status, [POINTER(ag_tensor), ag_tensor, ag_tensor]),
     "ag_where": (ag_status, [POINTER(ag_tensor), ag_tensor, ag_tensor, ag_tensor]),
+    # Convolution and pooling
+    "ag_conv2d": (ag_status, [POINTER(ag_tensor), ag_tensor, ag_tensor, ag_tensor, c_int64, c_int64,
+                              c_int64, c_int64, c_int64, c_int64, c_int64]),
+    "ag_conv1d": (ag_status, [POINTER(ag_tensor), ag_tensor, ag_tensor, ag_tensor, c_int64, c_int64,
+                              c_int64, c_int64]),
+    "ag_max_pool2d": (ag_status, [POINTER(ag_tensor), ag_tensor, c_int64, c_int64, c_int64, c_int64,
+                                  c_int64, c_int64]),
+    "ag_avg_pool2d": (ag_status, [POINTER(ag_tensor), ag_tensor, c_int64, c_int64, c_int64, c_int64,
+                                  c_int64, c_int64, c_bool]),
+    "ag_adaptive_avg_pool2d": (ag_status, [POINTER(ag_tensor), ag_tensor, c_int64, c_int64]),
     # Backward
     "ag_backward": (ag_status, [ag_tensor, ag_tensor, c_bool, c_bool]),
     "ag_grad": (ag_status, [POINTER(ag_tensor), POINTER(ag_tensor), c_int64, POINTER(ag_tensor),
