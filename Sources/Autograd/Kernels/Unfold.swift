@@ -79,6 +79,7 @@ enum Unfold {
     static func unfold<T: TensorElement>(_ x: UnsafePointer<T>, into cols: UnsafeMutablePointer<T>, _ g: WindowGeometry) {
         let (h, w, kh, kw) = (g.h, g.w, g.kh, g.kw)
         let cg = g.groupChannels, kcols = g.groupColumns, oh = g.oh, ow = g.ow
+        let (sh, sw, ph, pw, dh, dw) = (g.sh, g.sw, g.ph, g.pw, g.dh, g.dw)
         // One task per (group, image, output row): independent, so the split never changes bits.
         let tasks = g.groups * g.n * oh
         func run(_ task: Int) {
@@ -87,21 +88,21 @@ enum Unfold {
             var row = cols + ((group * g.n + n) * oh + i) * ow * kcols
             let channel0 = x + (n * g.c + group * cg) * h * w
             for j in 0..<ow {
-                let top = i * g.sh - g.ph, left = j * g.sw - g.pw
+                let top = i * sh - ph, left = j * sw - pw
                 var p = row
                 for ch in 0..<cg {
                     let plane = channel0 + ch * h * w
                     for ki in 0..<kh {
-                        let r = top + ki * g.dh
+                        let r = top + ki * dh
                         if r < 0 || r >= h {
-                            p.update(repeating: 0, count: kw)
+                            for kj in 0..<kw { p[kj] = 0 }
                         } else {
                             let line = plane + r * w
-                            if g.dw == 1 && left >= 0 && left + kw <= w {
-                                p.update(from: line + left, count: kw)
+                            if dw == 1 && left >= 0 && left + kw <= w {
+                                for kj in 0..<kw { p[kj] = line[left + kj] }
                             } else {
                                 for kj in 0..<kw {
-                                    let s = left + kj * g.dw
+                                    let s = left + kj * dw
                                     p[kj] = s >= 0 && s < w ? line[s] : 0
                                 }
                             }
@@ -121,78 +122,113 @@ enum Unfold {
     static func fold<T: TensorElement>(_ cols: UnsafePointer<T>, into x: UnsafeMutablePointer<T>, _ g: WindowGeometry) {
         let (h, w, kh, kw) = (g.h, g.w, g.kh, g.kw)
         let cg = g.groupChannels, kcols = g.groupColumns, ow = g.ow
-        // For each input row r: the (tap ki, output row i) pairs with i*sh - ph + ki*dh = r;
-        // the same for columns. Lists start at rowStart[r] (a CSR layout).
-        func taps(_ extent: Int, _ k: Int, _ s: Int, _ p: Int, _ d: Int, _ out: Int) -> (start: [Int], tap: [Int], pos: [Int]) {
-            var start = [0], tap: [Int] = [], pos: [Int] = []
+        // For each input row r: the offsets, within a group's block of columns of one image,
+        // of the (output row i, tap ki) pairs with i*sh - ph + ki*dh = r; the same for the
+        // columns (output column j, tap kj). Lists start at start[r] (a CSR layout).
+        func taps(_ extent: Int, _ k: Int, _ s: Int, _ p: Int, _ d: Int, _ out: Int,
+                  _ positionStride: Int, _ tapStride: Int) -> (start: [Int], offset: [Int]) {
+            var start = [0], offset: [Int] = []
             for r in 0..<extent {
                 for kk in 0..<k {
                     let t = r + p - kk * d
-                    if t >= 0 && t % s == 0 && t / s < out { tap.append(kk); pos.append(t / s) }
+                    if t >= 0 && t % s == 0 && t / s < out { offset.append(t / s * positionStride + kk * tapStride) }
                 }
-                start.append(tap.count)
+                start.append(offset.count)
             }
-            return (start, tap, pos)
+            return (start, offset)
         }
-        let rowsOf = taps(h, kh, g.sh, g.ph, g.dh, g.oh), colsOf = taps(w, kw, g.sw, g.pw, g.dw, g.ow)
-        rowsOf.start.withUnsafeBufferPointer { rs in rowsOf.tap.withUnsafeBufferPointer { rt in rowsOf.pos.withUnsafeBufferPointer { rp in
-        colsOf.start.withUnsafeBufferPointer { cs in colsOf.tap.withUnsafeBufferPointer { ct in colsOf.pos.withUnsafeBufferPointer { cp in
+        let rowsOf = taps(h, kh, g.sh, g.ph, g.dh, g.oh, ow * kcols, kw)
+        let colsOf = taps(w, kw, g.sw, g.pw, g.dw, g.ow, kcols, 1)
+        rowsOf.start.withUnsafeBufferPointer { rs in rowsOf.offset.withUnsafeBufferPointer { ro in
+        colsOf.start.withUnsafeBufferPointer { cs in colsOf.offset.withUnsafeBufferPointer { co in
             // One task per (image, channel) plane.
             let tasks = g.n * g.c
             func run(_ task: Int) {
                 let n = task / g.c, c = task % g.c
                 let group = c / cg, ch = c % cg
                 let base = cols + (group * g.n + n) * g.positions * kcols + ch * kh * kw
-                let plane = x + task * h * w
+                var out = x + task * h * w
                 for r in 0..<h {
+                    let (a0, a1) = (rs[r], rs[r + 1])
                     for q in 0..<w {
                         var acc = 0.0
-                        for a in rs[r]..<rs[r + 1] {
-                            let rowBase = base + rp[a] * ow * kcols + rt[a] * kw
-                            for b in cs[q]..<cs[q + 1] {
-                                acc += Double(rowBase[cp[b] * kcols + ct[b]])
-                            }
+                        for a in a0..<a1 {
+                            let rowBase = base + ro[a]
+                            for b in cs[q]..<cs[q + 1] { acc += Double(rowBase[co[b]]) }
                         }
-                        plane[r * w + q] = T(acc)
+                        out.pointee = T(acc)
+                        out += 1
                     }
                 }
             }
             parallel(tasks: tasks, work: g.n * g.c * h * w * kh * kw, run)
-        }}}}}}
+        }}}}
     }
 
-    /// The first maximum of each window in scan order (rows, then columns), as an offset into
-    /// the (H, W) plane; padding counts as -inf (never chosen: every window holds an input
-    /// position, WindowGeometry and the pool's padding limit see to it). A nan wins over any
-    /// number (the first nan), so a nan input propagates as in PyTorch.
+    /// Calls `body(p, best)` for each output position p of one (H, W) plane of x, with `best`
+    /// the offset of its window's first maximum in scan order (rows, then columns). Padding
+    /// counts as -inf (never chosen: every window holds an input position, which
+    /// WindowGeometry and the pool's padding limit see to it). A nan wins over any number
+    /// (the first nan), so a nan input propagates as in PyTorch.
     @inline(__always)
-    static func argmax<T: TensorElement>(_ plane: UnsafePointer<T>, _ i: Int, _ j: Int, _ g: WindowGeometry) -> Int {
-        let top = i * g.sh - g.ph, left = j * g.sw - g.pw
-        let r0 = Swift.max(0, top), r1 = Swift.min(g.h, top + g.kh)
-        let c0 = Swift.max(0, left), c1 = Swift.min(g.w, left + g.kw)
-        var best = r0 * g.w + c0
-        var value = plane[best]
-        if value.isNaN { return best }
-        for r in r0..<r1 {
-            for q in c0..<c1 {
-                let v = plane[r * g.w + q]
-                if v > value { value = v; best = r * g.w + q }
-                else if v.isNaN { return r * g.w + q }
+    static func forEachArgmax<T: TensorElement>(_ x: UnsafePointer<T>, _ g: WindowGeometry, _ body: (Int, Int, T) -> Void) {
+        let (h, w, kh, kw, sh, sw, ph, pw, oh, ow) = (g.h, g.w, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.oh, g.ow)
+        var p = 0
+        for i in 0..<oh {
+            let top = i * sh - ph
+            let r0 = Swift.max(0, top), r1 = Swift.min(h, top + kh)
+            for j in 0..<ow {
+                let left = j * sw - pw
+                let c0 = Swift.max(0, left), c1 = Swift.min(w, left + kw)
+                var best = r0 * w + c0
+                var value = x[best]
+                var nan: UInt8 = 0
+                for r in r0..<r1 {
+                    var o = r * w + c0
+                    for _ in c0..<c1 {
+                        let v = x[o]
+                        // A greater value: selected through a mask, without a branch (random
+                        // data would mispredict half of them).
+                        let mask = 0 &- Int(unsafeBitCast(v > value, to: UInt8.self))
+                        best = (o & mask) | (best & ~mask)
+                        value = Swift.max(value, v)
+                        nan |= unsafeBitCast(v != v, to: UInt8.self)
+                        o += 1
+                    }
+                }
+                if nan != 0 {
+                    // Rare: the window's first nan is its maximum.
+                    scan: for r in r0..<r1 {
+                        for q in c0..<c1 where x[r * w + q].isNaN {
+                            best = r * w + q
+                            value = x[best]
+                            break scan
+                        }
+                    }
+                }
+                body(p, best, value)
+                p += 1
             }
         }
-        return best
     }
 
-    /// out (N, C, OH, OW)[p] = v[argmax of x's window p] (v and x of the input's shape): max
-    /// pooling when v is x, and the derivative of max pooling applied to a tangent v.
+    /// Max pooling: out (N, C, OH, OW) = the first maximum of each window of x.
+    static func maxPool<T: TensorElement>(_ x: UnsafePointer<T>, into out: UnsafeMutablePointer<T>, _ g: WindowGeometry) {
+        let plane = g.h * g.w, positions = g.positions
+        parallel(tasks: g.n * g.c, work: g.n * g.c * positions * g.kh * g.kw) { t in
+            let op = out + t * positions
+            forEachArgmax(x + t * plane, g) { p, _, value in op[p] = value }
+        }
+    }
+
+    /// out (N, C, OH, OW)[p] = v[argmax of x's window p] (v and x of the input's shape): the
+    /// derivative of max pooling applied to a tangent v.
     static func poolSelect<T: TensorElement>(_ v: UnsafePointer<T>, argmaxOf x: UnsafePointer<T>,
                                              into out: UnsafeMutablePointer<T>, _ g: WindowGeometry) {
         let plane = g.h * g.w, positions = g.positions
         parallel(tasks: g.n * g.c, work: g.n * g.c * positions * g.kh * g.kw) { t in
-            let xp = x + t * plane, vp = v + t * plane, op = out + t * positions
-            for i in 0..<g.oh {
-                for j in 0..<g.ow { op[i * g.ow + j] = vp[argmax(xp, i, j, g)] }
-            }
+            let vp = v + t * plane, op = out + t * positions
+            forEachArgmax(x + t * plane, g) { p, best, _ in op[p] = vp[best] }
         }
     }
 
@@ -208,16 +244,12 @@ enum Unfold {
             if overlapping && T.self != Double.self {
                 withUnsafeTemporaryAllocation(of: Double.self, capacity: plane) { acc in
                     acc.initialize(repeating: 0)
-                    for i in 0..<g.oh {
-                        for j in 0..<g.ow { acc[argmax(xp, i, j, g)] += Double(gp[i * g.ow + j]) }
-                    }
+                    forEachArgmax(xp, g) { p, best, _ in acc[best] += Double(gp[p]) }
                     for k in 0..<plane { op[k] = T(acc[k]) }
                 }
             } else {
                 op.update(repeating: 0, count: plane)
-                for i in 0..<g.oh {
-                    for j in 0..<g.ow { op[argmax(xp, i, j, g)] += gp[i * g.ow + j] }
-                }
+                forEachArgmax(xp, g) { p, best, _ in op[best] += gp[p] }
             }
         }
     }

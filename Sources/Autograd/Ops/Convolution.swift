@@ -69,11 +69,11 @@ extension Tensor {
             // the result is NHWC, permuted to NCHW.
             let c2 = try cols.reshaped([g.rows, k]), w2 = try weight.reshaped([outChannels, k])
             let y = try bias.map { try Tensor.affine(c2, w2, $0) } ?? Tensor.gemm(c2, transA: false, w2, transB: true)
-            return try y.reshaped([g.n, g.oh, g.ow, outChannels]).permuted([0, 3, 1, 2])
+            return try y.reshaped([g.n, g.positions, outChannels]).permuted([0, 2, 1]).reshaped([g.n, outChannels, g.oh, g.ow])
         }
-        // One product per group: (G, rows, K) @ (G, O/G, K)ᵀ -> (G, N, OH, OW, O/G).
+        // One product per group: (G, rows, K) @ (G, O/G, K)ᵀ -> (G, N, OH*OW, O/G).
         let y = try Tensor.gemm(cols, transA: false, weight.reshaped([groups, og, k]), transB: true)
-        let out = try y.reshaped([groups, g.n, g.oh, g.ow, og]).permuted([1, 0, 4, 2, 3]).reshaped([g.n, outChannels, g.oh, g.ow])
+        let out = try y.reshaped([groups, g.n, g.positions, og]).permuted([1, 0, 3, 2]).reshaped([g.n, outChannels, g.oh, g.ow])
         guard let bias else { return out }
         return try out.adding(bias.reshaped([1, outChannels, 1, 1]))
     }
@@ -251,7 +251,7 @@ extension Tensor {
     /// the rule finds the maxima again.
     func maxPooled(_ g: WindowGeometry) throws -> Tensor {
         let out = try Tensor(uninitialized: [g.n, g.c, g.oh, g.ow], dtype: dtype)
-        Tensor.runPoolSelect(dtype, storage.raw, storage.raw, out.storage.raw, g)
+        Tensor.runMaxPool(dtype, storage.raw, out.storage.raw, g)
         if Tensor.shouldRecord(self) {
             out.record("max_pool2d", self, savesInput: true) { grad, node in
                 InputGradients(try grad.poolScattered(argmaxOf: node.saved(0), g))
@@ -259,7 +259,7 @@ extension Tensor {
         }
         if Trace.isRecording {
             let dtype = dtype
-            Trace.note(out, "max_pool2d", [self], kernel: .buffers { args, o in Tensor.runPoolSelect(dtype, args[0], args[0], o, g) }) { ins in
+            Trace.note(out, "max_pool2d", [self], kernel: .buffers { args, o in Tensor.runMaxPool(dtype, args[0], o, g) }) { ins in
                 try ins[0].maxPooled(g)
             }
         }
@@ -306,6 +306,15 @@ extension Tensor {
         }
         try out.deriveTangent(from: self) { t in try t.poolScattered(argmaxOf: x, g) }
         return out
+    }
+
+    private static func runMaxPool(_ dtype: DType, _ x: UnsafeMutableRawPointer?, _ out: UnsafeMutableRawPointer?, _ g: WindowGeometry) {
+        guard g.n > 0 && g.c > 0, let x, let out else { return }
+        if dtype == .float32 {
+            Unfold.maxPool(UnsafePointer(x.assumingMemoryBound(to: Float.self)), into: out.assumingMemoryBound(to: Float.self), g)
+        } else {
+            Unfold.maxPool(UnsafePointer(x.assumingMemoryBound(to: Double.self)), into: out.assumingMemoryBound(to: Double.self), g)
+        }
     }
 
     private static func runPoolSelect(_ dtype: DType, _ v: UnsafeMutableRawPointer?, _ x: UnsafeMutableRawPointer?,
