@@ -97,6 +97,7 @@ final class ConvolutionTests: XCTestCase {
         ([1, 3, 5, 5], [3, 1, 3, 3], true, (1, 1), (1, 1), (1, 1), 3),     // depthwise
         ([1, 2, 4, 4], [2, 2, 1, 1], true, (2, 2), (0, 0), (1, 1), 1),     // 1x1, strided
         ([1, 1, 3, 3], [1, 1, 3, 3], false, (3, 3), (2, 2), (2, 2), 1),    // dilation reaching into padding
+        ([1, 2, 3, 2], [2, 2, 2, 1], true, (40, 30), (60, 50), (1, 2), 1),  // padding far wider than the input: no scratch
     ]
 
     func testConv2dGradCheck() throws {

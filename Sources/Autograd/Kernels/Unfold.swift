@@ -22,6 +22,14 @@ struct WindowGeometry: Equatable {
     var columnShape: [Int] { [groups, rows, groupColumns] }
     var inputShape: [Int] { [n, c, h, w] }
 
+    /// Whether one image's group of channels, zero-padded, is at most a few times the size of
+    /// its input and columns (unfold and fold then go through such a scratch).
+    var scratchIsSmall: Bool {
+        let (a, o1) = (h + 2 * ph).multipliedReportingOverflow(by: w + 2 * pw)
+        let (b, o2) = a.multipliedReportingOverflow(by: groupChannels)
+        return !o1 && !o2 && b <= 4 * (groupChannels * h * w + positions * groupColumns) + 4096
+    }
+
     /// Checks the parameters against the input shape (N, C, H, W) and computes OH, OW:
     /// floor((H + 2p - d(k - 1) - 1) / s) + 1 on each axis. Every size that a kernel will index
     /// is checked here (sizes that overflow, kernels larger than the padded input).
@@ -77,6 +85,97 @@ enum Unfold {
     /// of group g holds, for each channel of g and each tap (ki, kj), x[n, c, i*sh - ph + ki*dh,
     /// j*sw - pw + kj*dw] (0 outside the input).
     static func unfold<T: TensorElement>(_ x: UnsafePointer<T>, into cols: UnsafeMutablePointer<T>, _ g: WindowGeometry) {
+        guard g.scratchIsSmall else { return unfoldChecked(x, into: cols, g) }
+        let (h, w, kh, kw, oh, ow) = (g.h, g.w, g.kh, g.kw, g.oh, g.ow)
+        let (sh, sw, dh, dw) = (g.sh, g.sw, g.dh, g.dw)
+        let cg = g.groupChannels, kcols = g.groupColumns
+        let (hp, wp) = (h + 2 * g.ph, w + 2 * g.pw)
+        let padded = g.ph > 0 || g.pw > 0
+        // One task per (group, image): its channels are copied into a zero-padded scratch
+        // first (when there is padding), so the copy into rows needs no bounds checks.
+        func run(_ task: Int) {
+            let n = task % g.n, group = task / g.n
+            let source = x + (n * g.c + group * cg) * h * w
+            func fill(_ image: UnsafePointer<T>) {
+                var p = cols + task * g.positions * kcols
+                for i in 0..<oh {
+                    for j in 0..<ow {
+                        var corner = image + ((i &* sh) &* wp &+ j &* sw)
+                        for _ in 0..<cg {
+                            var line = corner
+                            for _ in 0..<kh {
+                                for kj in 0..<kw { p[kj] = line[kj &* dw] }
+                                p += kw
+                                line += dh &* wp
+                            }
+                            corner += hp &* wp
+                        }
+                    }
+                }
+            }
+            guard padded else { return fill(source) }
+            withUnsafeTemporaryAllocation(of: T.self, capacity: cg * hp * wp) { scratch in
+                let pad = scratch.baseAddress!
+                pad.initialize(repeating: 0, count: cg * hp * wp)
+                for ch in 0..<cg {
+                    for r in 0..<h {
+                        (pad + (ch * hp + r + g.ph) * wp + g.pw).update(from: source + (ch * h + r) * w, count: w)
+                    }
+                }
+                fill(pad)
+            }
+        }
+        parallel(tasks: g.groups * g.n, work: g.rows * kcols * g.groups, run)
+    }
+
+    /// x (N, C, H, W) = the transpose of unfold applied to cols: each input position sums the
+    /// column entries that unfold copied from it, in float64 (a zero-padded scratch per image
+    /// and group, added to in the rows' order), so overlapping windows add without float32
+    /// round-off building up, in an order that does not depend on threads.
+    static func fold<T: TensorElement>(_ cols: UnsafePointer<T>, into x: UnsafeMutablePointer<T>, _ g: WindowGeometry) {
+        guard g.scratchIsSmall else { return foldGathered(cols, into: x, g) }
+        let (h, w, kh, kw, oh, ow) = (g.h, g.w, g.kh, g.kw, g.oh, g.ow)
+        let (sh, sw, dh, dw) = (g.sh, g.sw, g.dh, g.dw)
+        let cg = g.groupChannels, kcols = g.groupColumns
+        let (hp, wp) = (h + 2 * g.ph, w + 2 * g.pw)
+        func run(_ task: Int) {
+            let n = task % g.n, group = task / g.n
+            withUnsafeTemporaryAllocation(of: Double.self, capacity: cg * hp * wp) { scratch in
+                let acc = scratch.baseAddress!
+                acc.initialize(repeating: 0, count: cg * hp * wp)
+                var p = cols + task * g.positions * kcols
+                for i in 0..<oh {
+                    for j in 0..<ow {
+                        var corner = acc + ((i &* sh) &* wp &+ j &* sw)
+                        for _ in 0..<cg {
+                            var line = corner
+                            for _ in 0..<kh {
+                                for kj in 0..<kw { line[kj &* dw] += Double(p[kj]) }
+                                p += kw
+                                line += dh &* wp
+                            }
+                            corner += hp &* wp
+                        }
+                    }
+                }
+                let target = x + (n * g.c + group * cg) * h * w
+                for ch in 0..<cg {
+                    for r in 0..<h {
+                        let from = acc + (ch * hp + r + g.ph) * wp + g.pw, to = target + (ch * h + r) * w
+                        for q in 0..<w { to[q] = T(from[q]) }
+                    }
+                }
+            }
+        }
+        parallel(tasks: g.groups * g.n, work: g.rows * kcols * g.groups, run)
+    }
+
+    /// unfold with a bounds check per tap instead of a padded scratch (used when the scratch
+    /// would be much larger than the data: padding far beyond the input with large strides).
+    /// Row n*OH*OW + i*OW + j
+    /// of group g holds, for each channel of g and each tap (ki, kj), x[n, c, i*sh - ph + ki*dh,
+    /// j*sw - pw + kj*dw] (0 outside the input).
+    static func unfoldChecked<T: TensorElement>(_ x: UnsafePointer<T>, into cols: UnsafeMutablePointer<T>, _ g: WindowGeometry) {
         let (h, w, kh, kw) = (g.h, g.w, g.kh, g.kw)
         let cg = g.groupChannels, kcols = g.groupColumns, oh = g.oh, ow = g.ow
         let (sh, sw, ph, pw, dh, dw) = (g.sh, g.sw, g.ph, g.pw, g.dh, g.dw)
@@ -116,10 +215,10 @@ enum Unfold {
         parallel(tasks: tasks, work: g.rows * kcols, run)
     }
 
-    /// x (N, C, H, W) = the transpose of unfold applied to cols: each input position sums the
-    /// column entries that unfold copied from it (in float64, in a fixed order: by tap, then by
+    /// fold without a padded scratch (see unfoldChecked): each input position gathers and sums
+    /// the column entries that unfold copied from it (in float64, in a fixed order: by tap, then by
     /// output position), so overlapping windows add without float32 round-off building up.
-    static func fold<T: TensorElement>(_ cols: UnsafePointer<T>, into x: UnsafeMutablePointer<T>, _ g: WindowGeometry) {
+    static func foldGathered<T: TensorElement>(_ cols: UnsafePointer<T>, into x: UnsafeMutablePointer<T>, _ g: WindowGeometry) {
         let (h, w, kh, kw) = (g.h, g.w, g.kh, g.kw)
         let cg = g.groupChannels, kcols = g.groupColumns, ow = g.ow
         // For each input row r: the offsets, within a group's block of columns of one image,

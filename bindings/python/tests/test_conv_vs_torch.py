@@ -50,6 +50,15 @@ def test_conv2d_random(seed):
     _compare(lambda x, w, b: ag.conv2d(x, w, b, **kw), lambda x, w, b: F.conv2d(x, w, b, **kw), [x, wt, b], rng)
 
 
+def test_conv2d_padding_far_wider_than_the_input():
+    """Large padding with large strides: unfold and fold then bound-check each tap instead of
+    padding a scratch copy."""
+    rng = np.random.default_rng(1840)
+    kw = dict(stride=(40, 30), padding=(60, 50), dilation=(1, 2))
+    arrays = [rng.normal(size=(2, 3, 5, 4)), rng.normal(size=(2, 3, 3, 2)), rng.normal(size=(2,))]
+    _compare(lambda x, w, b: ag.conv2d(x, w, b, **kw), lambda x, w, b: F.conv2d(x, w, b, **kw), arrays, rng)
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_conv1d_random(seed):
     rng = np.random.default_rng(1850 + seed)
