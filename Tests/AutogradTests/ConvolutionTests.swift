@@ -85,6 +85,16 @@ final class ConvolutionTests: XCTestCase {
     func testMaxPoolNanIsTheMaximum() throws {
         let x = try Tensor([1, .nan, 3, 2], shape: [1, 1, 2, 2])
         XCTAssertTrue(try x.maxPool2d(kernel: (2, 2)).item().isNaN)
+        // Windows cut by the padding and windows inside, with and without the nan (as torch's
+        // max_pool2d(y, 2, 1, 1) and the gradient of its sum).
+        let y = try Tensor([.nan, 1, 2, 5, 0, 4, 3, 7, 6], shape: [1, 1, 3, 3])
+        try y.setRequiresGrad(true)
+        let m = try y.maxPool2d(kernel: (2, 2), stride: (1, 1), padding: (1, 1))
+        XCTAssertEqual(m.values.map { $0.isNaN }, [true, true, false, false, true, true, false, false, false, false, false, false, false, false, false, false])
+        assertValues(try m.slice(axis: 2, start: 2, stop: 4), [5, 7, 7, 6, 3, 7, 7, 6], tol: 0)
+        // Each nan window sends its gradient to the nan (first maximum), the others to theirs.
+        try m.sum().backward()
+        assertValues(try XCTUnwrap(y.grad), [4, 0, 2, 1, 0, 2, 1, 4, 2], tol: 0)
     }
 
     // MARK: - Gradients
