@@ -276,13 +276,20 @@ enum Unfold {
     /// which WindowGeometry and the pool's padding limit see to it). A nan wins over any number
     /// (the first nan), so a nan input propagates as in PyTorch.
     ///
-    /// Windows wholly inside the input are scanned tap by tap across the row (independent lanes,
-    /// selects without branches: a compare per element on random data would mispredict half the
-    /// time); windows cut by the padding, and rows holding a nan, one by one.
+    /// Windows wholly inside the input are scanned tap by tap across the row for their maxima
+    /// (independent lanes, no branch: a compare per element on random data would mispredict half
+    /// the time), then (when `needsIndex`) each window's first tap equal to its maximum is found
+    /// from a bit mask; windows cut by the padding, rows holding a nan and windows of more than
+    /// 64 taps are scanned one by one. Without `needsIndex`, `best` is not written.
     @inline(__always)
-    static func forEachArgmaxRow<T: TensorElement>(_ x: UnsafePointer<T>, _ g: WindowGeometry,
+    static func forEachArgmaxRow<T: TensorElement>(_ x: UnsafePointer<T>, _ g: WindowGeometry, needsIndex: Bool,
                                                    _ best: UnsafeMutablePointer<Int>, _ value: UnsafeMutablePointer<T>,
                                                    _ body: (Int) -> Void) {
+        let smallWindow = g.kh * g.kw <= 64
+        // Tap t's offset from its window's corner (for the bit masks of small windows).
+        withUnsafeTemporaryAllocation(of: Int.self, capacity: 64) { taps in
+        let tapOffset = taps.baseAddress!
+        if smallWindow { for t in 0..<(g.kh * g.kw) { tapOffset[t] = t / g.kw * g.w + t % g.kw } }
         let (h, w, kh, kw, sh, sw, ph, pw, oh, ow) = (g.h, g.w, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.oh, g.ow)
         // Columns j whose windows lie inside the input: left = j*sw - pw >= 0, left + kw <= w.
         let lo = Swift.min(ow, (pw + sw - 1) / sw), room = w - kw + pw
@@ -319,40 +326,57 @@ enum Unfold {
             for j in hi..<ow { single(top, j) }
             var nan: UInt8 = 0
             let first = top &* w &- pw
+            // The maxima, tap by tap across the row (max compiles to a select, no branch).
             for j in lo..<hi {
-                let o = first &+ j &* sw
-                best[j] = o
-                value[j] = x[o]
-                nan |= unsafeBitCast(x[o] != x[o], to: UInt8.self)
+                let v = x[first &+ j &* sw]
+                value[j] = v
+                nan |= unsafeBitCast(v != v, to: UInt8.self)
             }
             for ki in 0..<kh {
                 for kj in 0..<kw where ki != 0 || kj != 0 {
                     let tap = first &+ ki &* w &+ kj
                     for j in lo..<hi {
-                        let o = tap &+ j &* sw
-                        let v = x[o]
-                        let take = v > value[j]
-                        value[j] = take ? v : value[j]
-                        best[j] = take ? o : best[j]
+                        let v = x[tap &+ j &* sw]
+                        value[j] = Swift.max(value[j], v)
                         nan |= unsafeBitCast(v != v, to: UInt8.self)
                     }
                 }
             }
+            if needsIndex && nan == 0 {
+                if smallWindow {
+                    // The first tap equal to the maximum: a bit per tap, the lowest set bit.
+                    for j in lo..<hi {
+                        let corner = first &+ j &* sw, m = value[j]
+                        var bits: UInt64 = 0, t: UInt64 = 0
+                        for ki in 0..<kh {
+                            let line = corner &+ ki &* w
+                            for kj in 0..<kw {
+                                bits |= UInt64(unsafeBitCast(x[line &+ kj] == m, to: UInt8.self)) << t
+                                t &+= 1
+                            }
+                        }
+                        best[j] = corner &+ tapOffset[bits.trailingZeroBitCount]
+                    }
+                } else {
+                    for j in lo..<hi { single(top, j) }
+                }
+            }
             if nan != 0 { for j in lo..<hi { single(top, j) } }
             body(i)
+        }
         }
     }
 
     /// Runs `body(planeIndex, best, value)` per row of every (image, channel) plane (see
     /// forEachArgmaxRow), on the worker pool when large.
     @inline(__always)
-    static func forEachPlaneRow<T: TensorElement>(_ x: UnsafePointer<T>, _ g: WindowGeometry,
+    static func forEachPlaneRow<T: TensorElement>(_ x: UnsafePointer<T>, _ g: WindowGeometry, needsIndex: Bool = true,
                                                   _ body: (_ plane: Int, _ i: Int, UnsafeMutablePointer<Int>, UnsafeMutablePointer<T>) -> Void) {
         let plane = g.h * g.w
         parallel(tasks: g.n * g.c, work: g.n * g.c * g.positions * g.kh * g.kw) { t in
             withUnsafeTemporaryAllocation(of: Int.self, capacity: g.ow) { best in
                 withUnsafeTemporaryAllocation(of: T.self, capacity: g.ow) { value in
-                    forEachArgmaxRow(x + t * plane, g, best.baseAddress!, value.baseAddress!) { i in
+                    forEachArgmaxRow(x + t * plane, g, needsIndex: needsIndex, best.baseAddress!, value.baseAddress!) { i in
                         body(t, i, best.baseAddress!, value.baseAddress!)
                     }
                 }
@@ -363,7 +387,7 @@ enum Unfold {
     /// Max pooling: out (N, C, OH, OW) = the first maximum of each window of x.
     static func maxPool<T: TensorElement>(_ x: UnsafePointer<T>, into out: UnsafeMutablePointer<T>, _ g: WindowGeometry) {
         let (positions, ow) = (g.positions, g.ow)
-        forEachPlaneRow(x, g) { t, i, _, value in
+        forEachPlaneRow(x, g, needsIndex: false) { t, i, _, value in
             (out + t * positions + i * ow).update(from: value, count: ow)
         }
     }
