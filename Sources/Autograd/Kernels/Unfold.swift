@@ -10,12 +10,6 @@ struct WindowGeometry: Equatable {
     var groups: Int
     var oh: Int, ow: Int
 
-    /// The geometry of one (H, W) plane of g's input (N = C = 1).
-    init(copying g: WindowGeometry, planes: Int) {
-        self = g
-        (n, c, groups) = (planes, 1, 1)
-    }
-
     /// Output positions per image.
     var positions: Int { oh * ow }
     /// Channels per group.
@@ -270,125 +264,59 @@ enum Unfold {
         }}}}
     }
 
-    /// For each output row i of one (H, W) plane of x, fills best[j] with the offset of window
-    /// (i, j)'s first maximum in scan order (rows, then columns) and value[j] with it, then calls
-    /// `body(i)`. Padding counts as -inf (never chosen: every window holds an input position,
-    /// which WindowGeometry and the pool's padding limit see to it). A nan wins over any number
+    /// Calls `body(p, best)` for each output position p of one (H, W) plane of x, with `best`
+    /// the offset of its window's first maximum in scan order (rows, then columns). Padding
+    /// counts as -inf (never chosen: every window holds an input position, which
+    /// WindowGeometry and the pool's padding limit see to it). A nan wins over any number
     /// (the first nan), so a nan input propagates as in PyTorch.
-    ///
-    /// Windows wholly inside the input are scanned tap by tap across the row for their maxima
-    /// (independent lanes, no branch: a compare per element on random data would mispredict half
-    /// the time), then (when `needsIndex`) each window's first tap equal to its maximum is found
-    /// from a bit mask; windows cut by the padding, rows holding a nan and windows of more than
-    /// 64 taps are scanned one by one. Without `needsIndex`, `best` is not written.
     @inline(__always)
-    static func forEachArgmaxRow<T: TensorElement>(_ x: UnsafePointer<T>, _ g: WindowGeometry, needsIndex: Bool,
-                                                   _ best: UnsafeMutablePointer<Int>, _ value: UnsafeMutablePointer<T>,
-                                                   _ body: (Int) -> Void) {
-        let smallWindow = g.kh * g.kw <= 64
-        // Tap t's offset from its window's corner (for the bit masks of small windows).
-        withUnsafeTemporaryAllocation(of: Int.self, capacity: 64) { taps in
-        let tapOffset = taps.baseAddress!
-        if smallWindow { for t in 0..<(g.kh * g.kw) { tapOffset[t] = t / g.kw * g.w + t % g.kw } }
+    static func forEachArgmax<T: TensorElement>(_ x: UnsafePointer<T>, _ g: WindowGeometry, _ body: (Int, Int, T) -> Void) {
         let (h, w, kh, kw, sh, sw, ph, pw, oh, ow) = (g.h, g.w, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.oh, g.ow)
-        // Columns j whose windows lie inside the input: left = j*sw - pw >= 0, left + kw <= w.
-        let lo = Swift.min(ow, (pw + sw - 1) / sw), room = w - kw + pw
-        let hi = room < 0 ? lo : Swift.max(lo, Swift.min(ow, room / sw + 1))
-        /// Window (i, j) scanned alone, clipped to the input.
-        @inline(__always)
-        func single(_ top: Int, _ j: Int) {
-            let r0 = Swift.max(0, top), r1 = Swift.min(h, top + kh)
-            let left = j * sw - pw
-            let c0 = Swift.max(0, left), c1 = Swift.min(w, left + kw)
-            var b = r0 * w + c0
-            var v0 = x[b]
-            scan: for r in r0..<r1 {
-                for q in c0..<c1 {
-                    let v = x[r * w + q]
-                    if v > v0 || (v.isNaN && !v0.isNaN) {
-                        v0 = v
-                        b = r * w + q
-                        if v.isNaN { break scan }
-                    }
-                }
-            }
-            best[j] = b
-            value[j] = v0
-        }
+        var p = 0
         for i in 0..<oh {
             let top = i * sh - ph
-            if top < 0 || top + kh > h {
-                for j in 0..<ow { single(top, j) }
-                body(i)
-                continue
-            }
-            for j in 0..<lo { single(top, j) }
-            for j in hi..<ow { single(top, j) }
-            var nan: UInt8 = 0
-            let first = top &* w &- pw
-            // The maxima, tap by tap across the row (max compiles to a select, no branch).
-            for j in lo..<hi {
-                let v = x[first &+ j &* sw]
-                value[j] = v
-                nan |= unsafeBitCast(v != v, to: UInt8.self)
-            }
-            for ki in 0..<kh {
-                for kj in 0..<kw where ki != 0 || kj != 0 {
-                    let tap = first &+ ki &* w &+ kj
-                    for j in lo..<hi {
-                        let v = x[tap &+ j &* sw]
-                        value[j] = Swift.max(value[j], v)
+            let r0 = Swift.max(0, top), r1 = Swift.min(h, top + kh)
+            for j in 0..<ow {
+                let left = j * sw - pw
+                let c0 = Swift.max(0, left), c1 = Swift.min(w, left + kw)
+                var best = r0 * w + c0
+                var value = x[best]
+                var nan: UInt8 = 0
+                for r in r0..<r1 {
+                    var o = r * w + c0
+                    for _ in c0..<c1 {
+                        let v = x[o]
+                        // A greater value: selected through a mask, without a branch (random
+                        // data would mispredict half of them).
+                        let mask = 0 &- Int(unsafeBitCast(v > value, to: UInt8.self))
+                        best = (o & mask) | (best & ~mask)
+                        value = Swift.max(value, v)
                         nan |= unsafeBitCast(v != v, to: UInt8.self)
+                        o += 1
                     }
                 }
-            }
-            if needsIndex && nan == 0 {
-                if smallWindow {
-                    // The first tap equal to the maximum: a bit per tap, the lowest set bit.
-                    for j in lo..<hi {
-                        let corner = first &+ j &* sw, m = value[j]
-                        var bits: UInt64 = 0, t: UInt64 = 0
-                        for ki in 0..<kh {
-                            let line = corner &+ ki &* w
-                            for kj in 0..<kw {
-                                bits |= UInt64(unsafeBitCast(x[line &+ kj] == m, to: UInt8.self)) << t
-                                t &+= 1
-                            }
+                if nan != 0 {
+                    // Rare: the window's first nan is its maximum.
+                    scan: for r in r0..<r1 {
+                        for q in c0..<c1 where x[r * w + q].isNaN {
+                            best = r * w + q
+                            value = x[best]
+                            break scan
                         }
-                        best[j] = corner &+ tapOffset[bits.trailingZeroBitCount]
-                    }
-                } else {
-                    for j in lo..<hi { single(top, j) }
-                }
-            }
-            if nan != 0 { for j in lo..<hi { single(top, j) } }
-            body(i)
-        }
-        }
-    }
-
-    /// Runs `body(planeIndex, best, value)` per row of every (image, channel) plane (see
-    /// forEachArgmaxRow), on the worker pool when large.
-    @inline(__always)
-    static func forEachPlaneRow<T: TensorElement>(_ x: UnsafePointer<T>, _ g: WindowGeometry, needsIndex: Bool = true,
-                                                  _ body: (_ plane: Int, _ i: Int, UnsafeMutablePointer<Int>, UnsafeMutablePointer<T>) -> Void) {
-        let plane = g.h * g.w
-        parallel(tasks: g.n * g.c, work: g.n * g.c * g.positions * g.kh * g.kw) { t in
-            withUnsafeTemporaryAllocation(of: Int.self, capacity: g.ow) { best in
-                withUnsafeTemporaryAllocation(of: T.self, capacity: g.ow) { value in
-                    forEachArgmaxRow(x + t * plane, g, needsIndex: needsIndex, best.baseAddress!, value.baseAddress!) { i in
-                        body(t, i, best.baseAddress!, value.baseAddress!)
                     }
                 }
+                body(p, best, value)
+                p += 1
             }
         }
     }
 
     /// Max pooling: out (N, C, OH, OW) = the first maximum of each window of x.
     static func maxPool<T: TensorElement>(_ x: UnsafePointer<T>, into out: UnsafeMutablePointer<T>, _ g: WindowGeometry) {
-        let (positions, ow) = (g.positions, g.ow)
-        forEachPlaneRow(x, g, needsIndex: false) { t, i, _, value in
-            (out + t * positions + i * ow).update(from: value, count: ow)
+        let plane = g.h * g.w, positions = g.positions
+        parallel(tasks: g.n * g.c, work: g.n * g.c * positions * g.kh * g.kw) { t in
+            let op = out + t * positions
+            forEachArgmax(x + t * plane, g) { p, _, value in op[p] = value }
         }
     }
 
@@ -396,38 +324,32 @@ enum Unfold {
     /// derivative of max pooling applied to a tangent v.
     static func poolSelect<T: TensorElement>(_ v: UnsafePointer<T>, argmaxOf x: UnsafePointer<T>,
                                              into out: UnsafeMutablePointer<T>, _ g: WindowGeometry) {
-        let (plane, positions, ow) = (g.h * g.w, g.positions, g.ow)
-        forEachPlaneRow(x, g) { t, i, best, _ in
-            let vp = v + t * plane, op = out + t * positions + i * ow
-            for j in 0..<ow { op[j] = vp[best[j]] }
+        let plane = g.h * g.w, positions = g.positions
+        parallel(tasks: g.n * g.c, work: g.n * g.c * positions * g.kh * g.kw) { t in
+            let vp = v + t * plane, op = out + t * positions
+            forEachArgmax(x + t * plane, g) { p, best, _ in op[p] = vp[best] }
         }
     }
 
     /// out (the input's shape) = zeros with gOut (N, C, OH, OW)[p] added at the argmax of x's
     /// window p: the transpose of poolSelect. Windows that overlap may pick one position
-    /// several times; for float32 those sums go through float64.
+    /// several times; those sums go through float64.
     static func poolScatter<T: TensorElement>(_ gOut: UnsafePointer<T>, argmaxOf x: UnsafePointer<T>,
                                               into out: UnsafeMutablePointer<T>, _ g: WindowGeometry) {
-        let (plane, positions, ow) = (g.h * g.w, g.positions, g.ow)
-        if (g.sh < g.kh || g.sw < g.kw) && T.self != Double.self {
-            parallel(tasks: g.n * g.c, work: g.n * g.c * positions * g.kh * g.kw) { t in
-                let one = WindowGeometry(copying: g, planes: 1)
+        let plane = g.h * g.w, positions = g.positions
+        let overlapping = g.sh < g.kh || g.sw < g.kw
+        parallel(tasks: g.n * g.c, work: g.n * g.c * positions * g.kh * g.kw) { t in
+            let xp = x + t * plane, gp = gOut + t * positions, op = out + t * plane
+            if overlapping && T.self != Double.self {
                 withUnsafeTemporaryAllocation(of: Double.self, capacity: plane) { acc in
                     acc.initialize(repeating: 0)
-                    let gp = gOut + t * positions
-                    forEachPlaneRow(x + t * plane, one) { _, i, best, _ in
-                        for j in 0..<ow { acc[best[j]] += Double(gp[i * ow + j]) }
-                    }
-                    let op = out + t * plane
+                    forEachArgmax(xp, g) { p, best, _ in acc[best] += Double(gp[p]) }
                     for k in 0..<plane { op[k] = T(acc[k]) }
                 }
+            } else {
+                op.update(repeating: 0, count: plane)
+                forEachArgmax(xp, g) { p, best, _ in op[best] += gp[p] }
             }
-            return
-        }
-        out.update(repeating: 0, count: g.n * g.c * plane)
-        forEachPlaneRow(x, g) { t, i, best, _ in
-            let gp = gOut + t * positions + i * ow, op = out + t * plane
-            for j in 0..<ow { op[best[j]] += gp[j] }
         }
     }
 
