@@ -729,7 +729,69 @@ ag_status ag_multinomial(ag_tensor *out, ag_tensor weights, int64_t samples, boo
 /* Convolution and pooling                                                                    */
 /* ------------------------------------------------------------------------------------------ */
 
-/* (issue 18: conv1d, conv2d, max_pool2d, avg_pool2d, adaptive_avg_pool2d) */
+/* PyTorch's conventions: batched NCHW inputs (N, C, H, W), or (N, C, L) for conv1d; unbatched
+ * (C, H, W) inputs are not accepted (add a batch axis of 1). Pairs of parameters are passed as
+ * two int64_t arguments (height first). N = 0 or C = 0 gives an empty result of the right shape
+ * (and empty gradients); a spatial extent (H, W, L) of 0 is refused, as in PyTorch. Results and
+ * gradients have x's dtype; every tensor operand must be float32 or float64, of one dtype.
+ * Errors (all of this section): AG_ERR_INVALID_HANDLE; AG_ERR_DTYPE (an operand not float32 or
+ * float64, operands of different dtypes); AG_ERR_SHAPE (wrong rank, shapes that do not fit, a
+ * spatial extent 0, a kernel larger than the padded input, sizes that overflow int64);
+ * AG_ERR_ARGUMENT (out NULL, a parameter out of its range, as listed with each function). */
+
+/* 2-D convolution (cross-correlation, as torch.nn.functional.conv2d): x (N, C, H, W), weight
+ * (O, C/groups, kH, kW), bias (O) or AG_NULL_TENSOR -> (N, O, OH, OW) with
+ * OH = floor((H + 2 padding_h - dilation_h (kH - 1) - 1) / stride_h) + 1 (OW likewise).
+ * Channels split into `groups` groups: group g's outputs see only group g's inputs. Padding
+ * reads zeros. Gradients flow to x, weight and bias; twice differentiable (bilinear in x and
+ * weight), forward mode too. Computed as im2col (an unfold of x's windows into rows) times the
+ * weight in one BLAS product per group, then a permute to NCHW; float32 sums overlapping
+ * windows of the input's gradient in double.
+ * Errors also: AG_ERR_ARGUMENT (stride or dilation < 1, padding < 0, groups < 1, a weight with
+ * kH or kW of 0); AG_ERR_SHAPE (x not 4-D or weight not 4-D, C or O not divisible by groups,
+ * weight[1] != C/groups, bias not (O)). */
+ag_status ag_conv2d(ag_tensor *out, ag_tensor x, ag_tensor weight, ag_tensor bias, int64_t stride_h,
+                    int64_t stride_w, int64_t padding_h, int64_t padding_w, int64_t dilation_h,
+                    int64_t dilation_w, int64_t groups);
+
+/* 1-D convolution (torch.nn.functional.conv1d): x (N, C, L), weight (O, C/groups, k), bias (O)
+ * or AG_NULL_TENSOR -> (N, O, OL), OL = floor((L + 2 padding - dilation (k - 1) - 1) / stride)
+ * + 1. ag_conv2d over (N, C, 1, L): the same gradients and errors. */
+ag_status ag_conv1d(ag_tensor *out, ag_tensor x, ag_tensor weight, ag_tensor bias, int64_t stride,
+                    int64_t padding, int64_t dilation, int64_t groups);
+
+/* Max pooling (torch.nn.functional.max_pool2d, no dilation, floor mode): x (N, C, H, W) ->
+ * (N, C, OH, OW), the maximum of each kernel_h x kernel_w window, OH = floor((H + 2 padding_h -
+ * kernel_h) / stride_h) + 1. stride_h = stride_w = 0 means stride = kernel (PyTorch's default).
+ * Padding counts as -infinity and may be at most half the kernel (so every window holds an
+ * input position). A nan in a window is its maximum. Gradient: each window's incoming gradient
+ * goes to ONE position, its first maximum in scan order (rows, then columns), as PyTorch (ties,
+ * such as the zeros after a relu, pick the first); positions picked by several overlapping
+ * windows sum them (in double for float32). The rule finds the maxima again from the saved input
+ * (no index tensor is kept). Forward mode: the tangent read at the same positions.
+ * Errors also: AG_ERR_ARGUMENT (kernel < 1, stride < 0, one stride 0 and not the other, padding
+ * < 0 or more than half the kernel). */
+ag_status ag_max_pool2d(ag_tensor *out, ag_tensor x, int64_t kernel_h, int64_t kernel_w,
+                        int64_t stride_h, int64_t stride_w, int64_t padding_h, int64_t padding_w);
+
+/* Average pooling (torch.nn.functional.avg_pool2d, floor mode): the mean of each window, sizes
+ * and stride as ag_max_pool2d (stride 0, 0 means the kernel). Padding counts as zeros; with
+ * count_include_pad (PyTorch's default: pass true) every window divides by kernel_h * kernel_w,
+ * without it by the number of input positions the window covers. Linear: the gradient spreads
+ * each window's incoming gradient evenly over it (divided the same way).
+ * Errors also: as ag_max_pool2d. */
+ag_status ag_avg_pool2d(ag_tensor *out, ag_tensor x, int64_t kernel_h, int64_t kernel_w,
+                        int64_t stride_h, int64_t stride_w, int64_t padding_h, int64_t padding_w,
+                        bool count_include_pad);
+
+/* Adaptive average pooling (torch.nn.functional.adaptive_avg_pool2d): x (N, C, H, W) ->
+ * (N, C, output_h, output_w); output (i, j) is the mean of rows floor(i H / output_h) up to
+ * ceil((i + 1) H / output_h) (exclusive) and of the columns likewise, so windows may overlap or
+ * differ in size. An output extent of 0 gives an empty result. Linear, with its gradient.
+ * (1, 1) is a mean over H and W; windows that tile the input evenly are an average pool; other
+ * sizes are products with constant averaging matrices.
+ * Errors also: AG_ERR_ARGUMENT (an output extent < 0). */
+ag_status ag_adaptive_avg_pool2d(ag_tensor *out, ag_tensor x, int64_t output_h, int64_t output_w);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Normalisation, attention and training helpers                                              */

@@ -69,6 +69,7 @@ from .function import Function, FunctionCtx
 from .grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .graph import GradcheckResult, grad, gradcheck, graph_to_dot
 from . import ops as _ops
+from .conv import adaptive_avg_pool2d, avg_pool2d, conv1d, conv2d, max_pool2d
 from .ops import *  # noqa: F401,F403 -- the operation catalogue, ops.__all__
 from .optim import SGD, Adam, AdamW, Optimizer
 from .nn import *  # noqa: F401,F403 -- normalisation, attention, clip_grad_norm_, LR schedules (also as ag.nn)

@@ -176,6 +176,16 @@ PROTOTYPES = {
     "ag_randperm": (ag_status, [POINTER(ag_tensor), c_int64, ag_generator]),
     "ag_dropout": (ag_status, [POINTER(ag_tensor), ag_tensor, c_double, c_bool, ag_generator]),
     "ag_multinomial": (ag_status, [POINTER(ag_tensor), ag_tensor, c_int64, c_bool, ag_generator]),
+    # Convolution and pooling
+    "ag_conv2d": (ag_status, [POINTER(ag_tensor), ag_tensor, ag_tensor, ag_tensor, c_int64, c_int64,
+                              c_int64, c_int64, c_int64, c_int64, c_int64]),
+    "ag_conv1d": (ag_status, [POINTER(ag_tensor), ag_tensor, ag_tensor, ag_tensor, c_int64, c_int64,
+                              c_int64, c_int64]),
+    "ag_max_pool2d": (ag_status, [POINTER(ag_tensor), ag_tensor, c_int64, c_int64, c_int64, c_int64,
+                                  c_int64, c_int64]),
+    "ag_avg_pool2d": (ag_status, [POINTER(ag_tensor), ag_tensor, c_int64, c_int64, c_int64, c_int64,
+                                  c_int64, c_int64, c_bool]),
+    "ag_adaptive_avg_pool2d": (ag_status, [POINTER(ag_tensor), ag_tensor, c_int64, c_int64]),
     # Normalisation, attention and training helpers
     "ag_layer_norm": (ag_status, [POINTER(ag_tensor), ag_tensor, c_int64, ag_tensor, ag_tensor,
                                   c_double]),
