@@ -17,8 +17,8 @@ enum Conversion {
     /// `x` as an int64, or nil when it is nan, infinite or outside int64 (truncated toward 0).
     @inline(__always)
     static func int64(_ x: Double) -> Int64? {
-        // 2^63 is exactly representable; every finite double below it in magnitude converts.
-        guard x.isFinite, x > -9_223_372_036_854_775_809.0, x < 9_223_372_036_854_775_808.0 else { return nil }
+        // -2^63 and 2^63 are exactly representable: int64 holds -2^63 ..< 2^63.
+        guard x.isFinite, x >= -9_223_372_036_854_775_808.0, x < 9_223_372_036_854_775_808.0 else { return nil }
         return Int64(x)
     }
 

@@ -91,6 +91,7 @@ enum Unfold {
         let cg = g.groupChannels, kcols = g.groupColumns
         let (hp, wp) = (h + 2 * g.ph, w + 2 * g.pw)
         let padded = g.ph > 0 || g.pw > 0
+        let threeTaps = kw == 3 && dw == 1
         // One task per (group, image): its channels are copied into a zero-padded scratch
         // first (when there is padding), so the copy into rows needs no bounds checks.
         func run(_ task: Int) {
@@ -103,10 +104,19 @@ enum Unfold {
                         var corner = image + ((i &* sh) &* wp &+ j &* sw)
                         for _ in 0..<cg {
                             var line = corner
-                            for _ in 0..<kh {
-                                for kj in 0..<kw { p[kj] = line[kj &* dw] }
-                                p += kw
-                                line += dh &* wp
+                            if threeTaps {
+                                // The common 3-wide kernel, undilated along W: unrolled.
+                                for _ in 0..<kh {
+                                    p[0] = line[0]; p[1] = line[1]; p[2] = line[2]
+                                    p += 3
+                                    line += dh &* wp
+                                }
+                            } else {
+                                for _ in 0..<kh {
+                                    for kj in 0..<kw { p[kj] = line[kj &* dw] }
+                                    p += kw
+                                    line += dh &* wp
+                                }
                             }
                             corner += hp &* wp
                         }
@@ -138,6 +148,7 @@ enum Unfold {
         let (sh, sw, dh, dw) = (g.sh, g.sw, g.dh, g.dw)
         let cg = g.groupChannels, kcols = g.groupColumns
         let (hp, wp) = (h + 2 * g.ph, w + 2 * g.pw)
+        let threeTaps = kw == 3 && dw == 1
         func run(_ task: Int) {
             let n = task % g.n, group = task / g.n
             withUnsafeTemporaryAllocation(of: Double.self, capacity: cg * hp * wp) { scratch in
@@ -149,10 +160,18 @@ enum Unfold {
                         var corner = acc + ((i &* sh) &* wp &+ j &* sw)
                         for _ in 0..<cg {
                             var line = corner
-                            for _ in 0..<kh {
-                                for kj in 0..<kw { line[kj &* dw] += Double(p[kj]) }
-                                p += kw
-                                line += dh &* wp
+                            if threeTaps {
+                                for _ in 0..<kh {
+                                    line[0] += Double(p[0]); line[1] += Double(p[1]); line[2] += Double(p[2])
+                                    p += 3
+                                    line += dh &* wp
+                                }
+                            } else {
+                                for _ in 0..<kh {
+                                    for kj in 0..<kw { line[kj &* dw] += Double(p[kj]) }
+                                    p += kw
+                                    line += dh &* wp
+                                }
                             }
                             corner += hp &* wp
                         }
@@ -311,44 +330,80 @@ enum Unfold {
         }
     }
 
-    /// Max pooling: out (N, C, OH, OW) = the first maximum of each window of x.
-    static func maxPool<T: TensorElement>(_ x: UnsafePointer<T>, into out: UnsafeMutablePointer<T>, _ g: WindowGeometry) {
+    /// Max pooling: out (N, C, OH, OW) = the first maximum of each window of x, and, when
+    /// `indices` is given, its offset within its (H, W) plane there (what the backward reads).
+    static func maxPool<T: TensorElement>(_ x: UnsafePointer<T>, into out: UnsafeMutablePointer<T>,
+                                          indices: UnsafeMutablePointer<Int64>?, _ g: WindowGeometry) {
         let plane = g.h * g.w, positions = g.positions
         parallel(tasks: g.n * g.c, work: g.n * g.c * positions * g.kh * g.kw) { t in
             let op = out + t * positions
-            forEachArgmax(x + t * plane, g) { p, _, value in op[p] = value }
+            if let indices {
+                let ip = indices + t * positions
+                forEachArgmax(x + t * plane, g) { p, best, value in
+                    op[p] = value
+                    ip[p] = Int64(best)
+                }
+            } else {
+                forEachArgmax(x + t * plane, g) { p, _, value in op[p] = value }
+            }
         }
     }
 
-    /// out (N, C, OH, OW)[p] = v[argmax of x's window p] (v and x of the input's shape): the
-    /// derivative of max pooling applied to a tangent v.
-    static func poolSelect<T: TensorElement>(_ v: UnsafePointer<T>, argmaxOf x: UnsafePointer<T>,
-                                             into out: UnsafeMutablePointer<T>, _ g: WindowGeometry) {
+    /// The offsets max pooling picks (see maxPool), alone: a replay's step for the indices.
+    static func maxPoolIndices<T: TensorElement>(_ x: UnsafePointer<T>, into indices: UnsafeMutablePointer<Int64>, _ g: WindowGeometry) {
         let plane = g.h * g.w, positions = g.positions
         parallel(tasks: g.n * g.c, work: g.n * g.c * positions * g.kh * g.kw) { t in
-            let vp = v + t * plane, op = out + t * positions
-            forEachArgmax(x + t * plane, g) { p, best, _ in op[p] = vp[best] }
+            let ip = indices + t * positions
+            forEachArgmax(x + t * plane, g) { p, best, _ in ip[p] = Int64(best) }
         }
     }
 
-    /// out (the input's shape) = zeros with gOut (N, C, OH, OW)[p] added at the argmax of x's
-    /// window p: the transpose of poolSelect. Windows that overlap may pick one position
-    /// several times; those sums go through float64.
-    static func poolScatter<T: TensorElement>(_ gOut: UnsafePointer<T>, argmaxOf x: UnsafePointer<T>,
+    /// out (N, C, OH, OW)[p] = v[indices[p]] within each plane (v of the input's shape): the
+    /// derivative of max pooling applied to a tangent v. Indices come from maxPool (in range).
+    static func poolSelect<T: TensorElement>(_ v: UnsafePointer<T>, indices: UnsafePointer<Int64>,
+                                             into out: UnsafeMutablePointer<T>, _ g: WindowGeometry) {
+        let plane = g.h * g.w, positions = g.positions
+        parallel(tasks: g.n * g.c, work: g.n * g.c * positions) { t in
+            let vp = v + t * plane, op = out + t * positions, ip = indices + t * positions
+            for p in 0..<positions { op[p] = vp[Int(ip[p])] }
+        }
+    }
+
+    /// out (the input's shape) = zeros with gOut (N, C, OH, OW)[p] added at indices[p] within
+    /// each plane: the transpose of poolSelect. Windows that overlap may pick one position
+    /// several times; those sums go through float64. 2x2 windows that tile the plane write
+    /// each position once, in order (its gradient or 0), with no zeroing pass.
+    static func poolScatter<T: TensorElement>(_ gOut: UnsafePointer<T>, indices: UnsafePointer<Int64>,
                                               into out: UnsafeMutablePointer<T>, _ g: WindowGeometry) {
         let plane = g.h * g.w, positions = g.positions
         let overlapping = g.sh < g.kh || g.sw < g.kw
-        parallel(tasks: g.n * g.c, work: g.n * g.c * positions * g.kh * g.kw) { t in
-            let xp = x + t * plane, gp = gOut + t * positions, op = out + t * plane
-            if overlapping && T.self != Double.self {
+        let tiling2x2 = g.kh == 2 && g.kw == 2 && g.sh == 2 && g.sw == 2 && g.ph == 0 && g.pw == 0
+        parallel(tasks: g.n * g.c, work: g.n * g.c * positions) { t in
+            let ip = indices + t * positions, gp = gOut + t * positions, op = out + t * plane
+            if tiling2x2 {
+                let w = g.w
+                if g.h % 2 != 0 || w % 2 != 0 { op.update(repeating: 0, count: plane) }
+                let zero = T(0)
+                var p = 0
+                for i in 0..<g.oh {
+                    for j in 0..<g.ow {
+                        let o = 2 * i * w + 2 * j, best = Int(ip[p]), v = gp[p]
+                        op[o] = best == o ? v : zero
+                        op[o + 1] = best == o + 1 ? v : zero
+                        op[o + w] = best == o + w ? v : zero
+                        op[o + w + 1] = best == o + w + 1 ? v : zero
+                        p += 1
+                    }
+                }
+            } else if overlapping && T.self != Double.self {
                 withUnsafeTemporaryAllocation(of: Double.self, capacity: plane) { acc in
                     acc.initialize(repeating: 0)
-                    forEachArgmax(xp, g) { p, best, _ in acc[best] += Double(gp[p]) }
+                    for p in 0..<positions { acc[Int(ip[p])] += Double(gp[p]) }
                     for k in 0..<plane { op[k] = T(acc[k]) }
                 }
             } else {
                 op.update(repeating: 0, count: plane)
-                forEachArgmax(xp, g) { p, best, _ in op[best] += gp[p] }
+                for p in 0..<positions { op[Int(ip[p])] += gp[p] }
             }
         }
     }

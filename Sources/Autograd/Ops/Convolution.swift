@@ -247,97 +247,130 @@ extension Tensor {
         }
     }
 
-    /// max_pool2d's primitive: the first maximum of each window. Saves its input, from which
-    /// the rule finds the maxima again.
+    /// max_pool2d's primitive: the first maximum of each window. When a gradient or a tangent
+    /// will be needed it also keeps where each maximum was (an int64 tensor of offsets within
+    /// the plane, as PyTorch's indices), which the rule reads: the backward scatters by them
+    /// instead of searching the windows again. In a capture the indices are a step of their
+    /// own (found again from the input on each replay), so a replay never reads stale ones.
     func maxPooled(_ g: WindowGeometry) throws -> Tensor {
-        let out = try Tensor(uninitialized: [g.n, g.c, g.oh, g.ow], dtype: dtype)
-        Tensor.runMaxPool(dtype, storage.raw, out.storage.raw, g)
-        if Tensor.shouldRecord(self) {
-            out.record("max_pool2d", self, savesInput: true) { grad, node in
-                InputGradients(try grad.poolScattered(argmaxOf: node.saved(0), g))
-            }
-        }
+        let outShape = [g.n, g.c, g.oh, g.ow]
+        let out = try Tensor(uninitialized: outShape, dtype: dtype)
+        let record = Tensor.shouldRecord(self)
+        let indices = record || tangentBox != nil ? try Tensor(uninitialized: outShape, dtype: .int64) : nil
+        Tensor.runMaxPool(dtype, storage.raw, out.storage.raw, indices?.storage.raw, g)
         if Trace.isRecording {
             let dtype = dtype
-            Trace.note(out, "max_pool2d", [self], kernel: .buffers { args, o in Tensor.runMaxPool(dtype, args[0], o, g) }) { ins in
+            // Noted before the node exists: a capture's step (the indices are a step of their
+            // own below); a recomputable graph gets the node's own forward further down.
+            Trace.note(out, "max_pool2d", [self], kernel: .buffers { args, o in Tensor.runMaxPool(dtype, args[0], o, nil, g) }) { ins in
                 try ins[0].maxPooled(g)
             }
+            if let indices {
+                Trace.note(indices, "max_pool2d_indices", [self], kernel: .buffers { args, o in Tensor.runMaxPoolIndices(dtype, args[0], o, g) }) { ins in
+                    let i = try Tensor(uninitialized: outShape, dtype: .int64)
+                    Tensor.runMaxPoolIndices(ins[0].dtype, ins[0].storage.raw, i.storage.raw, g)
+                    return i
+                }
+            }
         }
-        try out.deriveTangent(from: self) { t in try t.poolSelected(argmaxOf: self, g) }
+        if record, let indices {
+            out.record("max_pool2d", inputs: [self], saved: [indices]) { grad, node in
+                InputGradients(try grad.poolScattered(indices: node.saved(0), g))
+            }
+            if Trace.isRecording {
+                // A recompute reruns this forward: it renews the saved indices in place too, so
+                // the rule reads the maxima of the new values.
+                Trace.noteNode(out, "max_pool2d", [self]) { ins in
+                    let y = try Tensor(uninitialized: outShape, dtype: ins[0].dtype)
+                    Tensor.runMaxPool(ins[0].dtype, ins[0].storage.raw, y.storage.raw, indices.storage.raw, g)
+                    return y
+                }
+            }
+        }
+        if let indices { try out.deriveTangent(from: self) { t in try t.poolSelected(indices: indices, g) } }
         return out
     }
 
-    /// This tensor (the input's shape) read at the first maximum of each window of x: max
-    /// pooling's derivative applied to this tensor. Linear in self, piecewise constant in x
-    /// (x gets no gradient).
-    func poolSelected(argmaxOf x: Tensor, _ g: WindowGeometry) throws -> Tensor {
+    /// This tensor (the input's shape) read at `indices` (max pooling's, (N, C, OH, OW)) in
+    /// each plane: max pooling's derivative applied to this tensor. Linear in self.
+    func poolSelected(indices: Tensor, _ g: WindowGeometry) throws -> Tensor {
         let out = try Tensor(uninitialized: [g.n, g.c, g.oh, g.ow], dtype: dtype)
-        Tensor.runPoolSelect(dtype, storage.raw, x.storage.raw, out.storage.raw, g)
-        if Tensor.shouldRecord(self, x) {
-            out.record("max_pool2d_select", inputs: [self, x], saved: [x]) { grad, node in
-                InputGradients(node.needsGrad(0) ? try grad.poolScattered(argmaxOf: node.saved(0), g) : nil, nil)
+        Tensor.runPoolSelect(dtype, storage.raw, indices.storage.raw, out.storage.raw, g)
+        if Tensor.shouldRecord(self) {
+            out.record("max_pool2d_select", inputs: [self], saved: [indices]) { grad, node in
+                InputGradients(try grad.poolScattered(indices: node.saved(0), g))
             }
         }
         if Trace.isRecording {
             let dtype = dtype
-            Trace.note(out, "max_pool2d_select", [self, x], kernel: .buffers { args, o in Tensor.runPoolSelect(dtype, args[0], args[1], o, g) }) { ins in
-                try ins[0].poolSelected(argmaxOf: ins[1], g)
+            Trace.note(out, "max_pool2d_select", [self, indices], kernel: .buffers { args, o in Tensor.runPoolSelect(dtype, args[0], args[1], o, g) }) { ins in
+                try ins[0].poolSelected(indices: ins[1], g)
             }
         }
-        try out.deriveTangent(from: self) { t in try t.poolSelected(argmaxOf: x, g) }
+        try out.deriveTangent(from: self) { t in try t.poolSelected(indices: indices, g) }
         return out
     }
 
-    /// This (N, C, OH, OW) tensor added, from zeros of the input's shape, at the first maximum
-    /// of each window of x: the transpose of poolSelected (max pooling's VJP).
-    func poolScattered(argmaxOf x: Tensor, _ g: WindowGeometry) throws -> Tensor {
+    /// This (N, C, OH, OW) tensor added, from zeros of the input's shape, at `indices` in each
+    /// plane: the transpose of poolSelected (max pooling's VJP).
+    func poolScattered(indices: Tensor, _ g: WindowGeometry) throws -> Tensor {
         let out = try Tensor(uninitialized: g.inputShape, dtype: dtype)
-        Tensor.runPoolScatter(dtype, storage.raw, x.storage.raw, out.storage.raw, g)
-        if Tensor.shouldRecord(self, x) {
-            out.record("max_pool2d_backward", inputs: [self, x], saved: [x]) { grad, node in
-                InputGradients(node.needsGrad(0) ? try grad.poolSelected(argmaxOf: node.saved(0), g) : nil, nil)
+        Tensor.runPoolScatter(dtype, storage.raw, indices.storage.raw, out.storage.raw, g)
+        if Tensor.shouldRecord(self) {
+            out.record("max_pool2d_backward", inputs: [self], saved: [indices]) { grad, node in
+                InputGradients(try grad.poolSelected(indices: node.saved(0), g))
             }
         }
         if Trace.isRecording {
             let dtype = dtype
-            Trace.note(out, "max_pool2d_backward", [self, x], kernel: .buffers { args, o in Tensor.runPoolScatter(dtype, args[0], args[1], o, g) }) { ins in
-                try ins[0].poolScattered(argmaxOf: ins[1], g)
+            Trace.note(out, "max_pool2d_backward", [self, indices], kernel: .buffers { args, o in Tensor.runPoolScatter(dtype, args[0], args[1], o, g) }) { ins in
+                try ins[0].poolScattered(indices: ins[1], g)
             }
         }
-        try out.deriveTangent(from: self) { t in try t.poolScattered(argmaxOf: x, g) }
+        try out.deriveTangent(from: self) { t in try t.poolScattered(indices: indices, g) }
         return out
     }
 
-    private static func runMaxPool(_ dtype: DType, _ x: UnsafeMutableRawPointer?, _ out: UnsafeMutableRawPointer?, _ g: WindowGeometry) {
+    private static func runMaxPool(_ dtype: DType, _ x: UnsafeMutableRawPointer?, _ out: UnsafeMutableRawPointer?,
+                                   _ indices: UnsafeMutableRawPointer?, _ g: WindowGeometry) {
         guard g.n > 0 && g.c > 0, let x, let out else { return }
+        let ip = indices?.assumingMemoryBound(to: Int64.self)
         if dtype == .float32 {
-            Unfold.maxPool(UnsafePointer(x.assumingMemoryBound(to: Float.self)), into: out.assumingMemoryBound(to: Float.self), g)
+            Unfold.maxPool(UnsafePointer(x.assumingMemoryBound(to: Float.self)), into: out.assumingMemoryBound(to: Float.self), indices: ip, g)
         } else {
-            Unfold.maxPool(UnsafePointer(x.assumingMemoryBound(to: Double.self)), into: out.assumingMemoryBound(to: Double.self), g)
+            Unfold.maxPool(UnsafePointer(x.assumingMemoryBound(to: Double.self)), into: out.assumingMemoryBound(to: Double.self), indices: ip, g)
         }
     }
 
-    private static func runPoolSelect(_ dtype: DType, _ v: UnsafeMutableRawPointer?, _ x: UnsafeMutableRawPointer?,
+    private static func runMaxPoolIndices(_ dtype: DType, _ x: UnsafeMutableRawPointer?, _ indices: UnsafeMutableRawPointer?, _ g: WindowGeometry) {
+        guard g.n > 0 && g.c > 0, let x, let indices else { return }
+        let ip = indices.assumingMemoryBound(to: Int64.self)
+        if dtype == .float32 {
+            Unfold.maxPoolIndices(UnsafePointer(x.assumingMemoryBound(to: Float.self)), into: ip, g)
+        } else {
+            Unfold.maxPoolIndices(UnsafePointer(x.assumingMemoryBound(to: Double.self)), into: ip, g)
+        }
+    }
+
+    private static func runPoolSelect(_ dtype: DType, _ v: UnsafeMutableRawPointer?, _ indices: UnsafeMutableRawPointer?,
                                       _ out: UnsafeMutableRawPointer?, _ g: WindowGeometry) {
-        guard g.n > 0 && g.c > 0, let v, let x, let out else { return }
+        guard g.n > 0 && g.c > 0, let v, let indices, let out else { return }
+        let ip = UnsafePointer(indices.assumingMemoryBound(to: Int64.self))
         if dtype == .float32 {
-            Unfold.poolSelect(UnsafePointer(v.assumingMemoryBound(to: Float.self)), argmaxOf: UnsafePointer(x.assumingMemoryBound(to: Float.self)),
-                              into: out.assumingMemoryBound(to: Float.self), g)
+            Unfold.poolSelect(UnsafePointer(v.assumingMemoryBound(to: Float.self)), indices: ip, into: out.assumingMemoryBound(to: Float.self), g)
         } else {
-            Unfold.poolSelect(UnsafePointer(v.assumingMemoryBound(to: Double.self)), argmaxOf: UnsafePointer(x.assumingMemoryBound(to: Double.self)),
-                              into: out.assumingMemoryBound(to: Double.self), g)
+            Unfold.poolSelect(UnsafePointer(v.assumingMemoryBound(to: Double.self)), indices: ip, into: out.assumingMemoryBound(to: Double.self), g)
         }
     }
 
-    private static func runPoolScatter(_ dtype: DType, _ gOut: UnsafeMutableRawPointer?, _ x: UnsafeMutableRawPointer?,
+    private static func runPoolScatter(_ dtype: DType, _ gOut: UnsafeMutableRawPointer?, _ indices: UnsafeMutableRawPointer?,
                                        _ out: UnsafeMutableRawPointer?, _ g: WindowGeometry) {
-        guard g.n > 0 && g.c > 0, let gOut, let x, let out else { return }
+        guard g.n > 0 && g.c > 0, let gOut, let indices, let out else { return }
+        let ip = UnsafePointer(indices.assumingMemoryBound(to: Int64.self))
         if dtype == .float32 {
-            Unfold.poolScatter(UnsafePointer(gOut.assumingMemoryBound(to: Float.self)), argmaxOf: UnsafePointer(x.assumingMemoryBound(to: Float.self)),
-                               into: out.assumingMemoryBound(to: Float.self), g)
+            Unfold.poolScatter(UnsafePointer(gOut.assumingMemoryBound(to: Float.self)), indices: ip, into: out.assumingMemoryBound(to: Float.self), g)
         } else {
-            Unfold.poolScatter(UnsafePointer(gOut.assumingMemoryBound(to: Double.self)), argmaxOf: UnsafePointer(x.assumingMemoryBound(to: Double.self)),
-                               into: out.assumingMemoryBound(to: Double.self), g)
+            Unfold.poolScatter(UnsafePointer(gOut.assumingMemoryBound(to: Double.self)), indices: ip, into: out.assumingMemoryBound(to: Double.self), g)
         }
     }
 }

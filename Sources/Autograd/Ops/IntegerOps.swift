@@ -69,10 +69,14 @@ extension Tensor {
         for p in 0..<outer {
             for q in 0..<inner {
                 for j in 0..<n { lane[j] = j }
-                // "Before" in the result order: nan first, then by value, then by index.
+                // "Before" in the result order: by value (nan counts as the largest: first for
+                // the largest, last for the smallest), then by index.
                 func before(_ i: Int, _ j: Int) -> Bool {
                     let x = v[(p * n + i) * inner + q], y = v[(p * n + j) * inner + q]
-                    if x.isNaN || y.isNaN { return x.isNaN && !y.isNaN || (x.isNaN && y.isNaN && i < j) }
+                    if x.isNaN || y.isNaN {
+                        if x.isNaN && y.isNaN { return i < j }
+                        return largest ? x.isNaN : y.isNaN
+                    }
                     if x != y { return largest ? x > y : x < y }
                     return i < j
                 }
@@ -104,7 +108,9 @@ extension Tensor {
         var c = classes
         if c == -1 {
             guard count > 0 else { throw AutogradError.argument("one_hot: classes = -1 needs at least one index to infer the number of classes from") }
-            c = Int(idx.max()!) + 1
+            let (top, overflow) = Int(idx.max()!).addingReportingOverflow(1)
+            guard !overflow else { throw AutogradError.argument("one_hot: the largest index \(idx.max()!) leaves no room for a number of classes") }
+            c = top
         }
         for (i, j) in idx.enumerated() where j < 0 || j >= c {
             throw AutogradError.argument("one_hot: index \(j) (element \(i)) is out of range for \(c) classes")

@@ -4,6 +4,7 @@ extension Tensor {
     /// dtype (no overflow, and no precision lost to a large common offset). A row holding +inf
     /// or nan, or only -inf, is all nan (as torch.softmax).
     public func softmax(axis: Int) throws -> Tensor {
+        try requireFloatingPoint("softmax")
         let a = try Tensor.normalizeAxis(axis, rank: rank, "softmax")
         // Empty (an axis of extent 0, or another): made directly, with no buffer of the other
         // axes' size (they may be huge) and an empty zero gradient.
@@ -14,6 +15,7 @@ extension Tensor {
 
     /// log(softmax(x)) along `axis`, as z - log(sum(e^z)) with z = x - max(x) (see softmax).
     public func logSoftmax(axis: Int) throws -> Tensor {
+        try requireFloatingPoint("log_softmax")
         let a = try Tensor.normalizeAxis(axis, rank: rank, "log_softmax")
         if count == 0 { return try emptyResult("log_softmax") }
         let z = try shiftedByMax(axes: [a], finiteShift: false).shifted

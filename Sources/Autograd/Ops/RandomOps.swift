@@ -1,7 +1,7 @@
 /// Random creators and ops that draw from a Generator: uniform, normal, randint, randperm,
 /// bernoulli masks, dropout and multinomial. In a capture, each replay draws anew from the
-/// generator (as a fresh eager step would); a recompute cannot redraw the same values, so it
-/// refuses graphs with random steps.
+/// generator (as a fresh eager step would); a recompute keeps the values drawn when the graph
+/// was built (it draws nothing).
 extension Tensor {
     /// Uniform values in [low, high) drawn from `generator`.
     public static func uniform(_ shape: [Int], low: Double = 0, high: Double = 1, generator: Generator, dtype: DType = .float64) throws -> Tensor {

@@ -176,6 +176,7 @@ extension Tensor {
     /// log(sum(exp(x))) over `axes`, as log(sum(exp(x - m))) + m with m the maximum (no
     /// overflow; x - m exact, see shiftedByMax). Over an axis of extent 0 it is -inf.
     public func logSumExp(axes: [Int] = [], keepDims: Bool = false) throws -> Tensor {
+        try requireFloatingPoint("logsumexp")
         let normalized = try Shape.normalizeAxes(axes, rank: rank)
         if normalized.contains(where: { shape[$0] == 0 }) {
             // A sum over nothing: the result is -inf everywhere, made directly (one buffer, not
