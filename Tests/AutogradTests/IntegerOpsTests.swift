@@ -752,6 +752,43 @@ final class IntegerOpsTests: XCTestCase {
         XCTAssertNotEqual(u1, u2)
     }
 
+    /// argmax, masked_fill (its mask made outside and written in place), comparisons of int64,
+    /// logical ops, to_dtype, int64 sums and one_hot replay on new values (hand-derived results).
+    func testCapturedIndexAndMaskOpsReplayOnNewValues() throws {
+        let mask = try bools([1, 0, 0, 1])
+        let f = try CapturedFunction.capture([try Tensor([1, 5, 3, 2], shape: [4])]) { ins in
+            let x = ins[0], i = try ins[0].to(.int64)
+            return [try x.argmax(axis: 0), try x.maskedFill(mask, -1),
+                    try i.gt(Tensor.full([1], 2, dtype: .int64)).logicalNot(), try i.sum(),
+                    try i.oneHot(classes: 10, dtype: .float64).sum(axes: [0])]
+        }
+        try mask.replaceValues(with: bools([0, 1, 1, 0]))
+        let r = try f([try Tensor([9, 1, 8, 7], shape: [4])])
+        XCTAssertEqual(int64s(r[0]), [0])
+        XCTAssertEqual(r[1].values, [9, -1, -1, 7])
+        XCTAssertEqual(flagValues(r[2]), [0, 1, 0, 0])
+        XCTAssertEqual(int64s(r[3]), [25])
+        XCTAssertEqual(r[4].values, [0, 1, 0, 0, 0, 0, 0, 1, 1, 1])
+    }
+
+    /// A recompute keeps the dropout mask drawn when the graph was built (the header's
+    /// contract) and draws nothing from the generator.
+    func testRecomputeKeepsTheDropoutMask() throws {
+        let previous = Recompute.setEnabled(true)
+        defer { Recompute.setEnabled(previous) }
+        let g = Generator(seed: 1)
+        let x = try leaf([1, 2, 3, 4, 5, 6, 7, 8], [8])
+        let d = try x.dropout(p: 0.5, generator: g)
+        let y = try d.multiplying(x).sum()
+        let kept = d.values.map { $0 != 0 }
+        let state = g.state
+        try withNoGrad { try x.replaceValues(with: Tensor([Double](repeating: 1, count: 8), shape: [8])) }
+        try Recompute.run(y)
+        XCTAssertEqual(g.state, state)
+        // y = sum(mask * 2 * x * x) at x = 1: twice the number kept (hand).
+        XCTAssertEqual(try y.item(), 2 * Double(kept.filter { $0 }.count))
+    }
+
     /// topk values that need a gradient are refused in a capture; indices alone are fine.
     func testCaptureRefusesTopkValuesWithAGradient() throws {
         let w = try leaf([1, 5, 3, 2], [4])
