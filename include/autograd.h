@@ -1931,6 +1931,100 @@ ag_status ag_custom_ctx_needs_input_grad(bool *out, ag_custom_ctx ctx, int64_t i
  *          several outputs, or one that saved an intermediate, has none to rerun" (nothing is
  *          written) (accepted: an op of one output that saves inputs and outputs only, with or
  *          without a state: its forward is called again)
+ *
+ * Integer tensors, masks and random generators
+ *  B141 ag_to_dtype to AG_INT64 of nan, inf, -inf, 2^63 or -1e19; an unknown dtype (0, 5)
+ *       -> AG_ERR_ARGUMENT  "ag_to_dtype: element 1 is nan, which has no int64 value (nan,
+ *          infinite or out of range)"; AG_ERR_DTYPE  "unknown dtype 5" (accepted: truncation
+ *          toward zero, -0.5 -> 0 and 2.9 -> 2)
+ *  B142 ag_argmax / ag_argmin: an axis out of range (2 or -3 for rank 2, 1 for a 0-d input), an
+ *       axis of extent 0, an int64 or bool input, out NULL
+ *       -> AG_ERR_ARGUMENT  "ag_argmax: axis 2 is out of range for a tensor of rank 2";
+ *          AG_ERR_SHAPE  "cannot take the largest of an axis of extent 0 (shape [2, 0])" ("the
+ *          smallest" for argmin); AG_ERR_DTYPE  "input is int64; this op needs float32 or
+ *          float64"; AG_ERR_ARGUMENT  "the output pointer 'out' is NULL" (accepted: a 0-d input
+ *          at axis 0 or -1 gives 0; extent 0 off the axis gives an empty result)
+ *  B143 ag_topk: values or indices NULL, k outside 0...extent (-1, 5 for 4), a bad axis, a 0-d
+ *       input, an int64 input
+ *       -> AG_ERR_ARGUMENT  "the output pointer 'values' is NULL" ('indices'), "ag_topk: k = 5 is
+ *          outside 0...4 (the extent of axis 0)", "axis 1 is out of range for a tensor of rank
+ *          1"; AG_ERR_SHAPE  "the input is 0-d; it needs an axis"; AG_ERR_DTYPE  "input is
+ *          int64" (neither output is written) (accepted: k = 0 and k = extent)
+ *  B144 ag_one_hot: an index out of range (5 for 5 classes, -1), classes < -1, classes = -1
+ *       with no index, float indices, dtype AG_BOOL or unknown, rank-8 indices
+ *       -> AG_ERR_ARGUMENT  "ag_one_hot: index 5 (element 1) is out of range for 5 classes",
+ *          "the number of classes must be -1 or at least 0, got -2", "classes = -1 needs at
+ *          least one index"; AG_ERR_DTYPE  "indices must be int64, got float64", "the result is
+ *          float32, float64 or int64, not bool", "unknown dtype 9"; AG_ERR_SHAPE  "a rank-8 index
+ *          tensor gives a result above the maximum rank 8" (accepted: classes = 0 with no index)
+ *  B145 ag_embedding: an index out of range (4 for 4 rows, -1), float indices, an int64
+ *       weight, a weight not 2-D, rank-8 indices; the indices written in place before the
+ *       backward
+ *       -> AG_ERR_ARGUMENT  "ag_embedding: index 4 (element 1) is out of range for 4 rows";
+ *          AG_ERR_DTYPE  "indices must be int64, got float64", "weight is int64; this op needs
+ *          float32 or float64"; AG_ERR_SHAPE  "weight must be (rows, width), got [2]", "a rank-8
+ *          index tensor gives a result above the maximum rank 8"; from ag_backward: AG_ERR_STATE
+ *          "a value saved by 'embedding' for backward was modified in place" (nothing is
+ *          accumulated)
+ *  B146 ag_masked_fill: a mask that does not broadcast to a's shape ([2] or [4, 2, 3] for
+ *       [2, 3]: the result has a's shape), an int64 or bool a
+ *       -> AG_ERR_SHAPE  "ag_masked_fill: mask of shape [2] does not broadcast to the input's
+ *          [2, 3]"; AG_ERR_DTYPE  "input is int64; this op needs float32 or float64" (accepted:
+ *          a float mask, nan counting as true; value inf)
+ *  B147 ag_logical_and / ag_logical_or: shapes that do not broadcast; ag_logical_not with out NULL
+ *       -> AG_ERR_SHAPE  "ag_logical_and: shapes [2] and [3] do not broadcast";
+ *          AG_ERR_ARGUMENT  "the output pointer 'out' is NULL"
+ *  B148 ag_cross_entropy_labels: float labels, int64 logits, a label out of range (3 or -1 for 3
+ *       classes), labels not of shape (N) ([3] or [4, 1] for 4 rows), logits not 2-D
+ *       -> AG_ERR_DTYPE  "ag_cross_entropy_labels: cross_entropy: labels must be int64, got
+ *          float64", "logits is int64"; AG_ERR_ARGUMENT  "label 3 (element 2) is out of range for
+ *          3 classes"; AG_ERR_SHAPE  "labels of shape [3] for 4 rows of logits (want (4))",
+ *          "logits must be (N, C), got [2]"
+ *  B149 an int64 or bool operand of an op that computes (ag_exp, ag_add, ag_matmul, ag_mean,
+ *       ag_softmax, ag_where's a and b, ...); operands of different dtypes (ag_add of float64 and
+ *       bool, ag_eq of int64 and float64); ag_tensor_set_requires_grad(t, true) of an int64 or
+ *       bool t; ag_tensor_copy_data of a float tensor as AG_INT64; ag_tensor_full of 2.5 as
+ *       AG_INT64
+ *       -> AG_ERR_DTYPE  "ag_exp: its operand is int64; this op needs float32 or float64 (convert
+ *          with to_dtype)" ("ag_mean: input is bool", "ag_where: a is bool"), "operands have
+ *          different dtypes (int64 and float64)", "requires_grad: int64 tensors cannot require
+ *          grad (only float32 and float64 values have gradients)", "cannot copy float64 values out
+ *          as int64; convert the tensor with to_dtype first"; AG_ERR_ARGUMENT  "full: 2.5 is not a
+ *          whole number within int64's range" (accepted: requires_grad false; ag_sum of a bool
+ *          tensor counts, as int64; a bool tensor copied out as int64)
+ *  B150 a generator handle 0, freed, made up or of another kind (a tensor): ag_random_uniform,
+ *       ag_randperm, ag_dropout, ag_randint, ag_generator_get_state / _set_state; ag_generator_free
+ *       twice or of a tensor; a generator where a tensor is wanted; ag_generator_get_state or
+ *       ag_generator_new with out NULL
+ *       -> AG_ERR_INVALID_HANDLE  "ag_random_uniform: generator handle is 0", "is not a live
+ *          generator handle (freed, made up, or of another kind)", "ag_generator_free: handle 0x",
+ *          "is not a live generator handle (already freed, made up, or of another kind)", "is not
+ *          a live tensor handle"; AG_ERR_ARGUMENT  "the output pointer 'out' is NULL" (the tensor
+ *          and the generator stay alive) (accepted: ag_generator_free(0) -> AG_OK; a captured
+ *          function keeps using a generator freed after the capture)
+ *  B151 ag_random_uniform / ag_random_normal: dtype AG_INT64, AG_BOOL or unknown, low > high, a
+ *       nan or inf bound or mean, std < 0, shape NULL with ndim > 0, a negative extent
+ *       -> AG_ERR_DTYPE  "ag_random_uniform: uniform: random values are float32 or float64, not
+ *          int64 (randint draws int64)", "unknown dtype 7"; AG_ERR_ARGUMENT  "uniform: need finite
+ *          low <= high", "normal: need a finite mean and a finite std >= 0", "shape is NULL but
+ *          ndim is 1"; AG_ERR_SHAPE  "negative extent -2 in shape [-2]" (nothing is drawn: the
+ *          generator's state is unchanged)
+ *  B152 ag_randint with low >= high; ag_randperm with n < 0 or n > 2^40
+ *       -> AG_ERR_ARGUMENT  "ag_randint: need low < high, got 3 and 3", "ag_randperm: n must be
+ *          >= 0, got -1", "n = 1099511627777 is more than the 2^40 allowed" (accepted: low =
+ *          INT64_MIN, high = INT64_MAX; n = 0)
+ *  B153 ag_dropout with p outside [0, 1] (1.5, -0.25, also when not training) or nan; an int64 a
+ *       -> AG_ERR_ARGUMENT  "ag_dropout: p must be in [0, 1], got 1.5"; AG_ERR_DTYPE  "input is
+ *          int64; this op needs float32 or float64" (accepted: p = 1 zeroes every element)
+ *  B154 ag_multinomial: samples < 0, more samples without replacement than positive weights, a
+ *       negative, inf or nan weight, a row of zeros, weights not (C) or (N, C), no category,
+ *       int64 weights
+ *       -> AG_ERR_ARGUMENT  "ag_multinomial: the number of samples must be >= 0, got -1", "3
+ *          samples without replacement, but row 0 has only 2 categories of positive weight",
+ *          "weights must be finite and >= 0, row 0 holds -1.0", "row 1 has no positive weight";
+ *          AG_ERR_SHAPE  "weights must be (C) or (N, C), got [1, 1, 2]", "there are no categories
+ *          (shape [0])"; AG_ERR_DTYPE  "input is int64" (accepted: 0 samples; as many samples
+ *          without replacement as positive weights)
  */
 
 #ifdef __cplusplus

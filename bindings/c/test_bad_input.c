@@ -3173,6 +3173,362 @@ static bool b140(void) { /* ag_recompute of a custom op of several outputs, or o
     return ok;
 }
 
+/* ---- Integer tensors, masks and random generators (B141 - B154) ---- */
+
+static ag_tensor ints64(const int64_t *v, const int64_t *shape, int64_t ndim) {
+    ag_tensor t = AG_NULL_TENSOR;
+    if (ag_tensor_from_data(&t, v, shape, ndim, AG_INT64) != AG_OK) {
+        FAIL("setup: ag_tensor_from_data(int64): %s", ag_last_error());
+        return AG_NULL_TENSOR;
+    }
+    return t;
+}
+
+static ag_tensor ivec(int64_t n, const int64_t *v) { return ints64(v, &n, 1); }
+
+static ag_tensor bvec(int64_t n, const uint8_t *v) {
+    ag_tensor t = AG_NULL_TENSOR;
+    if (ag_tensor_from_data(&t, v, &n, 1, AG_BOOL) != AG_OK) FAIL("setup: ag_tensor_from_data(bool): %s", ag_last_error());
+    return t;
+}
+
+static ag_generator new_gen(uint64_t seed) {
+    ag_generator g = 0;
+    if (ag_generator_new(&g, seed) != AG_OK) FAIL("setup: ag_generator_new: %s", ag_last_error());
+    return g;
+}
+
+static void release_gen(ag_generator g) {
+    if (ag_generator_free(g) != AG_OK) FAIL("cleanup: ag_generator_free: %s", ag_last_error());
+}
+
+/* out must still hold the sentinel (nothing written on failure). */
+#define UNTOUCHED(out) CHECK((out) == SENT_HANDLE)
+
+static bool b141(void) { /* ag_to_dtype: nan, inf or out of range to int64; an unknown dtype */
+    const double bad[] = {NAN, INFINITY, -INFINITY, 9223372036854775808.0, -1e19};
+    const char *frag[] = {"is nan, which has no int64 value", "is inf, which has no int64 value",
+                          "is -inf, which has no int64 value", "which has no int64 value (nan, infinite or out of range)",
+                          "which has no int64 value"};
+    bool ok = true;
+    for (int k = 0; k < 5; k++) {
+        ag_tensor a = vec64(2, (double[]){0.5, bad[k]}), out = SENT_HANDLE;
+        ok &= EXPECT(ag_to_dtype(&out, a, AG_INT64), AG_ERR_ARGUMENT, frag[k]);
+        ok &= UNTOUCHED(out);
+        ok &= EXPECT(ag_to_dtype(&out, a, AG_INT64), AG_ERR_ARGUMENT, "ag_to_dtype: element 1 is");
+        release(a);
+    }
+    ag_tensor a = vec64(2, (double[]){-0.5, 2.9}), out = SENT_HANDLE;
+    ok &= EXPECT(ag_to_dtype(&out, a, 5), AG_ERR_DTYPE, "unknown dtype 5");
+    ok &= EXPECT(ag_to_dtype(&out, a, 0), AG_ERR_DTYPE, "unknown dtype 0");
+    ok &= UNTOUCHED(out);
+    /* accepted: truncation toward zero, nan to bool is true */
+    ok &= OK(ag_to_dtype(&out, a, AG_INT64));
+    int64_t got[2] = {9, 9};
+    ok &= OK(ag_tensor_copy_data(got, 2, AG_INT64, out));
+    ok &= CHECK(got[0] == 0 && got[1] == 2);
+    release(out), release(a);
+    return ok;
+}
+
+static bool b142(void) { /* ag_argmax / ag_argmin: a bad axis, an axis of extent 0, a non-float input */
+    ag_tensor x = full((int64_t[]){2, 3}, 2, 1, AG_FLOAT64), e = full((int64_t[]){2, 0}, 2, 0, AG_FLOAT64);
+    ag_tensor s = scalar64(1), i = ivec(2, (int64_t[]){1, 2}), out = SENT_HANDLE;
+    bool ok = EXPECT(ag_argmax(&out, x, 2, false), AG_ERR_ARGUMENT, "ag_argmax: axis 2 is out of range for a tensor of rank 2");
+    ok &= EXPECT(ag_argmin(&out, x, -3, false), AG_ERR_ARGUMENT, "axis -3 is out of range for a tensor of rank 2");
+    ok &= EXPECT(ag_argmax(&out, s, 1, false), AG_ERR_ARGUMENT, "axis 1 is out of range for a tensor of rank 1");
+    ok &= EXPECT(ag_argmax(&out, e, 1, true), AG_ERR_SHAPE, "argmax: cannot take the largest of an axis of extent 0 (shape [2, 0])");
+    ok &= EXPECT(ag_argmin(&out, e, -1, false), AG_ERR_SHAPE, "argmin: cannot take the smallest of an axis of extent 0");
+    ok &= EXPECT(ag_argmax(&out, i, 0, false), AG_ERR_DTYPE, "argmax: input is int64; this op needs float32 or float64");
+    ok &= EXPECT(ag_argmax(NULL, x, 0, false), AG_ERR_ARGUMENT, "the output pointer 'out' is NULL");
+    ok &= UNTOUCHED(out);
+    /* accepted: a 0-d input at axis 0 or -1 gives 0; extent 0 off the axis gives an empty result */
+    ok &= OK(ag_argmax(&out, s, -1, false));
+    double v = -1;
+    ok &= OK(ag_tensor_item(&v, out));
+    ok &= CHECK(v == 0);
+    release(out);
+    ag_tensor e2 = full((int64_t[]){0, 3}, 2, 0, AG_FLOAT64);
+    ok &= OK(ag_argmax(&out, e2, 1, false));
+    int64_t n = -1;
+    ok &= OK(ag_tensor_numel(&n, out));
+    ok &= CHECK(n == 0);
+    release(out), release(e2), release(x), release(e), release(s), release(i);
+    return ok;
+}
+
+static bool b143(void) { /* ag_topk: values or indices NULL, k outside 0..extent, a bad axis, 0-d, non-float */
+    ag_tensor v = vec64(4, (double[]){1, 4, 2, 3}), s = scalar64(1), i = ivec(2, (int64_t[]){1, 2});
+    ag_tensor vals = SENT_HANDLE, idx = SENT_HANDLE;
+    bool ok = EXPECT(ag_topk(NULL, &idx, v, 1, 0, true), AG_ERR_ARGUMENT, "the output pointer 'values' is NULL");
+    ok &= EXPECT(ag_topk(&vals, NULL, v, 1, 0, true), AG_ERR_ARGUMENT, "the output pointer 'indices' is NULL");
+    ok &= EXPECT(ag_topk(&vals, &idx, v, 5, 0, true), AG_ERR_ARGUMENT, "ag_topk: k = 5 is outside 0...4 (the extent of axis 0)");
+    ok &= EXPECT(ag_topk(&vals, &idx, v, -1, 0, false), AG_ERR_ARGUMENT, "k = -1 is outside 0...4");
+    ok &= EXPECT(ag_topk(&vals, &idx, v, 1, 1, true), AG_ERR_ARGUMENT, "topk: axis 1 is out of range for a tensor of rank 1");
+    ok &= EXPECT(ag_topk(&vals, &idx, s, 1, 0, true), AG_ERR_SHAPE, "topk: the input is 0-d; it needs an axis");
+    ok &= EXPECT(ag_topk(&vals, &idx, i, 1, 0, true), AG_ERR_DTYPE, "topk: input is int64");
+    ok &= UNTOUCHED(vals) && UNTOUCHED(idx);
+    /* accepted: k = 0 and k = extent */
+    ok &= OK(ag_topk(&vals, &idx, v, 4, 0, true));
+    int64_t got[4];
+    ok &= OK(ag_tensor_copy_data(got, 4, AG_INT64, idx));
+    ok &= CHECK(got[0] == 1 && got[1] == 3 && got[2] == 2 && got[3] == 0);
+    release(vals), release(idx);
+    ok &= OK(ag_topk(&vals, &idx, v, 0, 0, true));
+    release(vals), release(idx), release(v), release(s), release(i);
+    return ok;
+}
+
+static bool b144(void) { /* ag_one_hot: bad indices, classes or dtype; a result above AG_MAX_NDIM */
+    ag_tensor i = ivec(2, (int64_t[]){0, 5}), n = ivec(1, (int64_t[]){-1}), f = vec64(1, (double[]){1});
+    ag_tensor e = ints64(NULL, (int64_t[]){0}, 1), ok3 = ivec(2, (int64_t[]){0, 2}), out = SENT_HANDLE;
+    ag_tensor r8 = ints64((int64_t[]){0}, (int64_t[]){1, 1, 1, 1, 1, 1, 1, 1}, 8);
+    bool ok = EXPECT(ag_one_hot(&out, i, 5, AG_FLOAT32), AG_ERR_ARGUMENT, "ag_one_hot: index 5 (element 1) is out of range for 5 classes");
+    ok &= EXPECT(ag_one_hot(&out, n, 5, AG_FLOAT32), AG_ERR_ARGUMENT, "index -1 (element 0) is out of range for 5 classes");
+    ok &= EXPECT(ag_one_hot(&out, ok3, -2, AG_FLOAT32), AG_ERR_ARGUMENT, "the number of classes must be -1 or at least 0, got -2");
+    ok &= EXPECT(ag_one_hot(&out, e, -1, AG_FLOAT32), AG_ERR_ARGUMENT, "classes = -1 needs at least one index");
+    ok &= EXPECT(ag_one_hot(&out, f, 3, AG_FLOAT32), AG_ERR_DTYPE, "one_hot: indices must be int64, got float64");
+    ok &= EXPECT(ag_one_hot(&out, ok3, 3, AG_BOOL), AG_ERR_DTYPE, "one_hot: the result is float32, float64 or int64, not bool");
+    ok &= EXPECT(ag_one_hot(&out, ok3, 3, 9), AG_ERR_DTYPE, "unknown dtype 9");
+    ok &= EXPECT(ag_one_hot(&out, r8, 2, AG_FLOAT32), AG_ERR_SHAPE, "one_hot: a rank-8 index tensor gives a result above the maximum rank 8");
+    ok &= UNTOUCHED(out);
+    /* accepted: classes = 0 with no index; classes = -1 infers 3 */
+    ok &= OK(ag_one_hot(&out, e, 0, AG_INT64));
+    release(out);
+    ok &= OK(ag_one_hot(&out, ok3, -1, AG_INT64));
+    int64_t got[6];
+    ok &= OK(ag_tensor_copy_data(got, 6, AG_INT64, out));
+    ok &= CHECK(got[0] == 1 && got[1] == 0 && got[5] == 1);
+    release(out), release(i), release(n), release(f), release(e), release(ok3), release(r8);
+    return ok;
+}
+
+static bool b145(void) { /* ag_embedding: bad indices or weight; the indices written before the backward */
+    ag_tensor w = leaf_rg(full((int64_t[]){4, 2}, 2, 0.5, AG_FLOAT64)), out = SENT_HANDLE;
+    ag_tensor far = ivec(2, (int64_t[]){1, 4}), neg = ivec(1, (int64_t[]){-1}), fi = vec64(1, (double[]){1});
+    ag_tensor wi = ints64((int64_t[]){1, 2, 3, 4}, (int64_t[]){2, 2}, 2), w1 = vec64(2, (double[]){1, 2});
+    ag_tensor r8 = ints64((int64_t[]){0}, (int64_t[]){1, 1, 1, 1, 1, 1, 1, 1}, 8), idx = ivec(2, (int64_t[]){3, 0});
+    bool ok = EXPECT(ag_embedding(&out, far, w), AG_ERR_ARGUMENT, "ag_embedding: index 4 (element 1) is out of range for 4 rows");
+    ok &= EXPECT(ag_embedding(&out, neg, w), AG_ERR_ARGUMENT, "index -1 (element 0) is out of range for 4 rows");
+    ok &= EXPECT(ag_embedding(&out, fi, w), AG_ERR_DTYPE, "embedding: indices must be int64, got float64");
+    ok &= EXPECT(ag_embedding(&out, idx, wi), AG_ERR_DTYPE, "embedding: weight is int64; this op needs float32 or float64");
+    ok &= EXPECT(ag_embedding(&out, idx, w1), AG_ERR_SHAPE, "embedding: weight must be (rows, width), got [2]");
+    ok &= EXPECT(ag_embedding(&out, r8, w), AG_ERR_SHAPE, "embedding: a rank-8 index tensor gives a result above the maximum rank 8");
+    ok &= UNTOUCHED(out);
+    ag_tensor e = AG_NULL_TENSOR, l = AG_NULL_TENSOR;
+    ok &= OK(ag_embedding(&e, idx, w));
+    ok &= OK(ag_sum(&l, e, NULL, 0, false));
+    ok &= OK(ag_tensor_set_data(idx, (int64_t[]){0, 0}, 2, AG_INT64));
+    ok &= EXPECT(ag_backward(l, AG_NULL_TENSOR, false, false), AG_ERR_STATE, "modified in place");
+    ag_tensor g = SENT_HANDLE;
+    ok &= OK(ag_tensor_grad(&g, w));
+    ok &= CHECK(g == AG_NULL_TENSOR); /* nothing accumulated */
+    release(l), release(e), release(w), release(far), release(neg), release(fi), release(wi), release(w1);
+    release(r8), release(idx);
+    return ok;
+}
+
+static bool b146(void) { /* ag_masked_fill: a mask that does not broadcast to a; a non-float a */
+    ag_tensor a = full((int64_t[]){2, 3}, 2, 1, AG_FLOAT64), m2 = bvec(2, (uint8_t[]){1, 0}), out = SENT_HANDLE;
+    ag_tensor big = full((int64_t[]){4, 2, 3}, 3, 1, AG_BOOL), ai = ivec(2, (int64_t[]){1, 2}), ab = bvec(2, (uint8_t[]){1, 1});
+    bool ok = EXPECT(ag_masked_fill(&out, a, m2, 0), AG_ERR_SHAPE, "ag_masked_fill: mask of shape [2] does not broadcast to the input's [2, 3]");
+    ok &= EXPECT(ag_masked_fill(&out, a, big, 0), AG_ERR_SHAPE, "mask of shape [4, 2, 3] does not broadcast to the input's [2, 3]");
+    ok &= EXPECT(ag_masked_fill(&out, ai, m2, 0), AG_ERR_DTYPE, "masked_fill: input is int64; this op needs float32 or float64");
+    ok &= EXPECT(ag_masked_fill(&out, ab, m2, 0), AG_ERR_DTYPE, "masked_fill: input is bool");
+    ok &= UNTOUCHED(out);
+    /* accepted: a float mask (non-zero, nan too, is true), a value of inf */
+    ag_tensor mf = vec64(3, (double[]){NAN, 0, 2});
+    ok &= OK(ag_masked_fill(&out, a, mf, INFINITY));
+    double got[6];
+    ok &= values(got, 6, out);
+    ok &= CHECK(is_pinf(got[0]) && got[1] == 1 && is_pinf(got[2]) && is_pinf(got[3]));
+    release(out), release(mf), release(a), release(m2), release(big), release(ai), release(ab);
+    return ok;
+}
+
+static bool b147(void) { /* ag_logical_and / ag_logical_or: shapes that do not broadcast */
+    ag_tensor a = bvec(2, (uint8_t[]){1, 0}), b = full((int64_t[]){3}, 1, 1, AG_INT64), out = SENT_HANDLE;
+    bool ok = EXPECT(ag_logical_and(&out, a, b), AG_ERR_SHAPE, "ag_logical_and: ");
+    ok &= EXPECT(ag_logical_or(&out, b, a), AG_ERR_SHAPE, "ag_logical_or: ");
+    ok &= EXPECT(ag_logical_not(NULL, a), AG_ERR_ARGUMENT, "the output pointer 'out' is NULL");
+    ok &= UNTOUCHED(out);
+    release(a), release(b);
+    return ok;
+}
+
+static bool b148(void) { /* ag_cross_entropy_labels: wrong dtypes or shapes, a label out of range */
+    ag_tensor x = full((int64_t[]){4, 3}, 2, 0.5, AG_FLOAT64), out = SENT_HANDLE;
+    ag_tensor lf = vec64(4, (double[]){2, 0, 1, 1}), far = ivec(4, (int64_t[]){2, 0, 3, 1}), neg = ivec(4, (int64_t[]){2, 0, -1, 1});
+    ag_tensor l3 = ivec(3, (int64_t[]){2, 0, 1}), x1 = vec64(2, (double[]){1, 2}), two = ivec(2, (int64_t[]){0, 1});
+    ag_tensor xi = ints64((int64_t[]){1, 2, 3, 4}, (int64_t[]){2, 2}, 2), l41 = ints64((int64_t[]){0, 1, 2, 0}, (int64_t[]){4, 1}, 2);
+    bool ok = EXPECT(ag_cross_entropy_labels(&out, x, lf), AG_ERR_DTYPE, "ag_cross_entropy_labels: cross_entropy: labels must be int64, got float64");
+    ok &= EXPECT(ag_cross_entropy_labels(&out, xi, two), AG_ERR_DTYPE, "cross_entropy: logits is int64; this op needs float32 or float64");
+    ok &= EXPECT(ag_cross_entropy_labels(&out, x, far), AG_ERR_ARGUMENT, "cross_entropy: label 3 (element 2) is out of range for 3 classes");
+    ok &= EXPECT(ag_cross_entropy_labels(&out, x, neg), AG_ERR_ARGUMENT, "label -1 (element 2) is out of range for 3 classes");
+    ok &= EXPECT(ag_cross_entropy_labels(&out, x, l3), AG_ERR_SHAPE, "cross_entropy: labels of shape [3] for 4 rows of logits (want (4))");
+    ok &= EXPECT(ag_cross_entropy_labels(&out, x, l41), AG_ERR_SHAPE, "labels of shape [4, 1] for 4 rows of logits");
+    ok &= EXPECT(ag_cross_entropy_labels(&out, x1, two), AG_ERR_SHAPE, "cross_entropy: logits must be (N, C), got [2]");
+    ok &= UNTOUCHED(out);
+    release(x), release(lf), release(far), release(neg), release(l3), release(x1), release(two), release(xi), release(l41);
+    return ok;
+}
+
+static bool b149(void) { /* int64 / bool operands of computing ops; requires_grad on them; float copied out as int64 */
+    ag_tensor i = ints64((int64_t[]){1, 2, 3, 4}, (int64_t[]){2, 2}, 2), b = bvec(2, (uint8_t[]){1, 0});
+    ag_tensor f = vec64(2, (double[]){1.5, 2}), out = SENT_HANDLE;
+    bool ok = EXPECT(ag_exp(&out, i), AG_ERR_DTYPE, "ag_exp: its operand is int64; this op needs float32 or float64 (convert with to_dtype)");
+    ok &= EXPECT(ag_add(&out, i, i), AG_ERR_DTYPE, "this op needs float32 or float64");
+    ok &= EXPECT(ag_add(&out, f, b), AG_ERR_DTYPE, "ag_add: ");
+    ok &= EXPECT(ag_matmul(&out, i, i), AG_ERR_DTYPE, "this op needs float32 or float64");
+    ok &= EXPECT(ag_mean(&out, b, NULL, 0, false), AG_ERR_DTYPE, "mean: input is bool");
+    ok &= EXPECT(ag_softmax(&out, i, 1), AG_ERR_DTYPE, "this op needs float32 or float64");
+    ok &= EXPECT(ag_where(&out, b, b, b), AG_ERR_DTYPE, "where: a is bool");
+    ok &= EXPECT(ag_eq(&out, i, f), AG_ERR_DTYPE, "eq: operands have different dtypes");
+    ok &= UNTOUCHED(out);
+    ok &= EXPECT(ag_tensor_set_requires_grad(i, true), AG_ERR_DTYPE,
+                 "requires_grad: int64 tensors cannot require grad (only float32 and float64 values have gradients)");
+    ok &= EXPECT(ag_tensor_set_requires_grad(b, true), AG_ERR_DTYPE, "bool tensors cannot require grad");
+    int64_t got[2] = {7, 7};
+    ok &= EXPECT(ag_tensor_copy_data(got, 2, AG_INT64, f), AG_ERR_DTYPE,
+                 "cannot copy float64 values out as int64; convert the tensor with to_dtype first");
+    ok &= CHECK(got[0] == 7);
+    ok &= EXPECT(ag_tensor_full(&out, (int64_t[]){2}, 1, 2.5, AG_INT64), AG_ERR_ARGUMENT,
+                 "full: 2.5 is not a whole number within int64's range");
+    ok &= UNTOUCHED(out);
+    /* accepted: requires_grad false; sum counts; bool copied out as int64 */
+    ok &= OK(ag_tensor_set_requires_grad(i, false));
+    ok &= OK(ag_sum(&out, b, NULL, 0, false));
+    ok &= OK(ag_tensor_copy_data(got, 1, AG_INT64, out));
+    ok &= CHECK(got[0] == 1);
+    release(out), release(i), release(b), release(f);
+    return ok;
+}
+
+static bool b150(void) { /* generator handles: 0, freed, made up, a tensor; freed twice; NULL outs */
+    ag_generator g = new_gen(1), dead = new_gen(2);
+    release_gen(dead);
+    ag_tensor t = scalar64(1), out = SENT_HANDLE;
+    uint64_t st = 777;
+    bool ok = EXPECT(ag_random_uniform(&out, (int64_t[]){2}, 1, 0, 1, 0, AG_FLOAT64), AG_ERR_INVALID_HANDLE,
+                     "ag_random_uniform: generator handle is 0");
+    ok &= EXPECT(ag_randperm(&out, 3, dead), AG_ERR_INVALID_HANDLE,
+                 "is not a live generator handle (freed, made up, or of another kind)");
+    ok &= EXPECT(ag_dropout(&out, t, 0.5, true, (ag_generator)t), AG_ERR_INVALID_HANDLE, "is not a live generator handle");
+    ok &= EXPECT(ag_randint(&out, (int64_t[]){2}, 1, 0, 3, (ag_generator)0x0123456789ABCDEFULL), AG_ERR_INVALID_HANDLE,
+                 "is not a live generator handle");
+    ok &= UNTOUCHED(out);
+    ok &= EXPECT(ag_generator_get_state(&st, dead), AG_ERR_INVALID_HANDLE, "ag_generator_get_state: generator handle 0x");
+    ok &= CHECK(st == 777);
+    ok &= EXPECT(ag_generator_set_state((ag_generator)t, 5), AG_ERR_INVALID_HANDLE, "is not a live generator handle");
+    ok &= EXPECT(ag_generator_free(dead), AG_ERR_INVALID_HANDLE,
+                 "ag_generator_free: handle 0x");
+    ok &= EXPECT(ag_generator_free((ag_generator)t), AG_ERR_INVALID_HANDLE,
+                 "is not a live generator handle (already freed, made up, or of another kind)");
+    ok &= EXPECT(ag_exp(&out, (ag_tensor)g), AG_ERR_INVALID_HANDLE, "is not a live tensor handle");
+    ok &= EXPECT(ag_tensor_free((ag_tensor)g), AG_ERR_INVALID_HANDLE, "is not a live tensor handle");
+    ok &= UNTOUCHED(out);
+    ok &= EXPECT(ag_generator_get_state(NULL, g), AG_ERR_ARGUMENT, "the output pointer 'out' is NULL");
+    ok &= EXPECT(ag_generator_new(NULL, 3), AG_ERR_ARGUMENT, "the output pointer 'out' is NULL");
+    /* accepted: freeing 0; the generator and the tensor are still live after the failed frees */
+    ok &= OK(ag_generator_free(0));
+    ok &= OK(ag_generator_get_state(&st, g));
+    ok &= CHECK(item(t) == 1);
+    release(t);
+    release_gen(g);
+    return ok;
+}
+
+static bool b151(void) { /* ag_random_uniform / ag_random_normal: an int64 or bool dtype, bad bounds, a bad shape */
+    ag_generator g = new_gen(3);
+    ag_tensor out = SENT_HANDLE;
+    uint64_t before = 0, after = 1;
+    bool ok = OK(ag_generator_get_state(&before, g));
+    ok &= EXPECT(ag_random_uniform(&out, (int64_t[]){2}, 1, 0, 1, g, AG_INT64), AG_ERR_DTYPE,
+                 "ag_random_uniform: uniform: random values are float32 or float64, not int64 (randint draws int64)");
+    ok &= EXPECT(ag_random_normal(&out, (int64_t[]){2}, 1, 0, 1, g, AG_BOOL), AG_ERR_DTYPE,
+                 "normal: random values are float32 or float64, not bool");
+    ok &= EXPECT(ag_random_uniform(&out, (int64_t[]){2}, 1, 0, 1, g, 7), AG_ERR_DTYPE, "unknown dtype 7");
+    ok &= EXPECT(ag_random_uniform(&out, (int64_t[]){2}, 1, 1, 0, g, AG_FLOAT64), AG_ERR_ARGUMENT, "uniform: need finite low <= high");
+    ok &= EXPECT(ag_random_uniform(&out, (int64_t[]){2}, 1, NAN, 1, g, AG_FLOAT32), AG_ERR_ARGUMENT, "need finite low <= high");
+    ok &= EXPECT(ag_random_normal(&out, (int64_t[]){2}, 1, 0, -1, g, AG_FLOAT64), AG_ERR_ARGUMENT,
+                 "normal: need a finite mean and a finite std >= 0");
+    ok &= EXPECT(ag_random_normal(&out, (int64_t[]){2}, 1, INFINITY, 1, g, AG_FLOAT64), AG_ERR_ARGUMENT, "need a finite mean");
+    ok &= EXPECT(ag_random_uniform(&out, NULL, 1, 0, 1, g, AG_FLOAT64), AG_ERR_ARGUMENT, "shape is NULL but ndim is 1");
+    ok &= EXPECT(ag_random_normal(&out, (int64_t[]){-2}, 1, 0, 1, g, AG_FLOAT64), AG_ERR_SHAPE, "negative extent -2 in shape [-2]");
+    ok &= UNTOUCHED(out);
+    ok &= OK(ag_generator_get_state(&after, g));
+    ok &= CHECK(before == after); /* nothing drawn */
+    release_gen(g);
+    return ok;
+}
+
+static bool b152(void) { /* ag_randint: low >= high; ag_randperm: n < 0 or above 2^40 */
+    ag_generator g = new_gen(4);
+    ag_tensor out = SENT_HANDLE;
+    bool ok = EXPECT(ag_randint(&out, (int64_t[]){2}, 1, 3, 3, g), AG_ERR_ARGUMENT, "ag_randint: need low < high, got 3 and 3");
+    ok &= EXPECT(ag_randint(&out, (int64_t[]){2}, 1, 3, -3, g), AG_ERR_ARGUMENT, "need low < high, got 3 and -3");
+    ok &= EXPECT(ag_randperm(&out, -1, g), AG_ERR_ARGUMENT, "ag_randperm: n must be >= 0, got -1");
+    ok &= EXPECT(ag_randperm(&out, (INT64_C(1) << 40) + 1, g), AG_ERR_ARGUMENT, "randperm: n = 1099511627777 is more than the 2^40 allowed");
+    ok &= EXPECT(ag_randperm(&out, INT64_MAX, g), AG_ERR_ARGUMENT, "is more than the 2^40 allowed");
+    ok &= UNTOUCHED(out);
+    /* accepted: the whole int64 range but its top value; n = 0 */
+    ok &= OK(ag_randint(&out, (int64_t[]){4}, 1, INT64_MIN, INT64_MAX, g));
+    release(out);
+    ok &= OK(ag_randperm(&out, 0, g));
+    release(out);
+    release_gen(g);
+    return ok;
+}
+
+static bool b153(void) { /* ag_dropout: p outside [0, 1] or nan; a non-float input */
+    ag_generator g = new_gen(5);
+    ag_tensor a = vec64(2, (double[]){1, 2}), ai = ivec(2, (int64_t[]){1, 2}), out = SENT_HANDLE;
+    bool ok = EXPECT(ag_dropout(&out, a, 1.5, true, g), AG_ERR_ARGUMENT, "ag_dropout: p must be in [0, 1], got 1.5");
+    ok &= EXPECT(ag_dropout(&out, a, -0.25, false, g), AG_ERR_ARGUMENT, "p must be in [0, 1], got -0.25");
+    ok &= EXPECT(ag_dropout(&out, a, NAN, true, g), AG_ERR_ARGUMENT, "p must be in [0, 1], got nan");
+    ok &= EXPECT(ag_dropout(&out, ai, 0.5, true, g), AG_ERR_DTYPE, "dropout: input is int64; this op needs float32 or float64");
+    ok &= UNTOUCHED(out);
+    /* accepted: p = 1 zeroes everything */
+    ok &= OK(ag_dropout(&out, a, 1, true, g));
+    double got[2];
+    ok &= values(got, 2, out);
+    ok &= CHECK(got[0] == 0 && got[1] == 0);
+    release(out), release(a), release(ai);
+    release_gen(g);
+    return ok;
+}
+
+static bool b154(void) { /* ag_multinomial: bad samples or weights; a weights tensor of the wrong rank or dtype */
+    ag_generator g = new_gen(6);
+    ag_tensor w = vec64(3, (double[]){1, 0, 3}), neg = vec64(2, (double[]){1, -1}), inf = vec64(2, (double[]){1, INFINITY});
+    ag_tensor nanw = vec64(2, (double[]){NAN, 1}), zero = from64((double[]){1, 1, 0, 0}, (int64_t[]){2, 2}, 2);
+    ag_tensor r3 = full((int64_t[]){1, 1, 2}, 3, 1, AG_FLOAT64), s = scalar64(1), none = full((int64_t[]){0}, 1, 1, AG_FLOAT64);
+    ag_tensor wi = ivec(2, (int64_t[]){1, 2}), out = SENT_HANDLE;
+    bool ok = EXPECT(ag_multinomial(&out, w, -1, true, g), AG_ERR_ARGUMENT, "ag_multinomial: the number of samples must be >= 0, got -1");
+    ok &= EXPECT(ag_multinomial(&out, w, 3, false, g), AG_ERR_ARGUMENT,
+                 "multinomial: 3 samples without replacement, but row 0 has only 2 categories of positive weight");
+    ok &= EXPECT(ag_multinomial(&out, neg, 1, true, g), AG_ERR_ARGUMENT, "multinomial: weights must be finite and >= 0, row 0 holds -1");
+    ok &= EXPECT(ag_multinomial(&out, inf, 1, true, g), AG_ERR_ARGUMENT, "weights must be finite and >= 0, row 0 holds inf");
+    ok &= EXPECT(ag_multinomial(&out, nanw, 1, true, g), AG_ERR_ARGUMENT, "row 0 holds nan");
+    ok &= EXPECT(ag_multinomial(&out, zero, 1, true, g), AG_ERR_ARGUMENT, "multinomial: row 1 has no positive weight");
+    ok &= EXPECT(ag_multinomial(&out, r3, 1, true, g), AG_ERR_SHAPE, "multinomial: weights must be (C) or (N, C), got [1, 1, 2]");
+    ok &= EXPECT(ag_multinomial(&out, s, 1, true, g), AG_ERR_SHAPE, "weights must be (C) or (N, C), got []");
+    ok &= EXPECT(ag_multinomial(&out, none, 1, true, g), AG_ERR_SHAPE, "multinomial: there are no categories (shape [0])");
+    ok &= EXPECT(ag_multinomial(&out, wi, 1, true, g), AG_ERR_DTYPE, "multinomial: input is int64");
+    ok &= UNTOUCHED(out);
+    /* accepted: 0 samples; as many samples as positive weights without replacement */
+    ok &= OK(ag_multinomial(&out, w, 2, false, g));
+    int64_t got[2] = {-1, -1};
+    ok &= OK(ag_tensor_copy_data(got, 2, AG_INT64, out));
+    ok &= CHECK((got[0] == 0 && got[1] == 2) || (got[0] == 2 && got[1] == 0));
+    release(out);
+    ok &= OK(ag_multinomial(&out, w, 0, false, g));
+    release(out), release(w), release(neg), release(inf), release(nanw), release(zero), release(r3), release(s);
+    release(none), release(wi);
+    release_gen(g);
+    return ok;
+}
+
 /* ========================================================================================== */
 /* Driver                                                                                     */
 /* ========================================================================================== */
@@ -3204,6 +3560,9 @@ static const entry entries[] = {
     {"B123", b123}, {"B124", b124}, {"B125", b125}, {"B126", b126}, {"B127", b127}, {"B128", b128},
     {"B129", b129}, {"B130", b130}, {"B131", b131}, {"B132", b132}, {"B133", b133}, {"B134", b134},
     {"B135", b135}, {"B136", b136}, {"B137", b137}, {"B138", b138}, {"B139", b139}, {"B140", b140},
+    {"B141", b141}, {"B142", b142}, {"B143", b143}, {"B144", b144}, {"B145", b145}, {"B146", b146},
+    {"B147", b147}, {"B148", b148}, {"B149", b149}, {"B150", b150}, {"B151", b151}, {"B152", b152},
+    {"B153", b153}, {"B154", b154},
 };
 
 /* After every bad input: a correct gradient. f(x, w) = sum((x @ w + 1)^2) for x (2,3), w (3,2);

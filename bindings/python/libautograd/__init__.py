@@ -30,6 +30,12 @@ User-defined ops: subclass ``Function`` with static ``forward(ctx, ...)``, ``bac
 and optionally ``jvp(ctx, ...)``, apply with ``MyOp.apply(...)``, as ``torch.autograd.Function``;
 see ``libautograd.function``.
 
+Integer tensors, masks and random generators: ``int64`` and ``bool_`` tensors for indices,
+labels and masks (``to``, ``argmax``, ``topk``, ``one_hot``, ``embedding``, ``masked_fill``,
+``logical_*``, ``cross_entropy`` with an int64 tensor), and a seeded ``Generator`` for
+``random_uniform``, ``random_normal``, ``randint``, ``randperm``, ``dropout`` and
+``multinomial``; see ``libautograd.indexing_ops``.
+
 Errors: every failing C call raises an ``AutogradError`` subclass carrying ``ag_last_error()``'s
 message, ``.status`` and ``.status_name``; see ``libautograd.errors``.
 """
@@ -53,7 +59,7 @@ from .creation import (
     zeros,
     zeros_like,
 )
-from .dtypes import DType, float32, float64
+from .dtypes import DType, bool_, float32, float64, int64
 from .errors import (
     ArgumentError,
     AutogradError,
@@ -73,6 +79,8 @@ from .conv import adaptive_avg_pool2d, avg_pool2d, conv1d, conv2d, max_pool2d
 from .ops import *  # noqa: F401,F403 -- the operation catalogue, ops.__all__
 from .optim import SGD, Adam, AdamW, Optimizer
 from .nn import *  # noqa: F401,F403 -- normalisation, attention, clip_grad_norm_, LR schedules (also as ag.nn)
+from . import indexing_ops as _indexing_ops
+from .indexing_ops import *  # noqa: F401,F403 -- int64/bool ops, generators: indexing_ops.__all__
 from .transforms import hessian, hvp, jacobian, jvp, vjp
 from .reusable import CacheInfo, CompiledFunction, compile, recomputable, recompute
 from .runtime import (
@@ -88,7 +96,7 @@ from .tensor import Tensor
 __version__ = "0.1.0"
 
 __all__ = [
-    "Tensor", "DType", "float32", "float64",
+    "Tensor", "DType", "float32", "float64", "int64", "bool_",
     "tensor", "from_numpy", "zeros", "ones", "full", "zeros_like", "ones_like", "arange", "eye",
     "rand", "randn", "init", "kaiming_uniform", "kaiming_normal", "xavier_uniform",
     "xavier_normal",
@@ -102,4 +110,4 @@ __all__ = [
     "live_handle_count",
     "AutogradError", "InvalidHandleError", "ArgumentError", "ShapeError", "DTypeError",
     "StateError", "OutOfMemoryError", "CallbackError", "InternalError", "LibraryNotFoundError",
-] + _ops.__all__  # the operation catalogue (ops.py)
+] + _ops.__all__ + _indexing_ops.__all__  # the operation catalogue (ops.py, indexing_ops.py)

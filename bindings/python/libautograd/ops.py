@@ -59,8 +59,11 @@ def _int_array(values, what):
     the same shape. Floats are refused, also whole-valued ones and Tensors (which hold floats
     only), as PyTorch refuses float indices: a float is never silently taken as a position."""
     if isinstance(values, Tensor):
-        raise TypeError(f"{what} must be integers: a Tensor holds floats (float32/float64); "
-                        "pass a list or an integer NumPy array, e.g. t.numpy().astype(np.int64)")
+        if values.dtype.name == "int64":
+            return values.numpy()
+        raise TypeError(f"{what} must be integers: this Tensor holds {values.dtype}; pass an "
+                        "int64 tensor, a list or an integer NumPy array, e.g. "
+                        "t.to(libautograd.int64)")
     array = np.asarray(values)
     if array.dtype.kind in "iu":
         pass
@@ -482,7 +485,13 @@ def log_softmax(x, axis=-1):
 
 
 def cross_entropy(logits, labels):
-    """The batch mean of -log_softmax(logits)[i, labels[i]]; logits (N, C), labels N ints."""
+    """The batch mean of -log_softmax(logits)[i, labels[i]]; logits (N, C), labels N ints (a
+    list, an integer array, or an int64 Tensor: then ag_cross_entropy_labels, which a compiled
+    function reads at each call)."""
+    if isinstance(labels, Tensor):
+        from .indexing_ops import cross_entropy_labels
+
+        return cross_entropy_labels(logits, labels)
     lab = _int_array(labels, "labels")
     if lab.ndim != 1:
         raise ValueError(f"labels must be 1-D, got shape {lab.shape}")

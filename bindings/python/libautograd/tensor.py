@@ -86,6 +86,15 @@ def handle_from_numpy(array, dtype=None):
     want = _dt.for_array(array) if dtype is None else _dt.as_dtype(dtype)
     if array.ndim > MAX_NDIM:
         raise ValueError(f"libautograd tensors have at most {MAX_NDIM} axes, got {array.ndim}")
+    if want is _dt.int64 and array.dtype.kind == "f":
+        # The library converts (truncating toward zero) and refuses nan, inf and values out of
+        # int64's range, which NumPy's cast would turn into arbitrary numbers.
+        source = Tensor._wrap(handle_from_numpy(array, _dt.float64))
+        out = c_uint64(0)
+        check(lib.ag_to_dtype(byref(out), source._handle, _dt.int64.code))
+        return out.value
+    if want is _dt.int64 and array.dtype.kind == "u" and array.size and array.max() > _INT64_MAX:
+        raise ValueError(f"{array.max()} does not fit in int64")
     if not (array.dtype == want.numpy and array.flags.c_contiguous and array.flags.aligned):
         array = np.array(array, dtype=want.numpy, order="C")
     shape, ndim = int64_array(array.shape, "extent")
@@ -257,7 +266,8 @@ def _refuse(message):
 
 
 class Tensor:
-    """An N-dimensional float32/float64 array that records operations for reverse-mode autodiff.
+    """An N-dimensional array (float32/float64, or int64/bool for indices and masks) that records
+    operations on float values for reverse-mode autodiff.
 
     ``Tensor(data, dtype=None, requires_grad=False)`` copies `data` (see ``tensor()``).
     The handle is freed when the object is collected, or earlier by ``free()``.
@@ -365,9 +375,15 @@ class Tensor:
             yield self[i]
 
     def item(self):
-        """The single element of a one-element tensor as a Python float."""
+        """The single element of a one-element tensor as a Python float (an int for int64, a
+        bool for bool: exact, also beyond 2**53)."""
         out = c_double(0.0)
         check(lib.ag_tensor_item(byref(out), self._handle))
+        dtype = self.dtype
+        if dtype is _dt.int64:
+            return int(self.numpy().reshape(-1)[0])
+        if dtype is _dt.bool_:
+            return bool(out.value)
         return out.value
 
     # ---- the number protocol: one-element tensors behave as their value (as in PyTorch) ------
@@ -398,10 +414,12 @@ class Tensor:
         return round(value) if ndigits is None else round(value, ndigits)
 
     def __index__(self):
-        # PyTorch allows __index__ only for integer tensors; libautograd's are all float.
-        raise TypeError("only integer tensors can be used as an index or a count, and "
-                        "libautograd tensors hold float32/float64: use int(t) for a "
-                        "one-element tensor")
+        # As PyTorch: only a one-element integer tensor is an index or a count.
+        if self.dtype is _dt.int64 and self.numel() == 1:
+            return self.item()
+        raise TypeError("only one-element integer (int64) tensors can be used as an index or a "
+                        f"count (this one is {self.dtype}, shape {self.shape}): use int(t) for "
+                        "a one-element float tensor")
 
     def __bool__(self):
         n = self.numel()
@@ -811,14 +829,32 @@ class Tensor:
         if array.shape != shape and not (array.ndim == 1 and array.size == numel):
             raise ValueError(f"set_data: data of shape {array.shape} for a tensor of shape "
                              f"{shape} (give its shape, or a flat sequence of {numel} elements)")
-        if array.dtype not in (np.float32, np.float64):
-            array = array.astype(self.dtype.numpy)
+        own = self.dtype
+        if own.is_floating_point and array.dtype not in (np.float32, np.float64):
+            array = array.astype(own.numpy)
+        elif not own.is_floating_point:
+            if own is _dt.int64 and array.dtype.kind == "f":
+                array = Tensor._wrap(handle_from_numpy(array, _dt.int64)).numpy()  # checked
+            array = array.astype(own.numpy, copy=False)
         if not (array.flags.c_contiguous and array.flags.aligned and array.dtype.isnative):
             array = np.array(array, dtype=array.dtype.newbyteorder("="), order="C")
         check(lib.ag_tensor_set_data(self._handle, array.ctypes.data, array.size,
-                                     _dt.for_array(array).code))
+                                     _dt.of_array(array).code))
         self._mask = False
         return self
+
+    def to(self, dtype):
+        """This tensor's values in `dtype` (ag_to_dtype): float32 <-> float64 is differentiable;
+        to int64 truncates toward zero (ArgumentError for nan, inf, out of range); to bool is
+        "non-zero"; to its own dtype, a new tensor sharing the values."""
+        out = c_uint64(0)
+        check(lib.ag_to_dtype(byref(out), self._handle, _dt.as_dtype(dtype).code))
+        return Tensor._wrap(out.value)
+
+    @property
+    def is_floating_point(self):
+        """Whether this tensor holds float32 or float64 values (the dtypes with gradients)."""
+        return self.dtype.is_floating_point
 
     def recompute(self):
         """Re-evaluates this tensor's recorded graph in place from the current values of its

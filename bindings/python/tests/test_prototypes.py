@@ -70,6 +70,7 @@ SCALARS = {
     "ag_grad_hook": _library.GRAD_HOOK, "ag_build_fn": _library.BUILD_FN,
     "ag_function": ctypes.c_uint64, "ag_capture_fn": _library.CAPTURE_FN,
     "ag_custom_op": ctypes.c_uint64, "ag_custom_ctx": ctypes.c_uint64,
+    "ag_generator": ctypes.c_uint64,
     "ag_custom_forward_fn": _library.CUSTOM_FORWARD, "ag_custom_backward_fn": _library.CUSTOM_BACKWARD,
     "ag_custom_jvp_fn": _library.CUSTOM_JVP,
 }
@@ -110,7 +111,11 @@ def test_every_operation_is_exposed():
                "custom_ctx_saved": ag.FunctionCtx.saved_tensors.fget,
                "custom_ctx_needs_input_grad": ag.FunctionCtx.needs_input_grad.fget,
                # ctx attributes set in forward, read in backward and jvp (the application's state)
-               "custom_ctx_set_state": ag.Function.apply, "custom_ctx_state": ag.Function.apply}
+               "custom_ctx_set_state": ag.Function.apply, "custom_ctx_state": ag.Function.apply,
+               # generators: the Generator class
+               "generator_new": ag.Generator, "generator_free": ag.Generator.__del__,
+               "generator_get_state": ag.Generator.get_state,
+               "generator_set_state": ag.Generator.set_state}
     for name in _header_functions():
         short = name[len("ag_"):]
         if short.startswith(("tensor_", "optimizer_")) or short in skip:
