@@ -1214,7 +1214,10 @@ ag_status ag_set_recomputable(bool *previous, bool enabled);
  * ag_tensor_copy_, an optimizer step), root and every intermediate of its graph hold the values
  * a fresh build would give, and ag_backward / ag_grad through the graph (retained with
  * retain_graph) use them, any node with respect to any node. Ops made on tensors that require
- * no grad recorded nothing and are constants of the graph. A root with no recorded history is
+ * no grad recorded nothing and are constants of the graph; so are the results of ops that have
+ * no gradient, even on tensors that require grad (comparisons, argmax, ag_to_dtype to int64 or
+ * bool, random draws): a mask made by ag_gt(x, ...) keeps its first values when x changes
+ * (make such masks again after writing x, rather than recomputing through them). A root with no recorded history is
  * left as it is (AG_OK). Other graphs that saved the recomputed values then refuse a stale
  * backward (version counters).
  * Errors: AG_ERR_INVALID_HANDLE, AG_ERR_STATE (an op under root was recorded while recomputable
@@ -1951,7 +1954,8 @@ ag_status ag_custom_ctx_needs_input_grad(bool *out, ag_custom_ctx ctx, int64_t i
  *          1"; AG_ERR_SHAPE  "the input is 0-d; it needs an axis"; AG_ERR_DTYPE  "input is
  *          int64" (neither output is written) (accepted: k = 0 and k = extent)
  *  B144 ag_one_hot: an index out of range (5 for 5 classes, -1), classes < -1, classes = -1
- *       with no index, float indices, dtype AG_BOOL or unknown, rank-8 indices
+ *       with no index or with an index of INT64_MAX, float indices, dtype AG_BOOL or unknown,
+ *       rank-8 indices
  *       -> AG_ERR_ARGUMENT  "ag_one_hot: index 5 (element 1) is out of range for 5 classes",
  *          "the number of classes must be -1 or at least 0, got -2", "classes = -1 needs at
  *          least one index"; AG_ERR_DTYPE  "indices must be int64, got float64", "the result is

@@ -31,6 +31,22 @@ final class CaptureTests: XCTestCase {
         XCTAssertEqual(try Tensor.gradients(of: [z2], withRespectTo: [z1], retainGraph: true)[0]!.item(), 5)
     }
 
+    /// Max pooling's rule reads the indices its forward found: a recompute renews them (the
+    /// node's forward writes them again), so the gradient goes to the new maximum.
+    func testRecomputeRenewsPoolIndices() throws {
+        let previous = Recompute.setEnabled(true)
+        defer { Recompute.setEnabled(previous) }
+        // max_pool2d over one 2x2 window: the gradient goes to the (new) maximum.
+        let p = try Tensor([1, 4, 2, 3], shape: [1, 1, 2, 2])
+        try p.setRequiresGrad(true)
+        let m = try p.multiplying(Tensor(scalar: 2)).maxPool2d(kernel: (2, 2)).sum()
+        try withNoGrad { try p.replaceValues(with: Tensor([5, 4, 2, 3], shape: [1, 1, 2, 2])) }
+        try Recompute.run(m)
+        XCTAssertEqual(try m.item(), 10)
+        let g = try Tensor.gradients(of: [m], withRespectTo: [p], retainGraph: true)
+        XCTAssertEqual(g[0]!.values, [2, 0, 0, 0])
+    }
+
     func testRecomputeRefusesNodesWithoutTheirForward() throws {
         let x = try Tensor(scalar: 3)
         try x.setRequiresGrad(true)

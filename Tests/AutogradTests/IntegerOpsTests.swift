@@ -128,14 +128,15 @@ final class IntegerOpsTests: XCTestCase {
     /// Engine bugs found while writing these tests (reported; not fixed here: tests may not
     /// edit Sources). Skipped unless AG_KNOWN_BUGS is set, so the suite stays green until the
     /// fix lands; then remove the skip.
-    func testKnownEngineBugs() throws {
-        try XCTSkipIf(ProcessInfo.processInfo.environment["AG_KNOWN_BUGS"] == nil, "known engine bugs (set AG_KNOWN_BUGS=1)")
-        // 1. -2^63 is int64's minimum, yet to_dtype refuses it: Conversion.int64's lower bound
-        //    literal -9223372036854775809.0 rounds to -2^63 and the test is `x > bound`.
-        //    torch.tensor([-2.**63], dtype=torch.float64).to(torch.int64) -> [-9223372036854775808]
+    /// Regressions of three engine bugs this file's first version found (each failed on the
+    /// library before the fix: the first two gave wrong results, the third trapped).
+    func testEngineBugRegressions() throws {
+        // 1. -2^63 is int64's minimum; to_dtype refused it (a bound that rounded to -2^63,
+        //    compared with >). torch.tensor([-2.**63], dtype=torch.float64).to(torch.int64)
+        //    -> [-9223372036854775808]
         XCTAssertEqual(int64s(try Tensor([-9_223_372_036_854_775_808.0], shape: [1]).to(.int64)), [Int64.min])
-        // 2. topk smallest-first puts nan first: the header (and torch) say nan counts as the
-        //    largest, so it comes last when largest = false.
+        // 2. topk smallest-first put nan first: nan counts as the largest, so it comes last when
+        //    largest = false.
         //    torch.topk(tensor([3, 1, nan, 3, -2, 5, 1]), 3, largest=False) -> [-2, 1, 1], [4, 1, 6]
         let v = try Tensor([3, 1, nan, 3, -2, 5, 1], shape: [7])
         var r = try v.topk(3, largest: false)
@@ -143,9 +144,10 @@ final class IntegerOpsTests: XCTestCase {
         XCTAssertEqual(int64s(r.indices), [4, 1, 6])
         // torch.topk(v, 7, largest=False) -> indices [4, 1, 6, 0, 3, 5, 2]
         r = try v.topk(7, largest: false)
-        XCTAssertEqual(int64s(r.indices), [4, 1, 6, 0, 3, 5, 2])        // 3. (Not run here: it traps and would end the test process.) one_hot with classes = -1
-        //    and an index of Int64.max computes Int(max) + 1 and traps on the overflow, a crash
-        //    reachable from C (ag_one_hot); it should fail like any index out of range.
+        XCTAssertEqual(int64s(r.indices), [4, 1, 6, 0, 3, 5, 2])
+        // 3. one_hot with classes = -1 and an index of Int64.max computed Int(max) + 1 and
+        //    trapped on the overflow (a crash reachable from C, ag_one_hot): now an error.
+        assertFails("argument", "one_hot") { try ints([0, Int64.max]).oneHot(classes: -1) }
     }
 
     // MARK: - argmax, argmin

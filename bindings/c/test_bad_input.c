@@ -3287,6 +3287,9 @@ static bool b144(void) { /* ag_one_hot: bad indices, classes or dtype; a result 
     ok &= EXPECT(ag_one_hot(&out, n, 5, AG_FLOAT32), AG_ERR_ARGUMENT, "index -1 (element 0) is out of range for 5 classes");
     ok &= EXPECT(ag_one_hot(&out, ok3, -2, AG_FLOAT32), AG_ERR_ARGUMENT, "the number of classes must be -1 or at least 0, got -2");
     ok &= EXPECT(ag_one_hot(&out, e, -1, AG_FLOAT32), AG_ERR_ARGUMENT, "classes = -1 needs at least one index");
+    ag_tensor big = ivec(1, (int64_t[]){INT64_MAX}); /* once a trap (SIGILL): INT64_MAX + 1 classes */
+    ok &= EXPECT(ag_one_hot(&out, big, -1, AG_FLOAT32), AG_ERR_ARGUMENT, "the largest index 9223372036854775807 leaves no room for a number of classes");
+    release(big);
     ok &= EXPECT(ag_one_hot(&out, f, 3, AG_FLOAT32), AG_ERR_DTYPE, "one_hot: indices must be int64, got float64");
     ok &= EXPECT(ag_one_hot(&out, ok3, 3, AG_BOOL), AG_ERR_DTYPE, "one_hot: the result is float32, float64 or int64, not bool");
     ok &= EXPECT(ag_one_hot(&out, ok3, 3, 9), AG_ERR_DTYPE, "unknown dtype 9");
