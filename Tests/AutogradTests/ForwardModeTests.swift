@@ -195,6 +195,73 @@ final class ForwardModeTests: XCTestCase {
         all.append(c("ag_where", "where, one branch constant", [s([3, 1])]) {
             try Tensor.where(Tensor([0, 1, 1], shape: [3, 1]), $0[0], Tensor.zeros([1, 2]))
         })
+        // Issue 18: layers, int64/bool ops and generators.
+        all.append(c("ag_conv2d", "conv2d stride 2 padding 1 dilation 1", [s([2, 3, 5, 5]), s([4, 3, 3, 3]), s([4])]) {
+            try $0[0].conv2d(weight: $0[1], bias: $0[2], stride: (2, 2), padding: (1, 1))
+        })
+        all.append(c("ag_conv2d", "conv2d groups 2 dilation 2", [s([1, 4, 6, 6]), s([2, 2, 2, 2])]) {
+            try $0[0].conv2d(weight: $0[1], padding: (1, 0), dilation: (2, 2), groups: 2)
+        })
+        all.append(c("ag_conv1d", "conv1d", [s([2, 2, 7]), s([3, 2, 3]), s([3])]) {
+            try $0[0].conv1d(weight: $0[1], bias: $0[2], stride: 2, padding: 1)
+        })
+        all.append(c("ag_max_pool2d", "max_pool2d 2x2", [s([2, 2, 4, 4])]) { try $0[0].maxPool2d(kernel: (2, 2)) })
+        all.append(c("ag_max_pool2d", "max_pool2d 3x3 stride 2 padding 1", [s([1, 2, 5, 5])]) {
+            try $0[0].maxPool2d(kernel: (3, 3), stride: (2, 2), padding: (1, 1))
+        })
+        all.append(c("ag_avg_pool2d", "avg_pool2d", [s([1, 2, 5, 5])]) {
+            try $0[0].avgPool2d(kernel: (3, 3), stride: (2, 2), padding: (1, 1), countIncludePad: false)
+        })
+        all.append(c("ag_adaptive_avg_pool2d", "adaptive_avg_pool2d", [s([2, 2, 5, 7])]) { try $0[0].adaptiveAvgPool2d(outputSize: (3, 2)) })
+        all.append(c("ag_layer_norm", "layer_norm", [s([3, 5]), s([5]), s([5])]) {
+            try $0[0].layerNorm(normalizedAxes: 1, weight: $0[1], bias: $0[2])
+        })
+        all.append(c("ag_batch_norm", "batch_norm training", [s([4, 3, 2]), s([3]), s([3])]) {
+            try $0[0].batchNorm(runningMean: nil, runningVar: nil, weight: $0[1], bias: $0[2], training: true)
+        })
+        all.append(c("ag_batch_norm", "batch_norm eval", [s([4, 3]), s([3], 0.5, 2)]) {
+            try $0[0].batchNorm(runningMean: Tensor([0.1, -0.2, 0.3], shape: [3]), runningVar: $0[1], training: false)
+        })
+        all.append(c("ag_group_norm", "group_norm", [s([2, 4, 3]), s([4]), s([4])]) {
+            try $0[0].groupNorm(groups: 2, weight: $0[1], bias: $0[2])
+        })
+        all.append(c("ag_scaled_dot_product_attention", "attention causal", [s([2, 4, 3]), s([2, 4, 3]), s([2, 4, 2])]) {
+            try Tensor.scaledDotProductAttention(query: $0[0], key: $0[1], value: $0[2], isCausal: true)
+        })
+        all.append(c("ag_scaled_dot_product_attention", "attention additive mask", [s([3, 2]), s([4, 2]), s([4, 3]), s([3, 4])]) {
+            try Tensor.scaledDotProductAttention(query: $0[0], key: $0[1], value: $0[2], mask: $0[3])
+        })
+        let rows = try! Tensor(copying: [Int64(2), 0, 2, 1], shape: [2, 2], dtype: .int64)
+        all.append(c("ag_embedding", "embedding", [s([3, 4])]) { try Tensor.embedding(rows, weight: $0[0]) })
+        all.append(c("ag_cross_entropy_labels", "cross_entropy_labels", [s([4, 3])]) {
+            try $0[0].crossEntropy(labels: Tensor(copying: [Int64(2), 0, 1, 2], shape: [4], dtype: .int64))
+        })
+        all.append(c("ag_masked_fill", "masked_fill", [s([3, 4])]) {
+            try $0[0].maskedFill(Tensor(copying: [UInt8(1), 0, 0, 1], shape: [4], dtype: .bool), -3)
+        })
+        all.append(c("ag_dropout", "dropout", [s([3, 4])]) { try $0[0].dropout(p: 0.4, generator: Generator(seed: 9)) })
+        all.append(c("ag_to_dtype", "to_dtype int64 (no tangent)", [s([5], -9, 9)], stopsTangent: true) { try $0[0].to(.int64) })
+        all.append(c("ag_argmax", "argmax", [s([3, 4])], stopsTangent: true) { try $0[0].argmax(axis: 1) })
+        all.append(c("ag_argmin", "argmin", [s([3, 4])], stopsTangent: true) { try $0[0].argmin(axis: 0, keepDims: true) })
+        all.append(c("ag_one_hot", "one_hot of argmax", [s([3, 4])], stopsTangent: true) {
+            try $0[0].argmax(axis: 1).oneHot(classes: 4, dtype: .float64)
+        })
+        all.append(c("ag_logical_not", "logical_not", [s([3])], stopsTangent: true) { try $0[0].logicalNot() })
+        all.append(c("ag_logical_and", "logical_and", [s([3]), s([3])], stopsTangent: true) { try $0[0].logicalAnd($0[1]) })
+        all.append(c("ag_logical_or", "logical_or", [s([3]), s([3])], stopsTangent: true) { try $0[0].logicalOr($0[1]) })
+        all.append(c("ag_multinomial", "multinomial", [s([2, 3], 0.2, 2)], stopsTangent: true) {
+            try $0[0].multinomial(samples: 4, replacement: true, generator: Generator(seed: 4))
+        })
+        all.append(c("ag_random_uniform", "random_uniform (no operand)", [s([1])], stopsTangent: true) { _ in
+            try Tensor.uniform([3], generator: Generator(seed: 6))
+        })
+        all.append(c("ag_random_normal", "random_normal (no operand)", [s([1])], stopsTangent: true) { _ in
+            try Tensor.normal([3], generator: Generator(seed: 6))
+        })
+        all.append(c("ag_randint", "randint (no operand)", [s([1])], stopsTangent: true) { _ in
+            try Tensor.randint([3], low: -5, high: 5, generator: Generator(seed: 6))
+        })
+        all.append(c("ag_randperm", "randperm (no operand)", [s([1])], stopsTangent: true) { _ in try Tensor.randperm(4, generator: Generator(seed: 6)) })
         all.append(c("ag_detach", "detach", [s([3])], stopsTangent: true) { try $0[0].detach() })
         all.append(c("ag_detach", "detach inside a chain", [s([3])], stopsTangent: true) { try $0[0].exp().detach().sin() })
         return all
@@ -261,6 +328,8 @@ final class ForwardModeTests: XCTestCase {
             let xs = op.inputs.map { Self.random($0, &rng) }
             let ts = op.inputs.map { Self.random(Input(shape: $0.shape, lo: -1, hi: 1, gap: 0), &rng) }
             let (outs, tans) = try Transforms.jvp({ [try op.f($0)] }, primals: xs, tangents: ts)
+            // Indices and masks (int64, bool) have no cotangent: nothing to transpose.
+            guard outs[0].dtype.isFloatingPoint else { continue }
             let cot = Self.random(Input(shape: outs[0].shape, lo: -1, hi: 1, gap: 0), &rng)
             let (_, grads) = try Transforms.vjp({ [try op.f($0)] }, primals: xs, cotangents: [cot])
             let lhs = zip(tans[0].values, cot.values).reduce(0) { $0 + $1.0 * $1.1 }
