@@ -65,7 +65,7 @@ extension Float: TensorElement {
     @inline(__always) public static func cos(_ x: Float) -> Float { cosf(x) }
     @inline(__always) public static func tanh(_ x: Float) -> Float { tanhf(x) }
     @inline(__always) public static func erf(_ x: Float) -> Float { erff(x) }
-    @inline(__always) public static func erfc(_ x: Float) -> Float { erfcf(x) }
+    @inline(__always) public static func erfc(_ x: Float) -> Float { agk_erfcf(x) }  // vectorisable (see ckernels.h)
     @inline(__always) public static func pow(_ x: Float, _ y: Float) -> Float { powf(x, y) }
     @inline(__always) public static func atan2(_ y: Float, _ x: Float) -> Float { atan2f(y, x) }
 }

@@ -27,6 +27,50 @@ void agk_exp_f32(const float *x, float *out, int64_t n) {
     }
 }
 
+/* gelu and its derivative over float32: Phi(x) = erfc(-x * 0.70710677f) / 2 and
+ * phi(x) = e^(x * x * -0.5f) * 0.3989422804014327f, in that order of operations (the
+ * generic Swift loops' normalCDF and density), no contraction into fused multiply-adds. */
+static inline float agk_normal_cdf(float x) {
+#pragma clang fp contract(off)
+    return agk_erfcf(-x * 0.70710677f) / 2.0f;
+}
+
+AGK_MULTIVERSION
+void agk_gelu_f32(const float *x, float *out, int64_t n) {
+#pragma clang fp contract(off)
+    for (int64_t i = 0; i < n; i++) out[i] = x[i] * agk_normal_cdf(x[i]);
+}
+
+AGK_MULTIVERSION
+void agk_gelu_grad_f32(const float *v, const float *x, float *out, int64_t n, int accumulate) {
+#pragma clang fp contract(off)
+    float d[1024];
+    for (int64_t start = 0; start < n; start += 1024) {
+        int64_t m = start + 1024 < n ? 1024 : n - start;
+        const float *vs = v + start, *xs = x + start;
+        float *os = out + start;
+        /* e^a with a = -x^2/2 <= 0 by agk_exp_core; arguments below -87 (|x| > 13.2) and nan
+         * are redone with libm, as agk_expf does, so the value is agk_expf's. */
+        int extreme = 0;
+        for (int64_t i = 0; i < m; i++) {
+            float a = xs[i] * xs[i] * -0.5f;
+            d[i] = vs[i] * (agk_normal_cdf(xs[i]) + xs[i] * (agk_exp_core(a) * 0.3989422804014327f));
+            extreme |= !(a >= -87.0f);
+        }
+        if (extreme) {
+            for (int64_t i = 0; i < m; i++) {
+                float a = xs[i] * xs[i] * -0.5f;
+                if (!(a >= -87.0f)) d[i] = vs[i] * (agk_normal_cdf(xs[i]) + xs[i] * (expf(a) * 0.3989422804014327f));
+            }
+        }
+        if (accumulate) {
+            for (int64_t i = 0; i < m; i++) os[i] += d[i];
+        } else {
+            for (int64_t i = 0; i < m; i++) os[i] = d[i];
+        }
+    }
+}
+
 /* Streaming stores pay off once the output is far larger than the caches; below that the
  * ordinary stores leave the result in cache for the next op. */
 #define AGK_STREAM_MIN_BYTES (4 << 20)

@@ -38,6 +38,11 @@ protocol UnaryElementwise {
     /// The op's own kernel over `count` elements of `dtype` at x into out, if it has one (a C
     /// kernel); false for `value` at each element. The eager forward and a replay both use it.
     func forward(_ x: UnsafeMutableRawPointer, into out: UnsafeMutableRawPointer, count: Int, dtype: DType) -> Bool
+    /// The op's own kernel for its derivative applied to v over `count` elements (out (+)= as
+    /// FusedLoop.unary), if it has one for `dtype`: the same arithmetic as `derivative`, to the
+    /// bit; false for `derivative` at each element.
+    func derivativeKernel(_ v: UnsafeMutableRawPointer, x: UnsafeMutableRawPointer, into out: UnsafeMutableRawPointer,
+                          count: Int, dtype: DType, accumulate: Bool) -> Bool
 }
 
 extension UnaryElementwise {
@@ -45,6 +50,10 @@ extension UnaryElementwise {
 
     @inline(__always)
     func forward(_ x: UnsafeMutableRawPointer, into out: UnsafeMutableRawPointer, count: Int, dtype: DType) -> Bool { false }
+
+    @inline(__always)
+    func derivativeKernel(_ v: UnsafeMutableRawPointer, x: UnsafeMutableRawPointer, into out: UnsafeMutableRawPointer,
+                          count: Int, dtype: DType, accumulate: Bool) -> Bool { false }
 
     /// The forward over a whole tensor: the op's kernel, else `value` at each element.
     @inline(__always)
@@ -236,6 +245,17 @@ enum FusedLoop {
     @inline(__always)
     static func unary<Op: UnaryElementwise>(_ op: Op, dtype: DType, v: UnsafeMutableRawPointer, x: UnsafeMutableRawPointer,
                                             y: UnsafeMutableRawPointer, into out: UnsafeMutableRawPointer, count n: Int, accumulate: Bool) {
+        if n < Parallel.minimumParallelCount {
+            if op.derivativeKernel(v, x: x, into: out, count: n, dtype: dtype, accumulate: accumulate) { return }
+        } else if op.derivativeKernel(v, x: x, into: out, count: 0, dtype: dtype, accumulate: accumulate) {
+            // The op has a kernel for this dtype (asked with no element): run it in chunks.
+            let size = dtype.size
+            Parallel.forChunks(count: n) { r in
+                _ = op.derivativeKernel(v + r.lowerBound * size, x: x + r.lowerBound * size, into: out + r.lowerBound * size,
+                                        count: r.count, dtype: dtype, accumulate: accumulate)
+            }
+            return
+        }
         switch dtype {
         case .float32:
             let (vp, xp, yp, o) = (v.assumingMemoryBound(to: Float.self), x.assumingMemoryBound(to: Float.self),

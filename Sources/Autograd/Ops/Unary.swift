@@ -237,6 +237,23 @@ struct Gelu: UnaryElementwise {
     func derivative<T: Differentiable>(_ v: T, x: T, y: T) throws(T.Failure) -> T {
         try v * (T.normalCDF(x) + x * NormalCDF.density(x))
     }
+
+    /// float32 through C kernels of the same arithmetic (vectorised; see ckernels.h).
+    func forward(_ x: UnsafeMutableRawPointer, into out: UnsafeMutableRawPointer, count: Int, dtype: DType) -> Bool {
+        guard dtype == .float32 else { return false }
+        agk_gelu_f32(x.assumingMemoryBound(to: Float.self), out.assumingMemoryBound(to: Float.self), Int64(count))
+        return true
+    }
+
+    func derivativeKernel(_ v: UnsafeMutableRawPointer, x: UnsafeMutableRawPointer, into out: UnsafeMutableRawPointer,
+                          count: Int, dtype: DType, accumulate: Bool) -> Bool {
+        guard dtype == .float32 else { return false }
+        if count > 0 {
+            agk_gelu_grad_f32(v.assumingMemoryBound(to: Float.self), x.assumingMemoryBound(to: Float.self),
+                              out.assumingMemoryBound(to: Float.self), Int64(count), accumulate ? 1 : 0)
+        }
+        return true
+    }
 }
 
 /// Φ, the standard normal CDF: gelu's building block.

@@ -43,6 +43,58 @@ static inline float agk_expf(float x) {
     return (x >= -87.0f && x <= 88.0f) ? agk_exp_core(x) : expf(x);
 }
 
+/* erfc(x) for one float, without a libm call, so that loops using it (gelu, its derivative)
+ * vectorise: erfc(|x|) = t exp(-x^2 + P(t)), t = 1 / (1 + |x|/2), with P the degree-9
+ * Chebyshev fit of Numerical Recipes' erfcc (relative error below 1.2e-7 for every x >= 0),
+ * evaluated in float (vectorises), the exponent split so that its rounding error is put back
+ * by a first-order factor: the result keeps its relative accuracy far into the tail.
+ * erfc(-x) = 2 - erfc(x); nan stays nan. Within a few float ulp of the exact value. */
+static inline float agk_erfcf(float x) {
+#pragma clang fp contract(off)
+    float z = x < 0 ? -x : x;
+    z = z > 20.0f ? 20.0f : z;  /* erfc(20) is 0 in float; keeps inf out of the split below */
+    float t = 1.0f / (1.0f + 0.5f * z);
+    float p = 0.17087277f;
+    p = p * t - 0.82215223f;
+    p = p * t + 1.48851587f;
+    p = p * t - 1.13520398f;
+    p = p * t + 0.27886807f;
+    p = p * t - 0.18628806f;
+    p = p * t + 0.09678418f;
+    p = p * t + 0.37409196f;
+    p = p * t + 1.00002368f;
+    p = p * t - 1.26551223f;
+    /* The exponent a = P(t) - z^2 in float, split as z^2 = zh^2 + (z^2 - zh^2) with zh z's
+     * top 12 bits (zh^2 exact in float), so that its rounding error stays small far into the
+     * tail; below -87 (float's subnormal range) e^a = e^(a + 64) e^-64. */
+    float zh;
+    {
+        uint32_t bits;
+        memcpy(&bits, &z, sizeof bits);
+        bits &= 0xFFFFF000u;
+        memcpy(&zh, &bits, sizeof zh);
+    }
+    float zl = z - zh;
+    float big = -(zh * zh);                 /* exact */
+    float small = p - zl * (z + zh);        /* the rest: z^2 - zh^2 = zl (z + zh) */
+    float a = big + small;
+    float lost = (big - a) + small;         /* what the sum rounded off (|big| >= |small| mostly) */
+    a = a < -110.0f ? -110.0f : a;
+    int tail = a < -86.0f;
+    float e = agk_exp_core(tail ? a + 64.0f : a) * (1.0f + lost) * (tail ? 1.6038109e-28f : 1.0f);
+    float r = t * e;
+    float v = x < 0 ? 2.0f - r : r;
+    return x != x ? x : v;
+}
+
+/* gelu for float32, the same arithmetic as the engine's generic loops (so the fused and the
+ * recorded paths agree to the bit), vectorised: out[i] = x * erfc(-x / sqrt 2) / 2. */
+void agk_gelu_f32(const float *x, float *out, int64_t n);
+
+/* gelu's derivative applied to v: out[i] (+)= v * (erfc(-x / sqrt 2) / 2 + x * phi(x)), phi
+ * the normal density e^(-x^2/2) / sqrt(2 pi) (e^ as agk_expf). accumulate != 0 adds to out. */
+void agk_gelu_grad_f32(const float *v, const float *x, float *out, int64_t n, int accumulate);
+
 /* out[i] = e^x[i] for float32, within 2 ulp; inputs outside [-87, 88] and nan go to libm. */
 void agk_exp_f32(const float *x, float *out, int64_t n);
 
