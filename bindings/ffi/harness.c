@@ -2134,6 +2134,9 @@ static bool is_pair(const fsig_t *s, int i) {
     const param_t *q = &s->p[i + 1];
     if (q->ptr != 0 || q->code != 'L') return false;
     if (!p->cnst && find_htype(p->type)) return false;
+    /* an output pointer pairs only with a count (capacity, count, n...), not with a plain
+     * integer argument after it (ag_lr_warmup_cosine's `double *out, int64_t step`) */
+    if (!p->cnst && strcmp(q->name, "capacity") != 0 && strcmp(q->name, "count") != 0 && q->name[0] != 'n') return false;
     return true;
 }
 
