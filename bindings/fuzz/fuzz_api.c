@@ -241,7 +241,7 @@ static ag_dtype rd_dtype(Rd *r) {
     uint8_t b = u8(r);
     if (b < 120) return AG_FLOAT32;
     if (b < 244) return AG_FLOAT64;
-    static const ag_dtype bad[] = {0, 3, -1, INT32_MIN, INT32_MAX, 255};
+    static const ag_dtype bad[] = {0, 5, -1, INT32_MIN, INT32_MAX, 255}; /* 3 and 4 are AG_INT64 and AG_BOOL now (issue 18) */
     return bad[b % 6];
 }
 static bool dtype_ok(ag_dtype d) { return d == AG_FLOAT32 || d == AG_FLOAT64; }
@@ -5867,7 +5867,7 @@ static void i18_index(Rd *r) {
         result_any(s, out, dst);
         return;
     }
-    Info ii = info_any(i.h), ix = (which >= 4) ? ii : info_any(x.h);
+    Info ii = info_any(i.h), ix = which == 4 ? ii : info_any(x.h);
     if (ii.numel > CAP) return;
     switch (which) {
     case 0: { /* embedding(indices, weight) */
@@ -6568,7 +6568,8 @@ static void i18_train(Rd *r) {
         else if (step >= total) want = lo;
         else want = lo + (base - lo) * (1 + cos(3.14159265358979323846 * (double)(step - warm) / (double)(total - warm))) / 2;
         if (!(fabs(out - want) <= 1e-12 * (1 + fabs(want)))) fail("lr at step %lld is %.17g, the formula gives %.17g", (long long)step, out, want);
-        if (!(out >= lo - 1e-12 * (1 + lo) && out <= base * (1 + 1e-12))) fail("lr %.17g outside [%g, %g]", out, lo, base);
+        if (!((step < warm || out >= lo - 1e-12 * (1 + lo)) && out >= 0 && out <= base * (1 + 1e-12)))
+            fail("lr %.17g outside [%g, %g] (the warm-up may start below min_lr)", out, lo, base);
         return;
     }
     int n = (int)(u8(r) % 4);
