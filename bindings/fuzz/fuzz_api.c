@@ -6450,7 +6450,7 @@ static void i18_norm(Rd *r) {
             nins = 5;
             if ((rm.h == 0) != (rv.h == 0)) errs |= M_ARG;
             if (!training && !rm.h) errs |= M_ARG;
-            if (rm.h && rv.h && ix.nd >= 2 && (!shape_is(&im, cshape, 1) || !shape_is(&iv, cshape, 1))) errs |= M_SHAPE;
+            if (ix.nd >= 2 && ((rm.h && !shape_is(&im, cshape, 1)) || (rv.h && !shape_is(&iv, cshape, 1)))) errs |= M_SHAPE;
             if (rm.h && rm.h == rv.h) errs |= M_ARG;
             else if (rm.h && rv.h) maybe |= M_ARG; /* two handles may share values (views) */
             if (!isfinite(mom)) errs |= M_ARG;
