@@ -6365,6 +6365,11 @@ static void i18_pool(Rd *r) {
               (long long)kw, (long long)sh, (long long)sw, (long long)ph, (long long)pw, which == 1 ? (cip ? ", include pad" : ", exclude pad") : "");
         s = which == 0 ? ag_max_pool2d(&out, x.h, kh, kw, sh, sw, ph, pw) : ag_avg_pool2d(&out, x.h, kh, kw, sh, sw, ph, pw, cip);
     } else {
+#ifdef FUZZ_SKIP_KNOWN_BUGS
+        /* regressions/adaptive-avg-pool-huge-output-extent-aborts: the averaging matrices (out x
+         * extent doubles) are allocated before any size check, and a failed allocation aborts */
+        if (oh_a > 4096 || ow_a > 4096) return;
+#endif
         if (oh_a < 0 || ow_a < 0) errs |= M_ARG;
         else if (rank_ok) {
             on = (__int128)ix.shape[0] * ix.shape[1] * oh_a * ow_a;
