@@ -1141,7 +1141,7 @@ SIGNATURES.update({
 
 
 def _int_tensor(A, arr, dt):
-    arr = np.ascontiguousarray(np.asarray(arr, dtype=np.int64 if dt == AG_INT64 else np.uint8))
+    arr = np.array(arr, dtype=np.int64 if dt == AG_INT64 else np.uint8, order="C")  # (ascontiguousarray makes 0-d 1-d)
     shape = i64_array(arr.shape)
     return A.call("tensor_from_data", arr.ctypes.data_as(c_void_p), shape, arr.ndim, dt)
 
@@ -1340,8 +1340,12 @@ def g_pool(op):
 
 
 def _spread_ok(G, v, axes):
-    """Each normalised group's variance is not tiny against its mean square (cancellation)."""
+    """Groups of at least 3 elements (2 normalise to about +-1 whatever the input: a gradient of
+    rounding noise), whose variance is not tiny against their mean square (cancellation)."""
     v = np.asarray(v)
+    ax = tuple(range(v.ndim)) if axes is None else axes
+    if numel([v.shape[d] for d in ax]) < 3:
+        return False
     var, msq = np.var(v, axis=axes), np.mean(v * v, axis=axes)
     return bool(np.all(var >= 5e-2 * msq) and np.all(var > 1e-3))
 
@@ -1453,8 +1457,9 @@ GENERATORS.update(NEW_GENERATORS)
 OP_NAMES = sorted(GENERATORS)
 # Ops that end in a 0-d tensor are chosen less often, so that most graphs keep real tensors.
 # where is chosen more often: each use also draws one of the six comparisons.
-WEIGHTS = np.array([0.35 if o in ("dot", "cross_entropy", "mse_loss") else 2.5 if o == "where" else 1.0
-                    for o in OP_NAMES])
+# Issue 18's ops are chosen at half weight: the generator evaluates them through jax (slower).
+WEIGHTS = np.array([0.35 if o in ("dot", "cross_entropy", "mse_loss") else 2.5 if o == "where"
+                    else 0.5 if o in NEW_OPS else 1.0 for o in OP_NAMES])
 WEIGHTS /= WEIGHTS.sum()
 
 
