@@ -5750,6 +5750,11 @@ static void i18_convert(Rd *r) {
             errs |= M_ARG;
         }
         if (!fl) errs |= M_DTYPE;
+#ifdef FUZZ_SKIP_KNOWN_BUGS
+        /* regressions/topk-huge-empty-axis-aborts: a lane of `extent` Ints is allocated even when
+         * the tensor is empty, and a failed allocation aborts */
+        if (ax_ok && ia.shape[a0] > CAP) return;
+#endif
         bool nul_v = (f & 15) == 1, nul_i = (f & 15) == 2;
         if (nul_v || nul_i) errs |= M_ARG;
         g_op = "ag_topk";
