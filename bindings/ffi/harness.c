@@ -795,6 +795,12 @@ static const struct {
 };
 
 static int64_t g_float32, g_float64; /* AG_FLOAT32 / AG_FLOAT64 from the header */
+static int64_t g_int64 = -1, g_bool = -1; /* AG_INT64 / AG_BOOL, when the header has them */
+
+/* The element code of a tensor dtype (int64 'L', bool 'B', float32 'f', else float64 'd'). */
+static char dtype_code(int64_t dt) {
+    return dt == g_float32 ? 'f' : dt == g_int64 ? 'L' : dt == g_bool ? 'B' : 'd';
+}
 
 static void check_used_signatures(void) {
     for (size_t i = 0; i < sizeof k_used / sizeof k_used[0]; i++) {
@@ -818,6 +824,8 @@ static void check_used_signatures(void) {
     if (!f32 || !f64 || !find_const("AG_OK")) fatal("the header lacks AG_OK, AG_FLOAT32 or AG_FLOAT64");
     g_float32 = f32->value;
     g_float64 = f64->value;
+    if (find_const("AG_INT64")) g_int64 = find_const("AG_INT64")->value;
+    if (find_const("AG_BOOL")) g_bool = find_const("AG_BOOL")->value;
     if (!find_htype("ag_tensor")) fatal("the header has no handle type ag_tensor with ag_tensor_free");
 }
 
@@ -1042,6 +1050,8 @@ static int parse_dtype_name(const char *s, int32_t *dt) {
     int64_t v;
     if (strcmp(s, "float32") == 0) *dt = (int32_t)g_float32;
     else if (strcmp(s, "float64") == 0) *dt = (int32_t)g_float64;
+    else if (strcmp(s, "int64") == 0 && g_int64 >= 0) *dt = (int32_t)g_int64;
+    else if (strcmp(s, "bool") == 0 && g_bool >= 0) *dt = (int32_t)g_bool;
     else if (find_const(s)) *dt = (int32_t)find_const(s)->value;
     else if (parse_i64_literal(s, &v) == 0) *dt = (int32_t)v;
     else return -1;
@@ -2124,6 +2134,9 @@ static bool is_pair(const fsig_t *s, int i) {
     const param_t *q = &s->p[i + 1];
     if (q->ptr != 0 || q->code != 'L') return false;
     if (!p->cnst && find_htype(p->type)) return false;
+    /* an output pointer pairs only with a count (capacity, count, n...), not with a plain
+     * integer argument after it (ag_lr_warmup_cosine's `double *out, int64_t step`) */
+    if (!p->cnst && strcmp(q->name, "capacity") != 0 && strcmp(q->name, "count") != 0 && q->name[0] != 'n') return false;
     return true;
 }
 
@@ -2495,19 +2508,20 @@ static int exec_call(env_t *e, const stmt_t *st) {
     }
     if (rc == 0 && next < npos) rc = failf("%s: too many arguments ('%s')", s->name, pos[next]);
 
-    /* Typed data for `const void *` lists: float for AG_FLOAT32, double otherwise. */
+    /* Typed data for `const void *` lists: float for AG_FLOAT32, int64_t for AG_INT64, one byte
+     * for AG_BOOL, double otherwise. */
     for (int i = first; rc == 0 && i < s->np; i++) {
         arg_t *a = &args[i];
         if (!a->deferred_data) continue;
         char code = 'd';
         for (int j = 0; j < s->np; j++)
-            if (strcmp(s->p[j].type, "ag_dtype") == 0 && s->p[j].ptr == 0 && args[j].slot.i == g_float32) code = 'f';
+            if (strcmp(s->p[j].type, "ag_dtype") == 0 && s->p[j].ptr == 0) code = dtype_code(args[j].slot.i);
         a->buf = xcalloc((size_t)(a->list.n ? a->list.n : 1), code_size(code));
         a->slot.p = a->buf;
         for (int k = 0; rc == 0 && k < a->list.n; k++) {
             double d;
             if (parse_double(a->list.t[k], &d) != 0) rc = failf("'%s' is not a number", a->list.t[k]);
-            else store_elem(a->buf, k, code, d, 0, false);
+            else store_elem(a->buf, k, code, d, (int64_t)d, code == 'L' || code == 'B');
         }
     }
 
@@ -2751,7 +2765,7 @@ static int tensor_raw(uint64_t t, void **raw, int64_t *n, size_t *elsize) {
     int32_t dt, st;
     if ((st = api_numel(n, t))) return api_fail("ag_tensor_numel", st);
     if ((st = api_dtype(&dt, t))) return api_fail("ag_tensor_dtype", st);
-    *elsize = dt == g_float32 ? 4 : 8;
+    *elsize = code_size(dtype_code(dt));
     *raw = xcalloc((size_t)(*n ? *n : 1), *elsize);
     if ((st = call_status(F.copy_data, AV(raw, n, &dt, &t)))) {
         free(*raw);
@@ -2923,9 +2937,14 @@ static int exec_replay(env_t *e, const stmt_t *st) {
                 rc = failf("replay: placeholder %s is not an input of the case", cap->ins[j]);
                 break;
             }
+            char code = dtype_code(c->in[i].dtype);
             for (int64_t k = 0; k < c->in[i].numel; k++) {
+                if (code == 'L' || code == 'B') { /* indices and masks: the values rotated, still in range */
+                    vals[i][k] = g_input_values[i][(k + r) % c->in[i].numel];
+                    continue;
+                }
                 double v = g_input_values[i][k] * (1 + 0.3 * sin(1.3 * (double)k + 0.7 * (double)r + 0.9 * j));
-                vals[i][k] = c->in[i].dtype == g_float32 ? (double)(float)v : v;
+                vals[i][k] = code == 'f' ? (double)(float)v : v;
             }
         }
         if (rc == 0) rc = replay_round(cap, f, vals);
@@ -3189,7 +3208,9 @@ static int create_inputs_from(env_t *e, double **vals, double **out_vals, const 
         const double *src = vals ? vals[i] : in->fill == FILL_VALUES ? in->values : NULL;
         if (src) {
             void *data = xcalloc((size_t)(in->numel ? in->numel : 1), 8);
-            for (int64_t k = 0; k < in->numel; k++) store_elem(data, k, dt == g_float32 ? 'f' : 'd', src[k], 0, false);
+            char code = dtype_code(dt);
+            bool is_int = code == 'L' || code == 'B';
+            for (int64_t k = 0; k < in->numel; k++) store_elem(data, k, code, src[k], (int64_t)src[k], is_int);
             st = api_from_data(&h, data, shape, ndim, dt);
             free(data);
         } else if (in->fill == FILL_UNIFORM || in->fill == FILL_NORMAL) {

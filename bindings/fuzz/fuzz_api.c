@@ -241,7 +241,7 @@ static ag_dtype rd_dtype(Rd *r) {
     uint8_t b = u8(r);
     if (b < 120) return AG_FLOAT32;
     if (b < 244) return AG_FLOAT64;
-    static const ag_dtype bad[] = {0, 3, -1, INT32_MIN, INT32_MAX, 255};
+    static const ag_dtype bad[] = {0, 5, -1, INT32_MIN, INT32_MAX, 255}; /* 3 and 4 are AG_INT64 and AG_BOOL now (issue 18) */
     return bad[b % 6];
 }
 static bool dtype_ok(ag_dtype d) { return d == AG_FLOAT32 || d == AG_FLOAT64; }
@@ -5369,6 +5369,1287 @@ static void co_after_cleanup(void) {
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* Issue 18: integer tensors, generators, convolution, pooling, norms, attention, helpers     */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Opcode bytes 240..247 (the others keep their meaning) pick one of eight groups; within one,
+ * the next byte picks the call. Integer (int64 and bool) tensors live in a pool of their own,
+ * ipool, so that the models of the older ops (which read the float pool) stay as they were;
+ * the new ops take operands from both pools (an int tensor where a float one is wanted is
+ * AG_ERR_DTYPE) and generators from gens. Each model lists the errors the header gives for the
+ * arguments: with none, AG_OK (or AG_ERR_OUT_OF_MEMORY); with several, any of them (the header
+ * does not order them). */
+
+enum { NI = 4, NG = 2 };
+static ag_tensor ipool[NI];
+static ag_generator gens[NG];
+
+static bool dtype_any(ag_dtype d) { return dtype_ok(d) || d == AG_INT64 || d == AG_BOOL; }
+
+/* info_of for a tensor of any dtype (int64 and bool included). */
+static Info info_any(ag_tensor t) {
+    Info in;
+    memset(&in, 0, sizeof in);
+    const char *saved = g_op;
+    g_op = "info (ndim/shape/numel/dtype of a live handle of any dtype)";
+    if (chk(ag_tensor_ndim(&in.nd, t)) != AG_OK) fail("ag_tensor_ndim of a live handle %#llx", (unsigned long long)t);
+    if (in.nd < 0 || in.nd > AG_MAX_NDIM) fail("ndim %lld", (long long)in.nd);
+    if (chk(ag_tensor_shape(in.shape, MAXS, t)) != AG_OK) fail("ag_tensor_shape of a live handle");
+    if (chk(ag_tensor_numel(&in.numel, t)) != AG_OK) fail("ag_tensor_numel of a live handle");
+    if (chk(ag_tensor_dtype(&in.dtype, t)) != AG_OK) fail("ag_tensor_dtype of a live handle");
+    if (!dtype_any(in.dtype)) fail("dtype %d", (int)in.dtype);
+    if (chk(ag_tensor_requires_grad(&in.rg, t)) != AG_OK) fail("ag_tensor_requires_grad of a live handle");
+    if (!dtype_ok(in.dtype) && in.rg) fail("an int64 or bool tensor requires grad");
+    int64_t n = 0;
+    if (!numel_of(in.shape, in.nd, &n) || n != in.numel)
+        fail("numel %lld does not match the shape (rank %lld)", (long long)in.numel, (long long)in.nd);
+    g_op = saved;
+    return in;
+}
+
+/* Takes a handle of any dtype returned with AG_OK: float results go to the pool, int64 and bool
+ * ones to ipool (slot dst), or are freed at once when too large to keep. */
+static void take_any(ag_tensor t, uint8_t dst) {
+    if (t == SENT || t == 0) fail("AG_OK but no handle was written (%#llx)", (unsigned long long)t);
+    owned++;
+    Info in = info_any(t);
+    if (in.numel > CAP) {
+        free_tensor(t);
+        return;
+    }
+    if (dtype_ok(in.dtype)) {
+        owned--;
+        take(t, dst);
+        return;
+    }
+    int slot = dst % NI;
+    if (ipool[slot]) free_tensor(ipool[slot]);
+    ipool[slot] = t;
+    TRACE("    -> int slot %d = %#llx", slot, (unsigned long long)t);
+}
+
+/* result() for any dtype: a failed call wrote nothing, a successful one is taken. */
+static ag_status result_any(ag_status s, ag_tensor out, uint8_t dst) {
+    if (s != AG_OK) {
+        if (out != SENT) fail("the call failed (%s) but wrote %#llx to its output", ag_status_name(s), (unsigned long long)out);
+        return s;
+    }
+    take_any(out, dst);
+    return s;
+}
+
+/* An operand for the new ops: mostly a float pool tensor (or a bad handle, as pick_t), now and
+ * then an int64 or bool one. */
+static H pick_x(Rd *r) {
+    uint8_t b = u8(r);
+    if (b < 40) {
+        ag_tensor h = ipool[b % NI];
+        return (H){h, h == 0};
+    }
+    return pick_t(r);
+}
+
+/* An index or mask operand: mostly an ipool tensor, sometimes a float one or a bad handle. */
+static H pick_i(Rd *r) {
+    uint8_t b = u8(r);
+    if (b < 176) {
+        ag_tensor h = ipool[b % NI];
+        if (h) return (H){h, false};
+    }
+    return pick_t(r);
+}
+
+static H pick_g(Rd *r) {
+    uint8_t b = u8(r);
+    if (b < 216) {
+        ag_generator g = gens[b % NG];
+        return (H){g, g == 0};
+    }
+    switch (b % 4) {
+    case 0: return (H){0, true};
+    case 1: return (H){nstale ? stale[u8(r) % (nstale < NSTALE ? nstale : NSTALE)] : made_up(r), true};
+    case 2: { /* a tensor handle: the wrong kind */
+        ag_tensor h = pool[u8(r) % NT];
+        return (H){h ? h : made_up(r), true};
+    }
+    default: return (H){made_up(r), true};
+    }
+}
+
+/* Small parameters (kernel sizes, strides, ...): mostly 0..4, sometimes -2..-1 or extreme. */
+static int64_t rd_small(Rd *r) {
+    uint8_t b = u8(r);
+    if (b < 200) return b % 5;
+    if (b < 224) return (int64_t)(b % 3) - 2;
+    return rd_i64(r);
+}
+
+/* The values of a tensor of at most CAP elements as int64 (ints and bools) or double. */
+static int64_t ibuf[CAP + 64];
+static void read_ints(ag_tensor t, int64_t n) {
+    if (chk(ag_tensor_copy_data(ibuf, CAP, AG_INT64, t)) != AG_OK) fail("reading an int64/bool tensor as int64");
+    (void)n;
+}
+static void read_doubles(ag_tensor t) {
+    if (chk(ag_tensor_copy_data(dbuf, CAP, AG_FLOAT64, t)) != AG_OK) fail("reading a tensor as float64");
+}
+
+/* Whether the shape of a broadcast with `to` is `to` itself. */
+static bool broadcasts_to(const Info *a, const Info *to) {
+    if (a->nd > to->nd) return false;
+    for (int64_t i = 0; i < a->nd; i++) {
+        int64_t x = a->shape[a->nd - 1 - i], y = to->shape[to->nd - 1 - i];
+        if (x != 1 && x != y) return false;
+    }
+    return true;
+}
+
+/* The result's shape and dtype and the recording rule for a differentiable result of the float
+ * operands among ins (others are skipped). */
+static void check_float_result(ag_tensor out, const int64_t *shape, int64_t nd, ag_dtype dt, const H *ins, int n,
+                               bool diff, const char *what) {
+    owned++;
+    Info o = info_of(out);
+    if (shape) same_shape(&o, shape, nd, what);
+    if (o.dtype != dt) fail("%s: result dtype %d, expected %d", what, (int)o.dtype, (int)dt);
+    H fl[4];
+    int k = 0;
+    for (int i = 0; i < n && k < 4; i++)
+        if (!ins[i].bad && ins[i].h && dtype_ok(info_any(ins[i].h).dtype)) fl[k++] = ins[i];
+    check_recording(out, fl, k, diff);
+    owned--;
+}
+
+static void check_int_result(ag_tensor out, const int64_t *shape, int64_t nd, ag_dtype dt, const char *what) {
+    owned++;
+    Info o = info_any(out);
+    if (shape) same_shape(&o, shape, nd, what);
+    if (o.dtype != dt) fail("%s: result dtype %d, expected %d", what, (int)o.dtype, (int)dt);
+    if (o.rg) fail("%s: an integer result requires grad", what);
+    owned--;
+}
+
+/* errs: the errors that apply; the allowed statuses follow. */
+static unsigned allowed_of(unsigned errs) { return errs ? errs : M_OK | M_OOM; }
+
+/* ---- integer tensors: creation, conversion, argmax, topk, one_hot, comparisons ---- */
+
+static void i18_make(Rd *r) {
+    int64_t shape[MAXS] = {0}, nd = u8(r) % 4, n = 1;
+    for (int64_t i = 0; i < nd; i++) {
+        shape[i] = u8(r) % 5;
+        n *= shape[i];
+    }
+    uint8_t mode = u8(r) % 6, dst = u8(r);
+    int64_t lo = (int64_t)(u8(r) % 5) - 2, span = 1 + u8(r) % 8;
+    ag_tensor out = SENT;
+    ag_status s;
+    ag_dtype dt = (mode == 1 || mode == 4) ? AG_BOOL : AG_INT64;
+    switch (mode) {
+    case 0:
+    case 1: {
+        static int64_t iv[CAP];
+        static uint8_t bv[CAP];
+        for (int64_t i = 0; i < n; i++) {
+            iv[i] = (u8(r) & 15) == 0 ? rd_i64(r) : lo + (int64_t)(u8(r) % span);
+            bv[i] = u8(r) % 3 == 0 ? 0 : (uint8_t)(1 + u8(r) % 3); /* any non-zero byte reads as 1 */
+        }
+        g_op = "ag_tensor_from_data (int64 / bool)";
+        TRACE("ag_tensor_from_data(%s, %lld elements)", dt == AG_BOOL ? "bool" : "int64", (long long)n);
+        s = expect(ag_tensor_from_data(&out, mode == 0 ? (const void *)iv : (const void *)bv, shape, nd, dt), M_OK | M_OOM,
+                   "from_data of int64 / bool");
+        if (s == AG_OK && mode == 1 && n > 0) {
+            read_ints(out, n);
+            for (int64_t i = 0; i < n; i++)
+                if (ibuf[i] != (bv[i] != 0)) fail("a bool tensor from bytes reads %lld at %lld", (long long)ibuf[i], (long long)i);
+        }
+        break;
+    }
+    case 2: {
+        double v = (u8(r) & 3) == 0 ? rd_double(r) : (double)lo;
+        bool whole = isfinite(v) && v == floor(v) && fabs(v) < 9.2e18;
+        g_op = "ag_tensor_full (int64)";
+        TRACE("ag_tensor_full(int64, %g)", v);
+        s = expect(ag_tensor_full(&out, shape, nd, v, AG_INT64), whole ? M_OK | M_OOM : M_ARG, "full int64: a whole number");
+        break;
+    }
+    case 3: {
+        double a = (double)lo, b = (double)(lo + (int64_t)span), st = (u8(r) & 3) == 0 ? rd_double(r) : 1;
+        g_op = "ag_tensor_arange (int64)";
+        TRACE("ag_tensor_arange(%g, %g, %g, int64)", a, b, st);
+        bool whole = isfinite(st) && st == floor(st) && st != 0 && fabs(st) < 1e15;
+        s = expect(ag_tensor_arange(&out, a, b, st, AG_INT64), whole ? M_OK | M_OOM : M_ARG | M_OK, "arange int64");
+        break;
+    }
+    case 4:
+    default: {
+        /* comparisons of two ipool tensors: bool; sum of one: int64 */
+        H a = pick_i(r), b = pick_i(r);
+        bool sum = mode == 5;
+        g_op = sum ? "ag_sum (int64 / bool)" : "ag_lt (int64 / bool)";
+        if (a.bad || (!sum && b.bad)) {
+            s = sum ? ag_sum(&out, a.h, NULL, 0, false) : ag_lt(&out, a.h, b.h);
+            expect(s, M_INV, "a bad handle");
+            result_any(s, out, dst);
+            return;
+        }
+        Info ia = info_any(a.h), ib = sum ? ia : info_any(b.h);
+        TRACE("%s(%#llx, %#llx)", g_op, (unsigned long long)a.h, (unsigned long long)b.h);
+        if (sum) {
+            s = ag_sum(&out, a.h, NULL, 0, false);
+            expect(s, M_OK | M_OOM, "sum of any dtype");
+            if (s == AG_OK) {
+                ag_dtype want = dtype_ok(ia.dtype) ? ia.dtype : AG_INT64;
+                owned++;
+                Info o = info_any(out);
+                owned--;
+                if (o.dtype != want) fail("ag_sum of dtype %d gave dtype %d", (int)ia.dtype, (int)o.dtype);
+                if (ia.dtype == AG_BOOL && ia.numel <= CAP) {
+                    int64_t cnt = 0, got = -1;
+                    read_ints(a.h, ia.numel);
+                    for (int64_t i = 0; i < ia.numel; i++) cnt += ibuf[i] != 0;
+                    if (chk(ag_tensor_copy_data(&got, 1, AG_INT64, out)) != AG_OK) fail("reading a count");
+                    if (got != cnt) fail("ag_sum of a bool mask is %lld, counted %lld", (long long)got, (long long)cnt);
+                }
+            }
+            result_any(s, out, dst);
+            return;
+        }
+        const Info *both[2] = {&ia, &ib};
+        int64_t bs[MAXS], bnd = 0, bn = 0;
+        bool bc = broadcast(both, 2, bs, &bnd);
+        unsigned errs = 0;
+        if (!bc) errs |= M_SHAPE;
+        if (ia.dtype != ib.dtype) errs |= M_DTYPE;
+        if (bc && numel_of(bs, bnd, &bn) && bn > BIG) return;
+        s = expect(ag_lt(&out, a.h, b.h), allowed_of(errs), "lt of two int64 or two bool tensors: bool");
+        if (s == AG_OK) {
+            ag_dtype want = dtype_ok(ia.dtype) ? ia.dtype : AG_BOOL;
+            owned++;
+            Info o = info_any(out);
+            owned--;
+            same_shape(&o, bs, bnd, "comparison shape");
+            if (o.dtype != want) fail("ag_lt of dtype %d gave dtype %d", (int)ia.dtype, (int)o.dtype);
+        }
+        result_any(s, out, dst);
+        return;
+    }
+    }
+    result_any(s, out, dst);
+}
+
+static void i18_convert(Rd *r) {
+    H a = pick_x(r);
+    uint8_t which = u8(r) % 5, dst = u8(r);
+    ag_tensor out = SENT, idx = SENT;
+    ag_status s;
+    if (a.bad) {
+        g_op = "issue-18 op with a bad handle";
+        TRACE("to_dtype/argmax/topk/one_hot of a bad handle %#llx", (unsigned long long)a.h);
+        switch (which) {
+        case 0: s = ag_to_dtype(&out, a.h, AG_FLOAT64); break;
+        case 1: s = ag_argmax(&out, a.h, 0, false); break;
+        case 2: s = ag_argmin(&out, a.h, 0, true); break;
+        case 3: s = ag_topk(&out, &idx, a.h, 1, 0, true); break;
+        default: s = ag_one_hot(&out, a.h, 3, AG_FLOAT32); break;
+        }
+        expect(s, M_INV | M_ARG | M_SHAPE, "a bad handle");
+        if (idx != SENT) fail("a failed topk wrote its indices");
+        result_any(s, out, dst);
+        return;
+    }
+    Info ia = info_any(a.h);
+    bool fl = dtype_ok(ia.dtype);
+    switch (which) {
+    case 0: { /* to_dtype */
+        uint8_t d = u8(r);
+        ag_dtype dt = d < 240 ? (ag_dtype)(1 + d % 4) : (ag_dtype)rd_i64(r);
+        unsigned errs = dtype_any(dt) ? 0 : M_DTYPE;
+        bool maybe_arg = false;
+        if (!errs && dt == AG_INT64 && fl) {
+            if (ia.numel > CAP) return;
+            read_doubles(a.h);
+            for (int64_t i = 0; i < ia.numel; i++)
+                if (!isfinite(dbuf[i]) || dbuf[i] >= 9.3e18 || dbuf[i] <= -9.3e18) errs |= M_ARG;
+                else if (fabs(dbuf[i]) >= 9.2e18) maybe_arg = true;
+        }
+        g_op = "ag_to_dtype";
+        TRACE("ag_to_dtype(%#llx, %d)", (unsigned long long)a.h, (int)dt);
+        s = expect(ag_to_dtype(&out, a.h, dt), allowed_of(errs) | (maybe_arg ? M_ARG : 0),
+                   "to_dtype: a known dtype; to int64 finite values within int64");
+        if (s == AG_OK) {
+            /* to its own dtype: "a new handle to a's values" (maybe a itself: no recording check) */
+            if (dtype_ok(dt)) check_float_result(out, ia.shape, ia.nd, dt, &a, 1, fl && dt != ia.dtype, "to_dtype");
+            else check_int_result(out, ia.shape, ia.nd, dt, "to_dtype");
+            if (dt == AG_BOOL && ia.numel <= CAP && ia.numel > 0) {
+                owned++;
+                read_ints(out, ia.numel);
+                owned--;
+                for (int64_t i = 0; i < ia.numel; i++)
+                    if (ibuf[i] != 0 && ibuf[i] != 1) fail("to_dtype(bool) read as int64 gives %lld", (long long)ibuf[i]);
+            }
+        }
+        result_any(s, out, dst);
+        return;
+    }
+    case 1:
+    case 2: { /* argmax / argmin */
+        int64_t ax = rd_axis(r);
+        bool keep = bit(r);
+        unsigned errs = 0;
+        int64_t rank = ia.nd ? ia.nd : 1;
+        bool ax_ok = ax >= -rank && ax < rank;
+        if (!ax_ok) errs |= M_ARG;
+        if (!fl) errs |= M_DTYPE;
+        int64_t shape[MAXS], nd = 0;
+        if (ax_ok && ia.nd > 0) {
+            int64_t a0 = ax < 0 ? ax + ia.nd : ax;
+            if (ia.shape[a0] == 0) errs |= M_SHAPE;
+            for (int64_t i = 0; i < ia.nd; i++) {
+                if (i == a0 && !keep) continue;
+                shape[nd++] = i == a0 ? 1 : ia.shape[i];
+            }
+        } else if (ax_ok && keep) {
+            nd = 0; /* a 0-d input: keepdims keeps it 0-d (or gives rank 1: either) */
+        }
+        g_op = which == 1 ? "ag_argmax" : "ag_argmin";
+        TRACE("%s(%#llx, %lld, %d)", g_op, (unsigned long long)a.h, (long long)ax, keep);
+        s = which == 1 ? ag_argmax(&out, a.h, ax, keep) : ag_argmin(&out, a.h, ax, keep);
+        expect(s, allowed_of(errs), "argmax/argmin: a float tensor, an axis in range of non-zero extent");
+        if (s == AG_OK) {
+            check_int_result(out, ia.nd > 0 ? shape : NULL, nd, AG_INT64, g_op);
+            /* every index lies within the axis */
+            owned++;
+            Info o = info_any(out);
+            if (o.numel <= CAP && o.numel > 0) {
+                int64_t ext = ia.nd ? ia.shape[ax < 0 ? ax + ia.nd : ax] : 1;
+                read_ints(out, o.numel);
+                for (int64_t i = 0; i < o.numel; i++)
+                    if (ibuf[i] < 0 || ibuf[i] >= ext) fail("%s gave index %lld on an axis of %lld", g_op, (long long)ibuf[i], (long long)ext);
+            }
+            owned--;
+        }
+        result_any(s, out, dst);
+        return;
+    }
+    case 3: { /* topk */
+        int64_t k = rd_small(r), ax = rd_axis(r);
+        bool largest = bit(r);
+        uint8_t f = u8(r), dsti = u8(r);
+        unsigned errs = 0;
+        bool ax_ok = ia.nd > 0 && ax >= -ia.nd && ax < ia.nd;
+        if (ia.nd == 0) errs |= M_SHAPE | ((ax == 0 || ax == -1) && k >= 0 && k <= 1 ? 0 : M_ARG);
+        else if (!ax_ok) errs |= M_ARG;
+        int64_t shape[MAXS], a0 = 0;
+        if (ax_ok) {
+            a0 = ax < 0 ? ax + ia.nd : ax;
+            if (k < 0 || k > ia.shape[a0]) errs |= M_ARG;
+            memcpy(shape, ia.shape, sizeof shape);
+            shape[a0] = k;
+        } else if (k < 0) {
+            errs |= M_ARG;
+        }
+        if (!fl) errs |= M_DTYPE;
+#ifdef FUZZ_SKIP_KNOWN_BUGS
+        /* regressions/topk-huge-empty-axis-aborts: a lane of `extent` Ints is allocated even when
+         * the tensor is empty, and a failed allocation aborts */
+        if (ax_ok && ia.shape[a0] > CAP) return;
+#endif
+        bool nul_v = (f & 15) == 1, nul_i = (f & 15) == 2;
+        if (nul_v || nul_i) errs |= M_ARG;
+        g_op = "ag_topk";
+        TRACE("ag_topk(%#llx, k=%lld, axis=%lld, largest=%d%s)", (unsigned long long)a.h, (long long)k, (long long)ax,
+              largest, nul_v ? ", values NULL" : nul_i ? ", indices NULL" : "");
+        s = expect(ag_topk(nul_v ? NULL : &out, nul_i ? NULL : &idx, a.h, k, ax, largest), allowed_of(errs),
+                   "topk: k in 0..extent, an axis in range, a float tensor of rank >= 1, both outputs");
+        if (s != AG_OK) {
+            if (out != SENT || idx != SENT) fail("a failed topk wrote an output");
+            return;
+        }
+        check_float_result(out, shape, ia.nd, ia.dtype, &a, 1, true, "topk values");
+        check_int_result(idx, shape, ia.nd, AG_INT64, "topk indices");
+        /* values are in order, and equal the input at their indices (checked along a 1-D input) */
+        if (ia.nd == 1 && k > 0 && ia.numel <= CAP) {
+            static double x[CAP];
+            read_doubles(a.h);
+            memcpy(x, dbuf, sizeof(double) * (size_t)ia.numel);
+            owned += 2;
+            read_doubles(out);
+            read_ints(idx, k);
+            owned -= 2;
+            for (int64_t i = 0; i < k; i++) {
+                if (ibuf[i] < 0 || ibuf[i] >= ia.numel) fail("topk index %lld out of range", (long long)ibuf[i]);
+                double v = x[ibuf[i]];
+                if (!(v == dbuf[i] || (isnan(v) && isnan(dbuf[i])))) fail("topk value %g is not x[%lld] = %g", dbuf[i], (long long)ibuf[i], v);
+                if (i > 0 && !isnan(dbuf[i]) && !isnan(dbuf[i - 1]) && (largest ? dbuf[i] > dbuf[i - 1] : dbuf[i] < dbuf[i - 1]))
+                    fail("topk values out of order at %lld", (long long)i);
+#ifndef FUZZ_SKIP_KNOWN_BUGS
+                /* nan counts as the largest: first when largest, last (never before a number) when not */
+                if (i > 0 && !largest && isnan(dbuf[i - 1]) && !isnan(dbuf[i]))
+                    fail("topk(largest = false) put nan before %g (nan counts as the largest)", dbuf[i]);
+#endif
+            }
+        }
+        take_any(out, dst);
+        take_any(idx, dsti);
+        return;
+    }
+    default: { /* one_hot */
+        int64_t classes = (u8(r) & 7) == 0 ? rd_i64(r) : (int64_t)(u8(r) % 7) - 1;
+        uint8_t d = u8(r);
+        ag_dtype dt = d < 240 ? (ag_dtype)(1 + d % 4) : (ag_dtype)rd_i64(r);
+        unsigned errs = 0;
+        if (ia.dtype != AG_INT64) errs |= M_DTYPE;
+        if (!(dt == AG_FLOAT32 || dt == AG_FLOAT64 || dt == AG_INT64)) errs |= M_DTYPE;
+        if (classes < -1) errs |= M_ARG;
+        if (ia.nd + 1 > AG_MAX_NDIM) errs |= M_SHAPE;
+        int64_t c = classes;
+        if (ia.dtype == AG_INT64) {
+            if (ia.numel > CAP) return;
+            if (ia.numel > 0) read_ints(a.h, ia.numel);
+            if (classes == -1) {
+                if (ia.numel == 0) errs |= M_ARG;
+                int64_t m = -1;
+                for (int64_t i = 0; i < ia.numel; i++)
+                    if (ibuf[i] > m) m = ibuf[i];
+                c = m < INT64_MAX ? m + 1 : m;
+            }
+            for (int64_t i = 0; i < ia.numel; i++)
+                if (ibuf[i] < 0 || (c >= 0 && ibuf[i] >= c)) errs |= M_ARG;
+        }
+        int64_t on = 0;
+        if (!errs && c >= 0) {
+            if (__builtin_mul_overflow(ia.numel, c, &on)) errs |= M_SHAPE | M_OOM;
+            else if (!size_allowed(true, on)) return;
+            else if (on >= HUGE) errs |= M_OOM | M_SHAPE;
+        }
+        if (!errs && c < 0) return;
+        g_op = "ag_one_hot";
+        TRACE("ag_one_hot(%#llx, %lld, %d)", (unsigned long long)a.h, (long long)classes, (int)dt);
+        s = expect(ag_one_hot(&out, a.h, classes, dt), allowed_of(errs),
+                   "one_hot: int64 indices in 0..classes-1, classes >= -1, a float or int64 dtype");
+        if (s == AG_OK) {
+            int64_t shape[MAXS];
+            memcpy(shape, ia.shape, sizeof shape);
+            shape[ia.nd] = c;
+            if (dtype_ok(dt)) check_float_result(out, shape, ia.nd + 1, dt, &a, 0, false, "one_hot");
+            else check_int_result(out, shape, ia.nd + 1, dt, "one_hot");
+            if (on <= CAP && on > 0) {
+                owned++;
+                read_doubles(out);
+                owned--;
+                double total = 0;
+                for (int64_t i = 0; i < on; i++) total += dbuf[i];
+                if (total != (double)ia.numel) fail("one_hot has %g ones for %lld indices", total, (long long)ia.numel);
+            }
+        }
+        result_any(s, out, dst);
+        return;
+    }
+    }
+}
+
+/* ---- indices and masks: embedding, cross_entropy_labels, masked_fill, logical ops ---- */
+
+static void i18_index(Rd *r) {
+    uint8_t which = u8(r) % 6, dst = u8(r);
+    ag_tensor out = SENT;
+    ag_status s;
+    H i = pick_i(r), x = pick_x(r);
+    if (i.bad || (which != 4 && x.bad)) {
+        g_op = "issue-18 index op with a bad handle";
+        TRACE("embedding/cross_entropy_labels/masked_fill/logical of bad handles %#llx %#llx", (unsigned long long)i.h,
+              (unsigned long long)x.h);
+        switch (which) {
+        case 0: s = ag_embedding(&out, i.h, x.h); break;
+        case 1: s = ag_cross_entropy_labels(&out, x.h, i.h); break;
+        case 2: s = ag_masked_fill(&out, x.h, i.h, 1.0); break;
+        case 3: s = ag_logical_and(&out, i.h, x.h); break;
+        case 4: s = ag_logical_not(&out, i.h); break;
+        default: s = ag_logical_or(&out, i.h, x.h); break;
+        }
+        expect(s, M_INV | M_DTYPE | M_SHAPE | M_ARG, "a bad handle");
+        result_any(s, out, dst);
+        return;
+    }
+    Info ii = info_any(i.h), ix = which == 4 ? ii : info_any(x.h);
+    if (ii.numel > CAP) return;
+    switch (which) {
+    case 0: { /* embedding(indices, weight) */
+        unsigned errs = 0;
+        if (ii.dtype != AG_INT64) errs |= M_DTYPE;
+        if (!dtype_ok(ix.dtype)) errs |= M_DTYPE;
+        if (ix.nd != 2) errs |= M_SHAPE;
+        if (ii.nd + 1 > AG_MAX_NDIM) errs |= M_SHAPE;
+        if (ii.dtype == AG_INT64 && ix.nd == 2 && ii.numel > 0) {
+            read_ints(i.h, ii.numel);
+            for (int64_t k = 0; k < ii.numel; k++)
+                if (ibuf[k] < 0 || ibuf[k] >= ix.shape[0]) errs |= M_ARG;
+        }
+        int64_t shape[MAXS], on = 0;
+        memcpy(shape, ii.shape, sizeof shape);
+        if (ix.nd == 2) {
+            shape[ii.nd] = ix.shape[1];
+            if (__builtin_mul_overflow(ii.numel, ix.shape[1], &on) || (on > BIG && !errs)) return;
+        }
+        g_op = "ag_embedding";
+        TRACE("ag_embedding(%#llx, %#llx)", (unsigned long long)i.h, (unsigned long long)x.h);
+        s = expect(ag_embedding(&out, i.h, x.h), allowed_of(errs), "embedding: int64 indices in 0..V-1, a (V, D) float weight");
+        if (s == AG_OK) check_float_result(out, shape, ii.nd + 1, ix.dtype, &x, 1, true, "embedding");
+        break;
+    }
+    case 1: { /* cross_entropy_labels(logits, labels) */
+        unsigned errs = 0;
+        if (ii.dtype != AG_INT64) errs |= M_DTYPE;
+        if (!dtype_ok(ix.dtype)) errs |= M_DTYPE;
+        if (ix.nd != 2) errs |= M_SHAPE;
+        else if (ii.nd != 1 || ii.shape[0] != ix.shape[0]) errs |= M_SHAPE;
+        if (ii.dtype == AG_INT64 && ix.nd == 2 && ii.numel > 0) {
+            read_ints(i.h, ii.numel);
+            for (int64_t k = 0; k < ii.numel; k++)
+                if (ibuf[k] < 0 || ibuf[k] >= ix.shape[1]) errs |= M_ARG;
+        }
+        if (ix.numel > BIG) return;
+        g_op = "ag_cross_entropy_labels";
+        TRACE("ag_cross_entropy_labels(%#llx, %#llx)", (unsigned long long)x.h, (unsigned long long)i.h);
+        s = expect(ag_cross_entropy_labels(&out, x.h, i.h), allowed_of(errs),
+                   "cross_entropy_labels: (N, C) float logits, (N) int64 labels in 0..C-1");
+        if (s == AG_OK) check_float_result(out, NULL, 0, ix.dtype, &x, 1, true, "cross_entropy_labels");
+        break;
+    }
+    case 2: { /* masked_fill(a, mask, value) */
+        double v = rd_double(r);
+        unsigned errs = 0;
+        if (!dtype_ok(ix.dtype)) errs |= M_DTYPE;
+        if (!broadcasts_to(&ii, &ix)) errs |= M_SHAPE;
+        g_op = "ag_masked_fill";
+        TRACE("ag_masked_fill(%#llx, %#llx, %g)", (unsigned long long)x.h, (unsigned long long)i.h, v);
+        s = expect(ag_masked_fill(&out, x.h, i.h, v), allowed_of(errs), "masked_fill: a mask broadcasting to a float a");
+        if (s == AG_OK) check_float_result(out, ix.shape, ix.nd, ix.dtype, &x, 1, true, "masked_fill");
+        break;
+    }
+    default: { /* logical_and / not / or: any dtypes */
+        const Info *both[2] = {&ii, &ix};
+        int64_t bs[MAXS], bnd = 0, bn = 0;
+        bool bc = broadcast(both, 2, bs, &bnd);
+        if (bc && numel_of(bs, bnd, &bn) && bn > BIG) return;
+        g_op = which == 3 ? "ag_logical_and" : which == 4 ? "ag_logical_not" : "ag_logical_or";
+        TRACE("%s(%#llx, %#llx)", g_op, (unsigned long long)i.h, (unsigned long long)x.h);
+        if (which == 4) {
+            s = expect(ag_logical_not(&out, i.h), M_OK | M_OOM, "logical_not of any dtype");
+            if (s == AG_OK) check_int_result(out, ii.shape, ii.nd, AG_BOOL, g_op);
+        } else {
+            s = which == 3 ? ag_logical_and(&out, i.h, x.h) : ag_logical_or(&out, i.h, x.h);
+            expect(s, bc ? M_OK | M_OOM : M_SHAPE, "logical and/or: shapes that broadcast");
+            if (s == AG_OK) check_int_result(out, bs, bnd, AG_BOOL, g_op);
+        }
+        break;
+    }
+    }
+    result_any(s, out, dst);
+}
+
+/* ---- generators, random creators, dropout, multinomial ---- */
+
+static void i18_random(Rd *r) {
+    uint8_t which = u8(r) % 10, dst = u8(r);
+    ag_tensor out = SENT;
+    ag_status s;
+    switch (which) {
+    case 0: { /* new */
+        int slot = u8(r) % NG;
+        uint64_t seed = (u8(r) & 3) == 0 ? u64(r) : u8(r);
+        ag_generator g = SENT;
+        g_op = "ag_generator_new";
+        TRACE("ag_generator_new(%llu) -> gen slot %d", (unsigned long long)seed, slot);
+        if ((dst & 31) == 0) {
+            expect(ag_generator_new(NULL, seed), M_ARG, "out NULL");
+            return;
+        }
+        s = expect(ag_generator_new(&g, seed), M_OK | M_OOM, "a new generator");
+        if (s != AG_OK) {
+            if (g != SENT) fail("a failed ag_generator_new wrote its output");
+            return;
+        }
+        if (g == 0 || g == SENT) fail("ag_generator_new gave no handle");
+        owned++;
+        if (gens[slot]) {
+            expect(ag_generator_free(gens[slot]), M_OK, "free a live generator");
+            owned--;
+            remember_stale(gens[slot]);
+        }
+        gens[slot] = g;
+        return;
+    }
+    case 1: { /* free, of a live slot or a bad handle */
+        H g = pick_g(r);
+        g_op = "ag_generator_free";
+        TRACE("ag_generator_free(%#llx)%s", (unsigned long long)g.h, g.bad ? " [bad]" : "");
+        s = expect(ag_generator_free(g.h), g.h == 0 ? M_OK : g.bad ? M_INV : M_OK, "free a generator (0 does nothing)");
+        if (s == AG_OK && g.h) {
+            for (int k = 0; k < NG; k++)
+                if (gens[k] == g.h) gens[k] = 0;
+            owned--;
+            remember_stale(g.h);
+        }
+        return;
+    }
+    case 2: { /* state: get, draw, set back, draw again: the same values */
+        H g = pick_g(r);
+        uint64_t st = 0x5EA7;
+        g_op = "ag_generator_get_state";
+        TRACE("ag_generator_get_state / set_state(%#llx)%s", (unsigned long long)g.h, g.bad ? " [bad]" : "");
+        s = expect(ag_generator_get_state(&st, g.h), g.bad ? M_INV : M_OK, "get_state");
+        if (s != AG_OK) {
+            if (st != 0x5EA7) fail("a failed get_state wrote its output");
+            expect(ag_generator_set_state(g.h, u64(r)), M_INV, "set_state of a bad handle");
+            return;
+        }
+        expect(ag_generator_get_state(NULL, g.h), M_ARG, "get_state(NULL)");
+        int64_t shape[1] = {1 + u8(r) % 8};
+        ag_tensor a = SENT, b = SENT;
+        g_op = "ag_random_uniform (twice from one state)";
+        if (expect(ag_random_uniform(&a, shape, 1, 0, 1, g.h, AG_FLOAT64), M_OK | M_OOM, "uniform") != AG_OK) return;
+        owned++;
+        if (bit(r)) expect(ag_generator_set_state(g.h, st), M_OK, "set_state");
+        else expect(ag_generator_set_state(g.h, u64(r)), M_OK, "set_state to any word");
+        uint64_t st2 = 0;
+        expect(ag_generator_get_state(&st2, g.h), M_OK, "get_state");
+        if (expect(ag_random_uniform(&b, shape, 1, 0, 1, g.h, AG_FLOAT64), M_OK | M_OOM, "uniform") == AG_OK) {
+            owned++;
+            static double va[8];
+            read_doubles(a);
+            memcpy(va, dbuf, sizeof va);
+            read_doubles(b);
+            for (int64_t k = 0; st2 == st && k < shape[0]; k++)
+                if (va[k] != dbuf[k]) fail("draws after set_state to the same state differ at %lld", (long long)k);
+            for (int64_t k = 0; k < shape[0]; k++)
+                if (!(dbuf[k] >= 0 && dbuf[k] < 1)) fail("a uniform value %g outside [0, 1)", dbuf[k]);
+            free_tensor(b);
+        }
+        free_tensor(a);
+        return;
+    }
+    case 3:
+    case 4:
+    case 5: { /* random_uniform / random_normal / randint */
+        int64_t shape[MAXS], nd;
+        int cls = rd_shape(r, shape, &nd);
+        H g = pick_g(r);
+        double lo = rd_double(r), hi = rd_double(r);
+        if (bit(r)) {
+            lo = (double)(int64_t)(u8(r) % 7) - 3;
+            hi = lo + (double)(u8(r) % 5);
+        }
+        ag_dtype dt = which == 5 ? AG_INT64 : (u8(r) < 232 ? (ag_dtype)(1 + u8(r) % 2) : (ag_dtype)(1 + u8(r) % 5));
+        unsigned errs = 0;
+        if (cls == SH_BAD) errs |= (nd < 0 || nd > AG_MAX_NDIM) ? M_ARG : M_SHAPE | M_OOM;
+        else if (cls == SH_HUGE) errs |= M_OOM | M_SHAPE;
+        else if (cls == SH_ODD) errs |= M_SHAPE | M_OOM; /* or 0 elements */
+        if (g.bad) errs |= M_INV;
+        unsigned maybe = cls == SH_ODD ? M_OK : 0;
+        const char *name;
+        if (which == 3) {
+            name = "ag_random_uniform";
+            if (!dtype_ok(dt)) errs |= M_DTYPE;
+            if (!(lo <= hi) || !isfinite(lo) || !isfinite(hi)) errs |= M_ARG;
+        } else if (which == 4) {
+            name = "ag_random_normal";
+            if (!dtype_ok(dt)) errs |= M_DTYPE;
+            if (hi < 0 || isnan(hi)) errs |= M_ARG;
+            if (!isfinite(lo) || !isfinite(hi)) maybe |= M_ARG | (errs ? 0 : M_OK | M_OOM);
+        } else {
+            name = "ag_randint";
+        }
+        int64_t ilo = (int64_t)(isfinite(lo) && fabs(lo) < 1e18 ? lo : -1), ihi = (int64_t)(isfinite(hi) && fabs(hi) < 1e18 ? hi : 1);
+        if (which == 5) {
+            if ((u8(r) & 7) == 0) ilo = rd_i64(r), ihi = rd_i64(r);
+            if (ilo >= ihi) errs |= M_ARG;
+        }
+        g_op = name;
+        TRACE("%s(rank %lld, %g, %g, g=%#llx, dtype %d)%s", name, (long long)nd, lo, hi, (unsigned long long)g.h, (int)dt,
+              g.bad ? " [bad]" : "");
+        if (which == 3) s = ag_random_uniform(&out, shape, nd, lo, hi, g.h, dt);
+        else if (which == 4) s = ag_random_normal(&out, shape, nd, lo, hi, g.h, dt);
+        else s = ag_randint(&out, shape, nd, ilo, ihi, g.h);
+        expect(s, allowed_of(errs) | maybe, "random creator: shape, bounds, generator, dtype");
+        if (s == AG_OK) {
+            owned++;
+            Info o = info_any(out);
+            if (cls == SH_SANE) same_shape(&o, shape, nd, name);
+            if (o.rg) fail("%s: a new leaf requires grad", name);
+            if (which == 5 && o.dtype != AG_INT64) fail("randint gave dtype %d", (int)o.dtype);
+            if (which == 5 && o.numel <= CAP && o.numel > 0) {
+                read_ints(out, o.numel);
+                for (int64_t k = 0; k < o.numel; k++)
+                    if (ibuf[k] < ilo || ibuf[k] >= ihi) fail("randint(%lld, %lld) gave %lld", (long long)ilo, (long long)ihi, (long long)ibuf[k]);
+            }
+            owned--;
+        }
+        result_any(s, out, dst);
+        return;
+    }
+    case 6: { /* randperm */
+        int64_t n = (u8(r) & 7) == 0 ? rd_i64(r) : u8(r) % 40;
+        H g = pick_g(r);
+        unsigned errs = (n < 0 || n > ((int64_t)1 << 40)) ? M_ARG : 0;
+        if (g.bad) errs |= M_INV;
+        if (!errs && n > BIG) return;
+        g_op = "ag_randperm";
+        TRACE("ag_randperm(%lld, %#llx)", (long long)n, (unsigned long long)g.h);
+        s = expect(ag_randperm(&out, n, g.h), allowed_of(errs), "randperm: 0 <= n <= 2^40, a live generator");
+        if (s == AG_OK) {
+            int64_t shape[1] = {n};
+            check_int_result(out, shape, 1, AG_INT64, "randperm");
+            if (n > 0 && n <= CAP) {
+                static bool seen[CAP];
+                memset(seen, 0, sizeof seen);
+                owned++;
+                read_ints(out, n);
+                owned--;
+                for (int64_t k = 0; k < n; k++) {
+                    if (ibuf[k] < 0 || ibuf[k] >= n || seen[ibuf[k]]) fail("randperm(%lld) is not a permutation", (long long)n);
+                    seen[ibuf[k]] = true;
+                }
+            }
+        }
+        result_any(s, out, dst);
+        return;
+    }
+    case 7: { /* multinomial */
+        H w = pick_x(r), g = pick_g(r);
+        int64_t samples = (u8(r) & 7) == 0 ? rd_i64(r) : u8(r) % 6;
+        bool repl = bit(r);
+        if (w.bad || g.bad) {
+            g_op = "ag_multinomial";
+            s = ag_multinomial(&out, w.h, samples, repl, g.h);
+            expect(s, M_INV | M_ARG | M_SHAPE | M_DTYPE, "a bad handle");
+            result_any(s, out, dst);
+            return;
+        }
+        Info iw = info_any(w.h);
+        unsigned errs = 0;
+        if (samples < 0) errs |= M_ARG;
+        if (!dtype_ok(iw.dtype)) errs |= M_DTYPE;
+        if (iw.nd != 1 && iw.nd != 2) errs |= M_SHAPE;
+        int64_t C = iw.nd >= 1 ? iw.shape[iw.nd - 1] : 0, rows = iw.nd == 2 ? iw.shape[0] : 1;
+        if ((iw.nd == 1 || iw.nd == 2) && C == 0) errs |= M_SHAPE;
+        if (dtype_ok(iw.dtype) && (iw.nd == 1 || iw.nd == 2) && C > 0 && iw.numel <= CAP && iw.numel > 0) {
+            read_doubles(w.h);
+            for (int64_t q = 0; q < rows; q++) {
+                int64_t pos = 0;
+                for (int64_t c = 0; c < C; c++) {
+                    double v = dbuf[q * C + c];
+                    if (!isfinite(v) || v < 0) errs |= M_ARG;
+                    else if (v > 0) pos++;
+                }
+                if (pos == 0) errs |= M_ARG;
+                if (!repl && samples > pos) errs |= M_ARG;
+            }
+        }
+        int64_t on = 0;
+        if (!errs && (__builtin_mul_overflow(rows, samples, &on) || on > BIG)) return;
+        g_op = "ag_multinomial";
+        TRACE("ag_multinomial(%#llx, %lld, %d, %#llx)", (unsigned long long)w.h, (long long)samples, repl, (unsigned long long)g.h);
+        s = expect(ag_multinomial(&out, w.h, samples, repl, g.h), allowed_of(errs),
+                   "multinomial: (C) or (N, C) finite weights >= 0, a positive one per row, samples >= 0");
+        if (s == AG_OK) {
+            int64_t shape[2] = {rows, samples};
+            check_int_result(out, iw.nd == 2 ? shape : shape + 1, iw.nd, AG_INT64, "multinomial");
+            if (on > 0 && on <= CAP) {
+                static double wv[CAP];
+                memcpy(wv, dbuf, sizeof(double) * (size_t)iw.numel);
+                owned++;
+                read_ints(out, on);
+                owned--;
+                for (int64_t q = 0; q < rows; q++)
+                    for (int64_t k = 0; k < samples; k++) {
+                        int64_t c = ibuf[q * samples + k];
+                        if (c < 0 || c >= C || !(wv[q * C + c] > 0)) fail("multinomial drew category %lld of weight 0 or outside", (long long)c);
+                        for (int64_t j = 0; !repl && j < k; j++)
+                            if (ibuf[q * samples + j] == c) fail("multinomial without replacement drew %lld twice", (long long)c);
+                    }
+            }
+        }
+        result_any(s, out, dst);
+        return;
+    }
+    default: { /* dropout */
+        H a = pick_x(r), g = pick_g(r);
+        double p = (u8(r) & 3) == 0 ? rd_double(r) : (double)(u8(r) % 5) / 4.0;
+        bool training = u8(r) % 4 != 0;
+        unsigned errs = 0;
+        Info ia = {0};
+        if (a.bad) errs |= M_INV;
+        else ia = info_any(a.h);
+        if (g.bad) errs |= M_INV;
+        if (!(p >= 0 && p <= 1)) errs |= M_ARG;
+        if (!a.bad && !dtype_ok(ia.dtype)) errs |= M_DTYPE;
+        if (!a.bad && ia.numel > BIG) return;
+        g_op = "ag_dropout";
+        TRACE("ag_dropout(%#llx, %g, %d, %#llx)", (unsigned long long)a.h, p, training, (unsigned long long)g.h);
+        s = expect(ag_dropout(&out, a.h, p, training, g.h), allowed_of(errs), "dropout: p in [0, 1], a float tensor, a generator");
+        if (s == AG_OK) {
+            bool identity = !(training && p > 0);
+            owned++;
+            Info o = info_of(out);
+            same_shape(&o, ia.shape, ia.nd, "dropout");
+            if (o.dtype != ia.dtype) fail("dropout changed the dtype");
+            if (!identity) check_recording(out, &a, 1, true);
+            /* each element is 0 or x / (1 - p) */
+            if (ia.numel > 0 && ia.numel <= CAP) {
+                static double x[CAP];
+                read_doubles(a.h);
+                memcpy(x, dbuf, sizeof(double) * (size_t)ia.numel);
+                read_doubles(out);
+                double sc = identity ? 1 : p < 1 ? 1 / (1 - p) : 0;
+                for (int64_t k = 0; k < ia.numel; k++) {
+                    double want = x[k] * sc, got = dbuf[k];
+                    double tiny = ia.dtype == AG_FLOAT32 ? 1e-37 : 1e-300;
+                    bool ok = got == 0 || (isnan(want) && isnan(got)) || fabs(got - want) <= 1e-6 * fabs(want) + tiny ||
+                              (isinf(want) && got == want) || (isinf(got) && fabs(want) > 3.4e38 && ia.dtype == AG_FLOAT32);
+                    if (identity && !(got == x[k] || (isnan(got) && isnan(x[k])))) ok = false;
+                    if (!ok) fail("dropout(p = %g, training %d) gave %g for %g", p, training, got, x[k]);
+                }
+            }
+            owned--;
+        }
+        result_any(s, out, dst);
+        return;
+    }
+    }
+}
+
+/* ---- convolution and pooling ---- */
+
+/* floor((in + 2 pad - span) / stride) + 1 in 128 bits; < 1 when the window does not fit. */
+static __int128 out_extent(int64_t in, int64_t pad, __int128 span, int64_t stride) {
+    __int128 padded = (__int128)in + 2 * (__int128)pad;
+    if (padded < span || stride < 1) return 0;
+    return (padded - span) / stride + 1;
+}
+
+static void i18_conv(Rd *r) {
+    bool one = u8(r) % 3 == 0; /* conv1d */
+    H x = pick_x(r), w = pick_x(r), b = pick_x(r);
+    if ((u8(r) & 1) || b.h == 0) b = (H){0, false};
+    int64_t sh = 1 + u8(r) % 2, sw = 1 + u8(r) % 3, ph = u8(r) % 3, pw = u8(r) % 3, dh = 1 + u8(r) % 2, dw = 1 + u8(r) % 2,
+            groups = 1 + u8(r) % 3;
+    uint8_t odd = u8(r), dst = u8(r);
+    switch (odd % 16) { /* now and then a parameter out of range or extreme */
+    case 0: sh = rd_small(r); break;
+    case 1: pw = rd_i64(r); break;
+    case 2: dw = rd_i64(r); break;
+    case 3: groups = rd_i64(r); break;
+    case 4: ph = rd_i64(r); break;
+    case 5: sw = rd_i64(r); break;
+    default: break;
+    }
+    if (one) sh = 1, ph = 0, dh = 1;
+    bool nul = (dst & 63) == 0;
+    unsigned errs = 0;
+    if (x.bad || w.bad || b.bad) {
+        g_op = one ? "ag_conv1d" : "ag_conv2d";
+        TRACE("%s with a bad handle", g_op);
+        ag_tensor out = SENT;
+        ag_status s = one ? ag_conv1d(&out, x.h, w.h, b.h, sw, pw, dw, groups)
+                          : ag_conv2d(&out, x.h, w.h, b.h, sh, sw, ph, pw, dh, dw, groups);
+        expect(s, M_INV | M_ARG, "a bad handle");
+        result_any(s, out, dst);
+        return;
+    }
+    Info ix = info_any(x.h), iw = info_any(w.h), ib = {0};
+    if (b.h) ib = info_any(b.h);
+    int rank = one ? 3 : 4;
+    if (sh < 1 || sw < 1 || dh < 1 || dw < 1 || ph < 0 || pw < 0 || groups < 1) errs |= M_ARG;
+    if (!dtype_ok(ix.dtype) || !dtype_ok(iw.dtype) || iw.dtype != ix.dtype || (b.h && ib.dtype != ix.dtype)) errs |= M_DTYPE;
+    int64_t shape[4] = {0, 0, 0, 0};
+    __int128 on = 0;
+    if (ix.nd != rank || iw.nd != rank) {
+        errs |= M_SHAPE;
+        if (iw.nd == rank && (iw.shape[rank - 1] == 0 || (!one && iw.shape[2] == 0))) errs |= M_ARG;
+    } else {
+        int64_t N = ix.shape[0], C = ix.shape[1], H = one ? 1 : ix.shape[2], W = ix.shape[rank - 1];
+        int64_t O = iw.shape[0], Cg = iw.shape[1], kH = one ? 1 : iw.shape[2], kW = iw.shape[rank - 1];
+        if (kH == 0 || kW == 0) errs |= M_ARG;
+        if (groups >= 1 && (C % groups || O % groups || Cg != C / groups)) errs |= M_SHAPE;
+        if (b.h && (ib.nd != 1 || ib.shape[0] != O)) errs |= M_SHAPE;
+        if (H == 0 || W == 0) errs |= M_SHAPE;
+        if (dh >= 1 && dw >= 1 && ph >= 0 && pw >= 0 && sh >= 1 && sw >= 1 && kH > 0 && kW > 0) {
+            __int128 spanh = (__int128)dh * (kH - 1) + 1, spanw = (__int128)dw * (kW - 1) + 1;
+            __int128 oh = out_extent(H, ph, spanh, sh), ow = out_extent(W, pw, spanw, sw);
+            if (oh < 1 || ow < 1) errs |= M_SHAPE;
+            else if (oh > INT64_MAX || ow > INT64_MAX) errs |= M_SHAPE | M_OOM;
+            else {
+                on = (__int128)N * O * oh * ow;
+                __int128 work = (__int128)N * oh * ow * (Cg ? Cg : 1) * kH * kW;
+                shape[0] = N, shape[1] = O, shape[2] = (int64_t)oh, shape[3] = (int64_t)ow;
+                if (one) shape[2] = (int64_t)ow;
+                int64_t cnt;
+                if (on > INT64_MAX || !numel_of(shape, rank, &cnt)) errs |= M_SHAPE | M_OOM;
+                else if (!errs && (on > BIG || work > ((int64_t)1 << 22)) && on < HUGE) return;
+                else if (on >= HUGE) errs |= M_OOM | M_SHAPE;
+            }
+        }
+    }
+    if (nul) errs |= M_ARG;
+    ag_tensor out = SENT;
+    g_op = one ? "ag_conv1d" : "ag_conv2d";
+    TRACE("%s(%#llx, %#llx, %#llx, stride %lld,%lld pad %lld,%lld dil %lld,%lld groups %lld)%s", g_op,
+          (unsigned long long)x.h, (unsigned long long)w.h, (unsigned long long)b.h, (long long)sh, (long long)sw,
+          (long long)ph, (long long)pw, (long long)dh, (long long)dw, (long long)groups, nul ? " out NULL" : "");
+    ag_status s = one ? ag_conv1d(nul ? NULL : &out, x.h, w.h, b.h, sw, pw, dw, groups)
+                      : ag_conv2d(nul ? NULL : &out, x.h, w.h, b.h, sh, sw, ph, pw, dh, dw, groups);
+    expect(s, allowed_of(errs), "convolution: ranks, groups, a kernel that fits, parameters in range, one float dtype");
+    if (s == AG_OK) {
+        H ins[3] = {x, w, b};
+        check_float_result(out, shape, rank, ix.dtype, ins, b.h ? 3 : 2, true, g_op);
+    }
+    result_any(s, out, dst);
+}
+
+static void i18_pool(Rd *r) {
+    uint8_t which = u8(r) % 3, dst = u8(r);
+    H x = pick_x(r);
+    int64_t kh = 1 + u8(r) % 3, kw = 1 + u8(r) % 3, sh = u8(r) % 3, sw = sh ? 1 + u8(r) % 2 : 0, ph = u8(r) % 2, pw = u8(r) % 2;
+    bool cip = bit(r);
+    uint8_t odd = u8(r);
+    switch (odd % 12) {
+    case 0: kh = rd_small(r); break;
+    case 1: sw = rd_small(r); break;
+    case 2: ph = rd_small(r); break;
+    case 3: pw = rd_i64(r); break;
+    case 4: kw = rd_i64(r); break;
+    case 5: sh = rd_i64(r); break;
+    default: break;
+    }
+    int64_t oh_a = (u8(r) & 7) == 0 ? rd_i64(r) : u8(r) % 4, ow_a = (u8(r) & 7) == 0 ? rd_i64(r) : u8(r) % 4;
+    ag_tensor out = SENT;
+    ag_status s;
+    static const char *names[] = {"ag_max_pool2d", "ag_avg_pool2d", "ag_adaptive_avg_pool2d"};
+    g_op = names[which];
+    if (x.bad) {
+        TRACE("%s of a bad handle", g_op);
+        s = which == 0 ? ag_max_pool2d(&out, x.h, kh, kw, sh, sw, ph, pw)
+            : which == 1 ? ag_avg_pool2d(&out, x.h, kh, kw, sh, sw, ph, pw, cip)
+                         : ag_adaptive_avg_pool2d(&out, x.h, oh_a, ow_a);
+        expect(s, M_INV | M_ARG, "a bad handle");
+        result_any(s, out, dst);
+        return;
+    }
+    Info ix = info_any(x.h);
+    unsigned errs = 0;
+    if (!dtype_ok(ix.dtype)) errs |= M_DTYPE;
+    int64_t shape[4] = {0, 0, 0, 0};
+    bool rank_ok = ix.nd == 4;
+    if (!rank_ok) errs |= M_SHAPE;
+    else {
+        shape[0] = ix.shape[0], shape[1] = ix.shape[1];
+        if (ix.shape[2] == 0 || ix.shape[3] == 0) errs |= M_SHAPE;
+    }
+    __int128 on = 0;
+    if (which < 2) {
+        if (kh < 1 || kw < 1 || sh < 0 || sw < 0 || (sh == 0) != (sw == 0) || ph < 0 || pw < 0) errs |= M_ARG;
+        if (kh >= 1 && kw >= 1 && (ph > kh / 2 || pw > kw / 2)) errs |= M_ARG;
+        int64_t esh = sh == 0 ? kh : sh, esw = sw == 0 ? kw : sw;
+        if (rank_ok && kh >= 1 && kw >= 1 && esh >= 1 && esw >= 1 && ph >= 0 && pw >= 0) {
+            __int128 oh = out_extent(ix.shape[2], ph, kh, esh), ow = out_extent(ix.shape[3], pw, kw, esw);
+            if (oh < 1 || ow < 1) errs |= M_SHAPE;
+            else if (oh > INT64_MAX || ow > INT64_MAX) errs |= M_SHAPE | M_OOM;
+            else {
+                on = (__int128)ix.shape[0] * ix.shape[1] * oh * ow;
+                __int128 work = on * kh * kw;
+                shape[2] = (int64_t)oh, shape[3] = (int64_t)ow;
+                int64_t cnt;
+                if (on > INT64_MAX || !numel_of(shape, 4, &cnt)) errs |= M_SHAPE | M_OOM;
+                else if (!errs && (on > BIG || work > ((int64_t)1 << 22)) && on < HUGE) return;
+                else if (on >= HUGE) errs |= M_OOM | M_SHAPE;
+            }
+        }
+        TRACE("%s(%#llx, kernel %lld,%lld stride %lld,%lld pad %lld,%lld%s)", g_op, (unsigned long long)x.h, (long long)kh,
+              (long long)kw, (long long)sh, (long long)sw, (long long)ph, (long long)pw, which == 1 ? (cip ? ", include pad" : ", exclude pad") : "");
+        s = which == 0 ? ag_max_pool2d(&out, x.h, kh, kw, sh, sw, ph, pw) : ag_avg_pool2d(&out, x.h, kh, kw, sh, sw, ph, pw, cip);
+    } else {
+#ifdef FUZZ_SKIP_KNOWN_BUGS
+        /* regressions/adaptive-avg-pool-huge-output-extent-aborts: the averaging matrices (out x
+         * extent doubles) are allocated before any size check, and a failed allocation aborts */
+        if (oh_a > 4096 || ow_a > 4096) return;
+#endif
+        if (oh_a < 0 || ow_a < 0) errs |= M_ARG;
+        else if (rank_ok) {
+            on = (__int128)ix.shape[0] * ix.shape[1] * oh_a * ow_a;
+            shape[2] = oh_a, shape[3] = ow_a;
+            int64_t cnt;
+            if (on > INT64_MAX || !numel_of(shape, 4, &cnt)) errs |= M_SHAPE | M_OOM;
+            else if (!errs && (on > BIG || oh_a > BIG || ow_a > BIG) && on < HUGE) return;
+            else if (on >= HUGE) errs |= M_OOM | M_SHAPE;
+        }
+        TRACE("ag_adaptive_avg_pool2d(%#llx, %lld, %lld)", (unsigned long long)x.h, (long long)oh_a, (long long)ow_a);
+        s = ag_adaptive_avg_pool2d(&out, x.h, oh_a, ow_a);
+    }
+    expect(s, allowed_of(errs), "pooling: a 4-D float input, a kernel that fits, parameters in range");
+    if (s == AG_OK) check_float_result(out, shape, 4, ix.dtype, &x, 1, true, g_op);
+    result_any(s, out, dst);
+}
+
+/* ---- normalisation and attention ---- */
+
+static bool shape_is(const Info *a, const int64_t *shape, int64_t nd) {
+    if (a->nd != nd) return false;
+    for (int64_t i = 0; i < nd; i++)
+        if (a->shape[i] != shape[i]) return false;
+    return true;
+}
+
+static void i18_norm(Rd *r) {
+    uint8_t which = u8(r) % 3, dst = u8(r);
+    H x = pick_x(r), w = pick_x(r), b = pick_x(r), rm = pick_x(r), rv = pick_x(r);
+    uint8_t f = u8(r);
+    if (f & 1 || w.h == 0) w = (H){0, false};
+    if (f & 2 || b.h == 0) b = (H){0, false};
+    if (which != 1 || (f & 12) == 0) rm = rv = (H){0, false};
+    else if ((f & 12) == 4) rv = (H){0, false}; /* one running tensor: refused */
+    if (rm.h == 0) rm.bad = false;
+    if (rv.h == 0) rv.bad = false;
+    double eps = (u8(r) & 7) == 0 ? rd_double(r) : 1e-5;
+    double mom = (u8(r) & 7) == 0 ? rd_double(r) : 0.1;
+    bool training = u8(r) % 3 != 0;
+    int64_t nn = (u8(r) & 7) == 0 ? rd_i64(r) : 1 + u8(r) % 2, groups = (u8(r) & 7) == 0 ? rd_i64(r) : 1 + u8(r) % 3;
+    ag_tensor out = SENT;
+    ag_status s;
+    static const char *names[] = {"ag_layer_norm", "ag_batch_norm", "ag_group_norm"};
+    g_op = names[which];
+    if (x.bad || w.bad || b.bad || rm.bad || rv.bad) {
+        TRACE("%s with a bad handle", g_op);
+        s = which == 0 ? ag_layer_norm(&out, x.h, nn, w.h, b.h, eps)
+            : which == 1 ? ag_batch_norm(&out, x.h, rm.h, rv.h, w.h, b.h, training, mom, eps)
+                         : ag_group_norm(&out, x.h, groups, w.h, b.h, eps);
+        expect(s, M_INV | M_ARG, "a bad handle");
+        result_any(s, out, dst);
+        return;
+    }
+    Info ix = info_any(x.h), iw = {0}, ib = {0}, im = {0}, iv = {0};
+    if (w.h) iw = info_any(w.h);
+    if (b.h) ib = info_any(b.h);
+    if (rm.h) im = info_any(rm.h);
+    if (rv.h) iv = info_any(rv.h);
+    if (ix.numel > BIG / 4) return;
+    unsigned errs = 0, maybe = 0;
+    if (!(eps >= 0) || !isfinite(eps)) errs |= M_ARG;
+    ag_dtype dt = ix.dtype;
+    if (!dtype_ok(dt) || (w.h && iw.dtype != dt) || (b.h && ib.dtype != dt) || (rm.h && im.dtype != dt) || (rv.h && iv.dtype != dt))
+        errs |= M_DTYPE;
+    H ins[5] = {x, w, b, rm, rv};
+    int nins = 3;
+    if (which == 0) {
+        if (nn < 1 || nn > ix.nd) errs |= M_ARG;
+        else {
+            const int64_t *tail = ix.shape + (ix.nd - nn);
+            if ((w.h && !shape_is(&iw, tail, nn)) || (b.h && !shape_is(&ib, tail, nn))) errs |= M_SHAPE;
+        }
+        TRACE("ag_layer_norm(%#llx, %lld, w %#llx, b %#llx, eps %g)", (unsigned long long)x.h, (long long)nn,
+              (unsigned long long)w.h, (unsigned long long)b.h, eps);
+        s = ag_layer_norm(&out, x.h, nn, w.h, b.h, eps);
+    } else {
+        int64_t C = ix.nd >= 2 ? ix.shape[1] : 0, cshape[1] = {C};
+        if (ix.nd < 2) errs |= M_SHAPE;
+        else {
+            if ((w.h && !shape_is(&iw, cshape, 1)) || (b.h && !shape_is(&ib, cshape, 1))) errs |= M_SHAPE;
+        }
+        if (which == 1) {
+            nins = 5;
+            if ((rm.h == 0) != (rv.h == 0)) errs |= M_ARG;
+            if (!training && !rm.h) errs |= M_ARG;
+            if (ix.nd >= 2 && ((rm.h && !shape_is(&im, cshape, 1)) || (rv.h && !shape_is(&iv, cshape, 1)))) errs |= M_SHAPE;
+            if (rm.h && rm.h == rv.h) errs |= M_ARG;
+            else if (rm.h && rv.h) maybe |= M_ARG; /* two handles may share values (views) */
+            if (!isfinite(mom)) errs |= M_ARG;
+            if (training && ((rm.h && im.rg) || (rv.h && iv.rg))) errs |= M_STATE;
+            if (training && rm.h) maybe |= M_STATE; /* a running tensor with history that no longer requires grad */
+            if (training && ix.nd >= 2 && C > 0 && ix.numel / C == 1) errs |= M_ARG;
+            TRACE("ag_batch_norm(%#llx, rm %#llx, rv %#llx, w %#llx, b %#llx, training %d, momentum %g, eps %g)",
+                  (unsigned long long)x.h, (unsigned long long)rm.h, (unsigned long long)rv.h, (unsigned long long)w.h,
+                  (unsigned long long)b.h, training, mom, eps);
+            s = ag_batch_norm(&out, x.h, rm.h, rv.h, w.h, b.h, training, mom, eps);
+        } else {
+            if (groups < 1 || (ix.nd >= 2 && C % groups != 0)) errs |= M_ARG;
+            TRACE("ag_group_norm(%#llx, %lld, w %#llx, b %#llx, eps %g)", (unsigned long long)x.h, (long long)groups,
+                  (unsigned long long)w.h, (unsigned long long)b.h, eps);
+            s = ag_group_norm(&out, x.h, groups, w.h, b.h, eps);
+        }
+    }
+    expect(s, allowed_of(errs) | (errs ? 0 : maybe), "normalisation: axes, (C) or normalized-shape affine tensors, eps, running statistics");
+    if (s == AG_OK) check_float_result(out, ix.shape, ix.nd, dt, ins, nins, true, g_op);
+    result_any(s, out, dst);
+}
+
+static void i18_attention(Rd *r) {
+    H q = pick_x(r), k = pick_x(r), v = pick_x(r), m = pick_x(r);
+    uint8_t f = u8(r), dst = u8(r);
+    if (!(f & 1) || m.h == 0) m = (H){0, false};
+    bool causal = f & 2;
+    if (m.h && causal && (f & 12)) causal = false; /* mostly not both: that is refused */
+    double scale = (f & 48) == 0 ? rd_double(r) : (f & 16) ? 0 : 0.5;
+    g_op = "ag_scaled_dot_product_attention";
+    ag_tensor out = SENT;
+    ag_status s;
+    if (q.bad || k.bad || v.bad || m.bad) {
+        TRACE("attention with a bad handle");
+        s = ag_scaled_dot_product_attention(&out, q.h, k.h, v.h, m.h, causal, scale);
+        expect(s, M_INV | M_ARG, "a bad handle");
+        result_any(s, out, dst);
+        return;
+    }
+    Info iq = info_any(q.h), ik = info_any(k.h), iv = info_any(v.h), im = {0};
+    if (m.h) im = info_any(m.h);
+    unsigned errs = 0, maybe = 0;
+    if (m.h && causal) errs |= M_ARG;
+    if (!isfinite(scale)) errs |= M_ARG;
+    ag_dtype dt = iq.dtype;
+    if (!dtype_ok(dt) || ik.dtype != dt || iv.dtype != dt || (m.h && im.dtype != dt)) errs |= M_DTYPE;
+    int64_t shape[MAXS], nd = 0;
+    bool known = false;
+    if (iq.nd < 2 || ik.nd < 2 || iv.nd < 2) errs |= M_SHAPE;
+    else {
+        int64_t L = iq.shape[iq.nd - 2], E = iq.shape[iq.nd - 1], S = ik.shape[ik.nd - 2], Ek = ik.shape[ik.nd - 1];
+        int64_t Sv = iv.shape[iv.nd - 2], Ev = iv.shape[iv.nd - 1];
+        if (E != Ek || S != Sv) errs |= M_SHAPE;
+        Info bq = iq, bk = ik, bv = iv;
+        bq.nd -= 2, bk.nd -= 2, bv.nd -= 2;
+        const Info *three[3] = {&bq, &bk, &bv};
+        int64_t bs[MAXS], bnd = 0;
+        if (!broadcast(three, 3, bs, &bnd)) errs |= M_SHAPE;
+        else {
+            int64_t batch = 1;
+            for (int64_t i = 0; i < bnd; i++) batch *= bs[i];
+            __int128 work = (__int128)batch * L * (S + 1) * (E + Ev + 1);
+            if (!errs && work > ((int64_t)1 << 22)) return;
+            memcpy(shape, bs, sizeof(int64_t) * (size_t)bnd);
+            shape[bnd] = L, shape[bnd + 1] = Ev;
+            nd = bnd + 2;
+            known = true;
+            if (m.h) {
+                Info sc = {0};
+                sc.nd = bnd + 2;
+                memcpy(sc.shape, bs, sizeof(int64_t) * (size_t)bnd);
+                sc.shape[bnd] = L, sc.shape[bnd + 1] = S;
+                if (!broadcasts_to(&im, &sc)) {
+                    const Info *two[2] = {&im, &sc};
+                    int64_t ms[MAXS], mnd;
+                    if (broadcast(two, 2, ms, &mnd)) maybe |= M_SHAPE | M_OK, known = false; /* a mask that adds batch axes */
+                    else errs |= M_SHAPE;
+                }
+            }
+        }
+    }
+    TRACE("ag_scaled_dot_product_attention(%#llx, %#llx, %#llx, mask %#llx, causal %d, scale %g)", (unsigned long long)q.h,
+          (unsigned long long)k.h, (unsigned long long)v.h, (unsigned long long)m.h, causal, scale);
+    s = ag_scaled_dot_product_attention(&out, q.h, k.h, v.h, m.h, causal, scale);
+    expect(s, (errs ? errs : M_OK | M_OOM | maybe), "attention: ranks >= 2, E and S agree, batch axes and mask broadcast, one dtype");
+    if (s == AG_OK) {
+        H ins[4] = {q, k, v, m};
+        check_float_result(out, known ? shape : NULL, nd, dt, ins, m.h ? 4 : 3, true, g_op);
+    }
+    result_any(s, out, dst);
+}
+
+/* ---- training helpers: clip_grad_norm, lr_warmup_cosine ---- */
+
+static void i18_train(Rd *r) {
+    if (bit(r)) {
+        int64_t step = (u8(r) & 7) == 0 ? rd_i64(r) : u8(r) % 20, warm = (u8(r) & 7) == 0 ? rd_i64(r) : u8(r) % 6,
+                total = (u8(r) & 7) == 0 ? rd_i64(r) : warm + u8(r) % 12;
+        double base = (u8(r) & 7) == 0 ? rd_double(r) : 0.1, lo = (u8(r) & 7) == 0 ? rd_double(r) : 0.01;
+        bool nul = (u8(r) & 31) == 0;
+        unsigned errs = 0;
+        if (nul || step < 0 || warm < 0 || total < warm || !(base >= 0) || !isfinite(base) || !(lo >= 0) || !isfinite(lo) || lo > base)
+            errs |= M_ARG;
+        double out = -12345;
+        g_op = "ag_lr_warmup_cosine";
+        TRACE("ag_lr_warmup_cosine(%lld, %lld, %lld, %g, %g)", (long long)step, (long long)warm, (long long)total, base, lo);
+        ag_status s = expect(ag_lr_warmup_cosine(nul ? NULL : &out, step, warm, total, base, lo), allowed_of(errs) & ~M_OOM,
+                             "warm-up cosine: step, warmup >= 0, total >= warmup, 0 <= min_lr <= base_lr, finite");
+        if (s != AG_OK) {
+            if (out != -12345) fail("a failed ag_lr_warmup_cosine wrote its output");
+            return;
+        }
+        double want;
+        if (step < warm) want = base * ((double)step + 1) / (double)warm;
+        else if (step >= total) want = lo;
+        else want = lo + (base - lo) * (1 + cos(3.14159265358979323846 * (double)(step - warm) / (double)(total - warm))) / 2;
+        if (!(fabs(out - want) <= 1e-12 * (1 + fabs(want)))) fail("lr at step %lld is %.17g, the formula gives %.17g", (long long)step, out, want);
+        if (!((step < warm || out >= lo - 1e-12 * (1 + lo)) && out >= 0 && out <= base * (1 + 1e-12)))
+            fail("lr %.17g outside [%g, %g] (the warm-up may start below min_lr)", out, lo, base);
+        return;
+    }
+    int n = (int)(u8(r) % 4);
+    H ps[MAXARR];
+    ag_tensor hs[MAXARR];
+    for (int i = 0; i < n; i++) {
+        ps[i] = pick_x(r);
+        hs[i] = ps[i].h;
+    }
+    double max_norm = (u8(r) & 3) == 0 ? rd_double(r) : (double)(u8(r) % 8) / 2;
+    uint8_t f = u8(r);
+    double nt = (f & 7) == 0 ? rd_double(r) : (f & 7) == 1 ? INFINITY : (double)(1 + (f & 7) % 3);
+    int64_t cnt = n;
+    bool nul_out = (f & 0xF8) == 0x08, nul_ps = (f & 0xF8) == 0x10;
+    if ((f & 0xF8) == 0x18) cnt = -1;
+    unsigned errs = 0, maybe = 0;
+    if (nul_out || cnt < 0 || (nul_ps && n > 0) || !(max_norm >= 0) || !(nt > 0)) errs |= M_ARG;
+    for (int i = 0; i < n && cnt > 0 && !nul_ps; i++) {
+        if (ps[i].bad && ps[i].h) errs |= M_INV;
+        if (ps[i].h == 0) errs |= M_INV | M_ARG;
+        for (int j = 0; j < i; j++)
+            if (hs[j] == hs[i] && hs[i]) errs |= M_ARG;
+        if (i > 0) maybe |= M_ARG; /* two handles to one tensor count as a repeat */
+    }
+    double total = -1;
+    g_op = "ag_clip_grad_norm";
+    TRACE("ag_clip_grad_norm(%d params, max %g, type %g)", n, max_norm, nt);
+    ag_status s = expect(ag_clip_grad_norm(nul_out ? NULL : &total, nul_ps ? NULL : hs, cnt, max_norm, nt),
+                         errs ? errs : M_OK | M_OOM | maybe, "clip_grad_norm: distinct live parameters, max_norm >= 0, norm_type > 0");
+    if (s != AG_OK) {
+        if (total != -1) fail("a failed ag_clip_grad_norm wrote its output");
+        return;
+    }
+    if (!(total >= 0) && !isnan(total)) fail("clip_grad_norm total %g", total);
+    if (n == 0 && total != 0) fail("clip_grad_norm of no parameters gave %g", total);
+}
+
+static void op_issue18(Rd *r, uint8_t b) {
+    switch (b - 240) {
+    case 0: i18_make(r); break;
+    case 1: i18_convert(r); break;
+    case 2: i18_index(r); break;
+    case 3: i18_random(r); break;
+    case 4: i18_conv(r); break;
+    case 5: i18_pool(r); break;
+    case 6: i18_norm(r); break;
+    default:
+        if (bit(r)) i18_attention(r);
+        else i18_train(r);
+        break;
+    }
+}
+
+static void i18_cleanup(void) {
+    for (int i = 0; i < NI; i++) {
+        if (ipool[i]) free_tensor(ipool[i]);
+        ipool[i] = 0;
+    }
+    for (int i = 0; i < NG; i++) {
+        if (gens[i]) {
+            g_op = "ag_generator_free (cleanup)";
+            expect(ag_generator_free(gens[i]), M_OK, "free a live generator");
+            owned--;
+            remember_stale(gens[i]);
+        }
+        gens[i] = 0;
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
 /* Entry points                                                                               */
 /* ------------------------------------------------------------------------------------------ */
 
@@ -5388,6 +6669,7 @@ static void cleanup(void) {
     g_op = "cleanup";
     for (int i = 0; i < NF; i++) free_fn(i);
     co_cleanup();
+    i18_cleanup();
     if (g_recomputable) {
         expect(ag_set_recomputable(NULL, false), M_OK, "set_recomputable");
         g_recomputable = false;
@@ -5426,6 +6708,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     memset(opts, 0, sizeof opts);
     memset(fns, 0, sizeof fns);
     memset(cops, 0, sizeof cops);
+    memset(ipool, 0, sizeof ipool);
+    memset(gens, 0, sizeof gens);
     memset(coud, 0, sizeof coud);
     g_nco_live = g_nco_kept = 0;
     g_kept_ctx = 0;
@@ -5446,6 +6730,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     for (g_step = 0; more(r) && g_step < MAX_OPS; g_step++) {
         if (g_trace) fprintf(stderr, "[%3d] -- opcode byte at offset %zu\n", g_step, r->i);
         uint8_t b = u8(r);
+        if (b >= 240 && b < 248) { /* issue 18's ops */
+            op_issue18(r, b);
+            g_op = "after the call";
+            check_live_count();
+            continue;
+        }
         uint8_t op = b >= 248 ? (uint8_t)OP_CUSTOM : b % OP_COUNT;
         switch (op) {
         case OP_FROM_DATA:
