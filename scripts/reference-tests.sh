@@ -35,7 +35,7 @@ python3 Tests/reference/optimizers.py
 echo
 echo "== the CNN digits training side by side in PyTorch (examples/cnn_digits.c: same split, initial weights,"
 echo "   batch order and schedule; float32): test accuracies within 1 point"
-python3 examples/cnn_digits_torch.py
+python3 examples/cnn_digits_torch.py --threads 1  # PyTorch and the C run at 1 thread: steadier on a shared machine
 
 echo
 echo "== the digits training side by side in JAX (same data, init, batch order, schedule)"
