@@ -457,8 +457,8 @@ int main(int argc, char **argv) {
     printf("cnn_digits: %d training and %d test samples from %s; CNN conv3x3(1->%d) relu pool2, conv3x3(%d->%d) "
            "relu pool2, linear %d->10 (float32); AdamW lr %g (warm-up %d steps, cosine), weight decay %g, "
            "batch %d, %lld steps (%d per epoch); %lld thread%s; %s\n",
-           N_TRAIN, N_TEST, path, C1, C1, C2, FLAT, LEARNING_RATE, (int)warmup_steps, WEIGHT_DECAY, BATCH, (long long)total_steps,
-           STEPS_PER_EPOCH, (long long)nthreads, nthreads == 1 ? "" : "s",
+           N_TRAIN, N_TEST, path, C1, C1, C2, FLAT, LEARNING_RATE, (int)warmup_steps, WEIGHT_DECAY, BATCH,
+           (long long)total_steps, STEPS_PER_EPOCH, (long long)nthreads, nthreads == 1 ? "" : "s",
            replay ? "the step captured once and replayed" : "the step run eagerly");
 
     /* The model and its optimizer: AdamW with torch.optim's defaults but lr and weight decay. */
@@ -559,7 +559,8 @@ int main(int argc, char **argv) {
                (long long)(total_steps - 1), (long long)info[0], (long long)info[1], (long long)info[3],
                (long long)info[6]);
     }
-    int svg_failed = write_svg(svg_path, step_loss, (int)total_steps, epoch_loss, test_acc, (int)epochs, STEPS_PER_EPOCH);
+    int svg_failed =
+        write_svg(svg_path, step_loss, (int)total_steps, epoch_loss, test_acc, (int)epochs, STEPS_PER_EPOCH);
     if (!svg_failed) printf("wrote %s\n", svg_path);
 
     /* Release everything, then check that no handle is left behind. */
