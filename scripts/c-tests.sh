@@ -4,8 +4,9 @@
 #   2. runs each program of both lists,
 #   3. runs the programs of the first list again under valgrind's memcheck (the second list's
 #      long or threaded ones run natively only),
-#   4. runs the examples (graph_picture, digits, moons, ode_fit) and checks what they write; digits
-#      also trains with one step function eagerly and captured then replayed: equal final weights.
+#   4. runs the examples (graph_picture, digits, cnn_digits, moons, ode_fit) and checks what they
+#      write; digits and cnn_digits also train with one step function eagerly and captured then
+#      replayed: equal final weights; cnn_digits runs 2 steps (captured, replayed) under valgrind.
 # Assumes the library is built (scripts/build.sh). Exits non-zero if anything fails.
 #
 # Valgrind policy: definite and indirect leaks, and every memcheck error (invalid read or write,
@@ -50,7 +51,7 @@ for prog in "${programs[@]}" "${native_only[@]}"; do
     run cc -std=c11 -O1 -Wall -Wextra -Werror -g -I include -o "$outdir/$prog" "bindings/c/$prog.c" \
         -L "$libdir" -lautograd "-Wl,-rpath,$libdir" -lm -lpthread
 done
-for ex in graph_picture digits moons ode_fit; do
+for ex in graph_picture digits cnn_digits moons ode_fit; do
     run cc -std=c11 -O2 -Wall -Wextra -Werror -g -I include -o "$outdir/$ex" "examples/$ex.c" \
         -L "$libdir" -lautograd "-Wl,-rpath,$libdir" -lm
 done
@@ -107,6 +108,45 @@ if [[ -z "$eager_hash" || "$eager_hash" != "$replay_hash" ]]; then
     exit 1
 fi
 echo "digits: replay and eager step give the same final weights: OK"
+
+echo
+echo "== examples/cnn_digits (a CNN on the same digits, float32, eager steps; fails below 98.5% test accuracy;"
+echo "   writes $outdir/cnn_digits.svg), then --replay (the step captured once, then replayed): the same"
+echo "   final weights bit for bit"
+rm -f "$outdir/cnn_digits.svg"
+run "$outdir/cnn_digits" --svg "$outdir/cnn_digits.svg" examples/data/digits.csv | tee "$outdir/cnn_digits-eager.log"
+grep -q "<svg" "$outdir/cnn_digits.svg" || { echo "c-tests: FAILED: cnn_digits wrote no SVG" >&2; exit 1; }
+run "$outdir/cnn_digits" --replay --svg "$outdir/cnn_digits-replay.svg" examples/data/digits.csv \
+    >"$outdir/cnn_digits-replay.log"
+eager_hash=$(grep '^final weights:' "$outdir/cnn_digits-eager.log" || true)
+replay_hash=$(grep '^final weights:' "$outdir/cnn_digits-replay.log" || true)
+grep -E '^(final|training step|replay:)' "$outdir/cnn_digits-replay.log"
+if [[ -z "$eager_hash" || "$eager_hash" != "$replay_hash" ]]; then
+    echo "c-tests: FAILED: cnn_digits trained by replay ended with other weights than the eager step" \
+        "(eager: '${eager_hash}', replay: '${replay_hash}')" >&2
+    exit 1
+fi
+echo "cnn_digits: replay and eager step give the same final weights: OK"
+
+echo
+echo "== examples/cnn_digits under valgrind: 2 steps (the first runs inside ag_capture, the second is"
+echo "   replayed) and the test set's accuracy"
+log="$outdir/cnn_digits.valgrind.log"
+cmd=(valgrind --leak-check=full --errors-for-leak-kinds=definite,indirect
+    --show-leak-kinds=definite,indirect --error-exitcode=99 "$outdir/cnn_digits" --replay --steps 2
+    --threads 1 --svg "$outdir/cnn_digits-small.svg" examples/data/digits.csv)
+echo "+ ${cmd[*]}"
+start=$SECONDS
+status=0
+"${cmd[@]}" >"$log" 2>&1 || status=$?
+if [[ $status -ne 0 ]]; then
+    grep -v '^== [a-z]' "$log" | tail -n 150
+    echo "c-tests: FAILED: cnn_digits under valgrind exited with status $status" \
+        "(99: memory errors or definite/indirect leaks)" >&2
+    exit 1
+fi
+grep -E 'ERROR SUMMARY|definitely lost|indirectly lost' "$log" | head -n 3 || true
+echo "cnn_digits under valgrind: OK ($((SECONDS - start)) s)"
 
 echo
 echo "== examples/moons (a scalar MLP; writes $outdir/moons.svg)"
