@@ -39,6 +39,7 @@
  *
  * Usage: char_transformer [--steps N] [--svg PATH] [--words PATH] [--threads N] [--replay]
  *                         [--eval-every N] [--print-every N] [--dump-init PATH] [--dump-batches PATH]
+ *                         [--no-loss-check]
  *   --steps N        training steps (default 4000, the full run; the schedule scales with N)
  *   --svg PATH       where the loss curve goes (default char_transformer.svg)
  *   --words PATH     the word list (default /usr/share/dict/american-english)
@@ -46,6 +47,9 @@
  *   --replay         capture the training step once (ag_capture) and replay it on every later batch
  *   --dump-init PATH write the initial parameters (float32, in the order of param_specs) to PATH
  *   --dump-batches PATH write every step's 32 window offsets (int64) into the training stream
+ *   --eval-every N   measure the validation loss every N steps (default 500) and at the end
+ *   --print-every N  a progress line every N steps (default 100): step, mean loss, lr, ms/step
+ *   --no-loss-check  do not fail on the validation loss (for smoke runs of a few steps)
  * Exits 1 on any error, if a handle is left live, or if the final validation loss is not below
  * MAX_VAL_LOSS = 2.6 nats per character (the uniform guess is log 27 = 3.30, letter frequencies
  * alone give about 2.9, a bigram table about 2.45), or, for runs shorter than 1000 steps, below
@@ -568,7 +572,7 @@ static int write_svg(const char *path, const double *train, int64_t steps, const
 static void usage(void) {
     fprintf(stderr, "usage: char_transformer [--steps N] [--svg PATH] [--words PATH] [--threads N] [--replay]\n"
                     "                        [--eval-every N] [--print-every N] [--dump-init PATH] "
-                    "[--dump-batches PATH]\n");
+                    "[--dump-batches PATH] [--no-loss-check]\n");
     exit(2);
 }
 
@@ -583,11 +587,15 @@ int main(int argc, char **argv) {
     int64_t steps = DEFAULT_STEPS, threads = 0, eval_every = 500, print_every = 100;
     const char *svg_path = "char_transformer.svg", *words_path = "/usr/share/dict/american-english";
     const char *dump_init = NULL, *dump_batches = NULL;
-    int replay = 0;
+    int replay = 0, loss_check = 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--replay") == 0) {
             replay = 1;
+            continue;
+        }
+        if (strcmp(a, "--no-loss-check") == 0) {
+            loss_check = 0;
             continue;
         }
         if (i + 1 >= argc) usage();
@@ -724,6 +732,15 @@ int main(int argc, char **argv) {
     printf("validation loss: %.4f nats per character (%lld windows of %d, %lld characters; uniform log 27 = %.4f)\n",
            final_val, (long long)windows, CONTEXT, (long long)(windows * CONTEXT), log(27.0));
 
+    if (replay) {
+        int64_t info[AG_FUNCTION_INFO_COUNT];
+        CHECK(ag_function_info(info, AG_FUNCTION_INFO_COUNT, step_fn));
+        printf("replay: the captured step: %lld steps recorded, %lld live, %lld instructions, %lld fused groups "
+               "(%lld steps), %lld rerun by their op, arena %lld bytes, scratch %lld bytes\n",
+               (long long)info[0], (long long)info[1], (long long)info[2], (long long)info[3], (long long)info[4],
+               (long long)info[5], (long long)info[6], (long long)info[7]);
+    }
+
     /* Samples. */
     char samples[N_SAMPLES][MAX_SAMPLE + 1];
     int cut[N_SAMPLES];
@@ -773,11 +790,15 @@ int main(int argc, char **argv) {
         return 1;
     }
     const double limit = steps < SHORT_RUN ? MAX_VAL_LOSS_SHORT : MAX_VAL_LOSS;
-    if (!(final_val < limit) || svg_failed) {
+    if ((loss_check && !(final_val < limit)) || svg_failed) {
         fprintf(stderr, "char_transformer: FAILED: validation loss %.4f is not below %.2f nats per character%s\n",
                 final_val, limit, svg_failed ? ", or the SVG was not written" : "");
         return 1;
     }
-    printf("char_transformer: OK (validation loss %.4f < %.2f) in %.1f s\n", final_val, limit, now_seconds() - start);
+    if (loss_check)
+        printf("char_transformer: OK (validation loss %.4f < %.2f) in %.1f s\n", final_val, limit,
+               now_seconds() - start);
+    else
+        printf("char_transformer: OK (validation loss %.4f, not checked) in %.1f s\n", final_val, now_seconds() - start);
     return 0;
 }

@@ -4,8 +4,10 @@
 #   2. runs each program of both lists,
 #   3. runs the programs of the first list again under valgrind's memcheck (the second list's
 #      long or threaded ones run natively only),
-#   4. runs the examples (graph_picture, digits, moons, ode_fit) and checks what they write; digits
-#      also trains with one step function eagerly and captured then replayed: equal final weights.
+#   4. runs the examples (graph_picture, digits, moons, ode_fit, char_transformer) and checks what
+#      they write; digits also trains with one step function eagerly and captured then replayed:
+#      equal final weights; char_transformer runs shortened (500 steps), and for 3 steps on a small
+#      word list under valgrind.
 # Assumes the library is built (scripts/build.sh). Exits non-zero if anything fails.
 #
 # Valgrind policy: definite and indirect leaks, and every memcheck error (invalid read or write,
@@ -50,7 +52,7 @@ for prog in "${programs[@]}" "${native_only[@]}"; do
     run cc -std=c11 -O1 -Wall -Wextra -Werror -g -I include -o "$outdir/$prog" "bindings/c/$prog.c" \
         -L "$libdir" -lautograd "-Wl,-rpath,$libdir" -lm -lpthread
 done
-for ex in graph_picture digits moons ode_fit; do
+for ex in graph_picture digits moons ode_fit char_transformer; do
     run cc -std=c11 -O2 -Wall -Wextra -Werror -g -I include -o "$outdir/$ex" "examples/$ex.c" \
         -L "$libdir" -lautograd "-Wl,-rpath,$libdir" -lm
 done
@@ -119,6 +121,54 @@ echo "   fails unless its gradcheck passes and the damping is recovered; writes 
 rm -f "$outdir/ode_fit.svg"
 run "$outdir/ode_fit" "$outdir/ode_fit.svg"
 grep -q "<svg" "$outdir/ode_fit.svg" || { echo "c-tests: FAILED: ode_fit wrote no SVG" >&2; exit 1; }
+
+echo
+echo "== examples/char_transformer (a 2-layer character transformer on the words of Debian's wamerican,"
+echo "   shortened to 500 steps; fails unless its validation loss is below 2.8 nats per character; writes"
+echo "   $outdir/char_transformer.svg; the full run is scripts/char-transformer.sh)"
+words=/usr/share/dict/american-english
+if [[ ! -f "$words" ]]; then
+    echo "c-tests: FAILED: $words not found (scripts/setup.sh installs the wamerican package)" >&2
+    exit 1
+fi
+rm -f "$outdir/char_transformer.svg"
+log="$outdir/char_transformer.log"
+echo "+ $outdir/char_transformer --steps 500 --svg $outdir/char_transformer.svg (output in $log)"
+status=0
+"$outdir/char_transformer" --steps 500 --svg "$outdir/char_transformer.svg" >"$log" 2>&1 || status=$?
+grep -E '^(model|step +[0-9]+ +validation|training|validation|samples|char_transformer)' "$log" || true
+if [[ $status -ne 0 ]]; then
+    tail -n 20 "$log"
+    echo "c-tests: FAILED (exit $status): examples/char_transformer --steps 500" >&2
+    exit 1
+fi
+grep -q '^validation loss: [0-9.]* nats per character' "$log" ||
+    { echo "c-tests: FAILED: char_transformer printed no validation loss" >&2; exit 1; }
+grep -q "<svg" "$outdir/char_transformer.svg" ||
+    { echo "c-tests: FAILED: char_transformer wrote no SVG" >&2; exit 1; }
+
+echo
+echo "== examples/char_transformer under valgrind: 3 steps, eagerly and replayed, on every 200th word"
+grep -E '^[a-z]+$' "$words" | awk 'NR % 200 == 0' >"$outdir/words-small.txt"
+for mode in "" --replay; do
+    log="$outdir/char_transformer${mode}.valgrind.log"
+    cmd=(valgrind --leak-check=full --errors-for-leak-kinds=definite,indirect
+        --show-leak-kinds=definite,indirect --error-exitcode=99 "$outdir/char_transformer" --steps 3
+        --eval-every 2 --words "$outdir/words-small.txt" --svg "$outdir/char_transformer-small.svg" --no-loss-check
+        $mode)
+    echo "+ ${cmd[*]}"
+    start=$SECONDS
+    status=0
+    "${cmd[@]}" >"$log" 2>&1 || status=$?
+    if [[ $status -ne 0 ]]; then
+        grep -v '^== [a-z]' "$log" | tail -n 150
+        echo "c-tests: FAILED: char_transformer $mode under valgrind exited with status $status" \
+            "(99: memory errors or definite/indirect leaks)" >&2
+        exit 1
+    fi
+    grep -E 'ERROR SUMMARY|definitely lost|indirectly lost' "$log" | head -n 3 || true
+    echo "char_transformer $mode under valgrind: OK ($((SECONDS - start)) s)"
+done
 
 echo
 echo "c-tests: OK"

@@ -4,7 +4,8 @@
 # float32) mixing the whole op catalogue (Tests/reference/random_graphs.py describes the graphs,
 # the error metric and the thresholds: 1e-10 for float64, 1e-4 for float32); every graph is also
 # captured once (ag_capture) and replayed on new leaf values, bit-identical to the eager run on them.
-# Installs jax, jaxlib and numpy from PyPI with pip when `import jax` fails.
+# Installs jax, jaxlib and numpy from PyPI with pip when `import jax` fails, and torch (CPU build,
+# from download.pytorch.org) when `import torch` fails.
 # Assumes the library is built (scripts/build.sh). AUTOGRAD_LIB overrides the library's path;
 # arguments are passed to the Python script (--help lists them). Exits non-zero on any failure.
 set -euo pipefail
@@ -20,6 +21,10 @@ if ! python3 -c "import jax, optax" >/dev/null 2>&1; then
     echo "reference-tests: installing jax, jaxlib, optax and numpy from PyPI"
     python3 -m pip install -q jax jaxlib optax numpy
 fi
+if ! python3 -c "import torch" >/dev/null 2>&1; then
+    echo "reference-tests: installing torch (CPU) from download.pytorch.org"
+    python3 -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu
+fi
 
 python3 Tests/reference/random_graphs.py "$@"
 
@@ -30,3 +35,8 @@ python3 Tests/reference/optimizers.py
 echo
 echo "== the digits training side by side in JAX (same data, init, batch order, schedule)"
 python3 examples/digits_jax.py
+
+echo
+echo "== the character transformer side by side in PyTorch (examples/char_transformer.c shortened to 500"
+echo "   steps: same words, split, initial weights, batches, schedule, clipping and AdamW; float32)"
+python3 examples/char_transformer_torch.py --steps 500
