@@ -39,7 +39,7 @@
  *
  * Usage: char_transformer [--steps N] [--svg PATH] [--words PATH] [--threads N] [--replay]
  *                         [--eval-every N] [--print-every N] [--dump-init PATH] [--dump-batches PATH]
- *                         [--no-loss-check]
+ *                         [--samples N] [--no-loss-check]
  *   --steps N        training steps (default 4000, the full run; the schedule scales with N)
  *   --svg PATH       where the loss curve goes (default char_transformer.svg)
  *   --words PATH     the word list (default /usr/share/dict/american-english)
@@ -49,6 +49,7 @@
  *   --dump-batches PATH write every step's 32 window offsets (int64) into the training stream
  *   --eval-every N   measure the validation loss every N steps (default 500) and at the end
  *   --print-every N  a progress line every N steps (default 100): step, mean loss, lr, ms/step
+ *   --samples N      how many words to sample at the end (default and at most 20)
  *   --no-loss-check  do not fail on the validation loss (for smoke runs of a few steps)
  * Exits 1 on any error, if a handle is left live, or if the final validation loss is not below
  * MAX_VAL_LOSS = 2.6 nats per character (the uniform guess is log 27 = 3.30, letter frequencies
@@ -458,34 +459,36 @@ static int compare_strings(const void *a, const void *b) {
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-/* Samples N_SAMPLES words at once: every row starts from '.', and each round feeds the last (up
- * to CONTEXT) tokens of every row through the model, takes the softmax of the last position's
- * logits (temperature 1) and draws the next token with ag_multinomial; a row ends at its first
- * '.', or is cut after MAX_SAMPLE letters. */
-static void sample_words(const model *m, char words[N_SAMPLES][MAX_SAMPLE + 1], int cut[N_SAMPLES]) {
+/* Samples rows_wanted (at most N_SAMPLES) words at once: every row starts from '.', and each round
+ * feeds the last (up to CONTEXT) tokens of every row through the model, takes the softmax of the
+ * last position's logits (temperature 1) and draws the next token with ag_multinomial; a row ends
+ * at its first '.', or is cut after MAX_SAMPLE letters. */
+static void sample_words(const model *m, int rows_wanted, char words[N_SAMPLES][MAX_SAMPLE + 1],
+                         int cut[N_SAMPLES]) {
+    if (rows_wanted == 0) return;
     bool previous;
     CHECK(ag_set_grad_enabled(&previous, false));
     ag_generator g;
     CHECK(ag_generator_new(&g, SAMPLE_SEED));
     int64_t seq[N_SAMPLES][MAX_SAMPLE + 1];
     int done[N_SAMPLES] = {0};
-    for (int r = 0; r < N_SAMPLES; r++) seq[r][0] = 0, words[r][0] = '\0', cut[r] = 1;
+    for (int r = 0; r < rows_wanted; r++) seq[r][0] = 0, words[r][0] = '\0', cut[r] = 1;
     for (int len = 1; len <= MAX_SAMPLE; len++) { /* len tokens so far per row */
         int64_t t = len < CONTEXT ? len : CONTEXT;
         int64_t ctx[N_SAMPLES * CONTEXT];
-        for (int r = 0; r < N_SAMPLES; r++) memcpy(ctx + r * t, seq[r] + len - t, sizeof(int64_t) * (size_t)t);
+        for (int r = 0; r < rows_wanted; r++) memcpy(ctx + r * t, seq[r] + len - t, sizeof(int64_t) * (size_t)t);
         ag_tensor idx, logits, rows, sliced, last, probs, drawn;
-        CHECK(ag_tensor_from_data(&idx, ctx, (int64_t[]){N_SAMPLES, t}, 2, AG_INT64));
-        logits = forward(m, idx, N_SAMPLES, t); /* (N_SAMPLES * t, VOCAB) */
-        CHECK(ag_reshape(&rows, logits, (int64_t[]){N_SAMPLES, t, VOCAB}, 3));
+        CHECK(ag_tensor_from_data(&idx, ctx, (int64_t[]){rows_wanted, t}, 2, AG_INT64));
+        logits = forward(m, idx, rows_wanted, t); /* (rows_wanted * t, VOCAB) */
+        CHECK(ag_reshape(&rows, logits, (int64_t[]){rows_wanted, t, VOCAB}, 3));
         CHECK(ag_slice(&sliced, rows, 1, t - 1, t, 1));
-        CHECK(ag_reshape(&last, sliced, (int64_t[]){N_SAMPLES, VOCAB}, 2));
+        CHECK(ag_reshape(&last, sliced, (int64_t[]){rows_wanted, VOCAB}, 2));
         CHECK(ag_softmax(&probs, last, 1));
-        CHECK(ag_multinomial(&drawn, probs, 1, true, g)); /* (N_SAMPLES, 1) */
+        CHECK(ag_multinomial(&drawn, probs, 1, true, g)); /* (rows_wanted, 1) */
         const int64_t *next;
         CHECK(ag_tensor_data_ptr((const void **)&next, drawn));
         int all_done = 1;
-        for (int r = 0; r < N_SAMPLES; r++) {
+        for (int r = 0; r < rows_wanted; r++) {
             seq[r][len] = next[r];
             if (done[r]) continue;
             if (next[r] == 0) {
@@ -554,10 +557,10 @@ static int write_svg(const char *path, const double *train, int64_t steps, const
         fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"#d62728\"/>\n", X(val_step[i]), Y(val[i]));
     fprintf(f, "<line x1=\"%g\" y1=\"%g\" x2=\"%g\" y2=\"%g\" stroke=\"#1f77b4\" stroke-width=\"2\"/>"
                "<text x=\"%g\" y=\"%g\">training (mean of %lld steps)</text>\n",
-            W - R - 200, T + 20, W - R - 176, T + 20, W - R - 170, T + 24, (long long)bin);
+            L + 20, H - B - 50, L + 44, H - B - 50, L + 50, H - B - 46, (long long)bin);
     fprintf(f, "<line x1=\"%g\" y1=\"%g\" x2=\"%g\" y2=\"%g\" stroke=\"#d62728\" stroke-width=\"2\"/>"
                "<text x=\"%g\" y=\"%g\">validation</text>\n",
-            W - R - 200, T + 40, W - R - 176, T + 40, W - R - 170, T + 44);
+            L + 20, H - B - 30, L + 44, H - B - 30, L + 50, H - B - 26);
     if (n_val > 0)
         fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\" fill=\"#d62728\">%.3f</text>\n",
                 X(val_step[n_val - 1]) - 6, Y(val[n_val - 1]) - 8, val[n_val - 1]);
@@ -572,7 +575,7 @@ static int write_svg(const char *path, const double *train, int64_t steps, const
 static void usage(void) {
     fprintf(stderr, "usage: char_transformer [--steps N] [--svg PATH] [--words PATH] [--threads N] [--replay]\n"
                     "                        [--eval-every N] [--print-every N] [--dump-init PATH] "
-                    "[--dump-batches PATH] [--no-loss-check]\n");
+                    "[--dump-batches PATH] [--samples N] [--no-loss-check]\n");
     exit(2);
 }
 
@@ -584,7 +587,7 @@ static int64_t parse_count(const char *s, int64_t min) {
 }
 
 int main(int argc, char **argv) {
-    int64_t steps = DEFAULT_STEPS, threads = 0, eval_every = 500, print_every = 100;
+    int64_t steps = DEFAULT_STEPS, threads = 0, eval_every = 500, print_every = 100, n_samples = N_SAMPLES;
     const char *svg_path = "char_transformer.svg", *words_path = "/usr/share/dict/american-english";
     const char *dump_init = NULL, *dump_batches = NULL;
     int replay = 0, loss_check = 1;
@@ -604,12 +607,14 @@ int main(int argc, char **argv) {
         else if (strcmp(a, "--threads") == 0) threads = parse_count(v, 1);
         else if (strcmp(a, "--eval-every") == 0) eval_every = parse_count(v, 1);
         else if (strcmp(a, "--print-every") == 0) print_every = parse_count(v, 1);
+        else if (strcmp(a, "--samples") == 0) n_samples = parse_count(v, 0);
         else if (strcmp(a, "--svg") == 0) svg_path = v;
         else if (strcmp(a, "--words") == 0) words_path = v;
         else if (strcmp(a, "--dump-init") == 0) dump_init = v;
         else if (strcmp(a, "--dump-batches") == 0) dump_batches = v;
         else usage();
     }
+    if (n_samples > N_SAMPLES) usage();
     if (threads > 0) CHECK(ag_set_num_threads(threads));
     CHECK(ag_num_threads(&threads));
 
@@ -672,12 +677,14 @@ int main(int argc, char **argv) {
     ag_function step_fn = AG_NULL_FUNCTION;
 
     double *train_loss = xmalloc(sizeof(double) * (size_t)steps);
-    int64_t max_evals = steps / eval_every + 2, n_evals = 0;
+    int64_t max_evals = steps / eval_every + 3, n_evals = 0;
     int64_t *eval_step = xmalloc(sizeof(int64_t) * (size_t)max_evals);
     double *eval_loss = xmalloc(sizeof(double) * (size_t)max_evals);
     double train_seconds = 0, window_seconds = 0, window_loss = 0;
     int64_t window_steps = 0;
     const double start = now_seconds();
+    eval_step[0] = 0, eval_loss[0] = validation_loss(&m, &val, NULL), n_evals = 1;
+    printf("step %5d  validation loss %.4f nats/char\n", 0, eval_loss[0]);
     for (int64_t step = 0; step < steps; step++) {
         const double t0 = now_seconds();
         double lr;
@@ -744,19 +751,19 @@ int main(int argc, char **argv) {
     /* Samples. */
     char samples[N_SAMPLES][MAX_SAMPLE + 1];
     int cut[N_SAMPLES];
-    sample_words(&m, samples, cut);
+    sample_words(&m, (int)n_samples, samples, cut);
     const char **sorted = xmalloc(sizeof(char *) * (size_t)words.count);
     for (int64_t i = 0; i < words.count; i++) sorted[i] = words.text + words.start[i];
     qsort(sorted, (size_t)words.count, sizeof(char *), compare_strings);
     int fresh = 0;
     printf("samples (temperature 1; * = not in the word list):");
-    for (int r = 0; r < N_SAMPLES; r++) {
+    for (int r = 0; r < n_samples; r++) {
         const char *key = samples[r];
         int known = bsearch(&key, sorted, (size_t)words.count, sizeof(char *), compare_strings) != NULL;
         fresh += !known;
         printf(" %s%s%s", samples[r], cut[r] ? "..." : "", known ? "" : "*");
     }
-    printf("\n%d of %d samples are new words\n", fresh, N_SAMPLES);
+    printf("\n%d of %lld samples are new words\n", fresh, (long long)n_samples);
 
     int svg_failed = write_svg(svg_path, train_loss, steps, eval_step, eval_loss, n_evals);
     if (svg_failed)
