@@ -217,6 +217,11 @@ def main():
 
     c_evals = {int(s): float(v) for s, v in re.findall(r"^step +(\d+) +validation loss ([0-9.]+)", out, re.M)}
     print(f"torch: training {args.steps} steps, float32, {torch.get_num_threads()} thread(s), torch {torch.__version__}")
+    # Before training: the same weights must give the same validation loss (float32 both).
+    start_loss = validation_loss(params, val_t)
+    print(f"step     0  validation loss: torch {start_loss:.4f}, C {c_evals[0]:.4f}")
+    if abs(start_loss - c_evals[0]) > 1e-4:
+        raise SystemExit("char_transformer_torch: the untrained models already disagree (not the same model)")
     losses, train_seconds, evals = [], 0.0, {}
     for step in range(args.steps):
         t0 = time.perf_counter()
@@ -243,8 +248,8 @@ def main():
     gap = abs(t_final - c_final) / c_final
     print(f"torch: {args.steps} steps in {train_seconds:.2f} s: {1e3 * train_seconds / args.steps:.2f} ms/step "
           f"(C: {c_ms:.2f} ms/step)")
-    print(f"validation loss (nats per character): C (libautograd) {c_final:.4f}  vs  PyTorch {t_final:.4f}: "
-          f"difference {100 * gap:.2f}% (tolerance {100 * args.tolerance:g}%)")
+    print(f"validation loss (nats per character): C (libautograd) {c_final:.4f}  vs  PyTorch {t_final:.6f}: "
+          f"difference {100 * gap:.3f}% (tolerance {100 * args.tolerance:g}%)")
     limit = 2.8 if args.steps < 1000 else 2.6
     ok = gap <= args.tolerance and t_final < limit
     print("char_transformer_torch: OK" if ok else "char_transformer_torch: FAILED")
