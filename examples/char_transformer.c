@@ -736,7 +736,7 @@ int main(int argc, char **argv) {
     printf("training: %lld steps of batch %d in %.2f s: %.2f ms/step (%lld thread%s%s)\n", (long long)steps, BATCH,
            train_seconds, 1e3 * train_seconds / (double)steps, (long long)threads, threads == 1 ? "" : "s",
            replay ? ", replayed" : "");
-    printf("validation loss: %.4f nats per character (%lld windows of %d, %lld characters; uniform log 27 = %.4f)\n",
+    printf("validation loss: %.6f nats per character (%lld windows of %d, %lld characters; uniform log 27 = %.4f)\n",
            final_val, (long long)windows, CONTEXT, (long long)(windows * CONTEXT), log(27.0));
 
     if (replay) {

@@ -248,7 +248,7 @@ def main():
     gap = abs(t_final - c_final) / c_final
     print(f"torch: {args.steps} steps in {train_seconds:.2f} s: {1e3 * train_seconds / args.steps:.2f} ms/step "
           f"(C: {c_ms:.2f} ms/step)")
-    print(f"validation loss (nats per character): C (libautograd) {c_final:.4f}  vs  PyTorch {t_final:.6f}: "
+    print(f"validation loss (nats per character): C (libautograd) {c_final:.6f}  vs  PyTorch {t_final:.6f}: "
           f"difference {100 * gap:.3f}% (tolerance {100 * args.tolerance:g}%)")
     limit = 2.8 if args.steps < 1000 else 2.6
     ok = gap <= args.tolerance and t_final < limit
