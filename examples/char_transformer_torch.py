@@ -250,7 +250,7 @@ def main():
           f"(C: {c_ms:.2f} ms/step)")
     print(f"validation loss (nats per character): C (libautograd) {c_final:.6f}  vs  PyTorch {t_final:.6f}: "
           f"difference {100 * gap:.3f}% (tolerance {100 * args.tolerance:g}%)")
-    limit = 2.8 if args.steps < 1000 else 2.6
+    limit = 2.8 if args.steps < 1000 else 2.3  # char_transformer.c's MAX_VAL_LOSS_SHORT, MAX_VAL_LOSS
     ok = gap <= args.tolerance and t_final < limit
     print("char_transformer_torch: OK" if ok else "char_transformer_torch: FAILED")
     return 0 if ok else 1

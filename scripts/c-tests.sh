@@ -6,8 +6,8 @@
 #      long or threaded ones run natively only),
 #   4. runs the examples (graph_picture, digits, moons, ode_fit, char_transformer) and checks what
 #      they write; digits also trains with one step function eagerly and captured then replayed:
-#      equal final weights; char_transformer runs shortened (500 steps), and for 2 steps on a small
-#      word list under valgrind.
+#      equal final weights; char_transformer runs shortened (500 steps), eagerly and replayed
+#      (100 steps each: equal final weights), and for 2 steps on a small word list under valgrind.
 # Assumes the library is built (scripts/build.sh). Exits non-zero if anything fails.
 #
 # Valgrind policy: definite and indirect leaks, and every memcheck error (invalid read or write,
@@ -146,6 +146,25 @@ grep -q '^validation loss: [0-9.]* nats per character' "$log" ||
     { echo "c-tests: FAILED: char_transformer printed no validation loss" >&2; exit 1; }
 grep -q "<svg" "$outdir/char_transformer.svg" ||
     { echo "c-tests: FAILED: char_transformer wrote no SVG" >&2; exit 1; }
+
+echo
+echo "== examples/char_transformer --replay (the training step captured once, then replayed): 100 steps"
+echo "   eagerly and replayed must end with the same weights, bit for bit"
+for mode in eager replay; do
+    flag=()
+    [[ $mode == replay ]] && flag=(--replay)
+    run "$outdir/char_transformer" --steps 100 --eval-every 1000 --no-loss-check --samples 0 "${flag[@]}" \
+        --svg "$outdir/char_transformer-$mode.svg" >"$outdir/char_transformer-$mode.log"
+done
+eager_hash=$(grep '^final weights:' "$outdir/char_transformer-eager.log" || true)
+replay_hash=$(grep '^final weights:' "$outdir/char_transformer-replay.log" || true)
+grep -E '^(training|final weights|replay:)' "$outdir/char_transformer-replay.log"
+if [[ -z "$eager_hash" || "$eager_hash" != "$replay_hash" ]]; then
+    echo "c-tests: FAILED: char_transformer trained by replay ended with other weights than eagerly" \
+        "(eager: '${eager_hash}', replay: '${replay_hash}')" >&2
+    exit 1
+fi
+echo "char_transformer: replay and eager steps give the same final weights: OK"
 
 echo
 echo "== examples/char_transformer under valgrind: 2 steps on every 200th word (the first step runs eagerly"
