@@ -414,7 +414,7 @@ static void test_creation(void) {
         CHECK_ERR_OUT(bad[i].want, ag_tensor_zeros, sh, bad[i].ndim, AG_FLOAT64);
         CHECK_ERR_OUT(bad[i].want, ag_tensor_ones, sh, bad[i].ndim, AG_FLOAT32);
     }
-    const ag_dtype bad_dtypes[] = {0, 3, -1, 100, INT32_MAX};
+    const ag_dtype bad_dtypes[] = {0, 5, -1, 100, INT32_MAX};
     for (size_t i = 0; i < sizeof bad_dtypes / sizeof bad_dtypes[0]; i++) {
         set_ctx("dtype %d", (int)bad_dtypes[i]);
         CHECK_ERR_OUT(AG_ERR_DTYPE, ag_tensor_from_data, data, s23, 2, bad_dtypes[i]);
