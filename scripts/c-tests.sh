@@ -4,9 +4,12 @@
 #   2. runs each program of both lists,
 #   3. runs the programs of the first list again under valgrind's memcheck (the second list's
 #      long or threaded ones run natively only),
-#   4. runs the examples (graph_picture, digits, cnn_digits, moons, ode_fit) and checks what they
-#      write; digits and cnn_digits also train with one step function eagerly and captured then
-#      replayed: equal final weights; cnn_digits runs 2 steps (captured, replayed) under valgrind.
+#   4. runs the examples (graph_picture, digits, cnn_digits, moons, ode_fit, char_transformer) and
+#      checks what they write; digits and cnn_digits also train with one step function eagerly
+#      and captured then replayed: equal final weights; cnn_digits runs 2 steps (captured,
+#      replayed) under valgrind; char_transformer runs shortened (500 steps), eagerly and
+#      replayed (100 steps each: equal final weights), and for 2 steps on a small word list
+#      under valgrind.
 # Assumes the library is built (scripts/build.sh). Exits non-zero if anything fails.
 #
 # Valgrind policy: definite and indirect leaks, and every memcheck error (invalid read or write,
@@ -51,7 +54,7 @@ for prog in "${programs[@]}" "${native_only[@]}"; do
     run cc -std=c11 -O1 -Wall -Wextra -Werror -g -I include -o "$outdir/$prog" "bindings/c/$prog.c" \
         -L "$libdir" -lautograd "-Wl,-rpath,$libdir" -lm -lpthread
 done
-for ex in graph_picture digits cnn_digits moons ode_fit; do
+for ex in graph_picture digits cnn_digits moons ode_fit char_transformer; do
     run cc -std=c11 -O2 -Wall -Wextra -Werror -g -I include -o "$outdir/$ex" "examples/$ex.c" \
         -L "$libdir" -lautograd "-Wl,-rpath,$libdir" -lm
 done
@@ -159,6 +162,72 @@ echo "   fails unless its gradcheck passes and the damping is recovered; writes 
 rm -f "$outdir/ode_fit.svg"
 run "$outdir/ode_fit" "$outdir/ode_fit.svg"
 grep -q "<svg" "$outdir/ode_fit.svg" || { echo "c-tests: FAILED: ode_fit wrote no SVG" >&2; exit 1; }
+
+echo
+echo "== examples/char_transformer (a 2-layer character transformer on the words of Debian's wamerican,"
+echo "   shortened to 500 steps; fails unless its validation loss is below 2.8 nats per character; writes"
+echo "   $outdir/char_transformer.svg; the full run is scripts/char-transformer.sh)"
+words=/usr/share/dict/american-english
+if [[ ! -f "$words" ]]; then
+    echo "c-tests: FAILED: $words not found (scripts/setup.sh installs the wamerican package)" >&2
+    exit 1
+fi
+rm -f "$outdir/char_transformer.svg"
+log="$outdir/char_transformer.log"
+echo "+ $outdir/char_transformer --steps 500 --svg $outdir/char_transformer.svg (output in $log)"
+status=0
+"$outdir/char_transformer" --steps 500 --svg "$outdir/char_transformer.svg" >"$log" 2>&1 || status=$?
+grep -E '^(model|step +[0-9]+ +validation|training|validation|samples|char_transformer)' "$log" || true
+if [[ $status -ne 0 ]]; then
+    tail -n 20 "$log"
+    echo "c-tests: FAILED (exit $status): examples/char_transformer --steps 500" >&2
+    exit 1
+fi
+grep -q '^validation loss: [0-9.]* nats per character' "$log" ||
+    { echo "c-tests: FAILED: char_transformer printed no validation loss" >&2; exit 1; }
+grep -q "<svg" "$outdir/char_transformer.svg" ||
+    { echo "c-tests: FAILED: char_transformer wrote no SVG" >&2; exit 1; }
+
+echo
+echo "== examples/char_transformer --replay (the training step captured once, then replayed): 100 steps"
+echo "   eagerly and replayed must end with the same weights, bit for bit"
+for mode in eager replay; do
+    flag=()
+    [[ $mode == replay ]] && flag=(--replay)
+    run "$outdir/char_transformer" --steps 100 --eval-every 1000 --no-loss-check --samples 0 "${flag[@]}" \
+        --svg "$outdir/char_transformer-$mode.svg" >"$outdir/char_transformer-$mode.log"
+done
+eager_hash=$(grep '^final weights:' "$outdir/char_transformer-eager.log" || true)
+replay_hash=$(grep '^final weights:' "$outdir/char_transformer-replay.log" || true)
+grep -E '^(training|final weights|replay:)' "$outdir/char_transformer-replay.log"
+if [[ -z "$eager_hash" || "$eager_hash" != "$replay_hash" ]]; then
+    echo "c-tests: FAILED: char_transformer trained by replay ended with other weights than eagerly" \
+        "(eager: '${eager_hash}', replay: '${replay_hash}')" >&2
+    exit 1
+fi
+echo "char_transformer: replay and eager steps give the same final weights: OK"
+
+echo
+echo "== examples/char_transformer under valgrind: 2 steps on every 200th word (the first step runs eagerly"
+echo "   inside ag_capture, the second is replayed), 2 samples"
+grep -E '^[a-z]+$' "$words" | awk 'NR % 200 == 0' >"$outdir/words-small.txt"
+log="$outdir/char_transformer.valgrind.log"
+cmd=(valgrind --leak-check=full --errors-for-leak-kinds=definite,indirect
+    --show-leak-kinds=definite,indirect --error-exitcode=99 "$outdir/char_transformer" --steps 2 --replay
+    --threads 1 --words "$outdir/words-small.txt" --samples 2 --svg "$outdir/char_transformer-small.svg"
+    --no-loss-check)
+echo "+ ${cmd[*]}"
+start=$SECONDS
+status=0
+"${cmd[@]}" >"$log" 2>&1 || status=$?
+if [[ $status -ne 0 ]]; then
+    grep -v '^== [a-z]' "$log" | tail -n 150
+    echo "c-tests: FAILED: char_transformer under valgrind exited with status $status" \
+        "(99: memory errors or definite/indirect leaks)" >&2
+    exit 1
+fi
+grep -E 'ERROR SUMMARY|definitely lost|indirectly lost' "$log" | head -n 3 || true
+echo "char_transformer under valgrind: OK ($((SECONDS - start)) s)"
 
 echo
 echo "c-tests: OK"

@@ -40,3 +40,8 @@ python3 examples/cnn_digits_torch.py --threads 1  # PyTorch and the C run at 1 t
 echo
 echo "== the digits training side by side in JAX (same data, init, batch order, schedule)"
 python3 examples/digits_jax.py
+
+echo
+echo "== the character transformer side by side in PyTorch (examples/char_transformer.c shortened to 500"
+echo "   steps: same words, split, initial weights, batches, schedule, clipping and AdamW; float32)"
+python3 examples/char_transformer_torch.py --steps 500
