@@ -790,7 +790,9 @@ ag_status ag_avg_pool2d(ag_tensor *out, ag_tensor x, int64_t kernel_h, int64_t k
  * differ in size. An output extent of 0 gives an empty result. Linear, with its gradient.
  * (1, 1) is a mean over H and W; windows that tile the input evenly are an average pool; other
  * sizes are products with constant averaging matrices.
- * Errors also: AG_ERR_ARGUMENT (an output extent < 0). */
+ * Errors also: AG_ERR_ARGUMENT (an output extent < 0), AG_ERR_SHAPE (x not 4-D, H or W 0, an
+ * output whose element count overflows, or, for a non-empty output, an averaging matrix
+ * output_h x H or output_w x W of more than 2^28 entries). */
 ag_status ag_adaptive_avg_pool2d(ag_tensor *out, ag_tensor x, int64_t output_h, int64_t output_w);
 
 /* ------------------------------------------------------------------------------------------ */

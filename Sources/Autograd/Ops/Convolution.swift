@@ -134,7 +134,18 @@ extension Tensor {
         guard h > 0 && w > 0 else {
             throw AutogradError.shape("\(op): the input's spatial extents must be positive, got shape \(shape)")
         }
-        _ = try Shape.count([n, c, oh, ow])
+        if try Shape.count([n, c, oh, ow]) == 0 {
+            // Nothing to average: the empty result from its shape alone (no averaging matrix of
+            // the output's extents, which may be huge beside an extent 0), zero gradient.
+            let out = try Tensor(uninitialized: [n, c, oh, ow], dtype: dtype)
+            if Tensor.shouldRecord(self) {
+                let (inputShape, dt) = (shape, dtype)
+                out.record("adaptive_avg_pool2d", self) { _, _ in InputGradients(try Tensor.zeros(inputShape, dtype: dt)) }
+            }
+            if Trace.isRecording { Trace.note(out, "adaptive_avg_pool2d", [self]) { ins in try ins[0].adaptiveAvgPool2d(outputSize: outputSize) } }
+            try out.deriveTangent(from: self) { t in try Tensor.zeros(t.shape.prefix(2) + [oh, ow], dtype: t.dtype) }
+            return out
+        }
         if oh == 1 && ow == 1 { return try mean(axes: [2, 3], keepDims: true) }
         if oh > 0 && ow > 0 && h % oh == 0 && w % ow == 0 {
             // Equal windows that tile the input: avg_pool2d with kernel = stride = H/OH x W/OW.
@@ -142,16 +153,21 @@ extension Tensor {
                                        padding: (0, 0), dilation: (1, 1), groups: 1)
             return try averagePooled(g, countIncludePad: true)
         }
-        /// (out, extent) averaging matrix: row i holds 1/len over its window.
-        func averaging(_ out: Int, _ extent: Int) -> [Double] {
-            var m = [Double](repeating: 0, count: out * extent)
+        /// (out, extent) averaging matrix: row i holds 1/len over its window. Its size is
+        /// checked first: an output extent far beyond the input's is an error, not a trap.
+        func averaging(_ out: Int, _ extent: Int) throws -> [Double] {
+            let (size, overflow) = out.multipliedReportingOverflow(by: extent)
+            guard !overflow && size <= 1 << 28 else {
+                throw AutogradError.shape("\(op): an output extent of \(out) over an input extent of \(extent) needs a \(out) x \(extent) averaging matrix, more than the 2^28 entries allowed")
+            }
+            var m = [Double](repeating: 0, count: size)
             for i in 0..<out {
                 let lo = i * extent / out, hi = ((i + 1) * extent + out - 1) / out
                 for r in lo..<hi { m[i * extent + r] = 1 / Double(hi - lo) }
             }
             return m
         }
-        let ph = averaging(oh, h), pw = averaging(ow, w)
+        let ph = try averaging(oh, h), pw = try averaging(ow, w)
         let (hw, ohw) = try (Shape.count([h, w]), Shape.count([oh, ow]))
         let (work, overflow) = hw.multipliedReportingOverflow(by: ohw)
         if !overflow && work <= 1 << 16 {

@@ -65,8 +65,9 @@ extension Tensor {
         let total = try Shape.count(outShape)
         var index = [Int](repeating: 0, count: total)
         let v = values
-        var lane = [Int](repeating: 0, count: n)
-        for p in 0..<outer {
+        // No element: nothing to order (and outer or n may be huge beside an extent 0).
+        var lane = [Int](repeating: 0, count: count == 0 ? 0 : n)
+        for p in 0..<(count == 0 ? 0 : outer) {
             for q in 0..<inner {
                 for j in 0..<n { lane[j] = j }
                 // "Before" in the result order: by value (nan counts as the largest: first for
