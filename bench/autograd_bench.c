@@ -1,7 +1,7 @@
 /*
  * autograd_bench.c - the Autograd peer of the benchmark suite, through the C API only.
  *
- *   autograd_bench BENCH THREADS REPS      BENCH is one of B1..B9 (see bench/README.md)
+ *   autograd_bench BENCH THREADS REPS      BENCH is one of B1..B11 (see bench/README.md)
  *
  * Prints one "RESULT {json}" line per measured case (see bench_common.h). Any failing API call
  * prints ag_last_error() and exits with status 1, so the driver notices a broken engine.
@@ -748,6 +748,365 @@ static int bench_b9(int threads, int reps) {
     return rc;
 }
 
+/* ---- B10 and B11: a small transformer's and a small CNN's training step, eager and replayed ---- */
+
+/* Each step first writes the next of NBATCH fixed batches into the step's input tensors
+ * (ag_tensor_set_data), in every peer, so that a replay is seen to compute from its inputs. */
+enum { NBATCH = 4 };
+
+/* The data of NBATCH batches for the two inputs (x, y) of a step. */
+typedef struct {
+    int64_t count[2];
+    ag_dtype dtype[2];
+    void *data[NBATCH][2];
+} batches;
+
+static void batches_free(batches *d) {
+    for (int k = 0; k < NBATCH; k++) { free(d->data[k][0]); free(d->data[k][1]); }
+}
+
+/* Writes batch `step % NBATCH` into in[0], in[1]. */
+static void feed(const ag_tensor in[2], const batches *d, int64_t step) {
+    for (int i = 0; i < 2; i++)
+        CK(ag_tensor_set_data(in[i], d->data[step % NBATCH][i], d->count[i], d->dtype[i]));
+}
+
+/* n int64 values drawn from SplitMix64 (state advanced), each next() mod m. */
+static int64_t *draw_ints(uint64_t *state, int64_t n, uint64_t m) {
+    int64_t *v = malloc((size_t)n * sizeof(int64_t));
+    if (!v) { fprintf(stderr, "autograd_bench: out of memory\n"); exit(1); }
+    for (int64_t i = 0; i < n; i++) v[i] = (int64_t)(bench_splitmix64(state) % m);
+    return v;
+}
+
+/* A model: its parameters (in a fixed order) and its optimizer. */
+enum { MAX_PARAMS = 32 };
+typedef struct {
+    ag_tensor p[MAX_PARAMS];
+    int n;
+    ag_optimizer opt;
+} net;
+
+static void net_free(net *m) {
+    CK(ag_optimizer_free(m->opt));
+    for (int i = 0; i < m->n; i++) CK(ag_tensor_free(m->p[i]));
+}
+
+/* The intermediate handles of one step, freed together at its end (the graph keeps what the
+ * backward needs). */
+typedef struct {
+    ag_tensor h[160];
+    int n;
+} handles;
+
+/* A slot for the next op's result; the last one filled is `last`. */
+static ag_tensor *slot(handles *s) {
+    if (s->n == (int)(sizeof s->h / sizeof s->h[0])) {
+        fprintf(stderr, "autograd_bench: too many intermediate handles\n");
+        exit(1);
+    }
+    s->h[s->n] = AG_NULL_TENSOR;
+    return &s->h[s->n++];
+}
+#define LAST(s) ((s).h[(s).n - 1])
+
+static void handles_free(handles *s) {
+    for (int i = 0; i < s->n; i++)
+        if (s->h[i] != AG_NULL_TENSOR) (void)ag_tensor_free(s->h[i]);
+    s->n = 0;
+}
+
+/* A training step on inputs (x, y): forward, loss, ag_backward, optimizer step, zero_grad; the
+ * loss in *loss. Returns the first failing call's status (the eager step exits on it, the
+ * captured function passes it on), having freed every intermediate handle either way. */
+typedef ag_status (*net_step_fn)(ag_tensor *loss, const net *m, ag_tensor x, ag_tensor y);
+
+#define OP(call)                                  \
+    do {                                          \
+        if ((st = (call)) != AG_OK) goto failed;  \
+    } while (0)
+
+/* The end of a step: the loss (the last handle, kept) through backward, the optimizer step and
+ * zero_grad. */
+static ag_status finish_step(ag_tensor *loss, const net *m, handles *s, ag_status st) {
+    if (st == AG_OK && (st = ag_backward(LAST(*s), AG_NULL_TENSOR, false, false)) == AG_OK &&
+        (st = ag_optimizer_step(m->opt)) == AG_OK)
+        st = ag_optimizer_zero_grad(m->opt);
+    if (st == AG_OK) {
+        *loss = LAST(*s);
+        s->n--; /* the loss is the caller's */
+    }
+    handles_free(s);
+    return st;
+}
+
+/* B10's transformer (bench/README.md): vocab 27, context 16, width 64, 4 heads of 16, 2 pre-norm
+ * blocks, as examples/char_transformer.c. The parameters, in this order: */
+enum { TF_VOCAB = 27, TF_T = 16, TF_WIDTH = 64, TF_HEADS = 4, TF_HIDDEN = 256, TF_LAYERS = 2, TF_BATCH = 32 };
+enum { TF_LN1_W, TF_LN1_B, TF_ATTN_W, TF_ATTN_B, TF_PROJ_W, TF_PROJ_B, TF_LN2_W, TF_LN2_B, TF_FC_W, TF_FC_B,
+       TF_FC2_W, TF_FC2_B, TF_PER_BLOCK };
+enum { TF_TOK_EMB, TF_POS_EMB, TF_FIRST_BLOCK };
+enum { TF_LNF_W = TF_FIRST_BLOCK + TF_LAYERS * TF_PER_BLOCK, TF_LNF_B, TF_HEAD_W, TF_HEAD_B, TF_NPARAMS };
+
+static ag_tensor tf_bp(const net *m, int block, int which) {
+    return m->p[TF_FIRST_BLOCK + block * TF_PER_BLOCK + which];
+}
+
+/* How a parameter of B10 starts: rows, cols (0 for a vector), and the deterministic fill with
+ * scale 1/sqrt(fan_in) (fan_in 0: scale 1), or ones, or zeros. */
+enum { TF_FILL, TF_ONES, TF_ZEROS };
+typedef struct { int64_t rows, cols, fan_in; int init; } tf_spec;
+
+static tf_spec tf_spec_of(int k) {
+    static const tf_spec block[TF_PER_BLOCK] = {
+        {TF_WIDTH, 0, 0, TF_ONES}, {TF_WIDTH, 0, 0, TF_ZEROS},                       /* ln1 */
+        {3 * TF_WIDTH, TF_WIDTH, TF_WIDTH, TF_FILL}, {3 * TF_WIDTH, 0, TF_WIDTH, TF_FILL}, /* qkv */
+        {TF_WIDTH, TF_WIDTH, TF_WIDTH, TF_FILL}, {TF_WIDTH, 0, TF_WIDTH, TF_FILL},     /* proj */
+        {TF_WIDTH, 0, 0, TF_ONES}, {TF_WIDTH, 0, 0, TF_ZEROS},                       /* ln2 */
+        {TF_HIDDEN, TF_WIDTH, TF_WIDTH, TF_FILL}, {TF_HIDDEN, 0, TF_WIDTH, TF_FILL},   /* fc */
+        {TF_WIDTH, TF_HIDDEN, TF_HIDDEN, TF_FILL}, {TF_WIDTH, 0, TF_HIDDEN, TF_FILL},  /* fc2 */
+    };
+    static const tf_spec head[TF_FIRST_BLOCK] = {{TF_VOCAB, TF_WIDTH, 0, TF_FILL}, {TF_T, TF_WIDTH, 0, TF_FILL}};
+    static const tf_spec tail[4] = {{TF_WIDTH, 0, 0, TF_ONES}, {TF_WIDTH, 0, 0, TF_ZEROS},
+                                    {TF_VOCAB, TF_WIDTH, TF_WIDTH, TF_FILL}, {TF_VOCAB, 0, TF_WIDTH, TF_FILL}};
+    if (k < TF_FIRST_BLOCK) return head[k];
+    if (k < TF_LNF_W) return block[(k - TF_FIRST_BLOCK) % TF_PER_BLOCK];
+    return tail[k - TF_LNF_W];
+}
+
+/* Parameter k (in the enum's order) filled with phase 0.3 + 0.1 k (see tf_spec_of): embeddings
+ * scale 1, a linear layer in -> out's weight (out, in) and bias (out) scale 1/sqrt(in), layer
+ * norms' weights 1 and biases 0. AdamW (lr 1e-3, betas 0.9 0.999, eps 1e-8, weight decay 0.01). */
+static void tf_init(net *m) {
+    m->n = TF_NPARAMS;
+    for (int k = 0; k < TF_NPARAMS; k++) {
+        tf_spec sp = tf_spec_of(k);
+        int64_t shape[2] = {sp.rows, sp.cols};
+        int ndim = sp.cols ? 2 : 1;
+        if (sp.init == TF_ONES) CK(ag_tensor_ones(&m->p[k], shape, ndim, AG_FLOAT32));
+        else if (sp.init == TF_ZEROS) CK(ag_tensor_zeros(&m->p[k], shape, ndim, AG_FLOAT32));
+        else m->p[k] = make_filled(shape, ndim, AG_FLOAT32, 0.3 + 0.1 * k,
+                                   sp.fan_in ? 1.0 / sqrt((double)sp.fan_in) : 1.0, false);
+        CK(ag_tensor_set_requires_grad(m->p[k], true));
+    }
+    CK(ag_optimizer_adamw(&m->opt, m->p, TF_NPARAMS, 1e-3, 0.9, 0.999, 1e-8, 0.01));
+}
+
+/* B10's step: idx (32, 16) int64 tokens, targets (512) int64. */
+static ag_status tf_step(ag_tensor *loss, const net *m, ag_tensor idx, ag_tensor targets) {
+    const int64_t B = TF_BATCH, T = TF_T, D = TF_WIDTH, H = TF_HEADS;
+    handles s = {.n = 0};
+    ag_status st;
+    ag_tensor x, qkv, part[3];
+    OP(ag_embedding(slot(&s), idx, m->p[TF_TOK_EMB]));
+    OP(ag_add(slot(&s), LAST(s), m->p[TF_POS_EMB])); /* (B, T, D) + (T, D) */
+    x = LAST(s);
+    for (int l = 0; l < TF_LAYERS; l++) {
+        /* x = x + proj(attention(layer_norm(x))), q, k, v split from one linear to 3 D */
+        OP(ag_layer_norm(slot(&s), x, 1, tf_bp(m, l, TF_LN1_W), tf_bp(m, l, TF_LN1_B), 1e-5));
+        OP(ag_linear(slot(&s), LAST(s), tf_bp(m, l, TF_ATTN_W), tf_bp(m, l, TF_ATTN_B)));
+        qkv = LAST(s);
+        for (int j = 0; j < 3; j++) { /* (B, T, D) slice -> (B, T, H, D/H) -> (B, H, T, D/H) */
+            OP(ag_slice(slot(&s), qkv, 2, j * D, (j + 1) * D, 1));
+            OP(ag_reshape(slot(&s), LAST(s), (int64_t[]){B, T, H, D / H}, 4));
+            OP(ag_transpose(slot(&s), LAST(s), 1, 2));
+            part[j] = LAST(s);
+        }
+        OP(ag_scaled_dot_product_attention(slot(&s), part[0], part[1], part[2], AG_NULL_TENSOR, true, 0.0));
+        OP(ag_transpose(slot(&s), LAST(s), 1, 2));
+        OP(ag_reshape(slot(&s), LAST(s), (int64_t[]){B, T, D}, 3));
+        OP(ag_linear(slot(&s), LAST(s), tf_bp(m, l, TF_PROJ_W), tf_bp(m, l, TF_PROJ_B)));
+        OP(ag_add(slot(&s), x, LAST(s)));
+        x = LAST(s);
+        /* x = x + fc2(gelu(fc(layer_norm(x)))) */
+        OP(ag_layer_norm(slot(&s), x, 1, tf_bp(m, l, TF_LN2_W), tf_bp(m, l, TF_LN2_B), 1e-5));
+        OP(ag_linear(slot(&s), LAST(s), tf_bp(m, l, TF_FC_W), tf_bp(m, l, TF_FC_B)));
+        OP(ag_gelu(slot(&s), LAST(s)));
+        OP(ag_linear(slot(&s), LAST(s), tf_bp(m, l, TF_FC2_W), tf_bp(m, l, TF_FC2_B)));
+        OP(ag_add(slot(&s), x, LAST(s)));
+        x = LAST(s);
+    }
+    OP(ag_layer_norm(slot(&s), x, 1, m->p[TF_LNF_W], m->p[TF_LNF_B], 1e-5));
+    OP(ag_linear(slot(&s), LAST(s), m->p[TF_HEAD_W], m->p[TF_HEAD_B]));
+    OP(ag_reshape(slot(&s), LAST(s), (int64_t[]){B * T, TF_VOCAB}, 2));
+    OP(ag_cross_entropy_labels(slot(&s), LAST(s), targets));
+failed:
+    return finish_step(loss, m, &s, st);
+}
+
+/* B11's CNN: conv 1->16 3x3 pad 1, relu, max pool 2; conv 16->32 3x3 pad 1, relu, max pool 2;
+ * (64, 128) -> linear 128 -> 10. Parameters conv1 (w, b), conv2 (w, b), fc (w, b), phases
+ * 0.3 ... 0.8, scale 1/sqrt(fan in) (9, 144, 128). Adam (lr 1e-3, betas 0.9 0.999, eps 1e-8). */
+enum { CNN_BATCH = 64, CNN_CLASSES = 10 };
+
+static void cnn_init(net *m) {
+    static const int64_t shapes[6][4] = {{16, 1, 3, 3}, {16}, {32, 16, 3, 3}, {32}, {10, 128}, {10}};
+    static const int ndims[6] = {4, 1, 4, 1, 2, 1};
+    static const double fan_in[6] = {9, 9, 144, 144, 128, 128};
+    m->n = 6;
+    for (int k = 0; k < 6; k++)
+        m->p[k] = make_filled(shapes[k], ndims[k], AG_FLOAT32, 0.3 + 0.1 * k, 1.0 / sqrt(fan_in[k]), true);
+    CK(ag_optimizer_adam(&m->opt, m->p, 6, 1e-3, 0.9, 0.999, 1e-8, 0.0));
+}
+
+/* B11's step: x (64, 1, 8, 8) float32, labels (64) int64. */
+static ag_status cnn_step(ag_tensor *loss, const net *m, ag_tensor x, ag_tensor labels) {
+    handles s = {.n = 0};
+    ag_status st;
+    OP(ag_conv2d(slot(&s), x, m->p[0], m->p[1], 1, 1, 1, 1, 1, 1, 1));
+    OP(ag_relu(slot(&s), LAST(s)));
+    OP(ag_max_pool2d(slot(&s), LAST(s), 2, 2, 0, 0, 0, 0));
+    OP(ag_conv2d(slot(&s), LAST(s), m->p[2], m->p[3], 1, 1, 1, 1, 1, 1, 1));
+    OP(ag_relu(slot(&s), LAST(s)));
+    OP(ag_max_pool2d(slot(&s), LAST(s), 2, 2, 0, 0, 0, 0));
+    OP(ag_reshape(slot(&s), LAST(s), (int64_t[]){CNN_BATCH, 128}, 2));
+    OP(ag_linear(slot(&s), LAST(s), m->p[4], m->p[5]));
+    OP(ag_cross_entropy_labels(slot(&s), LAST(s), labels));
+failed:
+    return finish_step(loss, m, &s, st);
+}
+#undef OP
+
+/* ag_capture's function for B10 and B11: the step on the placeholders (x, y); its output is the
+ * loss, whose value (the capture's run is the replayed model's first step) goes to `loss`. */
+typedef struct {
+    net_step_fn step;
+    const net *m;
+    double loss;
+} net_capture;
+
+static int32_t net_capture_fn(ag_tensor *outputs, int64_t noutputs, const ag_tensor *inputs, int64_t ninputs,
+                              void *user_data) {
+    net_capture *c = user_data;
+    if (noutputs != 1 || ninputs != 2) return AG_ERR_ARGUMENT;
+    ag_tensor loss;
+    ag_status st = c->step(&loss, c->m, inputs[0], inputs[1]);
+    if (st != AG_OK) return st;
+    outputs[0] = loss;
+    return ag_tensor_item(&c->loss, loss);
+}
+
+/* One eager step of m on batch `step` (written into in first); the loss if want_loss. */
+static double net_eager_step(net_step_fn fn, const net *m, const ag_tensor in[2], const batches *d, int64_t step,
+                             bool want_loss) {
+    ag_tensor loss;
+    double value = 0;
+    feed(in, d, step);
+    CK(fn(&loss, m, in[0], in[1]));
+    if (want_loss) CK(ag_tensor_item(&value, loss));
+    CK(ag_tensor_free(loss));
+    return value;
+}
+
+/* One replay of f on batch `step` (written into in first) into the 0-d loss. */
+static bool net_replay_step(ag_function f, const ag_tensor in[2], ag_tensor loss, const batches *d, int64_t step,
+                            bool want_loss, double *value) {
+    feed(in, d, step);
+    SOFT(ag_function_call_into(&loss, 1, f, in, 2));
+    if (want_loss) CK(ag_tensor_item(value, loss));
+    return true;
+}
+
+/* B10 and B11: the model's step eagerly (case eager_case) and captured once and replayed (case
+ * replay_case), each on its own copy of the model and its own input tensors, in this process.
+ * Warm-up: `warmup` steps of each (the replayed model's first step is the capture's own run),
+ * their first and last losses recorded; then `reps` repetitions of `steps` steps of each, which
+ * one first alternating. Each step writes the next batch (cycling through NBATCH) into its inputs.
+ * Returns 0, or 1 when the replay case is missing. */
+static int bench_net(const char *bench, const char *eager_case, const char *replay_case, net_step_fn fn,
+                     void (*init)(net *), const batches *d, const int64_t *xshape, int xndim, int warmup, int steps,
+                     int threads, int reps) {
+    net eager, rep;
+    init(&eager);
+    init(&rep);
+    ag_tensor ein[2], rin[2], loss;
+    const int64_t yshape[1] = {d->count[1]};
+    for (int i = 0; i < 2; i++) {
+        CK(ag_tensor_zeros(&ein[i], i ? yshape : xshape, i ? 1 : xndim, d->dtype[i]));
+        CK(ag_tensor_zeros(&rin[i], i ? yshape : xshape, i ? 1 : xndim, d->dtype[i]));
+    }
+    CK(ag_tensor_zeros(&loss, NULL, 0, AG_FLOAT32));
+    double eager_first = 0, eager_last = 0, replay_first = 0, replay_last = 0;
+    int64_t es = 0, rs = 0; /* steps made by each */
+    for (; es < warmup; es++) {
+        double l = net_eager_step(fn, &eager, ein, d, es, true);
+        if (es == 0) eager_first = l;
+        eager_last = l;
+    }
+    net_capture cap = {fn, &rep, 0};
+    ag_function f = AG_NULL_FUNCTION;
+    feed(rin, d, rs);
+    bool replay = replay_api_present() &&
+                  replay_ok(ag_capture(&f, net_capture_fn, rin, 2, 1, &cap), "ag_capture(step)", __LINE__);
+    if (replay) replay_first = replay_last = cap.loss, rs = 1;
+    for (; replay && rs < warmup; rs++)
+        replay = net_replay_step(f, rin, loss, d, rs, true, &replay_last);
+    double *eager_s = calloc((size_t)reps, sizeof(double)), *replay_s = calloc((size_t)reps, sizeof(double));
+    for (int r = 0; r < reps; r++) {
+        for (int half = 0; half < 2; half++) {
+            if (half == (r & 1)) {
+                double t0 = bench_now();
+                for (int s = 0; s < steps; s++, es++) net_eager_step(fn, &eager, ein, d, es, false);
+                eager_s[r] = (bench_now() - t0) / steps * 1e3;
+            } else if (replay) {
+                double t0 = bench_now(), unused;
+                for (int s = 0; s < steps && replay; s++, rs++)
+                    replay = net_replay_step(f, rin, loss, d, rs, false, &unused);
+                replay_s[r] = (bench_now() - t0) / steps * 1e3;
+            }
+        }
+    }
+    char info[768];
+    snprintf(info, sizeof info, "{\"first_loss\": %.9g, \"last_warmup_loss\": %.9g, \"steps_per_rep\": %d}",
+             eager_first, eager_last, steps);
+    bench_result(bench, eager_case, PEER, threads, "ms_per_step", eager_s, reps, info);
+    if (replay) {
+        snprintf(info, sizeof info, "{%s\"first_loss\": %.9g, \"last_warmup_loss\": %.9g, \"steps_per_rep\": %d}",
+                 function_info_json(f), replay_first, replay_last, steps);
+        bench_result(bench, replay_case, PEER, threads, "ms_per_step", replay_s, reps, info);
+    }
+    if (f != AG_NULL_FUNCTION) CK(ag_function_free(f));
+    for (int i = 0; i < 2; i++) { CK(ag_tensor_free(ein[i])); CK(ag_tensor_free(rin[i])); }
+    CK(ag_tensor_free(loss));
+    net_free(&eager);
+    net_free(&rep);
+    free(eager_s);
+    free(replay_s);
+    return replay ? 0 : 1;
+}
+
+/* B10: batches of 32 windows of 16 random tokens and 512 random targets (0..26), drawn from
+ * SplitMix64 seeded with 10 in the order x0, y0, x1, y1, ... (tokens = next() mod 27). */
+static int bench_b10(int threads, int reps) {
+    batches d = {{TF_BATCH * TF_T, TF_BATCH * TF_T}, {AG_INT64, AG_INT64}, {{0}}};
+    uint64_t state = 10;
+    for (int k = 0; k < NBATCH; k++)
+        for (int i = 0; i < 2; i++) d.data[k][i] = draw_ints(&state, TF_BATCH * TF_T, TF_VOCAB);
+    const int64_t xshape[2] = {TF_BATCH, TF_T};
+    int rc = bench_net("B10", "transformer_eager", "transformer_replay", tf_step, tf_init, &d, xshape, 2, 3, 10,
+                       threads, reps);
+    batches_free(&d);
+    return rc;
+}
+
+/* B11: batch k's x (64, 1, 8, 8) has phase 0.1 + k (scale 1); its 64 labels (0..9) are drawn
+ * from SplitMix64 seeded with 11, batch after batch (next() mod 10). */
+static int bench_b11(int threads, int reps) {
+    batches d = {{CNN_BATCH * 64, CNN_BATCH}, {AG_FLOAT32, AG_INT64}, {{0}}};
+    uint64_t state = 11;
+    for (int k = 0; k < NBATCH; k++) {
+        float *x = malloc(sizeof(float) * CNN_BATCH * 64);
+        if (!x) { fprintf(stderr, "autograd_bench: out of memory\n"); exit(1); }
+        bench_fill_f32(x, CNN_BATCH * 64, 0.1 + k, 1.0);
+        d.data[k][0] = x;
+        d.data[k][1] = draw_ints(&state, CNN_BATCH, CNN_CLASSES);
+    }
+    const int64_t xshape[4] = {CNN_BATCH, 1, 8, 8};
+    int rc = bench_net("B11", "cnn_eager", "cnn_replay", cnn_step, cnn_init, &d, xshape, 4, 3, 20, threads, reps);
+    batches_free(&d);
+    return rc;
+}
+
 int main(int argc, char **argv) {
     const char *bench;
     int threads, reps;
@@ -764,6 +1123,8 @@ int main(int argc, char **argv) {
     if (strcmp(bench, "B7") == 0) return bench_b7(threads, reps);
     if (strcmp(bench, "B8") == 0) return bench_b8(threads, reps);
     if (strcmp(bench, "B9") == 0) return bench_b9(threads, reps);
+    if (strcmp(bench, "B10") == 0) return bench_b10(threads, reps);
+    if (strcmp(bench, "B11") == 0) return bench_b11(threads, reps);
     if (strcmp(bench, "B1") == 0) bench_b1(threads, reps);
     else if (strcmp(bench, "B2") == 0) bench_b2(threads, reps);
     else if (strcmp(bench, "B3") == 0) bench_b3(threads, reps);

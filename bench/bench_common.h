@@ -47,6 +47,15 @@ static inline void bench_fill_f32(float *out, int64_t n, double phase, double sc
     for (int64_t i = 0; i < n; i++) out[i] = (float)bench_fill_value(i, phase, scale);
 }
 
+/* SplitMix64, the stream of B10's tokens and B11's labels (bench_common.py's splitmix64 gives
+ * the same numbers): the state advances by 0x9E3779B97F4A7C15 and is mixed into each output. */
+static inline uint64_t bench_splitmix64(uint64_t *state) {
+    uint64_t z = (*state += 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
 /* A kB field ("VmRSS", "VmHWM") of /proc/self/status, in MiB; -1 if it cannot be read. */
 static inline double bench_proc_status_mib(const char *field) {
     FILE *f = fopen("/proc/self/status", "r");

@@ -57,3 +57,19 @@ def reset_peak_rss():
 
 
 CHAIN_LEAVES = [0.5, -0.3, 0.8, 1.2]
+
+
+_MASK64 = (1 << 64) - 1
+
+
+def splitmix64(seed, n):
+    """The first n outputs of SplitMix64 seeded with seed, as bench_common.h's bench_splitmix64
+    (B10's tokens and B11's labels)."""
+    out, state = [], seed
+    for _ in range(n):
+        state = (state + 0x9E3779B97F4A7C15) & _MASK64
+        z = state
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+        out.append(z ^ (z >> 31))
+    return out

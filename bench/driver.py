@@ -1,6 +1,6 @@
 """Runs the benchmark programs and collects their results as JSON.
 
-    python3 bench/driver.py [--quick] [--out FILE] [B1 ... B9]
+    python3 bench/driver.py [--quick] [--out FILE] [B1 ... B11]
 
 For each benchmark, each thread count (1, 2) and each peer it starts the peer's program as
 `prog BENCH THREADS REPS`, with OMP_NUM_THREADS / OPENBLAS_NUM_THREADS / MKL_NUM_THREADS set to
@@ -8,11 +8,11 @@ THREADS (and AG_NUM_THREADS, Autograd's own), and reads its "RESULT {json}" line
 in a fresh process per repetition.
 micrograd is single-threaded and runs once (as threads = 1). Progress is printed as results
 arrive; afterwards the agreement checks (B1 and B7 gradients and the values of B2, B3, B6, B8,
-B9) run.
+B9, B10, B11) run.
 
 Exit status: 0 when every peer ran (a missed target is not a failure), 1 when a peer crashed,
 exited non-zero or printed no result (the JSON is still written, with the failure recorded).
-The results a failing program printed before it failed are kept: B7-B9's Autograd program
+The results a failing program printed before it failed are kept: B7-B11's Autograd program
 measures its eager case even when the replay cannot run, and then exits 1."""
 
 import argparse
@@ -56,12 +56,16 @@ BENCH_PEERS = {
     "B7": ["autograd", "torch"],  # torch: B1's chain again, the reference for the gradients
     "B8": ["autograd", "jax"],
     "B9": ["autograd"],  # replay against eager, both in the Autograd process
+    "B10": ["autograd", "torch"],  # Autograd: eager and replay in one process
+    "B11": ["autograd", "torch"],
 }
 THREADS = [1, 2]
 
 # Repetitions per benchmark (each result is the median over them); B6 counts processes.
-REPS_FULL = {"B1": 9, "B2": 7, "B3": 5, "B4": 5, "B5": 7, "B6": 5, "B7": 9, "B8": 7, "B9": 15}
-REPS_QUICK = {"B1": 3, "B2": 3, "B3": 3, "B4": 3, "B5": 3, "B6": 1, "B7": 3, "B8": 3, "B9": 3}
+REPS_FULL = {"B1": 9, "B2": 7, "B3": 5, "B4": 5, "B5": 7, "B6": 5, "B7": 9, "B8": 7, "B9": 15,
+             "B10": 9, "B11": 9}
+REPS_QUICK = {"B1": 3, "B2": 3, "B3": 3, "B4": 3, "B5": 3, "B6": 1, "B7": 3, "B8": 3, "B9": 3,
+              "B10": 3, "B11": 3}
 
 PEER_TIMEOUT_S = 600
 
@@ -250,9 +254,11 @@ def close(a, b, rtol):
     return abs(a - b) <= rtol * max(abs(a), abs(b)) or a == b
 
 
-# B7-B9 (capture and replay): (bench, quantity, rtol, reference (peer, case), the checked
+# B7-B11 (capture and replay): (bench, quantity, rtol, reference (peer, case), the checked
 # (peer, case, whether a disagreement marks that result INVALID)). A replay that does not
-# compute what its reference does is not a valid measurement; an eager case only warns.
+# compute what its reference does is not a valid measurement; an eager case only warns, except
+# in B10 and B11, whose targets compare Autograd's eager step with PyTorch's directly: there a
+# step that computes something else than PyTorch's is no measurement of the same step either.
 REPLAY_CHECKS = [
     ("B7", "grads", 1e-9, ("torch", "chain10k"),
      [("autograd", "chain10k_replay", True), ("autograd", "chain10k_eager", False)]),
@@ -264,13 +270,27 @@ REPLAY_CHECKS = [
     ("B9", "first_loss", 1e-4, ("autograd", "mlp784_eager"), [("autograd", "mlp784_replay", True)]),
     ("B9", "last_warmup_loss", 1e-4, ("autograd", "mlp784_eager"),
      [("autograd", "mlp784_replay", True)]),
+    # B10, B11: each Autograd case against PyTorch's step, and the replay against the eager case
+    # (its first loss is the capture's own run; its last warm-up loss comes from a replay).
+    ("B10", "first_loss", 1e-4, ("torch", "transformer"),
+     [("autograd", "transformer_eager", True), ("autograd", "transformer_replay", True)]),
+    ("B10", "last_warmup_loss", 1e-4, ("torch", "transformer"),
+     [("autograd", "transformer_eager", True), ("autograd", "transformer_replay", True)]),
+    ("B10", "last_warmup_loss", 1e-4, ("autograd", "transformer_eager"),
+     [("autograd", "transformer_replay", True)]),
+    ("B11", "first_loss", 1e-4, ("torch", "cnn"),
+     [("autograd", "cnn_eager", True), ("autograd", "cnn_replay", True)]),
+    ("B11", "last_warmup_loss", 1e-4, ("torch", "cnn"),
+     [("autograd", "cnn_eager", True), ("autograd", "cnn_replay", True)]),
+    ("B11", "last_warmup_loss", 1e-4, ("autograd", "cnn_eager"), [("autograd", "cnn_replay", True)]),
 ]
 
 
 def check_agreement(store):
     """Compares what the peers computed (B1 gradients and value, B2/B3 first loss, B6 value)
-    with PyTorch's, and B7-B9's results with their references (REPLAY_CHECKS). Only B1's check
-    on Autograd and the replay checks mark a result invalid; the others warn."""
+    with PyTorch's, and B7-B11's results with their references (REPLAY_CHECKS). Only B1's check
+    on Autograd and the checks of REPLAY_CHECKS that say so mark a result invalid; the others
+    warn."""
     specs = [("B1", "chain10k", "grads", 1e-9), ("B1", "chain10k", "value", 1e-9),
              ("B2", "mlp64", "first_loss", 1e-9), ("B3", "mlp784", "first_loss", 1e-4),
              ("B6", "backward_s", "value", 1e-9)]
@@ -362,7 +382,7 @@ def main():
     ap.add_argument("--no-wait", action="store_true",
                     help="do not wait for other processes to go quiet before each run")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "latest.json"))
-    ap.add_argument("benchmarks", nargs="*", metavar="BENCH", help="B1..B9 (default: all)")
+    ap.add_argument("benchmarks", nargs="*", metavar="BENCH", help="B1..B11 (default: all)")
     args = ap.parse_args()
     benches = [b.upper() for b in args.benchmarks] or list(BENCH_PEERS)
     unknown = [b for b in benches if b not in BENCH_PEERS]

@@ -4,7 +4,7 @@
 #   bash bench/run.sh            every benchmark, every peer, 1 and 2 threads; writes
 #                                bench/results/latest.json, bench/RESULTS.md and bench/ratios.png
 #   bash bench/run.sh --quick    fewer repetitions, for development
-#   bash bench/run.sh B1 [B8..]  only the benchmarks named (B1..B9)
+#   bash bench/run.sh B1 [B8..]  only the benchmarks named (B1..B11)
 #
 # A quick or partial run writes its JSON and report under bench/results/ instead, so it never
 # replaces the committed full report. Exits non-zero when a build fails or a peer crashes;
@@ -21,8 +21,8 @@ for arg in "$@"; do
     case "$arg" in
         --quick) quick=(--quick) ;;
         -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
-        [Bb][1-9]) benches+=("${arg^^}") ;;
-        *) echo "run.sh: unknown argument '$arg' (use --quick and/or B1..B9)" >&2; exit 2 ;;
+        [Bb][1-9]|[Bb]1[01]) benches+=("${arg^^}") ;;
+        *) echo "run.sh: unknown argument '$arg' (use --quick and/or B1..B11)" >&2; exit 2 ;;
     esac
 done
 needs() { # needs PEER_BENCHES...: true when a selected benchmark is one of those named

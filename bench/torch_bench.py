@@ -1,4 +1,4 @@
-"""PyTorch eager peer of the benchmark suite (B1-B7), mirroring autograd_bench.c.
+"""PyTorch eager peer of the benchmark suite (B1-B7, B10, B11), mirroring autograd_bench.c.
 
     python3 bench/torch_bench.py BENCH THREADS REPS
 
@@ -16,7 +16,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from bench_common import (CHAIN_LEAVES, now, parse_args, proc_status_mib,  # noqa: E402
-                          reset_peak_rss, result, settle)
+                          reset_peak_rss, result, settle, splitmix64)
 
 PEER = "torch"
 
@@ -207,12 +207,123 @@ def bench_b5(threads, reps):
     result("B5", "sum_mul_fwd_bwd", PEER, threads, "gbps", samples)
 
 
+# ---- B10 and B11: a small transformer's and a small CNN's training step (bench/README.md) ----
+
+NBATCH = 4  # batches cycled through, one copied into the step's input tensors each step
+
+
+def transformer_params():
+    """B10's parameters in autograd_bench.c's order (tf_spec_of): parameter k filled with phase
+    0.3 + 0.1 k, embeddings scale 1, linear weights (out, in) and biases scale 1/sqrt(in),
+    layer-norm weights 1 and biases 0."""
+    V, T, D, Hd = 27, 16, 64, 256
+    block = [((D,), 0, "ones"), ((D,), 0, "zeros"), ((3 * D, D), D, "fill"), ((3 * D,), D, "fill"),
+             ((D, D), D, "fill"), ((D,), D, "fill"), ((D,), 0, "ones"), ((D,), 0, "zeros"),
+             ((Hd, D), D, "fill"), ((Hd,), D, "fill"), ((D, Hd), Hd, "fill"), ((D,), Hd, "fill")]
+    specs = ([((V, D), 0, "fill"), ((T, D), 0, "fill")] + block * 2
+             + [((D,), 0, "ones"), ((D,), 0, "zeros"), ((V, D), D, "fill"), ((V,), D, "fill")])
+    params = []
+    for k, (shape, fan_in, init) in enumerate(specs):
+        if init == "ones":
+            params.append(torch.ones(shape, requires_grad=True))
+        elif init == "zeros":
+            params.append(torch.zeros(shape, requires_grad=True))
+        else:
+            scale = 1.0 / math.sqrt(fan_in) if fan_in else 1.0
+            params.append(filled(shape, torch.float32, 0.3 + 0.1 * k, scale, True))
+    return params
+
+
+def transformer_loss(p, idx, targets):
+    """B10's forward and loss, as autograd_bench.c's tf_step."""
+    B, T, D, H = 32, 16, 64, 4
+    x = F.embedding(idx, p[0]) + p[1]
+    for l in range(2):
+        q = p[2 + 12 * l: 14 + 12 * l]
+        h = F.layer_norm(x, (D,), q[0], q[1], 1e-5)
+        qkv = F.linear(h, q[2], q[3])
+        heads = [part.reshape(B, T, H, D // H).transpose(1, 2) for part in qkv.split(D, dim=2)]
+        y = F.scaled_dot_product_attention(*heads, is_causal=True)
+        y = y.transpose(1, 2).reshape(B, T, D)
+        x = x + F.linear(y, q[4], q[5])
+        h = F.layer_norm(x, (D,), q[6], q[7], 1e-5)
+        x = x + F.linear(F.gelu(F.linear(h, q[8], q[9])), q[10], q[11])
+    h = F.layer_norm(x, (D,), p[26], p[27], 1e-5)
+    logits = F.linear(h, p[28], p[29])
+    return F.cross_entropy(logits.reshape(B * T, 27), targets)
+
+
+def cnn_loss(p, x, labels):
+    """B11's forward and loss, as autograd_bench.c's cnn_step."""
+    h = F.max_pool2d(torch.relu(F.conv2d(x, p[0], p[1], padding=1)), 2)
+    h = F.max_pool2d(torch.relu(F.conv2d(h, p[2], p[3], padding=1)), 2)
+    return F.cross_entropy(F.linear(h.reshape(64, 128), p[4], p[5]), labels)
+
+
+def batched_train_bench(bench, case, params, opt, loss_fn, data, warmup, steps, threads, reps):
+    """Each step copies batch `step % NBATCH` of data (a list of (x, y)) into the input tensors,
+    then forward, loss, backward, the optimizer step and zero_grad (gradients to None)."""
+    x, y = torch.empty_like(data[0][0]), torch.empty_like(data[0][1])
+    step_no = 0
+
+    def step(want_loss):
+        nonlocal step_no
+        bx, by = data[step_no % NBATCH]
+        step_no += 1
+        x.copy_(bx)
+        y.copy_(by)
+        loss = loss_fn(params, x, y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        return loss.item() if want_loss else 0.0
+
+    first_loss = last_loss = 0.0
+    for s in range(warmup):
+        last_loss = step(True)
+        if s == 0:
+            first_loss = last_loss
+    samples = []
+    for _ in range(reps):
+        t0 = now()
+        for _ in range(steps):
+            step(False)
+        samples.append((now() - t0) / steps * 1e3)
+    result(bench, case, PEER, threads, "ms_per_step", samples,
+           {"first_loss": first_loss, "last_warmup_loss": last_loss, "steps_per_rep": steps})
+
+
+def bench_b10(threads, reps):
+    draws = splitmix64(10, NBATCH * 2 * 512)
+    data = []
+    for k in range(NBATCH):
+        xs, ys = draws[1024 * k: 1024 * k + 512], draws[1024 * k + 512: 1024 * (k + 1)]
+        data.append((torch.tensor([v % 27 for v in xs], dtype=torch.int64).reshape(32, 16),
+                     torch.tensor([v % 27 for v in ys], dtype=torch.int64)))
+    params = transformer_params()
+    opt = torch.optim.AdamW(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)
+    batched_train_bench("B10", "transformer", params, opt, transformer_loss, data, 3, 10, threads, reps)
+
+
+def bench_b11(threads, reps):
+    labels = splitmix64(11, NBATCH * 64)
+    data = [(filled((64, 1, 8, 8), torch.float32, 0.1 + k, 1.0),
+             torch.tensor([v % 10 for v in labels[64 * k: 64 * (k + 1)]], dtype=torch.int64))
+            for k in range(NBATCH)]
+    shapes = [((16, 1, 3, 3), 9), ((16,), 9), ((32, 16, 3, 3), 144), ((32,), 144), ((10, 128), 128), ((10,), 128)]
+    params = [filled(shape, torch.float32, 0.3 + 0.1 * k, 1.0 / math.sqrt(fan_in), True)
+              for k, (shape, fan_in) in enumerate(shapes)]
+    opt = torch.optim.Adam(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8)
+    batched_train_bench("B11", "cnn", params, opt, cnn_loss, data, 3, 20, threads, reps)
+
+
 def main():
     bench, threads, reps = parse_args("torch_bench.py")
     torch.set_num_threads(threads)
     settle()
     runners = {"B1": bench_b1, "B2": bench_b2, "B3": bench_b3, "B4": bench_b4, "B5": bench_b5,
-               "B7": lambda threads, reps: bench_b1(threads, reps, "B7")}
+               "B7": lambda threads, reps: bench_b1(threads, reps, "B7"), "B10": bench_b10,
+               "B11": bench_b11}
     if bench == "B6":
         bench_b6(threads)
     elif bench in runners:
