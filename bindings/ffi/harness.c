@@ -2521,7 +2521,12 @@ static int exec_call(env_t *e, const stmt_t *st) {
         for (int k = 0; rc == 0 && k < a->list.n; k++) {
             double d;
             if (parse_double(a->list.t[k], &d) != 0) rc = failf("'%s' is not a number", a->list.t[k]);
-            else store_elem(a->buf, k, code, d, (int64_t)d, code == 'L' || code == 'B');
+            else {
+                bool is_int = code == 'L' || code == 'B';
+                /* Converted only when int64 holds it (nan or inf in a float list is fine). */
+                int64_t iv = is_int && d == d && d >= -9223372036854775808.0 && d < 9223372036854775808.0 ? (int64_t)d : 0;
+                store_elem(a->buf, k, code, d, iv, is_int);
+            }
         }
     }
 
@@ -3210,7 +3215,13 @@ static int create_inputs_from(env_t *e, double **vals, double **out_vals, const 
             void *data = xcalloc((size_t)(in->numel ? in->numel : 1), 8);
             char code = dtype_code(dt);
             bool is_int = code == 'L' || code == 'B';
-            for (int64_t k = 0; k < in->numel; k++) store_elem(data, k, code, src[k], (int64_t)src[k], is_int);
+            for (int64_t k = 0; k < in->numel; k++) {
+                /* The int64 form only for int dtypes, and only of a value int64 holds (a float
+                 * input may hold nan or inf: converting those is undefined behaviour). */
+                double v = src[k];
+                int64_t iv = is_int && v == v && v >= -9223372036854775808.0 && v < 9223372036854775808.0 ? (int64_t)v : 0;
+                store_elem(data, k, code, v, iv, is_int);
+            }
             st = api_from_data(&h, data, shape, ndim, dt);
             free(data);
         } else if (in->fill == FILL_UNIFORM || in->fill == FILL_NORMAL) {

@@ -159,7 +159,7 @@ extension Tensor {
         }
         if Trace.isRecording {
             let kernel = ElementLoops.scalarBits(a, b, count: out.count).map { _ in StepKernel.elementwise(ElementLoops.value(op, dtype: out.dtype)) }
-            Trace.note(out, Op.name, [a, b], kernel: kernel ?? broadcastKernel(a, b, out) { op.value($0, $1) } f64: { op.value($0, $1) }) { ins in
+            Trace.note(out, Op.name, [a, b], kernel: kernel ?? broadcastKernel(op, a, b, out)) { ins in
                 try binary(op, ins[0], ins[1])
             }
         }

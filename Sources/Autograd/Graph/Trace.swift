@@ -324,10 +324,10 @@ extension Tensor {
         UnsafeMutableBufferPointer(start: p.assumingMemoryBound(to: T.self), count: shape.reduce(1, *))
     }
 
-    /// A binary elementwise function broadcast some other way than a scalar, as a step: the
-    /// eager op's own loop (Elementwise.zip) with the strides of a and b against out.
-    static func broadcastKernel(_ a: Tensor, _ b: Tensor, _ out: Tensor, f32: @escaping (Float, Float) -> Float,
-                                f64: @escaping (Double, Double) -> Double) -> StepKernel {
+    /// A binary elementwise op broadcast some other way than a scalar, as a step: the eager
+    /// op's own loop (Elementwise.zip) with the strides of a and b against out, specialised for
+    /// the op (its value inlined in the loop, not called through a closure per element).
+    static func broadcastKernel<Op: BinaryElementwise>(_ op: Op, _ a: Tensor, _ b: Tensor, _ out: Tensor) -> StepKernel {
         let (shape, sa, sb) = (out.shape, Shape.broadcastStrides(a.shape, to: out.shape), Shape.broadcastStrides(b.shape, to: out.shape))
         let (shapeA, shapeB) = (a.shape, b.shape)
         let same = a.count == out.count && b.count == out.count
@@ -335,15 +335,16 @@ extension Tensor {
         case .float32:
             return .buffers { args, o in
                 Elementwise.zip(elements(args[0], Float.self, shapeA), same ? [] : sa, elements(args[1], Float.self, shapeB), same ? [] : sb,
-                                into: elements(o, Float.self, shape), shape: shape, f32)
+                                into: elements(o, Float.self, shape), shape: shape) { op.value($0, $1) }
             }
         case .float64, .int64, .bool:  // only floating-point values get here (requireFloatingPoint)
             return .buffers { args, o in
                 Elementwise.zip(elements(args[0], Double.self, shapeA), same ? [] : sa, elements(args[1], Double.self, shapeB), same ? [] : sb,
-                                into: elements(o, Double.self, shape), shape: shape, f64)
+                                into: elements(o, Double.self, shape), shape: shape) { op.value($0, $1) }
             }
         }
     }
+
 
     /// expand's and permute's kernel as a step: the strided copy of the input into the output.
     static func gatherKernel(_ dtype: DType, from inputShape: [Int], strides: [Int], to outShape: [Int]) -> StepKernel {

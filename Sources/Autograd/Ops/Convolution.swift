@@ -275,17 +275,24 @@ extension Tensor {
         let indices = record || tangentBox != nil ? try Tensor(uninitialized: outShape, dtype: .int64) : nil
         Tensor.runMaxPool(dtype, storage.raw, out.storage.raw, indices?.storage.raw, g)
         if Trace.isRecording {
+            // Noted before the node exists: a capture's steps (a recomputable graph gets the
+            // node's own forward further down). With indices, a replay finds them once and
+            // reads the maxima through them (a gather), rather than scanning the windows twice.
             let dtype = dtype
-            // Noted before the node exists: a capture's step (the indices are a step of their
-            // own below); a recomputable graph gets the node's own forward further down.
-            Trace.note(out, "max_pool2d", [self], kernel: .buffers { args, o in Tensor.runMaxPool(dtype, args[0], o, nil, g) }) { ins in
-                try ins[0].maxPooled(g)
-            }
             if let indices {
                 Trace.note(indices, "max_pool2d_indices", [self], kernel: .buffers { args, o in Tensor.runMaxPoolIndices(dtype, args[0], o, g) }) { ins in
                     let i = try Tensor(uninitialized: outShape, dtype: .int64)
                     Tensor.runMaxPoolIndices(ins[0].dtype, ins[0].storage.raw, i.storage.raw, g)
                     return i
+                }
+                Trace.note(out, "max_pool2d", [self, indices], kernel: .buffers { args, o in Tensor.runPoolSelect(dtype, args[0], args[1], o, g) }) { ins in
+                    let y = try Tensor(uninitialized: outShape, dtype: ins[0].dtype)
+                    Tensor.runPoolSelect(ins[0].dtype, ins[0].storage.raw, ins[1].storage.raw, y.storage.raw, g)
+                    return y
+                }
+            } else {
+                Trace.note(out, "max_pool2d", [self], kernel: .buffers { args, o in Tensor.runMaxPool(dtype, args[0], o, nil, g) }) { ins in
+                    try ins[0].maxPooled(g)
                 }
             }
         }
