@@ -2031,6 +2031,55 @@ ag_status ag_custom_ctx_needs_input_grad(bool *out, ag_custom_ctx ctx, int64_t i
  *          AG_ERR_SHAPE  "weights must be (C) or (N, C), got [1, 1, 2]", "there are no categories
  *          (shape [0])"; AG_ERR_DTYPE  "input is int64" (accepted: 0 samples; as many samples
  *          without replacement as positive weights)
+ *  B155 ag_conv2d, ag_conv1d: stride, padding, dilation or groups out of range; a weight that
+ *       does not fit the input's channels, channels not divisible by groups, a bias of another
+ *       length, an input of the wrong rank, a kernel larger than the padded input; operands of
+ *       different dtypes
+ *       -> AG_ERR_ARGUMENT  "ag_conv2d: stride must be positive, got (0, 1)", "padding must be
+ *          non-negative", "dilation must be positive", "groups must be positive, got 0";
+ *          AG_ERR_SHAPE  "weight [4, 2, 3, 3] does not fit input [2, 3, 5, 5] with groups = 1",
+ *          "3 input channels are not divisible by groups = 2", "bias has shape [3], want [4]",
+ *          "the input must be 4-D (N, C, H, W)" (3-D (N, C, L) for conv1d), "is larger than the
+ *          padded input (5) along H"; AG_ERR_DTYPE  "x is float32, weight is float64"
+ *  B156 ag_max_pool2d, ag_avg_pool2d, ag_adaptive_avg_pool2d: a kernel extent < 1, one stride 0
+ *       and the other not, padding above half the kernel, an input not 4-D, a kernel larger than
+ *       the padded input, an output size < 0, an averaging matrix above 2^28 entries (an output
+ *       extent of 2147483647 over 5: it used to abort the process)
+ *       -> AG_ERR_ARGUMENT  "kernel size must be positive, got (0, 2)", "stride must be positive,
+ *          or 0, 0 for the kernel size; got (1, 0)", "padding must be at most half the kernel
+ *          size", "output size must be non-negative, got (-1, 2)"; AG_ERR_SHAPE  "the input must
+ *          be 4-D", "the kernel (span 7", "more than the 2^28 entries allowed" (accepted: an
+ *          adaptive output of extent 0, whatever the other)
+ *  B157 ag_layer_norm, ag_group_norm: normalized_ndim outside 1..rank, eps < 0 or not finite, a
+ *       weight or bias of another shape than the normalized axes, groups < 1 or not dividing C
+ *       -> AG_ERR_ARGUMENT  "normalized_ndim must be in 1...2 for an input of shape [2, 3], got 0",
+ *          "eps must be finite and >= 0, got -1.0", "groups must be positive and divide the 3
+ *          channels, got 2"; AG_ERR_SHAPE  "weight has shape [5], the normalized axes of [2, 3]
+ *          are [3]"
+ *  B158 ag_batch_norm: one value per channel in training, one running statistic without the
+ *       other, eval without running statistics, an input of rank < 2, a running statistic that
+ *       requires grad in training
+ *       -> AG_ERR_ARGUMENT  "expected more than 1 value per channel when training, got input
+ *          shape [1, 3]", "running_mean and running_var must both be given or both be none",
+ *          "eval mode (training false) needs running_mean and running_var"; AG_ERR_SHAPE  "the
+ *          input must be (N, C, *) with rank >= 2"; AG_ERR_STATE  "running_var requires grad;
+ *          running statistics are updated in place in training and must not require grad"
+ *  B159 ag_scaled_dot_product_attention: a mask with is_causal, a mask that does not broadcast to
+ *       the scores, query and key of other feature extents, key and value of other lengths,
+ *       operands of different dtypes, a non-finite scale, a query of rank < 2
+ *       -> AG_ERR_ARGUMENT  (mask with is_causal), "scale must be finite (0: 1/sqrt(E)), got
+ *          nan"; AG_ERR_SHAPE  "attn_mask of shape [4, 5] does not broadcast to the scores'
+ *          shape [2, 4, 4]", "have different feature extents (8 and 6)", "have different
+ *          lengths (4 and 6)", "query must have rank >= 2"; AG_ERR_DTYPE  "key is float32 but
+ *          query is float64"
+ *  B160 ag_clip_grad_norm, ag_lr_warmup_cosine: a NULL output, n < 0, a repeated parameter,
+ *       max_norm < 0 or nan, norm_type <= 0, a step < 0, total_steps below warmup_steps, min_lr
+ *       above base_lr, a non-finite rate
+ *       -> AG_ERR_ARGUMENT  "the output pointer 'out_total_norm' is NULL", "n (-1) is negative",
+ *          "parameter 1 repeats parameter 0", "max_norm must be >= 0 (not nan), got -1.0",
+ *          "norm_type must be > 0 or inf, got 0.0", "step must be >= 0, got -1", "total_steps (5)
+ *          is below warmup_steps (10)", "min_lr (0.1) is above base_lr (0.01)", "base_lr must be
+ *          finite and >= 0, got nan" (nothing is written on failure; accepted: n = 0, total 0)
  */
 
 #ifdef __cplusplus

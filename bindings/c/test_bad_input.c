@@ -3532,6 +3532,128 @@ static bool b154(void) { /* ag_multinomial: bad samples or weights; a weights te
     return ok;
 }
 
+
+/* ---- Convolution and pooling; normalisation, attention and training helpers (B155 - B160) ---- */
+
+static bool b155(void) { /* ag_conv2d / ag_conv1d: geometry out of range, shapes that do not fit, dtypes */
+    ag_tensor x = full((int64_t[]){2, 3, 5, 5}, 4, 1, AG_FLOAT64), w = full((int64_t[]){4, 3, 3, 3}, 4, 1, AG_FLOAT64);
+    ag_tensor wg = full((int64_t[]){4, 2, 3, 3}, 4, 1, AG_FLOAT64), b = full((int64_t[]){4}, 1, 1, AG_FLOAT64);
+    ag_tensor b3 = full((int64_t[]){3}, 1, 1, AG_FLOAT64), x3 = full((int64_t[]){2, 3, 7}, 3, 1, AG_FLOAT64);
+    ag_tensor w3 = full((int64_t[]){4, 3, 3}, 3, 1, AG_FLOAT64), x32 = full((int64_t[]){2, 3, 5, 5}, 4, 1, AG_FLOAT32), out = SENT_HANDLE;
+    bool ok = EXPECT(ag_conv2d(&out, x, w, b, 0, 1, 0, 0, 1, 1, 1), AG_ERR_ARGUMENT, "ag_conv2d: stride must be positive, got (0, 1)");
+    ok &= EXPECT(ag_conv2d(&out, x, w, b, 1, 1, -1, 0, 1, 1, 1), AG_ERR_ARGUMENT, "padding must be non-negative, got (-1, 0)");
+    ok &= EXPECT(ag_conv2d(&out, x, w, b, 1, 1, 0, 0, 0, 1, 1), AG_ERR_ARGUMENT, "dilation must be positive, got (0, 1)");
+    ok &= EXPECT(ag_conv2d(&out, x, w, b, 1, 1, 0, 0, 1, 1, 0), AG_ERR_ARGUMENT, "groups must be positive, got 0");
+    ok &= EXPECT(ag_conv2d(&out, x, wg, b, 1, 1, 0, 0, 1, 1, 1), AG_ERR_SHAPE,
+                 "weight [4, 2, 3, 3] does not fit input [2, 3, 5, 5] with groups = 1 (want weight[1] = C/groups = 3)");
+    ok &= EXPECT(ag_conv2d(&out, x, w, b, 1, 1, 0, 0, 1, 1, 2), AG_ERR_SHAPE, "3 input channels are not divisible by groups = 2");
+    ok &= EXPECT(ag_conv2d(&out, x, w, b3, 1, 1, 0, 0, 1, 1, 1), AG_ERR_SHAPE, "bias has shape [3], want [4]");
+    ok &= EXPECT(ag_conv2d(&out, x3, w, b, 1, 1, 0, 0, 1, 1, 1), AG_ERR_SHAPE, "the input must be 4-D (N, C, H, W), got shape [2, 3, 7]");
+    ok &= EXPECT(ag_conv2d(&out, x, w, b, 1, 1, 0, 0, 3, 3, 1), AG_ERR_SHAPE, "is larger than the padded input (5) along H");
+    ok &= EXPECT(ag_conv2d(&out, x32, w, b, 1, 1, 0, 0, 1, 1, 1), AG_ERR_DTYPE, "ag_conv2d: x is float32, weight is float64");
+    ok &= EXPECT(ag_conv1d(&out, x3, w3, b, 0, 0, 1, 1), AG_ERR_ARGUMENT, "ag_conv1d: stride must be positive, got 0");
+    ok &= EXPECT(ag_conv1d(&out, x, w3, b, 1, 0, 1, 1), AG_ERR_SHAPE, "the input must be 3-D (N, C, L), got shape [2, 3, 5, 5]");
+    ok &= UNTOUCHED(out);
+    ok &= OK(ag_conv2d(&out, x, w, b, 2, 2, 1, 1, 1, 1, 1)); /* accepted: (2, 4, 3, 3) */
+    int64_t shape[4] = {0}, nd = 0;
+    ok &= OK(ag_tensor_ndim(&nd, out)) && OK(ag_tensor_shape(shape, 4, out));
+    ok &= CHECK(nd == 4 && shape[0] == 2 && shape[1] == 4 && shape[2] == 3 && shape[3] == 3);
+    release(out), release(x), release(w), release(wg), release(b), release(b3), release(x3), release(w3), release(x32);
+    return ok;
+}
+
+static bool b156(void) { /* ag_max_pool2d / ag_avg_pool2d / ag_adaptive_avg_pool2d: bad kernel, stride, padding, output size */
+    ag_tensor x = full((int64_t[]){2, 3, 5, 5}, 4, 1, AG_FLOAT64), x3 = full((int64_t[]){2, 3, 7}, 3, 1, AG_FLOAT64), out = SENT_HANDLE;
+    bool ok = EXPECT(ag_max_pool2d(&out, x, 0, 2, 0, 0, 0, 0), AG_ERR_ARGUMENT, "ag_max_pool2d: kernel size must be positive, got (0, 2)");
+    ok &= EXPECT(ag_max_pool2d(&out, x, 2, 2, 1, 0, 0, 0), AG_ERR_ARGUMENT, "stride must be positive, or 0, 0 for the kernel size; got (1, 0)");
+    ok &= EXPECT(ag_max_pool2d(&out, x, 2, 2, 0, 0, 2, 0), AG_ERR_ARGUMENT, "padding must be at most half the kernel size");
+    ok &= EXPECT(ag_max_pool2d(&out, x3, 2, 2, 0, 0, 0, 0), AG_ERR_SHAPE, "the input must be 4-D (N, C, H, W), got shape [2, 3, 7]");
+    ok &= EXPECT(ag_avg_pool2d(&out, x, 7, 7, 0, 0, 0, 0, true), AG_ERR_SHAPE, "ag_avg_pool2d: the kernel (span 7");
+    ok &= EXPECT(ag_adaptive_avg_pool2d(&out, x, -1, 2), AG_ERR_ARGUMENT, "output size must be non-negative, got (-1, 2)");
+    /* once an abort of the whole process (a 2147483647 x 5 matrix of doubles) */
+    ok &= EXPECT(ag_adaptive_avg_pool2d(&out, x, 2, 2147483647), AG_ERR_SHAPE, "more than the 2^28 entries allowed");
+    ok &= UNTOUCHED(out);
+    ok &= OK(ag_adaptive_avg_pool2d(&out, x, 0, 2147483647)); /* accepted: an empty output, no matrix */
+    release(out), release(x), release(x3);
+    return ok;
+}
+
+static bool b157(void) { /* ag_layer_norm / ag_group_norm: bad normalized_ndim, eps, groups, affine shapes */
+    ag_tensor x2 = full((int64_t[]){2, 3}, 2, 1, AG_FLOAT64), w3 = full((int64_t[]){3}, 1, 1, AG_FLOAT64);
+    ag_tensor w5 = full((int64_t[]){5}, 1, 1, AG_FLOAT64), x = full((int64_t[]){2, 3, 5, 5}, 4, 1, AG_FLOAT64), out = SENT_HANDLE;
+    bool ok = EXPECT(ag_layer_norm(&out, x2, 0, AG_NULL_TENSOR, AG_NULL_TENSOR, 1e-5), AG_ERR_ARGUMENT,
+                     "ag_layer_norm: normalized_ndim must be in 1...2 for an input of shape [2, 3], got 0");
+    ok &= EXPECT(ag_layer_norm(&out, x2, 1, w3, AG_NULL_TENSOR, -1), AG_ERR_ARGUMENT, "eps must be finite and >= 0, got -1.0");
+    ok &= EXPECT(ag_layer_norm(&out, x2, 1, w5, AG_NULL_TENSOR, 1e-5), AG_ERR_SHAPE, "weight has shape [5], the normalized axes of [2, 3] are [3]");
+    ok &= EXPECT(ag_group_norm(&out, x, 2, AG_NULL_TENSOR, AG_NULL_TENSOR, 1e-5), AG_ERR_ARGUMENT,
+                 "ag_group_norm: groups must be positive and divide the 3 channels, got 2");
+    ok &= EXPECT(ag_group_norm(&out, x, 0, AG_NULL_TENSOR, AG_NULL_TENSOR, 1e-5), AG_ERR_ARGUMENT, "divide the 3 channels, got 0");
+    ok &= UNTOUCHED(out);
+    release(x2), release(w3), release(w5), release(x);
+    return ok;
+}
+
+static bool b158(void) { /* ag_batch_norm: one value per channel in training, running statistics missing or requiring grad, rank */
+    ag_tensor x13 = full((int64_t[]){1, 3}, 2, 1, AG_FLOAT64), x2 = full((int64_t[]){2, 3}, 2, 1, AG_FLOAT64), v = full((int64_t[]){5}, 1, 1, AG_FLOAT64);
+    ag_tensor rm = full((int64_t[]){3}, 1, 0, AG_FLOAT64), rv = full((int64_t[]){3}, 1, 1, AG_FLOAT64), out = SENT_HANDLE;
+    bool ok = EXPECT(ag_batch_norm(&out, x13, AG_NULL_TENSOR, AG_NULL_TENSOR, AG_NULL_TENSOR, AG_NULL_TENSOR, true, 0.1, 1e-5), AG_ERR_ARGUMENT,
+                     "ag_batch_norm: expected more than 1 value per channel when training, got input shape [1, 3]");
+    ok &= EXPECT(ag_batch_norm(&out, x2, rm, AG_NULL_TENSOR, AG_NULL_TENSOR, AG_NULL_TENSOR, true, 0.1, 1e-5), AG_ERR_ARGUMENT,
+                 "running_mean and running_var must both be given or both be none");
+    ok &= EXPECT(ag_batch_norm(&out, x2, AG_NULL_TENSOR, AG_NULL_TENSOR, AG_NULL_TENSOR, AG_NULL_TENSOR, false, 0.1, 1e-5), AG_ERR_ARGUMENT,
+                 "eval mode (training false) needs running_mean and running_var");
+    ok &= EXPECT(ag_batch_norm(&out, v, AG_NULL_TENSOR, AG_NULL_TENSOR, AG_NULL_TENSOR, AG_NULL_TENSOR, true, 0.1, 1e-5), AG_ERR_SHAPE,
+                 "the input must be (N, C, *) with rank >= 2, got shape [5]");
+    ok &= OK(ag_tensor_set_requires_grad(rv, true));
+    ok &= EXPECT(ag_batch_norm(&out, x2, rm, rv, AG_NULL_TENSOR, AG_NULL_TENSOR, true, 0.1, 1e-5), AG_ERR_STATE,
+                 "running_var requires grad; running statistics are updated in place in training and must not require grad");
+    ok &= UNTOUCHED(out);
+    release(x13), release(x2), release(v), release(rm), release(rv);
+    return ok;
+}
+
+static bool b159(void) { /* ag_scaled_dot_product_attention: mask with is_causal, extents that differ, dtypes, scale, rank */
+    ag_tensor q = full((int64_t[]){2, 4, 8}, 3, 1, AG_FLOAT64), k = full((int64_t[]){2, 5, 6}, 3, 1, AG_FLOAT64);
+    ag_tensor v = full((int64_t[]){2, 6, 8}, 3, 1, AG_FLOAT64), m44 = full((int64_t[]){4, 4}, 2, 0, AG_FLOAT64);
+    ag_tensor m45 = full((int64_t[]){4, 5}, 2, 0, AG_FLOAT64), q32 = full((int64_t[]){2, 4, 8}, 3, 1, AG_FLOAT32);
+    ag_tensor r1 = full((int64_t[]){5}, 1, 1, AG_FLOAT64), out = SENT_HANDLE;
+    bool ok = EXPECT(ag_scaled_dot_product_attention(&out, q, q, q, m44, true, 0), AG_ERR_ARGUMENT, "ag_scaled_dot_product_attention:");
+    ok &= EXPECT(ag_scaled_dot_product_attention(&out, q, q, q, m45, false, 0), AG_ERR_SHAPE,
+                 "attn_mask of shape [4, 5] does not broadcast to the scores' shape [2, 4, 4]");
+    ok &= EXPECT(ag_scaled_dot_product_attention(&out, q, k, k, AG_NULL_TENSOR, false, 0), AG_ERR_SHAPE,
+                 "query [2, 4, 8] and key [2, 5, 6] have different feature extents (8 and 6)");
+    ok &= EXPECT(ag_scaled_dot_product_attention(&out, q, q, v, AG_NULL_TENSOR, false, 0), AG_ERR_SHAPE,
+                 "key [2, 4, 8] and value [2, 6, 8] have different lengths (4 and 6)");
+    ok &= EXPECT(ag_scaled_dot_product_attention(&out, q, q32, q, AG_NULL_TENSOR, false, 0), AG_ERR_DTYPE, "key is float32 but query is float64");
+    ok &= EXPECT(ag_scaled_dot_product_attention(&out, q, q, q, AG_NULL_TENSOR, false, NAN), AG_ERR_ARGUMENT, "scale must be finite (0: 1/sqrt(E)), got nan");
+    ok &= EXPECT(ag_scaled_dot_product_attention(&out, r1, r1, r1, AG_NULL_TENSOR, false, 0), AG_ERR_SHAPE,
+                 "query must have rank >= 2 (..., length, features), got shape [5]");
+    ok &= UNTOUCHED(out);
+    release(q), release(k), release(v), release(m44), release(m45), release(q32), release(r1);
+    return ok;
+}
+
+static bool b160(void) { /* ag_clip_grad_norm / ag_lr_warmup_cosine: NULL out, bad counts, repeats, bounds, schedules */
+    ag_tensor p = full((int64_t[]){3}, 1, 1, AG_FLOAT64);
+    ag_tensor ps[2] = {p, p};
+    double total = -7, lr = -7;
+    bool ok = EXPECT(ag_clip_grad_norm(NULL, ps, 1, 1, 2), AG_ERR_ARGUMENT, "the output pointer 'out_total_norm' is NULL");
+    ok &= EXPECT(ag_clip_grad_norm(&total, ps, -1, 1, 2), AG_ERR_ARGUMENT, "ag_clip_grad_norm: n (-1) is negative");
+    ok &= EXPECT(ag_clip_grad_norm(&total, ps, 2, 1, 2), AG_ERR_ARGUMENT, "parameter 1 repeats parameter 0");
+    ok &= EXPECT(ag_clip_grad_norm(&total, ps, 1, -1, 2), AG_ERR_ARGUMENT, "max_norm must be >= 0 (not nan), got -1.0");
+    ok &= EXPECT(ag_clip_grad_norm(&total, ps, 1, 1, 0), AG_ERR_ARGUMENT, "norm_type must be > 0 or inf, got 0.0");
+    ok &= CHECK(total == -7);
+    ok &= EXPECT(ag_lr_warmup_cosine(&lr, -1, 10, 100, 0.1, 0.01), AG_ERR_ARGUMENT, "step must be >= 0, got -1");
+    ok &= EXPECT(ag_lr_warmup_cosine(&lr, 1, 10, 5, 0.1, 0.01), AG_ERR_ARGUMENT, "total_steps (5) is below warmup_steps (10)");
+    ok &= EXPECT(ag_lr_warmup_cosine(&lr, 1, 10, 100, 0.01, 0.1), AG_ERR_ARGUMENT, "min_lr (0.1) is above base_lr (0.01)");
+    ok &= EXPECT(ag_lr_warmup_cosine(&lr, 1, 10, 100, NAN, 0.01), AG_ERR_ARGUMENT, "base_lr must be finite and >= 0, got nan");
+    ok &= EXPECT(ag_lr_warmup_cosine(NULL, 1, 10, 100, 0.1, 0.01), AG_ERR_ARGUMENT, "the output pointer 'out' is NULL");
+    ok &= CHECK(lr == -7);
+    ok &= OK(ag_clip_grad_norm(&total, ps, 0, 1, 2)) && CHECK(total == 0); /* accepted: no parameter */
+    release(p);
+    return ok;
+}
+
 /* ========================================================================================== */
 /* Driver                                                                                     */
 /* ========================================================================================== */
@@ -3565,7 +3687,8 @@ static const entry entries[] = {
     {"B135", b135}, {"B136", b136}, {"B137", b137}, {"B138", b138}, {"B139", b139}, {"B140", b140},
     {"B141", b141}, {"B142", b142}, {"B143", b143}, {"B144", b144}, {"B145", b145}, {"B146", b146},
     {"B147", b147}, {"B148", b148}, {"B149", b149}, {"B150", b150}, {"B151", b151}, {"B152", b152},
-    {"B153", b153}, {"B154", b154},
+    {"B153", b153}, {"B154", b154}, {"B155", b155}, {"B156", b156}, {"B157", b157}, {"B158", b158},
+    {"B159", b159}, {"B160", b160},
 };
 
 /* After every bad input: a correct gradient. f(x, w) = sum((x @ w + 1)^2) for x (2,3), w (3,2);
