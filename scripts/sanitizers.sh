@@ -178,7 +178,9 @@ done
 for prog in "${tsan_programs[@]}"; do
     fork_option=""
     [[ $prog == test_fork ]] && fork_option=":die_after_fork=0"
-    TSAN_OPTIONS="$TSAN_OPTIONS$fork_option" THREAD_SECONDS=$thread_seconds \
+    # A forked child runs its product and backward pass under TSan many times slower than
+    # natively: 40 s before it counts as hung (see child_deadline_s in test_fork.c).
+    TSAN_OPTIONS="$TSAN_OPTIONS$fork_option" THREAD_SECONDS=$thread_seconds FORK_CHILD_DEADLINE_S=40 \
         run_logged "$prog (TSan)" "$outdir/$prog.tsan.log" "$outdir/$prog.tsan"
 done
 echo "== 4. done ($((SECONDS - start)) s)"
