@@ -133,6 +133,54 @@ final class NormalizationTests: XCTestCase {
         assertGradCheck([x, b], "layer_norm bias only") { try $0[0].layerNorm(normalizedAxes: 1, bias: $0[1]) }
     }
 
+    /// layer_norm's core is one primitive with row kernels (forward, and a first-order backward
+    /// kernel); its rule is stated over differentiable ops. The kernels against the composite
+    /// form (mean, variance, sqrt, divide) and against the rule, in float64 (1e-12 against the rule, 1e-9 against the composite, whose float64 sums round differently) and in
+    /// float32 to float32 accuracy; a row far from 0 (1e4 + small noise) included.
+    func testLayerNormKernelsAgreeWithTheCompositeAndTheRule() throws {
+        let cases: [([Int], Int)] = [([5, 3, 8], 1), ([5, 3, 8], 2), ([4, 7], 1), ([3, 1], 1)]
+        for (shape, k) in cases {
+            // Rows near 1e4 in [4, 7]: the statistics must not lose the small part.
+            var x = rng.tensor(shape, requiresGrad: false)
+            if shape == [4, 7] {
+                var near = [Double](repeating: 1e4, count: 28)
+                for i in 0..<28 {
+                    let column = Double(i % 7), row = Double(i / 7)
+                    near[i] += column * 1e-3 + row
+                }
+                x = try Tensor(near, shape: shape)
+            }
+            let g = rng.tensor(shape, requiresGrad: false)
+            let axes = Array((shape.count - k)..<shape.count)
+            let label = "shape \(shape) k \(k)"
+            let kernel = try Tensor.standardizedOverLastAxes(x, k, eps: 1e-5)
+            let composite = try Tensor.standardized(x, axes: axes, eps: 1e-5)
+            assertValues(kernel, composite.values, tol: 1e-9, "forward \(label)")
+            // The backward kernel (nothing recorded) against the rule (x requiring grad, so the
+            // differentiable form runs) and against the composite's own gradient.
+            let fused = try withNoGrad { try Tensor.standardizedBackward(g, x, k, eps: 1e-5) }
+            let xg = x.detach()
+            try xg.setRequiresGrad(true)
+            let rule = try Tensor.standardizedBackward(g, xg, k, eps: 1e-5)
+            XCTAssertNotNil(rule.gradFn, "the rule is recorded \(label)")
+            assertValues(fused, rule.values, tol: 1e-12, "backward kernel vs rule \(label)")
+            let xc = x.detach()
+            try xc.setRequiresGrad(true)
+            try Tensor.standardized(xc, axes: axes, eps: 1e-5).backward(seed: g)
+            // (Near 1e4 the composite's x - mean loses about 1e-8 relative; elsewhere ~1e-15.)
+            let near = shape == [4, 7]
+            assertValues(fused, xc.grad!.values, tol: near ? 1e-7 : 1e-9, "backward kernel vs composite \(label)")
+            // float32: the kernels against the float64 values (not near 1e4, where float32's
+            // ulp, 1e-3, is the rows' whole spread).
+            if near { continue }
+            let x32 = try x.converted(to: DType.float32), g32 = try g.converted(to: DType.float32)
+            let y32 = try Tensor.standardizedOverLastAxes(x32, k, eps: 1e-5)
+            let d32 = try withNoGrad { try Tensor.standardizedBackward(g32, x32, k, eps: 1e-5) }
+            for (a, b) in zip(y32.values, kernel.values) { XCTAssertEqual(a, b, accuracy: 2e-6 * Swift.max(1, abs(b)), "float32 forward \(label)") }
+            for (a, b) in zip(d32.values, fused.values) { XCTAssertEqual(a, b, accuracy: 2e-5 * Swift.max(1, abs(b)), "float32 backward \(label)") }
+        }
+    }
+
     // MARK: - batch_norm
 
     func testBatchNormTrainingAgainstPyTorchAndRunningStatistics() throws {

@@ -6,6 +6,11 @@ enum Indexing {
                                          indices: [Int], into out: UnsafeMutableBufferPointer<T>) {
         guard let xp = x.baseAddress, let op = out.baseAddress else { return }
         let m = indices.count
+        if let first = Indexing.firstOfRun(indices) {
+            // A run of consecutive indices (a slice): one block of m * inner per outer index.
+            for o in 0..<outer { (op + o * m * inner).update(from: xp + (o * extent + first) * inner, count: m * inner) }
+            return
+        }
         for o in 0..<outer {
             for (j, idx) in indices.enumerated() {
                 let src = xp + (o * extent + idx) * inner, dst = op + (o * m + j) * inner
@@ -14,7 +19,8 @@ enum Indexing {
         }
     }
 
-    /// out[o, indices[j], i] += g[o, j, i] into an out of extent `extent` (zeroed here). With a
+    /// out[o, indices[j], i] += g[o, j, i] into an out of extent `extent` (zeroed here). Indices
+    /// that repeat need a `scratch` buffer; without one they must be distinct. With a
     /// `scratch` buffer of float64 (out's size; for indices that repeat) an entry named many
     /// times (an embedding row used 1e7 times) gets its sum within a few ulp instead of drifting
     /// as a running sum does: float32 terms are summed in the float64 scratch, float64 terms
@@ -36,12 +42,25 @@ enum Indexing {
             acc.finish()
             return
         }
+        // Distinct indices: each entry of out gets one term or none, so a copy into the zeros
+        // is the sum (a run of consecutive indices, a slice's backward, is one block per outer
+        // index).
+        if let first = Indexing.firstOfRun(indices) {
+            for o in 0..<outer { (op + (o * extent + first) * inner).update(from: gp + o * m * inner, count: m * inner) }
+            return
+        }
         for o in 0..<outer {
             for (j, idx) in indices.enumerated() {
-                let src = gp + (o * m + j) * inner, dst = op + (o * extent + idx) * inner
-                for i in 0..<inner { dst[i] += src[i] }
+                (op + (o * extent + idx) * inner).update(from: gp + (o * m + j) * inner, count: inner)
             }
         }
+    }
+
+    /// indices[0] when the indices are indices[0], indices[0] + 1, ... (at least one), else nil.
+    static func firstOfRun(_ indices: [Int]) -> Int? {
+        guard let first = indices.first else { return nil }
+        for (j, idx) in indices.enumerated() where idx != first + j { return nil }
+        return first
     }
 
     /// Sums terms into the elements of `out` (zeroed) far more accurately than `out[i] += y`:

@@ -17,7 +17,8 @@ extension Tensor {
                 throw AutogradError.shape("layer_norm: \(name) has shape \(t.shape), the normalized axes of \(shape) are \(normalizedShape)")
             }
         }
-        let y = try Tensor.standardized(self, axes: Array((rank - k)..<rank), eps: eps)
+        let y = count > 0 ? try Tensor.standardizedOverLastAxes(self, k, eps: eps)
+                          : try Tensor.standardized(self, axes: Array((rank - k)..<rank), eps: eps)
         return try Tensor.scaledAndShifted(y, weight, bias)
     }
 
@@ -120,6 +121,87 @@ extension Tensor {
         let mean = try x.mean(axes: axes, keepDims: true)
         let variance = try x.variance(axes: axes, correction: 0, keepDims: true)
         return try x.subtracting(mean).dividing(by: variance.adding(x.constant(eps)).sqrt())
+    }
+
+    /// `standardized` over the last k axes of a non-empty x as one primitive (row kernels in
+    /// Standardize): layer norm's core, one pass per row instead of a dozen ops. Its VJP is
+    /// `standardizedBackward`, whose composite form is the rule stated over differentiable ops.
+    static func standardizedOverLastAxes(_ x: Tensor, _ k: Int, eps: Double) throws -> Tensor {
+        let width = x.shape[(x.rank - k)...].reduce(1, *), rows = x.count / width
+        let out = try Tensor(uninitialized: x.shape, dtype: x.dtype)
+        runStandardize(x.dtype, x.storage.raw, out.storage.raw, rows, width, eps)
+        if shouldRecord(x) {
+            out.record("layer_norm_standardize", x, savesInput: true) { g, node in
+                InputGradients(try standardizedBackward(g, node.saved(0), k, eps: eps))
+            }
+        }
+        if Trace.isRecording {
+            let dtype = x.dtype
+            Trace.note(out, "layer_norm_standardize", [x], kernel: .buffers { args, o in
+                runStandardize(dtype, args[0], o, rows, width, eps)
+            }) { ins in try standardizedOverLastAxes(ins[0], k, eps: eps) }
+        }
+        // JVP: with r = 1 / sqrt(var + eps) and u = t - mean(t), dy = r (u - y mean(y u)).
+        try out.deriveTangent(from: x) { t in
+            let axes = Array((x.rank - k)..<x.rank)
+            let u = try t.subtracting(t.mean(axes: axes, keepDims: true))
+            let yu = try out.multiplying(u).mean(axes: axes, keepDims: true)
+            return try u.subtracting(out.multiplying(yu)).dividing(by: standardDeviation(x, axes, eps))
+        }
+        return out
+    }
+
+    /// The VJP of standardizedOverLastAxes at x for the gradient g: with y the standardised x
+    /// and s = sqrt(var + eps) over the row, dx = (g - mean(g) - y mean(g y)) / s. Stated over
+    /// differentiable ops (the rule), which run when this gradient is itself differentiated
+    /// (create_graph, forward mode); otherwise the Standardize.backward kernel computes it.
+    static func standardizedBackward(_ g: Tensor, _ x: Tensor, _ k: Int, eps: Double) throws -> Tensor {
+        if shouldRecord(g, x) || g.tangentBox != nil || x.tangentBox != nil || g.shape != x.shape || g.dtype != x.dtype {
+            let axes = Array((x.rank - k)..<x.rank)
+            let y = try standardizedOverLastAxes(x, k, eps: eps)
+            let meanG = try g.mean(axes: axes, keepDims: true)
+            let meanGY = try g.multiplying(y).mean(axes: axes, keepDims: true)
+            return try g.subtracting(meanG).subtracting(y.multiplying(meanGY)).dividing(by: standardDeviation(x, axes, eps))
+        }
+        let width = x.shape[(x.rank - k)...].reduce(1, *), rows = x.count / width
+        let out = try Tensor(uninitialized: x.shape, dtype: x.dtype)
+        runStandardizeBackward(x.dtype, g.storage.raw, x.storage.raw, out.storage.raw, rows, width, eps)
+        if Trace.isRecording {
+            let dtype = x.dtype
+            Trace.note(out, "layer_norm_standardize_backward", [g, x], kernel: .buffers { args, o in
+                runStandardizeBackward(dtype, args[0], args[1], o, rows, width, eps)
+            }) { ins in try standardizedBackward(ins[0], ins[1], k, eps: eps) }
+        }
+        return out
+    }
+
+    /// sqrt(var + eps) over `axes` (biased variance, kept dims), differentiable.
+    private static func standardDeviation(_ x: Tensor, _ axes: [Int], _ eps: Double) throws -> Tensor {
+        try x.variance(axes: axes, correction: 0, keepDims: true).adding(x.constant(eps)).sqrt()
+    }
+
+    private static func runStandardize(_ dtype: DType, _ x: UnsafeMutableRawPointer?, _ y: UnsafeMutableRawPointer?,
+                                       _ rows: Int, _ width: Int, _ eps: Double) {
+        guard rows > 0 && width > 0, let x, let y else { return }
+        if dtype == .float32 {
+            Standardize.forward(UnsafePointer(x.assumingMemoryBound(to: Float.self)), into: y.assumingMemoryBound(to: Float.self),
+                                rows: rows, width: width, eps: eps)
+        } else {
+            Standardize.forward(UnsafePointer(x.assumingMemoryBound(to: Double.self)), into: y.assumingMemoryBound(to: Double.self),
+                                rows: rows, width: width, eps: eps)
+        }
+    }
+
+    private static func runStandardizeBackward(_ dtype: DType, _ g: UnsafeMutableRawPointer?, _ x: UnsafeMutableRawPointer?,
+                                               _ out: UnsafeMutableRawPointer?, _ rows: Int, _ width: Int, _ eps: Double) {
+        guard rows > 0 && width > 0, let g, let x, let out else { return }
+        if dtype == .float32 {
+            Standardize.backward(UnsafePointer(g.assumingMemoryBound(to: Float.self)), x: UnsafePointer(x.assumingMemoryBound(to: Float.self)),
+                                 into: out.assumingMemoryBound(to: Float.self), rows: rows, width: width, eps: eps)
+        } else {
+            Standardize.backward(UnsafePointer(g.assumingMemoryBound(to: Double.self)), x: UnsafePointer(x.assumingMemoryBound(to: Double.self)),
+                                 into: out.assumingMemoryBound(to: Double.self), rows: rows, width: width, eps: eps)
+        }
     }
 
     /// y * weight + bias, each optional (already shaped to broadcast with y).

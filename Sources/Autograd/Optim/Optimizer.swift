@@ -212,26 +212,24 @@ public final class Adam: Optimizer {
         try makeState(&v, k, count: count)
     }
 
-    override func update(_ k: Int, _ p: UnsafeMutableBufferPointer<Float>, _ g: UnsafeMutableBufferPointer<Float>) { apply(k, p, g) }
-    override func update(_ k: Int, _ p: UnsafeMutableBufferPointer<Double>, _ g: UnsafeMutableBufferPointer<Double>) { apply(k, p, g) }
+    // One vectorised C loop per dtype (the arithmetic of the step, in double; see ckernels.h).
+    override func update(_ k: Int, _ p: UnsafeMutableBufferPointer<Float>, _ g: UnsafeMutableBufferPointer<Float>) {
+        var constants = stepConstants(k)
+        agk_adam_f32(p.baseAddress, g.baseAddress, m[k]!.buffer(Double.self).baseAddress,
+                     v[k]!.buffer(Double.self).baseAddress, Int64(p.count), &constants)
+    }
+    override func update(_ k: Int, _ p: UnsafeMutableBufferPointer<Double>, _ g: UnsafeMutableBufferPointer<Double>) {
+        var constants = stepConstants(k)
+        agk_adam_f64(p.baseAddress, g.baseAddress, m[k]!.buffer(Double.self).baseAddress,
+                     v[k]!.buffer(Double.self).baseAddress, Int64(p.count), &constants)
+    }
 
-    @inline(__always)
-    private func apply<T: TensorElement>(_ k: Int, _ p: UnsafeMutableBufferPointer<T>, _ g: UnsafeMutableBufferPointer<T>) {
+    /// Counts parameter k's step and returns that step's constants (bias corrections 1 - β^t).
+    private func stepConstants(_ k: Int) -> agk_adam_constants {
         paramSteps[k] += 1
         let t = Double(paramSteps[k])
-        let lr = rateInStep
-        let c1 = 1 - pow(beta1, t), c2 = 1 - pow(beta2, t)
-        let (b1, b2, eps, wd, decoupled) = (beta1, beta2, epsilon, weightDecay, decoupledWeightDecay)
-        let m = self.m[k]!.buffer(Double.self), v = self.v[k]!.buffer(Double.self)
-        for i in 0..<p.count {
-            var x = Double(p[i])
-            var d = Double(g[i])
-            if decoupled { x *= 1 - lr * wd } else { d += wd * x }
-            m[i] = b1 * m[i] + (1 - b1) * d
-            v[i] = b2 * v[i] + (1 - b2) * d * d
-            let mHat = m[i] / c1, vHat = v[i] / c2
-            x -= lr * mHat / (vHat.squareRoot() + eps)
-            p[i] = T(x)
-        }
+        return agk_adam_constants(lr: rateInStep, beta1: beta1, beta2: beta2, eps: epsilon, weight_decay: weightDecay,
+                                  correction1: 1 - pow(beta1, t), correction2: 1 - pow(beta2, t),
+                                  decoupled: decoupledWeightDecay ? 1 : 0)
     }
 }

@@ -118,4 +118,18 @@ void agk_relu_f64(const double *x, double *out, int64_t n);
 void agk_sgd_f32(float *p, const float *g, int64_t n, double lr, double wd);
 void agk_sgd_f64(double *p, const double *g, int64_t n, double lr, double wd);
 
+/* Adam's constants for one step of one parameter (correction1 = 1 - beta1^t, correction2 =
+ * 1 - beta2^t for its step t; decoupled != 0: AdamW's weight decay). */
+typedef struct {
+    double lr, beta1, beta2, eps, weight_decay, correction1, correction2;
+    int32_t decoupled;
+} agk_adam_constants;
+
+/* Adam (decoupled == 0: weight decay added to the gradient; else AdamW: the parameter shrunk
+ * by lr * weight_decay first), in double whatever the dtype, moments m and v in double:
+ * m = b1 m + (1 - b1) d; v = b2 v + (1 - b2) d d; p -= lr (m / c1) / (sqrt(v / c2) + eps).
+ * p, g, m and v must not overlap. */
+void agk_adam_f32(float *p, const float *g, double *m, double *v, int64_t n, const agk_adam_constants *k);
+void agk_adam_f64(double *p, const double *g, double *m, double *v, int64_t n, const agk_adam_constants *k);
+
 #endif
