@@ -176,3 +176,80 @@ AGK_SGD(agk_sgd_f64, double)
 
 AGK_ADAM(agk_adam_f32, float)
 AGK_ADAM(agk_adam_f64, double)
+
+/* Layer norm's row kernels (see the header). Each sum runs in eight double lanes, element i
+ * into lane i % 8, the lanes then added pairwise: a fixed order, so every build gives the same
+ * bits, and one the vectoriser maps onto its registers. */
+#define AGK_LANES 8
+#define AGK_LANE_TOTAL(a) ((((a)[0] + (a)[1]) + ((a)[2] + (a)[3])) + (((a)[4] + (a)[5]) + ((a)[6] + (a)[7])))
+
+#define AGK_STANDARDIZE(type, suffix)                                                          \
+    /* A row's mean and 1 / sqrt(var + eps), biased variance, two passes. */                  \
+    __attribute__((always_inline)) static inline void agk_row_stats_##suffix(                 \
+        const type *restrict x, int64_t width, double eps, double *mean, double *rstd) {      \
+        _Pragma("clang fp contract(off)")                                                     \
+        double s[AGK_LANES] = {0}, q[AGK_LANES] = {0};                                        \
+        int64_t full = width - width % AGK_LANES;                                             \
+        for (int64_t i = 0; i < full; i += AGK_LANES)                                         \
+            for (int j = 0; j < AGK_LANES; j++) s[j] += (double)x[i + j];                     \
+        for (int64_t i = full; i < width; i++) s[i - full] += (double)x[i];                   \
+        double m = AGK_LANE_TOTAL(s) / (double)width;                                         \
+        for (int64_t i = 0; i < full; i += AGK_LANES)                                         \
+            for (int j = 0; j < AGK_LANES; j++) {                                             \
+                double d = (double)x[i + j] - m;                                              \
+                q[j] += d * d;                                                                \
+            }                                                                                 \
+        for (int64_t i = full; i < width; i++) {                                              \
+            double d = (double)x[i] - m;                                                      \
+            q[i - full] += d * d;                                                             \
+        }                                                                                     \
+        *mean = m;                                                                            \
+        *rstd = 1.0 / sqrt(AGK_LANE_TOTAL(q) / (double)width + eps);                          \
+    }                                                                                         \
+                                                                                              \
+    AGK_MULTIVERSION                                                                          \
+    void agk_standardize_##suffix(const type *restrict x, type *restrict y, int64_t rows,      \
+                                  int64_t width, double eps) {                                \
+        _Pragma("clang fp contract(off)")                                                     \
+        for (int64_t r = 0; r < rows; r++) {                                                  \
+            const type *xr = x + r * width;                                                   \
+            type *yr = y + r * width;                                                         \
+            double m, rs;                                                                     \
+            agk_row_stats_##suffix(xr, width, eps, &m, &rs);                                  \
+            for (int64_t i = 0; i < width; i++) yr[i] = (type)(((double)xr[i] - m) * rs);    \
+        }                                                                                     \
+    }                                                                                         \
+                                                                                              \
+    AGK_MULTIVERSION                                                                          \
+    void agk_standardize_backward_##suffix(const type *restrict g, const type *restrict x,    \
+                                           type *restrict out, int64_t rows, int64_t width,   \
+                                           double eps) {                                      \
+        _Pragma("clang fp contract(off)")                                                     \
+        for (int64_t r = 0; r < rows; r++) {                                                  \
+            const type *xr = x + r * width, *gr = g + r * width;                              \
+            type *o = out + r * width;                                                        \
+            double m, rs;                                                                     \
+            agk_row_stats_##suffix(xr, width, eps, &m, &rs);                                  \
+            double sg[AGK_LANES] = {0}, sgy[AGK_LANES] = {0};                                 \
+            int64_t full = width - width % AGK_LANES;                                         \
+            for (int64_t i = 0; i < full; i += AGK_LANES)                                     \
+                for (int j = 0; j < AGK_LANES; j++) {                                         \
+                    double gi = (double)gr[i + j];                                            \
+                    sg[j] += gi;                                                              \
+                    sgy[j] += gi * (((double)xr[i + j] - m) * rs);                            \
+                }                                                                             \
+            for (int64_t i = full; i < width; i++) {                                          \
+                double gi = (double)gr[i];                                                    \
+                sg[i - full] += gi;                                                           \
+                sgy[i - full] += gi * (((double)xr[i] - m) * rs);                             \
+            }                                                                                 \
+            double mg = AGK_LANE_TOTAL(sg) / (double)width, mgy = AGK_LANE_TOTAL(sgy) / (double)width; \
+            for (int64_t i = 0; i < width; i++) {                                             \
+                double yi = ((double)xr[i] - m) * rs;                                         \
+                o[i] = (type)(rs * (((double)gr[i] - mg) - yi * mgy));                        \
+            }                                                                                 \
+        }                                                                                     \
+    }
+
+AGK_STANDARDIZE(float, f32)
+AGK_STANDARDIZE(double, f64)

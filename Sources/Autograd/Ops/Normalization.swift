@@ -1,6 +1,10 @@
-/// layer_norm, batch_norm, group_norm (torch.nn.functional's): composed of differentiable ops
-/// (mean, var with correction 0, sub, add, sqrt, div, mul), so the VJP, the JVP, capture/replay
-/// and higher orders come from those ops. Statistics use the biased variance, as PyTorch;
+import CKernels
+
+/// layer_norm, batch_norm, group_norm (torch.nn.functional's). batch_norm and group_norm are
+/// composed of differentiable ops (mean, var with correction 0, sub, add, sqrt, div, mul), so
+/// the VJP, the JVP, capture/replay and higher orders come from those ops; layer_norm's core
+/// (standardizing over the trailing axes) is one primitive with row kernels, its rule stated
+/// over the same ops. Statistics use the biased variance, as PyTorch;
 /// float32 sums are accumulated as Reduction does (pairwise, in double), so they stay accurate.
 extension Tensor {
     /// torch.nn.functional.layer_norm: (x - mean) / sqrt(var + eps) over the last
@@ -124,7 +128,7 @@ extension Tensor {
     }
 
     /// `standardized` over the last k axes of a non-empty x as one primitive (row kernels in
-    /// Standardize): layer norm's core, one pass per row instead of a dozen ops. Its VJP is
+    /// C, agk_standardize): layer norm's core, one pass per row instead of a dozen ops. Its VJP is
     /// `standardizedBackward`, whose composite form is the rule stated over differentiable ops.
     static func standardizedOverLastAxes(_ x: Tensor, _ k: Int, eps: Double) throws -> Tensor {
         let width = x.shape[(x.rank - k)...].reduce(1, *), rows = x.count / width
@@ -154,7 +158,7 @@ extension Tensor {
     /// The VJP of standardizedOverLastAxes at x for the gradient g: with y the standardised x
     /// and s = sqrt(var + eps) over the row, dx = (g - mean(g) - y mean(g y)) / s. Stated over
     /// differentiable ops (the rule), which run when this gradient is itself differentiated
-    /// (create_graph, forward mode); otherwise the Standardize.backward kernel computes it.
+    /// (create_graph, forward mode); otherwise the agk_standardize_backward kernel computes it.
     static func standardizedBackward(_ g: Tensor, _ x: Tensor, _ k: Int, eps: Double) throws -> Tensor {
         if shouldRecord(g, x) || g.tangentBox != nil || x.tangentBox != nil || g.shape != x.shape || g.dtype != x.dtype {
             let axes = Array((x.rank - k)..<x.rank)
@@ -184,11 +188,9 @@ extension Tensor {
                                        _ rows: Int, _ width: Int, _ eps: Double) {
         guard rows > 0 && width > 0, let x, let y else { return }
         if dtype == .float32 {
-            Standardize.forward(UnsafePointer(x.assumingMemoryBound(to: Float.self)), into: y.assumingMemoryBound(to: Float.self),
-                                rows: rows, width: width, eps: eps)
+            agk_standardize_f32(x.assumingMemoryBound(to: Float.self), y.assumingMemoryBound(to: Float.self), Int64(rows), Int64(width), eps)
         } else {
-            Standardize.forward(UnsafePointer(x.assumingMemoryBound(to: Double.self)), into: y.assumingMemoryBound(to: Double.self),
-                                rows: rows, width: width, eps: eps)
+            agk_standardize_f64(x.assumingMemoryBound(to: Double.self), y.assumingMemoryBound(to: Double.self), Int64(rows), Int64(width), eps)
         }
     }
 
@@ -196,11 +198,11 @@ extension Tensor {
                                                _ out: UnsafeMutableRawPointer?, _ rows: Int, _ width: Int, _ eps: Double) {
         guard rows > 0 && width > 0, let g, let x, let out else { return }
         if dtype == .float32 {
-            Standardize.backward(UnsafePointer(g.assumingMemoryBound(to: Float.self)), x: UnsafePointer(x.assumingMemoryBound(to: Float.self)),
-                                 into: out.assumingMemoryBound(to: Float.self), rows: rows, width: width, eps: eps)
+            agk_standardize_backward_f32(g.assumingMemoryBound(to: Float.self), x.assumingMemoryBound(to: Float.self),
+                                         out.assumingMemoryBound(to: Float.self), Int64(rows), Int64(width), eps)
         } else {
-            Standardize.backward(UnsafePointer(g.assumingMemoryBound(to: Double.self)), x: UnsafePointer(x.assumingMemoryBound(to: Double.self)),
-                                 into: out.assumingMemoryBound(to: Double.self), rows: rows, width: width, eps: eps)
+            agk_standardize_backward_f64(g.assumingMemoryBound(to: Double.self), x.assumingMemoryBound(to: Double.self),
+                                         out.assumingMemoryBound(to: Double.self), Int64(rows), Int64(width), eps)
         }
     }
 

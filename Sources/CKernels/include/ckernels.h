@@ -132,4 +132,14 @@ typedef struct {
 void agk_adam_f32(float *p, const float *g, double *m, double *v, int64_t n, const agk_adam_constants *k);
 void agk_adam_f64(double *p, const double *g, double *m, double *v, int64_t n, const agk_adam_constants *k);
 
+/* Layer norm's core over `rows` contiguous rows of `width` (> 0) values: y = (x - mean) r with
+ * r = 1 / sqrt(var + eps) (biased variance), statistics and arithmetic in double. */
+void agk_standardize_f32(const float *x, float *y, int64_t rows, int64_t width, double eps);
+void agk_standardize_f64(const double *x, double *y, int64_t rows, int64_t width, double eps);
+
+/* Its VJP for the gradient g, the statistics recomputed from x: per row, with y as above,
+ * out = r ((g - mean(g)) - y mean(g y)). out must not overlap g or x. */
+void agk_standardize_backward_f32(const float *g, const float *x, float *out, int64_t rows, int64_t width, double eps);
+void agk_standardize_backward_f64(const double *g, const double *x, double *out, int64_t rows, int64_t width, double eps);
+
 #endif
