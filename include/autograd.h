@@ -803,8 +803,10 @@ ag_status ag_adaptive_avg_pool2d(ag_tensor *out, ag_tensor x, int64_t output_h, 
 
 /* torch.nn.functional.layer_norm: (x - mean) / sqrt(var + eps) over the last `normalized_ndim`
  * axes of x (var biased, as torch), times weight plus bias, each of the shape of those axes or
- * AG_NULL_TENSOR for none. Composed of differentiable ops: gradients flow to x, weight and bias,
- * at every order, and in forward mode. An empty x gives an empty result (and empty gradients).
+ * AG_NULL_TENSOR for none. The standardisation is one op with row kernels (statistics in
+ * double, also for float32) whose derivative is stated over differentiable ops: gradients flow
+ * to x, weight and bias, at every order, and in forward mode. An empty x gives an empty result
+ * (and empty gradients).
  * Errors also: AG_ERR_ARGUMENT (normalized_ndim outside 1..rank, eps negative or not finite),
  * AG_ERR_SHAPE (weight or bias not of the normalized axes' shape), AG_ERR_DTYPE (an operand not
  * floating point, or of another dtype than x). */
@@ -843,8 +845,9 @@ ag_status ag_group_norm(ag_tensor *out, ag_tensor x, int64_t groups, ag_tensor w
  * AG_NULL_TENSOR. is_causal masks key j > query i with -inf (aligned top-left, as torch).
  * scale 0 means 1 / sqrt(E). A row whose scores are all -inf (fully masked) gives zeros and zero
  * gradients (torch 2.5 and later; a plain softmax would give nan); S == 0 gives zeros.
- * Composed of differentiable ops (a batched GEMM, the mask, a softmax, a GEMM): gradients flow
- * to q, k, v and attn_mask, at every order, and in forward mode.
+ * Composed of a batched GEMM, the mask, a softmax (one op with row kernels, its derivative
+ * stated over differentiable ops) and a GEMM: gradients flow to q, k, v and attn_mask, at every
+ * order, and in forward mode.
  * Errors also: AG_ERR_ARGUMENT (attn_mask given with is_causal, as torch; scale not finite),
  * AG_ERR_SHAPE (rank < 2, E or S extents that differ, batch axes or a mask that do not
  * broadcast), AG_ERR_DTYPE (an operand not floating point, or of another dtype than q). */

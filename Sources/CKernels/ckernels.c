@@ -253,3 +253,47 @@ AGK_ADAM(agk_adam_f64, double)
 
 AGK_STANDARDIZE(float, f32)
 AGK_STANDARDIZE(double, f64)
+
+/* Attention's safe softmax over rows (see the header); e^ as agk_expf for float (the engine's
+ * float32 exp) and libm's exp for double; sums in the eight fixed double lanes. */
+#define AGK_SAFE_SOFTMAX(type, suffix, EXP)                                                    \
+    AGK_MULTIVERSION                                                                          \
+    void agk_safe_softmax_##suffix(const type *restrict x, type *restrict y, int64_t rows,     \
+                                   int64_t width) {                                           \
+        _Pragma("clang fp contract(off)")                                                     \
+        for (int64_t r = 0; r < rows; r++) {                                                  \
+            const type *xr = x + r * width;                                                   \
+            type *yr = y + r * width;                                                         \
+            type m = xr[0];                                                                   \
+            for (int64_t i = 1; i < width; i++) m = (xr[i] > m || xr[i] != xr[i]) ? xr[i] : m; \
+            if (m == -INFINITY) { /* every score masked: zeros, not 0/0 */                     \
+                for (int64_t i = 0; i < width; i++) yr[i] = 0;                                \
+                continue;                                                                     \
+            }                                                                                 \
+            double s[AGK_LANES] = {0};                                                        \
+            for (int64_t i = 0; i < width; i++) {                                             \
+                type e = EXP(xr[i] - m);                                                      \
+                yr[i] = e;                                                                    \
+                s[i % AGK_LANES] += (double)e;                                                \
+            }                                                                                 \
+            type total = (type)AGK_LANE_TOTAL(s);                                             \
+            for (int64_t i = 0; i < width; i++) yr[i] = yr[i] / total;                        \
+        }                                                                                     \
+    }                                                                                         \
+                                                                                              \
+    AGK_MULTIVERSION                                                                          \
+    void agk_safe_softmax_backward_##suffix(const type *restrict g, const type *restrict y,   \
+                                            type *restrict out, int64_t rows, int64_t width) { \
+        _Pragma("clang fp contract(off)")                                                     \
+        for (int64_t r = 0; r < rows; r++) {                                                  \
+            const type *gr = g + r * width, *yr = y + r * width;                              \
+            type *o = out + r * width;                                                        \
+            double s[AGK_LANES] = {0};                                                        \
+            for (int64_t i = 0; i < width; i++) s[i % AGK_LANES] += (double)gr[i] * (double)yr[i]; \
+            double dot = AGK_LANE_TOTAL(s);                                                   \
+            for (int64_t i = 0; i < width; i++) o[i] = (type)((double)yr[i] * ((double)gr[i] - dot)); \
+        }                                                                                     \
+    }
+
+AGK_SAFE_SOFTMAX(float, f32, agk_expf)
+AGK_SAFE_SOFTMAX(double, f64, exp)

@@ -181,6 +181,41 @@ final class NormalizationTests: XCTestCase {
         }
     }
 
+    /// Attention's safe softmax is one primitive with row kernels; its rule is stated over
+    /// differentiable ops. The kernels against the composite form (max, sub, exp, sum, div and
+    /// the selects for fully masked rows) and against the rule, with a fully masked row and
+    /// partly masked ones (-inf scores), in float64 (1e-13) and float32 (float32 accuracy).
+    func testSafeSoftmaxKernelsAgreeWithTheCompositeAndTheRule() throws {
+        let shape = [3, 4, 6]
+        var values = rng.tensor(shape, requiresGrad: false).values
+        for j in 0..<6 { values[j] = -.infinity }             // row 0: every score masked
+        for i in 1..<12 { for j in (i % 6)..<6 where j > i % 6 { values[i * 6 + j] = -.infinity } }  // causal-like rows
+        let x = try Tensor(values, shape: shape)
+        let g = rng.tensor(shape, requiresGrad: false)
+        let kernel = try Tensor.safeSoftmaxOverLastAxis(x)
+        let composite = try Tensor.safeSoftmaxComposite(x)
+        assertValues(kernel, composite.values, tol: 1e-13, "forward")
+        XCTAssertEqual(Array(kernel.values[0..<6]), [Double](repeating: 0, count: 6), "a fully masked row gives zeros")
+        // The backward kernel (nothing recorded) against the rule (recorded) and the composite's.
+        let fused = try withNoGrad { try Tensor.safeSoftmaxBackward(g, x: x, y: kernel) }
+        let xg = x.detach()
+        try xg.setRequiresGrad(true)
+        let rule = try Tensor.safeSoftmaxBackward(g, x: xg, y: kernel)
+        XCTAssertNotNil(rule.gradFn, "the rule is recorded")
+        assertValues(fused, rule.values, tol: 1e-13, "backward kernel vs rule")
+        let xc = x.detach()
+        try xc.setRequiresGrad(true)
+        try Tensor.safeSoftmaxComposite(xc).backward(seed: g)
+        assertValues(fused, xc.grad!.values, tol: 1e-12, "backward kernel vs composite")
+        XCTAssertFalse(fused.values.contains { !$0.isFinite }, "no nan or inf in the gradient")
+        // float32 against float64.
+        let x32 = try x.converted(to: DType.float32), g32 = try g.converted(to: DType.float32)
+        let y32 = try Tensor.safeSoftmaxOverLastAxis(x32)
+        let d32 = try withNoGrad { try Tensor.safeSoftmaxBackward(g32, x: x32, y: y32) }
+        for (a, b) in zip(y32.values, kernel.values) { XCTAssertEqual(a, b, accuracy: 1e-6, "float32 forward") }
+        for (a, b) in zip(d32.values, fused.values) { XCTAssertEqual(a, b, accuracy: 1e-5 * Swift.max(1, abs(b)), "float32 backward") }
+    }
+
     // MARK: - batch_norm
 
     func testBatchNormTrainingAgainstPyTorchAndRunningStatistics() throws {

@@ -1,4 +1,7 @@
-/// scaled_dot_product_attention (torch.nn.functional's), composed of differentiable ops.
+import CKernels
+
+/// scaled_dot_product_attention (torch.nn.functional's), composed of differentiable ops and a
+/// safe softmax primitive.
 extension Tensor {
     /// softmax(q kᵀ · scale + mask) v for q (..., L, E), k (..., S, E), v (..., S, Ev), the
     /// batch axes broadcasting (torch.nn.functional.scaled_dot_product_attention). `mask` is
@@ -8,18 +11,15 @@ extension Tensor {
     /// as torch 2.5+ (its "safe softmax"; a plain softmax would give nan).
     ///
     /// A composition rather than one fused op: q·scale, one batched GEMM against kᵀ (no copy of
-    /// kᵀ when q and k share their batch axes), the mask added, a softmax over the keys written
-    /// out here (max, sub, exp, sum, div, plus two selects on the (..., L, 1) row sums for the
-    /// fully masked rows) and a GEMM with v. Every part is an existing differentiable op, so
-    /// accuracy is theirs (softmax from x - max, sums accumulated in double for float32).
-    /// Measured roughly (release build, float32, batch 32, 4 heads, L = S = E = 16, forward +
+    /// kᵀ when q and k share their batch axes), the mask added, a softmax over the keys (one
+    /// primitive with row kernels, which gives the fully masked rows their zeros) and a GEMM
+    /// with v. Measured (release build, float32, batch 32, 4 heads, L = S = E = 16, forward +
     /// backward of sum(sdpa), best of 300, in C through ag_scaled_dot_product_attention, on the
-    /// 2-core build machine): 420 us at 1 thread (502 us causal), 433 us at 2 threads; the two
-    /// GEMMs alone (transpose, matmul, matmul, their backward) take 181 us, a floor for a fused
-    /// op, which could save up to about half; PyTorch 2.13 eager F.scaled_dot_product_attention
-    /// takes 428 us (436 us causal) at 1 thread on the same machine. A fused op needs its own
-    /// backward kernel and a differentiable rule for create_graph and forward mode; it is left
-    /// for when B9 shows attention to matter.
+    /// 2-core build machine, issue 18): 381 us at 1 thread (367 us causal); with the softmax
+    /// written out of eight differentiable ops it was 417 us (520 us causal). The two GEMMs
+    /// alone (transpose, matmul, matmul, their backward) take 181 us, a floor for a fused op;
+    /// PyTorch 2.13 eager F.scaled_dot_product_attention takes 428 us (436 us causal) at 1
+    /// thread on the same machine.
     public static func scaledDotProductAttention(query q: Tensor, key k: Tensor, value v: Tensor, mask: Tensor? = nil,
                                                  isCausal: Bool = false, scale: Double = 0) throws -> Tensor {
         let op = "scaled_dot_product_attention"
@@ -87,11 +87,86 @@ extension Tensor {
         return try Tensor(values, shape: [l, s], dtype: dtype)
     }
 
-    /// softmax over the last axis (extent > 0), with rows of only -inf giving 0 (not nan) and a
-    /// zero gradient. The shift (the row max, or 0 on such rows) is a constant; the row sum is
-    /// replaced by 1 on such rows (selected), where every exp is 0, so no 0/0 is formed in the
-    /// value or in any derivative.
+    /// softmax over the last axis, with rows of only -inf giving 0 (not nan) and a zero
+    /// gradient: one primitive with row kernels (agk_safe_softmax), whose VJP from the output y
+    /// is y (g - sum(g y)) (`safeSoftmaxBackward`, stated there over differentiable ops too).
     static func safeSoftmaxOverLastAxis(_ x: Tensor) throws -> Tensor {
+        guard x.count > 0 else { return try safeSoftmaxComposite(x) }
+        let width = x.shape[x.rank - 1], rows = x.count / width
+        let out = try Tensor(uninitialized: x.shape, dtype: x.dtype)
+        runSafeSoftmax(x.dtype, x.storage.raw, out.storage.raw, rows, width)
+        if shouldRecord(x) {
+            out.record("safe_softmax", x, savesInput: true, savesOutput: true) { g, node in
+                InputGradients(try safeSoftmaxBackward(g, x: node.saved(0), y: node.output()))
+            }
+        }
+        if Trace.isRecording {
+            let dtype = x.dtype
+            Trace.note(out, "safe_softmax", [x], kernel: .buffers { args, o in runSafeSoftmax(dtype, args[0], o, rows, width) }) { ins in
+                try safeSoftmaxOverLastAxis(ins[0])
+            }
+        }
+        // JVP: dy = y (t - sum(t y)).
+        try out.deriveTangent(from: x) { t in
+            try out.multiplying(t.subtracting(t.multiplying(out).sum(axes: [x.rank - 1], keepDims: true)))
+        }
+        return out
+    }
+
+    /// The VJP of safeSoftmaxOverLastAxis at x (output y) for the gradient g: y (g - sum(g y))
+    /// over the last axis. Stated over differentiable ops (y recomputed from x with its
+    /// history), which run when this gradient is itself differentiated (create_graph, forward
+    /// mode); otherwise the agk_safe_softmax_backward kernel computes it from y.
+    static func safeSoftmaxBackward(_ g: Tensor, x: Tensor, y: Tensor) throws -> Tensor {
+        let axis = x.rank - 1
+        if shouldRecord(g, x) || g.tangentBox != nil || x.tangentBox != nil || g.shape != y.shape || g.dtype != y.dtype {
+            let yh = try safeSoftmaxOverLastAxis(x)
+            return try yh.multiplying(g.subtracting(g.multiplying(yh).sum(axes: [axis], keepDims: true)))
+        }
+        return try safeSoftmaxBackwardKernel(g, y: y)
+    }
+
+    /// y (g - sum(g y)) by the kernel, recorded for a capture (not for differentiation: see
+    /// safeSoftmaxBackward).
+    private static func safeSoftmaxBackwardKernel(_ g: Tensor, y: Tensor) throws -> Tensor {
+        let width = y.shape[y.rank - 1], rows = y.count / width
+        let out = try Tensor(uninitialized: y.shape, dtype: y.dtype)
+        runSafeSoftmaxBackward(y.dtype, g.storage.raw, y.storage.raw, out.storage.raw, rows, width)
+        if Trace.isRecording {
+            let dtype = y.dtype
+            Trace.note(out, "safe_softmax_backward", [g, y], kernel: .buffers { args, o in
+                runSafeSoftmaxBackward(dtype, args[0], args[1], o, rows, width)
+            }) { ins in try safeSoftmaxBackwardKernel(ins[0], y: ins[1]) }
+        }
+        return out
+    }
+
+    private static func runSafeSoftmax(_ dtype: DType, _ x: UnsafeMutableRawPointer?, _ y: UnsafeMutableRawPointer?, _ rows: Int, _ width: Int) {
+        guard rows > 0 && width > 0, let x, let y else { return }
+        if dtype == .float32 {
+            agk_safe_softmax_f32(x.assumingMemoryBound(to: Float.self), y.assumingMemoryBound(to: Float.self), Int64(rows), Int64(width))
+        } else {
+            agk_safe_softmax_f64(x.assumingMemoryBound(to: Double.self), y.assumingMemoryBound(to: Double.self), Int64(rows), Int64(width))
+        }
+    }
+
+    private static func runSafeSoftmaxBackward(_ dtype: DType, _ g: UnsafeMutableRawPointer?, _ y: UnsafeMutableRawPointer?,
+                                               _ out: UnsafeMutableRawPointer?, _ rows: Int, _ width: Int) {
+        guard rows > 0 && width > 0, let g, let y, let out else { return }
+        if dtype == .float32 {
+            agk_safe_softmax_backward_f32(g.assumingMemoryBound(to: Float.self), y.assumingMemoryBound(to: Float.self),
+                                          out.assumingMemoryBound(to: Float.self), Int64(rows), Int64(width))
+        } else {
+            agk_safe_softmax_backward_f64(g.assumingMemoryBound(to: Double.self), y.assumingMemoryBound(to: Double.self),
+                                          out.assumingMemoryBound(to: Double.self), Int64(rows), Int64(width))
+        }
+    }
+
+    /// The same softmax composed of differentiable ops (used for empty inputs): the shift (the
+    /// row max, or 0 on rows of only -inf) is a constant; the row sum is replaced by 1 on such
+    /// rows (selected), where every exp is 0, so no 0/0 is formed in the value or in any
+    /// derivative.
+    static func safeSoftmaxComposite(_ x: Tensor) throws -> Tensor {
         let axis = x.rank - 1
         let (shift, dead) = try withNoGrad { () -> (Tensor, Tensor) in
             let m = try x.detach().max(axes: [axis], keepDims: true)

@@ -142,4 +142,15 @@ void agk_standardize_f64(const double *x, double *y, int64_t rows, int64_t width
 void agk_standardize_backward_f32(const float *g, const float *x, float *out, int64_t rows, int64_t width, double eps);
 void agk_standardize_backward_f64(const double *g, const double *x, double *out, int64_t rows, int64_t width, double eps);
 
+/* softmax over `rows` contiguous rows of `width` (> 0) values, a row whose maximum is -inf
+ * (every score masked) giving zeros: y = e^(x - max) / sum (a nan or +inf in a row makes it
+ * nan). The sum in double, rounded to the dtype before the division. */
+void agk_safe_softmax_f32(const float *x, float *y, int64_t rows, int64_t width);
+void agk_safe_softmax_f64(const double *x, double *y, int64_t rows, int64_t width);
+
+/* Its VJP from the output y: per row, out = y (g - sum(g y)), in double. out must not overlap
+ * g or y. */
+void agk_safe_softmax_backward_f32(const float *g, const float *y, float *out, int64_t rows, int64_t width);
+void agk_safe_softmax_backward_f64(const double *g, const double *y, double *out, int64_t rows, int64_t width);
+
 #endif
