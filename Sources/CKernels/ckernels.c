@@ -254,13 +254,39 @@ AGK_ADAM(agk_adam_f64, double)
 AGK_STANDARDIZE(float, f32)
 AGK_STANDARDIZE(double, f64)
 
+/* e^v in place over a row, as agk_expf gives it: the vectorised core first, then the arguments
+ * outside [-87, 88] (and nan) redone with libm, in chunks of 256. */
+__attribute__((always_inline)) static inline void agk_exp_row_f32(float *restrict v, int64_t n) {
+    float arg[256];
+    for (int64_t start = 0; start < n; start += 256) {
+        int64_t m = n - start < 256 ? n - start : 256;
+        float *vs = v + start;
+        int extreme = 0;
+        for (int64_t i = 0; i < m; i++) {
+            arg[i] = vs[i];
+            extreme |= !(vs[i] >= -87.0f && vs[i] <= 88.0f);
+            vs[i] = agk_exp_core(vs[i]);
+        }
+        if (extreme) {  /* masked scores (-inf) among them: only those go to libm */
+            for (int64_t i = 0; i < m; i++) {
+                if (!(arg[i] >= -87.0f && arg[i] <= 88.0f)) vs[i] = arg[i] == -INFINITY ? 0.0f : expf(arg[i]);
+            }
+        }
+    }
+}
+
+__attribute__((always_inline)) static inline void agk_exp_row_f64(double *restrict v, int64_t n) {
+    for (int64_t i = 0; i < n; i++) v[i] = exp(v[i]);
+}
+
 /* Attention's safe softmax over rows (see the header); e^ as agk_expf for float (the engine's
  * float32 exp) and libm's exp for double; sums in the eight fixed double lanes. */
-#define AGK_SAFE_SOFTMAX(type, suffix, EXP)                                                    \
+#define AGK_SAFE_SOFTMAX(type, suffix)                                                         \
     AGK_MULTIVERSION                                                                          \
     void agk_safe_softmax_##suffix(const type *restrict x, type *restrict y, int64_t rows,     \
                                    int64_t width) {                                           \
         _Pragma("clang fp contract(off)")                                                     \
+        int64_t full = width - width % AGK_LANES;                                             \
         for (int64_t r = 0; r < rows; r++) {                                                  \
             const type *xr = x + r * width;                                                   \
             type *yr = y + r * width;                                                         \
@@ -270,12 +296,12 @@ AGK_STANDARDIZE(double, f64)
                 for (int64_t i = 0; i < width; i++) yr[i] = 0;                                \
                 continue;                                                                     \
             }                                                                                 \
+            for (int64_t i = 0; i < width; i++) yr[i] = xr[i] - m;                            \
+            agk_exp_row_##suffix(yr, width);                                                  \
             double s[AGK_LANES] = {0};                                                        \
-            for (int64_t i = 0; i < width; i++) {                                             \
-                type e = EXP(xr[i] - m);                                                      \
-                yr[i] = e;                                                                    \
-                s[i % AGK_LANES] += (double)e;                                                \
-            }                                                                                 \
+            for (int64_t i = 0; i < full; i += AGK_LANES)                                     \
+                for (int j = 0; j < AGK_LANES; j++) s[j] += (double)yr[i + j];                \
+            for (int64_t i = full; i < width; i++) s[i - full] += (double)yr[i];              \
             type total = (type)AGK_LANE_TOTAL(s);                                             \
             for (int64_t i = 0; i < width; i++) yr[i] = yr[i] / total;                        \
         }                                                                                     \
@@ -285,15 +311,18 @@ AGK_STANDARDIZE(double, f64)
     void agk_safe_softmax_backward_##suffix(const type *restrict g, const type *restrict y,   \
                                             type *restrict out, int64_t rows, int64_t width) { \
         _Pragma("clang fp contract(off)")                                                     \
+        int64_t full = width - width % AGK_LANES;                                             \
         for (int64_t r = 0; r < rows; r++) {                                                  \
             const type *gr = g + r * width, *yr = y + r * width;                              \
             type *o = out + r * width;                                                        \
             double s[AGK_LANES] = {0};                                                        \
-            for (int64_t i = 0; i < width; i++) s[i % AGK_LANES] += (double)gr[i] * (double)yr[i]; \
+            for (int64_t i = 0; i < full; i += AGK_LANES)                                     \
+                for (int j = 0; j < AGK_LANES; j++) s[j] += (double)gr[i + j] * (double)yr[i + j]; \
+            for (int64_t i = full; i < width; i++) s[i - full] += (double)gr[i] * (double)yr[i]; \
             double dot = AGK_LANE_TOTAL(s);                                                   \
             for (int64_t i = 0; i < width; i++) o[i] = (type)((double)yr[i] * ((double)gr[i] - dot)); \
         }                                                                                     \
     }
 
-AGK_SAFE_SOFTMAX(float, f32, agk_expf)
-AGK_SAFE_SOFTMAX(double, f64, exp)
+AGK_SAFE_SOFTMAX(float, f32)
+AGK_SAFE_SOFTMAX(double, f64)
