@@ -15,12 +15,11 @@ import COpenBLAS
 /// threads as `Parallel.threadCount` allows, each one BLAS call that computes exactly what it
 /// computes on any thread.
 enum Gemm {
-    /// Below this many multiply-adds per block, splitting costs more than it gains: waking a
-    /// worker and waiting for it costs tens of microseconds, about what half of an 8M
-    /// multiply-add product saves. Measured on the 2-core bench machine (issue 18): with 2^21,
-    /// B11's step (a 1024 x 144 x 32 convolution product) ran 1.2 ms at 2 threads against
-    /// 1.04 ms unsplit, and B10's (512 x 64 x 256) no faster split.
-    static let minimumBlockWork = 1 << 23
+    /// Below this many multiply-adds per block, splitting costs more than it gains. (With
+    /// workers that sleep at once after a job, B11's and B10's mid-sized products ran slower
+    /// split than whole at 2 threads; the pool's spin-wait, WorkerPool.spinLimit, makes the
+    /// split pay again: issue 18, bench/RESULTS.md.)
+    static let minimumBlockWork = 1 << 21
     /// A block is this many rows (or columns) or more: each block's BLAS call packs the other
     /// operand again, so thin blocks spend their time copying. Measured on OpenBLAS 0.3.21 (one
     /// thread, 1024^3 and 2048^3, rows split, against one call): 512-row blocks cost nothing

@@ -4,15 +4,20 @@ import Glibc
 import Darwin
 #endif
 import Synchronization
+import CKernels
 
 /// Splits large elementwise kernels over a small pool of worker threads: a few contiguous
 /// blocks per thread, taken in turn, so a worker the system preempts delays one block, not a
 /// whole share. Each element is computed the same way whoever computes it, so results do not
 /// depend on the thread count.
 public enum Parallel {
-    /// Below this many elements a kernel runs on the calling thread: waking a worker costs tens
-    /// of microseconds, more than the work itself.
-    static let minimumParallelCount = 1 << 18
+    /// Below this many elements a kernel runs on the calling thread. A worker spinning for the
+    /// next job (WorkerPool.spinLimit) starts within a microsecond; one woken from its sleep
+    /// takes tens, which the smallest kernels here do not repay, but the steps of a training
+    /// loop keep the workers spinning. Measured on the 2-core machine (issue 18): 2^15 with
+    /// the spin-wait against 2^18 without, B11's step at 2 threads went from about 1.0 to 0.8
+    /// ms and B10's from 7.3 to 6.4 ms (best of 8 runs).
+    static let minimumParallelCount = 1 << 15
 
     private static let requested = Atomic<Int>(Parallel.defaultThreadCount())
 
@@ -46,7 +51,7 @@ public enum Parallel {
         return Swift.max(1, Swift.min(8, cpus))
     }
 
-    /// Runs `body` over `0..<count` cut into about four blocks per thread (at least 64K
+    /// Runs `body` over `0..<count` cut into about four blocks per thread (at least 16K
     /// elements each, boundaries on multiples of 1024), on up to `threadCount` threads. Small
     /// counts run inline.
     @inline(__always)
@@ -56,7 +61,7 @@ public enum Parallel {
             body(0..<count)
             return
         }
-        let chunk = Swift.max(1 << 16, ((count + 4 * threads - 1) / (4 * threads) + 1023) / 1024 * 1024)
+        let chunk = Swift.max(1 << 14, ((count + 4 * threads - 1) / (4 * threads) + 1023) / 1024 * 1024)
         let chunks = (count + chunk - 1) / chunk
         withoutActuallyEscaping(body) { body in
             WorkerPool.shared.run(chunks: chunks, threads: threads) { c in
@@ -67,8 +72,8 @@ public enum Parallel {
     }
 }
 
-/// Persistent worker threads that take chunk indices from a shared counter. One job runs at a
-/// time; a caller that finds the pool busy (another thread's job, or a kernel inside a kernel)
+/// Persistent worker threads that take chunk indices from a shared counter. Between jobs a
+/// worker spins a while (spinLimit), then sleeps on a condition. One job runs at a time; a caller that finds the pool busy (another thread's job, or a kernel inside a kernel)
 /// runs its chunks itself. Workers start on first need, up to the thread count less one; when
 /// the count is lowered the surplus ones end (`retire`). After fork() the child's pool starts
 /// empty (`resetInForkedChild`).
@@ -84,12 +89,29 @@ final class WorkerPool: @unchecked Sendable {
     private var job: ((Int) -> Void)? = nil
     private var chunkCount = 0
     private var generation = 0
+    /// `generation` as a spinning worker reads it without the mutex: stored once the job is in
+    /// place (see `spinLimit`).
+    private let publishedGeneration = Atomic<Int>(0)
     /// How many workers may still join the current job, and how many are inside it.
     private var openSeats = 0
-    private var running = 0
+    /// (Changed with the mutex held; run() also reads it without, while it spins.)
+    private let running = Atomic<Int>(0)
     private var workers = 0
     /// Workers beyond this many end when they next wake.
     private var keep = Int.max
+
+    /// How many pauses a worker spins for the next job before it sleeps, and run() for the
+    /// workers to finish before it sleeps: about 0.5 to 1.5 ms (a pause is 10 to 40 ns), as
+    /// OpenMP runtimes spin. Every `yieldEvery` pauses the spinner yields its core, so that a
+    /// thread waiting to run (another program, or valgrind's serialised threads) gets it.
+    static let spinLimit = 32768
+    static let yieldEvery = 256
+
+    /// One step of a spin-wait: a pause, or every `yieldEvery`-th a yield of the core.
+    @inline(__always)
+    private static func pause(_ spins: Int) {
+        if spins % yieldEvery == yieldEvery - 1 { sched_yield() } else { agk_cpu_relax() }
+    }
 
     private init() {
         pthread_mutex_init(mutex, nil)
@@ -131,7 +153,8 @@ final class WorkerPool: @unchecked Sendable {
         withUnsafeMutablePointer(to: &job) { $0.initialize(to: nil) }
         chunkCount = 0
         openSeats = 0
-        running = 0
+        running.store(0, ordering: .relaxed)
+        publishedGeneration.store(generation, ordering: .relaxed)
         workers = 0
         nextChunk.store(0, ordering: .relaxed)
         busy.store(false, ordering: .relaxed)
@@ -152,14 +175,22 @@ final class WorkerPool: @unchecked Sendable {
             nextChunk.store(0, ordering: .relaxed)
             openSeats = helpers
             generation &+= 1
+            publishedGeneration.store(generation, ordering: .releasing)
             pthread_cond_broadcast(wake)
             pthread_mutex_unlock(mutex)
 
             work(job, chunks: chunks)
 
             // Workers that joined finish their chunks; late ones find no job and go back to sleep.
+            // The workers that joined usually finish within microseconds of this thread: wait
+            // for them spinning a while before sleeping on `done`.
+            var spins = 0
+            while running.load(ordering: .acquiring) > 0 && spins < WorkerPool.spinLimit {
+                WorkerPool.pause(spins)
+                spins += 1
+            }
             pthread_mutex_lock(mutex)
-            while running > 0 { pthread_cond_wait(done, mutex) }
+            while running.load(ordering: .relaxed) > 0 { pthread_cond_wait(done, mutex) }
             self.job = nil
             openSeats = 0
             pthread_mutex_unlock(mutex)
@@ -194,7 +225,19 @@ final class WorkerPool: @unchecked Sendable {
         var seen = 0
         pthread_mutex_lock(mutex)
         while true {
-            while generation == seen && workers <= keep { pthread_cond_wait(wake, mutex) }
+            if generation == seen && workers <= keep {
+                // Spin a while before sleeping: the next job of a training step comes within
+                // microseconds, and a worker that sees it here starts without being woken
+                // (a wake-up through the condition costs tens of microseconds).
+                pthread_mutex_unlock(mutex)
+                var spins = 0
+                while publishedGeneration.load(ordering: .acquiring) == seen && spins < WorkerPool.spinLimit {
+                    WorkerPool.pause(spins)
+                    spins += 1
+                }
+                pthread_mutex_lock(mutex)
+                while generation == seen && workers <= keep { pthread_cond_wait(wake, mutex) }
+            }
             if workers > keep {
                 workers -= 1
                 pthread_mutex_unlock(mutex)
@@ -203,7 +246,7 @@ final class WorkerPool: @unchecked Sendable {
             seen = generation
             guard job != nil, openSeats > 0 else { continue }
             openSeats -= 1
-            running += 1
+            running.add(1, ordering: .relaxed)
             let chunks = chunkCount
             var joined = job
             pthread_mutex_unlock(mutex)
@@ -215,8 +258,7 @@ final class WorkerPool: @unchecked Sendable {
             // dead context in release).
             joined = nil
             pthread_mutex_lock(mutex)
-            running -= 1
-            if running == 0 { pthread_cond_signal(done) }
+            if running.subtract(1, ordering: .releasing).newValue == 0 { pthread_cond_signal(done) }
         }
     }
 }

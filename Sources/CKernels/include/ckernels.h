@@ -153,4 +153,14 @@ void agk_safe_softmax_f64(const double *x, double *y, int64_t rows, int64_t widt
 void agk_safe_softmax_backward_f32(const float *g, const float *y, float *out, int64_t rows, int64_t width);
 void agk_safe_softmax_backward_f64(const double *g, const double *y, double *out, int64_t rows, int64_t width);
 
+/* A spin-wait hint to the CPU (x86 pause, Arm yield): a thread polling for work costs its
+ * sibling less. */
+static inline void agk_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
 #endif
