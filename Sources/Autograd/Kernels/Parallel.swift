@@ -73,8 +73,9 @@ public enum Parallel {
 }
 
 /// Persistent worker threads that take chunk indices from a shared counter. Between jobs a
-/// worker spins a while (spinLimit), then sleeps on a condition. One job runs at a time; a caller that finds the pool busy (another thread's job, or a kernel inside a kernel)
-/// runs its chunks itself. Workers start on first need, up to the thread count less one; when
+/// worker spins a while (spinLimit), then sleeps on a condition. One job runs at a time; a
+/// caller that finds the pool busy (another thread's job, or a kernel inside a kernel) runs its
+/// chunks itself. Workers start on first need, up to the thread count less one; when
 /// the count is lowered the surplus ones end (`retire`). After fork() the child's pool starts
 /// empty (`resetInForkedChild`).
 final class WorkerPool: @unchecked Sendable {
@@ -101,8 +102,8 @@ final class WorkerPool: @unchecked Sendable {
     private var keep = Int.max
 
     /// How many pauses a worker spins for the next job before it sleeps, and run() for the
-    /// workers to finish before it sleeps: about 0.5 to 1.5 ms (a pause is 10 to 40 ns), as
-    /// OpenMP runtimes spin. Every `yieldEvery` pauses the spinner yields its core, so that a
+    /// workers to finish before it sleeps: up to about 1 ms on current x86 cores (a pause takes
+    /// 20 to 40 ns there), as OpenMP runtimes spin. Every `yieldEvery` pauses the spinner yields its core, so that a
     /// thread waiting to run (another program, or valgrind's serialised threads) gets it.
     static let spinLimit = 32768
     static let yieldEvery = 256
@@ -181,9 +182,8 @@ final class WorkerPool: @unchecked Sendable {
 
             work(job, chunks: chunks)
 
-            // Workers that joined finish their chunks; late ones find no job and go back to sleep.
-            // The workers that joined usually finish within microseconds of this thread: wait
-            // for them spinning a while before sleeping on `done`.
+            // Workers that joined finish their chunks (usually within microseconds of this
+            // thread: spin a while before sleeping on `done`); late ones find no job.
             var spins = 0
             while running.load(ordering: .acquiring) > 0 && spins < WorkerPool.spinLimit {
                 WorkerPool.pause(spins)
