@@ -175,6 +175,7 @@ static void test_fork_during_backward(void) {
         nanosleep(&ts, NULL);
     }
     int ok = 0, hung = 0, failed = 0;
+    double longest = 0; /* the longest child, against the deadline */
     for (int i = 0; i < FORKS; i++) {
         /* Spread the forks over the pass: a few milliseconds apart. */
         struct timespec ts = {0, 1000000L * (1 + i % 7)};
@@ -184,7 +185,10 @@ static void test_fork_during_backward(void) {
         if (pid == 0) exit(child_work()); /* exit, not _exit: a normal end (atexit, coverage profiles) */
         if (!CHECKF(pid > 0, "fork failed")) break;
         bool timed_out = false;
+        double started = now_s();
         int status = wait_with_deadline(pid, CHILD_DEADLINE_S, &timed_out);
+        double took = now_s() - started;
+        if (took > longest) longest = took;
         if (timed_out) {
             hung++;
             CHECKF(false, "child %d hung (killed after %.0f s)", i, CHILD_DEADLINE_S);
@@ -202,8 +206,9 @@ static void test_fork_during_backward(void) {
     pthread_join(bt, &r1);
     pthread_join(ft, &r2);
     CHECK(r1 == NULL && r2 == NULL);
-    printf("  %d children ok, %d hung, %d failed; the parent ran %ld backward passes and %ld forward products\n",
-           ok, hung, failed, (long)g_backward_passes, (long)g_forward_products);
+    printf("  %d children ok, %d hung, %d failed (the longest took %.2f s; deadline %.0f s); the parent ran %ld "
+           "backward passes and %ld forward products\n",
+           ok, hung, failed, longest, CHILD_DEADLINE_S, (long)g_backward_passes, (long)g_forward_products);
     CHECK(ok == FORKS);
 
     /* The parent carries on: a pass, and the pool still works. */
