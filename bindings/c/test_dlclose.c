@@ -10,7 +10,7 @@
  *      then it waits, and exits only AFTER the dlclose (its thread-specific-data destructors run
  *      then);
  *   4. a "large" thread runs elementwise ops on 2^20 elements (above the worker-pool limit of
- *      2^18) and a reduction, and checks the values (1 + 2 = 3 everywhere: exact in float32);
+ *      2^15) and a reduction, and checks the values (1 + 2 = 3 everywhere: exact in float32);
  *   5. the main thread does the same large op at the same time, joins the large thread, frees
  *      everything (ag_live_handle_count must be 0) and calls dlclose while the library's worker
  *      threads are still alive;

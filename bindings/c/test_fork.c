@@ -33,7 +33,7 @@ static double child_deadline_s(void) {
     return v > 0 ? v : 10.0;
 }
 #define CHILD_DEADLINE_S child_deadline_s()
-#define BIG_N (1 << 19) /* above the threading threshold of elementwise kernels (2^18) */
+#define BIG_N (1 << 19) /* above the threading threshold of elementwise kernels (2^15) */
 #define MM 512          /* a 512 x 512 product is split into blocks that run on the pool */
 
 static atomic_int g_stop;
