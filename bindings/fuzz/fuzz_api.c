@@ -6548,10 +6548,13 @@ static void i18_attention(Rd *r) {
 
 /* ---- training helpers: clip_grad_norm, lr_warmup_cosine ---- */
 
+/* a + b for b >= 0, INT64_MAX where the sum would overflow (a may be a decoded INT64_MAX). */
+static int64_t add_saturating(int64_t a, int64_t b) { return a > INT64_MAX - b ? INT64_MAX : a + b; }
+
 static void i18_train(Rd *r) {
     if (bit(r)) {
         int64_t step = (u8(r) & 7) == 0 ? rd_i64(r) : u8(r) % 20, warm = (u8(r) & 7) == 0 ? rd_i64(r) : u8(r) % 6,
-                total = (u8(r) & 7) == 0 ? rd_i64(r) : warm + u8(r) % 12;
+                total = (u8(r) & 7) == 0 ? rd_i64(r) : add_saturating(warm, u8(r) % 12);
         double base = (u8(r) & 7) == 0 ? rd_double(r) : 0.1, lo = (u8(r) & 7) == 0 ? rd_double(r) : 0.01;
         bool nul = (u8(r) & 31) == 0;
         unsigned errs = 0;
