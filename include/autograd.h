@@ -204,8 +204,8 @@ ag_status ag_num_threads(int64_t *out);
 
 /* A new tensor holding a copy of `data`, which must hold numel(shape) elements of `dtype`
  * (float for AG_FLOAT32, double for AG_FLOAT64, int64_t for AG_INT64, one byte each for AG_BOOL:
- * non-zero reads as 1) in row-major order. The tensor is a leaf that
- * does not require grad. `data` may be NULL only when numel is 0.
+ * non-zero reads as 1) in row-major order. The tensor is a leaf that does not require grad.
+ * `data` may be NULL only when numel is 0.
  * Errors: AG_ERR_ARGUMENT (out or data NULL, ndim < 0 or > AG_MAX_NDIM, shape NULL with
  * ndim > 0), AG_ERR_SHAPE (a negative extent, or non-zero extents whose product overflows int64,
  * even when another extent is 0),
@@ -265,7 +265,8 @@ ag_status ag_tensor_dtype(ag_dtype *out, ag_tensor t);
 
 /* Copies t's elements, row-major, into `out`, converted to `dtype` (float32 <-> float64
  * conversion is allowed, int64 and bool copy out to their own dtype or a float one, bool also to
- * int64; other conversions are AG_ERR_DTYPE: use ag_to_dtype). `capacity` is the number of elements `out` can hold.
+ * int64; other conversions are AG_ERR_DTYPE: use ag_to_dtype). `capacity` is the number of
+ * elements `out` can hold.
  * Errors: AG_ERR_ARGUMENT (out NULL while numel > 0, capacity < numel), AG_ERR_DTYPE
  * (unknown dtype), AG_ERR_INVALID_HANDLE. */
 ag_status ag_tensor_copy_data(void *out, int64_t capacity, ag_dtype dtype, ag_tensor t);

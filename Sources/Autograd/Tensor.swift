@@ -1,8 +1,9 @@
 import Synchronization
 
 /// An N-dimensional, row-major, contiguous array of float32 or float64 values that can take
-/// part in a recorded graph (or of int64 indices or bool masks, which never require grad). A tensor's values never change after creation (leaves updated by
-/// an optimizer excepted), so results may share storage with their inputs (reshape, detach).
+/// part in a recorded graph (or of int64 indices or bool masks, which never require grad). A
+/// tensor's values never change after creation (leaves updated by an optimizer excepted), so
+/// results may share storage with their inputs (reshape, detach).
 public final class Tensor {
     /// Extents, outermost first; empty for a 0-d scalar.
     public let shape: [Int]

@@ -15,21 +15,31 @@
 #define AGK_MULTIVERSION
 #endif
 
-AGK_MULTIVERSION
-void agk_exp_f32(const float *x, float *out, int64_t n) {
-    for (int64_t start = 0; start < n; start += 1024) {
-        int64_t end = start + 1024 < n ? start + 1024 : n;
-        for (int64_t i = start; i < end; i++) out[i] = agk_exp_core(x[i]);
-        /* Out of range or nan: !(x >= -87 && x <= 88) is true for both. */
+/* out[i] = e^x[i] as agk_expf gives it, for n elements; out may be x. In chunks of 256: the
+ * vectorised core over each chunk (its arguments kept aside), then only the arguments outside
+ * [-87, 88] and nan redone with libm (-inf, a masked score, directly: 0). */
+__attribute__((always_inline)) static inline void agk_exp_block_f32(const float *x, float *out, int64_t n) {
+    float arg[256];
+    for (int64_t start = 0; start < n; start += 256) {
+        int64_t m = n - start < 256 ? n - start : 256;
+        const float *xs = x + start;
+        float *os = out + start;
         int extreme = 0;
-        for (int64_t i = start; i < end; i++) extreme |= !(x[i] >= -87.0f && x[i] <= 88.0f);
+        for (int64_t i = 0; i < m; i++) {
+            arg[i] = xs[i];
+            extreme |= !(arg[i] >= -87.0f && arg[i] <= 88.0f);
+            os[i] = agk_exp_core(arg[i]);
+        }
         if (extreme) {
-            for (int64_t i = start; i < end; i++) {
-                if (!(x[i] >= -87.0f && x[i] <= 88.0f)) out[i] = expf(x[i]);
+            for (int64_t i = 0; i < m; i++) {
+                if (!(arg[i] >= -87.0f && arg[i] <= 88.0f)) os[i] = arg[i] == -INFINITY ? 0.0f : expf(arg[i]);
             }
         }
     }
 }
+
+AGK_MULTIVERSION
+void agk_exp_f32(const float *x, float *out, int64_t n) { agk_exp_block_f32(x, out, n); }
 
 /* gelu and its derivative over float32: Phi(x) = erfc(-x * 0.70710677f) / 2 and
  * phi(x) = e^(x * x * -0.5f) * 0.3989422804014327f, in that order of operations (the
@@ -182,6 +192,22 @@ AGK_ADAM(agk_adam_f64, double)
  * bits, and one the vectoriser maps onto its registers. */
 #define AGK_LANES 8
 #define AGK_LANE_TOTAL(a) ((((a)[0] + (a)[1]) + ((a)[2] + (a)[3])) + (((a)[4] + (a)[5]) + ((a)[6] + (a)[7])))
+/* Runs the statements given (which read `i` and `lane`) for i = 0 ..< width with lane = i % 8:
+ * whole blocks of eight first (an inner loop of fixed length, which the vectoriser maps onto
+ * its registers), then the tail in lanes 0, 1, ... */
+#define AGK_FOR_LANES(width, ...)                                                              \
+    do {                                                                                      \
+        int64_t full_ = (width) - (width) % AGK_LANES;                                        \
+        for (int64_t block_ = 0; block_ < full_; block_ += AGK_LANES)                         \
+            for (int lane = 0; lane < AGK_LANES; lane++) {                                    \
+                int64_t i = block_ + lane;                                                    \
+                __VA_ARGS__;                                                                  \
+            }                                                                                 \
+        for (int64_t i = full_; i < (width); i++) {                                           \
+            int lane = (int)(i - full_);                                                      \
+            __VA_ARGS__;                                                                      \
+        }                                                                                     \
+    } while (0)
 
 #define AGK_STANDARDIZE(type, suffix)                                                          \
     /* A row's mean and 1 / sqrt(var + eps), biased variance, two passes. */                  \
@@ -189,20 +215,9 @@ AGK_ADAM(agk_adam_f64, double)
         const type *restrict x, int64_t width, double eps, double *mean, double *rstd) {      \
         _Pragma("clang fp contract(off)")                                                     \
         double s[AGK_LANES] = {0}, q[AGK_LANES] = {0};                                        \
-        int64_t full = width - width % AGK_LANES;                                             \
-        for (int64_t i = 0; i < full; i += AGK_LANES)                                         \
-            for (int j = 0; j < AGK_LANES; j++) s[j] += (double)x[i + j];                     \
-        for (int64_t i = full; i < width; i++) s[i - full] += (double)x[i];                   \
+        AGK_FOR_LANES(width, s[lane] += (double)x[i]);                                        \
         double m = AGK_LANE_TOTAL(s) / (double)width;                                         \
-        for (int64_t i = 0; i < full; i += AGK_LANES)                                         \
-            for (int j = 0; j < AGK_LANES; j++) {                                             \
-                double d = (double)x[i + j] - m;                                              \
-                q[j] += d * d;                                                                \
-            }                                                                                 \
-        for (int64_t i = full; i < width; i++) {                                              \
-            double d = (double)x[i] - m;                                                      \
-            q[i - full] += d * d;                                                             \
-        }                                                                                     \
+        AGK_FOR_LANES(width, double d = (double)x[i] - m; q[lane] += d * d);                  \
         *mean = m;                                                                            \
         *rstd = 1.0 / sqrt(AGK_LANE_TOTAL(q) / (double)width + eps);                          \
     }                                                                                         \
@@ -231,18 +246,8 @@ AGK_ADAM(agk_adam_f64, double)
             double m, rs;                                                                     \
             agk_row_stats_##suffix(xr, width, eps, &m, &rs);                                  \
             double sg[AGK_LANES] = {0}, sgy[AGK_LANES] = {0};                                 \
-            int64_t full = width - width % AGK_LANES;                                         \
-            for (int64_t i = 0; i < full; i += AGK_LANES)                                     \
-                for (int j = 0; j < AGK_LANES; j++) {                                         \
-                    double gi = (double)gr[i + j];                                            \
-                    sg[j] += gi;                                                              \
-                    sgy[j] += gi * (((double)xr[i + j] - m) * rs);                            \
-                }                                                                             \
-            for (int64_t i = full; i < width; i++) {                                          \
-                double gi = (double)gr[i];                                                    \
-                sg[i - full] += gi;                                                           \
-                sgy[i - full] += gi * (((double)xr[i] - m) * rs);                             \
-            }                                                                                 \
+            AGK_FOR_LANES(width, double gi = (double)gr[i]; sg[lane] += gi;                   \
+                          sgy[lane] += gi * (((double)xr[i] - m) * rs));                      \
             double mg = AGK_LANE_TOTAL(sg) / (double)width, mgy = AGK_LANE_TOTAL(sgy) / (double)width; \
             for (int64_t i = 0; i < width; i++) {                                             \
                 double yi = ((double)xr[i] - m) * rs;                                         \
@@ -254,29 +259,8 @@ AGK_ADAM(agk_adam_f64, double)
 AGK_STANDARDIZE(float, f32)
 AGK_STANDARDIZE(double, f64)
 
-/* e^v in place over a row, as agk_expf gives it: the vectorised core first, then the arguments
- * outside [-87, 88] (and nan) redone with libm, in chunks of 256. */
-__attribute__((always_inline)) static inline void agk_exp_row_f32(float *restrict v, int64_t n) {
-    float arg[256];
-    for (int64_t start = 0; start < n; start += 256) {
-        int64_t m = n - start < 256 ? n - start : 256;
-        float *vs = v + start;
-        int extreme = 0;
-        for (int64_t i = 0; i < m; i++) {
-            arg[i] = vs[i];
-            extreme |= !(vs[i] >= -87.0f && vs[i] <= 88.0f);
-            vs[i] = agk_exp_core(vs[i]);
-        }
-        if (extreme) {  /* masked scores (-inf) among them: only those go to libm */
-            for (int64_t i = 0; i < m; i++) {
-                if (!(arg[i] >= -87.0f && arg[i] <= 88.0f)) vs[i] = arg[i] == -INFINITY ? 0.0f : expf(arg[i]);
-            }
-        }
-    }
-}
-
-__attribute__((always_inline)) static inline void agk_exp_row_f64(double *restrict v, int64_t n) {
-    for (int64_t i = 0; i < n; i++) v[i] = exp(v[i]);
+__attribute__((always_inline)) static inline void agk_exp_block_f64(const double *x, double *out, int64_t n) {
+    for (int64_t i = 0; i < n; i++) out[i] = exp(x[i]);
 }
 
 /* Attention's safe softmax over rows (see the header); e^ as agk_expf for float (the engine's
@@ -286,7 +270,6 @@ __attribute__((always_inline)) static inline void agk_exp_row_f64(double *restri
     void agk_safe_softmax_##suffix(const type *restrict x, type *restrict y, int64_t rows,     \
                                    int64_t width) {                                           \
         _Pragma("clang fp contract(off)")                                                     \
-        int64_t full = width - width % AGK_LANES;                                             \
         for (int64_t r = 0; r < rows; r++) {                                                  \
             const type *xr = x + r * width;                                                   \
             type *yr = y + r * width;                                                         \
@@ -297,11 +280,9 @@ __attribute__((always_inline)) static inline void agk_exp_row_f64(double *restri
                 continue;                                                                     \
             }                                                                                 \
             for (int64_t i = 0; i < width; i++) yr[i] = xr[i] - m;                            \
-            agk_exp_row_##suffix(yr, width);                                                  \
+            agk_exp_block_##suffix(yr, yr, width);                                            \
             double s[AGK_LANES] = {0};                                                        \
-            for (int64_t i = 0; i < full; i += AGK_LANES)                                     \
-                for (int j = 0; j < AGK_LANES; j++) s[j] += (double)yr[i + j];                \
-            for (int64_t i = full; i < width; i++) s[i - full] += (double)yr[i];              \
+            AGK_FOR_LANES(width, s[lane] += (double)yr[i]);                                   \
             type total = (type)AGK_LANE_TOTAL(s);                                             \
             for (int64_t i = 0; i < width; i++) yr[i] = yr[i] / total;                        \
         }                                                                                     \
@@ -311,14 +292,11 @@ __attribute__((always_inline)) static inline void agk_exp_row_f64(double *restri
     void agk_safe_softmax_backward_##suffix(const type *restrict g, const type *restrict y,   \
                                             type *restrict out, int64_t rows, int64_t width) { \
         _Pragma("clang fp contract(off)")                                                     \
-        int64_t full = width - width % AGK_LANES;                                             \
         for (int64_t r = 0; r < rows; r++) {                                                  \
             const type *gr = g + r * width, *yr = y + r * width;                              \
             type *o = out + r * width;                                                        \
             double s[AGK_LANES] = {0};                                                        \
-            for (int64_t i = 0; i < full; i += AGK_LANES)                                     \
-                for (int j = 0; j < AGK_LANES; j++) s[j] += (double)gr[i + j] * (double)yr[i + j]; \
-            for (int64_t i = full; i < width; i++) s[i - full] += (double)gr[i] * (double)yr[i]; \
+            AGK_FOR_LANES(width, s[lane] += (double)gr[i] * (double)yr[i]);                   \
             double dot = AGK_LANE_TOTAL(s);                                                   \
             for (int64_t i = 0; i < width; i++) o[i] = (type)((double)yr[i] * ((double)gr[i] - dot)); \
         }                                                                                     \

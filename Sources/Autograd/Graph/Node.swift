@@ -600,6 +600,14 @@ extension Tensor {
         inputs.contains { $0.requiresGrad } && GradMode.isEnabled
     }
 
+    /// For an op whose output has x's shape and dtype and whose backward has a kernel of its
+    /// own (layer norm's standardisation, attention's softmax): whether the gradient g must
+    /// come from the op's rule over differentiable ops instead, because it will be recorded
+    /// (create_graph), carries a forward-mode tangent, or is not of the kernel's form.
+    static func backwardNeedsRule(_ g: Tensor, _ x: Tensor) -> Bool {
+        shouldRecord(g, x) || g.tangentBox != nil || x.tangentBox != nil || g.shape != x.shape || g.dtype != x.dtype
+    }
+
     /// Records this tensor as the output of operation `name` on `inputs`; `savesOutput` keeps
     /// this tensor's values for the rule (`node.output()`).
     @inline(__always)

@@ -119,7 +119,7 @@ extension Tensor {
     /// mode); otherwise the agk_safe_softmax_backward kernel computes it from y.
     static func safeSoftmaxBackward(_ g: Tensor, x: Tensor, y: Tensor) throws -> Tensor {
         let axis = x.rank - 1
-        if shouldRecord(g, x) || g.tangentBox != nil || x.tangentBox != nil || g.shape != y.shape || g.dtype != y.dtype {
+        if backwardNeedsRule(g, x) {
             let yh = try safeSoftmaxOverLastAxis(x)
             return try yh.multiplying(g.subtracting(g.multiplying(yh).sum(axes: [axis], keepDims: true)))
         }

@@ -160,7 +160,7 @@ extension Tensor {
     /// differentiable ops (the rule), which run when this gradient is itself differentiated
     /// (create_graph, forward mode); otherwise the agk_standardize_backward kernel computes it.
     static func standardizedBackward(_ g: Tensor, _ x: Tensor, _ k: Int, eps: Double) throws -> Tensor {
-        if shouldRecord(g, x) || g.tangentBox != nil || x.tangentBox != nil || g.shape != x.shape || g.dtype != x.dtype {
+        if backwardNeedsRule(g, x) {
             let axes = Array((x.rank - k)..<x.rank)
             let y = try standardizedOverLastAxes(x, k, eps: eps)
             let meanG = try g.mean(axes: axes, keepDims: true)

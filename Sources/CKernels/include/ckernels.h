@@ -95,7 +95,8 @@ void agk_gelu_f32(const float *x, float *out, int64_t n);
  * the normal density e^(-x^2/2) / sqrt(2 pi) (e^ as agk_expf). accumulate != 0 adds to out. */
 void agk_gelu_grad_f32(const float *v, const float *x, float *out, int64_t n, int accumulate);
 
-/* out[i] = e^x[i] for float32, within 2 ulp; inputs outside [-87, 88] and nan go to libm. */
+/* out[i] = e^x[i] for float32, within 2 ulp; inputs outside [-87, 88] and nan go to libm (-inf
+ * directly: 0). out may be x. */
 void agk_exp_f32(const float *x, float *out, int64_t n);
 
 /* out[i] = a[i] OP b[i] over n elements (no broadcasting), OP one of + - * /; out must not
