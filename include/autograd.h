@@ -123,7 +123,11 @@ enum {
     AG_ERR_OUT_OF_MEMORY = 6,  /* an allocation that could not be satisfied, or new tensors refused
                                 * while memory is exhausted (see Memory above) */
     AG_ERR_CALLBACK = 7,       /* a user callback returned non-zero */
-    AG_ERR_INTERNAL = 8        /* a bug in Autograd: please report it with ag_last_error() */
+    AG_ERR_INTERNAL = 8,       /* a bug in Autograd: please report it with ag_last_error() */
+    AG_ERR_IO = 9,             /* a file that cannot be opened, read or written (the message has
+                                * the path and the system's reason) */
+    AG_ERR_FORMAT = 10         /* a file or buffer that is not what it claims to be: truncated, or
+                                * a header that is malformed or lies (see "Files: safetensors") */
 };
 
 /* Element types. Operands of one operation must have the same dtype (no implicit promotion).
@@ -1463,6 +1467,295 @@ ag_status ag_custom_ctx_state(void **out, ag_custom_ctx ctx);
 ag_status ag_custom_ctx_needs_input_grad(bool *out, ag_custom_ctx ctx, int64_t index);
 
 /* ------------------------------------------------------------------------------------------ */
+/* Files: safetensors                                                                         */
+/* ------------------------------------------------------------------------------------------ */
+
+/*
+ * safetensors is the tensor file format PyTorch, JAX, MLX and tinygrad read and write: an 8-byte
+ * little-endian unsigned header length N, N bytes of UTF-8 JSON, then the tensors' bytes. The JSON
+ * maps each tensor's name to {"dtype": "F32", "shape": [2, 3], "data_offsets": [begin, end]} (byte
+ * offsets into the data that follows the header, row-major, little-endian), and the optional key
+ * "__metadata__" to an object of string keys and string values. Autograd reads and writes F32, F64
+ * and I64 (AG_FLOAT32, AG_FLOAT64, AG_INT64) and BOOL (AG_BOOL); a file may hold tensors of the
+ * other dtypes of the format (F16, BF16, I32, U8, ...): they are listed, with dtype 0, and loading
+ * one is AG_ERR_DTYPE.
+ *
+ * A file is untrusted input. Opening one reads and checks only its header: the header length
+ * against the file's size (and at most 100,000,000 bytes, the format's own limit), the JSON
+ * (strictly: RFC 8259, no duplicate keys, at most 64 dimensions per tensor), each dtype, that each
+ * tensor's byte range lies inside the data, has exactly numel(shape) * size(dtype) bytes (the
+ * product checked for overflow) and overlaps no other, and that the ranges cover the data without
+ * gaps. Any failure is AG_ERR_FORMAT (or AG_ERR_IO for the file system) with a message naming the
+ * tensor and what is wrong; no memory is allocated for a tensor's values before its size has been
+ * checked against the file, so a lying header cannot make the library allocate more than the file
+ * holds. Loading reads that tensor's bytes only (a file of many tensors is not read whole).
+ */
+
+/* An open safetensors file (its header read and checked; values are read by ag_safetensors_load):
+ * a handle like ag_tensor (0 is never one), released with ag_safetensors_close. */
+typedef uint64_t ag_safetensors;
+
+/* Writes the n tensors (float32, float64, int64 or bool; any shape, empty ones included) to a
+ * safetensors file at `path`, under names[i], with the nmetadata pairs metadata_keys[i] ->
+ * metadata_values[i] (UTF-8 strings) as the file's "__metadata__". The file is written to a
+ * temporary file beside `path` and renamed over it, so a failure never leaves a partial file at
+ * `path`. Names must be non-empty, distinct, valid UTF-8 and not "__metadata__"; metadata keys
+ * must be distinct. metadata_keys and metadata_values may be NULL when nmetadata is 0.
+ * Errors: AG_ERR_ARGUMENT (path, names or tensors NULL with n > 0, n or nmetadata < 0, a bad or
+ * repeated name or key), AG_ERR_INVALID_HANDLE, AG_ERR_IO (the file cannot be written; the
+ * message has the path and the reason), AG_ERR_OUT_OF_MEMORY. */
+ag_status ag_safetensors_save(const char *path, const char *const *names, const ag_tensor *tensors, int64_t n,
+                              const char *const *metadata_keys, const char *const *metadata_values,
+                              int64_t nmetadata);
+
+/* Opens the safetensors file at `path` and checks its header (see above); the file stays open
+ * until ag_safetensors_close. Errors: AG_ERR_ARGUMENT (out or path NULL), AG_ERR_IO (cannot open
+ * or read it), AG_ERR_FORMAT (not a valid safetensors file: the message says why),
+ * AG_ERR_OUT_OF_MEMORY. */
+ag_status ag_safetensors_open(ag_safetensors *out, const char *path);
+
+/* As ag_safetensors_open, from `length` bytes in memory (copied: the caller may free them at
+ * once). Errors: AG_ERR_ARGUMENT (out NULL, data NULL with length > 0, length < 0),
+ * AG_ERR_FORMAT, AG_ERR_OUT_OF_MEMORY. */
+ag_status ag_safetensors_open_memory(ag_safetensors *out, const void *data, int64_t length);
+
+/* The number of tensors in the file. Errors: AG_ERR_ARGUMENT (out NULL), AG_ERR_INVALID_HANDLE. */
+ag_status ag_safetensors_count(int64_t *out, ag_safetensors file);
+
+/* The name of tensor `index` (0 .. count-1, in the order of their data in the file), as a
+ * NUL-terminated UTF-8 string owned by the file: valid until ag_safetensors_close.
+ * Errors: AG_ERR_ARGUMENT (out NULL, index out of range), AG_ERR_INVALID_HANDLE. */
+ag_status ag_safetensors_name(const char **out, ag_safetensors file, int64_t index);
+
+/* The dtype, rank and extents of the tensor called `name`, without reading its values: *out_dtype
+ * is AG_FLOAT32, AG_FLOAT64, AG_INT64, AG_BOOL, or 0 for a dtype of the format that Autograd does
+ * not hold; out_shape receives min(rank, capacity) extents (it may be NULL when capacity is 0).
+ * Any output pointer may be NULL when it is not wanted.
+ * Errors: AG_ERR_ARGUMENT (name NULL, no tensor of that name, capacity < 0, out_shape NULL with
+ * capacity > 0), AG_ERR_INVALID_HANDLE. */
+ag_status ag_safetensors_info(ag_dtype *out_dtype, int64_t *out_ndim, int64_t *out_shape, int64_t capacity,
+                              ag_safetensors file, const char *name);
+
+/* A new leaf tensor holding the values of the tensor called `name` (read from the file now).
+ * Errors: AG_ERR_ARGUMENT (out or name NULL, no tensor of that name), AG_ERR_INVALID_HANDLE,
+ * AG_ERR_DTYPE (a dtype Autograd does not hold), AG_ERR_SHAPE (rank above AG_MAX_NDIM),
+ * AG_ERR_IO (the read failed, or the file shrank since it was opened), AG_ERR_OUT_OF_MEMORY. */
+ag_status ag_safetensors_load(ag_tensor *out, ag_safetensors file, const char *name);
+
+/* The number of "__metadata__" entries. Errors: AG_ERR_ARGUMENT (out NULL), AG_ERR_INVALID_HANDLE. */
+ag_status ag_safetensors_metadata_count(int64_t *out, ag_safetensors file);
+
+/* Metadata entry `index` (0 .. count-1, in file order): its key and value, NUL-terminated UTF-8
+ * strings owned by the file (valid until ag_safetensors_close). Either output may be NULL.
+ * Errors: AG_ERR_ARGUMENT (index out of range), AG_ERR_INVALID_HANDLE. */
+ag_status ag_safetensors_metadata_entry(const char **out_key, const char **out_value, ag_safetensors file,
+                                        int64_t index);
+
+/* The metadata value stored under `key`, or NULL in *out when there is none (owned by the file,
+ * as above). Errors: AG_ERR_ARGUMENT (out or key NULL), AG_ERR_INVALID_HANDLE. */
+ag_status ag_safetensors_metadata(const char **out, ag_safetensors file, const char *key);
+
+/* Closes the file; the tensors loaded from it live on. Closing 0 does nothing.
+ * Errors: AG_ERR_INVALID_HANDLE. */
+ag_status ag_safetensors_close(ag_safetensors file);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Checkpoints: parameters and optimizer state in one safetensors file                        */
+/* ------------------------------------------------------------------------------------------ */
+
+/*
+ * A checkpoint is a safetensors file (readable by any safetensors reader) holding the n named
+ * parameters under their own names and, when an optimizer is given, its whole state: its kind,
+ * learning rate and hyper-parameters in the metadata ("autograd.optimizer", ...), and per
+ * parameter the tensors "optimizer.<name>.<slot>" (SGD: momentum_buffer; Adam and AdamW: exp_avg,
+ * exp_avg_sq, float64, and step, int64). Restoring it into the same model and an optimizer of the
+ * same kind continues training exactly: a run stopped and resumed from its checkpoint ends with
+ * the same weights, bit for bit, as one that never stopped (examples/digits.c --stop-after and
+ * --resume show it).
+ */
+
+/* Saves the n parameters (under names[i]) and, if opt is not 0, opt's state to `path`, with the
+ * caller's metadata pairs besides (keys must not start with "autograd."). Every parameter opt
+ * updates must be among params. Written as ag_safetensors_save writes (never a partial file).
+ * Errors: those of ag_safetensors_save; AG_ERR_ARGUMENT (a parameter of opt not among params, a
+ * metadata key starting with "autograd."); AG_ERR_INVALID_HANDLE (opt). */
+ag_status ag_checkpoint_save(const char *path, const char *const *names, const ag_tensor *params, int64_t n,
+                             ag_optimizer opt, const char *const *metadata_keys,
+                             const char *const *metadata_values, int64_t nmetadata);
+
+/* Restores a checkpoint written by ag_checkpoint_save: writes each parameter's saved values into
+ * params[i] in place (a leaf of the same shape and dtype; the write bumps its version counter, as
+ * an optimizer step does, and needs no no-grad scope), and, if opt is not 0, replaces opt's state
+ * and learning rate with the saved ones. Nothing is written unless everything fits: a missing
+ * tensor, a shape or dtype that differs, an optimizer of another kind or with other parameters
+ * fails before any parameter or state changes. Read the caller's own metadata with
+ * ag_safetensors_open and ag_safetensors_metadata.
+ * Errors: those of ag_safetensors_open; AG_ERR_ARGUMENT (path or names NULL, n < 0, a name not in
+ * the file, the checkpoint's optimizer kind differs from opt's, or it has no optimizer state while
+ * opt is given), AG_ERR_SHAPE, AG_ERR_DTYPE (a parameter that does not match its saved tensor),
+ * AG_ERR_STATE (a parameter that is not a leaf), AG_ERR_FORMAT (saved optimizer state that is
+ * inconsistent), AG_ERR_INVALID_HANDLE. */
+ag_status ag_checkpoint_load(const char *path, const char *const *names, const ag_tensor *params, int64_t n,
+                             ag_optimizer opt);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Shared memory: tensors over caller memory, writing values in place, DLPack                 */
+/* ------------------------------------------------------------------------------------------ */
+
+/*
+ * Zero-copy. ag_tensor_from_buffer makes a tensor over memory the caller owns, and DLPack
+ * exchanges tensors with NumPy, PyTorch, JAX and others, both without copying: the library and
+ * the other side then read (and may write) the same bytes.
+ *
+ * Lifetime: memory given to the library (ag_tensor_from_buffer, ag_tensor_from_dlpack) must stay
+ * valid until the library calls its destructor (the `destroy` callback, the DLPack deleter); that
+ * happens once no tensor, graph or exported DLPack tensor uses the values any more, on whichever
+ * thread drops the last use, possibly inside a library call and with the library's internal lock
+ * held: the destructor must only release memory, never call the library or wait for a thread that
+ * does. Memory the library exports (ag_tensor_to_dlpack) stays valid until the consumer calls the
+ * DLPack deleter, even after every ag_tensor handle to it is freed.
+ *
+ * Mutation: values shared this way may change under the library's feet, which version counters
+ * exist to catch (see the top). A write through the library (ag_tensor_copy_, an optimizer step,
+ * ag_tensor_data_ptr_mut) bumps the version; a write the library cannot see (the caller writing
+ * its own buffer, NumPy writing an array it imported) must be followed by
+ * ag_tensor_mark_modified on a tensor over those values, so that a graph that saved them refuses
+ * a backward (AG_ERR_STATE) instead of silently mixing old and new values. Memory imported as
+ * read-only (the DLPack READ_ONLY flag) is never written by the library: in-place writes into it
+ * are AG_ERR_STATE.
+ */
+
+/* A new leaf tensor over numel(shape) elements of `dtype` at `data`, row-major, WITHOUT copying:
+ * the tensor reads and writes that memory (zero-copy). `data` must be aligned to the element size
+ * and stay valid until `destroy` (if not NULL) is called with user_data, once the library no
+ * longer uses the memory (see Lifetime above). data may be NULL only when numel is 0.
+ * On any failure the caller keeps its memory: `destroy` is not called, now or later.
+ * Errors: AG_ERR_ARGUMENT (out NULL, data NULL with numel > 0, data misaligned for dtype, bad
+ * shape), AG_ERR_DTYPE (unknown dtype), AG_ERR_OUT_OF_MEMORY. */
+ag_status ag_tensor_from_buffer(ag_tensor *out, void *data, const int64_t *shape, int64_t ndim, ag_dtype dtype,
+                                void *user_data, void (*destroy)(void *user_data));
+
+/* A writable pointer to t's elements (row-major, t's own dtype; NULL for an empty tensor), for
+ * writing new values in place. Allowed where ag_tensor_copy_ is (t a leaf, not one that requires
+ * grad while grad mode is on, not read-only memory), and counts as one in-place write: it bumps
+ * t's version counter now, so graphs that saved t's values refuse a later backward. Write before
+ * recording new operations on t; for a later write, call it again. The pointer is valid while t
+ * (or another tensor sharing its values) lives.
+ * Errors: AG_ERR_ARGUMENT (out NULL), AG_ERR_INVALID_HANDLE, AG_ERR_STATE (as ag_tensor_copy_, or
+ * read-only memory). */
+ag_status ag_tensor_data_ptr_mut(void **out, ag_tensor t);
+
+/* Records that t's values were written outside the library (its buffer by its owner, through a
+ * DLPack consumer): bumps the version counter shared by every tensor over those values, so graphs
+ * that saved them refuse a backward (AG_ERR_STATE) rather than use the new values.
+ * Errors: AG_ERR_INVALID_HANDLE. */
+ag_status ag_tensor_mark_modified(ag_tensor t);
+
+/* The version counter of t's values (see the top): how many in-place writes they have had, as
+ * far as the library knows. Errors: AG_ERR_ARGUMENT (out NULL), AG_ERR_INVALID_HANDLE. */
+ag_status ag_tensor_version(int64_t *out, ag_tensor t);
+
+/* DLPack (https://dmlc.github.io/dlpack/latest/), the zero-copy exchange format of NumPy, PyTorch,
+ * JAX and MLX. The structures below are those of dlpack.h 1.x, declared here under dlpack.h's
+ * own include guard: include dlpack.h before or after this header, or neither. */
+#ifndef DLPACK_DLPACK_H_
+#define DLPACK_DLPACK_H_
+#define DLPACK_MAJOR_VERSION 1
+#define DLPACK_MINOR_VERSION 1
+#define DLPACK_FLAG_BITMASK_READ_ONLY (1UL << 0UL)
+#define DLPACK_FLAG_BITMASK_IS_COPIED (1UL << 1UL)
+#define DLPACK_FLAG_BITMASK_IS_SUBBYTE_TYPE_PADDED (1UL << 2UL)
+typedef struct {
+    uint32_t major;
+    uint32_t minor;
+} DLPackVersion;
+typedef enum {
+    kDLCPU = 1,
+    kDLCUDA = 2,
+    kDLCUDAHost = 3,
+    kDLOpenCL = 4,
+    kDLVulkan = 7,
+    kDLMetal = 8,
+    kDLVPI = 9,
+    kDLROCM = 10,
+    kDLROCMHost = 11,
+    kDLExtDev = 12,
+    kDLCUDAManaged = 13,
+    kDLOneAPI = 14,
+    kDLWebGPU = 15,
+    kDLHexagon = 16,
+    kDLMAIA = 17
+} DLDeviceType;
+typedef struct {
+    DLDeviceType device_type;
+    int32_t device_id;
+} DLDevice;
+typedef enum {
+    kDLInt = 0U,
+    kDLUInt = 1U,
+    kDLFloat = 2U,
+    kDLOpaqueHandle = 3U,
+    kDLBfloat = 4U,
+    kDLComplex = 5U,
+    kDLBool = 6U
+} DLDataTypeCode;
+typedef struct {
+    uint8_t code;
+    uint8_t bits;
+    uint16_t lanes;
+} DLDataType;
+typedef struct {
+    void *data;
+    DLDevice device;
+    int32_t ndim;
+    DLDataType dtype;
+    int64_t *shape;
+    int64_t *strides;
+    uint64_t byte_offset;
+} DLTensor;
+typedef struct DLManagedTensor {
+    DLTensor dl_tensor;
+    void *manager_ctx;
+    void (*deleter)(struct DLManagedTensor *self);
+} DLManagedTensor;
+typedef struct DLManagedTensorVersioned {
+    DLPackVersion version;
+    void *manager_ctx;
+    void (*deleter)(struct DLManagedTensorVersioned *self);
+    uint64_t flags;
+    DLTensor dl_tensor;
+} DLManagedTensorVersioned;
+#endif /* DLPACK_DLPACK_H_ */
+
+/* Exports t's values as a DLPack tensor without copying: *out->dl_tensor.data is t's own memory
+ * (CPU, device_id 0; float32, float64, int64 or bool; row-major, with explicit compact strides),
+ * version 1.1, flags 0. The values stay alive until the consumer calls (*out)->deleter(*out), even
+ * after t's handles are freed; call the deleter exactly once. Writes by the consumer: see Mutation
+ * above. Errors: AG_ERR_ARGUMENT (out NULL), AG_ERR_INVALID_HANDLE, AG_ERR_OUT_OF_MEMORY. */
+ag_status ag_tensor_to_dlpack(DLManagedTensorVersioned **out, ag_tensor t);
+
+/* As ag_tensor_to_dlpack, as the older unversioned DLManagedTensor (for consumers that predate
+ * DLPack 1.0). */
+ag_status ag_tensor_to_dlpack_unversioned(DLManagedTensor **out, ag_tensor t);
+
+/* A new leaf tensor over a DLPack tensor's memory, without copying. On success the library owns
+ * `m` and calls m->deleter(m) (if not NULL) once it no longer uses the memory (see Lifetime
+ * above); on failure the caller still owns it. Accepted: CPU (kDLCPU, or kDLCUDAHost), major
+ * version 1, float32/float64/int64/bool with one lane, rank up to AG_MAX_NDIM, row-major
+ * contiguous (strides NULL, or equal to the compact ones; an extent of 1 or 0 may have any
+ * stride), data + byte_offset aligned to the element size. Other layouts are refused, not copied:
+ * make the array contiguous first (numpy.ascontiguousarray, torch.Tensor.contiguous). A
+ * READ_ONLY tensor gives a tensor whose values the library never writes.
+ * Errors: AG_ERR_ARGUMENT (out or m NULL, another device, an unsupported major version, strides
+ * that are not row-major contiguous, misaligned data, data NULL with elements), AG_ERR_DTYPE (a
+ * type Autograd does not hold), AG_ERR_SHAPE (rank above AG_MAX_NDIM, a negative extent),
+ * AG_ERR_OUT_OF_MEMORY. */
+ag_status ag_tensor_from_dlpack(ag_tensor *out, DLManagedTensorVersioned *m);
+
+/* As ag_tensor_from_dlpack, from the older unversioned DLManagedTensor. */
+ag_status ag_tensor_from_dlpack_unversioned(ag_tensor *out, DLManagedTensor *m);
+
+/* ------------------------------------------------------------------------------------------ */
 /* Bad input catalogue                                                                        */
 /* ------------------------------------------------------------------------------------------ */
 
@@ -1738,7 +2031,7 @@ ag_status ag_custom_ctx_needs_input_grad(bool *out, ag_custom_ctx ctx, int64_t i
  *          partial product of an accepted shape fits int64); the same for an operation's
  *          result of such a shape: ag_index_select of 7 indices along axis 0 of {1, 2^62, 0}
  *          -> AG_ERR_SHAPE "the element count of shape [7, 4611686018427387904, 0] overflows int64"
- *  B94  accepted: ag_status_name of an unknown status (-1, 9, INT32_MIN) gives
+ *  B94  accepted: ag_status_name of an unknown status (-1, 11, INT32_MIN) gives
  *       "AG_UNKNOWN_STATUS"; ag_set_grad_enabled with previous NULL -> AG_OK
  *  B95  ag_set_num_threads: n < 1 or n > 256
  *       -> AG_ERR_ARGUMENT  "the thread count must be between 1 and 256, not 0"

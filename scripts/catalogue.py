@@ -59,6 +59,9 @@ SECTION_FILES = {
     "Integer tensors, masks and random generators": "IntegerAPI.swift",
     "Convolution and pooling": "ConvolutionAPI.swift",
     "Normalisation, attention and training helpers": "NormalizationAPI.swift",
+    "Files: safetensors": "SafetensorsAPI.swift",
+    "Checkpoints": "CheckpointAPI.swift",
+    "Shared memory": "SharedMemoryAPI.swift",
 }
 
 # C scalar types: (Swift type, ctypes type). Header typedefs (ag_tensor, ag_status, ...) resolve

@@ -16,6 +16,8 @@ enum HandleKind: UInt64 {
     /// A custom op's context, live only while the callback it was passed to runs.
     case context = 5
     case generator = 6
+    /// An open safetensors file (ag_safetensors).
+    case safetensors = 7
 }
 
 /// A handle is an index plus a generation plus a kind, packed in 64 bits, never a pointer:

@@ -7,7 +7,7 @@ import Autograd
 
 /// Status codes of the C ABI (ag_status in autograd.h).
 enum Status: Int32 {
-    case ok = 0, invalidHandle, argument, shape, dtype, state, outOfMemory, callback, `internal`
+    case ok = 0, invalidHandle, argument, shape, dtype, state, outOfMemory, callback, `internal`, io, format
 
     var name: StaticString {
         switch self {
@@ -20,6 +20,8 @@ enum Status: Int32 {
         case .outOfMemory: return "AG_ERR_OUT_OF_MEMORY"
         case .callback: return "AG_ERR_CALLBACK"
         case .internal: return "AG_ERR_INTERNAL"
+        case .io: return "AG_ERR_IO"
+        case .format: return "AG_ERR_FORMAT"
         }
     }
 }
@@ -119,6 +121,8 @@ func failure(_ function: StaticString, _ error: Error) -> Int32 {
         case .outOfMemory: status = .outOfMemory
         case .callback: status = .callback
         case .internal: status = .internal
+        case .io: status = .io
+        case .format: status = .format
         }
         return fail(status, prefixed(function, e.message))
     default:

@@ -19,6 +19,8 @@ ERR_STATE = 5
 ERR_OUT_OF_MEMORY = 6
 ERR_CALLBACK = 7
 ERR_INTERNAL = 8
+ERR_IO = 9
+ERR_FORMAT = 10
 
 
 class AutogradError(Exception):
@@ -67,6 +69,16 @@ class InternalError(AutogradError, RuntimeError):
     """AG_ERR_INTERNAL: a bug in libautograd; please report it with the message."""
 
 
+class FileError(AutogradError, OSError):
+    """AG_ERR_IO: a file could not be opened, read or written; the message names the path and
+    the system's reason."""
+
+
+class FormatError(AutogradError, ValueError):
+    """AG_ERR_FORMAT: a file or buffer is not what it claims to be (a truncated safetensors
+    file, a header that is malformed or lies about its tensors)."""
+
+
 _BY_STATUS = {
     ERR_INVALID_HANDLE: InvalidHandleError,
     ERR_ARGUMENT: ArgumentError,
@@ -76,6 +88,8 @@ _BY_STATUS = {
     ERR_OUT_OF_MEMORY: OutOfMemoryError,
     ERR_CALLBACK: CallbackError,
     ERR_INTERNAL: InternalError,
+    ERR_IO: FileError,
+    ERR_FORMAT: FormatError,
 }
 
 # The exception a Python callback (hook, gradcheck or transform function) raised, per thread, kept until the
