@@ -22,7 +22,8 @@
  * examples/digits_jax.py repeats exactly this training in JAX (same split, weights, batches and
  * schedule) as the side-by-side check.
  *
- * Usage: digits [--eager-step | --replay] [path/to/digits.csv]   (default: examples/data/digits.csv,
+ * Usage: digits [--eager-step | --replay] [--stop-after EPOCH FILE | --resume FILE] [path/to/digits.csv]
+ *        (default: examples/data/digits.csv,
  *        relative to the current directory). Prints one line per epoch and the final test
  *        accuracy; exits with status 1 if that accuracy is below 96%, or on any error.
  *
@@ -35,9 +36,16 @@
  *                 step of the first such batch) and replays it on every later batch
  *                 (ag_function_call_into, the batch written into the same input tensors with
  *                 ag_tensor_set_data: no handle is made per step).
- * Both print a hash of the final weights' bits ("final weights: fnv1a64 ..."): a replay runs
- * the same arithmetic in the same order as the eager step, so the two hashes are equal
+ * Every mode prints a hash of the final weights' bits ("final weights: fnv1a64 ..."): a replay
+ * runs the same arithmetic in the same order as the eager step, so the two hashes are equal
  * (scripts/c-tests.sh checks it).
+ *
+ * Checkpoints (issue 19): --stop-after EPOCH FILE trains EPOCH epochs, saves a checkpoint
+ * (ag_checkpoint_save: the weights, Adam's moments and step counts, the batch order so far as an
+ * int64 tensor, the epoch and the order generator's state as metadata) and stops; --resume FILE
+ * restores it (ag_checkpoint_load, ag_safetensors_metadata) and trains the remaining epochs. The
+ * resumed run ends with the same weights, bit for bit, as a run that never stopped: the same
+ * hash (scripts/c-tests.sh checks it). The file is a safetensors file any reader can open.
  */
 #define _POSIX_C_SOURCE 199309L
 
@@ -309,13 +317,79 @@ static double seconds_since(const struct timespec *start) {
     return (double)(now.tv_sec - start->tv_sec) + 1e-9 * (double)(now.tv_nsec - start->tv_nsec);
 }
 
+/* ---- checkpoints (--stop-after, --resume) ---- */
+
+/* The names the model's parameters have in a checkpoint, and the training position saved with
+ * them: the batch order so far (an int64 tensor) and the order generator's state (metadata). */
+static const char *const CHECKPOINT_NAMES[5] = {"w1", "b1", "w2", "b2", "digits.order"};
+
+/* Saves the model, Adam's state, the batch order and the epoch just finished to `file`. */
+static void save_checkpoint(const char *file, const mlp *m, ag_optimizer opt, const int64_t *order, int64_t n_train,
+                            const splitmix64 *order_rng, int epoch) {
+    ag_tensor order_t;
+    CHECK(ag_tensor_from_data(&order_t, order, (int64_t[]){n_train}, 1, AG_INT64));
+    char epoch_text[32], rng_text[32];
+    snprintf(epoch_text, sizeof epoch_text, "%d", epoch);
+    snprintf(rng_text, sizeof rng_text, "%llu", (unsigned long long)order_rng->state);
+    const char *keys[2] = {"digits.epoch", "digits.order_rng"}, *values[2] = {epoch_text, rng_text};
+    ag_tensor tensors[5] = {m->w1, m->b1, m->w2, m->b2, order_t};
+    CHECK(ag_checkpoint_save(file, CHECKPOINT_NAMES, tensors, 5, opt, keys, values, 2));
+    CHECK(ag_tensor_free(order_t));
+}
+
+/* Restores what save_checkpoint saved; returns the epoch it was saved after. */
+static int load_checkpoint(const char *file, const mlp *m, ag_optimizer opt, int64_t *order, int64_t n_train,
+                           splitmix64 *order_rng) {
+    ag_tensor order_t;
+    CHECK(ag_tensor_zeros(&order_t, (int64_t[]){n_train}, 1, AG_INT64));
+    ag_tensor tensors[5] = {m->w1, m->b1, m->w2, m->b2, order_t};
+    CHECK(ag_checkpoint_load(file, CHECKPOINT_NAMES, tensors, 5, opt));
+    CHECK(ag_tensor_copy_data(order, n_train, AG_INT64, order_t));
+    CHECK(ag_tensor_free(order_t));
+    ag_safetensors f;
+    CHECK(ag_safetensors_open(&f, file));
+    const char *epoch_text = NULL, *rng_text = NULL;
+    CHECK(ag_safetensors_metadata(&epoch_text, f, "digits.epoch"));
+    CHECK(ag_safetensors_metadata(&rng_text, f, "digits.order_rng"));
+    if (epoch_text == NULL || rng_text == NULL) {
+        fprintf(stderr, "digits: %s is not a digits checkpoint (no digits.epoch or digits.order_rng)\n", file);
+        exit(1);
+    }
+    int epoch = atoi(epoch_text);
+    order_rng->state = strtoull(rng_text, NULL, 10);
+    CHECK(ag_safetensors_close(f));
+    if (epoch < 1 || epoch >= EPOCHS) {
+        fprintf(stderr, "digits: %s was saved after epoch %d; resuming needs 1 .. %d\n", file, epoch, EPOCHS - 1);
+        exit(1);
+    }
+    return epoch;
+}
+
 int main(int argc, char **argv) {
     enum mode mode = MODE_DEFAULT;
+    const char *stop_file = NULL, *resume_file = NULL;
+    int stop_after = 0;
     int arg = 1;
-    if (arg < argc && strcmp(argv[arg], "--eager-step") == 0) mode = MODE_EAGER_STEP, arg++;
-    else if (arg < argc && strcmp(argv[arg], "--replay") == 0) mode = MODE_REPLAY, arg++;
-    if (arg < argc && argv[arg][0] == '-') {
-        fprintf(stderr, "usage: digits [--eager-step | --replay] [path/to/digits.csv]\n");
+    bool usage_error = false;
+    for (; arg < argc && argv[arg][0] == '-' && !usage_error; arg++) {
+        if (strcmp(argv[arg], "--eager-step") == 0) {
+            mode = MODE_EAGER_STEP;
+        } else if (strcmp(argv[arg], "--replay") == 0) {
+            mode = MODE_REPLAY;
+        } else if (strcmp(argv[arg], "--stop-after") == 0 && arg + 2 < argc) {
+            stop_after = atoi(argv[arg + 1]);
+            stop_file = argv[arg + 2];
+            arg += 2;
+            usage_error = stop_after < 1 || stop_after >= EPOCHS;
+        } else if (strcmp(argv[arg], "--resume") == 0 && arg + 1 < argc) {
+            resume_file = argv[++arg];
+        } else {
+            usage_error = true;
+        }
+    }
+    if (usage_error) {
+        fprintf(stderr, "usage: digits [--eager-step | --replay] [--stop-after EPOCH CHECKPOINT] [--resume CHECKPOINT] "
+                        "[path/to/digits.csv]\n       (EPOCH in 1 .. %d)\n", EPOCHS - 1);
         return 2;
     }
     const char *path = arg < argc ? argv[arg] : "examples/data/digits.csv";
@@ -365,7 +439,13 @@ int main(int argc, char **argv) {
     replay_slot slots[2] = {{0, AG_NULL_FUNCTION, 0, 0, 0}, {0, AG_NULL_FUNCTION, 0, 0, 0}}; /* full, last batch */
     int64_t replays = 0;
 
-    for (int epoch = 1; epoch <= EPOCHS; epoch++) {
+    int first_epoch = 1;
+    if (resume_file != NULL) {
+        first_epoch = load_checkpoint(resume_file, &model, opt, order, n_train, &order_rng) + 1;
+        printf("checkpoint: resumed from %s after epoch %d\n", resume_file, first_epoch - 1);
+    }
+
+    for (int epoch = first_epoch; epoch <= EPOCHS; epoch++) {
         /* Half-cosine decay from LEARNING_RATE (epoch 1) towards 0, changed between steps. */
         double lr = LEARNING_RATE * 0.5 * (1.0 + cos(PI * (epoch - 1) / EPOCHS));
         CHECK(ag_optimizer_set_lr(opt, lr));
@@ -429,10 +509,15 @@ int main(int argc, char **argv) {
         printf("epoch %2d  lr %.5f  loss %.4f  train acc %6.2f%%  test acc %6.2f%%  %5.2f s\n", epoch, lr,
                loss_sum / (double)n_train, 100 * train_acc, 100 * test_acc, seconds_since(&start));
         fflush(stdout);
+        if (epoch == stop_after) {
+            save_checkpoint(stop_file, &model, opt, order, n_train, &order_rng, epoch);
+            printf("checkpoint: saved after epoch %d to %s; stopping (continue with --resume %s)\n", epoch, stop_file,
+                   stop_file);
+            break;
+        }
     }
 
-    if (mode != MODE_DEFAULT)
-        printf("final weights: fnv1a64 %016llx\n", (unsigned long long)weights_hash(&model));
+    printf("final weights: fnv1a64 %016llx\n", (unsigned long long)weights_hash(&model));
     if (mode == MODE_REPLAY) {
         int64_t info[AG_FUNCTION_INFO_COUNT];
         CHECK(ag_function_info(info, AG_FUNCTION_INFO_COUNT, slots[0].f));
@@ -468,6 +553,7 @@ int main(int argc, char **argv) {
         return 1;
     }
 
+    if (stop_after > 0) return 0; /* stopped early: the accuracy target is for a whole run */
     printf("final test accuracy: %.2f%% (%d of %d test digits) in %.2f s\n", 100 * test_acc,
            (int)lround(test_acc * N_TEST), N_TEST, seconds_since(&start));
     if (test_acc < TARGET_ACCURACY) {

@@ -96,7 +96,30 @@ grep -q digraph "$outdir/graph.dot" || { echo "c-tests: FAILED: no DOT written" 
 
 echo
 echo "== examples/digits (trains an MLP on the UCI digits; fails below 96% test accuracy)"
-run "$outdir/digits" examples/data/digits.csv
+run "$outdir/digits" examples/data/digits.csv | tee "$outdir/digits.log"
+echo
+echo "== examples/digits --stop-after 7, then --resume (a checkpoint: weights, Adam's state, the batch"
+echo "   order): the resumed run must end with the uninterrupted run's weights, bit for bit"
+rm -f "$outdir/digits-checkpoint.safetensors"
+run "$outdir/digits" --stop-after 7 "$outdir/digits-checkpoint.safetensors" examples/data/digits.csv \
+    >"$outdir/digits-stopped.log"
+grep '^checkpoint:' "$outdir/digits-stopped.log"
+run "$outdir/digits" --resume "$outdir/digits-checkpoint.safetensors" examples/data/digits.csv \
+    >"$outdir/digits-resumed.log"
+grep -E '^(checkpoint|final)' "$outdir/digits-resumed.log"
+whole_hash=$(grep '^final weights:' "$outdir/digits.log" || true)
+resumed_hash=$(grep '^final weights:' "$outdir/digits-resumed.log" || true)
+stopped_hash=$(grep '^final weights:' "$outdir/digits-stopped.log" || true)
+if [[ -z "$whole_hash" || "$whole_hash" != "$resumed_hash" ]]; then
+    echo "c-tests: FAILED: digits resumed from its checkpoint ended with other weights than the uninterrupted" \
+        "run (uninterrupted: '${whole_hash}', resumed: '${resumed_hash}')" >&2
+    exit 1
+fi
+if [[ "$stopped_hash" == "$whole_hash" ]]; then
+    echo "c-tests: FAILED: the run stopped after epoch 7 already had the final weights: the check shows nothing" >&2
+    exit 1
+fi
+echo "digits: stopped after epoch 7 and resumed: the same final weights as the uninterrupted run: OK"
 echo
 echo "== examples/digits --eager-step and --replay (one step function, eagerly and captured once then"
 echo "   replayed): the final weights must be equal bit for bit"

@@ -4,7 +4,10 @@
 # float32) mixing the whole op catalogue (Tests/reference/random_graphs.py describes the graphs,
 # the error metric and the thresholds: 1e-10 for float64, 1e-4 for float32); every graph is also
 # captured once (ag_capture) and replayed on new leaf values, bit-identical to the eager run on them.
-# Installs jax, jaxlib and numpy from PyPI with pip when `import jax` fails, and torch (CPU build,
+# Then Tests/reference/interop.py: safetensors files against the PyPI safetensors package (NumPy and
+# PyTorch), and DLPack with PyTorch.
+# Installs jax, jaxlib and numpy from PyPI with pip when `import jax` fails, safetensors when
+# `import safetensors` fails, and torch (CPU build,
 # from download.pytorch.org) when `import torch` fails.
 # Assumes the library is built (scripts/build.sh). AUTOGRAD_LIB overrides the library's path;
 # arguments are passed to the Python script (--help lists them). Exits non-zero on any failure.
@@ -21,12 +24,21 @@ if ! python3 -c "import jax, optax" >/dev/null 2>&1; then
     echo "reference-tests: installing jax, jaxlib, optax and numpy from PyPI"
     python3 -m pip install -q jax jaxlib optax numpy
 fi
+if ! python3 -c "import safetensors" >/dev/null 2>&1; then
+    echo "reference-tests: installing safetensors from PyPI"
+    python3 -m pip install -q safetensors
+fi
 if ! python3 -c "import torch" >/dev/null 2>&1; then
     echo "reference-tests: installing torch (CPU) from download.pytorch.org"
     python3 -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu
 fi
 
 python3 Tests/reference/random_graphs.py "$@"
+
+echo
+echo "== interop: safetensors files from the PyPI package (NumPy and PyTorch) and back, a checkpoint's"
+echo "   Adam state against torch.optim.Adam, DLPack with PyTorch (shared memory both ways)"
+AUTOGRAD_LIBRARY="$AUTOGRAD_LIBRARY" python3 Tests/reference/interop.py
 
 echo
 echo "== optimizers against optax (5 steps, float64) and hand-computed steps"

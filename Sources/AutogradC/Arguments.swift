@@ -110,6 +110,25 @@ enum Arg {
         return try (0..<Int(n)).map { try tensor(p[$0], "\(name)[\($0)]") }
     }
 
+    /// A NUL-terminated UTF-8 string (invalid UTF-8 is an argument error, not a repair).
+    static func string(_ p: UnsafePointer<CChar>?, _ name: String) throws -> String {
+        guard let p else { throw AutogradError.argument("\(name) is NULL") }
+        guard let s = String(validatingCString: p) else { throw AutogradError.argument("\(name) is not valid UTF-8") }
+        return s
+    }
+
+    /// n (key, value) string pairs from parallel C arrays (both may be NULL when n is 0).
+    static func stringPairs(_ keys: UnsafePointer<UnsafePointer<CChar>?>?, _ values: UnsafePointer<UnsafePointer<CChar>?>?,
+                            _ n: Int64) throws -> [(key: String, value: String)] {
+        guard n >= 0 else { throw AutogradError.argument("nmetadata (\(n)) is negative") }
+        if n == 0 { return [] }
+        guard let keys else { throw AutogradError.argument("metadata_keys is NULL but nmetadata is \(n)") }
+        guard let values else { throw AutogradError.argument("metadata_values is NULL but nmetadata is \(n)") }
+        return try (0..<Int(n)).map { i in
+            (try string(keys[i], "metadata_keys[\(i)]"), try string(values[i], "metadata_values[\(i)]"))
+        }
+    }
+
     static func axes(_ axes: UnsafePointer<Int64>?, _ naxes: Int64, _ name: String = "axes", count: String = "naxes") throws -> [Int] {
         guard naxes >= 0 && naxes <= Int64(Shape.maxRank) else {
             throw AutogradError.argument("\(count) \(naxes) is outside 0...\(Shape.maxRank)")

@@ -116,6 +116,80 @@ public class Optimizer {
     // element); subclasses forward both to one @inline(__always) generic body.
     func update(_ k: Int, _ p: UnsafeMutableBufferPointer<Float>, _ g: UnsafeMutableBufferPointer<Float>) {}
     func update(_ k: Int, _ p: UnsafeMutableBufferPointer<Double>, _ g: UnsafeMutableBufferPointer<Double>) {}
+
+    // MARK: State, for checkpoints (see Checkpoint)
+
+    /// The optimizer's kind as a checkpoint names it: "sgd", "adam" or "adamw".
+    public var kindName: String { "" }
+
+    /// The hyper-parameters fixed at construction (the learning rate is apart): a checkpoint
+    /// records them and a restore refuses an optimizer whose values differ.
+    public var hyperparameters: [(name: String, value: Double)] { [] }
+
+    /// The names of the state tensors a parameter has once it has been stepped (in order).
+    public var stateSlotNames: [String] { [] }
+
+    /// A copy of parameter k's state tensors, named as `stateSlotNames`; empty while parameter
+    /// k has no state yet (never stepped, or an optimizer without state).
+    public func stateTensors(ofParameter k: Int) throws -> [(slot: String, tensor: Tensor)] {
+        guard parameters.indices.contains(k) else {
+            throw AutogradError.argument("optimizer: parameter index \(k) is out of range 0..<\(parameters.count)")
+        }
+        return try GraphLock.withLock { try lockedStateTensors(k) }
+    }
+
+    /// Replaces the whole state: the learning rate, the step count and, per parameter, its
+    /// state tensors (nil: no state, as before its first step). Each parameter's tensors must be
+    /// exactly `stateSlotNames`, of the shapes and dtypes `stateTensors` gives; everything is
+    /// checked before anything changes.
+    public func restoreState(learningRate lr: Double, steps newSteps: Int, tensors: [[String: Tensor]?]) throws {
+        guard lr.isFinite && lr >= 0 else {
+            throw AutogradError.argument("optimizer: the learning rate must be finite and >= 0, got \(lr)")
+        }
+        guard newSteps >= 0 else { throw AutogradError.argument("optimizer: a step count must be >= 0, got \(newSteps)") }
+        guard tensors.count == parameters.count else {
+            throw AutogradError.argument("optimizer: state for \(tensors.count) parameters, but the optimizer has \(parameters.count)")
+        }
+        for (k, slots) in tensors.enumerated() {
+            guard let slots else { continue }
+            let names = stateSlotNames
+            guard Set(slots.keys) == Set(names) else {
+                throw AutogradError.argument("optimizer: the state of parameter \(k) has the slots \(slots.keys.sorted()), want \(names)")
+            }
+            for name in names {
+                let t = slots[name]!  // present: the key sets are equal
+                let (shape, dtype) = slotLayout(name, parameter: parameters[k])
+                guard t.shape == shape && t.dtype == dtype else {
+                    throw AutogradError.argument("optimizer: state '\(name)' of parameter \(k) is \(t.dtype) \(t.shape), want \(dtype) \(shape)")
+                }
+            }
+            try checkRestoredSlots(slots, k)
+        }
+        // Copies first (they may fail for memory); then the state is replaced under the lock.
+        let copies: [[String: Storage]?] = try tensors.map { slots in
+            try slots.map { try $0.mapValues { t in try t.copy().storage } }
+        }
+        GraphLock.withLock {
+            rate = lr
+            steps = newSteps
+            replaceState(copies)
+        }
+    }
+
+    /// The shape and dtype of a state slot of parameter p (float64 moments, int64 step counts).
+    func slotLayout(_ name: String, parameter p: Tensor) -> (shape: [Int], dtype: DType) { (p.shape, .float64) }
+
+    /// Subclass checks of restored values beyond shape and dtype (a step count >= 1, ...).
+    func checkRestoredSlots(_ slots: [String: Tensor], _ k: Int) throws {}
+
+    func lockedStateTensors(_ k: Int) throws -> [(slot: String, tensor: Tensor)] { [] }
+
+    func replaceState(_ slots: [[String: Storage]?]) {}
+
+    /// A tensor holding a copy of a state buffer, in parameter k's shape.
+    func stateCopy(_ storage: Storage, _ k: Int) throws -> Tensor {
+        try Tensor(shape: parameters[k].shape, storage: storage).copy()
+    }
 }
 
 /// Stochastic gradient descent with momentum, Nesterov momentum and L2 weight decay
@@ -143,6 +217,22 @@ public final class SGD: Optimizer {
         guard momentum != 0 else { return }
         if started.count < parameters.count { started = [Bool](repeating: false, count: parameters.count) }
         try makeState(&buffers, k, count: count)
+    }
+
+    public override var kindName: String { "sgd" }
+    public override var hyperparameters: [(name: String, value: Double)] {
+        [("momentum", momentum), ("nesterov", nesterov ? 1 : 0), ("weight_decay", weightDecay)]
+    }
+    public override var stateSlotNames: [String] { momentum == 0 ? [] : ["momentum_buffer"] }
+
+    override func lockedStateTensors(_ k: Int) throws -> [(slot: String, tensor: Tensor)] {
+        guard k < started.count, started[k], let b = buffers[k] else { return [] }
+        return [("momentum_buffer", try stateCopy(b, k))]
+    }
+
+    override func replaceState(_ slots: [[String: Storage]?]) {
+        buffers = slots.map { $0?["momentum_buffer"] }
+        started = buffers.map { $0 != nil }
     }
 
     // Without momentum the update is one vectorised C loop (same double arithmetic).
@@ -210,6 +300,38 @@ public final class Adam: Optimizer {
     override func prepare(_ k: Int, count: Int) throws {
         try makeState(&m, k, count: count)
         try makeState(&v, k, count: count)
+    }
+
+    public override var kindName: String { decoupledWeightDecay ? "adamw" : "adam" }
+    public override var hyperparameters: [(name: String, value: Double)] {
+        [("beta1", beta1), ("beta2", beta2), ("eps", epsilon), ("weight_decay", weightDecay)]
+    }
+    /// torch.optim.Adam's names for the two moments and the step count.
+    public override var stateSlotNames: [String] { ["exp_avg", "exp_avg_sq", "step"] }
+
+    override func slotLayout(_ name: String, parameter p: Tensor) -> (shape: [Int], dtype: DType) {
+        name == "step" ? ([], .int64) : (p.shape, .float64)
+    }
+
+    override func checkRestoredSlots(_ slots: [String: Tensor], _ k: Int) throws {
+        let t = slots["step"]!.int64Values[0]  // a 0-d int64 tensor: checked by the caller
+        guard t >= 1 else { throw AutogradError.argument("Adam: the step count of parameter \(k) must be >= 1 with its moments, got \(t)") }
+    }
+
+    override func lockedStateTensors(_ k: Int) throws -> [(slot: String, tensor: Tensor)] {
+        guard k < m.count, let mk = m[k], let vk = v[k], paramSteps[k] > 0 else { return [] }
+        return [("exp_avg", try stateCopy(mk, k)), ("exp_avg_sq", try stateCopy(vk, k)),
+                ("step", try withUnsafeBytes(of: Int64(paramSteps[k])) { try Tensor(copying: $0.baseAddress, shape: [], dtype: .int64) })]
+    }
+
+    override func replaceState(_ slots: [[String: Storage]?]) {
+        m = slots.map { $0?["exp_avg"] }
+        v = slots.map { $0?["exp_avg_sq"] }
+        paramSteps = slots.map { s in
+            // A 0-d int64 storage (checked by restoreState): one element, never nil.
+            guard let step = s?["step"], let raw = step.raw else { return 0 }
+            return Int(raw.load(as: Int64.self))
+        }
     }
 
     // One vectorised C loop per dtype (the arithmetic of the step, in double; see ckernels.h).

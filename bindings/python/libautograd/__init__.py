@@ -36,6 +36,11 @@ labels and masks (``to``, ``argmax``, ``topk``, ``one_hot``, ``embedding``, ``ma
 ``random_uniform``, ``random_normal``, ``randint``, ``randperm``, ``dropout`` and
 ``multinomial``; see ``libautograd.indexing_ops``.
 
+Files and shared memory: ``save_safetensors`` / ``load_safetensors`` / ``safe_open`` read and
+write the safetensors format (PyTorch's, JAX's, MLX's), ``save_checkpoint`` / ``load_checkpoint``
+add an optimizer's state, and ``from_dlpack`` / ``Tensor.__dlpack__`` share memory with NumPy,
+PyTorch and JAX without copying; see ``libautograd.files`` and ``libautograd.dlpack``.
+
 Errors: every failing C call raises an ``AutogradError`` subclass carrying ``ag_last_error()``'s
 message, ``.status`` and ``.status_name``; see ``libautograd.errors``.
 """
@@ -65,6 +70,8 @@ from .errors import (
     AutogradError,
     CallbackError,
     DTypeError,
+    FileError,
+    FormatError,
     InternalError,
     InvalidHandleError,
     OutOfMemoryError,
@@ -92,6 +99,15 @@ from .runtime import (
     version,
 )
 from .tensor import Tensor
+from .dlpack import from_dlpack
+from .files import (
+    SafetensorsFile,
+    load_checkpoint,
+    load_safetensors,
+    safe_open,
+    save_checkpoint,
+    save_safetensors,
+)
 
 __version__ = "0.1.0"
 
@@ -108,6 +124,9 @@ __all__ = [
     "SGD", "Adam", "AdamW", "Optimizer",
     "version", "library_path", "set_num_threads", "num_threads", "get_num_threads",
     "live_handle_count",
+    "from_dlpack", "save_safetensors", "load_safetensors", "safe_open", "SafetensorsFile",
+    "save_checkpoint", "load_checkpoint",
     "AutogradError", "InvalidHandleError", "ArgumentError", "ShapeError", "DTypeError",
-    "StateError", "OutOfMemoryError", "CallbackError", "InternalError", "LibraryNotFoundError",
+    "StateError", "OutOfMemoryError", "CallbackError", "InternalError", "FileError", "FormatError",
+    "LibraryNotFoundError",
 ] + _ops.__all__ + _indexing_ops.__all__  # the operation catalogue (ops.py, indexing_ops.py)

@@ -2,13 +2,14 @@
 
 Operators and methods forward to the functions of ``ops``; this module holds what every other
 module needs: turning handles into Tensors, validating integer arguments before they reach C,
-and the NumPy round trip (one copy each way); and the Python protocols of a Tensor: numbers
+and the NumPy round trip (one copy each way; numpy.from_dlpack and libautograd.from_dlpack share
+memory instead); and the Python protocols of a Tensor: numbers
 (one-element tensors), NumPy's indexing with masks, in-place updates, copies and pickles.
 """
 
 import operator
 import sys
-from ctypes import byref, c_bool, c_double, c_int32, c_int64, c_uint64
+from ctypes import byref, c_bool, c_double, c_int32, c_int64, c_uint64, c_void_p
 
 import numpy as np
 
@@ -457,14 +458,57 @@ class Tensor:
         return array
 
     def __array__(self, dtype=None, copy=None):
-        # The values live in the library: an array is always a copy (copy=False, NumPy 2's
-        # "never copy", cannot be honoured). There is no __array_interface__ on purpose: a
-        # NumPy view of the library's memory would outlive the handle and see in-place writes.
+        # np.asarray(t) copies (the values then never change under NumPy's feet); copy=False,
+        # NumPy 2's "never copy", shares the memory through DLPack, as numpy.from_dlpack(t) does.
         if copy is False:
-            raise ValueError("a Tensor cannot become a NumPy array without a copy: use "
-                             "np.asarray(t) or t.numpy()")
+            if dtype is not None and np.dtype(dtype) != self.dtype.numpy:
+                raise ValueError(f"a {self.dtype} Tensor cannot become a {np.dtype(dtype)} array without a copy")
+            return np.from_dlpack(self)
         array = self.numpy()
         return array if dtype is None else array.astype(dtype, copy=False)
+
+    # DLPack (libautograd.dlpack): zero-copy exchange with NumPy, PyTorch, JAX.
+
+    def __dlpack__(self, *, stream=None, max_version=None, dl_device=None, copy=None):
+        """A DLPack capsule over this tensor's memory (no copy unless copy=True), for
+        numpy.from_dlpack, torch.from_dlpack and other consumers. A DLPack 1.x capsule when the
+        consumer passes max_version >= (1, 0), else the older unversioned one."""
+        from . import dlpack
+
+        if stream is not None and stream != -1:
+            raise BufferError("libautograd tensors live on the CPU: stream must be None")
+        if dl_device is not None and tuple(dl_device) != (dlpack.KDL_CPU, 0):
+            raise BufferError(f"libautograd tensors live on the CPU (device (1, 0)), not {tuple(dl_device)}")
+        source = self
+        if copy:
+            source = Tensor._wrap(handle_from_numpy(self.numpy()))
+        versioned = max_version is not None and int(max_version[0]) >= 1
+        return dlpack.to_capsule(source, versioned)
+
+    def __dlpack_device__(self):
+        """(device type, device id) as DLPack names them: (1, 0), the CPU."""
+        return (1, 0)
+
+    def mark_modified(self):
+        """Records that this tensor's values were written outside libautograd (through a NumPy
+        array or torch tensor sharing them by DLPack): graphs that saved the old values then
+        refuse a backward instead of mixing old and new values."""
+        check(lib.ag_tensor_mark_modified(self._handle))
+
+    def data_ptr(self):
+        """The address of the first element (0 for an empty tensor), as torch.Tensor.data_ptr:
+        for checking that memory is shared, not for writing."""
+        out = c_void_p(0)
+        check(lib.ag_tensor_data_ptr(byref(out), self._handle))
+        return out.value or 0
+
+    @property
+    def _version(self):
+        """How many in-place writes the values have had, as far as the library knows (torch's
+        Tensor._version)."""
+        out = c_int64(0)
+        check(lib.ag_tensor_version(byref(out), self._handle))
+        return out.value
 
     def tolist(self):
         """The values as (nested) Python lists, or a float for a 0-d tensor."""
