@@ -38,7 +38,7 @@ python3 Tests/reference/random_graphs.py "$@"
 echo
 echo "== interop: safetensors files from the PyPI package (NumPy and PyTorch) and back, a checkpoint's"
 echo "   Adam state against torch.optim.Adam, DLPack with PyTorch (shared memory both ways)"
-AUTOGRAD_LIBRARY="$AUTOGRAD_LIBRARY" python3 Tests/reference/interop.py
+AUTOGRAD_LIBRARY="$AUTOGRAD_LIB" python3 Tests/reference/interop.py
 
 echo
 echo "== optimizers against optax (5 steps, float64) and hand-computed steps"
