@@ -2379,6 +2379,49 @@ ag_status ag_tensor_from_dlpack_unversioned(ag_tensor *out, DLManagedTensor *m);
  *          "norm_type must be > 0 or inf, got 0.0", "step must be >= 0, got -1", "total_steps (5)
  *          is below warmup_steps (10)", "min_lr (0.1) is above base_lr (0.01)", "base_lr must be
  *          finite and >= 0, got nan" (nothing is written on failure; accepted: n = 0, total 0)
+ *
+ * Shared memory and DLPack (on every rejection the caller keeps its memory: no destroy callback
+ * or deleter is called, now or later)
+ *  B171 ag_tensor_from_buffer: data NULL with numel > 0, out NULL
+ *       -> AG_ERR_ARGUMENT  "data is NULL but the shape [2, 3] has 6 elements", "the output
+ *          pointer 'out' is NULL" (accepted: data NULL when numel is 0)
+ *  B172 ag_tensor_from_buffer: data not aligned to the element size (a float64 buffer + 4)
+ *       -> AG_ERR_ARGUMENT  "is not aligned to the 8-byte elements of float64"
+ *  B173 ag_tensor_from_buffer: ndim 9, a negative extent, an unknown dtype
+ *       -> AG_ERR_ARGUMENT  "ndim 9 is outside 0...8"; AG_ERR_SHAPE  "negative extent -3 in shape
+ *          [2, -3]"; AG_ERR_DTYPE  "unknown dtype 9"
+ *  B174 ag_tensor_data_ptr_mut of a result, or of a leaf that requires grad while grad mode is
+ *       on; out NULL (also ag_tensor_version)
+ *       -> AG_ERR_STATE  "the tensor is the result of 'mul'", "requires grad while grad mode is
+ *          on"; AG_ERR_ARGUMENT  "the output pointer 'out' is NULL" (the version is not bumped)
+ *  B175 an in-place write into read-only memory (a DLPack import flagged READ_ONLY):
+ *       ag_tensor_copy_, ag_tensor_set_data, ag_tensor_data_ptr_mut, ag_optimizer_sgd /
+ *       ag_optimizer_adam with it as a parameter, ag_batch_norm with it as running_mean
+ *       -> AG_ERR_STATE  "is read-only memory" (ag_optimizer_sgd: "parameter 0 is read-only
+ *          memory"; ag_batch_norm: "running_mean (updated in place in training) is read-only
+ *          memory"); nothing is written
+ *  B176 ag_tensor_to_dlpack / _unversioned: out NULL; the unversioned form of read-only memory
+ *       -> AG_ERR_ARGUMENT  "the output pointer 'out' is NULL"; AG_ERR_STATE  "which the
+ *          unversioned DLManagedTensor cannot mark read-only"
+ *  B177 ag_tensor_from_dlpack: m NULL, out NULL, a major version other than 1 (2.0)
+ *       -> AG_ERR_ARGUMENT  "m is NULL", "the output pointer 'out' is NULL", "DLPack version 2.0
+ *          is not supported"
+ *  B178 ag_tensor_from_dlpack: another device (kDLCUDA), a dtype Autograd does not hold
+ *       (float16, uint8, int32, two lanes)
+ *       -> AG_ERR_ARGUMENT  "is on device type 2 (device_id 0)"; AG_ERR_DTYPE  "the DLPack dtype
+ *          (code 2, bits 16, lanes 1) is not one Autograd holds"
+ *  B179 ag_tensor_from_dlpack: ndim -1 or 9, a negative extent, an element count that overflows
+ *       int64, shape NULL with ndim > 0
+ *       -> AG_ERR_SHAPE  "ndim 9 is outside 0...8", "negative extent -1 in shape [2, -1]", "the
+ *          element count of shape [4294967296, 4294967296] overflows int64"; AG_ERR_ARGUMENT
+ *          "shape is NULL but its ndim is 2"
+ *  B180 ag_tensor_from_dlpack: strides that are not row-major contiguous (column-major,
+ *       broadcast 0), data + byte_offset misaligned, data NULL with elements, a byte_offset
+ *       past the end of the address space
+ *       -> AG_ERR_ARGUMENT  "strides [1, 2] for shape [2, 3] are not row-major contiguous",
+ *          "is not aligned to the 8-byte elements of float64", "data is NULL but its shape [4]
+ *          has 4 elements", "runs past the end of the address space" (accepted: any stride
+ *          for an extent of 1, any strides with no element)
  */
 
 #ifdef __cplusplus

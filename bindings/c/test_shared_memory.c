@@ -228,8 +228,9 @@ static void data_ptr_mut(void) {
 }
 
 /* Backward never writes caller memory: a gradient replaced by a hook with a tensor over the
- * caller's buffer (which the library then holds alone) goes into exp's fused rule, which would
- * otherwise reuse that buffer for dx; a borrowed seed likewise. */
+ * caller's buffer (which the library then holds alone) goes into mul's fused rule, which would
+ * otherwise reuse that buffer for dx = g * 3 (and hand it out as x's .grad); a borrowed seed
+ * likewise. */
 static double g_hook_buf[3];
 static int32_t borrowed_replacement(ag_tensor *replacement, ag_tensor grad, void *user_data) {
     (void)grad;
@@ -242,8 +243,8 @@ static void backward_never_writes_borrowed(void) {
     g_hook_buf[1] = 2;
     g_hook_buf[2] = 3;
     g_destroyed = 0;
-    ag_tensor x = MAKE_RG(D(0, 0, 0), SHAPE(3)), y = 0, loss = 0, g = 0;
-    TRY(ag_exp(&y, x)); /* exp(0) = 1 */
+    ag_tensor x = MAKE_RG(D(1, 1, 1), SHAPE(3)), three = MAKE(D(3, 3, 3), SHAPE(3)), y = 0, loss = 0, g = 0;
+    TRY(ag_mul(&y, x, three));
     TRY(ag_sum(&loss, y, NULL, 0, false));
     int64_t id = 0;
     CHECK_OK(ag_tensor_register_hook(&id, y, borrowed_replacement, NULL, NULL));
@@ -251,9 +252,12 @@ static void backward_never_writes_borrowed(void) {
     CHECKF(g_hook_buf[0] == 1 && g_hook_buf[1] == 2 && g_hook_buf[2] == 3,
            "backward wrote into the borrowed gradient: %g %g %g", g_hook_buf[0], g_hook_buf[1], g_hook_buf[2]);
     TRY(ag_tensor_grad(&g, x));
-    EXPECT_VALUES(g, D(1, 2, 3), 3, "dx = replaced gradient * exp(0)");
-    CHECK(g_destroyed == 1); /* the replacement is gone with the pass */
-    FREE(x, y, loss, g);
+    EXPECT_VALUES(g, D(3, 6, 9), 3, "dx = replaced gradient * 3");
+    const void *p = NULL;
+    TRY(ag_tensor_data_ptr(&p, g));
+    CHECK(p != (void *)g_hook_buf);
+    CHECK(g_destroyed == 1); /* the replacement is gone with the pass: .grad does not alias it */
+    FREE(x, three, y, loss, g);
 
     /* A borrowed seed: unchanged, and dx = seed * 3. */
     double seed_buf[3] = {1, 2, 3};
