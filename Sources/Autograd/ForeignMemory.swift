@@ -73,16 +73,16 @@ extension Tensor {
     /// tensor (or another sharing its values) lives.
     public func mutableDataPointer() throws -> UnsafeMutableRawPointer? {
         if let fn = gradFn {
-            throw AutogradError.state("data_ptr_mut: the tensor is the result of '\(fn.name)': only leaves can be written in place (detach() the result to write its values)")
+            throw AutogradError.state("the tensor is the result of '\(fn.name)': only leaves can be written in place (detach() the result to write its values)")
         }
         if Trace.recorder != nil {
-            throw AutogradError.state("data_ptr_mut: a function is being captured on this thread; a write through a pointer could not be replayed (use copy_)")
+            throw AutogradError.state("a function is being captured on this thread; a write through a pointer could not be replayed (use copy_)")
         }
         return try GraphLock.withLock {
             if requiresGrad && GradMode.isEnabled {
-                throw AutogradError.state("data_ptr_mut: the tensor is a leaf that requires grad while grad mode is on: the write would not be recorded; ask with grad mode off (no_grad), as an optimizer step writes")
+                throw AutogradError.state("the tensor is a leaf that requires grad while grad mode is on: the write would not be recorded; ask with grad mode off (no_grad), as an optimizer step writes")
             }
-            try storage.refuseReadOnly("data_ptr_mut: the tensor")
+            try storage.refuseReadOnly("the tensor")
             storage.bumpVersion()
             return storage.raw
         }

@@ -3764,11 +3764,11 @@ static bool b175(void) { /* in-place writes into read-only memory */
     bool ok = EXPECT(ag_tensor_copy_(t, src), AG_ERR_STATE, "ag_tensor_copy_: in-place write: the tensor is read-only memory");
     ok &= EXPECT(ag_tensor_set_data(t, nines, 3, AG_FLOAT64), AG_ERR_STATE, "is read-only memory");
     void *p = NULL;
-    ok &= EXPECT(ag_tensor_data_ptr_mut(&p, t), AG_ERR_STATE, "ag_tensor_data_ptr_mut: data_ptr_mut: the tensor is read-only memory");
+    ok &= EXPECT(ag_tensor_data_ptr_mut(&p, t), AG_ERR_STATE, "ag_tensor_data_ptr_mut: the tensor is read-only memory");
     ok &= CHECK(p == NULL);
     ag_tensor x = full((int64_t[]){4, 3}, 2, 1, AG_FLOAT64);
     ok &= EXPECT(ag_batch_norm(&out, x, t, src, AG_NULL_TENSOR, AG_NULL_TENSOR, true, 0.1, 1e-5), AG_ERR_STATE,
-                 "ag_batch_norm: batch_norm: running_mean (updated in place in training) is read-only memory");
+                 "ag_batch_norm: running_mean (updated in place in training) is read-only memory");
     ok &= UNTOUCHED(out);
     ok &= OK(ag_tensor_set_requires_grad(t, true));
     ag_optimizer opt = 0;

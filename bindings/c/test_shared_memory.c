@@ -261,14 +261,14 @@ static void backward_never_writes_borrowed(void) {
 
     /* A borrowed seed: unchanged, and dx = seed * 3. */
     double seed_buf[3] = {1, 2, 3};
-    ag_tensor x2 = MAKE_RG(D(1, 1, 1), SHAPE(3)), three = MAKE(D(3, 3, 3), SHAPE(3)), y2 = 0, seed = 0, g2 = 0;
-    TRY(ag_mul(&y2, x2, three));
+    ag_tensor x2 = MAKE_RG(D(1, 1, 1), SHAPE(3)), three2 = MAKE(D(3, 3, 3), SHAPE(3)), y2 = 0, seed = 0, g2 = 0;
+    TRY(ag_mul(&y2, x2, three2));
     TRY(ag_tensor_from_buffer(&seed, seed_buf, I64(3), 1, AG_FLOAT64, NULL, NULL));
     CHECK_OK(ag_backward(y2, seed, false, false));
     CHECK(seed_buf[0] == 1 && seed_buf[1] == 2 && seed_buf[2] == 3);
     TRY(ag_tensor_grad(&g2, x2));
     EXPECT_VALUES(g2, D(3, 6, 9), 3, "dx = seed * 3");
-    FREE(x2, three, y2, seed, g2);
+    FREE(x2, three2, y2, seed, g2);
 }
 
 /* Failed calls leave the memory with the caller: destroy is never called. */
