@@ -102,10 +102,10 @@ final class SharedMemoryTests: XCTestCase {
         XCTAssertEqual(t.version, 0)
     }
 
-    /// A borrowed seed that nothing else holds (a temporary): backward must not reuse its
-    /// buffer for the gradient it passes on (mul's fused rule computes dx = g * 3 in place
-    /// into a gradient it owns alone), nor hand it out as x's .grad.
-    func testBorrowedSeedIsNotWritten() throws {
+    /// A gradient over a caller's buffer that backward alone holds (a hook's replacement):
+    /// backward must not reuse the buffer for the gradient it passes on (mul's fused rule
+    /// computes dx = g * 3 in place into a gradient it owns alone) nor hand it out as x's .grad.
+    func testBorrowedGradientIsNotWritten() throws {
         let buf = UnsafeMutablePointer<Double>.allocate(capacity: 3)
         defer { buf.deallocate() }
         buf.initialize(from: [1, 2, 3], count: 3)
@@ -113,11 +113,27 @@ final class SharedMemoryTests: XCTestCase {
         let x = try Tensor([1, 1, 1], shape: [3])
         try x.setRequiresGrad(true)
         let y = try x * Tensor([3, 3, 3], shape: [3])
-        try y.backward(seed: Tensor(borrowing: buf, shape: [3], dtype: .float64, onRelease: { released.count += 1 }))
+        try y.registerHook(GradHook(id: 1) { _ in
+            try Tensor(borrowing: buf, shape: [3], dtype: .float64, onRelease: { released.count += 1 })
+        })
+        try y.sum().backward()
         XCTAssertEqual(Array(UnsafeBufferPointer(start: buf, count: 3)), [1, 2, 3])
         XCTAssertEqual(x.grad?.values, [3, 6, 9])
         XCTAssertNotEqual(x.grad?.unsafeDataPointer, UnsafeRawPointer(buf))
-        XCTAssertEqual(released.count, 1, "the seed is gone with the pass")
+        XCTAssertEqual(released.count, 1, "the replacement is gone with the pass")
+    }
+
+    /// A borrowed seed: unchanged, dx = seed * 3.
+    func testBorrowedSeedIsNotWritten() throws {
+        let buf = UnsafeMutablePointer<Double>.allocate(capacity: 3)
+        defer { buf.deallocate() }
+        buf.initialize(from: [1, 2, 3], count: 3)
+        let x = try Tensor([1, 1, 1], shape: [3])
+        try x.setRequiresGrad(true)
+        let y = try x * Tensor([3, 3, 3], shape: [3])
+        try y.backward(seed: Tensor(borrowing: buf, shape: [3], dtype: .float64))
+        XCTAssertEqual(Array(UnsafeBufferPointer(start: buf, count: 3)), [1, 2, 3])
+        XCTAssertEqual(x.grad?.values, [3, 6, 9])
     }
 
     func testFailuresDoNotRelease() throws {
