@@ -6618,7 +6618,7 @@ static void i18_train(Rd *r) {
 /* ------------------------------------------------------------------------------------------ */
 
 /* Opcode byte 247 with an even selector byte of 128 or more (odd: attention, even below 128:
- * training, as before). Three calls:
+ * training, as before; an older input with an even byte from 128 there ran training). Three calls:
  *   0. ag_tensor_from_buffer over the harness's own buffer (aligned, one byte off, or NULL) with
  *      a decoded shape and dtype;
  *   1. ag_tensor_from_dlpack over a DLManagedTensorVersioned whose every field is decoded:
