@@ -161,4 +161,36 @@ final class SharedMemoryTests: XCTestCase {
         XCTAssertEqual(try b.logicalAnd(Tensor.ones([3], dtype: .bool)).values, [1, 0, 1])
         XCTAssertEqual(try b.sum().values, [2])
     }
+
+    /// Captured functions: a write through a pointer cannot be replayed (refused while
+    /// capturing); a replay that writes an input in place, or writes into an output, refuses
+    /// read-only memory before anything runs.
+    func testCapturedFunctionsRefuseReadOnlyMemory() throws {
+        let refusedPointer = stateMessage {
+            _ = try CapturedFunction.capture([try Tensor([1, 2], shape: [2])]) { ins in
+                _ = try ins[0].mutableDataPointer()
+                return [try ins[0].exp()]
+            }
+        }
+        XCTAssertTrue(refusedPointer?.contains("captured") ?? false, refusedPointer ?? "the capture took a writable pointer")
+
+        let buf = UnsafeMutablePointer<Double>.allocate(capacity: 2)
+        defer { buf.deallocate() }
+        buf.initialize(from: [1, 2], count: 2)
+        let readOnly = try Tensor(borrowing: buf, shape: [2], dtype: .float64, readOnly: true)
+        // f(x) writes exp(x) into x and returns x + 1.
+        let f = try CapturedFunction.capture([try Tensor([0, 0], shape: [2])]) { ins in
+            try ins[0].replaceValues(with: ins[0].exp())
+            return [try ins[0] + Tensor([1, 1], shape: [2])]
+        }
+        let input = stateMessage { _ = try f([readOnly]) }
+        XCTAssertTrue(input?.contains("input 0 (the function writes it in place) is read-only") ?? false, input ?? "the replay wrote read-only memory")
+        XCTAssertEqual(Array(UnsafeBufferPointer(start: buf, count: 2)), [1, 2])
+
+        let g = try CapturedFunction.capture([try Tensor([1, 2], shape: [2])]) { x in [try x[0].exp()] }
+        let output = stateMessage { try g.call([try Tensor([0, 1], shape: [2])], into: [readOnly]) }
+        XCTAssertTrue(output?.contains("output 0 is read-only") ?? false, output ?? "call(into:) wrote read-only memory")
+        XCTAssertEqual(Array(UnsafeBufferPointer(start: buf, count: 2)), [1, 2])
+        XCTAssertEqual(readOnly.version, 0)
+    }
 }
