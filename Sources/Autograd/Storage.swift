@@ -107,11 +107,11 @@ final class Storage: ManagedBuffer<StorageHeader, UInt64> {
     @inline(__always) var isReadOnly: Bool { header.isReadOnly }
 
     /// Fails with AutogradError.state when these elements are read-only: every in-place writer
-    /// calls it before it writes anything. `what` names the op and the operand ("copy_",
-    /// "optimizer: parameter 1").
+    /// calls it before it writes anything. `what` names the write and the operand ("in-place
+    /// write: the tensor", "optimizer: parameter 1").
     func refuseReadOnly(_ what: @autoclosure () -> String) throws {
         guard header.isReadOnly else { return }
-        throw AutogradError.state("\(what()) is read-only memory (imported with DLPack's READ_ONLY flag, or made read-only): the library never writes it in place; copy it into a tensor of its own first")
+        throw AutogradError.state("\(what()) is read-only memory (a DLPack import flagged READ_ONLY, or lent read-only): the library never writes it in place; copy it into a tensor of its own first")
     }
 
     /// Points a borrowed storage at other memory of the same size (a replay's input, see
