@@ -1660,8 +1660,11 @@ ag_status ag_tensor_data_ptr_mut(void **out, ag_tensor t);
 ag_status ag_tensor_mark_modified(ag_tensor t);
 
 /* The version counter of t's values (see the top): how many in-place writes they have had, as
- * far as the library knows, modulo 2^32 (0 for new values). Shared by every tensor over the same
- * values (a detach, a reshape, a DLPack import of an export).
+ * far as the library knows, modulo 2^32 (0 for new values). Shared by the tensors that share t's
+ * values inside the library (a detach, a reshape); a tensor made by ag_tensor_from_buffer or
+ * ag_tensor_from_dlpack has a counter of its own, even over memory that another tensor holds
+ * (the import of the library's own export): a write through one is not seen by the other's
+ * counter, so mark the other modified.
  * Errors: AG_ERR_ARGUMENT (out NULL), AG_ERR_INVALID_HANDLE. */
 ag_status ag_tensor_version(int64_t *out, ag_tensor t);
 
