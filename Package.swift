@@ -31,7 +31,7 @@ let package = Package(
         ),
         .target(
             name: "AutogradC",
-            dependencies: ["Autograd"],
+            dependencies: ["Autograd", "CKernels"],
             swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))],
             linkerSettings: [.unsafeFlags(["-Xlinker", "-soname=libautograd.so.0"])]
         ),

@@ -1622,16 +1622,23 @@ ag_status ag_checkpoint_load(const char *path, const char *const *names, const a
  * ag_tensor_mark_modified on a tensor over those values, so that a graph that saved them refuses
  * a backward (AG_ERR_STATE) instead of silently mixing old and new values. Memory imported as
  * read-only (the DLPack READ_ONLY flag) is never written by the library: in-place writes into it
- * are AG_ERR_STATE.
+ * (ag_tensor_copy_, ag_tensor_set_data, ag_tensor_data_ptr_mut, an optimizer over it, batch
+ * norm's running statistics, a captured function writing it) are AG_ERR_STATE. Backward never
+ * reuses shared memory for a gradient, even when no handle to it is left (a hook's replacement):
+ * gradients over it are computed into memory of their own.
  */
 
 /* A new leaf tensor over numel(shape) elements of `dtype` at `data`, row-major, WITHOUT copying:
- * the tensor reads and writes that memory (zero-copy). `data` must be aligned to the element size
- * and stay valid until `destroy` (if not NULL) is called with user_data, once the library no
- * longer uses the memory (see Lifetime above). data may be NULL only when numel is 0.
- * On any failure the caller keeps its memory: `destroy` is not called, now or later.
- * Errors: AG_ERR_ARGUMENT (out NULL, data NULL with numel > 0, data misaligned for dtype, bad
- * shape), AG_ERR_DTYPE (unknown dtype), AG_ERR_OUT_OF_MEMORY. */
+ * the tensor reads and writes that memory (zero-copy): ag_tensor_data_ptr gives `data` back.
+ * `data` must be aligned to the element size and stay valid until `destroy` (if not NULL) is
+ * called with user_data, exactly once, when the library no longer uses the memory (see Lifetime
+ * above). data may be NULL only when numel is 0; a tensor of no element holds no pointer
+ * (ag_tensor_data_ptr gives NULL) and its destroy still runs once. AG_BOOL elements are bytes;
+ * any non-zero byte reads as true. On any failure the caller keeps its memory: `destroy` is not
+ * called, now or later.
+ * Errors: AG_ERR_ARGUMENT (out NULL, data NULL with numel > 0, data misaligned for dtype, ndim
+ * outside 0...AG_MAX_NDIM, shape NULL with ndim > 0), AG_ERR_SHAPE (a negative extent, an element
+ * count that overflows), AG_ERR_DTYPE (unknown dtype), AG_ERR_OUT_OF_MEMORY. */
 ag_status ag_tensor_from_buffer(ag_tensor *out, void *data, const int64_t *shape, int64_t ndim, ag_dtype dtype,
                                 void *user_data, void (*destroy)(void *user_data));
 
@@ -1640,9 +1647,10 @@ ag_status ag_tensor_from_buffer(ag_tensor *out, void *data, const int64_t *shape
  * grad while grad mode is on, not read-only memory), and counts as one in-place write: it bumps
  * t's version counter now, so graphs that saved t's values refuse a later backward. Write before
  * recording new operations on t; for a later write, call it again. The pointer is valid while t
- * (or another tensor sharing its values) lives.
- * Errors: AG_ERR_ARGUMENT (out NULL), AG_ERR_INVALID_HANDLE, AG_ERR_STATE (as ag_tensor_copy_, or
- * read-only memory). */
+ * (or another tensor sharing its values) lives. Refused while this thread captures a function
+ * (ag_capture): such a write could not be replayed.
+ * Errors: AG_ERR_ARGUMENT (out NULL), AG_ERR_INVALID_HANDLE, AG_ERR_STATE (as ag_tensor_copy_,
+ * read-only memory, a capture running; the version is then not bumped). */
 ag_status ag_tensor_data_ptr_mut(void **out, ag_tensor t);
 
 /* Records that t's values were written outside the library (its buffer by its owner, through a
@@ -1652,12 +1660,20 @@ ag_status ag_tensor_data_ptr_mut(void **out, ag_tensor t);
 ag_status ag_tensor_mark_modified(ag_tensor t);
 
 /* The version counter of t's values (see the top): how many in-place writes they have had, as
- * far as the library knows. Errors: AG_ERR_ARGUMENT (out NULL), AG_ERR_INVALID_HANDLE. */
+ * far as the library knows, modulo 2^32 (0 for new values). Shared by the tensors that share t's
+ * values inside the library (a detach, a reshape); a tensor made by ag_tensor_from_buffer or
+ * ag_tensor_from_dlpack has a counter of its own, even over memory that another tensor holds
+ * (the import of the library's own export): a write through one is not seen by the other's
+ * counter, so mark the other modified.
+ * Errors: AG_ERR_ARGUMENT (out NULL), AG_ERR_INVALID_HANDLE. */
 ag_status ag_tensor_version(int64_t *out, ag_tensor t);
 
 /* DLPack (https://dmlc.github.io/dlpack/latest/), the zero-copy exchange format of NumPy, PyTorch,
- * JAX and MLX. The structures below are those of dlpack.h 1.x, declared here under dlpack.h's
- * own include guard: include dlpack.h before or after this header, or neither. */
+ * JAX and MLX. The structures below are those of dlpack.h 1.1, a faithful subset of every 1.x
+ * (checked against the dlpack.h 1.3 that PyTorch 2.13 ships: the same structures, layout and
+ * values; 1.2 and 1.3 add device and dtype codes and an exchange API, not declared here). They
+ * are declared under dlpack.h's own include guard: include dlpack.h before or after this header,
+ * or neither (include it first to have its later additions). */
 #ifndef DLPACK_DLPACK_H_
 #define DLPACK_DLPACK_H_
 #define DLPACK_MAJOR_VERSION 1
@@ -1727,15 +1743,20 @@ typedef struct DLManagedTensorVersioned {
 } DLManagedTensorVersioned;
 #endif /* DLPACK_DLPACK_H_ */
 
-/* Exports t's values as a DLPack tensor without copying: *out->dl_tensor.data is t's own memory
- * (CPU, device_id 0; float32, float64, int64 or bool; row-major, with explicit compact strides),
- * version 1.1, flags 0. The values stay alive until the consumer calls (*out)->deleter(*out), even
- * after t's handles are freed; call the deleter exactly once. Writes by the consumer: see Mutation
- * above. Errors: AG_ERR_ARGUMENT (out NULL), AG_ERR_INVALID_HANDLE, AG_ERR_OUT_OF_MEMORY. */
+/* Exports t's values as a DLPack tensor without copying: (*out)->dl_tensor.data is t's own memory
+ * (equal to ag_tensor_data_ptr; NULL for a tensor of no element, as DLPack advises), CPU
+ * (device_id 0), float32 (kDLFloat, 32), float64 (kDLFloat, 64), int64 (kDLInt, 64) or bool
+ * (kDLBool, 8), one lane, row-major with explicit compact strides in elements (an extent of 0
+ * counts as 1 in them), byte_offset 0; a 0-d tensor has ndim 0 (shape and strides then point to
+ * memory that is not read). Version 1.1; flags DLPACK_FLAG_BITMASK_READ_ONLY for read-only
+ * memory, else 0. One malloc'd block holds the structure, the shape and the strides. The values
+ * stay alive until the consumer calls (*out)->deleter(*out), even after t's handles are freed;
+ * call the deleter exactly once, from any thread. Writes by the consumer: see Mutation above.
+ * Errors: AG_ERR_ARGUMENT (out NULL), AG_ERR_INVALID_HANDLE, AG_ERR_OUT_OF_MEMORY. */
 ag_status ag_tensor_to_dlpack(DLManagedTensorVersioned **out, ag_tensor t);
 
 /* As ag_tensor_to_dlpack, as the older unversioned DLManagedTensor (for consumers that predate
- * DLPack 1.0). */
+ * DLPack 1.0). It has no flags, so read-only memory is refused: AG_ERR_STATE. */
 ag_status ag_tensor_to_dlpack_unversioned(DLManagedTensor **out, ag_tensor t);
 
 /* A new leaf tensor over a DLPack tensor's memory, without copying. On success the library owns
@@ -1744,12 +1765,17 @@ ag_status ag_tensor_to_dlpack_unversioned(DLManagedTensor **out, ag_tensor t);
  * version 1, float32/float64/int64/bool with one lane, rank up to AG_MAX_NDIM, row-major
  * contiguous (strides NULL, or equal to the compact ones; an extent of 1 or 0 may have any
  * stride), data + byte_offset aligned to the element size. Other layouts are refused, not copied:
- * make the array contiguous first (numpy.ascontiguousarray, torch.Tensor.contiguous). A
- * READ_ONLY tensor gives a tensor whose values the library never writes.
+ * make the array contiguous first (numpy.ascontiguousarray, torch.Tensor.contiguous). With no
+ * element any strides are accepted and data is not read. A READ_ONLY tensor gives a tensor whose
+ * values the library never writes; other flags are ignored. The tensor's data pointer is
+ * data + byte_offset (so from_dlpack(to_dlpack(t)) shares t's memory). m->deleter may run on any
+ * thread (see Lifetime above). For a major version other than 1 the call fails and the caller,
+ * who keeps m, may still call m->deleter(m), which DLPack guarantees is safe.
  * Errors: AG_ERR_ARGUMENT (out or m NULL, another device, an unsupported major version, strides
- * that are not row-major contiguous, misaligned data, data NULL with elements), AG_ERR_DTYPE (a
- * type Autograd does not hold), AG_ERR_SHAPE (rank above AG_MAX_NDIM, a negative extent),
- * AG_ERR_OUT_OF_MEMORY. */
+ * that are not row-major contiguous, misaligned data, data NULL with elements, shape NULL with
+ * ndim > 0, a byte_offset past the end of the address space), AG_ERR_DTYPE (a type Autograd
+ * does not hold, lanes other than 1), AG_ERR_SHAPE (ndim below 0 or above AG_MAX_NDIM, a
+ * negative extent, an element count that overflows), AG_ERR_OUT_OF_MEMORY. */
 ag_status ag_tensor_from_dlpack(ag_tensor *out, DLManagedTensorVersioned *m);
 
 /* As ag_tensor_from_dlpack, from the older unversioned DLManagedTensor. */
@@ -2379,6 +2405,49 @@ ag_status ag_tensor_from_dlpack_unversioned(ag_tensor *out, DLManagedTensor *m);
  *          "norm_type must be > 0 or inf, got 0.0", "step must be >= 0, got -1", "total_steps (5)
  *          is below warmup_steps (10)", "min_lr (0.1) is above base_lr (0.01)", "base_lr must be
  *          finite and >= 0, got nan" (nothing is written on failure; accepted: n = 0, total 0)
+ *
+ * Shared memory and DLPack (on every rejection the caller keeps its memory: no destroy callback
+ * or deleter is called, now or later)
+ *  B171 ag_tensor_from_buffer: data NULL with numel > 0, out NULL
+ *       -> AG_ERR_ARGUMENT  "data is NULL but the shape [2, 3] has 6 elements", "the output
+ *          pointer 'out' is NULL" (accepted: data NULL when numel is 0)
+ *  B172 ag_tensor_from_buffer: data not aligned to the element size (a float64 buffer + 4)
+ *       -> AG_ERR_ARGUMENT  "is not aligned to the 8-byte elements of float64"
+ *  B173 ag_tensor_from_buffer: ndim 9, a negative extent, an unknown dtype
+ *       -> AG_ERR_ARGUMENT  "ndim 9 is outside 0...8"; AG_ERR_SHAPE  "negative extent -3 in shape
+ *          [2, -3]"; AG_ERR_DTYPE  "unknown dtype 9"
+ *  B174 ag_tensor_data_ptr_mut of a result, or of a leaf that requires grad while grad mode is
+ *       on; out NULL (also ag_tensor_version)
+ *       -> AG_ERR_STATE  "the tensor is the result of 'mul'", "requires grad while grad mode is
+ *          on"; AG_ERR_ARGUMENT  "the output pointer 'out' is NULL" (the version is not bumped)
+ *  B175 an in-place write into read-only memory (a DLPack import flagged READ_ONLY):
+ *       ag_tensor_copy_, ag_tensor_set_data, ag_tensor_data_ptr_mut, ag_optimizer_sgd /
+ *       ag_optimizer_adam with it as a parameter, ag_batch_norm with it as running_mean
+ *       -> AG_ERR_STATE  "is read-only memory" (ag_optimizer_sgd: "parameter 0 is read-only
+ *          memory"; ag_batch_norm: "running_mean (updated in place in training) is read-only
+ *          memory"); nothing is written
+ *  B176 ag_tensor_to_dlpack / _unversioned: out NULL; the unversioned form of read-only memory
+ *       -> AG_ERR_ARGUMENT  "the output pointer 'out' is NULL"; AG_ERR_STATE  "which the
+ *          unversioned DLManagedTensor cannot mark read-only"
+ *  B177 ag_tensor_from_dlpack: m NULL, out NULL, a major version other than 1 (2.0)
+ *       -> AG_ERR_ARGUMENT  "m is NULL", "the output pointer 'out' is NULL", "DLPack version 2.0
+ *          is not supported"
+ *  B178 ag_tensor_from_dlpack: another device (kDLCUDA), a dtype Autograd does not hold
+ *       (float16, uint8, int32, two lanes)
+ *       -> AG_ERR_ARGUMENT  "is on device type 2 (device_id 0)"; AG_ERR_DTYPE  "the DLPack dtype
+ *          (code 2, bits 16, lanes 1) is not one Autograd holds"
+ *  B179 ag_tensor_from_dlpack: ndim -1 or 9, a negative extent, an element count that overflows
+ *       int64, shape NULL with ndim > 0
+ *       -> AG_ERR_SHAPE  "ndim 9 is outside 0...8", "negative extent -1 in shape [2, -1]", "the
+ *          element count of shape [4294967296, 4294967296] overflows int64"; AG_ERR_ARGUMENT
+ *          "shape is NULL but its ndim is 2"
+ *  B180 ag_tensor_from_dlpack: strides that are not row-major contiguous (column-major,
+ *       broadcast 0), data + byte_offset misaligned, data NULL with elements, a byte_offset
+ *       past the end of the address space
+ *       -> AG_ERR_ARGUMENT  "strides [1, 2] for shape [2, 3] are not row-major contiguous",
+ *          "is not aligned to the 8-byte elements of float64", "data is NULL but its shape [4]
+ *          has 4 elements", "runs past the end of the address space" (accepted: any stride
+ *          for an extent of 1, any strides with no element)
  */
 
 #ifdef __cplusplus

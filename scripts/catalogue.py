@@ -79,6 +79,19 @@ C_SCALARS = {
     "uint64_t": ("UInt64", "c_uint64"),
     "size_t": ("Int", "c_size_t"),
 }
+# Structures the header declares (typedef struct) that functions take or give by pointer only,
+# and the ctypes type of a pointer to one: struct name -> (Swift type, ctypes type of `T *`). The
+# Swift side imports the same declaration (Sources/CKernels/include/dlpack_abi.h, kept
+# identical to the header's block by check_dlpack_copy). A structure used by value, or one not
+# listed here, is refused.
+C_STRUCTS = {
+    "DLManagedTensorVersioned": ("DLManagedTensorVersioned", "c_void_p"),
+    "DLManagedTensor": ("DLManagedTensor", "c_void_p"),
+}
+# The header block declared twice (the public header, the Swift side's C header): the lines from
+# its first line to its last must be identical in both files.
+DLPACK_COPY = os.path.join(ROOT, "Sources", "CKernels", "include", "dlpack_abi.h")
+DLPACK_BLOCK = ("#ifndef DLPACK_DLPACK_H_", "#endif /* DLPACK_DLPACK_H_ */")
 # Swift spellings that name the same type.
 SWIFT_SYNONYMS = {"Int8": "CChar", "()": "Void", "CInt": "Int32", "CDouble": "Double", "CBool": "Bool"}
 
@@ -135,6 +148,7 @@ class Header:
     functions: List[CFunction]  # in header order
     scalar_typedefs: dict  # name -> CType (ag_tensor -> uint64_t)
     function_typedefs: dict  # name -> CFunction (ag_grad_hook -> its signature)
+    aggregates: dict = field(default_factory=dict)  # typedef struct / enum name -> "struct" or "enum"
 
     def resolve(self, ctype):
         """ctype with header scalar typedefs replaced by what they name (pointers kept)."""
@@ -274,7 +288,7 @@ def read_header(path=HEADER):
             lines.append(line)
     code = "\n".join(lines)
 
-    header = Header([], {}, {})
+    header = Header([], {}, {}, {})
     start, depth = 0, 0
     for i, ch in enumerate(code):
         if ch == "{":
@@ -291,6 +305,10 @@ def read_header(path=HEADER):
             continue
         line = raw.count("\n", 0, offset + lead) + 1
         where = f"{os.path.relpath(path, ROOT)}:{line}"
+        m = re.match(r"^typedef (struct|enum)\b[^{]*\{.*\}\s*(\w+)$", stmt)
+        if m:  # a structure or enumeration: only its name matters here (see C_STRUCTS)
+            header.aggregates[m.group(2)] = m.group(1)
+            continue
         if stmt.startswith("typedef "):
             name, ctype = _c_declarator(stmt[len("typedef "):], where)
             if ctype.function:
@@ -344,7 +362,16 @@ def swift_type(header, ctype, position):
         inner = f"@convention(c)({params})->{swift_type(header, fn.result, 'result')}"
         return inner + ("?" if position != "result" else "")
     ctype = header.resolve(ctype)
-    if ctype.base not in C_SCALARS:
+    if ctype.base in header.aggregates or ctype.base in C_STRUCTS:
+        if ctype.base not in C_STRUCTS or header.aggregates.get(ctype.base) != "struct":
+            raise CatalogueError(f"the C type '{ctype.base}' is not a structure listed in C_STRUCTS "
+                                 f"(scripts/catalogue.py)")
+        if not ctype.pointers:
+            if position != "pointee":
+                raise CatalogueError(f"the structure '{ctype.base}' is passed by value; only pointers to it are "
+                                     f"supported")
+            return C_STRUCTS[ctype.base][0]
+    elif ctype.base not in C_SCALARS:
         raise CatalogueError(f"unknown C type '{ctype.base}': add it to C_SCALARS in scripts/catalogue.py")
     if not ctype.pointers:
         if ctype.base == "bool" and position == "param":
@@ -547,6 +574,11 @@ def _py_type(header, ctype, names, context):
             raise CatalogueError(f"{context}: unknown C type '{ctype.base}': add it to C_SCALARS")
         return C_SCALARS[ctype.base][1]
     resolved = header.resolve(CType(ctype.base))
+    if resolved.base in C_STRUCTS and not resolved.pointers and header.aggregates.get(resolved.base) == "struct":
+        out = C_STRUCTS[resolved.base][1]
+        for _ in ctype.pointers[1:]:
+            out = f"POINTER({out})"
+        return out
     if resolved.base in ("void", "char") and not resolved.pointers and len(ctype.pointers) >= 1:
         if resolved.base == "void":
             out, rest = "c_void_p", ctype.pointers[1:]
@@ -714,6 +746,35 @@ def check_python(header, have_text=None):
 # ---------------------------------------------------------------------------------------------
 
 
+def dlpack_block(text, where):
+    """The lines of DLPACK_BLOCK in text (first to last line, inclusive)."""
+    lines = text.split("\n")
+    try:
+        a = next(i for i, l in enumerate(lines) if l.strip() == DLPACK_BLOCK[0])
+        b = next(i for i, l in enumerate(lines) if i > a and l.strip() == DLPACK_BLOCK[1])
+    except StopIteration:
+        raise CatalogueError(f"{where}: no '{DLPACK_BLOCK[0]}' ... '{DLPACK_BLOCK[1]}' block")
+    return lines[a:b + 1]
+
+
+def check_dlpack_copy(public_text=None, copy_text=None):
+    """Problems between the DLPack block of include/autograd.h and its copy for Swift."""
+    if public_text is None:
+        with open(HEADER, encoding="utf-8") as f:
+            public_text = f.read()
+    if copy_text is None:
+        with open(DLPACK_COPY, encoding="utf-8") as f:
+            copy_text = f.read()
+    rel_h, rel_c = os.path.relpath(HEADER, ROOT), os.path.relpath(DLPACK_COPY, ROOT)
+    a, b = dlpack_block(public_text, rel_h), dlpack_block(copy_text, rel_c)
+    if a == b:
+        return []
+    k = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    return [f"the DLPack declarations differ between {rel_h} and {rel_c} at line {k + 1} of the block "
+            f"({(a[k] if k < len(a) else '<end>')!r} vs {(b[k] if k < len(b) else '<end>')!r}): "
+            f"keep them identical (the Swift shims read the copy)"]
+
+
 def self_test(header, shims, aliases):
     """Breaks a copy of the (passing) catalogue in each way the check is there to catch and
     returns the ways it failed to notice ([] when it caught them all)."""
@@ -766,6 +827,12 @@ def self_test(header, shims, aliases):
     p.ctype.base = "int32_t"
     expect(f"the header's {fn.name} taking int32_t", check_swift(changed, shims, aliases), f"{fn.name}: parameter")
     expect(f"the header's {fn.name} taking int32_t (Python)", check_python(changed, text), f"{fn.name}: argtype")
+
+    with open(HEADER, encoding="utf-8") as f:
+        public_text = f.read()
+    expect("a DLPack field changed in one copy",
+           check_dlpack_copy(public_text, public_text.replace("    uint64_t byte_offset;", "    int64_t byte_offset;", 1)),
+           "the DLPack declarations differ")
     return missed
 
 
@@ -789,7 +856,7 @@ def main(argv=None):
                       f"{fn.result.text(fn.name)}({fn.params_text()})")
             return 0
         shims, aliases = read_swift()
-        problems = check_swift(header, shims, aliases) + check_python(header)
+        problems = check_swift(header, shims, aliases) + check_python(header) + check_dlpack_copy()
         if not problems:  # a check that cannot fail proves nothing: break copies, expect failures
             problems = [f"self-test: the check missed {m}" for m in self_test(header, shims, aliases)]
     except CatalogueError as exc:

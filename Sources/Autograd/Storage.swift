@@ -15,6 +15,14 @@ struct StorageHeader {
     let isExternal: Bool
     /// The buffer belongs to someone else (see Storage.borrowing): not freed with the storage.
     var isBorrowed = false
+    /// The buffer is a caller's memory (see Storage.foreign): not freed with the storage, never
+    /// reused in place by backward, and the second tail word holds the retained owner, if any.
+    var isForeign = false
+    /// The library never writes these elements (see Storage.foreign): every in-place writer
+    /// refuses such a storage (Storage.refuseReadOnly).
+    var isReadOnly = false
+    /// The second tail word holds a retained owner object (see Storage.foreign).
+    var hasOwner = false
 }
 
 /// A contiguous buffer of elements. Small buffers (scalars, short vectors) live inside the
@@ -66,6 +74,46 @@ final class Storage: ManagedBuffer<StorageHeader, UInt64> {
         return unsafeDowncast(object, to: Storage.self)
     }
 
+    /// Storage over `count` elements of a caller's memory at `p` (ag_tensor_from_buffer, a DLPack
+    /// import; nil only when count is 0), which the storage does not free: instead it keeps a
+    /// retained reference to `owner`, released when the storage dies, and the owner's deinit gives
+    /// the memory back (a C destroy callback, a DLPack deleter). Unlike `borrowing`, such a
+    /// storage is never rebound, backward never writes into it in place (Tensor.storageIsUnique
+    /// is false for it), and with `readOnly` no in-place writer touches it.
+    static func foreign(_ p: UnsafeMutableRawPointer?, dtype: DType, count: Int, owner: AnyObject?, readOnly: Bool) -> Storage {
+        let object = Storage.create(minimumCapacity: 2) { buffer in
+            buffer.withUnsafeMutablePointerToElements { tail in
+                tail.pointee = UInt64(UInt(bitPattern: p))
+                // Retained here, released exactly once in deinit (hasOwner says the word holds
+                // it); the storage is the only holder of this +1, so the owner lives as long as
+                // the storage and no longer.
+                (tail + 1).pointee = owner.map { UInt64(UInt(bitPattern: Unmanaged.passRetained($0).toOpaque())) } ?? 0
+            }
+            var header = StorageHeader(count: count, dtype: dtype, isExternal: true)
+            header.isForeign = true
+            header.isReadOnly = readOnly
+            header.hasOwner = owner != nil
+            return header
+        }
+        return unsafeDowncast(object, to: Storage.self)
+    }
+
+    /// Whether these elements are a caller's memory (Storage.foreign) or a replay's borrowed
+    /// buffer (Storage.borrowing): memory that something outside this storage also sees, so
+    /// backward never overwrites it in place even when no other tensor holds the storage.
+    @inline(__always) var isShared: Bool { let h = header; return h.isForeign || h.isBorrowed }
+
+    /// Whether the library must never write these elements (a read-only import).
+    @inline(__always) var isReadOnly: Bool { header.isReadOnly }
+
+    /// Fails with AutogradError.state when these elements are read-only: every in-place writer
+    /// calls it before it writes anything. `what` names the write and the operand ("in-place
+    /// write: the tensor", "optimizer: parameter 1").
+    func refuseReadOnly(_ what: @autoclosure () -> String) throws {
+        guard header.isReadOnly else { return }
+        throw AutogradError.state("\(what()) is read-only memory (a DLPack import flagged READ_ONLY, or lent read-only): the library never writes it in place; copy it into a tensor of its own first")
+    }
+
     /// Points a borrowed storage at other memory of the same size (a replay's input, see
     /// Program.InputBinding); the memory must outlive its use, as for `borrowing`.
     func rebind(to p: UnsafeMutableRawPointer) {
@@ -75,6 +123,15 @@ final class Storage: ManagedBuffer<StorageHeader, UInt64> {
 
     deinit {
         let h = header
+        if h.isForeign {
+            if h.hasOwner {
+                let word = withUnsafeMutablePointerToElements { ($0 + 1).pointee }
+                // The +1 taken in `foreign` (hasOwner set only when the word holds it), given
+                // back once: this deinit runs once and nothing else reads the word.
+                if let p = UnsafeRawPointer(bitPattern: UInt(word)) { Unmanaged<AnyObject>.fromOpaque(p).release() }
+            }
+            return
+        }
         if h.isExternal && !h.isBorrowed, let raw { BufferCache.release(raw, bytes: h.count * h.dtype.size) }
     }
 

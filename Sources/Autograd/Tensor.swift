@@ -130,7 +130,9 @@ public final class Tensor {
     }
 
     /// Whether this tensor is the only one holding its values (so they may be overwritten).
-    func storageIsUnique() -> Bool { isKnownUniquelyReferenced(&storage) }
+    /// Never true for a caller's memory (Tensor(borrowing:)) or a replay's borrowed buffer: the
+    /// caller sees those bytes whatever holds the storage, so backward must not reuse them.
+    func storageIsUnique() -> Bool { !storage.isShared && isKnownUniquelyReferenced(&storage) }
 
     /// Marks a leaf as one whose gradient is wanted; results of operations cannot be changed.
     public func setRequiresGrad(_ flag: Bool) throws {
@@ -163,6 +165,7 @@ public final class Tensor {
         if requiresGrad && GradMode.isEnabled {
             throw AutogradError.state("in-place write into a leaf that requires grad while grad mode is on: the write would not be recorded; make it with grad mode off (no_grad), as an optimizer step does")
         }
+        try storage.refuseReadOnly("in-place write: the tensor")
         let values = source.shape == shape ? source : try withNoGrad { try source.expanded(to: shape) }
         if Trace.recorder != nil {
             // A capture replays the write with the values it computed (see CapturedFunction).

@@ -3654,6 +3654,241 @@ static bool b160(void) { /* ag_clip_grad_norm / ag_lr_warmup_cosine: NULL out, b
     return ok;
 }
 
+/* ---- Shared memory and DLPack (B171 - B180) ------------------------------------------------ */
+
+/* destroy callbacks and DLPack deleters: a rejected call must never run them. */
+static int g_lent_released;
+static void lent_destroy(void *user_data) {
+    (void)user_data;
+    g_lent_released++;
+}
+static void lent_deleter(DLManagedTensorVersioned *self) {
+    (void)self;
+    g_lent_released++;
+}
+
+static double g_lent[8];
+static int64_t g_lent_shape[8], g_lent_strides[8];
+
+/* A valid float64 DLPack tensor of shape [4] over g_lent (each entry then breaks one field). */
+static DLManagedTensorVersioned lent_tensor(void) {
+    DLManagedTensorVersioned m;
+    memset(&m, 0, sizeof m);
+    m.version.major = 1;
+    m.deleter = lent_deleter;
+    m.dl_tensor.data = g_lent;
+    m.dl_tensor.device.device_type = kDLCPU;
+    m.dl_tensor.ndim = 1;
+    m.dl_tensor.dtype.code = kDLFloat;
+    m.dl_tensor.dtype.bits = 64;
+    m.dl_tensor.dtype.lanes = 1;
+    g_lent_shape[0] = 4;
+    m.dl_tensor.shape = g_lent_shape;
+    return m;
+}
+
+/* A READ_ONLY import over g_lent, shape [3] (its deleter counts in g_lent_released). */
+static ag_tensor read_only_import(void) {
+    static DLManagedTensorVersioned m;
+    m = lent_tensor();
+    g_lent_shape[0] = 3;
+    m.flags = DLPACK_FLAG_BITMASK_READ_ONLY;
+    ag_tensor t = AG_NULL_TENSOR;
+    if (ag_tensor_from_dlpack(&t, &m) != AG_OK) FAIL("setup: ag_tensor_from_dlpack: %s", ag_last_error());
+    return t;
+}
+
+static bool b171(void) { /* ag_tensor_from_buffer: data NULL with elements, out NULL */
+    g_lent_released = 0;
+    ag_tensor out = SENT_HANDLE;
+    bool ok = EXPECT(ag_tensor_from_buffer(&out, NULL, (int64_t[]){2, 3}, 2, AG_FLOAT64, NULL, lent_destroy),
+                     AG_ERR_ARGUMENT, "ag_tensor_from_buffer: data is NULL but the shape [2, 3] has 6 elements");
+    ok &= EXPECT(ag_tensor_from_buffer(NULL, g_lent, (int64_t[]){2}, 1, AG_FLOAT64, NULL, lent_destroy), AG_ERR_ARGUMENT,
+                 "the output pointer 'out' is NULL");
+    ok &= UNTOUCHED(out);
+    ok &= CHECK(g_lent_released == 0);
+    ok &= OK(ag_tensor_from_buffer(&out, NULL, (int64_t[]){0, 3}, 2, AG_FLOAT64, NULL, lent_destroy)); /* accepted */
+    release(out);
+    ok &= CHECK(g_lent_released == 1);
+    return ok;
+}
+
+static bool b172(void) { /* ag_tensor_from_buffer: misaligned data */
+    g_lent_released = 0;
+    ag_tensor out = SENT_HANDLE;
+    bool ok = EXPECT(ag_tensor_from_buffer(&out, (char *)g_lent + 4, (int64_t[]){2}, 1, AG_FLOAT64, NULL, lent_destroy),
+                     AG_ERR_ARGUMENT, "is not aligned to the 8-byte elements of float64");
+    ok &= EXPECT(ag_tensor_from_buffer(&out, (char *)g_lent + 2, (int64_t[]){2}, 1, AG_FLOAT32, NULL, lent_destroy),
+                 AG_ERR_ARGUMENT, "is not aligned to the 4-byte elements of float32");
+    ok &= UNTOUCHED(out);
+    ok &= CHECK(g_lent_released == 0);
+    return ok;
+}
+
+static bool b173(void) { /* ag_tensor_from_buffer: rank, extent, dtype */
+    g_lent_released = 0;
+    ag_tensor out = SENT_HANDLE;
+    int64_t nine[9] = {1, 1, 1, 1, 1, 1, 1, 1, 1};
+    bool ok = EXPECT(ag_tensor_from_buffer(&out, g_lent, nine, 9, AG_FLOAT64, NULL, lent_destroy), AG_ERR_ARGUMENT,
+                     "ag_tensor_from_buffer: ndim 9 is outside 0...8");
+    ok &= EXPECT(ag_tensor_from_buffer(&out, g_lent, (int64_t[]){2, -3}, 2, AG_FLOAT64, NULL, lent_destroy), AG_ERR_SHAPE,
+                 "negative extent -3 in shape [2, -3]");
+    ok &= EXPECT(ag_tensor_from_buffer(&out, g_lent, (int64_t[]){2}, 1, 9, NULL, lent_destroy), AG_ERR_DTYPE,
+                 "unknown dtype 9");
+    ok &= UNTOUCHED(out);
+    ok &= CHECK(g_lent_released == 0);
+    return ok;
+}
+
+static bool b174(void) { /* ag_tensor_data_ptr_mut: a result, a leaf requiring grad with grad mode on, out NULL */
+    ag_tensor w = leaf_rg(vec64(2, (double[]){1, 2})), y = AG_NULL_TENSOR;
+    bool ok = OK(ag_mul(&y, w, w));
+    void *p = &g_lent;
+    int64_t v0 = SENT_I64, v1 = SENT_I64;
+    ok &= OK(ag_tensor_version(&v0, w));
+    ok &= EXPECT(ag_tensor_data_ptr_mut(&p, y), AG_ERR_STATE, "ag_tensor_data_ptr_mut: the tensor is the result of 'mul'");
+    ok &= EXPECT(ag_tensor_data_ptr_mut(&p, w), AG_ERR_STATE, "requires grad while grad mode is on");
+    ok &= EXPECT(ag_tensor_data_ptr_mut(NULL, w), AG_ERR_ARGUMENT, "the output pointer 'out' is NULL");
+    ok &= EXPECT(ag_tensor_version(NULL, w), AG_ERR_ARGUMENT, "ag_tensor_version: the output pointer 'out' is NULL");
+    ok &= CHECK(p == (void *)&g_lent);
+    ok &= OK(ag_tensor_version(&v1, w)) && CHECK(v1 == v0);
+    release(w), release(y);
+    return ok;
+}
+
+static bool b175(void) { /* in-place writes into read-only memory */
+    for (int i = 0; i < 8; i++) g_lent[i] = i + 1;
+    g_lent_released = 0;
+    ag_tensor t = read_only_import(), src = vec64(3, (double[]){9, 9, 9}), out = SENT_HANDLE;
+    double nines[3] = {9, 9, 9};
+    bool ok = EXPECT(ag_tensor_copy_(t, src), AG_ERR_STATE, "ag_tensor_copy_: in-place write: the tensor is read-only memory");
+    ok &= EXPECT(ag_tensor_set_data(t, nines, 3, AG_FLOAT64), AG_ERR_STATE, "is read-only memory");
+    void *p = NULL;
+    ok &= EXPECT(ag_tensor_data_ptr_mut(&p, t), AG_ERR_STATE, "ag_tensor_data_ptr_mut: the tensor is read-only memory");
+    ok &= CHECK(p == NULL);
+    ag_tensor x = full((int64_t[]){4, 3}, 2, 1, AG_FLOAT64);
+    ok &= EXPECT(ag_batch_norm(&out, x, t, src, AG_NULL_TENSOR, AG_NULL_TENSOR, true, 0.1, 1e-5), AG_ERR_STATE,
+                 "ag_batch_norm: running_mean (updated in place in training) is read-only memory");
+    ok &= UNTOUCHED(out);
+    ok &= OK(ag_tensor_set_requires_grad(t, true));
+    ag_optimizer opt = 0;
+    ok &= EXPECT(ag_optimizer_sgd(&opt, &t, 1, 0.1, 0, false, 0), AG_ERR_STATE, "parameter 0 is read-only memory");
+    ok &= EXPECT(ag_optimizer_adam(&opt, &t, 1, 0.1, 0.9, 0.999, 1e-8, 0), AG_ERR_STATE, "parameter 0 is read-only memory");
+    ok &= CHECK(opt == 0);
+    ok &= CHECK(g_lent[0] == 1 && g_lent[1] == 2 && g_lent[2] == 3);
+    release(t), release(src), release(x);
+    ok &= CHECK(g_lent_released == 1);
+    return ok;
+}
+
+static bool b176(void) { /* ag_tensor_to_dlpack / _unversioned: out NULL; unversioned read-only */
+    g_lent_released = 0;
+    ag_tensor t = read_only_import(), v = vec64(2, (double[]){1, 2});
+    bool ok = EXPECT(ag_tensor_to_dlpack(NULL, v), AG_ERR_ARGUMENT, "ag_tensor_to_dlpack: the output pointer 'out' is NULL");
+    ok &= EXPECT(ag_tensor_to_dlpack_unversioned(NULL, v), AG_ERR_ARGUMENT, "the output pointer 'out' is NULL");
+    DLManagedTensor *u = NULL;
+    ok &= EXPECT(ag_tensor_to_dlpack_unversioned(&u, t), AG_ERR_STATE,
+                 "which the unversioned DLManagedTensor cannot mark read-only");
+    ok &= CHECK(u == NULL);
+    release(t), release(v);
+    ok &= CHECK(g_lent_released == 1);
+    return ok;
+}
+
+static bool b177(void) { /* ag_tensor_from_dlpack: m NULL, out NULL, major version 2 */
+    g_lent_released = 0;
+    ag_tensor out = SENT_HANDLE;
+    DLManagedTensorVersioned m = lent_tensor();
+    bool ok = EXPECT(ag_tensor_from_dlpack(&out, NULL), AG_ERR_ARGUMENT, "ag_tensor_from_dlpack: m is NULL");
+    ok &= EXPECT(ag_tensor_from_dlpack_unversioned(&out, NULL), AG_ERR_ARGUMENT, "ag_tensor_from_dlpack_unversioned: m is NULL");
+    ok &= EXPECT(ag_tensor_from_dlpack(NULL, &m), AG_ERR_ARGUMENT, "the output pointer 'out' is NULL");
+    m.version.major = 2;
+    ok &= EXPECT(ag_tensor_from_dlpack(&out, &m), AG_ERR_ARGUMENT, "DLPack version 2.0 is not supported");
+    ok &= UNTOUCHED(out);
+    ok &= CHECK(g_lent_released == 0);
+    return ok;
+}
+
+static bool b178(void) { /* ag_tensor_from_dlpack: device, dtype */
+    g_lent_released = 0;
+    ag_tensor out = SENT_HANDLE;
+    DLManagedTensorVersioned m = lent_tensor();
+    m.dl_tensor.device.device_type = kDLCUDA;
+    bool ok = EXPECT(ag_tensor_from_dlpack(&out, &m), AG_ERR_ARGUMENT, "is on device type 2 (device_id 0)");
+    static const uint8_t bad[][3] = {{kDLFloat, 16, 1}, {kDLUInt, 8, 1}, {kDLInt, 32, 1}, {kDLFloat, 64, 2}, {kDLComplex, 64, 1}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        m = lent_tensor();
+        m.dl_tensor.dtype.code = bad[i][0];
+        m.dl_tensor.dtype.bits = bad[i][1];
+        m.dl_tensor.dtype.lanes = bad[i][2];
+        ok &= EXPECT(ag_tensor_from_dlpack(&out, &m), AG_ERR_DTYPE, "is not one Autograd holds");
+    }
+    m = lent_tensor();
+    m.dl_tensor.dtype.bits = 16;
+    ok &= EXPECT(ag_tensor_from_dlpack(&out, &m), AG_ERR_DTYPE, "the DLPack dtype (code 2, bits 16, lanes 1) is not one Autograd holds");
+    ok &= UNTOUCHED(out);
+    ok &= CHECK(g_lent_released == 0);
+    return ok;
+}
+
+static bool b179(void) { /* ag_tensor_from_dlpack: rank, extents, overflow, shape NULL */
+    g_lent_released = 0;
+    ag_tensor out = SENT_HANDLE;
+    DLManagedTensorVersioned m = lent_tensor();
+    m.dl_tensor.ndim = 9;
+    bool ok = EXPECT(ag_tensor_from_dlpack(&out, &m), AG_ERR_SHAPE, "ndim 9 is outside 0...8");
+    m.dl_tensor.ndim = -1;
+    ok &= EXPECT(ag_tensor_from_dlpack(&out, &m), AG_ERR_SHAPE, "ndim -1 is outside 0...8");
+    m = lent_tensor();
+    m.dl_tensor.ndim = 2;
+    g_lent_shape[0] = 2, g_lent_shape[1] = -1;
+    ok &= EXPECT(ag_tensor_from_dlpack(&out, &m), AG_ERR_SHAPE, "negative extent -1 in shape [2, -1]");
+    g_lent_shape[0] = 4294967296, g_lent_shape[1] = 4294967296;
+    ok &= EXPECT(ag_tensor_from_dlpack(&out, &m), AG_ERR_SHAPE, "the element count of shape [4294967296, 4294967296] overflows int64");
+    m.dl_tensor.shape = NULL;
+    ok &= EXPECT(ag_tensor_from_dlpack(&out, &m), AG_ERR_ARGUMENT, "shape is NULL but its ndim is 2");
+    ok &= UNTOUCHED(out);
+    ok &= CHECK(g_lent_released == 0);
+    return ok;
+}
+
+static bool b180(void) { /* ag_tensor_from_dlpack: strides, alignment, NULL data, byte_offset */
+    g_lent_released = 0;
+    ag_tensor out = SENT_HANDLE;
+    DLManagedTensorVersioned m = lent_tensor();
+    m.dl_tensor.ndim = 2;
+    g_lent_shape[0] = 2, g_lent_shape[1] = 3;
+    g_lent_strides[0] = 1, g_lent_strides[1] = 2;
+    m.dl_tensor.strides = g_lent_strides;
+    bool ok = EXPECT(ag_tensor_from_dlpack(&out, &m), AG_ERR_ARGUMENT, "strides [1, 2] for shape [2, 3] are not row-major contiguous");
+    g_lent_strides[0] = 0, g_lent_strides[1] = 1; /* a broadcast row */
+    ok &= EXPECT(ag_tensor_from_dlpack(&out, &m), AG_ERR_ARGUMENT, "strides [0, 1] for shape [2, 3] are not row-major contiguous");
+    m = lent_tensor();
+    m.dl_tensor.byte_offset = 4;
+    ok &= EXPECT(ag_tensor_from_dlpack(&out, &m), AG_ERR_ARGUMENT, "is not aligned to the 8-byte elements of float64");
+    m = lent_tensor();
+    m.dl_tensor.data = NULL;
+    ok &= EXPECT(ag_tensor_from_dlpack(&out, &m), AG_ERR_ARGUMENT, "data is NULL but its shape [4] has 4 elements");
+    m = lent_tensor();
+    m.dl_tensor.byte_offset = UINT64_MAX - 8;
+    ok &= EXPECT(ag_tensor_from_dlpack(&out, &m), AG_ERR_ARGUMENT, "runs past the end of the address space");
+    ok &= UNTOUCHED(out);
+    ok &= CHECK(g_lent_released == 0);
+    /* Accepted: an extent of 1 with any stride; any strides with no element. */
+    m = lent_tensor();
+    m.dl_tensor.ndim = 2;
+    g_lent_shape[0] = 1, g_lent_shape[1] = 4;
+    g_lent_strides[0] = 12345, g_lent_strides[1] = 1;
+    m.dl_tensor.strides = g_lent_strides;
+    ok &= OK(ag_tensor_from_dlpack(&out, &m));
+    release(out);
+    g_lent_shape[0] = 0, g_lent_strides[1] = -7;
+    ok &= OK(ag_tensor_from_dlpack(&out, &m));
+    release(out);
+    ok &= CHECK(g_lent_released == 2);
+    return ok;
+}
+
 /* ========================================================================================== */
 /* Driver                                                                                     */
 /* ========================================================================================== */
@@ -3689,6 +3924,8 @@ static const entry entries[] = {
     {"B147", b147}, {"B148", b148}, {"B149", b149}, {"B150", b150}, {"B151", b151}, {"B152", b152},
     {"B153", b153}, {"B154", b154}, {"B155", b155}, {"B156", b156}, {"B157", b157}, {"B158", b158},
     {"B159", b159}, {"B160", b160},
+    {"B171", b171}, {"B172", b172}, {"B173", b173}, {"B174", b174}, {"B175", b175}, {"B176", b176},
+    {"B177", b177}, {"B178", b178}, {"B179", b179}, {"B180", b180},
 };
 
 /* After every bad input: a correct gradient. f(x, w) = sum((x @ w + 1)^2) for x (2,3), w (3,2);

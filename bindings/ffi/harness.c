@@ -504,9 +504,41 @@ static char *join_tokens(char **t, int a, int b) {
     return s;
 }
 
+/* The enumerators NAME [= value], ... in tokens [a, b) (between an enum's braces), as constants. */
+static void parse_enumerators(char **t, int a, int b) {
+    int64_t next = 0;
+    for (int j = a; j < b;) {
+        if (!is_identifier(t[j])) fatal("header: bad enumerator '%s'", t[j]);
+        const char *name = t[j++];
+        int64_t v = next;
+        if (j < b && strcmp(t[j], "=") == 0) {
+            j++;
+            int sign = 1;
+            if (j < b && strcmp(t[j], "-") == 0) {
+                sign = -1;
+                j++;
+            }
+            if (j >= b) fatal("header: enumerator '%s' without a value", name);
+            char *end;
+            v = sign * strtoll(t[j], &end, 0);
+            /* an unsigned suffix (kDLFloat = 2U) */
+            if (*end == 'U' || *end == 'u') end++;
+            if (*end != '\0') {
+                const const_t *c = find_const(t[j]);
+                if (!c) fatal("header: enumerator value '%s' not understood", t[j]);
+                v = sign * c->value;
+            }
+            j++;
+        }
+        add_const(name, v);
+        next = v + 1;
+        if (j < b && strcmp(t[j], ",") == 0) j++;
+    }
+}
+
 /*
- * Reads the header: #define NAME INTEGER lines, typedefs (plain and function-pointer), enum
- * constants and function prototypes. Anything else at file scope is an error, so a declaration
+ * Reads the header: #define NAME INTEGER lines, typedefs (plain and function-pointer, typedef'd
+ * structures and enumerations), enum constants and function prototypes. Anything else at file scope is an error, so a declaration
  * this parser cannot read fails the run instead of being skipped.
  */
 static void parse_header(const char *path) {
@@ -563,6 +595,31 @@ static void parse_header(const char *path) {
             i++;
             continue;
         }
+        if (strcmp(t[i], "typedef") == 0 && i + 1 < n && (strcmp(t[i + 1], "struct") == 0 || strcmp(t[i + 1], "enum") == 0)) {
+            /* typedef struct [TAG] { ... } NAME; / typedef enum { ... } NAME; (the DLPack
+             * declarations). Functions take such a structure by pointer only, so its name is
+             * kept as an opaque type (pointers to it are plain pointers); an enumeration's
+             * constants are read, and its name is an int32_t. */
+            bool is_enum = t[i + 1][0] == 'e';
+            int lb = i + 2;
+            if (lb < n && strcmp(t[lb], "{") != 0 && is_identifier(t[lb])) lb++; /* a tag */
+            if (lb >= n || strcmp(t[lb], "{") != 0) fatal("header: cannot parse typedef %s near token %d", t[i + 1], i);
+            int rb = lb, depth = 0;
+            for (; rb < n; rb++) {
+                if (strcmp(t[rb], "{") == 0) depth++;
+                else if (strcmp(t[rb], "}") == 0 && --depth == 0) break;
+            }
+            if (rb + 2 >= n || !is_identifier(t[rb + 1]) || strcmp(t[rb + 2], ";") != 0)
+                fatal("header: cannot parse typedef %s near token %d", t[i + 1], i);
+            if (is_enum) parse_enumerators(t, lb + 1, rb);
+            tdef_t td;
+            memset(&td, 0, sizeof td);
+            snprintf(td.name, sizeof td.name, "%s", t[rb + 1]);
+            snprintf(td.target, sizeof td.target, "%s", is_enum ? "int32_t" : "struct");
+            PUSH(g_tdefs, g_ntdefs, g_ctdefs, td);
+            i = rb + 3;
+            continue;
+        }
         int e = i;
         while (e < n && strcmp(t[e], ";") != 0) e++;
         if (e == n) fatal("header: declaration without ';' at token '%s'", t[i]);
@@ -570,31 +627,7 @@ static void parse_header(const char *path) {
             /* enum { NAME [= value], ... }; */
             if (i + 1 >= e || strcmp(t[i + 1], "{") != 0 || strcmp(t[e - 1], "}") != 0)
                 fatal("header: cannot parse enum near token %d", i);
-            int64_t next = 0;
-            for (int j = i + 2; j < e - 1;) {
-                if (!is_identifier(t[j])) fatal("header: bad enumerator '%s'", t[j]);
-                const char *name = t[j++];
-                int64_t v = next;
-                if (j < e - 1 && strcmp(t[j], "=") == 0) {
-                    j++;
-                    int sign = 1;
-                    if (j < e - 1 && strcmp(t[j], "-") == 0) {
-                        sign = -1;
-                        j++;
-                    }
-                    char *end;
-                    v = sign * strtoll(t[j], &end, 0);
-                    if (*end != '\0') {
-                        const const_t *c = find_const(t[j]);
-                        if (!c) fatal("header: enumerator value '%s' not understood", t[j]);
-                        v = sign * c->value;
-                    }
-                    j++;
-                }
-                add_const(name, v);
-                next = v + 1;
-                if (j < e - 1 && strcmp(t[j], ",") == 0) j++;
-            }
+            parse_enumerators(t, i + 2, e - 1);
         } else if (strcmp(t[i], "typedef") == 0) {
             tdef_t td;
             memset(&td, 0, sizeof td);

@@ -2548,7 +2548,7 @@ static void op_misc(Rd *r) {
         int32_t st = (int32_t)rd_i64(r);
         const char *n = ag_status_name(st);
         if (!n || !*n) fail("ag_status_name(%d) empty", st);
-        bool known = st >= AG_OK && st <= AG_ERR_INTERNAL;
+        bool known = st >= AG_OK && st <= AG_ERR_FORMAT; /* AG_ERR_IO and AG_ERR_FORMAT came with issue 19 */
         if (known != (strcmp(n, "AG_UNKNOWN_STATUS") != 0)) fail("ag_status_name(%d) = %s", st, n);
         break;
     }
@@ -6613,6 +6613,196 @@ static void i18_train(Rd *r) {
     if (n == 0 && total != 0) fail("clip_grad_norm of no parameters gave %g", total);
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* Shared memory and DLPack (issue 19)                                                        */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Opcode byte 247 with an even selector byte of 128 or more (odd: attention, even below 128:
+ * training, as before; an older input with an even byte from 128 there ran training). Three calls:
+ *   0. ag_tensor_from_buffer over the harness's own buffer (aligned, one byte off, or NULL) with
+ *      a decoded shape and dtype;
+ *   1. ag_tensor_from_dlpack over a DLManagedTensorVersioned whose every field is decoded:
+ *      version, device, dtype (codes, bits and lanes Autograd does not hold included), rank -1
+ *      to 9, extents (negative and overflowing included), strides (NULL, compact, or decoded),
+ *      byte_offset (misaligned and past the address space included), flags (READ_ONLY), data
+ *      (the buffer or NULL);
+ *   2. ag_tensor_to_dlpack of a pool tensor (or a bad handle), checked field by field against
+ *      the tensor, then imported back (the same data pointer) or released by its deleter.
+ * The library is never handed a wild pointer: shape and strides point to 8 int64s each, and a
+ * call the harness cannot rule out being accepted over more bytes than its buffer holds is not
+ * made. The status must be the one the harness predicts from the header's rules (OK or OOM for
+ * a valid call, an error for an invalid one); the destroy callback or deleter must not have run
+ * after a failure, and must run exactly once when the accepted tensor's handle is freed. */
+static double g_shm_mem[64]; /* 512 bytes, 8-byte aligned */
+static int g_shm_released;
+static void shm_destroy(void *user_data) {
+    (void)user_data;
+    g_shm_released++;
+}
+static void shm_deleter(DLManagedTensorVersioned *self) {
+    (void)self;
+    g_shm_released++;
+}
+
+static int64_t shm_size(ag_dtype dt) {
+    return dt == AG_FLOAT32 ? 4 : dt == AG_FLOAT64 || dt == AG_INT64 ? 8 : dt == AG_BOOL ? 1 : 0;
+}
+
+/* After a call over lent memory: nothing released on failure; on success the data pointer is
+ * `want` (NULL without elements), then freeing the handle releases the memory exactly once. */
+static void shm_settle(ag_status s, ag_tensor out, const void *want, int64_t n) {
+    if (s != AG_OK) {
+        if (out != SENT) fail("a failed call over lent memory wrote its output");
+        if (g_shm_released) fail("a failed call released the caller's memory (%d times)", g_shm_released);
+        return;
+    }
+    owned++;
+    const void *p = NULL;
+    if (chk(ag_tensor_data_ptr(&p, out)) != AG_OK) fail("ag_tensor_data_ptr of a tensor over lent memory");
+    if (p != (n > 0 ? want : NULL)) fail("data pointer %p, the lent memory starts at %p (%lld elements)", p, want, (long long)n);
+    if (g_shm_released) fail("the lent memory was released while its tensor lives");
+    free_tensor(out);
+    if (g_shm_released != 1) fail("freeing the only tensor over lent memory released it %d times", g_shm_released);
+}
+
+static void shm_from_buffer(Rd *r) {
+    int64_t shape[MAXS], nd = 0, n = 0;
+    int kind = rd_shape(r, shape, &nd);
+    ag_dtype dt = rd_dtype(r);
+    if (u8(r) < 64) dt = u8(r) & 1 ? AG_INT64 : AG_BOOL;
+    uint8_t at = u8(r) % 4; /* 0, 1: aligned; 2: one byte off; 3: NULL */
+    char *data = at == 3 ? NULL : (char *)g_shm_mem + (at == 2);
+    bool counted = numel_of(shape, nd, &n), aligned = data && ((uintptr_t)data % (uintptr_t)(shm_size(dt) ? shm_size(dt) : 1)) == 0;
+    if (kind == SH_HUGE || (counted && shm_size(dt) && n > 0 && data && n > ((int64_t)sizeof g_shm_mem - 1) / shm_size(dt)))
+        return; /* could be accepted over more than the buffer */
+    bool valid = counted && shm_size(dt) && (n == 0 || aligned);
+    g_op = "ag_tensor_from_buffer";
+    TRACE("ag_tensor_from_buffer(%p, rank %lld, dtype %d)", (void *)data, (long long)nd, (int)dt);
+    g_shm_released = 0;
+    ag_tensor out = SENT;
+    ag_status s = expect(ag_tensor_from_buffer(&out, data, shape, nd, dt, NULL, shm_destroy),
+                         valid ? M_OK | M_OOM : M_ARG | M_SHAPE | M_DTYPE, "from_buffer: shape, dtype, NULL, alignment");
+    shm_settle(s, out, data, n);
+}
+
+static void shm_from_dlpack(Rd *r) {
+    static int64_t shape[8], strides[8];
+    static const uint32_t majors[] = {1, 1, 1, 0, 2};
+    static const int32_t devices[] = {kDLCPU, kDLCPU, kDLCUDAHost, kDLCUDA, 0, 99};
+    static const uint8_t types[][3] = {{kDLFloat, 32, 1}, {kDLFloat, 64, 1}, {kDLInt, 64, 1}, {kDLBool, 8, 1},
+                                       {kDLFloat, 16, 1}, {kDLUInt, 8, 1}, {kDLInt, 32, 1}, {kDLFloat, 64, 2},
+                                       {kDLComplex, 64, 1}, {kDLBool, 8, 0}, {kDLBfloat, 16, 1}, {kDLOpaqueHandle, 64, 1}};
+    static const int64_t extents[] = {1, 2, 3, 0, 1, 2, -1, INT64_MAX, (int64_t)1 << 32, 4};
+    static const uint64_t offsets[] = {0, 0, 8, 16, 4, 1, UINT64_MAX - 8, 24};
+    DLManagedTensorVersioned m;
+    memset(&m, 0, sizeof m);
+    m.version.major = majors[u8(r) % 5];
+    m.version.minor = u8(r);
+    m.deleter = shm_deleter;
+    m.flags = u8(r) & 7;
+    DLTensor *t = &m.dl_tensor;
+    t->device.device_type = (DLDeviceType)devices[u8(r) % 6];
+    t->device.device_id = u8(r) % 3;
+    const uint8_t *ty = types[u8(r) % 12];
+    t->dtype.code = ty[0], t->dtype.bits = ty[1], t->dtype.lanes = ty[2];
+    t->ndim = (int32_t)(u8(r) % 11) - 1;
+    for (int i = 0; i < 8; i++) shape[i] = i < t->ndim ? extents[u8(r) % 10] : 1;
+    t->shape = bit(r) || t->ndim <= 0 ? shape : NULL;
+    uint8_t sk = u8(r) % 4; /* 0, 1: NULL; 2: compact; 3: decoded */
+    int64_t step = 1;
+    for (int i = 7; i >= 0; i--) {
+        if (i < t->ndim) strides[i] = sk == 3 ? (int64_t)(u8(r) % 8) - 1 : step;
+        else strides[i] = 1;
+        if (i < t->ndim && shape[i] > 0 && shape[i] < 1 << 20) step *= shape[i];
+    }
+    t->strides = sk >= 2 ? strides : NULL;
+    t->byte_offset = offsets[u8(r) % 8];
+    t->data = u8(r) % 5 == 0 ? NULL : (void *)g_shm_mem;
+    /* What the header's rules make of it. */
+    int64_t es = 0, n = 0;
+    if (t->dtype.lanes == 1) {
+        if (t->dtype.code == kDLFloat && (t->dtype.bits == 32 || t->dtype.bits == 64)) es = t->dtype.bits / 8;
+        if (t->dtype.code == kDLInt && t->dtype.bits == 64) es = 8;
+        if (t->dtype.code == kDLBool && t->dtype.bits == 8) es = 1;
+    }
+    bool rank_ok = t->ndim >= 0 && t->ndim <= AG_MAX_NDIM;
+    bool counted = rank_ok && (t->ndim == 0 || t->shape) && numel_of(shape, t->ndim, &n);
+    uint64_t off = t->byte_offset;
+    if (counted && n > 0 && t->data && es) {
+        /* Accepted or not, never let the library read past the buffer. */
+        if (off > sizeof g_shm_mem || n > (int64_t)((sizeof g_shm_mem - off) / (uint64_t)es)) return;
+    }
+    bool compact = true;
+    if (counted && n > 0 && t->strides) {
+        int64_t want = 1;
+        for (int i = t->ndim - 1; i >= 0; i--) {
+            if (shape[i] > 1 && t->strides[i] != want) compact = false;
+            want *= shape[i];
+        }
+    }
+    /* Where the elements start (computed only within the buffer: no pointer overflow). */
+    const char *at = t->data && off <= sizeof g_shm_mem ? (const char *)t->data + off : NULL;
+    bool valid = m.version.major == 1 && (t->device.device_type == kDLCPU || t->device.device_type == kDLCUDAHost) && es &&
+                 counted && compact && (n == 0 || (t->data && (uintptr_t)at % (uintptr_t)es == 0));
+    g_op = "ag_tensor_from_dlpack";
+    TRACE("ag_tensor_from_dlpack(version %u, device %d, dtype %u/%u/%u, ndim %d, offset %llu)", m.version.major,
+          (int)t->device.device_type, t->dtype.code, t->dtype.bits, t->dtype.lanes, t->ndim, (unsigned long long)off);
+    g_shm_released = 0;
+    ag_tensor out = SENT;
+    ag_status s = expect(ag_tensor_from_dlpack(&out, &m), valid ? M_OK | M_OOM : M_ARG | M_SHAPE | M_DTYPE,
+                         "from_dlpack: version, device, dtype, rank, extents, strides, data, byte_offset");
+    if (s == AG_OK && (m.flags & DLPACK_FLAG_BITMASK_READ_ONLY)) {
+        void *p = NULL;
+        g_op = "ag_tensor_data_ptr_mut (of a READ_ONLY import)";
+        expect(ag_tensor_data_ptr_mut(&p, out), M_STATE, "read-only memory is never written");
+    }
+    shm_settle(s, out, at, n);
+}
+
+static void shm_to_dlpack(Rd *r) {
+    H a = pick_t(r);
+    DLManagedTensorVersioned *m = NULL;
+    g_op = "ag_tensor_to_dlpack";
+    TRACE("ag_tensor_to_dlpack(%#llx)%s", (unsigned long long)a.h, a.bad ? " [bad]" : "");
+    ag_status s = expect(ag_tensor_to_dlpack(&m, a.h), a.bad ? M_INV : M_OK | M_OOM, "to_dlpack of a pool tensor");
+    if (s != AG_OK) return;
+    Info in = info_of(a.h);
+    const void *p = NULL;
+    if (chk(ag_tensor_data_ptr(&p, a.h)) != AG_OK) fail("ag_tensor_data_ptr of a live handle");
+    DLTensor *t = &m->dl_tensor;
+    if (t->data != p || t->ndim != in.nd || t->device.device_type != kDLCPU || t->byte_offset != 0 || m->flags != 0 ||
+        m->version.major != 1 || t->dtype.lanes != 1 || t->dtype.code != kDLFloat || t->dtype.bits != (in.dtype == AG_FLOAT32 ? 32 : 64))
+        fail("the DLPack export does not describe the tensor");
+    int64_t want = 1;
+    for (int i = (int)in.nd - 1; i >= 0; i--) {
+        if (t->shape[i] != in.shape[i] || t->strides[i] != want) fail("export axis %d: extent or stride", i);
+        want *= in.shape[i] > 0 ? in.shape[i] : 1;
+    }
+    if (bit(r)) {
+        g_op = "DLPack deleter (of an export)";
+        m->deleter(m);
+        return;
+    }
+    ag_tensor back = SENT;
+    g_op = "ag_tensor_from_dlpack (of an export)";
+    if (expect(ag_tensor_from_dlpack(&back, m), M_OK | M_OOM, "an export is a valid import") != AG_OK) {
+        m->deleter(m);
+        return;
+    }
+    owned++;
+    const void *q = NULL;
+    if (chk(ag_tensor_data_ptr(&q, back)) != AG_OK || q != p) fail("the import of an export has another data pointer");
+    free_tensor(back);
+}
+
+static void op_shared_memory(Rd *r) {
+    switch (u8(r) % 3) {
+    case 0: shm_from_buffer(r); break;
+    case 1: shm_from_dlpack(r); break;
+    default: shm_to_dlpack(r); break;
+    }
+}
+
 static void op_issue18(Rd *r, uint8_t b) {
     switch (b - 240) {
     case 0: i18_make(r); break;
@@ -6622,10 +6812,13 @@ static void op_issue18(Rd *r, uint8_t b) {
     case 4: i18_conv(r); break;
     case 5: i18_pool(r); break;
     case 6: i18_norm(r); break;
-    default:
-        if (bit(r)) i18_attention(r);
+    default: {
+        uint8_t c = u8(r); /* odd: attention; even: training below 128, shared memory from 128 */
+        if (c & 1) i18_attention(r);
+        else if (c >= 128) op_shared_memory(r);
         else i18_train(r);
         break;
+    }
     }
 }
 

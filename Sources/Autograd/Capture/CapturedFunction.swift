@@ -110,6 +110,7 @@ public final class CapturedFunction: @unchecked Sendable {
             if t.requiresGrad && GradMode.isEnabled {
                 throw AutogradError.state("call: output \(k) requires grad and grad mode is on; the write would not be recorded (turn grad mode off, or pass a tensor that does not require grad)")
             }
+            try t.storage.refuseReadOnly("call: output \(k)")
             for j in 0..<k where outputs[j].storage === t.storage {
                 throw AutogradError.argument("call: outputs \(j) and \(k) share their values")
             }

@@ -390,6 +390,11 @@ final class Program {
     /// One run: points the instructions at the inputs' buffers (or copies an input in, see
     /// InputBinding), then runs every instruction. The caller keeps `inputs` alive meanwhile.
     func run(_ inputs: [Tensor]) throws {
+        // An input the function writes in place is written back below: refused first when its
+        // values are read-only memory, before anything runs.
+        for (k, t) in inputs.enumerated() where t.count > 0 && writtenStorages.contains(ObjectIdentifier(inputBindings[k].placeholder)) {
+            try t.storage.refuseReadOnly("call: input \(k) (the function writes it in place)")
+        }
         for (k, t) in inputs.enumerated() where t.count > 0 {
             let binding = inputBindings[k]
             guard let source = t.storage.raw else { continue }

@@ -57,6 +57,11 @@ public enum Recompute {
                 guard node.hasForward, let step = steps[ObjectIdentifier(node)] else {
                     throw AutogradError.state("recompute: '\(node.name)' was recorded without its forward: build the graph with recomputable graphs on (ag_set_recomputable) to recompute it; a custom op of several outputs, or one that saved an intermediate, has none to rerun (build the graph again instead)")
                 }
+                // A node's output over read-only memory (a view of a read-only leaf) is written
+                // only when it has values of its own; refused before anything is written.
+                if step.inputs.allSatisfy({ $0.storage !== step.output.storage }) {
+                    try step.output.storage.refuseReadOnly("recompute: the output of '\(node.name)'")
+                }
                 order.append((node, step))
             }
         }

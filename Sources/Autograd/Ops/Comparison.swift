@@ -42,7 +42,8 @@ extension Tensor {
         let o = out.flags()
         if a.dtype == .bool {
             let x = ea.flags(), y = eb.flags()
-            for i in 0..<o.count { o[i] = holds(Double(x[i]), Double(y[i])) ? 1 : 0 }
+            // Non-zero is true (bool values over a caller's memory may hold other bytes than 1).
+            for i in 0..<o.count { o[i] = holds(x[i] == 0 ? 0 : 1, y[i] == 0 ? 0 : 1) ? 1 : 0 }
         } else {
             let x = ea.integers(), y = eb.integers()
             // The relation from the order of the two int64s (exact at any size): -1, 0 or 1.

@@ -215,7 +215,8 @@ extension Tensor {
         let b = try converted(to: .bool)
         let out = try Tensor(uninitialized: shape, dtype: .bool)
         let (x, o) = (b.flags(), out.flags())
-        for i in 0..<o.count { o[i] = 1 - x[i] }
+        // Any non-zero byte is true: bool values over a caller's memory may hold other bytes than 1.
+        for i in 0..<o.count { o[i] = x[i] == 0 ? 1 : 0 }
         if Trace.isRecording { Trace.note(out, "logical_not", [self]) { ins in try ins[0].logicalNot() } }
         return out
     }
@@ -234,7 +235,8 @@ extension Tensor {
         let (a, b) = try (converted(to: .bool).expanded(to: shape), other.converted(to: .bool).expanded(to: shape))
         let out = try Tensor(uninitialized: shape, dtype: .bool)
         let (x, y, o) = (a.flags(), b.flags(), out.flags())
-        for i in 0..<o.count { o[i] = f(x[i], y[i]) }
+        // Bytes read as 0 or 1 (non-zero is true): bool values over a caller's memory may hold others.
+        for i in 0..<o.count { o[i] = f(x[i] == 0 ? 0 : 1, y[i] == 0 ? 0 : 1) }
         if Trace.isRecording { Trace.note(out, name, [self, other]) { ins in try ins[0].logical(ins[1], name, f) } }
         return out
     }

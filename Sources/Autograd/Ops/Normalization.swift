@@ -72,6 +72,7 @@ extension Tensor {
                 if t.gradFn != nil {
                     throw AutogradError.state("batch_norm: \(name) is the result of a recorded operation; running statistics are updated in place and must be leaves")
                 }
+                try t.storage.refuseReadOnly("batch_norm: \(name) (updated in place in training)")
             }
             if runningMean.storage === runningVar.storage {
                 throw AutogradError.argument("batch_norm: running_mean and running_var share their values")

@@ -262,7 +262,7 @@ extension Tensor {
             var index = [Int](repeating: 0, count: rank), off = 0
             let ints = dtype == .int64 ? integers() : nil, bits = dtype == .bool ? flags() : nil
             for i in 0..<count {
-                o[off] &+= ints?[i] ?? Int64(bits![i])
+                o[off] &+= ints?[i] ?? (bits![i] == 0 ? 0 : 1)  // non-zero bool bytes count as 1
                 var d = rank - 1
                 while d >= 0 {
                     index[d] += 1

@@ -28,6 +28,9 @@ public class Optimizer {
             guard p.isLeaf && p.requiresGrad else {
                 throw AutogradError.state("optimizer: parameter \(k) must be a leaf that requires grad")
             }
+            // Refused here, so no step ever writes part of a parameter list (a storage never
+            // becomes read-only later).
+            try p.storage.refuseReadOnly("optimizer: parameter \(k)")
         }
         for i in parameters.indices {
             for j in parameters.indices where j > i && parameters[i] === parameters[j] {

@@ -18,6 +18,7 @@ ag_optimizer = c_uint64
 ag_function = c_uint64
 ag_custom_op = c_uint64
 ag_custom_ctx = c_uint64
+ag_safetensors = c_uint64
 # typedef int32_t (*ag_grad_hook)(ag_tensor *replacement, ag_tensor grad, void *user_data);
 ag_grad_hook = CFUNCTYPE(c_int32, POINTER(ag_tensor), ag_tensor, c_void_p)
 # typedef int32_t (*ag_build_fn)(ag_tensor *out, const ag_tensor *inputs, int64_t ninputs, void *user_data);
@@ -34,7 +35,7 @@ ag_custom_backward_fn = CFUNCTYPE(c_int32, POINTER(ag_tensor), c_int64, POINTER(
 # typedef int32_t (*ag_custom_jvp_fn)(ag_tensor *output_tangents, int64_t noutputs, const ag_tensor *inputs, const ag_tensor *input_tangents, int64_t ninputs, ag_custom_ctx ctx, void *payload);
 ag_custom_jvp_fn = CFUNCTYPE(c_int32, POINTER(ag_tensor), c_int64, POINTER(ag_tensor),
                              POINTER(ag_tensor), c_int64, ag_custom_ctx, c_void_p)
-# void (*destroy)(void *user_data), the type of parameter 'destroy' of ag_tensor_register_hook, ag_custom_op_new, ag_custom_ctx_set_state
+# void (*destroy)(void *user_data), the type of parameter 'destroy' of ag_tensor_register_hook, ag_custom_op_new, ag_custom_ctx_set_state, ag_tensor_from_buffer
 destroy_fn = CFUNCTYPE(None, c_void_p)
 
 # name: (restype, argtypes), in the header's order
@@ -263,4 +264,35 @@ PROTOTYPES = {
     "ag_custom_ctx_set_state": (ag_status, [ag_custom_ctx, c_void_p, destroy_fn]),
     "ag_custom_ctx_state": (ag_status, [POINTER(c_void_p), ag_custom_ctx]),
     "ag_custom_ctx_needs_input_grad": (ag_status, [POINTER(c_bool), ag_custom_ctx, c_int64]),
+    # Files: safetensors
+    "ag_safetensors_save": (ag_status, [c_char_p, POINTER(c_char_p), POINTER(ag_tensor), c_int64,
+                                        POINTER(c_char_p), POINTER(c_char_p), c_int64]),
+    "ag_safetensors_open": (ag_status, [POINTER(ag_safetensors), c_char_p]),
+    "ag_safetensors_open_memory": (ag_status, [POINTER(ag_safetensors), c_void_p, c_int64]),
+    "ag_safetensors_count": (ag_status, [POINTER(c_int64), ag_safetensors]),
+    "ag_safetensors_name": (ag_status, [POINTER(c_char_p), ag_safetensors, c_int64]),
+    "ag_safetensors_info": (ag_status, [POINTER(ag_dtype), POINTER(c_int64), POINTER(c_int64),
+                                        c_int64, ag_safetensors, c_char_p]),
+    "ag_safetensors_load": (ag_status, [POINTER(ag_tensor), ag_safetensors, c_char_p]),
+    "ag_safetensors_metadata_count": (ag_status, [POINTER(c_int64), ag_safetensors]),
+    "ag_safetensors_metadata_entry": (ag_status, [POINTER(c_char_p), POINTER(c_char_p),
+                                                  ag_safetensors, c_int64]),
+    "ag_safetensors_metadata": (ag_status, [POINTER(c_char_p), ag_safetensors, c_char_p]),
+    "ag_safetensors_close": (ag_status, [ag_safetensors]),
+    # Checkpoints: parameters and optimizer state in one safetensors file
+    "ag_checkpoint_save": (ag_status, [c_char_p, POINTER(c_char_p), POINTER(ag_tensor), c_int64,
+                                       ag_optimizer, POINTER(c_char_p), POINTER(c_char_p),
+                                       c_int64]),
+    "ag_checkpoint_load": (ag_status, [c_char_p, POINTER(c_char_p), POINTER(ag_tensor), c_int64,
+                                       ag_optimizer]),
+    # Shared memory: tensors over caller memory, writing values in place, DLPack
+    "ag_tensor_from_buffer": (ag_status, [POINTER(ag_tensor), c_void_p, POINTER(c_int64), c_int64,
+                                          ag_dtype, c_void_p, destroy_fn]),
+    "ag_tensor_data_ptr_mut": (ag_status, [POINTER(c_void_p), ag_tensor]),
+    "ag_tensor_mark_modified": (ag_status, [ag_tensor]),
+    "ag_tensor_version": (ag_status, [POINTER(c_int64), ag_tensor]),
+    "ag_tensor_to_dlpack": (ag_status, [POINTER(c_void_p), ag_tensor]),
+    "ag_tensor_to_dlpack_unversioned": (ag_status, [POINTER(c_void_p), ag_tensor]),
+    "ag_tensor_from_dlpack": (ag_status, [POINTER(ag_tensor), c_void_p]),
+    "ag_tensor_from_dlpack_unversioned": (ag_status, [POINTER(ag_tensor), c_void_p]),
 }
