@@ -6216,6 +6216,16 @@ static void i18_random(Rd *r) {
 /* ---- convolution and pooling ---- */
 
 /* floor((in + 2 pad - span) / stride) + 1 in 128 bits; < 1 when the window does not fit. */
+/* Products of extents for the harness's own size checks: the extents of an empty tensor may be
+ * huge, and a product of four of them can pass even __int128; these saturate instead (all
+ * arguments are >= 0). */
+static const __int128 I128_MAX = (__int128)(((unsigned __int128)1 << 127) - 1);
+static __int128 mul_sat(__int128 a, __int128 b) {
+    if (a == 0 || b == 0) return 0;
+    return a > I128_MAX / b ? I128_MAX : a * b;
+}
+static __int128 mul4_sat(__int128 a, __int128 b, __int128 c, __int128 d) { return mul_sat(mul_sat(a, b), mul_sat(c, d)); }
+
 static __int128 out_extent(int64_t in, int64_t pad, __int128 span, int64_t stride) {
     __int128 padded = (__int128)in + 2 * (__int128)pad;
     if (padded < span || stride < 1) return 0;
@@ -6274,8 +6284,8 @@ static void i18_conv(Rd *r) {
             if (oh < 1 || ow < 1) errs |= M_SHAPE;
             else if (oh > INT64_MAX || ow > INT64_MAX) errs |= M_SHAPE | M_OOM;
             else {
-                on = (__int128)N * O * oh * ow;
-                __int128 work = (__int128)N * oh * ow * (Cg ? Cg : 1) * kH * kW;
+                on = mul4_sat(N, O, oh, ow);
+                __int128 work = mul_sat(mul4_sat(N, oh, ow, Cg ? Cg : 1), mul_sat(kH, kW));
                 shape[0] = N, shape[1] = O, shape[2] = (int64_t)oh, shape[3] = (int64_t)ow;
                 if (one) shape[2] = (int64_t)ow;
                 int64_t cnt;
@@ -6350,8 +6360,8 @@ static void i18_pool(Rd *r) {
             if (oh < 1 || ow < 1) errs |= M_SHAPE;
             else if (oh > INT64_MAX || ow > INT64_MAX) errs |= M_SHAPE | M_OOM;
             else {
-                on = (__int128)ix.shape[0] * ix.shape[1] * oh * ow;
-                __int128 work = on * kh * kw;
+                on = mul4_sat(ix.shape[0], ix.shape[1], oh, ow);
+                __int128 work = mul_sat(on, mul_sat(kh, kw));
                 shape[2] = (int64_t)oh, shape[3] = (int64_t)ow;
                 int64_t cnt;
                 if (on > INT64_MAX || !numel_of(shape, 4, &cnt)) errs |= M_SHAPE | M_OOM;
@@ -6365,7 +6375,7 @@ static void i18_pool(Rd *r) {
     } else {
         if (oh_a < 0 || ow_a < 0) errs |= M_ARG;
         else if (rank_ok) {
-            on = (__int128)ix.shape[0] * ix.shape[1] * oh_a * ow_a;
+            on = mul4_sat(ix.shape[0], ix.shape[1], oh_a, ow_a);
             /* An output extent far beyond the input's needs an averaging matrix of more than
              * 2^28 entries: refused with AG_ERR_SHAPE (regressions/adaptive-avg-pool-huge-output-
              * extent-aborts: it used to abort the process) unless the output is empty. */
@@ -6513,10 +6523,11 @@ static void i18_attention(Rd *r) {
         int64_t bs[MAXS], bnd = 0;
         if (!broadcast(three, 3, bs, &bnd)) errs |= M_SHAPE;
         else {
-            int64_t batch = 1;
-            for (int64_t i = 0; i < bnd; i++) batch *= bs[i];
-            __int128 work = (__int128)batch * L * (S + 1) * (E + Ev + 1);
-            if (!errs && work > ((int64_t)1 << 22)) return;
+            /* In double: the extents of an empty tensor may be huge, and their product (or E + Ev + 1)
+             * overflows int64 and even __int128; only its size against a threshold matters here. */
+            double work = (double)L * ((double)S + 1) * ((double)E + (double)Ev + 1);
+            for (int64_t i = 0; i < bnd; i++) work *= (double)bs[i];
+            if (!errs && work > (double)((int64_t)1 << 22)) return;
             memcpy(shape, bs, sizeof(int64_t) * (size_t)bnd);
             shape[bnd] = L, shape[bnd + 1] = Ev;
             nd = bnd + 2;
