@@ -69,8 +69,9 @@ static void prime(void) {
 static const char *header_name(ag_status s) {
     static const char *const names[] = {"AG_OK",           "AG_ERR_INVALID_HANDLE", "AG_ERR_ARGUMENT",
                                         "AG_ERR_SHAPE",    "AG_ERR_DTYPE",          "AG_ERR_STATE",
-                                        "AG_ERR_OUT_OF_MEMORY", "AG_ERR_CALLBACK",  "AG_ERR_INTERNAL"};
-    return s >= 0 && s <= AG_ERR_INTERNAL ? names[s] : "AG_UNKNOWN_STATUS";
+                                        "AG_ERR_OUT_OF_MEMORY", "AG_ERR_CALLBACK",  "AG_ERR_INTERNAL",
+                                        "AG_ERR_IO",       "AG_ERR_FORMAT"};
+    return s >= 0 && s <= AG_ERR_FORMAT ? names[s] : "AG_UNKNOWN_STATUS";
 }
 
 /* The status check: `got` must be `want`; for an error, the message must contain `frag`. */

@@ -105,13 +105,15 @@ struct SafetensorsHeader {
             count = p
         }
         if shape.contains(0) { count = 0 }
-        let (totalBits, overflow) = count.multipliedReportingOverflow(by: bits)
+        // Bytes: count * bits / 8, exact (a sub-byte dtype's tensor must end on a byte boundary).
+        let (product, overflow) = bits % 8 == 0 ? count.multipliedReportingOverflow(by: bits / 8) : count.multipliedReportingOverflow(by: bits)
         guard !overflow else { throw AutogradError.format("\(what): the byte size of shape \(shape) of \(dtype) overflows int64") }
-        guard totalBits % 8 == 0 else {
+        guard bits % 8 == 0 || product % 8 == 0 else {
             throw AutogradError.format("\(what): \(count) elements of \(dtype) do not end on a byte boundary")
         }
-        guard end - begin == totalBits / 8 else {
-            throw AutogradError.format("\(what) has \(end - begin) bytes (data_offsets [\(begin), \(end)]) but shape \(shape) of \(dtype) needs \(totalBits / 8)")
+        let bytes = bits % 8 == 0 ? product : product / 8
+        guard end - begin == bytes else {
+            throw AutogradError.format("\(what) has \(end - begin) bytes (data_offsets [\(begin), \(end)]) but shape \(shape) of \(dtype) needs \(bytes)")
         }
         let entry = SafetensorsEntry(name: name, dtype: SafetensorsFormat.dtype(dtype), formatDType: dtype, shape: shape)
         return Listed(entry: entry, begin: begin, end: end)
