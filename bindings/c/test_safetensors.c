@@ -334,6 +334,17 @@ static void errors(void) {
         message_has("Permission denied");
         rmdir(ro);
     }
+    /* A path under a regular file (refused even for root). */
+    char under_file[192];
+    path_in_dir(path, sizeof path, "plain");
+    CHECK(write_whole(path, (const unsigned char *)"x", 1));
+    snprintf(under_file, sizeof under_file, "%s/x.safetensors", path);
+    CHECK_ERR(ag_safetensors_save(under_file, names, &t, 1, NULL, NULL, 0), AG_ERR_IO);
+    message_has("Not a directory");
+    CHECK_ERR(ag_safetensors_open(&f, under_file), AG_ERR_IO);
+    message_has("Not a directory");
+    unlink(path);
+    path_in_dir(path, sizeof path, "bad.safetensors");
     /* A file that is not a safetensors file. */
     unsigned char junk[16] = "not a tensor fi";
     CHECK(write_whole(path, junk, sizeof junk));
