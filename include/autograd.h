@@ -1482,10 +1482,13 @@ ag_status ag_custom_ctx_needs_input_grad(bool *out, ag_custom_ctx ctx, int64_t i
  *
  * A file is untrusted input. Opening one reads and checks only its header: the header length
  * against the file's size (and at most 100,000,000 bytes, the format's own limit), the JSON
- * (strictly: RFC 8259, no duplicate keys, at most 64 dimensions per tensor), each dtype, that each
- * tensor's byte range lies inside the data, has exactly numel(shape) * size(dtype) bytes (the
- * product checked for overflow) and overlaps no other, and that the ranges cover the data without
- * gaps. Any failure is AG_ERR_FORMAT (or AG_ERR_IO for the file system) with a message naming the
+ * (strictly: RFC 8259, starting with '{' and followed by whitespace only (writers pad with
+ * spaces), no duplicate keys at any level, strings of valid UTF-8 without U+0000, each tensor an
+ * object of exactly "dtype", "shape" and "data_offsets", shape and offsets non-negative integers
+ * without fraction or exponent that fit int64, at most 64 dimensions per tensor, "__metadata__"
+ * an object of strings), each dtype, that each tensor's byte range lies inside the data, has
+ * exactly numel(shape) * size(dtype) bytes (the product checked for overflow) and overlaps no
+ * other, and that the ranges cover the data without gaps. Any failure is AG_ERR_FORMAT (or AG_ERR_IO for the file system) with a message naming the
  * tensor and what is wrong; no memory is allocated for a tensor's values before its size has been
  * checked against the file, so a lying header cannot make the library allocate more than the file
  * holds. Loading reads that tensor's bytes only (a file of many tensors is not read whole).
@@ -1500,17 +1503,21 @@ typedef uint64_t ag_safetensors;
  * metadata_values[i] (UTF-8 strings) as the file's "__metadata__". The file is written to a
  * temporary file beside `path` and renamed over it, so a failure never leaves a partial file at
  * `path`. Names must be non-empty, distinct, valid UTF-8 and not "__metadata__"; metadata keys
- * must be distinct. metadata_keys and metadata_values may be NULL when nmetadata is 0.
+ * must be distinct; path and every string valid UTF-8. metadata_keys and metadata_values may be
+ * NULL when nmetadata is 0. The tensors' values follow the header in the order given, contiguous;
+ * "__metadata__" comes first in the header and is left out when nmetadata is 0; the header is
+ * padded with spaces so that the values start at a multiple of 8 bytes into the file. The
+ * temporary file is "<path>.tmp.<pid>.<n>", flushed to disk (fsync) before the rename.
  * Errors: AG_ERR_ARGUMENT (path, names or tensors NULL with n > 0, n or nmetadata < 0, a bad or
- * repeated name or key), AG_ERR_INVALID_HANDLE, AG_ERR_IO (the file cannot be written; the
- * message has the path and the reason), AG_ERR_OUT_OF_MEMORY. */
+ * repeated name or key, a string that is not valid UTF-8), AG_ERR_INVALID_HANDLE, AG_ERR_IO (the
+ * file cannot be written; the message has the path and the reason), AG_ERR_OUT_OF_MEMORY. */
 ag_status ag_safetensors_save(const char *path, const char *const *names, const ag_tensor *tensors, int64_t n,
                               const char *const *metadata_keys, const char *const *metadata_values,
                               int64_t nmetadata);
 
 /* Opens the safetensors file at `path` and checks its header (see above); the file stays open
- * until ag_safetensors_close. Errors: AG_ERR_ARGUMENT (out or path NULL), AG_ERR_IO (cannot open
- * or read it), AG_ERR_FORMAT (not a valid safetensors file: the message says why),
+ * until ag_safetensors_close. Errors: AG_ERR_ARGUMENT (out or path NULL, path not valid UTF-8),
+ * AG_ERR_IO (cannot open or read it, or not a regular file), AG_ERR_FORMAT (not a valid safetensors file: the message says why),
  * AG_ERR_OUT_OF_MEMORY. */
 ag_status ag_safetensors_open(ag_safetensors *out, const char *path);
 
@@ -1522,15 +1529,17 @@ ag_status ag_safetensors_open_memory(ag_safetensors *out, const void *data, int6
 /* The number of tensors in the file. Errors: AG_ERR_ARGUMENT (out NULL), AG_ERR_INVALID_HANDLE. */
 ag_status ag_safetensors_count(int64_t *out, ag_safetensors file);
 
-/* The name of tensor `index` (0 .. count-1, in the order of their data in the file), as a
- * NUL-terminated UTF-8 string owned by the file: valid until ag_safetensors_close.
+/* The name of tensor `index` (0 .. count-1, in the order of their data in the file: by begin
+ * offset, then end offset, then header order), as a NUL-terminated UTF-8 string owned by the
+ * file: valid until ag_safetensors_close.
  * Errors: AG_ERR_ARGUMENT (out NULL, index out of range), AG_ERR_INVALID_HANDLE. */
 ag_status ag_safetensors_name(const char **out, ag_safetensors file, int64_t index);
 
 /* The dtype, rank and extents of the tensor called `name`, without reading its values: *out_dtype
  * is AG_FLOAT32, AG_FLOAT64, AG_INT64, AG_BOOL, or 0 for a dtype of the format that Autograd does
  * not hold; out_shape receives min(rank, capacity) extents (it may be NULL when capacity is 0).
- * Any output pointer may be NULL when it is not wanted.
+ * Any output pointer may be NULL when it is not wanted. A rank above AG_MAX_NDIM (up to the
+ * header's 64) is reported as it is; only loading such a tensor fails.
  * Errors: AG_ERR_ARGUMENT (name NULL, no tensor of that name, capacity < 0, out_shape NULL with
  * capacity > 0), AG_ERR_INVALID_HANDLE. */
 ag_status ag_safetensors_info(ag_dtype *out_dtype, int64_t *out_ndim, int64_t *out_shape, int64_t capacity,
@@ -1539,7 +1548,8 @@ ag_status ag_safetensors_info(ag_dtype *out_dtype, int64_t *out_ndim, int64_t *o
 /* A new leaf tensor holding the values of the tensor called `name` (read from the file now).
  * Errors: AG_ERR_ARGUMENT (out or name NULL, no tensor of that name), AG_ERR_INVALID_HANDLE,
  * AG_ERR_DTYPE (a dtype Autograd does not hold), AG_ERR_SHAPE (rank above AG_MAX_NDIM),
- * AG_ERR_IO (the read failed, or the file shrank since it was opened), AG_ERR_OUT_OF_MEMORY. */
+ * AG_ERR_FORMAT (a BOOL byte other than 0 or 1), AG_ERR_IO (the read failed, or the file shrank
+ * since it was opened), AG_ERR_OUT_OF_MEMORY. */
 ag_status ag_safetensors_load(ag_tensor *out, ag_safetensors file, const char *name);
 
 /* The number of "__metadata__" entries. Errors: AG_ERR_ARGUMENT (out NULL), AG_ERR_INVALID_HANDLE. */

@@ -18,6 +18,7 @@ ag_optimizer = c_uint64
 ag_function = c_uint64
 ag_custom_op = c_uint64
 ag_custom_ctx = c_uint64
+ag_safetensors = c_uint64
 # typedef int32_t (*ag_grad_hook)(ag_tensor *replacement, ag_tensor grad, void *user_data);
 ag_grad_hook = CFUNCTYPE(c_int32, POINTER(ag_tensor), ag_tensor, c_void_p)
 # typedef int32_t (*ag_build_fn)(ag_tensor *out, const ag_tensor *inputs, int64_t ninputs, void *user_data);
@@ -263,4 +264,19 @@ PROTOTYPES = {
     "ag_custom_ctx_set_state": (ag_status, [ag_custom_ctx, c_void_p, destroy_fn]),
     "ag_custom_ctx_state": (ag_status, [POINTER(c_void_p), ag_custom_ctx]),
     "ag_custom_ctx_needs_input_grad": (ag_status, [POINTER(c_bool), ag_custom_ctx, c_int64]),
+    # Files: safetensors
+    "ag_safetensors_save": (ag_status, [c_char_p, POINTER(c_char_p), POINTER(ag_tensor), c_int64,
+                                        POINTER(c_char_p), POINTER(c_char_p), c_int64]),
+    "ag_safetensors_open": (ag_status, [POINTER(ag_safetensors), c_char_p]),
+    "ag_safetensors_open_memory": (ag_status, [POINTER(ag_safetensors), c_void_p, c_int64]),
+    "ag_safetensors_count": (ag_status, [POINTER(c_int64), ag_safetensors]),
+    "ag_safetensors_name": (ag_status, [POINTER(c_char_p), ag_safetensors, c_int64]),
+    "ag_safetensors_info": (ag_status, [POINTER(ag_dtype), POINTER(c_int64), POINTER(c_int64),
+                                        c_int64, ag_safetensors, c_char_p]),
+    "ag_safetensors_load": (ag_status, [POINTER(ag_tensor), ag_safetensors, c_char_p]),
+    "ag_safetensors_metadata_count": (ag_status, [POINTER(c_int64), ag_safetensors]),
+    "ag_safetensors_metadata_entry": (ag_status, [POINTER(c_char_p), POINTER(c_char_p),
+                                                  ag_safetensors, c_int64]),
+    "ag_safetensors_metadata": (ag_status, [POINTER(c_char_p), ag_safetensors, c_char_p]),
+    "ag_safetensors_close": (ag_status, [ag_safetensors]),
 }
