@@ -301,7 +301,7 @@ final class SafetensorsTests: XCTestCase {
         assertFormat(file("{}\0"), "unexpected byte 0x0 after")
         assertFormat(file(#"{"a":{"dtype":"F32","shape":[0],"data_offsets":[0,0]},}"#), "expected a string, found '}'")
         assertFormat(file(#"{"a" {}}"#), "expected ':' after an object key")
-        assertFormat(file(#"{"a\q":1}"#), "an unknown escape \\'q'")
+        assertFormat(file(#"{"a\q":1}"#), "an unknown escape: a backslash followed by 'q'")
         assertFormat(file("{\"a\tb\":1}"), "a raw control character (0x9) in a string")
         assertFormat(file(#"{"\ud800":1}"#), "a lone surrogate \\ud800")
         assertFormat(file(#"{"\udc00":1}"#), "a lone surrogate \\udc00")

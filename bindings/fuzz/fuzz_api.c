@@ -2548,7 +2548,7 @@ static void op_misc(Rd *r) {
         int32_t st = (int32_t)rd_i64(r);
         const char *n = ag_status_name(st);
         if (!n || !*n) fail("ag_status_name(%d) empty", st);
-        bool known = st >= AG_OK && st <= AG_ERR_INTERNAL;
+        bool known = st >= AG_OK && st <= AG_ERR_FORMAT;
         if (known != (strcmp(n, "AG_UNKNOWN_STATUS") != 0)) fail("ag_status_name(%d) = %s", st, n);
         break;
     }

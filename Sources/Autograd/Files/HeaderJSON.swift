@@ -161,7 +161,7 @@ struct HeaderJSON {
             utf8.append(contentsOf: u.utf8)
         default:
             position -= 1
-            throw error("an unknown escape \\\(found) in a string")
+            throw error("an unknown escape: a backslash followed by \(found) in a string")
         }
     }
 
