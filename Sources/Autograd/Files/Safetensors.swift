@@ -13,8 +13,7 @@ public enum Safetensors {
                 if let base = bytes.baseAddress { try FileIO.writeAll(fd, temporary, base, count: bytes.count) }
             }
             for (_, t) in tensors {
-                let bytes = t.count * t.dtype.size
-                if bytes > 0, let raw = t.storage.raw { try FileIO.writeAll(fd, temporary, raw, count: bytes) }
+                if let (raw, bytes) = try values(t) { try FileIO.writeAll(fd, temporary, raw, count: bytes) }
             }
         }
     }
@@ -25,16 +24,20 @@ public enum Safetensors {
     public static func encode(_ tensors: [(name: String, tensor: Tensor)], metadata: [(key: String, value: String)]) throws -> [UInt8] {
         var out = try header(tensors, metadata: metadata)
         for (_, t) in tensors {
-            let bytes = t.count * t.dtype.size
-            if bytes > 0, let raw = t.storage.raw {
-                out.append(contentsOf: UnsafeRawBufferPointer(start: raw, count: bytes))
-            }
+            if let (raw, bytes) = try values(t) { out.append(contentsOf: UnsafeRawBufferPointer(start: raw, count: bytes)) }
         }
         return out
     }
 
-    /// The 8-byte length and the padded JSON header for `tensors` (whose sizes fit Int: each is a
-    /// tensor in memory).
+    /// The bytes of `t`'s values as they are in memory (little-endian), or nil when it has none.
+    private static func values(_ t: Tensor) throws -> (UnsafeRawPointer, Int)? {
+        let bytes = t.count * t.dtype.size
+        if bytes == 0 { return nil }
+        guard let raw = t.storage.raw else { throw AutogradError.internal("safetensors: a tensor of \(t.count) elements has no buffer") }
+        return (UnsafeRawPointer(raw), bytes)
+    }
+
+    /// The 8-byte length and the padded JSON header for `tensors`.
     static func header(_ tensors: [(name: String, tensor: Tensor)], metadata: [(key: String, value: String)]) throws -> [UInt8] {
         var names = Set<String>()
         for (i, (name, _)) in tensors.enumerated() {
@@ -72,7 +75,9 @@ public enum Safetensors {
         var offset = 0
         for (i, (name, t)) in tensors.enumerated() {
             if i > 0 || !metadata.isEmpty { json.append(UInt8(ascii: ",")) }
-            let end = offset + t.count * t.dtype.size
+            // One tensor's size fits (it is in memory); the same tensor under many names may not.
+            let (end, overflow) = offset.addingReportingOverflow(t.count * t.dtype.size)
+            guard !overflow else { throw AutogradError.argument("the tensors' sizes add up past int64 at tensor \(i)") }
             HeaderJSONWriter.appendString(name, to: &json)
             let shape = t.shape.map(String.init).joined(separator: ",")
             HeaderJSONWriter.appendASCII(":{\"dtype\":\"\(SafetensorsFormat.name(t.dtype))\",\"shape\":[\(shape)],\"data_offsets\":[\(offset),\(end)]}", to: &json)
