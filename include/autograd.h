@@ -2392,8 +2392,8 @@ ag_status ag_tensor_from_dlpack_unversioned(ag_tensor *out, DLManagedTensor *m);
  *
  * Files: safetensors (a rejected open makes no handle; a rejected save leaves `path` as it was)
  *  B161 ag_safetensors_open / _open_memory: out NULL, path NULL or not valid UTF-8, data NULL
- *       with length > 0, length < 0; a path that does not exist, a directory, a path under a
- *       regular file
+ *       with length > 0, length < 0; a path that does not exist, a directory, a FIFO (refused
+ *       at once, never waited on), a path under a regular file
  *       -> AG_ERR_ARGUMENT  "the output pointer 'out' is NULL", "path is NULL", "path is not
  *          valid UTF-8", "data is NULL but length is 16", "length (-1) is negative";
  *          AG_ERR_IO  "cannot open '<path>': No such file or directory", "'<path>': it is not a

@@ -265,6 +265,11 @@ final class SafetensorsTests: XCTestCase {
         }
         let dir = temporaryDirectory()
         assertError(AutogradError.io, "is not a regular file") { _ = try SafetensorsFile(path: dir) }
+        // A FIFO without a writer: refused at once, not waited on.
+        XCTAssertEqual(mkfifo(dir + "/fifo", 0o644), 0)
+        assertError(AutogradError.io, "is not a regular file") { _ = try SafetensorsFile(path: dir + "/fifo") }
+        unlink(dir + "/fifo")
+        assertError(AutogradError.io, "is not a regular file") { _ = try SafetensorsFile(path: "/dev/zero") }
         // A directory in the way of the rename: the temporary file is removed again.
         mkdir(dir + "/sub", 0o755)
         assertError(AutogradError.io, "cannot rename") { try Safetensors.write([("a", t)], metadata: [], to: dir + "/sub") }

@@ -3723,6 +3723,13 @@ static bool b161(void) { /* ag_safetensors_open / _open_memory: NULLs, lengths, 
     char dir[64], under[128];
     st_tempdir(dir);
     ok &= EXPECT(ag_safetensors_open(&f, dir), AG_ERR_IO, "it is not a regular file");
+    snprintf(under, sizeof under, "%s/fifo", dir);
+    if (mkfifo(under, 0644) == 0) {
+        ok &= EXPECT(ag_safetensors_open(&f, under), AG_ERR_IO, "it is not a regular file");
+        unlink(under);
+    } else {
+        ok &= FAIL("setup: mkfifo failed");
+    }
     snprintf(under, sizeof under, "%s/plain", dir);
     FILE *p = fopen(under, "wb");
     if (p) fclose(p);

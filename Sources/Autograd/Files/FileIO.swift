@@ -14,10 +14,12 @@ enum FileIO {
         AutogradError.io("cannot \(what) '\(path)': \(String(cString: strerror(code)))")
     }
 
-    /// A read-only descriptor for `path` (closed on exec).
+    /// A read-only descriptor for `path` (closed on exec). Opened non-blocking, so that a FIFO
+    /// without a writer does not hang the caller (`size` then refuses it); reads of a regular
+    /// file ignore the flag.
     static func openForReading(_ path: String) throws -> Int32 {
         while true {
-            let fd = open(path, O_RDONLY | O_CLOEXEC)
+            let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
             if fd >= 0 { return fd }
             if errno != EINTR { throw failure("open", path) }
         }
