@@ -1482,10 +1482,13 @@ ag_status ag_custom_ctx_needs_input_grad(bool *out, ag_custom_ctx ctx, int64_t i
  *
  * A file is untrusted input. Opening one reads and checks only its header: the header length
  * against the file's size (and at most 100,000,000 bytes, the format's own limit), the JSON
- * (strictly: RFC 8259, no duplicate keys, at most 64 dimensions per tensor), each dtype, that each
- * tensor's byte range lies inside the data, has exactly numel(shape) * size(dtype) bytes (the
- * product checked for overflow) and overlaps no other, and that the ranges cover the data without
- * gaps. Any failure is AG_ERR_FORMAT (or AG_ERR_IO for the file system) with a message naming the
+ * (strictly: RFC 8259, starting with '{' and followed by whitespace only (writers pad with
+ * spaces), no duplicate keys at any level, strings of valid UTF-8 without U+0000, each tensor an
+ * object of exactly "dtype", "shape" and "data_offsets", shape and offsets non-negative integers
+ * without fraction or exponent that fit int64, at most 64 dimensions per tensor, "__metadata__"
+ * an object of strings), each dtype, that each tensor's byte range lies inside the data, has
+ * exactly numel(shape) * size(dtype) bytes (the product checked for overflow) and overlaps no
+ * other, and that the ranges cover the data without gaps. Any failure is AG_ERR_FORMAT (or AG_ERR_IO for the file system) with a message naming the
  * tensor and what is wrong; no memory is allocated for a tensor's values before its size has been
  * checked against the file, so a lying header cannot make the library allocate more than the file
  * holds. Loading reads that tensor's bytes only (a file of many tensors is not read whole).
@@ -1500,17 +1503,21 @@ typedef uint64_t ag_safetensors;
  * metadata_values[i] (UTF-8 strings) as the file's "__metadata__". The file is written to a
  * temporary file beside `path` and renamed over it, so a failure never leaves a partial file at
  * `path`. Names must be non-empty, distinct, valid UTF-8 and not "__metadata__"; metadata keys
- * must be distinct. metadata_keys and metadata_values may be NULL when nmetadata is 0.
+ * must be distinct; path and every string valid UTF-8. metadata_keys and metadata_values may be
+ * NULL when nmetadata is 0. The tensors' values follow the header in the order given, contiguous;
+ * "__metadata__" comes first in the header and is left out when nmetadata is 0; the header is
+ * padded with spaces so that the values start at a multiple of 8 bytes into the file. The
+ * temporary file is "<path>.tmp.<pid>.<n>", flushed to disk (fsync) before the rename.
  * Errors: AG_ERR_ARGUMENT (path, names or tensors NULL with n > 0, n or nmetadata < 0, a bad or
- * repeated name or key), AG_ERR_INVALID_HANDLE, AG_ERR_IO (the file cannot be written; the
- * message has the path and the reason), AG_ERR_OUT_OF_MEMORY. */
+ * repeated name or key, a string that is not valid UTF-8), AG_ERR_INVALID_HANDLE, AG_ERR_IO (the
+ * file cannot be written; the message has the path and the reason), AG_ERR_OUT_OF_MEMORY. */
 ag_status ag_safetensors_save(const char *path, const char *const *names, const ag_tensor *tensors, int64_t n,
                               const char *const *metadata_keys, const char *const *metadata_values,
                               int64_t nmetadata);
 
 /* Opens the safetensors file at `path` and checks its header (see above); the file stays open
- * until ag_safetensors_close. Errors: AG_ERR_ARGUMENT (out or path NULL), AG_ERR_IO (cannot open
- * or read it), AG_ERR_FORMAT (not a valid safetensors file: the message says why),
+ * until ag_safetensors_close. Errors: AG_ERR_ARGUMENT (out or path NULL, path not valid UTF-8),
+ * AG_ERR_IO (cannot open or read it, or not a regular file), AG_ERR_FORMAT (not a valid safetensors file: the message says why),
  * AG_ERR_OUT_OF_MEMORY. */
 ag_status ag_safetensors_open(ag_safetensors *out, const char *path);
 
@@ -1522,15 +1529,17 @@ ag_status ag_safetensors_open_memory(ag_safetensors *out, const void *data, int6
 /* The number of tensors in the file. Errors: AG_ERR_ARGUMENT (out NULL), AG_ERR_INVALID_HANDLE. */
 ag_status ag_safetensors_count(int64_t *out, ag_safetensors file);
 
-/* The name of tensor `index` (0 .. count-1, in the order of their data in the file), as a
- * NUL-terminated UTF-8 string owned by the file: valid until ag_safetensors_close.
+/* The name of tensor `index` (0 .. count-1, in the order of their data in the file: by begin
+ * offset, then end offset, then header order), as a NUL-terminated UTF-8 string owned by the
+ * file: valid until ag_safetensors_close.
  * Errors: AG_ERR_ARGUMENT (out NULL, index out of range), AG_ERR_INVALID_HANDLE. */
 ag_status ag_safetensors_name(const char **out, ag_safetensors file, int64_t index);
 
 /* The dtype, rank and extents of the tensor called `name`, without reading its values: *out_dtype
  * is AG_FLOAT32, AG_FLOAT64, AG_INT64, AG_BOOL, or 0 for a dtype of the format that Autograd does
  * not hold; out_shape receives min(rank, capacity) extents (it may be NULL when capacity is 0).
- * Any output pointer may be NULL when it is not wanted.
+ * Any output pointer may be NULL when it is not wanted. A rank above AG_MAX_NDIM (up to the
+ * header's 64) is reported as it is; only loading such a tensor fails.
  * Errors: AG_ERR_ARGUMENT (name NULL, no tensor of that name, capacity < 0, out_shape NULL with
  * capacity > 0), AG_ERR_INVALID_HANDLE. */
 ag_status ag_safetensors_info(ag_dtype *out_dtype, int64_t *out_ndim, int64_t *out_shape, int64_t capacity,
@@ -1539,7 +1548,8 @@ ag_status ag_safetensors_info(ag_dtype *out_dtype, int64_t *out_ndim, int64_t *o
 /* A new leaf tensor holding the values of the tensor called `name` (read from the file now).
  * Errors: AG_ERR_ARGUMENT (out or name NULL, no tensor of that name), AG_ERR_INVALID_HANDLE,
  * AG_ERR_DTYPE (a dtype Autograd does not hold), AG_ERR_SHAPE (rank above AG_MAX_NDIM),
- * AG_ERR_IO (the read failed, or the file shrank since it was opened), AG_ERR_OUT_OF_MEMORY. */
+ * AG_ERR_FORMAT (a BOOL byte other than 0 or 1), AG_ERR_IO (the read failed, or the file shrank
+ * since it was opened), AG_ERR_OUT_OF_MEMORY. */
 ag_status ag_safetensors_load(ag_tensor *out, ag_safetensors file, const char *name);
 
 /* The number of "__metadata__" entries. Errors: AG_ERR_ARGUMENT (out NULL), AG_ERR_INVALID_HANDLE. */
@@ -2406,6 +2416,71 @@ ag_status ag_tensor_from_dlpack_unversioned(ag_tensor *out, DLManagedTensor *m);
  *          is below warmup_steps (10)", "min_lr (0.1) is above base_lr (0.01)", "base_lr must be
  *          finite and >= 0, got nan" (nothing is written on failure; accepted: n = 0, total 0)
  *
+ * Files: safetensors (a rejected open makes no handle; a rejected save leaves `path` as it was)
+ *  B161 ag_safetensors_open / _open_memory: out NULL, path NULL or not valid UTF-8, data NULL
+ *       with length > 0, length < 0; a path that does not exist, a directory, a FIFO (refused
+ *       at once, never waited on), a path under a regular file
+ *       -> AG_ERR_ARGUMENT  "the output pointer 'out' is NULL", "path is NULL", "path is not
+ *          valid UTF-8", "data is NULL but length is 16", "length (-1) is negative";
+ *          AG_ERR_IO  "cannot open '<path>': No such file or directory", "'<path>': it is not a
+ *          regular file", "Not a directory"
+ *  B162 a truncated file: fewer than the 8 bytes of the header length, or a header length
+ *       larger than what follows it
+ *       -> AG_ERR_FORMAT  "the buffer is truncated: it has 5 bytes, fewer than the 8 of the
+ *          header length" (from a file: "'<path>' is truncated: ..."), "is truncated: the header
+ *          length is 100 bytes but only 2 follow it"
+ *  B163 an absurd header length: above 100,000,000 (the format's limit), 2^64 - 1
+ *       -> AG_ERR_FORMAT  "the header length 100000001 is above the format's limit of 100000000
+ *          bytes"
+ *  B164 a header that is not the format's JSON: not starting with '{', bytes after the object,
+ *       a repeated key (at any level), a string with invalid UTF-8, a lone surrogate, a raw
+ *       control character or \u0000, a tensor entry that is not an object or has an unknown or
+ *       missing key, a "__metadata__" that is not an object of strings
+ *       -> AG_ERR_FORMAT  "bad header JSON at byte", "the header must start with '{'",
+ *          "after the header's JSON object", "duplicate key \"a\"", "not valid UTF-8", "a lone
+ *          surrogate", "has an unknown key \"extra\"", "has no dtype", "the \"__metadata__\"
+ *          value of \"k\" is not a string"
+ *  B165 a dtype that is not the format's, and numbers a shape or data_offsets may not hold:
+ *       negative, with a fraction or exponent, beyond int64; a rank above 64
+ *       -> AG_ERR_FORMAT  "has an unknown dtype \"F33\"", "must be non-negative, got -1",
+ *          "must be an integer without fraction or exponent, got 1.5", "9223372036854775808 does
+ *          not fit int64", "the shape of \"a\" has more than 64 entries"
+ *  B166 a header that lies about the data: a range past the end of the data or ending before
+ *       it begins, a size that is not numel(shape) * size(dtype), an element count or byte size
+ *       that overflows int64, overlapping ranges, a gap between ranges, bytes after the last
+ *       -> AG_ERR_FORMAT  "data_offsets [0, 8] run past the end of the data (4 bytes)", "end
+ *          before they begin", "has 4 bytes (data_offsets [0, 4]) but shape [3] of F32 needs
+ *          12", "overflows int64", "overlaps tensor \"a\"", "leaves a gap of 4 bytes after byte
+ *          4", "the data has 8 bytes but the tensors cover only the first 4"
+ *  B167 ag_safetensors_count / _name / _info / _metadata_count / _metadata_entry /
+ *       _metadata: out NULL (where required), an index outside 0..count-1, capacity < 0,
+ *       out_shape NULL with capacity > 0, name or key NULL, a name not in the file
+ *       -> AG_ERR_ARGUMENT  "the output pointer 'out' is NULL", "index 1 is outside 0..<1 (the
+ *          file has 1 tensors)", "capacity (-1) is negative", "out_shape is NULL but capacity
+ *          is 1", "name is NULL", "key is NULL", "no tensor named \"b\" in the file"
+ *          (accepted: a key not in the metadata gives NULL in *out)
+ *  B168 ag_safetensors_load: a dtype of the format Autograd does not hold (BF16), a rank above
+ *       AG_MAX_NDIM, a BOOL byte other than 0 or 1, a file that shrank after it was opened
+ *       -> AG_ERR_DTYPE  "tensor \"h\" is BF16, which Autograd does not hold"; AG_ERR_SHAPE
+ *          "tensor \"r\" has rank 9, above the maximum rank 8"; AG_ERR_FORMAT  "(BOOL) holds
+ *          the byte 2 at element 1"; AG_ERR_IO  "shorter than when it was opened" (listing and
+ *          ag_safetensors_info still work for such tensors)
+ *  B169 ag_safetensors_save: path NULL, n < 0, nmetadata < 0, names or tensors NULL with n > 0,
+ *       a name NULL, empty, not valid UTF-8, "__metadata__" or repeated, a repeated metadata
+ *       key, metadata arrays NULL with nmetadata > 0, a dead tensor handle; a directory that
+ *       does not exist
+ *       -> AG_ERR_ARGUMENT  "path is NULL", "n (-1) is negative", "names is NULL but n is 1",
+ *          "names[0] is NULL", "the name of tensor 0 is empty", "names[0] is not valid UTF-8",
+ *          "may not be called \"__metadata__\"", "the name \"a\" of tensor 1 repeats an
+ *          earlier tensor's", "the metadata key \"k\" (entry 1) repeats an earlier key",
+ *          "metadata_keys is NULL but nmetadata is 1"; AG_ERR_INVALID_HANDLE  "tensors[0]
+ *          handle"; AG_ERR_IO  "cannot create '<path>.tmp.", "No such file or directory"
+ *  B170 a safetensors handle that is 0, closed, made up or of another kind (a tensor), and a
+ *       safetensors handle where a tensor is wanted; closing twice
+ *       -> AG_ERR_INVALID_HANDLE  "safetensors handle is 0", "is not a live safetensors handle
+ *          (closed, made up, or of another kind)", "ag_safetensors_close: handle 0x", "(already
+ *          closed, made up, or of another kind)", "is not a live tensor handle" (accepted:
+ *          ag_safetensors_close(0) -> AG_OK)
  * Shared memory and DLPack (on every rejection the caller keeps its memory: no destroy callback
  * or deleter is called, now or later)
  *  B171 ag_tensor_from_buffer: data NULL with numel > 0, out NULL

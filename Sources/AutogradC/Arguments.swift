@@ -110,23 +110,38 @@ enum Arg {
         return try (0..<Int(n)).map { try tensor(p[$0], "\(name)[\($0)]") }
     }
 
-    /// A NUL-terminated UTF-8 string (invalid UTF-8 is an argument error, not a repair).
-    static func string(_ p: UnsafePointer<CChar>?, _ name: String) throws -> String {
-        guard let p else { throw AutogradError.argument("\(name) is NULL") }
-        guard let s = String(validatingCString: p) else { throw AutogradError.argument("\(name) is not valid UTF-8") }
+    /// A C string as Swift text: NULL and invalid UTF-8 are argument errors naming `what`.
+    static func string(_ p: UnsafePointer<CChar>?, _ what: @autoclosure () -> String) throws -> String {
+        guard let p else { throw AutogradError.argument("\(what()) is NULL") }
+        guard let s = String(validatingCString: p) else { throw AutogradError.argument("\(what()) is not valid UTF-8") }
         return s
     }
 
-    /// n (key, value) string pairs from parallel C arrays (both may be NULL when n is 0).
+    /// n C strings (n >= 0; the array may be NULL when n is 0).
+    static func strings(_ p: UnsafePointer<UnsafePointer<CChar>?>?, _ n: Int64, _ what: String, count: String) throws -> [String] {
+        guard n >= 0 else { throw AutogradError.argument("\(count) (\(n)) is negative") }
+        if n == 0 { return [] }
+        guard let p else { throw AutogradError.argument("\(what) is NULL but \(count) is \(n)") }
+        return try (0 ..< Int(n)).map { try string(p[$0], "\(what)[\($0)]") }
+    }
+
+    /// n (key, value) string pairs from the parallel C arrays metadata_keys and metadata_values
+    /// (both may be NULL when nmetadata is 0).
     static func stringPairs(_ keys: UnsafePointer<UnsafePointer<CChar>?>?, _ values: UnsafePointer<UnsafePointer<CChar>?>?,
                             _ n: Int64) throws -> [(key: String, value: String)] {
-        guard n >= 0 else { throw AutogradError.argument("nmetadata (\(n)) is negative") }
+        let k = try strings(keys, n, "metadata_keys", count: "nmetadata")
+        let v = try strings(values, n, "metadata_values", count: "nmetadata")
+        return zip(k, v).map { (key: $0, value: $1) }
+    }
+
+    /// n (name, tensor) pairs from the parallel C arrays `names` and `what` (n >= 0; both may be
+    /// NULL when n is 0).
+    static func namedTensors(_ names: UnsafePointer<UnsafePointer<CChar>?>?, _ tensors: UnsafePointer<UInt64>?, _ n: Int64,
+                             _ what: String) throws -> [(name: String, tensor: Tensor)] {
+        let list = try strings(names, n, "names", count: "n")
         if n == 0 { return [] }
-        guard let keys else { throw AutogradError.argument("metadata_keys is NULL but nmetadata is \(n)") }
-        guard let values else { throw AutogradError.argument("metadata_values is NULL but nmetadata is \(n)") }
-        return try (0..<Int(n)).map { i in
-            (try string(keys[i], "metadata_keys[\(i)]"), try string(values[i], "metadata_values[\(i)]"))
-        }
+        guard let tensors else { throw AutogradError.argument("\(what) is NULL but n is \(n)") }
+        return try list.enumerated().map { i, name in (name, try tensor(tensors[i], "\(what)[\(i)]")) }
     }
 
     static func axes(_ axes: UnsafePointer<Int64>?, _ naxes: Int64, _ name: String = "axes", count: String = "naxes") throws -> [Int] {

@@ -9,7 +9,7 @@ public func ag_checkpoint_save(_ path: UnsafePointer<CChar>?, _ names: UnsafePoi
                                _ metadataValues: UnsafePointer<UnsafePointer<CChar>?>?, _ nmetadata: Int64) -> Int32 {
     guarded("ag_checkpoint_save") {
         let path = try Arg.string(path, "path")
-        let named = try Arg.namedTensors(names, params, n)
+        let named = try Arg.namedTensors(names, params, n, "params")
         let optimizer = opt == 0 ? nil : try Arg.optimizer(opt)
         let metadata = try Arg.stringPairs(metadataKeys, metadataValues, nmetadata)
         try Checkpoint.save(to: path, parameters: named, optimizer: optimizer, metadata: metadata)
@@ -21,22 +21,8 @@ public func ag_checkpoint_load(_ path: UnsafePointer<CChar>?, _ names: UnsafePoi
                                _ params: UnsafePointer<UInt64>?, _ n: Int64, _ opt: UInt64) -> Int32 {
     guarded("ag_checkpoint_load") {
         let path = try Arg.string(path, "path")
-        let named = try Arg.namedTensors(names, params, n)
+        let named = try Arg.namedTensors(names, params, n, "params")
         let optimizer = opt == 0 ? nil : try Arg.optimizer(opt)
         try Checkpoint.load(from: path, parameters: named, optimizer: optimizer)
-    }
-}
-
-extension Arg {
-    /// n (name, tensor) pairs from parallel C arrays (n >= 0; the arrays may be NULL when n is 0).
-    static func namedTensors(_ names: UnsafePointer<UnsafePointer<CChar>?>?, _ tensors: UnsafePointer<UInt64>?,
-                             _ n: Int64) throws -> [(name: String, tensor: Tensor)] {
-        guard n >= 0 else { throw AutogradError.argument("n (\(n)) is negative") }
-        if n == 0 { return [] }
-        guard let names else { throw AutogradError.argument("names is NULL but n is \(n)") }
-        guard let tensors else { throw AutogradError.argument("the tensor array is NULL but n is \(n)") }
-        return try (0..<Int(n)).map { i in
-            (try string(names[i], "names[\(i)]"), try tensor(tensors[i], "tensor \(i)"))
-        }
     }
 }

@@ -35,6 +35,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 /* ========================================================================================== */
 /* Checks                                                                                     */
@@ -69,8 +71,9 @@ static void prime(void) {
 static const char *header_name(ag_status s) {
     static const char *const names[] = {"AG_OK",           "AG_ERR_INVALID_HANDLE", "AG_ERR_ARGUMENT",
                                         "AG_ERR_SHAPE",    "AG_ERR_DTYPE",          "AG_ERR_STATE",
-                                        "AG_ERR_OUT_OF_MEMORY", "AG_ERR_CALLBACK",  "AG_ERR_INTERNAL"};
-    return s >= 0 && s <= AG_ERR_INTERNAL ? names[s] : "AG_UNKNOWN_STATUS";
+                                        "AG_ERR_OUT_OF_MEMORY", "AG_ERR_CALLBACK",  "AG_ERR_INTERNAL",
+                                        "AG_ERR_IO",       "AG_ERR_FORMAT"};
+    return s >= 0 && s <= AG_ERR_FORMAT ? names[s] : "AG_UNKNOWN_STATUS";
 }
 
 /* The status check: `got` must be `want`; for an error, the message must contain `frag`. */
@@ -3654,6 +3657,308 @@ static bool b160(void) { /* ag_clip_grad_norm / ag_lr_warmup_cosine: NULL out, b
     return ok;
 }
 
+/* Safetensors files (B161..B170): files built in memory, byte by byte. */
+
+#define SENT_FILE ((ag_safetensors)0x5A5A5A5A5A5A5A5AULL)
+
+/* The 8-byte little-endian header length, the header, then ndata bytes of data (zeros when
+ * data is NULL); returns the length. */
+static size_t st_build(unsigned char *out, const char *header, const unsigned char *data, size_t ndata) {
+    size_t h = strlen(header);
+    for (int i = 0; i < 8; i++) out[i] = (unsigned char)((uint64_t)h >> (8 * i));
+    memcpy(out + 8, header, h);
+    if (data) memcpy(out + 8 + h, data, ndata);
+    else memset(out + 8 + h, 0, ndata);
+    return 8 + h + ndata;
+}
+
+/* ag_safetensors_open_memory of the header and ndata zero bytes must fail with `want` and a
+ * message containing `frag`, and leave its output alone. */
+static bool st_refused_at(const char *header, size_t ndata, ag_status want, const char *frag, int line) {
+    static unsigned char buf[4096];
+    size_t n = st_build(buf, header, NULL, ndata);
+    ag_safetensors f = SENT_FILE;
+    bool ok = expect_at((prime(), ag_safetensors_open_memory(&f, buf, (int64_t)n)), want, frag, header, line);
+    if (f != SENT_FILE) ok = fail_at(line, "ag_safetensors_open_memory wrote its output although it failed");
+    return ok;
+}
+#define ST_REFUSED(header, ndata, want, frag) st_refused_at((header), (ndata), (want), (frag), __LINE__)
+
+/* A valid file of the header and data, opened from memory (0 on failure). */
+static ag_safetensors st_open(const char *header, const unsigned char *data, size_t ndata) {
+    static unsigned char buf[4096];
+    size_t n = st_build(buf, header, data, ndata);
+    ag_safetensors f = 0;
+    if (ag_safetensors_open_memory(&f, buf, (int64_t)n) != AG_OK) {
+        FAIL("setup: ag_safetensors_open_memory: %s", ag_last_error());
+        return 0;
+    }
+    return f;
+}
+
+static void st_close(ag_safetensors f) {
+    if (ag_safetensors_close(f) != AG_OK) FAIL("cleanup: ag_safetensors_close: %s", ag_last_error());
+}
+
+/* A fresh temporary directory's path in `dir` (64 bytes), or "" on failure. */
+static void st_tempdir(char *dir) {
+    snprintf(dir, 64, "/tmp/ag-bad-input-XXXXXX");
+    if (!mkdtemp(dir)) {
+        FAIL("setup: mkdtemp failed");
+        dir[0] = '\0';
+    }
+}
+
+static bool b161(void) { /* ag_safetensors_open / _open_memory: NULLs, lengths, paths that are no file */
+    unsigned char buf[16] = {0};
+    ag_safetensors f = SENT_FILE;
+    bool ok = EXPECT(ag_safetensors_open(NULL, "/tmp/x"), AG_ERR_ARGUMENT, "ag_safetensors_open: the output pointer 'out' is NULL");
+    ok &= EXPECT(ag_safetensors_open(&f, NULL), AG_ERR_ARGUMENT, "ag_safetensors_open: path is NULL");
+    ok &= EXPECT(ag_safetensors_open(&f, "/tmp/\xff\xfe"), AG_ERR_ARGUMENT, "path is not valid UTF-8");
+    ok &= EXPECT(ag_safetensors_open_memory(NULL, buf, 16), AG_ERR_ARGUMENT, "the output pointer 'out' is NULL");
+    ok &= EXPECT(ag_safetensors_open_memory(&f, NULL, 16), AG_ERR_ARGUMENT, "ag_safetensors_open_memory: data is NULL but length is 16");
+    ok &= EXPECT(ag_safetensors_open_memory(&f, buf, -1), AG_ERR_ARGUMENT, "length (-1) is negative");
+    ok &= EXPECT(ag_safetensors_open(&f, "/nonexistent-autograd/m.safetensors"), AG_ERR_IO,
+                 "ag_safetensors_open: cannot open '/nonexistent-autograd/m.safetensors': No such file or directory");
+    char dir[64], under[128];
+    st_tempdir(dir);
+    ok &= EXPECT(ag_safetensors_open(&f, dir), AG_ERR_IO, "it is not a regular file");
+    snprintf(under, sizeof under, "%s/fifo", dir);
+    if (mkfifo(under, 0644) == 0) {
+        ok &= EXPECT(ag_safetensors_open(&f, under), AG_ERR_IO, "it is not a regular file");
+        unlink(under);
+    } else {
+        ok &= FAIL("setup: mkfifo failed");
+    }
+    snprintf(under, sizeof under, "%s/plain", dir);
+    FILE *p = fopen(under, "wb");
+    if (p) fclose(p);
+    snprintf(under, sizeof under, "%s/plain/m.safetensors", dir);
+    ok &= EXPECT(ag_safetensors_open(&f, under), AG_ERR_IO, "Not a directory");
+    snprintf(under, sizeof under, "%s/plain", dir);
+    unlink(under);
+    rmdir(dir);
+    ok &= CHECK(f == SENT_FILE);
+    return ok;
+}
+
+static bool b162(void) { /* a truncated file: fewer than 8 bytes, a header length past the end */
+    unsigned char buf[32] = {100, 0, 0, 0, 0, 0, 0, 0, '{', '}'};
+    ag_safetensors f = SENT_FILE;
+    bool ok = EXPECT(ag_safetensors_open_memory(&f, buf, 5), AG_ERR_FORMAT,
+                     "ag_safetensors_open_memory: the buffer is truncated: it has 5 bytes, fewer than the 8 of the header length");
+    ok &= EXPECT(ag_safetensors_open_memory(&f, buf, 0), AG_ERR_FORMAT, "it has 0 bytes");
+    ok &= EXPECT(ag_safetensors_open_memory(&f, buf, 10), AG_ERR_FORMAT, "is truncated: the header length is 100 bytes but only 2 follow it");
+    /* From a file: the message names it. */
+    char dir[64], path[128];
+    st_tempdir(dir);
+    snprintf(path, sizeof path, "%s/short.safetensors", dir);
+    FILE *p = fopen(path, "wb");
+    if (p) {
+        fwrite(buf, 1, 10, p);
+        fclose(p);
+    }
+    char frag[200];
+    snprintf(frag, sizeof frag, "'%s' is truncated: the header length is 100 bytes", path);
+    ok &= EXPECT(ag_safetensors_open(&f, path), AG_ERR_FORMAT, frag);
+    unlink(path);
+    rmdir(dir);
+    ok &= CHECK(f == SENT_FILE);
+    return ok;
+}
+
+static bool b163(void) { /* an absurd header length */
+    unsigned char buf[16] = {0x01, 0xE1, 0xF5, 0x05, 0, 0, 0, 0, '{', '}'}; /* 100,000,001 */
+    ag_safetensors f = SENT_FILE;
+    bool ok = EXPECT(ag_safetensors_open_memory(&f, buf, 10), AG_ERR_FORMAT,
+                     "the header length 100000001 is above the format's limit of 100000000 bytes");
+    memset(buf, 0xFF, 8);
+    ok &= EXPECT(ag_safetensors_open_memory(&f, buf, 16), AG_ERR_FORMAT, "the header length 18446744073709551615 is above");
+    ok &= CHECK(f == SENT_FILE);
+    return ok;
+}
+
+static bool b164(void) { /* a header that is not the format's JSON */
+    bool ok = ST_REFUSED(" {}", 0, AG_ERR_FORMAT, "the header must start with '{'");
+    ok &= ST_REFUSED("{\"a\":", 0, AG_ERR_FORMAT, "bad header JSON at byte 5: expected an object for tensor \"a\"");
+    ok &= ST_REFUSED("{} x", 0, AG_ERR_FORMAT, "after the header's JSON object");
+    ok &= ST_REFUSED("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
+                     "\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4, AG_ERR_FORMAT, "duplicate key \"a\"");
+    ok &= ST_REFUSED("{\"\xc3(\":{}}", 0, AG_ERR_FORMAT, "not valid UTF-8");
+    ok &= ST_REFUSED("{\"\\ud800\":{}}", 0, AG_ERR_FORMAT, "a lone surrogate");
+    ok &= ST_REFUSED("{\"\\u0000\":{}}", 0, AG_ERR_FORMAT, "cannot hold NUL");
+    ok &= ST_REFUSED("{\"a\tb\":{}}", 0, AG_ERR_FORMAT, "a raw control character");
+    ok &= ST_REFUSED("{\"a\":[]}", 0, AG_ERR_FORMAT, "expected an object for tensor \"a\"");
+    ok &= ST_REFUSED("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4],\"extra\":1}}", 4, AG_ERR_FORMAT,
+                     "has an unknown key \"extra\"");
+    ok &= ST_REFUSED("{\"a\":{\"shape\":[1],\"data_offsets\":[0,4]}}", 4, AG_ERR_FORMAT, "tensor \"a\" has no dtype");
+    ok &= ST_REFUSED("{\"__metadata__\":{\"k\":1}}", 0, AG_ERR_FORMAT, "the \"__metadata__\" value of \"k\" is not a string");
+    ok &= ST_REFUSED("{\"__metadata__\":[]}", 0, AG_ERR_FORMAT, "expected an object of strings for \"__metadata__\"");
+    return ok;
+}
+
+static bool b165(void) { /* unknown dtypes, numbers a shape or offsets may not hold, rank > 64 */
+    bool ok = ST_REFUSED("{\"a\":{\"dtype\":\"F33\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4, AG_ERR_FORMAT,
+                         "tensor \"a\" has an unknown dtype \"F33\"");
+    ok &= ST_REFUSED("{\"a\":{\"dtype\":\"F32\",\"shape\":[-1],\"data_offsets\":[0,4]}}", 4, AG_ERR_FORMAT, "must be non-negative, got -1");
+    ok &= ST_REFUSED("{\"a\":{\"dtype\":\"F32\",\"shape\":[1.5],\"data_offsets\":[0,4]}}", 4, AG_ERR_FORMAT,
+                     "must be an integer without fraction or exponent, got 1.5");
+    ok &= ST_REFUSED("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4e0]}}", 4, AG_ERR_FORMAT,
+                     "without fraction or exponent, got 4e0");
+    ok &= ST_REFUSED("{\"a\":{\"dtype\":\"F32\",\"shape\":[9223372036854775808],\"data_offsets\":[0,4]}}", 4, AG_ERR_FORMAT,
+                     "9223372036854775808 does not fit int64");
+    char header[512];
+    int k = snprintf(header, sizeof header, "{\"a\":{\"dtype\":\"F32\",\"shape\":[1");
+    for (int i = 1; i < 65; i++) k += snprintf(header + k, sizeof header - (size_t)k, ",1");
+    snprintf(header + k, sizeof header - (size_t)k, "],\"data_offsets\":[0,4]}}");
+    ok &= ST_REFUSED(header, 4, AG_ERR_FORMAT, "the shape of \"a\" has more than 64 entries");
+    return ok;
+}
+
+static bool b166(void) { /* headers that lie about the data */
+    bool ok = ST_REFUSED("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,8]}}", 4, AG_ERR_FORMAT,
+                         "tensor \"a\": data_offsets [0, 8] run past the end of the data (4 bytes)");
+    ok &= ST_REFUSED("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,0]}}", 4, AG_ERR_FORMAT, "end before they begin");
+    ok &= ST_REFUSED("{\"a\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,4]}}", 4, AG_ERR_FORMAT,
+                     "tensor \"a\" has 4 bytes (data_offsets [0, 4]) but shape [3] of F32 needs 12");
+    ok &= ST_REFUSED("{\"a\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296],\"data_offsets\":[0,4]}}", 4, AG_ERR_FORMAT,
+                     "the element count of shape [4294967296, 4294967296] overflows int64");
+    ok &= ST_REFUSED("{\"a\":{\"dtype\":\"F64\",\"shape\":[2305843009213693952],\"data_offsets\":[0,4]}}", 4, AG_ERR_FORMAT,
+                     "the byte size of shape [2305843009213693952] of F64 overflows int64");
+    ok &= ST_REFUSED("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+                     "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}", 12, AG_ERR_FORMAT,
+                     "tensor \"b\" (data_offsets [4, 12]) overlaps tensor \"a\" (data_offsets [0, 8])");
+    ok &= ST_REFUSED("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
+                     "\"b\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[8,12]}}", 12, AG_ERR_FORMAT,
+                     "leaves a gap of 4 bytes after byte 4");
+    ok &= ST_REFUSED("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 8, AG_ERR_FORMAT,
+                     "the data has 8 bytes but the tensors cover only the first 4");
+    return ok;
+}
+
+static bool b167(void) { /* the readers' arguments */
+    ag_safetensors f = st_open("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", NULL, 4);
+    const char *s = (const char *)"sentinel";
+    const char *s2 = s;
+    int64_t n = SENT_I64, shape[1] = {SENT_I64};
+    ag_dtype dt = 77;
+    bool ok = EXPECT(ag_safetensors_count(NULL, f), AG_ERR_ARGUMENT, "ag_safetensors_count: the output pointer 'out' is NULL");
+    ok &= EXPECT(ag_safetensors_name(NULL, f, 0), AG_ERR_ARGUMENT, "the output pointer 'out' is NULL");
+    ok &= EXPECT(ag_safetensors_name(&s, f, 1), AG_ERR_ARGUMENT, "ag_safetensors_name: index 1 is outside 0..<1 (the file has 1 tensors)");
+    ok &= EXPECT(ag_safetensors_name(&s, f, -1), AG_ERR_ARGUMENT, "index -1 is outside 0..<1");
+    ok &= EXPECT(ag_safetensors_info(&dt, &n, shape, -1, f, "a"), AG_ERR_ARGUMENT, "capacity (-1) is negative");
+    ok &= EXPECT(ag_safetensors_info(&dt, &n, NULL, 1, f, "a"), AG_ERR_ARGUMENT, "out_shape is NULL but capacity is 1");
+    ok &= EXPECT(ag_safetensors_info(&dt, &n, shape, 1, f, NULL), AG_ERR_ARGUMENT, "ag_safetensors_info: name is NULL");
+    ok &= EXPECT(ag_safetensors_info(&dt, &n, shape, 1, f, "b"), AG_ERR_ARGUMENT, "no tensor named \"b\" in the file");
+    ok &= EXPECT(ag_safetensors_metadata_count(NULL, f), AG_ERR_ARGUMENT, "the output pointer 'out' is NULL");
+    ok &= EXPECT(ag_safetensors_metadata_entry(&s, &s2, f, 0), AG_ERR_ARGUMENT, "index 0 is outside 0..<0 (the file has 0 metadata entries)");
+    ok &= EXPECT(ag_safetensors_metadata(NULL, f, "k"), AG_ERR_ARGUMENT, "the output pointer 'out' is NULL");
+    ok &= EXPECT(ag_safetensors_metadata(&s, f, NULL), AG_ERR_ARGUMENT, "ag_safetensors_metadata: key is NULL");
+    ok &= CHECK(n == SENT_I64 && shape[0] == SENT_I64 && dt == 77 && s == s2);
+    ok &= OK(ag_safetensors_metadata(&s, f, "k")) && CHECK(s == NULL); /* accepted: no such key */
+    st_close(f);
+    return ok;
+}
+
+static bool b168(void) { /* ag_safetensors_load: a dtype Autograd does not hold, rank > 8, a bad BOOL byte, a shrunk file */
+    const unsigned char data[8] = {0, 0, 0, 0, 0, 0, 1, 2};
+    ag_safetensors f = st_open("{\"h\":{\"dtype\":\"BF16\",\"shape\":[2],\"data_offsets\":[0,4]},"
+                               "\"r\":{\"dtype\":\"BOOL\",\"shape\":[1,1,1,1,1,1,1,1,1],\"data_offsets\":[4,5]},"
+                               "\"m\":{\"dtype\":\"BOOL\",\"shape\":[3],\"data_offsets\":[5,8]}}", data, 8);
+    ag_tensor out = SENT_HANDLE;
+    bool ok = EXPECT(ag_safetensors_load(&out, f, "h"), AG_ERR_DTYPE, "ag_safetensors_load: tensor \"h\" is BF16, which Autograd does not hold");
+    ok &= EXPECT(ag_safetensors_load(&out, f, "r"), AG_ERR_SHAPE, "tensor \"r\" has rank 9, above the maximum rank 8");
+    ok &= EXPECT(ag_safetensors_load(&out, f, "m"), AG_ERR_FORMAT, "tensor \"m\" (BOOL) holds the byte 2 at element 2");
+    ok &= EXPECT(ag_safetensors_load(&out, f, "x"), AG_ERR_ARGUMENT, "no tensor named \"x\" in the file");
+    ok &= EXPECT(ag_safetensors_load(&out, f, NULL), AG_ERR_ARGUMENT, "name is NULL");
+    ok &= EXPECT(ag_safetensors_load(NULL, f, "m"), AG_ERR_ARGUMENT, "the output pointer 'out' is NULL");
+    ok &= UNTOUCHED(out);
+    /* Listed and described all the same. */
+    ag_dtype dt = 77;
+    int64_t nd = -1, shape[9] = {0};
+    ok &= OK(ag_safetensors_info(&dt, &nd, shape, 9, f, "r")) && CHECK(dt == AG_BOOL && nd == 9 && shape[8] == 1);
+    ok &= OK(ag_safetensors_info(&dt, &nd, shape, 9, f, "h")) && CHECK(dt == 0 && nd == 1 && shape[0] == 2);
+    st_close(f);
+    /* A file cut short after it was opened. */
+    char dir[64], path[128];
+    st_tempdir(dir);
+    snprintf(path, sizeof path, "%s/shrinks.safetensors", dir);
+    double v[4] = {1, 2, 3, 4};
+    ag_tensor t = vec64(4, v);
+    const char *names[1] = {"a"};
+    ag_safetensors g = 0;
+    ok &= OK(ag_safetensors_save(path, names, &t, 1, NULL, NULL, 0));
+    ok &= OK(ag_safetensors_open(&g, path));
+    FILE *p = fopen(path, "r+b");
+    if (p) {
+        ok &= CHECK(ftruncate(fileno(p), 40) == 0);
+        fclose(p);
+    }
+    ok &= EXPECT(ag_safetensors_load(&out, g, "a"), AG_ERR_IO, "shorter than when it was opened");
+    ok &= UNTOUCHED(out);
+    st_close(g);
+    release(t);
+    unlink(path);
+    rmdir(dir);
+    return ok;
+}
+
+static bool b169(void) { /* ag_safetensors_save: arguments, names, keys, handles, paths */
+    char dir[64], path[128];
+    st_tempdir(dir);
+    snprintf(path, sizeof path, "%s/m.safetensors", dir);
+    ag_tensor t = scalar64(1), dead = scalar64(2);
+    release(dead);
+    ag_tensor two[2] = {t, t};
+    const char *a[1] = {"a"}, *aa[2] = {"a", "a"}, *null_name[1] = {NULL}, *empty[1] = {""};
+    const char *bad[1] = {"\xc3("}, *meta[1] = {"__metadata__"}, *kk[2] = {"k", "k"}, *vv[2] = {"1", "2"};
+    bool ok = EXPECT(ag_safetensors_save(NULL, a, &t, 1, NULL, NULL, 0), AG_ERR_ARGUMENT, "ag_safetensors_save: path is NULL");
+    ok &= EXPECT(ag_safetensors_save(path, a, &t, -1, NULL, NULL, 0), AG_ERR_ARGUMENT, "n (-1) is negative");
+    ok &= EXPECT(ag_safetensors_save(path, a, &t, 1, NULL, NULL, -1), AG_ERR_ARGUMENT, "nmetadata (-1) is negative");
+    ok &= EXPECT(ag_safetensors_save(path, NULL, &t, 1, NULL, NULL, 0), AG_ERR_ARGUMENT, "names is NULL but n is 1");
+    ok &= EXPECT(ag_safetensors_save(path, a, NULL, 1, NULL, NULL, 0), AG_ERR_ARGUMENT, "tensors is NULL but n is 1");
+    ok &= EXPECT(ag_safetensors_save(path, null_name, &t, 1, NULL, NULL, 0), AG_ERR_ARGUMENT, "names[0] is NULL");
+    ok &= EXPECT(ag_safetensors_save(path, empty, &t, 1, NULL, NULL, 0), AG_ERR_ARGUMENT, "the name of tensor 0 is empty");
+    ok &= EXPECT(ag_safetensors_save(path, bad, &t, 1, NULL, NULL, 0), AG_ERR_ARGUMENT, "names[0] is not valid UTF-8");
+    ok &= EXPECT(ag_safetensors_save(path, meta, &t, 1, NULL, NULL, 0), AG_ERR_ARGUMENT, "may not be called \"__metadata__\"");
+    ok &= EXPECT(ag_safetensors_save(path, aa, two, 2, NULL, NULL, 0), AG_ERR_ARGUMENT, "the name \"a\" of tensor 1 repeats an earlier tensor's");
+    ok &= EXPECT(ag_safetensors_save(path, a, &t, 1, kk, vv, 2), AG_ERR_ARGUMENT, "the metadata key \"k\" (entry 1) repeats an earlier key");
+    ok &= EXPECT(ag_safetensors_save(path, a, &t, 1, NULL, vv, 1), AG_ERR_ARGUMENT, "metadata_keys is NULL but nmetadata is 1");
+    ok &= EXPECT(ag_safetensors_save(path, a, &t, 1, kk, NULL, 1), AG_ERR_ARGUMENT, "metadata_values is NULL but nmetadata is 1");
+    ok &= EXPECT(ag_safetensors_save(path, a, &dead, 1, NULL, NULL, 0), AG_ERR_INVALID_HANDLE, "tensors[0] handle");
+    ok &= CHECK(access(path, F_OK) != 0); /* nothing was written */
+    ok &= EXPECT(ag_safetensors_save("/nonexistent-autograd/m.safetensors", a, &t, 1, NULL, NULL, 0), AG_ERR_IO,
+                 "cannot create '/nonexistent-autograd/m.safetensors.tmp.");
+    ok &= EXPECT(ag_safetensors_save("/nonexistent-autograd/m.safetensors", a, &t, 1, NULL, NULL, 0), AG_ERR_IO,
+                 "No such file or directory");
+    release(t);
+    rmdir(dir);
+    return ok;
+}
+
+static bool b170(void) { /* safetensors handles: 0, closed, made up, a tensor; a safetensors handle as a tensor */
+    ag_safetensors f = st_open("{}", NULL, 0), closed = st_open("{}", NULL, 0);
+    st_close(closed);
+    ag_tensor t = scalar64(1), out = SENT_HANDLE;
+    int64_t n = SENT_I64;
+    bool ok = EXPECT(ag_safetensors_count(&n, 0), AG_ERR_INVALID_HANDLE, "ag_safetensors_count: safetensors handle is 0");
+    ok &= EXPECT(ag_safetensors_count(&n, closed), AG_ERR_INVALID_HANDLE,
+                 "is not a live safetensors handle (closed, made up, or of another kind)");
+    ok &= EXPECT(ag_safetensors_load(&out, closed, "a"), AG_ERR_INVALID_HANDLE, "is not a live safetensors handle");
+    ok &= EXPECT(ag_safetensors_metadata_count(&n, (ag_safetensors)0x0123456789ABCDEFULL), AG_ERR_INVALID_HANDLE,
+                 "is not a live safetensors handle");
+    ok &= EXPECT(ag_safetensors_count(&n, (ag_safetensors)t), AG_ERR_INVALID_HANDLE, "is not a live safetensors handle");
+    ok &= EXPECT(ag_safetensors_close((ag_safetensors)t), AG_ERR_INVALID_HANDLE, "ag_safetensors_close: handle 0x");
+    ok &= EXPECT(ag_safetensors_close(closed), AG_ERR_INVALID_HANDLE, "(already closed, made up, or of another kind)");
+    ok &= EXPECT(ag_tensor_numel(&n, (ag_tensor)f), AG_ERR_INVALID_HANDLE, "is not a live tensor handle");
+    ok &= CHECK(n == SENT_I64) && UNTOUCHED(out);
+    ok &= OK(ag_safetensors_close(0)); /* accepted */
+    ok &= OK(ag_tensor_numel(&n, t)) && CHECK(n == 1); /* the tensor lives on */
+    st_close(f);
+    release(t);
+    return ok;
+}
+
 /* ---- Shared memory and DLPack (B171 - B180) ------------------------------------------------ */
 
 /* destroy callbacks and DLPack deleters: a rejected call must never run them. */
@@ -3923,7 +4228,8 @@ static const entry entries[] = {
     {"B141", b141}, {"B142", b142}, {"B143", b143}, {"B144", b144}, {"B145", b145}, {"B146", b146},
     {"B147", b147}, {"B148", b148}, {"B149", b149}, {"B150", b150}, {"B151", b151}, {"B152", b152},
     {"B153", b153}, {"B154", b154}, {"B155", b155}, {"B156", b156}, {"B157", b157}, {"B158", b158},
-    {"B159", b159}, {"B160", b160},
+    {"B159", b159}, {"B160", b160}, {"B161", b161}, {"B162", b162}, {"B163", b163}, {"B164", b164},
+    {"B165", b165}, {"B166", b166}, {"B167", b167}, {"B168", b168}, {"B169", b169}, {"B170", b170},
     {"B171", b171}, {"B172", b172}, {"B173", b173}, {"B174", b174}, {"B175", b175}, {"B176", b176},
     {"B177", b177}, {"B178", b178}, {"B179", b179}, {"B180", b180},
 };

@@ -82,8 +82,9 @@ __attribute__((format(printf, 1, 2))) static inline void set_ctx(const char *fmt
 static inline const char *expected_name(ag_status s) {
     static const char *const names[] = {"AG_OK",           "AG_ERR_INVALID_HANDLE", "AG_ERR_ARGUMENT",
                                         "AG_ERR_SHAPE",    "AG_ERR_DTYPE",          "AG_ERR_STATE",
-                                        "AG_ERR_OUT_OF_MEMORY", "AG_ERR_CALLBACK",  "AG_ERR_INTERNAL"};
-    return s >= 0 && s <= AG_ERR_INTERNAL ? names[s] : "AG_UNKNOWN_STATUS";
+                                        "AG_ERR_OUT_OF_MEMORY", "AG_ERR_CALLBACK",  "AG_ERR_INTERNAL",
+                                        "AG_ERR_IO",       "AG_ERR_FORMAT"};
+    return s >= 0 && s <= AG_ERR_FORMAT ? names[s] : "AG_UNKNOWN_STATUS";
 }
 
 /* Checks a returned status (one check for AG_OK). For an error status it also checks that
