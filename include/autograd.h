@@ -2523,6 +2523,31 @@ ag_status ag_tensor_from_dlpack_unversioned(ag_tensor *out, DLManagedTensor *m);
  *          "is not aligned to the 8-byte elements of float64", "data is NULL but its shape [4]
  *          has 4 elements", "runs past the end of the address space" (accepted: any stride
  *          for an extent of 1, any strides with no element)
+ *
+ * Checkpoints (a rejected load writes no parameter and changes no optimizer state)
+ *  B181 ag_checkpoint_save: path or names NULL, n < 0, a handle that is not a live optimizer, a
+ *       metadata key starting with "autograd.", a parameter of the optimizer not among params,
+ *       a directory that does not exist
+ *       -> AG_ERR_ARGUMENT  "path is NULL", "names is NULL but n is 2", "n (-1) is negative",
+ *          "the metadata key 'autograd.mine' starts with 'autograd.'", "the optimizer's parameter
+ *          1 (shape [3]) is not among the named parameters"; AG_ERR_INVALID_HANDLE  "is not a
+ *          live optimizer handle"; AG_ERR_IO  "<path>"
+ *  B182 ag_checkpoint_load: path NULL, a file that does not exist, a name not in the file, a
+ *       parameter of another shape or dtype or not a leaf, an optimizer of another kind, an
+ *       optimizer given for a checkpoint without optimizer state
+ *       -> AG_ERR_ARGUMENT  "path is NULL", "no tensor named 'u' in the file", "the file holds
+ *          the state of a 'adam' optimizer, but the optimizer given is 'sgd'", "the file has no
+ *          optimizer state"; AG_ERR_IO  "<path>"; AG_ERR_SHAPE  "'w' is saved with shape [2], but
+ *          the parameter has shape [3]"; AG_ERR_DTYPE  "'w' is saved as F64, but the parameter is
+ *          float32"; AG_ERR_STATE  "only leaves are restored in place" (accepted: opt 0 restores
+ *          the values only)
+ *  B183 ag_checkpoint_load of a file whose optimizer state does not fit the optimizer: a slot
+ *       missing, a moment of another shape, a step count of 0, a learning rate that is not a
+ *       number; a hyper-parameter that differs from the optimizer's
+ *       -> AG_ERR_FORMAT  "the optimizer state of 'w' is incomplete", "state 'exp_avg_sq' of
+ *          parameter 0 is float64 [3], want float64 [2]", "the step count of parameter 0 must be
+ *          >= 1", "the metadata 'autograd.optimizer.lr' is missing or not a number";
+ *          AG_ERR_ARGUMENT  "the saved beta1 (0.5) differs from the optimizer's (0.9)"
  */
 
 #ifdef __cplusplus

@@ -4194,6 +4194,113 @@ static bool b180(void) { /* ag_tensor_from_dlpack: strides, alignment, NULL data
     return ok;
 }
 
+/* ---- Checkpoints (B181 - B183) ---- */
+
+/* A path for a scratch checkpoint file of this process. */
+static const char *checkpoint_path(const char *name) {
+    static char path[256];
+    snprintf(path, sizeof path, "/tmp/ag-bad-input-%ld-%s.safetensors", (long)getpid(), name);
+    return path;
+}
+
+static bool b181(void) { /* ag_checkpoint_save: NULLs, counts, handles, reserved keys, an unnamed parameter */
+    ag_tensor w = leaf_rg(full((int64_t[]){2}, 1, 1, AG_FLOAT64)), v = leaf_rg(full((int64_t[]){3}, 1, 2, AG_FLOAT64));
+    ag_optimizer opt = 0;
+    bool ok = OK(ag_optimizer_adam(&opt, (ag_tensor[]){w, v}, 2, 0.1, 0.9, 0.999, 1e-8, 0));
+    const char *path = checkpoint_path("b181"), *names[2] = {"w", "v"};
+    const char *keys[1] = {"autograd.mine"}, *values[1] = {"1"};
+    ok &= EXPECT(ag_checkpoint_save(NULL, names, (ag_tensor[]){w, v}, 2, opt, NULL, NULL, 0), AG_ERR_ARGUMENT,
+                 "ag_checkpoint_save: path is NULL");
+    ok &= EXPECT(ag_checkpoint_save(path, NULL, (ag_tensor[]){w, v}, 2, opt, NULL, NULL, 0), AG_ERR_ARGUMENT,
+                 "names is NULL but n is 2");
+    ok &= EXPECT(ag_checkpoint_save(path, names, (ag_tensor[]){w, v}, -1, opt, NULL, NULL, 0), AG_ERR_ARGUMENT,
+                 "n (-1) is negative");
+    ok &= EXPECT(ag_checkpoint_save(path, names, (ag_tensor[]){w, v}, 2, (ag_optimizer)w, NULL, NULL, 0),
+                 AG_ERR_INVALID_HANDLE, "is not a live optimizer handle");
+    ok &= EXPECT(ag_checkpoint_save(path, names, (ag_tensor[]){w, v}, 2, opt, keys, values, 1), AG_ERR_ARGUMENT,
+                 "the metadata key 'autograd.mine' starts with 'autograd.'");
+    ok &= EXPECT(ag_checkpoint_save(path, names, (ag_tensor[]){w, v}, 1, opt, NULL, NULL, 0), AG_ERR_ARGUMENT,
+                 "the optimizer's parameter 1 (shape [3]) is not among the named parameters");
+    ok &= EXPECT(ag_checkpoint_save("/nonexistent-dir/x.safetensors", names, (ag_tensor[]){w, v}, 2, opt, NULL, NULL, 0),
+                 AG_ERR_IO, "/nonexistent-dir/x.safetensors");
+    ok &= OK(ag_checkpoint_save(path, names, (ag_tensor[]){w, v}, 2, opt, NULL, NULL, 0)); /* accepted */
+    unlink(path);
+    ok &= OK(ag_optimizer_free(opt));
+    release(w), release(v);
+    return ok;
+}
+
+static bool b182(void) { /* ag_checkpoint_load: what does not fit the checkpoint changes nothing */
+    ag_tensor w = leaf_rg(full((int64_t[]){2}, 1, 1, AG_FLOAT64));
+    ag_optimizer adam = 0, sgd = 0;
+    bool ok = OK(ag_optimizer_adam(&adam, &w, 1, 0.1, 0.9, 0.999, 1e-8, 0));
+    const char *path = checkpoint_path("b182"), *names[1] = {"w"}, *other[1] = {"u"};
+    ok &= OK(ag_checkpoint_save(path, names, &w, 1, adam, NULL, NULL, 0));
+    ag_tensor wide = leaf_rg(full((int64_t[]){3}, 1, 5, AG_FLOAT64)), w32 = leaf_rg(full((int64_t[]){2}, 1, 5, AG_FLOAT32));
+    ag_tensor fresh = leaf_rg(full((int64_t[]){2}, 1, 5, AG_FLOAT64)), sum = AG_NULL_TENSOR;
+    ok &= OK(ag_optimizer_sgd(&sgd, &fresh, 1, 0.1, 0.9, false, 0));
+    ok &= OK(ag_add(&sum, fresh, fresh));
+    ok &= EXPECT(ag_checkpoint_load(NULL, names, &fresh, 1, 0), AG_ERR_ARGUMENT, "ag_checkpoint_load: path is NULL");
+    ok &= EXPECT(ag_checkpoint_load("/nonexistent-dir/x.safetensors", names, &fresh, 1, 0), AG_ERR_IO,
+                 "/nonexistent-dir/x.safetensors");
+    ok &= EXPECT(ag_checkpoint_load(path, other, &fresh, 1, 0), AG_ERR_ARGUMENT, "no tensor named 'u' in the file");
+    ok &= EXPECT(ag_checkpoint_load(path, names, &wide, 1, 0), AG_ERR_SHAPE,
+                 "'w' is saved with shape [2], but the parameter has shape [3]");
+    ok &= EXPECT(ag_checkpoint_load(path, names, &w32, 1, 0), AG_ERR_DTYPE, "'w' is saved as F64, but the parameter is float32");
+    ok &= EXPECT(ag_checkpoint_load(path, names, &sum, 1, 0), AG_ERR_STATE, "only leaves are restored in place");
+    ok &= EXPECT(ag_checkpoint_load(path, names, &fresh, 1, sgd), AG_ERR_ARGUMENT,
+                 "the file holds the state of a 'adam' optimizer, but the optimizer given is 'sgd'");
+    double got[2] = {0};
+    ok &= OK(ag_tensor_copy_data(got, 2, AG_FLOAT64, fresh)) && CHECK(got[0] == 5 && got[1] == 5); /* nothing written */
+    ok &= OK(ag_checkpoint_load(path, names, &fresh, 1, 0)); /* accepted: the values only */
+    ok &= OK(ag_tensor_copy_data(got, 2, AG_FLOAT64, fresh)) && CHECK(got[0] == 1 && got[1] == 1);
+    ok &= OK(ag_checkpoint_save(path, names, &w, 1, 0, NULL, NULL, 0)); /* no optimizer state in it */
+    ok &= EXPECT(ag_checkpoint_load(path, names, &fresh, 1, sgd), AG_ERR_ARGUMENT,
+                 "the file has no optimizer state (no 'autograd.optimizer' metadata), but an optimizer was given");
+    unlink(path);
+    ok &= OK(ag_optimizer_free(adam)) & OK(ag_optimizer_free(sgd));
+    release(w), release(wide), release(w32), release(fresh), release(sum);
+    return ok;
+}
+
+static bool b183(void) { /* ag_checkpoint_load: optimizer state in the file that is inconsistent */
+    ag_tensor w = leaf_rg(full((int64_t[]){2}, 1, 1, AG_FLOAT64)), m = full((int64_t[]){2}, 1, 0.5, AG_FLOAT64);
+    ag_tensor m3 = full((int64_t[]){3}, 1, 0.5, AG_FLOAT64), step0 = AG_NULL_TENSOR, step1 = AG_NULL_TENSOR;
+    int64_t zero = 0, one = 1;
+    bool ok = OK(ag_tensor_from_data(&step0, &zero, NULL, 0, AG_INT64)) & OK(ag_tensor_from_data(&step1, &one, NULL, 0, AG_INT64));
+    ag_optimizer adam = 0;
+    ok &= OK(ag_optimizer_adam(&adam, &w, 1, 0.1, 0.9, 0.999, 1e-8, 0));
+    const char *path = checkpoint_path("b183"), *names[1] = {"w"};
+    const char *keys[7] = {"autograd.optimizer", "autograd.optimizer.lr", "autograd.optimizer.steps", "autograd.optimizer.beta1",
+                           "autograd.optimizer.beta2", "autograd.optimizer.eps", "autograd.optimizer.weight_decay"};
+    const char *values[7] = {"adam", "0.1", "1", "0.9", "0.999", "1e-08", "0.0"};
+    const char *incomplete[3] = {"w", "optimizer.w.exp_avg", "optimizer.w.step"};
+    const char *whole[4] = {"w", "optimizer.w.exp_avg", "optimizer.w.exp_avg_sq", "optimizer.w.step"};
+    ok &= OK(ag_safetensors_save(path, incomplete, (ag_tensor[]){w, m, step1}, 3, keys, values, 7));
+    ok &= EXPECT(ag_checkpoint_load(path, names, &w, 1, adam), AG_ERR_FORMAT,
+                 "the optimizer state of 'w' is incomplete");
+    ok &= OK(ag_safetensors_save(path, whole, (ag_tensor[]){w, m, m3, step1}, 4, keys, values, 7));
+    ok &= EXPECT(ag_checkpoint_load(path, names, &w, 1, adam), AG_ERR_FORMAT,
+                 "state 'exp_avg_sq' of parameter 0 is float64 [3], want float64 [2]");
+    ok &= OK(ag_safetensors_save(path, whole, (ag_tensor[]){w, m, m, step0}, 4, keys, values, 7));
+    ok &= EXPECT(ag_checkpoint_load(path, names, &w, 1, adam), AG_ERR_FORMAT, "the step count of parameter 0 must be >= 1");
+    values[1] = "fast";
+    ok &= OK(ag_safetensors_save(path, whole, (ag_tensor[]){w, m, m, step1}, 4, keys, values, 7));
+    ok &= EXPECT(ag_checkpoint_load(path, names, &w, 1, adam), AG_ERR_FORMAT,
+                 "the metadata 'autograd.optimizer.lr' is missing or not a number");
+    values[1] = "0.1";
+    values[3] = "0.5";
+    ok &= OK(ag_safetensors_save(path, whole, (ag_tensor[]){w, m, m, step1}, 4, keys, values, 7));
+    ok &= EXPECT(ag_checkpoint_load(path, names, &w, 1, adam), AG_ERR_ARGUMENT, "the saved beta1 (0.5) differs from the optimizer's (0.9)");
+    values[3] = "0.9";
+    ok &= OK(ag_safetensors_save(path, whole, (ag_tensor[]){w, m, m, step1}, 4, keys, values, 7));
+    ok &= OK(ag_checkpoint_load(path, names, &w, 1, adam)); /* accepted: a consistent file */
+    unlink(path);
+    ok &= OK(ag_optimizer_free(adam));
+    release(w), release(m), release(m3), release(step0), release(step1);
+    return ok;
+}
+
 /* ========================================================================================== */
 /* Driver                                                                                     */
 /* ========================================================================================== */
@@ -4232,6 +4339,7 @@ static const entry entries[] = {
     {"B165", b165}, {"B166", b166}, {"B167", b167}, {"B168", b168}, {"B169", b169}, {"B170", b170},
     {"B171", b171}, {"B172", b172}, {"B173", b173}, {"B174", b174}, {"B175", b175}, {"B176", b176},
     {"B177", b177}, {"B178", b178}, {"B179", b179}, {"B180", b180},
+    {"B181", b181}, {"B182", b182}, {"B183", b183},
 };
 
 /* After every bad input: a correct gradient. f(x, w) = sum((x @ w + 1)^2) for x (2,3), w (3,2);
