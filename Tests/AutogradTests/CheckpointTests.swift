@@ -9,8 +9,10 @@ final class CheckpointTests: XCTestCase {
 
     override func setUpWithError() throws {
         var template = Array("/tmp/ag-checkpoint-XXXXXX".utf8CString)
-        let made = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress) }
-        directory = try XCTUnwrap(made.map { String(cString: $0) })
+        let made: String? = template.withUnsafeMutableBufferPointer { buffer in
+            mkdtemp(buffer.baseAddress!).map { String(cString: $0) }
+        }
+        directory = try XCTUnwrap(made)
     }
 
     override func tearDownWithError() throws {
