@@ -15,10 +15,12 @@ import libautograd as ag
 
 # ---- DLPack: memory is shared, shown by pointers and by writes ----
 
+_AG = {np.float32: ag.float32, np.float64: ag.float64, np.int64: ag.int64, np.bool_: ag.bool_}
+
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64, np.bool_])
 def test_numpy_from_dlpack_shares_the_tensors_memory(dtype):
-    t = ag.tensor(np.arange(6).reshape(2, 3).astype(dtype))
+    t = ag.tensor(np.arange(6).reshape(2, 3).astype(dtype), dtype=_AG[dtype])
     a = np.from_dlpack(t)
     assert a.shape == (2, 3) and a.dtype == dtype
     assert a.ctypes.data == t.data_ptr() != 0
