@@ -403,4 +403,21 @@ final class SafetensorsTests: XCTestCase {
             }
         }
     }
+
+    /// Keys are compared byte for byte: "\u{E9}" and "e\u{301}" (canonically equivalent, equal as
+    /// Swift Strings) are two tensors of one valid file, each found by its own spelling, and the
+    /// writer takes both names (as the reference package does).
+    func testCanonicallyEquivalentNamesAreDistinctKeys() throws {
+        let composed = "\u{E9}", decomposed = "e\u{301}"
+        XCTAssertEqual(composed, decomposed)  // what makes a String set the wrong tool
+        let header = "{\"\(composed)\":{\"dtype\":\"I64\",\"shape\":[],\"data_offsets\":[0,8]},"
+            + "\"\(decomposed)\":{\"dtype\":\"I64\",\"shape\":[],\"data_offsets\":[8,16]}}"
+        let f = try open(file(header, le64(7) + le64(9)))
+        XCTAssertEqual(f.entries.map { Array($0.name.utf8) }, [Array(composed.utf8), Array(decomposed.utf8)])
+        XCTAssertEqual(try f.tensor(named: composed).int64Values, [7])
+        XCTAssertEqual(try f.tensor(named: decomposed).int64Values, [9])
+        let bytes = try Safetensors.encode([(composed, tensor([1], [], .float64)), (decomposed, tensor([2], [], .float64))], metadata: [])
+        let g = try bytes.withUnsafeBytes { try SafetensorsFile(bytes: $0) }
+        XCTAssertEqual(try g.tensor(named: decomposed).values, [2])
+    }
 }

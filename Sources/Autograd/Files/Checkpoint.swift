@@ -52,10 +52,10 @@ public enum Checkpoint {
     /// As `load(from:parameters:optimizer:)`, from a file already open.
     public static func load(_ file: SafetensorsFile, parameters: [(name: String, tensor: Tensor)], optimizer: Optimizer?) throws {
         // 1. Read and check every parameter's saved values.
-        var seen = Set<String>()
+        var seen = Set<ExactName>()
         var values: [Tensor] = []
         for (name, p) in parameters {
-            guard seen.insert(name).inserted else { throw AutogradError.argument("checkpoint: the name '\(name)' is given twice") }
+            guard seen.insert(ExactName(name)).inserted else { throw AutogradError.argument("checkpoint: the name '\(name)' is given twice") }
             guard let entry = file.entry(named: name) else {
                 throw AutogradError.argument("checkpoint: no tensor named '\(name)' in the file")
             }

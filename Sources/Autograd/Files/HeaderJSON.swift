@@ -78,12 +78,12 @@ struct HeaderJSON {
     /// the value, which `member` must consume. Refuses a repeated key.
     mutating func members(_ member: (inout HeaderJSON, String) throws -> Void) throws {
         if consume(UInt8(ascii: "}")) { return }
-        var seen = Set<String>()
+        var seen = Set<ExactName>()
         repeat {
             skipWhitespace()
             let keyStart = position
             let key = try string()
-            guard seen.insert(key).inserted else {
+            guard seen.insert(ExactName(key)).inserted else {
                 position = keyStart
                 throw error("duplicate key \"\(key)\"")
             }

@@ -39,23 +39,23 @@ public enum Safetensors {
 
     /// The 8-byte length and the padded JSON header for `tensors`.
     static func header(_ tensors: [(name: String, tensor: Tensor)], metadata: [(key: String, value: String)]) throws -> [UInt8] {
-        var names = Set<String>()
+        var names = Set<ExactName>()
         for (i, (name, _)) in tensors.enumerated() {
             guard !name.isEmpty else { throw AutogradError.argument("the name of tensor \(i) is empty") }
             guard name != SafetensorsFormat.metadataKey else {
                 throw AutogradError.argument("tensor \(i) may not be called \"__metadata__\" (the format's metadata key)")
             }
             guard !name.utf8.contains(0) else { throw AutogradError.argument("the name of tensor \(i) contains a NUL character") }
-            guard names.insert(name).inserted else {
+            guard names.insert(ExactName(name)).inserted else {
                 throw AutogradError.argument("the name \"\(name)\" of tensor \(i) repeats an earlier tensor's")
             }
         }
-        var keys = Set<String>()
+        var keys = Set<ExactName>()
         for (i, (key, value)) in metadata.enumerated() {
             guard !key.utf8.contains(0) && !value.utf8.contains(0) else {
                 throw AutogradError.argument("metadata entry \(i) contains a NUL character")
             }
-            guard keys.insert(key).inserted else {
+            guard keys.insert(ExactName(key)).inserted else {
                 throw AutogradError.argument("the metadata key \"\(key)\" (entry \(i)) repeats an earlier key")
             }
         }

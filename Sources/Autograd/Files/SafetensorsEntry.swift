@@ -50,3 +50,11 @@ enum SafetensorsFormat {
         }
     }
 }
+
+/// A tensor name or metadata key compared byte for byte, as the format's JSON keys are. Swift's
+/// String equality identifies canonically equivalent spellings ("\u{E9}" and "e\u{301}"), which
+/// are two different keys in a file: a set or dictionary of Strings would call them duplicates.
+struct ExactName: Hashable {
+    let utf8: [UInt8]
+    init(_ text: String) { utf8 = Array(text.utf8) }
+}

@@ -30,8 +30,8 @@ public final class SafetensorsFile: @unchecked Sendable {
     private let dataStart: Int
     /// Each entry's byte range, relative to dataStart.
     private let ranges: [Range<Int>]
-    private let index: [String: Int]
-    private let metadataIndex: [String: Int]
+    private let index: [ExactName: Int]
+    private let metadataIndex: [ExactName: Int]
 
     /// The tensors, in the order of their data.
     public let entries: [SafetensorsEntry]
@@ -103,8 +103,8 @@ public final class SafetensorsFile: @unchecked Sendable {
         self.entries = header.entries
         self.metadata = header.metadata
         // Names and metadata keys are distinct (the header's keys are).
-        self.index = Dictionary(header.entries.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { a, _ in a })
-        self.metadataIndex = Dictionary(header.metadata.enumerated().map { ($1.key, $0) }, uniquingKeysWith: { a, _ in a })
+        self.index = Dictionary(header.entries.enumerated().map { (ExactName($1.name), $0) }, uniquingKeysWith: { a, _ in a })
+        self.metadataIndex = Dictionary(header.metadata.enumerated().map { (ExactName($1.key), $0) }, uniquingKeysWith: { a, _ in a })
     }
 
     deinit {
@@ -141,17 +141,17 @@ public final class SafetensorsFile: @unchecked Sendable {
     }
 
     /// The position of the tensor called `name` in `entries`, or nil.
-    public func index(named name: String) -> Int? { index[name] }
+    public func index(named name: String) -> Int? { index[ExactName(name)] }
 
     public func entry(named name: String) -> SafetensorsEntry? {
-        index[name].map { entries[$0] }
+        index[ExactName(name)].map { entries[$0] }
     }
 
     /// The position of `key` in `metadata`, or nil.
-    public func metadataIndex(forKey key: String) -> Int? { metadataIndex[key] }
+    public func metadataIndex(forKey key: String) -> Int? { metadataIndex[ExactName(key)] }
 
     public func metadataValue(forKey key: String) -> String? {
-        metadataIndex[key].map { metadata[$0].value }
+        metadataIndex[ExactName(key)].map { metadata[$0].value }
     }
 
     /// A new leaf holding the values of the tensor called `name`, read now. Throws .argument (no
@@ -159,7 +159,7 @@ public final class SafetensorsFile: @unchecked Sendable {
     /// .format (a BOOL byte other than 0 or 1), .io (the read failed or the file shrank),
     /// .outOfMemory.
     public func tensor(named name: String) throws -> Tensor {
-        guard let i = index[name] else { throw AutogradError.argument("no tensor named \"\(name)\" in the file") }
+        guard let i = index[ExactName(name)] else { throw AutogradError.argument("no tensor named \"\(name)\" in the file") }
         let entry = entries[i]
         guard let dtype = entry.dtype else {
             throw AutogradError.dtype("tensor \"\(name)\" is \(entry.formatDType), which Autograd does not hold (it loads F32, F64, I64 and BOOL)")
