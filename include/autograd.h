@@ -1602,9 +1602,10 @@ ag_status ag_checkpoint_save(const char *path, const char *const *names, const a
  * ag_safetensors_open and ag_safetensors_metadata.
  * Errors: those of ag_safetensors_open; AG_ERR_ARGUMENT (path or names NULL, n < 0, a name not in
  * the file, the checkpoint's optimizer kind differs from opt's, or it has no optimizer state while
- * opt is given), AG_ERR_SHAPE, AG_ERR_DTYPE (a parameter that does not match its saved tensor),
- * AG_ERR_STATE (a parameter that is not a leaf), AG_ERR_FORMAT (saved optimizer state that is
- * inconsistent), AG_ERR_INVALID_HANDLE. */
+ * opt is given; a hyper-parameter of opt that differs from the saved one: they are checked, not
+ * restored), AG_ERR_SHAPE, AG_ERR_DTYPE (a parameter that does not match its saved tensor),
+ * AG_ERR_STATE (a parameter that is not a leaf, or is read-only memory), AG_ERR_FORMAT (saved
+ * optimizer state that is inconsistent), AG_ERR_INVALID_HANDLE. */
 ag_status ag_checkpoint_load(const char *path, const char *const *names, const ag_tensor *params, int64_t n,
                              ag_optimizer opt);
 

@@ -62,6 +62,7 @@ public enum Checkpoint {
             guard p.isLeaf else {
                 throw AutogradError.state("checkpoint: parameter '\(name)' is the result of an operation; only leaves are restored in place")
             }
+            try p.storage.refuseReadOnly("checkpoint: parameter '\(name)'")
             guard entry.dtype == p.dtype else {
                 throw AutogradError.dtype("checkpoint: '\(name)' is saved as \(entry.formatDType), but the parameter is \(p.dtype)")
             }
