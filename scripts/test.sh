@@ -54,7 +54,7 @@ if [ -f .build/release/libautograd.so ]; then
     part "sanitizers: ASan+UBSan C suites and harness, XCTest with ASan, TSan threads" bash scripts/sanitizers.sh
     # A fixed seed keeps the CI fuzz run repeatable; longer, unseeded runs are documented in
     # bindings/fuzz/README.md.
-    part "libFuzzer on the C API: regressions, seed corpus, then 60 s" env FUZZ_ARGS="${FUZZ_ARGS:--seed=1}" bash scripts/fuzz.sh
+    part "libFuzzer on the C API (60 s) and on the safetensors loader (30 s): regressions, seed corpora, then fuzzing" env FUZZ_ARGS="${FUZZ_ARGS:--seed=1}" bash scripts/fuzz.sh
     part "make install into a temporary prefix, the C example built with pkg-config in env -i" bash scripts/install-test.sh
     part "Python package (bindings/python): pip install, pytest against JAX, examples/mlp.py" bash scripts/python-tests.sh
     part "references from PyPI: random graphs vs JAX, optimizers vs optax, digits in JAX" bash scripts/reference-tests.sh
