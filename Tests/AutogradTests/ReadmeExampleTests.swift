@@ -55,5 +55,18 @@ final class ReadmeExampleTests: XCTestCase {
         try s.backward()   // x.grad gains 2x
         XCTAssertEqual(try s.item(), xs.map { $0 * $0 }.reduce(0, +), accuracy: 1e-12)
         for k in 0..<6 { XCTAssertEqual(x.grad!.values[k], before[k] + 2 * xs[k], accuracy: 1e-12) }
+
+        let opt = try Adam(parameters: [w], learningRate: 0.01)
+        try opt.step()
+        let path = "/tmp/ag-readme-\(getpid()).safetensors"
+        defer { unlink(path) }
+        let saved = w.values
+        try Checkpoint.save(to: path, parameters: [("w", w)], optimizer: opt, metadata: [("epoch", "1")])
+        try opt.step()
+        try Checkpoint.load(from: path, parameters: [("w", w)], optimizer: opt)
+        XCTAssertEqual(w.values, saved)  // the values at the save, restored
+        let file = try SafetensorsFile(path: path)
+        XCTAssertEqual(file.entries.map(\.name), ["w", "optimizer.w.exp_avg", "optimizer.w.exp_avg_sq", "optimizer.w.step"])
+        XCTAssertEqual(file.metadataValue(forKey: "epoch"), "1")
     }
 }
