@@ -99,6 +99,8 @@ def test_array_protocol():
     a = np.asarray(t)
     assert a.dtype == np.float64 and a.tolist() == [[1.0, 2.0]]
     assert np.asarray(t, dtype=np.float32).dtype == np.float32
+    shared = np.array(t, copy=False)  # NumPy 2: must not copy: shared through DLPack
+    assert shared.ctypes.data == t.data_ptr() and a.ctypes.data != t.data_ptr()
     with pytest.raises(ValueError, match="copy"):
-        np.array(t, copy=False)  # NumPy 2: must not copy; a Tensor can only be copied out
-    assert not hasattr(t, "__array_interface__")  # no view of the library's memory
+        np.array(t, dtype=np.float32, copy=False)  # a conversion cannot share
+    assert not hasattr(t, "__array_interface__")  # views go through DLPack, which keeps the memory alive
