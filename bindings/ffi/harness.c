@@ -26,6 +26,9 @@
  *     statements of an 'op' block of the case; expect_same compares such an op with the same
  *     function written with catalogue ops (values and gradients), and the usual checks (finite
  *     differences, second derivatives, replays) run through it.
+ *   - Files (ag_safetensors_*, ag_checkpoint_*): strings ("text", tmp:NAME, a path in a temporary
+ *     directory the harness makes, empties after each case and removes at exit), arrays of strings,
+ *     strings returned through `const char **`, and raw bytes (bytes:[...]) for in-memory files.
  *   - After each case every handle must be released: ag_live_handle_count must be back where it
  *     was before the case (0 in a clean run).
  *
@@ -42,6 +45,7 @@
 #include <ctype.h>
 #include <dirent.h>
 #include <dlfcn.h>
+#include <errno.h>
 #include <ffi.h>
 #include <inttypes.h>
 #include <math.h>
@@ -51,7 +55,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 /* ========================================================================================== */
 /* Small utilities                                                                            */
@@ -225,7 +231,9 @@ typedef struct {
     char type[MAX_NAME]; /* declared base type: "ag_tensor", "int64_t", "void", "char", "fn" (an inline
                             function pointer) or a function-pointer typedef's name */
     int ptr;             /* pointer depth (0: passed by value) */
-    bool cnst;           /* the pointee is const (read-only input array) */
+    bool cnst;           /* const before the first '*' (the innermost pointee is const) */
+    bool in_const;       /* what the outermost pointer points to is const: an input (`const char *const *`
+                            is an input array of strings, `const char **` an output) */
     bool fnptr;          /* a function pointer, typedef'd or written inline */
     char code;           /* the parameter's own type code ('p' for every pointer) */
     char elem;           /* for a pointer of depth 1: the pointee's code ('v' for void); else code */
@@ -446,6 +454,18 @@ static int parse_fnptr(char **t, int a, int b, char *name, size_t namesz, char *
     return 0;
 }
 
+/* Whether the object the outermost of `ptr` pointers points to is const, in type tokens [a, b):
+ * a `const` after the (ptr-1)th '*' (before the first one when ptr is 1). */
+static bool pointee_const(char **t, int a, int b, int ptr) {
+    int stars = 0;
+    bool c = false;
+    for (int i = a; i < b; i++) {
+        if (strcmp(t[i], "*") == 0) stars++;
+        else if (strcmp(t[i], "const") == 0 && ptr > 0 && stars == ptr - 1) c = true;
+    }
+    return c;
+}
+
 /* One parameter in tokens [a, b). */
 static int parse_param(char **t, int a, int b, param_t *p, int index, bool allow_fnptr) {
     memset(p, 0, sizeof *p);
@@ -469,6 +489,7 @@ static int parse_param(char **t, int a, int b, param_t *p, int index, bool allow
         snprintf(p->name, sizeof p->name, "arg%d", index);
     }
     if (parse_type(t, a, nameEnd, p->type, sizeof p->type, &p->ptr, &p->cnst) != 0) return -1;
+    p->in_const = pointee_const(t, a, nameEnd, p->ptr);
     set_codes(p);
     return p->code ? 0 : -1;
 }
@@ -683,12 +704,17 @@ static void parse_header(const char *path) {
     toks_free(&tk);
     if (g_nsigs == 0) fatal("header %s declares no functions", path);
 
-    /* Handle types: T a typedef of uint64_t, with a function T_free(T). */
+    /* Handle types: T a typedef of uint64_t, with a function T_free(T) (ag_tensor, ag_optimizer)
+     * or T_close(T) (ag_safetensors). */
     for (int i = 0; i < g_ntdefs; i++) {
         if (g_tdefs[i].fnptr || resolve_code(g_tdefs[i].name) != 'U') continue;
         char fname[2 * MAX_NAME];
         snprintf(fname, sizeof fname, "%s_free", g_tdefs[i].name);
         fsig_t *f = find_sig(fname);
+        if (!f) {
+            snprintf(fname, sizeof fname, "%s_close", g_tdefs[i].name);
+            f = find_sig(fname);
+        }
         if (f && f->np == 1 && strcmp(f->p[0].type, g_tdefs[i].name) == 0 && f->p[0].ptr == 0) {
             htype_t h;
             memset(&h, 0, sizeof h);
@@ -1036,7 +1062,8 @@ static void tokenize_line(const char *s, toks_t *tk) {
         int depth = 0;
         bool quote = false;
         while (*p && (depth > 0 || quote || !isspace((unsigned char)*p))) {
-            if (*p == '"') quote = !quote;
+            if (quote && *p == '\\' && p[1]) p++; /* an escape inside a string (\" included) */
+            else if (*p == '"') quote = !quote;
             else if (!quote && *p == '[') depth++;
             else if (!quote && *p == ']') depth--;
             p++;
@@ -1049,15 +1076,20 @@ static void tokenize_line(const char *s, toks_t *tk) {
     }
 }
 
-/* Splits "[a, b c]" into its elements (allocated strings); returns -1 if not a list. */
+/* Splits "[a, b c]" into its elements (allocated strings); returns -1 if not a list. Commas
+ * inside "strings" are kept. */
 static int split_list(const char *tok, toks_t *out) {
     size_t n = strlen(tok);
     if (n < 2 || tok[0] != '[' || tok[n - 1] != ']') return -1;
     char *inner = xmalloc(n);
     memcpy(inner, tok + 1, n - 2);
     inner[n - 2] = '\0';
-    for (char *p = inner; *p; p++)
-        if (*p == ',') *p = ' ';
+    bool quote = false;
+    for (char *p = inner; *p; p++) {
+        if (quote && *p == '\\' && p[1]) p++;
+        else if (*p == '"') quote = !quote;
+        else if (!quote && *p == ',') *p = ' ';
+    }
     tokenize_line(inner, out);
     free(inner);
     return 0;
@@ -2140,6 +2172,140 @@ static bool is_custom_callback_type(const char *type) {
     return false;
 }
 
+/* ---- strings, paths under the run's temporary directory, raw bytes ---- */
+
+/* The run's temporary directory: tmp:NAME arguments are paths in it. Made by main, emptied after
+ * every case (so no case sees another's files) and removed when the harness exits. */
+static char g_tmpdir[4096];
+
+/* Removes what is under `path` (not following links), and `path` itself unless keep_root. */
+static void remove_tree(const char *path, bool keep_root) {
+    DIR *d = opendir(path);
+    if (d) {
+        struct dirent *de;
+        while ((de = readdir(d)) != NULL) {
+            if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0) continue;
+            char sub[8192];
+            snprintf(sub, sizeof sub, "%s/%s", path, de->d_name);
+            struct stat sb;
+            if (lstat(sub, &sb) == 0 && S_ISDIR(sb.st_mode)) remove_tree(sub, false);
+            else unlink(sub);
+        }
+        closedir(d);
+    }
+    if (!keep_root) rmdir(path);
+}
+
+static void remove_tmpdir(void) {
+    if (g_tmpdir[0]) remove_tree(g_tmpdir, false);
+    g_tmpdir[0] = '\0';
+}
+
+static int hex_digit(int c) {
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/* A string argument (allocated in *out): "text" (escapes \\, \" and \xHH, not \x00), or
+ * tmp:NAME, the path NAME in the run's temporary directory (tmp: alone is the directory). */
+static int parse_string_arg(const char *tok, char **out) {
+    *out = NULL;
+    if (strncmp(tok, "tmp:", 4) == 0) {
+        if (!g_tmpdir[0]) return failf("tmp: no temporary directory");
+        const char *nm = tok + 4;
+        if (nm[0] == '/' || strcmp(nm, "..") == 0 || strncmp(nm, "../", 3) == 0 || strstr(nm, "/../") ||
+            (strlen(nm) >= 3 && strcmp(nm + strlen(nm) - 3, "/..") == 0))
+            return failf("'%s': a tmp: path stays inside the temporary directory (no leading '/', no '..')", tok);
+        size_t n = strlen(g_tmpdir) + strlen(tok + 4) + 2;
+        *out = xmalloc(n);
+        snprintf(*out, n, "%s%s%s", g_tmpdir, tok[4] ? "/" : "", tok + 4);
+        return 0;
+    }
+    size_t n = strlen(tok);
+    if (n < 2 || tok[0] != '"' || tok[n - 1] != '"') return failf("expected a \"string\" or tmp:NAME, got '%s'", tok);
+    char *d = xmalloc(n);
+    size_t k = 0;
+    for (size_t i = 1; i + 1 < n; i++) {
+        char c = tok[i];
+        if (c == '"') {
+            free(d);
+            return failf("'%s': a '\"' inside a string must be written \\\"", tok);
+        }
+        if (c == '\\') {
+            char e = i + 2 < n ? tok[i + 1] : '\0';
+            if (e == '\\' || e == '"') {
+                d[k++] = e;
+                i++;
+                continue;
+            }
+            int hi = e == 'x' && i + 3 < n ? hex_digit((unsigned char)tok[i + 2]) : -1;
+            int lo = hi >= 0 ? hex_digit((unsigned char)tok[i + 3]) : -1;
+            if (lo < 0 || (hi | lo) == 0) {
+                free(d);
+                return failf("'%s': bad escape (\\\\, \\\" or \\xHH, not \\x00)", tok);
+            }
+            d[k++] = (char)(hi * 16 + lo);
+            i += 3;
+            continue;
+        }
+        d[k++] = c;
+    }
+    d[k] = '\0';
+    *out = d;
+    return 0;
+}
+
+/* bytes:[ITEM ...] (a `const void *`: ag_safetensors_open_memory's file): hex digits, two per byte
+ * (00, f83f, 0800000000000000), and 'text' (its bytes as written, no terminator), separated by
+ * spaces or commas. The buffer has exactly those bytes (a read past them is valgrind's to see). */
+static int parse_bytes_arg(const char *tok, unsigned char **out, int64_t *nout) {
+    size_t len = strlen(tok);
+    if (strncmp(tok, "bytes:[", 7) != 0 || len < 8 || tok[len - 1] != ']')
+        return failf("expected bytes:[HEX... 'text'...], got '%s'", tok);
+    const char *p = tok + 7, *end = tok + len - 1;
+    unsigned char *buf = xmalloc(len);
+    size_t k = 0;
+    int rc = 0;
+    while (rc == 0 && p < end) {
+        if (isspace((unsigned char)*p) || *p == ',') {
+            p++;
+        } else if (*p == '\'') {
+            const char *q = memchr(p + 1, '\'', (size_t)(end - p - 1));
+            if (!q) {
+                rc = failf("bytes: an unterminated 'text' in '%s'", tok);
+                break;
+            }
+            memcpy(buf + k, p + 1, (size_t)(q - p - 1));
+            k += (size_t)(q - p - 1);
+            p = q + 1;
+        } else if (hex_digit((unsigned char)*p) >= 0) {
+            const char *q = p;
+            while (q < end && hex_digit((unsigned char)*q) >= 0) q++;
+            if ((q - p) % 2) rc = failf("bytes: an odd number of hex digits in '%.*s'", (int)(q - p), p);
+            for (; rc == 0 && p < q; p += 2) buf[k++] = (unsigned char)(hex_digit((unsigned char)p[0]) * 16 + hex_digit((unsigned char)p[1]));
+        } else {
+            rc = failf("bytes: unexpected '%c' in '%s'", *p, tok);
+        }
+    }
+    if (rc == 0) {
+        *out = xmalloc(k);
+        memcpy(*out, buf, k);
+        *nout = (int64_t)k;
+    }
+    free(buf);
+    return rc;
+}
+
+/* A string parameter: `const char *`. */
+static bool is_string_param(const param_t *p) { return p->ptr == 1 && p->cnst && p->elem == 'c'; }
+
+/* An array of strings: `const char *const *` (names, metadata keys and values). */
+static bool is_string_array(const param_t *p) { return p->ptr == 2 && p->in_const && resolve_code(p->type) == 'c'; }
+
+/* A string output: `const char **` (the library's string written to *out). */
+static bool is_string_out(const param_t *p) {
+    return p->ptr == 2 && !p->in_const && p->cnst && resolve_code(p->type) == 'c';
+}
+
 /* ---- generic marshalling of one call from the header's parameter list ---- */
 
 /* How one parameter is passed. */
@@ -2156,14 +2322,15 @@ typedef struct {
     const char *tok;    /* the argument token */
     bool deferred_data; /* a const void * list, converted once the dtype is known */
     toks_t list;        /* the elements of a deferred list */
+    toks_t strs;        /* the strings an array of strings points to */
 } arg_t;
 
 /* A pointer parameter followed by an int64_t parameter is an array and its length, except for
  * handle outputs (their count is the number of names on the left of '='). */
 static bool is_pair(const fsig_t *s, int i) {
     const param_t *p = &s->p[i];
-    if (p->ptr != 1 || p->fnptr || i + 1 >= s->np) return false;
-    if (p->cnst && p->elem == 'c') return false; /* a string (ag_custom_op_new's name) */
+    if ((p->ptr != 1 && !is_string_array(p)) || p->fnptr || i + 1 >= s->np) return false;
+    if (is_string_param(p)) return false; /* a string (ag_custom_op_new's name) */
     const param_t *q = &s->p[i + 1];
     if (q->ptr != 0 || q->code != 'L') return false;
     if (!p->cnst && find_htype(p->type)) return false;
@@ -2173,12 +2340,12 @@ static bool is_pair(const fsig_t *s, int i) {
     return true;
 }
 
-/* A non-const pointer parameter (or a pointer to pointer) is an output; a lone `void *` is opaque
- * user data. */
+/* A non-const pointer parameter (or a pointer to a non-const pointer: `const char **`) is an output;
+ * a lone `void *` is opaque user data. */
 static bool is_output(const fsig_t *s, int i) {
     const param_t *p = &s->p[i];
     if (p->ptr == 0 || p->fnptr) return false;
-    if (p->ptr >= 2) return true;
+    if (p->ptr >= 2) return !p->in_const;
     if (p->cnst) return false;
     if (p->elem == 'v' && !is_pair(s, i)) return false; /* user data */
     return true;
@@ -2263,12 +2430,37 @@ static int marshal_in_array(env_t *e, const param_t *p, arg_t *a, const char *to
         a->count = 0;
         return 0;
     }
-    if (p->cnst && p->elem == 'c') { /* a string: "text" */
-        size_t n = strlen(tok);
-        if (n < 2 || tok[0] != '"' || tok[n - 1] != '"') return failf("parameter %s wants a \"string\", got '%s'", p->name, tok);
-        a->buf = xmalloc(n - 1);
-        memcpy(a->buf, tok + 1, n - 2);
-        ((char *)a->buf)[n - 2] = '\0';
+    if (is_string_param(p)) { /* a string: "text" or tmp:NAME */
+        char *str;
+        if (parse_string_arg(tok, &str) != 0) return -1;
+        a->buf = str;
+        a->slot.p = a->buf;
+        return 0;
+    }
+    if (is_string_array(p)) { /* ["a","b",null]: an array of strings (or NULL entries) */
+        toks_t el = {0};
+        if (split_list(tok, &el) != 0) return failf("parameter %s wants a [list] of \"strings\", got '%s'", p->name, tok);
+        a->count = el.n;
+        a->buf = xcalloc((size_t)(el.n ? el.n : 1), sizeof(char *));
+        a->slot.p = a->buf;
+        int rc = 0;
+        for (int k = 0; rc == 0 && k < el.n; k++) {
+            if (strcmp(el.t[k], "null") == 0) continue;
+            char *str;
+            rc = parse_string_arg(el.t[k], &str);
+            if (rc == 0) {
+                PUSH(a->strs.t, a->strs.n, a->strs.cap, str);
+                ((char **)a->buf)[k] = str;
+            }
+        }
+        toks_free(&el);
+        return rc;
+    }
+    if (strncmp(tok, "bytes:", 6) == 0) { /* raw bytes for a const void * */
+        if (!(p->cnst && p->elem == 'v')) return failf("parameter %s (%s) cannot take bytes:[...]", p->name, p->type);
+        unsigned char *bytes = NULL;
+        if (parse_bytes_arg(tok, &bytes, &a->count) != 0) return -1;
+        a->buf = bytes;
         a->slot.p = a->buf;
         return 0;
     }
@@ -2357,6 +2549,23 @@ static int check_out(env_t *e, const fsig_t *s, int i, const arg_t *a) {
         return env_set_int(e, tok + 2, load_int(a->buf, 0, p->elem));
     }
     if (!e->primary && !e->callback) return 0; /* replays compute, the primary run checks */
+    if (is_string_out(p) && (tok[0] == '~' || tok[0] == '=')) {
+        /* a string the library returned: ="text" (equal), ~text (contains), =null, =nonnull */
+        const char *got;
+        memcpy(&got, a->buf, sizeof got);
+        if (strcmp(tok, "=null") == 0)
+            return got ? failf("%s: %s is \"%s\", expected null", s->name, p->name, got) : 0;
+        if (strcmp(tok, "=nonnull") != 0 && tok[0] == '=' && tok[1] != '"')
+            return failf("%s: %s is a string output: =\"text\", ~text, =null or =nonnull, not '%s'", s->name, p->name, tok);
+        if (!got) return failf("%s: %s is NULL, expected %s", s->name, p->name, tok + (tok[0] == '='));
+        if (strcmp(tok, "=nonnull") == 0) return 0;
+        if (tok[0] == '~') return strstr(got, tok + 1) ? 0 : failf("%s: %s is \"%s\", which does not contain \"%s\"", s->name, p->name, got, tok + 1);
+        char *want;
+        if (parse_string_arg(tok + 1, &want) != 0) return -1;
+        int rc = strcmp(got, want) == 0 ? 0 : failf("%s: %s is \"%s\", expected \"%s\"", s->name, p->name, got, want);
+        free(want);
+        return rc;
+    }
     if (tok[0] == '~' && p->elem == 'c') {
         const char *text = a->buf;
         if (!memchr(text, '\0', a->used) || !strstr(text, tok + 1))
@@ -2726,6 +2935,7 @@ static int exec_call(env_t *e, const stmt_t *st) {
         free(args[i].buf);
         free(args[i].sentinel);
         toks_free(&args[i].list);
+        toks_free(&args[i].strs);
     }
     free(pos);
     return rc;
@@ -3670,6 +3880,7 @@ static bool run_case(const case_t *c) {
     g_ncops = g_ccops = 0;
     g_callback_err[0] = '\0';
     api_set_grad_enabled(&prev, true);
+    remove_tree(g_tmpdir, true); /* the next case starts with an empty temporary directory */
     for (int i = 0; i < c->npost; i++) check_counter(&c->post[i]);
     g_line = 0;
     st = api_live(&live1);
@@ -3741,6 +3952,10 @@ int main(int argc, char **argv) {
     void *lib = load_library(libpath);
     (void)lib; /* stays loaded: the Swift runtime inside does not support unloading */
     check_used_signatures();
+    const char *tmp = getenv("TMPDIR");
+    snprintf(g_tmpdir, sizeof g_tmpdir, "%s/ag-ffi-XXXXXX", tmp && tmp[0] ? tmp : "/tmp");
+    if (!mkdtemp(g_tmpdir)) fatal("cannot make a temporary directory %s: %s", g_tmpdir, strerror(errno));
+    atexit(remove_tmpdir);
     const char *version = api_string(F.version, NULL);
     printf("header %s: %d functions, %d typedefs, %d constants, %d handle types; all resolved in %s (version %s)\n",
            header, g_nsigs, g_ntdefs, g_nconsts, g_nhtypes, libpath, version ? version : "?");
