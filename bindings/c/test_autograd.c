@@ -239,7 +239,7 @@ static void test_version_and_status(void) {
                  {AG_ERR_OUT_OF_MEMORY, "AG_ERR_OUT_OF_MEMORY"},
                  {AG_ERR_CALLBACK, "AG_ERR_CALLBACK"},
                  {AG_ERR_INTERNAL, "AG_ERR_INTERNAL"},
-                 {9, "AG_UNKNOWN_STATUS"},
+                 {AG_ERR_IO, "AG_ERR_IO"}, {AG_ERR_FORMAT, "AG_ERR_FORMAT"}, {11, "AG_UNKNOWN_STATUS"},
                  {-1, "AG_UNKNOWN_STATUS"},
                  {1000, "AG_UNKNOWN_STATUS"},
                  {INT32_MIN, "AG_UNKNOWN_STATUS"},

@@ -4258,7 +4258,8 @@ static bool b182(void) { /* ag_checkpoint_load: what does not fit the checkpoint
     ok &= EXPECT(ag_checkpoint_load(path, names, &fresh, 1, sgd), AG_ERR_ARGUMENT,
                  "the file has no optimizer state (no 'autograd.optimizer' metadata), but an optimizer was given");
     unlink(path);
-    ok &= OK(ag_optimizer_free(adam)) & OK(ag_optimizer_free(sgd));
+    ok &= OK(ag_optimizer_free(adam));
+    ok &= OK(ag_optimizer_free(sgd));
     release(w), release(wide), release(w32), release(fresh), release(sum);
     return ok;
 }
@@ -4267,7 +4268,8 @@ static bool b183(void) { /* ag_checkpoint_load: optimizer state in the file that
     ag_tensor w = leaf_rg(full((int64_t[]){2}, 1, 1, AG_FLOAT64)), m = full((int64_t[]){2}, 1, 0.5, AG_FLOAT64);
     ag_tensor m3 = full((int64_t[]){3}, 1, 0.5, AG_FLOAT64), step0 = AG_NULL_TENSOR, step1 = AG_NULL_TENSOR;
     int64_t zero = 0, one = 1;
-    bool ok = OK(ag_tensor_from_data(&step0, &zero, NULL, 0, AG_INT64)) & OK(ag_tensor_from_data(&step1, &one, NULL, 0, AG_INT64));
+    bool ok = OK(ag_tensor_from_data(&step0, &zero, NULL, 0, AG_INT64));
+    ok &= OK(ag_tensor_from_data(&step1, &one, NULL, 0, AG_INT64));
     ag_optimizer adam = 0;
     ok &= OK(ag_optimizer_adam(&adam, &w, 1, 0.1, 0.9, 0.999, 1e-8, 0));
     const char *path = checkpoint_path("b183"), *names[1] = {"w"};

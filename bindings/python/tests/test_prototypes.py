@@ -70,7 +70,7 @@ SCALARS = {
     "ag_grad_hook": _library.GRAD_HOOK, "ag_build_fn": _library.BUILD_FN,
     "ag_function": ctypes.c_uint64, "ag_capture_fn": _library.CAPTURE_FN,
     "ag_custom_op": ctypes.c_uint64, "ag_custom_ctx": ctypes.c_uint64,
-    "ag_generator": ctypes.c_uint64,
+    "ag_generator": ctypes.c_uint64, "ag_safetensors": ctypes.c_uint64,
     "ag_custom_forward_fn": _library.CUSTOM_FORWARD, "ag_custom_backward_fn": _library.CUSTOM_BACKWARD,
     "ag_custom_jvp_fn": _library.CUSTOM_JVP,
 }
@@ -115,7 +115,16 @@ def test_every_operation_is_exposed():
                # generators: the Generator class
                "generator_new": ag.Generator, "generator_free": ag.Generator.__del__,
                "generator_get_state": ag.Generator.get_state,
-               "generator_set_state": ag.Generator.set_state}
+               "generator_set_state": ag.Generator.set_state,
+               # safetensors files and checkpoints: libautograd.files
+               "safetensors_save": ag.save_safetensors, "safetensors_open": ag.SafetensorsFile,
+               "safetensors_open_memory": ag.SafetensorsFile.from_bytes,
+               "safetensors_count": ag.SafetensorsFile.__len__, "safetensors_name": ag.SafetensorsFile.keys,
+               "safetensors_info": ag.SafetensorsFile.info, "safetensors_load": ag.SafetensorsFile.get_tensor,
+               "safetensors_metadata_count": ag.SafetensorsFile.metadata,
+               "safetensors_metadata_entry": ag.SafetensorsFile.metadata,
+               "safetensors_metadata": ag.SafetensorsFile.metadata, "safetensors_close": ag.SafetensorsFile.close,
+               "checkpoint_save": ag.save_checkpoint, "checkpoint_load": ag.load_checkpoint}
     for name in _header_functions():
         short = name[len("ag_"):]
         if short.startswith(("tensor_", "optimizer_")) or short in skip:
