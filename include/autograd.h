@@ -855,7 +855,8 @@ ag_status ag_group_norm(ag_tensor *out, ag_tensor x, int64_t groups, ag_tensor w
  * order, and in forward mode.
  * Errors also: AG_ERR_ARGUMENT (attn_mask given with is_causal, as torch; scale not finite),
  * AG_ERR_SHAPE (rank < 2, E or S extents that differ, batch axes or a mask that do not
- * broadcast), AG_ERR_DTYPE (an operand not floating point, or of another dtype than q). */
+ * broadcast, an L, S, E or Ev extent above 2^31 - 1: BLAS's limit, as for ag_matmul, also when
+ * another extent is 0), AG_ERR_DTYPE (an operand not floating point, or of another dtype than q). */
 ag_status ag_scaled_dot_product_attention(ag_tensor *out, ag_tensor q, ag_tensor k, ag_tensor v, ag_tensor attn_mask,
                                           bool is_causal, double scale);
 

@@ -6546,6 +6546,14 @@ static void i18_attention(Rd *r) {
             }
         }
     }
+    /* BLAS takes 32-bit extents: an L, S, E or Ev above INT32_MAX (possible beside a zero extent)
+     * may be AG_ERR_SHAPE, as for ag_matmul (found by the CI's fuzz run of issue 19). */
+    if (iq.nd >= 2 && ik.nd >= 2 && iv.nd >= 2 &&
+        (iq.shape[iq.nd - 2] > INT32_MAX || iq.shape[iq.nd - 1] > INT32_MAX || ik.shape[ik.nd - 2] > INT32_MAX ||
+         ik.shape[ik.nd - 1] > INT32_MAX || iv.shape[iv.nd - 1] > INT32_MAX)) {
+        if (errs) errs |= M_SHAPE;
+        else maybe |= M_SHAPE;
+    }
     TRACE("ag_scaled_dot_product_attention(%#llx, %#llx, %#llx, mask %#llx, causal %d, scale %g)", (unsigned long long)q.h,
           (unsigned long long)k.h, (unsigned long long)v.h, (unsigned long long)m.h, causal, scale);
     s = ag_scaled_dot_product_attention(&out, q.h, k.h, v.h, m.h, causal, scale);
