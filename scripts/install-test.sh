@@ -31,7 +31,8 @@ lib=$prefix/lib
 soname=$(readelf -d "$lib/libautograd.so.$version" | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p')
 [ "$soname" = "libautograd.so.$major" ] || fail "soname is '$soname'"
 cmp -s include/autograd.h "$prefix/include/autograd.h" || fail "the installed header differs from include/autograd.h"
-ok "libautograd.so.$version (soname $soname), its two links, and include/autograd.h"
+cmp -s include/autograd.hpp "$prefix/include/autograd.hpp" || fail "the installed header differs from include/autograd.hpp"
+ok "libautograd.so.$version (soname $soname), its two links, include/autograd.h and include/autograd.hpp"
 
 # 2. pkg-config, asked in the bare environment.
 cflags=$(bare pkg-config --cflags autograd | sed "s/ *$//")

@@ -4,6 +4,7 @@
 #   PREFIX/lib/libautograd.so.X       -> libautograd.so.X.Y.Z   (what programs load)
 #   PREFIX/lib/libautograd.so         -> libautograd.so.X       (what -lautograd finds)
 #   PREFIX/include/autograd.h
+#   PREFIX/include/autograd.hpp       the header-only C++17 wrapper over autograd.h
 #   PREFIX/lib/pkgconfig/autograd.pc  so `cc prog.c $(pkg-config --cflags --libs autograd)` works
 # Builds the library first (scripts/build.sh; quick when it is up to date).
 #
@@ -35,7 +36,7 @@ real=libautograd.so.$version
 
 if [ "${1:-}" = "--uninstall" ]; then
     for f in "$libdir/$real" "$libdir/libautograd.so.$major" "$libdir/libautograd.so" \
-             "$incdir/autograd.h" "$pcdir/autograd.pc"; do
+             "$incdir/autograd.h" "$incdir/autograd.hpp" "$pcdir/autograd.pc"; do
         if [ -e "$f" ] || [ -L "$f" ]; then rm -f "$f" && echo "install: removed $f"; fi
     done
     if [ -z "$dest" ] && [ "$(id -u)" -eq 0 ] && command -v ldconfig >/dev/null; then ldconfig; fi
@@ -55,6 +56,7 @@ install -m 0755 "$so" "$libdir/$real"
 ln -sfn "$real" "$libdir/libautograd.so.$major"
 ln -sfn "libautograd.so.$major" "$libdir/libautograd.so"
 install -m 0644 include/autograd.h "$incdir/autograd.h"
+install -m 0644 include/autograd.hpp "$incdir/autograd.hpp"
 # Libs.private: what a static link would also need (the shared library records these itself).
 cat >"$pcdir/autograd.pc" <<EOF
 prefix=$prefix
@@ -73,6 +75,7 @@ chmod 0644 "$pcdir/autograd.pc"
 
 echo "install: $libdir/$real (soname libautograd.so.$major, links libautograd.so.$major and libautograd.so)"
 echo "install: $incdir/autograd.h"
+echo "install: $incdir/autograd.hpp"
 echo "install: $pcdir/autograd.pc (version $version)"
 # A system prefix needs the loader cache refreshed; a private one is found through -rpath or
 # LD_LIBRARY_PATH instead.
