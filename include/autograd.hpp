@@ -3,9 +3,10 @@
  *
  * Everything here calls the C API only; link with -lautograd as for C. Conventions:
  *   - Every failing C call throws autograd::Error (status() and the library's message).
- *   - autograd::Tensor owns one ag_tensor handle (RAII, move-only: the C API has no call that
- *     takes a second handle to the same tensor with its graph and gradient, so copies are
- *     impossible; use detach() for a handle to the same values without history).
+ *   - autograd::Tensor owns one ag_tensor handle (RAII, move-only). An implicit copy is not
+ *     offered because taking a second handle is a library call that can fail (and so throw);
+ *     clone_handle() does it explicitly (a new handle to the same tensor, graph and gradient
+ *     included); detach() gives a handle to the same values without history.
  *   - Destructors never throw; a moved-from object holds 0 and frees nothing.
  *   - No C++ exception ever crosses into the C library: callbacks (hooks, custom ops) catch
  *     everything, store the message with ag_set_error and return non-zero, so the C call that
@@ -237,6 +238,27 @@ public:
     Tensor detach() const {
         ag_tensor t = 0;
         check(ag_detach(&t, h_));
+        return Tensor(t);
+    }
+    /* A second owned handle to this very tensor (same values, graph, requires_grad and
+     * gradient): the explicit copy. For float tensors it is ag_dropout in eval mode, which the C
+     * header defines as "a new handle to a itself" (its generator is never drawn from); for int64
+     * and bool tensors, which have no graph or gradient, ag_to_dtype to their own dtype (a new
+     * handle sharing the values). An empty Tensor clones to an empty Tensor. */
+    Tensor clone_handle() const {
+        if (h_ == AG_NULL_TENSOR) return Tensor();
+        ag_dtype d = dtype();
+        ag_tensor t = 0;
+        if (d == AG_FLOAT32 || d == AG_FLOAT64) {
+            ag_generator g = 0;
+            check(ag_generator_new(&g, 0));
+            ag_status st = ag_dropout(&t, h_, 0.0, false, g);
+            std::string msg = st == AG_OK ? std::string() : std::string(ag_last_error());
+            (void)ag_generator_free(g);
+            if (st != AG_OK) throw Error(st, msg);
+        } else {
+            check(ag_to_dtype(&t, h_, d));
+        }
         return Tensor(t);
     }
     /* The values converted to `dtype` (differentiable between float32 and float64). */

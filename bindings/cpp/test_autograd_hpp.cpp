@@ -136,6 +136,24 @@ static void test_moves() {
     std::vector<ag::Tensor> v;
     for (int i = 0; i < 10; i++) v.push_back(ag::Tensor::full({1}, i));
     expect(v[9].item() == 9.0, "Tensors in a vector survive reallocation");
+    // clone_handle: a second handle to the same tensor; the gradient is seen through both,
+    // requires_grad set through one is seen through the other, each handle is freed once.
+    {
+        ag::Tensor x = ag::Tensor::from<double>({1, 2}, {2});
+        x.requires_grad(true);
+        int64_t n0 = ag::live_handle_count();
+        ag::Tensor x2 = x.clone_handle();
+        expect(x2.handle() != x.handle() && ag::live_handle_count() == n0 + 1, "clone_handle takes a new handle");
+        expect(x2.requires_grad(), "the clone requires grad as the original");
+        ag::sum(x * 4.0).backward(); // d/dx sum(4x) = 4
+        expect_values(x2.grad().values(), {4, 4}, "the clone sees the original's gradient");
+        x2.zero_grad();
+        expect(!x.grad(), "zero_grad through the clone clears the original's gradient");
+        ag::Tensor i = ag::Tensor::from<int64_t>({5, 6}, {2});
+        ag::Tensor i2 = i.clone_handle();
+        expect(i2.values<int64_t>() == std::vector<int64_t>({5, 6}), "clone of an int64 tensor");
+        expect(!ag::Tensor().clone_handle(), "clone of an empty Tensor is empty");
+    }
     ag::Tensor d = c.detach();
     expect(d.handle() != c.handle() && !d.requires_grad(), "detach gives a new handle");
 }
