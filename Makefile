@@ -1,6 +1,6 @@
 # Shortcuts over scripts/ (each target says which script does the work).
 #   make                   build .build/release/libautograd.so        (scripts/build.sh)
-#   make install           install the library, header and autograd.pc (scripts/install.sh)
+#   make install           install the library, autograd.h, autograd.hpp and autograd.pc (scripts/install.sh)
 #                          PREFIX=/usr/local by default; DESTDIR=DIR stages for packagers
 #   make uninstall         remove what make install put in PREFIX
 #   make example           build and run the digits example            (scripts/example.sh)
