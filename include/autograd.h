@@ -1496,7 +1496,7 @@ ag_status ag_custom_ctx_needs_input_grad(bool *out, ag_custom_ctx ctx, int64_t i
  */
 
 /* An open safetensors file (its header read and checked; values are read by ag_safetensors_load):
- * a handle like ag_tensor (0 is never one), released with ag_safetensors_close. */
+ * a handle, as an ag_tensor is, never 0; released with ag_safetensors_close. */
 typedef uint64_t ag_safetensors;
 
 /* Writes the n tensors (float32, float64, int64 or bool; any shape, empty ones included) to a
@@ -2544,11 +2544,13 @@ ag_status ag_tensor_from_dlpack_unversioned(ag_tensor *out, DLManagedTensor *m);
  *          float32"; AG_ERR_STATE  "only leaves are restored in place" (accepted: opt 0 restores
  *          the values only)
  *  B183 ag_checkpoint_load of a file whose optimizer state does not fit the optimizer: a slot
- *       missing, a moment of another shape, a step count of 0, a learning rate that is not a
- *       number; a hyper-parameter that differs from the optimizer's
+ *       missing, a moment of another shape, a step count of 0 or above 2^53 (per parameter or
+ *       in all), a learning rate that is not a number; a hyper-parameter that differs from the
+ *       optimizer's
  *       -> AG_ERR_FORMAT  "the optimizer state of 'w' is incomplete", "state 'exp_avg_sq' of
  *          parameter 0 is float64 [3], want float64 [2]", "the step count of parameter 0 must be
- *          >= 1", "the metadata 'autograd.optimizer.lr' is missing or not a number";
+ *          in 1...9007199254740992" (0 or INT64_MAX), "a step count must be in
+ *          0...9007199254740992", "the metadata 'autograd.optimizer.lr' is missing or not a number";
  *          AG_ERR_ARGUMENT  "the saved beta1 (0.5) differs from the optimizer's (0.9)"
  */
 

@@ -4285,7 +4285,18 @@ static bool b183(void) { /* ag_checkpoint_load: optimizer state in the file that
     ok &= EXPECT(ag_checkpoint_load(path, names, &w, 1, adam), AG_ERR_FORMAT,
                  "state 'exp_avg_sq' of parameter 0 is float64 [3], want float64 [2]");
     ok &= OK(ag_safetensors_save(path, whole, (ag_tensor[]){w, m, m, step0}, 4, keys, values, 7));
-    ok &= EXPECT(ag_checkpoint_load(path, names, &w, 1, adam), AG_ERR_FORMAT, "the step count of parameter 0 must be >= 1");
+    ok &= EXPECT(ag_checkpoint_load(path, names, &w, 1, adam), AG_ERR_FORMAT, "the step count of parameter 0 must be in 1...");
+    ag_tensor step_max = AG_NULL_TENSOR;
+    int64_t most = INT64_MAX;
+    ok &= OK(ag_tensor_from_data(&step_max, &most, NULL, 0, AG_INT64));
+    ok &= OK(ag_safetensors_save(path, whole, (ag_tensor[]){w, m, m, step_max}, 4, keys, values, 7));
+    ok &= EXPECT(ag_checkpoint_load(path, names, &w, 1, adam), AG_ERR_FORMAT, /* a later step would overflow it */
+                 "the step count of parameter 0 must be in 1...9007199254740992");
+    release(step_max);
+    values[2] = "9223372036854775807";
+    ok &= OK(ag_safetensors_save(path, whole, (ag_tensor[]){w, m, m, step1}, 4, keys, values, 7));
+    ok &= EXPECT(ag_checkpoint_load(path, names, &w, 1, adam), AG_ERR_FORMAT, "a step count must be in 0...9007199254740992");
+    values[2] = "1";
     values[1] = "fast";
     ok &= OK(ag_safetensors_save(path, whole, (ag_tensor[]){w, m, m, step1}, 4, keys, values, 7));
     ok &= EXPECT(ag_checkpoint_load(path, names, &w, 1, adam), AG_ERR_FORMAT,

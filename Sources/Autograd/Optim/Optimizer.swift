@@ -149,7 +149,9 @@ public class Optimizer {
         guard lr.isFinite && lr >= 0 else {
             throw AutogradError.argument("optimizer: the learning rate must be finite and >= 0, got \(lr)")
         }
-        guard newSteps >= 0 else { throw AutogradError.argument("optimizer: a step count must be >= 0, got \(newSteps)") }
+        guard newSteps >= 0 && newSteps <= Optimizer.maximumSteps else {
+            throw AutogradError.argument("optimizer: a step count must be in 0...\(Optimizer.maximumSteps), got \(newSteps)")
+        }
         guard tensors.count == parameters.count else {
             throw AutogradError.argument("optimizer: state for \(tensors.count) parameters, but the optimizer has \(parameters.count)")
         }
@@ -178,6 +180,10 @@ public class Optimizer {
             replaceState(copies)
         }
     }
+
+    /// The largest step count a restore accepts (2^53: counted exactly as a Double in Adam's bias
+    /// corrections). A count from a file near Int.max would trap on the next step's `+= 1`.
+    static let maximumSteps = 1 << 53
 
     /// The shape and dtype of a state slot of parameter p (float64 moments, int64 step counts).
     func slotLayout(_ name: String, parameter p: Tensor) -> (shape: [Int], dtype: DType) { (p.shape, .float64) }
@@ -318,7 +324,9 @@ public final class Adam: Optimizer {
 
     override func checkRestoredSlots(_ slots: [String: Tensor], _ k: Int) throws {
         let t = slots["step"]!.int64Values[0]  // a 0-d int64 tensor: checked by the caller
-        guard t >= 1 else { throw AutogradError.argument("Adam: the step count of parameter \(k) must be >= 1 with its moments, got \(t)") }
+        guard t >= 1 && t <= Optimizer.maximumSteps else {
+            throw AutogradError.argument("Adam: the step count of parameter \(k) must be in 1...\(Optimizer.maximumSteps) with its moments, got \(t)")
+        }
     }
 
     override func lockedStateTensors(_ k: Int) throws -> [(slot: String, tensor: Tensor)] {
