@@ -5578,7 +5578,8 @@ static void i18_make(Rd *r) {
         g_op = "ag_tensor_arange (int64)";
         TRACE("ag_tensor_arange(%g, %g, %g, int64)", a, b, st);
         bool whole = isfinite(st) && st == floor(st) && st != 0 && fabs(st) < 1e15;
-        s = expect(ag_tensor_arange(&out, a, b, st, AG_INT64), whole ? M_OK | M_OOM : M_ARG | M_OK, "arange int64");
+        /* A fractional step can ask for many elements: AG_ERR_OUT_OF_MEMORY either way (the header lists it). */
+        s = expect(ag_tensor_arange(&out, a, b, st, AG_INT64), whole ? M_OK | M_OOM : M_ARG | M_OK | M_OOM, "arange int64");
         break;
     }
     case 4:
