@@ -1,6 +1,9 @@
 // swift-tools-version:6.0
 import PackageDescription
 
+// No unsafe flags here, so that other packages can depend on Autograd by version. The release
+// library's extra flags (-O3 for the C kernels, unchecked exclusivity, the soname, the version
+// script) are passed by scripts/build.sh, which builds libautograd.so.
 let package = Package(
     name: "Autograd",
     products: [
@@ -16,29 +19,27 @@ let package = Package(
             providers: [.apt(["libopenblas-dev"])]
         ),
         // Hot kernels in C, built per instruction set and chosen at load time.
+        .target(name: "CKernels"),
+        // The engine: tensors, graphs, ops (their throwing forms at `package` access), optimizers.
         .target(
-            name: "CKernels",
-            cSettings: [.unsafeFlags(["-O3", "-fno-math-errno", "-gdwarf-4"])]
+            name: "AutogradEngine",
+            dependencies: ["COpenBLAS", "CKernels"]
         ),
+        // The Swift API: the engine re-exported, with tensor math that does not throw.
         .target(
             name: "Autograd",
-            dependencies: ["COpenBLAS", "CKernels"],
-            // Release builds drop the run-time exclusivity checks (a runtime call per
-            // class-property access on the per-op path): there, overlapping accesses to class
-            // properties and globals are caught only where the compiler can see them statically.
-            // Debug builds (swift test) keep the run-time checks.
-            swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
+            dependencies: ["AutogradEngine"]
         ),
         .target(
             name: "AutogradC",
-            dependencies: ["Autograd", "CKernels"],
-            swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))],
-            linkerSettings: [.unsafeFlags(["-Xlinker", "-soname=libautograd.so.0"])]
+            dependencies: ["AutogradEngine", "CKernels"],
+            // The linker version script, passed by scripts/build.sh.
+            exclude: ["exports.map"]
         ),
         .testTarget(
             name: "AutogradTests",
-            dependencies: ["Autograd", "AutogradC"]
+            dependencies: ["AutogradEngine", "AutogradC"]
         ),
     ],
-    swiftLanguageModes: [.v5]
+    swiftLanguageModes: [.v6]
 )

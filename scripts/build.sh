@@ -9,7 +9,13 @@
 # memory reserve back and retries when an allocation fails (the runtime would abort the process).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The flags Package.swift cannot carry (a package with unsafe flags cannot be depended on by
+# version): -O3 and no errno for the C kernels (lets the compiler vectorise sqrt and friends),
+# DWARF 4 for valgrind 3.19, unchecked exclusivity (the run-time check is a call per class
+# property access on the per-op path; see CONTRIBUTING.md for what it costs), and the soname.
 flags=(-c release --product autograd -Xswiftc -static-stdlib
+       -Xcc -O3 -Xcc -fno-math-errno -Xcc -gdwarf-4 -Xswiftc -enforce-exclusivity=unchecked
+       -Xlinker -soname=libautograd.so.0
        -Xlinker "--version-script=$PWD/Sources/AutogradC/exports.map" -Xlinker -z -Xlinker nodelete
        -Xlinker --wrap=malloc -Xlinker --wrap=calloc -Xlinker --wrap=realloc -Xlinker --wrap=posix_memalign)
 echo "build: swift build ${flags[*]}"

@@ -1,4 +1,4 @@
-import Autograd
+import AutogradEngine
 
 /// Checked conversions from C arguments: handles, shapes, axes, dtypes and out-pointers.
 enum Arg {

@@ -1,4 +1,4 @@
-import Autograd
+import AutogradEngine
 
 @_cdecl("ag_backward")
 public func ag_backward(_ root: UInt64, _ seed: UInt64, _ retainGraph: UInt8, _ createGraph: UInt8) -> Int32 {

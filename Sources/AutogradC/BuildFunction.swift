@@ -1,7 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import Autograd
+import AutogradEngine
 
 // The C build function (ag_build_fn) that ag_gradcheck and the function transforms run: the
 // contract checks of one call, and the limit on calls nested through build functions.

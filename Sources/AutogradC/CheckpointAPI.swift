@@ -1,4 +1,4 @@
-import Autograd
+import AutogradEngine
 
 // Checkpoints: parameters and optimizer state in one safetensors file (see Checkpoint).
 

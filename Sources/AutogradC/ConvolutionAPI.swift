@@ -1,4 +1,4 @@
-import Autograd
+import AutogradEngine
 
 // Convolution and pooling (the header's section of that name): pairs come as two int64_t.
 

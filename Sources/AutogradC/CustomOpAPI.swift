@@ -1,4 +1,4 @@
-import Autograd
+import AutogradEngine
 
 // User-defined differentiable ops: C callbacks behind a CustomOp.
 

@@ -1,7 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import Autograd
+import AutogradEngine
 
 // fork() while other threads are inside the library (see Autograd's ForkSafety for the locks and
 // their order). The handlers are registered once, when the library is loaded: the constructor in

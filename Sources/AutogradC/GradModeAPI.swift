@@ -1,4 +1,4 @@
-import Autograd
+import AutogradEngine
 
 // Grad mode, detach and gradient hooks.
 

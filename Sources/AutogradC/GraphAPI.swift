@@ -1,7 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import Autograd
+import AutogradEngine
 
 // Gradient checking and graph pictures (DOT export).
 

@@ -3,7 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import Autograd
+import AutogradEngine
 import Synchronization
 
 /// The kinds of object a handle can name; a handle of one kind is refused where another is wanted.

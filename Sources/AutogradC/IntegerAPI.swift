@@ -1,4 +1,4 @@
-import Autograd
+import AutogradEngine
 
 // Integer tensors, masks and random generators (the header's section of that name).
 

@@ -1,4 +1,4 @@
-import Autograd
+import AutogradEngine
 
 // Versions, status codes and threads: the library information, the last error, live handles.
 

@@ -1,4 +1,4 @@
-import Autograd
+import AutogradEngine
 
 // Normalisation, attention and training helpers (the header's section of that name).
 

@@ -1,4 +1,4 @@
-import Autograd
+import AutogradEngine
 
 // Operations (the header's section of that name): each checks its handles and arguments, runs the
 // engine op, returns a new handle.

@@ -1,4 +1,4 @@
-import Autograd
+import AutogradEngine
 
 // Reusable graphs: values in place, recompute, capture and replay.
 

@@ -3,7 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import Autograd
+import AutogradEngine
 
 // Files: safetensors (the header's section of that name).
 

@@ -1,7 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import Autograd
+import AutogradEngine
 import CKernels
 
 // Shared memory: tensors over caller memory, writing values in place, DLPack.

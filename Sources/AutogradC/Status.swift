@@ -3,7 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import Autograd
+import AutogradEngine
 
 /// Status codes of the C ABI (ag_status in autograd.h).
 enum Status: Int32 {

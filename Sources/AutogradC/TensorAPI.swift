@@ -1,7 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import Autograd
+import AutogradEngine
 
 // Tensors: creation, inspection and release.
 

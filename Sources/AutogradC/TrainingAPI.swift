@@ -1,4 +1,4 @@
-import Autograd
+import AutogradEngine
 
 // Initialisers and optimizers.
 

@@ -1,4 +1,4 @@
-import Autograd
+import AutogradEngine
 
 // Function transforms: jvp, vjp, Jacobians, Hessian-vector products and Hessians of a C build
 // function (ag_build_fn, run through BuildFunction as ag_gradcheck runs it).

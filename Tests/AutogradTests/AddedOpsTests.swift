@@ -1,5 +1,5 @@
 import XCTest
-@testable import Autograd
+@testable import AutogradEngine
 
 /// The ops added in issue 15 (log1p, expm1, erf, atan2, clamp, cumsum): values, gradients and
 /// tangents against PyTorch 2 float64 (torch.autograd and torch.func.jvp, printed to 17

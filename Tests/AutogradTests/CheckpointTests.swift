@@ -1,5 +1,5 @@
 import XCTest
-@testable import Autograd
+@testable import AutogradEngine
 
 /// Checkpoints: a run stopped, saved, restored into fresh tensors and optimizers, and resumed ends
 /// with the weights of the run that never stopped, bit for bit; a checkpoint that does not fit

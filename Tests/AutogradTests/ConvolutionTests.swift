@@ -1,5 +1,5 @@
 import XCTest
-@testable import Autograd
+@testable import AutogradEngine
 
 /// conv1d, conv2d, max_pool2d, avg_pool2d, adaptive_avg_pool2d: values against PyTorch (numbers
 /// printed by torch 2.13 in float64), gradchecks over stride/padding/dilation/groups, forward

@@ -1,6 +1,6 @@
 import XCTest
 import Foundation
-@testable import Autograd
+@testable import AutogradEngine
 
 /// User-defined ops (issue 17). Expected values: finite differences (gradcheck), the same
 /// function written with catalogue ops, and hand derivation.

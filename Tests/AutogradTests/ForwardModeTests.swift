@@ -1,6 +1,6 @@
 import Foundation
 import XCTest
-@testable import Autograd
+@testable import AutogradEngine
 
 /// Forward mode (jvp) for every op of the catalogue, against central finite differences in
 /// float64, and the transforms built on it (reverse over forward, hvp, forward Jacobians).
@@ -39,7 +39,8 @@ final class ForwardModeTests: XCTestCase {
 
     /// Every op, each form of it that takes its own path (broadcasting, scalar operands, axes,
     /// keepDims, 1-D/2-D/batched products, empty results).
-    static let cases: [Case] = {
+    // nonisolated(unsafe): a table of closures that capture nothing, built once and only read.
+    nonisolated(unsafe) static let cases: [Case] = {
         var all: [Case] = []
         // Unary elementwise.
         let unary: [(String, Input, (Tensor) throws -> Tensor)] = [
@@ -262,7 +263,7 @@ final class ForwardModeTests: XCTestCase {
             try Tensor.randint([3], low: -5, high: 5, generator: Generator(seed: 6))
         })
         all.append(c("ag_randperm", "randperm (no operand)", [s([1])], stopsTangent: true) { _ in try Tensor.randperm(4, generator: Generator(seed: 6)) })
-        all.append(c("ag_detach", "detach", [s([3])], stopsTangent: true) { try $0[0].detach() })
+        all.append(c("ag_detach", "detach", [s([3])], stopsTangent: true) { $0[0].detach() })
         all.append(c("ag_detach", "detach inside a chain", [s([3])], stopsTangent: true) { try $0[0].exp().detach().sin() })
         return all
     }()
@@ -475,7 +476,8 @@ final class ForwardModeTests: XCTestCase {
 
     // MARK: - Forward over reverse
 
-    static let composites: [(String, [Int], (Tensor) throws -> Tensor)] = [
+    // nonisolated(unsafe): a table of closures that capture nothing, built once and only read.
+    nonisolated(unsafe) static let composites: [(String, [Int], (Tensor) throws -> Tensor)] = [
         ("tanh chain", [2, 3], { try ($0.tanh() * $0.sin()).tanh().sum() }),
         ("softmax", [2, 4], { try ($0.softmax(axis: 1) * $0).sum() }),
         ("log_softmax, cross_entropy", [3, 4], { try $0.exp().crossEntropy(labels: [0, 3, 1]) + $0.logSoftmax(axis: 0).max() }),

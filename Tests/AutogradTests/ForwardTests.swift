@@ -1,5 +1,5 @@
 import XCTest
-@testable import Autograd
+@testable import AutogradEngine
 
 /// Forward values against hand-computed results.
 final class ForwardTests: XCTestCase {

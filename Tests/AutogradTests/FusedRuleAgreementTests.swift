@@ -1,5 +1,5 @@
 import XCTest
-@testable import Autograd
+@testable import AutogradEngine
 
 /// Every fused path against the recorded rule, both made from one statement of the op's
 /// derivative (issue 14, item 18; issue 15).
@@ -30,7 +30,8 @@ final class FusedRuleAgreementTests: XCTestCase {
 
     /// The ops with a fused loop, then those without one (leaky_relu and clamp have parameters;
     /// where is not in the table).
-    static let ops: [Op] = [
+    // nonisolated(unsafe): a table of closures that capture nothing, built once and only read.
+    nonisolated(unsafe) static let ops: [Op] = [
         Op("add", 2) { try $0[0].adding($0[1]) },
         Op("sub", 2) { try $0[0].subtracting($0[1]) },
         Op("mul", 2) { try $0[0].multiplying($0[1]) },

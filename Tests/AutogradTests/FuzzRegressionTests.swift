@@ -1,5 +1,5 @@
 import XCTest
-@testable import Autograd
+@testable import AutogradEngine
 
 /// Findings of the C-API fuzzer (bindings/fuzz/regressions), pinned at the engine level.
 final class FuzzRegressionTests: XCTestCase {

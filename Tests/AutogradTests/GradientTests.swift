@@ -1,5 +1,5 @@
 import XCTest
-@testable import Autograd
+@testable import AutogradEngine
 
 /// Every op's gradient against central finite differences, broadcast patterns included.
 final class GradientTests: XCTestCase {

@@ -1,5 +1,5 @@
 import XCTest
-import Autograd
+import AutogradEngine
 @testable import AutogradC
 
 /// The handle table (issue 14, item 1): a freed handle is never valid again, a slot is retired

@@ -1,5 +1,5 @@
 import XCTest
-@testable import Autograd
+@testable import AutogradEngine
 
 /// grad(), create_graph and second derivatives, hooks, DOT pictures.
 final class HigherOrderTests: XCTestCase {

@@ -1,5 +1,5 @@
 import XCTest
-@testable import Autograd
+@testable import AutogradEngine
 
 /// In-place writes (Tensor.replaceValues, optimizer steps) against version counters, and
 /// gradients that own their memory (issue 14, items 11 and 12). Expected values by hand.

@@ -1,5 +1,5 @@
 import XCTest
-@testable import Autograd
+@testable import AutogradEngine
 
 /// Integer tensors, masks and random generators (issue 18): to_dtype, argmax/argmin, topk,
 /// one_hot, embedding, masked_fill, logical ops, cross_entropy with int64 labels, int64/bool

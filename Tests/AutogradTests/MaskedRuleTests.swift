@@ -1,5 +1,5 @@
 import XCTest
-@testable import Autograd
+@testable import AutogradEngine
 
 /// Rules that mask (the gradient reaches some elements and not others) select: an infinite or
 /// nan incoming gradient stays out of the elements it does not reach, as in PyTorch (issue 14,

@@ -1,5 +1,5 @@
 import XCTest
-@testable import Autograd
+@testable import AutogradEngine
 
 /// The emergency memory reserve (MemoryReserve, Sources/CKernels/memory_reserve.c) and the
 /// buffer cache's part in running out of memory. The process-level behaviour under a real

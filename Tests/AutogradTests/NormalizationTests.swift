@@ -1,6 +1,6 @@
 import Foundation
 import XCTest
-@testable import Autograd
+@testable import AutogradEngine
 
 /// layer_norm, batch_norm, group_norm, scaled_dot_product_attention, clip_grad_norm and the
 /// learning-rate schedules (issue 18): values and gradients against PyTorch 2.13 float64

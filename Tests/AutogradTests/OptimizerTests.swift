@@ -1,5 +1,5 @@
 import XCTest
-@testable import Autograd
+@testable import AutogradEngine
 
 /// Optimizer steps against values computed by hand from the torch.optim formulas.
 final class OptimizerTests: XCTestCase {

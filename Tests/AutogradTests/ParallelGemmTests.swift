@@ -1,5 +1,5 @@
 import XCTest
-@testable import Autograd
+@testable import AutogradEngine
 
 /// How matrix products are cut into blocks (a function of the shape only, never of the thread
 /// count), and the worker pool's retirement of surplus workers.

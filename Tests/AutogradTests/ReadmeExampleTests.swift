@@ -1,6 +1,6 @@
 import Foundation
 import XCTest
-import Autograd
+import AutogradEngine
 
 /// The Swift snippet of the README, kept compiling and correct.
 final class ReadmeExampleTests: XCTestCase {

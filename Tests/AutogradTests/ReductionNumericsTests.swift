@@ -1,5 +1,5 @@
 import XCTest
-@testable import Autograd
+@testable import AutogradEngine
 
 /// Accuracy of the reductions and of the functions built on them (issue 14, items 13, 14, 16).
 /// Every expected value is an independent float64 computation written out in this file (the

@@ -1,5 +1,5 @@
 import XCTest
-@testable import Autograd
+@testable import AutogradEngine
 
 /// Every op of the catalogue, captured with its gradients and replayed on new inputs, gives the
 /// eager op's bits (values and gradients), in float32 and float64, broadcasting included. The
@@ -7,7 +7,8 @@ import XCTest
 final class ReplayCatalogueTests: XCTestCase {
     typealias Op = (String, [[Int]], ([Tensor]) throws -> Tensor)
 
-    static let ops: [Op] = {
+    // nonisolated(unsafe): a table of closures that capture nothing, built once and only read.
+    nonisolated(unsafe) static let ops: [Op] = {
         var ops: [Op] = []
         let unary: [(String, (Tensor) throws -> Tensor)] = [
             ("neg", { try $0.negated() }), ("exp", { try $0.exp() }), ("log", { try $0.abs().log() }),

@@ -2,7 +2,7 @@ import XCTest
 #if canImport(Glibc)
 import Glibc
 #endif
-@testable import Autograd
+@testable import AutogradEngine
 
 /// Safetensors files (issue 19): round trips of every dtype Autograd holds (0-d and empty tensors,
 /// metadata with escapes and non-ASCII text), files built byte by byte here with their values

@@ -1,5 +1,5 @@
 import XCTest
-@testable import Autograd
+@testable import AutogradEngine
 
 final class SemanticsTests: XCTestCase {
     func testGradientsAccumulateOverPathsAndCallsUntilZeroGrad() throws {

@@ -1,5 +1,5 @@
 import XCTest
-@testable import Autograd
+@testable import AutogradEngine
 
 /// Tensors over caller memory (Tensor(borrowing:)), version counters for writes the engine
 /// cannot see (markModified), writable pointers (mutableDataPointer) and read-only memory

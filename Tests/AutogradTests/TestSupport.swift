@@ -1,5 +1,5 @@
 import XCTest
-@testable import Autograd
+@testable import AutogradEngine
 
 /// A deterministic pseudo-random generator for test inputs (SplitMix64).
 struct TestRNG {
