@@ -5,8 +5,10 @@
 #      not ignore) into a new git repository, .build/swift-package/autograd, tagged 0.1.0;
 #   2. builds the client package against it in Swift 6 mode (a scratch folder of its own) and
 #      fails on any warning, the dependency's included;
-#   3. runs it: the C example's graph against hand-derived gradients, errors as throws, tensors
-#      in tasks, grad mode across await, and an MLP learning XOR.
+#   3. runs XorMLP: the C example's graph against hand-derived gradients, errors as throws,
+#      tensors in tasks, grad mode across await, and an MLP learning XOR;
+#   4. checks that README.md's Swift program is ReadmeExample's main.swift, character for
+#      character, runs it and compares its first two lines with the values derived by hand.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -43,3 +45,23 @@ fi
 grep -q "Computed .*/autograd at 0.1.0" "$log" || fail "the dependency was not resolved by version (log: $log)"
 echo "swift-package-tests: examples/swift-package built against Autograd 0.1.0 with no warnings"
 "$work/build/debug/XorMLP" || fail "the client program's checks"
+
+readme=.build/swift-package/readme-program.swift
+python3 - "$readme" <<'PY'
+import sys
+text = open("README.md").read()
+section = text[text.index("## Using it from Swift"):]
+start = section.index("```swift\nimport Autograd")
+program = section[start + len("```swift\n"):]
+open(sys.argv[1], "w").write(program[:program.index("```")])
+PY
+cmp -s "$readme" examples/swift-package/Sources/ReadmeExample/main.swift ||
+    { diff "$readme" examples/swift-package/Sources/ReadmeExample/main.swift; fail "README.md's Swift program differs from examples/swift-package/Sources/ReadmeExample/main.swift"; }
+out=$("$work/build/debug/ReadmeExample") || fail "README.md's Swift program exited with $?"
+echo "$out"
+# By hand (bindings/c/example.c's derivation): f = 14.25, df/dx = dz W^T, df/dW = x^T dz.
+[ "$(sed -n 1p <<<"$out")" = "14.25 [1.0, 3.0, -1.0, -2.0, 0.5, 4.0] [2.0, 1.0, 4.0, -3.0, -2.0, 4.0]" ] ||
+    fail "README.md's Swift program: f and its gradients"
+[ "$(sed -n 2p <<<"$out")" = "matmul: inner extents differ: [2, 3] @ [2, 3]" ] ||
+    fail "README.md's Swift program: the error thrown by withError"
+echo "swift-package-tests: OK: README.md's Swift program is examples/swift-package's ReadmeExample and printed the hand-derived values"

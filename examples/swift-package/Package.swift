@@ -17,6 +17,12 @@ let package = Package(
             name: "XorMLP",
             dependencies: [.product(name: "Autograd", package: "autograd")]
         ),
+        // README.md's Swift program, character for character (scripts/swift-package-tests.sh
+        // checks that the two are the same).
+        .executableTarget(
+            name: "ReadmeExample",
+            dependencies: [.product(name: "Autograd", package: "autograd")]
+        ),
     ],
     swiftLanguageModes: [.v6]
 )
