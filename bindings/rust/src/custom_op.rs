@@ -207,6 +207,7 @@ unsafe extern "C" fn drop_payload<F, B>(payload: *mut c_void) {
 /// # Ok(())
 /// # }
 /// ```
+#[derive(Debug)]
 pub struct CustomOp {
     // Invariant: a live custom op handle owned by this value.
     h: sys::ag_custom_op,

@@ -8,6 +8,7 @@ use crate::tensor::{handles, Tensor};
 /// parameters itself, so their `Tensor`s may be dropped; `step` updates, in place, every
 /// parameter that has a gradient. State (momentum, moments) is per parameter, in float64.
 /// Dropping it frees the optimizer and its state.
+#[derive(Debug)]
 pub struct Optimizer {
     // Invariant: a live optimizer handle owned by this value.
     h: sys::ag_optimizer,
