@@ -183,7 +183,7 @@ unsafe extern "C" fn drop_payload<F, B>(payload: *mut c_void) {
 /// library. Dropping the `CustomOp` frees its handle; the closures live until the last graph
 /// that uses the op is gone.
 ///
-/// ```no_run
+/// ```
 /// use autograd::{CustomOp, Tensor};
 /// # fn main() -> autograd::Result<()> {
 /// // cube(x) = x^3, with d/dx = 3 x^2.

@@ -2,7 +2,7 @@
 //! N-dimensional float32/float64 tensors, over its C library `libautograd.so`
 //! (`include/autograd.h`). No dependencies beyond the standard library.
 //!
-//! ```no_run
+//! ```
 //! use autograd::Tensor;
 //!
 //! fn main() -> autograd::Result<()> {
