@@ -4,7 +4,8 @@
 #   2. cargo test: the crate's tests (tests/*.rs: sys.rs against the parsed header, the C
 #      example's graph against its hand derivation, errors, operators, hooks, custom ops,
 #      optimizers, no_grad, handle counts) and its doc examples, warnings as errors,
-#   3. cargo run --example mlp: XOR learned (the example exits 1 otherwise),
+#   3. cargo run --example mlp: XOR learned (the example exits 1 otherwise); cargo doc, warnings
+#      (broken links in the documentation) as errors,
 #   4. every integration-test binary that calls the library again under valgrind (the policy of
 #      scripts/c-tests.sh: definite and indirect leaks and every memcheck error fail).
 #   AUTOGRAD_LIB_DIR=DIR bash scripts/rust-tests.sh   (DIR holds libautograd.so; default .build/release)
@@ -37,6 +38,9 @@ cargo test --offline
 
 echo "rust-tests: cargo run --example mlp"
 cargo run --offline --example mlp
+
+echo "rust-tests: cargo doc"
+cargo doc --offline --no-deps --quiet
 
 echo "rust-tests: the test binaries under valgrind"
 # The executables of the integration tests, from cargo's JSON messages (built above: no rebuild).

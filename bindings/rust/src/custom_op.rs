@@ -142,9 +142,10 @@ where
     guard("a custom op's backward", || {
         // SAFETY: payload is the op's live Payload (see above), shared (B: Sync).
         let p = unsafe { &*(payload as *const Payload<F, B>) };
-        let backward = p.backward.as_ref().ok_or_else(|| {
-            Error::new(Status::State, format!("custom op '{}' has no backward", p.name))
-        })?;
+        let backward = p
+            .backward
+            .as_ref()
+            .ok_or_else(|| Error::new(Status::State, format!("custom op '{}' has no backward", p.name)))?;
         let borrowed = borrow_all(output_grads, noutputs);
         let refs: Vec<&Tensor> = borrowed.iter().map(|t| &**t).collect();
         let ctx = BackwardCtx { h: ctx, _callback: PhantomData };
@@ -152,7 +153,12 @@ where
         if grads.len() as i64 != ninputs {
             return Err(Error::new(
                 Status::Argument,
-                format!("custom op '{}': the backward returned {} gradients for {} inputs", p.name, grads.len(), ninputs),
+                format!(
+                    "custom op '{}': the backward returned {} gradients for {} inputs",
+                    p.name,
+                    grads.len(),
+                    ninputs
+                ),
             ));
         }
         for (i, g) in grads.into_iter().enumerate() {

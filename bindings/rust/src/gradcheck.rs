@@ -63,7 +63,8 @@ where
     F: Fn(&[&Tensor]) -> Result<Tensor>,
 {
     let hs = handles(inputs);
-    let mut r = GradcheckReport { passed: false, worst_input: 0, worst_index: 0, worst_analytic: 0.0, worst_numeric: 0.0 };
+    let mut r =
+        GradcheckReport { passed: false, worst_input: 0, worst_index: 0, worst_analytic: 0.0, worst_numeric: 0.0 };
     // SAFETY: every output pointer is a valid place; `hs` holds hs.len() handles; `&f` outlives
     // the call, which is the only time the library uses it (it never frees user_data).
     check(unsafe {

@@ -268,7 +268,7 @@ impl Tensor {
         self.transpose(-2, -1)
     }
 
-    /// The axes reordered: result axis i is axis perm[i].
+    /// The axes reordered: result axis `i` is axis `perm[i]`.
     pub fn permute(&self, perm: &[i64]) -> Result<Tensor> {
         // SAFETY: `out` is a valid place for one handle; `perm` holds perm.len() entries.
         make(|out| unsafe { sys::ag_permute(out, self.handle(), ptr_or_null(perm), perm.len() as i64) })
@@ -286,7 +286,7 @@ impl Tensor {
         make(|out| unsafe { sys::ag_squeeze(out, self.handle(), ptr_or_null(axes), axes.len() as i64) })
     }
 
-    /// Elements start, start + step, ... before stop along `axis` (Python's a[start:stop:step]).
+    /// Elements start, start + step, ... before stop along `axis` (Python's `a[start:stop:step]`).
     pub fn slice(&self, axis: i64, start: i64, stop: i64, step: i64) -> Result<Tensor> {
         // SAFETY: `out` is a valid place for one handle.
         make(|out| unsafe { sys::ag_slice(out, self.handle(), axis, start, stop, step) })
@@ -315,9 +315,7 @@ impl Tensor {
     /// The mean cross-entropy of these (N, C) logits against N class labels.
     pub fn cross_entropy(&self, labels: &[i64]) -> Result<Tensor> {
         // SAFETY: `out` is a valid place for one handle; `labels` holds labels.len() entries.
-        make(|out| unsafe {
-            sys::ag_cross_entropy(out, self.handle(), ptr_or_null(labels), labels.len() as i64)
-        })
+        make(|out| unsafe { sys::ag_cross_entropy(out, self.handle(), ptr_or_null(labels), labels.len() as i64) })
     }
 
     /// self @ weight^T + bias (PyTorch's linear): weight (out, in), bias (out) or none.

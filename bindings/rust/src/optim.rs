@@ -38,10 +38,18 @@ impl Optimizer {
     /// SGD with momentum (Nesterov if asked, which needs momentum > 0) and weight decay:
     /// d = grad + weight_decay * p; buf = momentum * buf + d (d on the first step);
     /// p -= lr * (nesterov ? d + momentum * buf : buf).
-    pub fn sgd_with(params: &[&Tensor], lr: f64, momentum: f64, nesterov: bool, weight_decay: f64) -> Result<Optimizer> {
+    pub fn sgd_with(
+        params: &[&Tensor],
+        lr: f64,
+        momentum: f64,
+        nesterov: bool,
+        weight_decay: f64,
+    ) -> Result<Optimizer> {
         let hs = handles(params);
         // SAFETY: `hs` holds hs.len() handles; `out` is a valid place for one handle.
-        make(|out| unsafe { sys::ag_optimizer_sgd(out, hs.as_ptr(), hs.len() as i64, lr, momentum, nesterov, weight_decay) })
+        make(|out| unsafe {
+            sys::ag_optimizer_sgd(out, hs.as_ptr(), hs.len() as i64, lr, momentum, nesterov, weight_decay)
+        })
     }
 
     /// Adam with torch's defaults (betas 0.9, 0.999, eps 1e-8, no weight decay).
@@ -51,10 +59,19 @@ impl Optimizer {
 
     /// Adam: d = grad + weight_decay * p; m = b1 m + (1 - b1) d; v = b2 v + (1 - b2) d^2;
     /// p -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps).
-    pub fn adam_with(params: &[&Tensor], lr: f64, beta1: f64, beta2: f64, eps: f64, weight_decay: f64) -> Result<Optimizer> {
+    pub fn adam_with(
+        params: &[&Tensor],
+        lr: f64,
+        beta1: f64,
+        beta2: f64,
+        eps: f64,
+        weight_decay: f64,
+    ) -> Result<Optimizer> {
         let hs = handles(params);
         // SAFETY: as sgd_with.
-        make(|out| unsafe { sys::ag_optimizer_adam(out, hs.as_ptr(), hs.len() as i64, lr, beta1, beta2, eps, weight_decay) })
+        make(|out| unsafe {
+            sys::ag_optimizer_adam(out, hs.as_ptr(), hs.len() as i64, lr, beta1, beta2, eps, weight_decay)
+        })
     }
 
     /// AdamW with torch's defaults (betas 0.9, 0.999, eps 1e-8, weight decay 0.01).
@@ -63,10 +80,19 @@ impl Optimizer {
     }
 
     /// AdamW: p *= 1 - lr * weight_decay, then the Adam step with d = grad.
-    pub fn adamw_with(params: &[&Tensor], lr: f64, beta1: f64, beta2: f64, eps: f64, weight_decay: f64) -> Result<Optimizer> {
+    pub fn adamw_with(
+        params: &[&Tensor],
+        lr: f64,
+        beta1: f64,
+        beta2: f64,
+        eps: f64,
+        weight_decay: f64,
+    ) -> Result<Optimizer> {
         let hs = handles(params);
         // SAFETY: as sgd_with.
-        make(|out| unsafe { sys::ag_optimizer_adamw(out, hs.as_ptr(), hs.len() as i64, lr, beta1, beta2, eps, weight_decay) })
+        make(|out| unsafe {
+            sys::ag_optimizer_adamw(out, hs.as_ptr(), hs.len() as i64, lr, beta1, beta2, eps, weight_decay)
+        })
     }
 
     /// One update of every parameter that has a gradient.

@@ -92,7 +92,7 @@ macro_rules! plain_element {
                 let mut out = vec![<$t>::default(); t.numel() as usize];
                 // SAFETY: `out` holds numel elements of the type the dtype code names (the C
                 // float, double or int64_t), and `capacity` says so: the library writes at most
-                // that many, or nothing on failure. The pointer is NULL-free even when empty.
+                // that many, or nothing on failure.
                 check(unsafe {
                     sys::ag_tensor_copy_data(out.as_mut_ptr().cast(), out.len() as i64, DType::$d.code(), t.handle())
                 })?;
@@ -158,9 +158,16 @@ impl Clone for Tensor {
 }
 
 impl fmt::Debug for Tensor {
+    /// `Tensor(F64 [2, 3] [values...], requires_grad)`, values shown up to 16 elements. Never
+    /// panics: a handle the library does not know shows as such.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut n = 0i64;
+        // SAFETY: `n` is a valid place for the result; the handle is checked.
+        if unsafe { sys::ag_tensor_numel(&mut n, self.h) } != sys::AG_OK {
+            return write!(f, "Tensor(not a live handle: {:#x})", self.h);
+        }
         write!(f, "Tensor({:?} {:?}", self.dtype(), self.shape())?;
-        if self.numel() <= 16 {
+        if n <= 16 {
             if let Ok(v) = self.to_vec::<f64>() {
                 write!(f, " {v:?}")?;
             }
@@ -265,7 +272,9 @@ impl Tensor {
         // (f32 = float, f64 = double, i64 = int64_t, bool = one byte 0/1), checked just above
         // when the shape is valid (the library rejects other shapes before reading data);
         // `shape` holds `shape.len()` extents.
-        make(|out| unsafe { sys::ag_tensor_from_data(out, ptr, ptr_or_null(shape), shape.len() as i64, T::DTYPE.code()) })
+        make(|out| unsafe {
+            sys::ag_tensor_from_data(out, ptr, ptr_or_null(shape), shape.len() as i64, T::DTYPE.code())
+        })
     }
 
     /// A 0-d float64 leaf holding `value`.

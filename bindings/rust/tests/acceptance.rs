@@ -25,7 +25,7 @@ struct ByHand {
 
 fn by_hand() -> ByHand {
     let mut z = vec![0.0; M * N];
-    let mut dz = vec![0.0; M * N];
+    let mut dz = [0.0; M * N];
     let mut f = 0.0;
     for i in 0..M {
         for j in 0..N {

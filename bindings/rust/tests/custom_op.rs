@@ -98,8 +98,9 @@ fn gradcheck_through_a_rust_closure() {
     assert_eq!(report.worst_input, 1, "the wrong derivative is the one of y: {report:?}");
 
     // A build closure that panics: gradcheck returns Err, quoting it.
-    let e = gradcheck(|_inp| -> autograd::Result<Tensor> { panic!("build failed on purpose") }, &[&x], 1e-6, 1e-7, 1e-5)
-        .unwrap_err();
+    let e =
+        gradcheck(|_inp| -> autograd::Result<Tensor> { panic!("build failed on purpose") }, &[&x], 1e-6, 1e-7, 1e-5)
+            .unwrap_err();
     assert_eq!(e.status, Status::Callback);
     assert!(e.message.contains("a gradcheck function (a Rust closure) panicked: build failed on purpose"), "{e}");
 }
@@ -123,7 +124,10 @@ fn panics_and_errors_in_the_closures_are_errs() {
     let e = op.apply(&[&three]).unwrap_err();
     assert_eq!(e.status, Status::Callback);
     assert!(e.message.contains("fragile"), "the message names the op: {e}");
-    assert!(e.message.contains("a custom op's forward (a Rust closure) panicked: forward cannot take 3 elements"), "{e}");
+    assert!(
+        e.message.contains("a custom op's forward (a Rust closure) panicked: forward cannot take 3 elements"),
+        "{e}"
+    );
 
     let x = Tensor::from_slice(&[1.0, 2.0], &[2]).unwrap().requiring_grad().unwrap();
     let y = op.apply(&[&x]).unwrap().remove(0);

@@ -43,7 +43,10 @@ fn other_statuses() {
     assert!(e.message.contains("retain_graph"), "{e}");
     // A bad axis.
     let e = m(&[2, 3]).sum_axes(&[2], false).unwrap_err();
-    assert_eq!((e.status, e.message.as_str()), (Status::Argument, "ag_sum: axis 2 is out of range for a tensor of rank 2"));
+    assert_eq!(
+        (e.status, e.message.as_str()),
+        (Status::Argument, "ag_sum: axis 2 is out of range for a tensor of rank 2")
+    );
     // reading float values as int64 is refused (use to_dtype).
     assert_eq!(m(&[2]).to_vec::<i64>().unwrap_err().status, Status::DType);
     // An optimizer with a negative learning rate.
@@ -59,7 +62,10 @@ fn from_slice_checks_the_length_itself() {
     assert_eq!(e.message, "Tensor::from_slice: 3 values for shape [2, 2] of 4 elements");
     // A negative extent is left to the library, which reports it.
     let e = Tensor::from_slice::<f64>(&[], &[2, -3]).unwrap_err();
-    assert_eq!((e.status, e.message.as_str()), (Status::Shape, "ag_tensor_from_data: negative extent -3 in shape [2, -3]"));
+    assert_eq!(
+        (e.status, e.message.as_str()),
+        (Status::Shape, "ag_tensor_from_data: negative extent -3 in shape [2, -3]")
+    );
 }
 
 #[test]

@@ -55,7 +55,7 @@ fn strip_comments(text: &str) -> String {
         let block = rest.find("/*");
         let line = rest.find("//");
         match (block, line) {
-            (Some(b), l) if l.map_or(true, |l| b < l) => {
+            (Some(b), l) if l.is_none_or(|l| b < l) => {
                 out.push_str(&rest[..b]);
                 let end = rest[b + 2..].find("*/").expect("an unterminated comment") + b + 4;
                 // Keep the newlines, so that preprocessor lines stay on lines of their own.
@@ -139,7 +139,7 @@ fn declarator(text: &str) -> (String, CType) {
         let t = CType { base: String::new(), base_const: false, pointers: Vec::new(), function: Some(Box::new(f)) };
         return (name, t);
     }
-    let cut = text.rfind(|c: char| c == ' ' || c == '*').unwrap_or_else(|| panic!("no name in '{text}'"));
+    let cut = text.rfind([' ', '*']).unwrap_or_else(|| panic!("no name in '{text}'"));
     (text[cut + 1..].to_string(), c_type(&text[..cut + 1]))
 }
 
@@ -248,7 +248,7 @@ fn statement(h: &mut Header, stmt: &str, last_typedef: &mut Option<String>) {
         return;
     }
     if stmt.starts_with("typedef struct") || stmt.starts_with("typedef enum") {
-        let name = stmt.rsplit(|c: char| c == ' ' || c == '}').next().unwrap().to_string();
+        let name = stmt.rsplit([' ', '}']).next().unwrap().to_string();
         if stmt.starts_with("typedef struct") {
             h.structs.insert(name);
         }
@@ -408,13 +408,22 @@ fn differences(h: &Header, s: &Sys) -> Vec<String> {
             continue;
         };
         if params.len() != f.params.len() {
-            problems.push(format!("{}: {} parameters in sys.rs, {} in the header", f.name, params.len(), f.params.len()));
+            problems.push(format!(
+                "{}: {} parameters in sys.rs, {} in the header",
+                f.name,
+                params.len(),
+                f.params.len()
+            ));
             continue;
         }
         for (i, (have, want)) in params.iter().zip(&f.params).enumerate() {
             let want = norm(&rust_type(h, want));
             if *have != want {
-                problems.push(format!("{}: parameter {} is `{have}` in sys.rs, the header needs `{want}`", f.name, i + 1));
+                problems.push(format!(
+                    "{}: parameter {} is `{have}` in sys.rs, the header needs `{want}`",
+                    f.name,
+                    i + 1
+                ));
             }
         }
         let want = norm(&result(h, &f.result)).trim_start_matches('~').to_string();

@@ -46,7 +46,7 @@ fn sgd_with_momentum_two_steps_by_hand() {
     let (lr, mu) = (0.1, 0.9);
     let opt = Optimizer::sgd_with(&[&p], lr, mu, false, 0.0).unwrap();
     let mut want = vec![1.0, -3.0];
-    let mut buf = vec![0.0; 2];
+    let mut buf = [0.0; 2];
     for step in 0..2 {
         opt.zero_grad().unwrap();
         backward_square(&p);
