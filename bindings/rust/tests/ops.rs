@@ -194,3 +194,15 @@ fn graph_to_dot_names_the_ops() {
     let dot = y.graph_to_dot().unwrap();
     assert!(dot.starts_with("digraph") && dot.contains("exp"), "{dot}");
 }
+
+#[test]
+fn library_information() {
+    use autograd::sys;
+    let v = autograd::version();
+    assert_eq!(v, format!("{}.{}.{}", sys::AG_VERSION_MAJOR, sys::AG_VERSION_MINOR, sys::AG_VERSION_PATCH));
+    let n = autograd::num_threads().unwrap();
+    assert!((1..=256).contains(&n));
+    let e = autograd::set_num_threads(0).unwrap_err();
+    assert_eq!(e.status, autograd::Status::Argument);
+    assert_eq!(autograd::num_threads().unwrap(), n, "a refused count changes nothing");
+}
