@@ -2,7 +2,8 @@
 # README command 2: every test. Installs what is missing, then runs each part:
 #   XCTest (engine, every op's gradcheck, the C ABI from Swift), the release build, the C example
 #   and C test programs under valgrind, the C++ header's test and example, a client package that
-#   depends on the Swift package by version, the header/export check, the libffi harness, the
+#   depends on the Swift package by version, the Rust crate's tests and example (cargo test,
+#   valgrind), the header/export check, the libffi harness, the
 #   comparisons against JAX and optax, the install test, the Python package's tests, and line
 #   coverage (printed at the end).
 # Every part runs even if an earlier one failed (the build excepted); the last line counts them.
@@ -51,6 +52,7 @@ if [ -f .build/release/libautograd.so ]; then
     part "C example and C tests under valgrind" bash scripts/c-tests.sh
     part "C++ header (include/autograd.hpp): test and example with g++ and clang++, valgrind, ASan+UBSan" bash scripts/cpp-tests.sh
     part "Swift package by version (examples/swift-package, Swift 6, no warnings): the example graph, errors, tasks, XOR" bash scripts/swift-package-tests.sh
+    part "Rust crate (bindings/rust): cargo test and the MLP example" bash scripts/rust-tests.sh
     part "process: memory limit and dlclose with threads (natively)" bash scripts/process-tests.sh
     part "header, exported symbols and the C catalogue (shims, Python prototypes)" bash scripts/check-exports.sh
     part "libffi harness (bindings/ffi), natively and under valgrind" bash scripts/ffi-tests.sh
