@@ -57,4 +57,26 @@ for b in "${binaries[@]}"; do
     valgrind -q --leak-check=full --errors-for-leak-kinds=definite,indirect \
         --show-leak-kinds=definite,indirect --error-exitcode=99 "$b" --test-threads=1 -q
 done
+echo "rust-tests: README.md's Rust program, pasted into a new crate"
+demo=$CARGO_TARGET_DIR/readme-demo
+rm -rf "$demo"
+mkdir -p "$demo/src"
+python3 - "$root/README.md" "$demo" "$root/bindings/rust" <<'PY'
+import sys
+readme, demo, crate = sys.argv[1:]
+text = open(readme).read()
+section = text[text.index("## Using it from Rust"):text.index("## Reusable graphs")]
+toml = section.split("```toml\n", 1)[1].split("```", 1)[0]
+main = section.split("```rust\n", 1)[1].split("```", 1)[0]
+open(f"{demo}/Cargo.toml", "w").write(toml.replace("/path/to/autograd/bindings/rust", crate))
+open(f"{demo}/src/main.rs", "w").write(main)
+PY
+out=$(cd "$demo" && CARGO_TARGET_DIR="$demo/target" cargo run --offline --quiet)
+echo "$out"
+# By hand (bindings/c/example.c's derivation): f = 14.25, df/dx = dz W^T, df/dW = x^T dz.
+expected='f = 14.25
+df/dx = [1.0, 3.0, -1.0, -2.0, 0.5, 4.0]
+df/dW = [2.0, 1.0, 4.0, -3.0, -2.0, 4.0]
+AG_ERR_SHAPE: ag_matmul: inner extents differ: [2, 3] @ [2, 3]'
+[ "$out" = "$expected" ] || { echo "rust-tests: README.md's Rust program printed something else" >&2; exit 1; }
 echo "rust-tests: all passed"

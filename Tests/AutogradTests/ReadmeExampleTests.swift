@@ -2,7 +2,8 @@ import Foundation
 import XCTest
 import AutogradEngine
 
-/// The Swift snippet of the README, kept compiling and correct.
+/// The engine-level forms (throwing, AutogradEngine) of what README.md's Swift program shows;
+/// the program itself is built and run by scripts/swift-package-tests.sh.
 final class ReadmeExampleTests: XCTestCase {
     func testReadmeSwiftSnippet() throws {
         let x = try Tensor([1, -2, 3, 0.5, 1, -1], shape: [2, 3])
