@@ -16,6 +16,7 @@ against the signatures the extension was compiled for; any mismatch keeps the Py
 """
 
 import ctypes
+import importlib
 import os
 
 from ._library import lib
@@ -57,9 +58,14 @@ def _load():
     if setting not in ("", "0"):
         return None, f"{ENV_VAR}={setting} is set"
     try:
-        from . import _native
-    except ImportError as exc:
-        return None, f"the compiled extension libautograd._native is not installed ({exc})"
+        _native = importlib.import_module(__package__ + "._native")
+    except ModuleNotFoundError as exc:
+        if exc.name != __package__ + "._native":
+            raise
+        return None, ("the compiled extension libautograd._native is not installed (pip install "
+                      "builds it when a C compiler and Python's headers are present)")
+    except ImportError as exc:  # present but not loadable (built for another Python)
+        return None, f"the compiled extension libautograd._native cannot be loaded: {exc}"
     if getattr(_native, "ABI", None) != 1:
         return None, (f"libautograd._native ({_native.__file__}) is from another version of the "
                       "package; reinstall it")
