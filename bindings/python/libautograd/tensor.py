@@ -5,6 +5,10 @@ module needs: turning handles into Tensors, validating integer arguments before 
 and the NumPy round trip (one copy each way; numpy.from_dlpack and libautograd.from_dlpack share
 memory instead); and the Python protocols of a Tensor: numbers
 (one-element tensors), NumPy's indexing with masks, in-place updates, copies and pickles.
+
+The handle, its release and the operators come from Tensor's base class: ``_PythonBase`` below
+(Python over ctypes), or, with the compiled extension (see ``_accel``), ``_native.TensorBase``,
+which does the same in C and falls back to ``_PythonBase``'s operators for what it leaves.
 """
 
 import operator
