@@ -356,7 +356,7 @@ static PyObject *tb_wrap(PyObject *cls, PyObject *const *args, Py_ssize_t nargs,
         owned_obj = args[1];
     } else if (nargs == 1 && nkw == 1 &&
                PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), "owned") == 0) {
-        owned_obj = args[1];
+        owned_obj = args[1]; /* borrowed, as all of args: the keyword values follow the positional */
     } else if (!(nargs == 1 && nkw == 0)) {
         PyErr_SetString(PyExc_TypeError, "_wrap(handle, owned=True) takes a handle and an "
                                          "optional owned flag");
@@ -410,6 +410,8 @@ static int plain_number(PyObject *o, double *value)
 
 static PyObject *call_fallback(int which, PyObject *self, PyObject *other)
 {
+    /* borrowed references: the caller holds self and other for the call; fallback[] holds its
+     * own (bind) for the life of the process */
     PyObject *args[2] = {self, other};
     return PyObject_Vectorcall(fallback[which], args, 2, NULL);
 }
@@ -430,6 +432,10 @@ static const BinaryOp OP_DIV = {F_DIV, F_DIV_S, F_RDIV_S, FB_TRUEDIV, FB_RTRUEDI
 static const BinaryOp OP_POW = {F_POW, F_POW_S, F_RPOW_S, FB_POW, FB_RPOW};
 static const BinaryOp OP_MATMUL = {F_MATMUL, -1, -1, FB_MATMUL, FB_RMATMUL};
 
+/* The handles read from a and b are borrowed for the call: the caller holds a and b, and so their
+ * handles, until the slot returns. Should another thread free one meanwhile (Tensor.free() while
+ * the GIL is released), the library answers AG_ERR_INVALID_HANDLE or finishes with its own
+ * reference, never a use after free: a freed handle never becomes valid again. */
 static PyObject *binary(PyObject *a, PyObject *b, const BinaryOp *op)
 {
     int a_tensor = is_tensor(a), b_tensor = is_tensor(b);
