@@ -1,14 +1,15 @@
 """Runs the benchmark programs and collects their results as JSON.
 
-    python3 bench/driver.py [--quick] [--out FILE] [B1 ... B11]
+    python3 bench/driver.py [--quick] [--out FILE] [B1 ... B12]
 
 For each benchmark, each thread count (1, 2) and each peer it starts the peer's program as
 `prog BENCH THREADS REPS`, with OMP_NUM_THREADS / OPENBLAS_NUM_THREADS / MKL_NUM_THREADS set to
 THREADS (and AG_NUM_THREADS, Autograd's own), and reads its "RESULT {json}" lines. B6 is run
-in a fresh process per repetition.
+in a fresh process per repetition. B12's Autograd program is python_bench.py (the Python package
+over the library in .build/release), reported as the peer "autograd" like autograd_bench.
 micrograd is single-threaded and runs once (as threads = 1). Progress is printed as results
-arrive; afterwards the agreement checks (B1 and B7 gradients and the values of B2, B3, B6, B8,
-B9, B10, B11) run.
+arrive; afterwards the agreement checks (B1, B7 and B12 gradients and the values of B2, B3, B6,
+B8, B9, B10, B11) run.
 
 Exit status: 0 when every peer ran (a missed target is not a failure), 1 when a peer crashed,
 exited non-zero or printed no result (the JSON is still written, with the failure recorded).
@@ -44,6 +45,9 @@ PEERS = {
     "jax": [PY, os.path.join(HERE, "jax_bench.py")],
 }
 SINGLE_THREADED = {"micrograd"}
+# A benchmark whose peer runs another program than PEERS names: B12 is Autograd driven from
+# Python (the installed libautograd package), still reported as the peer "autograd".
+BENCH_PROGRAMS = {("B12", "autograd"): [PY, os.path.join(HERE, "python_bench.py")]}
 
 # The peers of each benchmark, Autograd first.
 BENCH_PEERS = {
@@ -58,14 +62,15 @@ BENCH_PEERS = {
     "B9": ["autograd"],  # replay against eager, both in the Autograd process
     "B10": ["autograd", "torch"],  # Autograd: eager and replay in one process
     "B11": ["autograd", "torch"],
+    "B12": ["autograd", "torch"],  # Autograd from Python; torch: B1's chain again, measured beside it
 }
 THREADS = [1, 2]
 
 # Repetitions per benchmark (each result is the median over them); B6 counts processes.
 REPS_FULL = {"B1": 9, "B2": 7, "B3": 5, "B4": 5, "B5": 7, "B6": 5, "B7": 9, "B8": 7, "B9": 15,
-             "B10": 9, "B11": 9}
+             "B10": 9, "B11": 9, "B12": 9}
 REPS_QUICK = {"B1": 3, "B2": 3, "B3": 3, "B4": 3, "B5": 3, "B6": 1, "B7": 3, "B8": 3, "B9": 3,
-              "B10": 3, "B11": 3}
+              "B10": 3, "B11": 3, "B12": 3}
 
 PEER_TIMEOUT_S = 600
 
@@ -158,10 +163,12 @@ def note_failure(failures, failure):
 def run_peer(bench, peer, threads, reps, failures, quiet_wait=True):
     """Runs one peer program; returns (its parsed RESULT lines, whether it failed). A program
     that fails after printing results keeps them (the cases it measured before failing)."""
-    cmd = PEERS[peer] + [bench, str(threads), str(reps)]
+    cmd = BENCH_PROGRAMS.get((bench, peer), PEERS[peer]) + [bench, str(threads), str(reps)]
     env = dict(os.environ)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "AG_NUM_THREADS"):
         env[var] = str(threads)
+    # The Python package loads the library autograd_bench links (.build/release), unless told.
+    env.setdefault("AUTOGRAD_LIBRARY", os.path.join(ROOT, ".build", "release"))
     best, best_other = None, None
     for attempt in range(2):
         if quiet_wait:
@@ -287,15 +294,16 @@ REPLAY_CHECKS = [
 
 
 def check_agreement(store):
-    """Compares what the peers computed (B1 gradients and value, B2/B3 first loss, B6 value)
-    with PyTorch's, and B7-B11's results with their references (REPLAY_CHECKS). Only B1's check
-    on Autograd and the checks of REPLAY_CHECKS that say so mark a result invalid; the others
-    warn."""
+    """Compares what the peers computed (B1 and B12 gradients and value, B2/B3 first loss, B6
+    value) with PyTorch's, and B7-B11's results with their references (REPLAY_CHECKS). Only B1's
+    and B12's checks on Autograd and the checks of REPLAY_CHECKS that say so mark a result
+    invalid; the others warn."""
     specs = [("B1", "chain10k", "grads", 1e-9), ("B1", "chain10k", "value", 1e-9),
              ("B2", "mlp64", "first_loss", 1e-9), ("B3", "mlp784", "first_loss", 1e-4),
-             ("B6", "backward_s", "value", 1e-9)]
+             ("B6", "backward_s", "value", 1e-9),
+             ("B12", "chain10k", "grads", 1e-9), ("B12", "chain10k", "value", 1e-9)]
     groups = [(bench, key, rtol, ("torch", case),
-               [(peer, case, bench == "B1" and peer == "autograd")
+               [(peer, case, bench in ("B1", "B12") and peer == "autograd")
                 for peer in BENCH_PEERS[bench] if peer != "torch"])
               for bench, case, key, rtol in specs]
     checks = []
@@ -382,7 +390,7 @@ def main():
     ap.add_argument("--no-wait", action="store_true",
                     help="do not wait for other processes to go quiet before each run")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "latest.json"))
-    ap.add_argument("benchmarks", nargs="*", metavar="BENCH", help="B1..B11 (default: all)")
+    ap.add_argument("benchmarks", nargs="*", metavar="BENCH", help="B1..B12 (default: all)")
     args = ap.parse_args()
     benches = [b.upper() for b in args.benchmarks] or list(BENCH_PEERS)
     unknown = [b for b in benches if b not in BENCH_PEERS]

@@ -3,7 +3,7 @@
     python3 bench/report.py [--json FILE] [--md FILE] [--png FILE]
 
 Every ratio is Autograd / peer, computed from medians measured in the same run: for times
-(B1, B2, B3, B6, B8-B11) lower is better and a target reads "<= limit"; for throughputs (B4
+(B1, B2, B3, B6, B8-B12) lower is better and a target reads "<= limit"; for throughputs (B4
 GFLOP/s, B5 GB/s) higher is better and a target reads ">= limit". A peer may be Autograd itself
 in another case of the same run (B8-B11: replay / eager). B7's target is absolute: the median
 itself (µs per op) against a limit, with no peer. The hand-written bench/HISTORY.md is copied
@@ -44,6 +44,7 @@ TARGETS = [
     ("B11", "cnn_eager", "torch", "cnn", "<=", 0.7),
     ("B11", "cnn_replay", "torch", "cnn", "<=", 0.7),
     ("B11", "cnn_replay", "autograd", "cnn_eager", "<=", 1.0),
+    ("B12", "chain10k", "torch", "chain10k", "<=", 0.25),
 ]
 
 # Ratios shown for information only (no target).
@@ -338,7 +339,7 @@ def markdown(data, res, rows, info_rows, png_name, history, comp=None):
 
     out += ["## Targets", "",
             "Ratio = Autograd / peer, from medians of the same run. Times (B1, B2, B3, B6, "
-            "B8-B11): lower is better, target `<=`. Throughputs (B4, B5): higher is better, target "
+            "B8-B12): lower is better, target `<=`. Throughputs (B4, B5): higher is better, target "
             "`>=`. A peer named autograd is Autograd's other case in the same process (B8-B11: "
             "replay / eager). Rows marked *absolute* (B7) are not ratios: the value is "
             "Autograd's median itself, in the unit shown, against an absolute limit (in the "
@@ -362,13 +363,13 @@ def markdown(data, res, rows, info_rows, png_name, history, comp=None):
     checks = data.get("checks", [])
     if checks:
         out += ["## Agreement checks", "",
-                "What each peer computed, compared with a reference: PyTorch for B1's four leaf "
-                "gradients and final value, B2/B3's first loss, B6's final value and B7's "
-                "gradients; JAX for B8's first and last warm-up losses; Autograd's eager step "
-                "for B9's; PyTorch's step for B10's and B11's (both Autograd cases), and the "
-                "eager step for their replay's last warm-up loss. A failed B1 check on Autograd, a "
-                "failed check of a replay (B7-B11) or of B10's and B11's eager step marks that "
-                "result INVALID.", "",
+                "What each peer computed, compared with a reference: PyTorch for B1's and "
+                "B12's four leaf gradients and final value, B2/B3's first loss, B6's final value "
+                "and B7's gradients; JAX for B8's first and last warm-up losses; Autograd's eager "
+                "step for B9's; PyTorch's step for B10's and B11's (both Autograd cases), and the "
+                "eager step for their replay's last warm-up loss. A failed B1 or B12 check on "
+                "Autograd, a failed check of a replay (B7-B11) or of B10's and B11's eager step "
+                "marks that result INVALID.", "",
                 "| Bench | Quantity | Peer | Case | Reference | Threads | rtol | Agrees |",
                 "|---|---|---|---|---|---|---|---|"]
         out += [f"| {c['bench']} | {c['what']} | {c['peer']} | {c.get('case', '—')} | "

@@ -4,7 +4,7 @@
 #   bash bench/run.sh            every benchmark, every peer, 1 and 2 threads; writes
 #                                bench/results/latest.json, bench/RESULTS.md and bench/ratios.png
 #   bash bench/run.sh --quick    fewer repetitions, for development
-#   bash bench/run.sh B1 [B8..]  only the benchmarks named (B1..B11)
+#   bash bench/run.sh B1 [B8..]  only the benchmarks named (B1..B12)
 #
 # A quick or partial run writes its JSON and report under bench/results/ instead, so it never
 # replaces the committed full report. Exits non-zero when a build fails or a peer crashes;
@@ -21,8 +21,8 @@ for arg in "$@"; do
     case "$arg" in
         --quick) quick=(--quick) ;;
         -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
-        [Bb][1-9]|[Bb]1[01]) benches+=("${arg^^}") ;;
-        *) echo "run.sh: unknown argument '$arg' (use --quick and/or B1..B11)" >&2; exit 2 ;;
+        [Bb][1-9]|[Bb]1[012]) benches+=("${arg^^}") ;;
+        *) echo "run.sh: unknown argument '$arg' (use --quick and/or B1..B12)" >&2; exit 2 ;;
     esac
 done
 needs() { # needs PEER_BENCHES...: true when a selected benchmark is one of those named
@@ -73,6 +73,20 @@ if ! bash scripts/build.sh 2>&1 | tee "$BUILD/build.log"; then die "scripts/buil
 if grep -Eq '(^|: )error: ' "$BUILD/build.log"; then die "the Swift build reported errors (see $BUILD/build.log)"; fi
 LIB=$ROOT/.build/release
 [ -f "$LIB/libautograd.so" ] || die "$LIB/libautograd.so is missing"
+
+# --- 2b. The Python package (B12: Autograd driven from Python) --------------------------------
+if needs B12; then
+    step "Installing the Python package (pip install ./bindings/python), for B12"
+    # Always reinstalled from the working tree, so B12 measures the current per-op path; pip
+    # compiles its extension (libautograd._native), which B12 is about: no extension, no B12.
+    pip_install ./bindings/python || die "pip install ./bindings/python failed"
+    status=$(cd "$BUILD" && AUTOGRAD_LIBRARY="$LIB" "$PY" -c '
+import libautograd as ag
+print(ag.native_status())
+raise SystemExit(0 if ag.native_enabled() else 1)') ||
+        die "the installed package does not use its compiled per-op path: $status"
+    echo "$status"
+fi
 
 # --- 3. The C and C++ benchmark programs -------------------------------------------------------
 step "Compiling the benchmark programs"

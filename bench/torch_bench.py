@@ -1,9 +1,10 @@
-"""PyTorch eager peer of the benchmark suite (B1-B7, B10, B11), mirroring autograd_bench.c.
+"""PyTorch eager peer of the benchmark suite (B1-B7, B10-B12), mirroring autograd_bench.c.
 
     python3 bench/torch_bench.py BENCH THREADS REPS
 
-Prints one "RESULT {json}" line per measured case. B7 is B1 reported under B7's name: the
-reference for the gradients of B7's replay. B6 measures one repetition per process
+Prints one "RESULT {json}" line per measured case. B7 and B12 are B1 reported under their
+names: the reference for the gradients of B7's replay, and B12's peer (Autograd driven from
+Python, python_bench.py), measured beside it. B6 measures one repetition per process
 (the driver starts a fresh process for each). The exact work is defined in bench/README.md."""
 
 import math
@@ -323,7 +324,7 @@ def main():
     settle()
     runners = {"B1": bench_b1, "B2": bench_b2, "B3": bench_b3, "B4": bench_b4, "B5": bench_b5,
                "B7": lambda threads, reps: bench_b1(threads, reps, "B7"), "B10": bench_b10,
-               "B11": bench_b11}
+               "B11": bench_b11, "B12": lambda threads, reps: bench_b1(threads, reps, "B12")}
     if bench == "B6":
         bench_b6(threads)
     elif bench in runners:

@@ -728,14 +728,17 @@ def check_python(header, have_text=None):
             problems.append(f"{rel} defines no PROTOTYPES dict")
         problems.append(f"{rel} is not what the header generates (stale or edited by hand): "
                         f"run python3 scripts/catalogue.py --write")
-    # Every C function the package calls is declared.
+    # Every C function the package calls is declared (the compiled extension, _native.c, names
+    # the functions it is given as string literals: "ag_add").
     declared = {fn.name for fn in header.functions}
     for fname in sorted(os.listdir(PY_PACKAGE)):
-        if not fname.endswith(".py") or fname == "_prototypes.py":
+        if not fname.endswith((".py", ".c")) or fname == "_prototypes.py":
             continue
+        pattern = (r"\"(ag_\w+)\"()" if fname.endswith(".c") else
+                   r"\blib\.(ag_\w+)|getattr\(\s*lib\s*,\s*[\"'](ag_\w+)")
         with open(os.path.join(PY_PACKAGE, fname), encoding="utf-8") as f:
             for n, line in enumerate(f, 1):
-                for name in re.findall(r"\blib\.(ag_\w+)|getattr\(\s*lib\s*,\s*[\"'](ag_\w+)", line):
+                for name in re.findall(pattern, line):
                     name = name[0] or name[1]
                     if name not in declared:
                         problems.append(f"{name}: called at bindings/python/libautograd/{fname}:{n} but not "

@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
-# Tests the Python package bindings/python (libautograd, over libautograd.so through ctypes):
+# Tests the Python package bindings/python (libautograd, over libautograd.so through ctypes, with
+# its per-op path compiled at install time, the extension libautograd._native):
 #   1. builds the library if .build/release/libautograd.so is missing (scripts/build.sh),
 #   2. installs numpy, pytest and jax with pip, only those that are missing,
-#   3. installs the package for real (pip install ./bindings/python, not editable),
+#   3. installs the package for real (pip install ./bindings/python, not editable), which
+#      compiles the extension, and fails unless the installed package uses it,
 #   4. runs pytest on bindings/python/tests from a directory outside the repository (so the
 #      installed package is tested, not the source tree), with AUTOGRAD_LIBRARY pointing at
 #      .build/release,
-#   5. runs examples/mlp.py,
-#   6. checks that, from the repository root and without AUTOGRAD_LIBRARY, the package finds
+#   5. runs a fast subset of them again on the pure-Python path (LIBAUTOGRAD_PURE_PYTHON=1),
+#      and installs the package once more with no C compiler (CC=false, into a temporary
+#      folder) to check that it still installs and works, without the extension,
+#   6. runs examples/mlp.py,
+#   7. checks that, from the repository root and without AUTOGRAD_LIBRARY, the package finds
 #      the library in the build folder (unless an installed copy comes first: it says so),
-#   7. installs the C library into a temporary prefix (make install) and checks that, outside
+#   8. installs the C library into a temporary prefix (make install) and checks that, outside
 #      the repository, the package finds it there through pkg-config and computes a gradient.
 # Exits non-zero on any failure; the last line says which.
 set -euo pipefail
@@ -52,10 +57,45 @@ case "$where" in
     "$root"/*) fail "libautograd was imported from the source tree ($where), not the install" ;;
 esac
 echo "python-tests: package at $where"
+# The compiled per-op path must be what the installed package uses (a failed compilation would
+# otherwise go unnoticed: the package falls back to pure Python, only slower).
+status=$(env -u LIBAUTOGRAD_PURE_PYTHON AUTOGRAD_LIBRARY="$libdir" "$py" -c '
+import libautograd as ag
+print(ag.native_status())
+raise SystemExit(0 if ag.native_enabled() else 1)') ||
+    fail "the installed package does not use its compiled extension: $status"
+echo "python-tests: $status"
 
 echo "python-tests: pytest bindings/python/tests"
 AUTOGRAD_LIBRARY="$libdir" "$py" -m pytest -q -p no:cacheprovider "$root/bindings/python/tests" \
     || fail "pytest bindings/python/tests"
+
+echo "python-tests: the pure-Python path (LIBAUTOGRAD_PURE_PYTHON=1): test_semantics.py, test_number_protocol.py, test_native.py"
+tests=$root/bindings/python/tests
+LIBAUTOGRAD_PURE_PYTHON=1 AUTOGRAD_LIBRARY="$libdir" "$py" -m pytest -q -p no:cacheprovider \
+    "$tests/test_semantics.py" "$tests/test_number_protocol.py" "$tests/test_native.py" \
+    || fail "pytest on the pure-Python path (LIBAUTOGRAD_PURE_PYTHON=1)"
+
+echo "python-tests: installing without a C compiler (CC=false) into a temporary folder"
+# setuptools skips the optional extension when it cannot be compiled; the package then works on
+# the pure-Python path. From a copy of the sources: the in-tree build folder of the install above
+# holds a compiled extension that setuptools would reuse.
+mkdir "$outside/src"
+cp -r "$root"/bindings/python/{pyproject.toml,setup.py,README.md,libautograd} "$outside/src/"
+rm -rf "$outside"/src/libautograd/*.so "$outside/src/libautograd/__pycache__"
+CC=false "$py" -m pip install -q --no-deps --target "$outside/no-compiler" \
+    "$outside/src" >"$outside/no-compiler.log" 2>&1 ||
+    { cat "$outside/no-compiler.log"; fail "pip install without a C compiler"; }
+status=$(PYTHONPATH="$outside/no-compiler" AUTOGRAD_LIBRARY="$libdir" "$py" -c '
+import libautograd as ag
+assert "no-compiler" in ag.__file__, ag.__file__
+x = ag.tensor([1., 2., 3.], requires_grad=True)
+(ag.tanh(x) * x + 1.0).sum().backward()
+print(ag.native_enabled(), ag.native_status())') || fail "the package installed without a compiler does not work"
+case "$status" in
+    False*) echo "python-tests: installed and working without the extension: ${status#False }" ;;
+    *) fail "expected the pure-Python path without a compiler, got: $status" ;;
+esac
 
 echo "python-tests: examples/mlp.py"
 AUTOGRAD_LIBRARY="$libdir" "$py" "$root/examples/mlp.py" | tail -n 3 || fail "examples/mlp.py"

@@ -1,4 +1,4 @@
-"""libautograd: Python bindings (pure Python, ctypes) for libautograd.so, the Autograd engine.
+"""libautograd: Python bindings (ctypes) for libautograd.so, the Autograd engine.
 
     import libautograd as ag
     x = ag.tensor([1.0, 2.0, 3.0], requires_grad=True)
@@ -40,6 +40,12 @@ Files and shared memory: ``save_safetensors`` / ``load_safetensors`` / ``safe_op
 write the safetensors format (PyTorch's, JAX's, MLX's), ``save_checkpoint`` / ``load_checkpoint``
 add an optimizer's state, and ``from_dlpack`` / ``Tensor.__dlpack__`` share memory with NumPy,
 PyTorch and JAX without copying; see ``libautograd.files`` and ``libautograd.dlpack``.
+
+The per-op path (Tensor's operators, the unary functions such as ``tanh`` and full reductions
+such as ``sum``) runs in a small C extension, ``libautograd._native``, which ``pip install``
+compiles when a C compiler is present; ``native_enabled()`` tells whether it is in use,
+``native_status()`` why not, and ``LIBAUTOGRAD_PURE_PYTHON=1`` (read at import) turns it off.
+Without it the package is pure Python over ctypes, with the same results; see ``_accel``.
 
 Errors: every failing C call raises an ``AutogradError`` subclass carrying ``ag_last_error()``'s
 message, ``.status`` and ``.status_name``; see ``libautograd.errors``.
@@ -94,6 +100,8 @@ from .runtime import (
     get_num_threads,
     library_path,
     live_handle_count,
+    native_enabled,
+    native_status,
     num_threads,
     set_num_threads,
     version,
@@ -123,7 +131,7 @@ __all__ = [
     "Function", "FunctionCtx",
     "SGD", "Adam", "AdamW", "Optimizer",
     "version", "library_path", "set_num_threads", "num_threads", "get_num_threads",
-    "live_handle_count",
+    "live_handle_count", "native_enabled", "native_status",
     "from_dlpack", "save_safetensors", "load_safetensors", "safe_open", "SafetensorsFile",
     "save_checkpoint", "load_checkpoint",
     "AutogradError", "InvalidHandleError", "ArgumentError", "ShapeError", "DTypeError",

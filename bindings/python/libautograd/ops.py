@@ -12,6 +12,7 @@ from ctypes import POINTER, c_int64, c_uint64
 
 import numpy as np
 
+from . import _accel
 from ._library import lib
 from .tensor import (
     Tensor,
@@ -526,3 +527,23 @@ for _fn in _METHODS:
     if not hasattr(Tensor, _fn.__name__):
         setattr(Tensor, _fn.__name__, _fn)
 del _fn
+
+
+# The compiled fast path (see _accel): with the extension, these functions (and the Tensor
+# methods of the same name) are Ops that call the library from C when given a Tensor and no
+# further arguments (a reduction over every axis), and the Python function above otherwise.
+_COMPILED = ([("unary", name) for name in ("neg", "exp", "log", "log1p", "expm1", "erf", "relu",
+                                           "sqrt", "abs", "sin", "cos", "tanh", "sigmoid", "gelu",
+                                           "softplus")]
+             + [("reduce", name) for name in ("sum", "mean", "max", "min", "logsumexp")]
+             + [("add", "add"), ("sub", "sub"), ("mul", "mul"), ("truediv", "div"),
+                ("pow", "pow")])
+for _kind, _name in _COMPILED:
+    _c_name = "ag_" + _name if _kind in ("unary", "reduce") else None
+    _fast = _accel.op(_kind, globals()[_name], _c_name)
+    if _fast is None:
+        continue
+    globals()[_name] = _fast
+    if _name in Tensor.__dict__:  # x.tanh(), x.sum(), x.pow(2): the same Op as a method
+        setattr(Tensor, _name, _fast)
+del _kind, _name, _c_name, _fast

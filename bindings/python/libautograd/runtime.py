@@ -2,7 +2,7 @@
 
 from ctypes import byref, c_int64
 
-from . import _library
+from . import _accel, _library
 from ._library import lib
 from .errors import check
 from .tensor import as_int
@@ -39,3 +39,16 @@ def live_handle_count():
     out = c_int64(0)
     check(lib.ag_live_handle_count(byref(out)))
     return out.value
+
+
+def native_enabled():
+    """Whether the compiled per-op path (the extension libautograd._native, built by pip install
+    when a C compiler is present) is in use; False means pure Python over ctypes, either because
+    the extension is missing or because LIBAUTOGRAD_PURE_PYTHON=1 was set at import. Both give
+    the same results; the compiled path takes about a tenth of the time per scalar op."""
+    return _accel.enabled()
+
+
+def native_status():
+    """One line saying which per-op path is in use, and why when it is the pure-Python one."""
+    return _accel.status()

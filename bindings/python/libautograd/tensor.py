@@ -5,6 +5,10 @@ module needs: turning handles into Tensors, validating integer arguments before 
 and the NumPy round trip (one copy each way; numpy.from_dlpack and libautograd.from_dlpack share
 memory instead); and the Python protocols of a Tensor: numbers
 (one-element tensors), NumPy's indexing with masks, in-place updates, copies and pickles.
+
+The handle, its release and the operators come from Tensor's base class: ``_PythonBase`` below
+(Python over ctypes), or, with the compiled extension (see ``_accel``), ``_native.TensorBase``,
+which does the same in C and falls back to ``_PythonBase``'s operators for what it leaves.
 """
 
 import operator
@@ -14,6 +18,7 @@ from ctypes import byref, c_bool, c_double, c_int32, c_int64, c_uint64, c_void_p
 import numpy as np
 
 from . import dtypes as _dt
+from ._accel import native as _native
 from ._library import lib
 from .errors import ERR_STATE, OK, InvalidHandleError, StateError, check
 from .grad_mode import is_grad_enabled, no_grad
@@ -266,12 +271,38 @@ def _refuse(message):
 # ---------------------------------------------------------------------------------------------
 
 
-class Tensor:
-    """An N-dimensional array (float32/float64, or int64/bool for indices and masks) that records
-    operations on float values for reverse-mode autodiff.
+def _arith(self, other, tensor_fn, scalar_fn, reflected):
+    """self op other (reflected: other op self) on the Python path: the scalar form for a
+    number, the tensor form for a Tensor or array-like, NotImplemented for anything else."""
+    if is_scalar(other):
+        if scalar_fn is None:
+            return NotImplemented
+        return new_tensor(scalar_fn, self._handle, float(other))
+    other = coerce(other, self)
+    if other is None:
+        return NotImplemented
+    a, b = (other, self) if reflected else (self, other)
+    return new_tensor(tensor_fn, a._handle, b._handle)
 
-    ``Tensor(data, dtype=None, requires_grad=False)`` copies `data` (see ``tensor()``).
-    The handle is freed when the object is collected, or earlier by ``free()``.
+
+def _compare(self, other, fn):
+    """An elementwise comparison on the Python path: a mask (0/1 in self's dtype, no gradient)."""
+    other = coerce(other, self)
+    if other is None:
+        return NotImplemented
+    out = c_uint64(0)
+    check(fn(byref(out), self._handle, other._handle))
+    return Tensor._wrap_mask(out.value)
+
+
+class _PythonBase:
+    """What a Tensor is made of on the pure-Python path: the handle and its release, and the
+    operators (``+ - * / ** @``, unary ``-``, ``+``, ``abs()``, comparisons) over ctypes.
+
+    Tensor derives from this class when the compiled extension is not in use (see _accel). With
+    it, Tensor derives from ``_native.TensorBase`` instead, which does the same in C and calls
+    these operators for every case it does not handle itself (NumPy scalars, array-likes, other
+    types), so both paths give the same results, errors and messages.
     """
 
     _handle = 0  # the ag_tensor handle (uint64)
@@ -280,18 +311,6 @@ class Tensor:
     # dtype). Set on comparison results, on & | ^ ~ of masks and on t.bool(); indexing with a
     # mask selects (x[x > 0]); kept by indexing, detach, copies and pickles, by nothing else.
     _mask = False
-
-    # NumPy hands mixed operations (ndarray + Tensor) to our reflected operators.
-    __array_ufunc__ = None
-    # __eq__ is elementwise and returns a Tensor, so keep identity hashing deliberately
-    # (tensors can be dict keys and set members, as in PyTorch).
-    __hash__ = object.__hash__
-
-    def __init__(self, data, dtype=None, requires_grad=False):
-        self._handle = handle_from_data(data, dtype)
-        self._owned = True
-        if requires_grad:
-            self.requires_grad = True
 
     @classmethod
     def _wrap(cls, handle, owned=True):
@@ -318,6 +337,101 @@ class Tensor:
             return
         self._owned = False
         free(self._handle)
+
+    # ---- arithmetic operators ----------------------------------------------------------------
+
+    def __add__(self, other):
+        return _arith(self, other, lib.ag_add, lib.ag_add_scalar, False)
+
+    def __radd__(self, other):
+        return _arith(self, other, lib.ag_add, lib.ag_add_scalar, True)
+
+    def __sub__(self, other):
+        return _arith(self, other, lib.ag_sub, lib.ag_sub_scalar, False)
+
+    def __rsub__(self, other):
+        return _arith(self, other, lib.ag_sub, lib.ag_rsub_scalar, True)
+
+    def __mul__(self, other):
+        return _arith(self, other, lib.ag_mul, lib.ag_mul_scalar, False)
+
+    def __rmul__(self, other):
+        return _arith(self, other, lib.ag_mul, lib.ag_mul_scalar, True)
+
+    def __truediv__(self, other):
+        return _arith(self, other, lib.ag_div, lib.ag_div_scalar, False)
+
+    def __rtruediv__(self, other):
+        return _arith(self, other, lib.ag_div, lib.ag_rdiv_scalar, True)
+
+    def __pow__(self, other, modulo=None):
+        if modulo is not None:
+            return NotImplemented
+        return _arith(self, other, lib.ag_pow, lib.ag_pow_scalar, False)
+
+    def __rpow__(self, other):
+        return _arith(self, other, lib.ag_pow, lib.ag_rpow_scalar, True)
+
+    def __matmul__(self, other):
+        return _arith(self, other, lib.ag_matmul, None, False)
+
+    def __rmatmul__(self, other):
+        return _arith(self, other, lib.ag_matmul, None, True)
+
+    def __neg__(self):
+        return new_tensor(lib.ag_neg, self._handle)
+
+    def __pos__(self):
+        return self
+
+    def __abs__(self):
+        return new_tensor(lib.ag_abs, self._handle)
+
+    # ---- comparisons (elementwise, 0/1 in self's dtype, no gradient) ----------------------------
+
+    def __eq__(self, other):
+        return _compare(self, other, lib.ag_eq)
+
+    def __ne__(self, other):
+        return _compare(self, other, lib.ag_ne)
+
+    def __lt__(self, other):
+        return _compare(self, other, lib.ag_lt)
+
+    def __le__(self, other):
+        return _compare(self, other, lib.ag_le)
+
+    def __gt__(self, other):
+        return _compare(self, other, lib.ag_gt)
+
+    def __ge__(self, other):
+        return _compare(self, other, lib.ag_ge)
+
+
+# With the compiled extension (see _accel), Tensor's handle, its release and the operators of
+# _PythonBase are the C type's; without it, _PythonBase's.
+_Base = _PythonBase if _native is None else _native.TensorBase
+
+
+class Tensor(_Base):
+    """An N-dimensional array (float32/float64, or int64/bool for indices and masks) that records
+    operations on float values for reverse-mode autodiff.
+
+    ``Tensor(data, dtype=None, requires_grad=False)`` copies `data` (see ``tensor()``).
+    The handle is freed when the object is collected, or earlier by ``free()``.
+    """
+
+    # NumPy hands mixed operations (ndarray + Tensor) to our reflected operators.
+    __array_ufunc__ = None
+    # __eq__ is elementwise and returns a Tensor, so keep identity hashing deliberately
+    # (tensors can be dict keys and set members, as in PyTorch).
+    __hash__ = object.__hash__
+
+    def __init__(self, data, dtype=None, requires_grad=False):
+        self._handle = handle_from_data(data, dtype)
+        self._owned = True
+        if requires_grad:
+            self.requires_grad = True
 
     def free(self):
         """Releases the handle now (instead of at collection). Later use of this Tensor raises
@@ -606,94 +720,6 @@ class Tensor:
         from .hooks import register_hook
 
         return register_hook(self, fn)
-
-    # ---- arithmetic operators ----------------------------------------------------------------
-
-    def _arith(self, other, tensor_fn, scalar_fn, reflected):
-        if is_scalar(other):
-            if scalar_fn is None:
-                return NotImplemented
-            return new_tensor(scalar_fn, self._handle, float(other))
-        other = coerce(other, self)
-        if other is None:
-            return NotImplemented
-        a, b = (other, self) if reflected else (self, other)
-        return new_tensor(tensor_fn, a._handle, b._handle)
-
-    def __add__(self, other):
-        return self._arith(other, lib.ag_add, lib.ag_add_scalar, False)
-
-    def __radd__(self, other):
-        return self._arith(other, lib.ag_add, lib.ag_add_scalar, True)
-
-    def __sub__(self, other):
-        return self._arith(other, lib.ag_sub, lib.ag_sub_scalar, False)
-
-    def __rsub__(self, other):
-        return self._arith(other, lib.ag_sub, lib.ag_rsub_scalar, True)
-
-    def __mul__(self, other):
-        return self._arith(other, lib.ag_mul, lib.ag_mul_scalar, False)
-
-    def __rmul__(self, other):
-        return self._arith(other, lib.ag_mul, lib.ag_mul_scalar, True)
-
-    def __truediv__(self, other):
-        return self._arith(other, lib.ag_div, lib.ag_div_scalar, False)
-
-    def __rtruediv__(self, other):
-        return self._arith(other, lib.ag_div, lib.ag_rdiv_scalar, True)
-
-    def __pow__(self, other, modulo=None):
-        if modulo is not None:
-            return NotImplemented
-        return self._arith(other, lib.ag_pow, lib.ag_pow_scalar, False)
-
-    def __rpow__(self, other):
-        return self._arith(other, lib.ag_pow, lib.ag_rpow_scalar, True)
-
-    def __matmul__(self, other):
-        return self._arith(other, lib.ag_matmul, None, False)
-
-    def __rmatmul__(self, other):
-        return self._arith(other, lib.ag_matmul, None, True)
-
-    def __neg__(self):
-        return new_tensor(lib.ag_neg, self._handle)
-
-    def __pos__(self):
-        return self
-
-    def __abs__(self):
-        return new_tensor(lib.ag_abs, self._handle)
-
-    # ---- comparisons (elementwise, 0/1 in self's dtype, no gradient) ----------------------------
-
-    def _compare(self, other, fn):
-        other = coerce(other, self)
-        if other is None:
-            return NotImplemented
-        out = c_uint64(0)
-        check(fn(byref(out), self._handle, other._handle))
-        return Tensor._wrap_mask(out.value)
-
-    def __eq__(self, other):
-        return self._compare(other, lib.ag_eq)
-
-    def __ne__(self, other):
-        return self._compare(other, lib.ag_ne)
-
-    def __lt__(self, other):
-        return self._compare(other, lib.ag_lt)
-
-    def __le__(self, other):
-        return self._compare(other, lib.ag_le)
-
-    def __gt__(self, other):
-        return self._compare(other, lib.ag_gt)
-
-    def __ge__(self, other):
-        return self._compare(other, lib.ag_ge)
 
     # ---- masks: comparison results used as booleans ------------------------------------------
 
@@ -1153,6 +1179,9 @@ class Tensor:
 
 
 _free = lib.ag_tensor_free
+if _native is not None:
+    # Results of the compiled operators are Tensors; the cases they leave go to _PythonBase's.
+    _native.bind(Tensor, _PythonBase)
 
 from . import ops as _ops  # noqa: E402  (ops imports Tensor from this module)
 
