@@ -11,7 +11,7 @@
 #   5. runs a fast subset of them again on the pure-Python path (LIBAUTOGRAD_PURE_PYTHON=1),
 #      and installs the package once more with no C compiler (CC=false, into a temporary
 #      folder) to check that it still installs and works, without the extension,
-#   6. runs examples/mlp.py,
+#   6. runs README.md's Python program (checking its printed values) and examples/mlp.py,
 #   7. checks that, from the repository root and without AUTOGRAD_LIBRARY, the package finds
 #      the library in the build folder (unless an installed copy comes first: it says so),
 #   8. installs the C library into a temporary prefix (make install) and checks that, outside
@@ -96,6 +96,23 @@ case "$status" in
     False*) echo "python-tests: installed and working without the extension: ${status#False }" ;;
     *) fail "expected the pure-Python path without a compiler, got: $status" ;;
 esac
+
+echo "python-tests: README.md's Python program"
+readme_py=$(mktemp -d)/readme.py
+"$py" - "$root/README.md" "$readme_py" <<'PY'
+import sys
+text = open(sys.argv[1]).read()
+section = text[text.index("## Using it from Python"):]
+program = section.split("```python\n", 1)[1].split("```", 1)[0]
+open(sys.argv[2], "w").write(program)
+PY
+readme_out=$(cd "$(dirname "$readme_py")" && AUTOGRAD_LIBRARY="$libdir" "$py" "$readme_py") || fail "README.md's Python program"
+echo "$readme_out"
+# By hand (bindings/c/example.c's derivation): f = 14.25, df/dx = dz W^T, df/dW = x^T dz.
+[ "$readme_out" = "14.25
+[[1.0, 3.0, -1.0], [-2.0, 0.5, 4.0]]
+[[2.0, 1.0], [4.0, -3.0], [-2.0, 4.0]]
+ag_matmul: inner extents differ: [2, 3] @ [2, 3]" ] || fail "README.md's Python program printed something else"
 
 echo "python-tests: examples/mlp.py"
 AUTOGRAD_LIBRARY="$libdir" "$py" "$root/examples/mlp.py" | tail -n 3 || fail "examples/mlp.py"

@@ -28,12 +28,16 @@ public enum Checkpoint {
         if let optimizer {
             let names = try parameterNames(of: optimizer, in: parameters)
             meta.append((kindKey, optimizer.kindName))
-            meta.append((kindKey + ".lr", optimizer.learningRate.description))
-            meta.append((kindKey + ".steps", optimizer.steps.description))
-            for (name, value) in optimizer.hyperparameters { meta.append((kindKey + "." + name, value.description)) }
-            for (k, name) in names.enumerated() {
-                for (slot, t) in try optimizer.stateTensors(ofParameter: k) {
-                    tensors.append((stateName(name, slot), t))
+            // One snapshot: a step on another thread lands before or after all of it, never
+            // between the step count and the state (the lock is recursive; the state is copied).
+            try GraphLock.withLock {
+                meta.append((kindKey + ".lr", optimizer.learningRate.description))
+                meta.append((kindKey + ".steps", optimizer.steps.description))
+                for (name, value) in optimizer.hyperparameters { meta.append((kindKey + "." + name, value.description)) }
+                for (k, name) in names.enumerated() {
+                    for (slot, t) in try optimizer.stateTensors(ofParameter: k) {
+                        tensors.append((stateName(name, slot), t))
+                    }
                 }
             }
         }
