@@ -112,7 +112,7 @@ echo "$readme_out"
 [ "$readme_out" = "14.25
 [[1.0, 3.0, -1.0], [-2.0, 0.5, 4.0]]
 [[2.0, 1.0], [4.0, -3.0], [-2.0, 4.0]]
-ag_matmul: inner extents differ: [2, 3] @ [2, 3]" ] || fail "README.md's Python program printed something else"
+AG_ERR_SHAPE: ag_matmul: inner extents differ: [2, 3] @ [2, 3]" ] || fail "README.md's Python program printed something else"
 
 echo "python-tests: examples/mlp.py"
 AUTOGRAD_LIBRARY="$libdir" "$py" "$root/examples/mlp.py" | tail -n 3 || fail "examples/mlp.py"
