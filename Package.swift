@@ -9,7 +9,7 @@ let package = Package(
     products: [
         // libautograd.so: the C ABI (AutogradC) with the engine linked in.
         .library(name: "autograd", type: .dynamic, targets: ["AutogradC"]),
-        // The engine for Swift users.
+        // The Swift API (the module Autograd, which re-exports the engine).
         .library(name: "Autograd", targets: ["Autograd"]),
     ],
     targets: [
