@@ -79,10 +79,10 @@ enum ErrorScope {
     /// What a failed call returns inside `withError`: NaN in the shape of a 0-d float64 tensor,
     /// for each result type the tensor math has.
     static func placeholder<R>(_: R.Type) -> R? {
+        if let r = Double.nan as? R { return r }  // item()
         let nan = Tensor.checkedPlaceholder
         if let r = nan as? R { return r }
-        if let r = (values: nan, indices: nan) as? R { return r }
-        if let r = Double.nan as? R { return r }
+        if let r = (values: nan, indices: nan) as? R { return r }  // topk
         return nil
     }
 }

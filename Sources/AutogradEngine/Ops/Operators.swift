@@ -1,5 +1,6 @@
-/// Swift operators over tensors and tensor/scalar mixes, so `2 * x + b` reads naturally.
-/// They throw (shape or dtype mismatch), so one `try` covers a whole expression.
+/// The engine's operators over tensors and tensor/scalar mixes, so `2 * x + b` reads naturally.
+/// They throw (shape or dtype mismatch), so one `try` covers a whole expression; the Swift API's
+/// non-throwing operators (Sources/Autograd/TensorMath.swift) call these.
 extension Tensor {
     package static func + (a: Tensor, b: Tensor) throws -> Tensor { try a.adding(b) }
     package static func - (a: Tensor, b: Tensor) throws -> Tensor { try a.subtracting(b) }

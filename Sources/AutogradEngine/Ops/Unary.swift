@@ -2,7 +2,8 @@ import CKernels
 
 /// The unary elementwise ops. Each states its value and its derivative once (see
 /// ElementwiseOp.swift: the recorded rule, the fused backward and forward-mode loops and the
-/// tangent are all made from that statement); the public method runs it.
+/// tangent are all made from that statement); the method runs it (the Swift API's non-throwing
+/// method of the same name, in Sources/Autograd, calls this one).
 extension Tensor {
     package func exp() throws -> Tensor { try Tensor.unary(Exp(), self) }
     package func log() throws -> Tensor { try Tensor.unary(Log(), self) }
