@@ -979,9 +979,32 @@ typedef int32_t (*ag_grad_hook)(ag_tensor *replacement, ag_tensor grad, void *us
 ag_status ag_tensor_register_hook(int64_t *out_id, ag_tensor t, ag_grad_hook hook, void *user_data,
                                   void (*destroy)(void *user_data));
 
-/* Removes the hook with the given id from t (its `destroy` runs now).
+/* Removes the hook with the given id from t (its `destroy` runs now), whichever kind it is.
  * Errors: AG_ERR_INVALID_HANDLE, AG_ERR_ARGUMENT (no hook with that id on t). */
 ag_status ag_tensor_remove_hook(ag_tensor t, int64_t id);
+
+/* A gradient-ready hook (PyTorch's post-accumulate-grad hook), the notification data
+ * parallelism is built on. Called once per ag_backward for each leaf t it is registered on
+ * that received a gradient in that pass, right after the pass has added that gradient into
+ * t's .grad, and as soon as the pass has nothing more to send to t: before the pass goes on
+ * through the rest of the graph (layers nearer the input), so that work the hook starts (copying
+ * the gradient into a buffer, a non-blocking all-reduce) overlaps the rest of the backward.
+ * Other leaves' .grad may not be complete yet when it runs. `t` is borrowed (valid during the
+ * call only; do not free it): read the gradient with ag_tensor_grad; the hook may also write it
+ * in place (ag_tensor_set_data on that gradient). ag_grad never runs these hooks (it touches no
+ * .grad). A non-zero return aborts the backward pass, which fails with AG_ERR_CALLBACK (its last
+ * error quoted as for ag_grad_hook); gradients already accumulated stay. It runs as ag_grad_hook
+ * does: on the backward's thread, without the library's internal lock, grad mode as there. */
+typedef int32_t (*ag_post_accumulate_grad_hook)(ag_tensor t, void *user_data);
+
+/* Registers a gradient-ready hook on the leaf t (hooks of this kind run in registration order,
+ * after t's ag_grad_hook hooks and the accumulation). `destroy` and *out_id as for
+ * ag_tensor_register_hook; ag_tensor_remove_hook removes it.
+ * Errors: AG_ERR_ARGUMENT (hook NULL), AG_ERR_INVALID_HANDLE, AG_ERR_STATE (t does not require
+ * grad, or is not a leaf: it has history, so nothing is accumulated into it). On any failure the
+ * caller keeps ownership of user_data. */
+ag_status ag_tensor_register_post_accumulate_grad_hook(int64_t *out_id, ag_tensor t, ag_post_accumulate_grad_hook hook,
+                                                       void *user_data, void (*destroy)(void *user_data));
 
 /* ------------------------------------------------------------------------------------------ */
 /* Gradient checking and graph pictures                                                       */

@@ -27,7 +27,7 @@ outdir=.build/c
 # empty-tensor and thread-count test (an address-space limit) and the fork test run once, natively.
 programs=(example test_autograd test_catalogue test_semantics test_training test_bad_input test_inplace test_abi_defects
           test_numerics test_transforms test_reusable test_reusable_regressions test_custom_ops test_int64_masks
-          test_safetensors test_shared_memory)
+          test_safetensors test_shared_memory test_grad_ready)
 native_only=(test_limits test_threads test_hook_threads test_empty_and_threads test_fork)
 if [[ ! -f "$libdir/libautograd.so" ]]; then
     echo "c-tests: $libdir/libautograd.so not found; build it first (scripts/build.sh)" >&2

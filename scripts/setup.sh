@@ -2,7 +2,7 @@
 # Installs the system packages Autograd needs, if any is missing (Debian/Ubuntu, as root or via sudo).
 set -euo pipefail
 need=()
-for pkg in libopenblas-dev libffi-dev pkg-config valgrind wamerican; do
+for pkg in libopenblas-dev libffi-dev pkg-config valgrind wamerican openmpi-bin libopenmpi-dev; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -79,6 +79,37 @@ public func ag_tensor_register_hook(_ outId: UnsafeMutablePointer<Int64>?, _ t: 
     }
 }
 
+public typealias CGradReadyHook = @convention(c) (UInt64, UnsafeMutableRawPointer?) -> Int32
+
+@_cdecl("ag_tensor_register_post_accumulate_grad_hook")
+public func ag_tensor_register_post_accumulate_grad_hook(_ outId: UnsafeMutablePointer<Int64>?, _ t: UInt64, _ hook: CGradReadyHook?,
+                                                         _ userData: UnsafeMutableRawPointer?, _ destroy: CDestroy?) -> Int32 {
+    guarded("ag_tensor_register_post_accumulate_grad_hook") {
+        guard let hook else { throw AutogradError.argument("hook is NULL") }
+        let tensor = try Arg.tensor(t)
+        let id = HandleTable.shared.nextId()
+        let context = CUserData(userData, destroy: destroy)
+        do {
+            // requires_grad and leafness are checked under the graph lock, by the engine.
+            try tensor.registerPostAccumulateGradHook(GradReadyHook(id: id) { leaf in
+                let lh = try Arg.handle(leaf)
+                defer { _ = HandleTable.shared.remove(lh, kind: .tensor) }
+                let failuresBefore = LastError.failures
+                let status = hook(lh, context.pointer)
+                guard status == 0 else {
+                    let inner = LastError.since(failuresBefore).map { " (its last error: \($0))" } ?? ""
+                    throw AutogradError.callback("post-accumulate-grad hook \(id) returned \(status)" + inner)
+                }
+            })
+        } catch {
+            // As in ag_tensor_register_hook: on failure the caller keeps user_data.
+            context.disown()
+            throw error
+        }
+        outId?.pointee = Int64(id)
+    }
+}
+
 @_cdecl("ag_tensor_remove_hook")
 public func ag_tensor_remove_hook(_ t: UInt64, _ id: Int64) -> Int32 {
     guarded("ag_tensor_remove_hook") {

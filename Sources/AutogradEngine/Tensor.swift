@@ -57,6 +57,12 @@ public final class Tensor: @unchecked Sendable {
         set { lockedAnchor().hooks = newValue }
     }
 
+    /// Gradient-ready hooks on a leaf (see GradReadyHook); under the graph lock.
+    var readyHooks: [GradReadyHook] {
+        get { leafAnchor?.readyHooks ?? [] }
+        set { lockedAnchor().readyHooks = newValue }
+    }
+
     /// How graphs refer to this tensor as a leaf. Made when the leaf starts requiring grad,
     /// before the flag is published (release/acquire), so ops on other threads that see the
     /// flag see the anchor; never replaced afterwards.

@@ -31,6 +31,40 @@ final class CABITests: XCTestCase {
         for h in [x, y, s, g] { XCTAssertEqual(ag_tensor_free(h), 0) }
     }
 
+    func testGradReadyHookThroughTheABI() {
+        // f = sum(x * x): the hook reads x.grad = 2x = [2, 4, 6] after the accumulation.
+        let x = make([1, 2, 3], [3])
+        XCTAssertEqual(ag_tensor_set_requires_grad(x, 1), 0)
+        final class Box { var seen: [Double] = []; var destroyed = 0 }
+        let box = Box()
+        let hook: CGradReadyHook = { t, user in
+            let box = Unmanaged<Box>.fromOpaque(user!).takeUnretainedValue()
+            var g: UInt64 = 0
+            guard ag_tensor_grad(&g, t) == 0 else { return 1 }
+            var out = [Double](repeating: 0, count: 3)
+            _ = ag_tensor_copy_data(&out, 3, 2, g)
+            _ = ag_tensor_free(g)
+            box.seen = out
+            return 0
+        }
+        let destroy: CDestroy = { user in Unmanaged<Box>.fromOpaque(user!).takeUnretainedValue().destroyed += 1 }
+        // The Box outlives every call: this test holds it until the end.
+        let user = Unmanaged.passUnretained(box).toOpaque()
+        var id: Int64 = 0
+        XCTAssertEqual(ag_tensor_register_post_accumulate_grad_hook(&id, x, hook, user, destroy), 0)
+        XCTAssertEqual(ag_tensor_register_post_accumulate_grad_hook(&id, x, nil, user, destroy), 2)
+        var y: UInt64 = 0, s: UInt64 = 0
+        XCTAssertEqual(ag_mul(&y, x, x), 0)
+        XCTAssertEqual(ag_tensor_register_post_accumulate_grad_hook(nil, y, hook, user, destroy), 5)
+        XCTAssertTrue(lastError().contains("not a leaf"), lastError())
+        XCTAssertEqual(ag_sum(&s, y, nil, 0, 0), 0)
+        XCTAssertEqual(ag_backward(s, 0, 0, 0), 0)
+        XCTAssertEqual(box.seen, [2, 4, 6])
+        XCTAssertEqual(ag_tensor_remove_hook(x, id), 0)
+        XCTAssertEqual(box.destroyed, 1)
+        for h in [x, y, s] { XCTAssertEqual(ag_tensor_free(h), 0) }
+    }
+
     func testBadHandlesAreRefusedWithAMessage() {
         let x = make([1], [1])
         var out: UInt64 = 0

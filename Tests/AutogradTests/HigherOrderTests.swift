@@ -1,3 +1,4 @@
+import Foundation
 import XCTest
 @testable import AutogradEngine
 
@@ -112,6 +113,55 @@ final class HigherOrderTests: XCTestCase {
         XCTAssertFalse(x.removeHook(id: 2))
         try x.registerHook(GradHook(id: 3) { _ in throw AutogradError.callback("refused") })
         XCTAssertThrowsError(try (x * 1).sum().backward())
+    }
+
+    func testGradReadyHooksRunAfterAccumulationAndBeforeTheRestOfTheBackward() throws {
+        // h = tanh(x W1), f = sum(h W2): W2's gradient is complete before the pass reaches h.
+        let x = try Tensor([0.5, -1, 2, 0.25, 1, -0.5], shape: [2, 3])
+        let w1 = try Tensor([0.1, 0.2, -0.3, 0.4, 0.5, -0.6], shape: [3, 2]), w2 = try Tensor([1, -2], shape: [2, 1])
+        try w1.setRequiresGrad(true)
+        try w2.setRequiresGrad(true)
+        var events: [String] = []
+        var seenW2: [Double] = []
+        try w2.registerPostAccumulateGradHook(GradReadyHook(id: 1) { t in events.append("W2"); seenW2 = t.grad?.values ?? [] })
+        try w1.registerPostAccumulateGradHook(GradReadyHook(id: 2) { _ in events.append("W1") })
+        let h = try x.matmul(w1).tanh()
+        try h.registerHook(GradHook(id: 3) { _ in events.append("h"); return nil })
+        try h.matmul(w2).sum().backward()
+        XCTAssertEqual(events, ["W2", "h", "W1"])
+        // dW2 = h^T 1: the column sums of h, by hand from the forward values
+        let pre = [[0.5 * 0.1 - 1 * -0.3 + 2 * 0.5, 0.5 * 0.2 - 1 * 0.4 + 2 * -0.6],
+                   [0.25 * 0.1 + 1 * -0.3 - 0.5 * 0.5, 0.25 * 0.2 + 1 * 0.4 - 0.5 * -0.6]]
+        let want = [Foundation.tanh(pre[0][0]) + Foundation.tanh(pre[1][0]), Foundation.tanh(pre[0][1]) + Foundation.tanh(pre[1][1])]
+        XCTAssertEqual(seenW2.count, 2)
+        for (a, b) in zip(seenW2, want) { XCTAssertEqual(a, b, accuracy: 1e-12) }
+        // ag_grad-style passes run none; removal works; only leaves take them
+        events = []
+        _ = try Tensor.gradients(of: [x.matmul(w1).tanh().matmul(w2).sum()], withRespectTo: [w1, w2])
+        XCTAssertEqual(events, [])
+        XCTAssertTrue(w2.removeHook(id: 1))
+        XCTAssertFalse(w2.removeHook(id: 1))
+        XCTAssertThrowsError(try h.registerPostAccumulateGradHook(GradReadyHook(id: 4) { _ in }))
+        XCTAssertThrowsError(try x.registerPostAccumulateGradHook(GradReadyHook(id: 5) { _ in }))
+        try w1.registerPostAccumulateGradHook(GradReadyHook(id: 6) { _ in throw AutogradError.callback("refused") })
+        XCTAssertThrowsError(try x.matmul(w1).sum().backward())
+    }
+
+    func testGradReadyHookOnALeafRootAndAUsedTwiceLeaf() throws {
+        // A leaf that is its own root has no incoming edge: it finishes at the end of the pass.
+        let r = try Tensor(scalar: 3)
+        try r.setRequiresGrad(true)
+        var calls = 0
+        try r.registerPostAccumulateGradHook(GradReadyHook(id: 1) { t in calls += 1; XCTAssertEqual(t.grad?.values, [1]) })
+        try r.backward()
+        XCTAssertEqual(calls, 1)
+        // x used twice: one call, with the complete gradient 2x + 1
+        let x = try Tensor([1, 2], shape: [2])
+        try x.setRequiresGrad(true)
+        var seen: [[Double]] = []
+        try x.registerPostAccumulateGradHook(GradReadyHook(id: 2) { t in seen.append(t.grad?.values ?? []) })
+        try (x * x + x).sum().backward()
+        XCTAssertEqual(seen, [[3, 5]])
     }
 
     func testGraphPictureNamesOpsShapesAndLeaves() throws {

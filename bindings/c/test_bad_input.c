@@ -4318,6 +4318,44 @@ static bool b183(void) { /* ag_checkpoint_load: optimizer state in the file that
 /* Driver                                                                                     */
 /* ========================================================================================== */
 
+/* ---- Gradient-ready hooks (B184) ---- */
+
+static int32_t ready_ok(ag_tensor t, void *user_data) {
+    (void)t, (void)user_data;
+    return 0;
+}
+
+static int32_t ready_fail(ag_tensor t, void *user_data) {
+    (void)t, (void)user_data;
+    return 5;
+}
+
+static bool b184(void) { /* post-accumulate-grad hooks: NULL hook, a constant, a non-leaf, a stale handle, a failure */
+    ag_tensor x = leaf_rg(scalar64(2)), c = scalar64(3), y = AG_NULL_TENSOR;
+    int64_t id = SENT_I64;
+    g_destroyed = 0;
+    bool ok = OK(ag_mul(&y, x, x));
+    ok &= EXPECT(ag_tensor_register_post_accumulate_grad_hook(&id, x, NULL, NULL, count_destroy), AG_ERR_ARGUMENT,
+                 "hook is NULL");
+    ok &= EXPECT(ag_tensor_register_post_accumulate_grad_hook(&id, c, ready_ok, NULL, count_destroy), AG_ERR_STATE,
+                 "does not require grad");
+    ok &= EXPECT(ag_tensor_register_post_accumulate_grad_hook(&id, y, ready_ok, NULL, count_destroy), AG_ERR_STATE,
+                 "is not a leaf");
+    ok &= EXPECT(ag_tensor_register_post_accumulate_grad_hook(&id, (ag_tensor)987654321, ready_ok, NULL, count_destroy),
+                 AG_ERR_INVALID_HANDLE, "is not a live tensor handle");
+    ok &= CHECK(id == SENT_I64);
+    ok &= CHECK(g_destroyed == 0);
+    ok &= OK(ag_tensor_register_post_accumulate_grad_hook(&id, x, ready_fail, NULL, count_destroy));
+    char frag[64];
+    snprintf(frag, sizeof frag, "post-accumulate-grad hook %" PRId64 " returned 5", id);
+    ok &= EXPECT(ag_backward(y, AG_NULL_TENSOR, true, false), AG_ERR_CALLBACK, frag);
+    ok &= OK(ag_tensor_remove_hook(x, id));
+    ok &= CHECK(g_destroyed == 1);
+    ok &= OK(ag_backward(y, AG_NULL_TENSOR, false, false)); /* the graph carries on without it */
+    release(y), release(x), release(c);
+    return ok;
+}
+
 typedef struct {
     const char *id;
     bool (*run)(void);
@@ -4352,7 +4390,7 @@ static const entry entries[] = {
     {"B165", b165}, {"B166", b166}, {"B167", b167}, {"B168", b168}, {"B169", b169}, {"B170", b170},
     {"B171", b171}, {"B172", b172}, {"B173", b173}, {"B174", b174}, {"B175", b175}, {"B176", b176},
     {"B177", b177}, {"B178", b178}, {"B179", b179}, {"B180", b180},
-    {"B181", b181}, {"B182", b182}, {"B183", b183},
+    {"B181", b181}, {"B182", b182}, {"B183", b183}, {"B184", b184},
 };
 
 /* After every bad input: a correct gradient. f(x, w) = sum((x @ w + 1)^2) for x (2,3), w (3,2);

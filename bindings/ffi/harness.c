@@ -846,6 +846,7 @@ static const struct {
     const char *code;
 } k_callbacks[] = {
     {"ag_grad_hook", "i:pUp"},
+    {"ag_post_accumulate_grad_hook", "i:Up"},
     {"ag_build_fn", "i:ppLp"},
     {"ag_capture_fn", "i:pLpLp"},
     {"ag_custom_forward_fn", "i:pLpLUp"},  /* outputs, noutputs, inputs, ninputs, ctx, payload */
@@ -1782,6 +1783,27 @@ static int32_t hook_fail(uint64_t *replacement, uint64_t grad, void *user_data) 
     return 1;
 }
 
+/* Gradient-ready hooks (ag_post_accumulate_grad_hook): ready:count counts its calls and checks
+ * that the leaf already holds a gradient (it runs after the accumulation); ready:fail fails. */
+static int32_t ready_count(uint64_t t, void *user_data) {
+    uint64_t grad = 0, *out = &grad;
+    if (call_status(F.grad_of, AV(&out, &t)) != 0 || grad == 0) return 2;
+    call_status(F.tensor_free, AV(&grad));
+    if (user_data) ((counter_t *)user_data)->calls++;
+    return 0;
+}
+
+static int32_t ready_fail(uint64_t t, void *user_data) {
+    (void)t;
+    if (user_data) ((counter_t *)user_data)->calls++;
+    return 1;
+}
+
+static const struct {
+    const char *name;
+    int32_t (*fn)(uint64_t, void *);
+} k_ready_hooks[] = {{"count", ready_count}, {"fail", ready_fail}};
+
 static void destroy_count(void *user_data) {
     if (user_data) ((counter_t *)user_data)->destroyed++;
 }
@@ -2688,6 +2710,14 @@ static int exec_call(env_t *e, const stmt_t *st) {
                         found = true;
                     }
                 if (!found) rc = failf("unknown hook '%s'", tok);
+            } else if (strncmp(tok, "ready:", 6) == 0 && strcmp(p->type, "ag_post_accumulate_grad_hook") == 0) {
+                bool found = false;
+                for (size_t h = 0; h < sizeof k_ready_hooks / sizeof k_ready_hooks[0]; h++)
+                    if (strcmp(k_ready_hooks[h].name, tok + 6) == 0) {
+                        memcpy(&a->slot.p, &k_ready_hooks[h].fn, sizeof a->slot.p);
+                        found = true;
+                    }
+                if (!found) rc = failf("unknown gradient-ready hook '%s'", tok);
             } else if (strcmp(tok, "destroy:count") == 0 && strcmp(p->fnsig, "v:p") == 0) {
                 void (*f)(void *) = destroy_count;
                 memcpy(&a->slot.p, &f, sizeof a->slot.p);

@@ -125,6 +125,12 @@ enum Backward {
         /// leaves by their anchors: a leaf freed meanwhile gets nothing, see finish()).
         var leafOrder: [LeafAnchor] = []
         var leafGrads: [Tensor?] = []
+        /// Edges into each leaf (by leafGrads' index) whose node has not run yet: at 0 the
+        /// leaf's gradient for this pass is complete.
+        var leafDeps: [Int32] = []
+        /// Whether a leaf of this pass has gradient-ready hooks (accumulate mode only): such a
+        /// leaf is finished as soon as its gradient is complete, not at the end of the pass.
+        var finishesLeavesEarly = false
         /// Where each leaf's gradient is in leafGrads: the anchor's passSlot, or this dictionary
         /// in a nested pass.
         private var leafIndex: [ObjectIdentifier: Int] = [:]
@@ -227,7 +233,12 @@ enum Backward {
                 case .none:
                     edgeTarget.append(-1)
                 case .leaf(let anchor):
-                    edgeTarget.append(anchor._withUnsafeGuaranteedRef { leafSlot($0) }.map { -2 - Int32(truncatingIfNeeded: $0) } ?? -1)
+                    if let j = anchor._withUnsafeGuaranteedRef({ leafSlot($0) }) {
+                        leafDeps[j] += 1
+                        edgeTarget.append(-2 - Int32(truncatingIfNeeded: j))
+                    } else {
+                        edgeTarget.append(-1)
+                    }
                 case .node(let child):
                     let known = child._withUnsafeGuaranteedRef { slot($0) }
                     if let i = known {
@@ -298,7 +309,9 @@ enum Backward {
             if case .capture = mode, capturedLeaf[ObjectIdentifier(anchor)] == nil { return nil }
             if usesSlots { anchor.passSlot = Int32(truncatingIfNeeded: leafOrder.count) } else { leafIndex[ObjectIdentifier(anchor)] = leafOrder.count }
             leafGrads.append(nil)
+            leafDeps.append(0)
             leafOrder.append(anchor)
+            if case .accumulate = mode, !anchor.readyHooks.isEmpty { finishesLeavesEarly = true }
             return leafOrder.count - 1
         }
 
@@ -314,14 +327,24 @@ enum Backward {
 
         /// Counts node i's edges as done, queueing the inputs that have nothing left to wait for.
         @inline(__always)
-        mutating func passDependencies(of i: Int, ready: inout [Int]) {
+        mutating func passDependencies(of i: Int, ready: inout [Int]) throws {
             for e in Int(edgeStart[i])..<Int(edgeStart[i + 1]) {
                 let target = Int(edgeTarget[e])
                 if target >= 0 {
                     deps[target] -= 1
                     if deps[target] == 0 { ready.append(target) }
+                } else if target <= -2 {
+                    try leafEdgeDone(-2 - target)
                 }
             }
+        }
+
+        /// Counts one edge into leaf j as done; a leaf with gradient-ready hooks is finished
+        /// once it has nothing left to wait for, so work its hooks start overlaps the rest.
+        @inline(__always)
+        mutating func leafEdgeDone(_ j: Int) throws {
+            leafDeps[j] -= 1
+            if finishesLeavesEarly && leafDeps[j] == 0 && !leafOrder[j].readyHooks.isEmpty { try finishLeaf(j) }
         }
 
         /// Runs node i (hooks and capture first): its fused loop where it has one and the pass
@@ -346,7 +369,7 @@ enum Backward {
                     if Backward.runsFused(node, g, createGraph: createGraph, keepsTangents: keepsTangents) {
                         try deliverFused(node, slot: i, &g)
                         if !retainGraph { node.release() }
-                        passDependencies(of: i, ready: &ready)
+                        try passDependencies(of: i, ready: &ready)
                         return
                     }
                     // Loaded only here: copying the closure out costs a retain the fused path skips.
@@ -370,8 +393,9 @@ enum Backward {
                     if let gk { try Backward.add(gk, into: &grads[target], inPlace: sumsInPlace) }
                     deps[target] -= 1
                     if deps[target] == 0 { ready.append(target) }
-                } else if let gk {
-                    try Backward.add(gk, into: &leafGrads[-2 - target], inPlace: sumsInPlace)
+                } else {
+                    if let gk { try Backward.add(gk, into: &leafGrads[-2 - target], inPlace: sumsInPlace) }
+                    try leafEdgeDone(-2 - target)
                 }
             }
         }
@@ -513,27 +537,37 @@ enum Backward {
             }
         }
 
-        /// Runs leaf hooks, then accumulates into `.grad` or hands the captured gradients back.
-        mutating func finish() throws -> [Tensor?] {
-            for (i, anchor) in leafOrder.enumerated() {
-                let id = ObjectIdentifier(anchor)
-                // A leaf freed since it was used receives nothing: nobody could read it.
-                guard var g = leafGrads[i], anchor.isAlive else { continue }
-                leafGrads[i] = nil
-                let hooks = anchor.hooks
-                if !hooks.isEmpty {
-                    if traced { throw Backward.hooksInCapture(on: "a leaf of shape \(anchor.shape)") }
-                    g = try Backward.runHooks(hooks, on: g)
-                }
-                switch mode {
-                case .accumulate:
-                    if anchor.isAlive, let old = try Backward.accumulate(&g, into: anchor, createGraph: createGraph, keepsTangents: keepsTangents) {
-                        replaced.append(old)
-                    }
-                case .capture:
-                    for k in capturedLeaf[id] ?? [] { captured[k] = g }
-                }
+        /// Runs leaf i's hooks on its gradient for this pass, then accumulates it into `.grad`
+        /// and runs its gradient-ready hooks, or keeps it for the captures that want it.
+        mutating func finishLeaf(_ i: Int) throws {
+            let anchor = leafOrder[i]
+            // A leaf freed since it was used receives nothing: nobody could read it.
+            guard var g = Backward.take(&leafGrads[i]), anchor.isAlive else { return }
+            let hooks = anchor.hooks
+            if !hooks.isEmpty {
+                if traced { throw Backward.hooksInCapture(on: "a leaf of shape \(anchor.shape)") }
+                g = try Backward.runHooks(hooks, on: g)
             }
+            switch mode {
+            case .accumulate:
+                guard anchor.isAlive else { return }
+                if let old = try Backward.accumulate(&g, into: anchor, createGraph: createGraph, keepsTangents: keepsTangents) {
+                    replaced.append(old)
+                }
+                let readyHooks = anchor.readyHooks
+                if !readyHooks.isEmpty {
+                    if traced { throw Backward.hooksInCapture(on: "a leaf of shape \(anchor.shape)") }
+                    try Backward.runReadyHooks(readyHooks, on: anchor.standIn())
+                }
+            case .capture:
+                for k in capturedLeaf[ObjectIdentifier(anchor)] ?? [] { captured[k] = g }
+            }
+        }
+
+        /// Finishes the leaves not finished yet (see finishLeaf), in order of first arrival,
+        /// and hands the captured gradients back.
+        mutating func finish() throws -> [Tensor?] {
+            for i in leafOrder.indices where leafGrads[i] != nil { try finishLeaf(i) }
             // Each gradient handed out owns its values (see Backward.owned); under create_graph
             // one with history is returned as it is (its values are a graph result).
             for k in captured.indices {
@@ -576,6 +610,14 @@ enum Backward {
             var g = g
             for hook in hooks { g = try hook.apply(to: g) }
             return g
+        }
+    }
+
+    /// Runs gradient-ready hooks on the leaf (a stand-in sharing its anchor, so `.grad` reads
+    /// the gradient just accumulated), with the graph lock released as runHooks does.
+    static func runReadyHooks(_ hooks: [GradReadyHook], on leaf: Tensor) throws {
+        try GraphLock.withoutLock {
+            for hook in hooks { try hook.body(leaf) }
         }
     }
 
@@ -651,6 +693,19 @@ public final class GradHook {
     }
 }
 
+/// A function run on a leaf once per backward pass, right after the pass accumulated the leaf's
+/// gradient into `.grad` and as soon as nothing more will reach it in that pass (PyTorch's
+/// post-accumulate-grad hook): data parallelism starts its all-reduce of that gradient there.
+public final class GradReadyHook {
+    public let id: Int
+    let body: (Tensor) throws -> Void
+
+    public init(id: Int, _ body: @escaping (Tensor) throws -> Void) {
+        self.id = id
+        self.body = body
+    }
+}
+
 extension Tensor {
     /// Runs backward from this tensor, accumulating into the `.grad` of every leaf reached.
     public func backward(seed: Tensor? = nil, retainGraph: Bool = false, createGraph: Bool = false) throws {
@@ -684,13 +739,25 @@ extension Tensor {
         }
     }
 
-    /// Removes the hook with `id`; false if there is none.
+    /// Registers a gradient-ready hook on this leaf (see GradReadyHook).
+    public func registerPostAccumulateGradHook(_ hook: GradReadyHook) throws {
+        try GraphLock.withLock {
+            guard requiresGrad else { throw AutogradError.state("register_post_accumulate_grad_hook: the tensor does not require grad") }
+            guard gradFn == nil else {
+                throw AutogradError.state("register_post_accumulate_grad_hook: the tensor is not a leaf (it has history), so no gradient is accumulated into it")
+            }
+            readyHooks.append(hook)
+        }
+    }
+
+    /// Removes the hook (of either kind) with `id`; false if there is none.
     public func removeHook(id: Int) -> Bool {
         // The removed hook is released after the lock, so its destructor may call the engine.
-        var removed: GradHook? = nil
+        var removed: AnyObject? = nil
         GraphLock.withLock {
             if let fn = gradFn, let i = fn.hooks.firstIndex(where: { $0.id == id }) { removed = fn.hooks.remove(at: i) }
             else if let i = hooks.firstIndex(where: { $0.id == id }) { removed = hooks.remove(at: i) }
+            else if gradFn == nil, let i = readyHooks.firstIndex(where: { $0.id == id }) { removed = readyHooks.remove(at: i) }
         }
         return removed != nil
     }

@@ -96,6 +96,8 @@ final class LeafAnchor {
     let shape: [Int]
     var grad: Tensor?
     var hooks: [GradHook] = []
+    /// Gradient-ready hooks, run after each backward pass's accumulation into `grad`.
+    var readyHooks: [GradReadyHook] = []
     /// The leaf's requires_grad, mirrored for stand-ins (see standIn()).
     var requiresGrad: Bool
     /// False once the leaf is freed.
@@ -111,11 +113,11 @@ final class LeafAnchor {
 
     /// Called as the leaf is freed (under the graph lock): returns what it held, for the
     /// caller to release after the lock.
-    func end() -> (Tensor?, [GradHook]) {
+    func end() -> (Tensor?, [GradHook], [GradReadyHook]) {
         isAlive = false
         requiresGrad = false
-        defer { grad = nil; hooks = [] }
-        return (grad, hooks)
+        defer { grad = nil; hooks = []; readyHooks = [] }
+        return (grad, hooks, readyHooks)
     }
 
     /// The saved leaf as rules see it: while the leaf lives, a tensor sharing its anchor, so

@@ -22,6 +22,7 @@ pub type ag_custom_op = u64;
 pub type ag_custom_ctx = u64;
 pub type ag_safetensors = u64;
 pub type ag_grad_hook = Option<unsafe extern "C" fn(*mut ag_tensor, ag_tensor, *mut c_void) -> i32>;
+pub type ag_post_accumulate_grad_hook = Option<unsafe extern "C" fn(ag_tensor, *mut c_void) -> i32>;
 pub type ag_build_fn = Option<unsafe extern "C" fn(*mut ag_tensor, *const ag_tensor, i64, *mut c_void) -> i32>;
 pub type ag_capture_fn = Option<unsafe extern "C" fn(*mut ag_tensor, i64, *const ag_tensor, i64, *mut c_void) -> i32>;
 pub type ag_custom_forward_fn = Option<unsafe extern "C" fn(*mut ag_tensor, i64, *const ag_tensor, i64, ag_custom_ctx, *mut c_void) -> i32>;
@@ -457,6 +458,13 @@ extern "C" {
         destroy: Option<unsafe extern "C" fn(*mut c_void)>,
     ) -> ag_status;
     pub fn ag_tensor_remove_hook(t: ag_tensor, id: i64) -> ag_status;
+    pub fn ag_tensor_register_post_accumulate_grad_hook(
+        out_id: *mut i64,
+        t: ag_tensor,
+        hook: ag_post_accumulate_grad_hook,
+        user_data: *mut c_void,
+        destroy: Option<unsafe extern "C" fn(*mut c_void)>,
+    ) -> ag_status;
     // ---- Gradient checking and graph pictures ----
     pub fn ag_gradcheck(
         passed: *mut bool,
