@@ -126,7 +126,7 @@ enum Backward {
         var leafOrder: [LeafAnchor] = []
         var leafGrads: [Tensor?] = []
         /// Edges into each leaf (by leafGrads' index) whose node has not run yet: at 0 the
-        /// leaf's gradient for this pass is complete.
+        /// leaf's gradient for this pass is complete. Counted only when finishesLeavesEarly.
         var leafDeps: [Int32] = []
         /// Whether a leaf of this pass has gradient-ready hooks (accumulate mode only): such a
         /// leaf is finished as soon as its gradient is complete, not at the end of the pass.
@@ -215,6 +215,10 @@ enum Backward {
             }
             edgeStart.append(Int32(truncatingIfNeeded: edgeTarget.count))
             grads.append(contentsOf: repeatElement(nil, count: nodes.count))
+            if finishesLeavesEarly {
+                leafDeps = [Int32](repeating: 0, count: leafOrder.count)
+                for target in edgeTarget where target <= -2 { leafDeps[Int(-2 - target)] += 1 }
+            }
             if case .capture = mode {
                 needed = [Bool](repeating: true, count: nodes.count)
                 markNeeded()
@@ -233,12 +237,7 @@ enum Backward {
                 case .none:
                     edgeTarget.append(-1)
                 case .leaf(let anchor):
-                    if let j = anchor._withUnsafeGuaranteedRef({ leafSlot($0) }) {
-                        leafDeps[j] += 1
-                        edgeTarget.append(-2 - Int32(truncatingIfNeeded: j))
-                    } else {
-                        edgeTarget.append(-1)
-                    }
+                    edgeTarget.append(anchor._withUnsafeGuaranteedRef { leafSlot($0) }.map { -2 - Int32(truncatingIfNeeded: $0) } ?? -1)
                 case .node(let child):
                     let known = child._withUnsafeGuaranteedRef { slot($0) }
                     if let i = known {
@@ -309,7 +308,6 @@ enum Backward {
             if case .capture = mode, capturedLeaf[ObjectIdentifier(anchor)] == nil { return nil }
             if usesSlots { anchor.passSlot = Int32(truncatingIfNeeded: leafOrder.count) } else { leafIndex[ObjectIdentifier(anchor)] = leafOrder.count }
             leafGrads.append(nil)
-            leafDeps.append(0)
             leafOrder.append(anchor)
             if case .accumulate = mode, !anchor.readyHooks.isEmpty { finishesLeavesEarly = true }
             return leafOrder.count - 1
@@ -333,18 +331,18 @@ enum Backward {
                 if target >= 0 {
                     deps[target] -= 1
                     if deps[target] == 0 { ready.append(target) }
-                } else if target <= -2 {
+                } else if target <= -2 && finishesLeavesEarly {
                     try leafEdgeDone(-2 - target)
                 }
             }
         }
 
-        /// Counts one edge into leaf j as done; a leaf with gradient-ready hooks is finished
-        /// once it has nothing left to wait for, so work its hooks start overlaps the rest.
-        @inline(__always)
+        /// Counts one edge into leaf j as done (only when finishesLeavesEarly); a leaf with
+        /// gradient-ready hooks is finished once it has nothing left to wait for, so work its
+        /// hooks start overlaps the rest of the pass.
         mutating func leafEdgeDone(_ j: Int) throws {
             leafDeps[j] -= 1
-            if finishesLeavesEarly && leafDeps[j] == 0 && !leafOrder[j].readyHooks.isEmpty { try finishLeaf(j) }
+            if leafDeps[j] == 0 && !leafOrder[j].readyHooks.isEmpty { try finishLeaf(j) }
         }
 
         /// Runs node i (hooks and capture first): its fused loop where it has one and the pass
@@ -395,7 +393,7 @@ enum Backward {
                     if deps[target] == 0 { ready.append(target) }
                 } else {
                     if let gk { try Backward.add(gk, into: &leafGrads[-2 - target], inPlace: sumsInPlace) }
-                    try leafEdgeDone(-2 - target)
+                    if finishesLeavesEarly { try leafEdgeDone(-2 - target) }
                 }
             }
         }
