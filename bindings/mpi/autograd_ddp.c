@@ -130,25 +130,29 @@ static void check_mpi(ag_ddp *d, int rc, const char *what, int64_t bucket) {
     if (rc != MPI_SUCCESS) die_mpi(d, rc, what, bucket);
 }
 
-/* Tests one request, counting the time as MPI time. Returns non-zero when it has completed. */
+/* Tests one request. Returns non-zero when it has completed. */
 static int test_request(ag_ddp *d, MPI_Request *req, const char *what, int64_t bucket) {
     int flag = 0;
-    double t0 = now_seconds();
-    int rc = MPI_Test(req, &flag, MPI_STATUS_IGNORE);
-    d->mpi_s += now_seconds() - t0;
-    check_mpi(d, rc, what, bucket);
+    check_mpi(d, MPI_Test(req, &flag, MPI_STATUS_IGNORE), what, bucket);
     return flag;
 }
 
-/* Waits for one request with the deadline: polls MPI_Test (briefly spinning, then sleeping
- * 50 us between tests so a waiting rank leaves the CPU to others). Returns the completion time. */
+/* Waits for one request with the deadline, and returns the completion time. It polls MPI_Test:
+ * spinning for the first SPIN_SECONDS (a shared-memory all-reduce needs both ranks inside MPI
+ * calls for each of its rounds, so a sleeping poller slows every round), then sleeping 100 us
+ * between tests so that a long wait leaves the CPU to others. The whole wait counts as MPI time. */
 static double wait_request(ag_ddp *d, MPI_Request *req, const char *what, int64_t bucket) {
+    const double SPIN_SECONDS = 0.01;
+    const struct timespec pause = {0, 100000};
     double start = now_seconds();
-    const struct timespec pause = {0, 50000};
-    for (long polls = 0;; polls++) {
-        if (test_request(d, req, what, bucket)) return now_seconds();
-        double waited = now_seconds() - start;
-        if (waited > d->timeout) {
+    for (;;) {
+        int done = test_request(d, req, what, bucket);
+        double t = now_seconds();
+        if (done) {
+            d->mpi_s += t - start;
+            return t;
+        }
+        if (t - start > d->timeout) {
             char when[64], which[48];
             describe_step(when, sizeof when, d);
             describe_bucket(which, sizeof which, bucket);
@@ -160,7 +164,7 @@ static double wait_request(ag_ddp *d, MPI_Request *req, const char *what, int64_
             MPI_Abort(d->comm, 1);
             _exit(1);
         }
-        if (polls >= 200) nanosleep(&pause, NULL);
+        if (t - start > SPIN_SECONDS) nanosleep(&pause, NULL);
     }
 }
 
@@ -225,6 +229,7 @@ static void start_ready_buckets(ag_ddp *d) {
 
 /* Drives the collectives in flight (Open MPI progresses them only inside MPI calls). */
 static void progress(ag_ddp *d) {
+    double t0 = now_seconds();
     for (int64_t b = 0; b < d->next_start; b++) {
         ddp_bucket *k = &d->buckets[b];
         if (k->state == BUCKET_IN_FLIGHT &&
@@ -233,6 +238,7 @@ static void progress(ag_ddp *d) {
             k->state = BUCKET_DONE;
         }
     }
+    d->mpi_s += now_seconds() - t0;
 }
 
 /* The gradient-ready hook: the parameter's gradient goes into its slot; complete buckets start. */
@@ -459,6 +465,7 @@ ag_status ag_ddp_new(ag_ddp **out, MPI_Comm comm, const ag_tensor *params, int64
         }
     }
     d->step = 1;
+    d->mpi_s = 0; /* the setup's collectives are not a step's */
     if (!o.no_signal_handler) install_signal_handler(d);
     *out = d;
     return AG_OK;
