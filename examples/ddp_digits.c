@@ -51,7 +51,7 @@
 #include <mpi.h>
 
 #include "autograd.h"
-#include "../bindings/mpi/autograd_ddp.h"
+#include "autograd_ddp.h" /* bindings/mpi: compile with -I bindings/mpi */
 
 enum {
     N_SAMPLES = 1797,
