@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds and tests the data-parallel layer over MPI (bindings/mpi/autograd_ddp.c) with its
-# example, examples/ddp_digits.c:
+# example, examples/ddp_digits.c, after bindings/mpi/test_ddp.c's edge cases on 2 ranks:
 #   a. trains on 1 rank and writes the final weights;
 #   b. trains on 2 ranks: the weights must match the 1-rank run within 1e-12 (max abs difference;
 #      the sums are grouped differently, so not bit for bit) and be identical on both ranks;
@@ -59,6 +59,9 @@ echo "== build (mpicc $(mpirun --version | head -1 | sed 's/.*) //'))"
 mpicc -std=c11 -Wall -Wextra -Werror -O2 -g -I "$include" -I bindings/mpi \
     examples/ddp_digits.c bindings/mpi/autograd_ddp.c -o "$outdir/ddp_digits" \
     -L"$linkdir" -lautograd -Wl,-rpath,"$linkdir" -lm
+mpicc -std=c11 -Wall -Wextra -Werror -O2 -g -I "$include" -I bindings/mpi \
+    bindings/mpi/test_ddp.c bindings/mpi/autograd_ddp.c -o "$outdir/test_ddp" \
+    -L"$linkdir" -lautograd -Wl,-rpath,"$linkdir" -lm
 
 mpi=(mpirun --allow-run-as-root --oversubscribe)
 prog="$outdir/ddp_digits"
@@ -107,6 +110,10 @@ within() {
     echo "   $1: max |$2 - $3| = $d (<= $4)"
     summary+=("$1: max abs difference $d (<= $4)")
 }
+
+echo "== test_ddp: 2 ranks (broadcast, a gradient on one rank only, a second backward refused)"
+"${mpi[@]}" -np 2 "$outdir/test_ddp"
+summary+=("test_ddp (2 ranks): broadcast, one-rank gradient averaged, second backward refused, no handle left")
 
 train np1 1
 train np2 2
