@@ -27,7 +27,8 @@ import subprocess
 import sys
 
 from ._prototypes import (PROTOTYPES, ag_build_fn, ag_capture_fn, ag_custom_backward_fn,
-                          ag_custom_forward_fn, ag_custom_jvp_fn, ag_grad_hook, destroy_fn)
+                          ag_custom_forward_fn, ag_custom_jvp_fn, ag_grad_hook,
+                          ag_post_accumulate_grad_hook, destroy_fn)
 
 ENV_VAR = "AUTOGRAD_LIBRARY"
 FILE_NAMES = ("libautograd.so.0", "libautograd.so")
@@ -41,6 +42,7 @@ class LibraryNotFoundError(ImportError):
 # The callback types, under the names the package uses. PROTOTYPES (name: (restype, argtypes),
 # every function of include/autograd.h) is generated from the header by scripts/catalogue.py.
 GRAD_HOOK = ag_grad_hook
+POST_ACCUMULATE_GRAD_HOOK = ag_post_accumulate_grad_hook
 DESTROY = destroy_fn
 BUILD_FN = ag_build_fn
 CAPTURE_FN = ag_capture_fn

@@ -21,6 +21,8 @@ ag_custom_ctx = c_uint64
 ag_safetensors = c_uint64
 # typedef int32_t (*ag_grad_hook)(ag_tensor *replacement, ag_tensor grad, void *user_data);
 ag_grad_hook = CFUNCTYPE(c_int32, POINTER(ag_tensor), ag_tensor, c_void_p)
+# typedef int32_t (*ag_post_accumulate_grad_hook)(ag_tensor t, void *user_data);
+ag_post_accumulate_grad_hook = CFUNCTYPE(c_int32, ag_tensor, c_void_p)
 # typedef int32_t (*ag_build_fn)(ag_tensor *out, const ag_tensor *inputs, int64_t ninputs, void *user_data);
 ag_build_fn = CFUNCTYPE(c_int32, POINTER(ag_tensor), POINTER(ag_tensor), c_int64, c_void_p)
 # typedef int32_t (*ag_capture_fn)(ag_tensor *outputs, int64_t noutputs, const ag_tensor *inputs, int64_t ninputs, void *user_data);
@@ -35,7 +37,7 @@ ag_custom_backward_fn = CFUNCTYPE(c_int32, POINTER(ag_tensor), c_int64, POINTER(
 # typedef int32_t (*ag_custom_jvp_fn)(ag_tensor *output_tangents, int64_t noutputs, const ag_tensor *inputs, const ag_tensor *input_tangents, int64_t ninputs, ag_custom_ctx ctx, void *payload);
 ag_custom_jvp_fn = CFUNCTYPE(c_int32, POINTER(ag_tensor), c_int64, POINTER(ag_tensor),
                              POINTER(ag_tensor), c_int64, ag_custom_ctx, c_void_p)
-# void (*destroy)(void *user_data), the type of parameter 'destroy' of ag_tensor_register_hook, ag_custom_op_new, ag_custom_ctx_set_state, ag_tensor_from_buffer
+# void (*destroy)(void *user_data), the type of parameter 'destroy' of ag_tensor_register_hook, ag_tensor_register_post_accumulate_grad_hook, ag_custom_op_new, ag_custom_ctx_set_state, ag_tensor_from_buffer
 destroy_fn = CFUNCTYPE(None, c_void_p)
 
 # name: (restype, argtypes), in the header's order
@@ -211,6 +213,9 @@ PROTOTYPES = {
     "ag_tensor_register_hook": (ag_status, [POINTER(c_int64), ag_tensor, ag_grad_hook, c_void_p,
                                             destroy_fn]),
     "ag_tensor_remove_hook": (ag_status, [ag_tensor, c_int64]),
+    "ag_tensor_register_post_accumulate_grad_hook": (ag_status, [POINTER(c_int64), ag_tensor,
+                                                                 ag_post_accumulate_grad_hook,
+                                                                 c_void_p, destroy_fn]),
     # Gradient checking and graph pictures
     "ag_gradcheck": (ag_status, [POINTER(c_bool), POINTER(c_int64), POINTER(c_int64),
                                  POINTER(c_double), POINTER(c_double), ag_build_fn, c_void_p,

@@ -721,6 +721,26 @@ class Tensor(_Base):
 
         return register_hook(self, fn)
 
+    def register_post_accumulate_grad_hook(self, fn):
+        """Calls fn(leaf) during each backward pass, right after this leaf's gradient for that
+        pass has been accumulated into its .grad (PyTorch's hook of the same name).
+
+        It runs once per ``backward()`` in which the leaf receives a gradient, as soon as
+        nothing more will flow to it, before the pass goes on to the layers nearer the input;
+        so the work it starts (copying the gradient out, a non-blocking all-reduce) overlaps
+        the rest of the backward. Other leaves' .grad may not be complete yet. ``ag.grad`` does
+        not run it (it touches no .grad). fn gets a Tensor for the leaf, valid during the call
+        (read ``leaf.grad``; ``leaf.grad.set_data(...)`` changes the accumulated gradient in
+        place), and must return None. A reference kept past the call becomes a detached alias
+        of the leaf's values. An exception in fn aborts the backward pass with CallbackError
+        (fn's exception as its __cause__; gradients accumulated already stay).
+        Raises StateError unless this tensor is a leaf that requires grad. Returns a handle
+        whose remove() unregisters the hook.
+        """
+        from .hooks import register_post_accumulate_grad_hook
+
+        return register_post_accumulate_grad_hook(self, fn)
+
     # ---- masks: comparison results used as booleans ------------------------------------------
 
     @property

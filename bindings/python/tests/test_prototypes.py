@@ -68,6 +68,7 @@ SCALARS = {
     "ag_jacobian_mode": ctypes.c_int32,
     "int32_t": ctypes.c_int32,
     "ag_grad_hook": _library.GRAD_HOOK, "ag_build_fn": _library.BUILD_FN,
+    "ag_post_accumulate_grad_hook": _library.POST_ACCUMULATE_GRAD_HOOK,
     "ag_function": ctypes.c_uint64, "ag_capture_fn": _library.CAPTURE_FN,
     "ag_custom_op": ctypes.c_uint64, "ag_custom_ctx": ctypes.c_uint64,
     "ag_generator": ctypes.c_uint64, "ag_safetensors": ctypes.c_uint64,
