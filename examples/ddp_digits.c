@@ -26,11 +26,13 @@
  * 32), so those runs agree to about 1e-15 after one step, not bit for bit: scripts/ddp-tests.sh
  * compares them with a tolerance of 1e-12.
  *
- * Usage: mpirun -np N ddp_digits [--epochs E] [--no-overlap] [--rank-order] [--bucket-kib K]
- *                                [--weights FILE] [--fail-rank R --fail-at STEP --fail-mode exit|crash|hang]
+ * Usage: mpirun -np N ddp_digits [--epochs E] [--hidden H] [--batch B] [--no-overlap] [--rank-order]
+ *                                [--bucket-kib K] [--weights FILE]
+ *                                [--fail-rank R --fail-at STEP --fail-mode exit|crash|hang]
  *                                [path/to/digits.csv]
- *   N divides 64. Defaults: 20 epochs, overlap on, MPI's sum order, buckets of 8 KiB,
- *   examples/data/digits.csv. It also runs without mpirun (one rank).
+ *   N divides the global batch B. Defaults: 20 epochs, H = 128 hidden units, B = 64, overlap on,
+ *   MPI's sum order, buckets of 8 KiB, examples/data/digits.csv. It also runs without mpirun (one
+ *   rank). --hidden and --batch make the step bigger, for measuring (the README's larger model).
  *   --weights FILE     rank 0 writes the final w1, b1, w2, b2 as raw little-endian float64
  *   --fail-*           fault injection for scripts/ddp-tests.sh: at global step STEP (from 1),
  *                      rank R exits with status 3 without MPI_Finalize (exit), calls abort()
@@ -281,6 +283,7 @@ int main(int argc, char **argv) {
     MPI_Comm_size(MPI_COMM_WORLD, &size);
 
     int epochs = EPOCHS, bucket_kib = 8, fail_rank = -1;
+    int64_t hidden = HIDDEN, global_batch = GLOBAL_BATCH;
     int64_t fail_at = 0;
     enum fail_mode fail_mode = FAIL_NONE;
     const char *weights_file = NULL;
@@ -297,6 +300,12 @@ int main(int argc, char **argv) {
         } else if (strcmp(a, "--epochs") == 0 && has_value) {
             epochs = atoi(argv[++arg]);
             usage_error = epochs < 1;
+        } else if (strcmp(a, "--hidden") == 0 && has_value) {
+            hidden = atoll(argv[++arg]);
+            usage_error = hidden < 1 || hidden > 65536;
+        } else if (strcmp(a, "--batch") == 0 && has_value) {
+            global_batch = atoll(argv[++arg]);
+            usage_error = global_batch < 1 || global_batch > N_SAMPLES - N_TEST;
         } else if (strcmp(a, "--bucket-kib") == 0 && has_value) {
             bucket_kib = atoi(argv[++arg]);
             usage_error = bucket_kib < 1;
@@ -315,20 +324,20 @@ int main(int argc, char **argv) {
             usage_error = 1;
         }
     }
-    if (usage_error || GLOBAL_BATCH % size != 0) {
+    if (usage_error || global_batch % size != 0) {
         if (my_rank == 0)
             fprintf(stderr,
-                    "usage: mpirun -np N ddp_digits [--epochs E] [--no-overlap] [--rank-order] [--bucket-kib K] "
-                    "[--weights FILE]\n"
+                    "usage: mpirun -np N ddp_digits [--epochs E] [--hidden H] [--batch B] [--no-overlap] [--rank-order]\n"
+                    "                  [--bucket-kib K] [--weights FILE]\n"
                     "                  [--fail-rank R --fail-at STEP --fail-mode exit|crash|hang] [digits.csv]\n"
-                    "       (N must divide %d; this run has N = %d)\n",
-                    GLOBAL_BATCH, size);
+                    "       (N must divide the global batch, %lld; this run has N = %d)\n",
+                    (long long)global_batch, size);
         MPI_Finalize();
         return 2;
     }
     const char *path = arg < argc ? argv[arg] : "examples/data/digits.csv";
     CHECK(ag_set_num_threads(1)); /* one core per rank */
-    const int64_t shard = GLOBAL_BATCH / size;
+    const int64_t shard = global_batch / size;
     double start = now_seconds();
 
     double *pixels = xmalloc(sizeof(double) * N_SAMPLES * N_PIXELS);
@@ -348,7 +357,7 @@ int main(int argc, char **argv) {
     free(pixels);
     free(labels);
 
-    const int64_t w1s[2] = {HIDDEN, N_PIXELS}, b1s[1] = {HIDDEN}, w2s[2] = {N_CLASSES, HIDDEN}, b2s[1] = {N_CLASSES};
+    const int64_t w1s[2] = {hidden, N_PIXELS}, b1s[1] = {hidden}, w2s[2] = {N_CLASSES, hidden}, b2s[1] = {N_CLASSES};
     mlp model = {parameter(w1s, 2, 1, W1_SEED), parameter(b1s, 1, 0, 0), parameter(w2s, 2, 1, W2_SEED),
                  parameter(b2s, 1, 0, 0)};
     ag_tensor params[4] = {model.w1, model.b1, model.w2, model.b2};
@@ -361,11 +370,12 @@ int main(int argc, char **argv) {
     ag_optimizer opt;
     CHECK(ag_optimizer_adam(&opt, params, 4, LEARNING_RATE, 0.9, 0.999, 1e-8, 0.0));
 
-    const int64_t steps_per_epoch = n_train / GLOBAL_BATCH;
+    const int64_t steps_per_epoch = n_train / global_batch;
     if (my_rank == 0) {
-        printf("ddp_digits: %d rank%s, global batch %d (%lld per rank), %lld steps per epoch, %d epochs; MLP 64-%d-10, "
+        printf("ddp_digits: %d rank%s, global batch %lld (%lld per rank), %lld steps per epoch, %d epochs; MLP 64-%lld-10, "
                "Adam, float64; %lld buckets of <= %d KiB, %s, %s\n",
-               size, size == 1 ? "" : "s", GLOBAL_BATCH, (long long)shard, (long long)steps_per_epoch, epochs, HIDDEN,
+               size, size == 1 ? "" : "s", (long long)global_batch, (long long)shard, (long long)steps_per_epoch, epochs,
+               (long long)hidden,
                (long long)nbuckets, bucket_kib, opts.no_overlap ? "no overlap (all-reduce after backward)"
                                                                 : "all-reduce overlapping backward",
                opts.rank_order ? "sums in rank order (all-gather)" : "sums by MPI_Iallreduce");
@@ -394,7 +404,7 @@ int main(int argc, char **argv) {
             if (failing) inject_fault(fail_mode, step, 0);
             double t0 = now_seconds();
             /* This rank's shard of the global batch. */
-            gather_rows(xb, yb, x_train, y_train, order + s * GLOBAL_BATCH + my_rank * shard, shard);
+            gather_rows(xb, yb, x_train, y_train, order + s * global_batch + my_rank * shard, shard);
             const int64_t shape[2] = {shard, N_PIXELS};
             ag_tensor x, logits, loss;
             CHECK(ag_tensor_from_data(&x, xb, shape, 2, AG_FLOAT64));
@@ -495,7 +505,7 @@ int main(int argc, char **argv) {
         status = 1;
     }
     if (hmin != hmax) status = 1;
-    if (my_rank == 0 && epochs == EPOCHS) {
+    if (my_rank == 0 && epochs == EPOCHS && hidden == HIDDEN && global_batch == GLOBAL_BATCH) {
         printf("final test accuracy: %.2f%% (%d of %d test digits) in %.2f s\n", 100 * test_acc,
                (int)lround(test_acc * N_TEST), N_TEST, now_seconds() - start);
         if (test_acc < TARGET_ACCURACY) {

@@ -4,8 +4,9 @@
 #   and C test programs under valgrind, the C++ header's test and example, a client package that
 #   depends on the Swift package by version, the Rust crate's tests and example (cargo test,
 #   valgrind), the header/export check, the libffi harness, the
-#   comparisons against JAX and optax, the install test, the Python package's tests, and line
-#   coverage (printed at the end).
+#   comparisons against JAX and optax, the install test, the Python package's tests, data-parallel
+#   training over Open MPI from C and from Python (2 ranks against 1), and line coverage (printed
+#   at the end).
 # Every part runs even if an earlier one failed (the build excepted); the last line counts them.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -63,6 +64,8 @@ if [ -f .build/release/libautograd.so ]; then
     part "make install into a temporary prefix, the C example built with pkg-config in env -i" bash scripts/install-test.sh
     part "Python package (bindings/python): pip install, pytest against JAX, examples/mlp.py" bash scripts/python-tests.sh
     part "references from PyPI: random graphs vs JAX, optimizers vs optax, digits in JAX" bash scripts/reference-tests.sh
+    part "data parallel over Open MPI (bindings/mpi, examples/ddp_digits.c): 1 vs 2 ranks, rank order, faults, valgrind" bash scripts/ddp-tests.sh
+    part "data parallel from Python over mpi4py (examples/ddp_digits.py): 1 vs 2 ranks, the deadline" bash scripts/ddp-python-tests.sh
 fi
 part "line coverage of Sources/ (llvm-cov, XCTest + C suites)" bash scripts/coverage.sh
 
