@@ -274,7 +274,14 @@ public:
      * one to replace it. Returns an id for remove_hook. An exception thrown by fn makes the
      * backward fail with AG_ERR_CALLBACK quoting the exception's what(). */
     int64_t register_hook(std::function<Tensor(const Tensor &grad)> fn) const;
-    /* Removes a hook registered with register_hook (its std::function is destroyed). */
+    /* Registers a gradient-ready hook on this leaf (ag_tensor_register_post_accumulate_grad_hook):
+     * fn(leaf) runs in each backward right after the leaf's gradient was accumulated into its
+     * .grad, as soon as it is complete (what data parallelism overlaps its all-reduce with).
+     * Returns an id for remove_hook. An exception thrown by fn makes the backward fail with
+     * AG_ERR_CALLBACK quoting the exception's what(). */
+    int64_t register_post_accumulate_grad_hook(std::function<void(const Tensor &leaf)> fn) const;
+    /* Removes a hook registered with register_hook or register_post_accumulate_grad_hook (its
+     * std::function is destroyed). */
     void remove_hook(int64_t id) const { check(ag_tensor_remove_hook(h_, id)); }
 
 private:
@@ -322,12 +329,40 @@ inline int32_t hook_trampoline(ag_tensor *replacement, ag_tensor grad, void *use
 inline void hook_destroy(void *user_data) noexcept {
     delete static_cast<std::function<Tensor(const Tensor &)> *>(user_data);
 }
+/* The gradient-ready hook trampoline; user_data is owned as hook_trampoline's is. */
+inline int32_t ready_trampoline(ag_tensor leaf, void *user_data) noexcept {
+    try {
+        auto &fn = *static_cast<std::function<void(const Tensor &)> *>(user_data);
+        Borrowed t(leaf);
+        fn(t.get());
+        return 0;
+    } catch (const std::exception &e) {
+        (void)ag_set_error(e.what());
+    } catch (...) {
+        (void)ag_set_error("a C++ hook threw an exception that is not a std::exception");
+    }
+    return 1;
+}
+inline void ready_destroy(void *user_data) noexcept { delete static_cast<std::function<void(const Tensor &)> *>(user_data); }
 } // namespace detail
 
 inline int64_t Tensor::register_hook(std::function<Tensor(const Tensor &grad)> fn) const {
     auto *data = new std::function<Tensor(const Tensor &)>(std::move(fn));
     int64_t id = 0;
     ag_status st = ag_tensor_register_hook(&id, h_, detail::hook_trampoline, data, detail::hook_destroy);
+    if (st != AG_OK) {
+        std::string msg = ag_last_error(); // read before anything else may call the library
+        delete data;                        // on failure the caller keeps user_data
+        throw Error(st, msg);
+    }
+    return id;
+}
+
+inline int64_t Tensor::register_post_accumulate_grad_hook(std::function<void(const Tensor &leaf)> fn) const {
+    auto *data = new std::function<void(const Tensor &)>(std::move(fn));
+    int64_t id = 0;
+    ag_status st = ag_tensor_register_post_accumulate_grad_hook(&id, h_, detail::ready_trampoline, data,
+                                                                detail::ready_destroy);
     if (st != AG_OK) {
         std::string msg = ag_last_error(); // read before anything else may call the library
         delete data;                        // on failure the caller keeps user_data

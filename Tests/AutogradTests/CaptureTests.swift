@@ -167,6 +167,17 @@ final class CaptureErrorTests: XCTestCase {
         XCTAssertTrue(m.contains("hooks run user code on each backward and cannot be replayed"), m)
     }
 
+    func testGradReadyHooksInACapturedBackwardAreRefused() throws {
+        let w = try scalar(2)
+        try w.registerPostAccumulateGradHook(GradReadyHook(id: 1) { _ in })
+        let m = message { _ = try CapturedFunction.capture([try self.scalar(3)]) { x in
+            let y = try x[0].multiplying(w)
+            try y.backward()
+            return [y]
+        } }
+        XCTAssertTrue(m.contains("hooks run user code on each backward and cannot be replayed"), m)
+    }
+
     func testCallsAreChecked() throws {
         let f = try CapturedFunction.capture([try Tensor([1, 2], shape: [2])]) { x in [try x[0].exp()] }
         XCTAssertTrue(message { _ = try f([]) }.contains("0 inputs for a function captured with 1"))

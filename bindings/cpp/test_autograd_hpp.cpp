@@ -174,6 +174,39 @@ static void test_no_grad() {
     expect(ag::is_grad_enabled() && (x * 2.0).requires_grad(), "grad on again after the guard");
 }
 
+// Gradient-ready hooks: w2's runs before the backward reaches h (nearer the input), and reads
+// the accumulated gradient: d/dw2 sum(h * w2) = h = 2 x = [2, 4]; a throwing one fails backward.
+static void test_grad_ready_hooks() {
+    ag::Tensor x = ag::Tensor::from<double>({1, 2}, {2});
+    ag::Tensor w1 = ag::Tensor::from<double>({2, 2}, {2}), w2 = ag::Tensor::from<double>({3, 3}, {2});
+    w1.requires_grad(true);
+    w2.requires_grad(true);
+    std::string order;
+    std::vector<double> seen;
+    int64_t id = w2.register_post_accumulate_grad_hook([&](const ag::Tensor &leaf) {
+        order += "w2 ";
+        seen = leaf.grad().values();
+    });
+    w1.register_post_accumulate_grad_hook([&](const ag::Tensor &) { order += "w1 "; });
+    ag::Tensor h = x * w1;
+    h.register_hook([&](const ag::Tensor &) {
+        order += "h ";
+        return ag::Tensor();
+    });
+    ag::sum(h * w2).backward();
+    expect(order == "w2 h w1 ", "w2 ready before the backward reaches h, w1 after");
+    expect_values(seen, {2, 4}, "the hook read w2's accumulated gradient");
+    w2.remove_hook(id);
+    w1.register_post_accumulate_grad_hook([](const ag::Tensor &) { throw std::runtime_error("boom when ready"); });
+    try {
+        ag::sum(x * w1).backward();
+        expect(false, "a throwing gradient-ready hook makes backward throw");
+    } catch (const ag::Error &e) {
+        expect(e.status() == AG_ERR_CALLBACK && e.message().find("boom when ready") != std::string::npos,
+               "AG_ERR_CALLBACK quoting the exception");
+    }
+}
+
 // d/dx sum(x * 5) = 5; a hook tripling it gives 15.
 static void test_hooks() {
     ag::Tensor x = ag::Tensor::from<double>({1, 2}, {2});
@@ -298,6 +331,7 @@ int main() {
         test_moves();
         test_no_grad();
         test_hooks();
+    test_grad_ready_hooks();
         test_optimizers();
         test_custom_op();
     } catch (const std::exception &e) {
