@@ -1,4 +1,5 @@
-//! Gradient hooks: closures the library calls with the gradient flowing into a tensor.
+//! Gradient hooks: closures the library calls with the gradient flowing into a tensor, and
+//! gradient-ready hooks, called with a leaf once its gradient is accumulated.
 
 use std::ffi::c_void;
 
@@ -40,10 +41,29 @@ where
     })
 }
 
+/// The trampoline of a gradient-ready hook closure of type F.
+///
+/// # Safety
+/// Called by the library only: `user_data` is the `Box<F>` given to a successful
+/// `ag_tensor_register_post_accumulate_grad_hook`, kept until `drop_hook::<F>` runs; `leaf` is a
+/// handle borrowed for the call.
+unsafe extern "C" fn ready_trampoline<F>(leaf: sys::ag_tensor, user_data: *mut c_void) -> i32
+where
+    F: Fn(&Tensor) -> Result<()> + Send + Sync + 'static,
+{
+    guard("a gradient-ready hook", || {
+        // SAFETY: user_data is the live Box<F> (see above); shared access only (F: Fn + Sync).
+        let f = unsafe { &*(user_data as *const F) };
+        // The leaf is borrowed: wrapped so that it is never freed here.
+        f(&Tensor::borrowed(leaf))
+    })
+}
+
 /// Frees a hook's closure once the library no longer calls it.
 ///
 /// # Safety
-/// Called by the library once, with the pointer of a `Box<F>` made by `register_hook`.
+/// Called by the library once, with the pointer of a `Box<F>` made by `register_hook` or
+/// `register_post_accumulate_grad_hook`.
 unsafe extern "C" fn drop_hook<F>(user_data: *mut c_void) {
     // SAFETY: user_data came from Box::into_raw(Box<F>) and is dropped exactly once, here.
     no_unwind(|| drop(unsafe { Box::from_raw(user_data as *mut F) }));
@@ -73,6 +93,38 @@ impl Tensor {
                 &mut id,
                 self.handle(),
                 Some(hook_trampoline::<F>),
+                data.cast(),
+                Some(drop_hook::<F>),
+            )
+        };
+        if let Err(e) = check(status) {
+            // SAFETY: on failure the caller keeps user_data (the library never calls destroy).
+            drop(unsafe { Box::from_raw(data) });
+            return Err(e);
+        }
+        Ok(HookId(id))
+    }
+
+    /// Registers a gradient-ready hook on this leaf (PyTorch's post-accumulate-grad hook):
+    /// during every `backward`, `hook` gets the leaf right after the pass added its gradient
+    /// into `.grad`, as soon as that gradient is complete and before the pass goes on to the
+    /// layers nearer the input (what data parallelism overlaps its all-reduce with). Read the
+    /// gradient with [`Tensor::grad`]. Errors and panics abort the backward as for
+    /// [`Tensor::register_hook`]; `grad()`-style passes never run it. Fails with
+    /// `Status::State` unless the tensor is a leaf that requires grad.
+    pub fn register_post_accumulate_grad_hook<F>(&self, hook: F) -> Result<HookId>
+    where
+        F: Fn(&Tensor) -> Result<()> + Send + Sync + 'static,
+    {
+        let data = Box::into_raw(Box::new(hook));
+        let mut id = 0i64;
+        // SAFETY: as in register_hook: the trampoline and destructor are instantiated for F,
+        // the type `data` points to; on success the library owns `data` until drop_hook::<F>.
+        let status = unsafe {
+            sys::ag_tensor_register_post_accumulate_grad_hook(
+                &mut id,
+                self.handle(),
+                Some(ready_trampoline::<F>),
                 data.cast(),
                 Some(drop_hook::<F>),
             )

@@ -137,3 +137,49 @@ fn the_closure_is_dropped_when_the_hook_goes() {
     assert_eq!(e.status, Status::State);
     assert_eq!(drops.load(Ordering::SeqCst), 3);
 }
+
+#[test]
+fn a_gradient_ready_hook_runs_after_accumulation_and_before_the_rest_of_the_backward() {
+    // f = sum((x * w1) * w2): w2's gradient (x * w1 = [2, 6]) is complete before the backward
+    // reaches h = x * w1, nearer the input; w1's after it.
+    let x = Tensor::from_slice(&[1.0, 2.0], &[2]).unwrap();
+    let w1 = leaf(&[2.0, 3.0]);
+    let w2 = leaf(&[4.0, 5.0]);
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (o1, o2, o3, s2) = (Arc::clone(&order), Arc::clone(&order), Arc::clone(&order), Arc::clone(&seen));
+    let id = w2
+        .register_post_accumulate_grad_hook(move |leaf| {
+            o2.lock().unwrap().push("w2");
+            s2.lock().unwrap().extend(leaf.grad()?.expect("accumulated").to_vec_f64()?);
+            Ok(())
+        })
+        .unwrap();
+    w1.register_post_accumulate_grad_hook(move |_| {
+        o1.lock().unwrap().push("w1");
+        Ok(())
+    })
+    .unwrap();
+    let h = &x * &w1;
+    h.register_hook(move |_| {
+        o3.lock().unwrap().push("h");
+        Ok(None)
+    })
+    .unwrap();
+    (&h * &w2).sum().unwrap().backward().unwrap();
+    assert_eq!(*order.lock().unwrap(), vec!["w2", "h", "w1"]);
+    assert_eq!(*seen.lock().unwrap(), vec![2.0, 6.0]);
+    w2.remove_hook(id).unwrap();
+
+    // A panicking one fails the backward with Status::Callback; the process carries on.
+    let z = leaf(&[1.0]);
+    z.register_post_accumulate_grad_hook(|_| panic!("ready hook panicked")).unwrap();
+    let err: Error = (&z * 2.0).sum().unwrap().backward().unwrap_err();
+    assert_eq!(err.status, Status::Callback);
+    assert!(err.message.contains("ready hook panicked"), "{}", err.message);
+    // Only leaves that require grad take one.
+    let c = Tensor::from_slice(&[1.0], &[1]).unwrap();
+    assert_eq!(c.register_post_accumulate_grad_hook(|_| Ok(())).unwrap_err().status, Status::State);
+    let r = &z * 2.0;
+    assert_eq!(r.register_post_accumulate_grad_hook(|_| Ok(())).unwrap_err().status, Status::State);
+}
