@@ -68,6 +68,7 @@ struct ag_ddp {
     double timeout;
     int64_t step; /* the step in progress, from 1 */
     int writing_back;
+    int no_sync; /* ag_ddp_set_sync(d, 0): hooks leave the gradients to accumulate locally */
     int owns_signal;
     /* this step's running totals */
     double hook_s, mpi_s;
@@ -245,7 +246,7 @@ static void progress(ag_ddp *d) {
 static int32_t grad_ready(ag_tensor t, void *user_data) {
     hook_ctx *ctx = user_data;
     ag_ddp *d = ctx->d;
-    if (d == NULL || d->writing_back) return 0;
+    if (d == NULL || d->writing_back || d->no_sync) return 0;
     double t0 = now_seconds();
     ddp_param *p = &d->params[ctx->index];
     ddp_bucket *k = &d->buckets[p->bucket];
@@ -545,8 +546,21 @@ static ag_status give_gradient(ag_ddp *d, ddp_param *p, const void *avg) {
     return s;
 }
 
+ag_status ag_ddp_set_sync(ag_ddp *d, int enabled) {
+    if (d == NULL) return fail(AG_ERR_ARGUMENT, "ag_ddp_set_sync: d is NULL");
+    for (int64_t i = 0; i < d->n; i++)
+        if (d->params[i].filled)
+            return fail(AG_ERR_STATE, "ag_ddp_set_sync: a synchronised backward is waiting for ag_ddp_finish_gradients "
+                                      "(call it first)");
+    d->no_sync = !enabled;
+    return AG_OK;
+}
+
 ag_status ag_ddp_finish_gradients(ag_ddp *d) {
     if (d == NULL) return fail(AG_ERR_ARGUMENT, "ag_ddp_finish_gradients: d is NULL");
+    if (d->no_sync)
+        return fail(AG_ERR_STATE, "ag_ddp_finish_gradients: synchronisation is off (ag_ddp_set_sync(d, 0)): turn it "
+                                  "on before the backward of the last micro-batch, then call this");
     double t_end = now_seconds(); /* backward's end */
     const char *what = d->rank_order ? "all-gather" : "all-reduce";
     /* Start the rest, in order; missing gradients are zeros. */

@@ -104,12 +104,22 @@ ag_status ag_ddp_new(ag_ddp **out, MPI_Comm comm, const ag_tensor *params, int64
  * backward pass (sum(p * average): the C API has no direct .grad setter), so all ranks stay
  * identical; one with no gradient anywhere stays without one. Then the step counter advances and
  * the layer is ready for the next backward.
- * Call it once after every ag_backward and before the optimizer step. A second backward before
- * it (gradient accumulation) fails: the hook of a parameter already sent refuses, so ag_backward
- * returns AG_ERR_CALLBACK naming ag_ddp_finish_gradients.
- * Errors: AG_ERR_ARGUMENT (d NULL), AG_ERR_INVALID_HANDLE (a parameter freed meanwhile),
- * AG_ERR_OUT_OF_MEMORY. */
+ * Call it once after every synchronised ag_backward and before the optimizer step. A second
+ * backward before it fails: the hook of a parameter already sent refuses, so ag_backward returns
+ * AG_ERR_CALLBACK naming ag_ddp_finish_gradients (to accumulate over micro-batches, turn
+ * synchronisation off for all but the last: ag_ddp_set_sync).
+ * Errors: AG_ERR_ARGUMENT (d NULL), AG_ERR_STATE (synchronisation is off), AG_ERR_INVALID_HANDLE
+ * (a parameter freed meanwhile), AG_ERR_OUT_OF_MEMORY. */
 ag_status ag_ddp_finish_gradients(ag_ddp *d);
+
+/* Gradient accumulation over micro-batches (PyTorch's no_sync): with enabled = 0, the hooks do
+ * nothing and each ag_backward only adds into the parameters' local .grad; turn it back on
+ * (enabled = 1) before the backward of the last micro-batch, whose hooks then send the whole
+ * accumulated gradients, and call ag_ddp_finish_gradients after it as usual. On by default.
+ * Not collective, but every rank must follow the same pattern (the collectives must match).
+ * Errors: AG_ERR_ARGUMENT (d NULL), AG_ERR_STATE (a synchronised backward is waiting for
+ * ag_ddp_finish_gradients). */
+ag_status ag_ddp_set_sync(ag_ddp *d, int enabled);
 
 /* Removes the hooks, restores the previous SIGTERM handling when the last context goes, frees
  * the buffers and the duplicated communicator. Not collective with the other ranks' frees, but

@@ -5,6 +5,8 @@
  *     through the layer's write-back pass);
  *   - a second ag_backward before ag_ddp_finish_gradients fails with AG_ERR_CALLBACK and the
  *     layer's message, and the step still completes with the first pass's average;
+ *   - gradient accumulation: with ag_ddp_set_sync(d, 0) a backward stays local, and the next
+ *     synchronised one sends the accumulated gradients (averaged by hand: 3 on both ranks);
  *   - no handle is left behind.
  * Exits non-zero on the first failed check.
  */
@@ -76,6 +78,29 @@ int main(int argc, char **argv) {
     EXPECT(v[0] == 1.5 && v[1] == 1.5);
     grad_of(v, b);
     EXPECT(v[0] == 0.5 && v[1] == 0.5);
+
+    /* Gradient accumulation: two micro-batches of loss = sum((1 + rank) * a), the first with
+     * synchronisation off. Locally a.grad = 2 (1 + rank) = 2 or 4; averaged: 3 on both ranks. */
+    C(ag_tensor_zero_grad(a));
+    C(ag_tensor_zero_grad(b));
+    C(ag_ddp_set_sync(d, 0));
+    ag_tensor m2, s2;
+    C(ag_mul_scalar(&m2, a, 1.0 + rank));
+    C(ag_sum(&s2, m2, NULL, 0, false));
+    C(ag_backward(s2, AG_NULL_TENSOR, true, false));
+    grad_of(v, a);
+    EXPECT(v[0] == 1.0 + rank && v[1] == 1.0 + rank); /* not sent: local only */
+    st = ag_ddp_finish_gradients(d);
+    EXPECT(st == AG_ERR_STATE && strstr(ag_last_error(), "synchronisation is off") != NULL);
+    C(ag_ddp_set_sync(d, 1));
+    C(ag_backward(s2, AG_NULL_TENSOR, false, false));
+    st = ag_ddp_set_sync(d, 0);
+    EXPECT(st == AG_ERR_STATE && strstr(ag_last_error(), "waiting for ag_ddp_finish_gradients") != NULL);
+    C(ag_ddp_finish_gradients(d));
+    grad_of(v, a);
+    EXPECT(v[0] == 3 && v[1] == 3);
+    C(ag_tensor_free(s2));
+    C(ag_tensor_free(m2));
 
     C(ag_tensor_free(s));
     C(ag_tensor_free(m));
