@@ -630,6 +630,25 @@ static int32_t hook_fn(ag_tensor *rep, ag_tensor grad, void *p) {
     return ret;
 }
 
+/* A gradient-ready hook: it must find the leaf's gradient accumulated already, then does what
+ * hook_fn does with that gradient (observe, fail, call the library, free pool handles, run a
+ * nested backward, ...); a replacement hook_fn makes is released, as ready hooks replace nothing. */
+static int32_t ready_fn(ag_tensor t, void *p) {
+    const char *saved = g_op;
+    g_op = "gradient-ready hook callback";
+    ag_tensor g = SENT;
+    owned++; /* the borrowed leaf handle is live during the call */
+    if (chk(ag_tensor_grad(&g, t)) != AG_OK) fail("ag_tensor_grad of a ready hook's leaf failed");
+    owned--;
+    if (g == AG_NULL_TENSOR || g == SENT) fail("a gradient-ready hook ran before the leaf had a gradient");
+    ag_tensor replacement = AG_NULL_TENSOR;
+    int32_t ret = hook_fn(&replacement, g, p);
+    if (replacement != AG_NULL_TENSOR) (void)ag_tensor_free(replacement); /* may be a made-up handle */
+    ag_tensor_free(g);
+    g_op = saved;
+    return ret;
+}
+
 typedef struct {
     uint8_t mode;
 } BuildUd;
@@ -2192,7 +2211,7 @@ static void op_detach(Rd *r) {
 static void op_hook(Rd *r) {
     H t = pick_t(r);
     uint8_t mode = u8(r), f = u8(r);
-    bool with_destroy = f & 1, null_hook = (f & 30) == 2, with_id = !(f & 32);
+    bool with_destroy = f & 1, null_hook = (f & 30) == 2, with_id = !(f & 32), ready = f & 64;
     HookUd *ud = &g_static_hook;
     if (with_destroy) {
         ud = malloc(sizeof *ud);
@@ -2201,15 +2220,21 @@ static void op_hook(Rd *r) {
         ud->calls = 0;
     }
     unsigned allowed = M_INV | M_ARG;
-    if (!t.bad) allowed = null_hook ? M_ARG : (info_of(t.h).rg ? M_OK : M_STATE);
+    /* a ready hook needs a leaf that requires grad (leaf_requiring_grad probes it) */
+    if (!t.bad)
+        allowed = null_hook ? M_ARG : (ready ? leaf_requiring_grad(t.h) : info_of(t.h).rg) ? M_OK : M_STATE;
     int64_t id = -12345;
-    g_op = "ag_tensor_register_hook";
-    TRACE("ag_tensor_register_hook(%#llx, mode=%u, destroy=%d, hook=%s)%s", (unsigned long long)t.h, mode, with_destroy,
+    g_op = ready ? "ag_tensor_register_post_accumulate_grad_hook" : "ag_tensor_register_hook";
+    TRACE("%s(%#llx, mode=%u, destroy=%d, hook=%s)%s", g_op, (unsigned long long)t.h, mode, with_destroy,
           null_hook ? "NULL" : "fn", t.bad ? " [bad]" : "");
     int64_t before = g_hooks_alive;
-    ag_status s = expect(ag_tensor_register_hook(with_id ? &id : NULL, t.h, null_hook ? NULL : hook_fn, ud,
-                                                 with_destroy ? hook_destroy : NULL),
-                         allowed, "register_hook");
+    ag_status s = ready ? expect(ag_tensor_register_post_accumulate_grad_hook(with_id ? &id : NULL, t.h,
+                                                                              null_hook ? NULL : ready_fn, ud,
+                                                                              with_destroy ? hook_destroy : NULL),
+                                 allowed, "register_post_accumulate_grad_hook")
+                        : expect(ag_tensor_register_hook(with_id ? &id : NULL, t.h, null_hook ? NULL : hook_fn, ud,
+                                                         with_destroy ? hook_destroy : NULL),
+                                 allowed, "register_hook");
     if (g_hooks_alive != before) fail("register_hook ran a destroy callback");
     if (s != AG_OK) {
         if (id != -12345) fail("register_hook failed but wrote *out_id");
