@@ -111,7 +111,7 @@ within() {
     summary+=("$1: max abs difference $d (<= $4)")
 }
 
-echo "== test_ddp: 2 ranks (broadcast, a gradient on one rank only, a second backward refused)"
+echo "== test_ddp: 2 ranks (broadcast, a gradient on one rank only, a second backward refused, gradient accumulation with sync off)"
 "${mpi[@]}" -np 2 "$outdir/test_ddp"
 summary+=("test_ddp (2 ranks): broadcast, one-rank gradient averaged, second backward refused, no handle left")
 
