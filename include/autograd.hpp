@@ -344,31 +344,32 @@ inline int32_t ready_trampoline(ag_tensor leaf, void *user_data) noexcept {
     return 1;
 }
 inline void ready_destroy(void *user_data) noexcept { delete static_cast<std::function<void(const Tensor &)> *>(user_data); }
-} // namespace detail
-
-inline int64_t Tensor::register_hook(std::function<Tensor(const Tensor &grad)> fn) const {
-    auto *data = new std::function<Tensor(const Tensor &)>(std::move(fn));
+/* Moves fn to the heap and registers it with register_fn(&id, data); on failure the caller keeps
+ * user_data (the library never calls destroy), so it is deleted here before throwing. */
+template <class Fn, class Register> int64_t register_callback(Fn fn, Register register_fn) {
+    auto *data = new Fn(std::move(fn));
     int64_t id = 0;
-    ag_status st = ag_tensor_register_hook(&id, h_, detail::hook_trampoline, data, detail::hook_destroy);
+    ag_status st = register_fn(&id, static_cast<void *>(data));
     if (st != AG_OK) {
         std::string msg = ag_last_error(); // read before anything else may call the library
-        delete data;                        // on failure the caller keeps user_data
+        delete data;
         throw Error(st, msg);
     }
     return id;
 }
+} // namespace detail
+
+inline int64_t Tensor::register_hook(std::function<Tensor(const Tensor &grad)> fn) const {
+    return detail::register_callback(std::move(fn), [this](int64_t *id, void *data) {
+        return ag_tensor_register_hook(id, h_, detail::hook_trampoline, data, detail::hook_destroy);
+    });
+}
 
 inline int64_t Tensor::register_post_accumulate_grad_hook(std::function<void(const Tensor &leaf)> fn) const {
-    auto *data = new std::function<void(const Tensor &)>(std::move(fn));
-    int64_t id = 0;
-    ag_status st = ag_tensor_register_post_accumulate_grad_hook(&id, h_, detail::ready_trampoline, data,
-                                                                detail::ready_destroy);
-    if (st != AG_OK) {
-        std::string msg = ag_last_error(); // read before anything else may call the library
-        delete data;                        // on failure the caller keeps user_data
-        throw Error(st, msg);
-    }
-    return id;
+    return detail::register_callback(std::move(fn), [this](int64_t *id, void *data) {
+        return ag_tensor_register_post_accumulate_grad_hook(id, h_, detail::ready_trampoline, data,
+                                                            detail::ready_destroy);
+    });
 }
 
 // ---- arithmetic (broadcasting, NumPy rules) ----

@@ -146,38 +146,32 @@ class RemovableHook:
         self.__copy__()
 
 
-def register_hook(tensor, fn):
-    """Registers fn(grad) -> Tensor | None on tensor; see Tensor.register_hook."""
+def _register(what, c_register, trampoline, tensor, fn):
+    """Registers fn through c_register (one of the C registration functions) with trampoline;
+    fn stays in _callables until the library calls _destroy."""
     if not isinstance(tensor, Tensor):
-        raise TypeError("register_hook needs a Tensor")
+        raise TypeError(f"{what} needs a Tensor")
     if not callable(fn):
         raise TypeError(f"a hook must be callable, not {type(fn).__name__}")
     key = next(_keys)
     _callables[key] = fn
     out_id = c_int64(0)
-    status = lib.ag_tensor_register_hook(byref(out_id), tensor._handle, _trampoline, key,
-                                         _destroy)
+    status = c_register(byref(out_id), tensor._handle, trampoline, key, _destroy)
     if status:
         _callables.pop(key, None)  # on failure destroy is not called
         check(status)
     return RemovableHook(tensor, out_id.value)
+
+
+def register_hook(tensor, fn):
+    """Registers fn(grad) -> Tensor | None on tensor; see Tensor.register_hook."""
+    return _register("register_hook", lib.ag_tensor_register_hook, _trampoline, tensor, fn)
 
 
 def register_post_accumulate_grad_hook(tensor, fn):
     """Registers fn(leaf) -> None on the leaf tensor; see Tensor.register_post_accumulate_grad_hook."""
-    if not isinstance(tensor, Tensor):
-        raise TypeError("register_post_accumulate_grad_hook needs a Tensor")
-    if not callable(fn):
-        raise TypeError(f"a hook must be callable, not {type(fn).__name__}")
-    key = next(_keys)
-    _callables[key] = fn
-    out_id = c_int64(0)
-    status = lib.ag_tensor_register_post_accumulate_grad_hook(
-        byref(out_id), tensor._handle, _post_accumulate_trampoline, key, _destroy)
-    if status:
-        _callables.pop(key, None)  # on failure destroy is not called
-        check(status)
-    return RemovableHook(tensor, out_id.value)
+    return _register("register_post_accumulate_grad_hook", lib.ag_tensor_register_post_accumulate_grad_hook,
+                     _post_accumulate_trampoline, tensor, fn)
 
 
 def live_hook_count():

@@ -69,6 +69,20 @@ unsafe extern "C" fn drop_hook<F>(user_data: *mut c_void) {
     no_unwind(|| drop(unsafe { Box::from_raw(user_data as *mut F) }));
 }
 
+/// Boxes `hook` and registers it with `register(out_id, user_data)`, a C registration call whose
+/// trampoline and destructor are instantiated for F: on success the library owns the box until
+/// it calls drop_hook::<F> once; on failure the caller keeps it, so it is dropped here.
+fn register_boxed<F>(hook: F, register: impl FnOnce(*mut i64, *mut c_void) -> sys::ag_status) -> Result<HookId> {
+    let data = Box::into_raw(Box::new(hook));
+    let mut id = 0i64;
+    if let Err(e) = check(register(&mut id, data.cast())) {
+        // SAFETY: `data` came from Box::into_raw above and the library did not take it.
+        drop(unsafe { Box::from_raw(data) });
+        return Err(e);
+    }
+    Ok(HookId(id))
+}
+
 impl Tensor {
     /// Registers a gradient hook on this tensor (which must require grad): during every
     /// backward pass through it, `hook` gets the gradient flowing into the tensor (for a leaf,
@@ -84,25 +98,11 @@ impl Tensor {
     where
         F: Fn(&Tensor) -> Result<Option<Tensor>> + Send + Sync + 'static,
     {
-        let data = Box::into_raw(Box::new(hook));
-        let mut id = 0i64;
-        // SAFETY: the trampoline and destructor are instantiated for F, the type `data` points
-        // to; on success the library owns `data` until it calls drop_hook::<F> once.
-        let status = unsafe {
-            sys::ag_tensor_register_hook(
-                &mut id,
-                self.handle(),
-                Some(hook_trampoline::<F>),
-                data.cast(),
-                Some(drop_hook::<F>),
-            )
-        };
-        if let Err(e) = check(status) {
-            // SAFETY: on failure the caller keeps user_data (the library never calls destroy).
-            drop(unsafe { Box::from_raw(data) });
-            return Err(e);
-        }
-        Ok(HookId(id))
+        // SAFETY: the trampoline and destructor are instantiated for F, the type of the boxed
+        // closure register_boxed passes as user data.
+        register_boxed(hook, |id, data| unsafe {
+            sys::ag_tensor_register_hook(id, self.handle(), Some(hook_trampoline::<F>), data, Some(drop_hook::<F>))
+        })
     }
 
     /// Registers a gradient-ready hook on this leaf (PyTorch's post-accumulate-grad hook):
@@ -116,25 +116,16 @@ impl Tensor {
     where
         F: Fn(&Tensor) -> Result<()> + Send + Sync + 'static,
     {
-        let data = Box::into_raw(Box::new(hook));
-        let mut id = 0i64;
-        // SAFETY: as in register_hook: the trampoline and destructor are instantiated for F,
-        // the type `data` points to; on success the library owns `data` until drop_hook::<F>.
-        let status = unsafe {
+        // SAFETY: as in register_hook (the trampoline and destructor are instantiated for F).
+        register_boxed(hook, |id, data| unsafe {
             sys::ag_tensor_register_post_accumulate_grad_hook(
-                &mut id,
+                id,
                 self.handle(),
                 Some(ready_trampoline::<F>),
-                data.cast(),
+                data,
                 Some(drop_hook::<F>),
             )
-        };
-        if let Err(e) = check(status) {
-            // SAFETY: on failure the caller keeps user_data (the library never calls destroy).
-            drop(unsafe { Box::from_raw(data) });
-            return Err(e);
-        }
-        Ok(HookId(id))
+        })
     }
 
     /// Removes a hook registered on this tensor (its closure is dropped now).
