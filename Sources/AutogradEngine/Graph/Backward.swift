@@ -47,7 +47,6 @@ enum Backward {
             }
             try pass.collect(roots: roots)
             try pass.seed(roots: roots, seeds: seedTensors)
-            pass.countLeafEdges()
             try pass.propagate()
             return try pass.finish()
         } }
@@ -216,6 +215,10 @@ enum Backward {
             }
             edgeStart.append(Int32(truncatingIfNeeded: edgeTarget.count))
             grads.append(contentsOf: repeatElement(nil, count: nodes.count))
+            if finishesLeavesEarly {
+                leafDeps = [Int32](repeating: 0, count: leafOrder.count)
+                for target in edgeTarget where target <= -2 { leafDeps[Int(-2 - target)] += 1 }
+            }
             if case .capture = mode {
                 needed = [Bool](repeating: true, count: nodes.count)
                 markNeeded()
@@ -332,14 +335,6 @@ enum Backward {
                     try leafEdgeDone(-2 - target)
                 }
             }
-        }
-
-        /// Counts the edges into each leaf, when some leaf finishes early (after collect and seed,
-        /// which may both number leaves).
-        mutating func countLeafEdges() {
-            guard finishesLeavesEarly else { return }
-            leafDeps = [Int32](repeating: 0, count: leafOrder.count)
-            for target in edgeTarget where target <= -2 { leafDeps[Int(-2 - target)] += 1 }
         }
 
         /// Counts one edge into leaf j as done (only when finishesLeavesEarly); a leaf with
