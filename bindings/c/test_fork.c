@@ -136,7 +136,19 @@ static int child_work(void) {
     return 0;
 }
 
-/* Waits for `pid` until the deadline; kills it if it is still running. */
+/* Prints every thread's stack of the hung process `pid` (gdb -batch, if gdb is installed), so
+ * that a hang in CI says where it hangs. */
+static void print_stacks(pid_t pid) {
+    char cmd[160];
+    snprintf(cmd, sizeof cmd, "command -v gdb >/dev/null && timeout 60 gdb -batch -p %d -ex 'thread apply all bt 30' 2>&1",
+             (int)pid);
+    printf("  the hung child's threads (gdb):\n");
+    fflush(stdout);
+    if (system(cmd) != 0) printf("  (no stacks: gdb missing or failed)\n");
+    fflush(stdout);
+}
+
+/* Waits for `pid` until the deadline; prints its stacks and kills it if it is still running. */
 static int wait_with_deadline(pid_t pid, double deadline_s, bool *timed_out) {
     double end = now_s() + deadline_s;
     int status = 0;
@@ -147,6 +159,7 @@ static int wait_with_deadline(pid_t pid, double deadline_s, bool *timed_out) {
         if (r < 0) return -1;
         if (now_s() > end) {
             *timed_out = true;
+            print_stacks(pid);
             kill(pid, SIGKILL);
             waitpid(pid, &status, 0);
             return status;
